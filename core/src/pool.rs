@@ -1,0 +1,230 @@
+//! Offloads and the shared VM pool.
+//!
+//! The [`Registry`] is the one list of offloads a process runs, shared by all its workers.
+//! Registering or unregistering bumps an epoch; each worker's [`VmPool`] notices the new epoch
+//! at the top of its poll loop and catches up (compiling new programs, dropping removed ones)
+//! without stopping. Dispatch on the data path is an array index and never allocates.
+
+use crate::region::TenantId;
+use crate::verifier::VerifiedProgram;
+use crate::vm::{CompiledVm, Engine, VmError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// An offload id, as messages name it.
+pub type OffloadId = u32;
+
+/// The most offloads one registry holds.
+pub const MAX_OFFLOADS: usize = 1 << 16;
+
+/// A registered offload.
+#[derive(Debug)]
+pub struct Offload {
+    pub id: OffloadId,
+    pub name: String,
+    pub tenant: TenantId,
+    /// Steering class (UDP destination port = base + class).
+    pub class: u16,
+    /// Whether the offload only reads (so a client may run it on a placement hint).
+    pub read_only: bool,
+    pub program: Arc<VerifiedProgram>,
+}
+
+/// Why a registry change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("offload id {id} is already registered (as {name:?})")]
+    Exists { id: OffloadId, name: String },
+    #[error("no offload with id {id}")]
+    Unknown { id: OffloadId },
+    #[error("offload id {id} is past the limit of {MAX_OFFLOADS}")]
+    TooLarge { id: OffloadId },
+    #[error("the registry is full ({MAX_OFFLOADS} offloads)")]
+    Full,
+}
+
+struct Table {
+    slots: Vec<Option<Arc<Offload>>>,
+}
+
+/// The offloads of a process, shared by its workers.
+pub struct Registry {
+    table: Mutex<Table>,
+    epoch: AtomicU64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self { table: Mutex::new(Table { slots: Vec::new() }), epoch: AtomicU64::new(0) }
+    }
+}
+
+/// What `register` needs besides the program.
+#[derive(Debug, Clone)]
+pub struct OffloadSpec {
+    pub name: String,
+    pub tenant: TenantId,
+    pub class: u16,
+    pub read_only: bool,
+}
+
+impl Registry {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        // A worker that panicked while holding the lock leaves the table consistent (every
+        // change is a single slot store), so a poisoned lock is still usable.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers under a chosen id.
+    pub fn register_as(&self, id: OffloadId, spec: OffloadSpec, program: Arc<VerifiedProgram>) -> Result<Arc<Offload>, RegistryError> {
+        if id as usize >= MAX_OFFLOADS {
+            return Err(RegistryError::TooLarge { id });
+        }
+        let mut t = self.lock();
+        let i = id as usize;
+        if t.slots.len() <= i {
+            t.slots.resize(i + 1, None);
+        }
+        if let Some(o) = &t.slots[i] {
+            return Err(RegistryError::Exists { id, name: o.name.clone() });
+        }
+        let off = Arc::new(Offload { id, name: spec.name, tenant: spec.tenant, class: spec.class, read_only: spec.read_only, program });
+        t.slots[i] = Some(off.clone());
+        self.epoch.fetch_add(1, Ordering::Release);
+        Ok(off)
+    }
+
+    /// Registers under the lowest free id.
+    pub fn register(&self, spec: OffloadSpec, program: Arc<VerifiedProgram>) -> Result<Arc<Offload>, RegistryError> {
+        let id = {
+            let t = self.lock();
+            t.slots.iter().position(Option::is_none).unwrap_or(t.slots.len())
+        };
+        if id >= MAX_OFFLOADS {
+            return Err(RegistryError::Full);
+        }
+        // The lock was released: another registration may have taken `id`; try the next.
+        match self.register_as(id as OffloadId, spec.clone(), program.clone()) {
+            Err(RegistryError::Exists { .. }) => self.register(spec, program),
+            r => r,
+        }
+    }
+
+    pub fn unregister(&self, id: OffloadId) -> Result<Arc<Offload>, RegistryError> {
+        let mut t = self.lock();
+        let off = t.slots.get_mut(id as usize).and_then(Option::take).ok_or(RegistryError::Unknown { id })?;
+        self.epoch.fetch_add(1, Ordering::Release);
+        Ok(off)
+    }
+
+    pub fn get(&self, id: OffloadId) -> Option<Arc<Offload>> {
+        self.lock().slots.get(id as usize).cloned().flatten()
+    }
+
+    pub fn find(&self, name: &str) -> Option<Arc<Offload>> {
+        self.lock().slots.iter().flatten().find(|o| o.name == name).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<Offload>> {
+        self.lock().slots.iter().flatten().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().slots.iter().flatten().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Changes every time the set of offloads changes.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+}
+
+/// One worker's compiled offloads.
+pub struct PoolEntry {
+    pub offload: Arc<Offload>,
+    pub vm: CompiledVm,
+}
+
+/// A worker's view of the registry: one compiled VM per offload, indexed by id.
+pub struct VmPool {
+    registry: Arc<Registry>,
+    engine: Engine,
+    seen_epoch: u64,
+    slots: Vec<Option<PoolEntry>>,
+    /// Programs that failed to compile here, with the reason (reported, then skipped).
+    pub compile_errors: Vec<(OffloadId, String)>,
+}
+
+impl VmPool {
+    pub fn new(registry: Arc<Registry>, engine: Engine) -> Self {
+        let mut p = Self { registry, engine, seen_epoch: u64::MAX, slots: Vec::new(), compile_errors: Vec::new() };
+        p.sync();
+        p
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Catches up with the registry when its epoch moved; cheap (one atomic load) otherwise.
+    /// Returns true when anything changed.
+    pub fn sync(&mut self) -> bool {
+        let epoch = self.registry.epoch();
+        if epoch == self.seen_epoch {
+            return false;
+        }
+        let current = self.registry.list();
+        let max = current.iter().map(|o| o.id as usize + 1).max().unwrap_or(0);
+        for (id, slot) in self.slots.iter_mut().enumerate() {
+            let keep = slot.as_ref().is_some_and(|e| current.iter().any(|o| o.id as usize == id && Arc::ptr_eq(o, &e.offload)));
+            if !keep {
+                *slot = None;
+            }
+        }
+        if self.slots.len() < max {
+            self.slots.resize_with(max, || None);
+        }
+        for off in current {
+            let slot = &mut self.slots[off.id as usize];
+            if slot.is_none() {
+                match CompiledVm::new(off.program.clone(), self.engine) {
+                    Ok(vm) => *slot = Some(PoolEntry { offload: off, vm }),
+                    Err(e) => self.compile_errors.push((off.id, e.to_string())),
+                }
+            }
+        }
+        self.seen_epoch = epoch;
+        true
+    }
+
+    /// The compiled offload `id`, if registered.
+    #[inline]
+    pub fn get(&self, id: OffloadId) -> Option<&PoolEntry> {
+        self.slots.get(id as usize).and_then(Option::as_ref)
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.iter().flatten().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+}
+
+/// Convenience for single-program uses (tests, benchmarks, the client's local execution).
+pub fn compile(program: Arc<VerifiedProgram>, engine: Engine) -> Result<CompiledVm, VmError> {
+    CompiledVm::new(program, engine)
+}

@@ -1,0 +1,150 @@
+//! Compiling and running one handler program: the rbpf engines behind one type.
+//!
+//! rbpf's VMs are neither `Send` nor `Sync`, so each worker thread compiles its own
+//! [`CompiledVm`] per program (see [`crate::pool`]). The JIT checks nothing at run time: only
+//! programs accepted by [`crate::verifier`] reach this module.
+
+use crate::abi::{Ctx, CTX_SIZE};
+use crate::verifier::VerifiedProgram;
+use std::sync::Arc;
+
+/// Which rbpf engine runs a program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Engine {
+    /// rbpf's x86_64 JIT (x86_64 only).
+    Jit,
+    /// rbpf's cranelift JIT (built on aarch64, where the x86 JIT cannot run).
+    Cranelift,
+    /// rbpf's interpreter: slow, checks every access; for debugging and differential tests.
+    Interpreter,
+}
+
+impl Engine {
+    /// The compiled engine for this machine.
+    pub const fn native() -> Engine {
+        if cfg!(target_arch = "x86_64") {
+            Engine::Jit
+        } else if cfg!(target_arch = "aarch64") {
+            Engine::Cranelift
+        } else {
+            Engine::Interpreter
+        }
+    }
+
+    /// Whether this build can run the engine.
+    pub const fn available(self) -> bool {
+        match self {
+            Engine::Jit => cfg!(target_arch = "x86_64"),
+            Engine::Cranelift => cfg!(target_arch = "aarch64"),
+            Engine::Interpreter => true,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Jit => "jit",
+            Engine::Cranelift => "cranelift",
+            Engine::Interpreter => "interpreter",
+        }
+    }
+}
+
+impl core::str::FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "jit" => Ok(Engine::Jit),
+            "cranelift" => Ok(Engine::Cranelift),
+            "interpreter" | "interp" => Ok(Engine::Interpreter),
+            "native" => Ok(Engine::native()),
+            _ => Err(format!("unknown engine {s:?} (jit, cranelift, interpreter, native)")),
+        }
+    }
+}
+
+/// Why a program could not be compiled or run.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("engine {} is not available on this machine", engine.name())]
+    Unavailable { engine: Engine },
+    #[error("rbpf refused program {name:?}")]
+    Load { name: String, #[source] source: std::io::Error },
+    #[error("program {name:?} is too large for the {} code buffer", engine.name())]
+    TooLarge { name: String, engine: Engine },
+    #[error("program {name:?} failed at run time")]
+    Run { name: String, #[source] source: std::io::Error },
+}
+
+/// One program compiled for one engine, owned by one thread.
+pub struct CompiledVm {
+    // Field order matters: `vm` borrows the instructions `prog` keeps alive, so it is dropped
+    // first.
+    vm: rbpf::EbpfVmRaw<'static>,
+    engine: Engine,
+    prog: Arc<VerifiedProgram>,
+}
+
+impl CompiledVm {
+    pub fn new(prog: Arc<VerifiedProgram>, engine: Engine) -> Result<Self, VmError> {
+        if !engine.available() {
+            return Err(VmError::Unavailable { engine });
+        }
+        let name = prog.name().to_owned();
+        let insns: &[u8] = prog.insns();
+        // SAFETY: the instructions live in `prog`, an Arc this struct holds for as long as the
+        // VM exists (the VM is dropped first, see the field order), and they are never
+        // mutated. The 'static lifetime is never handed out.
+        let insns: &'static [u8] = unsafe { core::slice::from_raw_parts(insns.as_ptr(), insns.len()) };
+        let mut vm = rbpf::EbpfVmRaw::new(Some(insns)).map_err(|source| VmError::Load { name: name.clone(), source })?;
+        for &(id, _, _, f) in crate::helpers::HELPERS {
+            vm.register_helper(id, f).map_err(|source| VmError::Load { name: name.clone(), source })?;
+        }
+        match engine {
+            Engine::Interpreter => {}
+            Engine::Jit => {
+                // rbpf's x86 JIT asserts (panics) when its one-page code buffer overflows; the
+                // verifier bounds program size, and this turns any remaining case into an error.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| vm.jit_compile()));
+                match r {
+                    Ok(res) => res.map_err(|source| VmError::Load { name: name.clone(), source })?,
+                    Err(_) => return Err(VmError::TooLarge { name, engine }),
+                }
+            }
+            Engine::Cranelift => {
+                #[cfg(target_arch = "aarch64")]
+                vm.cranelift_compile().map_err(|source| VmError::Load { name: name.clone(), source })?;
+            }
+        }
+        Ok(Self { vm, engine, prog })
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    pub fn program(&self) -> &Arc<VerifiedProgram> {
+        &self.prog
+    }
+
+    /// Runs one step with r1 = the context; returns r0.
+    pub fn run(&self, ctx: &mut Ctx) -> Result<u64, VmError> {
+        let bytes = ctx.as_bytes_mut();
+        // SAFETY: rbpf ties the memory argument to the program's lifetime ('static here) but
+        // only uses it for the duration of the call; the slice is the caller's exclusive
+        // borrow of the context and does not outlive this function.
+        let mem: &'static mut [u8] = unsafe { core::slice::from_raw_parts_mut(bytes.as_mut_ptr(), CTX_SIZE) };
+        let r = match self.engine {
+            Engine::Interpreter => self.vm.execute_program(mem),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the program passed our verifier (VerifiedProgram can only be built by it),
+            // which proves every load and store stays inside the context or the stack, that
+            // it terminates, and that it calls only whitelisted pure helpers.
+            Engine::Jit => unsafe { self.vm.execute_program_jit(mem) },
+            #[cfg(target_arch = "aarch64")]
+            Engine::Cranelift => self.vm.execute_program_cranelift(mem),
+            #[allow(unreachable_patterns)]
+            _ => return Err(VmError::Unavailable { engine: self.engine }),
+        };
+        r.map_err(|source| VmError::Run { name: self.prog.name().to_owned(), source })
+    }
+}
