@@ -1,0 +1,1 @@
+//! The NAAM client library: calls, one-sided ops, local execution.

@@ -1,0 +1,1 @@
+//! The NAAM dataplane: the process on the NIC's cores (DESIGN §2, §5, §7).

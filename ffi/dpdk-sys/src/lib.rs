@@ -1,0 +1,2 @@
+//! Raw DPDK bindings. Everything here is generated or declared; the safe layer lives in
+//! naam-dataplane.
