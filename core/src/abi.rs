@@ -78,7 +78,9 @@ pub fn writable_ranges() -> impl Iterator<Item = Range<usize>> {
 
 /// True when `[off, off + len)` lies inside one writable range of the context.
 pub fn is_writable(off: usize, len: usize) -> bool {
-    let Some(end) = off.checked_add(len) else { return false };
+    let Some(end) = off.checked_add(len) else {
+        return false;
+    };
     writable_ranges().any(|r| r.start <= off && end <= r.end)
 }
 
@@ -159,7 +161,9 @@ pub struct Ctx {
 
 impl Default for Ctx {
     fn default() -> Self {
-        Self { bytes: [0; CTX_SIZE] }
+        Self {
+            bytes: [0; CTX_SIZE],
+        }
     }
 }
 
@@ -266,7 +270,9 @@ impl Ctx {
     }
 
     pub fn data(&self) -> &[u8; DATA_SIZE] {
-        self.bytes[ctx::DATA..ctx::OUT].try_into().expect("DATA_SIZE window")
+        self.bytes[ctx::DATA..ctx::OUT]
+            .try_into()
+            .expect("DATA_SIZE window")
     }
 
     pub fn data_mut(&mut self) -> &mut [u8; DATA_SIZE] {
@@ -326,7 +332,14 @@ mod tests {
     fn layout_is_packed_and_aligned() {
         assert_eq!(ctx::SIZE, 4736);
         assert_eq!(core::mem::size_of::<Ctx>(), CTX_SIZE);
-        for off in [ctx::ARGS, ctx::STATE, ctx::OPS, ctx::DATA, ctx::OUT, ctx::SIZE] {
+        for off in [
+            ctx::ARGS,
+            ctx::STATE,
+            ctx::OPS,
+            ctx::DATA,
+            ctx::OUT,
+            ctx::SIZE,
+        ] {
             assert_eq!(off % 8, 0, "offset {off} not 8-aligned");
         }
     }
@@ -351,8 +364,14 @@ mod tests {
     fn return_codes_round_trip() {
         assert_eq!(StepReturn::decode(RET_DONE), Some(StepReturn::Done));
         assert_eq!(StepReturn::decode(RET_NEXT), Some(StepReturn::Next));
-        assert_eq!(StepReturn::decode(ret_abort(77)), Some(StepReturn::Abort(77)));
-        assert_eq!(StepReturn::decode(ret_abort(u32::MAX)), Some(StepReturn::Abort(u32::MAX)));
+        assert_eq!(
+            StepReturn::decode(ret_abort(77)),
+            Some(StepReturn::Abort(77))
+        );
+        assert_eq!(
+            StepReturn::decode(ret_abort(u32::MAX)),
+            Some(StepReturn::Abort(u32::MAX))
+        );
         assert_eq!(StepReturn::decode(3), None);
         assert_eq!(StepReturn::decode(0x100), None);
         assert_eq!(StepReturn::decode(u64::MAX), None);
@@ -363,7 +382,15 @@ mod tests {
         let mut c = Ctx::boxed();
         c.start(b"hello");
         assert_eq!(c.args(), b"hello");
-        let o = RawOp { kind: 3, region: 7, offset: 64, len: 8, data_off: 0, arg0: 1, arg1: 2 };
+        let o = RawOp {
+            kind: 3,
+            region: 7,
+            offset: 64,
+            len: 8,
+            data_off: 0,
+            arg0: 1,
+            arg1: 2,
+        };
         c.set_raw_op(2, &o);
         assert_eq!(c.raw_op(2), o);
         c.set_op_result(2, 99, -1);

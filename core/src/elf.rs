@@ -27,7 +27,10 @@ pub struct Program {
 impl Program {
     /// A program from raw instruction bytes (hand-written bytecode, tests).
     pub fn from_insns(name: impl Into<String>, insns: Vec<u8>) -> Self {
-        Self { name: name.into(), insns }
+        Self {
+            name: name.into(),
+            insns,
+        }
     }
 
     pub fn insn_count(&self) -> usize {
@@ -43,21 +46,46 @@ pub enum ElfError {
     #[error("not an eBPF object (ELF machine {machine}, expected {EM_BPF})")]
     NotBpf { machine: u16 },
     #[error("no section named {name:?} (programs here: {available:?})")]
-    NoSuchSection { name: String, available: Vec<String> },
+    NoSuchSection {
+        name: String,
+        available: Vec<String>,
+    },
     #[error("the object holds no program (no executable section other than .text)")]
     NoProgram,
     #[error("section {section:?} is {len} bytes, not a whole number of 8-byte instructions")]
     BadSize { section: String, len: usize },
     #[error("section {section:?} instruction {insn}: refers to {symbol:?}, which is not defined in the object (externs are not supported)")]
-    Extern { section: String, insn: usize, symbol: String },
+    Extern {
+        section: String,
+        insn: usize,
+        symbol: String,
+    },
     #[error("section {section:?} instruction {insn}: uses global data or a map ({symbol:?}); handlers may only use their context and stack")]
-    GlobalData { section: String, insn: usize, symbol: String },
+    GlobalData {
+        section: String,
+        insn: usize,
+        symbol: String,
+    },
     #[error("section {section:?} instruction {insn}: unsupported relocation type {r_type} against {symbol:?}")]
-    UnknownRelocation { section: String, insn: usize, r_type: u32, symbol: String },
+    UnknownRelocation {
+        section: String,
+        insn: usize,
+        r_type: u32,
+        symbol: String,
+    },
     #[error("section {section:?} instruction {insn}: call relocation against {symbol:?} is not a call into .text")]
-    BadCall { section: String, insn: usize, symbol: String },
+    BadCall {
+        section: String,
+        insn: usize,
+        symbol: String,
+    },
     #[error("section {section:?} instruction {insn}: call target {target} lies outside .text ({text_insns} instructions)")]
-    CallOutOfRange { section: String, insn: usize, target: i64, text_insns: usize },
+    CallOutOfRange {
+        section: String,
+        insn: usize,
+        target: i64,
+        text_insns: usize,
+    },
 }
 
 /// A parsed handler object.
@@ -94,10 +122,18 @@ impl<'data> ElfObject<'data> {
         let names = self.program_names();
         let name = match section {
             Some(s) if names.iter().any(|n| n == s) => s.to_owned(),
-            Some(s) => return Err(ElfError::NoSuchSection { name: s.to_owned(), available: names }),
+            Some(s) => {
+                return Err(ElfError::NoSuchSection {
+                    name: s.to_owned(),
+                    available: names,
+                })
+            }
             None => names.first().cloned().ok_or(ElfError::NoProgram)?,
         };
-        let entry = self.file.section_by_name(&name).ok_or(ElfError::NoProgram)?;
+        let entry = self
+            .file
+            .section_by_name(&name)
+            .ok_or(ElfError::NoProgram)?;
         let mut insns = section_bytes(&entry, &name)?;
         let text = self.file.section_by_name(".text").filter(|s| s.size() > 0);
         let text_bytes = match &text {
@@ -106,15 +142,36 @@ impl<'data> ElfObject<'data> {
         };
         let entry_len = insns.len() / INSN_SIZE;
         let mut uses_text = false;
-        self.patch(&entry, &name, &mut insns, 0, text.as_ref().map(|t| t.index()), entry_len, &text_bytes, &mut uses_text)?;
+        self.patch(
+            &entry,
+            &name,
+            &mut insns,
+            0,
+            text.as_ref().map(|t| t.index()),
+            entry_len,
+            &text_bytes,
+            &mut uses_text,
+        )?;
         if uses_text {
             let mut text_insns = text_bytes.clone();
             let t = text.as_ref().expect("uses_text implies .text");
             let mut again = false;
-            self.patch(t, ".text", &mut text_insns, entry_len, Some(t.index()), entry_len, &text_bytes, &mut again)?;
+            self.patch(
+                t,
+                ".text",
+                &mut text_insns,
+                entry_len,
+                Some(t.index()),
+                entry_len,
+                &text_bytes,
+                &mut again,
+            )?;
             insns.extend_from_slice(&text_insns);
         }
-        Ok(Program { name: name.trim_start_matches("naam/").to_owned(), insns })
+        Ok(Program {
+            name: name.trim_start_matches("naam/").to_owned(),
+            insns,
+        })
     }
 
     /// Loads every entry section.
@@ -159,39 +216,68 @@ impl<'data> ElfObject<'data> {
                     (name, sec, sym.address(), !sym.is_undefined())
                 }
                 RelocationTarget::Section(i) => {
-                    let name = self.file.section_by_index(i).ok().and_then(|s| s.name().ok().map(str::to_owned));
+                    let name = self
+                        .file
+                        .section_by_index(i)
+                        .ok()
+                        .and_then(|s| s.name().ok().map(str::to_owned));
                     (name.unwrap_or_else(|| "?".into()), Some(i), 0, true)
                 }
                 _ => ("?".into(), None, 0, false),
             };
             let sect = || section_name.to_owned();
             if !defined {
-                return Err(ElfError::Extern { section: sect(), insn, symbol });
+                return Err(ElfError::Extern {
+                    section: sect(),
+                    insn,
+                    symbol,
+                });
             }
             let opcode = insns.get(insn * INSN_SIZE).copied();
             match r_type {
                 R_BPF_64_64 if opcode == Some(OP_LDDW) => {
-                    return Err(ElfError::GlobalData { section: sect(), insn, symbol });
+                    return Err(ElfError::GlobalData {
+                        section: sect(),
+                        insn,
+                        symbol,
+                    });
                 }
                 R_BPF_64_32 => {
                     let at = insn * INSN_SIZE;
                     let is_call = opcode == Some(OP_CALL) && insns[at + 1] >> 4 == PSEUDO_CALL;
                     if !is_call || sym_section.is_none() || sym_section != text_index {
-                        return Err(ElfError::BadCall { section: sect(), insn, symbol });
+                        return Err(ElfError::BadCall {
+                            section: sect(),
+                            insn,
+                            symbol,
+                        });
                     }
-                    let imm = i32::from_le_bytes(insns[at + 4..at + 8].try_into().expect("4 bytes"));
+                    let imm =
+                        i32::from_le_bytes(insns[at + 4..at + 8].try_into().expect("4 bytes"));
                     // libbpf's rule: target = symbol value / 8 + imm + 1, in .text instructions.
                     let target = (sym_value / INSN_SIZE as u64) as i64 + imm as i64 + 1;
                     let text_insns = text_bytes.len() / INSN_SIZE;
                     if target < 0 || target as usize >= text_insns {
-                        return Err(ElfError::CallOutOfRange { section: sect(), insn, target, text_insns });
+                        return Err(ElfError::CallOutOfRange {
+                            section: sect(),
+                            insn,
+                            target,
+                            text_insns,
+                        });
                     }
                     let from = (base + insn) as i64 + 1;
                     let new_imm = (text_base as i64 + target) - from;
                     insns[at + 4..at + 8].copy_from_slice(&(new_imm as i32).to_le_bytes());
                     *uses_text = true;
                 }
-                _ => return Err(ElfError::UnknownRelocation { section: sect(), insn, r_type, symbol }),
+                _ => {
+                    return Err(ElfError::UnknownRelocation {
+                        section: sect(),
+                        insn,
+                        r_type,
+                        symbol,
+                    })
+                }
             }
         }
         Ok(())
@@ -201,7 +287,10 @@ impl<'data> ElfObject<'data> {
 fn section_bytes(section: &object::Section<'_, '_>, name: &str) -> Result<Vec<u8>, ElfError> {
     let data = section.data().map_err(ElfError::Parse)?;
     if data.len() % INSN_SIZE != 0 {
-        return Err(ElfError::BadSize { section: name.to_owned(), len: data.len() });
+        return Err(ElfError::BadSize {
+            section: name.to_owned(),
+            len: data.len(),
+        });
     }
     Ok(data.to_vec())
 }

@@ -56,7 +56,9 @@ impl ExecError {
         match self {
             ExecError::UnknownOffload { .. } => ErrorKind::UnknownOffload,
             ExecError::StepBudget { .. } => ErrorKind::StepBudget,
-            ExecError::BadReturn { .. } | ExecError::BadOutLen { .. } | ExecError::NoOps => ErrorKind::BadHandler,
+            ExecError::BadReturn { .. } | ExecError::BadOutLen { .. } | ExecError::NoOps => {
+                ErrorKind::BadHandler
+            }
             ExecError::Op(e) => ErrorKind::Op(e.code()),
             ExecError::Mem(_) => ErrorKind::Memory,
             ExecError::Vm(_) => ErrorKind::Vm,
@@ -102,7 +104,10 @@ pub fn check_ops(
     out: &mut [CheckedOp; MAX_OPS],
 ) -> Result<(), OpError> {
     if n > MAX_OPS {
-        return Err(OpError::TooManyOps { n: n as u32, max: MAX_OPS });
+        return Err(OpError::TooManyOps {
+            n: n as u32,
+            max: MAX_OPS,
+        });
     }
     for (i, slot) in out.iter_mut().enumerate().take(n) {
         *slot = regions.check(tenant, i, &ctx.raw_op(i))?;
@@ -111,7 +116,11 @@ pub fn check_ops(
 }
 
 /// Executes checked ops in order and records their results in the context.
-pub fn apply_ops<M: Memory + ?Sized>(mem: &mut M, ops: &[CheckedOp], ctx: &mut Ctx) -> Result<(), MemError> {
+pub fn apply_ops<M: Memory + ?Sized>(
+    mem: &mut M,
+    ops: &[CheckedOp],
+    ctx: &mut Ctx,
+) -> Result<(), MemError> {
     for (i, op) in ops.iter().enumerate() {
         let result = mem.execute(op, ctx.data_mut())?;
         ctx.set_op_result(i, result, 0);
@@ -160,7 +169,12 @@ impl ExecStats {
     }
 
     pub fn errors(&self) -> u64 {
-        self.unknown_offload + self.step_budget + self.bad_handler + self.memory_errors + self.vm_errors + self.op_errors.iter().sum::<u64>()
+        self.unknown_offload
+            + self.step_budget
+            + self.bad_handler
+            + self.memory_errors
+            + self.vm_errors
+            + self.op_errors.iter().sum::<u64>()
     }
 
     /// Adds another executor's counters (for totals across workers).
@@ -190,13 +204,19 @@ pub struct Executor {
 
 impl Default for Executor {
     fn default() -> Self {
-        Self { max_steps: DEFAULT_MAX_STEPS, stats: ExecStats::default() }
+        Self {
+            max_steps: DEFAULT_MAX_STEPS,
+            stats: ExecStats::default(),
+        }
     }
 }
 
 impl Executor {
     pub fn new(max_steps: u32) -> Self {
-        Self { max_steps, ..Self::default() }
+        Self {
+            max_steps,
+            ..Self::default()
+        }
     }
 
     /// Runs the message whose arguments are already in `ctx` (see [`Ctx::start`]).
@@ -209,11 +229,21 @@ impl Executor {
         ctx: &mut Ctx,
     ) -> Outcome {
         self.stats.messages += 1;
-        let mut ops = [CheckedOp { kind: crate::abi::OpKind::Read, region: 0, offset: 0, len: 0, data_off: 0, arg0: 0, arg1: 0 }; MAX_OPS];
+        let mut ops = [CheckedOp {
+            kind: crate::abi::OpKind::Read,
+            region: 0,
+            offset: 0,
+            len: 0,
+            data_off: 0,
+            arg0: 0,
+            arg1: 0,
+        }; MAX_OPS];
         let mut step = 0;
         let result = loop {
             if step >= self.max_steps {
-                break Err(ExecError::StepBudget { max: self.max_steps });
+                break Err(ExecError::StepBudget {
+                    max: self.max_steps,
+                });
             }
             ctx.set_step(step);
             step += 1;

@@ -18,7 +18,8 @@ fn hash64_helper(a: u64, b: u64, _: u64, _: u64, _: u64) -> u64 {
 }
 
 /// The helper whitelist: id, name, number of scalar arguments, function.
-pub const HELPERS: &[(u32, &str, u8, rbpf::Helper)] = &[(helper::HASH64, "naam_hash64", 2, hash64_helper)];
+pub const HELPERS: &[(u32, &str, u8, rbpf::Helper)] =
+    &[(helper::HASH64, "naam_hash64", 2, hash64_helper)];
 
 /// The helper with this id, if whitelisted.
 pub fn lookup(id: u32) -> Option<&'static (u32, &'static str, u8, rbpf::Helper)> {

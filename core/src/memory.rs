@@ -94,7 +94,9 @@ impl RegionMem {
 
     /// Copies `dst.len()` bytes at `offset` into `dst`; false when out of bounds.
     pub fn read(&self, offset: u64, dst: &mut [u8]) -> bool {
-        let Some(off) = self.in_bounds(offset, dst.len()) else { return false };
+        let Some(off) = self.in_bounds(offset, dst.len()) else {
+            return false;
+        };
         let mut i = 0;
         while i < dst.len() {
             let at = off + i;
@@ -113,7 +115,9 @@ impl RegionMem {
 
     /// Copies `src` to `offset`; false when out of bounds.
     pub fn write(&self, offset: u64, src: &[u8]) -> bool {
-        let Some(off) = self.in_bounds(offset, src.len()) else { return false };
+        let Some(off) = self.in_bounds(offset, src.len()) else {
+            return false;
+        };
         fence(Ordering::Release);
         let mut i = 0;
         while i < src.len() {
@@ -138,9 +142,11 @@ impl RegionMem {
     /// Compare-and-swap of the aligned word at `offset`; returns the previous value.
     pub fn cas(&self, offset: u64, expected: u64, desired: u64) -> Option<u64> {
         let w = self.aligned_word(offset)?;
-        Some(match w.compare_exchange(expected, desired, Ordering::SeqCst, Ordering::SeqCst) {
-            Ok(v) | Err(v) => v,
-        })
+        Some(
+            match w.compare_exchange(expected, desired, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(v) | Err(v) => v,
+            },
+        )
     }
 
     /// Fetch-and-add on the aligned word at `offset`; returns the previous value.
@@ -161,11 +167,19 @@ impl RegionMem {
     /// description; they are checked again against the mapping, which costs little and keeps
     /// a stale description from ever reaching past the memory.
     pub fn execute(&self, op: &CheckedOp, data: &mut [u8; DATA_SIZE]) -> Result<u64, MemError> {
-        let out_of_map = MemError::Unavailable { reason: "op outside the mapped region" };
+        let out_of_map = MemError::Unavailable {
+            reason: "op outside the mapped region",
+        };
         let window = op.data_off as usize..op.data_off as usize + op.len as usize;
         match op.kind {
-            OpKind::Read => self.read(op.offset, &mut data[window]).then_some(0).ok_or(out_of_map),
-            OpKind::Write => self.write(op.offset, &data[window]).then_some(0).ok_or(out_of_map),
+            OpKind::Read => self
+                .read(op.offset, &mut data[window])
+                .then_some(0)
+                .ok_or(out_of_map),
+            OpKind::Write => self
+                .write(op.offset, &data[window])
+                .then_some(0)
+                .ok_or(out_of_map),
             OpKind::Cas => self.cas(op.offset, op.arg0, op.arg1).ok_or(out_of_map),
             OpKind::Faa => self.faa(op.offset, op.arg0).ok_or(out_of_map),
         }
@@ -191,7 +205,14 @@ impl OwnedRegion {
         // SAFETY: the boxed words are 8-aligned, hold at least `len` bytes, live as long as
         // self, and are only accessed atomically. Callers keep `self` alive while using views.
         unsafe {
-            RegionMem::from_raw(if self.words.is_empty() { NonNull::<u64>::dangling().cast() } else { base }, self.len)
+            RegionMem::from_raw(
+                if self.words.is_empty() {
+                    NonNull::<u64>::dangling().cast()
+                } else {
+                    base
+                },
+                self.len,
+            )
         }
     }
 }
@@ -260,7 +281,11 @@ mod tests {
         assert_eq!(m.faa(8, 5), Some(0));
         assert_eq!(m.faa(8, 5), Some(5));
         assert_eq!(m.cas(8, 10, 42), Some(10));
-        assert_eq!(m.cas(8, 10, 43), Some(42), "failed CAS reports the current value");
+        assert_eq!(
+            m.cas(8, 10, 43),
+            Some(42),
+            "failed CAS reports the current value"
+        );
         assert_eq!(m.load_u64(8), Some(42));
         assert_eq!(m.cas(4, 0, 1), None, "misaligned");
         assert_eq!(m.faa(64, 1), None, "out of bounds");

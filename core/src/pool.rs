@@ -55,7 +55,10 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Self { table: Mutex::new(Table { slots: Vec::new() }), epoch: AtomicU64::new(0) }
+        Self {
+            table: Mutex::new(Table { slots: Vec::new() }),
+            epoch: AtomicU64::new(0),
+        }
     }
 }
 
@@ -80,7 +83,12 @@ impl Registry {
     }
 
     /// Registers under a chosen id.
-    pub fn register_as(&self, id: OffloadId, spec: OffloadSpec, program: Arc<VerifiedProgram>) -> Result<Arc<Offload>, RegistryError> {
+    pub fn register_as(
+        &self,
+        id: OffloadId,
+        spec: OffloadSpec,
+        program: Arc<VerifiedProgram>,
+    ) -> Result<Arc<Offload>, RegistryError> {
         if id as usize >= MAX_OFFLOADS {
             return Err(RegistryError::TooLarge { id });
         }
@@ -90,19 +98,36 @@ impl Registry {
             t.slots.resize(i + 1, None);
         }
         if let Some(o) = &t.slots[i] {
-            return Err(RegistryError::Exists { id, name: o.name.clone() });
+            return Err(RegistryError::Exists {
+                id,
+                name: o.name.clone(),
+            });
         }
-        let off = Arc::new(Offload { id, name: spec.name, tenant: spec.tenant, class: spec.class, read_only: spec.read_only, program });
+        let off = Arc::new(Offload {
+            id,
+            name: spec.name,
+            tenant: spec.tenant,
+            class: spec.class,
+            read_only: spec.read_only,
+            program,
+        });
         t.slots[i] = Some(off.clone());
         self.epoch.fetch_add(1, Ordering::Release);
         Ok(off)
     }
 
     /// Registers under the lowest free id.
-    pub fn register(&self, spec: OffloadSpec, program: Arc<VerifiedProgram>) -> Result<Arc<Offload>, RegistryError> {
+    pub fn register(
+        &self,
+        spec: OffloadSpec,
+        program: Arc<VerifiedProgram>,
+    ) -> Result<Arc<Offload>, RegistryError> {
         let id = {
             let t = self.lock();
-            t.slots.iter().position(Option::is_none).unwrap_or(t.slots.len())
+            t.slots
+                .iter()
+                .position(Option::is_none)
+                .unwrap_or(t.slots.len())
         };
         if id >= MAX_OFFLOADS {
             return Err(RegistryError::Full);
@@ -116,7 +141,11 @@ impl Registry {
 
     pub fn unregister(&self, id: OffloadId) -> Result<Arc<Offload>, RegistryError> {
         let mut t = self.lock();
-        let off = t.slots.get_mut(id as usize).and_then(Option::take).ok_or(RegistryError::Unknown { id })?;
+        let off = t
+            .slots
+            .get_mut(id as usize)
+            .and_then(Option::take)
+            .ok_or(RegistryError::Unknown { id })?;
         self.epoch.fetch_add(1, Ordering::Release);
         Ok(off)
     }
@@ -126,7 +155,12 @@ impl Registry {
     }
 
     pub fn find(&self, name: &str) -> Option<Arc<Offload>> {
-        self.lock().slots.iter().flatten().find(|o| o.name == name).cloned()
+        self.lock()
+            .slots
+            .iter()
+            .flatten()
+            .find(|o| o.name == name)
+            .cloned()
     }
 
     pub fn list(&self) -> Vec<Arc<Offload>> {
@@ -165,7 +199,13 @@ pub struct VmPool {
 
 impl VmPool {
     pub fn new(registry: Arc<Registry>, engine: Engine) -> Self {
-        let mut p = Self { registry, engine, seen_epoch: u64::MAX, slots: Vec::new(), compile_errors: Vec::new() };
+        let mut p = Self {
+            registry,
+            engine,
+            seen_epoch: u64::MAX,
+            slots: Vec::new(),
+            compile_errors: Vec::new(),
+        };
         p.sync();
         p
     }
@@ -184,7 +224,11 @@ impl VmPool {
         let current = self.registry.list();
         let max = current.iter().map(|o| o.id as usize + 1).max().unwrap_or(0);
         for (id, slot) in self.slots.iter_mut().enumerate() {
-            let keep = slot.as_ref().is_some_and(|e| current.iter().any(|o| o.id as usize == id && Arc::ptr_eq(o, &e.offload)));
+            let keep = slot.as_ref().is_some_and(|e| {
+                current
+                    .iter()
+                    .any(|o| o.id as usize == id && Arc::ptr_eq(o, &e.offload))
+            });
             if !keep {
                 *slot = None;
             }

@@ -53,7 +53,13 @@ impl Perms {
 impl core::fmt::Display for Perms {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let flag = |p: Perms, c: char| if self.contains(p) { c } else { '-' };
-        write!(f, "{}{}{}", flag(Perms::READ, 'r'), flag(Perms::WRITE, 'w'), flag(Perms::ATOMIC, 'a'))
+        write!(
+            f,
+            "{}{}{}",
+            flag(Perms::READ, 'r'),
+            flag(Perms::WRITE, 'w'),
+            flag(Perms::ATOMIC, 'a')
+        )
     }
 }
 
@@ -76,15 +82,43 @@ pub enum OpError {
     #[error("op {index}: no region {region}")]
     NoSuchRegion { index: usize, region: RegionId },
     #[error("op {index}: region {region} belongs to another tenant than {tenant}")]
-    WrongTenant { index: usize, region: RegionId, tenant: TenantId },
+    WrongTenant {
+        index: usize,
+        region: RegionId,
+        tenant: TenantId,
+    },
     #[error("op {index}: region {region} does not allow {kind:?} (it allows {allowed})")]
-    PermissionDenied { index: usize, region: RegionId, kind: OpKind, allowed: Perms },
-    #[error("op {index}: bytes {offset}..+{len} are outside region {region} of {region_len} bytes")]
-    OutOfBounds { index: usize, region: RegionId, offset: u64, len: u64, region_len: u64 },
-    #[error("op {index}: data window {data_off}..+{len} is outside the {DATA_SIZE}-byte data area")]
-    BadWindow { index: usize, data_off: u32, len: u32 },
+    PermissionDenied {
+        index: usize,
+        region: RegionId,
+        kind: OpKind,
+        allowed: Perms,
+    },
+    #[error(
+        "op {index}: bytes {offset}..+{len} are outside region {region} of {region_len} bytes"
+    )]
+    OutOfBounds {
+        index: usize,
+        region: RegionId,
+        offset: u64,
+        len: u64,
+        region_len: u64,
+    },
+    #[error(
+        "op {index}: data window {data_off}..+{len} is outside the {DATA_SIZE}-byte data area"
+    )]
+    BadWindow {
+        index: usize,
+        data_off: u32,
+        len: u32,
+    },
     #[error("op {index}: {kind:?} needs an 8-byte aligned offset and length 8, got offset {offset} length {len}")]
-    BadAtomic { index: usize, kind: OpKind, offset: u64, len: u32 },
+    BadAtomic {
+        index: usize,
+        kind: OpKind,
+        offset: u64,
+        len: u32,
+    },
     #[error("op {index}: zero-length {kind:?}")]
     Empty { index: usize, kind: OpKind },
     #[error("{n} ops requested, at most {max} per step")]
@@ -182,7 +216,10 @@ impl RegionTable {
     /// Adds or replaces a region. Ids above [`MAX_REGION_ID`] are refused.
     pub fn insert(&mut self, desc: RegionDesc) -> Result<(), OpError> {
         if desc.id > MAX_REGION_ID {
-            return Err(OpError::NoSuchRegion { index: 0, region: desc.id });
+            return Err(OpError::NoSuchRegion {
+                index: 0,
+                region: desc.id,
+            });
         }
         let i = desc.id as usize;
         if self.regions.len() <= i {
@@ -206,12 +243,20 @@ impl RegionTable {
 
     /// Checks op `index` requested by a handler of `tenant`.
     pub fn check(&self, tenant: TenantId, index: usize, raw: &RawOp) -> Result<CheckedOp, OpError> {
-        let kind = OpKind::from_u8(raw.kind).ok_or(OpError::UnknownKind { index, kind: raw.kind })?;
-        let desc = self
-            .get(raw.region)
-            .ok_or(OpError::NoSuchRegion { index, region: raw.region })?;
+        let kind = OpKind::from_u8(raw.kind).ok_or(OpError::UnknownKind {
+            index,
+            kind: raw.kind,
+        })?;
+        let desc = self.get(raw.region).ok_or(OpError::NoSuchRegion {
+            index,
+            region: raw.region,
+        })?;
         if desc.tenant != tenant {
-            return Err(OpError::WrongTenant { index, region: raw.region, tenant });
+            return Err(OpError::WrongTenant {
+                index,
+                region: raw.region,
+                tenant,
+            });
         }
         self.check_access(desc, index, kind, raw)
     }
@@ -219,10 +264,14 @@ impl RegionTable {
     /// Checks a one-sided op from a client, which presents the region key instead of running
     /// as a tenant's handler.
     pub fn check_keyed(&self, key: u64, raw: &RawOp) -> Result<CheckedOp, OpError> {
-        let kind = OpKind::from_u8(raw.kind).ok_or(OpError::UnknownKind { index: 0, kind: raw.kind })?;
-        let desc = self
-            .get(raw.region)
-            .ok_or(OpError::NoSuchRegion { index: 0, region: raw.region })?;
+        let kind = OpKind::from_u8(raw.kind).ok_or(OpError::UnknownKind {
+            index: 0,
+            kind: raw.kind,
+        })?;
+        let desc = self.get(raw.region).ok_or(OpError::NoSuchRegion {
+            index: 0,
+            region: raw.region,
+        })?;
         // Compare without an early exit so timing does not tell how much of a key was right.
         if (desc.key ^ key) != 0 {
             return Err(OpError::BadKey { region: raw.region });
@@ -238,7 +287,12 @@ impl RegionTable {
         raw: &RawOp,
     ) -> Result<CheckedOp, OpError> {
         if !desc.perms.contains(Perms::needed_by(kind)) {
-            return Err(OpError::PermissionDenied { index, region: desc.id, kind, allowed: desc.perms });
+            return Err(OpError::PermissionDenied {
+                index,
+                region: desc.id,
+                kind,
+                allowed: desc.perms,
+            });
         }
         match kind {
             OpKind::Read | OpKind::Write => {
@@ -247,12 +301,21 @@ impl RegionTable {
                 }
                 let window_end = raw.data_off as u64 + raw.len as u64;
                 if window_end > DATA_SIZE as u64 {
-                    return Err(OpError::BadWindow { index, data_off: raw.data_off, len: raw.len });
+                    return Err(OpError::BadWindow {
+                        index,
+                        data_off: raw.data_off,
+                        len: raw.len,
+                    });
                 }
             }
             OpKind::Cas | OpKind::Faa => {
                 if raw.len != 8 || raw.offset % 8 != 0 {
-                    return Err(OpError::BadAtomic { index, kind, offset: raw.offset, len: raw.len });
+                    return Err(OpError::BadAtomic {
+                        index,
+                        kind,
+                        offset: raw.offset,
+                        len: raw.len,
+                    });
                 }
             }
         }
@@ -287,46 +350,127 @@ mod tests {
 
     fn table() -> RegionTable {
         let mut t = RegionTable::new();
-        t.insert(RegionDesc { id: 1, tenant: 10, len: 4096, perms: Perms::ALL, key: 0xfeed }).unwrap();
-        t.insert(RegionDesc { id: 2, tenant: 10, len: 64, perms: Perms::READ, key: 0xbeef }).unwrap();
-        t.insert(RegionDesc { id: 3, tenant: 11, len: 64, perms: Perms::ALL, key: 0xcafe }).unwrap();
+        t.insert(RegionDesc {
+            id: 1,
+            tenant: 10,
+            len: 4096,
+            perms: Perms::ALL,
+            key: 0xfeed,
+        })
+        .unwrap();
+        t.insert(RegionDesc {
+            id: 2,
+            tenant: 10,
+            len: 64,
+            perms: Perms::READ,
+            key: 0xbeef,
+        })
+        .unwrap();
+        t.insert(RegionDesc {
+            id: 3,
+            tenant: 11,
+            len: 64,
+            perms: Perms::ALL,
+            key: 0xcafe,
+        })
+        .unwrap();
         t
     }
 
     fn read(region: u32, offset: u64, len: u32) -> RawOp {
-        RawOp { kind: OpKind::Read as u8, region, offset, len, ..Default::default() }
+        RawOp {
+            kind: OpKind::Read as u8,
+            region,
+            offset,
+            len,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn accepts_ops_in_bounds() {
         let t = table();
         assert!(t.check(10, 0, &read(1, 4000, 96)).is_ok());
-        let cas = RawOp { kind: 3, region: 1, offset: 8, len: 8, ..Default::default() };
+        let cas = RawOp {
+            kind: 3,
+            region: 1,
+            offset: 8,
+            len: 8,
+            ..Default::default()
+        };
         assert_eq!(t.check(10, 0, &cas).unwrap().kind, OpKind::Cas);
     }
 
     #[test]
     fn refuses_each_violation_with_its_reason() {
         let t = table();
-        assert!(matches!(t.check(10, 0, &read(1, 4000, 97)), Err(OpError::OutOfBounds { .. })));
-        assert!(matches!(t.check(10, 0, &read(1, u64::MAX, 8)), Err(OpError::OutOfBounds { .. })));
-        assert!(matches!(t.check(10, 1, &read(3, 0, 8)), Err(OpError::WrongTenant { index: 1, .. })));
-        assert!(matches!(t.check(10, 0, &read(9, 0, 8)), Err(OpError::NoSuchRegion { .. })));
-        assert!(matches!(t.check(10, 0, &read(1, 0, 0)), Err(OpError::Empty { .. })));
-        let w = RawOp { kind: 2, region: 2, offset: 0, len: 8, ..Default::default() };
-        assert!(matches!(t.check(10, 0, &w), Err(OpError::PermissionDenied { .. })));
-        let win = RawOp { data_off: DATA_SIZE as u32 - 4, ..read(1, 0, 8) };
-        assert!(matches!(t.check(10, 0, &win), Err(OpError::BadWindow { .. })));
-        let mis = RawOp { kind: 4, region: 1, offset: 4, len: 8, ..Default::default() };
-        assert!(matches!(t.check(10, 0, &mis), Err(OpError::BadAtomic { .. })));
-        let bad = RawOp { kind: 9, ..read(1, 0, 8) };
-        assert!(matches!(t.check(10, 0, &bad), Err(OpError::UnknownKind { kind: 9, .. })));
+        assert!(matches!(
+            t.check(10, 0, &read(1, 4000, 97)),
+            Err(OpError::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            t.check(10, 0, &read(1, u64::MAX, 8)),
+            Err(OpError::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            t.check(10, 1, &read(3, 0, 8)),
+            Err(OpError::WrongTenant { index: 1, .. })
+        ));
+        assert!(matches!(
+            t.check(10, 0, &read(9, 0, 8)),
+            Err(OpError::NoSuchRegion { .. })
+        ));
+        assert!(matches!(
+            t.check(10, 0, &read(1, 0, 0)),
+            Err(OpError::Empty { .. })
+        ));
+        let w = RawOp {
+            kind: 2,
+            region: 2,
+            offset: 0,
+            len: 8,
+            ..Default::default()
+        };
+        assert!(matches!(
+            t.check(10, 0, &w),
+            Err(OpError::PermissionDenied { .. })
+        ));
+        let win = RawOp {
+            data_off: DATA_SIZE as u32 - 4,
+            ..read(1, 0, 8)
+        };
+        assert!(matches!(
+            t.check(10, 0, &win),
+            Err(OpError::BadWindow { .. })
+        ));
+        let mis = RawOp {
+            kind: 4,
+            region: 1,
+            offset: 4,
+            len: 8,
+            ..Default::default()
+        };
+        assert!(matches!(
+            t.check(10, 0, &mis),
+            Err(OpError::BadAtomic { .. })
+        ));
+        let bad = RawOp {
+            kind: 9,
+            ..read(1, 0, 8)
+        };
+        assert!(matches!(
+            t.check(10, 0, &bad),
+            Err(OpError::UnknownKind { kind: 9, .. })
+        ));
     }
 
     #[test]
     fn keyed_ops_need_the_region_key() {
         let t = table();
         assert!(t.check_keyed(0xfeed, &read(1, 0, 8)).is_ok());
-        assert_eq!(t.check_keyed(0xfeee, &read(1, 0, 8)), Err(OpError::BadKey { region: 1 }));
+        assert_eq!(
+            t.check_keyed(0xfeee, &read(1, 0, 8)),
+            Err(OpError::BadKey { region: 1 })
+        );
     }
 }

@@ -57,7 +57,9 @@ impl core::str::FromStr for Engine {
             "cranelift" => Ok(Engine::Cranelift),
             "interpreter" | "interp" => Ok(Engine::Interpreter),
             "native" => Ok(Engine::native()),
-            _ => Err(format!("unknown engine {s:?} (jit, cranelift, interpreter, native)")),
+            _ => Err(format!(
+                "unknown engine {s:?} (jit, cranelift, interpreter, native)"
+            )),
         }
     }
 }
@@ -68,11 +70,19 @@ pub enum VmError {
     #[error("engine {} is not available on this machine", engine.name())]
     Unavailable { engine: Engine },
     #[error("rbpf refused program {name:?}")]
-    Load { name: String, #[source] source: std::io::Error },
+    Load {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("program {name:?} is too large for the {} code buffer", engine.name())]
     TooLarge { name: String, engine: Engine },
     #[error("program {name:?} failed at run time")]
-    Run { name: String, #[source] source: std::io::Error },
+    Run {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// One program compiled for one engine, owned by one thread.
@@ -94,10 +104,17 @@ impl CompiledVm {
         // SAFETY: the instructions live in `prog`, an Arc this struct holds for as long as the
         // VM exists (the VM is dropped first, see the field order), and they are never
         // mutated. The 'static lifetime is never handed out.
-        let insns: &'static [u8] = unsafe { core::slice::from_raw_parts(insns.as_ptr(), insns.len()) };
-        let mut vm = rbpf::EbpfVmRaw::new(Some(insns)).map_err(|source| VmError::Load { name: name.clone(), source })?;
+        let insns: &'static [u8] =
+            unsafe { core::slice::from_raw_parts(insns.as_ptr(), insns.len()) };
+        let mut vm = rbpf::EbpfVmRaw::new(Some(insns)).map_err(|source| VmError::Load {
+            name: name.clone(),
+            source,
+        })?;
         for &(id, _, _, f) in crate::helpers::HELPERS {
-            vm.register_helper(id, f).map_err(|source| VmError::Load { name: name.clone(), source })?;
+            vm.register_helper(id, f).map_err(|source| VmError::Load {
+                name: name.clone(),
+                source,
+            })?;
         }
         match engine {
             Engine::Interpreter => {}
@@ -106,13 +123,19 @@ impl CompiledVm {
                 // verifier bounds program size, and this turns any remaining case into an error.
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| vm.jit_compile()));
                 match r {
-                    Ok(res) => res.map_err(|source| VmError::Load { name: name.clone(), source })?,
+                    Ok(res) => res.map_err(|source| VmError::Load {
+                        name: name.clone(),
+                        source,
+                    })?,
                     Err(_) => return Err(VmError::TooLarge { name, engine }),
                 }
             }
             Engine::Cranelift => {
                 #[cfg(target_arch = "aarch64")]
-                vm.cranelift_compile().map_err(|source| VmError::Load { name: name.clone(), source })?;
+                vm.cranelift_compile().map_err(|source| VmError::Load {
+                    name: name.clone(),
+                    source,
+                })?;
             }
         }
         Ok(Self { vm, engine, prog })
@@ -132,7 +155,8 @@ impl CompiledVm {
         // SAFETY: rbpf ties the memory argument to the program's lifetime ('static here) but
         // only uses it for the duration of the call; the slice is the caller's exclusive
         // borrow of the context and does not outlive this function.
-        let mem: &'static mut [u8] = unsafe { core::slice::from_raw_parts_mut(bytes.as_mut_ptr(), CTX_SIZE) };
+        let mem: &'static mut [u8] =
+            unsafe { core::slice::from_raw_parts_mut(bytes.as_mut_ptr(), CTX_SIZE) };
         let r = match self.engine {
             Engine::Interpreter => self.vm.execute_program(mem),
             #[cfg(target_arch = "x86_64")]
@@ -143,8 +167,15 @@ impl CompiledVm {
             #[cfg(target_arch = "aarch64")]
             Engine::Cranelift => self.vm.execute_program_cranelift(mem),
             #[allow(unreachable_patterns)]
-            _ => return Err(VmError::Unavailable { engine: self.engine }),
+            _ => {
+                return Err(VmError::Unavailable {
+                    engine: self.engine,
+                })
+            }
         };
-        r.map_err(|source| VmError::Run { name: self.prog.name().to_owned(), source })
+        r.map_err(|source| VmError::Run {
+            name: self.prog.name().to_owned(),
+            source,
+        })
     }
 }

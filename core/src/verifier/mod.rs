@@ -18,7 +18,10 @@ pub struct VerifierConfig {
 
 impl Default for VerifierConfig {
     fn default() -> Self {
-        Self { max_insns: 640, max_path_insns: 640 }
+        Self {
+            max_insns: 640,
+            max_path_insns: 640,
+        }
     }
 }
 
@@ -58,7 +61,10 @@ pub struct VerifyError {
 }
 
 fn reject<T>(insn: usize, reason: impl Into<String>) -> Result<T, VerifyError> {
-    Err(VerifyError { insn, reason: reason.into() })
+    Err(VerifyError {
+        insn,
+        reason: reason.into(),
+    })
 }
 
 const CLASS_JMP: u8 = 0x05;
@@ -72,11 +78,23 @@ const OP_LDDW: u8 = 0x18;
 pub fn verify(program: &Program, cfg: &VerifierConfig) -> Result<VerifiedProgram, VerifyError> {
     let bytes = &program.insns;
     if bytes.is_empty() || bytes.len() % INSN_SIZE != 0 {
-        return reject(0, format!("program is {} bytes, not a non-empty whole number of instructions", bytes.len()));
+        return reject(
+            0,
+            format!(
+                "program is {} bytes, not a non-empty whole number of instructions",
+                bytes.len()
+            ),
+        );
     }
     let n = bytes.len() / INSN_SIZE;
     if n > cfg.max_insns {
-        return reject(n - 1, format!("program has {n} instructions, more than the {} the engine can compile", cfg.max_insns));
+        return reject(
+            n - 1,
+            format!(
+                "program has {n} instructions, more than the {} the engine can compile",
+                cfg.max_insns
+            ),
+        );
     }
     let insn = |i: usize| &bytes[i * INSN_SIZE..(i + 1) * INSN_SIZE];
     // Second halves of lddw are not instructions of their own.
@@ -94,7 +112,10 @@ pub fn verify(program: &Program, cfg: &VerifierConfig) -> Result<VerifiedProgram
         }
     }
     if insn(n - 1)[0] != OP_EXIT {
-        return reject(n - 1, "the program does not end in exit (execution could fall off the end)");
+        return reject(
+            n - 1,
+            "the program does not end in exit (execution could fall off the end)",
+        );
     }
     // Longest path, computed backwards: with no back-edges every successor has a larger index.
     let mut longest = vec![0u64; n + 1];
@@ -112,7 +133,10 @@ pub fn verify(program: &Program, cfg: &VerifierConfig) -> Result<VerifiedProgram
                 return reject(i, format!("jump to {t} is outside the program (0..{n})"));
             }
             if t as usize <= i {
-                return reject(i, format!("jump back to {t}: loops are not allowed (unroll them)"));
+                return reject(
+                    i,
+                    format!("jump back to {t}: loops are not allowed (unroll them)"),
+                );
             }
             if is_lddw_tail[t as usize] {
                 return reject(i, format!("jump to {t} lands inside an lddw"));
@@ -130,7 +154,10 @@ pub fn verify(program: &Program, cfg: &VerifierConfig) -> Result<VerifiedProgram
             (_, OP_LDDW) => next(i, 2)?,
             (CLASS_JMP, OP_CALL) => {
                 if b[1] >> 4 != 0 {
-                    return reject(i, "bpf-to-bpf calls are not supported (mark functions always_inline)");
+                    return reject(
+                        i,
+                        "bpf-to-bpf calls are not supported (mark functions always_inline)",
+                    );
                 }
                 if crate::helpers::lookup(imm as u32).is_none() {
                     return reject(i, format!("call to helper {imm}, which is not whitelisted"));
@@ -155,9 +182,19 @@ pub fn verify(program: &Program, cfg: &VerifierConfig) -> Result<VerifiedProgram
     }
     let worst = longest[0];
     if worst > cfg.max_path_insns {
-        return reject(0, format!("worst-case path runs {worst} instructions, over the budget of {}", cfg.max_path_insns));
+        return reject(
+            0,
+            format!(
+                "worst-case path runs {worst} instructions, over the budget of {}",
+                cfg.max_path_insns
+            ),
+        );
     }
-    Ok(VerifiedProgram { name: program.name.clone(), insns: bytes.clone(), worst_case_insns: worst })
+    Ok(VerifiedProgram {
+        name: program.name.clone(),
+        insns: bytes.clone(),
+        worst_case_insns: worst,
+    })
 }
 
 fn known_jump(op: u8) -> bool {

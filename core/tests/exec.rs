@@ -1,0 +1,195 @@
+//! The step executor end to end: a three-step handler (READ, then CAS, then DONE) under every
+//! engine, engines agreeing on random inputs, isolation violations turned into counted errors,
+//! and the step budget.
+
+mod common;
+
+use common::*;
+use naam_core::abi::{ret_abort, Ctx};
+use naam_core::elf::Program;
+use naam_core::exec::{ExecError, Executor, Outcome};
+use naam_core::pool::compile;
+use naam_core::region::{OpError, OpErrorCode};
+use naam_core::verifier::{verify, VerifierConfig};
+use naam_core::vm::Engine;
+use proptest::prelude::*;
+use std::sync::Arc;
+
+fn engines() -> Vec<Engine> {
+    [Engine::native(), Engine::Interpreter]
+        .into_iter()
+        .filter(|e| e.available())
+        .collect()
+}
+
+fn run(engine: Engine, w: &mut World, tenant: u32, args: &[u8]) -> (Outcome, Box<Ctx>, Executor) {
+    let vm = compile(three_step(), engine).unwrap();
+    let mut ex = Executor::default();
+    let mut ctx = Ctx::boxed();
+    ctx.start(args);
+    let out = ex.run(&vm, tenant, &w.regions, &mut w.mem, &mut ctx);
+    (out, ctx, ex)
+}
+
+fn reply_words(ctx: &Ctx) -> [u64; 3] {
+    let out = ctx.out().expect("reply");
+    assert_eq!(out.len(), 24);
+    [0, 1, 2].map(|i| u64::from_le_bytes(out[i * 8..i * 8 + 8].try_into().unwrap()))
+}
+
+#[test]
+fn three_steps_read_cas_done_under_each_engine() {
+    for engine in engines() {
+        let mut w = World::new();
+        w.mem.get(1).unwrap().store_u64(64, 1000).unwrap();
+        let (out, ctx, ex) = run(engine, &mut w, 1, &three_step_args(1, 64, 5));
+        assert!(
+            matches!(out, Outcome::Done { steps: 3 }),
+            "{engine:?}: {out:?}"
+        );
+        assert_eq!(reply_words(&ctx), [1000, 1000, 1], "{engine:?}");
+        assert_eq!(
+            w.mem.get(1).unwrap().load_u64(64),
+            Some(1005),
+            "{engine:?}: CAS applied"
+        );
+        assert_eq!((ex.stats.steps, ex.stats.ops, ex.stats.done), (3, 2, 1));
+    }
+}
+
+#[test]
+fn short_arguments_abort_with_the_handler_code() {
+    for engine in engines() {
+        let mut w = World::new();
+        let (out, _, ex) = run(engine, &mut w, 1, &[1, 2, 3]);
+        assert!(
+            matches!(out, Outcome::Aborted { code: 1, steps: 1 }),
+            "{engine:?}: {out:?}"
+        );
+        assert_eq!(ex.stats.aborted, 1);
+    }
+}
+
+#[test]
+fn isolation_violations_end_the_message_and_are_counted() {
+    for engine in engines() {
+        let cases: [(u32, u32, u64, OpErrorCode); 4] = [
+            (1, 1, 4096, OpErrorCode::OutOfBounds), // past the end of region 1
+            (1, 3, 0, OpErrorCode::WrongTenant),    // tenant 2's region
+            (1, 2, 0, OpErrorCode::PermissionDenied), // read-only region: the CAS is refused
+            (1, 9, 0, OpErrorCode::NoSuchRegion),
+        ];
+        for (tenant, region, offset, code) in cases {
+            let mut w = World::new();
+            let (out, _, ex) = run(engine, &mut w, tenant, &three_step_args(region, offset, 1));
+            match out {
+                Outcome::Failed {
+                    error: ExecError::Op(e),
+                    ..
+                } => assert_eq!(e.code(), code, "{engine:?} {e}"),
+                other => panic!(
+                    "{engine:?} region {region} offset {offset}: expected {code:?}, got {other:?}"
+                ),
+            }
+            assert_eq!(ex.stats.op_errors[code as usize], 1, "{engine:?}: counted");
+            assert_eq!(ex.stats.errors(), 1);
+        }
+        // Nothing was written by a refused CAS on the read-only region.
+        let mut w = World::new();
+        let _ = run(engine, &mut w, 1, &three_step_args(2, 0, 1));
+        assert_eq!(w.mem.get(2).unwrap().load_u64(0), Some(0));
+    }
+}
+
+#[test]
+fn misaligned_cas_is_refused() {
+    let mut w = World::new();
+    let (out, _, _) = run(Engine::Interpreter, &mut w, 1, &three_step_args(1, 4, 1));
+    assert!(
+        matches!(
+            out,
+            Outcome::Failed {
+                error: ExecError::Op(OpError::BadAtomic { .. }),
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+}
+
+/// `r0 = NEXT` with one READ op, forever: the step budget must end it.
+fn looping_program() -> Program {
+    let mut insns = Vec::new();
+    let mut put = |op: u8, regs: u8, off: i16, imm: i32| {
+        insns.push(op);
+        insns.push(regs);
+        insns.extend_from_slice(&off.to_le_bytes());
+        insns.extend_from_slice(&imm.to_le_bytes());
+    };
+    let op0 = naam_core::abi::ctx::OPS as i16;
+    put(0x72, 0x01, op0, 1); // *(u8 *)(r1 + kind) = READ
+    put(0x62, 0x01, op0 + 4, 1); // region = 1
+    put(0x62, 0x01, op0 + 16, 8); // len = 8
+    put(0x62, 0x01, naam_core::abi::ctx::N_OPS as i16, 1); // n_ops = 1
+    put(0xb7, 0x00, 0, 1); // r0 = NEXT
+    put(0x95, 0, 0, 0);
+    Program::from_insns("forever", insns)
+}
+
+#[test]
+fn step_budget_ends_a_message_that_never_finishes() {
+    let prog = Arc::new(verify(&looping_program(), &VerifierConfig::default()).unwrap());
+    for engine in engines() {
+        let vm = compile(prog.clone(), engine).unwrap();
+        let mut w = World::new();
+        let mut ex = Executor::new(5);
+        let mut ctx = Ctx::boxed();
+        ctx.start(&[]);
+        let out = ex.run(&vm, 1, &w.regions, &mut w.mem, &mut ctx);
+        assert!(
+            matches!(
+                out,
+                Outcome::Failed {
+                    error: ExecError::StepBudget { max: 5 },
+                    steps: 5
+                }
+            ),
+            "{out:?}"
+        );
+        assert_eq!(ex.stats.step_budget, 1);
+    }
+}
+
+#[test]
+fn abort_code_encoding_matches_the_header() {
+    assert_eq!(ret_abort(1), 0x102);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// JIT and interpreter agree on the reply, the memory and the step count for any start
+    /// value, offset and addend (including out-of-range offsets, which both must refuse).
+    #[test]
+    fn engines_agree(start in any::<u64>(), slot in 0u64..600, add in any::<u64>(), region in 0u32..4) {
+        let offset = slot * 8;
+        let mut results = Vec::new();
+        for engine in engines() {
+            let mut w = World::new();
+            if offset + 8 <= 4096 {
+                w.mem.get(1).unwrap().store_u64(offset, start).unwrap();
+            }
+            let (out, ctx, _) = run(engine, &mut w, 1, &three_step_args(region, offset, add));
+            let summary = match out {
+                Outcome::Done { steps } => format!("done {steps} {:?}", reply_words(&ctx)),
+                Outcome::Aborted { code, steps } => format!("abort {code} {steps}"),
+                Outcome::Failed { error, steps } => format!("failed {:?} {steps}", error.kind()),
+            };
+            let word = w.mem.get(1).unwrap().load_u64(offset.min(4088));
+            results.push((summary, word));
+        }
+        for r in &results[1..] {
+            prop_assert_eq!(r, &results[0]);
+        }
+    }
+}
