@@ -46,7 +46,10 @@ fn text_functions_are_appended_and_calls_patched() {
     assert_eq!(run_raw(&b.insns, 20, false), 40);
     // plus_three (.text insn 3, now 8 + 3) calls twice (now 8 + 0) backwards: imm = 8 - 12.
     let call = &a.insns[11 * 8..12 * 8];
-    assert_eq!((call[0], i32::from_le_bytes(call[4..8].try_into().unwrap())), (0x85, -4));
+    assert_eq!(
+        (call[0], i32::from_le_bytes(call[4..8].try_into().unwrap())),
+        (0x85, -4)
+    );
 }
 
 #[test]
@@ -65,7 +68,10 @@ fn globals_are_rejected_naming_symbol_and_instruction() {
     match load_program(GLOBAL, None) {
         Err(e @ ElfError::GlobalData { .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains("counter") && msg.contains("instruction 0"), "{msg}");
+            assert!(
+                msg.contains("counter") && msg.contains("instruction 0"),
+                "{msg}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -84,7 +90,10 @@ fn externs_are_rejected_naming_the_symbol() {
 
 #[test]
 fn garbage_and_foreign_objects_are_errors() {
-    assert!(matches!(load_program(b"not an elf", None), Err(ElfError::Parse(_))));
+    assert!(matches!(
+        load_program(b"not an elf", None),
+        Err(ElfError::Parse(_))
+    ));
     assert!(matches!(load_program(&[], None), Err(ElfError::Parse(_))));
     // A truncated object never panics.
     for n in 0..THREE_STEP.len() {
@@ -92,5 +101,8 @@ fn garbage_and_foreign_objects_are_errors() {
     }
     // This test binary itself is an ELF, but not eBPF.
     let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-    assert!(matches!(load_program(&me, None), Err(ElfError::NotBpf { .. })));
+    assert!(matches!(
+        load_program(&me, None),
+        Err(ElfError::NotBpf { .. })
+    ));
 }

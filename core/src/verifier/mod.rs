@@ -206,7 +206,7 @@ fn known_non_jump(op: u8) -> bool {
         // ALU / ALU64
         0x04 | 0x07 => matches!(op >> 4, 0x0..=0xd),
         // LDX and ST/STX with sizes b/h/w/dw, MEM mode
-        0x01 | 0x02 | 0x03 => op & 0xe0 == 0x60,
+        0x01..=0x03 => op & 0xe0 == 0x60,
         _ => false,
     }
 }
