@@ -12,6 +12,7 @@ pub mod elf;
 pub mod exec;
 pub mod helpers;
 pub mod memory;
+pub mod policy;
 pub mod pool;
 pub mod region;
 pub mod verifier;

@@ -1,0 +1,622 @@
+//! The placement policy (DESIGN §5): where each steering class runs — on the NIC's cores, on the
+//! host's, or at the clients (read-only classes, for a lease) — decided from load samples.
+//!
+//! A pure function of its inputs and `now`: the dataplane samples load every millisecond and
+//! calls [`Policy::update`]; tests drive it with simulated time. Rules, in order:
+//!
+//! 1. A class stays where it is for at least `min_dwell` after a move (no flapping).
+//! 2. Host congested (busy fraction, smoothed, above `host_high`, or its queues deeper than
+//!    `queue_high`, or the host is gone): classes on the host move to the NIC while the NIC's
+//!    projected load stays under `nic_target`; read-only classes that do not fit go to the
+//!    clients; the others stay (and are answered with back-pressure by the dataplane).
+//! 3. NIC congested: classes on the NIC move to the host while the host is not congested and
+//!    its projected load stays under `host_target`, costliest-per-second first; if the host is
+//!    congested too, read-only classes go to the clients.
+//! 4. Both calm (below the `*_low` thresholds): classes away from home come back, one check per
+//!    class, when the projected load at home stays under its target.
+//! 5. Client placements are leases: renewed while the reason holds, otherwise the class
+//!    comes back when the lease ends.
+//!
+//! Every move is a [`Decision`] with its reason.
+
+/// Nanoseconds on the caller's monotonic clock.
+pub type Nanos = u64;
+
+/// Where a class runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Location {
+    Nic,
+    Host,
+    Client,
+}
+
+impl Location {
+    pub fn name(self) -> &'static str {
+        match self {
+            Location::Nic => "nic",
+            Location::Host => "host",
+            Location::Client => "client",
+        }
+    }
+}
+
+/// Policy knobs; the defaults suit the local deployment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PolicyConfig {
+    /// NIC busy fraction above which the NIC is congested.
+    pub nic_high: f64,
+    /// NIC busy fraction below which it is calm.
+    pub nic_low: f64,
+    /// Projected NIC load moves may fill up to.
+    pub nic_target: f64,
+    pub host_high: f64,
+    pub host_low: f64,
+    pub host_target: f64,
+    /// Queue depth (messages waiting per worker) that counts as congestion on its own.
+    pub queue_high: u32,
+    /// Weight of a new sample in the smoothed busy fractions (EWMA).
+    pub smoothing: f64,
+    /// Minimum time between two moves of one class.
+    pub min_dwell: Nanos,
+    /// Length of a client lease.
+    pub client_lease: Nanos,
+    /// Whether read-only classes may be sent to clients at all.
+    pub allow_client: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            nic_high: 0.90,
+            nic_low: 0.60,
+            nic_target: 0.80,
+            host_high: 0.85,
+            host_low: 0.50,
+            host_target: 0.75,
+            queue_high: 64,
+            smoothing: 0.5,
+            min_dwell: 20_000_000,
+            client_lease: 50_000_000,
+            allow_client: true,
+        }
+    }
+}
+
+/// Load of one class over the last sample period.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ClassLoad {
+    pub class: u16,
+    /// Messages per second.
+    pub rate: f64,
+    /// Mean cost of one message in core-seconds at the NIC and at the host (measured, or
+    /// estimated from steps and instructions while a class has not run there).
+    pub nic_cost: f64,
+    pub host_cost: f64,
+    pub read_only: bool,
+}
+
+/// One load sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadSample<'a> {
+    pub now: Nanos,
+    /// Mean busy fraction of the NIC workers, 0..=1.
+    pub nic_busy: f64,
+    pub nic_queue: u32,
+    pub nic_workers: u32,
+    pub host_busy: f64,
+    pub host_queue: u32,
+    pub host_workers: u32,
+    /// False when the host agent is gone (link down or heartbeat stale).
+    pub host_alive: bool,
+    pub classes: &'a [ClassLoad],
+}
+
+/// Why a class moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    HostCongested,
+    HostGone,
+    NicCongested,
+    BothCongested,
+    LoadReturned,
+    LeaseEnded,
+}
+
+impl Reason {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Reason::HostCongested => "host congested",
+            Reason::HostGone => "host agent unreachable",
+            Reason::NicCongested => "NIC cores saturated",
+            Reason::BothCongested => "NIC and host congested: read-only class runs at clients",
+            Reason::LoadReturned => "load returned to normal",
+            Reason::LeaseEnded => "client lease ended",
+        }
+    }
+}
+
+/// A move of one class.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    pub at: Nanos,
+    pub class: u16,
+    pub from: Location,
+    pub to: Location,
+    pub reason: Reason,
+    /// Smoothed loads when deciding, for the log.
+    pub nic_busy: f64,
+    pub host_busy: f64,
+}
+
+impl core::fmt::Display for Decision {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "t={:.3}ms class {} {} -> {}: {} (nic {:.0}%, host {:.0}%)",
+            self.at as f64 / 1e6,
+            self.class,
+            self.from.name(),
+            self.to.name(),
+            self.reason.describe(),
+            self.nic_busy * 100.0,
+            self.host_busy * 100.0
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ClassState {
+    at: Location,
+    home: Location,
+    moved_at: Option<Nanos>,
+    lease_until: Nanos,
+}
+
+/// The policy's state: current placement per class and smoothed loads.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    cfg: PolicyConfig,
+    classes: Vec<ClassState>,
+    nic_busy: f64,
+    host_busy: f64,
+    order: Vec<usize>,
+}
+
+impl Policy {
+    /// `classes` steering classes, all at `home`.
+    pub fn new(cfg: PolicyConfig, classes: usize, home: Location) -> Self {
+        let st = ClassState {
+            at: home,
+            home,
+            moved_at: None,
+            lease_until: 0,
+        };
+        Self {
+            cfg,
+            classes: vec![st; classes],
+            nic_busy: 0.0,
+            host_busy: 0.0,
+            order: Vec::with_capacity(classes),
+        }
+    }
+
+    pub fn config(&self) -> &PolicyConfig {
+        &self.cfg
+    }
+
+    /// Where `class` runs now (classes out of range run at the NIC).
+    pub fn placement(&self, class: u16) -> Location {
+        self.classes
+            .get(class as usize)
+            .map_or(Location::Nic, |c| c.at)
+    }
+
+    /// The lease end of a class placed at clients.
+    pub fn lease_until(&self, class: u16) -> Option<Nanos> {
+        self.classes
+            .get(class as usize)
+            .filter(|c| c.at == Location::Client)
+            .map(|c| c.lease_until)
+    }
+
+    /// Sets the home of a class (where it runs when nothing is congested).
+    pub fn set_home(&mut self, class: u16, home: Location) {
+        if let Some(c) = self.classes.get_mut(class as usize) {
+            c.home = home;
+            c.at = home;
+        }
+    }
+
+    pub fn smoothed(&self) -> (f64, f64) {
+        (self.nic_busy, self.host_busy)
+    }
+
+    /// Takes one sample; appends the moves it makes to `out` (which the caller reuses, so the
+    /// steady state does not allocate).
+    pub fn update(&mut self, s: &LoadSample<'_>, out: &mut Vec<Decision>) {
+        let a = self.cfg.smoothing.clamp(0.0, 1.0);
+        self.nic_busy = a * s.nic_busy.clamp(0.0, 1.0) + (1.0 - a) * self.nic_busy;
+        self.host_busy = a * s.host_busy.clamp(0.0, 1.0) + (1.0 - a) * self.host_busy;
+        let c = self.cfg;
+        let host_gone = !s.host_alive;
+        let host_hot = host_gone || self.host_busy > c.host_high || s.host_queue > c.queue_high;
+        let nic_hot = self.nic_busy > c.nic_high || s.nic_queue > c.queue_high;
+        let calm = !host_gone && self.host_busy < c.host_low && self.nic_busy < c.nic_low;
+
+        // Projected loads, adjusted as classes move in this update.
+        let (mut nic_load, mut host_load) = (self.nic_busy, self.host_busy);
+        let nic_cap = s.nic_workers.max(1) as f64;
+        let host_cap = s.host_workers.max(1) as f64;
+        let share = |cl: &ClassLoad, at: Location| match at {
+            Location::Nic => cl.rate * cl.nic_cost / nic_cap,
+            Location::Host => cl.rate * cl.host_cost / host_cap,
+            Location::Client => 0.0,
+        };
+
+        // Costliest classes move first: fewer moves for the same relief.
+        // The order buffer is kept between updates: it allocates only when classes are added.
+        let mut order = core::mem::take(&mut self.order);
+        order.clear();
+        order.extend(0..s.classes.len());
+        order.sort_unstable_by(|&x, &y| {
+            let (x, y) = (&s.classes[x], &s.classes[y]);
+            (y.rate * y.nic_cost.max(y.host_cost))
+                .total_cmp(&(x.rate * x.nic_cost.max(x.host_cost)))
+        });
+
+        for &i in &order {
+            let cl = &s.classes[i];
+            let Some(st) = self.classes.get(cl.class as usize).copied() else {
+                continue;
+            };
+            let dwelling = st
+                .moved_at
+                .is_some_and(|t| s.now.saturating_sub(t) < c.min_dwell);
+            let mut to = None;
+            match st.at {
+                Location::Host
+                    if host_hot && (host_gone || host_load > c.host_target) && !dwelling =>
+                {
+                    let reason = if host_gone {
+                        Reason::HostGone
+                    } else {
+                        Reason::HostCongested
+                    };
+                    if !nic_hot && nic_load + share(cl, Location::Nic) <= c.nic_target {
+                        to = Some((Location::Nic, reason));
+                    } else if cl.read_only && c.allow_client {
+                        to = Some((Location::Client, Reason::BothCongested));
+                    }
+                }
+                Location::Nic if nic_hot && nic_load > c.nic_target && !dwelling => {
+                    if !host_hot && host_load + share(cl, Location::Host) <= c.host_target {
+                        to = Some((Location::Host, Reason::NicCongested));
+                    } else if cl.read_only && c.allow_client && (host_hot || host_gone) {
+                        to = Some((Location::Client, Reason::BothCongested));
+                    }
+                }
+                Location::Client => {
+                    let still_needed = (host_hot && nic_hot) || (host_gone && nic_hot);
+                    if still_needed {
+                        // Renew the lease; not a move.
+                        self.classes[cl.class as usize].lease_until = s.now + c.client_lease;
+                    } else if s.now >= st.lease_until || calm {
+                        // Home first, the other side second, wherever the class fits; when
+                        // the lease has ended it must leave the clients regardless.
+                        let fits = |at: Location| match at {
+                            Location::Nic => !nic_hot && nic_load + share(cl, at) <= c.nic_target,
+                            Location::Host => {
+                                !host_hot && host_load + share(cl, at) <= c.host_target
+                            }
+                            Location::Client => false,
+                        };
+                        let home = if st.home == Location::Client {
+                            Location::Nic
+                        } else {
+                            st.home
+                        };
+                        let other = if home == Location::Nic {
+                            Location::Host
+                        } else {
+                            Location::Nic
+                        };
+                        let ended = s.now >= st.lease_until;
+                        let reason = if ended {
+                            Reason::LeaseEnded
+                        } else {
+                            Reason::LoadReturned
+                        };
+                        if fits(home) {
+                            to = Some((home, reason));
+                        } else if fits(other) {
+                            to = Some((other, reason));
+                        } else if ended {
+                            to = Some((home, reason));
+                        }
+                    }
+                }
+                at if calm && at != st.home && !dwelling => {
+                    let target = if st.home == Location::Nic {
+                        c.nic_target
+                    } else {
+                        c.host_target
+                    };
+                    let load = if st.home == Location::Nic {
+                        nic_load
+                    } else {
+                        host_load
+                    };
+                    if load + share(cl, st.home) <= target {
+                        to = Some((st.home, Reason::LoadReturned));
+                    }
+                }
+                _ => {}
+            }
+            if let Some((dest, reason)) = to {
+                if dest == st.at {
+                    continue;
+                }
+                let moved = share(cl, st.at);
+                match st.at {
+                    Location::Nic => nic_load -= moved,
+                    Location::Host => host_load -= moved,
+                    Location::Client => {}
+                }
+                match dest {
+                    Location::Nic => nic_load += share(cl, dest),
+                    Location::Host => host_load += share(cl, dest),
+                    Location::Client => {}
+                }
+                let state = &mut self.classes[cl.class as usize];
+                state.at = dest;
+                state.moved_at = Some(s.now);
+                if dest == Location::Client {
+                    state.lease_until = s.now + c.client_lease;
+                }
+                out.push(Decision {
+                    at: s.now,
+                    class: cl.class,
+                    from: st.at,
+                    to: dest,
+                    reason,
+                    nic_busy: self.nic_busy,
+                    host_busy: self.host_busy,
+                });
+            }
+        }
+        self.order = order;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Nanos = 1_000_000;
+
+    /// A simulated deployment: classes with rates and costs; busy fractions computed from where
+    /// the classes run plus injected background load.
+    struct Sim {
+        policy: Policy,
+        classes: Vec<ClassLoad>,
+        now: Nanos,
+        nic_workers: u32,
+        host_workers: u32,
+        host_background: f64,
+        nic_background: f64,
+        host_alive: bool,
+        log: Vec<Decision>,
+    }
+
+    impl Sim {
+        fn new(classes: Vec<ClassLoad>, home: Location) -> Self {
+            let n = classes.len();
+            Sim {
+                policy: Policy::new(PolicyConfig::default(), n, home),
+                classes,
+                now: 0,
+                nic_workers: 2,
+                host_workers: 2,
+                host_background: 0.0,
+                nic_background: 0.0,
+                host_alive: true,
+                log: Vec::new(),
+            }
+        }
+
+        fn busy(&self) -> (f64, f64) {
+            let (mut nic, mut host) = (self.nic_background, self.host_background);
+            for c in &self.classes {
+                match self.policy.placement(c.class) {
+                    Location::Nic => nic += c.rate * c.nic_cost / self.nic_workers as f64,
+                    Location::Host => host += c.rate * c.host_cost / self.host_workers as f64,
+                    Location::Client => {}
+                }
+            }
+            (nic.min(1.0), host.min(1.0))
+        }
+
+        fn run(&mut self, ms: u64) {
+            for _ in 0..ms {
+                self.now += MS;
+                let (nic, host) = self.busy();
+                let s = LoadSample {
+                    now: self.now,
+                    nic_busy: nic,
+                    nic_queue: 0,
+                    nic_workers: self.nic_workers,
+                    host_busy: host,
+                    host_queue: 0,
+                    host_workers: self.host_workers,
+                    host_alive: self.host_alive,
+                    classes: &self.classes,
+                };
+                self.policy.update(&s, &mut self.log);
+            }
+        }
+
+        fn count(&self, at: Location) -> usize {
+            self.classes
+                .iter()
+                .filter(|c| self.policy.placement(c.class) == at)
+                .count()
+        }
+    }
+
+    /// `n` classes, each using `frac` of one core at NIC and at host.
+    fn classes(n: u16, frac: f64, read_only: bool) -> Vec<ClassLoad> {
+        (0..n)
+            .map(|class| ClassLoad {
+                class,
+                rate: 1000.0,
+                nic_cost: frac / 1000.0,
+                host_cost: frac / 2000.0,
+                read_only,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn host_congestion_moves_host_classes_to_the_nic() {
+        let mut sim = Sim::new(classes(4, 0.2, false), Location::Host);
+        sim.run(50);
+        assert_eq!(sim.count(Location::Host), 4, "calm: classes stay home");
+        assert!(sim.log.is_empty());
+        sim.host_background = 1.0;
+        sim.run(10);
+        assert_eq!(sim.count(Location::Nic), 4, "{:?}", sim.log);
+        assert!(sim
+            .log
+            .iter()
+            .all(|d| d.reason == Reason::HostCongested && d.to == Location::Nic));
+        assert!(
+            sim.log.iter().all(|d| d.at <= 55 * MS),
+            "moved within 5 ms: {:?}",
+            sim.log
+        );
+    }
+
+    #[test]
+    fn nic_congestion_overflows_to_the_host_only_as_much_as_needed() {
+        // 6 classes × 0.4 core on 2 NIC cores = 1.2: saturated.
+        let mut sim = Sim::new(classes(6, 0.4, false), Location::Nic);
+        sim.run(30);
+        let moved = sim.count(Location::Host);
+        assert!(
+            moved >= 1 && moved < 6,
+            "some, not all, classes overflow: {moved}"
+        );
+        let (nic, host) = sim.busy();
+        assert!(
+            nic <= 0.9 && host <= 0.9,
+            "both under their high marks: nic {nic} host {host}"
+        );
+        assert!(sim.log.iter().all(|d| d.reason == Reason::NicCongested));
+    }
+
+    #[test]
+    fn both_congested_sends_read_only_classes_to_clients_then_back() {
+        let mut cl = classes(4, 0.3, true);
+        cl[3].read_only = false;
+        let mut sim = Sim::new(cl, Location::Nic);
+        sim.nic_background = 0.95;
+        sim.host_background = 0.95;
+        sim.run(30);
+        assert_eq!(
+            sim.count(Location::Client),
+            3,
+            "read-only classes at clients: {:?}",
+            sim.log
+        );
+        assert_eq!(
+            sim.policy.placement(3),
+            Location::Nic,
+            "a writing class never goes to clients"
+        );
+        assert!(
+            sim.policy.lease_until(0).unwrap() > sim.now,
+            "lease renewed while congested"
+        );
+        sim.run(200);
+        assert_eq!(
+            sim.count(Location::Client),
+            3,
+            "leases renewed while both stay congested"
+        );
+        sim.nic_background = 0.0;
+        sim.host_background = 0.0;
+        sim.run(100);
+        assert_eq!(
+            sim.count(Location::Nic),
+            4,
+            "classes come back: {:?}",
+            sim.log
+        );
+    }
+
+    #[test]
+    fn no_flapping_around_a_threshold() {
+        let mut sim = Sim::new(classes(4, 0.2, false), Location::Host);
+        // Host load oscillates around host_high every millisecond for a second.
+        for i in 0..1000 {
+            sim.host_background = if i % 2 == 0 { 0.95 } else { 0.7 };
+            sim.run(1);
+        }
+        let moves_per_class = sim.log.len() as f64 / 4.0;
+        assert!(
+            moves_per_class <= 2.0,
+            "at most one move away and one back per class: {}",
+            sim.log.len()
+        );
+    }
+
+    #[test]
+    fn load_returning_brings_classes_home_after_the_dwell_time() {
+        let mut sim = Sim::new(classes(2, 0.2, false), Location::Host);
+        sim.host_background = 1.0;
+        sim.run(5);
+        assert_eq!(sim.count(Location::Nic), 2);
+        let moved_at = sim.log.last().unwrap().at;
+        sim.host_background = 0.0;
+        sim.run(100);
+        assert_eq!(sim.count(Location::Host), 2);
+        let back = sim
+            .log
+            .iter()
+            .filter(|d| d.reason == Reason::LoadReturned)
+            .map(|d| d.at)
+            .min()
+            .unwrap();
+        assert!(
+            back - moved_at >= PolicyConfig::default().min_dwell,
+            "dwell respected"
+        );
+    }
+
+    #[test]
+    fn host_gone_moves_everything_it_can() {
+        let mut sim = Sim::new(classes(3, 0.1, false), Location::Host);
+        sim.run(5);
+        sim.host_alive = false;
+        sim.run(2);
+        assert_eq!(sim.count(Location::Nic), 3);
+        assert!(sim.log.iter().all(|d| d.reason == Reason::HostGone));
+    }
+
+    #[test]
+    fn decisions_print_their_reason() {
+        let d = Decision {
+            at: 1_500_000,
+            class: 3,
+            from: Location::Host,
+            to: Location::Nic,
+            reason: Reason::HostCongested,
+            nic_busy: 0.1,
+            host_busy: 0.97,
+        };
+        assert_eq!(
+            d.to_string(),
+            "t=1.500ms class 3 host -> nic: host congested (nic 10%, host 97%)"
+        );
+    }
+}
