@@ -296,7 +296,7 @@ impl Policy {
                     }
                 }
                 Location::Client => {
-                    let still_needed = (host_hot && nic_hot) || (host_gone && nic_hot);
+                    let still_needed = host_hot && nic_hot; // host_hot includes a gone host
                     if still_needed {
                         // Renew the lease; not a move.
                         self.classes[cl.class as usize].lease_until = s.now + c.client_lease;
