@@ -503,7 +503,7 @@ mod tests {
         sim.run(30);
         let moved = sim.count(Location::Host);
         assert!(
-            moved >= 1 && moved < 6,
+            (1..6).contains(&moved),
             "some, not all, classes overflow: {moved}"
         );
         let (nic, host) = sim.busy();
