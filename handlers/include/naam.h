@@ -73,6 +73,12 @@ struct naam_op {
 	naam_u32 reserved2;
 };
 
+/* Byte areas are 8-aligned (their offsets are multiples of 8) so that handlers may load and
+ * store whole words. Index words through a typed pointer, NAAM_WORDS(ctx->data)[i]: clang 14
+ * turns `*(naam_u64 *)&ctx->data[8 * i]` inside unrolled loops into byte loads. */
+#define NAAM_ALIGNED __attribute__((aligned(8)))
+#define NAAM_WORDS(area) ((naam_u64 *)(area))
+
 /* The context r1 points at. Read-only parts are written by the runtime; the verifier rejects
  * stores into them. */
 struct naam_ctx {
@@ -86,12 +92,12 @@ struct naam_ctx {
 	naam_u32 out_len;           /* reply bytes after NAAM_DONE */
 	naam_u64 scratch;           /* persistent, free for the handler */
 	/* read-only: the message arguments */
-	naam_u8 args[NAAM_ARGS_MAX];
+	naam_u8 args[NAAM_ARGS_MAX] NAAM_ALIGNED;
 	/* writable, persistent across steps */
-	naam_u8 state[NAAM_STATE_SIZE];
+	naam_u8 state[NAAM_STATE_SIZE] NAAM_ALIGNED;
 	struct naam_op ops[NAAM_MAX_OPS];
-	naam_u8 data[NAAM_DATA_SIZE];
-	naam_u8 out[NAAM_OUT_MAX];
+	naam_u8 data[NAAM_DATA_SIZE] NAAM_ALIGNED;
+	naam_u8 out[NAAM_OUT_MAX] NAAM_ALIGNED;
 };
 
 /* Helpers: called as plain functions, compiled to `call ID` with no relocation. */

@@ -1,0 +1,134 @@
+//! Open-loop load generation and latency recording shared by the experiments.
+//!
+//! Latency is measured from each message's *intended* send time (open loop: a slow system
+//! cannot slow the generator down and hide its queueing), recorded per message id into a
+//! preallocated log, and summarised with HdrHistogram after the run.
+
+use hdrhistogram::Histogram;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Completion latencies by message id (ns + 1; 0 = never completed).
+pub struct LatencyLog {
+    slots: Box<[AtomicU64]>,
+}
+
+impl LatencyLog {
+    /// A log for `messages` ids; its memory is written (not just reserved) here, so it does
+    /// not count against what is measured afterwards.
+    pub fn new(messages: usize) -> Self {
+        Self {
+            slots: (0..messages).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    #[inline]
+    pub fn record(&self, id: u64, latency: Duration) {
+        if let Some(s) = self.slots.get(id as usize) {
+            s.store(latency.as_nanos() as u64 + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Completed messages and their latency histogram (µs resolution to 10 s).
+    pub fn summary(&self) -> (u64, Histogram<u64>) {
+        let mut h =
+            Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).expect("histogram bounds");
+        let mut done = 0;
+        for s in self.slots.iter() {
+            let v = s.load(Ordering::Relaxed);
+            if v != 0 {
+                done += 1;
+                h.saturating_record(v);
+            }
+        }
+        (done, h)
+    }
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Percentiles {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Self {
+            p50_us: us(0.5),
+            p99_us: us(0.99),
+            p999_us: us(0.999),
+        }
+    }
+}
+
+/// Sends `total` messages at `rate` per second (`None`: as fast as the sink takes them),
+/// calling `send(id, intended_time)`; `send` returns false when the message was dropped.
+/// Returns (dropped, elapsed).
+pub fn open_loop(
+    total: u64,
+    rate: Option<f64>,
+    mut send: impl FnMut(u64, Instant) -> bool,
+) -> (u64, Duration) {
+    let start = Instant::now();
+    let mut dropped = 0;
+    for id in 0..total {
+        let intended = match rate {
+            Some(r) => {
+                let t = start + Duration::from_secs_f64(id as f64 / r);
+                loop {
+                    let now = Instant::now();
+                    if now >= t {
+                        break;
+                    }
+                    if t - now > Duration::from_micros(200) {
+                        std::thread::sleep(Duration::from_micros(100));
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+                t
+            }
+            None => Instant::now(),
+        };
+        if !send(id, intended) {
+            dropped += 1;
+        }
+    }
+    (dropped, start.elapsed())
+}
+
+/// Resident memory of this process in bytes (Linux), for memory-per-offload figures.
+pub fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// How idle workers wait (DESIGN §9): spinning burns a core that, on this 2-core machine, the
+/// generator or another process needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Backoff {
+    /// Spin forever (dedicated cores).
+    Spin,
+    /// Spin a little, then yield the core.
+    Yield,
+}
+
+impl Backoff {
+    #[inline]
+    pub fn idle(self, idle_rounds: &mut u32) {
+        *idle_rounds += 1;
+        match self {
+            Backoff::Spin => std::hint::spin_loop(),
+            Backoff::Yield if *idle_rounds < 64 => std::hint::spin_loop(),
+            Backoff::Yield => std::thread::yield_now(),
+        }
+    }
+}
