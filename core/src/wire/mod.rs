@@ -29,7 +29,7 @@ pub use am::{
 };
 pub use control::{
     DescribePacket, DescribeRepr, OffloadIdPacket, OffloadIdRepr, PageRequestPacket,
-    PageRequestRepr, RegisterPacket, RegisterRepr,
+    PageRequestRepr, RegisterPacket, RegisterRepr, OBJECT_MAX,
 };
 pub use error::{ErrorCode, ErrorPacket, ErrorRepr};
 pub use header::{Flags, HeaderPacket, HeaderRepr, Kind};

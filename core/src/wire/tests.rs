@@ -780,3 +780,24 @@ fn kinds_round_trip() {
     assert_eq!(Kind::from_u8(0), None);
     assert!(Kind::AmReply.is_reply() && !Kind::AmRequest.is_reply());
 }
+
+#[test]
+fn limits_match_the_spec() {
+    // docs/protocol.md, "Limits".
+    assert_eq!(
+        (
+            MAX_DATAGRAM,
+            MAX_PAYLOAD,
+            ARGS_MAX,
+            OUT_MAX,
+            NAME_MAX,
+            DETAIL_MAX,
+            MAX_REMOTE_OPS,
+            ONE_SIDED_MAX_LEN,
+            OBJECT_MAX
+        ),
+        (65507, 65483, 1088, 1088, 64, 200, 4, 8192, 65467)
+    );
+    // The largest one-sided reply (four full READs) fits one datagram.
+    assert!(HEADER_LEN + 8 + MAX_REMOTE_OPS * (16 + ONE_SIDED_MAX_LEN) <= MAX_DATAGRAM);
+}
