@@ -192,6 +192,11 @@ impl<'a> Message<'a> {
         self.body.kind()
     }
 
+    /// The reply to this request: same request id and class, no flags.
+    pub fn reply<'b>(&self, body: Body<'b>) -> Message<'b> {
+        Message::new(self.request_id, self.class, body)
+    }
+
     /// Parses a datagram. Never panics; any malformation is an error.
     pub fn parse(datagram: &'a [u8]) -> Result<Self, WireError> {
         let packet = HeaderPacket::new_unchecked(datagram);

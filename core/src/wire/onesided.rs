@@ -405,6 +405,12 @@ mod rep {
     pub const RESULT_SIZE: usize = 16;
 }
 
+// The largest reply (every op a full READ) fits one datagram.
+const _: () = assert!(
+    super::HEADER_LEN + rep::RESULTS + MAX_REMOTE_OPS * (rep::RESULT_SIZE + ONE_SIDED_MAX_LEN)
+        <= super::MAX_DATAGRAM
+);
+
 /// One op result as it is on the wire (not yet validated).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RawOpResult {

@@ -798,6 +798,28 @@ fn limits_match_the_spec() {
         ),
         (65507, 65483, 1088, 1088, 64, 200, 4, 8192, 65467)
     );
-    // The largest one-sided reply (four full READs) fits one datagram.
-    assert!(HEADER_LEN + 8 + MAX_REMOTE_OPS * (16 + ONE_SIDED_MAX_LEN) <= MAX_DATAGRAM);
+}
+
+#[test]
+fn replies_echo_request_id_and_class() {
+    let req = Message {
+        request_id: 42,
+        class: 7,
+        flags: Flags::RETRANSMIT,
+        body: Body::Stats(PageRequestRepr::default()),
+    };
+    let rep = req.reply(Body::Ack);
+    assert_eq!(
+        (rep.request_id, rep.class, rep.flags, rep.kind()),
+        (42, 7, Flags::empty(), Kind::Ack)
+    );
+    // A server that cannot parse a request's payload still answers it from the header.
+    let mut bytes = encode(&req);
+    bytes[HEADER_LEN + 6] = 1; // reserved byte of the page request
+    assert!(Message::parse(&bytes).is_err());
+    let header = HeaderRepr::parse(&HeaderPacket::new_unchecked(&bytes[..])).unwrap();
+    assert_eq!(
+        (header.request_id, header.class, header.kind),
+        (42, 7, Kind::Stats)
+    );
 }
