@@ -2,7 +2,7 @@
 //!
 //! The handler ABI ([`abi`]), regions and their checks ([`region`]), memory backends
 //! ([`memory`]), loading ([`elf`]) and verifying ([`verifier`]) handler programs, compiling them
-//! ([`vm`]) into per-worker pools ([`pool`]), and running messages step by step ([`exec`]).
+//! ([`vm`]) into per-worker pools ([`pool`]), and running messages step by step ([`exec`]), and the datagrams they travel in ([`wire`]).
 //! Nothing here opens a socket or reads a clock: time, when needed, is passed in.
 
 #![deny(unsafe_code)]
@@ -18,3 +18,4 @@ pub mod region;
 pub mod verifier;
 #[allow(unsafe_code)]
 pub mod vm;
+pub mod wire;

@@ -1,0 +1,266 @@
+//! Error replies and the stable error codes (also used as per-op statuses of one-sided
+//! replies).
+
+use super::{at_most, exact, get_u16, set_u16, text, WireError, DETAIL_MAX};
+use crate::exec::{ErrorKind, ExecError};
+use crate::region::OpErrorCode;
+
+/// Why a request failed. The numbers are part of the protocol and never change meaning;
+/// a new code needs a new protocol version (receivers reject codes they do not know).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// The request did not parse or broke a protocol rule (wrong class for its port, …).
+    BadRequest = 1,
+    /// The request's protocol version is not spoken here.
+    BadVersion = 2,
+    /// No offload with this id (never registered, or unregistered).
+    UnknownOffload = 3,
+    /// The message spent its step budget.
+    StepBudget = 4,
+    /// The handler misbehaved: bad return value, output length past the output area, `NEXT`
+    /// without ops.
+    BadHandler = 5,
+    /// The memory backend (or the link to host memory) failed an op.
+    Memory = 6,
+    /// The VM failed while running the handler.
+    Vm = 7,
+    /// Isolation: an op was malformed (unknown kind, too many ops, empty).
+    OpMalformed = 16,
+    /// Isolation: no such region.
+    NoSuchRegion = 17,
+    /// Isolation: the region belongs to another tenant.
+    WrongTenant = 18,
+    /// Isolation: the region does not allow this kind of op.
+    PermissionDenied = 19,
+    /// Isolation: the bytes are outside the region (or the data window outside the data area).
+    OutOfBounds = 20,
+    /// Isolation: an atomic op not 8-byte aligned or not 8 bytes long.
+    Misaligned = 21,
+    /// Isolation: a one-sided op presented the wrong region key.
+    BadKey = 22,
+    /// Back-pressure: the queues are full; retry later with the same request id.
+    Busy = 32,
+    /// The host agent is not reachable (the message needed host memory or host cores).
+    HostUnavailable = 33,
+    /// Register: the ELF object did not load or did not verify (the detail says why).
+    InvalidProgram = 48,
+    /// Register: no room for another offload.
+    NoSpace = 49,
+    /// This endpoint does not handle this kind of message.
+    Unsupported = 50,
+    /// Describe: no application by that name.
+    UnknownApp = 51,
+    /// A bug on the server side.
+    Internal = 0xffff,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 21] = [
+        ErrorCode::BadRequest,
+        ErrorCode::BadVersion,
+        ErrorCode::UnknownOffload,
+        ErrorCode::StepBudget,
+        ErrorCode::BadHandler,
+        ErrorCode::Memory,
+        ErrorCode::Vm,
+        ErrorCode::OpMalformed,
+        ErrorCode::NoSuchRegion,
+        ErrorCode::WrongTenant,
+        ErrorCode::PermissionDenied,
+        ErrorCode::OutOfBounds,
+        ErrorCode::Misaligned,
+        ErrorCode::BadKey,
+        ErrorCode::Busy,
+        ErrorCode::HostUnavailable,
+        ErrorCode::InvalidProgram,
+        ErrorCode::NoSpace,
+        ErrorCode::Unsupported,
+        ErrorCode::UnknownApp,
+        ErrorCode::Internal,
+    ];
+
+    pub fn from_u16(v: u16) -> Option<ErrorCode> {
+        Self::ALL.iter().copied().find(|c| *c as u16 == v)
+    }
+
+    /// A short stable name (for counters and the CLI).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::BadVersion => "bad_version",
+            ErrorCode::UnknownOffload => "unknown_offload",
+            ErrorCode::StepBudget => "step_budget",
+            ErrorCode::BadHandler => "bad_handler",
+            ErrorCode::Memory => "memory",
+            ErrorCode::Vm => "vm",
+            ErrorCode::OpMalformed => "op_malformed",
+            ErrorCode::NoSuchRegion => "no_such_region",
+            ErrorCode::WrongTenant => "wrong_tenant",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::OutOfBounds => "out_of_bounds",
+            ErrorCode::Misaligned => "misaligned",
+            ErrorCode::BadKey => "bad_key",
+            ErrorCode::Busy => "busy",
+            ErrorCode::HostUnavailable => "host_unavailable",
+            ErrorCode::InvalidProgram => "invalid_program",
+            ErrorCode::NoSpace => "no_space",
+            ErrorCode::Unsupported => "unsupported",
+            ErrorCode::UnknownApp => "unknown_app",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// Whether a client may retry the same request (same request id) later.
+    pub fn is_transient(self) -> bool {
+        matches!(self, ErrorCode::Busy | ErrorCode::HostUnavailable)
+    }
+}
+
+impl core::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl From<OpErrorCode> for ErrorCode {
+    fn from(c: OpErrorCode) -> Self {
+        match c {
+            OpErrorCode::Malformed => ErrorCode::OpMalformed,
+            OpErrorCode::NoSuchRegion => ErrorCode::NoSuchRegion,
+            OpErrorCode::WrongTenant => ErrorCode::WrongTenant,
+            OpErrorCode::PermissionDenied => ErrorCode::PermissionDenied,
+            OpErrorCode::OutOfBounds => ErrorCode::OutOfBounds,
+            OpErrorCode::Misaligned => ErrorCode::Misaligned,
+            OpErrorCode::BadKey => ErrorCode::BadKey,
+        }
+    }
+}
+
+impl From<ErrorKind> for ErrorCode {
+    fn from(k: ErrorKind) -> Self {
+        match k {
+            ErrorKind::UnknownOffload => ErrorCode::UnknownOffload,
+            ErrorKind::StepBudget => ErrorCode::StepBudget,
+            ErrorKind::BadHandler => ErrorCode::BadHandler,
+            ErrorKind::Op(c) => c.into(),
+            ErrorKind::Memory => ErrorCode::Memory,
+            ErrorKind::Vm => ErrorCode::Vm,
+        }
+    }
+}
+
+impl From<&ExecError> for ErrorCode {
+    fn from(e: &ExecError) -> Self {
+        e.kind().into()
+    }
+}
+
+mod field {
+    use crate::wire::Field;
+
+    pub const CODE: Field = 0..2;
+    pub const DETAIL_LEN: Field = 2..4;
+    pub const DETAIL: usize = 4;
+}
+
+/// A view of an error reply payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorPacket<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> ErrorPacket<T> {
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        let p = Self::new_unchecked(buffer);
+        p.check_len()?;
+        Ok(p)
+    }
+
+    pub fn check_len(&self) -> Result<(), WireError> {
+        let d = self.buffer.as_ref();
+        super::need(field::DETAIL, d.len())?;
+        exact(
+            field::DETAIL,
+            self.detail_len() as usize,
+            d.len(),
+            "error.detail_len",
+            "detail",
+        )
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    pub fn code(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), field::CODE)
+    }
+
+    pub fn detail_len(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), field::DETAIL_LEN)
+    }
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> ErrorPacket<&'a T> {
+    /// The detail bytes (UTF-8 once [`ErrorRepr::parse`] accepted them).
+    pub fn detail(&self) -> &'a [u8] {
+        let n = self.detail_len() as usize;
+        &self.buffer.as_ref()[field::DETAIL..field::DETAIL + n]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> ErrorPacket<T> {
+    pub fn set_code(&mut self, v: u16) {
+        set_u16(self.buffer.as_mut(), field::CODE, v);
+    }
+
+    pub fn set_detail_len(&mut self, v: u16) {
+        set_u16(self.buffer.as_mut(), field::DETAIL_LEN, v);
+    }
+
+    pub fn detail_mut(&mut self) -> &mut [u8] {
+        let n = self.detail_len() as usize;
+        &mut self.buffer.as_mut()[field::DETAIL..field::DETAIL + n]
+    }
+}
+
+/// An error reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorRepr<'a> {
+    pub code: ErrorCode,
+    /// Human-readable detail, at most [`DETAIL_MAX`] bytes; empty when there is none.
+    pub detail: &'a str,
+}
+
+impl<'a> ErrorRepr<'a> {
+    pub fn parse<T: AsRef<[u8]> + ?Sized>(packet: &ErrorPacket<&'a T>) -> Result<Self, WireError> {
+        packet.check_len()?;
+        let code = ErrorCode::from_u16(packet.code()).ok_or(WireError::BadValue {
+            field: "error.code",
+            value: packet.code() as u64,
+        })?;
+        let detail = text("error.detail", packet.detail(), DETAIL_MAX)?;
+        Ok(Self { code, detail })
+    }
+
+    pub fn check(&self) -> Result<(), WireError> {
+        at_most("error.detail", self.detail.len(), DETAIL_MAX)
+    }
+
+    pub fn buffer_len(&self) -> usize {
+        field::DETAIL + self.detail.len()
+    }
+
+    /// Writes the payload; the buffer must be exactly `buffer_len()` bytes and `check()` must
+    /// pass.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut ErrorPacket<T>) {
+        packet.set_code(self.code as u16);
+        packet.set_detail_len(self.detail.len() as u16);
+        packet.detail_mut().copy_from_slice(self.detail.as_bytes());
+    }
+}
