@@ -1,0 +1,1 @@
+//! RC queue pairs through `sideway` (being written).
