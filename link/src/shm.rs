@@ -512,7 +512,7 @@ impl ShmHost {
     /// connected. Call it regularly (every few ms) from the host agent's control loop.
     pub fn poll_peer(&mut self) -> Result<PeerEvent, LinkError> {
         if let Some(s) = &self.peer {
-            if sys::peer_hung_up(s) {
+            if sys::peer_hung_up(s.as_fd()) {
                 self.peer = None;
                 tracing::warn!("dataplane disconnected; waiting for the next one");
                 return Ok(PeerEvent::Disconnected);
@@ -651,7 +651,7 @@ impl PeerWatch {
         let last = self.last_poll_ns.load(Ordering::Relaxed);
         if found.is_none() && now_ns.wrapping_sub(last) >= POLL_EVERY_NS {
             self.last_poll_ns.store(now_ns, Ordering::Relaxed);
-            if sys::peer_hung_up(&self.sock) {
+            if sys::peer_hung_up(self.sock.as_fd()) {
                 found = Some(GoneReason::SocketClosed);
             }
         }

@@ -163,7 +163,7 @@ pub fn wait_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
 
 /// True when the other end of a connected stream socket has closed (or the socket failed),
 /// without blocking and without consuming data.
-pub fn peer_hung_up(sock: &UnixStream) -> bool {
+pub fn peer_hung_up(sock: BorrowedFd<'_>) -> bool {
     let mut p = libc::pollfd {
         fd: sock.as_raw_fd(),
         events: libc::POLLRDHUP | libc::POLLIN,
@@ -333,8 +333,168 @@ mod tests {
         );
         eventfd_drain(fds[0].as_fd());
         assert!(!wait_readable(ev.as_fd(), 0).unwrap());
-        assert!(!peer_hung_up(&r));
+        assert!(!peer_hung_up(r.as_fd()));
         drop(s);
-        assert!(peer_hung_up(&r));
+        assert!(peer_hung_up(r.as_fd()));
+    }
+}
+
+/// The verbs calls that hand raw buffer addresses to the RDMA device.
+#[cfg(feature = "verbs")]
+pub mod verbs {
+    use naam_core::memory::{OwnedRegion, RegionMem};
+    use sideway::ibverbs::memory_region::MemoryRegion;
+    use sideway::ibverbs::protection_domain::ProtectionDomain;
+    use sideway::ibverbs::queue_pair::{
+        ExtendedQueuePair, PostRecvError, PostSendError, PostSendGuard, QueuePair,
+        SetScatterGatherEntry, WorkRequestFlags,
+    };
+    use sideway::ibverbs::AccessFlags;
+    use std::sync::Arc;
+
+    /// Heap memory registered with the device. The registration is dropped before the memory
+    /// (field order), and the memory never moves (a boxed slice).
+    pub struct RegisteredBuf {
+        mr: Arc<MemoryRegion>,
+        mem: OwnedRegion,
+        view: RegionMem,
+    }
+
+    impl RegisteredBuf {
+        pub fn new(
+            pd: &Arc<ProtectionDomain>,
+            len: usize,
+            access: AccessFlags,
+        ) -> Result<Self, String> {
+            let mem = OwnedRegion::zeroed(len.max(8));
+            let view = mem.mem();
+            // SAFETY: the pointer is valid for `view.len()` bytes and stays valid until `mem` is
+            // dropped, which happens after `mr` (declared first) is deregistered.
+            let mr = unsafe { pd.reg_mr(view.base().as_ptr() as usize, view.len(), access) }
+                .map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)))?;
+            Ok(RegisteredBuf { mr, mem, view })
+        }
+
+        pub fn mem(&self) -> &RegionMem {
+            let _ = &self.mem;
+            &self.view
+        }
+
+        pub fn addr(&self) -> u64 {
+            self.view.base().as_ptr() as u64
+        }
+
+        pub fn lkey(&self) -> u32 {
+            self.mr.lkey()
+        }
+
+        pub fn rkey(&self) -> u32 {
+            self.mr.rkey()
+        }
+
+        /// The absolute address of `off..off+len`, if inside the buffer.
+        fn range(&self, off: u64, len: u32) -> Option<u64> {
+            let end = off.checked_add(len as u64)?;
+            (end <= self.view.len() as u64).then(|| self.addr() + off)
+        }
+    }
+
+    /// What a send-queue work request does.
+    #[derive(Debug, Clone, Copy)]
+    pub enum SendOp {
+        Send,
+        Write {
+            rkey: u32,
+            addr: u64,
+        },
+        WriteImm {
+            rkey: u32,
+            addr: u64,
+            imm: u32,
+        },
+        Read {
+            rkey: u32,
+            addr: u64,
+        },
+        Cas {
+            rkey: u32,
+            addr: u64,
+            expected: u64,
+            desired: u64,
+        },
+        Faa {
+            rkey: u32,
+            addr: u64,
+            add: u64,
+        },
+    }
+
+    /// Why a post failed.
+    #[derive(Debug)]
+    pub enum PostError {
+        OutOfBuffer,
+        Send(PostSendError),
+        Recv(PostRecvError),
+    }
+
+    impl std::fmt::Display for PostError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                PostError::OutOfBuffer => write!(f, "local range outside the registered buffer"),
+                PostError::Send(e) => write!(f, "post send: {e}"),
+                PostError::Recv(e) => write!(f, "post receive: {e}"),
+            }
+        }
+    }
+
+    /// Posts one signaled send-queue work request whose local bytes are `buf[off..off+len]`.
+    ///
+    /// The owner of `qp` must keep `buf` alive until the queue pair is destroyed (the verbs
+    /// link declares its queue pair before its buffers, so it is dropped first).
+    pub fn post_send(
+        qp: &mut ExtendedQueuePair,
+        wr_id: u64,
+        op: SendOp,
+        buf: &RegisteredBuf,
+        off: u64,
+        len: u32,
+    ) -> Result<(), PostError> {
+        let addr = buf.range(off, len).ok_or(PostError::OutOfBuffer)?;
+        let mut guard = qp.start_post_send();
+        let wr = guard.construct_wr(wr_id, WorkRequestFlags::Signaled);
+        let local = match op {
+            SendOp::Send => wr.setup_send(),
+            SendOp::Write { rkey, addr } => wr.setup_write(rkey, addr),
+            SendOp::WriteImm { rkey, addr, imm } => wr.setup_write_imm(rkey, addr, imm),
+            SendOp::Read { rkey, addr } => wr.setup_read(rkey, addr),
+            SendOp::Cas {
+                rkey,
+                addr,
+                expected,
+                desired,
+            } => wr.setup_atomic_compare_swap(rkey, addr, expected, desired),
+            SendOp::Faa { rkey, addr, add } => wr.setup_atomic_fetch_add(rkey, addr, add),
+        };
+        // SAFETY: addr..addr+len is inside `buf`, registered under `buf.lkey()`, and `buf`
+        // outlives the queue pair (see above), so the device only touches live memory.
+        unsafe { local.setup_sge(buf.lkey(), addr, len) };
+        guard.post().map_err(PostError::Send)
+    }
+
+    /// Posts one receive into `buf[off..off+len]` (same lifetime rule as [`post_send`]).
+    pub fn post_recv(
+        qp: &mut ExtendedQueuePair,
+        wr_id: u64,
+        buf: &RegisteredBuf,
+        off: u64,
+        len: u32,
+    ) -> Result<(), PostError> {
+        let addr = buf.range(off, len).ok_or(PostError::OutOfBuffer)?;
+        let mut guard = qp.start_post_recv();
+        let wr = guard.construct_wr(wr_id);
+        // SAFETY: as for post_send: the range is inside a registered buffer that outlives the
+        // queue pair.
+        unsafe { wr.setup_sge(buf.lkey(), addr, len) };
+        guard.post().map_err(PostError::Recv)
     }
 }

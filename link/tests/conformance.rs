@@ -850,3 +850,112 @@ fn shm_two_process_dataplane_death() {
     let r = recv_blocking(&mut worker, &mut buf).unwrap();
     assert_eq!(&buf[..r.len], b"hello again");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Verbs: RC queue pairs in one process, connected over a loopback TCP side channel. Skipped,
+// with the reason printed, where no RDMA device exists.
+
+#[cfg(feature = "verbs")]
+mod verbs {
+    use super::*;
+    use naam_link::verbs::{VerbsConfig, VerbsDevice, VerbsHost, VerbsQp};
+    use std::net::{TcpListener, TcpStream};
+
+    struct Pair {
+        host: VerbsHost,
+        nic: VerbsQp,
+        worker: VerbsQp,
+    }
+
+    fn cfg() -> VerbsConfig {
+        VerbsConfig {
+            ring_slots: 16,
+            cq_depth: 16,
+            staging_bytes: 16 << 10,
+            ..Default::default()
+        }
+    }
+
+    fn pair() -> Option<Pair> {
+        let host_dev = match VerbsDevice::open(cfg()) {
+            Ok(d) => d,
+            Err(LinkError::Rdma { detail, .. }) => {
+                println!("skipped: no RDMA device ({detail})");
+                return None;
+            }
+            Err(e) => {
+                println!("skipped: no RDMA device ({e})");
+                return None;
+            }
+        };
+        let mut host = VerbsHost::new(host_dev);
+        for s in specs() {
+            host.register_region(s).unwrap();
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let nic = std::thread::spawn(move || {
+            let dev = VerbsDevice::open(cfg()).unwrap();
+            VerbsQp::connect(dev, TcpStream::connect(addr).unwrap())
+        });
+        let (side, _) = listener.accept().unwrap();
+        let worker = host.accept(side).unwrap();
+        let nic = nic.join().unwrap().unwrap();
+        Some(Pair { host, nic, worker })
+    }
+
+    #[test]
+    fn verbs_directory() {
+        let Some(p) = pair() else { return };
+        check_directory(p.nic.directory());
+        check_directory(&p.host.directory());
+    }
+
+    #[test]
+    fn verbs_one_sided_ops() {
+        let Some(mut p) = pair() else { return };
+        check_one_sided(&mut p.nic);
+        assert_eq!(p.host.region(1).unwrap().load_u64(64), Some(99));
+    }
+
+    #[test]
+    fn verbs_bounds_and_keys() {
+        let Some(mut p) = pair() else { return };
+        check_refusals(&mut p.nic);
+    }
+
+    #[test]
+    fn verbs_ring_fifo_both_ways() {
+        let Some(mut p) = pair() else { return };
+        check_ring_fifo(&mut p.nic, &mut p.worker);
+        check_ring_fifo(&mut p.worker, &mut p.nic);
+    }
+
+    #[test]
+    fn verbs_full_ring_is_backpressure() {
+        let Some(mut p) = pair() else { return };
+        check_backpressure(&mut p.nic, &mut p.worker, 16);
+        check_backpressure(&mut p.worker, &mut p.nic, 16);
+    }
+
+    #[test]
+    fn verbs_write_with_doorbell() {
+        let Some(mut p) = pair() else { return };
+        check_doorbell(&mut p.nic, &mut p.worker);
+    }
+
+    #[test]
+    fn verbs_peer_death() {
+        let Some(p) = pair() else { return };
+        let Pair {
+            host,
+            mut nic,
+            worker,
+        } = p;
+        drop(worker);
+        drop(host);
+        let e = wait_gone(&mut nic);
+        assert!(e.is_peer_gone(), "{e}");
+        assert!(nic.send(b"after").unwrap_err().is_peer_gone());
+    }
+}
