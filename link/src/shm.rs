@@ -47,6 +47,9 @@ pub struct ShmConfig {
     pub hugetlb: bool,
     /// Bytes of each queue pair's local staging buffer.
     pub staging_bytes: usize,
+    /// Keep the area in this file (on a tmpfs such as /dev/shm) instead of an anonymous memfd,
+    /// so it survives the host agent; reopened when it exists with the same geometry.
+    pub persist: Option<PathBuf>,
     /// Unpolled completions a queue pair holds before posting returns `CqFull`.
     pub cq_depth: usize,
 }
@@ -62,6 +65,7 @@ impl Default for ShmConfig {
             hugetlb: true,
             staging_bytes: 64 << 10,
             cq_depth: 64,
+            persist: None,
         }
     }
 }
@@ -88,6 +92,7 @@ impl Default for ConnectOptions {
 /// The setup message that travels with the descriptors.
 const HELLO_MAGIC: u64 = u64::from_le_bytes(*b"NAAMHELO");
 const HELLO_LEN: usize = 24;
+const SNAPSHOT_MAGIC: u64 = u64::from_le_bytes(*b"NAAMSNP1");
 
 /// The shared mapping and its doorbells, kept alive by everything that holds views into it.
 struct Area {
@@ -310,6 +315,7 @@ pub enum PeerEvent {
 pub struct ShmHost {
     area: Arc<Area>,
     hugetlb: bool,
+    restored: bool,
     staging_bytes: usize,
     cq_depth: usize,
     listener: Option<(UnixListener, PathBuf)>,
@@ -318,7 +324,9 @@ pub struct ShmHost {
 
 impl ShmHost {
     /// Creates the shared area: a memfd (hugetlb first when asked), its header, and one eventfd
-    /// per ring.
+    /// per ring. With `cfg.persist`, the area is that file instead, and an existing file with
+    /// a valid header and the same geometry is reopened with its contents (regions, data, ring
+    /// positions): a restarted host agent finds its data where it left it.
     pub fn create(cfg: &ShmConfig) -> Result<ShmHost, LinkError> {
         let layout = Layout::new(
             cfg.qps,
@@ -327,22 +335,92 @@ impl ShmHost {
             cfg.load_slots,
             cfg.arena_bytes,
         )?;
-        let (memfd, map, hugetlb) = Self::alloc(&layout, cfg.hugetlb)?;
+        let (fd, map, hugetlb, restored) = match &cfg.persist {
+            Some(path) => {
+                let (fd, map, restored) = Self::open_file(path, &layout)?;
+                (fd, map, false, restored)
+            }
+            None => {
+                let (fd, map, huge) = Self::alloc(&layout, cfg.hugetlb)?;
+                (fd, map, huge, false)
+            }
+        };
         let doorbells = (0..cfg.qps * 2)
             .map(|_| sys::eventfd().map_err(LinkError::io("eventfd")))
             .collect::<Result<Vec<_>, _>>()?;
-        let area = Area::new(map, layout, memfd, doorbells)?;
-        layout.write_header(&area.hdr);
+        let area = Area::new(map, layout, fd, doorbells)?;
+        if restored {
+            // Sleepers of the previous host are gone; their flags would only cost wake-ups.
+            for qp in 0..layout.qps {
+                for d in [Dir::ToHost, Dir::ToNic] {
+                    area.view(layout.ring_off(qp, d), layout::ring::CTL_SIZE)?
+                        .store_u64(layout::ring::WAITING, 0);
+                }
+            }
+            tracing::info!(
+                regions = area.directory().len(),
+                "link area reopened with its contents"
+            );
+        } else {
+            layout.write_header(&area.hdr);
+        }
         area.hdr.store_u64(hdr::HOST_PID, sys::pid() as u64);
         area.hdr.store_u64(hdr::HEARTBEAT_NS, sys::monotonic_ns());
         Ok(ShmHost {
             area,
             hugetlb,
+            restored,
             staging_bytes: cfg.staging_bytes,
             cq_depth: cfg.cq_depth,
             listener: None,
             peer: None,
         })
+    }
+
+    /// Opens (or creates) a file-backed area. Returns whether existing contents were kept.
+    fn open_file(path: &Path, layout: &Layout) -> Result<(OwnedFd, sys::Mapping, bool), LinkError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(LinkError::io("open the persistent link area"))?;
+        let len = file
+            .metadata()
+            .map_err(LinkError::io("stat the persistent link area"))?
+            .len();
+        let fd = OwnedFd::from(file);
+        if len >= layout::PAGE {
+            // Whatever its size, a file with a valid header is someone's data: keep or refuse.
+            let map = sys::Mapping::map(fd.as_fd(), len as usize, false)
+                .map_err(LinkError::io("mmap the persistent link area"))?;
+            let hdr_view = map.view(0, layout::PAGE).ok_or(LinkError::Layout {
+                reason: "no header page",
+            })?;
+            match Layout::parse(&hdr_view, len) {
+                Ok(old) if old == *layout => return Ok((fd, map, true)),
+                Ok(_) => {
+                    return Err(LinkError::Layout {
+                        reason:
+                            "the persistent area has another geometry (remove it to start afresh)",
+                    })
+                }
+                // No valid header: a fresh or torn file; start afresh.
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %path.display(), "persistent area not valid; recreating")
+                }
+            }
+        }
+        let file = std::fs::File::from(fd);
+        file.set_len(0)
+            .and_then(|_| file.set_len(layout.total_len))
+            .map_err(LinkError::io("size the persistent link area"))?;
+        let fd = OwnedFd::from(file);
+        let map = sys::Mapping::map(fd.as_fd(), layout.total_len as usize, false)
+            .map_err(LinkError::io("mmap the persistent link area"))?;
+        tracing::info!(path = %path.display(), bytes = layout.total_len, "persistent link area created");
+        Ok((fd, map, false))
     }
 
     fn alloc(layout: &Layout, try_huge: bool) -> Result<(OwnedFd, sys::Mapping, bool), LinkError> {
@@ -371,6 +449,11 @@ impl ShmHost {
 
     pub fn is_hugetlb(&self) -> bool {
         self.hugetlb
+    }
+
+    /// True when the area was reopened from `ShmConfig::persist` with its previous contents.
+    pub fn is_restored(&self) -> bool {
+        self.restored
     }
 
     pub fn layout(&self) -> &Layout {
@@ -476,6 +559,93 @@ impl ShmHost {
             entry: e,
             mem,
         })
+    }
+
+    /// Writes every registered region (description and bytes) to `w`; returns how many. Each
+    /// word is read atomically, but the whole is a consistent cut only if writers are quiet.
+    pub fn write_snapshot(&self, w: &mut dyn std::io::Write) -> Result<usize, LinkError> {
+        let err = LinkError::io("write snapshot");
+        let dir = self.area.directory();
+        let mut out = Vec::with_capacity(16);
+        out.extend_from_slice(&SNAPSHOT_MAGIC.to_le_bytes());
+        out.extend_from_slice(&(dir.len() as u64).to_le_bytes());
+        w.write_all(&out).map_err(err)?;
+        let mut chunk = vec![0u8; 1 << 16];
+        for e in &dir {
+            let d = e.desc;
+            let mut h = Vec::with_capacity(40);
+            for v in [
+                d.id as u64,
+                d.tenant as u64,
+                d.perms.bits() as u64,
+                d.key,
+                d.len,
+            ] {
+                h.extend_from_slice(&v.to_le_bytes());
+            }
+            w.write_all(&h).map_err(LinkError::io("write snapshot"))?;
+            let mem = self.area.view(e.offset, d.len)?;
+            let mut at = 0u64;
+            while at < d.len {
+                let n = (d.len - at).min(chunk.len() as u64) as usize;
+                mem.read(at, &mut chunk[..n]);
+                w.write_all(&chunk[..n])
+                    .map_err(LinkError::io("write snapshot"))?;
+                at += n as u64;
+            }
+        }
+        Ok(dir.len())
+    }
+
+    /// Registers the regions saved by [`ShmHost::write_snapshot`] and fills them; returns how
+    /// many. Ids already registered are refused.
+    pub fn restore_snapshot(&mut self, r: &mut dyn std::io::Read) -> Result<usize, LinkError> {
+        fn word(r: &mut dyn std::io::Read) -> Result<u64, LinkError> {
+            let mut b = [0u8; 8];
+            r.read_exact(&mut b)
+                .map_err(LinkError::io("read snapshot"))?;
+            Ok(u64::from_le_bytes(b))
+        }
+        if word(r)? != SNAPSHOT_MAGIC {
+            return Err(LinkError::Layout {
+                reason: "not a link snapshot",
+            });
+        }
+        let n = word(r)?;
+        if n > self.area.layout.max_regions as u64 {
+            return Err(LinkError::Layout {
+                reason: "snapshot has more regions than the directory holds",
+            });
+        }
+        let mut specs = Vec::new();
+        for _ in 0..n {
+            let (id, tenant, perms, key, len) = (word(r)?, word(r)?, word(r)?, word(r)?, word(r)?);
+            let (Ok(id), Ok(tenant)) = (u32::try_from(id), u32::try_from(tenant)) else {
+                return Err(LinkError::Layout {
+                    reason: "snapshot region id or tenant out of range",
+                });
+            };
+            specs.push(RegionSpec {
+                id,
+                tenant,
+                len,
+                perms: Perms::from_bits(perms as u8),
+                key,
+            });
+            // The bytes follow each header: register and fill before reading the next header.
+            let e = self.register_region(*specs.last().expect("just pushed"))?;
+            let mem = self.area.view(e.offset, len)?;
+            let mut chunk = vec![0u8; 1 << 16];
+            let mut at = 0u64;
+            while at < len {
+                let k = (len - at).min(chunk.len() as u64) as usize;
+                r.read_exact(&mut chunk[..k])
+                    .map_err(LinkError::io("read snapshot"))?;
+                mem.write(at, &chunk[..k]);
+                at += k as u64;
+            }
+        }
+        Ok(specs.len())
     }
 
     /// Host worker `qp`'s end of its queue pair (consumes requests, produces replies).
@@ -711,7 +881,8 @@ impl ShmLink {
                 reason: "announced size does not fit the memfd",
             });
         }
-        let map_len = usize::try_from(total_len).map_err(|_| LinkError::Layout {
+        // Map the whole file: a hugetlb memfd is a whole number of huge pages.
+        let map_len = usize::try_from(file_len).map_err(|_| LinkError::Layout {
             reason: "area too large",
         })?;
         let map = sys::Mapping::map(memfd.as_fd(), map_len, false)

@@ -289,6 +289,10 @@ fn check_doorbell<A: Link, B: Link>(nic: &mut A, host: &mut B) {
 // Shared memory, in one process.
 
 fn shm_host(slots: u32) -> ShmHost {
+    shm_host_with(slots, None)
+}
+
+fn shm_host_with(slots: u32, persist: Option<PathBuf>) -> ShmHost {
     let cfg = ShmConfig {
         qps: 2,
         ring_slots: slots,
@@ -298,10 +302,13 @@ fn shm_host(slots: u32) -> ShmHost {
         hugetlb: true,
         staging_bytes: 16 << 10,
         cq_depth: 16,
+        persist,
     };
     let mut h = ShmHost::create(&cfg).unwrap();
-    for s in specs() {
-        h.register_region(s).unwrap();
+    if !h.is_restored() {
+        for s in specs() {
+            h.register_region(s).unwrap();
+        }
     }
     h
 }
@@ -701,8 +708,9 @@ fn peer_process() {
     let path = PathBuf::from(path);
     let give_up = Instant::now() + Duration::from_secs(30); // never outlive the test run
     match role {
-        "host" => {
-            let mut host = shm_host(8);
+        "host" | "host-persist" => {
+            let persist = (role == "host-persist").then(|| path.with_extension("area"));
+            let mut host = shm_host_with(8, persist);
             let publisher = host.load_publisher();
             let mut worker = host.qp(0).unwrap();
             host.serve(&path).unwrap();
@@ -805,6 +813,130 @@ fn shm_two_process_host_death_and_reconnect() {
         &buf[..r.len],
         b"re:again",
         "reconnected to the new host agent"
+    );
+}
+
+/// A host agent keeping its area in a file is killed after acknowledging writes; its
+/// successor reopens the file, and the reconnected dataplane finds the writes.
+#[test]
+fn shm_two_process_host_restart_keeps_acknowledged_writes() {
+    let path = sock_path("restart");
+    let area = path.with_extension("area");
+    let _ = std::fs::remove_file(&area);
+    let mut child = Reaper(spawn_child("host-persist", &path));
+    let link = connect_retry(&path);
+    let mut nic = link.qp(0).unwrap();
+    assert!(nic.local().write(0, b"acknowledged"));
+    nic.post_write(1, rw(2048), 0, 12).unwrap();
+    nic.post_faa(2, rw(2064), 7).unwrap();
+    assert!(wait_completions(&mut nic, 2)
+        .iter()
+        .all(|c| c.status == CompletionStatus::Success));
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    wait_gone(&mut nic);
+    drop(nic);
+    drop(link);
+
+    let _child2 = Reaper(spawn_child("host-persist", &path));
+    let link = connect_retry(&path);
+    check_directory(&link.directory());
+    let mut nic = link.qp(0).unwrap();
+    nic.post_read(3, rw(2048), 100, 12).unwrap();
+    nic.post_faa(4, rw(2064), 0).unwrap();
+    let c = wait_completions(&mut nic, 2);
+    assert_eq!(c[1].value, 7, "the acknowledged FAA survived the restart");
+    let mut back = [0u8; 12];
+    assert!(nic.local().read(100, &mut back));
+    assert_eq!(&back, b"acknowledged");
+    drop(nic);
+    drop(link);
+    let _ = std::fs::remove_file(&area);
+}
+
+#[test]
+fn shm_persistent_area_reopens_with_its_contents() {
+    let area = std::env::temp_dir().join(format!("naam-link-persist-{}.area", std::process::id()));
+    let _ = std::fs::remove_file(&area);
+    let mut host = shm_host_with(8, Some(area.clone()));
+    assert!(!host.is_restored());
+    let link = host.connect_local(ConnectOptions::default()).unwrap();
+    let mut nic = link.qp(0).unwrap();
+    nic.post_faa(1, rw(8), 1234).unwrap();
+    wait_completions(&mut nic, 1);
+    nic.send(b"queued before the crash").unwrap();
+    drop((nic, link, host));
+
+    let mut host = shm_host_with(8, Some(area.clone()));
+    assert!(host.is_restored());
+    check_directory(&host.directory());
+    assert_eq!(host.region(1).unwrap().mem().load_u64(8), Some(1234));
+    let mut worker = host.qp(0).unwrap();
+    let mut buf = [0u8; MSG_MAX];
+    let r = worker
+        .recv(&mut buf)
+        .unwrap()
+        .expect("the queued request is still in its ring");
+    assert_eq!(&buf[..r.len], b"queued before the crash");
+    let link = host.connect_local(ConnectOptions::default()).unwrap();
+    let mut nic = link.qp(0).unwrap();
+    nic.send(b"after").unwrap();
+    assert_eq!(
+        worker.recv(&mut buf).unwrap().map(|r| r.len),
+        Some(5),
+        "ring positions continue"
+    );
+    drop((nic, link, worker, host));
+
+    // Another geometry refuses the file rather than destroying it.
+    let cfg = ShmConfig {
+        qps: 3,
+        persist: Some(area.clone()),
+        ..ShmConfig::default()
+    };
+    assert!(matches!(
+        ShmHost::create(&cfg),
+        Err(LinkError::Layout { .. })
+    ));
+    let _ = std::fs::remove_file(&area);
+}
+
+#[test]
+fn shm_snapshot_round_trip() {
+    let host = shm_host(8);
+    let r = host.region(1).unwrap();
+    assert!(r.mem().write(4000, b"snapshotted bytes"));
+    assert_eq!(r.mem().faa(8, 77), Some(0));
+    let mut snap = Vec::new();
+    assert_eq!(host.write_snapshot(&mut snap).unwrap(), 2);
+    let cfg = ShmConfig {
+        qps: 1,
+        ring_slots: 8,
+        max_regions: 8,
+        load_slots: 1,
+        arena_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let mut fresh = ShmHost::create(&cfg).unwrap();
+    assert_eq!(fresh.restore_snapshot(&mut snap.as_slice()).unwrap(), 2);
+    check_directory(&fresh.directory());
+    let r = fresh.region(1).unwrap();
+    let mut back = [0u8; 17];
+    assert!(r.mem().read(4000, &mut back));
+    assert_eq!(&back, b"snapshotted bytes");
+    assert_eq!(r.mem().load_u64(8), Some(77));
+    let mut bad = snap.clone();
+    bad[0] ^= 1;
+    let mut other = ShmHost::create(&cfg).unwrap();
+    assert!(
+        other.restore_snapshot(&mut bad.as_slice()).is_err(),
+        "bad magic"
+    );
+    assert!(
+        other
+            .restore_snapshot(&mut &snap[..snap.len() - 1])
+            .is_err(),
+        "truncated"
     );
 }
 
