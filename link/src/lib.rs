@@ -30,7 +30,14 @@ pub use error::{CorruptKind, GoneReason, LinkError};
 pub use naam_core::memory::RegionMem;
 pub use naam_core::region::{Perms, RegionDesc, RegionId, TenantId};
 pub use ring::{Backoff, MSG_MAX, SLOT_SIZE};
-pub use shm::{LoadReport, ShmConfig, ShmHost, ShmLink, ShmMemory, ShmQp};
+pub use shm::{
+    ConnectOptions, LoadPublisher, LoadReport, PeerEvent, ShmConfig, ShmHost, ShmLink, ShmMemory,
+    ShmQp, ShmRegion,
+};
+
+/// The most bytes one READ or WRITE moves (a handler op's data window, `DATA_SIZE`); larger
+/// transfers are split by the caller.
+pub const MAX_OP_LEN: u32 = naam_core::abi::DATA_SIZE as u32;
 
 /// A work request id: chosen by the poster, returned in its completion.
 pub type WrId = u64;
@@ -147,13 +154,23 @@ pub struct LinkCounters {
     pub peer_gone: u64,
 }
 
+/// The memory owner's side of a link (the host agent): registers regions and publishes them in
+/// the directory its peers build their region tables from.
+pub trait LinkHost {
+    /// Allocates `spec.len` bytes of registered memory for region `spec.id` and publishes it.
+    fn register_region(&mut self, spec: RegionSpec) -> Result<DirEntry, LinkError>;
+    fn directory(&self) -> Vec<DirEntry>;
+}
+
 /// One queue pair of the link, owned by one worker thread. Generic code takes `L: Link` so the
 /// hot path is monomorphised; no method allocates.
 pub trait Link {
     /// The local staging buffer: READ lands in it, WRITE and WRITE-with-doorbell send from it.
     fn local(&self) -> &RegionMem;
 
-    /// Posts a READ of `len` bytes at `remote` into `local()[local_off..]`.
+    /// Posts a READ of `len` (1..=[`MAX_OP_LEN`]) bytes at `remote` into `local()[local_off..]`.
+    /// Every post is checked first (region key, bounds, permission, local range, queue space);
+    /// a refused op returns the error at once, is counted, and never completes.
     fn post_read(
         &mut self,
         wr_id: WrId,

@@ -748,6 +748,16 @@ impl ShmHost {
     }
 }
 
+impl crate::LinkHost for ShmHost {
+    fn register_region(&mut self, spec: RegionSpec) -> Result<DirEntry, LinkError> {
+        ShmHost::register_region(self, spec)
+    }
+
+    fn directory(&self) -> Vec<DirEntry> {
+        ShmHost::directory(self)
+    }
+}
+
 impl Drop for ShmHost {
     fn drop(&mut self) {
         if let Some((_, path)) = &self.listener {
@@ -1037,7 +1047,8 @@ pub struct ShmQp {
     peer: Option<Arc<PeerWatch>>,
     tx: Producer,
     rx: Consumer,
-    staging: OwnedRegion,
+    /// Backs `local`; lives as long as the queue pair.
+    _staging: OwnedRegion,
     local: RegionMem,
     epoch: u64,
     table: RegionTable,
@@ -1076,7 +1087,7 @@ impl ShmQp {
             peer,
             tx: Producer::new(t),
             rx: Consumer::new(r),
-            staging,
+            _staging: staging,
             local,
             epoch,
             table,
@@ -1233,7 +1244,6 @@ impl Drop for ShmQp {
 
 impl Link for ShmQp {
     fn local(&self) -> &RegionMem {
-        let _ = &self.staging; // the staging buffer backs `local` and lives as long as self
         &self.local
     }
 
@@ -1377,5 +1387,35 @@ impl Link for ShmQp {
 
     fn counters(&self) -> LinkCounters {
         self.counters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+
+    #[test]
+    fn handles_move_to_worker_threads() {
+        // Queue pairs and memories are per worker (Send); links and publishers are shared.
+        send::<ShmQp>();
+        send::<ShmMemory>();
+        send::<ShmHost>();
+        send_sync::<ShmLink>();
+        send_sync::<LoadPublisher>();
+        send_sync::<ShmRegion>();
+    }
+
+    #[test]
+    fn gone_reasons_round_trip_through_the_flag_word() {
+        for r in [
+            GoneReason::SocketClosed,
+            GoneReason::Transport,
+            GoneReason::HeartbeatStale { age_ms: 1234 },
+        ] {
+            assert_eq!(PeerWatch::decode(PeerWatch::encode(r)), r);
+        }
     }
 }

@@ -356,7 +356,7 @@ pub mod verbs {
     /// (field order), and the memory never moves (a boxed slice).
     pub struct RegisteredBuf {
         mr: Arc<MemoryRegion>,
-        mem: OwnedRegion,
+        _mem: OwnedRegion,
         view: RegionMem,
     }
 
@@ -372,11 +372,14 @@ pub mod verbs {
             // dropped, which happens after `mr` (declared first) is deregistered.
             let mr = unsafe { pd.reg_mr(view.base().as_ptr() as usize, view.len(), access) }
                 .map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)))?;
-            Ok(RegisteredBuf { mr, mem, view })
+            Ok(RegisteredBuf {
+                mr,
+                _mem: mem,
+                view,
+            })
         }
 
         pub fn mem(&self) -> &RegionMem {
-            let _ = &self.mem;
             &self.view
         }
 

@@ -186,6 +186,16 @@ impl VerbsHost {
     }
 }
 
+impl crate::LinkHost for VerbsHost {
+    fn register_region(&mut self, spec: RegionSpec) -> Result<DirEntry, LinkError> {
+        VerbsHost::register_region(self, spec)
+    }
+
+    fn directory(&self) -> Vec<DirEntry> {
+        VerbsHost::directory(self)
+    }
+}
+
 /// The peer's connection parameters, exchanged over the side channel.
 struct PeerInfo {
     qpn: u32,

@@ -605,6 +605,7 @@ fn shm_stale_heartbeat_is_peer_death() {
 #[test]
 fn shm_socket_serving_accepts_a_new_dataplane() {
     let path = sock_path("serve");
+    let _cleanup = Cleanup(vec![path.clone()]);
     let mut host = shm_host(8);
     host.serve(&path).unwrap();
     assert_eq!(host.poll_peer().unwrap(), PeerEvent::Nothing);
@@ -758,6 +759,17 @@ fn connect_retry(path: &Path) -> ShmLink {
     }
 }
 
+/// Removes the socket and area files a test used, however it ends.
+struct Cleanup(Vec<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 struct Reaper(Child);
 
 impl Drop for Reaper {
@@ -772,6 +784,7 @@ impl Drop for Reaper {
 #[test]
 fn shm_two_process_host_death_and_reconnect() {
     let path = sock_path("hostdeath");
+    let _cleanup = Cleanup(vec![path.clone()]);
     let mut child = Reaper(spawn_child("host", &path));
     let link = connect_retry(&path);
     check_directory(&link.directory());
@@ -822,6 +835,7 @@ fn shm_two_process_host_death_and_reconnect() {
 fn shm_two_process_host_restart_keeps_acknowledged_writes() {
     let path = sock_path("restart");
     let area = path.with_extension("area");
+    let _cleanup = Cleanup(vec![path.clone(), area.clone()]);
     let _ = std::fs::remove_file(&area);
     let mut child = Reaper(spawn_child("host-persist", &path));
     let link = connect_retry(&path);
@@ -858,6 +872,7 @@ fn shm_two_process_host_restart_keeps_acknowledged_writes() {
 fn shm_persistent_area_reopens_with_its_contents() {
     let area = std::env::temp_dir().join(format!("naam-link-persist-{}.area", std::process::id()));
     let _ = std::fs::remove_file(&area);
+    let _cleanup = Cleanup(vec![area.clone()]);
     let mut host = shm_host_with(8, Some(area.clone()));
     assert!(!host.is_restored());
     let link = host.connect_local(ConnectOptions::default()).unwrap();
@@ -944,6 +959,7 @@ fn shm_snapshot_round_trip() {
 #[test]
 fn shm_two_process_dataplane_death() {
     let path = sock_path("dpdeath");
+    let _cleanup = Cleanup(vec![path.clone()]);
     let mut host = shm_host(8);
     host.serve(&path).unwrap();
     let mut worker = host.qp(0).unwrap();
