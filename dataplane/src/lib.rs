@@ -8,3 +8,5 @@
 #[cfg(feature = "dpdk")]
 #[allow(unsafe_code)]
 pub mod dpdk;
+
+pub mod port;

@@ -55,10 +55,12 @@ impl Eal {
         // `rte_eal_init` call (guarded by EAL_CLAIMED).
         let rc = unsafe { dpdk_sys::rte_eal_init(argc, scratch.as_mut_ptr()) };
         std::mem::forget(scratch); // EAL may keep pointers into the array.
-        // On failure the strings are leaked (raw pointers), as EAL may still refer to them;
-        // and no `EalInner` exists, so no cleanup runs on an EAL that never started.
+                                   // On failure the strings are leaked (raw pointers), as EAL may still refer to them;
+                                   // and no `EalInner` exists, so no cleanup runs on an EAL that never started.
         check("rte_eal_init", rc, Convention::RteErrno)?;
-        Ok(Eal { _inner: Arc::new(EalInner { argv }) })
+        Ok(Eal {
+            _inner: Arc::new(EalInner { argv }),
+        })
     }
 
     /// The number of lcores EAL was given (`-l`/`-c`).

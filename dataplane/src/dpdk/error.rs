@@ -26,7 +26,11 @@ pub(crate) enum Convention {
 impl DpdkError {
     /// An error with `rte_strerror`'s text for `errno`.
     pub(crate) fn new(op: &'static str, errno: i32) -> Self {
-        DpdkError { op, errno, message: strerror(errno) }
+        DpdkError {
+            op,
+            errno,
+            message: strerror(errno),
+        }
     }
 
     /// An error from the current `rte_errno`.

@@ -142,7 +142,9 @@ impl EthPort {
             String::new()
         } else {
             // SAFETY: a non-NULL driver_name is the PMD's static NUL-terminated name.
-            unsafe { CStr::from_ptr(raw.driver_name) }.to_string_lossy().into_owned()
+            unsafe { CStr::from_ptr(raw.driver_name) }
+                .to_string_lossy()
+                .into_owned()
         };
         Ok(DevInfo {
             driver_name,
@@ -212,7 +214,10 @@ impl EthPort {
                 )
             };
             check("rte_eth_rx_queue_setup", rc, Convention::NegErrno)?;
-            rxq.push(RxQueue { port: inner.clone(), id: QueueId(q) });
+            rxq.push(RxQueue {
+                port: inner.clone(),
+                id: QueueId(q),
+            });
         }
         let mut txq = Vec::with_capacity(usize::from(config.tx_queues));
         for q in 0..config.tx_queues {
@@ -221,7 +226,10 @@ impl EthPort {
                 dpdk_sys::rte_eth_tx_queue_setup(id.0, q, config.tx_desc, socket, std::ptr::null())
             };
             check("rte_eth_tx_queue_setup", rc, Convention::NegErrno)?;
-            txq.push(TxQueue { port: inner.clone(), id: QueueId(q) });
+            txq.push(TxQueue {
+                port: inner.clone(),
+                id: QueueId(q),
+            });
         }
         let port = EthPort { inner };
         if config.promiscuous {
@@ -354,7 +362,13 @@ impl RxQueue {
     /// Receives up to `burst.spare()` packets, appending them to `burst`; returns how many.
     #[inline]
     pub fn rx_burst<const N: usize>(&mut self, burst: &mut MbufBurst<N>) -> usize {
-        let room = burst.spare().min(usize::from(u16::MAX)) as u16;
+        self.rx_burst_max(burst, usize::MAX)
+    }
+
+    /// Receives up to `max` packets (and at most `burst.spare()`) into `burst`.
+    #[inline]
+    pub fn rx_burst_max<const N: usize>(&mut self, burst: &mut MbufBurst<N>, max: usize) -> usize {
+        let room = burst.spare().min(max).min(usize::from(u16::MAX)) as u16;
         if room == 0 {
             return 0;
         }

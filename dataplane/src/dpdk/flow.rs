@@ -13,9 +13,8 @@ use std::ptr::NonNull;
 
 use dpdk_sys::{
     rte_flow_action, rte_flow_action_ethdev, rte_flow_action_jump, rte_flow_action_queue,
-    rte_flow_action_type as act, rte_flow_attr, rte_flow_error, rte_flow_item,
-    rte_flow_item_eth, rte_flow_item_ethdev, rte_flow_item_ipv4, rte_flow_item_type as item,
-    rte_flow_item_udp,
+    rte_flow_action_type as act, rte_flow_attr, rte_flow_error, rte_flow_item, rte_flow_item_eth,
+    rte_flow_item_ethdev, rte_flow_item_ipv4, rte_flow_item_type as item, rte_flow_item_udp,
 };
 
 use super::error::{strerror, DpdkError};
@@ -39,7 +38,11 @@ pub struct FlowAttr {
 impl FlowAttr {
     /// The C structure.
     pub fn to_raw(&self) -> rte_flow_attr {
-        let mut raw = rte_flow_attr { group: self.group, priority: self.priority, ..Default::default() };
+        let mut raw = rte_flow_attr {
+            group: self.group,
+            priority: self.priority,
+            ..Default::default()
+        };
         raw.set_ingress(u32::from(self.ingress));
         raw.set_egress(u32::from(self.egress));
         raw.set_transfer(u32::from(self.transfer));
@@ -98,7 +101,8 @@ pub enum ItemSpec {
 /// A pattern: the items, `END`-terminated, and the specs and masks they point at.
 pub struct FlowPattern {
     items: Vec<rte_flow_item>,
-    specs: Vec<Box<ItemSpec>>,
+    /// Complete before `items` is built and never changed after, so the pointers stay valid.
+    specs: Vec<ItemSpec>,
 }
 
 fn mask_opt<const L: usize>(v: Option<[u8; L]>) -> ([u8; L], [u8; L]) {
@@ -128,7 +132,11 @@ impl FlowPattern {
         let mut specs = Vec::with_capacity(items.len());
         for it in items {
             let spec = match *it {
-                FlowItem::Eth { dst, src, ether_type } if dst.is_some() || src.is_some() || ether_type.is_some() => {
+                FlowItem::Eth {
+                    dst,
+                    src,
+                    ether_type,
+                } if dst.is_some() || src.is_some() || ether_type.is_some() => {
                     let (d, dm) = mask_opt(dst);
                     let (s, sm) = mask_opt(src);
                     let (t, tm) = be16(ether_type);
@@ -157,7 +165,9 @@ impl FlowPattern {
                     mask.hdr.dst_addr = dm;
                     ItemSpec::Ipv4(spec, mask)
                 }
-                FlowItem::Udp { src_port, dst_port } if src_port.is_some() || dst_port.is_some() => {
+                FlowItem::Udp { src_port, dst_port }
+                    if src_port.is_some() || dst_port.is_some() =>
+                {
                     let (s, sm) = be16(src_port);
                     let (d, dm) = be16(dst_port);
                     let mut spec = rte_flow_item_udp::default();
@@ -174,7 +184,7 @@ impl FlowPattern {
                 ),
                 _ => ItemSpec::None,
             };
-            specs.push(Box::new(spec));
+            specs.push(spec);
         }
         let mut raw = Vec::with_capacity(items.len() + 1);
         for (it, spec) in items.iter().zip(&specs) {
@@ -185,17 +195,29 @@ impl FlowPattern {
                 FlowItem::RepresentedPort(_) => item::RTE_FLOW_ITEM_TYPE_REPRESENTED_PORT,
                 FlowItem::PortRepresentor(_) => item::RTE_FLOW_ITEM_TYPE_PORT_REPRESENTOR,
             };
-            // The boxes do not move when `specs` grows, so these pointers stay valid for the
-            // life of the pattern.
+            // `specs` is complete: these pointers stay valid for the life of the pattern.
             let (spec_ptr, mask_ptr): (*const std::ffi::c_void, *const std::ffi::c_void) =
-                match spec.as_ref() {
+                match spec {
                     ItemSpec::None => (std::ptr::null(), std::ptr::null()),
-                    ItemSpec::Eth(s, m) => (std::ptr::from_ref(s).cast(), std::ptr::from_ref(m).cast()),
-                    ItemSpec::Ipv4(s, m) => (std::ptr::from_ref(s).cast(), std::ptr::from_ref(m).cast()),
-                    ItemSpec::Udp(s, m) => (std::ptr::from_ref(s).cast(), std::ptr::from_ref(m).cast()),
-                    ItemSpec::Ethdev(s, m) => (std::ptr::from_ref(s).cast(), std::ptr::from_ref(m).cast()),
+                    ItemSpec::Eth(s, m) => {
+                        (std::ptr::from_ref(s).cast(), std::ptr::from_ref(m).cast())
+                    }
+                    ItemSpec::Ipv4(s, m) => {
+                        (std::ptr::from_ref(s).cast(), std::ptr::from_ref(m).cast())
+                    }
+                    ItemSpec::Udp(s, m) => {
+                        (std::ptr::from_ref(s).cast(), std::ptr::from_ref(m).cast())
+                    }
+                    ItemSpec::Ethdev(s, m) => {
+                        (std::ptr::from_ref(s).cast(), std::ptr::from_ref(m).cast())
+                    }
                 };
-            raw.push(rte_flow_item { type_, spec: spec_ptr, last: std::ptr::null(), mask: mask_ptr });
+            raw.push(rte_flow_item {
+                type_,
+                spec: spec_ptr,
+                last: std::ptr::null(),
+                mask: mask_ptr,
+            });
         }
         raw.push(rte_flow_item {
             type_: item::RTE_FLOW_ITEM_TYPE_END,
@@ -213,7 +235,7 @@ impl FlowPattern {
 
     /// The spec and mask of item `index` (`None` past the given items).
     pub fn spec(&self, index: usize) -> Option<&ItemSpec> {
-        self.specs.get(index).map(|b| b.as_ref())
+        self.specs.get(index)
     }
 }
 
@@ -255,23 +277,22 @@ pub enum ActionConf {
 /// An action list, `END`-terminated, and the configurations it points at.
 pub struct FlowActions {
     actions: Vec<rte_flow_action>,
-    confs: Vec<Box<ActionConf>>,
+    /// Complete before `actions` is built and never changed after.
+    confs: Vec<ActionConf>,
 }
 
 impl FlowActions {
     /// Builds the C action list for `actions` (an `END` action is appended).
     pub fn new(actions: &[FlowAction]) -> FlowActions {
-        let confs: Vec<Box<ActionConf>> = actions
+        let confs: Vec<ActionConf> = actions
             .iter()
-            .map(|a| {
-                Box::new(match *a {
-                    FlowAction::Queue(q) => ActionConf::Queue(rte_flow_action_queue { index: q.0 }),
-                    FlowAction::Jump { group } => ActionConf::Jump(rte_flow_action_jump { group }),
-                    FlowAction::RepresentedPort(p) | FlowAction::PortRepresentor(p) => {
-                        ActionConf::Ethdev(rte_flow_action_ethdev { port_id: p.0 })
-                    }
-                    FlowAction::Drop | FlowAction::Count | FlowAction::PassThru => ActionConf::None,
-                })
+            .map(|a| match *a {
+                FlowAction::Queue(q) => ActionConf::Queue(rte_flow_action_queue { index: q.0 }),
+                FlowAction::Jump { group } => ActionConf::Jump(rte_flow_action_jump { group }),
+                FlowAction::RepresentedPort(p) | FlowAction::PortRepresentor(p) => {
+                    ActionConf::Ethdev(rte_flow_action_ethdev { port_id: p.0 })
+                }
+                FlowAction::Drop | FlowAction::Count | FlowAction::PassThru => ActionConf::None,
             })
             .collect();
         let mut raw = Vec::with_capacity(actions.len() + 1);
@@ -285,16 +306,25 @@ impl FlowActions {
                 FlowAction::RepresentedPort(_) => act::RTE_FLOW_ACTION_TYPE_REPRESENTED_PORT,
                 FlowAction::PortRepresentor(_) => act::RTE_FLOW_ACTION_TYPE_PORT_REPRESENTOR,
             };
-            let conf_ptr: *const std::ffi::c_void = match conf.as_ref() {
+            let conf_ptr: *const std::ffi::c_void = match conf {
                 ActionConf::None => std::ptr::null(),
                 ActionConf::Queue(c) => std::ptr::from_ref(c).cast(),
                 ActionConf::Jump(c) => std::ptr::from_ref(c).cast(),
                 ActionConf::Ethdev(c) => std::ptr::from_ref(c).cast(),
             };
-            raw.push(rte_flow_action { type_, conf: conf_ptr });
+            raw.push(rte_flow_action {
+                type_,
+                conf: conf_ptr,
+            });
         }
-        raw.push(rte_flow_action { type_: act::RTE_FLOW_ACTION_TYPE_END, conf: std::ptr::null() });
-        FlowActions { actions: raw, confs }
+        raw.push(rte_flow_action {
+            type_: act::RTE_FLOW_ACTION_TYPE_END,
+            conf: std::ptr::null(),
+        });
+        FlowActions {
+            actions: raw,
+            confs,
+        }
     }
 
     /// The C actions, `END` last.
@@ -304,7 +334,7 @@ impl FlowActions {
 
     /// The configuration of action `index`.
     pub fn conf(&self, index: usize) -> Option<&ActionConf> {
-        self.confs.get(index).map(|b| b.as_ref())
+        self.confs.get(index)
     }
 }
 
@@ -381,7 +411,10 @@ impl Flow {
             )
         };
         match NonNull::new(raw) {
-            Some(raw) => Ok(Flow { port: port.clone(), raw: Some(raw) }),
+            Some(raw) => Ok(Flow {
+                port: port.clone(),
+                raw: Some(raw),
+            }),
             None => Err(flow_error("rte_flow_create", -1, &err)),
         }
     }
@@ -392,7 +425,9 @@ impl Flow {
     }
 
     fn destroy_inner(&mut self) -> Result<(), DpdkError> {
-        let Some(raw) = self.raw.take() else { return Ok(()) };
+        let Some(raw) = self.raw.take() else {
+            return Ok(());
+        };
         let mut err = rte_flow_error::default();
         // SAFETY: `raw` was created on this port (kept open by `self.port`) and not yet
         // destroyed (`take` makes this the only destroy).

@@ -164,7 +164,10 @@ impl<const N: usize> Default for MbufBurst<N> {
 impl<const N: usize> MbufBurst<N> {
     /// An empty burst.
     pub const fn new() -> Self {
-        MbufBurst { len: 0, slots: [const { MaybeUninit::uninit() }; N] }
+        MbufBurst {
+            len: 0,
+            slots: [const { MaybeUninit::uninit() }; N],
+        }
     }
 
     /// Mbufs held.
@@ -227,9 +230,26 @@ impl<const N: usize> MbufBurst<N> {
     /// The held mbufs, writable.
     pub fn as_mut_slice(&mut self) -> &mut [Mbuf] {
         // SAFETY: as in `as_slice`, with exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.slots.as_mut_ptr().cast::<Mbuf>(), self.len) }
+    }
+
+    /// Moves as many mbufs as fit from the front of `other` to the end of `self`, keeping their
+    /// order; the rest stay in `other`. Returns how many moved.
+    pub fn append_from<const M: usize>(&mut self, other: &mut MbufBurst<M>) -> usize {
+        let n = self.spare().min(other.len);
+        // SAFETY: the first `n` slots of `other` hold owned mbufs; they are copied into free
+        // slots of `self` (distinct arrays) and then dropped from `other`'s live range without
+        // being freed, so each mbuf keeps exactly one owner.
         unsafe {
-            std::slice::from_raw_parts_mut(self.slots.as_mut_ptr().cast::<Mbuf>(), self.len)
+            std::ptr::copy_nonoverlapping(
+                other.slots.as_ptr(),
+                self.slots.as_mut_ptr().add(self.len),
+                n,
+            );
+            self.len += n;
+            other.forget_front(n);
         }
+        n
     }
 
     /// Frees every held mbuf (in one bulk call).

@@ -58,7 +58,11 @@ impl Mempool {
         let ptr = NonNull::new(ptr)
             .ok_or_else(|| DpdkError::from_rte_errno("rte_pktmbuf_pool_create"))?;
         Ok(Mempool {
-            inner: Arc::new(PoolInner { ptr, name: name.to_owned(), _eal: eal.clone() }),
+            inner: Arc::new(PoolInner {
+                ptr,
+                name: name.to_owned(),
+                _eal: eal.clone(),
+            }),
         })
     }
 
