@@ -188,7 +188,8 @@ impl Packet {
         self.peer.local.port()
     }
 
-    /// Fills the packet as received (used by ports).
+    /// Fills the packet as received (used by ports that copy the payload in).
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
     #[inline]
     fn fill(&mut self, peer: Peer, class: u16, payload: &[u8]) {
         let n = payload.len().min(MAX_PAYLOAD);
@@ -294,6 +295,7 @@ impl PacketBatch {
     }
 
     /// The next free buffer, for a port filling the batch; commit it with `commit_one`.
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
     #[inline]
     fn next_free(&mut self) -> Option<&mut Packet> {
         self.packets.get_mut(self.len)
