@@ -43,7 +43,8 @@ fn batch_receive_carries_payload_peer_and_class() {
     let me = v4(c.local_addr().unwrap());
     for i in 0..10u16 {
         let class = i % 4;
-        c.send_to(format!("msg-{i}").as_bytes(), (LOOPBACK, base + class)).unwrap();
+        c.send_to(format!("msg-{i}").as_bytes(), (LOOPBACK, base + class))
+            .unwrap();
     }
     let mut batch = PacketBatch::with_capacity(32);
     receive(&mut port, &mut batch, 10);
@@ -53,7 +54,10 @@ fn batch_receive_carries_payload_peer_and_class() {
         .map(|p| {
             assert_eq!(p.peer().remote, me);
             assert_eq!(p.dst_port(), base + p.class());
-            assert_eq!(p.peer().local, SocketAddrV4::new(LOOPBACK, base + p.class()));
+            assert_eq!(
+                p.peer().local,
+                SocketAddrV4::new(LOOPBACK, base + p.class())
+            );
             (String::from_utf8(p.payload().to_vec()).unwrap(), p.class())
         })
         .collect();
@@ -62,7 +66,10 @@ fn batch_receive_carries_payload_peer_and_class() {
     expect.sort();
     assert_eq!(seen, expect);
     assert_eq!(port.stats().rx_packets, 10);
-    assert_eq!(port.stats().rx_bytes, expect.iter().map(|(s, _)| s.len() as u64).sum::<u64>());
+    assert_eq!(
+        port.stats().rx_bytes,
+        expect.iter().map(|(s, _)| s.len() as u64).sum::<u64>()
+    );
     assert_eq!(port.stats().total_drops(), 0);
 }
 
@@ -72,7 +79,8 @@ fn replies_leave_from_the_class_port_to_the_sender() {
     let base = port.local_addr().port();
     let clients: Vec<UdpSocket> = (0..3).map(|_| client()).collect();
     for (i, c) in clients.iter().enumerate() {
-        c.send_to(&[i as u8; 5], (LOOPBACK, base + i as u16)).unwrap();
+        c.send_to(&[i as u8; 5], (LOOPBACK, base + i as u16))
+            .unwrap();
     }
     let mut batch = PacketBatch::with_capacity(8);
     receive(&mut port, &mut batch, 3);
@@ -124,12 +132,17 @@ fn a_full_batch_leaves_the_rest_for_the_next_burst() {
     let base = port.local_addr().port();
     let c = client();
     for i in 0..40u8 {
-        c.send_to(&[i], (LOOPBACK, base + u16::from(i % 2))).unwrap();
+        c.send_to(&[i], (LOOPBACK, base + u16::from(i % 2)))
+            .unwrap();
     }
     let mut batch = PacketBatch::with_capacity(16);
     receive(&mut port, &mut batch, 16);
     assert_eq!(batch.len(), 16);
-    assert_eq!(port.rx_burst(&mut batch).unwrap(), 0, "full batch takes nothing");
+    assert_eq!(
+        port.rx_burst(&mut batch).unwrap(),
+        0,
+        "full batch takes nothing"
+    );
     let mut got: Vec<u8> = batch.iter().map(|p| p.payload()[0]).collect();
     let mut total = 16;
     while total < 40 {
@@ -186,11 +199,23 @@ fn specs_open_udp_and_reject_nonsense() {
     assert!(matches!(port, AnyPort::Udp(_)));
     assert_eq!(port.classes(), 2);
     assert_ne!(port.local_addr().port(), 0);
-    for bad in ["udp:localhost", "udp:[::1]:7000", "tcp:1.2.3.4:5", "", "udp:1.2.3.4"] {
-        assert!(matches!(open(bad, &opts), Err(PortError::Spec { .. })), "{bad}");
+    for bad in [
+        "udp:localhost",
+        "udp:[::1]:7000",
+        "tcp:1.2.3.4:5",
+        "",
+        "udp:1.2.3.4",
+    ] {
+        assert!(
+            matches!(open(bad, &opts), Err(PortError::Spec { .. })),
+            "{bad}"
+        );
     }
     #[cfg(not(feature = "dpdk"))]
-    assert!(matches!(open("dpdk:--no-pci", &opts), Err(PortError::NotBuilt("dpdk"))));
+    assert!(matches!(
+        open("dpdk:--no-pci", &opts),
+        Err(PortError::NotBuilt("dpdk"))
+    ));
 }
 
 /// A generic echo over any port: what the worker loop will look like.

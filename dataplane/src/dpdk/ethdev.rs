@@ -284,6 +284,15 @@ impl EthPort {
         Ok(mac.addr_bytes)
     }
 
+    /// Whether the link is up (without waiting; memif links come up when the peer connects).
+    pub fn link_up(&self) -> Result<bool, DpdkError> {
+        let mut link = dpdk_sys::rte_eth_link::default();
+        // SAFETY: the port is valid; `link` is writable.
+        let rc = unsafe { dpdk_sys::rte_eth_link_get_nowait(self.inner.id.0, &mut link) };
+        check("rte_eth_link_get_nowait", rc, Convention::NegErrno)?;
+        Ok(link.link_status() != 0)
+    }
+
     /// Enables or disables promiscuous mode.
     pub fn set_promiscuous(&self, on: bool) -> Result<(), DpdkError> {
         // SAFETY: the port is valid.

@@ -338,7 +338,8 @@ impl FlowActions {
     }
 }
 
-/// Builds the error for a failed rte_flow call: the driver's message if it gave one.
+/// Builds the error for a failed rte_flow call: the driver's message if it gave one. `rc` is
+/// the call's negative return code, or 0 for calls that report through `rte_errno` only.
 fn flow_error(op: &'static str, rc: i32, err: &rte_flow_error) -> DpdkError {
     let errno = if rc < 0 {
         -rc
@@ -352,7 +353,12 @@ fn flow_error(op: &'static str, rc: i32, err: &rte_flow_error) -> DpdkError {
         // SAFETY: rte_flow sets `message` to a NUL-terminated string (static in the PMD or
         // the generic layer) that outlives this call; we copy it at once.
         let msg = unsafe { CStr::from_ptr(err.message) }.to_string_lossy();
-        format!("{msg} ({})", strerror(errno))
+        let text = strerror(errno);
+        if msg.trim() == text.trim() {
+            text
+        } else {
+            format!("{}: {text}", msg.trim())
+        }
     };
     DpdkError { op, errno, message }
 }
@@ -415,7 +421,7 @@ impl Flow {
                 port: port.clone(),
                 raw: Some(raw),
             }),
-            None => Err(flow_error("rte_flow_create", -1, &err)),
+            None => Err(flow_error("rte_flow_create", 0, &err)), // NULL: errno in rte_errno
         }
     }
 

@@ -23,3 +23,6 @@ pub use ethdev::{
 };
 pub use mbuf::{Mbuf, MbufBurst};
 pub use mempool::Mempool;
+
+/// The default mbuf data room (2048 bytes of data plus `RTE_PKTMBUF_HEADROOM`).
+pub const MBUF_DATA_ROOM: u16 = dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16;

@@ -29,6 +29,8 @@ pub struct DpdkPortConfig {
     pub addr: SocketAddrV4,
     /// Number of steering classes.
     pub classes: u16,
+    /// Source MAC of sent frames; `None`: the device's own (some virtual devices have none).
+    pub mac: Option<[u8; 6]>,
 }
 
 /// A port on one DPDK receive/transmit queue pair.
@@ -57,7 +59,10 @@ impl DpdkPort {
         pool: Mempool,
         config: DpdkPortConfig,
     ) -> Result<DpdkPort, PortError> {
-        let mac = port.mac_addr()?;
+        let mac = match config.mac {
+            Some(mac) => mac,
+            None => port.mac_addr()?,
+        };
         Ok(DpdkPort {
             tx_checksum_offload: port.tx_ipv4_checksum_offload(),
             rx_checksum_offload: port.rx_ipv4_checksum_offload(),
@@ -115,7 +120,7 @@ impl DpdkPort {
             &format!("naam_port{}", id.0),
             8191,
             256,
-            dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16,
+            crate::dpdk::MBUF_DATA_ROOM,
         )?;
         let (port, mut rxq, mut txq) = EthPort::configure(&eal, id, &PortConfig::default(), &pool)?;
         port.start()?;
@@ -130,6 +135,7 @@ impl DpdkPort {
             DpdkPortConfig {
                 addr,
                 classes: options.classes,
+                mac: None,
             },
         )?;
         p._eal = Some(eal);
