@@ -1,0 +1,383 @@
+//! `udp:ADDR`: kernel UDP sockets, batched with `recvmmsg`/`sendmmsg`.
+//!
+//! Steering classes: one non-blocking socket per class port (`base .. base + classes`), so the
+//! class of a datagram is the index of the socket it arrived on (`class = dst port - base`)
+//! with no per-packet work, and a reply leaves from the socket of its class — a client that
+//! sent to `base + c` sees the reply come from `base + c`. With more than one class, an epoll
+//! set (level-triggered, polled with timeout 0) says which sockets have data, so an idle poll
+//! is one system call whatever the number of classes. (One socket with `IP_PKTINFO` would give
+//! the destination address but not the port, hence this design.)
+//!
+//! Addresses are IPv4 only, like the DPDK port.
+
+use std::mem::MaybeUninit;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::{DropReason, Packet, PacketBatch, Peer, Port, PortError, PortStats, MAX_PAYLOAD};
+
+/// Datagrams per `recvmmsg`/`sendmmsg` call (the scratch arrays live on the stack).
+const CHUNK: usize = 32;
+/// Ready sockets taken from epoll per poll.
+const EVENTS: usize = 64;
+/// Attempts at finding a free range of consecutive ports when the base port is 0.
+const BIND_ATTEMPTS: usize = 32;
+
+/// A port on kernel UDP sockets, one per steering class.
+pub struct UdpPort {
+    sockets: Vec<UdpSocket>,
+    base: SocketAddrV4,
+    /// Present when there is more than one socket.
+    epoll: Option<OwnedFd>,
+    stats: PortStats,
+}
+
+fn io_err(op: &'static str) -> PortError {
+    PortError::Io {
+        op,
+        source: std::io::Error::last_os_error(),
+    }
+}
+
+fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+fn from_sockaddr(s: &libc::sockaddr_in) -> SocketAddrV4 {
+    SocketAddrV4::new(
+        Ipv4Addr::from(u32::from_be(s.sin_addr.s_addr)),
+        u16::from_be(s.sin_port),
+    )
+}
+
+impl UdpPort {
+    /// Binds `classes` sockets on `addr.port() ..`, non-blocking. With port 0, a free range of
+    /// consecutive ports is picked (for tests and clients).
+    pub fn bind(addr: SocketAddrV4, classes: u16) -> Result<UdpPort, PortError> {
+        let classes = classes.max(1);
+        let sockets = if addr.port() == 0 {
+            Self::bind_free_range(*addr.ip(), classes)?
+        } else {
+            Self::bind_range(addr, classes)
+                .map_err(|source| PortError::Io { op: "bind", source })?
+        };
+        let base_port = sockets[0]
+            .local_addr()
+            .map_err(|source| PortError::Io {
+                op: "getsockname",
+                source,
+            })?
+            .port();
+        let epoll = if sockets.len() > 1 {
+            Some(Self::epoll_set(&sockets)?)
+        } else {
+            None
+        };
+        Ok(UdpPort {
+            sockets,
+            base: SocketAddrV4::new(*addr.ip(), base_port),
+            epoll,
+            stats: PortStats::default(),
+        })
+    }
+
+    fn bind_range(addr: SocketAddrV4, classes: u16) -> std::io::Result<Vec<UdpSocket>> {
+        let mut sockets = Vec::with_capacity(usize::from(classes));
+        for c in 0..classes {
+            let port = addr.port().checked_add(c).ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "class ports past 65535")
+            })?;
+            let s = UdpSocket::bind(SocketAddrV4::new(*addr.ip(), port))?;
+            s.set_nonblocking(true)?;
+            sockets.push(s);
+        }
+        Ok(sockets)
+    }
+
+    fn bind_free_range(ip: Ipv4Addr, classes: u16) -> Result<Vec<UdpSocket>, PortError> {
+        let mut last = None;
+        for _ in 0..BIND_ATTEMPTS {
+            let first = UdpSocket::bind(SocketAddrV4::new(ip, 0))
+                .map_err(|source| PortError::Io { op: "bind", source })?;
+            let base = first
+                .local_addr()
+                .map_err(|source| PortError::Io {
+                    op: "getsockname",
+                    source,
+                })?
+                .port();
+            drop(first); // rebind it below with the rest of the range
+            match Self::bind_range(SocketAddrV4::new(ip, base), classes) {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(PortError::Io {
+            op: "bind (free port range)",
+            source: last.unwrap_or_else(|| std::io::Error::other("no free range")),
+        })
+    }
+
+    fn epoll_set(sockets: &[UdpSocket]) -> Result<OwnedFd, PortError> {
+        // SAFETY: plain system call; the result is checked below.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io_err("epoll_create1"));
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let ep = unsafe { OwnedFd::from_raw_fd(fd) };
+        for (i, s) in sockets.iter().enumerate() {
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: i as u64,
+            };
+            // SAFETY: both descriptors are open (owned by `ep` and `s`); `ev` is valid.
+            let rc = unsafe {
+                libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev)
+            };
+            if rc < 0 {
+                return Err(io_err("epoll_ctl"));
+            }
+        }
+        Ok(ep)
+    }
+
+    /// The socket of class `class`.
+    pub fn socket(&self, class: u16) -> Option<&UdpSocket> {
+        self.sockets.get(usize::from(class))
+    }
+
+    /// Reads datagrams from socket `class` into the free buffers of `batch` until it is empty
+    /// or the batch is full. Returns how many were delivered.
+    fn recv_socket(&mut self, class: usize, batch: &mut PacketBatch) -> usize {
+        let fd = self.sockets[class].as_raw_fd();
+        let local = SocketAddrV4::new(*self.base.ip(), self.base.port().wrapping_add(class as u16));
+        let mut delivered = 0;
+        loop {
+            let start = batch.len();
+            let n = batch.spare().min(CHUNK);
+            if n == 0 {
+                return delivered;
+            }
+            // SAFETY: all-zero is a valid value for these plain C structs.
+            let mut msgs: [libc::mmsghdr; CHUNK] = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            let mut iovs: [libc::iovec; CHUNK] = unsafe { std::mem::zeroed() };
+            let mut names: [MaybeUninit<libc::sockaddr_in>; CHUNK] = [MaybeUninit::uninit(); CHUNK];
+            {
+                let free = &mut batch.all_mut()[start..start + n];
+                for (i, p) in free.iter_mut().enumerate() {
+                    iovs[i] = libc::iovec {
+                        iov_base: p.data.as_mut_ptr().cast(),
+                        iov_len: MAX_PAYLOAD,
+                    };
+                    msgs[i].msg_hdr.msg_iov = &mut iovs[i];
+                    msgs[i].msg_hdr.msg_iovlen = 1;
+                    msgs[i].msg_hdr.msg_name = names[i].as_mut_ptr().cast();
+                    msgs[i].msg_hdr.msg_namelen =
+                        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                }
+            }
+            // SAFETY: `fd` is an open socket; `msgs[..n]` point at `n` distinct packet buffers
+            // of MAX_PAYLOAD bytes (borrowed from `batch`, untouched until the call returns)
+            // and at `names` entries large enough for an IPv4 address.
+            let got = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    msgs.as_mut_ptr(),
+                    n as u32,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if got < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.kind() != std::io::ErrorKind::WouldBlock {
+                    self.stats.count_drop(DropReason::RxError);
+                }
+                return delivered;
+            }
+            let got = got as usize;
+            for (i, msg) in msgs.iter().enumerate().take(got) {
+                let hdr = &msg.msg_hdr;
+                if hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                    self.stats.count_drop(DropReason::Oversize);
+                    continue;
+                }
+                if (hdr.msg_namelen as usize) < std::mem::size_of::<libc::sockaddr_in>() {
+                    self.stats.count_drop(DropReason::RxError);
+                    continue;
+                }
+                // SAFETY: the kernel wrote an IPv4 address of `msg_namelen` bytes (checked).
+                let remote = from_sockaddr(unsafe { names[i].assume_init_ref() });
+                let w = batch.len();
+                let slots = batch.all_mut();
+                if start + i != w {
+                    // An earlier datagram of this call was dropped: close the gap.
+                    slots.swap(w, start + i);
+                }
+                let p: &mut Packet = &mut slots[w];
+                p.len = msg.msg_len.min(MAX_PAYLOAD as u32) as u16;
+                p.class = class as u16;
+                p.peer = Peer {
+                    remote,
+                    local,
+                    remote_mac: [0; 6],
+                    local_mac: [0; 6],
+                };
+                self.stats.rx_packets += 1;
+                self.stats.rx_bytes += u64::from(p.len);
+                batch.commit_one();
+                delivered += 1;
+            }
+            if got < n {
+                return delivered; // socket drained
+            }
+        }
+    }
+
+    /// Sends `packets` (all of class socket `class`) with `sendmmsg`; returns how many went.
+    fn send_run(&mut self, class: usize, packets: &[Packet]) -> usize {
+        let fd = self.sockets[class].as_raw_fd();
+        let mut sent = 0;
+        for (ci, chunk) in packets.chunks(CHUNK).enumerate() {
+            // SAFETY: all-zero is a valid value for these plain C structs.
+            let mut msgs: [libc::mmsghdr; CHUNK] = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            let mut iovs: [libc::iovec; CHUNK] = unsafe { std::mem::zeroed() };
+            let mut names = [sockaddr(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)); CHUNK];
+            for (i, p) in chunk.iter().enumerate() {
+                names[i] = sockaddr(p.peer.remote);
+                // sendmmsg only reads through iov_base; the `*mut` is the C type's.
+                iovs[i] = libc::iovec {
+                    iov_base: p.payload().as_ptr().cast_mut().cast(),
+                    iov_len: p.payload().len(),
+                };
+                msgs[i].msg_hdr.msg_iov = &mut iovs[i];
+                msgs[i].msg_hdr.msg_iovlen = 1;
+                msgs[i].msg_hdr.msg_name = std::ptr::from_mut(&mut names[i]).cast();
+                msgs[i].msg_hdr.msg_namelen =
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            }
+            let mut off = 0;
+            while off < chunk.len() {
+                let todo = chunk.len() - off;
+                // SAFETY: `fd` is an open socket; `msgs[off..]` point at live payloads and
+                // addresses (borrowed from `packets` and this frame) that the call only reads.
+                let rc = unsafe {
+                    libc::sendmmsg(
+                        fd,
+                        msgs[off..].as_mut_ptr(),
+                        todo as u32,
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if rc < 0 {
+                    let err = std::io::Error::last_os_error();
+                    if err.kind() == std::io::ErrorKind::WouldBlock {
+                        // Socket buffer full: the rest of this run is dropped.
+                        let rest = (packets.len() - ci * CHUNK - off) as u64;
+                        self.stats.count_drops(DropReason::TxFull, rest);
+                        return sent;
+                    }
+                    // This datagram was refused (e.g. bad address): drop it, go on.
+                    self.stats.count_drop(DropReason::TxError);
+                    off += 1;
+                    continue;
+                }
+                for p in &chunk[off..off + rc as usize] {
+                    self.stats.tx_packets += 1;
+                    self.stats.tx_bytes += p.payload().len() as u64;
+                }
+                off += rc as usize;
+                sent += rc as usize;
+            }
+        }
+        sent
+    }
+}
+
+impl Port for UdpPort {
+    fn rx_burst(&mut self, batch: &mut PacketBatch) -> Result<usize, PortError> {
+        let Some(ep) = &self.epoll else {
+            return Ok(self.recv_socket(0, batch));
+        };
+        if batch.spare() == 0 {
+            return Ok(0);
+        }
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        // SAFETY: `ep` is an open epoll descriptor; `events` has room for EVENTS entries;
+        // timeout 0 never blocks.
+        let n = unsafe { libc::epoll_wait(ep.as_raw_fd(), events.as_mut_ptr(), EVENTS as i32, 0) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                return Ok(0);
+            }
+            return Err(PortError::Io {
+                op: "epoll_wait",
+                source: err,
+            });
+        }
+        let mut total = 0;
+        for ev in &events[..n as usize] {
+            let class = ev.u64 as usize;
+            if class < self.sockets.len() {
+                total += self.recv_socket(class, batch);
+            }
+            if batch.spare() == 0 {
+                break; // the others stay ready (level-triggered) for the next poll
+            }
+        }
+        Ok(total)
+    }
+
+    fn tx_burst(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
+        let packets = batch.as_slice();
+        let mut sent = 0;
+        let mut i = 0;
+        while i < packets.len() {
+            let port = packets[i].peer.local.port();
+            let class = if port == 0 {
+                0
+            } else {
+                usize::from(port.wrapping_sub(self.base.port()))
+            };
+            let mut j = i + 1;
+            while j < packets.len() && packets[j].peer.local.port() == port {
+                j += 1;
+            }
+            if class >= self.sockets.len() {
+                self.stats
+                    .count_drops(DropReason::BadSource, (j - i) as u64);
+            } else {
+                sent += self.send_run(class, &packets[i..j]);
+            }
+            i = j;
+        }
+        Ok(sent)
+    }
+
+    fn flush(&mut self) -> Result<(), PortError> {
+        Ok(()) // datagrams go to the kernel at once
+    }
+
+    fn stats(&self) -> &PortStats {
+        &self.stats
+    }
+
+    fn local_addr(&self) -> SocketAddrV4 {
+        self.base
+    }
+
+    fn classes(&self) -> u16 {
+        self.sockets.len() as u16
+    }
+}
