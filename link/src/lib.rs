@@ -222,6 +222,9 @@ pub trait Link {
 
     /// Takes the next message or doorbell from the peer, if any. A corrupt entry is skipped,
     /// counted and returned as [`LinkError::Corrupt`]; the next call continues after it.
+    /// Pass a buffer of [`MSG_MAX`] bytes (shm accepts smaller ones when the message fits and
+    /// leaves the message queued otherwise; verbs requires the full size). Messages still in
+    /// the ring are delivered after the peer died; an empty ring then reports `PeerGone`.
     fn recv(&mut self, buf: &mut [u8]) -> Result<Option<Received>, LinkError>;
 
     /// Blocks the calling worker until something may be receivable, after `backoff.spins`

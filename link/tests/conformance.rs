@@ -255,7 +255,7 @@ fn check_backpressure<A: Link, B: Link>(tx: &mut A, rx: &mut B, slots: usize) {
     );
     assert!(tx.send(b"x").is_err(), "still full");
     assert_eq!(tx.counters().ring_full - full_before, 2, "refusals counted");
-    let mut buf = [0u8; 16];
+    let mut buf = [0u8; MSG_MAX];
     for i in 0..accepted {
         let r = recv_blocking(rx, &mut buf).unwrap();
         assert_eq!(r.len, 4);
@@ -275,7 +275,7 @@ fn check_doorbell<A: Link, B: Link>(nic: &mut A, host: &mut B) {
     nic.post_write_doorbell(30, rw(512), 0, 16, 0xD00B).unwrap();
     let c = wait_completions(nic, 1);
     assert_eq!((c[0].wr_id, c[0].kind), (30, OpKind::WriteDoorbell));
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; MSG_MAX];
     let r = recv_blocking(host, &mut buf).unwrap();
     assert_eq!(r.imm, Some(0xD00B));
     nic.post_read(31, rw(512), 256, 16).unwrap();
@@ -749,7 +749,13 @@ fn peer_process() {
 fn connect_retry(path: &Path) -> ShmLink {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match ShmLink::connect(path, ConnectOptions::default()) {
+        // A starved peer on this shared 2-core machine may miss heartbeats for a while: these
+        // tests detect death through the socket (the heartbeat path has its own test).
+        let opts = ConnectOptions {
+            stale_after: Duration::from_secs(2),
+            ..Default::default()
+        };
+        match ShmLink::connect(path, opts) {
             Ok(l) => return l,
             Err(e) => {
                 assert!(Instant::now() < deadline, "host agent never came up: {e}");
