@@ -383,6 +383,58 @@ fn shm_full_ring_is_backpressure() {
     check_backpressure(&mut worker, &mut nic, 16);
 }
 
+/// A producer and a sleeping consumer on two threads: every message arrives, in order, and
+/// no wake-up is lost (a lost one would stall the consumer until its sleep times out; the
+/// sleep here is long enough that the test would then take minutes, not milliseconds).
+#[test]
+fn shm_ring_across_threads_with_sleeping_consumer() {
+    const N: u32 = 20_000;
+    let mut host = shm_host(16);
+    let link = host.connect_local(ConnectOptions::default()).unwrap();
+    let mut nic = link.qp(0).unwrap();
+    let mut worker = host.qp(0).unwrap();
+    let consumer = std::thread::spawn(move || {
+        let backoff = Backoff {
+            enabled: true,
+            spins: 50,
+            sleep: Duration::from_secs(60),
+        };
+        let mut buf = [0u8; MSG_MAX];
+        let mut next = 0u32;
+        let start = Instant::now();
+        while next < N {
+            match worker.recv(&mut buf).unwrap() {
+                Some(r) => {
+                    assert_eq!(
+                        u32::from_le_bytes(buf[..4].try_into().unwrap()),
+                        next,
+                        "in order"
+                    );
+                    assert_eq!(r.len, 4 + (next % 64) as usize);
+                    next += 1;
+                }
+                None => worker.wait_recv(&backoff),
+            }
+        }
+        start.elapsed()
+    });
+    let mut sent = 0u32;
+    let mut msg = [0u8; 4 + 64];
+    while sent < N {
+        msg[..4].copy_from_slice(&sent.to_le_bytes());
+        match nic.send(&msg[..4 + (sent % 64) as usize]) {
+            Ok(()) => sent += 1,
+            Err(LinkError::Full { .. }) => std::thread::yield_now(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let took = consumer.join().unwrap();
+    assert!(
+        took < Duration::from_secs(50),
+        "a wake-up was lost ({took:?})"
+    );
+}
+
 #[test]
 fn shm_write_with_doorbell() {
     let mut host = shm_host(8);
