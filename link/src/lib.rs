@@ -14,6 +14,40 @@
 //!
 //! Backends: [`shm`] (memfd shared between processes; the default) and `verbs` (RC queue pairs
 //! through the `sideway` crate, feature `verbs`).
+//!
+//! ```
+//! use naam_link::{Completion, Link, Perms, RegionSpec, RemoteAddr, ShmConfig, ShmHost};
+//! use naam_link::shm::ConnectOptions;
+//!
+//! // Host agent: the area, a region, a socket (here a socket pair in one process).
+//! let mut host = ShmHost::create(&ShmConfig { arena_bytes: 1 << 20, ..Default::default() })?;
+//! let key = 0x1234_5678_9abc_def0;
+//! host.register_region(RegionSpec { id: 1, tenant: 7, len: 4096, perms: Perms::ALL, key })?;
+//! let mut worker = host.qp(0)?; // host worker 0's end of queue pair 0
+//! host.load_publisher().publish(0, 100_000, 0, naam_link::now_ns());
+//!
+//! // Dataplane: map the area (ShmLink::connect(path, ..) across processes).
+//! let link = host.connect_local(ConnectOptions::default())?;
+//! let table = link.region_table(); // check handler ops against this,
+//! let _mem = link.memory();        // and execute them with this (naam_core::memory::Memory)
+//! assert!(table.get(1).is_some());
+//! let mut nic = link.qp(0)?;
+//!
+//! // One-sided: FAA, completed through the queue.
+//! nic.post_faa(42, RemoteAddr { region: 1, offset: 0, key }, 5)?;
+//! let mut done = [Completion::default(); 4];
+//! assert_eq!(nic.poll_completions(&mut done), 1);
+//! assert_eq!((done[0].wr_id, done[0].value), (42, 0));
+//!
+//! // Rings: a request to host worker 0 and its reply.
+//! nic.send(b"request")?;
+//! let mut buf = [0u8; naam_link::MSG_MAX];
+//! let got = worker.recv(&mut buf)?.expect("queued");
+//! worker.send(&buf[..got.len])?;
+//! assert_eq!(nic.recv(&mut buf)?.map(|r| r.len), Some(7));
+//! link.check_peer(naam_link::now_ns())?;
+//! # Ok::<(), naam_link::LinkError>(())
+//! ```
 
 #![deny(unsafe_code)]
 
@@ -222,6 +256,9 @@ pub trait Link {
 
     /// Takes the next message or doorbell from the peer, if any. A corrupt entry is skipped,
     /// counted and returned as [`LinkError::Corrupt`]; the next call continues after it.
+    /// Pass a buffer of [`MSG_MAX`] bytes (shm accepts smaller ones when the message fits and
+    /// leaves the message queued otherwise; verbs requires the full size). Messages still in
+    /// the ring are delivered after the peer died; an empty ring then reports `PeerGone`.
     fn recv(&mut self, buf: &mut [u8]) -> Result<Option<Received>, LinkError>;
 
     /// Blocks the calling worker until something may be receivable, after `backoff.spins`

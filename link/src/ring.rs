@@ -293,6 +293,27 @@ impl Consumer {
         self.tail_cache.wrapping_sub(self.head).min(self.ring.n)
     }
 
+    pub fn doorbell(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.ring.doorbell.as_fd()
+    }
+
+    /// Raises the waiting flag; false (flag lowered again) when an entry is already present.
+    pub fn arm(&mut self) -> bool {
+        self.ring.store(ctl::WAITING, 1);
+        fence(Ordering::SeqCst);
+        if self.refresh() {
+            self.ring.store(ctl::WAITING, 0);
+            return false;
+        }
+        true
+    }
+
+    /// Lowers the waiting flag and clears the doorbell.
+    pub fn disarm(&mut self) {
+        self.ring.store(ctl::WAITING, 0);
+        sys::eventfd_drain(self.ring.doorbell.as_fd());
+    }
+
     /// Spins, then sleeps on the doorbell until an entry may be present (see the module docs).
     pub fn wait(&mut self, backoff: &Backoff) {
         if !backoff.enabled {
@@ -304,15 +325,12 @@ impl Consumer {
             }
             std::hint::spin_loop();
         }
-        self.ring.store(ctl::WAITING, 1);
-        fence(Ordering::SeqCst);
-        if !self.refresh() {
+        if self.arm() {
             let ms = backoff.sleep.as_millis().clamp(1, i32::MAX as u128) as i32;
             // An error here (EINTR aside) only shortens the sleep; the caller polls again.
             let _ = sys::wait_readable(self.ring.doorbell.as_fd(), ms);
-            sys::eventfd_drain(self.ring.doorbell.as_fd());
+            self.disarm();
         }
-        self.ring.store(ctl::WAITING, 0);
     }
 }
 
@@ -411,6 +429,61 @@ mod tests {
             Some(Received { len: 6, imm: None })
         );
         assert_eq!(&buf[..6], b"fourth");
+    }
+
+    #[test]
+    fn armed_doorbell_rings_once_armed() {
+        let (_c, _s, r) = ring(4);
+        let mut p = Producer::new(r.clone());
+        let mut c = Consumer::new(r);
+        p.push(b"unarmed", None).unwrap();
+        assert!(
+            !sys::wait_readable(c.doorbell(), 0).unwrap(),
+            "no ring while nobody sleeps"
+        );
+        assert!(!c.arm(), "something is already waiting");
+        let mut buf = [0u8; MSG_MAX];
+        c.pop(&mut buf).unwrap();
+        assert!(c.arm());
+        p.push(b"armed", None).unwrap();
+        assert!(
+            sys::wait_readable(c.doorbell(), 0).unwrap(),
+            "rung for the sleeper"
+        );
+        c.disarm();
+        assert!(!sys::wait_readable(c.doorbell(), 0).unwrap(), "cleared");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any interleaving of sends and receives behaves like a bounded FIFO queue.
+        #[test]
+        fn behaves_like_a_bounded_queue(ops in proptest::collection::vec((proptest::bool::ANY, 0usize..300), 1..200)) {
+            let (_c, _s, r) = ring(8);
+            let mut p = Producer::new(r.clone());
+            let mut c = Consumer::new(r);
+            let mut model = std::collections::VecDeque::new();
+            let mut buf = [0u8; MSG_MAX];
+            for (i, (push, len)) in ops.into_iter().enumerate() {
+                if push {
+                    let msg: Vec<u8> = (0..len).map(|k| (k + i) as u8).collect();
+                    match p.push(&msg, None) {
+                        Ok(()) => model.push_back(msg),
+                        Err(LinkError::Full { .. }) => proptest::prop_assert_eq!(model.len(), 8),
+                        Err(e) => proptest::prop_assert!(false, "unexpected {}", e),
+                    }
+                } else {
+                    let got = c.pop(&mut buf).unwrap();
+                    match model.pop_front() {
+                        Some(m) => {
+                            proptest::prop_assert_eq!(got.map(|g| g.len), Some(m.len()));
+                            proptest::prop_assert_eq!(&buf[..m.len()], &m[..]);
+                        }
+                        None => proptest::prop_assert_eq!(got, None),
+                    }
+                }
+            }
+        }
     }
 
     #[test]

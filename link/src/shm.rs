@@ -23,7 +23,7 @@ use naam_core::abi::{RawOp, DATA_SIZE};
 use naam_core::memory::{LocalMemory, MemError, Memory, OwnedRegion, RegionMem};
 use naam_core::region::{CheckedOp, OpError, Perms, RegionDesc, RegionId, RegionTable};
 use std::io::ErrorKind;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -152,8 +152,21 @@ impl Area {
         })
     }
 
-    /// Reads the directory: the entries that are valid and lie inside the arena.
+    /// Reads the directory: the entries that are valid and lie inside the arena. Retries while
+    /// the host changes it underneath (the epoch moved), so an entry is never torn.
     fn directory(&self) -> Vec<DirEntry> {
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            let epoch = self.get(hdr::DIR_EPOCH);
+            out = self.read_directory();
+            if self.get(hdr::DIR_EPOCH) == epoch {
+                break;
+            }
+        }
+        out
+    }
+
+    fn read_directory(&self) -> Vec<DirEntry> {
         let l = &self.layout;
         let Ok(d) = self.view(l.dir_off, l.max_regions as u64 * dir::SIZE) else {
             return Vec::new();
@@ -679,7 +692,10 @@ impl ShmHost {
     }
 
     /// Non-blocking: notices a dataplane that went away, and accepts a new one when none is
-    /// connected. Call it regularly (every few ms) from the host agent's control loop.
+    /// connected (one dataplane at a time: a second one waits in the listen backlog until the
+    /// first disconnects). Call it regularly (every few ms) from the host agent's control loop.
+    /// Replies queued for a dead dataplane stay in the rings and reach its successor, which
+    /// should drop replies to requests it does not know.
     pub fn poll_peer(&mut self) -> Result<PeerEvent, LinkError> {
         if let Some(s) = &self.peer {
             if sys::peer_hung_up(s.as_fd()) {
@@ -981,7 +997,9 @@ impl ShmLink {
     }
 
     /// Non-blocking liveness check (socket closed, heartbeat stale). Once gone, every queue
-    /// pair and memory of this link reports it; reconnect with [`ShmLink::connect`].
+    /// pair and memory of this link reports it; reconnect with [`ShmLink::connect`]. The host
+    /// agent must stamp the heartbeat ([`LoadPublisher::publish`] or `heartbeat`) at least
+    /// every few milliseconds, or it is declared gone after `stale_after`.
     pub fn check_peer(&self, now_ns: u64) -> Result<(), LinkError> {
         self.peer.check(now_ns)
     }
@@ -1102,6 +1120,23 @@ impl ShmQp {
 
     pub fn index(&self) -> u32 {
         self.qp
+    }
+
+    /// The receive ring's doorbell, for a worker that sleeps on several queue pairs at once
+    /// (epoll): call [`ShmQp::arm_rx_doorbell`] first, sleep only if it returned true, and
+    /// [`ShmQp::disarm_rx_doorbell`] after waking.
+    pub fn rx_doorbell(&self) -> BorrowedFd<'_> {
+        self.rx.doorbell()
+    }
+
+    /// Asks the peer to ring the receive doorbell on its next send; false when something is
+    /// already waiting (then do not sleep).
+    pub fn arm_rx_doorbell(&mut self) -> bool {
+        self.rx.arm()
+    }
+
+    pub fn disarm_rx_doorbell(&mut self) {
+        self.rx.disarm()
     }
 
     /// Requests waiting on this queue pair's receive ring (the host worker's queue depth).

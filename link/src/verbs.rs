@@ -894,7 +894,15 @@ impl Link for VerbsQp {
         Ok(())
     }
 
+    /// `buf` must hold [`MSG_MAX`] bytes: a receive completion cannot be put back, so the
+    /// size is checked before polling.
     fn recv(&mut self, buf: &mut [u8]) -> Result<Option<Received>, LinkError> {
+        if buf.len() < MSG_MAX {
+            return Err(LinkError::BufferTooSmall {
+                len: buf.len(),
+                needed: MSG_MAX,
+            });
+        }
         self.reap();
         let polled = match self.recv_cq.start_poll() {
             Ok(mut p) => p.next().map(|wc| {
@@ -965,7 +973,7 @@ impl Link for VerbsQp {
             }
         };
         // The buffer goes back to the receive queue and the slot is consumed in every case
-        // (a receive completion cannot be un-polled); a too-small buffer loses the message.
+        // (a receive completion cannot be un-polled).
         let _ = post_recv(&mut self.qp, id, &self.recvbufs, off, SLOT_SIZE as u32);
         self.rx_head += 1;
         self.return_credit();

@@ -255,7 +255,7 @@ fn check_backpressure<A: Link, B: Link>(tx: &mut A, rx: &mut B, slots: usize) {
     );
     assert!(tx.send(b"x").is_err(), "still full");
     assert_eq!(tx.counters().ring_full - full_before, 2, "refusals counted");
-    let mut buf = [0u8; 16];
+    let mut buf = [0u8; MSG_MAX];
     for i in 0..accepted {
         let r = recv_blocking(rx, &mut buf).unwrap();
         assert_eq!(r.len, 4);
@@ -275,7 +275,7 @@ fn check_doorbell<A: Link, B: Link>(nic: &mut A, host: &mut B) {
     nic.post_write_doorbell(30, rw(512), 0, 16, 0xD00B).unwrap();
     let c = wait_completions(nic, 1);
     assert_eq!((c[0].wr_id, c[0].kind), (30, OpKind::WriteDoorbell));
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; MSG_MAX];
     let r = recv_blocking(host, &mut buf).unwrap();
     assert_eq!(r.imm, Some(0xD00B));
     nic.post_read(31, rw(512), 256, 16).unwrap();
@@ -381,6 +381,58 @@ fn shm_full_ring_is_backpressure() {
     let mut worker = host.qp(0).unwrap();
     check_backpressure(&mut nic, &mut worker, 16);
     check_backpressure(&mut worker, &mut nic, 16);
+}
+
+/// A producer and a sleeping consumer on two threads: every message arrives, in order, and
+/// no wake-up is lost (a lost one would stall the consumer until its sleep times out; the
+/// sleep here is long enough that the test would then take minutes, not milliseconds).
+#[test]
+fn shm_ring_across_threads_with_sleeping_consumer() {
+    const N: u32 = 20_000;
+    let mut host = shm_host(16);
+    let link = host.connect_local(ConnectOptions::default()).unwrap();
+    let mut nic = link.qp(0).unwrap();
+    let mut worker = host.qp(0).unwrap();
+    let consumer = std::thread::spawn(move || {
+        let backoff = Backoff {
+            enabled: true,
+            spins: 50,
+            sleep: Duration::from_secs(60),
+        };
+        let mut buf = [0u8; MSG_MAX];
+        let mut next = 0u32;
+        let start = Instant::now();
+        while next < N {
+            match worker.recv(&mut buf).unwrap() {
+                Some(r) => {
+                    assert_eq!(
+                        u32::from_le_bytes(buf[..4].try_into().unwrap()),
+                        next,
+                        "in order"
+                    );
+                    assert_eq!(r.len, 4 + (next % 64) as usize);
+                    next += 1;
+                }
+                None => worker.wait_recv(&backoff),
+            }
+        }
+        start.elapsed()
+    });
+    let mut sent = 0u32;
+    let mut msg = [0u8; 4 + 64];
+    while sent < N {
+        msg[..4].copy_from_slice(&sent.to_le_bytes());
+        match nic.send(&msg[..4 + (sent % 64) as usize]) {
+            Ok(()) => sent += 1,
+            Err(LinkError::Full { .. }) => std::thread::yield_now(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let took = consumer.join().unwrap();
+    assert!(
+        took < Duration::from_secs(50),
+        "a wake-up was lost ({took:?})"
+    );
 }
 
 #[test]
@@ -749,7 +801,13 @@ fn peer_process() {
 fn connect_retry(path: &Path) -> ShmLink {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match ShmLink::connect(path, ConnectOptions::default()) {
+        // A starved peer on this shared 2-core machine may miss heartbeats for a while: these
+        // tests detect death through the socket (the heartbeat path has its own test).
+        let opts = ConnectOptions {
+            stale_after: Duration::from_secs(2),
+            ..Default::default()
+        };
+        match ShmLink::connect(path, opts) {
             Ok(l) => return l,
             Err(e) => {
                 assert!(Instant::now() < deadline, "host agent never came up: {e}");
