@@ -1,1 +1,511 @@
-//! The NAAM host agent: owns the data and runs the messages the NIC hands it (DESIGN §2, §6).
+//! The NAAM host agent: owns the data and runs the messages the NIC hands it (DESIGN §2, §6;
+//! the contract with the dataplane is `docs/runtime.md`).
+//!
+//! [`HostAgent::start`] creates the shared link area, registers the bundled applications'
+//! regions (fixed ids, random keys, tenant 1), builds their data or keeps what a persisted area
+//! or a snapshot holds, registers the bundled offloads (fixed ids) and any `--handler`
+//! objects through the verifier, starts the host workers ([`workers`]) and opens `link.sock`
+//! and `control.sock` in the run directory. [`HostAgent::run`] is the control loop (accepts
+//! dataplanes, stamps the heartbeat, serves the control socket) until a stop is asked for;
+//! [`HostAgent::shutdown`] stops the workers, writes the snapshot when configured and removes
+//! the sockets.
+//!
+//! ```no_run
+//! use naam_host_agent::{Config, HostAgent};
+//! use std::sync::atomic::AtomicBool;
+//! let mut agent = HostAgent::start(Config::default())?;
+//! agent.run(&AtomicBool::new(false))?; // until SIGTERM sets the flag or a shutdown request
+//! agent.shutdown()?;
+//! # Ok::<(), naam_host_agent::AgentError>(())
+//! ```
+
+pub mod apps;
+pub mod config;
+pub mod control;
+pub mod seqpacket;
+pub mod stats;
+pub mod workers;
+
+pub use config::{BackoffMode, Config, ConfigError, HandlerSpec};
+pub use control::ControlClient;
+
+use apps::{AppRegion, Params, BUNDLED_TENANT};
+use naam_core::pool::{OffloadId, OffloadSpec, Registry, RegistryError, MAX_OFFLOADS};
+use naam_core::region::RegionDesc;
+use naam_core::verifier::{verify, VerifierConfig};
+use naam_core::vm::{CompiledVm, Engine};
+use naam_link::{RegionSpec, ShmConfig, ShmHost};
+use stats::Stats;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use workers::{Shared, WorkerSetup};
+
+/// Why the host agent could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Link(#[from] naam_link::LinkError),
+    #[error(transparent)]
+    App(#[from] apps::AppError),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("offload {name:?}: {reason}")]
+    Offload { name: String, reason: String },
+    #[error("application {app}: regions {present:?} exist but {missing:?} do not")]
+    PartialApp {
+        app: &'static str,
+        present: Vec<u32>,
+        missing: Vec<u32>,
+    },
+    #[error("the workers did not park within {ms} ms for the snapshot")]
+    NotQuiet { ms: u64 },
+    #[error("no snapshot file is configured (--snapshot)")]
+    NoSnapshotFile,
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
+    let what = what.into();
+    move |source| AgentError::Io { what, source }
+}
+
+/// A running host agent.
+pub struct HostAgent {
+    cfg: Config,
+    host: ShmHost,
+    registry: Arc<Registry>,
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    /// Describe parameters of the applications, by name.
+    apps: Vec<(&'static str, Params)>,
+    /// Taken out while a request is served (the handlers read the rest of the agent).
+    control: Option<control::ControlServer>,
+    started: Instant,
+    /// Dataplane connections so far (as of the last poll).
+    generation: u64,
+    restored: Restored,
+    stopped: bool,
+}
+
+/// Where the data came from at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restored {
+    /// Built from the configuration.
+    Built,
+    /// The persisted area (`--persist`) was reopened with its contents.
+    Persisted,
+    /// Loaded from the snapshot file (`--snapshot`).
+    Snapshot,
+}
+
+impl HostAgent {
+    /// Sets everything up and starts the workers; see the crate docs for the order.
+    pub fn start(cfg: Config) -> Result<HostAgent, AgentError> {
+        cfg.validate()?;
+        std::fs::create_dir_all(&cfg.run_dir)
+            .map_err(io_err(format!("create run dir {}", cfg.run_dir.display())))?;
+
+        let mut host = ShmHost::create(&ShmConfig {
+            qps: cfg.nic_workers,
+            ring_slots: cfg.ring_slots,
+            load_slots: cfg.workers,
+            arena_bytes: cfg.arena_mb << 20,
+            hugetlb: cfg.hugetlb,
+            // Host workers post no one-sided ops: a small staging buffer each.
+            staging_bytes: 4096,
+            persist: cfg.persist.clone(),
+            ..ShmConfig::default()
+        })?;
+        let mut restored = if host.is_restored() {
+            Restored::Persisted
+        } else {
+            Restored::Built
+        };
+        if restored == Restored::Built {
+            if let Some(path) = cfg.snapshot.as_ref().filter(|p| p.exists()) {
+                let f = std::fs::File::open(path)
+                    .map_err(io_err(format!("open snapshot {}", path.display())))?;
+                let n = host.restore_snapshot(&mut std::io::BufReader::new(f))?;
+                tracing::info!(path = %path.display(), regions = n, "snapshot loaded");
+                restored = Restored::Snapshot;
+            }
+        } else {
+            tracing::info!("persisted area reopened with its data");
+        }
+
+        let registry = Registry::new();
+        let mut app_params = Vec::new();
+        for app in apps::bundled() {
+            let plan = app.regions(&cfg);
+            if plan.is_empty() {
+                tracing::info!(app = app.name(), "application disabled");
+                continue;
+            }
+            let dir = host.directory();
+            let (present, missing): (Vec<_>, Vec<_>) = plan
+                .iter()
+                .map(|p| p.id)
+                .partition(|id| dir.iter().any(|e| e.desc.id == *id));
+            if !present.is_empty() && !missing.is_empty() {
+                return Err(AgentError::PartialApp {
+                    app: app.name(),
+                    present,
+                    missing,
+                });
+            }
+            let fresh = present.is_empty();
+            if fresh {
+                for p in &plan {
+                    host.register_region(RegionSpec {
+                        id: p.id,
+                        tenant: BUNDLED_TENANT,
+                        len: p.len,
+                        perms: p.perms,
+                        key: rand::random::<u64>(),
+                    })?;
+                }
+            }
+            let regions = plan
+                .iter()
+                .map(|p| {
+                    let r = host.region(p.id).ok_or(naam_link::LinkError::Directory {
+                        reason: "registered region missing from the directory",
+                    })?;
+                    Ok(AppRegion {
+                        desc: r.entry.desc,
+                        mem: *r.mem(),
+                    })
+                })
+                .collect::<Result<Vec<_>, naam_link::LinkError>>()?;
+            if fresh {
+                let t = Instant::now();
+                app.build(&cfg, &regions)?;
+                tracing::info!(
+                    app = app.name(),
+                    ms = t.elapsed().as_millis() as u64,
+                    "application data built"
+                );
+            } else {
+                tracing::info!(app = app.name(), "application data kept");
+            }
+            app_params.push((app.name(), app.describe(&regions)?));
+            for o in app.offloads() {
+                register_bundled(&registry, &o)?;
+            }
+        }
+        for h in &cfg.handler {
+            let bytes = std::fs::read(&h.path)
+                .map_err(io_err(format!("read handler {}", h.path.display())))?;
+            let name = h.path.display().to_string();
+            let (id, prog_name) =
+                register_object(&registry, &bytes, h.section.as_deref(), |prog_name, id| {
+                    OffloadSpec {
+                        name: prog_name.to_owned(),
+                        tenant: BUNDLED_TENANT,
+                        class: (id % DEFAULT_CLASSES) as u16,
+                        read_only: false,
+                    }
+                })
+                .map_err(|e| AgentError::Offload {
+                    name,
+                    reason: e.detail,
+                })?;
+            tracing::info!(id, name = prog_name, path = %h.path.display(), "handler registered");
+        }
+
+        let stats = Stats::new(cfg.workers as usize);
+        let shared = Shared::new(registry.clone(), stats);
+        host.serve(&cfg.link_socket())?;
+
+        let mut workers = Vec::new();
+        for k in 0..cfg.workers {
+            let qps = (k..cfg.nic_workers)
+                .step_by(cfg.workers as usize)
+                .map(|q| host.qp(q))
+                .collect::<Result<Vec<_>, _>>()?;
+            let setup = WorkerSetup {
+                index: k,
+                qps,
+                table: host.region_table(),
+                mem: host.memory(),
+                publisher: host.load_publisher(),
+                backoff: cfg.backoff.backoff(),
+                engine: Engine::native(),
+                shared: shared.clone(),
+            };
+            let h = std::thread::Builder::new()
+                .name(format!("host-worker-{k}"))
+                .spawn(move || workers::run(setup))
+                .map_err(io_err("spawn host worker"))?;
+            workers.push(h);
+        }
+
+        let control = control::ControlServer::bind(&cfg.control_socket())?;
+        tracing::info!(
+            run_dir = %cfg.run_dir.display(),
+            workers = cfg.workers,
+            qps = cfg.nic_workers,
+            offloads = registry.len(),
+            data = ?restored,
+            backoff = ?cfg.backoff,
+            hugetlb = host.is_hugetlb(),
+            "host agent ready"
+        );
+        Ok(HostAgent {
+            cfg,
+            host,
+            registry,
+            shared,
+            workers,
+            apps: app_params,
+            control: Some(control),
+            started: Instant::now(),
+            generation: 0,
+            restored,
+            stopped: false,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.shared.stats
+    }
+
+    pub fn restored(&self) -> Restored {
+        self.restored
+    }
+
+    /// Describe parameters of application `name`.
+    pub fn app_params(&self, name: &str) -> Option<&Params> {
+        self.apps.iter().find(|(n, _)| *n == name).map(|(_, p)| p)
+    }
+
+    /// The control loop: accepts dataplanes (one at a time; a dead one is replaced by the
+    /// next), stamps the heartbeat, serves the control socket. Returns when `stop` is set
+    /// (signals) or a shutdown request arrived.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<(), AgentError> {
+        let publisher = self.host.load_publisher();
+        while !stop.load(Ordering::Relaxed) && !self.shared.stop.load(Ordering::Relaxed) {
+            match self.host.poll_peer() {
+                Ok(naam_link::PeerEvent::Connected { generation }) => {
+                    self.generation = generation;
+                    tracing::info!(generation, "dataplane attached");
+                }
+                Ok(naam_link::PeerEvent::Disconnected) => {
+                    tracing::warn!("dataplane gone; data kept, waiting for the next one");
+                }
+                Ok(naam_link::PeerEvent::Nothing) => {}
+                Err(e) => tracing::warn!(error = %e, "link socket"),
+            }
+            publisher.heartbeat(naam_link::now_ns());
+            if control::serve_once(self, Duration::from_millis(1))? == control::Action::Shutdown {
+                tracing::info!("shutdown requested on the control socket");
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the congestion injector: every host worker spins, busy and not serving, for
+    /// `ms` milliseconds from now.
+    pub fn congest(&self, ms: u64) {
+        let until = naam_link::now_ns().saturating_add(ms.saturating_mul(1_000_000));
+        self.shared.congest_until_ns.store(until, Ordering::Relaxed);
+        tracing::info!(ms, "congestion injected");
+    }
+
+    /// Writes the snapshot file now (workers parked for a consistent cut); returns the
+    /// regions and bytes written.
+    pub fn write_snapshot(&self) -> Result<(usize, u64), AgentError> {
+        let path = self
+            .cfg
+            .snapshot
+            .as_ref()
+            .ok_or(AgentError::NoSnapshotFile)?;
+        let _quiet = self.quiesce()?;
+        let tmp = path.with_extension("tmp");
+        let f = std::fs::File::create(&tmp).map_err(io_err(format!("create {}", tmp.display())))?;
+        let mut w = std::io::BufWriter::new(f);
+        let n = self.host.write_snapshot(&mut w)?;
+        let f = w.into_inner().map_err(|e| AgentError::Io {
+            what: "flush snapshot".into(),
+            source: e.into_error(),
+        })?;
+        f.sync_all().map_err(io_err("sync snapshot"))?;
+        let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+        std::fs::rename(&tmp, path).map_err(io_err(format!("rename to {}", path.display())))?;
+        tracing::info!(path = %path.display(), regions = n, bytes, "snapshot written");
+        Ok((n, bytes))
+    }
+
+    /// Parks the workers until the guard drops.
+    fn quiesce(&self) -> Result<Unpause<'_>, AgentError> {
+        let s = &self.shared;
+        s.pause.store(true, Ordering::Release);
+        let guard = Unpause(s);
+        let t = Instant::now();
+        let want = self.workers.len() as u32;
+        while s.parked.load(Ordering::Acquire) < want {
+            if t.elapsed() > QUIESCE_TIMEOUT {
+                return Err(AgentError::NotQuiet {
+                    ms: QUIESCE_TIMEOUT.as_millis() as u64,
+                });
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        Ok(guard)
+    }
+
+    /// Stops the workers, writes the snapshot (when configured) and removes the sockets.
+    /// Idempotent.
+    pub fn shutdown(&mut self) -> Result<(), AgentError> {
+        if self.stopped {
+            return Ok(());
+        }
+        self.stopped = true;
+        self.shared.stop.store(true, Ordering::Release);
+        for h in self.workers.drain(..) {
+            if h.join().is_err() {
+                tracing::error!("a host worker panicked");
+            }
+        }
+        let snap = if self.cfg.snapshot.is_some() {
+            // Workers are stopped: the cut is consistent without parking them.
+            self.write_snapshot_stopped()
+        } else {
+            Ok(())
+        };
+        let _ = std::fs::remove_file(self.cfg.control_socket());
+        let _ = std::fs::remove_file(self.cfg.link_socket());
+        tracing::info!(
+            uptime_s = self.started.elapsed().as_secs(),
+            "host agent stopped"
+        );
+        snap
+    }
+
+    fn write_snapshot_stopped(&self) -> Result<(), AgentError> {
+        // `quiesce` needs no parking when no worker runs.
+        self.write_snapshot().map(|_| ())
+    }
+}
+
+impl Drop for HostAgent {
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.shared.stop.store(true, Ordering::Release);
+            for h in self.workers.drain(..) {
+                let _ = h.join();
+            }
+            let _ = std::fs::remove_file(self.cfg.control_socket());
+        }
+    }
+}
+
+const QUIESCE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Steering classes of a deployment (protocol default), for `--handler` objects' classes.
+pub const DEFAULT_CLASSES: u32 = 64;
+
+struct Unpause<'a>(&'a Shared);
+
+impl Drop for Unpause<'_> {
+    fn drop(&mut self) {
+        self.0.pause.store(false, Ordering::Release);
+    }
+}
+
+/// A refused registration: the wire error code and a detail for people.
+#[derive(Debug, Clone)]
+pub struct RegisterError {
+    pub code: naam_core::wire::ErrorCode,
+    pub detail: String,
+}
+
+/// Loads, verifies and test-compiles section `section` of `object`, then registers it under
+/// the lowest free id at or above [`apps::offload::FIRST_DYNAMIC`]. `spec` builds the
+/// offload's description from the program name and the id. Returns the id and program name.
+pub fn register_object(
+    registry: &Registry,
+    object: &[u8],
+    section: Option<&str>,
+    spec: impl Fn(&str, OffloadId) -> OffloadSpec,
+) -> Result<(OffloadId, String), RegisterError> {
+    use naam_core::wire::ErrorCode;
+    let invalid = |detail: String| RegisterError {
+        code: ErrorCode::InvalidProgram,
+        detail,
+    };
+    let prog = naam_core::elf::load_program(object, section).map_err(|e| invalid(e.to_string()))?;
+    let verified =
+        Arc::new(verify(&prog, &VerifierConfig::default()).map_err(|e| invalid(e.to_string()))?);
+    // Refuse what no worker could compile rather than registering a dead offload.
+    CompiledVm::new(verified.clone(), Engine::native()).map_err(|e| invalid(e.to_string()))?;
+    for id in apps::offload::FIRST_DYNAMIC..MAX_OFFLOADS as OffloadId {
+        match registry.register_as(id, spec(&prog.name, id), verified.clone()) {
+            Ok(_) => return Ok((id, prog.name)),
+            Err(RegistryError::Exists { .. }) => continue,
+            Err(e) => {
+                return Err(RegisterError {
+                    code: ErrorCode::NoSpace,
+                    detail: e.to_string(),
+                })
+            }
+        }
+    }
+    Err(RegisterError {
+        code: ErrorCode::NoSpace,
+        detail: RegistryError::Full.to_string(),
+    })
+}
+
+fn register_bundled(registry: &Registry, o: &apps::BundledOffload) -> Result<(), AgentError> {
+    let err = |reason: String| AgentError::Offload {
+        name: o.name.to_owned(),
+        reason,
+    };
+    let prog =
+        naam_core::elf::load_program(o.object, Some(o.section)).map_err(|e| err(e.to_string()))?;
+    let verified = verify(&prog, &VerifierConfig::default()).map_err(|e| err(e.to_string()))?;
+    registry
+        .register_as(
+            o.id,
+            OffloadSpec {
+                name: o.name.to_owned(),
+                tenant: BUNDLED_TENANT,
+                class: o.class,
+                read_only: o.read_only,
+            },
+            Arc::new(verified),
+        )
+        .map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
+/// The region descriptions of the running agent's area (for tests and tools).
+pub fn directory_of(agent: &HostAgent) -> Vec<RegionDesc> {
+    agent.host.directory().into_iter().map(|e| e.desc).collect()
+}
+
+/// The paths a host agent with `run_dir` serves.
+pub fn sockets(run_dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    (
+        run_dir.join(config::LINK_SOCKET),
+        run_dir.join(config::CONTROL_SOCKET),
+    )
+}

@@ -1,0 +1,253 @@
+//! The host agent's settings: one struct, filled from defaults, an optional TOML file whose
+//! keys mirror the command-line flags (`nic-workers = 2`), and then the flags themselves.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// How an idle host worker waits (DESIGN §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackoffMode {
+    /// Pure polling: for workers on dedicated cores.
+    Spin,
+    /// Spin a little, then sleep on the rings' doorbells (at most 1 ms): for shared cores,
+    /// the local deployment's default.
+    #[default]
+    Yield,
+}
+
+impl BackoffMode {
+    pub fn backoff(self) -> naam_link::Backoff {
+        match self {
+            BackoffMode::Spin => naam_link::Backoff::DEDICATED,
+            BackoffMode::Yield => naam_link::Backoff::SHARED_CORES,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BackoffMode> {
+        match s {
+            "spin" => Some(BackoffMode::Spin),
+            "yield" => Some(BackoffMode::Yield),
+            _ => None,
+        }
+    }
+}
+
+/// A handler object given with `--handler FILE.o[:SECTION]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerSpec {
+    pub path: PathBuf,
+    /// `None`: the first executable section that is not `.text`.
+    pub section: Option<String>,
+}
+
+impl HandlerSpec {
+    /// Parses `FILE.o[:SECTION]` (the section is what follows the last `:` after the
+    /// file name's `.o`).
+    pub fn parse(s: &str) -> HandlerSpec {
+        if let Some(i) = s.rfind(".o:") {
+            let (path, section) = (&s[..i + 2], &s[i + 3..]);
+            if !section.is_empty() {
+                return HandlerSpec {
+                    path: path.into(),
+                    section: Some(section.to_owned()),
+                };
+            }
+        }
+        HandlerSpec {
+            path: s.into(),
+            section: None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HandlerSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(HandlerSpec::parse(&String::deserialize(d)?))
+    }
+}
+
+/// Everything the host agent is started with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Holds `link.sock` and `control.sock`.
+    pub run_dir: PathBuf,
+    /// Host worker threads (K).
+    pub workers: u32,
+    /// Link queue pairs (one per dataplane worker, N).
+    pub nic_workers: u32,
+    /// Region memory of the shared area, in MiB.
+    pub arena_mb: u64,
+    /// Keys of the MICA table built at start.
+    pub mica_keys: u64,
+    /// Value size of the MICA items built at start.
+    pub value_size: u32,
+    /// Keys of the B-tree built at start.
+    pub btree_keys: u64,
+    /// 64-byte records of the `record` application (region 4).
+    pub records: u64,
+    /// Seed of the generated application data (region keys are random regardless).
+    pub seed: u64,
+    /// Extra handler objects, verified and registered at start (ids from 16 up).
+    pub handler: Vec<HandlerSpec>,
+    /// Loaded at start if it exists; written on shutdown and on request.
+    pub snapshot: Option<PathBuf>,
+    /// The shared area lives in this file and survives the host agent.
+    pub persist: Option<PathBuf>,
+    pub backoff: BackoffMode,
+    /// Try hugetlb pages for the shared area.
+    pub hugetlb: bool,
+    /// Slots per link ring (a power of two).
+    pub ring_slots: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            run_dir: default_run_dir(),
+            workers: 1,
+            nic_workers: 2,
+            arena_mb: 64,
+            mica_keys: 1 << 16,
+            value_size: 64,
+            btree_keys: 1 << 16,
+            records: 1024,
+            seed: 1,
+            handler: Vec::new(),
+            snapshot: None,
+            persist: None,
+            backoff: BackoffMode::Yield,
+            hugetlb: true,
+            ring_slots: 256,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Reads a TOML file; keys are the long flag names (`nic-workers`, `arena-mb`, ...), and
+    /// missing keys keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks the values that would otherwise fail deep inside the setup.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.workers == 0 || self.workers > 256 {
+            return bad("workers", "must be in 1..=256");
+        }
+        if self.nic_workers == 0 || self.nic_workers > 256 {
+            return bad("nic-workers", "must be in 1..=256");
+        }
+        if self.workers > self.nic_workers {
+            return bad(
+                "workers",
+                "more host workers than queue pairs would leave some idle",
+            );
+        }
+        if self.arena_mb == 0 {
+            return bad("arena-mb", "must be at least 1");
+        }
+        if !self.ring_slots.is_power_of_two() || self.ring_slots < 2 {
+            return bad("ring-slots", "must be a power of two, at least 2");
+        }
+        Ok(())
+    }
+
+    pub fn link_socket(&self) -> PathBuf {
+        self.run_dir.join(LINK_SOCKET)
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.run_dir.join(CONTROL_SOCKET)
+    }
+}
+
+/// File names in the run directory (docs/runtime.md).
+pub const LINK_SOCKET: &str = "link.sock";
+pub const CONTROL_SOCKET: &str = "control.sock";
+
+/// `$XDG_RUNTIME_DIR/naam`, else `/tmp/naam-$UID`.
+pub fn default_run_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("naam"),
+        _ => {
+            // SAFETY: getuid has no preconditions and cannot fail.
+            let uid = unsafe { libc::getuid() };
+            PathBuf::from(format!("/tmp/naam-{uid}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_keys_mirror_the_flags() {
+        let c = Config::from_toml(
+            "workers = 2\nnic-workers = 4\narena-mb = 8\nbackoff = \"spin\"\n\
+             handler = [\"a.o:naam/x\", \"b.o\"]\nsnapshot = \"/tmp/s\"\n",
+        )
+        .unwrap();
+        assert_eq!((c.workers, c.nic_workers, c.arena_mb), (2, 4, 8));
+        assert_eq!(c.backoff, BackoffMode::Spin);
+        assert_eq!(c.handler[0].section.as_deref(), Some("naam/x"));
+        assert_eq!(c.handler[1].section, None);
+        assert_eq!(c.snapshot.as_deref(), Some(Path::new("/tmp/s")));
+        assert_eq!(c.mica_keys, Config::default().mica_keys);
+        assert!(Config::from_toml("no-such-key = 1").is_err());
+    }
+
+    #[test]
+    fn handler_spec_splits_the_section() {
+        let h = HandlerSpec::parse("/x/y.bpf.o:naam/record");
+        assert_eq!(h.path, Path::new("/x/y.bpf.o"));
+        assert_eq!(h.section.as_deref(), Some("naam/record"));
+        assert_eq!(HandlerSpec::parse("z.o").section, None);
+        assert_eq!(HandlerSpec::parse("z.o:").section, None);
+    }
+
+    #[test]
+    fn validate_refuses_impossible_geometry() {
+        let mut c = Config::default();
+        assert!(c.validate().is_ok());
+        c.workers = 3;
+        assert!(c.validate().is_err());
+        c.workers = 1;
+        c.ring_slots = 100;
+        assert!(c.validate().is_err());
+    }
+}

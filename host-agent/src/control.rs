@@ -1,0 +1,565 @@
+//! The control socket (`control.sock`, Unix `SOCK_SEQPACKET`): the datagrams of
+//! docs/protocol.md, one request per datagram, answered in kind (docs/runtime.md).
+//!
+//! - `REGISTER`: load, verify, test-compile; the host agent picks the id (the lowest free one
+//!   from 16 up) and answers `REGISTER_REPLY`; the dataplane adopts that id
+//!   (`Registry::register_as`).
+//! - `UNREGISTER` → `ACK` or `unknown_offload`; `LIST`, `STATS` → pages.
+//! - `DESCRIBE(app)`: `mica`, `btree`, `record` (application parameters, region keys
+//!   included), `host` (workers, queue pairs, dataplane generation, data origin), and three
+//!   commands: `congest:<ms>` (the congestion injector), `snapshot` (write the snapshot now),
+//!   `shutdown` (answer, then stop). Each is answered by a `DESCRIBE_REPLY` page.
+//!
+//! [`ControlClient`] is the other end, for tools, tests and the dataplane.
+
+use crate::seqpacket::{poll_readable, SeqConn, SeqListener};
+use crate::{AgentError, HostAgent};
+use naam_core::wire::{
+    Body, DescribeRepr, ErrorCode, ErrorRepr, KvEntry, KvListRepr, ListReplyRepr, Message,
+    OffloadEntry, OffloadIdRepr, PageRequestRepr, RegisterRepr, MAX_DATAGRAM, MAX_PAYLOAD,
+};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// What the control loop does after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    Shutdown,
+}
+
+/// Describe names of the commands (docs/runtime.md).
+pub const CONGEST_PREFIX: &str = "congest:";
+pub const SNAPSHOT: &str = "snapshot";
+pub const SHUTDOWN: &str = "shutdown";
+pub const HOST: &str = "host";
+
+/// The listening control socket and its connections.
+pub struct ControlServer {
+    listener: SeqListener,
+    conns: Vec<SeqConn>,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+    ready: Vec<usize>,
+}
+
+impl ControlServer {
+    pub fn bind(path: &Path) -> Result<ControlServer, AgentError> {
+        let listener = SeqListener::bind(path).map_err(|source| AgentError::Io {
+            what: format!("bind control socket {}", path.display()),
+            source,
+        })?;
+        tracing::info!(path = %path.display(), "control socket listening");
+        Ok(ControlServer {
+            listener,
+            conns: Vec::new(),
+            buf: vec![0u8; MAX_DATAGRAM + 1],
+            out: vec![0u8; MAX_DATAGRAM],
+            ready: Vec::new(),
+        })
+    }
+}
+
+/// Waits up to `timeout` for control traffic and serves what arrived.
+pub(crate) fn serve_once(agent: &mut HostAgent, timeout: Duration) -> Result<Action, AgentError> {
+    let Some(mut server) = agent.control.take() else {
+        return Ok(Action::Continue);
+    };
+    let r = serve_with(agent, &mut server, timeout);
+    agent.control = Some(server);
+    r
+}
+
+fn serve_with(
+    agent: &mut HostAgent,
+    s: &mut ControlServer,
+    timeout: Duration,
+) -> Result<Action, AgentError> {
+    let mut ready = std::mem::take(&mut s.ready);
+    {
+        let mut fds = vec![s.listener.as_fd()];
+        fds.extend(s.conns.iter().map(|c| c.as_fd()));
+        poll_readable(&fds, timeout, &mut ready).map_err(|source| AgentError::Io {
+            what: "poll control socket".into(),
+            source,
+        })?;
+    }
+    let mut action = Action::Continue;
+    let mut closed = Vec::new();
+    for &i in &ready {
+        if i == 0 {
+            loop {
+                match s.listener.accept() {
+                    Ok(Some(c)) => s.conns.push(c),
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "control accept");
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        let conn = &s.conns[i - 1];
+        match conn.recv(&mut s.buf) {
+            Ok(Some(n)) => {
+                let (len, a) = handle(agent, &s.buf[..n], &mut s.out);
+                if let Err(e) = conn.send(&s.out[..len]) {
+                    tracing::warn!(error = %e, "control reply not sent");
+                }
+                if a == Action::Shutdown {
+                    action = Action::Shutdown;
+                }
+            }
+            Ok(None) => closed.push(i - 1),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "control receive");
+                closed.push(i - 1);
+            }
+        }
+    }
+    for i in closed.into_iter().rev() {
+        s.conns.swap_remove(i);
+    }
+    s.ready = ready;
+    Ok(action)
+}
+
+/// Answers one control datagram into `out`; returns the reply length.
+pub(crate) fn handle(agent: &HostAgent, req: &[u8], out: &mut [u8]) -> (usize, Action) {
+    let msg = match Message::parse(req) {
+        Ok(m) => m,
+        Err(e) => {
+            let code = match e {
+                naam_core::wire::WireError::BadVersion { .. } => ErrorCode::BadVersion,
+                _ => ErrorCode::BadRequest,
+            };
+            let (id, class) = header_echo(req);
+            let text = e.to_string();
+            let m = Message::new(id, class, error_body(code, &text));
+            return (emit(&m, out), Action::Continue);
+        }
+    };
+    let mut action = Action::Continue;
+    // Replies borrow from these.
+    let kv_owned: Vec<(String, u64)>;
+    let kv: Vec<KvEntry<'_>>;
+    let names: Vec<(
+        naam_core::pool::OffloadId,
+        std::sync::Arc<naam_core::pool::Offload>,
+    )>;
+    let list: Vec<OffloadEntry<'_>>;
+    let detail: String;
+    let body = match msg.body {
+        Body::Register(r) => match register(agent, &r) {
+            Ok(id) => Body::RegisterReply(OffloadIdRepr { id }),
+            Err(e) => {
+                detail = e.detail;
+                error_body(e.code, &detail)
+            }
+        },
+        Body::Unregister(r) => match agent.registry.unregister(r.id) {
+            Ok(o) => {
+                agent.shared.stats.remove_offload(r.id);
+                tracing::info!(id = r.id, name = o.name, "offload unregistered");
+                Body::Ack
+            }
+            Err(e) => {
+                detail = e.to_string();
+                error_body(ErrorCode::UnknownOffload, &detail)
+            }
+        },
+        Body::List(p) => {
+            names = agent
+                .registry
+                .list()
+                .into_iter()
+                .filter(|o| o.id >= p.start)
+                .map(|o| (o.id, o))
+                .collect();
+            list = names
+                .iter()
+                .map(|(id, o)| OffloadEntry {
+                    id: *id,
+                    name: clip(&o.name),
+                    tenant: o.tenant,
+                    class: o.class,
+                    read_only: o.read_only,
+                    insn_count: o.program.insn_count() as u32,
+                })
+                .collect();
+            let (n, more) = fit(&list, &p, |e| 16 + e.name.len());
+            let next = if more { list[n].id } else { 0 };
+            Body::ListReply(ListReplyRepr {
+                more,
+                next,
+                entries: naam_core::wire::EntryList::from_slice(&list[..n]),
+            })
+        }
+        Body::Stats(p) => {
+            kv_owned = agent.shared.stats.named();
+            kv = kv_entries(&kv_owned, p.start as usize);
+            Body::StatsReply(page(&kv, p))
+        }
+        Body::Describe(d) => match describe(agent, &d) {
+            Ok((params, a)) => {
+                action = a;
+                kv_owned = params;
+                kv = kv_entries(&kv_owned, d.start as usize);
+                Body::DescribeReply(page(
+                    &kv,
+                    PageRequestRepr {
+                        start: d.start,
+                        max: 0,
+                    },
+                ))
+            }
+            Err((code, text)) => {
+                detail = text;
+                error_body(code, &detail)
+            }
+        },
+        other => {
+            detail = format!("{:?} is not a control request", other.kind());
+            error_body(ErrorCode::Unsupported, &detail)
+        }
+    };
+    (emit(&msg.reply(body), out), action)
+}
+
+fn kv_entries(all: &[(String, u64)], start: usize) -> Vec<KvEntry<'_>> {
+    all.iter()
+        .skip(start)
+        .map(|(n, v)| KvEntry {
+            name: clip(n),
+            value: *v,
+        })
+        .collect()
+}
+
+/// A page of `entries` (which begin at index `p.start`).
+fn page<'a>(entries: &'a [KvEntry<'a>], p: PageRequestRepr) -> KvListRepr<'a> {
+    let (n, more) = fit(entries, &p, |e| 9 + e.name.len());
+    KvListRepr {
+        more,
+        next: if more { p.start + n as u32 } else { 0 },
+        entries: naam_core::wire::EntryList::from_slice(&entries[..n]),
+    }
+}
+
+/// How many of `entries` fit one page (the request's maximum, one datagram), and whether more
+/// remain.
+fn fit<E>(entries: &[E], p: &PageRequestRepr, size: impl Fn(&E) -> usize) -> (usize, bool) {
+    let max = if p.max == 0 {
+        usize::MAX
+    } else {
+        p.max as usize
+    };
+    let mut room = MAX_PAYLOAD - 8;
+    let mut n = 0;
+    for e in entries.iter().take(max.min(u16::MAX as usize)) {
+        let s = size(e);
+        if s > room {
+            break;
+        }
+        room -= s;
+        n += 1;
+    }
+    (n, n < entries.len())
+}
+
+fn clip(s: &str) -> &str {
+    let mut end = s.len().min(naam_core::wire::NAME_MAX);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn error_body<'a>(code: ErrorCode, detail: &'a str) -> Body<'a> {
+    Body::Error(ErrorRepr {
+        code,
+        detail: clip_detail(detail),
+    })
+}
+
+fn clip_detail(s: &str) -> &str {
+    let mut end = s.len().min(naam_core::wire::DETAIL_MAX);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn header_echo(d: &[u8]) -> (u64, u16) {
+    if d.len() < naam_core::wire::HEADER_LEN {
+        return (0, 0);
+    }
+    let h = naam_core::wire::HeaderPacket::new_unchecked(d);
+    if h.magic() != naam_core::wire::MAGIC {
+        return (0, 0);
+    }
+    (h.request_id(), h.class())
+}
+
+fn emit(m: &Message<'_>, out: &mut [u8]) -> usize {
+    match m.emit(out) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, "control reply did not emit");
+            Message::new(
+                m.request_id,
+                m.class,
+                Body::Error(ErrorRepr {
+                    code: ErrorCode::Internal,
+                    detail: "",
+                }),
+            )
+            .emit(out)
+            .unwrap_or(0)
+        }
+    }
+}
+
+fn register(agent: &HostAgent, r: &RegisterRepr<'_>) -> Result<u32, crate::RegisterError> {
+    let (id, _) = crate::register_object(&agent.registry, r.object, r.section, |_, _| {
+        naam_core::pool::OffloadSpec {
+            name: r.name.to_owned(),
+            tenant: r.tenant,
+            class: r.class,
+            read_only: r.read_only,
+        }
+    })?;
+    tracing::info!(
+        id,
+        name = r.name,
+        tenant = r.tenant,
+        class = r.class,
+        "offload registered"
+    );
+    Ok(id)
+}
+
+type Described = Result<(Vec<(String, u64)>, Action), (ErrorCode, String)>;
+
+fn describe(agent: &HostAgent, d: &DescribeRepr<'_>) -> Described {
+    let app = d.app;
+    if let Some(ms) = app.strip_prefix(CONGEST_PREFIX) {
+        let ms: u64 = ms.parse().map_err(|_| {
+            (
+                ErrorCode::BadRequest,
+                format!("{app:?}: expected congest:<milliseconds>"),
+            )
+        })?;
+        agent.congest(ms);
+        return Ok((
+            vec![
+                ("congest_ms".into(), ms),
+                ("workers".into(), agent.cfg.workers as u64),
+            ],
+            Action::Continue,
+        ));
+    }
+    match app {
+        SNAPSHOT => match agent.write_snapshot() {
+            Ok((regions, bytes)) => Ok((
+                vec![("regions".into(), regions as u64), ("bytes".into(), bytes)],
+                Action::Continue,
+            )),
+            Err(e @ AgentError::NoSnapshotFile) => Err((ErrorCode::Unsupported, e.to_string())),
+            Err(e) => Err((ErrorCode::Internal, e.to_string())),
+        },
+        SHUTDOWN => {
+            agent.shared.stop.store(true, Ordering::Release);
+            Ok((vec![("shutdown".into(), 1)], Action::Shutdown))
+        }
+        HOST => Ok((
+            vec![
+                ("workers".into(), agent.cfg.workers as u64),
+                ("qps".into(), agent.cfg.nic_workers as u64),
+                ("generation".into(), agent.generation),
+                ("offloads".into(), agent.registry.len() as u64),
+                ("restored".into(), agent.restored as u64),
+                (
+                    "uptime_ms".into(),
+                    agent.started.elapsed().as_millis() as u64,
+                ),
+                ("pid".into(), std::process::id() as u64),
+            ],
+            Action::Continue,
+        )),
+        name => match agent.app_params(name) {
+            Some(p) => Ok((p.clone(), Action::Continue)),
+            None => Err((ErrorCode::UnknownApp, format!("no application {name:?}"))),
+        },
+    }
+}
+
+/// Why a control call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed reply: {0}")]
+    Wire(#[from] naam_core::wire::WireError),
+    #[error("the host agent answered {code:?}: {detail}")]
+    Remote { code: ErrorCode, detail: String },
+    #[error("unexpected reply kind {0:?}")]
+    Unexpected(naam_core::wire::Kind),
+    #[error("the host agent closed the connection")]
+    Closed,
+}
+
+/// A connection to a host agent's control socket.
+pub struct ControlClient {
+    conn: SeqConn,
+    next_id: u64,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+/// An offload as LIST reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffloadInfo {
+    pub id: u32,
+    pub name: String,
+    pub tenant: u32,
+    pub class: u16,
+    pub read_only: bool,
+    pub insn_count: u32,
+}
+
+impl ControlClient {
+    /// Connects; every call waits at most `timeout` for its reply.
+    pub fn connect(path: &Path, timeout: Duration) -> Result<ControlClient, ControlError> {
+        let conn = SeqConn::connect(path)?;
+        conn.set_read_timeout(Some(timeout))?;
+        Ok(ControlClient {
+            conn,
+            next_id: 1,
+            buf: vec![0u8; MAX_DATAGRAM + 1],
+            out: vec![0u8; MAX_DATAGRAM],
+        })
+    }
+
+    /// Sends raw bytes and returns the raw reply datagram.
+    pub fn call_raw(&mut self, datagram: &[u8]) -> Result<Vec<u8>, ControlError> {
+        self.conn.send(datagram)?;
+        match self.conn.recv(&mut self.buf)? {
+            Some(n) => Ok(self.buf[..n].to_vec()),
+            None => Err(ControlError::Closed),
+        }
+    }
+
+    /// Sends `body` and returns the reply datagram (error replies become `Remote`).
+    pub fn call(&mut self, body: Body<'_>) -> Result<Vec<u8>, ControlError> {
+        let m = Message::new(self.next_id, 0, body);
+        self.next_id += 1;
+        let n = m.emit(&mut self.out)?;
+        let out = std::mem::take(&mut self.out);
+        let r = self.call_raw(&out[..n]);
+        self.out = out;
+        let reply = r?;
+        let parsed = Message::parse(&reply)?;
+        if let Body::Error(e) = parsed.body {
+            return Err(ControlError::Remote {
+                code: e.code,
+                detail: e.detail.to_owned(),
+            });
+        }
+        Ok(reply)
+    }
+
+    fn kv_pages<'a>(
+        &mut self,
+        mut req: impl FnMut(u32) -> Body<'a>,
+    ) -> Result<Vec<(String, u64)>, ControlError> {
+        let mut all = Vec::new();
+        let mut start = 0;
+        loop {
+            let reply = self.call(req(start))?;
+            let m = Message::parse(&reply)?;
+            let p = match m.body {
+                Body::StatsReply(p) | Body::DescribeReply(p) => p,
+                other => return Err(ControlError::Unexpected(other.kind())),
+            };
+            all.extend(p.entries.iter().map(|e| (e.name.to_owned(), e.value)));
+            if !p.more {
+                return Ok(all);
+            }
+            start = p.next;
+        }
+    }
+
+    /// `DESCRIBE(app)`, every page.
+    pub fn describe(&mut self, app: &str) -> Result<Vec<(String, u64)>, ControlError> {
+        self.kv_pages(|start| Body::Describe(DescribeRepr { app, start }))
+    }
+
+    /// Every counter.
+    pub fn stats(&mut self) -> Result<Vec<(String, u64)>, ControlError> {
+        self.kv_pages(|start| Body::Stats(PageRequestRepr { start, max: 0 }))
+    }
+
+    /// Every offload.
+    pub fn list(&mut self) -> Result<Vec<OffloadInfo>, ControlError> {
+        let mut all = Vec::new();
+        let mut start = 0;
+        loop {
+            let reply = self.call(Body::List(PageRequestRepr { start, max: 0 }))?;
+            let m = Message::parse(&reply)?;
+            let Body::ListReply(p) = m.body else {
+                return Err(ControlError::Unexpected(m.kind()));
+            };
+            all.extend(p.entries.iter().map(|e| OffloadInfo {
+                id: e.id,
+                name: e.name.to_owned(),
+                tenant: e.tenant,
+                class: e.class,
+                read_only: e.read_only,
+                insn_count: e.insn_count,
+            }));
+            if !p.more {
+                return Ok(all);
+            }
+            start = p.next;
+        }
+    }
+
+    /// Registers an object; returns the id the host agent chose.
+    pub fn register(&mut self, r: RegisterRepr<'_>) -> Result<u32, ControlError> {
+        let reply = self.call(Body::Register(r))?;
+        match Message::parse(&reply)?.body {
+            Body::RegisterReply(r) => Ok(r.id),
+            other => Err(ControlError::Unexpected(other.kind())),
+        }
+    }
+
+    pub fn unregister(&mut self, id: u32) -> Result<(), ControlError> {
+        let reply = self.call(Body::Unregister(OffloadIdRepr { id }))?;
+        match Message::parse(&reply)?.body {
+            Body::Ack => Ok(()),
+            other => Err(ControlError::Unexpected(other.kind())),
+        }
+    }
+
+    /// The congestion injector: host workers spin for `ms` milliseconds.
+    pub fn congest(&mut self, ms: u64) -> Result<(), ControlError> {
+        self.describe(&format!("{CONGEST_PREFIX}{ms}")).map(|_| ())
+    }
+
+    /// Writes the snapshot now; returns `(regions, bytes)`.
+    pub fn snapshot(&mut self) -> Result<(u64, u64), ControlError> {
+        let p = self.describe(SNAPSHOT)?;
+        let get = |n: &str| p.iter().find(|(k, _)| k == n).map_or(0, |(_, v)| *v);
+        Ok((get("regions"), get("bytes")))
+    }
+
+    /// Asks the host agent to stop (it answers first).
+    pub fn shutdown(&mut self) -> Result<(), ControlError> {
+        self.describe(SHUTDOWN).map(|_| ())
+    }
+}

@@ -1,0 +1,129 @@
+//! `naam-host-agent`: the host side of NAAM (docs/runtime.md).
+//!
+//! Settings come from defaults, then an optional TOML file (`--config FILE`, keys are the long
+//! flag names), then the flags. Logs go to stderr, filtered by `RUST_LOG` (default `info`).
+
+use anyhow::Context;
+use clap::Parser;
+use naam_host_agent::{BackoffMode, Config, HandlerSpec, HostAgent};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "naam-host-agent",
+    version,
+    about = "The NAAM host agent: regions, application data, host workers, control socket"
+)]
+struct Args {
+    /// TOML file whose keys mirror the flags (`nic-workers = 2`); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run directory for link.sock and control.sock [default: $XDG_RUNTIME_DIR/naam or /tmp/naam-$UID].
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Host worker threads [default: 1].
+    #[arg(long)]
+    workers: Option<u32>,
+    /// Link queue pairs, at least the dataplane's worker count [default: 2].
+    #[arg(long)]
+    nic_workers: Option<u32>,
+    /// Region memory of the shared area in MiB [default: 64].
+    #[arg(long)]
+    arena_mb: Option<u64>,
+    /// Keys of the MICA table built at start [default: 65536].
+    #[arg(long)]
+    mica_keys: Option<u64>,
+    /// Value size of the MICA items [default: 64].
+    #[arg(long)]
+    value_size: Option<u32>,
+    /// Keys of the B-tree built at start [default: 65536].
+    #[arg(long)]
+    btree_keys: Option<u64>,
+    /// 64-byte records of the `record` application [default: 1024].
+    #[arg(long)]
+    records: Option<u64>,
+    /// Seed of the generated data [default: 1].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Extra handler object FILE.o[:SECTION], verified and registered (ids from 16); repeatable.
+    #[arg(long = "handler", value_name = "FILE.o[:SECTION]")]
+    handlers: Vec<String>,
+    /// Snapshot file: loaded at start if it exists, written on shutdown and on request.
+    #[arg(long)]
+    snapshot: Option<PathBuf>,
+    /// Keep the shared area in this file (on tmpfs) so it survives the host agent.
+    #[arg(long)]
+    persist: Option<PathBuf>,
+    /// Idle workers: `yield` (spin, then sleep on the ring doorbells) or `spin` (dedicated cores) [default: yield].
+    #[arg(long, value_parser = ["spin", "yield"])]
+    backoff: Option<String>,
+    /// Do not try hugetlb pages for the shared area.
+    #[arg(long)]
+    no_hugetlb: bool,
+    /// Slots per link ring, a power of two [default: 256].
+    #[arg(long)]
+    ring_slots: Option<u32>,
+}
+
+impl Args {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(p) => Config::from_file(p)?,
+            None => Config::default(),
+        };
+        macro_rules! set {
+            ($($f:ident),*) => { $(if let Some(v) = self.$f { c.$f = v; })* };
+        }
+        set!(
+            run_dir,
+            workers,
+            nic_workers,
+            arena_mb,
+            mica_keys,
+            value_size,
+            btree_keys,
+            records,
+            seed,
+            ring_slots
+        );
+        if self.snapshot.is_some() {
+            c.snapshot = self.snapshot;
+        }
+        if self.persist.is_some() {
+            c.persist = self.persist;
+        }
+        if let Some(b) = self.backoff {
+            c.backoff = BackoffMode::parse(&b).context("--backoff")?;
+        }
+        if self.no_hugetlb {
+            c.hugetlb = false;
+        }
+        c.handler
+            .extend(self.handlers.iter().map(|h| HandlerSpec::parse(h)));
+        Ok(c)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = Args::parse().into_config()?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("install signal handler")?;
+    }
+    let mut agent = HostAgent::start(cfg).context("starting the host agent")?;
+    let run = agent.run(&stop);
+    let down = agent.shutdown();
+    run.context("control loop")?;
+    down.context("shutdown")?;
+    Ok(())
+}
