@@ -1,0 +1,293 @@
+//! The host agent as a process: messages over the link rings, bad input, the control socket.
+
+mod support;
+
+use naam_core::wire::{
+    AmStatus, Body, DescribeRepr, ErrorCode, Location, Message, RegisterRepr, HEADER_LEN,
+};
+use naam_host_agent::control::ControlError;
+use std::time::Duration;
+use support::*;
+
+fn reply_output(d: &[u8]) -> (AmStatus, Location, u32, Vec<u8>) {
+    match Message::parse(d).expect("reply parses").body {
+        Body::AmReply(r) => (r.status, r.executed_at, r.steps, r.output.to_vec()),
+        other => panic!("expected an AM reply, got {other:?}"),
+    }
+}
+
+fn error_code(d: &[u8]) -> ErrorCode {
+    match Message::parse(d).expect("reply parses").body {
+        Body::Error(e) => e.code,
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+#[test]
+fn record_requests_run_on_host_workers_on_every_queue_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    // Worker 0 serves queue pairs 0 and 2 (it sleeps on both doorbells), worker 1 serves 1.
+    let agent = Agent::start(dir.path(), &["--workers", "2", "--nic-workers", "3"]);
+    let region = agent.param("record", "region") as u32;
+    assert_eq!(region, 4);
+    assert_eq!(agent.param("record", "records"), 64);
+    let link = agent.dataplane();
+    for q in 0..3u32 {
+        let mut qp = link.qp(q).unwrap();
+        for (n, i) in [0u64, 17, 63].into_iter().enumerate() {
+            let args = record_args(region, i * 64);
+            let token = (q as u64) << 32 | n as u64;
+            let d = call(&mut qp, token, &am(1000 + token, RECORD, 5, TENANT, &args));
+            let (status, at, steps, out) = reply_output(&d);
+            assert_eq!(status, AmStatus::Done);
+            assert_eq!(at, Location::Host);
+            assert_eq!(steps, 2, "READ step then DONE step");
+            assert_eq!(out, expected_digest(i).to_le_bytes(), "record {i}");
+            let m = Message::parse(&d).unwrap();
+            assert_eq!((m.request_id, m.class), (1000 + token, 5), "echoed header");
+        }
+    }
+    let s = agent.control().stats().unwrap();
+    let get = |n: &str| s.iter().find(|(k, _)| k == n).map(|(_, v)| *v).unwrap();
+    assert_eq!(get("host.messages"), 9);
+    assert_eq!(get("offload.5.messages"), 9);
+    assert_eq!(get("offload.5.steps"), 18);
+    assert_eq!(get("worker.0.messages"), 6, "queue pairs 0 and 2");
+    assert_eq!(get("worker.1.messages"), 3, "queue pair 1");
+    assert!(get("host.busy_ns") > 0);
+    // Load is published every millisecond by each worker.
+    let r0 = link.read_load(0).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let r1 = link.read_load(0).unwrap();
+    assert!(r1.beats > r0.beats, "worker 0 keeps publishing");
+    assert!(link.read_load(1).unwrap().beats > 0);
+    link.check_peer(naam_link::now_ns())
+        .expect("heartbeat fresh");
+}
+
+#[test]
+fn bad_entries_are_answered_when_possible_and_always_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &[]);
+    let region = agent.param("record", "region") as u32;
+    let link = agent.dataplane();
+    let mut qp = link.qp(0).unwrap();
+
+    // Too short for a token: nobody to answer; counted.
+    send(&mut qp, &[1, 2, 3]);
+    // A token and garbage: bad_request with the token.
+    let mut e = 11u64.to_le_bytes().to_vec();
+    e.extend_from_slice(b"not a datagram at all, really not");
+    send(&mut qp, &e);
+    let (t, d) = recv_reply(&mut qp, Duration::from_secs(3)).expect("reply");
+    assert_eq!(t, 11);
+    assert_eq!(error_code(&d), ErrorCode::BadRequest);
+    // A foreign protocol version: bad_version, request id echoed.
+    let args = record_args(region, 0);
+    let mut e = entry(12, &am(99, RECORD, 5, TENANT, &args));
+    e[8 + 2] = 9;
+    send(&mut qp, &e);
+    let (t, d) = recv_reply(&mut qp, Duration::from_secs(3)).expect("reply");
+    assert_eq!(t, 12);
+    assert_eq!(error_code(&d), ErrorCode::BadVersion);
+    assert_eq!(Message::parse(&d).unwrap().request_id, 99);
+    // A truncated datagram (payload length says more than is there).
+    let mut e = entry(13, &am(100, RECORD, 5, TENANT, &args));
+    e.truncate(8 + HEADER_LEN + 3);
+    send(&mut qp, &e);
+    let (t, d) = recv_reply(&mut qp, Duration::from_secs(3)).expect("reply");
+    assert_eq!((t, error_code(&d)), (13, ErrorCode::BadRequest));
+    // A control kind on a data ring: unsupported.
+    let m = Message::new(
+        101,
+        0,
+        Body::Describe(DescribeRepr {
+            app: "record",
+            start: 0,
+        }),
+    );
+    let d = call(&mut qp, 14, &m);
+    assert_eq!(error_code(&d), ErrorCode::Unsupported);
+    // Unknown offload, wrong tenant, wrong class, out-of-range op, bad handler args.
+    assert_eq!(
+        error_code(&call(&mut qp, 15, &am(102, 999, 5, TENANT, &args))),
+        ErrorCode::UnknownOffload
+    );
+    assert_eq!(
+        error_code(&call(&mut qp, 16, &am(103, RECORD, 5, 2, &args))),
+        ErrorCode::WrongTenant
+    );
+    assert_eq!(
+        error_code(&call(&mut qp, 17, &am(104, RECORD, 6, TENANT, &args))),
+        ErrorCode::BadRequest
+    );
+    let far = record_args(region, 64 * 64);
+    assert_eq!(
+        error_code(&call(&mut qp, 18, &am(105, RECORD, 5, TENANT, &far))),
+        ErrorCode::OutOfBounds
+    );
+    let other = record_args(1234, 0);
+    assert_eq!(
+        error_code(&call(&mut qp, 19, &am(106, RECORD, 5, TENANT, &other))),
+        ErrorCode::NoSuchRegion
+    );
+    let d = call(&mut qp, 20, &am(107, RECORD, 5, TENANT, &args[..8]));
+    let (status, _, steps, _) = reply_output(&d);
+    assert_eq!(
+        (status, steps),
+        (AmStatus::Aborted(1), 1),
+        "short args abort"
+    );
+    // Still serving afterwards.
+    let d = call(&mut qp, 21, &am(108, RECORD, 5, TENANT, &args));
+    assert_eq!(reply_output(&d).3, expected_digest(0).to_le_bytes());
+
+    assert_eq!(agent.counter("worker.0.short_entries"), 1);
+    assert_eq!(agent.counter("worker.0.bad_datagrams"), 3);
+    assert_eq!(agent.counter("worker.0.wrong_kind"), 1);
+    assert_eq!(agent.counter("worker.0.unknown_offload"), 1);
+    assert_eq!(agent.counter("worker.0.refused"), 2);
+    assert_eq!(
+        agent.counter("offload.5.errors"),
+        2,
+        "out of bounds, no such region"
+    );
+    assert_eq!(agent.counter("offload.5.aborted"), 1);
+    assert_eq!(agent.counter("worker.0.replies"), 11);
+}
+
+#[test]
+fn full_reply_ring_keeps_replies_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &["--ring-slots", "4", "--nic-workers", "1"]);
+    let region = agent.param("record", "region") as u32;
+    let link = agent.dataplane();
+    let mut qp = link.qp(0).unwrap();
+    let args = record_args(region, 64);
+    // Nine requests without reading replies: 4 replies fill the reply ring, the worker holds
+    // the fifth and stops taking requests, and 4 more wait in the request ring.
+    for t in 0..9u64 {
+        send(&mut qp, &entry(t, &am(t, RECORD, 5, TENANT, &args)));
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(agent.counter("worker.0.reply_ring_full") > 0);
+    for t in 0..9u64 {
+        let (tok, d) = recv_reply(&mut qp, Duration::from_secs(3)).expect("every reply comes");
+        assert_eq!(tok, t, "in order");
+        assert_eq!(reply_output(&d).3, expected_digest(1).to_le_bytes());
+    }
+    assert!(recv_reply(&mut qp, Duration::from_millis(50)).is_none());
+}
+
+#[test]
+fn control_socket_registers_lists_describes_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &[]);
+    let mut c = agent.control();
+    let list = c.list().unwrap();
+    let rec = list.iter().find(|o| o.id == RECORD).expect("record listed");
+    assert_eq!((rec.name.as_str(), rec.class, rec.tenant), ("record", 5, 1));
+    assert!(rec.read_only && rec.insn_count > 0);
+
+    let reg = |class| RegisterRepr {
+        name: "my_record",
+        tenant: TENANT,
+        class,
+        read_only: true,
+        section: Some("naam/record"),
+        object: naam_handlers::RECORD_OBJECT,
+    };
+    let a = c.register(reg(16)).unwrap();
+    let b = c.register(reg(17)).unwrap();
+    assert_eq!((a, b), (16, 17), "run-time ids from 16 up");
+    assert!(c
+        .list()
+        .unwrap()
+        .iter()
+        .any(|o| o.id == 17 && o.name == "my_record"));
+
+    let region = agent.param("record", "region") as u32;
+    let link = agent.dataplane();
+    let mut qp = link.qp(0).unwrap();
+    let args = record_args(region, 5 * 64);
+    let d = call(&mut qp, 1, &am(1, a, 16, TENANT, &args));
+    match Message::parse(&d).unwrap().body {
+        Body::AmReply(r) => assert_eq!(r.output, expected_digest(5).to_le_bytes()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(agent.counter("offload.16.messages"), 1);
+
+    c.unregister(a).unwrap();
+    let d = call(&mut qp, 2, &am(2, a, 16, TENANT, &args));
+    assert_eq!(error_code(&d), ErrorCode::UnknownOffload);
+    match c.unregister(a) {
+        Err(ControlError::Remote { code, .. }) => assert_eq!(code, ErrorCode::UnknownOffload),
+        other => panic!("{other:?}"),
+    }
+    // The freed id is reused.
+    assert_eq!(c.register(reg(16)).unwrap(), 16);
+
+    let bad = RegisterRepr {
+        object: b"\x7fELF not really",
+        ..reg(3)
+    };
+    match c.register(bad) {
+        Err(ControlError::Remote { code, detail }) => {
+            assert_eq!(code, ErrorCode::InvalidProgram);
+            assert!(!detail.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    match c.describe("nope") {
+        Err(ControlError::Remote { code, .. }) => assert_eq!(code, ErrorCode::UnknownApp),
+        other => panic!("{other:?}"),
+    }
+    match c.snapshot() {
+        Err(ControlError::Remote { code, .. }) => assert_eq!(code, ErrorCode::Unsupported),
+        other => panic!("no --snapshot: {other:?}"),
+    }
+    let host = c.describe("host").unwrap();
+    assert!(host.contains(&("workers".into(), 1)));
+    assert!(host.contains(&("generation".into(), 1)), "{host:?}");
+    // A malformed control datagram is answered with bad_request.
+    let r = c.call_raw(b"NA\x01\xee garbage garbage garbage").unwrap();
+    assert_eq!(error_code(&r), ErrorCode::BadRequest);
+    // Stats name every worker counter and the totals.
+    let s = c.stats().unwrap();
+    assert!(s.iter().any(|(k, _)| k == "worker.0.busy_ns"));
+    assert!(s.iter().any(|(k, v)| k == "host.messages" && *v >= 2));
+}
+
+#[test]
+fn congestion_injector_makes_workers_busy_without_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &[]);
+    let region = agent.param("record", "region") as u32;
+    let link = agent.dataplane();
+    let mut qp = link.qp(0).unwrap();
+    let args = record_args(region, 0);
+    let p = agent.control().describe("congest:300").unwrap();
+    assert!(p.contains(&("congest_ms".into(), 300)));
+    let t = std::time::Instant::now();
+    send(&mut qp, &entry(1, &am(1, RECORD, 5, TENANT, &args)));
+    std::thread::sleep(Duration::from_millis(50));
+    let load = link.read_load(0).unwrap();
+    assert!(
+        load.busy_ppm > 900_000,
+        "congested worker reports busy: {load:?}"
+    );
+    assert_eq!(load.queue_depth, 1, "the request waits: {load:?}");
+    let (tok, _) = recv_reply(&mut qp, Duration::from_secs(3)).expect("served after");
+    assert_eq!(tok, 1);
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "not served while congested"
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(link.read_load(0).unwrap().busy_ppm < 500_000, "idle again");
+    assert!(agent.counter("worker.0.congested_ms") >= 200);
+    match agent.control().describe("congest:abc") {
+        Err(ControlError::Remote { code, .. }) => assert_eq!(code, ErrorCode::BadRequest),
+        other => panic!("{other:?}"),
+    }
+}
