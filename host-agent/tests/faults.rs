@@ -1,0 +1,208 @@
+//! Faults (issue 5 item 4, host side): corrupt ring entries, a dataplane that dies and is
+//! replaced, a host agent killed with SIGKILL and restarted from its persisted area or its
+//! snapshot, clean shutdown on request and on SIGTERM.
+
+mod support;
+
+use naam_core::wire::{AmStatus, Body, Message};
+use naam_link::layout::Dir;
+use naam_link::{Completion, Link, RemoteAddr, ShmLink};
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+use support::*;
+
+fn digest_reply(d: &[u8]) -> u64 {
+    match Message::parse(d).expect("parses").body {
+        Body::AmReply(r) => {
+            assert_eq!(r.status, AmStatus::Done);
+            u64::from_le_bytes(r.output.try_into().expect("8-byte digest"))
+        }
+        other => panic!("expected an AM reply, got {other:?}"),
+    }
+}
+
+/// Record `i`'s digest as the host workers compute it.
+fn host_digest(link: &ShmLink, region: u32, i: u64, token: u64) -> u64 {
+    let mut qp = link.qp(0).unwrap();
+    let args = record_args(region, i * 64);
+    digest_reply(&call(&mut qp, token, &am(token, RECORD, 5, TENANT, &args)))
+}
+
+/// Writes 8 words into record `i` with one-sided WRITE through the link (as the NIC would).
+fn write_record(link: &ShmLink, region: u32, key: u64, i: u64, words: &[u64; 8]) {
+    let mut qp = link.qp(1).unwrap();
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    assert!(qp.local().write(0, &bytes));
+    qp.post_write(
+        1,
+        RemoteAddr {
+            region,
+            offset: i * 64,
+            key,
+        },
+        0,
+        64,
+    )
+    .unwrap();
+    let mut done = [Completion::default(); 1];
+    assert_eq!(qp.poll_completions(&mut done), 1, "write acknowledged");
+}
+
+const WRITTEN: [u64; 8] = [1, 2, 3, 4, 5, 6, 7, 0xdead_beef];
+
+#[test]
+fn corrupt_ring_entries_are_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let area = dir.path().join("area");
+    let agent = Agent::start(
+        dir.path(),
+        &["--persist", area.to_str().unwrap(), "--nic-workers", "1"],
+    );
+    let region = agent.param("record", "region") as u32;
+    let link = agent.dataplane();
+    let mut qp = link.qp(0).unwrap();
+    let args = record_args(region, 0);
+    // Position 0: a good request.
+    assert_eq!(
+        digest_reply(&call(&mut qp, 1, &am(1, RECORD, 5, TENANT, &args))),
+        expected_digest(0)
+    );
+    // Hold the workers, queue position 1 and scribble over it in the area file, then a good
+    // request at position 2.
+    agent.control().congest(200).unwrap();
+    send(&mut qp, &entry(2, &am(2, RECORD, 5, TENANT, &args)));
+    let f = std::fs::OpenOptions::new().write(true).open(&area).unwrap();
+    let slot = link.layout().slot_off(0, Dir::ToHost, 1);
+    f.write_all_at(&[0xff; 4], slot + 24 + 8 + 12).unwrap();
+    send(&mut qp, &entry(3, &am(3, RECORD, 5, TENANT, &args)));
+    let (tok, d) = recv_reply(&mut qp, Duration::from_secs(3)).expect("reply");
+    assert_eq!(tok, 3, "the corrupt entry got no reply; the next one did");
+    assert_eq!(digest_reply(&d), expected_digest(0));
+    assert_eq!(agent.counter("worker.0.corrupt_entries"), 1);
+    assert!(recv_reply(&mut qp, Duration::from_millis(50)).is_none());
+}
+
+#[test]
+fn a_dead_dataplane_is_replaced_and_the_data_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &[]);
+    let region = agent.param("record", "region") as u32;
+    let key = agent.param("record", "key");
+    {
+        let link = agent.dataplane();
+        assert_eq!(link.generation(), 1);
+        write_record(&link, region, key, 9, &WRITTEN);
+        assert_eq!(host_digest(&link, region, 9, 1), digest_of(&WRITTEN));
+        // A request left unanswered in the ring when the dataplane dies.
+        let mut qp = link.qp(0).unwrap();
+        send(
+            &mut qp,
+            &entry(77, &am(77, RECORD, 5, TENANT, &record_args(region, 0))),
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    } // the dataplane's link is gone: its socket closed
+    let link = agent.dataplane();
+    assert_eq!(link.generation(), 2, "the next dataplane is accepted");
+    // The reply to the dead dataplane's request is still queued: the successor drops it.
+    let mut qp = link.qp(0).unwrap();
+    let (tok, _) = recv_reply(&mut qp, Duration::from_secs(3)).expect("stale reply kept");
+    assert_eq!(tok, 77);
+    drop(qp);
+    assert_eq!(host_digest(&link, region, 9, 2), digest_of(&WRITTEN));
+    assert_eq!(host_digest(&link, region, 8, 3), expected_digest(8));
+    let host = agent.control().describe("host").unwrap();
+    assert!(host.contains(&("generation".into(), 2)), "{host:?}");
+}
+
+#[test]
+fn sigkilled_agent_restarted_with_persist_keeps_acknowledged_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let area = dir.path().join("area");
+    let args = ["--persist", area.to_str().unwrap()];
+    let mut agent = Agent::start(dir.path(), &args);
+    assert_eq!(agent.param("host", "restored"), 0, "built");
+    let region = agent.param("record", "region") as u32;
+    let key = agent.param("record", "key");
+    {
+        let link = agent.dataplane();
+        write_record(&link, region, key, 3, &WRITTEN);
+        assert_eq!(host_digest(&link, region, 3, 1), digest_of(&WRITTEN));
+        agent.kill9();
+        // The dataplane notices (socket closed) and must reconnect.
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(link.check_peer(naam_link::now_ns()).is_err());
+    }
+    let agent = Agent::start(dir.path(), &args);
+    assert_eq!(
+        agent.param("host", "restored"),
+        1,
+        "persisted area reopened"
+    );
+    assert_eq!(agent.param("record", "key"), key, "same region key");
+    let link = agent.dataplane();
+    assert_eq!(host_digest(&link, region, 3, 2), digest_of(&WRITTEN));
+    assert_eq!(host_digest(&link, region, 4, 3), expected_digest(4));
+}
+
+#[test]
+fn sigkilled_agent_restarted_from_a_requested_snapshot_keeps_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snap");
+    let args = ["--snapshot", snap.to_str().unwrap()];
+    let mut agent = Agent::start(dir.path(), &args);
+    let region = agent.param("record", "region") as u32;
+    let key = agent.param("record", "key");
+    {
+        let link = agent.dataplane();
+        write_record(&link, region, key, 6, &WRITTEN);
+        let (regions, bytes) = agent.control().snapshot().unwrap();
+        assert_eq!(regions, 1);
+        assert!(bytes >= 64 * 64);
+        agent.kill9();
+    }
+    assert!(snap.exists());
+    let agent = Agent::start(dir.path(), &args);
+    assert_eq!(
+        agent.param("host", "restored"),
+        2,
+        "loaded from the snapshot"
+    );
+    assert_eq!(agent.param("record", "key"), key);
+    let link = agent.dataplane();
+    assert_eq!(host_digest(&link, region, 6, 1), digest_of(&WRITTEN));
+}
+
+#[test]
+fn shutdown_request_writes_the_snapshot_and_removes_the_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snap");
+    let args = ["--snapshot", snap.to_str().unwrap()];
+    let mut agent = Agent::start(dir.path(), &args);
+    let region = agent.param("record", "region") as u32;
+    let key = agent.param("record", "key");
+    {
+        let link = agent.dataplane();
+        write_record(&link, region, key, 1, &WRITTEN);
+    }
+    agent.control().shutdown().unwrap();
+    let st = agent.wait_exit(Duration::from_secs(5));
+    assert!(st.success(), "{st}");
+    assert!(!agent.control_path().exists() && !agent.link_path().exists());
+    assert!(snap.exists());
+    let agent = Agent::start(dir.path(), &args);
+    let link = agent.dataplane();
+    assert_eq!(host_digest(&link, region, 1, 1), digest_of(&WRITTEN));
+}
+
+#[test]
+fn sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path(), &[]);
+    let _link = agent.dataplane();
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    let r = unsafe { libc::kill(agent.pid() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(r, 0);
+    let st = agent.wait_exit(Duration::from_secs(5));
+    assert!(st.success(), "{st}");
+    assert!(!agent.control_path().exists() && !agent.link_path().exists());
+}
