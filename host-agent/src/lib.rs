@@ -10,6 +10,12 @@
 //! [`HostAgent::shutdown`] stops the workers, writes the snapshot when configured and removes
 //! the sockets.
 //!
+//! The binary, `naam-host-agent`, takes these flags (and a TOML file with the same keys,
+//! `--config FILE`): `--run-dir DIR`, `--workers K` (host workers, 1), `--nic-workers N` (queue
+//! pairs, 2), `--arena-mb` (64), `--mica-keys`, `--value-size`, `--btree-keys`, `--records`,
+//! `--seed`, `--handler FILE.o[:SECTION]` (repeatable), `--snapshot FILE`, `--persist FILE`,
+//! `--backoff spin|yield` (yield), `--no-hugetlb`, `--ring-slots` (256). Logs: `RUST_LOG`.
+//!
 //! ```no_run
 //! use naam_host_agent::{Config, HostAgent};
 //! use std::sync::atomic::AtomicBool;
@@ -68,6 +74,8 @@ pub enum AgentError {
     },
     #[error("the workers did not park within {ms} ms for the snapshot")]
     NotQuiet { ms: u64 },
+    #[error("another host agent is serving {run_dir}")]
+    Running { run_dir: PathBuf },
     #[error("no snapshot file is configured (--snapshot)")]
     NoSnapshotFile,
 }
@@ -112,6 +120,12 @@ impl HostAgent {
         cfg.validate()?;
         std::fs::create_dir_all(&cfg.run_dir)
             .map_err(io_err(format!("create run dir {}", cfg.run_dir.display())))?;
+        // Two agents in one run directory would steal each other's sockets.
+        if seqpacket::SeqConn::connect(&cfg.control_socket()).is_ok() {
+            return Err(AgentError::Running {
+                run_dir: cfg.run_dir.clone(),
+            });
+        }
 
         let mut host = ShmHost::create(&ShmConfig {
             qps: cfg.nic_workers,
