@@ -563,3 +563,46 @@ impl ControlClient {
         self.describe(SHUTDOWN).map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_respect_the_maximum_and_chain_with_next() {
+        let all: Vec<(String, u64)> = (0..10).map(|i| (format!("c{i}"), i)).collect();
+        let mut start = 0u32;
+        let mut seen = Vec::new();
+        loop {
+            let kv = kv_entries(&all, start as usize);
+            let p = page(&kv, PageRequestRepr { start, max: 3 });
+            assert!(p.entries.len() <= 3);
+            seen.extend(p.entries.iter().map(|e| e.value));
+            if !p.more {
+                assert_eq!(p.next, 0);
+                break;
+            }
+            start = p.next;
+        }
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_page_never_exceeds_one_datagram() {
+        let long = "x".repeat(naam_core::wire::NAME_MAX);
+        let all: Vec<(String, u64)> = (0..2000).map(|i| (long.clone(), i)).collect();
+        let kv = kv_entries(&all, 0);
+        let p = page(&kv, PageRequestRepr { start: 0, max: 0 });
+        assert!(p.more && (p.next as usize) == p.entries.len());
+        let m = Message::new(1, 0, Body::StatsReply(p));
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        assert!(m.emit(&mut buf).is_ok());
+    }
+
+    #[test]
+    fn names_are_clipped_at_character_boundaries() {
+        let s = "é".repeat(40);
+        let c = clip(&s);
+        assert!(c.len() <= naam_core::wire::NAME_MAX && s.starts_with(c));
+    }
+}
