@@ -465,7 +465,11 @@ pub fn register_object(
         code: ErrorCode::InvalidProgram,
         detail,
     };
-    let prog = naam_core::elf::load_program(object, section).map_err(|e| invalid(e.to_string()))?;
+    // A copy: the object may sit at any offset of a received datagram, and the ELF parser
+    // wants its headers aligned (the allocator's alignment is enough).
+    let object = object.to_vec();
+    let prog =
+        naam_core::elf::load_program(&object, section).map_err(|e| invalid(e.to_string()))?;
     let verified =
         Arc::new(verify(&prog, &VerifierConfig::default()).map_err(|e| invalid(e.to_string()))?);
     // Refuse what no worker could compile rather than registering a dead offload.
@@ -493,8 +497,10 @@ fn register_bundled(registry: &Registry, o: &apps::BundledOffload) -> Result<(),
         name: o.name.to_owned(),
         reason,
     };
+    // `include_bytes!` promises no alignment; the ELF parser wants aligned headers.
+    let object = o.object.to_vec();
     let prog =
-        naam_core::elf::load_program(o.object, Some(o.section)).map_err(|e| err(e.to_string()))?;
+        naam_core::elf::load_program(&object, Some(o.section)).map_err(|e| err(e.to_string()))?;
     let verified = verify(&prog, &VerifierConfig::default()).map_err(|e| err(e.to_string()))?;
     registry
         .register_as(
