@@ -34,16 +34,20 @@ pub struct DpdkPortConfig {
 }
 
 /// A port on one DPDK receive/transmit queue pair.
+///
+/// Fields drop in declaration order, which is the teardown order: pending mbufs go back to the
+/// pool first, then the queues and the port close (returning their ring's mbufs), then the pool,
+/// then EAL.
 pub struct DpdkPort {
+    pending: MbufBurst<PENDING>,
     rxq: RxQueue,
     txq: TxQueue,
-    pool: Mempool,
     port: EthPort,
+    pool: Mempool,
     mac: [u8; 6],
     config: DpdkPortConfig,
     tx_checksum_offload: bool,
     rx_checksum_offload: bool,
-    pending: MbufBurst<PENDING>,
     stats: PortStats,
     /// Present when the port initialised EAL itself (`dpdk:` spec): keeps it up.
     _eal: Option<Eal>,
@@ -271,10 +275,9 @@ impl Port for DpdkPort {
         Ok(delivered)
     }
 
+    /// Returns the frames the device took during this call, including frames pending from
+    /// earlier calls (they go out first).
     fn tx_burst(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
-        if !self.pending.is_empty() {
-            self.push_pending();
-        }
         let mut sent = 0;
         for chunk in batch.as_slice().chunks(TX_BURST) {
             let mut burst = MbufBurst::<TX_BURST>::new();
@@ -308,7 +311,13 @@ impl Port for DpdkPort {
                 // `built` has room for the whole chunk, so this never gives the mbuf back.
                 let _ = built.push(m);
             }
-            sent += transmit(&mut self.txq, &mut self.stats, &mut built);
+            // Frames still pending go first, so the order of frames on the wire is kept.
+            if !self.pending.is_empty() {
+                sent += self.push_pending();
+            }
+            if self.pending.is_empty() {
+                sent += transmit(&mut self.txq, &mut self.stats, &mut built);
+            }
             // What the device did not take waits for `flush`, as far as there is room.
             self.pending.append_from(&mut built);
             self.stats
