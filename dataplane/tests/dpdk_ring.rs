@@ -247,6 +247,24 @@ fn check_tx_backpressure(client: &mut Raw, server: &mut DpdkPort) {
     );
 }
 
+/// Payloads longer than the MTU allows are dropped on transmit, not sent as giant frames.
+fn check_tx_oversize(client: &mut Raw, server: &mut DpdkPort) {
+    let mtu = server.eth_port().mtu().unwrap();
+    assert_eq!(server.max_payload(), usize::from(mtu) - 28);
+    let before = server.stats().drops(DropReason::Oversize);
+    let mut batch = PacketBatch::with_capacity(2);
+    for len in [server.max_payload() + 1, server.max_payload()] {
+        let p = batch.push().unwrap();
+        p.set_peer(Peer::to(SocketAddrV4::new(CLIENT_IP, 40000)));
+        assert!(p.set_len(len));
+    }
+    assert_eq!(server.tx_burst(&batch).unwrap(), 1);
+    assert_eq!(server.stats().drops(DropReason::Oversize) - before, 1);
+    let frames = client.recv();
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].len(), HEADERS_LEN + server.max_payload());
+}
+
 fn check_rte_flow_unsupported(eal: &Eal, port: &EthPort) {
     match flow::pick_transfer_proxy(eal, port.id()) {
         Ok(proxy) => println!(
@@ -339,6 +357,7 @@ fn net_ring_pair_request_reply_and_malformed_frames() {
         check_burst_of_classes(&mut client, &mut server, client_mac);
         check_malformed_frames(&mut client, &mut server, client_mac);
         check_tx_backpressure(&mut client, &mut server);
+        check_tx_oversize(&mut client, &mut server);
         check_rte_flow_unsupported(&eal, &port_a);
         let stats = port_a.stats().unwrap();
         assert!(stats.opackets >= 1 + 40 + 11, "device counters: {stats:?}");

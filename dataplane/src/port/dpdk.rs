@@ -48,6 +48,8 @@ pub struct DpdkPort {
     config: DpdkPortConfig,
     tx_checksum_offload: bool,
     rx_checksum_offload: bool,
+    /// Largest payload a frame may carry: the MTU less the IPv4 and UDP headers.
+    max_payload: usize,
     stats: PortStats,
     /// Present when the port initialised EAL itself (`dpdk:` spec): keeps it up.
     _eal: Option<Eal>,
@@ -67,7 +69,12 @@ impl DpdkPort {
             Some(mac) => mac,
             None => port.mac_addr()?,
         };
+        let mtu = usize::from(port.mtu()?);
+        let max_payload = mtu
+            .saturating_sub(IPV4_HDR_LEN + frame::UDP_HDR_LEN)
+            .min(MAX_PAYLOAD);
         Ok(DpdkPort {
+            max_payload,
             tx_checksum_offload: port.tx_ipv4_checksum_offload(),
             rx_checksum_offload: port.rx_ipv4_checksum_offload(),
             rxq,
@@ -149,6 +156,12 @@ impl DpdkPort {
     /// The ethdev underneath (for device stats, rte_flow).
     pub fn eth_port(&self) -> &EthPort {
         &self.port
+    }
+
+    /// The largest payload this port sends (MTU less the IPv4 and UDP headers); larger ones
+    /// are dropped as `oversize`.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
     }
 
     /// The port's MAC address.
@@ -290,6 +303,10 @@ impl Port for DpdkPort {
             for p in chunk {
                 let Some(mut m) = burst.pop() else { break };
                 let payload = p.payload();
+                if payload.len() > self.max_payload {
+                    self.stats.count_drop(DropReason::Oversize);
+                    continue; // `m` goes back to the pool
+                }
                 let frame_len = HEADERS_LEN + payload.len();
                 let Ok(frame_len16) = u16::try_from(frame_len) else {
                     self.stats.count_drop(DropReason::Oversize);
