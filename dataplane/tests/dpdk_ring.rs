@@ -74,6 +74,11 @@ fn poll_rx(port: &mut DpdkPort, batch: &mut PacketBatch, want: usize) {
 }
 
 fn check_eal_is_once(eal: &Eal) {
+    fn assert_send<T: Send>() {}
+    assert_send::<DpdkPort>();
+    assert_send::<naam_dataplane::dpdk::RxQueue>();
+    assert_send::<naam_dataplane::dpdk::Mbuf>();
+    assert_send::<MbufBurst<32>>();
     let again = Eal::init(&["--no-pci"])
         .err()
         .expect("second init must fail");
