@@ -27,7 +27,9 @@ const LEFT: f64 = 80.0;
 const RIGHT: f64 = 180.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
-const COLORS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+const COLORS: [&str; 8] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+];
 
 fn nice_max(v: f64) -> f64 {
     if v <= 0.0 || !v.is_finite() {
@@ -43,7 +45,9 @@ fn nice_max(v: f64) -> f64 {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 impl Chart {
@@ -67,20 +71,42 @@ impl Chart {
         }
         let ymax = nice_max(ymax * 1.05);
         let tx = |x: f64| {
-            let f = if self.log_x { (x.max(xmin).ln() - xmin.ln()) / (xmax.ln() - xmin.ln()) } else { (x - xmin) / (xmax - xmin) };
+            let f = if self.log_x {
+                (x.max(xmin).ln() - xmin.ln()) / (xmax.ln() - xmin.ln())
+            } else {
+                (x - xmin) / (xmax - xmin)
+            };
             LEFT + f * (W - LEFT - RIGHT)
         };
         let ty = |y: f64| H - BOTTOM - (y / ymax) * (H - TOP - BOTTOM);
         let mut s = String::new();
-        let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="DejaVu Sans, sans-serif" font-size="12">"#);
+        let _ = writeln!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="DejaVu Sans, sans-serif" font-size="12">"#
+        );
         let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-        let _ = writeln!(s, r#"<text x="{}" y="28" font-size="16" text-anchor="middle">{}</text>"#, (LEFT + W - RIGHT) / 2.0, esc(&self.title));
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="28" font-size="16" text-anchor="middle">{}</text>"#,
+            (LEFT + W - RIGHT) / 2.0,
+            esc(&self.title)
+        );
         // Axes and grid.
         for i in 0..=5 {
             let y = ymax * i as f64 / 5.0;
             let py = ty(y);
-            let _ = writeln!(s, r##"<line x1="{LEFT}" y1="{py}" x2="{}" y2="{py}" stroke="#ddd"/>"##, W - RIGHT);
-            let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, LEFT - 6.0, py + 4.0, fmt_num(y));
+            let _ = writeln!(
+                s,
+                r##"<line x1="{LEFT}" y1="{py}" x2="{}" y2="{py}" stroke="#ddd"/>"##,
+                W - RIGHT
+            );
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+                LEFT - 6.0,
+                py + 4.0,
+                fmt_num(y)
+            );
         }
         let xticks: Vec<f64> = if self.log_x {
             let mut v = Vec::new();
@@ -89,38 +115,112 @@ impl Chart {
                 if t >= xmin * 0.9999 {
                     v.push(t);
                 }
-                t *= if self.series.iter().any(|s| s.points.iter().any(|p| (p.0.log2().fract()).abs() < 1e-9)) { 2.0 } else { 10.0 };
+                t *= if self
+                    .series
+                    .iter()
+                    .any(|s| s.points.iter().any(|p| (p.0.log2().fract()).abs() < 1e-9))
+                {
+                    2.0
+                } else {
+                    10.0
+                };
             }
             v
         } else {
-            (0..=5).map(|i| xmin + (xmax - xmin) * i as f64 / 5.0).collect()
+            (0..=5)
+                .map(|i| xmin + (xmax - xmin) * i as f64 / 5.0)
+                .collect()
         };
         for x in xticks {
             let px = tx(x);
-            let _ = writeln!(s, r##"<line x1="{px}" y1="{TOP}" x2="{px}" y2="{}" stroke="#eee"/>"##, H - BOTTOM);
-            let _ = writeln!(s, r#"<text x="{px}" y="{}" text-anchor="middle">{}</text>"#, H - BOTTOM + 18.0, fmt_num(x));
+            let _ = writeln!(
+                s,
+                r##"<line x1="{px}" y1="{TOP}" x2="{px}" y2="{}" stroke="#eee"/>"##,
+                H - BOTTOM
+            );
+            let _ = writeln!(
+                s,
+                r#"<text x="{px}" y="{}" text-anchor="middle">{}</text>"#,
+                H - BOTTOM + 18.0,
+                fmt_num(x)
+            );
         }
-        let _ = writeln!(s, r#"<line x1="{LEFT}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, H - BOTTOM, W - RIGHT, H - BOTTOM);
-        let _ = writeln!(s, r#"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{}" stroke="black"/>"#, H - BOTTOM);
-        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, (LEFT + W - RIGHT) / 2.0, H - 15.0, esc(&self.x_label));
-        let _ = writeln!(s, r#"<text transform="translate(20,{}) rotate(-90)" text-anchor="middle">{}</text>"#, (TOP + H - BOTTOM) / 2.0, esc(&self.y_label));
+        let _ = writeln!(
+            s,
+            r#"<line x1="{LEFT}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
+            H - BOTTOM,
+            W - RIGHT,
+            H - BOTTOM
+        );
+        let _ = writeln!(
+            s,
+            r#"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{}" stroke="black"/>"#,
+            H - BOTTOM
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+            (LEFT + W - RIGHT) / 2.0,
+            H - 15.0,
+            esc(&self.x_label)
+        );
+        let _ = writeln!(
+            s,
+            r#"<text transform="translate(20,{}) rotate(-90)" text-anchor="middle">{}</text>"#,
+            (TOP + H - BOTTOM) / 2.0,
+            esc(&self.y_label)
+        );
         for (x, label) in &self.markers {
             let px = tx(*x);
-            let _ = writeln!(s, r##"<line x1="{px}" y1="{TOP}" x2="{px}" y2="{}" stroke="#555" stroke-dasharray="4,3"/>"##, H - BOTTOM);
-            let _ = writeln!(s, r##"<text x="{}" y="{}" fill="#555">{}</text>"##, px + 4.0, TOP + 12.0, esc(label));
+            let _ = writeln!(
+                s,
+                r##"<line x1="{px}" y1="{TOP}" x2="{px}" y2="{}" stroke="#555" stroke-dasharray="4,3"/>"##,
+                H - BOTTOM
+            );
+            let _ = writeln!(
+                s,
+                r##"<text x="{}" y="{}" fill="#555">{}</text>"##,
+                px + 4.0,
+                TOP + 12.0,
+                esc(label)
+            );
         }
         for (i, series) in self.series.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
-            let path: Vec<String> = series.points.iter().map(|&(x, y)| format!("{:.1},{:.1}", tx(x), ty(y))).collect();
-            let _ = writeln!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, path.join(" "));
+            let path: Vec<String> = series
+                .points
+                .iter()
+                .map(|&(x, y)| format!("{:.1},{:.1}", tx(x), ty(y)))
+                .collect();
+            let _ = writeln!(
+                s,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+                path.join(" ")
+            );
             if series.points.len() <= 64 {
                 for &(x, y) in &series.points {
-                    let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#, tx(x), ty(y));
+                    let _ = writeln!(
+                        s,
+                        r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
+                        tx(x),
+                        ty(y)
+                    );
                 }
             }
             let ly = TOP + 20.0 + 20.0 * i as f64;
-            let _ = writeln!(s, r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/>"#, W - RIGHT + 15.0, W - RIGHT + 40.0);
-            let _ = writeln!(s, r#"<text x="{}" y="{}">{}</text>"#, W - RIGHT + 46.0, ly + 4.0, esc(&series.name));
+            let _ = writeln!(
+                s,
+                r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/>"#,
+                W - RIGHT + 15.0,
+                W - RIGHT + 40.0
+            );
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{}">{}</text>"#,
+                W - RIGHT + 46.0,
+                ly + 4.0,
+                esc(&series.name)
+            );
         }
         s.push_str("</svg>\n");
         s
@@ -157,8 +257,13 @@ pub fn svg_to_png(svg: &str) -> anyhow::Result<Vec<u8>> {
     opt.fontdb_mut().load_system_fonts();
     let tree = resvg::usvg::Tree::from_str(svg, &opt)?;
     let size = tree.size().to_int_size();
-    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height()).ok_or_else(|| anyhow::anyhow!("empty plot"))?;
-    resvg::render(&tree, resvg::tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height())
+        .ok_or_else(|| anyhow::anyhow!("empty plot"))?;
+    resvg::render(
+        &tree,
+        resvg::tiny_skia::Transform::default(),
+        &mut pixmap.as_mut(),
+    );
     Ok(pixmap.encode_png()?)
 }
 
@@ -173,7 +278,10 @@ mod tests {
             x_label: "offloads".into(),
             y_label: "msgs/s".into(),
             log_x: true,
-            series: vec![Series { name: "naam".into(), points: vec![(1.0, 10.0), (8.0, 20.0), (1024.0, 15.0)] }],
+            series: vec![Series {
+                name: "naam".into(),
+                points: vec![(1.0, 10.0), (8.0, 20.0), (1024.0, 15.0)],
+            }],
             markers: vec![(8.0, "onset".into())],
         };
         let svg = chart.svg();
