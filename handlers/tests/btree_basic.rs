@@ -45,11 +45,8 @@ fn empty_tree_has_no_keys() {
                 None,
                 "{engine:?} key {key}"
             );
-            assert_eq!(
-                vm.scan(key, 10),
-                (vec![], true),
-                "{engine:?} scan from {key}"
-            );
+            assert_eq!(vm.scan(key, 10), vec![], "{engine:?} scan from {key}");
+            assert_eq!(vm.scan_once(key, 10).expect("scan"), (vec![], true));
         }
     }
     assert_eq!(native::lookup(&r.mem(), t.root(), 5), Ok(None));
@@ -98,7 +95,10 @@ fn boundary_and_missing_keys() {
                 assert_eq!(vm.lookup_args(args).expect("lookup"), want);
             }
             // The last key, scans from it and past it.
-            assert_eq!(vm.scan(u64::MAX, 5), (vec![(u64::MAX, 456)], true));
+            assert_eq!(
+                vm.scan_once(u64::MAX, 5).expect("scan"),
+                (vec![(u64::MAX, 456)], true)
+            );
             assert_eq!(vm.scan(5001, 3), model_scan(&model, 5001, 3));
             assert_eq!(vm.scan(0, 2), model_scan(&model, 0, 2));
         }
@@ -130,13 +130,18 @@ fn scans_cross_leaves_and_stop_at_the_end() {
                 if count <= SCAN_MAX {
                     let got = native::scan(&r.mem(), t.root(), from, &mut out[..count])
                         .expect("native scan");
-                    assert_eq!(out[..got.n].to_vec(), want.0);
+                    assert_eq!(out[..got.n].to_vec(), want);
+                    assert_eq!(got.end, want.len() < count, "native end flag");
+                    let (pairs, end) = vm.scan_once(from, count as u32).expect("scan");
+                    assert_eq!(pairs, want, "one message");
+                    assert_eq!(end, want.len() < count, "handler end flag");
                 }
             }
             // The largest scan one message may ask for fits the reply and crosses leaves.
             let (pairs, end) = vm.scan_once(0, SCAN_MAX as u32).expect("scan");
             assert_eq!(pairs.len(), SCAN_MAX.min(model.len()));
-            assert_eq!((pairs, end), model_scan(&model, 0, SCAN_MAX));
+            assert_eq!(pairs, model_scan(&model, 0, SCAN_MAX));
+            assert!(!end);
         }
     }
 }
@@ -267,7 +272,7 @@ fn bulk_load_ten_million_keys() {
         assert_eq!(vm.lookup(key(i) + 1).expect("lookup"), None);
     }
     assert_eq!(
-        vm.scan(key(n - 3), 64),
+        vm.scan_once(key(n - 3), 40).expect("scan"),
         (
             vec![
                 (key(n - 3), n - 3),

@@ -97,27 +97,38 @@ fn check(h: &Header, want_level: u32, off: u64) -> Result<(), NativeError> {
     Ok(())
 }
 
-/// Moves right or descends; `None` when `h` is the leaf that covers `key`.
-fn route(
-    mem: &RegionMem,
-    h: &Header,
-    key: u64,
-    idx: u32,
-    off: u64,
-) -> Result<Option<(u64, u32)>, NativeError> {
-    let corrupt = NativeError::Corrupt { offset: off };
-    if key > h.high {
-        return match h.next {
-            0 => Err(corrupt),
-            n => Ok(Some((n, h.level))),
-        };
-    }
-    if h.level == 0 {
-        return Ok(None);
-    }
-    match word(mem, off + (node::VALS + 8 * idx as usize) as u64)? {
-        0 => Err(corrupt),
-        child => Ok(Some((child, h.level - 1))),
+/// Where a node sends a reader: read before the node is validated, so it may be garbage and
+/// is only acted on (and checked) after the version re-read.
+#[derive(Clone, Copy)]
+enum Route {
+    Right(u64),
+    Down(u64),
+    Leaf,
+}
+
+fn route(mem: &RegionMem, h: &Header, key: u64, idx: u32, off: u64) -> Result<Route, NativeError> {
+    Ok(if key > h.high {
+        Route::Right(h.next)
+    } else if h.level != 0 {
+        Route::Down(word(mem, off + (node::VALS + 8 * idx as usize) as u64)?)
+    } else {
+        Route::Leaf
+    })
+}
+
+/// Acts on the route of a validated node.
+fn follow<T>(r: Route, h: &Header, off: u64) -> Result<Option<Step<T>>, NativeError> {
+    match r {
+        Route::Right(0) | Route::Down(0) => Err(NativeError::Corrupt { offset: off }),
+        Route::Right(node) => Ok(Some(Step::Go {
+            node,
+            level: h.level,
+        })),
+        Route::Down(node) => Ok(Some(Step::Go {
+            node,
+            level: h.level - 1,
+        })),
+        Route::Leaf => Ok(None),
     }
 }
 
@@ -166,10 +177,7 @@ pub fn lookup(mem: &RegionMem, start: u64, key: u64) -> Result<Option<u64>, Nati
             return Ok(Step::Retry);
         }
         check(&h, want_level, off)?;
-        Ok(match next {
-            Some((node, level)) => Step::Go { node, level },
-            None => Step::Done(leaf_hit),
-        })
+        Ok(follow(next, &h, off)?.unwrap_or(Step::Done(leaf_hit)))
     })
 }
 
@@ -197,7 +205,7 @@ pub fn scan(
         let idx = upper_bound(count, key, key_at)?;
         let next = route(mem, &h, key, idx, off)?;
         let mut taken = 0;
-        if next.is_none() {
+        if matches!(next, Route::Leaf) {
             // The leaf: copy tentatively, keep only if the version held.
             let first = if key == 0 {
                 0
@@ -219,8 +227,8 @@ pub fn scan(
             return Ok(Step::Retry);
         }
         check(&h, want_level, off)?;
-        if let Some((node, level)) = next {
-            return Ok(Step::Go { node, level });
+        if let Some(step) = follow(next, &h, off)? {
+            return Ok(step);
         }
         n += taken;
         if n == out.len() {

@@ -14,19 +14,13 @@ use std::sync::Arc;
 pub const REGION: u32 = 3;
 pub const TENANT: u32 = 11;
 
-/// The engines this machine can run, compiled engine first.
+/// The engines this machine can run: its compiled engine, then the interpreter.
 pub fn engines() -> Vec<Engine> {
-    [Engine::native(), Engine::Interpreter]
-        .into_iter()
-        .filter(|e| e.available())
-        .collect::<Vec<_>>()
-        .into_iter()
-        .fold(Vec::new(), |mut v, e| {
-            if !v.contains(&e) {
-                v.push(e);
-            }
-            v
-        })
+    let mut v = vec![Engine::native()];
+    if Engine::native() != Engine::Interpreter {
+        v.push(Engine::Interpreter);
+    }
+    v
 }
 
 /// A region of `len` bytes and the tables the executor needs to reach it (read-only: the
@@ -117,9 +111,9 @@ impl Vm {
         Ok((reply.pairs().collect(), reply.end))
     }
 
-    /// `count` pairs from `from` (or fewer at the end), continuing with further messages when
-    /// one ran out of steps, as a client would.
-    pub fn scan(&mut self, from: u64, count: usize) -> (Vec<(u64, u64)>, bool) {
+    /// `count` pairs from `from` (fewer only at the end of the tree), continuing with further
+    /// messages when one ran out of steps, as a client would.
+    pub fn scan(&mut self, from: u64, count: usize) -> Vec<(u64, u64)> {
         let mut got = Vec::new();
         let mut key = from;
         let mut stalls = 0;
@@ -133,23 +127,25 @@ impl Vm {
             if let Some(&(k, _)) = pairs.last() {
                 got.extend_from_slice(&pairs);
                 if k == u64::MAX {
-                    return (got, true);
+                    assert!(end || got.len() == count, "the last key must end the scan");
+                    return got;
                 }
                 key = k + 1;
             }
             if end || got.len() == count {
-                return (got, end);
+                return got;
             }
         }
     }
 }
 
-/// The first `count` pairs of `model` from `from`, and whether nothing follows them.
-pub fn model_scan(model: &BTreeMap<u64, u64>, from: u64, count: usize) -> (Vec<(u64, u64)>, bool) {
-    let mut it = model.range(from..);
-    let got: Vec<_> = it.by_ref().take(count).map(|(&k, &v)| (k, v)).collect();
-    let end = it.next().is_none();
-    (got, end)
+/// The first `count` pairs of `model` from `from`.
+pub fn model_scan(model: &BTreeMap<u64, u64>, from: u64, count: usize) -> Vec<(u64, u64)> {
+    model
+        .range(from..)
+        .take(count)
+        .map(|(&k, &v)| (k, v))
+        .collect()
 }
 
 /// A zeroed region of `len` bytes.
