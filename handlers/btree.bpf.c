@@ -30,13 +30,12 @@
 
 /* READ the node at `node`: its version, its body, its version again. The ops run in order, so
  * the second version read happens after the body read (see btree.h). */
-NAAM_INLINE naam_u64 read_node(struct naam_ctx *ctx, naam_u32 region, naam_u64 node)
+NAAM_INLINE void read_node(struct naam_ctx *ctx, naam_u32 region, naam_u64 node)
 {
 	naam_op_read(ctx, 0, region, node + BTREE_NODE_VERSION, 8, BTREE_DATA_NODE);
 	naam_op_read(ctx, 1, region, node + 8, BTREE_NODE_SIZE - 8, BTREE_DATA_NODE + 8);
 	naam_op_read(ctx, 2, region, node + BTREE_NODE_VERSION, 8, BTREE_DATA_VERSION_AFTER);
 	ctx->n_ops = 3;
-	return NAAM_NEXT;
 }
 
 /* The number of keys[0 .. count) that are <= key (keys are sorted): 4 probes of a binary
@@ -60,9 +59,10 @@ NAAM_INLINE naam_u32 upper_bound(struct naam_ctx *ctx, naam_u32 count, naam_u64 
 /* One step, written as straight-line code: every case is computed and the results are chosen
  * with conditional expressions (small forward diamonds), and there is one return at the end.
  * The verifier wants every jump to go forward and the program to end in its only exit; with
- * early returns clang shares and reorders tails and produced backward jumps. Writing ops, the
- * reply or state that a case does not use is harmless: the runtime reads ops only after NEXT
- * and the reply only after DONE, and every index is masked.
+ * early returns clang shares and reorders tails and produced backward jumps. Writing a reply
+ * or state that a case does not use is harmless (the runtime reads the reply only after DONE,
+ * and every index is masked); the ops are written only for NEXT, in one forward diamond at the
+ * end, because they are the costliest stores of a step.
  *
  * Cases, by what the previous step left in data:
  *   step 0        check args; READ the root node (args.root) or the superblock (offset 0,
@@ -194,7 +194,8 @@ NAAM_INLINE naam_u64 btree_step(struct naam_ctx *ctx, int scan)
 	s->level = new_level;
 	s->n = n;
 	s->node = target;
-	read_node(ctx, region, target);
+	if (ret == NAAM_NEXT)
+		read_node(ctx, region, target);
 	return ret;
 }
 
