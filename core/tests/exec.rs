@@ -31,12 +31,21 @@ thread_local! {
 
 fn run(engine: Engine, w: &mut World, tenant: u32, args: &[u8]) -> (Outcome, Box<Ctx>, Executor) {
     VMS.with(|vms| {
-        let vm = &vms.iter().find(|(e, _)| *e == engine).expect("engine compiled").1;
+        let vm = &vms
+            .iter()
+            .find(|(e, _)| *e == engine)
+            .expect("engine compiled")
+            .1;
         run_on(vm, w, tenant, args)
     })
 }
 
-fn run_on(vm: &naam_core::vm::CompiledVm, w: &mut World, tenant: u32, args: &[u8]) -> (Outcome, Box<Ctx>, Executor) {
+fn run_on(
+    vm: &naam_core::vm::CompiledVm,
+    w: &mut World,
+    tenant: u32,
+    args: &[u8],
+) -> (Outcome, Box<Ctx>, Executor) {
     let mut ex = Executor::default();
     let mut ctx = Ctx::boxed();
     ctx.start(args);
