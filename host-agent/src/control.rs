@@ -382,6 +382,7 @@ fn describe(agent: &HostAgent, d: &DescribeRepr<'_>) -> Described {
                 ("qps".into(), agent.cfg.nic_workers as u64),
                 ("generation".into(), agent.generation),
                 ("offloads".into(), agent.registry.len() as u64),
+                ("regions".into(), agent.host.directory().len() as u64),
                 ("restored".into(), agent.restored as u64),
                 (
                     "uptime_ms".into(),

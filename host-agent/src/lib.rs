@@ -210,7 +210,7 @@ impl HostAgent {
             } else {
                 tracing::info!(app = app.name(), "application data kept");
             }
-            app_params.push((app.name(), app.describe(&regions)?));
+            app_params.push((app.name(), app.describe(&cfg, &regions)?));
             for o in app.offloads() {
                 register_bundled(&registry, &o)?;
             }

@@ -291,3 +291,50 @@ fn congestion_injector_makes_workers_busy_without_serving() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn btree_lookups_and_scans_run_on_host_workers() {
+    use naam_handlers::btree::{parse_lookup_reply, Args, ScanReply};
+    use naam_host_agent::apps::Btree;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &[]);
+    let region = agent.param("btree", "region") as u32;
+    let root = agent.param("btree", "root");
+    assert_eq!(agent.param("btree", "keys"), 1024);
+    assert!(agent.param("btree", "depth") >= 3);
+    let link = agent.dataplane();
+    let mut qp = link.qp(0).unwrap();
+    let mut token = 0;
+    let mut lookup = |args: Args| {
+        token += 1;
+        let d = call(&mut qp, token, &am(token, 3, 3, TENANT, &args.to_bytes()));
+        let (status, at, steps, out) = reply_output(&d);
+        assert_eq!((status, at), (AmStatus::Done, Location::Host));
+        (parse_lookup_reply(&out).expect("lookup reply"), steps)
+    };
+    for i in [0u64, 1, 500, 1023] {
+        let k = Btree::key(i);
+        let (v, steps) = lookup(Args::lookup(region, k));
+        assert_eq!(v, Some(Btree::value(SEED, k)), "key {k}");
+        let (v2, steps2) = lookup(Args::lookup(region, k).with_root(root));
+        assert_eq!(v2, v);
+        assert!(steps2 < steps, "a known root saves the superblock step");
+        assert_eq!(
+            lookup(Args::lookup(region, k + 1)).0,
+            None,
+            "even key {} absent",
+            k + 1
+        );
+    }
+    let args = Args::scan(region, 100, 10).with_root(root);
+    let d = call(&mut qp, 99, &am(99, 4, 4, TENANT, &args.to_bytes()));
+    let (status, _, _, out) = reply_output(&d);
+    assert_eq!(status, AmStatus::Done);
+    let scan = ScanReply::parse(&out).expect("scan reply");
+    let pairs: Vec<_> = scan.pairs().collect();
+    let want: Vec<_> = (50..60)
+        .map(|i| (Btree::key(i), Btree::value(SEED, Btree::key(i))))
+        .collect();
+    assert_eq!(pairs, want, "ten pairs from key 101");
+    assert_eq!(agent.counter("offload.3.messages"), 12);
+}
