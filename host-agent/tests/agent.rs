@@ -338,3 +338,36 @@ fn btree_lookups_and_scans_run_on_host_workers() {
     assert_eq!(pairs, want, "ten pairs from key 101");
     assert_eq!(agent.counter("offload.3.messages"), 12);
 }
+
+#[test]
+fn handler_objects_on_the_command_line_are_verified_and_registered() {
+    let obj = concat!(env!("CARGO_MANIFEST_DIR"), "/../handlers/record.bpf.o");
+    let dir = tempfile::tempdir().unwrap();
+    let with_section = format!("{obj}:naam/record");
+    let agent = Agent::start(dir.path(), &["--handler", &with_section, "--handler", obj]);
+    let list = agent.control().list().unwrap();
+    let extra: Vec<_> = list.iter().filter(|o| o.id >= 16).collect();
+    assert_eq!(extra.len(), 2, "{list:?}");
+    assert_eq!((extra[0].id, extra[0].class), (16, 16));
+    assert_eq!((extra[1].id, extra[1].class), (17, 17));
+    let region = agent.param("record", "region") as u32;
+    let link = agent.dataplane();
+    let mut qp = link.qp(0).unwrap();
+    let d = call(&mut qp, 1, &am(1, 17, 17, TENANT, &record_args(region, 64)));
+    assert_eq!(reply_output(&d).3, expected_digest(1).to_le_bytes());
+    drop(agent);
+
+    // An object that does not load: the agent refuses to start and says why.
+    let bad = dir.path().join("bad.o");
+    std::fs::write(&bad, b"not an ELF object").unwrap();
+    let run = dir.path().join("run2");
+    let mut args = base_args(&run);
+    args.extend(["--handler".to_string(), bad.to_str().unwrap().to_string()]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_naam-host-agent"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.o"), "{err}");
+}

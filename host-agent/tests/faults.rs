@@ -123,6 +123,7 @@ fn sigkilled_agent_restarted_with_persist_keeps_acknowledged_writes() {
     assert_eq!(agent.param("host", "restored"), 0, "built");
     let region = agent.param("record", "region") as u32;
     let key = agent.param("record", "key");
+    let btree = agent.control().describe("btree").unwrap();
     {
         let link = agent.dataplane();
         write_record(&link, region, key, 3, &WRITTEN);
@@ -139,6 +140,11 @@ fn sigkilled_agent_restarted_with_persist_keeps_acknowledged_writes() {
         "persisted area reopened"
     );
     assert_eq!(agent.param("record", "key"), key, "same region key");
+    assert_eq!(
+        agent.control().describe("btree").unwrap(),
+        btree,
+        "the same tree"
+    );
     let link = agent.dataplane();
     assert_eq!(host_digest(&link, region, 3, 2), digest_of(&WRITTEN));
     assert_eq!(host_digest(&link, region, 4, 3), expected_digest(4));
