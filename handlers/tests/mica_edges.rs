@@ -334,3 +334,36 @@ fn handlers_abort_on_bad_arguments() {
     }
     let _ = Engine::native();
 }
+
+#[test]
+fn geometry_scales_to_ten_million_keys_and_fill_is_readable() {
+    let g = MicaGeometry::for_keys(10_000_000, 8);
+    g.validate().unwrap();
+    assert!(
+        g.bucket_count * 6 >= 2 * 10_000_000,
+        "at most half the home slots used"
+    );
+    assert!(g.log_size >= 2 * 10_000_000 * layout::item_size(8) as u64);
+    assert!(
+        g.index_len() < 1 << 30 && g.log_len() < 1 << 31,
+        "index {} log {}",
+        g.index_len(),
+        g.log_len()
+    );
+    // A smaller table of the same shape, filled by the builder, reads back through the VM.
+    let n = 20_000;
+    let mut s = Store::new(MicaGeometry::for_keys(n, 8));
+    s.table.fill(n, 11, 8).unwrap();
+    let p = programs();
+    let mut vm = vm(&p, engines()[0]);
+    let (mut out, mut want) = ([0u8; 8], [0u8; 8]);
+    for i in (0..n).step_by(97) {
+        naam_handlers::mica::value_for(11, i, &mut want);
+        assert_eq!(
+            vm.get(&s.regions, &mut s.mem, &s.geom, &key_for(11, i), &mut out)
+                .unwrap(),
+            Some(8)
+        );
+        assert_eq!(out, want, "key {i}");
+    }
+}

@@ -70,6 +70,11 @@ impl MicaTable {
         self.log.load_u64(LOG_TAIL).expect("log header")
     }
 
+    /// The log tail: bytes ever allocated in the log (it wraps modulo the log size).
+    pub fn log_tail(&self) -> u64 {
+        self.tail()
+    }
+
     fn slot_stale(&self, tail: u64, slot: u64) -> bool {
         (tail.wrapping_sub(slot & OFFSET_MASK) as i64) > self.geom.log_size as i64
     }
