@@ -194,10 +194,36 @@ impl core::fmt::Debug for MicaArgs {
     }
 }
 
+impl Default for MicaArgs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl MicaArgs {
+    /// Empty arguments, to be filled in place by the `set_*` methods (no 1 KiB copies).
+    pub fn new() -> Self {
+        Self {
+            buf: [0u8; ARGS_MAX],
+            len: 0,
+        }
+    }
+
     fn fixed(geom: &MicaGeometry, key: &[u8], value_len: u16) -> Result<Self, MicaError> {
+        let mut a = Self::new();
+        a.set_fixed(geom, key, value_len)?;
+        Ok(a)
+    }
+
+    /// Rewrites the fixed part only: bytes past the new length are never sent.
+    fn set_fixed(
+        &mut self,
+        geom: &MicaGeometry,
+        key: &[u8],
+        value_len: u16,
+    ) -> Result<(), MicaError> {
         key_words(key)?;
-        let mut buf = [0u8; ARGS_MAX];
+        let buf = &mut self.buf;
         buf[args::INDEX_REGION..][..4].copy_from_slice(&geom.index_region.to_le_bytes());
         buf[args::LOG_REGION..][..4].copy_from_slice(&geom.log_region.to_le_bytes());
         buf[args::BUCKET_MASK..][..8].copy_from_slice(&(geom.bucket_count - 1).to_le_bytes());
@@ -205,11 +231,43 @@ impl MicaArgs {
         buf[args::LOG_MASK..][..8].copy_from_slice(&(geom.log_size - 1).to_le_bytes());
         buf[args::KEY_LEN..][..2].copy_from_slice(&(key.len() as u16).to_le_bytes());
         buf[args::VALUE_LEN..][..2].copy_from_slice(&value_len.to_le_bytes());
+        buf[args::RESERVED..][..4].fill(0);
+        buf[args::KEY..][..KEY_MAX].fill(0);
         buf[args::KEY..][..key.len()].copy_from_slice(key);
-        Ok(Self {
-            buf,
-            len: ARGS_FIXED,
-        })
+        self.len = ARGS_FIXED;
+        Ok(())
+    }
+
+    /// In place: GET `key`, reading `expect` value bytes at first (see [`Self::get_expecting`]).
+    pub fn set_get(
+        &mut self,
+        geom: &MicaGeometry,
+        key: &[u8],
+        expect: usize,
+    ) -> Result<(), MicaError> {
+        self.set_fixed(geom, key, expect.clamp(VALUE_MIN, VALUE_MAX) as u16)
+    }
+
+    /// In place: PUT `key` = `value`.
+    pub fn set_put(
+        &mut self,
+        geom: &MicaGeometry,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), MicaError> {
+        check_value(value.len())?;
+        self.set_fixed(geom, key, value.len() as u16)?;
+        self.buf[args::VALUE..][..value.len()].copy_from_slice(value);
+        // Zero the padding up to the next word: the handler copies whole words.
+        let end = (ARGS_FIXED + value.len()).next_multiple_of(8);
+        self.buf[ARGS_FIXED + value.len()..end].fill(0);
+        self.len = ARGS_FIXED + value.len();
+        Ok(())
+    }
+
+    /// In place: DELETE `key`.
+    pub fn set_delete(&mut self, geom: &MicaGeometry, key: &[u8]) -> Result<(), MicaError> {
+        self.set_fixed(geom, key, 0)
     }
 
     /// GET `key`; the handler first reads values up to [`VALUE_MAX`] bytes.
@@ -229,10 +287,8 @@ impl MicaArgs {
 
     /// PUT `key` = `value` (insert or update).
     pub fn put(geom: &MicaGeometry, key: &[u8], value: &[u8]) -> Result<Self, MicaError> {
-        check_value(value.len())?;
-        let mut a = Self::fixed(geom, key, value.len() as u16)?;
-        a.buf[args::VALUE..][..value.len()].copy_from_slice(value);
-        a.len = ARGS_FIXED + value.len();
+        let mut a = Self::new();
+        a.set_put(geom, key, value)?;
         Ok(a)
     }
 

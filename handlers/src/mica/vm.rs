@@ -26,6 +26,7 @@ pub struct MicaVm {
     delete: CompiledVm,
     exec: Executor,
     ctx: Box<Ctx>,
+    args: Box<MicaArgs>,
     tenant: TenantId,
 }
 
@@ -37,6 +38,7 @@ impl MicaVm {
             delete: CompiledVm::new(progs.delete.clone(), engine)?,
             exec: Executor::default(),
             ctx: Ctx::boxed(),
+            args: Box::default(),
             tenant,
         })
     }
@@ -46,19 +48,19 @@ impl MicaVm {
         &self.exec
     }
 
+    /// Runs handler `which` (0 GET, 1 PUT, 2 DELETE) on the arguments in `self.args`.
     fn run<M: Memory + ?Sized>(
         &mut self,
         which: u8,
         regions: &RegionTable,
         mem: &mut M,
-        args: &MicaArgs,
     ) -> Result<MicaReply<'_>, RunError> {
         let vm = match which {
             0 => &self.get,
             1 => &self.put,
             _ => &self.delete,
         };
-        self.ctx.start(args.as_bytes());
+        self.ctx.start(self.args.as_bytes());
         match self.exec.run(vm, self.tenant, regions, mem, &mut self.ctx) {
             Outcome::Done { .. } => Ok(MicaReply::parse(self.ctx.out().unwrap_or_default())?),
             Outcome::Aborted { code, .. } => Err(MicaError::from_abort(code).into()),
@@ -76,8 +78,8 @@ impl MicaVm {
         key: &[u8],
         out: &mut [u8],
     ) -> Result<Option<usize>, RunError> {
-        let args = MicaArgs::get_expecting(geom, key, out.len().min(VALUE_MAX))?;
-        match self.run(0, regions, mem, &args)? {
+        self.args.set_get(geom, key, out.len().min(VALUE_MAX))?;
+        match self.run(0, regions, mem)? {
             MicaReply::Value(v) if v.len() <= out.len() => {
                 out[..v.len()].copy_from_slice(v);
                 Ok(Some(v.len()))
@@ -101,8 +103,8 @@ impl MicaVm {
         key: &[u8],
         value: &[u8],
     ) -> Result<(), RunError> {
-        let args = MicaArgs::put(geom, key, value)?;
-        match self.run(1, regions, mem, &args)? {
+        self.args.set_put(geom, key, value)?;
+        match self.run(1, regions, mem)? {
             MicaReply::Done => Ok(()),
             _ => Err(MicaError::BadReply { len: 0 }.into()),
         }
@@ -116,8 +118,8 @@ impl MicaVm {
         geom: &MicaGeometry,
         key: &[u8],
     ) -> Result<bool, RunError> {
-        let args = MicaArgs::delete(geom, key)?;
-        match self.run(2, regions, mem, &args)? {
+        self.args.set_delete(geom, key)?;
+        match self.run(2, regions, mem)? {
             MicaReply::Done => Ok(true),
             MicaReply::NotFound => Ok(false),
             MicaReply::Value(_) => Err(MicaError::BadReply { len: 0 }.into()),
