@@ -41,6 +41,8 @@
 #define D_BUCKET 0
 #define D_TAIL 64
 #define D_CAND 128
+#define MICA_STAGE_CHUNK 128
+#define D_SPARE 72  /* target of dummy READs */
 #define D_STAGE 256 /* PUT: the new item */
 
 struct mica_state {
@@ -54,11 +56,11 @@ struct mica_state {
 	naam_u64 free_at;   /* PUT: a free (empty or stale) slot, 0 = none yet */
 	naam_u64 free_old;  /* its value */
 	naam_u64 alloc;     /* PUT: logical log offset of the new item */
-	naam_u64 written;   /* PUT: the item WRITE was issued */
+	naam_u64 written;   /* PUT: 1 = alloc known, 2 = the item WRITE was issued */
 	naam_u64 op;        /* index of the op whose result the next step needs */
 	naam_u64 expect;    /* the expected value of the install CAS */
 	naam_u64 read_len;  /* GET: value bytes read with the item */
-	naam_u64 copied;    /* PUT: value halves staged in data */
+	naam_u64 copied;    /* PUT: value halves staged in data; GET: halves copied out */
 };
 
 /* naam_ctx with the byte areas seen as words, so clang emits 8-byte loads and stores for the
@@ -80,7 +82,6 @@ _Static_assert(__builtin_offsetof(struct mica_view, args_value) ==
 		       __builtin_offsetof(struct naam_ctx, args) + __builtin_offsetof(struct mica_args, value),
 	       "value");
 
-#define OPI(i) ((i) & (NAAM_MAX_OPS - 1))
 #define U64(p) (*(naam_u64 *)(p))
 #define U32(p) (*(naam_u32 *)(p))
 #define U16(p) (*(naam_u16 *)(p))
@@ -100,6 +101,13 @@ NAAM_INLINE int stale(naam_u64 tail, naam_u64 slot, naam_u64 log_size)
 	return (long long)(tail - (slot & MICA_OFFSET_MASK)) > (long long)log_size;
 }
 
+/* A harmless op (READ the log tail into a spare window) for steps that need an op only to
+ * keep a constant op layout or to get one more step. */
+NAAM_INLINE void dummy_op(struct naam_ctx *ctx, struct mica_args *a)
+{
+	naam_op_read(ctx, 0, a->log_region, MICA_LOG_TAIL, 8, D_SPARE);
+}
+
 /* The three requests a step ends with (each used once, at the shared tails at the end). */
 NAAM_INLINE naam_u64 req_bucket(struct naam_ctx *ctx, struct mica_state *st, naam_u32 n,
 				naam_u32 region, naam_u64 at)
@@ -107,7 +115,7 @@ NAAM_INLINE naam_u64 req_bucket(struct naam_ctx *ctx, struct mica_state *st, naa
 	st->bucket = at;
 	st->next_slot = 0;
 	st->phase = P_SCAN;
-	naam_op_read(ctx, OPI(n), region, at, MICA_LINE, D_BUCKET);
+	naam_op_read(ctx, n, region, at, MICA_LINE, D_BUCKET);
 	ctx->n_ops = n + 1;
 	return NAAM_NEXT;
 }
@@ -118,9 +126,9 @@ NAAM_INLINE naam_u64 req_cand(struct naam_ctx *ctx, struct mica_state *st, naam_
 			      struct mica_args *a, naam_u32 read_len)
 {
 	st->phase = P_CAND;
-	naam_op_read(ctx, OPI(n), a->log_region, MICA_HDR + (st->cand & a->log_mask),
+	naam_op_read(ctx, n, a->log_region, MICA_HDR + (st->cand & a->log_mask),
 		     MICA_ITEM_HDR + read_len, D_CAND);
-	naam_op_read(ctx, OPI(n + 1), a->log_region, MICA_LOG_TAIL, 8, D_TAIL);
+	naam_op_read(ctx, n + 1, a->log_region, MICA_LOG_TAIL, 8, D_TAIL);
 	ctx->n_ops = n + 2;
 	return NAAM_NEXT;
 }
@@ -131,8 +139,8 @@ NAAM_INLINE naam_u64 req_install(struct naam_ctx *ctx, struct mica_state *st, na
 {
 	st->expect = expect;
 	st->op = n;
-	naam_op_cas(ctx, OPI(n), region, at, expect, desired);
-	naam_op_faa(ctx, OPI(n + 1), region, at & ~(naam_u64)(MICA_LINE - 1), 2);
+	naam_op_cas(ctx, n, region, at, expect, desired);
+	naam_op_faa(ctx, n + 1, region, at & ~(naam_u64)(MICA_LINE - 1), 2);
 	st->phase = P_INSTALL;
 	ctx->n_ops = n + 2;
 	return NAAM_NEXT;
@@ -153,7 +161,10 @@ NAAM_INLINE naam_u64 mica_step(struct naam_ctx *ctx, int mode)
 	naam_u32 vlen = a->value_len;
 	naam_u32 isize = MICA_ITEM_HDR + ((vlen + 7) & ~7u);
 	naam_u32 phase = st->phase;
-	naam_u32 n = 0;
+	/* Index of the first op a request may use: PUT always spends op 0 first (FAA, the item
+	 * WRITE, or a dummy READ), so that every op index is a constant: the verifier cannot
+	 * prove a store through a variable op index stays in the op's writable fields. */
+	const naam_u32 n = mode == MODE_PUT ? 1 : 0;
 	naam_u64 h, tag, cand, at, expect = 0;
 
 	if (ctx->args_len < MICA_ARGS_FIXED || klen == 0 || klen > MICA_KEY_MAX)
@@ -163,23 +174,22 @@ NAAM_INLINE naam_u64 mica_step(struct naam_ctx *ctx, int mode)
 			return NAAM_ABORT(MICA_E_VALUE);
 		if (ctx->args_len < MICA_ARGS_FIXED + vlen)
 			return NAAM_ABORT(MICA_E_ARGS);
-		/* Stage the value in two halves over the first two steps (START and the first
-		 * SCAN, which WRITEs the item): one copy routine of 512 bytes instead of 1024
-		 * keeps the program small. */
-		if (st->copied < 2) {
-			naam_u64 c = st->copied & 1;
-			naam_u64 *dst = &v->data[(D_STAGE + MICA_ITEM_HDR) / 8 + c * 64];
-			naam_u64 *src = &v->args_value[c * 64];
-			naam_u32 left = vlen - (naam_u32)c * 512;
+		/* Stage the value into data, one chunk per step from the first step on: a small
+		 * copy routine keeps the program within the JIT's page. The item is written
+		 * once it is staged and a slot is chosen (values over two chunks wait a few
+		 * steps, see do_install). */
+		if (st->copied * MICA_STAGE_CHUNK < vlen) {
+			naam_u64 c = st->copied & 7;
+			naam_u64 *dst = &v->data[(D_STAGE + MICA_ITEM_HDR) / 8 + c * 16];
+			naam_u64 *src = &v->args_value[c * 16];
+			naam_u32 left = vlen - (naam_u32)c * MICA_STAGE_CHUNK;
 			st->copied = c + 1;
-			if (vlen > c * 512) {
-				NAAM_UNROLL
-				for (int b = 0; b < 8; b++) {
-					if (b * 64 < left) {
-						NAAM_UNROLL
-						for (int w = 0; w < 8; w++)
-							dst[b * 8 + w] = src[b * 8 + w];
-					}
+			NAAM_UNROLL
+			for (int b = 0; b < MICA_STAGE_CHUNK / 64; b++) {
+				if (b * 64 < left) {
+					NAAM_UNROLL
+					for (int w = 0; w < 8; w++)
+						dst[b * 8 + w] = src[b * 8 + w];
 				}
 			}
 		}
@@ -192,20 +202,23 @@ NAAM_INLINE naam_u64 mica_step(struct naam_ctx *ctx, int mode)
 		if (tag == 0)
 			tag = 1;
 		if (mode != MODE_GET && phase == P_INSTALL) {
-			if (ctx->ops[OPI(st->op)].result == st->expect)
+			if (ctx->ops[n].result == st->expect)
 				return reply(ctx, MICA_OK, 0);
 			if (++st->retries > MICA_MAX_RETRIES)
 				return NAAM_ABORT(MICA_E_CONTENDED);
 			/* From the home bucket, forgetting what the last pass found. */
 			st->free_at = 0;
 			at = home;
+			if (mode == MODE_PUT)
+				dummy_op(ctx, a);
 			goto do_bucket;
 		} else if (mode == MODE_PUT && phase == P_LINK) {
 			st->free_at = 0;
 			at = home;
+			dummy_op(ctx, a);
 			goto do_bucket;
 		} else if (mode == MODE_PUT && phase == P_OVF) {
-			naam_u64 j = ctx->ops[OPI(st->op)].result;
+			naam_u64 j = ctx->ops[n].result;
 			if (j >= a->overflow_count)
 				return NAAM_ABORT(MICA_E_FULL);
 			naam_op_cas(ctx, 0, a->index_region, st->bucket + 8 + 8 * MICA_LINK_SLOT, 0,
@@ -216,15 +229,14 @@ NAAM_INLINE naam_u64 mica_step(struct naam_ctx *ctx, int mode)
 		} else if (phase != P_SCAN && phase != P_CAND) {
 			return NAAM_ABORT(MICA_E_STATE);
 		} else {
-			/* PUT: the first step after START has the allocation: write the item. */
-			if (mode == MODE_PUT && !st->written) {
-				naam_u64 alloc = ctx->ops[0].result;
-				st->alloc = alloc;
-				st->written = 1;
-				U32(&ctx->data[D_STAGE + 12]) = (naam_u32)alloc;
-				naam_op_write(ctx, 0, a->log_region, MICA_HDR + (alloc & a->log_mask),
-					      isize, D_STAGE);
-				n = 1;
+			/* PUT: the first step after START has the allocation. */
+			if (mode == MODE_PUT) {
+				if (st->written == 0) {
+					st->alloc = ctx->ops[0].result;
+					st->written = 1;
+					U32(&ctx->data[D_STAGE + 12]) = (naam_u32)st->alloc;
+				}
+				dummy_op(ctx, a);
 			}
 			if (phase == P_CAND) {
 				naam_u8 *it = &ctx->data[D_CAND];
@@ -245,15 +257,27 @@ NAAM_INLINE naam_u64 mica_step(struct naam_ctx *ctx, int mode)
 						st->read_len = (ivlen + 7) & ~7u;
 						goto do_cand;
 					} else {
+						/* Copy the value into the reply, 512 bytes per step:
+						 * longer values take one more step (with a dummy op),
+						 * which keeps the program within the JIT's page. */
+						naam_u64 c = st->copied & 1;
+						naam_u64 *src =
+							&v->data[(D_CAND + MICA_ITEM_HDR) / 8 + c * 64];
+						naam_u64 *dst = &v->out[MICA_REPLY_HDR / 8 + c * 64];
+						naam_u32 left = ivlen - (naam_u32)c * 512;
 						NAAM_UNROLL
-						for (int b = 0; b < MICA_VALUE_MAX / 64; b++) {
-							if (b * 64 < ivlen) {
+						for (int b = 0; b < 8; b++) {
+							if (b * 64 < left) {
 								NAAM_UNROLL
 								for (int w = 0; w < 8; w++)
-									v->out[MICA_REPLY_HDR / 8 + b * 8 + w] =
-										v->data[(D_CAND + MICA_ITEM_HDR) / 8 +
-											b * 8 + w];
+									dst[b * 8 + w] = src[b * 8 + w];
 							}
+						}
+						if (c == 0 && ivlen > 512) {
+							st->copied = 1;
+							dummy_op(ctx, a);
+							ctx->n_ops = 1;
+							return NAAM_NEXT;
 						}
 						return reply(ctx, MICA_OK, ivlen);
 					}
@@ -275,16 +299,15 @@ NAAM_INLINE naam_u64 mica_step(struct naam_ctx *ctx, int mode)
 						found = i;
 				}
 				if (mode == MODE_PUT && !st->free_at) {
-					/* The first empty or stale slot before the candidate (later
-					 * ones are seen on the next pass); offsets compare in 48-bit
-					 * arithmetic (shifted left). */
+					/* The first empty or stale slot of this bucket (the bucket in
+					 * data is one snapshot, so no slot seen on an earlier pass was
+					 * free); offsets compare in 48-bit arithmetic (shifted left). */
 					naam_u64 lim = (st->alloc - log_size) << 16;
 					naam_u64 fi = MICA_SLOTS;
 					NAAM_UNROLL
 					for (int i = MICA_SLOTS - 1; i >= 0; i--) {
 						naam_u64 s = v->data[D_BUCKET / 8 + 1 + i];
-						if (i >= next && i < found &&
-						    (s == 0 || (long long)(lim - (s << 16)) > 0))
+						if (s == 0 || (long long)(lim - (s << 16)) > 0)
 							fi = i;
 					}
 					if (fi < MICA_SLOTS) {
@@ -310,7 +333,7 @@ NAAM_INLINE naam_u64 mica_step(struct naam_ctx *ctx, int mode)
 				} else {
 					/* The chain is full: take an overflow bucket. */
 					st->op = n;
-					naam_op_faa(ctx, OPI(n), a->index_region, MICA_INDEX_OVF_NEXT, 1);
+					naam_op_faa(ctx, n, a->index_region, MICA_INDEX_OVF_NEXT, 1);
 					st->phase = P_OVF;
 					ctx->n_ops = n + 1;
 					return NAAM_NEXT;
@@ -335,7 +358,6 @@ NAAM_INLINE naam_u64 mica_step(struct naam_ctx *ctx, int mode)
 		U64(it + 16) = k0;
 		U64(it + 24) = k1;
 		naam_op_faa(ctx, 0, a->log_region, MICA_LOG_TAIL, isize);
-		n = 1;
 	}
 	at = MICA_HDR + (h & a->bucket_mask) * MICA_LINE;
 	tag = 0;
@@ -348,6 +370,21 @@ do_bucket:
 do_cand:
 	return req_cand(ctx, st, n, a, mode == MODE_GET ? st->read_len : 0);
 do_install:
+	if (mode == MODE_PUT) {
+		/* Not staged yet: one more step (op 0 is a dummy) reruns this one on the same
+		 * data and comes back here. */
+		if (st->copied * MICA_STAGE_CHUNK < vlen) {
+			ctx->n_ops = 1;
+			return NAAM_NEXT;
+		}
+		/* Write the item once, before the CAS that publishes it: a late rewrite could
+		 * clobber a newer item after the log wrapped. */
+		if (st->written == 1) {
+			st->written = 2;
+			naam_op_write(ctx, 0, a->log_region, MICA_HDR + (st->alloc & a->log_mask),
+				      isize, D_STAGE);
+		}
+	}
 	return req_install(ctx, st, n, a->index_region, at, expect,
 			   mode == MODE_PUT ? tag << 48 | (st->alloc & MICA_OFFSET_MASK) : 0);
 }
