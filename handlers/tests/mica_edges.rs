@@ -367,3 +367,54 @@ fn geometry_scales_to_ten_million_keys_and_fill_is_readable() {
         assert_eq!(out, want, "key {i}");
     }
 }
+
+/// The common paths take the steps the design promises (a regression here costs latency).
+#[test]
+fn common_paths_take_three_steps() {
+    let p = programs();
+    for engine in engines() {
+        let mut s = Store::new(small(64, 8, 1 << 16));
+        let mut vm = vm(&p, engine);
+        let mut out = [0u8; 8];
+        let mut steps =
+            |vm: &naam_handlers::mica::MicaVm, before: u64| vm.executor().stats.steps - before;
+        let b = vm.executor().stats.steps;
+        vm.put(&s.regions, &mut s.mem, &s.geom, b"k", b"v1234567")
+            .unwrap();
+        assert_eq!(
+            steps(&vm, b),
+            3,
+            "{engine:?}: PUT of a new key: bucket + FAA, install, check"
+        );
+        let b = vm.executor().stats.steps;
+        vm.get(&s.regions, &mut s.mem, &s.geom, b"k", &mut out)
+            .unwrap();
+        assert_eq!(
+            steps(&vm, b),
+            3,
+            "{engine:?}: GET: bucket, item + tail, reply"
+        );
+        let b = vm.executor().stats.steps;
+        vm.put(&s.regions, &mut s.mem, &s.geom, b"k", b"v7654321")
+            .unwrap();
+        assert_eq!(
+            steps(&vm, b),
+            4,
+            "{engine:?}: PUT update: bucket, candidate, install, check"
+        );
+        let b = vm.executor().stats.steps;
+        assert!(vm.delete(&s.regions, &mut s.mem, &s.geom, b"k").unwrap());
+        assert_eq!(
+            steps(&vm, b),
+            4,
+            "{engine:?}: DELETE: bucket, candidate, CAS, check"
+        );
+        let b = vm.executor().stats.steps;
+        assert_eq!(
+            vm.get(&s.regions, &mut s.mem, &s.geom, b"k", &mut out)
+                .unwrap(),
+            None
+        );
+        assert_eq!(steps(&vm, b), 2, "{engine:?}: GET miss: bucket, reply");
+    }
+}
