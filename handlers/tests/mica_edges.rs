@@ -376,7 +376,7 @@ fn common_paths_take_three_steps() {
         let mut s = Store::new(small(64, 8, 1 << 16));
         let mut vm = vm(&p, engine);
         let mut out = [0u8; 8];
-        let mut steps =
+        let steps =
             |vm: &naam_handlers::mica::MicaVm, before: u64| vm.executor().stats.steps - before;
         let b = vm.executor().stats.steps;
         vm.put(&s.regions, &mut s.mem, &s.geom, b"k", b"v1234567")
