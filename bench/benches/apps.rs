@@ -68,6 +68,22 @@ fn mica(c: &mut Criterion) {
             })
         });
     }
+    // PUT updates of hot keys (8-byte values): FAA + item WRITE + slot CAS.
+    let value = [7u8; VALUE_LEN];
+    g.bench_function("put/native", |b| {
+        b.iter(|| {
+            i = (i + 1) % HOT;
+            table.put(black_box(&keys[i]), &value).expect("put")
+        })
+    });
+    let mut vm = MicaVm::new(&progs, Engine::native(), TENANT).expect("compile");
+    g.bench_function(format!("put/{}", Engine::native().name()), |b| {
+        b.iter(|| {
+            i = (i + 1) % HOT;
+            vm.put(&regions, &mut mem, &geom, black_box(&keys[i]), &value)
+                .expect("put")
+        })
+    });
     g.finish();
 }
 
