@@ -418,3 +418,46 @@ fn common_paths_take_three_steps() {
         assert_eq!(steps(&vm, b), 2, "{engine:?}: GET miss: bucket, reply");
     }
 }
+
+/// Values at the boundaries of the handlers' copy chunks (PUT stages 128 bytes per step, GET
+/// replies 512 bytes per step) round-trip between the handlers and the native code.
+#[test]
+fn values_at_chunk_boundaries_round_trip() {
+    let p = programs();
+    for engine in engines() {
+        let mut s = Store::new(small(8, 4, 1 << 16));
+        let mut vm = vm(&p, engine);
+        let mut out = vec![0u8; VALUE_MAX];
+        for (i, len) in [
+            1usize, 7, 8, 9, 127, 128, 129, 255, 256, 257, 511, 512, 513, 640, 1023, 1024,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let v: Vec<u8> = (0..len).map(|j| (j * 13 + len) as u8).collect();
+            let (ka, kb) = (key_for(3, 2 * i as u64), key_for(3, 2 * i as u64 + 1));
+            vm.put(&s.regions, &mut s.mem, &s.geom, &ka, &v).unwrap();
+            s.table.put(&kb, &v).unwrap();
+            assert_eq!(
+                s.table.get(&ka, &mut out).unwrap(),
+                Some(len),
+                "{engine:?} len {len}"
+            );
+            assert_eq!(
+                &out[..len],
+                &v[..],
+                "{engine:?}: native GET of a VM PUT, len {len}"
+            );
+            assert_eq!(
+                vm.get(&s.regions, &mut s.mem, &s.geom, &kb, &mut out)
+                    .unwrap(),
+                Some(len)
+            );
+            assert_eq!(
+                &out[..len],
+                &v[..],
+                "{engine:?}: VM GET of a native PUT, len {len}"
+            );
+        }
+    }
+}

@@ -58,6 +58,8 @@ pub enum MicaError {
     },
     #[error("malformed reply of {len} bytes")]
     BadReply { len: usize },
+    /// `MICA_E_ARGS` (1), `MICA_E_VALUE` (2) or `MICA_E_STATE` (5): arguments the Rust API
+    /// would have refused, or a handler bug.
     #[error("handler aborted with code {code}")]
     Aborted { code: u32 },
 }
