@@ -2,6 +2,9 @@
 //! them (so building NAAM needs no clang), embedded here.
 
 pub mod btree;
+pub mod mica;
+/// Re-exported: the loader in naam-core applies it to every program.
+pub use naam_core::relayout;
 
 /// `record.bpf.c`: reads one 64-byte record and replies with a digest (the scale experiment's
 /// handler).
