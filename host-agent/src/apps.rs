@@ -11,6 +11,7 @@ use naam_core::memory::RegionMem;
 use naam_core::pool::OffloadId;
 use naam_core::region::{Perms, RegionDesc, RegionId};
 use naam_handlers::btree::{self, BTree, BTreeConfig};
+use naam_handlers::mica::{self, MicaGeometry, MicaTable};
 
 /// Tenant of every bundled application.
 pub const BUNDLED_TENANT: u32 = 1;
@@ -85,10 +86,120 @@ pub trait App: Send + Sync {
     fn offloads(&self) -> Vec<BundledOffload>;
 }
 
-/// The bundled applications. MICA (`naam_handlers::mica`) joins this table when its builder
-/// lands.
+/// The bundled applications.
 pub fn bundled() -> Vec<Box<dyn App>> {
-    vec![Box::new(Btree), Box::new(Records)]
+    vec![Box::new(Mica), Box::new(Btree), Box::new(Records)]
+}
+
+/// `mica`: a MICA table (`naam_handlers::mica`) in regions 1 (index) and 2 (log), filled with
+/// `mica-keys` keys `key_for(seed, i)` and `value-size`-byte values `value_for(seed, i)`.
+/// Served by `mica_get`, `mica_put`, `mica_delete` (offloads 0, 1, 2).
+pub struct Mica;
+
+impl Mica {
+    /// The geometry the configuration asks for.
+    pub fn geometry(cfg: &Config) -> MicaGeometry {
+        MicaGeometry::for_keys(cfg.mica_keys, cfg.value_size as usize)
+            .with_regions(region::MICA_INDEX, region::MICA_LOG)
+    }
+
+    /// The geometry of a table as its headers describe it.
+    pub fn read_geometry(index: &RegionMem, log: &RegionMem) -> Result<MicaGeometry, AppError> {
+        let word = |m: &RegionMem, off| m.load_u64(off).unwrap_or(0);
+        let magic = word(index, mica::layout::INDEX_MAGIC);
+        if magic != mica::layout::MAGIC {
+            return Err(Mica::err(format!(
+                "index region holds no table (magic {magic:#x})"
+            )));
+        }
+        let g = MicaGeometry {
+            index_region: region::MICA_INDEX,
+            log_region: region::MICA_LOG,
+            bucket_count: word(index, mica::layout::INDEX_BUCKETS),
+            overflow_count: word(index, mica::layout::INDEX_OVERFLOW),
+            log_size: word(log, mica::layout::LOG_SIZE),
+        };
+        g.validate().map_err(Mica::err)?;
+        Ok(g)
+    }
+
+    fn err(e: impl std::fmt::Display) -> AppError {
+        AppError::Invalid {
+            app: "mica",
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl App for Mica {
+    fn name(&self) -> &'static str {
+        "mica"
+    }
+
+    fn regions(&self, cfg: &Config) -> Vec<RegionPlan> {
+        if cfg.mica_keys == 0 {
+            return Vec::new();
+        }
+        let g = Mica::geometry(cfg);
+        // GET reads; PUT allocates log space with FAA, writes the item, installs it with CAS.
+        vec![
+            RegionPlan {
+                id: region::MICA_INDEX,
+                len: g.index_len(),
+                perms: Perms::ALL,
+            },
+            RegionPlan {
+                id: region::MICA_LOG,
+                len: g.log_len(),
+                perms: Perms::ALL,
+            },
+        ]
+    }
+
+    fn build(&self, cfg: &Config, regions: &[AppRegion]) -> Result<(), AppError> {
+        let t = MicaTable::format(Mica::geometry(cfg), regions[0].mem, regions[1].mem)
+            .map_err(Mica::err)?;
+        t.fill(cfg.mica_keys, cfg.seed, cfg.value_size as usize)
+            .map_err(Mica::err)
+    }
+
+    fn describe(&self, cfg: &Config, regions: &[AppRegion]) -> Result<Params, AppError> {
+        let g = Mica::read_geometry(&regions[0].mem, &regions[1].mem)?;
+        Ok(vec![
+            ("index_region".into(), g.index_region as u64),
+            ("log_region".into(), g.log_region as u64),
+            ("buckets".into(), g.bucket_count),
+            ("overflow".into(), g.overflow_count),
+            ("log_size".into(), g.log_size),
+            ("key_len".into(), mica::layout::KEY_MAX as u64),
+            ("index_key".into(), regions[0].desc.key),
+            ("log_key".into(), regions[1].desc.key),
+            ("keys".into(), cfg.mica_keys),
+            ("value_size".into(), cfg.value_size as u64),
+            ("seed".into(), cfg.seed),
+        ])
+    }
+
+    fn offloads(&self) -> Vec<BundledOffload> {
+        let o = |id, name, section, read_only| BundledOffload {
+            id,
+            name,
+            section,
+            class: id as u16,
+            read_only,
+            object: mica::MICA_OBJECT,
+        };
+        vec![
+            o(offload::MICA_GET, "mica_get", mica::GET_SECTION, true),
+            o(offload::MICA_PUT, "mica_put", mica::PUT_SECTION, false),
+            o(
+                offload::MICA_DELETE,
+                "mica_delete",
+                mica::DELETE_SECTION,
+                false,
+            ),
+        ]
+    }
 }
 
 /// `btree`: a Cell-style B-link tree in region 3 (`naam_handlers::btree`), bulk-loaded with
@@ -320,5 +431,51 @@ mod tests {
             None,
             "even keys absent"
         );
+    }
+
+    #[test]
+    fn mica_builds_a_table_and_reads_its_geometry_back() {
+        let cfg = Config {
+            mica_keys: 300,
+            value_size: 24,
+            seed: 4,
+            ..Config::default()
+        };
+        let plan = Mica.regions(&cfg);
+        assert_eq!(plan.len(), 2);
+        let owned: Vec<_> = plan
+            .iter()
+            .map(|p| OwnedRegion::zeroed(p.len as usize))
+            .collect();
+        let regions: Vec<_> = plan
+            .iter()
+            .zip(&owned)
+            .map(|(p, o)| AppRegion {
+                desc: RegionDesc {
+                    id: p.id,
+                    tenant: BUNDLED_TENANT,
+                    len: p.len,
+                    perms: p.perms,
+                    key: p.id as u64 * 100,
+                },
+                mem: o.mem(),
+            })
+            .collect();
+        Mica.build(&cfg, &regions).unwrap();
+        let g = Mica::read_geometry(&regions[0].mem, &regions[1].mem).unwrap();
+        assert_eq!(g, Mica::geometry(&cfg));
+        let t = MicaTable::attach(g, regions[0].mem, regions[1].mem).unwrap();
+        let mut out = [0u8; 64];
+        let mut want = [0u8; 24];
+        mica::value_for(4, 299, &mut want);
+        assert_eq!(t.get(&mica::key_for(4, 299), &mut out).unwrap(), Some(24));
+        assert_eq!(&out[..24], &want);
+        let p = Mica.describe(&cfg, &regions).unwrap();
+        assert!(p.contains(&("index_key".into(), 100)));
+        assert!(p.contains(&("log_key".into(), 200)));
+        assert!(p.contains(&("buckets".into(), g.bucket_count)));
+        // A zeroed index is no table.
+        let blank = OwnedRegion::zeroed(4096);
+        assert!(Mica::read_geometry(&blank.mem(), &regions[1].mem).is_err());
     }
 }

@@ -180,6 +180,10 @@ impl Config {
         if self.arena_mb == 0 {
             return bad("arena-mb", "must be at least 1");
         }
+        if self.value_size == 0 || self.value_size as usize > naam_handlers::mica::layout::VALUE_MAX
+        {
+            return bad("value-size", "must be in 1..=1024 (a MICA value)");
+        }
         if !self.ring_slots.is_power_of_two() || self.ring_slots < 2 {
             return bad("ring-slots", "must be a power of two, at least 2");
         }

@@ -371,3 +371,54 @@ fn handler_objects_on_the_command_line_are_verified_and_registered() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.o"), "{err}");
 }
+
+#[test]
+fn mica_get_put_delete_run_on_host_workers() {
+    use naam_handlers::mica::{key_for, MicaArgs};
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &["--value-size", "40"]);
+    let g = mica_geometry(&agent);
+    assert_eq!((g.index_region, g.log_region), (1, 2));
+    assert_eq!(agent.param("mica", "keys"), 1024);
+    let link = agent.dataplane();
+    let mut qp = link.qp(0).unwrap();
+    for i in [0u64, 1, 777, 1023] {
+        assert_eq!(
+            mica_get(&mut qp, i + 1, &g, &key_for(SEED, i)),
+            Mica::Value(mica_value(i, 40)),
+            "key {i}"
+        );
+    }
+    let absent = key_for(SEED, 5000);
+    assert_eq!(mica_get(&mut qp, 10, &g, &absent), Mica::NotFound);
+    assert_eq!(
+        mica_put(&mut qp, 11, &g, &absent, b"fresh value"),
+        Mica::Done
+    );
+    assert_eq!(
+        mica_get(&mut qp, 12, &g, &absent),
+        Mica::Value(b"fresh value".to_vec())
+    );
+    let k7 = key_for(SEED, 7);
+    assert_eq!(mica_put(&mut qp, 13, &g, &k7, b"updated"), Mica::Done);
+    assert_eq!(
+        mica_get(&mut qp, 14, &g, &k7),
+        Mica::Value(b"updated".to_vec())
+    );
+    let del = MicaArgs::delete(&g, &k7).unwrap();
+    assert_eq!(mica(&mut qp, 15, 2, del.as_bytes()), Mica::Done);
+    assert_eq!(mica_get(&mut qp, 16, &g, &k7), Mica::NotFound);
+    assert_eq!(mica(&mut qp, 17, 2, del.as_bytes()), Mica::NotFound);
+    let list = agent.control().list().unwrap();
+    let ro: Vec<_> = list
+        .iter()
+        .filter(|o| o.id < 3)
+        .map(|o| o.read_only)
+        .collect();
+    assert_eq!(
+        ro,
+        vec![true, false, false],
+        "GET read-only, PUT and DELETE not"
+    );
+    assert_eq!(agent.counter("offload.1.messages"), 2);
+}

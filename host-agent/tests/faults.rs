@@ -128,6 +128,12 @@ fn sigkilled_agent_restarted_with_persist_keeps_acknowledged_writes() {
         let link = agent.dataplane();
         write_record(&link, region, key, 3, &WRITTEN);
         assert_eq!(host_digest(&link, region, 3, 1), digest_of(&WRITTEN));
+        let g = mica_geometry(&agent);
+        let mut qp = link.qp(0).unwrap();
+        assert_eq!(
+            mica_put(&mut qp, 50, &g, b"persisted-key", b"acked"),
+            Mica::Done
+        );
         agent.kill9();
         // The dataplane notices (socket closed) and must reconnect.
         std::thread::sleep(Duration::from_millis(20));
@@ -148,6 +154,13 @@ fn sigkilled_agent_restarted_with_persist_keeps_acknowledged_writes() {
     let link = agent.dataplane();
     assert_eq!(host_digest(&link, region, 3, 2), digest_of(&WRITTEN));
     assert_eq!(host_digest(&link, region, 4, 3), expected_digest(4));
+    let g = mica_geometry(&agent);
+    let mut qp = link.qp(0).unwrap();
+    assert_eq!(
+        mica_get(&mut qp, 51, &g, b"persisted-key"),
+        Mica::Value(b"acked".to_vec()),
+        "the acknowledged PUT survived SIGKILL"
+    );
 }
 
 #[test]
@@ -161,7 +174,15 @@ fn sigkilled_agent_restarted_from_a_requested_snapshot_keeps_writes() {
     {
         let link = agent.dataplane();
         write_record(&link, region, key, 6, &WRITTEN);
+        let g = mica_geometry(&agent);
+        let mut qp = link.qp(0).unwrap();
+        assert_eq!(
+            mica_put(&mut qp, 50, &g, b"snap-key", b"in the snapshot"),
+            Mica::Done
+        );
         let (regions, bytes) = agent.control().snapshot().unwrap();
+        // Written after the snapshot: lost with the SIGKILL.
+        assert_eq!(mica_put(&mut qp, 51, &g, b"late-key", b"after"), Mica::Done);
         assert_eq!(regions, agent.param("host", "regions"), "every region");
         assert!(bytes >= 64 * 64);
         agent.kill9();
@@ -176,6 +197,13 @@ fn sigkilled_agent_restarted_from_a_requested_snapshot_keeps_writes() {
     assert_eq!(agent.param("record", "key"), key);
     let link = agent.dataplane();
     assert_eq!(host_digest(&link, region, 6, 1), digest_of(&WRITTEN));
+    let g = mica_geometry(&agent);
+    let mut qp = link.qp(0).unwrap();
+    assert_eq!(
+        mica_get(&mut qp, 52, &g, b"snap-key"),
+        Mica::Value(b"in the snapshot".to_vec())
+    );
+    assert_eq!(mica_get(&mut qp, 53, &g, b"late-key"), Mica::NotFound);
 }
 
 #[test]

@@ -260,3 +260,70 @@ pub fn expected_digest(i: u64) -> u64 {
 pub fn digest_of(words: &[u64; 8]) -> u64 {
     naam_host_agent::apps::Records::digest(words)
 }
+
+/// The MICA geometry the agent describes.
+pub fn mica_geometry(agent: &Agent) -> naam_handlers::mica::MicaGeometry {
+    let p = agent.control().describe("mica").expect("describe mica");
+    let get = |n: &str| p.iter().find(|(k, _)| k == n).expect(n).1;
+    naam_handlers::mica::MicaGeometry {
+        index_region: get("index_region") as u32,
+        log_region: get("log_region") as u32,
+        bucket_count: get("buckets"),
+        overflow_count: get("overflow"),
+        log_size: get("log_size"),
+    }
+}
+
+/// A MICA outcome, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mica {
+    Value(Vec<u8>),
+    Done,
+    NotFound,
+}
+
+/// Runs a MICA offload (0 GET, 1 PUT, 2 DELETE) on the host workers.
+pub fn mica(qp: &mut ShmQp, token: u64, offload: u32, args: &[u8]) -> Mica {
+    let d = call(qp, token, &am(token, offload, offload as u16, TENANT, args));
+    let m = Message::parse(&d).expect("reply parses");
+    let Body::AmReply(r) = m.body else {
+        panic!("expected an AM reply, got {:?}", m.body);
+    };
+    assert_eq!(r.executed_at, naam_core::wire::Location::Host);
+    assert_eq!(r.status, naam_core::wire::AmStatus::Done, "{r:?}");
+    match naam_handlers::mica::MicaReply::parse(r.output).expect("MICA reply") {
+        naam_handlers::mica::MicaReply::Value(v) => Mica::Value(v.to_vec()),
+        naam_handlers::mica::MicaReply::Done => Mica::Done,
+        naam_handlers::mica::MicaReply::NotFound => Mica::NotFound,
+    }
+}
+
+/// GET `key`.
+pub fn mica_get(
+    qp: &mut ShmQp,
+    token: u64,
+    g: &naam_handlers::mica::MicaGeometry,
+    key: &[u8],
+) -> Mica {
+    let a = naam_handlers::mica::MicaArgs::get(g, key).unwrap();
+    mica(qp, token, 0, a.as_bytes())
+}
+
+/// PUT `key` = `value`.
+pub fn mica_put(
+    qp: &mut ShmQp,
+    token: u64,
+    g: &naam_handlers::mica::MicaGeometry,
+    key: &[u8],
+    value: &[u8],
+) -> Mica {
+    let a = naam_handlers::mica::MicaArgs::put(g, key, value).unwrap();
+    mica(qp, token, 1, a.as_bytes())
+}
+
+/// The value the agent built for key `i` (value size 64 by default).
+pub fn mica_value(i: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    naam_handlers::mica::value_for(SEED, i, &mut v);
+    v
+}
