@@ -37,7 +37,6 @@ pub use control::ControlClient;
 
 use apps::{AppRegion, Params, BUNDLED_TENANT};
 use naam_core::pool::{OffloadId, OffloadSpec, Registry, RegistryError, MAX_OFFLOADS};
-use naam_core::region::RegionDesc;
 use naam_core::verifier::{verify, VerifierConfig};
 use naam_core::vm::{CompiledVm, Engine};
 use naam_link::{RegionSpec, ShmConfig, ShmHost};
@@ -238,6 +237,8 @@ impl HostAgent {
         let stats = Stats::new(cfg.workers as usize);
         let shared = Shared::new(registry.clone(), stats);
         host.serve(&cfg.link_socket())?;
+        // Before the workers start, so a failure here leaves no thread behind.
+        let control = control::ControlServer::bind(&cfg.control_socket())?;
 
         let mut workers = Vec::new();
         for k in 0..cfg.workers {
@@ -262,7 +263,6 @@ impl HostAgent {
             workers.push(h);
         }
 
-        let control = control::ControlServer::bind(&cfg.control_socket())?;
         tracing::info!(
             run_dir = %cfg.run_dir.display(),
             workers = cfg.workers,
@@ -399,8 +399,8 @@ impl HostAgent {
             }
         }
         let snap = if self.cfg.snapshot.is_some() {
-            // Workers are stopped: the cut is consistent without parking them.
-            self.write_snapshot_stopped()
+            // Workers are stopped: the cut is consistent (nobody to park).
+            self.write_snapshot().map(|_| ())
         } else {
             Ok(())
         };
@@ -411,11 +411,6 @@ impl HostAgent {
             "host agent stopped"
         );
         snap
-    }
-
-    fn write_snapshot_stopped(&self) -> Result<(), AgentError> {
-        // `quiesce` needs no parking when no worker runs.
-        self.write_snapshot().map(|_| ())
     }
 }
 
@@ -515,17 +510,4 @@ fn register_bundled(registry: &Registry, o: &apps::BundledOffload) -> Result<(),
         )
         .map_err(|e| err(e.to_string()))?;
     Ok(())
-}
-
-/// The region descriptions of the running agent's area (for tests and tools).
-pub fn directory_of(agent: &HostAgent) -> Vec<RegionDesc> {
-    agent.host.directory().into_iter().map(|e| e.desc).collect()
-}
-
-/// The paths a host agent with `run_dir` serves.
-pub fn sockets(run_dir: &std::path::Path) -> (PathBuf, PathBuf) {
-    (
-        run_dir.join(config::LINK_SOCKET),
-        run_dir.join(config::CONTROL_SOCKET),
-    )
 }
