@@ -9,8 +9,11 @@
 //! - joins widen intervals to cover both sides and drop what only one side knows; a register
 //!   of different types on different paths becomes unreadable;
 //! - branch refinement on unsigned and signed comparisons and `jset`; 32-bit comparisons refine
-//!   only when both operands are known to fit the compared width (then they mean the same as
-//!   the 64-bit comparison); comparisons of a register with itself are not refined;
+//!   only when both operands are known to fit in 32 bits (signed ones through the
+//!   sign-extended halves); comparisons of a register with itself are not refined;
+//! - a variable offset must keep the whole access inside one region (or one run of adjacent
+//!   writable context fields): there is no stride domain, so `ctx->ops[i].arg0` with a
+//!   variable `i` is rejected (the bytes between the `arg0`s are read-only);
 //! - an edge whose refined condition is unsatisfiable is dead and contributes nothing;
 //!   instructions no path reaches are not checked (they cannot run);
 //! - shifts by a register, `neg` and byte swaps of non-constants produce wide ranges.
@@ -226,7 +229,7 @@ impl Step {
                     );
                 }
                 let end = hi as usize + size;
-                if !writable_ranges().any(|r| r.start <= lo as usize && end <= r.end) {
+                if !ctx_writable(lo as usize, end) {
                     return self.fail(
                         Kind::ReadOnlyCtx,
                         format!("{size}-byte store at context offsets [{lo}, {end}) touches a read-only field"),
@@ -536,6 +539,21 @@ impl Step {
     }
 }
 
+/// Whether every byte of `lo .. end` lies in a writable part of the context (adjacent
+/// writable ranges, like `state` and `ops[0]`, count as one).
+fn ctx_writable(lo: usize, end: usize) -> bool {
+    let mut covered = lo;
+    for r in writable_ranges() {
+        if r.start <= covered && covered < r.end {
+            covered = r.end;
+        }
+        if covered >= end {
+            return true;
+        }
+    }
+    false
+}
+
 fn alu_name(code: u8) -> &'static str {
     [
         "add", "sub", "mul", "div", "or", "and", "lsh", "rsh", "neg", "mod", "xor", "mov", "arsh",
@@ -554,15 +572,15 @@ type Refine = fn(Scalar, Scalar) -> Option<(Scalar, Scalar)>;
 fn refine(code: u8, is32: bool, a: Scalar, b: Scalar, taken: bool) -> Option<(Scalar, Scalar)> {
     let signed = matches!(code, jmp::JSGT | jmp::JSGE | jmp::JSLT | jmp::JSLE);
     if is32 {
-        // A 32-bit comparison means the 64-bit one only when both values fit: in 32 bits
-        // (unsigned), in 31 bits (signed, so neither is negative as an i32).
-        let limit = if signed {
-            i32::MAX as u64
-        } else {
-            u32::MAX as u64
-        };
-        if a.umax > limit || b.umax > limit {
+        // A 32-bit comparison sees the low halves. When both values fit in 32 bits, an
+        // unsigned one means the 64-bit comparison; a signed one means the comparison of the
+        // sign-extended halves, which are intervals again unless they straddle the sign bit.
+        if a.umax > u32::MAX as u64 || b.umax > u32::MAX as u64 {
             return Some((a, b));
+        }
+        if signed {
+            let (ra, rb) = refine(code, false, sext32(a), sext32(b), taken)?;
+            return Some((unsext32(a, ra)?, unsext32(b, rb)?));
         }
     }
     let swap = |r: Option<(Scalar, Scalar)>| r.map(|(x, y)| (y, x));
@@ -593,6 +611,44 @@ fn refine(code: u8, is32: bool, a: Scalar, b: Scalar, taken: bool) -> Option<(Sc
     }
 }
 
+/// The signed value of a 32-bit quantity's sign extension.
+fn sext32(s: Scalar) -> Scalar {
+    const HALF: u64 = 1 << 31;
+    if s.umax < HALF {
+        s
+    } else if s.umin >= HALF {
+        Scalar::srange(s.umin as i64 - (1 << 32), s.umax as i64 - (1 << 32))
+    } else {
+        Scalar::srange(i32::MIN as i64, i32::MAX as i64)
+    }
+}
+
+/// `orig` narrowed by what [`sext32`]'s refined image `r` says; `None` when nothing is left.
+fn unsext32(orig: Scalar, r: Scalar) -> Option<Scalar> {
+    if r.smin >= 0 {
+        meet(orig, Scalar::urange(r.smin as u64, r.smax as u64))
+    } else if r.smax < 0 {
+        meet(
+            orig,
+            Scalar::urange((r.smin + (1 << 32)) as u64, (r.smax + (1 << 32)) as u64),
+        )
+    } else {
+        Some(orig)
+    }
+}
+
+/// Values both scalars allow.
+fn meet(a: Scalar, b: Scalar) -> Option<Scalar> {
+    Scalar {
+        umin: a.umin.max(b.umin),
+        umax: a.umax.min(b.umax),
+        smin: a.smin.max(b.smin),
+        smax: a.smax.min(b.smax),
+        bits: a.bits.intersect(b.bits)?,
+    }
+    .sync()
+}
+
 fn ult(mut a: Scalar, mut b: Scalar) -> Option<(Scalar, Scalar)> {
     a.umax = a.umax.min(b.umax.checked_sub(1)?);
     b.umin = b.umin.max(a.umin.checked_add(1)?);
@@ -618,14 +674,7 @@ fn sle(mut a: Scalar, mut b: Scalar) -> Option<(Scalar, Scalar)> {
 }
 
 fn eq(a: Scalar, b: Scalar) -> Option<(Scalar, Scalar)> {
-    let m = Scalar {
-        umin: a.umin.max(b.umin),
-        umax: a.umax.min(b.umax),
-        smin: a.smin.max(b.smin),
-        smax: a.smax.min(b.smax),
-        bits: a.bits.intersect(b.bits)?,
-    }
-    .sync()?;
+    let m = meet(a, b)?;
     Some((m, m))
 }
 

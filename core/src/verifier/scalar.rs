@@ -321,6 +321,7 @@ impl Scalar {
             Some(0) => self,
             Some(c) if self.umax < c => self,
             Some(c) => Scalar::urange(0, c - 1),
+            None if o.umin > 0 => Scalar::urange(0, self.umax.min(o.umax - 1)),
             None => Scalar::urange(0, self.umax),
         }
     }
