@@ -427,10 +427,25 @@ fn check_encoding(i: usize, insn: &Insn) -> Result<(), VerifyError> {
                     if insn.dst != 0 || insn.off != 0 {
                         return malformed("helper calls take only an id");
                     }
+                    // Checked here, not only on reachable paths: the JIT refuses to compile a
+                    // call to an unregistered helper even in dead code.
+                    if crate::helpers::lookup(insn.imm as u32).is_none() {
+                        return fail(
+                            i,
+                            Kind::UnknownHelper,
+                            format!(
+                                "call to helper {}, which is not in the whitelist",
+                                insn.imm as u32
+                            ),
+                        );
+                    }
                     Ok(())
                 }
                 0xe | 0xf => unknown(),
                 _ => {
+                    if insn.dst == 10 {
+                        return malformed("rbpf refuses r10 as the first operand of a comparison (swap the operands)");
+                    }
                     if insn.uses_src_reg() && insn.imm != 0 {
                         return malformed("immediate must be 0");
                     }

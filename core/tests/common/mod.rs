@@ -1,6 +1,8 @@
 //! Shared by the verifier tests: a tiny eBPF assembler and a JIT-versus-interpreter runner.
 #![allow(dead_code)]
 
+pub mod gen;
+
 use naam_core::abi::{Ctx, CTX_SIZE};
 use naam_core::elf::Program;
 use naam_core::verifier::VerifiedProgram;
@@ -105,9 +107,9 @@ pub fn program(name: &str, insns: &[I]) -> Program {
 /// r0 and the final context bytes of one run.
 pub type Outcome = (u64, Vec<u8>);
 
-/// Runs `prog` on a copy of `ctx` under the native JIT and under the interpreter. `None`
-/// (after printing why) when this machine has no JIT.
-pub fn run_both(prog: &Arc<VerifiedProgram>, ctx: &Ctx) -> Option<(Outcome, Outcome)> {
+/// `prog` compiled for the native JIT and loaded into the interpreter; `None` (after printing
+/// why) when this machine has no JIT.
+pub fn engines(prog: &Arc<VerifiedProgram>) -> Option<(CompiledVm, CompiledVm)> {
     let native = Engine::native();
     if native == Engine::Interpreter {
         println!("skipped: no JIT engine on this architecture");
@@ -116,6 +118,12 @@ pub fn run_both(prog: &Arc<VerifiedProgram>, ctx: &Ctx) -> Option<(Outcome, Outc
     let jit = CompiledVm::new(prog.clone(), native).expect("a verified program compiles");
     let interp =
         CompiledVm::new(prog.clone(), Engine::Interpreter).expect("a verified program loads");
+    Some((jit, interp))
+}
+
+/// Runs `prog` on a copy of `ctx` under the native JIT and under the interpreter.
+pub fn run_both(prog: &Arc<VerifiedProgram>, ctx: &Ctx) -> Option<(Outcome, Outcome)> {
+    let (jit, interp) = engines(prog)?;
     Some((run_one(&jit, ctx), run_one(&interp, ctx)))
 }
 
