@@ -564,6 +564,20 @@ fn safe_bytecode() -> Vec<(&'static str, Vec<I>)> {
                 exit(),
             ],
         ),
+        (
+            // rbpf's x86 JIT compiles `w2 = w5` as a 64-bit move; the verifier expands it (found
+            // by the verifier_diff fuzz target).
+            "mov32 of a 64-bit value",
+            vec![
+                ldx(DW, 5, 1, ARGS),
+                alu32_reg(MOV, 2, 5),
+                stx(DW, 1, 2, STATE),
+                alu32_reg(MOV, 5, 5),
+                stx(DW, 1, 5, STATE + 8),
+                mov_reg(0, 2),
+                exit(),
+            ],
+        ),
         ("lddw, byte swaps, division and modulo", {
             let [a, b] = lddw(4, 0x0102_0304_0506_0708);
             vec![

@@ -26,11 +26,16 @@
 //!    stored outside the stack nor partially; `r0` is a scalar at `exit`; helpers are
 //!    whitelisted (`helpers::HELPERS`) and get scalar arguments.
 //!
+//! One rewrite happens first ([`rewrite`]): rbpf's x86 JIT miscompiles `wD = wS` (it keeps
+//! the upper half), so such moves are expanded into `rD = rS; wD += 0`, which every engine
+//! runs the same way; the proof is about the expanded program, which is the one compiled.
+//!
 //! This is our own code: the `prevail` verifier is C++ only and its context model (packet
 //! data with `data`/`data_end`) does not fit ours, so it was not used.
 
 mod cfg;
 mod check;
+mod rewrite;
 mod scalar;
 mod state;
 
@@ -156,13 +161,33 @@ fn fail<T>(insn: usize, kind: Kind, reason: impl Into<String>) -> Result<T, Veri
     })
 }
 
-/// Verifies `program` under `cfg`.
+/// Verifies `program` under `cfg`. The accepted program may differ from the input by the
+/// expansion of `mov32` from a register (see [`rewrite`]); errors name original instructions.
 pub fn verify(program: &Program, cfg: &VerifierConfig) -> Result<VerifiedProgram, VerifyError> {
-    let structure = cfg::build(&program.insns, cfg)?;
-    check::analyze(&structure)?;
-    Ok(VerifiedProgram {
-        name: program.name.clone(),
-        insns: program.insns.clone(),
-        worst_case_insns: structure.worst_case,
-    })
+    let expanded = if program.insns.len() % INSN_SIZE == 0 {
+        rewrite::expand_mov32(&program.insns)
+    } else {
+        None
+    };
+    let (bytes, origin) = match &expanded {
+        Some(e) => (&e.bytes, Some(&e.origin)),
+        None => (&program.insns, None),
+    };
+    let result = cfg::build(bytes, cfg).and_then(|structure| {
+        check::analyze(&structure)?;
+        Ok(structure.worst_case)
+    });
+    match result {
+        Ok(worst_case_insns) => Ok(VerifiedProgram {
+            name: program.name.clone(),
+            insns: bytes.clone(),
+            worst_case_insns,
+        }),
+        Err(mut e) => {
+            if let Some(&i) = origin.and_then(|o| o.get(e.insn)) {
+                e.insn = i;
+            }
+            Err(e)
+        }
+    }
 }
