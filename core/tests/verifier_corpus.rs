@@ -578,6 +578,24 @@ fn safe_bytecode() -> Vec<(&'static str, Vec<I>)> {
                 exit(),
             ],
         ),
+        (
+            // rbpf's interpreter computes `neg` as `-(x as i64)`, which panics on i64::MIN under
+            // overflow checks; the verifier rewrites it to `*= -1` (found by fuzzing).
+            "neg of i64::MIN",
+            {
+                let [a, b] = lddw(2, 1 << 63);
+                vec![
+                    a,
+                    b,
+                    raw(0x87, 2, 0, 0, 0),
+                    ldx(DW, 3, 1, ARGS),
+                    raw(0x87, 3, 0, 0, 0),
+                    alu64_reg(XOR, 2, 3),
+                    mov_reg(0, 2),
+                    exit(),
+                ]
+            },
+        ),
         ("lddw, byte swaps, division and modulo", {
             let [a, b] = lddw(4, 0x0102_0304_0506_0708);
             vec![
@@ -636,5 +654,80 @@ fn safe_c_programs_are_accepted_and_engines_agree() {
         "verifier/safe_signed_window.bpf.o",
     ] {
         check_engines_agree(file, &c_program(file), 200);
+    }
+}
+
+/// The JIT code-size estimate is an upper bound: for each instruction shape, the longest run
+/// the verifier accepts (other limits lifted) compiles under rbpf's x86 JIT without overflowing
+/// its one-page buffer.
+#[test]
+fn every_accepted_size_fits_the_jit_buffer() {
+    use naam_core::vm::{CompiledVm, Engine};
+    if Engine::native() != Engine::Jit {
+        println!("skipped: the x86 JIT is not available here");
+        return;
+    }
+    // r0, r2..r6, r8, r9 hold constants; r7 is a context pointer.
+    let mut prologue = vec![mov_imm(0, 1)];
+    for r in [2, 3, 4, 5, 6, 8, 9] {
+        prologue.push(mov_imm(r, 3 + r as i32));
+    }
+    prologue.push(mov_reg(7, 1));
+    let [l0, l1] = lddw(9, 0x1234_5678_9abc_def0);
+    let shapes: Vec<(&str, Vec<I>)> = vec![
+        ("div64 reg", vec![alu64_reg(DIV, 9, 8)]),
+        ("mod32 reg", vec![alu32_reg(MOD, 9, 3)]),
+        ("div64 reg into r0", vec![alu64_reg(DIV, 0, 8)]),
+        ("mul64 reg", vec![alu64_reg(MUL, 9, 8)]),
+        ("mod64 imm", vec![alu64_imm(MOD, 9, 7)]),
+        ("mul32 imm", vec![alu32_imm(MUL, 9, 100_000)]),
+        ("lddw", vec![l0, l1]),
+        ("st dw stack", vec![st(DW, 10, -8, 100_000)]),
+        ("st h ctx via r7", vec![st(H, 7, STATE + 200, 1000)]),
+        ("stx dw ctx via r7", vec![stx(DW, 7, 9, STATE)]),
+        ("stx h ctx", vec![stx(H, 1, 9, STATE)]),
+        ("ldx dw via r7", vec![ldx(DW, 9, 7, 300)]),
+        ("ldx dw stack", vec![st(DW, 10, -8, 1), ldx(DW, 9, 10, -8)]),
+        ("helper call", vec![mov_reg(1, 6), mov_reg(2, 8), call(1)]),
+        ("jeq imm", vec![jmp_imm(JEQ, 9, 100_000, 0)]),
+        ("jsgt32 imm", vec![jmp32_imm(JSGT, 9, -100_000, 0)]),
+        ("jeq reg", vec![jmp_reg(JEQ, 9, 8, 0)]),
+        ("ja", vec![ja(0)]),
+        ("be16", vec![raw(0xdc, 9, 0, 0, 16)]),
+        ("lsh64 reg", vec![alu64_reg(LSH, 9, 8)]),
+        ("add64 imm", vec![alu64_imm(ADD, 9, 100_000)]),
+        ("mov64 reg", vec![mov_reg(9, 8)]),
+        ("mov32 reg (expanded)", vec![alu32_reg(MOV, 9, 8)]),
+        ("neg64", vec![raw(0x87, 9, 0, 0, 0)]),
+    ];
+    let cfg = VerifierConfig {
+        max_insns: 1 << 20,
+        max_path_insns: 1 << 20,
+        ..VerifierConfig::default()
+    };
+    let build = |body: &[I], reps: usize| {
+        let mut p = prologue.clone();
+        for _ in 0..reps {
+            p.extend_from_slice(body);
+        }
+        p.push(exit());
+        program("size", &p)
+    };
+    for (name, body) in shapes {
+        // The largest number of repetitions the verifier accepts.
+        let (mut lo, mut hi) = (0usize, 4096usize);
+        while lo + 1 < hi {
+            let mid = (lo + hi) / 2;
+            match verify(&build(&body, mid), &cfg) {
+                Ok(_) => lo = mid,
+                Err(e) if e.kind == K::TooLarge => hi = mid,
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
+        let v = Arc::new(verify(&build(&body, lo), &cfg).expect("accepted"));
+        let n = v.insn_count();
+        CompiledVm::new(v, Engine::Jit)
+            .unwrap_or_else(|e| panic!("{name}: {n} accepted instructions do not compile: {e}"));
+        println!("{name}: {lo} repetitions ({n} instructions) accepted and compiled");
     }
 }

@@ -26,9 +26,10 @@
 //!    stored outside the stack nor partially; `r0` is a scalar at `exit`; helpers are
 //!    whitelisted (`helpers::HELPERS`) and get scalar arguments.
 //!
-//! One rewrite happens first ([`rewrite`]): rbpf's x86 JIT miscompiles `wD = wS` (it keeps
-//! the upper half), so such moves are expanded into `rD = rS; wD += 0`, which every engine
-//! runs the same way; the proof is about the expanded program, which is the one compiled.
+//! Two rewrites happen first ([`rewrite`]): rbpf's x86 JIT miscompiles `wD = wS` (it keeps
+//! the upper half), so such moves are expanded into `rD = rS; wD += 0`, and its interpreter
+//! panics on `neg` of `i64::MIN` under overflow checks, so `neg` becomes `*= -1`. Every engine
+//! runs the rewritten code the same way; the proof is about it, and it is what gets compiled.
 //!
 //! This is our own code: the `prevail` verifier is C++ only and its context model (packet
 //! data with `data`/`data_end`) does not fit ours, so it was not used.
@@ -162,10 +163,10 @@ fn fail<T>(insn: usize, kind: Kind, reason: impl Into<String>) -> Result<T, Veri
 }
 
 /// Verifies `program` under `cfg`. The accepted program may differ from the input by the
-/// expansion of `mov32` from a register (see [`rewrite`]); errors name original instructions.
+/// rewrites of [`rewrite`]; errors name the original instructions.
 pub fn verify(program: &Program, cfg: &VerifierConfig) -> Result<VerifiedProgram, VerifyError> {
     let expanded = if program.insns.len() % INSN_SIZE == 0 {
-        rewrite::expand_mov32(&program.insns)
+        rewrite::normalize(&program.insns)
     } else {
         None
     };

@@ -1,5 +1,10 @@
-//! The one rewrite the verifier makes before proving anything: `wD = wS` (`mov32` from a
-//! register) becomes `rD = rS; wD += 0`.
+//! The rewrites the verifier makes before proving anything, for two rbpf 0.4.1 defects:
+//!
+//! - `wD = wS` (`mov32` from a register) becomes `rD = rS; wD += 0` (or `wD += 0` alone when
+//!   `D == S`);
+//! - `rD = -rD` (`neg64`) becomes `rD *= -1`: the interpreter computes `-(x as i64)`, which
+//!   panics on `i64::MIN` when overflow checks are on (debug and test builds, cargo-fuzz);
+//!   the multiplication wraps in every engine and build.
 //!
 //! rbpf 0.4.1's x86 JIT compiles `mov32` from a register as a 64-bit move, so the upper half
 //! of the destination is *not* cleared, unlike in its interpreter, its cranelift JIT and
@@ -14,6 +19,8 @@ use crate::elf::INSN_SIZE;
 const OP_MOV32_REG: u8 = 0xbc;
 const OP_MOV64_REG: u8 = 0xbf;
 const OP_ADD32_IMM: u8 = 0x04;
+const OP_NEG64: u8 = 0x87;
+const OP_MUL64_IMM: u8 = 0x27;
 
 /// An expanded program and, for each of its instructions, the index of the original
 /// instruction it came from (so errors name what the author wrote).
@@ -27,8 +34,8 @@ fn is_mov32_reg(b: &[u8]) -> bool {
     b[0] == OP_MOV32_REG && b[1] & 0x0f <= 9 && b[1] >> 4 <= 10 && b[2..8].iter().all(|&x| x == 0)
 }
 
-/// `None` when the program has no `mov32` from a register (the common case costs one scan).
-pub fn expand_mov32(bytes: &[u8]) -> Option<Expanded> {
+/// `None` when there is nothing to rewrite (then the check costs one scan).
+pub fn normalize(bytes: &[u8]) -> Option<Expanded> {
     let n = bytes.len() / INSN_SIZE;
     let insn = |i: usize| &bytes[i * INSN_SIZE..(i + 1) * INSN_SIZE];
     // Which slots are the second half of an lddw (their bytes are data, never rewritten).
@@ -46,7 +53,12 @@ pub fn expand_mov32(bytes: &[u8]) -> Option<Expanded> {
     }
     let same_reg =
         |i: usize| !tail[i] && is_mov32_reg(insn(i)) && insn(i)[1] & 0x0f == insn(i)[1] >> 4;
-    if !(0..n).any(|i| expand[i] || same_reg(i)) {
+    // Only well-formed negations (dst <= r9, every other field zero).
+    let neg64 = |i: usize| {
+        let b = insn(i);
+        !tail[i] && b[0] == OP_NEG64 && b[1] <= 9 && b[2..8].iter().all(|&x| x == 0)
+    };
+    if !(0..n).any(|i| expand[i] || same_reg(i) || neg64(i)) {
         return None;
     }
     // New index of each original instruction (and of the end, for jumps past it).
@@ -72,6 +84,8 @@ pub fn expand_mov32(bytes: &[u8]) -> Option<Expanded> {
         if same_reg(i) {
             // `wD = wD` only clears the upper half.
             b = [OP_ADD32_IMM, dst, 0, 0, 0, 0, 0, 0];
+        } else if neg64(i) {
+            b = [OP_MUL64_IMM, dst, 0, 0, 0xff, 0xff, 0xff, 0xff];
         } else if !tail[i] && is_jump(b[0]) {
             let off = i16::from_le_bytes([b[2], b[3]]) as i64;
             let target = i as i64 + 1 + off;
@@ -118,20 +132,22 @@ mod tests {
             raw(0x15, 1, 0, 2, 0), // if r1 == 0 goto 3 (over the move)
             raw(0xbc, 2, 3, 0, 0), // w2 = w3
             raw(0xbc, 4, 4, 0, 0), // w4 = w4
+            raw(0x87, 5, 0, 0, 0), // r5 = -r5
             raw(0x95, 0, 0, 0, 0),
         ]
         .concat();
-        let e = expand_mov32(&prog).expect("has moves");
+        let e = normalize(&prog).expect("has moves");
         let want = [
             raw(0x15, 1, 0, 3, 0),
             raw(0xbf, 2, 3, 0, 0),
             raw(0x04, 2, 0, 0, 0),
             raw(0x04, 4, 0, 0, 0),
+            raw(0x27, 5, 0, 0, -1),
             raw(0x95, 0, 0, 0, 0),
         ]
         .concat();
         assert_eq!(e.bytes, want);
-        assert_eq!(e.origin, vec![0, 1, 1, 2, 3]);
-        assert!(expand_mov32(&raw(0x95, 0, 0, 0, 0)).is_none());
+        assert_eq!(e.origin, vec![0, 1, 1, 2, 3, 4]);
+        assert!(normalize(&raw(0x95, 0, 0, 0, 0)).is_none());
     }
 }
