@@ -11,7 +11,12 @@ fn header_dir() -> PathBuf {
 
 fn c_compiler() -> Option<String> {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    Command::new(&cc).arg("--version").output().ok().filter(|o| o.status.success()).map(|_| cc)
+    Command::new(&cc)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| cc)
 }
 
 #[test]

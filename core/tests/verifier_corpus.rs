@@ -347,9 +347,23 @@ fn unsafe_bytecode() -> Vec<(&'static str, Vec<I>, K)> {
             K::EngineMismatch,
         ),
         (
-            "64-bit jeq with a negative immediate (engines disagree)",
-            vec![ldx(DW, 0, 1, ARGS), jmp_imm(JEQ, 0, -1, 0), exit()],
+            "le32 (engines disagree)",
+            vec![ldx(DW, 0, 1, ARGS), raw(0xd4, 0, 0, 0, 32), exit()],
             K::EngineMismatch,
+        ),
+        (
+            // `if r2 > -1` holds for no value under the JIT (sign-extended: u64::MAX) and for
+            // values above 0xffffffff under the interpreter: neither bounds r2 to 32 bits.
+            "negative-immediate compare used as a bound",
+            vec![
+                ldx(DW, 2, 1, ARGS),
+                jmp_imm(JGT, 2, -1, 2),
+                alu64_reg(ADD, 2, 1),
+                ldx(B, 0, 2, ARGS),
+                mov_imm(0, 0),
+                exit(),
+            ],
+            K::PointerArithmetic,
         ),
     ]
 }

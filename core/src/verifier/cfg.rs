@@ -452,23 +452,6 @@ fn check_encoding(i: usize, insn: &Insn) -> Result<(), VerifyError> {
                     if !insn.uses_src_reg() && insn.src != 0 {
                         return malformed("source register must be 0");
                     }
-                    // rbpf's interpreter zero-extends the immediate of 64-bit unsigned and
-                    // equality comparisons, its JIT sign-extends it (as Linux does).
-                    let unsigned_cmp = matches!(
-                        code,
-                        jmp::JEQ | jmp::JNE | jmp::JGT | jmp::JGE | jmp::JLT | jmp::JLE
-                    );
-                    if !is32 && !insn.uses_src_reg() && unsigned_cmp && insn.imm < 0 {
-                        return fail(
-                            i,
-                            Kind::EngineMismatch,
-                            format!(
-                                "64-bit comparison with the negative immediate {}: rbpf's interpreter and JIT disagree on \
-                                 its meaning; compare against a register holding the constant",
-                                insn.imm
-                            ),
-                        );
-                    }
                     Ok(())
                 }
             }

@@ -464,10 +464,21 @@ impl Step {
         }
         let is32 = insn.class() == class::JMP32;
         let a = self.read(st, insn.dst)?;
+        let unsigned_cmp = matches!(
+            insn.code(),
+            jmp::JEQ | jmp::JNE | jmp::JGT | jmp::JGE | jmp::JLT | jmp::JLE
+        );
         let b = if insn.uses_src_reg() {
             self.read(st, insn.src)?
         } else if is32 {
             Reg::Scalar(Scalar::konst(insn.imm as u32 as u64))
+        } else if unsigned_cmp && insn.imm < 0 {
+            // rbpf's interpreter zero-extends this immediate, its JIT sign-extends it (as
+            // Linux does): refine with a range holding both, which is sound for either.
+            Reg::Scalar(Scalar::urange(
+                insn.imm as u32 as u64,
+                insn.imm as i64 as u64,
+            ))
         } else {
             Reg::Scalar(Scalar::konst(insn.imm as i64 as u64))
         };

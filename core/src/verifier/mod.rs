@@ -8,8 +8,7 @@
 //!    interpreter and its x86 JIT: ALU/ALU64, `be16/32/64` and `le64`, LDX/ST/STX of
 //!    b/h/w/dw, `lddw` of a constant, JMP and JMP32 comparisons, helper calls, `exit`.
 //!    Rejected: atomics (rbpf has none), legacy packet loads, map/pseudo `lddw`, `le16/32`
-//!    and 64-bit unsigned comparisons with a negative immediate (the interpreter and the JIT
-//!    disagree on them), eBPF v4 encodings, and **bpf-to-bpf calls**: rbpf's cranelift engine
+//!    (the interpreter truncates, the JIT does not), eBPF v4 encodings, and **bpf-to-bpf calls**: rbpf's cranelift engine
 //!    (the one we use on aarch64) cannot run them, so handlers inline their functions.
 //!    Jumps stay in the program and never land inside an `lddw`; no path falls off the end.
 //!    **No back-edges**: loops must be unrolled (`NAAM_UNROLL`), so every program is a DAG,
@@ -30,6 +29,12 @@
 //! the upper half), so such moves are expanded into `rD = rS; wD += 0`, and its interpreter
 //! panics on `neg` of `i64::MIN` under overflow checks, so `neg` becomes `*= -1`. Every engine
 //! runs the rewritten code the same way; the proof is about it, and it is what gets compiled.
+//!
+//! One disagreement between rbpf's engines is accepted: a 64-bit unsigned or equality
+//! comparison with a negative immediate (`if r1 == -1`, which clang emits) zero-extends the
+//! immediate in the interpreter and sign-extends it in the JIT (the Linux meaning). Branch
+//! refinement there holds for both readings, so safety holds under either engine, but the
+//! two may take different branches; the differential tests skip such programs' results.
 //!
 //! This is our own code: the `prevail` verifier is C++ only and its context model (packet
 //! data with `data`/`data_end`) does not fit ours, so it was not used.
@@ -174,6 +179,10 @@ pub fn verify(program: &Program, cfg: &VerifierConfig) -> Result<VerifiedProgram
         Some(e) => (&e.bytes, Some(&e.origin)),
         None => (&program.insns, None),
     };
+    if expanded.is_some() {
+        // Structure errors (jump targets, loops) are reported against the original program.
+        cfg::build(&program.insns, cfg)?;
+    }
     let result = cfg::build(bytes, cfg).and_then(|structure| {
         check::analyze(&structure)?;
         Ok(structure.worst_case)

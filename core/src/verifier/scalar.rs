@@ -332,12 +332,16 @@ impl Scalar {
     }
 
     pub fn or(self, o: Scalar) -> Scalar {
+        // a | b <= a + b: bounds `(i << 1 & 126) | 1` by 95, where known bits only give 127.
         let bits = self.bits.or(o.bits);
-        Scalar::build(self.umin.max(o.umin), u64::MAX, i64::MIN, i64::MAX, bits)
+        let umax = self.umax.saturating_add(o.umax);
+        Scalar::build(self.umin.max(o.umin), umax, i64::MIN, i64::MAX, bits)
     }
 
     pub fn xor(self, o: Scalar) -> Scalar {
-        Scalar::from_bits(self.bits.xor(o.bits))
+        // a ^ b <= a | b <= a + b.
+        let umax = self.umax.saturating_add(o.umax);
+        Scalar::build(0, umax, i64::MIN, i64::MAX, self.bits.xor(o.bits))
     }
 
     /// Left shift by `k < 64`.

@@ -235,3 +235,13 @@ pub fn program(s: &mut Src, max: usize) -> Vec<u8> {
     out.push(raw(0x95, 0, 0, 0, 0));
     out.concat()
 }
+
+/// Whether the program holds a 64-bit unsigned or equality comparison with a negative
+/// immediate, the one construct the verifier accepts on which rbpf's interpreter and JIT may
+/// take different branches (both safely); their results are then not compared.
+pub fn engines_may_disagree(bytes: &[u8]) -> bool {
+    bytes.chunks_exact(8).any(|b| {
+        let imm = i32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        b[0] & 0x0f == 0x05 && matches!(b[0] >> 4, 0x1 | 0x2 | 0x3 | 0x5 | 0xa | 0xb) && imm < 0
+    })
+}
