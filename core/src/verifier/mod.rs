@@ -8,8 +8,10 @@
 //!    interpreter and its x86 JIT: ALU/ALU64, `be16/32/64` and `le64`, LDX/ST/STX of
 //!    b/h/w/dw, `lddw` of a constant, JMP and JMP32 comparisons, helper calls, `exit`.
 //!    Rejected: atomics (rbpf has none), legacy packet loads, map/pseudo `lddw`, `le16/32`
-//!    (the interpreter truncates, the JIT does not), eBPF v4 encodings, and **bpf-to-bpf calls**: rbpf's cranelift engine
-//!    (the one we use on aarch64) cannot run them, so handlers inline their functions.
+//!    (the interpreter truncates, the JIT does not), eBPF v4 encodings, `r10` as the first
+//!    operand of a comparison and calls to unlisted helpers even in dead code (rbpf refuses
+//!    to load both), and **bpf-to-bpf calls**: rbpf's cranelift engine (the one we use on
+//!    aarch64) cannot run them, so handlers inline their functions.
 //!    Jumps stay in the program and never land inside an `lddw`; no path falls off the end.
 //!    **No back-edges**: loops must be unrolled (`NAAM_UNROLL`), so every program is a DAG,
 //!    which bounds its run time by its longest path (checked against a budget) and lets the
