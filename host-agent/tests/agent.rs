@@ -422,3 +422,46 @@ fn mica_get_put_delete_run_on_host_workers() {
     );
     assert_eq!(agent.counter("offload.1.messages"), 2);
 }
+
+#[test]
+fn unsafe_programs_are_refused_by_the_verifier_at_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &[]);
+    let mut c = agent.control();
+    let before = c.list().unwrap().len();
+    let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/../handlers/test/verifier/");
+    for bad in [
+        "oob_args_index",
+        "unbounded_loop",
+        "leak_ctx_ptr",
+        "unknown_helper",
+    ] {
+        let object = std::fs::read(format!("{corpus}{bad}.bpf.o")).unwrap();
+        let r = c.register(RegisterRepr {
+            name: bad,
+            tenant: TENANT,
+            class: 20,
+            read_only: false,
+            section: None,
+            object: &object,
+        });
+        match r {
+            Err(ControlError::Remote { code, detail }) => {
+                assert_eq!(code, ErrorCode::InvalidProgram, "{bad}");
+                assert!(!detail.is_empty(), "{bad}: the reason is given");
+            }
+            other => panic!("{bad} was not refused: {other:?}"),
+        }
+    }
+    let object = std::fs::read(format!("{corpus}safe_masked_index.bpf.o")).unwrap();
+    let ok = c.register(RegisterRepr {
+        name: "safe",
+        tenant: TENANT,
+        class: 20,
+        read_only: true,
+        section: None,
+        object: &object,
+    });
+    assert_eq!(ok.unwrap(), 16, "a safe program is accepted");
+    assert_eq!(c.list().unwrap().len(), before + 1);
+}
