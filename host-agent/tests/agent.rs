@@ -465,3 +465,30 @@ fn unsafe_programs_are_refused_by_the_verifier_at_registration() {
     assert_eq!(ok.unwrap(), 16, "a safe program is accepted");
     assert_eq!(c.list().unwrap().len(), before + 1);
 }
+
+#[test]
+fn a_toml_config_file_sets_what_the_flags_do_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        "workers = 2\nnic-workers = 4\nrecords = 16\nbackoff = \"spin\"\nmica-keys = 0\n",
+    )
+    .unwrap();
+    // The base flags set --records 64; the file's 16 is overridden, the rest holds.
+    let agent = Agent::start(dir.path(), &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(agent.param("host", "workers"), 2);
+    assert_eq!(agent.param("host", "qps"), 4);
+    assert_eq!(agent.param("record", "records"), 64);
+    // `mica-keys = 0` from the file lost against the base flags' --mica-keys too.
+    assert_eq!(agent.param("mica", "keys"), 1024);
+
+    std::fs::write(&cfg, "no-such-setting = 1\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_naam-host-agent"))
+        .args(["--config", cfg.to_str().unwrap()])
+        .args(base_args(&dir.path().join("run2")))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-setting"));
+}
