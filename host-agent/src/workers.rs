@@ -33,6 +33,8 @@ pub const TOKEN_LEN: usize = 8;
 const BURST: usize = 32;
 /// Load publication period.
 const PUBLISH_NS: u64 = 1_000_000;
+/// How often a worker holding a reply re-checks the reply ring once it stopped spinning.
+const HELD_REPLY_POLL: Duration = Duration::from_micros(100);
 
 /// What the control thread and the workers share.
 pub struct Shared {
@@ -178,8 +180,15 @@ pub fn run(setup: WorkerSetup) {
         if work > 0 {
             idle = 0;
         } else if holding {
-            // Waiting for ring space: the consumer rings no doorbell for that; retry soon.
-            std::thread::yield_now();
+            // Waiting for reply-ring space: the consumer rings no doorbell for that, so poll,
+            // and with back-off on do it gently (a dead dataplane may never read again).
+            idle = idle.saturating_add(1);
+            if backoff.enabled && idle > backoff.spins {
+                bump(&counters.sleeps, 1);
+                std::thread::sleep(HELD_REPLY_POLL);
+            } else {
+                std::hint::spin_loop();
+            }
         } else {
             idle = idle.saturating_add(1);
             if backoff.enabled && idle > backoff.spins {

@@ -254,3 +254,34 @@ fn a_second_agent_in_the_same_run_dir_is_refused() {
     // The first one still serves.
     assert_eq!(agent.param("host", "workers"), 1);
 }
+
+#[test]
+fn a_reply_ring_nobody_reads_does_not_burn_a_core() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &["--ring-slots", "2", "--nic-workers", "1"]);
+    let region = agent.param("record", "region") as u32;
+    let link = agent.dataplane();
+    let mut qp = link.qp(0).unwrap();
+    let args = record_args(region, 0);
+    // 2 replies fill the ring, the third is held: the worker now waits for room.
+    for t in 0..3u64 {
+        send(&mut qp, &entry(t, &am(t, RECORD, 5, TENANT, &args)));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let cpu = |pid: u32| -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    let before = cpu(agent.pid());
+    std::thread::sleep(Duration::from_millis(500));
+    let ticks = cpu(agent.pid()) - before;
+    // 100 ticks per second is one busy core; half a second of polling would be ~50.
+    assert!(ticks < 25, "{ticks} ticks in 0.5 s while holding a reply");
+    assert!(agent.counter("worker.0.reply_ring_full") > 0);
+    // Nothing was lost: every reply arrives once the ring is read.
+    for t in 0..3u64 {
+        let (tok, _) = recv_reply(&mut qp, Duration::from_secs(3)).expect("reply");
+        assert_eq!(tok, t);
+    }
+}
