@@ -8,6 +8,7 @@
 //! separate files; only the setup side allocates.
 
 pub mod dedup;
+pub mod monitor;
 mod onesided;
 pub mod shared;
 pub mod stats;
