@@ -7,14 +7,21 @@
 //! Data path (`worker`, `onesided`, `dedup`) and setup (`setup`, `control`, `monitor`) live in
 //! separate files; only the setup side allocates.
 
+pub mod control;
 pub mod dedup;
+pub mod hostctl;
 pub mod monitor;
 mod onesided;
+pub mod setup;
 pub mod shared;
 pub mod stats;
 pub mod worker;
 
+pub use control::ControlPlane;
 pub use dedup::ReplyCache;
+pub use hostctl::HostControl;
+pub use monitor::{HostLoad, Monitor, MonitorConfig};
+pub use setup::{default_run_dir, register_bundled, IdleMode, Runtime, RuntimeConfig, SetupError};
 pub use shared::{HintTable, RegionsCell, Shared};
 pub use stats::{Dropped, WorkerStats};
 pub use worker::{Worker, WorkerConfig, TOKEN_LEN};

@@ -139,6 +139,11 @@ impl Monitor {
         &self.policy
     }
 
+    /// The steering rule of `class`.
+    pub fn rule(&self, class: u16) -> Option<RuleId> {
+        self.rules.get(class as usize).copied()
+    }
+
     /// Where `class` runs now.
     pub fn placement(&self, class: u16) -> Location {
         self.policy.placement(class)
