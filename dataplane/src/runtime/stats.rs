@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use naam_core::wire::ErrorCode;
 
+use crate::port::{DropReason, PortStats};
+
 /// Why the worker dropped a message without answering it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
@@ -98,6 +100,8 @@ pub struct WorkerStats {
     drops: [AtomicU64; Dropped::COUNT],
     /// Error replies sent, indexed like [`ErrorCode::ALL`].
     errors: [AtomicU64; ErrorCode::ALL.len()],
+    /// The port's drops by reason (copied from its `PortStats` after polls that did work).
+    port_drops: [AtomicU64; DropReason::COUNT],
     /// Per class: messages received, NIC steps run.
     class_msgs: Box<[AtomicU64]>,
     class_steps: Box<[AtomicU64]>,
@@ -138,6 +142,7 @@ impl WorkerStats {
             in_flight: AtomicU64::new(0),
             drops: Default::default(),
             errors: Default::default(),
+            port_drops: Default::default(),
             class_msgs: zeros(classes as usize),
             class_steps: zeros(classes as usize),
         }
@@ -167,6 +172,17 @@ impl WorkerStats {
         if let Some(a) = self.class_steps.get(class as usize) {
             bump(a, steps);
         }
+    }
+
+    pub(crate) fn publish_port(&self, p: &PortStats) {
+        for r in DropReason::ALL {
+            self.port_drops[r as usize].store(p.drops(r), Ordering::Relaxed);
+        }
+    }
+
+    /// The port's drops for `reason`, as of the last publication.
+    pub fn port_drops(&self, reason: DropReason) -> u64 {
+        self.port_drops[reason as usize].load(Ordering::Relaxed)
     }
 
     pub fn drops(&self, reason: Dropped) -> u64 {
@@ -224,6 +240,12 @@ impl WorkerStats {
             let n = self.drops(d);
             if n > 0 {
                 v.push((format!("drop.{}", d.name()), n));
+            }
+        }
+        for r in DropReason::ALL {
+            let n = self.port_drops(r);
+            if n > 0 {
+                v.push((format!("port_drop.{}", r.name()), n));
             }
         }
         for c in ErrorCode::ALL {

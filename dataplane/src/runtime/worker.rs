@@ -321,6 +321,9 @@ impl Worker {
             work += self.drain_completions(port, link);
         }
         self.flush(port);
+        if work > 0 {
+            self.stats.publish_port(port.stats());
+        }
         bump(&self.stats.polls, 1);
         self.stats.in_flight.store(
             self.in_flight() as u64,
@@ -363,6 +366,8 @@ impl Worker {
         let i = self.free.pop()? as usize;
         let s = &mut self.slots[i];
         s.generation = s.generation.wrapping_add(1);
+        // Allocated: `Ops` until the message is posted or forwarded (never `Free` while held).
+        s.state = SlotState::Ops;
         s.kind = kind;
         s.peer = info.peer;
         s.request_id = info.request_id;
@@ -377,8 +382,9 @@ impl Worker {
         Some(i)
     }
 
+    /// Returns slot `i` to the free list (once: a free slot is left alone).
     pub(super) fn free_slot(&mut self, i: usize) {
-        if self.slots[i].state != SlotState::Free || !self.free.contains(&(i as u32)) {
+        if self.slots[i].state != SlotState::Free {
             self.slots[i].state = SlotState::Free;
             self.free.push(i as u32);
         }
@@ -738,6 +744,8 @@ impl Worker {
                 let s = &mut self.slots[i];
                 s.state = SlotState::Host;
                 s.dedup = dedup;
+                // Only mutating offloads are de-duplicated: the others are read-only.
+                s.read_only = !dedup;
                 s.exec_hint = exec_hint;
                 bump(&self.stats.forwarded, 1);
                 if dedup {
@@ -810,8 +818,14 @@ impl Worker {
             return self.stats.count_drop(Dropped::StaleToken);
         }
         let s = &self.slots[i];
-        let (peer, request_id, class, dedup, exec_hint) =
-            (s.peer, s.request_id, s.class, s.dedup, s.exec_hint);
+        let (peer, request_id, class, dedup, exec_hint, read_only) = (
+            s.peer,
+            s.request_id,
+            s.class,
+            s.dedup,
+            s.exec_hint,
+            s.read_only,
+        );
         self.free_slot(i);
         bump(&self.stats.host_replies, 1);
         // Take the reply out of the ring buffer: the parse below borrows it while `send`
@@ -826,7 +840,7 @@ impl Worker {
                 if let Body::AmReply(ref mut r) = m.body {
                     // The host does not know the placement: add the hint here.
                     if r.hint.is_none() {
-                        r.hint = self.hint(class, exec_hint, true);
+                        r.hint = self.hint(class, exec_hint, read_only);
                         if r.hint.is_some() {
                             bump(&self.stats.hints, 1);
                         }
