@@ -90,7 +90,9 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Logs go to stderr; stdout carries only the "serving" line (scripts read the ports).
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
