@@ -17,6 +17,7 @@ use naam_core::wire::{
 use naam_dataplane::port::{MemPort, Peer};
 use naam_dataplane::runtime::{Dropped, Shared, Worker, WorkerConfig, WorkerStats, TOKEN_LEN};
 use naam_dataplane::steering::{Match, SoftSwitch, Steering, Target};
+use naam_handlers::btree::{BTree, BTreeConfig};
 use naam_link::shm::ConnectOptions;
 use naam_link::{Link, RegionSpec, ShmConfig, ShmHost, ShmLink, ShmQp, MSG_MAX};
 
@@ -29,6 +30,15 @@ const RECORD_CLASS: u16 = 5;
 /// `three_step` registered as a mutating offload (read, then CAS +add).
 const THREE: u32 = 16;
 const THREE_CLASS: u16 = 6;
+/// A deep B-tree (3 keys per node) in region 3, looked up by the bundled handler.
+const BTREE_REGION: u32 = 3;
+const BTREE: u32 = 3;
+const BTREE_CLASS: u16 = 3;
+const BTREE_KEYS: u64 = 200;
+const BTREE_CFG: BTreeConfig = BTreeConfig {
+    max_keys: 3,
+    fill: 2,
+};
 const THREE_STEP: &[u8] = include_bytes!("../../handlers/test/three_step.bpf.o");
 
 fn client() -> SocketAddrV4 {
@@ -84,6 +94,21 @@ fn rig_with(ring_slots: u32, slots: usize) -> Rig {
         key: KEY,
     })
     .unwrap();
+    host.register_region(RegionSpec {
+        id: BTREE_REGION,
+        tenant: 1,
+        len: BTREE_CFG.region_len(BTREE_KEYS, 0) as u64,
+        perms: Perms::READ,
+        key: KEY,
+    })
+    .unwrap();
+    let tree_mem = *host.region(BTREE_REGION).unwrap().mem();
+    BTree::bulk_load(
+        tree_mem,
+        BTREE_CFG,
+        (0..BTREE_KEYS).map(|k| (k * 10, k * 100 + 1)),
+    )
+    .unwrap();
     let cfg = WorkerConfig {
         id: 0,
         classes: CLASSES,
@@ -111,6 +136,18 @@ fn rig_with(ring_slots: u32, slots: usize) -> Rig {
         true,
     );
     register(&registry, THREE, THREE_STEP, THREE_CLASS, false);
+    let lookup = naam_handlers::btree::program::load(
+        naam_handlers::btree::program::LOOKUP_SECTION,
+        &VerifierConfig::default(),
+    )
+    .unwrap();
+    let spec = OffloadSpec {
+        name: "btree_lookup".into(),
+        tenant: 1,
+        class: BTREE_CLASS,
+        read_only: true,
+    };
+    registry.register_as(BTREE, spec, Arc::new(lookup)).unwrap();
     let switch = SoftSwitch::new(BASE, CLASSES, Target::NicQueue(0));
     let shared = Shared::new(registry, switch.table(), CLASSES);
     shared.regions.publish(link.region_table());
@@ -852,4 +889,38 @@ fn replies_come_from_the_class_port_they_were_sent_to() {
     let sent = r.port.take_sent();
     let peer: Peer = sent[0].0;
     assert_eq!(peer.local.port(), BASE + RECORD_CLASS);
+}
+
+#[test]
+fn btree_lookup_at_the_nic_one_node_per_step() {
+    let mut r = rig();
+    let keys = [0u64, 10, 990, 1990, 5, 2000];
+    for (i, k) in keys.iter().enumerate() {
+        let args = naam_handlers::btree::Args::lookup(BTREE_REGION, *k).to_bytes();
+        r.am(
+            i as u64,
+            BTREE,
+            BTREE_CLASS,
+            AmFlags::empty(),
+            &args,
+            Flags::empty(),
+        );
+    }
+    r.poll();
+    let mut replies = r.replies();
+    assert_eq!(replies.len(), keys.len());
+    replies.sort_by_key(|d| expect_am(d).0);
+    for (d, k) in replies.iter().zip(keys) {
+        let (_, rep) = expect_am(d);
+        assert_eq!(rep.status, AmStatus::Done, "key {k}");
+        assert!(
+            rep.steps > 3,
+            "a deep tree takes several steps ({})",
+            rep.steps
+        );
+        let got = naam_handlers::btree::parse_lookup_reply(rep.output).unwrap();
+        let want = (k % 10 == 0 && k / 10 < BTREE_KEYS).then(|| k / 10 * 100 + 1);
+        assert_eq!(got, want, "key {k}");
+    }
+    assert_eq!(r.worker.in_flight(), 0);
 }

@@ -143,11 +143,40 @@ pub enum SetupError {
     Steering(#[from] crate::steering::SteeringError),
 }
 
-/// The bundled offloads this build has (docs/runtime.md table): id, section, class, read-only.
+/// The bundled offloads this build has (docs/runtime.md table): id, name, object, entry
+/// section, class, read-only. MICA's (ids 0–2) join when its handlers land.
+type Bundled = (
+    u32,
+    &'static str,
+    &'static [u8],
+    Option<&'static str>,
+    u16,
+    bool,
+);
+
+const BUNDLED: &[Bundled] = &[
+    (
+        3,
+        "btree_lookup",
+        naam_handlers::btree::program::OBJECT,
+        Some(naam_handlers::btree::program::LOOKUP_SECTION),
+        3,
+        true,
+    ),
+    (
+        4,
+        "btree_scan",
+        naam_handlers::btree::program::OBJECT,
+        Some(naam_handlers::btree::program::SCAN_SECTION),
+        4,
+        true,
+    ),
+    (5, "record", naam_handlers::RECORD_OBJECT, None, 5, true),
+];
+
+/// Registers the bundled offloads under their fixed ids (tenant 1).
 pub fn register_bundled(registry: &Registry, classes: u16, verifier: &VerifierConfig) {
-    let bundled: &[(u32, &str, &[u8], u16, bool)] =
-        &[(5, "record", naam_handlers::RECORD_OBJECT, 5, true)];
-    for &(id, name, object, class, read_only) in bundled {
+    for &(id, name, object, section, class, read_only) in BUNDLED {
         if class >= classes {
             tracing::warn!(
                 id,
@@ -158,7 +187,9 @@ pub fn register_bundled(registry: &Registry, classes: u16, verifier: &VerifierCo
             );
             continue;
         }
-        let prog = load_program(object, None)
+        // The ELF parser wants aligned headers; `include_bytes!` promises no alignment.
+        let bytes = object.to_vec();
+        let prog = load_program(&bytes, section)
             .map_err(|e| e.to_string())
             .and_then(|p| verify(&p, verifier).map_err(|e| e.to_string()));
         match prog {
@@ -582,5 +613,26 @@ fn run_control(
             } = &mut plane;
             monitor.tick(now, workers, host, &shared.registry, switch, &shared.hints);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_offloads_register_under_their_fixed_ids() {
+        let r = Registry::new();
+        register_bundled(&r, 64, &VerifierConfig::default());
+        let ids: Vec<(u32, u16, bool)> = r
+            .list()
+            .iter()
+            .map(|o| (o.id, o.class, o.read_only))
+            .collect();
+        assert_eq!(ids, vec![(3, 3, true), (4, 4, true), (5, 5, true)]);
+        // Classes the deployment does not serve are skipped.
+        let r = Registry::new();
+        register_bundled(&r, 4, &VerifierConfig::default());
+        assert_eq!(r.list().iter().map(|o| o.id).collect::<Vec<_>>(), vec![3]);
     }
 }
