@@ -18,6 +18,7 @@ use naam_dataplane::port::{MemPort, Peer};
 use naam_dataplane::runtime::{Dropped, Shared, Worker, WorkerConfig, WorkerStats, TOKEN_LEN};
 use naam_dataplane::steering::{Match, SoftSwitch, Steering, Target};
 use naam_handlers::btree::{BTree, BTreeConfig};
+use naam_handlers::mica::{MicaArgs, MicaGeometry, MicaReply, MicaTable};
 use naam_link::shm::ConnectOptions;
 use naam_link::{Link, RegionSpec, ShmConfig, ShmHost, ShmLink, ShmQp, MSG_MAX};
 
@@ -30,6 +31,14 @@ const RECORD_CLASS: u16 = 5;
 /// `three_step` registered as a mutating offload (read, then CAS +add).
 const THREE: u32 = 16;
 const THREE_CLASS: u16 = 6;
+/// A small MICA table in regions 1 (index) and 2 (log).
+const MICA: MicaGeometry = MicaGeometry {
+    index_region: 1,
+    log_region: 2,
+    bucket_count: 16,
+    overflow_count: 18,
+    log_size: 1 << 16,
+};
 /// A deep B-tree (3 keys per node) in region 3, looked up by the bundled handler.
 const BTREE_REGION: u32 = 3;
 const BTREE: u32 = 3;
@@ -102,6 +111,22 @@ fn rig_with(ring_slots: u32, slots: usize) -> Rig {
         key: KEY,
     })
     .unwrap();
+    for (id, len) in [(1, MICA.index_len()), (2, MICA.log_len())] {
+        host.register_region(RegionSpec {
+            id,
+            tenant: 1,
+            len,
+            perms: Perms::ALL,
+            key: KEY,
+        })
+        .unwrap();
+    }
+    MicaTable::format(
+        MICA,
+        *host.region(1).unwrap().mem(),
+        *host.region(2).unwrap().mem(),
+    )
+    .unwrap();
     let tree_mem = *host.region(BTREE_REGION).unwrap().mem();
     BTree::bulk_load(
         tree_mem,
@@ -148,6 +173,20 @@ fn rig_with(ring_slots: u32, slots: usize) -> Rig {
         read_only: true,
     };
     registry.register_as(BTREE, spec, Arc::new(lookup)).unwrap();
+    let mica = naam_handlers::mica::MicaPrograms::load(&VerifierConfig::default()).unwrap();
+    for (id, prog, ro) in [
+        (0, mica.get, true),
+        (1, mica.put, false),
+        (2, mica.delete, false),
+    ] {
+        let spec = OffloadSpec {
+            name: format!("mica{id}"),
+            tenant: 1,
+            class: id as u16,
+            read_only: ro,
+        };
+        registry.register_as(id, spec, prog).unwrap();
+    }
     let switch = SoftSwitch::new(BASE, CLASSES, Target::NicQueue(0));
     let shared = Shared::new(registry, switch.table(), CLASSES);
     shared.regions.publish(link.region_table());
@@ -922,5 +961,57 @@ fn btree_lookup_at_the_nic_one_node_per_step() {
         let want = (k % 10 == 0 && k / 10 < BTREE_KEYS).then(|| k / 10 * 100 + 1);
         assert_eq!(got, want, "key {k}");
     }
+    assert_eq!(r.worker.in_flight(), 0);
+}
+
+#[test]
+fn mica_put_get_delete_at_the_nic() {
+    let mut r = rig();
+    let put = MicaArgs::put(&MICA, b"key-1", b"value one").unwrap();
+    r.am(1, 1, 1, AmFlags::empty(), put.as_bytes(), Flags::empty());
+    r.poll();
+    let replies = r.replies();
+    let (_, rep) = expect_am(&replies[0]);
+    assert_eq!(rep.status, AmStatus::Done, "{rep:?}");
+    assert_eq!(MicaReply::parse(rep.output).unwrap(), MicaReply::Done);
+
+    let get = MicaArgs::get(&MICA, b"key-1").unwrap();
+    r.am(2, 0, 0, AmFlags::empty(), get.as_bytes(), Flags::empty());
+    let missing = MicaArgs::get(&MICA, b"key-2").unwrap();
+    r.am(
+        3,
+        0,
+        0,
+        AmFlags::empty(),
+        missing.as_bytes(),
+        Flags::empty(),
+    );
+    r.poll();
+    let mut replies = r.replies();
+    replies.sort_by_key(|d| expect_am(d).0);
+    assert_eq!(
+        MicaReply::parse(expect_am(&replies[0]).1.output).unwrap(),
+        MicaReply::Value(b"value one")
+    );
+    assert_eq!(
+        MicaReply::parse(expect_am(&replies[1]).1.output).unwrap(),
+        MicaReply::NotFound
+    );
+
+    let del = MicaArgs::delete(&MICA, b"key-1").unwrap();
+    r.am(4, 2, 2, AmFlags::empty(), del.as_bytes(), Flags::empty());
+    r.poll();
+    let replies = r.replies();
+    assert_eq!(
+        MicaReply::parse(expect_am(&replies[0]).1.output).unwrap(),
+        MicaReply::Done
+    );
+    r.am(5, 0, 0, AmFlags::empty(), get.as_bytes(), Flags::empty());
+    r.poll();
+    let replies = r.replies();
+    assert_eq!(
+        MicaReply::parse(expect_am(&replies[0]).1.output).unwrap(),
+        MicaReply::NotFound
+    );
     assert_eq!(r.worker.in_flight(), 0);
 }

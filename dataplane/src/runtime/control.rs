@@ -218,7 +218,10 @@ impl ControlPlane {
             );
             return emit(&msg.reply(error(ErrorCode::BadRequest, &d)), out);
         }
-        let prog = load_program(r.object, r.section)
+        // A copy: the object sits at any offset of the datagram, and the ELF parser wants its
+        // headers aligned. Loaded and verified exactly as the host agent does.
+        let object = r.object.to_vec();
+        let prog = load_program(&object, r.section)
             .map_err(|e| e.to_string())
             .and_then(|p| verify(&p, &self.verifier).map_err(|e| e.to_string()));
         let prog = match prog {

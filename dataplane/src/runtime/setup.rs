@@ -13,7 +13,7 @@ use naam_core::abi::DATA_SIZE;
 use naam_core::elf::load_program;
 use naam_core::exec::DEFAULT_MAX_STEPS;
 use naam_core::pool::{OffloadSpec, Registry};
-use naam_core::verifier::{verify, VerifierConfig};
+use naam_core::verifier::{verify, VerifiedProgram, VerifierConfig};
 use naam_core::vm::Engine;
 use naam_core::wire::MAX_DATAGRAM;
 use naam_link::shm::ConnectOptions;
@@ -143,40 +143,51 @@ pub enum SetupError {
     Steering(#[from] crate::steering::SteeringError),
 }
 
-/// The bundled offloads this build has (docs/runtime.md table): id, name, object, entry
-/// section, class, read-only. MICA's (ids 0–2) join when its handlers land.
-type Bundled = (
+/// One bundled offload: id, name, class, read-only, its verified program (or why not).
+type BundledOffload = (
     u32,
     &'static str,
-    &'static [u8],
-    Option<&'static str>,
     u16,
     bool,
+    Result<Arc<VerifiedProgram>, String>,
 );
 
-const BUNDLED: &[Bundled] = &[
-    (
-        3,
-        "btree_lookup",
-        naam_handlers::btree::program::OBJECT,
-        Some(naam_handlers::btree::program::LOOKUP_SECTION),
-        3,
-        true,
-    ),
-    (
-        4,
-        "btree_scan",
-        naam_handlers::btree::program::OBJECT,
-        Some(naam_handlers::btree::program::SCAN_SECTION),
-        4,
-        true,
-    ),
-    (5, "record", naam_handlers::RECORD_OBJECT, None, 5, true),
-];
+/// The bundled offloads (docs/runtime.md table), verified.
+/// Each application's own loader is used (MICA's handlers need their block re-layout first).
+fn bundled(verifier: &VerifierConfig) -> Vec<BundledOffload> {
+    let mut v = Vec::new();
+    match naam_handlers::mica::MicaPrograms::load(verifier) {
+        Ok(m) => {
+            v.push((0, "mica_get", 0, true, Ok(m.get)));
+            v.push((1, "mica_put", 1, false, Ok(m.put)));
+            v.push((2, "mica_delete", 2, false, Ok(m.delete)));
+        }
+        Err(e) => v.push((0, "mica", 0, true, Err(e.to_string()))),
+    }
+    use naam_handlers::btree::program as bt;
+    for (id, name, section) in [
+        (3, "btree_lookup", bt::LOOKUP_SECTION),
+        (4, "btree_scan", bt::SCAN_SECTION),
+    ] {
+        let p = bt::load(section, verifier)
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
+        v.push((id, name, id as u16, true, p));
+    }
+    // The ELF parser wants aligned headers; `include_bytes!` promises no alignment.
+    let record = naam_handlers::RECORD_OBJECT.to_vec();
+    let p = load_program(&record, None)
+        .map_err(|e| e.to_string())
+        .and_then(|p| verify(&p, verifier).map_err(|e| e.to_string()))
+        .map(Arc::new);
+    v.push((5, "record", 5, true, p));
+    v
+}
 
-/// Registers the bundled offloads under their fixed ids (tenant 1).
+/// Registers the bundled offloads under their fixed ids (tenant 1); classes the deployment
+/// does not serve are skipped, with a warning.
 pub fn register_bundled(registry: &Registry, classes: u16, verifier: &VerifierConfig) {
-    for &(id, name, object, section, class, read_only) in BUNDLED {
+    for (id, name, class, read_only, prog) in bundled(verifier) {
         if class >= classes {
             tracing::warn!(
                 id,
@@ -187,11 +198,6 @@ pub fn register_bundled(registry: &Registry, classes: u16, verifier: &VerifierCo
             );
             continue;
         }
-        // The ELF parser wants aligned headers; `include_bytes!` promises no alignment.
-        let bytes = object.to_vec();
-        let prog = load_program(&bytes, section)
-            .map_err(|e| e.to_string())
-            .and_then(|p| verify(&p, verifier).map_err(|e| e.to_string()));
         match prog {
             Ok(p) => {
                 let spec = OffloadSpec {
@@ -200,7 +206,7 @@ pub fn register_bundled(registry: &Registry, classes: u16, verifier: &VerifierCo
                     class,
                     read_only,
                 };
-                if let Err(e) = registry.register_as(id, spec, Arc::new(p)) {
+                if let Err(e) = registry.register_as(id, spec, p) {
                     tracing::warn!(id, name, error = %e, "bundled offload not registered");
                 }
             }
@@ -629,10 +635,23 @@ mod tests {
             .iter()
             .map(|o| (o.id, o.class, o.read_only))
             .collect();
-        assert_eq!(ids, vec![(3, 3, true), (4, 4, true), (5, 5, true)]);
+        assert_eq!(
+            ids,
+            vec![
+                (0, 0, true),
+                (1, 1, false),
+                (2, 2, false),
+                (3, 3, true),
+                (4, 4, true),
+                (5, 5, true)
+            ]
+        );
         // Classes the deployment does not serve are skipped.
         let r = Registry::new();
         register_bundled(&r, 4, &VerifierConfig::default());
-        assert_eq!(r.list().iter().map(|o| o.id).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(
+            r.list().iter().map(|o| o.id).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
     }
 }
