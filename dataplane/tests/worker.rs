@@ -1015,3 +1015,103 @@ fn mica_put_get_delete_at_the_nic() {
     );
     assert_eq!(r.worker.in_flight(), 0);
 }
+
+#[test]
+fn duplicates_of_a_forwarded_mutation_wait_then_replay() {
+    let mut r = rig();
+    r.steer(THREE_CLASS, Target::Host);
+    let args = three_args(0, 1);
+    r.am(
+        40,
+        THREE,
+        THREE_CLASS,
+        AmFlags::empty(),
+        &args,
+        Flags::empty(),
+    );
+    r.poll();
+    r.am(
+        40,
+        THREE,
+        THREE_CLASS,
+        AmFlags::empty(),
+        &args,
+        Flags::RETRANSMIT,
+    );
+    r.poll();
+    assert!(
+        r.replies().is_empty(),
+        "in progress: the duplicate is dropped"
+    );
+    assert_eq!(r.stats.drops(Dropped::DuplicateInProgress), 1);
+    assert_eq!(r.serve_host(), 1, "forwarded once");
+    r.poll();
+    let first = r.replies();
+    assert_eq!(first.len(), 1);
+    r.am(
+        40,
+        THREE,
+        THREE_CLASS,
+        AmFlags::empty(),
+        &args,
+        Flags::RETRANSMIT,
+    );
+    r.poll();
+    assert_eq!(
+        r.replies(),
+        first,
+        "completed: the host's reply is replayed"
+    );
+    assert_eq!(r.serve_host(), 0, "not forwarded again");
+}
+
+#[test]
+fn one_sided_mutations_are_de_duplicated() {
+    let mut r = rig();
+    r.region_write(8, &0u64.to_le_bytes());
+    let op = RemoteOp {
+        region: REGION,
+        key: KEY,
+        offset: 8,
+        body: OpBody::Faa { addend: 3 },
+    };
+    let mut m = Message::new(9, 0, Body::OneSided(OneSidedRepr::single(op)));
+    r.send(0, &m);
+    r.poll();
+    let first = r.replies();
+    m.flags = Flags::RETRANSMIT;
+    r.send(0, &m);
+    r.poll();
+    assert_eq!(r.replies(), first);
+    assert_eq!(r.region_word(8), 3, "the FAA ran once");
+}
+
+#[test]
+fn link_reset_answers_everything_in_flight() {
+    let mut r = rig();
+    r.steer(RECORD_CLASS, Target::Host);
+    for id in 1..=3 {
+        r.am(
+            id,
+            RECORD,
+            RECORD_CLASS,
+            AmFlags::empty(),
+            &record_args(0),
+            Flags::empty(),
+        );
+    }
+    r.poll();
+    assert_eq!(r.worker.in_flight(), 3);
+    assert_eq!(r.worker.link_reset(&mut r.port), 3);
+    let replies = r.replies();
+    assert_eq!(replies.len(), 3);
+    for d in &replies {
+        assert_eq!(expect_error(d).code, ErrorCode::HostUnavailable);
+    }
+    assert_eq!(r.worker.in_flight(), 0);
+    // Replies the old host still sends carry tokens nobody waits for.
+    r.serve_host();
+    r.poll();
+    assert!(r.replies().is_empty());
+    assert_eq!(r.stats.drops(Dropped::StaleToken), 3);
+}
