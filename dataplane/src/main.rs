@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use naam_core::policy::PolicyConfig;
+use naam_core::policy::{Location, PolicyConfig};
 use naam_core::vm::Engine;
 use naam_dataplane::runtime::{IdleMode, MonitorConfig, Runtime, RuntimeConfig};
 
@@ -84,9 +84,20 @@ struct Args {
     /// Policy: never send classes to clients.
     #[arg(long)]
     no_client_hints: bool,
+    /// Where every class runs when nothing is congested: `nic` or `host`.
+    #[arg(long, default_value = "nic", value_parser = parse_home)]
+    home: Location,
     /// Host cores run handlers this many times faster than NIC cores (cost model).
     #[arg(long, default_value_t = 2.0)]
     host_speedup: f64,
+}
+
+fn parse_home(s: &str) -> Result<Location, String> {
+    match s {
+        "nic" => Ok(Location::Nic),
+        "host" => Ok(Location::Host),
+        _ => Err(format!("unknown home {s:?} (nic or host)")),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -132,6 +143,7 @@ fn main() -> anyhow::Result<()> {
         monitor: MonitorConfig {
             policy,
             host_speedup: a.host_speedup,
+            home: a.home,
             ..MonitorConfig::default()
         },
         stale_after: Duration::from_millis(a.stale_ms),

@@ -366,7 +366,7 @@ impl ControlPlane {
         };
         for c in 0..self.classes {
             let placed = m.placement(c);
-            if !classes_in_use.contains(&c) && placed == PolicyLocation::Nic {
+            if !classes_in_use.contains(&c) && placed == m.home() {
                 continue;
             }
             v.push((format!("class.{c}.placement"), loc_code(placed)));

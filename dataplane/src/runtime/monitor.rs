@@ -139,6 +139,11 @@ impl Monitor {
         &self.policy
     }
 
+    /// Where classes run when nothing is congested.
+    pub fn home(&self) -> Location {
+        self.cfg.home
+    }
+
     /// The steering rule of `class`.
     pub fn rule(&self, class: u16) -> Option<RuleId> {
         self.rules.get(class as usize).copied()
