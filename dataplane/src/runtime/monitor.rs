@@ -87,6 +87,8 @@ pub struct Monitor {
     prev: Vec<Snap>,
     cost: Vec<f64>,
     read_only: Vec<bool>,
+    /// Classes that have at least one registered offload.
+    in_use: Vec<bool>,
     registry_epoch: u64,
     loads: Vec<ClassLoad>,
     out: Vec<Decision>,
@@ -121,6 +123,7 @@ impl Monitor {
             prev: Vec::new(),
             cost: vec![cfg.default_cost; classes as usize],
             read_only: vec![false; classes as usize],
+            in_use: vec![false; classes as usize],
             registry_epoch: u64::MAX,
             loads: Vec::with_capacity(classes as usize),
             out: Vec::new(),
@@ -190,6 +193,7 @@ impl Monitor {
             for c in 0..n {
                 self.read_only[c] = any[c] && all_ro[c];
             }
+            self.in_use = any;
         }
         if self.prev.len() != workers.len() {
             self.prev = vec![
@@ -237,9 +241,11 @@ impl Monitor {
                 // Smooth the estimate: one busy millisecond should not swing placement.
                 self.cost[c] = 0.5 * self.cost[c] + 0.5 * per_msg.max(1e-9);
             }
-            // Idle classes at home have nothing to move: leaving them out keeps the policy
-            // from shuffling empty classes around (and its decision log readable).
-            if msgs[c] == 0 && self.policy.placement(c as u16) == self.cfg.home {
+            // Classes without offloads and without traffic have nothing to move: leaving
+            // them out keeps the policy from shuffling empty classes around. Classes with
+            // offloads stay in even when idle: a stalled host stops a closed-loop client's
+            // traffic, and the class must still move.
+            if msgs[c] == 0 && !self.in_use[c] && self.policy.placement(c as u16) == self.cfg.home {
                 continue;
             }
             self.loads.push(ClassLoad {
