@@ -1,5 +1,67 @@
 //! The `naam` command line.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("naam: no commands yet")
+use clap::{Parser, Subcommand};
+use naam_core::elf::load_program;
+use naam_core::verifier::{verify, VerifierConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "naam", about = "NAAM: network-accelerated active messages")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the static verifier on a handler object: exit 0 accepted, 1 rejected, 2 unreadable.
+    Verify {
+        /// A `clang -target bpf` object.
+        file: PathBuf,
+        /// The program section (default: the first `naam/...` section).
+        #[arg(long)]
+        section: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Verify { file, section } => verify_cmd(&file, section.as_deref()),
+    }
+}
+
+fn verify_cmd(file: &std::path::Path, section: Option<&str>) -> ExitCode {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("naam verify: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let program = match load_program(&bytes, section) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("naam verify: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    match verify(&program, &VerifierConfig::default()) {
+        Ok(v) => {
+            println!(
+                "accepted: {}: {} instructions, worst case {}",
+                v.name(),
+                v.insn_count(),
+                v.worst_case_insns()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!(
+                "rejected: {}: instruction {}: {}",
+                program.name, e.insn, e.reason
+            );
+            ExitCode::from(1)
+        }
+    }
 }
