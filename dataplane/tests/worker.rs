@@ -1115,3 +1115,52 @@ fn link_reset_answers_everything_in_flight() {
     assert!(r.replies().is_empty());
     assert_eq!(r.stats.drops(Dropped::StaleToken), 3);
 }
+
+#[test]
+fn replies_queued_before_the_host_died_are_still_delivered() {
+    let mut r = rig();
+    r.steer(RECORD_CLASS, Target::Host);
+    r.am(
+        1,
+        RECORD,
+        RECORD_CLASS,
+        AmFlags::empty(),
+        &record_args(0),
+        Flags::empty(),
+    );
+    r.am(
+        2,
+        RECORD,
+        RECORD_CLASS,
+        AmFlags::empty(),
+        &record_args(0),
+        Flags::empty(),
+    );
+    r.poll();
+    // The host answers the first only, then dies.
+    {
+        let qp = r.host_qp.as_mut().unwrap();
+        let mut buf = vec![0u8; MSG_MAX];
+        let got = qp.recv(&mut buf).unwrap().unwrap();
+        let req = Message::parse(&buf[TOKEN_LEN..got.len]).unwrap();
+        let reply = req.reply(Body::AmReply(AmReplyRepr {
+            status: AmStatus::Done,
+            executed_at: Location::Host,
+            steps: 1,
+            hint: None,
+            output: b"ok",
+        }));
+        let mut out = vec![0u8; MSG_MAX];
+        out[..TOKEN_LEN].copy_from_slice(&buf[..TOKEN_LEN]);
+        let n = reply.emit(&mut out[TOKEN_LEN..]).unwrap();
+        qp.send(&out[..TOKEN_LEN + n]).unwrap();
+    }
+    r.host_qp = None;
+    r.host = None;
+    r.poll();
+    let mut replies = r.replies();
+    replies.sort_by_key(|d| Message::parse(d).unwrap().request_id);
+    assert_eq!(replies.len(), 2);
+    assert_eq!(expect_am(&replies[0]).1.executed_at, Location::Host);
+    assert_eq!(expect_error(&replies[1]).code, ErrorCode::HostUnavailable);
+}

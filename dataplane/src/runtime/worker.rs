@@ -251,7 +251,7 @@ pub struct Worker {
     pub(super) slots: Box<[Slot]>,
     free: Vec<u32>,
     pub(super) cache: ReplyCache,
-    rx: PacketBatch,
+    rx: Option<PacketBatch>,
     pub(super) tx: PacketBatch,
     /// A ring entry being built or received.
     ring_buf: Box<[u8; MSG_MAX]>,
@@ -272,7 +272,7 @@ impl Worker {
             slots,
             free,
             cache: ReplyCache::new(cfg.dedup_entries),
-            rx: PacketBatch::with_capacity(cfg.burst.max(1)),
+            rx: Some(PacketBatch::with_capacity(cfg.burst.max(1))),
             tx: PacketBatch::with_capacity(cfg.burst.max(1) * 2),
             ring_buf: Box::new([0; MSG_MAX]),
             host_ok: true,
@@ -300,22 +300,26 @@ impl Worker {
     pub fn poll<P: Port, L: Link>(&mut self, now_ns: u64, port: &mut P, link: &mut L) -> usize {
         self.now_ns = now_ns;
         self.refresh();
-        let mut work = 0;
+        let mut work = self.drain_completions(port, link);
+        // Replies already in the ring are delivered even when the host has just died.
+        work += self.drain_host_ring(port, link);
         let was_ok = self.host_ok;
         self.host_ok = link.check_peer(now_ns).is_ok() && self.shared.host_up();
         if was_ok && !self.host_ok {
             work += self.fail_in_flight(port, ErrorCode::HostUnavailable);
         }
-        work += self.drain_completions(port, link);
-        work += self.drain_host_ring(port, link);
 
-        let mut rx = std::mem::replace(&mut self.rx, PacketBatch::with_capacity(0));
-        rx.clear();
-        let got = port.rx_burst(&mut rx).unwrap_or(0);
-        for p in rx.iter() {
-            self.on_packet(p, port, link);
+        // The batch is taken out while its packets are handled (they borrow it, the handlers
+        // borrow the worker); it is always put back.
+        let mut got = 0;
+        if let Some(mut rx) = self.rx.take() {
+            rx.clear();
+            got = port.rx_burst(&mut rx).unwrap_or(0);
+            for p in rx.iter() {
+                self.on_packet(p, port, link);
+            }
+            self.rx = Some(rx);
         }
-        self.rx = rx;
         work += got;
         if got > 0 {
             work += self.drain_completions(port, link);
