@@ -383,6 +383,7 @@ fn forwards_to_the_host_and_relays_the_reply_by_token() {
     r.poll();
     assert!(r.replies().is_empty(), "nothing until the host answers");
     assert_eq!(r.worker.in_flight(), 3);
+    assert_eq!(r.worker.at_host(), 3);
     assert_eq!(r.serve_host(), 3);
     r.poll();
     let mut ids: Vec<u64> = r
@@ -397,6 +398,7 @@ fn forwards_to_the_host_and_relays_the_reply_by_token() {
         .collect();
     ids.sort();
     assert_eq!(ids, vec![1, 2, 3]);
+    assert_eq!(r.worker.at_host(), 0);
     let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(l(&r.stats.forwarded), 3);
     assert_eq!(l(&r.stats.host_replies), 3);

@@ -217,7 +217,9 @@ impl Monitor {
             let b = w.busy_ns.load(Ordering::Relaxed);
             busy_ns += b.saturating_sub(prev.busy_ns);
             prev.busy_ns = b;
-            queue += w.in_flight.load(Ordering::Relaxed);
+            // The NIC's queue: messages parked on link ops, not those waiting at the host.
+            let in_flight = w.in_flight.load(Ordering::Relaxed);
+            queue += in_flight.saturating_sub(w.at_host.load(Ordering::Relaxed));
             for c in 0..n.min(w.classes()) {
                 let (m, s) = w.class_counts(c as u16);
                 msgs[c] += m.saturating_sub(prev.msgs[c]);

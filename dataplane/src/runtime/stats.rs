@@ -97,6 +97,8 @@ pub struct WorkerStats {
     pub polls: AtomicU64,
     /// Messages waiting in the slot table (parked on ops or at the host) at the last poll.
     pub in_flight: AtomicU64,
+    /// Of those, waiting for the host (the rest are parked on link ops: the NIC's queue).
+    pub at_host: AtomicU64,
     drops: [AtomicU64; Dropped::COUNT],
     /// Error replies sent, indexed like [`ErrorCode::ALL`].
     errors: [AtomicU64; ErrorCode::ALL.len()],
@@ -140,6 +142,7 @@ impl WorkerStats {
             busy_ns: AtomicU64::new(0),
             polls: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            at_host: AtomicU64::new(0),
             drops: Default::default(),
             errors: Default::default(),
             port_drops: Default::default(),
@@ -235,6 +238,7 @@ impl WorkerStats {
             ("busy_ns".into(), l(&self.busy_ns)),
             ("polls".into(), l(&self.polls)),
             ("in_flight".into(), l(&self.in_flight)),
+            ("at_host".into(), l(&self.at_host)),
         ];
         for d in Dropped::ALL {
             let n = self.drops(d);

@@ -255,6 +255,8 @@ pub struct Worker {
     pub(super) tx: PacketBatch,
     /// A ring entry being built or received.
     ring_buf: Box<[u8; MSG_MAX]>,
+    /// Slots in state `Host`.
+    at_host: usize,
     /// Whether the link's peer (the host agent) is alive, as of the last poll.
     pub(super) host_ok: bool,
     now_ns: u64,
@@ -276,6 +278,7 @@ impl Worker {
             tx: PacketBatch::with_capacity(cfg.burst.max(1) * 2),
             ring_buf: Box::new([0; MSG_MAX]),
             host_ok: true,
+            at_host: 0,
             now_ns: 0,
             cfg,
             shared,
@@ -294,6 +297,11 @@ impl Worker {
     /// Messages waiting in the slot table.
     pub fn in_flight(&self) -> usize {
         self.slots.len() - self.free.len()
+    }
+
+    /// Of those, the ones forwarded to the host and waiting for its reply.
+    pub fn at_host(&self) -> usize {
+        self.at_host
     }
 
     /// One turn of the loop; returns how much work it found (0 = idle, back off).
@@ -329,6 +337,9 @@ impl Worker {
             self.stats.publish_port(port.stats());
         }
         bump(&self.stats.polls, 1);
+        self.stats
+            .at_host
+            .store(self.at_host as u64, std::sync::atomic::Ordering::Relaxed);
         self.stats.in_flight.store(
             self.in_flight() as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -388,6 +399,9 @@ impl Worker {
 
     /// Returns slot `i` to the free list (once: a free slot is left alone).
     pub(super) fn free_slot(&mut self, i: usize) {
+        if self.slots[i].state == SlotState::Host {
+            self.at_host -= 1;
+        }
         if self.slots[i].state != SlotState::Free {
             self.slots[i].state = SlotState::Free;
             self.free.push(i as u32);
@@ -747,6 +761,7 @@ impl Worker {
             Ok(()) => {
                 let s = &mut self.slots[i];
                 s.state = SlotState::Host;
+                self.at_host += 1;
                 s.dedup = dedup;
                 // Only mutating offloads are de-duplicated: the others are read-only.
                 s.read_only = !dedup;
