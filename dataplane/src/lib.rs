@@ -10,4 +10,5 @@
 pub mod dpdk;
 
 pub mod port;
+pub mod runtime;
 pub mod steering;

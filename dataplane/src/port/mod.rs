@@ -15,6 +15,7 @@
 #[allow(unsafe_code)]
 mod dpdk;
 pub mod frame;
+mod mem;
 mod spec;
 mod stats;
 #[allow(unsafe_code)]
@@ -24,6 +25,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 #[cfg(feature = "dpdk")]
 pub use dpdk::{DpdkPort, DpdkPortConfig};
+pub use mem::MemPort;
 pub use spec::{open, AnyPort, PortOptions};
 pub use stats::{DropReason, PortStats};
 pub use udp::UdpPort;
@@ -189,7 +191,6 @@ impl Packet {
     }
 
     /// Fills the packet as received (used by ports that copy the payload in).
-    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
     #[inline]
     fn fill(&mut self, peer: Peer, class: u16, payload: &[u8]) {
         let n = payload.len().min(MAX_PAYLOAD);
@@ -295,7 +296,6 @@ impl PacketBatch {
     }
 
     /// The next free buffer, for a port filling the batch; commit it with `commit_one`.
-    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
     #[inline]
     fn next_free(&mut self) -> Option<&mut Packet> {
         self.packets.get_mut(self.len)

@@ -61,11 +61,24 @@ impl UdpPort {
     /// Binds `classes` sockets on `addr.port() ..`, non-blocking. With port 0, a free range of
     /// consecutive ports is picked (for tests and clients).
     pub fn bind(addr: SocketAddrV4, classes: u16) -> Result<UdpPort, PortError> {
+        Self::bind_with(addr, classes, false)
+    }
+
+    /// Like [`UdpPort::bind`], with `SO_REUSEPORT` on every socket: several ports (one per
+    /// worker) bound to the same range share the traffic, the kernel spreading it by flow
+    /// (a client's datagrams, same source address and port, always reach the same worker).
+    /// Bind the first with port 0 if you like, and the others on its
+    /// [`Port::local_addr`].
+    pub fn bind_shared(addr: SocketAddrV4, classes: u16) -> Result<UdpPort, PortError> {
+        Self::bind_with(addr, classes, true)
+    }
+
+    fn bind_with(addr: SocketAddrV4, classes: u16, reuse: bool) -> Result<UdpPort, PortError> {
         let classes = classes.max(1);
         let sockets = if addr.port() == 0 {
-            Self::bind_free_range(*addr.ip(), classes)?
+            Self::bind_free_range(*addr.ip(), classes, reuse)?
         } else {
-            Self::bind_range(addr, classes)
+            Self::bind_range(addr, classes, reuse)
                 .map_err(|source| PortError::Io { op: "bind", source })?
         };
         let base_port = sockets[0]
@@ -88,20 +101,38 @@ impl UdpPort {
         })
     }
 
-    fn bind_range(addr: SocketAddrV4, classes: u16) -> std::io::Result<Vec<UdpSocket>> {
+    fn bind_one(addr: SocketAddrV4, reuse: bool) -> std::io::Result<UdpSocket> {
+        if !reuse {
+            return UdpSocket::bind(addr);
+        }
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+        s.set_reuse_port(true)?;
+        s.bind(&std::net::SocketAddr::V4(addr).into())?;
+        Ok(s.into())
+    }
+
+    fn bind_range(
+        addr: SocketAddrV4,
+        classes: u16,
+        reuse: bool,
+    ) -> std::io::Result<Vec<UdpSocket>> {
         let mut sockets = Vec::with_capacity(usize::from(classes));
         for c in 0..classes {
             let port = addr.port().checked_add(c).ok_or_else(|| {
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, "class ports past 65535")
             })?;
-            let s = UdpSocket::bind(SocketAddrV4::new(*addr.ip(), port))?;
+            let s = Self::bind_one(SocketAddrV4::new(*addr.ip(), port), reuse)?;
             s.set_nonblocking(true)?;
             sockets.push(s);
         }
         Ok(sockets)
     }
 
-    fn bind_free_range(ip: Ipv4Addr, classes: u16) -> Result<Vec<UdpSocket>, PortError> {
+    fn bind_free_range(
+        ip: Ipv4Addr,
+        classes: u16,
+        reuse: bool,
+    ) -> Result<Vec<UdpSocket>, PortError> {
         let mut last = None;
         for _ in 0..BIND_ATTEMPTS {
             let first = UdpSocket::bind(SocketAddrV4::new(ip, 0))
@@ -114,7 +145,7 @@ impl UdpPort {
                 })?
                 .port();
             drop(first); // rebind it below with the rest of the range
-            match Self::bind_range(SocketAddrV4::new(ip, base), classes) {
+            match Self::bind_range(SocketAddrV4::new(ip, base), classes, reuse) {
                 Ok(s) => return Ok(s),
                 Err(e) => last = Some(e),
             }

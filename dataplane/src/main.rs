@@ -1,0 +1,170 @@
+//! `naam-dataplane`: the NIC-side process (docs/runtime.md). Connects to the host agent's
+//! link, serves the data port with N poll-mode workers and the control port, and stops
+//! cleanly on SIGINT/SIGTERM.
+
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use naam_core::policy::{Location, PolicyConfig};
+use naam_core::vm::Engine;
+use naam_dataplane::runtime::{IdleMode, MonitorConfig, Runtime, RuntimeConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "naam-dataplane",
+    version,
+    about = "NAAM dataplane: the NIC-side runtime"
+)]
+struct Args {
+    /// Data port: `udp:IP:BASE` (classes on BASE .. BASE+classes) or `dpdk:EAL-ARGS` (feature dpdk).
+    #[arg(long, default_value = "udp:127.0.0.1:7000")]
+    port: String,
+    /// Worker threads (one link queue pair each; UDP workers share the ports with SO_REUSEPORT).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Steering classes.
+    #[arg(long, default_value_t = naam_dataplane::port::DEFAULT_CLASSES)]
+    classes: u16,
+    /// Control port (default: the data base port minus one, same address).
+    #[arg(long)]
+    control: Option<SocketAddrV4>,
+    /// Run directory holding the host agent's link.sock and control.sock.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Idle workers: `spin` (dedicated cores) or `yield` (shared cores; spin, yield, then sleep).
+    #[arg(long, default_value = "yield")]
+    backoff: IdleMode,
+    /// eBPF engine: jit, cranelift, interpreter or native.
+    #[arg(long, default_value = "native")]
+    engine: Engine,
+    /// Messages in flight per worker (parked on link ops or waiting for the host).
+    #[arg(long, default_value_t = 64)]
+    slots: usize,
+    /// Packets per receive burst.
+    #[arg(long, default_value_t = 32)]
+    burst: usize,
+    /// Requests remembered per worker for de-duplication.
+    #[arg(long, default_value_t = 1024)]
+    dedup: usize,
+    /// Step budget of a message.
+    #[arg(long, default_value_t = naam_core::exec::DEFAULT_MAX_STEPS)]
+    max_steps: u32,
+    /// Host heartbeat age (ms) after which the host agent counts as gone.
+    #[arg(long, default_value_t = 100)]
+    stale_ms: u64,
+    /// How long to wait for the host agent's link socket at start (ms).
+    #[arg(long, default_value_t = 10_000)]
+    connect_wait_ms: u64,
+    /// Policy: NIC busy fraction above which the NIC is congested.
+    #[arg(long, default_value_t = PolicyConfig::default().nic_high)]
+    nic_high: f64,
+    /// Policy: NIC busy fraction below which it is calm.
+    #[arg(long, default_value_t = PolicyConfig::default().nic_low)]
+    nic_low: f64,
+    /// Policy: host busy fraction above which the host is congested.
+    #[arg(long, default_value_t = PolicyConfig::default().host_high)]
+    host_high: f64,
+    /// Policy: host busy fraction below which it is calm.
+    #[arg(long, default_value_t = PolicyConfig::default().host_low)]
+    host_low: f64,
+    /// Policy: queue depth that counts as congestion.
+    #[arg(long, default_value_t = PolicyConfig::default().queue_high)]
+    queue_high: u32,
+    /// Policy: minimum time between two moves of a class (ms).
+    #[arg(long, default_value_t = 20)]
+    min_dwell_ms: u64,
+    /// Policy: client lease (ms) of a placement hint.
+    #[arg(long, default_value_t = 50)]
+    client_lease_ms: u64,
+    /// Policy: never send classes to clients.
+    #[arg(long)]
+    no_client_hints: bool,
+    /// Where every class runs when nothing is congested: `nic` or `host`.
+    #[arg(long, default_value = "nic", value_parser = parse_home)]
+    home: Location,
+    /// Host cores run handlers this many times faster than NIC cores (cost model).
+    #[arg(long, default_value_t = 2.0)]
+    host_speedup: f64,
+}
+
+fn parse_home(s: &str) -> Result<Location, String> {
+    match s {
+        "nic" => Ok(Location::Nic),
+        "host" => Ok(Location::Host),
+        _ => Err(format!("unknown home {s:?} (nic or host)")),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    // Logs go to stderr; stdout carries only the "serving" line (scripts read the ports).
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let a = Args::parse();
+    if !a.engine.available() {
+        anyhow::bail!(
+            "engine {} is not available on this machine",
+            a.engine.name()
+        );
+    }
+    let policy = PolicyConfig {
+        nic_high: a.nic_high,
+        nic_low: a.nic_low,
+        host_high: a.host_high,
+        host_low: a.host_low,
+        queue_high: a.queue_high,
+        min_dwell: a.min_dwell_ms * 1_000_000,
+        client_lease: a.client_lease_ms * 1_000_000,
+        allow_client: !a.no_client_hints,
+        ..PolicyConfig::default()
+    };
+    let defaults = RuntimeConfig::default();
+    let cfg = RuntimeConfig {
+        port: a.port,
+        workers: a.workers,
+        classes: a.classes,
+        control: a.control,
+        run_dir: a.run_dir.unwrap_or(defaults.run_dir.clone()),
+        idle: a.backoff,
+        engine: a.engine,
+        slots: a.slots,
+        burst: a.burst,
+        dedup_entries: a.dedup,
+        max_steps: a.max_steps,
+        monitor: MonitorConfig {
+            policy,
+            host_speedup: a.host_speedup,
+            home: a.home,
+            ..MonitorConfig::default()
+        },
+        stale_after: Duration::from_millis(a.stale_ms),
+        connect_wait: Duration::from_millis(a.connect_wait_ms),
+        ..defaults
+    };
+    tracing::info!(backoff = ?cfg.idle, engine = cfg.engine.name(), workers = cfg.workers, "starting");
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    ctrlc::set_handler(move || s.store(true, Ordering::Release))
+        .context("installing the SIGINT/SIGTERM handler")?;
+    let rt = Runtime::start(cfg).context("starting the dataplane")?;
+    println!(
+        "naam-dataplane serving data {} control {}",
+        rt.data_addr(),
+        rt.control_addr()
+    );
+    while !stop.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tracing::info!("signal received: stopping");
+    rt.stop();
+    Ok(())
+}

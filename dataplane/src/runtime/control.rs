@@ -1,0 +1,435 @@
+//! The control plane of the dataplane process: the UDP control port (`--control`, default
+//! `BASE - 1`) and the load monitor, served by one thread (setup side: it may allocate).
+//!
+//! - REGISTER: load and verify the object here (`InvalidProgram` with the reason if it fails),
+//!   forward the request to the host agent, which picks the id (lowest free from 16 up,
+//!   docs/runtime.md) and registers it too; the dataplane adopts that id
+//!   (`Registry::register_as`) and answers `REGISTER_REPLY`. Without a host agent:
+//!   `HostUnavailable` (both registries must hold the same offloads).
+//! - UNREGISTER: forwarded likewise, then removed here; `ACK` or `UnknownOffload`.
+//! - LIST: this registry, paged. STATS: worker counters (per worker and totals), steering
+//!   counters, per-class placement and leases, the recent policy decisions.
+//! - DESCRIBE: forwarded to the host agent, its reply relayed unchanged.
+//!
+//! REGISTER and UNREGISTER are de-duplicated by (client, request id) like data-path
+//! mutations (docs/protocol.md).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use naam_core::elf::load_program;
+use naam_core::policy::Location as PolicyLocation;
+use naam_core::pool::OffloadSpec;
+use naam_core::verifier::{verify, VerifierConfig};
+use naam_core::vm::{CompiledVm, Engine};
+use naam_core::wire::{
+    Body, EntryList, ErrorCode, ErrorRepr, HeaderPacket, KvEntry, KvListRepr, ListReplyRepr,
+    Message, OffloadEntry, OffloadIdRepr, PageRequestRepr, RegisterRepr, WireError, HEADER_LEN,
+    MAGIC, MAX_PAYLOAD, NAME_MAX,
+};
+
+use super::hostctl::HostControl;
+use super::monitor::Monitor;
+use super::shared::Shared;
+use super::stats::WorkerStats;
+use crate::steering::{SoftSwitch, Steering};
+
+/// Control requests remembered for de-duplication.
+const DEDUP: usize = 256;
+
+/// Everything the control port answers from.
+pub struct ControlPlane {
+    pub shared: Arc<Shared>,
+    pub workers: Vec<Arc<WorkerStats>>,
+    pub switch: SoftSwitch,
+    pub monitor: Monitor,
+    pub host: HostControl,
+    pub verifier: VerifierConfig,
+    pub engine: Engine,
+    pub classes: u16,
+    done: VecDeque<(SocketAddr, u64, Vec<u8>)>,
+}
+
+fn clip(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn emit(m: &Message<'_>, out: &mut [u8]) -> usize {
+    m.emit(out).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "control reply did not emit");
+        Message::new(
+            m.request_id,
+            m.class,
+            Body::Error(ErrorRepr {
+                code: ErrorCode::Internal,
+                detail: "",
+            }),
+        )
+        .emit(out)
+        .unwrap_or(0)
+    })
+}
+
+fn error<'a>(code: ErrorCode, detail: &'a str) -> Body<'a> {
+    Body::Error(ErrorRepr {
+        code,
+        detail: clip(detail, naam_core::wire::DETAIL_MAX),
+    })
+}
+
+/// How many entries fit one page (and whether more remain).
+fn fit<E>(entries: &[E], max: u16, size: impl Fn(&E) -> usize) -> (usize, bool) {
+    let max = if max == 0 { usize::MAX } else { max as usize };
+    let mut room = MAX_PAYLOAD - 8;
+    let mut n = 0;
+    for e in entries.iter().take(max.min(u16::MAX as usize)) {
+        let s = size(e);
+        if s > room {
+            break;
+        }
+        room -= s;
+        n += 1;
+    }
+    (n, n < entries.len())
+}
+
+fn loc_code(l: PolicyLocation) -> u64 {
+    match l {
+        PolicyLocation::Client => 0,
+        PolicyLocation::Nic => 1,
+        PolicyLocation::Host => 2,
+    }
+}
+
+impl ControlPlane {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        shared: Arc<Shared>,
+        workers: Vec<Arc<WorkerStats>>,
+        switch: SoftSwitch,
+        monitor: Monitor,
+        host: HostControl,
+        verifier: VerifierConfig,
+        engine: Engine,
+        classes: u16,
+    ) -> ControlPlane {
+        ControlPlane {
+            shared,
+            workers,
+            switch,
+            monitor,
+            host,
+            verifier,
+            engine,
+            classes,
+            done: VecDeque::new(),
+        }
+    }
+
+    /// Answers one control datagram from `from` into `out` (at least `MAX_DATAGRAM` bytes);
+    /// returns the reply length (0: no reply, the datagram was not a request).
+    pub fn handle(&mut self, from: SocketAddr, req: &[u8], out: &mut [u8]) -> usize {
+        let msg = match Message::parse(req) {
+            Ok(m) => m,
+            Err(e) => return self.malformed(req, e, out),
+        };
+        if msg.kind().is_reply() {
+            return 0;
+        }
+        let mutation = matches!(msg.body, Body::Register(_) | Body::Unregister(_));
+        if mutation {
+            if let Some((_, _, reply)) = self
+                .done
+                .iter()
+                .find(|(a, id, _)| *a == from && *id == msg.request_id)
+            {
+                out[..reply.len()].copy_from_slice(reply);
+                return reply.len();
+            }
+        }
+        let n = match msg.body {
+            Body::Register(r) => self.register(&msg, &r, req, out),
+            Body::Unregister(u) => self.unregister(&msg, u.id, req, out),
+            Body::List(p) => self.list(&msg, p, out),
+            Body::Stats(p) => self.stats(&msg, p, out),
+            Body::Describe(_) => self.forward_verbatim(&msg, req, out),
+            _ => emit(
+                &msg.reply(error(
+                    ErrorCode::Unsupported,
+                    "data messages go to the data port",
+                )),
+                out,
+            ),
+        };
+        if mutation && n > 0 {
+            let transient = matches!(
+                Message::parse(&out[..n]).map(|m| m.body),
+                Ok(Body::Error(e)) if e.code.is_transient()
+            );
+            if !transient {
+                if self.done.len() == DEDUP {
+                    self.done.pop_front();
+                }
+                self.done
+                    .push_back((from, msg.request_id, out[..n].to_vec()));
+            }
+        }
+        n
+    }
+
+    fn malformed(&self, req: &[u8], e: WireError, out: &mut [u8]) -> usize {
+        if req.len() < HEADER_LEN {
+            return 0;
+        }
+        let h = HeaderPacket::new_unchecked(req);
+        let is_request = naam_core::wire::Kind::from_u8(h.kind()).is_some_and(|k| !k.is_reply());
+        if h.magic() != MAGIC || !is_request {
+            return 0;
+        }
+        let code = if matches!(e, WireError::BadVersion { .. }) {
+            ErrorCode::BadVersion
+        } else {
+            ErrorCode::BadRequest
+        };
+        let detail = e.to_string();
+        emit(
+            &Message::new(h.request_id(), h.class(), error(code, &detail)),
+            out,
+        )
+    }
+
+    fn register(
+        &mut self,
+        msg: &Message<'_>,
+        r: &RegisterRepr<'_>,
+        raw: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        if r.class >= self.classes {
+            let d = format!(
+                "class {} is not below the {} classes",
+                r.class, self.classes
+            );
+            return emit(&msg.reply(error(ErrorCode::BadRequest, &d)), out);
+        }
+        // A copy: the object sits at any offset of the datagram, and the ELF parser wants its
+        // headers aligned. Loaded and verified exactly as the host agent does.
+        let object = r.object.to_vec();
+        let prog = load_program(&object, r.section)
+            .map_err(|e| e.to_string())
+            .and_then(|p| verify(&p, &self.verifier).map_err(|e| e.to_string()));
+        let prog = match prog {
+            Ok(p) => Arc::new(p),
+            Err(d) => return emit(&msg.reply(error(ErrorCode::InvalidProgram, &d)), out),
+        };
+        if let Err(e) = CompiledVm::new(prog.clone(), self.engine) {
+            let d = format!(
+                "does not compile for the {} engine: {e}",
+                self.engine.name()
+            );
+            return emit(&msg.reply(error(ErrorCode::InvalidProgram, &d)), out);
+        }
+        let reply = match self.host.request(raw) {
+            Ok(r) => r.to_vec(),
+            Err(e) => {
+                tracing::warn!(error = %e, "register: host agent unreachable");
+                let d = e.to_string();
+                return emit(&msg.reply(error(ErrorCode::HostUnavailable, &d)), out);
+            }
+        };
+        let id = match Message::parse(&reply).map(|m| m.body) {
+            Ok(Body::RegisterReply(OffloadIdRepr { id })) => id,
+            Ok(Body::Error(e)) => return emit(&msg.reply(Body::Error(e)), out),
+            _ => {
+                return emit(
+                    &msg.reply(error(ErrorCode::Internal, "bad reply from the host agent")),
+                    out,
+                )
+            }
+        };
+        let spec = OffloadSpec {
+            name: r.name.to_owned(),
+            tenant: r.tenant,
+            class: r.class,
+            read_only: r.read_only,
+        };
+        match self.shared.registry.register_as(id, spec, prog) {
+            Ok(o) => {
+                tracing::info!(id, name = o.name, class = o.class, "offload registered");
+                emit(&msg.reply(Body::RegisterReply(OffloadIdRepr { id })), out)
+            }
+            Err(e) => {
+                let d = format!("host agent chose id {id}: {e}");
+                tracing::error!(detail = d, "registries disagree");
+                emit(&msg.reply(error(ErrorCode::Internal, &d)), out)
+            }
+        }
+    }
+
+    fn unregister(&mut self, msg: &Message<'_>, id: u32, raw: &[u8], out: &mut [u8]) -> usize {
+        let host_ok = match self.host.request(raw) {
+            Ok(r) => matches!(Message::parse(r).map(|m| m.body), Ok(Body::Ack)),
+            Err(e) => {
+                let d = e.to_string();
+                return emit(&msg.reply(error(ErrorCode::HostUnavailable, &d)), out);
+            }
+        };
+        match self.shared.registry.unregister(id) {
+            Ok(o) => {
+                tracing::info!(id, name = o.name, "offload unregistered");
+                emit(&msg.reply(Body::Ack), out)
+            }
+            Err(_) if host_ok => emit(&msg.reply(Body::Ack), out),
+            Err(e) => {
+                let d = e.to_string();
+                emit(&msg.reply(error(ErrorCode::UnknownOffload, &d)), out)
+            }
+        }
+    }
+
+    fn list(&self, msg: &Message<'_>, p: PageRequestRepr, out: &mut [u8]) -> usize {
+        let all: Vec<_> = self
+            .shared
+            .registry
+            .list()
+            .into_iter()
+            .filter(|o| o.id >= p.start)
+            .collect();
+        let entries: Vec<OffloadEntry<'_>> = all
+            .iter()
+            .map(|o| OffloadEntry {
+                id: o.id,
+                name: clip(&o.name, NAME_MAX),
+                tenant: o.tenant,
+                class: o.class,
+                read_only: o.read_only,
+                insn_count: o.program.insn_count() as u32,
+            })
+            .collect();
+        let (n, more) = fit(&entries, p.max, |e| 16 + e.name.len());
+        let next = if more { entries[n].id } else { 0 };
+        emit(
+            &msg.reply(Body::ListReply(ListReplyRepr {
+                more,
+                next,
+                entries: EntryList::from_slice(&entries[..n]),
+            })),
+            out,
+        )
+    }
+
+    /// Every counter STATS reports, in a stable order.
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        let mut v = Vec::new();
+        let m = &self.monitor;
+        v.push(("dp.workers".into(), self.workers.len() as u64));
+        v.push(("dp.host_up".into(), self.shared.host_up() as u64));
+        v.push((
+            "dp.link_generation".into(),
+            self.shared.link_generation.load(Ordering::Relaxed),
+        ));
+        v.push(("dp.nic_busy_ppm".into(), (m.last_nic_busy * 1e6) as u64));
+        v.push(("dp.nic_queue".into(), m.last_nic_queue as u64));
+        v.push(("dp.host_busy_ppm".into(), (m.last_host.busy * 1e6) as u64));
+        v.push(("dp.host_queue".into(), m.last_host.queue as u64));
+        let mut totals: Vec<(String, u64)> = Vec::new();
+        for (i, w) in self.workers.iter().enumerate() {
+            for (name, value) in w.counters() {
+                match totals.iter_mut().find(|(n, _)| *n == name) {
+                    Some(t) => t.1 += value,
+                    None => totals.push((name.clone(), value)),
+                }
+                v.push((format!("w{i}.{name}"), value));
+            }
+        }
+        v.extend(totals.into_iter().map(|(n, x)| (format!("total.{n}"), x)));
+        let table = self.switch.table();
+        v.push(("steer.misses".into(), table.misses()));
+        let now = naam_link::now_ns();
+        let classes_in_use: Vec<u16> = {
+            let mut c: Vec<u16> = self
+                .shared
+                .registry
+                .list()
+                .iter()
+                .map(|o| o.class)
+                .collect();
+            c.sort_unstable();
+            c.dedup();
+            c
+        };
+        for c in 0..self.classes {
+            let placed = m.placement(c);
+            if !classes_in_use.contains(&c) && placed == m.home() {
+                continue;
+            }
+            v.push((format!("class.{c}.placement"), loc_code(placed)));
+            if let Some(ms) = self.shared.hints.lease_ms(c, now) {
+                v.push((format!("class.{c}.lease_ms"), ms as u64));
+            }
+        }
+        for (i, rule) in (0..self.classes).filter_map(|c| {
+            let id = m.rule(c)?;
+            self.switch.counters(id).map(|r| (c, r))
+        }) {
+            if rule.packets > 0 {
+                v.push((format!("steer.class.{i}.packets"), rule.packets));
+            }
+        }
+        for (k, d) in m.recent().enumerate() {
+            let name = format!(
+                "decision.{k}.c{}.{}-{}.{:?}",
+                d.class,
+                d.from.name(),
+                d.to.name(),
+                d.reason
+            );
+            v.push((clip(&name, NAME_MAX).to_owned(), d.at));
+        }
+        v
+    }
+
+    fn stats(&self, msg: &Message<'_>, p: PageRequestRepr, out: &mut [u8]) -> usize {
+        let all = self.counters();
+        let entries: Vec<KvEntry<'_>> = all
+            .iter()
+            .skip(p.start as usize)
+            .map(|(n, v)| KvEntry {
+                name: clip(n, NAME_MAX),
+                value: *v,
+            })
+            .collect();
+        let (n, more) = fit(&entries, p.max, |e| 9 + e.name.len());
+        emit(
+            &msg.reply(Body::StatsReply(KvListRepr {
+                more,
+                next: if more { p.start + n as u32 } else { 0 },
+                entries: EntryList::from_slice(&entries[..n]),
+            })),
+            out,
+        )
+    }
+
+    fn forward_verbatim(&mut self, msg: &Message<'_>, raw: &[u8], out: &mut [u8]) -> usize {
+        match self.host.request(raw) {
+            Ok(r) if r.len() <= out.len() => {
+                out[..r.len()].copy_from_slice(r);
+                r.len()
+            }
+            Ok(_) => emit(
+                &msg.reply(error(ErrorCode::Internal, "host reply too large")),
+                out,
+            ),
+            Err(e) => {
+                let d = e.to_string();
+                emit(&msg.reply(error(ErrorCode::HostUnavailable, &d)), out)
+            }
+        }
+    }
+}

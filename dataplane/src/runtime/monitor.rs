@@ -1,0 +1,464 @@
+//! The load monitor and placement (issue 7 items 3–4, DESIGN §5): every millisecond (time
+//! passed in) it turns the workers' counters and the host's published load into a
+//! [`LoadSample`], feeds [`Policy::update`], and applies each [`Decision`]: class → NIC queue
+//! or host in the steering table, class → clients (with a lease) in the hint table. Every
+//! decision is logged with `tracing::info!` and kept (the most recent ones) for STATS.
+//!
+//! Costs: the NIC's busy time is attributed to classes in proportion to the handler steps they
+//! ran; a class that has not run on the NIC keeps its last estimate (initially
+//! [`MonitorConfig::default_cost`]). The host's cost is the NIC's divided by
+//! [`MonitorConfig::host_speedup`] (host cores are faster than the NIC's Arm cores).
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use naam_core::policy::{ClassLoad, Decision, LoadSample, Location, Policy, PolicyConfig};
+use naam_core::pool::Registry;
+
+use super::shared::HintTable;
+use super::stats::WorkerStats;
+use crate::steering::{Match, RuleId, SoftSwitch, Steering, Target};
+
+/// Monitor knobs.
+#[derive(Debug, Clone, Copy)]
+pub struct MonitorConfig {
+    pub policy: PolicyConfig,
+    /// Sampling period.
+    pub period_ns: u64,
+    /// Host cores run a handler this many times faster than NIC cores.
+    pub host_speedup: f64,
+    /// Cost of one message (core-seconds) before anything was measured.
+    pub default_cost: f64,
+    /// Decisions kept for STATS.
+    pub keep_decisions: usize,
+    /// Where every class starts (and returns to when load is calm).
+    pub home: Location,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            policy: PolicyConfig::default(),
+            period_ns: 1_000_000,
+            host_speedup: 2.0,
+            default_cost: 2e-6,
+            keep_decisions: 64,
+            home: Location::Nic,
+        }
+    }
+}
+
+/// The host's load as read from the link.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HostLoad {
+    pub alive: bool,
+    /// Mean busy fraction of the host workers, 0..=1.
+    pub busy: f64,
+    /// Messages waiting in host rings, summed over workers.
+    pub queue: u32,
+    pub workers: u32,
+}
+
+impl HostLoad {
+    pub const GONE: HostLoad = HostLoad {
+        alive: false,
+        busy: 0.0,
+        queue: 0,
+        workers: 0,
+    };
+}
+
+#[derive(Clone, Default)]
+struct Snap {
+    busy_ns: u64,
+    msgs: Vec<u64>,
+    steps: Vec<u64>,
+}
+
+/// The monitor's state.
+pub struct Monitor {
+    cfg: MonitorConfig,
+    base: u16,
+    classes: u16,
+    policy: Policy,
+    rules: Vec<RuleId>,
+    last_ns: Option<u64>,
+    prev: Vec<Snap>,
+    cost: Vec<f64>,
+    read_only: Vec<bool>,
+    /// Classes that have at least one registered offload.
+    in_use: Vec<bool>,
+    registry_epoch: u64,
+    loads: Vec<ClassLoad>,
+    out: Vec<Decision>,
+    recent: VecDeque<Decision>,
+    /// Last sample's NIC busy fraction and queue depth (for STATS).
+    pub last_nic_busy: f64,
+    pub last_nic_queue: u32,
+    pub last_host: HostLoad,
+}
+
+impl Monitor {
+    /// Installs one steering rule per class (to the home location) and commits it.
+    pub fn new(
+        cfg: MonitorConfig,
+        base: u16,
+        classes: u16,
+        switch: &mut SoftSwitch,
+    ) -> Result<Monitor, crate::steering::SteeringError> {
+        let target = target_of(cfg.home);
+        let mut rules = Vec::with_capacity(classes as usize);
+        for c in 0..classes {
+            rules.push(switch.insert(Match::class(base, c), target)?);
+        }
+        switch.commit()?;
+        Ok(Monitor {
+            policy: Policy::new(cfg.policy, classes as usize, cfg.home),
+            cfg,
+            base,
+            classes,
+            rules,
+            last_ns: None,
+            prev: Vec::new(),
+            cost: vec![cfg.default_cost; classes as usize],
+            read_only: vec![false; classes as usize],
+            in_use: vec![false; classes as usize],
+            registry_epoch: u64::MAX,
+            loads: Vec::with_capacity(classes as usize),
+            out: Vec::new(),
+            recent: VecDeque::new(),
+            last_nic_busy: 0.0,
+            last_nic_queue: 0,
+            last_host: HostLoad::GONE,
+        })
+    }
+
+    pub fn base(&self) -> u16 {
+        self.base
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Where classes run when nothing is congested.
+    pub fn home(&self) -> Location {
+        self.cfg.home
+    }
+
+    /// The steering rule of `class`.
+    pub fn rule(&self, class: u16) -> Option<RuleId> {
+        self.rules.get(class as usize).copied()
+    }
+
+    /// Where `class` runs now.
+    pub fn placement(&self, class: u16) -> Location {
+        self.policy.placement(class)
+    }
+
+    /// The most recent decisions, oldest first.
+    pub fn recent(&self) -> impl Iterator<Item = &Decision> {
+        self.recent.iter()
+    }
+
+    /// True when a sample is due at `now_ns`.
+    pub fn due(&self, now_ns: u64) -> bool {
+        self.last_ns
+            .is_none_or(|t| now_ns.saturating_sub(t) >= self.cfg.period_ns)
+    }
+
+    /// Takes one sample and applies the decisions; returns how many were made.
+    pub fn tick(
+        &mut self,
+        now_ns: u64,
+        workers: &[Arc<WorkerStats>],
+        host: HostLoad,
+        registry: &Registry,
+        switch: &mut SoftSwitch,
+        hints: &HintTable,
+    ) -> usize {
+        let n = self.classes as usize;
+        if registry.epoch() != self.registry_epoch {
+            self.registry_epoch = registry.epoch();
+            // A class may run at clients only if every offload in it is read-only.
+            let mut any = vec![false; n];
+            let mut all_ro = vec![true; n];
+            for o in registry.list() {
+                if let Some(c) = any.get_mut(o.class as usize) {
+                    *c = true;
+                    all_ro[o.class as usize] &= o.read_only;
+                }
+            }
+            for c in 0..n {
+                self.read_only[c] = any[c] && all_ro[c];
+            }
+            self.in_use = any;
+        }
+        if self.prev.len() != workers.len() {
+            self.prev = vec![
+                Snap {
+                    busy_ns: 0,
+                    msgs: vec![0; n],
+                    steps: vec![0; n],
+                };
+                workers.len()
+            ];
+        }
+        let dt_ns = self.last_ns.map_or(0, |t| now_ns.saturating_sub(t));
+        self.last_ns = Some(now_ns);
+
+        // Deltas since the last sample, summed over workers.
+        let mut busy_ns = 0u64;
+        let mut queue = 0u64;
+        let mut msgs = vec![0u64; n];
+        let mut steps = vec![0u64; n];
+        for (w, prev) in workers.iter().zip(self.prev.iter_mut()) {
+            let b = w.busy_ns.load(Ordering::Relaxed);
+            busy_ns += b.saturating_sub(prev.busy_ns);
+            prev.busy_ns = b;
+            // The NIC's queue: messages parked on link ops, not those waiting at the host.
+            let in_flight = w.in_flight.load(Ordering::Relaxed);
+            queue += in_flight.saturating_sub(w.at_host.load(Ordering::Relaxed));
+            for c in 0..n.min(w.classes()) {
+                let (m, s) = w.class_counts(c as u16);
+                msgs[c] += m.saturating_sub(prev.msgs[c]);
+                steps[c] += s.saturating_sub(prev.steps[c]);
+                prev.msgs[c] = m;
+                prev.steps[c] = s;
+            }
+        }
+        if dt_ns == 0 {
+            return 0; // the first sample only sets the baseline
+        }
+        let dt = dt_ns as f64 / 1e9;
+        let total_steps: u64 = steps.iter().sum();
+        let nic_workers = workers.len().max(1) as f64;
+        let nic_busy = (busy_ns as f64 / (dt_ns as f64 * nic_workers)).clamp(0.0, 1.0);
+        self.loads.clear();
+        for c in 0..n {
+            if msgs[c] > 0 && steps[c] > 0 && total_steps > 0 {
+                let share = busy_ns as f64 * steps[c] as f64 / total_steps as f64;
+                let per_msg = share / 1e9 / msgs[c] as f64;
+                // Smooth the estimate: one busy millisecond should not swing placement.
+                self.cost[c] = 0.5 * self.cost[c] + 0.5 * per_msg.max(1e-9);
+            }
+            // Classes without offloads and without traffic have nothing to move: leaving
+            // them out keeps the policy from shuffling empty classes around. Classes with
+            // offloads stay in even when idle: a stalled host stops a closed-loop client's
+            // traffic, and the class must still move.
+            if msgs[c] == 0 && !self.in_use[c] && self.policy.placement(c as u16) == self.cfg.home {
+                continue;
+            }
+            self.loads.push(ClassLoad {
+                class: c as u16,
+                rate: msgs[c] as f64 / dt,
+                nic_cost: self.cost[c],
+                host_cost: self.cost[c] / self.cfg.host_speedup.max(0.01),
+                read_only: self.read_only[c],
+            });
+        }
+        self.last_nic_busy = nic_busy;
+        self.last_nic_queue = queue as u32;
+        self.last_host = host;
+        let sample = LoadSample {
+            now: now_ns,
+            nic_busy,
+            nic_queue: queue as u32,
+            nic_workers: workers.len() as u32,
+            host_busy: host.busy,
+            host_queue: host.queue,
+            host_workers: host.workers.max(1),
+            host_alive: host.alive,
+            classes: &self.loads,
+        };
+        self.out.clear();
+        self.policy.update(&sample, &mut self.out);
+        let made = self.out.len();
+        let mut changed = false;
+        for d in self.out.drain(..) {
+            tracing::info!(decision = %d, "placement");
+            match d.to {
+                Location::Client => {
+                    if let Some(until) = self.policy.lease_until(d.class) {
+                        hints.set(d.class, until);
+                    }
+                }
+                to => {
+                    hints.clear(d.class);
+                    if let Some(rule) = self.rules.get(d.class as usize) {
+                        if switch.update(*rule, target_of(to)).is_ok() {
+                            changed = true;
+                        }
+                    }
+                }
+            }
+            if self.recent.len() == self.cfg.keep_decisions.max(1) {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(d);
+        }
+        // Leases renewed without a move.
+        for c in 0..self.classes {
+            if let Some(until) = self.policy.lease_until(c) {
+                hints.set(c, until);
+            }
+        }
+        if changed {
+            if let Err(e) = switch.commit() {
+                tracing::warn!(error = %e, "steering commit failed");
+            }
+        }
+        made
+    }
+}
+
+fn target_of(l: Location) -> Target {
+    match l {
+        Location::Host => Target::Host,
+        // Client: messages that still arrive run on the NIC (the hint does the moving).
+        Location::Nic | Location::Client => Target::NicQueue(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    const MS: u64 = 1_000_000;
+
+    fn set(a: &AtomicU64, v: u64) {
+        a.store(v, Ordering::Relaxed);
+    }
+
+    struct T {
+        m: Monitor,
+        switch: SoftSwitch,
+        hints: HintTable,
+        registry: Arc<Registry>,
+        workers: Vec<Arc<WorkerStats>>,
+        now: u64,
+    }
+
+    fn rig() -> T {
+        let mut switch = SoftSwitch::new(7000, 4, Target::Drop);
+        let cfg = MonitorConfig::default();
+        let m = Monitor::new(cfg, 7000, 4, &mut switch).unwrap();
+        T {
+            m,
+            switch,
+            hints: HintTable::new(4),
+            registry: Registry::new(),
+            workers: vec![Arc::new(WorkerStats::new(4)), Arc::new(WorkerStats::new(4))],
+            now: 10 * MS,
+        }
+    }
+
+    impl T {
+        /// One millisecond in which each worker was busy `busy` of the time running `msgs`
+        /// messages of class 1 (one step each).
+        fn ms(&mut self, busy: f64, msgs: u64, host: HostLoad) -> usize {
+            self.now += MS;
+            for w in &self.workers {
+                set(
+                    &w.busy_ns,
+                    w.busy_ns.load(Ordering::Relaxed) + (busy * MS as f64) as u64,
+                );
+                w.class_msg(1);
+                for _ in 1..msgs {
+                    w.class_msg(1);
+                }
+                w.class_steps(1, msgs);
+            }
+            let r = self.registry.clone();
+            self.m.tick(
+                self.now,
+                &self.workers,
+                host,
+                &r,
+                &mut self.switch,
+                &self.hints,
+            )
+        }
+    }
+
+    fn host(busy: f64) -> HostLoad {
+        HostLoad {
+            alive: true,
+            busy,
+            queue: 0,
+            workers: 2,
+        }
+    }
+
+    #[test]
+    fn classes_start_at_the_nic_in_the_steering_table() {
+        let t = rig();
+        let table = t.switch.table();
+        for c in 0..4 {
+            assert_eq!(table.steer(7000 + c, 0), Target::NicQueue(0));
+        }
+    }
+
+    #[test]
+    fn saturated_nic_moves_load_to_an_idle_host_and_logs_it() {
+        let mut t = rig();
+        t.ms(0.0, 0, host(0.1)); // baseline
+        let mut moved = 0;
+        for _ in 0..20 {
+            moved += t.ms(1.0, 500, host(0.1));
+        }
+        assert!(moved >= 1);
+        assert_eq!(t.m.placement(1), Location::Host);
+        assert_eq!(t.switch.table().steer(7001, 0), Target::Host);
+        let d = t.m.recent().last().unwrap();
+        assert_eq!((d.class, d.from, d.to), (1, Location::Nic, Location::Host));
+        assert!(t.m.last_nic_busy > 0.9);
+    }
+
+    #[test]
+    fn host_gone_keeps_classes_on_the_nic_and_idle_load_stays_put() {
+        let mut t = rig();
+        t.ms(0.0, 0, host(0.1));
+        for _ in 0..20 {
+            t.ms(0.2, 10, HostLoad::GONE);
+        }
+        assert_eq!(t.m.placement(1), Location::Nic);
+        assert_eq!(t.m.recent().count(), 0, "no decision without a reason");
+    }
+
+    #[test]
+    fn both_congested_sends_a_read_only_class_to_clients_with_a_lease() {
+        use naam_core::elf::load_program;
+        use naam_core::pool::OffloadSpec;
+        use naam_core::verifier::{verify, VerifierConfig};
+        let mut t = rig();
+        let prog = verify(
+            &load_program(naam_handlers::RECORD_OBJECT, None).unwrap(),
+            &VerifierConfig::default(),
+        )
+        .unwrap();
+        let spec = OffloadSpec {
+            name: "record".into(),
+            tenant: 1,
+            class: 1,
+            read_only: true,
+        };
+        t.registry.register_as(5, spec, Arc::new(prog)).unwrap();
+        t.ms(0.0, 0, host(0.95));
+        for _ in 0..20 {
+            t.ms(1.0, 500, host(0.95));
+        }
+        assert_eq!(t.m.placement(1), Location::Client);
+        let lease = t.hints.lease_ms(1, t.now).expect("hint set");
+        assert!(lease > 0 && lease <= 50, "lease {lease} ms");
+        assert_eq!(t.hints.lease_ms(2, t.now), None);
+        // Load returns: the class comes back and the hint ends.
+        for _ in 0..200 {
+            t.ms(0.1, 1, host(0.1));
+        }
+        assert_ne!(t.m.placement(1), Location::Client);
+        assert_eq!(t.hints.lease_ms(1, t.now), None);
+    }
+}

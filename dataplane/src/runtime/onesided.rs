@@ -1,0 +1,214 @@
+//! The one-sided op engine: serves clients' READ / WRITE / CAS / FAA (`ONE_SIDED` messages),
+//! the stand-in for the RDMA NIC's own engine, so that handlers run at the client work against
+//! this server (DESIGN §5, issue 6 item 5).
+//!
+//! Each op is checked with [`naam_core::region::RegionTable::check_keyed`] (a wrong key is
+//! refused with `BadKey` in its result and counted), then posted on the link like handler
+//! ops: the request is parked in a slot and answered with a `ONE_SIDED_REPLY` when all its ops
+//! completed. Ops run in order and independently; each has its own status. READ data and
+//! WRITE data of one request share the slot's `DATA_SIZE` staging area, so a request whose
+//! READs would not fit one reply packet is refused as a whole (`BadRequest`).
+
+use naam_core::abi::{OpKind, RawOp, DATA_SIZE, MAX_OPS};
+use naam_core::region::OpError;
+use naam_core::wire::{ErrorCode, OneSidedRepr, OpBody, OpResult, HEADER_LEN};
+use naam_link::{Link, RemoteAddr};
+
+use super::stats::bump;
+use super::worker::{link_error_code, wr_id, ReqInfo, SlotKind, SlotState, Worker, OS_EMPTY};
+use crate::port::{Port, MAX_PAYLOAD};
+
+/// Bytes of a one-sided reply before its READ data: header, count + reserved, results.
+fn reply_overhead(n: usize) -> usize {
+    HEADER_LEN + 8 + 16 * n
+}
+
+impl Worker {
+    pub(super) fn on_one_sided<P: Port, L: Link>(
+        &mut self,
+        info: &ReqInfo,
+        req: &OneSidedRepr<'_>,
+        port: &mut P,
+        link: &mut L,
+    ) {
+        bump(&self.stats.one_sided, 1);
+        let ops = req.ops();
+        let dedup = ops.iter().any(|o| o.body.kind().is_mutation());
+        if dedup && self.replayed(port, info) {
+            return;
+        }
+        let staged: usize = ops
+            .iter()
+            .map(|o| match o.body {
+                OpBody::Read { len } => len as usize,
+                OpBody::Write { data } => data.len(),
+                _ => 0,
+            })
+            .sum();
+        let read: usize = ops
+            .iter()
+            .map(|o| match o.body {
+                OpBody::Read { len } => len as usize,
+                _ => 0,
+            })
+            .sum();
+        if staged > DATA_SIZE || reply_overhead(ops.len()) + read > MAX_PAYLOAD {
+            return self.send_error(
+                port,
+                info,
+                ErrorCode::BadRequest,
+                "one-sided data larger than one packet",
+                false,
+            );
+        }
+        if !self.host_ok {
+            return self.send_error(
+                port,
+                info,
+                ErrorCode::HostUnavailable,
+                "host agent gone",
+                false,
+            );
+        }
+        let Some(i) = self.alloc_slot(info, SlotKind::OneSided) else {
+            return self.send_error(port, info, ErrorCode::Busy, "no free slot", false);
+        };
+        if dedup {
+            self.cache.begin(info.peer.remote, info.request_id);
+        }
+        let base = (i * DATA_SIZE) as u64;
+        let mut cursor = 0u32;
+        let s = &mut self.slots[i];
+        s.dedup = dedup;
+        s.state = SlotState::Ops;
+        s.n_ops = ops.len().min(MAX_OPS) as u8;
+        s.pending = 0;
+        for (k, op) in ops.iter().enumerate().take(MAX_OPS) {
+            bump(&self.stats.one_sided_ops, 1);
+            let kind = op.body.kind();
+            let (len, arg0, arg1) = match op.body {
+                OpBody::Read { len } => (len, 0, 0),
+                OpBody::Write { data } => (data.len() as u32, 0, 0),
+                OpBody::Cas { expected, desired } => (8, expected, desired),
+                OpBody::Faa { addend } => (8, addend, 0),
+            };
+            s.os[k] = OS_EMPTY;
+            s.os[k].kind = kind;
+            let raw = RawOp {
+                kind: kind as u8,
+                region: op.region,
+                offset: op.offset,
+                len,
+                data_off: 0,
+                arg0,
+                arg1,
+            };
+            if let Err(e) = self.regions.check_keyed(op.key, &raw) {
+                if matches!(e, OpError::BadKey { .. }) {
+                    bump(&self.stats.bad_key, 1);
+                }
+                s.os[k].error = Some(e.code().into());
+                continue;
+            }
+            let remote = RemoteAddr {
+                region: op.region,
+                offset: op.offset,
+                key: op.key,
+            };
+            let wr = wr_id(i, s.generation, k);
+            let local = base + cursor as u64;
+            let r = match op.body {
+                OpBody::Read { len } => {
+                    s.os[k].local_off = cursor;
+                    s.os[k].len = len;
+                    cursor += len;
+                    link.post_read(wr, remote, local, len)
+                }
+                OpBody::Write { data } => {
+                    cursor += data.len() as u32;
+                    if link.local().write(local, data) {
+                        link.post_write(wr, remote, local, data.len() as u32)
+                    } else {
+                        Err(naam_link::LinkError::LocalOutOfRange {
+                            offset: local,
+                            len: data.len() as u64,
+                            size: link.local().len() as u64,
+                        })
+                    }
+                }
+                OpBody::Cas { expected, desired } => link.post_cas(wr, remote, expected, desired),
+                OpBody::Faa { addend } => link.post_faa(wr, remote, addend),
+            };
+            match r {
+                Ok(()) => s.pending += 1,
+                Err(e) => {
+                    if e.is_peer_gone() {
+                        self.host_ok = false;
+                    }
+                    if let naam_link::LinkError::Refused(OpError::BadKey { .. }) = e {
+                        bump(&self.stats.bad_key, 1);
+                    }
+                    s.os[k].error = Some(link_error_code(&e));
+                }
+            }
+        }
+        if s.pending == 0 {
+            self.finish_one_sided(i, port, link);
+        }
+    }
+
+    /// Builds the reply of one-sided slot `i` from its results and the staged READ data.
+    pub(super) fn finish_one_sided<P: Port, L: Link>(
+        &mut self,
+        i: usize,
+        port: &mut P,
+        link: &mut L,
+    ) {
+        let base = (i * DATA_SIZE) as u64;
+        let s = &self.slots[i];
+        let n = s.n_ops as usize;
+        let os = s.os;
+        // Gather the READ data on the stack, in op order, then reply.
+        let mut data = [0u8; DATA_SIZE];
+        let mut at = 0usize;
+        let mut spans = [(0usize, 0usize); MAX_OPS];
+        for k in 0..n {
+            let r = &os[k];
+            if r.kind == OpKind::Read && r.error.is_none() {
+                let len = r.len as usize;
+                if link
+                    .local()
+                    .read(base + r.local_off as u64, &mut data[at..at + len])
+                {
+                    spans[k] = (at, len);
+                    at += len;
+                }
+            }
+        }
+        let mut results = [OpResult {
+            kind: OpKind::Read,
+            error: None,
+            previous: 0,
+            data: &[],
+        }; MAX_OPS];
+        for k in 0..n {
+            let r = &os[k];
+            let ok = r.error.is_none();
+            results[k] = OpResult {
+                kind: r.kind,
+                error: r.error,
+                previous: if ok && matches!(r.kind, OpKind::Cas | OpKind::Faa) {
+                    r.previous
+                } else {
+                    0
+                },
+                data: if ok && r.kind == OpKind::Read {
+                    &data[spans[k].0..spans[k].0 + spans[k].1]
+                } else {
+                    &[]
+                },
+            };
+        }
+        self.finish_one_sided_results(i, port, &results[..n]);
+    }
+}

@@ -1,0 +1,657 @@
+//! Process setup: connects the link, registers the bundled offloads, opens one port per
+//! worker, and starts the worker threads and the control thread (control port, load monitor,
+//! host liveness and reconnection). The data path itself is in [`super::worker`].
+
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use naam_core::abi::DATA_SIZE;
+use naam_core::elf::load_program;
+use naam_core::exec::DEFAULT_MAX_STEPS;
+use naam_core::pool::{OffloadSpec, Registry};
+use naam_core::verifier::{verify, VerifiedProgram, VerifierConfig};
+use naam_core::vm::Engine;
+use naam_core::wire::MAX_DATAGRAM;
+use naam_link::shm::ConnectOptions;
+use naam_link::{now_ns, ShmLink};
+
+use super::control::ControlPlane;
+use super::hostctl::HostControl;
+use super::monitor::{HostLoad, Monitor, MonitorConfig};
+use super::shared::Shared;
+use super::stats::WorkerStats;
+use super::worker::{Worker, WorkerConfig};
+use crate::port::{AnyPort, Port, PortOptions, UdpPort};
+use crate::steering::{SoftSwitch, Target};
+
+/// What an idle worker does (DESIGN §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleMode {
+    /// Never back off: for workers on dedicated cores.
+    Spin,
+    /// Spin a little, then yield the core, then sleep briefly: for shared cores (the local
+    /// deployment, where host agent, dataplane and clients share two cores).
+    Yield,
+}
+
+impl std::str::FromStr for IdleMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "spin" => Ok(IdleMode::Spin),
+            "yield" => Ok(IdleMode::Yield),
+            _ => Err(format!("unknown back-off {s:?} (spin or yield)")),
+        }
+    }
+}
+
+/// Idle polls before an idle worker yields, and before it sleeps.
+const YIELD_AFTER: u32 = 256;
+const SLEEP_AFTER: u32 = 16_384;
+const IDLE_SLEEP: Duration = Duration::from_micros(50);
+
+/// Settings of the whole dataplane process.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// `udp:IP:PORT` or `dpdk:EAL-ARGS`.
+    pub port: String,
+    pub workers: usize,
+    pub classes: u16,
+    /// The control port; default the data base port minus one, on the same address.
+    pub control: Option<SocketAddrV4>,
+    /// Where `link.sock` and `control.sock` are.
+    pub run_dir: PathBuf,
+    pub idle: IdleMode,
+    pub engine: Engine,
+    /// Messages in flight per worker.
+    pub slots: usize,
+    pub burst: usize,
+    pub dedup_entries: usize,
+    pub max_steps: u32,
+    pub monitor: MonitorConfig,
+    pub verifier: VerifierConfig,
+    /// Host heartbeat age after which the host agent counts as gone.
+    pub stale_after: Duration,
+    /// How often to try reconnecting to a host agent that went away.
+    pub reconnect_every: Duration,
+    /// How long `start` waits for the host agent's link socket.
+    pub connect_wait: Duration,
+    /// Timeout of requests forwarded to the host agent's control socket.
+    pub host_control_timeout: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            port: "udp:127.0.0.1:7000".into(),
+            workers: 1,
+            classes: crate::port::DEFAULT_CLASSES,
+            control: None,
+            run_dir: default_run_dir(),
+            idle: IdleMode::Yield,
+            engine: Engine::native(),
+            slots: 64,
+            burst: 32,
+            dedup_entries: 1024,
+            max_steps: DEFAULT_MAX_STEPS,
+            monitor: MonitorConfig::default(),
+            verifier: VerifierConfig::default(),
+            stale_after: Duration::from_millis(100),
+            reconnect_every: Duration::from_millis(100),
+            connect_wait: Duration::from_secs(10),
+            host_control_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// `$XDG_RUNTIME_DIR/naam`, else `/tmp/naam-$UID` (docs/runtime.md).
+pub fn default_run_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
+        return Path::new(&d).join("naam");
+    }
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+    PathBuf::from(format!("/tmp/naam-{uid}"))
+}
+
+/// Why the dataplane did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("host agent link socket {path}: {source}")]
+    Link {
+        path: PathBuf,
+        #[source]
+        source: naam_link::LinkError,
+    },
+    #[error("the host agent offers {qps} queue pairs, fewer than the {workers} workers (start it with --nic-workers {workers})")]
+    TooFewQps { qps: u32, workers: usize },
+    #[error("port: {0}")]
+    Port(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("steering: {0}")]
+    Steering(#[from] crate::steering::SteeringError),
+}
+
+/// One bundled offload: id, name, class, read-only, its verified program (or why not).
+type BundledOffload = (
+    u32,
+    &'static str,
+    u16,
+    bool,
+    Result<Arc<VerifiedProgram>, String>,
+);
+
+/// The bundled offloads (docs/runtime.md table), verified.
+/// Each application's own loader is used (MICA's handlers need their block re-layout first).
+fn bundled(verifier: &VerifierConfig) -> Vec<BundledOffload> {
+    let mut v = Vec::new();
+    match naam_handlers::mica::MicaPrograms::load(verifier) {
+        Ok(m) => {
+            v.push((0, "mica_get", 0, true, Ok(m.get)));
+            v.push((1, "mica_put", 1, false, Ok(m.put)));
+            v.push((2, "mica_delete", 2, false, Ok(m.delete)));
+        }
+        Err(e) => v.push((0, "mica", 0, true, Err(e.to_string()))),
+    }
+    use naam_handlers::btree::program as bt;
+    for (id, name, section) in [
+        (3, "btree_lookup", bt::LOOKUP_SECTION),
+        (4, "btree_scan", bt::SCAN_SECTION),
+    ] {
+        let p = bt::load(section, verifier)
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
+        v.push((id, name, id as u16, true, p));
+    }
+    // The ELF parser wants aligned headers; `include_bytes!` promises no alignment.
+    let record = naam_handlers::RECORD_OBJECT.to_vec();
+    let p = load_program(&record, None)
+        .map_err(|e| e.to_string())
+        .and_then(|p| verify(&p, verifier).map_err(|e| e.to_string()))
+        .map(Arc::new);
+    v.push((5, "record", 5, true, p));
+    v
+}
+
+/// Registers the bundled offloads under their fixed ids (tenant 1); classes the deployment
+/// does not serve are skipped, with a warning.
+pub fn register_bundled(registry: &Registry, classes: u16, verifier: &VerifierConfig) {
+    for (id, name, class, read_only, prog) in bundled(verifier) {
+        if class >= classes {
+            tracing::warn!(
+                id,
+                name,
+                class,
+                classes,
+                "bundled offload's class not served"
+            );
+            continue;
+        }
+        match prog {
+            Ok(p) => {
+                let spec = OffloadSpec {
+                    name: name.into(),
+                    tenant: 1,
+                    class,
+                    read_only,
+                };
+                if let Err(e) = registry.register_as(id, spec, p) {
+                    tracing::warn!(id, name, error = %e, "bundled offload not registered");
+                }
+            }
+            Err(e) => tracing::error!(id, name, error = e, "bundled offload rejected"),
+        }
+    }
+}
+
+/// The current link, replaced on reconnection.
+#[derive(Default)]
+struct LinkSlot {
+    link: Mutex<Option<Arc<ShmLink>>>,
+}
+
+impl LinkSlot {
+    fn get(&self) -> Option<Arc<ShmLink>> {
+        self.link.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, l: Arc<ShmLink>) {
+        *self.link.lock().unwrap_or_else(|e| e.into_inner()) = Some(l);
+    }
+}
+
+/// A running dataplane.
+pub struct Runtime {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    data_addr: SocketAddrV4,
+    control_addr: SocketAddr,
+    stats: Vec<Arc<WorkerStats>>,
+}
+
+fn connect_opts(cfg: &RuntimeConfig) -> ConnectOptions {
+    ConnectOptions {
+        stale_after: cfg.stale_after,
+        staging_bytes: cfg.slots.max(1) * DATA_SIZE,
+        cq_depth: cfg.slots.max(1) * naam_core::abi::MAX_OPS,
+    }
+}
+
+fn open_port(
+    spec: &str,
+    worker: usize,
+    workers: usize,
+    base: Option<SocketAddrV4>,
+    classes: u16,
+) -> Result<AnyPort, String> {
+    if let Some(addr) = spec.strip_prefix("udp:") {
+        let addr: SocketAddrV4 = match base {
+            Some(b) => b,
+            None => addr
+                .parse()
+                .map_err(|_| format!("bad port spec {spec:?}: expected udp:IPV4:PORT"))?,
+        };
+        let p = if workers > 1 {
+            UdpPort::bind_shared(addr, classes)
+        } else {
+            UdpPort::bind(addr, classes)
+        };
+        return p
+            .map(AnyPort::Udp)
+            .map_err(|e| format!("worker {worker}: {e}"));
+    }
+    crate::port::open(spec, &PortOptions { classes }).map_err(|e| e.to_string())
+}
+
+impl Runtime {
+    /// Starts everything; returns when the workers serve.
+    pub fn start(cfg: RuntimeConfig) -> Result<Runtime, SetupError> {
+        let workers = cfg.workers.max(1);
+        if cfg.port.starts_with("dpdk:") && workers > 1 {
+            return Err(SetupError::Config(
+                "a dpdk: port serves one worker (one queue pair) in this build; use --workers 1"
+                    .into(),
+            ));
+        }
+        let link_path = cfg.run_dir.join("link.sock");
+        let link = Arc::new(connect_with_wait(
+            &link_path,
+            connect_opts(&cfg),
+            cfg.connect_wait,
+        )?);
+        if (link.layout().qps as usize) < workers {
+            return Err(SetupError::TooFewQps {
+                qps: link.layout().qps,
+                workers,
+            });
+        }
+        let registry = Registry::new();
+        register_bundled(&registry, cfg.classes, &cfg.verifier);
+
+        // Worker 0 binds first (it may pick the port); the others share its address.
+        let stats: Vec<Arc<WorkerStats>> = (0..workers)
+            .map(|_| Arc::new(WorkerStats::new(cfg.classes)))
+            .collect();
+        let links = Arc::new(LinkSlot::default());
+        links.set(link.clone());
+        // The steering table needs the base port, known once worker 0 bound: the worker
+        // threads get the shared state through a channel.
+        let mut threads = Vec::new();
+        let mut shared_txs = Vec::new();
+        let mut base: Option<SocketAddrV4> = None;
+        for (w, st) in stats.iter().enumerate() {
+            let (addr_tx, addr_rx) = mpsc::channel::<Result<SocketAddrV4, String>>();
+            let (shared_tx, shared_rx) = mpsc::channel::<Arc<Shared>>();
+            let wcfg = WorkerConfig {
+                id: w as u16,
+                classes: cfg.classes,
+                burst: cfg.burst,
+                slots: cfg.slots,
+                dedup_entries: cfg.dedup_entries,
+                max_steps: cfg.max_steps,
+                engine: cfg.engine,
+            };
+            let spec = cfg.port.clone();
+            let classes = cfg.classes;
+            let st = st.clone();
+            let links = links.clone();
+            let idle = cfg.idle;
+            let t = std::thread::Builder::new()
+                .name(format!("naam-w{w}"))
+                .spawn(move || {
+                    let mut port = match open_port(&spec, w, workers, base, classes) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let _ = addr_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = addr_tx.send(Ok(port.local_addr()));
+                    let Ok(shared) = shared_rx.recv() else {
+                        return;
+                    };
+                    run_worker(wcfg, shared, st, links, &mut port, idle);
+                })
+                .map_err(|source| SetupError::Io {
+                    what: "spawn worker".into(),
+                    source,
+                })?;
+            threads.push(t);
+            shared_txs.push(shared_tx);
+            match addr_rx.recv() {
+                Ok(Ok(a)) => {
+                    base.get_or_insert(a);
+                }
+                Ok(Err(e)) => return Err(SetupError::Port(e)),
+                Err(_) => return Err(SetupError::Port(format!("worker {w} did not start"))),
+            }
+        }
+        let data_addr = base.ok_or_else(|| SetupError::Port("no worker".into()))?;
+        let mut switch = SoftSwitch::new(data_addr.port(), cfg.classes, Target::NicQueue(0));
+        let shared = Shared::new(registry, switch.table(), cfg.classes);
+        shared.regions.publish(link.region_table());
+        shared.link_generation.store(1, Ordering::Release);
+        let monitor = Monitor::new(cfg.monitor, data_addr.port(), cfg.classes, &mut switch)?;
+        let control_addr = cfg.control.unwrap_or_else(|| {
+            SocketAddrV4::new(*data_addr.ip(), data_addr.port().wrapping_sub(1))
+        });
+        let sock = UdpSocket::bind(control_addr).map_err(|source| SetupError::Io {
+            what: format!("bind control port {control_addr}"),
+            source,
+        })?;
+        let control_addr = sock.local_addr().map_err(|source| SetupError::Io {
+            what: "control port address".into(),
+            source,
+        })?;
+        sock.set_read_timeout(Some(Duration::from_millis(1)))
+            .map_err(|source| SetupError::Io {
+                what: "control port timeout".into(),
+                source,
+            })?;
+        for tx in shared_txs {
+            let _ = tx.send(shared.clone());
+        }
+        let plane = ControlPlane::new(
+            shared.clone(),
+            stats.clone(),
+            switch,
+            monitor,
+            HostControl::new(&cfg.run_dir.join("control.sock"), cfg.host_control_timeout),
+            cfg.verifier,
+            cfg.engine,
+            cfg.classes,
+        );
+        let ctl_shared = shared.clone();
+        let ctl_cfg = cfg.clone();
+        let t = std::thread::Builder::new()
+            .name("naam-control".into())
+            .spawn(move || run_control(plane, sock, ctl_shared, links, link_path, ctl_cfg))
+            .map_err(|source| SetupError::Io {
+                what: "spawn control thread".into(),
+                source,
+            })?;
+        threads.push(t);
+        tracing::info!(%data_addr, %control_addr, workers, classes = cfg.classes, "dataplane serving");
+        Ok(Runtime {
+            shared,
+            threads,
+            data_addr,
+            control_addr,
+            stats,
+        })
+    }
+
+    /// The data port's address (class 0's UDP port).
+    pub fn data_addr(&self) -> SocketAddrV4 {
+        self.data_addr
+    }
+
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control_addr
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn worker_stats(&self) -> &[Arc<WorkerStats>] {
+        &self.stats
+    }
+
+    /// Stops every thread and waits for them.
+    pub fn stop(self) {
+        self.shared.stop.store(true, Ordering::Release);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        tracing::info!("dataplane stopped");
+    }
+}
+
+fn connect_with_wait(
+    path: &Path,
+    opts: ConnectOptions,
+    wait: Duration,
+) -> Result<ShmLink, SetupError> {
+    let start = std::time::Instant::now();
+    let mut logged = false;
+    loop {
+        match ShmLink::connect(path, opts) {
+            Ok(l) => return Ok(l),
+            Err(e) if start.elapsed() < wait => {
+                if !logged {
+                    tracing::info!(path = %path.display(), error = %e, "waiting for the host agent");
+                    logged = true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(source) => {
+                return Err(SetupError::Link {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+fn run_worker(
+    cfg: WorkerConfig,
+    shared: Arc<Shared>,
+    stats: Arc<WorkerStats>,
+    links: Arc<LinkSlot>,
+    port: &mut AnyPort,
+    idle: IdleMode,
+) {
+    let w = cfg.id as u32;
+    let mut generation = shared.link_generation.load(Ordering::Acquire);
+    let Some(link) = links.get() else { return };
+    let mut qp = match link.qp(w) {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::error!(worker = w, error = %e, "no link queue pair");
+            return;
+        }
+    };
+    let mut worker = Worker::new(cfg, shared.clone(), stats);
+    let mut idle_polls = 0u32;
+    while !shared.stopping() {
+        let g = shared.link_generation.load(Ordering::Acquire);
+        if g != generation {
+            if let Some(l) = links.get() {
+                match l.qp(w) {
+                    Ok(q) => {
+                        worker.link_reset(port);
+                        qp = q;
+                        generation = g;
+                        tracing::info!(worker = w, generation = g, "worker on the new link");
+                    }
+                    Err(e) => tracing::warn!(worker = w, error = %e, "new link: no queue pair"),
+                }
+            }
+        }
+        let t0 = now_ns();
+        let n = worker.poll(t0, port, &mut qp);
+        if n > 0 {
+            worker.add_busy_ns(now_ns().saturating_sub(t0));
+            idle_polls = 0;
+            continue;
+        }
+        idle_polls = idle_polls.saturating_add(1);
+        match idle {
+            IdleMode::Spin => std::hint::spin_loop(),
+            IdleMode::Yield if idle_polls < YIELD_AFTER => std::hint::spin_loop(),
+            IdleMode::Yield if idle_polls < SLEEP_AFTER => std::thread::yield_now(),
+            IdleMode::Yield => std::thread::sleep(IDLE_SLEEP),
+        }
+    }
+    let _ = port.flush();
+}
+
+/// The host's load from the link's load area.
+fn host_load(link: &ShmLink, alive: bool) -> HostLoad {
+    if !alive {
+        return HostLoad::GONE;
+    }
+    let slots = link.layout().load_slots;
+    let (mut busy, mut queue, mut n) = (0.0, 0u32, 0u32);
+    for k in 0..slots {
+        if let Some(r) = link.read_load(k) {
+            if r.beats == 0 {
+                continue; // a slot no host worker publishes in
+            }
+            busy += r.busy_ppm as f64 / 1e6;
+            queue = queue.saturating_add(r.queue_depth);
+            n += 1;
+        }
+    }
+    HostLoad {
+        alive,
+        busy: if n > 0 { busy / n as f64 } else { 0.0 },
+        queue,
+        workers: n.max(1),
+    }
+}
+
+fn run_control(
+    mut plane: ControlPlane,
+    sock: UdpSocket,
+    shared: Arc<Shared>,
+    links: Arc<LinkSlot>,
+    link_path: PathBuf,
+    cfg: RuntimeConfig,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut out = vec![0u8; MAX_DATAGRAM];
+    let mut last_attempt = 0u64;
+    let mut dir_epoch = links.get().map_or(0, |l| l.directory_epoch());
+    while !shared.stopping() {
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                let len = plane.handle(from, &buf[..n], &mut out);
+                if len > 0 {
+                    if let Err(e) = sock.send_to(&out[..len], from) {
+                        tracing::warn!(error = %e, %from, "control reply not sent");
+                    }
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => tracing::warn!(error = %e, "control port receive"),
+        }
+        let now = now_ns();
+        let link = links.get();
+        let alive = link.as_ref().is_some_and(|l| l.check_peer(now).is_ok());
+        if !alive && shared.host_up() {
+            shared.host_up.store(false, Ordering::Release);
+            tracing::warn!("host agent gone: host-bound messages get HostUnavailable");
+        }
+        if alive {
+            if let Some(l) = &link {
+                let e = l.directory_epoch();
+                if e != dir_epoch {
+                    dir_epoch = e;
+                    shared.regions.publish(l.region_table());
+                }
+            }
+        } else if now.saturating_sub(last_attempt) >= cfg.reconnect_every.as_nanos() as u64 {
+            last_attempt = now;
+            if let Ok(l) = ShmLink::connect(&link_path, connect_opts(&cfg)) {
+                if (l.layout().qps as usize) < cfg.workers.max(1) {
+                    tracing::error!(
+                        qps = l.layout().qps,
+                        "reconnected host agent has too few queue pairs"
+                    );
+                } else {
+                    dir_epoch = l.directory_epoch();
+                    shared.regions.publish(l.region_table());
+                    links.set(Arc::new(l));
+                    shared.link_generation.fetch_add(1, Ordering::AcqRel);
+                    shared.host_up.store(true, Ordering::Release);
+                    tracing::info!("reconnected to the host agent");
+                }
+            }
+        }
+        if plane.monitor.due(now) {
+            let host = link
+                .as_ref()
+                .map_or(HostLoad::GONE, |l| host_load(l, alive));
+            let ControlPlane {
+                monitor,
+                workers,
+                shared,
+                switch,
+                ..
+            } = &mut plane;
+            monitor.tick(now, workers, host, &shared.registry, switch, &shared.hints);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_offloads_register_under_their_fixed_ids() {
+        let r = Registry::new();
+        register_bundled(&r, 64, &VerifierConfig::default());
+        let ids: Vec<(u32, u16, bool)> = r
+            .list()
+            .iter()
+            .map(|o| (o.id, o.class, o.read_only))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                (0, 0, true),
+                (1, 1, false),
+                (2, 2, false),
+                (3, 3, true),
+                (4, 4, true),
+                (5, 5, true)
+            ]
+        );
+        // Classes the deployment does not serve are skipped.
+        let r = Registry::new();
+        register_bundled(&r, 4, &VerifierConfig::default());
+        assert_eq!(
+            r.list().iter().map(|o| o.id).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
+    }
+}

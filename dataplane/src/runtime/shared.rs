@@ -1,0 +1,106 @@
+//! State shared by the workers, the load monitor and the control socket: the offload
+//! registry, the committed steering table, the placement hints, the region table of the
+//! current link, and the host-liveness flag. Workers read it with relaxed atomic loads.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use naam_core::pool::Registry;
+use naam_core::region::RegionTable;
+
+use crate::steering::soft::SoftTable;
+
+/// Per class: until when clients are told to run it themselves (0 = no hint).
+pub struct HintTable {
+    lease_until_ns: Box<[AtomicU64]>,
+}
+
+impl HintTable {
+    pub fn new(classes: u16) -> HintTable {
+        HintTable {
+            lease_until_ns: (0..classes).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Clients may run `class` until `until_ns` (monotonic ns).
+    pub fn set(&self, class: u16, until_ns: u64) {
+        if let Some(a) = self.lease_until_ns.get(class as usize) {
+            a.store(until_ns, Ordering::Relaxed);
+        }
+    }
+
+    pub fn clear(&self, class: u16) {
+        self.set(class, 0);
+    }
+
+    /// The remaining lease of `class` in milliseconds, if clients should run it now.
+    #[inline]
+    pub fn lease_ms(&self, class: u16, now_ns: u64) -> Option<u32> {
+        let until = self
+            .lease_until_ns
+            .get(class as usize)?
+            .load(Ordering::Relaxed);
+        (until > now_ns).then(|| ((until - now_ns) / 1_000_000).clamp(1, u32::MAX as u64) as u32)
+    }
+}
+
+/// The region table of the current link, republished when the host's directory changes or
+/// the link is replaced. Workers check the epoch (one atomic load) each poll.
+#[derive(Default)]
+pub struct RegionsCell {
+    epoch: AtomicU64,
+    table: Mutex<Arc<RegionTable>>,
+}
+
+impl RegionsCell {
+    pub fn publish(&self, table: RegionTable) {
+        *self.table.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+        self.epoch.fetch_add(1, Ordering::Release);
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub fn current(&self) -> Arc<RegionTable> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Everything the workers share.
+pub struct Shared {
+    pub registry: Arc<Registry>,
+    pub steering: Arc<SoftTable>,
+    pub hints: HintTable,
+    pub regions: RegionsCell,
+    /// False while the host agent is gone (set by the monitor; workers also notice on their
+    /// own link).
+    pub host_up: AtomicBool,
+    /// Bumped when the monitor has connected a new link; worker threads then take their queue
+    /// pair from it.
+    pub link_generation: AtomicU64,
+    /// Set to stop every thread.
+    pub stop: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(registry: Arc<Registry>, steering: Arc<SoftTable>, classes: u16) -> Arc<Shared> {
+        Arc::new(Shared {
+            registry,
+            steering,
+            hints: HintTable::new(classes),
+            regions: RegionsCell::default(),
+            host_up: AtomicBool::new(true),
+            link_generation: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    pub fn host_up(&self) -> bool {
+        self.host_up.load(Ordering::Relaxed)
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}

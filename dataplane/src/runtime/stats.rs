@@ -1,0 +1,263 @@
+//! Per-worker counters. Each worker is the only writer of its [`WorkerStats`] (plain
+//! load + store of relaxed atomics, no locked instruction); the monitor and the control
+//! socket read them at any time. The struct is cache-line aligned so two workers' counters
+//! never share a line.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use naam_core::wire::ErrorCode;
+
+use crate::port::{DropReason, PortStats};
+
+/// Why the worker dropped a message without answering it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Dropped {
+    /// Not a NAAM datagram: the header did not parse (wrong magic, truncated header).
+    Malformed,
+    /// A reply kind (AM_REPLY, ERROR, ...) sent to the server.
+    UnexpectedKind,
+    /// The steering table said drop.
+    Steered,
+    /// A host reply whose token names no waiting request (stale or unknown).
+    StaleToken,
+    /// A host ring entry that was corrupt or too short to hold a token.
+    BadRingEntry,
+    /// A duplicate of a request still in progress (its reply will come).
+    DuplicateInProgress,
+    /// A reply that could not be built (too large for a packet, emit failed).
+    ReplyFailed,
+    /// A completion whose work request id names no waiting op.
+    StaleCompletion,
+}
+
+impl Dropped {
+    pub const COUNT: usize = 8;
+    pub const ALL: [Dropped; Self::COUNT] = [
+        Dropped::Malformed,
+        Dropped::UnexpectedKind,
+        Dropped::Steered,
+        Dropped::StaleToken,
+        Dropped::BadRingEntry,
+        Dropped::DuplicateInProgress,
+        Dropped::ReplyFailed,
+        Dropped::StaleCompletion,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dropped::Malformed => "malformed",
+            Dropped::UnexpectedKind => "unexpected_kind",
+            Dropped::Steered => "steered_drop",
+            Dropped::StaleToken => "stale_token",
+            Dropped::BadRingEntry => "bad_ring_entry",
+            Dropped::DuplicateInProgress => "duplicate_in_progress",
+            Dropped::ReplyFailed => "reply_failed",
+            Dropped::StaleCompletion => "stale_completion",
+        }
+    }
+}
+
+/// Counters of one worker.
+#[repr(align(64))]
+pub struct WorkerStats {
+    pub rx: AtomicU64,
+    pub tx: AtomicU64,
+    /// Datagrams that failed to parse (answered or not).
+    pub malformed: AtomicU64,
+    /// Active messages run to the end on the NIC (done or aborted).
+    pub nic_executed: AtomicU64,
+    /// Handler steps run on the NIC.
+    pub steps: AtomicU64,
+    /// Handler ops posted on the link.
+    pub ops: AtomicU64,
+    /// Active messages forwarded to the host over the ring.
+    pub forwarded: AtomicU64,
+    /// Replies from the host sent on to clients.
+    pub host_replies: AtomicU64,
+    /// Requests answered `Busy` (ring full or no free slot).
+    pub busy: AtomicU64,
+    /// Of those, because the host ring was full.
+    pub ring_full: AtomicU64,
+    /// Requests answered `HostUnavailable`.
+    pub host_unavailable: AtomicU64,
+    /// One-sided requests and ops served.
+    pub one_sided: AtomicU64,
+    pub one_sided_ops: AtomicU64,
+    /// One-sided ops refused for a wrong region key.
+    pub bad_key: AtomicU64,
+    /// Duplicates answered from the reply cache.
+    pub dup_replayed: AtomicU64,
+    /// Requests with the RETRANSMIT flag.
+    pub retransmits: AtomicU64,
+    /// Replies with a placement hint.
+    pub hints: AtomicU64,
+    /// Nanoseconds spent in polls that did work, and polls in all.
+    pub busy_ns: AtomicU64,
+    pub polls: AtomicU64,
+    /// Messages waiting in the slot table (parked on ops or at the host) at the last poll.
+    pub in_flight: AtomicU64,
+    /// Of those, waiting for the host (the rest are parked on link ops: the NIC's queue).
+    pub at_host: AtomicU64,
+    drops: [AtomicU64; Dropped::COUNT],
+    /// Error replies sent, indexed like [`ErrorCode::ALL`].
+    errors: [AtomicU64; ErrorCode::ALL.len()],
+    /// The port's drops by reason (copied from its `PortStats` after polls that did work).
+    port_drops: [AtomicU64; DropReason::COUNT],
+    /// Per class: messages received, NIC steps run.
+    class_msgs: Box<[AtomicU64]>,
+    class_steps: Box<[AtomicU64]>,
+}
+
+/// Single-writer increment: a load and a store, no read-modify-write instruction.
+#[inline]
+pub(crate) fn bump(a: &AtomicU64, n: u64) {
+    a.store(a.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+fn zeros(n: usize) -> Box<[AtomicU64]> {
+    (0..n).map(|_| AtomicU64::new(0)).collect()
+}
+
+impl WorkerStats {
+    pub fn new(classes: u16) -> WorkerStats {
+        WorkerStats {
+            rx: AtomicU64::new(0),
+            tx: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
+            nic_executed: AtomicU64::new(0),
+            steps: AtomicU64::new(0),
+            ops: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
+            host_replies: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
+            ring_full: AtomicU64::new(0),
+            host_unavailable: AtomicU64::new(0),
+            one_sided: AtomicU64::new(0),
+            one_sided_ops: AtomicU64::new(0),
+            bad_key: AtomicU64::new(0),
+            dup_replayed: AtomicU64::new(0),
+            retransmits: AtomicU64::new(0),
+            hints: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+            polls: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            at_host: AtomicU64::new(0),
+            drops: Default::default(),
+            errors: Default::default(),
+            port_drops: Default::default(),
+            class_msgs: zeros(classes as usize),
+            class_steps: zeros(classes as usize),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn count_drop(&self, reason: Dropped) {
+        bump(&self.drops[reason as usize], 1);
+    }
+
+    #[inline]
+    pub(crate) fn error(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            bump(&self.errors[i], 1);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn class_msg(&self, class: u16) {
+        if let Some(a) = self.class_msgs.get(class as usize) {
+            bump(a, 1);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn class_steps(&self, class: u16, steps: u64) {
+        if let Some(a) = self.class_steps.get(class as usize) {
+            bump(a, steps);
+        }
+    }
+
+    pub(crate) fn publish_port(&self, p: &PortStats) {
+        for r in DropReason::ALL {
+            self.port_drops[r as usize].store(p.drops(r), Ordering::Relaxed);
+        }
+    }
+
+    /// The port's drops for `reason`, as of the last publication.
+    pub fn port_drops(&self, reason: DropReason) -> u64 {
+        self.port_drops[reason as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn drops(&self, reason: Dropped) -> u64 {
+        self.drops[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Error replies sent with `code`.
+    pub fn errors(&self, code: ErrorCode) -> u64 {
+        ErrorCode::ALL
+            .iter()
+            .position(|c| *c == code)
+            .map_or(0, |i| self.errors[i].load(Ordering::Relaxed))
+    }
+
+    pub fn classes(&self) -> usize {
+        self.class_msgs.len()
+    }
+
+    /// Messages and NIC steps of `class` so far.
+    pub fn class_counts(&self, class: u16) -> (u64, u64) {
+        let get = |v: &[AtomicU64]| {
+            v.get(class as usize)
+                .map_or(0, |a| a.load(Ordering::Relaxed))
+        };
+        (get(&self.class_msgs), get(&self.class_steps))
+    }
+
+    /// `(name, value)` of every counter (error and drop counters only when non-zero), for the
+    /// STATS reply; names are prefixed by the caller.
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut v = vec![
+            ("rx".to_string(), l(&self.rx)),
+            ("tx".into(), l(&self.tx)),
+            ("malformed".into(), l(&self.malformed)),
+            ("nic_executed".into(), l(&self.nic_executed)),
+            ("steps".into(), l(&self.steps)),
+            ("ops".into(), l(&self.ops)),
+            ("forwarded".into(), l(&self.forwarded)),
+            ("host_replies".into(), l(&self.host_replies)),
+            ("busy".into(), l(&self.busy)),
+            ("ring_full".into(), l(&self.ring_full)),
+            ("host_unavailable".into(), l(&self.host_unavailable)),
+            ("one_sided".into(), l(&self.one_sided)),
+            ("one_sided_ops".into(), l(&self.one_sided_ops)),
+            ("bad_key".into(), l(&self.bad_key)),
+            ("dup_replayed".into(), l(&self.dup_replayed)),
+            ("retransmits".into(), l(&self.retransmits)),
+            ("hints".into(), l(&self.hints)),
+            ("busy_ns".into(), l(&self.busy_ns)),
+            ("polls".into(), l(&self.polls)),
+            ("in_flight".into(), l(&self.in_flight)),
+            ("at_host".into(), l(&self.at_host)),
+        ];
+        for d in Dropped::ALL {
+            let n = self.drops(d);
+            if n > 0 {
+                v.push((format!("drop.{}", d.name()), n));
+            }
+        }
+        for r in DropReason::ALL {
+            let n = self.port_drops(r);
+            if n > 0 {
+                v.push((format!("port_drop.{}", r.name()), n));
+            }
+        }
+        for c in ErrorCode::ALL {
+            let n = self.errors(c);
+            if n > 0 {
+                v.push((format!("error.{}", c.name()), n));
+            }
+        }
+        v
+    }
+}

@@ -1,0 +1,86 @@
+//! The `naam-dataplane` binary as a process, against the in-process stand-in host agent:
+//! it serves a NIC-executed request over UDP and exits cleanly on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{call, record_request, run_dir, TestHost};
+use naam_core::wire::{Body, Location, Message, PageRequestRepr};
+
+#[test]
+fn binary_serves_udp_and_stops_on_sigterm() {
+    let dir = run_dir("bin");
+    let host = TestHost::start(&dir);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
+        .args([
+            "--port",
+            "udp:127.0.0.1:0",
+            "--classes",
+            "8",
+            "--workers",
+            "2",
+        ])
+        .arg("--run-dir")
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    // "naam-dataplane serving data 127.0.0.1:P control 127.0.0.1:Q"
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words.get(2), Some(&"data"), "unexpected banner {line:?}");
+    let data: SocketAddr = words[3].parse().unwrap();
+    let control: SocketAddr = words[5].parse().unwrap();
+    assert_eq!(
+        control.port(),
+        data.port() - 1,
+        "control port defaults to base - 1"
+    );
+
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let class5 = SocketAddr::new(data.ip(), data.port() + 5);
+    let reply = call(&client, class5, &record_request(7));
+    match Message::parse(&reply).unwrap().body {
+        Body::AmReply(r) => assert_eq!(r.executed_at, Location::Nic),
+        other => panic!("expected an AM reply, got {other:?}"),
+    }
+    let stats = call(
+        &client,
+        control,
+        &Message::new(8, 0, Body::Stats(PageRequestRepr { start: 0, max: 0 })),
+    );
+    assert!(matches!(
+        Message::parse(&stats).unwrap().body,
+        Body::StatsReply(_)
+    ));
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let start = Instant::now();
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(5) {
+            let _ = child.kill();
+            panic!("did not stop within 5 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+    drop(out);
+    host.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}

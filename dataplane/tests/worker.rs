@@ -1,0 +1,1168 @@
+//! The worker against an in-memory port and a real `ShmHost`/`ShmLink` pair in this process,
+//! with a tiny host-worker loop standing in for the host agent.
+
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+
+use naam_core::elf::load_program;
+use naam_core::helpers::hash64;
+use naam_core::pool::{OffloadSpec, Registry};
+use naam_core::region::Perms;
+use naam_core::verifier::{verify, VerifierConfig};
+use naam_core::vm::Engine;
+use naam_core::wire::{
+    AmFlags, AmReplyRepr, AmRequestRepr, AmStatus, Body, ErrorCode, ErrorRepr, Flags, Location,
+    Message, OneSidedRepr, OpBody, RemoteOp,
+};
+use naam_dataplane::port::{MemPort, Peer};
+use naam_dataplane::runtime::{Dropped, Shared, Worker, WorkerConfig, WorkerStats, TOKEN_LEN};
+use naam_dataplane::steering::{Match, SoftSwitch, Steering, Target};
+use naam_handlers::btree::{BTree, BTreeConfig};
+use naam_handlers::mica::{MicaArgs, MicaGeometry, MicaReply, MicaTable};
+use naam_link::shm::ConnectOptions;
+use naam_link::{Link, RegionSpec, ShmConfig, ShmHost, ShmLink, ShmQp, MSG_MAX};
+
+const BASE: u16 = 7000;
+const CLASSES: u16 = 8;
+const KEY: u64 = 0x1234_5678_9abc_def0;
+const REGION: u32 = 4;
+const RECORD: u32 = 5;
+const RECORD_CLASS: u16 = 5;
+/// `three_step` registered as a mutating offload (read, then CAS +add).
+const THREE: u32 = 16;
+const THREE_CLASS: u16 = 6;
+/// A small MICA table in regions 1 (index) and 2 (log).
+const MICA: MicaGeometry = MicaGeometry {
+    index_region: 1,
+    log_region: 2,
+    bucket_count: 16,
+    overflow_count: 18,
+    log_size: 1 << 16,
+};
+/// A deep B-tree (3 keys per node) in region 3, looked up by the bundled handler.
+const BTREE_REGION: u32 = 3;
+const BTREE: u32 = 3;
+const BTREE_CLASS: u16 = 3;
+const BTREE_KEYS: u64 = 200;
+const BTREE_CFG: BTreeConfig = BTreeConfig {
+    max_keys: 3,
+    fill: 2,
+};
+const THREE_STEP: &[u8] = include_bytes!("../../handlers/test/three_step.bpf.o");
+
+fn client() -> SocketAddrV4 {
+    "127.0.0.1:40000".parse().unwrap()
+}
+
+struct Rig {
+    host: Option<ShmHost>,
+    host_qp: Option<ShmQp>,
+    _link: ShmLink,
+    qp: ShmQp,
+    port: MemPort,
+    worker: Worker,
+    switch: SoftSwitch,
+    rules: std::collections::HashMap<u16, naam_dataplane::steering::RuleId>,
+    shared: Arc<Shared>,
+    stats: Arc<WorkerStats>,
+    now: u64,
+}
+
+fn register(registry: &Registry, id: u32, object: &[u8], class: u16, read_only: bool) {
+    let prog = Arc::new(
+        verify(
+            &load_program(object, None).unwrap(),
+            &VerifierConfig::default(),
+        )
+        .unwrap(),
+    );
+    let spec = OffloadSpec {
+        name: format!("offload{id}"),
+        tenant: 1,
+        class,
+        read_only,
+    };
+    registry.register_as(id, spec, prog).unwrap();
+}
+
+fn rig_with(ring_slots: u32, slots: usize) -> Rig {
+    let mut host = ShmHost::create(&ShmConfig {
+        qps: 1,
+        load_slots: 1,
+        ring_slots,
+        arena_bytes: 1 << 20,
+        hugetlb: false,
+        ..Default::default()
+    })
+    .unwrap();
+    host.register_region(RegionSpec {
+        id: REGION,
+        tenant: 1,
+        len: 4096,
+        perms: Perms::ALL,
+        key: KEY,
+    })
+    .unwrap();
+    host.register_region(RegionSpec {
+        id: BTREE_REGION,
+        tenant: 1,
+        len: BTREE_CFG.region_len(BTREE_KEYS, 0) as u64,
+        perms: Perms::READ,
+        key: KEY,
+    })
+    .unwrap();
+    for (id, len) in [(1, MICA.index_len()), (2, MICA.log_len())] {
+        host.register_region(RegionSpec {
+            id,
+            tenant: 1,
+            len,
+            perms: Perms::ALL,
+            key: KEY,
+        })
+        .unwrap();
+    }
+    MicaTable::format(
+        MICA,
+        *host.region(1).unwrap().mem(),
+        *host.region(2).unwrap().mem(),
+    )
+    .unwrap();
+    let tree_mem = *host.region(BTREE_REGION).unwrap().mem();
+    BTree::bulk_load(
+        tree_mem,
+        BTREE_CFG,
+        (0..BTREE_KEYS).map(|k| (k * 10, k * 100 + 1)),
+    )
+    .unwrap();
+    let cfg = WorkerConfig {
+        id: 0,
+        classes: CLASSES,
+        burst: 32,
+        slots,
+        dedup_entries: 64,
+        engine: Engine::native(),
+        ..Default::default()
+    };
+    let link = host
+        .connect_local(ConnectOptions {
+            stale_after: std::time::Duration::ZERO,
+            staging_bytes: cfg.staging_bytes(),
+            cq_depth: cfg.cq_depth(),
+        })
+        .unwrap();
+    let qp = link.qp(0).unwrap();
+    let host_qp = host.qp(0).unwrap();
+    let registry = Registry::new();
+    register(
+        &registry,
+        RECORD,
+        naam_handlers::RECORD_OBJECT,
+        RECORD_CLASS,
+        true,
+    );
+    register(&registry, THREE, THREE_STEP, THREE_CLASS, false);
+    let lookup = naam_handlers::btree::program::load(
+        naam_handlers::btree::program::LOOKUP_SECTION,
+        &VerifierConfig::default(),
+    )
+    .unwrap();
+    let spec = OffloadSpec {
+        name: "btree_lookup".into(),
+        tenant: 1,
+        class: BTREE_CLASS,
+        read_only: true,
+    };
+    registry.register_as(BTREE, spec, Arc::new(lookup)).unwrap();
+    let mica = naam_handlers::mica::MicaPrograms::load(&VerifierConfig::default()).unwrap();
+    for (id, prog, ro) in [
+        (0, mica.get, true),
+        (1, mica.put, false),
+        (2, mica.delete, false),
+    ] {
+        let spec = OffloadSpec {
+            name: format!("mica{id}"),
+            tenant: 1,
+            class: id as u16,
+            read_only: ro,
+        };
+        registry.register_as(id, spec, prog).unwrap();
+    }
+    let switch = SoftSwitch::new(BASE, CLASSES, Target::NicQueue(0));
+    let shared = Shared::new(registry, switch.table(), CLASSES);
+    shared.regions.publish(link.region_table());
+    let stats = Arc::new(WorkerStats::new(CLASSES));
+    let worker = Worker::new(cfg, shared.clone(), stats.clone());
+    Rig {
+        host: Some(host),
+        host_qp: Some(host_qp),
+        _link: link,
+        qp,
+        port: MemPort::new(SocketAddrV4::new([127, 0, 0, 1].into(), BASE), CLASSES),
+        worker,
+        switch,
+        rules: Default::default(),
+        shared,
+        stats,
+        now: naam_link::now_ns(),
+    }
+}
+
+fn rig() -> Rig {
+    rig_with(64, 16)
+}
+
+impl Rig {
+    fn poll(&mut self) -> usize {
+        self.now += 1_000_000;
+        self.worker.poll(self.now, &mut self.port, &mut self.qp)
+    }
+
+    fn steer(&mut self, class: u16, target: Target) {
+        match self.rules.get(&class) {
+            Some(id) => self.switch.update(*id, target).unwrap(),
+            None => {
+                let id = self
+                    .switch
+                    .insert(Match::class(BASE, class), target)
+                    .unwrap();
+                self.rules.insert(class, id);
+            }
+        }
+        self.switch.commit().unwrap();
+    }
+
+    fn send(&mut self, class: u16, msg: &Message<'_>) {
+        let mut buf = vec![0u8; 4096];
+        let n = msg.emit(&mut buf).unwrap();
+        self.port.inject(client(), class, &buf[..n]);
+    }
+
+    fn am(&mut self, id: u64, offload: u32, class: u16, flags: AmFlags, args: &[u8], hdr: Flags) {
+        let mut m = Message::new(
+            id,
+            class,
+            Body::AmRequest(AmRequestRepr {
+                offload,
+                tenant: 1,
+                flags,
+                args,
+            }),
+        );
+        m.flags = hdr;
+        self.send(class, &m);
+    }
+
+    /// Replies sent to the client, as raw datagrams.
+    fn replies(&mut self) -> Vec<Vec<u8>> {
+        self.port
+            .take_sent()
+            .into_iter()
+            .map(|(peer, d)| {
+                assert_eq!(peer.remote, client(), "reply goes back to the sender");
+                d
+            })
+            .collect()
+    }
+
+    /// Runs the stand-in host worker: answers every queued ring entry with an AM reply whose
+    /// output is the request id (little-endian), executed at the host.
+    fn serve_host(&mut self) -> usize {
+        let qp = self.host_qp.as_mut().unwrap();
+        let mut buf = vec![0u8; MSG_MAX];
+        let mut out = vec![0u8; MSG_MAX];
+        let mut n = 0;
+        while let Some(r) = qp.recv(&mut buf).unwrap() {
+            let req = Message::parse(&buf[TOKEN_LEN..r.len]).expect("forwarded datagram unchanged");
+            let id = req.request_id.to_le_bytes();
+            let reply = req.reply(Body::AmReply(AmReplyRepr {
+                status: AmStatus::Done,
+                executed_at: Location::Host,
+                steps: 1,
+                hint: None,
+                output: &id,
+            }));
+            out[..TOKEN_LEN].copy_from_slice(&buf[..TOKEN_LEN]);
+            let len = reply.emit(&mut out[TOKEN_LEN..]).unwrap();
+            qp.send(&out[..TOKEN_LEN + len]).unwrap();
+            n += 1;
+        }
+        n
+    }
+
+    fn region_write(&self, off: u64, bytes: &[u8]) {
+        let r = self.host.as_ref().unwrap().region(REGION).unwrap();
+        assert!(r.mem().write(off, bytes));
+    }
+
+    fn region_word(&self, off: u64) -> u64 {
+        let r = self.host.as_ref().unwrap().region(REGION).unwrap();
+        r.mem().load_u64(off).unwrap()
+    }
+}
+
+/// `record_args(0)`: region 4, offset 0.
+const ARGS0: &[u8] = &[4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+fn record_args(offset: u64) -> Vec<u8> {
+    let mut a = vec![0u8; 16];
+    a[..4].copy_from_slice(&REGION.to_le_bytes());
+    a[8..16].copy_from_slice(&offset.to_le_bytes());
+    a
+}
+
+fn three_args(offset: u64, add: u64) -> Vec<u8> {
+    let mut a = record_args(offset);
+    a.extend_from_slice(&add.to_le_bytes());
+    a
+}
+
+fn expect_error(d: &[u8]) -> ErrorRepr<'_> {
+    match Message::parse(d).unwrap().body {
+        Body::Error(e) => e,
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+fn expect_am(d: &[u8]) -> (u64, AmReplyRepr<'_>) {
+    let m = Message::parse(d).unwrap();
+    match m.body {
+        Body::AmReply(r) => (m.request_id, r),
+        other => panic!("expected an AM reply, got {other:?}"),
+    }
+}
+
+#[test]
+fn executes_record_handler_at_the_nic_through_the_link() {
+    let mut r = rig();
+    let words: Vec<u64> = (0..8).map(|i| 0x1000 + i * 7).collect();
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    r.region_write(128, &bytes);
+    r.am(
+        11,
+        RECORD,
+        RECORD_CLASS,
+        AmFlags::empty(),
+        &record_args(128),
+        Flags::empty(),
+    );
+    r.poll();
+    let replies = r.replies();
+    assert_eq!(replies.len(), 1);
+    let (id, rep) = expect_am(&replies[0]);
+    assert_eq!(id, 11);
+    assert_eq!(rep.status, AmStatus::Done);
+    assert_eq!(rep.executed_at, Location::Nic);
+    assert_eq!(rep.steps, 2);
+    assert_eq!(rep.hint, None);
+    let expected = words
+        .iter()
+        .fold(naam_handlers::RECORD_SALT, |h, w| hash64(h, *w));
+    assert_eq!(rep.output, expected.to_le_bytes());
+    let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(l(&r.stats.nic_executed), 1);
+    assert_eq!(l(&r.stats.steps), 2);
+    assert_eq!(l(&r.stats.ops), 1);
+    assert_eq!(r.stats.class_counts(RECORD_CLASS), (1, 2));
+    assert_eq!(r.worker.in_flight(), 0);
+}
+
+#[test]
+fn forwards_to_the_host_and_relays_the_reply_by_token() {
+    let mut r = rig();
+    r.steer(RECORD_CLASS, Target::Host);
+    for id in 1..=3 {
+        r.am(
+            id,
+            RECORD,
+            RECORD_CLASS,
+            AmFlags::empty(),
+            &record_args(0),
+            Flags::empty(),
+        );
+    }
+    r.poll();
+    assert!(r.replies().is_empty(), "nothing until the host answers");
+    assert_eq!(r.worker.in_flight(), 3);
+    assert_eq!(r.worker.at_host(), 3);
+    assert_eq!(r.serve_host(), 3);
+    r.poll();
+    let mut ids: Vec<u64> = r
+        .replies()
+        .iter()
+        .map(|d| {
+            let (id, rep) = expect_am(d);
+            assert_eq!(rep.executed_at, Location::Host);
+            assert_eq!(rep.output, id.to_le_bytes());
+            id
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec![1, 2, 3]);
+    assert_eq!(r.worker.at_host(), 0);
+    let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(l(&r.stats.forwarded), 3);
+    assert_eq!(l(&r.stats.host_replies), 3);
+    assert_eq!(r.worker.in_flight(), 0);
+}
+
+#[test]
+fn stale_and_unknown_tokens_are_dropped_and_counted() {
+    let mut r = rig();
+    let reply = Message::new(
+        9,
+        RECORD_CLASS,
+        Body::AmReply(AmReplyRepr {
+            status: AmStatus::Done,
+            executed_at: Location::Host,
+            steps: 1,
+            hint: None,
+            output: &[],
+        }),
+    );
+    let mut buf = vec![0u8; MSG_MAX];
+    buf[..8].copy_from_slice(&0xdead_0000_0003u64.to_le_bytes());
+    let n = reply.emit(&mut buf[8..]).unwrap();
+    let qp = r.host_qp.as_mut().unwrap();
+    qp.send(&buf[..8 + n]).unwrap();
+    qp.send(&buf[..5]).unwrap(); // too short to hold a token and a header
+    r.poll();
+    assert!(r.replies().is_empty());
+    assert_eq!(r.stats.drops(Dropped::StaleToken), 1);
+    assert_eq!(r.stats.drops(Dropped::BadRingEntry), 1);
+}
+
+#[test]
+fn full_host_ring_answers_busy() {
+    let mut r = rig_with(4, 16);
+    r.steer(RECORD_CLASS, Target::Host);
+    for id in 1..=6 {
+        r.am(
+            id,
+            RECORD,
+            RECORD_CLASS,
+            AmFlags::empty(),
+            &record_args(0),
+            Flags::empty(),
+        );
+    }
+    r.poll();
+    let replies = r.replies();
+    assert_eq!(replies.len(), 2, "4 fit the ring, 2 are refused");
+    for d in &replies {
+        assert_eq!(expect_error(d).code, ErrorCode::Busy);
+    }
+    let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(l(&r.stats.ring_full), 2);
+    assert_eq!(l(&r.stats.busy), 2);
+    assert_eq!(r.stats.errors(ErrorCode::Busy), 2);
+    // The four in the ring are still answered.
+    assert_eq!(r.serve_host(), 4);
+    r.poll();
+    assert_eq!(r.replies().len(), 4);
+}
+
+#[test]
+fn full_slot_table_answers_busy() {
+    let mut r = rig_with(64, 2);
+    r.steer(RECORD_CLASS, Target::Host);
+    for id in 1..=3 {
+        r.am(
+            id,
+            RECORD,
+            RECORD_CLASS,
+            AmFlags::empty(),
+            &record_args(0),
+            Flags::empty(),
+        );
+    }
+    r.poll();
+    let replies = r.replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(expect_error(&replies[0]).code, ErrorCode::Busy);
+}
+
+#[test]
+fn host_gone_answers_host_unavailable_and_fails_in_flight_messages() {
+    let mut r = rig();
+    r.steer(RECORD_CLASS, Target::Host);
+    r.am(
+        1,
+        RECORD,
+        RECORD_CLASS,
+        AmFlags::empty(),
+        &record_args(0),
+        Flags::empty(),
+    );
+    r.poll();
+    assert_eq!(r.worker.in_flight(), 1);
+    // The host agent dies: its socket closes.
+    r.host_qp = None;
+    r.host = None;
+    r.poll();
+    let replies = r.replies();
+    assert_eq!(
+        replies.len(),
+        1,
+        "the parked request is answered, not left hanging"
+    );
+    assert_eq!(expect_error(&replies[0]).code, ErrorCode::HostUnavailable);
+    assert_eq!(r.worker.in_flight(), 0);
+    // New messages for the host, and NIC messages whose ops need host memory, too.
+    r.am(
+        2,
+        RECORD,
+        RECORD_CLASS,
+        AmFlags::empty(),
+        &record_args(0),
+        Flags::empty(),
+    );
+    r.am(
+        3,
+        THREE,
+        THREE_CLASS,
+        AmFlags::empty(),
+        &three_args(0, 1),
+        Flags::empty(),
+    );
+    r.poll();
+    let replies = r.replies();
+    assert_eq!(replies.len(), 2);
+    for d in &replies {
+        assert_eq!(expect_error(d).code, ErrorCode::HostUnavailable);
+    }
+    assert_eq!(r.stats.errors(ErrorCode::HostUnavailable), 3);
+}
+
+#[test]
+fn one_sided_ops_with_right_and_wrong_key() {
+    let mut r = rig();
+    r.region_write(64, &40u64.to_le_bytes());
+    let ops = [
+        RemoteOp {
+            region: REGION,
+            key: KEY,
+            offset: 256,
+            body: OpBody::Write {
+                data: b"hello, one-sided",
+            },
+        },
+        RemoteOp {
+            region: REGION,
+            key: KEY,
+            offset: 64,
+            body: OpBody::Faa { addend: 2 },
+        },
+        RemoteOp {
+            region: REGION,
+            key: KEY,
+            offset: 64,
+            body: OpBody::Cas {
+                expected: 42,
+                desired: 100,
+            },
+        },
+        RemoteOp {
+            region: REGION,
+            key: KEY,
+            offset: 256,
+            body: OpBody::Read { len: 16 },
+        },
+    ];
+    let m = Message::new(5, 0, Body::OneSided(OneSidedRepr::new(&ops).unwrap()));
+    r.send(0, &m);
+    r.poll();
+    let replies = r.replies();
+    assert_eq!(replies.len(), 1);
+    let msg = Message::parse(&replies[0]).unwrap();
+    let Body::OneSidedReply(rep) = msg.body else {
+        panic!("expected a one-sided reply, got {msg:?}")
+    };
+    let res = rep.results();
+    assert_eq!(res.len(), 4);
+    assert!(res.iter().all(|x| x.error.is_none()), "{res:?}");
+    assert_eq!(res[1].previous, 40);
+    assert_eq!(
+        res[2].previous, 42,
+        "CAS saw the FAA's result and succeeded"
+    );
+    assert_eq!(res[3].data, b"hello, one-sided");
+    assert_eq!(r.region_word(64), 100);
+
+    // Wrong key: refused per op and counted; the right-key op beside it still runs.
+    let ops = [
+        RemoteOp {
+            region: REGION,
+            key: KEY ^ 1,
+            offset: 64,
+            body: OpBody::Faa { addend: 1 },
+        },
+        RemoteOp {
+            region: REGION,
+            key: KEY,
+            offset: 64,
+            body: OpBody::Read { len: 8 },
+        },
+    ];
+    let m = Message::new(6, 0, Body::OneSided(OneSidedRepr::new(&ops).unwrap()));
+    r.send(0, &m);
+    r.poll();
+    let replies = r.replies();
+    let msg = Message::parse(&replies[0]).unwrap();
+    let Body::OneSidedReply(rep) = msg.body else {
+        panic!("expected a one-sided reply")
+    };
+    assert_eq!(rep.results()[0].error, Some(ErrorCode::BadKey));
+    assert_eq!(rep.results()[1].error, None);
+    assert_eq!(rep.results()[1].data, 100u64.to_le_bytes());
+    assert_eq!(r.region_word(64), 100, "the refused FAA did not run");
+    assert_eq!(
+        r.stats.bad_key.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn retransmitted_mutation_runs_once_and_gets_the_same_reply() {
+    let mut r = rig();
+    r.region_write(0, &10u64.to_le_bytes());
+    let args = three_args(0, 5);
+    r.am(
+        77,
+        THREE,
+        THREE_CLASS,
+        AmFlags::empty(),
+        &args,
+        Flags::empty(),
+    );
+    r.poll();
+    let first = r.replies();
+    assert_eq!(first.len(), 1);
+    assert_eq!(r.region_word(0), 15);
+    r.am(
+        77,
+        THREE,
+        THREE_CLASS,
+        AmFlags::empty(),
+        &args,
+        Flags::RETRANSMIT,
+    );
+    r.poll();
+    let second = r.replies();
+    assert_eq!(second, first, "the remembered reply is sent again");
+    assert_eq!(r.region_word(0), 15, "not executed twice");
+    let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(l(&r.stats.dup_replayed), 1);
+    assert_eq!(l(&r.stats.retransmits), 1);
+    assert_eq!(l(&r.stats.nic_executed), 1);
+    // Another request id runs again.
+    r.am(
+        78,
+        THREE,
+        THREE_CLASS,
+        AmFlags::empty(),
+        &args,
+        Flags::empty(),
+    );
+    r.poll();
+    assert_eq!(r.replies().len(), 1);
+    assert_eq!(r.region_word(0), 20);
+}
+
+#[test]
+fn read_only_requests_are_not_remembered() {
+    let mut r = rig();
+    r.am(
+        5,
+        RECORD,
+        RECORD_CLASS,
+        AmFlags::empty(),
+        &record_args(0),
+        Flags::empty(),
+    );
+    r.am(
+        5,
+        RECORD,
+        RECORD_CLASS,
+        AmFlags::empty(),
+        &record_args(0),
+        Flags::RETRANSMIT,
+    );
+    r.poll();
+    assert_eq!(r.replies().len(), 2);
+    assert_eq!(
+        r.stats
+            .nic_executed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+}
+
+#[test]
+fn placement_hint_on_replies_when_the_class_runs_at_clients() {
+    let mut r = rig();
+    r.shared
+        .hints
+        .set(RECORD_CLASS, r.now + 1_000_000 + 50_000_000);
+    r.am(
+        1,
+        RECORD,
+        RECORD_CLASS,
+        AmFlags::EXEC_HINT,
+        &record_args(0),
+        Flags::empty(),
+    );
+    r.am(
+        2,
+        RECORD,
+        RECORD_CLASS,
+        AmFlags::empty(),
+        &record_args(0),
+        Flags::empty(),
+    );
+    r.poll();
+    let mut replies = r.replies();
+    replies.sort_by_key(|d| expect_am(d).0);
+    let (_, with) = expect_am(&replies[0]);
+    let hint = with.hint.expect("hint for a client that can execute");
+    assert_eq!(hint.class, RECORD_CLASS);
+    assert_eq!(hint.location, Location::Client);
+    assert_eq!(hint.lease_ms, 50);
+    assert_eq!(expect_am(&replies[1]).1.hint, None, "no EXEC_HINT, no hint");
+    // Host replies get it too.
+    r.steer(RECORD_CLASS, Target::Host);
+    r.am(
+        3,
+        RECORD,
+        RECORD_CLASS,
+        AmFlags::EXEC_HINT,
+        &record_args(0),
+        Flags::empty(),
+    );
+    r.poll();
+    r.serve_host();
+    r.poll();
+    let replies = r.replies();
+    assert!(expect_am(&replies[0]).1.hint.is_some());
+    // After the lease: no hint.
+    r.shared.hints.clear(RECORD_CLASS);
+    r.steer(RECORD_CLASS, Target::NicQueue(0));
+    r.am(
+        4,
+        RECORD,
+        RECORD_CLASS,
+        AmFlags::EXEC_HINT,
+        &record_args(0),
+        Flags::empty(),
+    );
+    r.poll();
+    assert_eq!(expect_am(&r.replies()[0]).1.hint, None);
+}
+
+#[test]
+fn wrong_class_unknown_offload_and_wrong_tenant_are_refused() {
+    let mut r = rig();
+    // Header says class 5, sent to the port of class 3.
+    let m = Message::new(
+        1,
+        RECORD_CLASS,
+        Body::AmRequest(AmRequestRepr {
+            offload: RECORD,
+            tenant: 1,
+            flags: AmFlags::empty(),
+            args: ARGS0,
+        }),
+    );
+    r.send(3, &m);
+    // Offload of class 5 sent as class 3 consistently.
+    r.am(
+        2,
+        RECORD,
+        3,
+        AmFlags::empty(),
+        &record_args(0),
+        Flags::empty(),
+    );
+    r.am(3, 999, 3, AmFlags::empty(), &[], Flags::empty());
+    let m = Message::new(
+        4,
+        RECORD_CLASS,
+        Body::AmRequest(AmRequestRepr {
+            offload: RECORD,
+            tenant: 2,
+            flags: AmFlags::empty(),
+            args: ARGS0,
+        }),
+    );
+    r.send(RECORD_CLASS, &m);
+    r.poll();
+    let mut got: Vec<(u64, ErrorCode)> = r
+        .replies()
+        .iter()
+        .map(|d| (Message::parse(d).unwrap().request_id, expect_error(d).code))
+        .collect();
+    got.sort_by_key(|x| x.0);
+    assert_eq!(
+        got,
+        vec![
+            (1, ErrorCode::BadRequest),
+            (2, ErrorCode::BadRequest),
+            (3, ErrorCode::UnknownOffload),
+            (4, ErrorCode::WrongTenant)
+        ]
+    );
+}
+
+#[test]
+fn malformed_floods_leave_the_worker_serving() {
+    use rand::{Rng, SeedableRng};
+    let mut r = rig();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let valid = {
+        let m = Message::new(
+            1,
+            RECORD_CLASS,
+            Body::AmRequest(AmRequestRepr {
+                offload: RECORD,
+                tenant: 1,
+                flags: AmFlags::empty(),
+                args: ARGS0,
+            }),
+        );
+        let mut b = vec![0u8; 256];
+        let n = m.emit(&mut b).unwrap();
+        b.truncate(n);
+        b
+    };
+    let mut sent = 0u64;
+    let mut answerable = 0u64;
+    for round in 0..40 {
+        for _ in 0..50 {
+            let d: Vec<u8> = match rng.gen_range(0..4) {
+                0 => (0..rng.gen_range(0..300)).map(|_| rng.gen()).collect(),
+                1 => valid[..rng.gen_range(0..valid.len())].to_vec(),
+                2 => {
+                    let mut d = valid.clone();
+                    let i = rng.gen_range(0..d.len());
+                    d[i] ^= 1 << rng.gen_range(0..8);
+                    d
+                }
+                _ => {
+                    let mut d = valid.clone();
+                    d.extend((0..rng.gen_range(1..20)).map(|_| rng.gen::<u8>()));
+                    d
+                }
+            };
+            // A truncation that kept a readable header is answered; count what must be.
+            if Message::parse(&d).is_err() {
+                sent += 1;
+                if d.len() >= 24 && d[..2] == *b"NA" && d[3] == 1 {
+                    answerable += 1;
+                }
+            }
+            r.port.inject(client(), RECORD_CLASS, &d);
+        }
+        while r.port.pending() > 0 {
+            r.poll();
+        }
+        let _ = r.replies();
+        if round % 10 == 0 {
+            r.am(
+                1000 + round,
+                RECORD,
+                RECORD_CLASS,
+                AmFlags::empty(),
+                &record_args(0),
+                Flags::empty(),
+            );
+            r.poll();
+            let replies = r.replies();
+            assert!(
+                replies
+                    .iter()
+                    .any(|d| matches!(Message::parse(d).map(|m| m.request_id), Ok(id) if id == 1000 + round)),
+                "still serving after round {round}"
+            );
+        }
+    }
+    let malformed = r.stats.malformed.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(malformed, sent, "every malformed datagram counted");
+    assert!(answerable > 0 && r.stats.errors(ErrorCode::BadRequest) >= answerable);
+    assert!(r.stats.drops(Dropped::Malformed) > 0);
+    assert_eq!(r.worker.in_flight(), 0);
+}
+
+#[test]
+fn foreign_version_is_answered_with_bad_version() {
+    let mut r = rig();
+    let m = Message::new(
+        3,
+        RECORD_CLASS,
+        Body::AmRequest(AmRequestRepr {
+            offload: RECORD,
+            tenant: 1,
+            flags: AmFlags::empty(),
+            args: ARGS0,
+        }),
+    );
+    let mut b = vec![0u8; 256];
+    let n = m.emit(&mut b).unwrap();
+    b[2] = 9;
+    r.port.inject(client(), RECORD_CLASS, &b[..n]);
+    r.poll();
+    let replies = r.replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(expect_error(&replies[0]).code, ErrorCode::BadVersion);
+    assert_eq!(Message::parse(&replies[0]).unwrap().request_id, 3);
+}
+
+#[test]
+fn replies_come_from_the_class_port_they_were_sent_to() {
+    let mut r = rig();
+    r.am(
+        1,
+        RECORD,
+        RECORD_CLASS,
+        AmFlags::empty(),
+        &record_args(0),
+        Flags::empty(),
+    );
+    r.poll();
+    let sent = r.port.take_sent();
+    let peer: Peer = sent[0].0;
+    assert_eq!(peer.local.port(), BASE + RECORD_CLASS);
+}
+
+#[test]
+fn btree_lookup_at_the_nic_one_node_per_step() {
+    let mut r = rig();
+    let keys = [0u64, 10, 990, 1990, 5, 2000];
+    for (i, k) in keys.iter().enumerate() {
+        let args = naam_handlers::btree::Args::lookup(BTREE_REGION, *k).to_bytes();
+        r.am(
+            i as u64,
+            BTREE,
+            BTREE_CLASS,
+            AmFlags::empty(),
+            &args,
+            Flags::empty(),
+        );
+    }
+    r.poll();
+    let mut replies = r.replies();
+    assert_eq!(replies.len(), keys.len());
+    replies.sort_by_key(|d| expect_am(d).0);
+    for (d, k) in replies.iter().zip(keys) {
+        let (_, rep) = expect_am(d);
+        assert_eq!(rep.status, AmStatus::Done, "key {k}");
+        assert!(
+            rep.steps > 3,
+            "a deep tree takes several steps ({})",
+            rep.steps
+        );
+        let got = naam_handlers::btree::parse_lookup_reply(rep.output).unwrap();
+        let want = (k % 10 == 0 && k / 10 < BTREE_KEYS).then(|| k / 10 * 100 + 1);
+        assert_eq!(got, want, "key {k}");
+    }
+    assert_eq!(r.worker.in_flight(), 0);
+}
+
+#[test]
+fn mica_put_get_delete_at_the_nic() {
+    let mut r = rig();
+    let put = MicaArgs::put(&MICA, b"key-1", b"value one").unwrap();
+    r.am(1, 1, 1, AmFlags::empty(), put.as_bytes(), Flags::empty());
+    r.poll();
+    let replies = r.replies();
+    let (_, rep) = expect_am(&replies[0]);
+    assert_eq!(rep.status, AmStatus::Done, "{rep:?}");
+    assert_eq!(MicaReply::parse(rep.output).unwrap(), MicaReply::Done);
+
+    let get = MicaArgs::get(&MICA, b"key-1").unwrap();
+    r.am(2, 0, 0, AmFlags::empty(), get.as_bytes(), Flags::empty());
+    let missing = MicaArgs::get(&MICA, b"key-2").unwrap();
+    r.am(
+        3,
+        0,
+        0,
+        AmFlags::empty(),
+        missing.as_bytes(),
+        Flags::empty(),
+    );
+    r.poll();
+    let mut replies = r.replies();
+    replies.sort_by_key(|d| expect_am(d).0);
+    assert_eq!(
+        MicaReply::parse(expect_am(&replies[0]).1.output).unwrap(),
+        MicaReply::Value(b"value one")
+    );
+    assert_eq!(
+        MicaReply::parse(expect_am(&replies[1]).1.output).unwrap(),
+        MicaReply::NotFound
+    );
+
+    let del = MicaArgs::delete(&MICA, b"key-1").unwrap();
+    r.am(4, 2, 2, AmFlags::empty(), del.as_bytes(), Flags::empty());
+    r.poll();
+    let replies = r.replies();
+    assert_eq!(
+        MicaReply::parse(expect_am(&replies[0]).1.output).unwrap(),
+        MicaReply::Done
+    );
+    r.am(5, 0, 0, AmFlags::empty(), get.as_bytes(), Flags::empty());
+    r.poll();
+    let replies = r.replies();
+    assert_eq!(
+        MicaReply::parse(expect_am(&replies[0]).1.output).unwrap(),
+        MicaReply::NotFound
+    );
+    assert_eq!(r.worker.in_flight(), 0);
+}
+
+#[test]
+fn duplicates_of_a_forwarded_mutation_wait_then_replay() {
+    let mut r = rig();
+    r.steer(THREE_CLASS, Target::Host);
+    let args = three_args(0, 1);
+    r.am(
+        40,
+        THREE,
+        THREE_CLASS,
+        AmFlags::empty(),
+        &args,
+        Flags::empty(),
+    );
+    r.poll();
+    r.am(
+        40,
+        THREE,
+        THREE_CLASS,
+        AmFlags::empty(),
+        &args,
+        Flags::RETRANSMIT,
+    );
+    r.poll();
+    assert!(
+        r.replies().is_empty(),
+        "in progress: the duplicate is dropped"
+    );
+    assert_eq!(r.stats.drops(Dropped::DuplicateInProgress), 1);
+    assert_eq!(r.serve_host(), 1, "forwarded once");
+    r.poll();
+    let first = r.replies();
+    assert_eq!(first.len(), 1);
+    r.am(
+        40,
+        THREE,
+        THREE_CLASS,
+        AmFlags::empty(),
+        &args,
+        Flags::RETRANSMIT,
+    );
+    r.poll();
+    assert_eq!(
+        r.replies(),
+        first,
+        "completed: the host's reply is replayed"
+    );
+    assert_eq!(r.serve_host(), 0, "not forwarded again");
+}
+
+#[test]
+fn one_sided_mutations_are_de_duplicated() {
+    let mut r = rig();
+    r.region_write(8, &0u64.to_le_bytes());
+    let op = RemoteOp {
+        region: REGION,
+        key: KEY,
+        offset: 8,
+        body: OpBody::Faa { addend: 3 },
+    };
+    let mut m = Message::new(9, 0, Body::OneSided(OneSidedRepr::single(op)));
+    r.send(0, &m);
+    r.poll();
+    let first = r.replies();
+    m.flags = Flags::RETRANSMIT;
+    r.send(0, &m);
+    r.poll();
+    assert_eq!(r.replies(), first);
+    assert_eq!(r.region_word(8), 3, "the FAA ran once");
+}
+
+#[test]
+fn link_reset_answers_everything_in_flight() {
+    let mut r = rig();
+    r.steer(RECORD_CLASS, Target::Host);
+    for id in 1..=3 {
+        r.am(
+            id,
+            RECORD,
+            RECORD_CLASS,
+            AmFlags::empty(),
+            &record_args(0),
+            Flags::empty(),
+        );
+    }
+    r.poll();
+    assert_eq!(r.worker.in_flight(), 3);
+    assert_eq!(r.worker.link_reset(&mut r.port), 3);
+    let replies = r.replies();
+    assert_eq!(replies.len(), 3);
+    for d in &replies {
+        assert_eq!(expect_error(d).code, ErrorCode::HostUnavailable);
+    }
+    assert_eq!(r.worker.in_flight(), 0);
+    // Replies the old host still sends carry tokens nobody waits for.
+    r.serve_host();
+    r.poll();
+    assert!(r.replies().is_empty());
+    assert_eq!(r.stats.drops(Dropped::StaleToken), 3);
+}
+
+#[test]
+fn replies_queued_before_the_host_died_are_still_delivered() {
+    let mut r = rig();
+    r.steer(RECORD_CLASS, Target::Host);
+    r.am(
+        1,
+        RECORD,
+        RECORD_CLASS,
+        AmFlags::empty(),
+        &record_args(0),
+        Flags::empty(),
+    );
+    r.am(
+        2,
+        RECORD,
+        RECORD_CLASS,
+        AmFlags::empty(),
+        &record_args(0),
+        Flags::empty(),
+    );
+    r.poll();
+    // The host answers the first only, then dies.
+    {
+        let qp = r.host_qp.as_mut().unwrap();
+        let mut buf = vec![0u8; MSG_MAX];
+        let got = qp.recv(&mut buf).unwrap().unwrap();
+        let req = Message::parse(&buf[TOKEN_LEN..got.len]).unwrap();
+        let reply = req.reply(Body::AmReply(AmReplyRepr {
+            status: AmStatus::Done,
+            executed_at: Location::Host,
+            steps: 1,
+            hint: None,
+            output: b"ok",
+        }));
+        let mut out = vec![0u8; MSG_MAX];
+        out[..TOKEN_LEN].copy_from_slice(&buf[..TOKEN_LEN]);
+        let n = reply.emit(&mut out[TOKEN_LEN..]).unwrap();
+        qp.send(&out[..TOKEN_LEN + n]).unwrap();
+    }
+    r.host_qp = None;
+    r.host = None;
+    r.poll();
+    let mut replies = r.replies();
+    replies.sort_by_key(|d| Message::parse(d).unwrap().request_id);
+    assert_eq!(replies.len(), 2);
+    assert_eq!(expect_am(&replies[0]).1.executed_at, Location::Host);
+    assert_eq!(expect_error(&replies[1]).code, ErrorCode::HostUnavailable);
+}
