@@ -76,3 +76,14 @@ pub fn load_local(client: &mut Client) -> Result<()> {
     )?;
     Ok(())
 }
+
+/// Makes the bundled MICA handlers runnable locally (once `naam_handlers::mica` exists; until
+/// then MICA runs at the server only).
+pub fn load_local_mica(_client: &mut Client) -> Result<()> {
+    Ok(())
+}
+
+/// Makes the bundled B-tree handlers runnable locally (once `naam_handlers::btree` exists).
+pub fn load_local_btree(_client: &mut Client) -> Result<()> {
+    Ok(())
+}
