@@ -4,3 +4,4 @@
 pub mod load;
 pub mod report;
 pub mod scale;
+pub mod ycsb;

@@ -102,6 +102,7 @@ pub mod mica {
     }
 }
 
+#[allow(clippy::wrong_self_convention)]
 pub mod btree {
     pub const SCAN_MAX: usize = 48;
 
