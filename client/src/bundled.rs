@@ -61,6 +61,14 @@ pub const RECORD: BundledOffload = BundledOffload {
     read_only: true,
 };
 
+/// The ELF object holding a bundled handler, if this build has it.
+pub fn object(o: BundledOffload) -> Option<&'static [u8]> {
+    match o.section {
+        "naam/record" => Some(naam_handlers::RECORD_OBJECT),
+        _ => None,
+    }
+}
+
 /// Offload ids registered at run time start here.
 pub const FIRST_DYNAMIC_ID: u32 = 16;
 

@@ -576,6 +576,27 @@ impl Client {
         Ok(id)
     }
 
+    /// Registers one of the bundled handlers on `server` (under a new id: the fixed ids
+    /// are taken by the server's own registration of the bundled applications).
+    pub fn register_bundled(
+        &mut self,
+        server: ServerId,
+        o: crate::bundled::BundledOffload,
+        name: &str,
+    ) -> Result<u32> {
+        let object = crate::bundled::object(o).ok_or(ClientError::NotLocal {
+            offload: o.id,
+            reason: "this build does not bundle its object",
+        })?;
+        let opts = RegisterOptions {
+            name: name.to_owned(),
+            section: Some(o.section.to_owned()),
+            class: o.class,
+            read_only: o.read_only,
+        };
+        self.register(server, object, &opts)
+    }
+
     /// Unregisters offload `id` on `server` (and forgets it locally).
     pub fn unregister(&mut self, server: ServerId, id: u32) -> Result<()> {
         match self.control(server, Body::Unregister(OffloadIdRepr { id }))? {
@@ -932,8 +953,9 @@ impl Client {
             }
             Body::OneSidedReply(r) => {
                 if let Purpose::Local(run) = p.purpose {
-                    let step = self.local.resume(run, r.results());
-                    self.after_local_step(step);
+                    if let Some(step) = self.local.resume(run, r.results()) {
+                        self.after_local_step(step);
+                    }
                     return;
                 }
                 Ok(Response::OneSided(

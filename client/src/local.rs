@@ -266,24 +266,16 @@ impl LocalExec {
     }
 
     /// Feeds the server's results of the current step into the context and runs on.
-    pub(crate) fn resume(&mut self, run: u64, results: &[OpResult<'_>]) -> RunStep {
-        let Some(r) = self.runs.get_mut(&run) else {
-            // Abandoned (timed out) meanwhile: nothing to do.
-            return RunStep::Finished {
-                ticket: Ticket(0),
-                result: Err(ClientError::App {
-                    app: "client",
-                    reason: "reply for a finished local run".into(),
-                }),
-            };
-        };
+    /// `None` when the run was abandoned meanwhile (its request timed out).
+    pub(crate) fn resume(&mut self, run: u64, results: &[OpResult<'_>]) -> Option<RunStep> {
+        let r = self.runs.get_mut(&run)?;
         let offload = r.offload;
         if let Some((index, code)) = results
             .iter()
             .enumerate()
             .find_map(|(i, o)| o.error.map(|c| (i, c)))
         {
-            return self.finish(run, Err(ClientError::OpFailed { index, code }));
+            return Some(self.finish(run, Err(ClientError::OpFailed { index, code })));
         }
         let mut replay = Replay { results, next: 0 };
         let n = r.n;
@@ -296,15 +288,15 @@ impl LocalExec {
             apply_ops(&mut replay, &ops[..n], &mut r.ctx)
         };
         if let Err(e) = applied {
-            return self.finish(
+            return Some(self.finish(
                 run,
                 Err(ClientError::Local {
                     offload,
                     source: ExecError::Mem(e),
                 }),
-            );
+            ));
         }
-        self.advance(run)
+        Some(self.advance(run))
     }
 }
 

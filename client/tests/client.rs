@@ -353,6 +353,24 @@ fn register_list_call_unregister() {
     assert_eq!(err.code(), Some(ErrorCode::UnknownOffload), "{err}");
     let err = c.unregister(0, id).unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::UnknownOffload), "{err}");
+    // A bundled handler registered again gets a new id and runs like the original.
+    let again = c.register_bundled(0, bundled::RECORD, "record2").unwrap();
+    assert!(again >= bundled::FIRST_DYNAMIC_ID);
+    let a = c.call_on(
+        0,
+        again,
+        bundled::RECORD.class,
+        &record_args(64),
+        ExecMode::Server,
+    );
+    let b = c.call_on(
+        0,
+        5,
+        bundled::RECORD.class,
+        &record_args(64),
+        ExecMode::Server,
+    );
+    assert_eq!(a.unwrap().output, b.unwrap().output);
     let err = c.register(0, b"not an ELF object", &opts).unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InvalidProgram), "{err}");
 }
