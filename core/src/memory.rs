@@ -92,22 +92,30 @@ impl RegionMem {
         unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(off).cast::<u64>()) }
     }
 
+    /// Splits `[off, off + len)` into unaligned head bytes, whole aligned words, and tail
+    /// bytes: (head, words).
+    fn split(off: usize, len: usize) -> (usize, usize) {
+        let head = ((8 - off % 8) % 8).min(len);
+        (head, (len - head) / 8)
+    }
+
     /// Copies `dst.len()` bytes at `offset` into `dst`; false when out of bounds.
     pub fn read(&self, offset: u64, dst: &mut [u8]) -> bool {
         let Some(off) = self.in_bounds(offset, dst.len()) else {
             return false;
         };
-        let mut i = 0;
-        while i < dst.len() {
-            let at = off + i;
-            if at % 8 == 0 && i + 8 <= dst.len() {
-                let w = self.word(at).load(Ordering::Relaxed);
-                dst[i..i + 8].copy_from_slice(&w.to_le_bytes());
-                i += 8;
-            } else {
-                dst[i] = self.byte(at).load(Ordering::Relaxed);
-                i += 1;
-            }
+        let (head, words) = Self::split(off, dst.len());
+        for (i, d) in dst[..head].iter_mut().enumerate() {
+            *d = self.byte(off + i).load(Ordering::Relaxed);
+        }
+        let body = &mut dst[head..head + words * 8];
+        for (k, chunk) in body.chunks_exact_mut(8).enumerate() {
+            let w = self.word(off + head + k * 8).load(Ordering::Relaxed);
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        let tail = head + words * 8;
+        for (i, d) in dst[tail..].iter_mut().enumerate() {
+            *d = self.byte(off + tail + i).load(Ordering::Relaxed);
         }
         fence(Ordering::Acquire);
         true
@@ -119,17 +127,17 @@ impl RegionMem {
             return false;
         };
         fence(Ordering::Release);
-        let mut i = 0;
-        while i < src.len() {
-            let at = off + i;
-            if at % 8 == 0 && i + 8 <= src.len() {
-                let w = u64::from_le_bytes(src[i..i + 8].try_into().expect("8 bytes"));
-                self.word(at).store(w, Ordering::Relaxed);
-                i += 8;
-            } else {
-                self.byte(at).store(src[i], Ordering::Relaxed);
-                i += 1;
-            }
+        let (head, words) = Self::split(off, src.len());
+        for (i, b) in src[..head].iter().enumerate() {
+            self.byte(off + i).store(*b, Ordering::Relaxed);
+        }
+        for (k, chunk) in src[head..head + words * 8].chunks_exact(8).enumerate() {
+            let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            self.word(off + head + k * 8).store(w, Ordering::Relaxed);
+        }
+        let tail = head + words * 8;
+        for (i, b) in src[tail..].iter().enumerate() {
+            self.byte(off + tail + i).store(*b, Ordering::Relaxed);
         }
         true
     }
@@ -272,6 +280,23 @@ mod tests {
         assert_eq!(&dst[..], &src[..]);
         assert!(!m.read(64, &mut [0u8; 37]), "past the end");
         assert!(!m.write(u64::MAX, &[1]), "offset overflow");
+    }
+
+    #[test]
+    fn every_alignment_and_length_round_trips() {
+        let r = OwnedRegion::zeroed(64);
+        let m = r.mem();
+        for off in 0..24u64 {
+            for len in 0..33usize {
+                let src: Vec<u8> = (0..len)
+                    .map(|i| (i as u8).wrapping_mul(7).wrapping_add(off as u8))
+                    .collect();
+                assert!(m.write(off, &src));
+                let mut dst = vec![0u8; len];
+                assert!(m.read(off, &mut dst));
+                assert_eq!(dst, src, "offset {off} length {len}");
+            }
+        }
     }
 
     #[test]

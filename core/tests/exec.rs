@@ -22,12 +22,34 @@ fn engines() -> Vec<Engine> {
         .collect()
 }
 
+thread_local! {
+    /// One compiled VM per engine for the whole test thread: compiling is slow under qemu
+    /// (the aarch64 run), and a VM is reusable across messages.
+    static VMS: Vec<(Engine, naam_core::vm::CompiledVm)> =
+        engines().into_iter().map(|e| (e, compile(three_step(), e).unwrap())).collect();
+}
+
 fn run(engine: Engine, w: &mut World, tenant: u32, args: &[u8]) -> (Outcome, Box<Ctx>, Executor) {
-    let vm = compile(three_step(), engine).unwrap();
+    VMS.with(|vms| {
+        let vm = &vms
+            .iter()
+            .find(|(e, _)| *e == engine)
+            .expect("engine compiled")
+            .1;
+        run_on(vm, w, tenant, args)
+    })
+}
+
+fn run_on(
+    vm: &naam_core::vm::CompiledVm,
+    w: &mut World,
+    tenant: u32,
+    args: &[u8],
+) -> (Outcome, Box<Ctx>, Executor) {
     let mut ex = Executor::default();
     let mut ctx = Ctx::boxed();
     ctx.start(args);
-    let out = ex.run(&vm, tenant, &w.regions, &mut w.mem, &mut ctx);
+    let out = ex.run(vm, tenant, &w.regions, &mut w.mem, &mut ctx);
     (out, ctx, ex)
 }
 
@@ -166,7 +188,7 @@ fn abort_code_encoding_matches_the_header() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: if cfg!(target_arch = "x86_64") { 256 } else { 64 }, ..ProptestConfig::default() })]
 
     /// JIT and interpreter agree on the reply, the memory and the step count for any start
     /// value, offset and addend (including out-of-range offsets, which both must refuse).

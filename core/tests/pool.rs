@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-const N: u32 = 1024;
+/// 1024 offloads; fewer on other architectures, where this runs under qemu and every
+/// cranelift compile is emulated.
+const N: u32 = if cfg!(target_arch = "x86_64") { 1024 } else { 96 };
 const WORKERS: usize = 2;
 
 /// A program that replies with its own number: out = n (u64), out_len = 8.
@@ -65,7 +67,7 @@ fn invoke(
 }
 
 #[test]
-fn register_1024_while_workers_run_then_unregister_one() {
+fn register_many_while_workers_run_then_unregister_one() {
     let registry = Registry::new();
     let stop = Arc::new(AtomicBool::new(false));
     let complete = Arc::new(AtomicUsize::new(0));
@@ -111,7 +113,7 @@ fn register_1024_while_workers_run_then_unregister_one() {
         let off = registry.register(spec(n), prog).unwrap();
         assert_eq!(off.id, n, "ids are allocated densely");
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while complete.load(Ordering::SeqCst) < WORKERS {
         assert!(
             Instant::now() < deadline,

@@ -12,7 +12,7 @@ use naam_dataplane::dpdk::{
     MBUF_DATA_ROOM,
 };
 use naam_dataplane::port::frame::{self, UdpHeaders, HEADERS_LEN};
-use naam_dataplane::port::{DpdkPort, DpdkPortConfig, DropReason, PacketBatch, Port};
+use naam_dataplane::port::{DpdkPort, DpdkPortConfig, DropReason, PacketBatch, Peer, Port};
 
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -74,6 +74,11 @@ fn poll_rx(port: &mut DpdkPort, batch: &mut PacketBatch, want: usize) {
 }
 
 fn check_eal_is_once(eal: &Eal) {
+    fn assert_send<T: Send>() {}
+    assert_send::<DpdkPort>();
+    assert_send::<naam_dataplane::dpdk::RxQueue>();
+    assert_send::<naam_dataplane::dpdk::Mbuf>();
+    assert_send::<MbufBurst<32>>();
     let again = Eal::init(&["--no-pci"])
         .err()
         .expect("second init must fail");
@@ -197,6 +202,74 @@ fn check_malformed_frames(client: &mut Raw, server: &mut DpdkPort, client_mac: [
     }
 }
 
+/// More replies than the ring holds: the device takes what fits, the port keeps up to its
+/// pending capacity for `flush`, and counts the rest as `tx_full`; nothing is lost silently.
+fn check_tx_backpressure(client: &mut Raw, server: &mut DpdkPort) {
+    const SENT: usize = 1100; // the ring holds 1023
+    let before = server.stats().clone();
+    let mut batch = PacketBatch::with_capacity(SENT);
+    for i in 0..SENT {
+        let p = batch.push().unwrap();
+        p.set_peer(Peer::to(SocketAddrV4::new(CLIENT_IP, 40000)).from_port(BASE + 1));
+        assert!(p.set_payload(&(i as u32).to_be_bytes()));
+    }
+    let taken = server.tx_burst(&batch).unwrap();
+    let dropped = server.stats().drops(DropReason::TxFull) - before.drops(DropReason::TxFull);
+    assert!(taken < SENT, "the ring cannot take {SENT}");
+    assert!(dropped > 0);
+    let pending = SENT - taken - dropped as usize;
+    assert!(pending > 0, "some frames wait for flush");
+
+    let mut received = Vec::new();
+    let drain = |client: &mut Raw, received: &mut Vec<u32>| loop {
+        let frames = client.recv();
+        if frames.is_empty() {
+            break;
+        }
+        for f in frames {
+            let (h, range) = frame::parse(&f, true).unwrap();
+            assert_eq!(
+                (h.src_ip, h.src_port, h.dst_port),
+                (SERVER_IP, BASE + 1, 40000)
+            );
+            received.push(u32::from_be_bytes(f[range].try_into().unwrap()));
+        }
+    };
+    drain(client, &mut received);
+    assert_eq!(received.len(), taken);
+    server.flush().unwrap();
+    drain(client, &mut received);
+    assert_eq!(received.len(), taken + pending);
+    // Order is kept: the device's share first, then the pending frames.
+    assert!(received.windows(2).all(|w| w[0] < w[1]), "in order");
+    assert_eq!(
+        server.stats().tx_packets - before.tx_packets,
+        (taken + pending) as u64
+    );
+    assert_eq!(
+        server.stats().tx_bytes - before.tx_bytes,
+        4 * (taken + pending) as u64
+    );
+}
+
+/// Payloads longer than the MTU allows are dropped on transmit, not sent as giant frames.
+fn check_tx_oversize(client: &mut Raw, server: &mut DpdkPort) {
+    let mtu = server.eth_port().mtu().unwrap();
+    assert_eq!(server.max_payload(), usize::from(mtu) - 28);
+    let before = server.stats().drops(DropReason::Oversize);
+    let mut batch = PacketBatch::with_capacity(2);
+    for len in [server.max_payload() + 1, server.max_payload()] {
+        let p = batch.push().unwrap();
+        p.set_peer(Peer::to(SocketAddrV4::new(CLIENT_IP, 40000)));
+        assert!(p.set_len(len));
+    }
+    assert_eq!(server.tx_burst(&batch).unwrap(), 1);
+    assert_eq!(server.stats().drops(DropReason::Oversize) - before, 1);
+    let frames = client.recv();
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].len(), HEADERS_LEN + server.max_payload());
+}
+
 fn check_rte_flow_unsupported(eal: &Eal, port: &EthPort) {
     match flow::pick_transfer_proxy(eal, port.id()) {
         Ok(proxy) => println!(
@@ -288,6 +361,8 @@ fn net_ring_pair_request_reply_and_malformed_frames() {
         check_request_reply(&mut client, &mut server, client_mac);
         check_burst_of_classes(&mut client, &mut server, client_mac);
         check_malformed_frames(&mut client, &mut server, client_mac);
+        check_tx_backpressure(&mut client, &mut server);
+        check_tx_oversize(&mut client, &mut server);
         check_rte_flow_unsupported(&eal, &port_a);
         let stats = port_a.stats().unwrap();
         assert!(stats.opackets >= 1 + 40 + 11, "device counters: {stats:?}");

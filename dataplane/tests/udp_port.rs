@@ -241,3 +241,20 @@ fn generic_echo_through_any_port() {
     let (n, _) = c.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"ping");
 }
+
+#[test]
+fn ports_and_batches_move_to_worker_threads() {
+    fn assert_send<T: Send>() {}
+    assert_send::<UdpPort>();
+    assert_send::<AnyPort>();
+    assert_send::<PacketBatch>();
+    let mut port = UdpPort::bind(SocketAddrV4::new(LOOPBACK, 0), 1).unwrap();
+    let to = port.local_addr();
+    let worker = std::thread::spawn(move || {
+        let mut batch = PacketBatch::with_capacity(4);
+        receive(&mut port, &mut batch, 1);
+        batch.len()
+    });
+    client().send_to(b"to the worker", to).unwrap();
+    assert_eq!(worker.join().unwrap(), 1);
+}

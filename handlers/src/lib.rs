@@ -1,6 +1,8 @@
 //! The bundled handlers: C sources in `handlers/*.bpf.c`, compiled objects committed beside
 //! them (so building NAAM needs no clang), embedded here.
 
+pub mod btree;
+
 /// `record.bpf.c`: reads one 64-byte record and replies with a digest (the scale experiment's
 /// handler).
 pub const RECORD_OBJECT: &[u8] = include_bytes!("../record.bpf.o");

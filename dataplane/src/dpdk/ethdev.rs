@@ -284,6 +284,22 @@ impl EthPort {
         Ok(mac.addr_bytes)
     }
 
+    /// The MTU (IP packet size, without the Ethernet header).
+    pub fn mtu(&self) -> Result<u16, DpdkError> {
+        let mut mtu = 0u16;
+        // SAFETY: the port is valid; `mtu` is writable.
+        let rc = unsafe { dpdk_sys::rte_eth_dev_get_mtu(self.inner.id.0, &mut mtu) };
+        check("rte_eth_dev_get_mtu", rc, Convention::NegErrno)?;
+        Ok(mtu)
+    }
+
+    /// Sets the MTU (before or after start, as the driver allows).
+    pub fn set_mtu(&self, mtu: u16) -> Result<(), DpdkError> {
+        // SAFETY: the port is valid.
+        let rc = unsafe { dpdk_sys::rte_eth_dev_set_mtu(self.inner.id.0, mtu) };
+        check("rte_eth_dev_set_mtu", rc, Convention::NegErrno).map(drop)
+    }
+
     /// Whether the link is up (without waiting; memif links come up when the peer connects).
     pub fn link_up(&self) -> Result<bool, DpdkError> {
         let mut link = dpdk_sys::rte_eth_link::default();

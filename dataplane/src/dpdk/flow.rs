@@ -480,3 +480,168 @@ pub fn pick_transfer_proxy(_eal: &Eal, port: PortId) -> Result<PortId, DpdkError
         Err(flow_error("rte_flow_pick_transfer_proxy", rc, &err))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::c_void;
+
+    fn ptr<T>(r: &T) -> *const c_void {
+        std::ptr::from_ref(r).cast()
+    }
+
+    #[test]
+    fn attr_bits_land_in_the_bitfield() {
+        let raw = FlowAttr {
+            group: 3,
+            priority: 7,
+            ingress: false,
+            egress: false,
+            transfer: true,
+        }
+        .to_raw();
+        assert_eq!((raw.group, raw.priority), (3, 7));
+        assert_eq!((raw.ingress(), raw.egress(), raw.transfer()), (0, 0, 1));
+        let raw = FlowAttr {
+            ingress: true,
+            ..Default::default()
+        }
+        .to_raw();
+        assert_eq!((raw.ingress(), raw.egress(), raw.transfer()), (1, 0, 0));
+    }
+
+    #[test]
+    fn steering_pattern_matches_the_class_port_exactly() {
+        let pattern = FlowPattern::new(&[
+            FlowItem::RepresentedPort(PortId(1)),
+            FlowItem::Eth {
+                dst: None,
+                src: None,
+                ether_type: None,
+            },
+            FlowItem::Ipv4 {
+                src: None,
+                dst: Some(Ipv4Addr::new(10, 0, 0, 2)),
+            },
+            FlowItem::Udp {
+                src_port: None,
+                dst_port: Some(7005),
+            },
+        ]);
+        let items = pattern.raw_items();
+        assert_eq!(items.len(), 5);
+        let types: Vec<_> = items.iter().map(|i| i.type_).collect();
+        assert_eq!(
+            types,
+            [
+                item::RTE_FLOW_ITEM_TYPE_REPRESENTED_PORT,
+                item::RTE_FLOW_ITEM_TYPE_ETH,
+                item::RTE_FLOW_ITEM_TYPE_IPV4,
+                item::RTE_FLOW_ITEM_TYPE_UDP,
+                item::RTE_FLOW_ITEM_TYPE_END,
+            ]
+        );
+        assert!(items.iter().all(|i| i.last.is_null()));
+
+        let Some(ItemSpec::Ethdev(spec, mask)) = pattern.spec(0) else {
+            panic!("ethdev spec")
+        };
+        assert_eq!((spec.port_id, mask.port_id), (1, 0xffff));
+        assert_eq!((items[0].spec, items[0].mask), (ptr(spec), ptr(mask)));
+
+        // Eth with nothing to match: no spec, matches any Ethernet frame.
+        assert!(matches!(pattern.spec(1), Some(ItemSpec::None)));
+        assert!(items[1].spec.is_null() && items[1].mask.is_null());
+
+        let Some(ItemSpec::Ipv4(spec, mask)) = pattern.spec(2) else {
+            panic!("ipv4 spec")
+        };
+        assert_eq!(
+            { spec.hdr.dst_addr },
+            u32::from(Ipv4Addr::new(10, 0, 0, 2)).to_be()
+        );
+        assert_eq!({ mask.hdr.dst_addr }, 0xffff_ffff);
+        assert_eq!(({ spec.hdr.src_addr }, { mask.hdr.src_addr }), (0, 0));
+        assert_eq!((items[2].spec, items[2].mask), (ptr(spec), ptr(mask)));
+
+        let Some(ItemSpec::Udp(spec, mask)) = pattern.spec(3) else {
+            panic!("udp spec")
+        };
+        assert_eq!({ spec.hdr.dst_port }, 7005u16.to_be());
+        assert_eq!({ mask.hdr.dst_port }, 0xffff);
+        assert_eq!(({ spec.hdr.src_port }, { mask.hdr.src_port }), (0, 0));
+        assert_eq!((items[3].spec, items[3].mask), (ptr(spec), ptr(mask)));
+
+        assert!(items[4].spec.is_null() && items[4].mask.is_null());
+        assert!(pattern.spec(4).is_none());
+    }
+
+    #[test]
+    fn eth_fields_are_masked_individually() {
+        let pattern = FlowPattern::new(&[FlowItem::Eth {
+            dst: Some([2, 0, 0, 0, 0, 9]),
+            src: None,
+            ether_type: Some(0x0800),
+        }]);
+        let Some(ItemSpec::Eth(spec, mask)) = pattern.spec(0) else {
+            panic!("eth spec")
+        };
+        // SAFETY: both union members are plain bytes of the same header; `hdr` is the one
+        // written.
+        let (s, m) = unsafe { (spec.__bindgen_anon_1.hdr, mask.__bindgen_anon_1.hdr) };
+        assert_eq!(s.dst_addr.addr_bytes, [2, 0, 0, 0, 0, 9]);
+        assert_eq!(m.dst_addr.addr_bytes, [0xff; 6]);
+        assert_eq!(
+            (s.src_addr.addr_bytes, m.src_addr.addr_bytes),
+            ([0; 6], [0; 6])
+        );
+        let (st, mt) = (s.ether_type, m.ether_type);
+        assert_eq!((st, mt), (0x0800u16.to_be(), 0xffff));
+    }
+
+    #[test]
+    fn actions_point_at_their_configuration() {
+        let actions = FlowActions::new(&[
+            FlowAction::Count,
+            FlowAction::Queue(QueueId(3)),
+            FlowAction::RepresentedPort(PortId(1)),
+            FlowAction::PortRepresentor(PortId(0)),
+            FlowAction::Jump { group: 1 },
+            FlowAction::Drop,
+        ]);
+        let raw = actions.raw_actions();
+        let types: Vec<_> = raw.iter().map(|a| a.type_).collect();
+        assert_eq!(
+            types,
+            [
+                act::RTE_FLOW_ACTION_TYPE_COUNT,
+                act::RTE_FLOW_ACTION_TYPE_QUEUE,
+                act::RTE_FLOW_ACTION_TYPE_REPRESENTED_PORT,
+                act::RTE_FLOW_ACTION_TYPE_PORT_REPRESENTOR,
+                act::RTE_FLOW_ACTION_TYPE_JUMP,
+                act::RTE_FLOW_ACTION_TYPE_DROP,
+                act::RTE_FLOW_ACTION_TYPE_END,
+            ]
+        );
+        assert!(raw[0].conf.is_null() && raw[5].conf.is_null() && raw[6].conf.is_null());
+        let Some(ActionConf::Queue(q)) = actions.conf(1) else {
+            panic!("queue conf")
+        };
+        assert_eq!(q.index, 3);
+        assert_eq!(raw[1].conf, ptr(q));
+        let Some(ActionConf::Ethdev(e)) = actions.conf(2) else {
+            panic!("ethdev conf")
+        };
+        assert_eq!(e.port_id, 1);
+        assert_eq!(raw[2].conf, ptr(e));
+        let Some(ActionConf::Ethdev(e)) = actions.conf(3) else {
+            panic!("ethdev conf")
+        };
+        assert_eq!(e.port_id, 0);
+        let Some(ActionConf::Jump(j)) = actions.conf(4) else {
+            panic!("jump conf")
+        };
+        assert_eq!(j.group, 1);
+        assert_eq!(raw[4].conf, ptr(j));
+    }
+}

@@ -34,16 +34,22 @@ pub struct DpdkPortConfig {
 }
 
 /// A port on one DPDK receive/transmit queue pair.
+///
+/// Fields drop in declaration order, which is the teardown order: pending mbufs go back to the
+/// pool first, then the queues and the port close (returning their ring's mbufs), then the pool,
+/// then EAL.
 pub struct DpdkPort {
+    pending: MbufBurst<PENDING>,
     rxq: RxQueue,
     txq: TxQueue,
-    pool: Mempool,
     port: EthPort,
+    pool: Mempool,
     mac: [u8; 6],
     config: DpdkPortConfig,
     tx_checksum_offload: bool,
     rx_checksum_offload: bool,
-    pending: MbufBurst<PENDING>,
+    /// Largest payload a frame may carry: the MTU less the IPv4 and UDP headers.
+    max_payload: usize,
     stats: PortStats,
     /// Present when the port initialised EAL itself (`dpdk:` spec): keeps it up.
     _eal: Option<Eal>,
@@ -63,7 +69,12 @@ impl DpdkPort {
             Some(mac) => mac,
             None => port.mac_addr()?,
         };
+        let mtu = usize::from(port.mtu()?);
+        let max_payload = mtu
+            .saturating_sub(IPV4_HDR_LEN + frame::UDP_HDR_LEN)
+            .min(MAX_PAYLOAD);
         Ok(DpdkPort {
+            max_payload,
             tx_checksum_offload: port.tx_ipv4_checksum_offload(),
             rx_checksum_offload: port.rx_ipv4_checksum_offload(),
             rxq,
@@ -145,6 +156,12 @@ impl DpdkPort {
     /// The ethdev underneath (for device stats, rte_flow).
     pub fn eth_port(&self) -> &EthPort {
         &self.port
+    }
+
+    /// The largest payload this port sends (MTU less the IPv4 and UDP headers); larger ones
+    /// are dropped as `oversize`.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
     }
 
     /// The port's MAC address.
@@ -271,10 +288,9 @@ impl Port for DpdkPort {
         Ok(delivered)
     }
 
+    /// Returns the frames the device took during this call, including frames pending from
+    /// earlier calls (they go out first).
     fn tx_burst(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
-        if !self.pending.is_empty() {
-            self.push_pending();
-        }
         let mut sent = 0;
         for chunk in batch.as_slice().chunks(TX_BURST) {
             let mut burst = MbufBurst::<TX_BURST>::new();
@@ -287,6 +303,10 @@ impl Port for DpdkPort {
             for p in chunk {
                 let Some(mut m) = burst.pop() else { break };
                 let payload = p.payload();
+                if payload.len() > self.max_payload {
+                    self.stats.count_drop(DropReason::Oversize);
+                    continue; // `m` goes back to the pool
+                }
                 let frame_len = HEADERS_LEN + payload.len();
                 let Ok(frame_len16) = u16::try_from(frame_len) else {
                     self.stats.count_drop(DropReason::Oversize);
@@ -308,7 +328,13 @@ impl Port for DpdkPort {
                 // `built` has room for the whole chunk, so this never gives the mbuf back.
                 let _ = built.push(m);
             }
-            sent += transmit(&mut self.txq, &mut self.stats, &mut built);
+            // Frames still pending go first, so the order of frames on the wire is kept.
+            if !self.pending.is_empty() {
+                sent += self.push_pending();
+            }
+            if self.pending.is_empty() {
+                sent += transmit(&mut self.txq, &mut self.stats, &mut built);
+            }
             // What the device did not take waits for `flush`, as far as there is room.
             self.pending.append_from(&mut built);
             self.stats

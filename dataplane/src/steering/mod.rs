@@ -6,6 +6,8 @@
 //! receive path) and, with feature `dpdk`, `rte_flow` rules on the eSwitch. Changes are staged
 //! with insert / update / remove and take effect together at `commit`.
 
+#[cfg(feature = "dpdk")]
+pub mod rte_flow;
 pub mod soft;
 
 pub use soft::SoftSwitch;
