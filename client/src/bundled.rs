@@ -2,7 +2,7 @@
 //! without a negotiation.
 
 use crate::client::Client;
-use crate::error::Result;
+use crate::error::{ClientError, Result};
 
 /// Tenant of the bundled applications.
 pub const TENANT: u32 = 1;
@@ -65,6 +65,7 @@ pub const RECORD: BundledOffload = BundledOffload {
 pub fn object(o: BundledOffload) -> Option<&'static [u8]> {
     match o.section {
         "naam/record" => Some(naam_handlers::RECORD_OBJECT),
+        "naam/btree_lookup" | "naam/btree_scan" => Some(naam_handlers::btree::program::OBJECT),
         _ => None,
     }
 }
@@ -74,6 +75,8 @@ pub const FIRST_DYNAMIC_ID: u32 = 16;
 
 /// Makes the bundled handlers runnable in `client`'s own VM pool (for local execution).
 pub fn load_local(client: &mut Client) -> Result<()> {
+    load_local_btree(client)?;
+    load_local_mica(client)?;
     let o = RECORD;
     client.load_local(
         o.id,
@@ -91,7 +94,13 @@ pub fn load_local_mica(_client: &mut Client) -> Result<()> {
     Ok(())
 }
 
-/// Makes the bundled B-tree handlers runnable locally (once `naam_handlers::btree` exists).
-pub fn load_local_btree(_client: &mut Client) -> Result<()> {
+/// Makes the bundled B-tree handlers runnable locally.
+pub fn load_local_btree(client: &mut Client) -> Result<()> {
+    let p = naam_handlers::btree::programs().map_err(|e| ClientError::InvalidProgram {
+        detail: e.to_string(),
+    })?;
+    for (o, prog) in [(BTREE_LOOKUP, p.lookup), (BTREE_SCAN, p.scan)] {
+        client.load_local_verified(o.id, prog, o.class, o.read_only)?;
+    }
     Ok(())
 }

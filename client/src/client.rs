@@ -304,6 +304,24 @@ impl Client {
         self.local.load(id, spec, Arc::new(verified))
     }
 
+    /// As [`Self::load_local`], for a program already verified (say, a bundled handler that
+    /// its crate rewrites before verifying).
+    pub fn load_local_verified(
+        &mut self,
+        id: u32,
+        program: Arc<naam_core::verifier::VerifiedProgram>,
+        class: u16,
+        read_only: bool,
+    ) -> Result<()> {
+        let spec = OffloadSpec {
+            name: program.name().to_owned(),
+            tenant: self.cfg.tenant,
+            class,
+            read_only,
+        };
+        self.local.load(id, spec, program)
+    }
+
     /// Whether offload `id` can run here.
     pub fn has_local(&self, id: u32) -> bool {
         self.local.offload(id).is_some()

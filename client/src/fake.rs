@@ -111,7 +111,11 @@ impl FakeServer {
     /// A fake serving every bundled application the client knows: `record`, and `mica` and
     /// `btree` when their handler modules are available.
     pub fn start_apps(classes: u16) -> std::io::Result<Self> {
-        Self::start(classes)
+        Self::start_with(classes, |registry, regions, mem| {
+            let mut apps = Vec::new();
+            apps.push(btree_app(registry, regions, mem)?);
+            Ok(apps)
+        })
     }
 
     /// As [`Self::start`]; `setup(registry, regions, mem)` registers more offloads and regions
@@ -641,4 +645,56 @@ fn one_sided(
         .collect();
     let repr = OneSidedReplyRepr::new(&res).ok()?;
     msg.reply(Body::OneSidedReply(repr)).emit(out).ok()
+}
+
+/// Keys of the fake's B-tree: `0, 10, 20, ...`; the value of key `k` is [`btree_value`].
+pub const BTREE_KEYS: u64 = 2000;
+pub const BTREE_STEP: u64 = 10;
+
+pub fn btree_value(key: u64) -> u64 {
+    key * 3 + 1
+}
+
+/// The B-tree application: region 3 (read-only to handlers and clients), offloads 3 and 4.
+fn btree_app(
+    registry: &Arc<Registry>,
+    regions: &mut RegionTable,
+    mem: &mut LocalMemory,
+) -> std::io::Result<(App, Vec<OwnedRegion>)> {
+    use naam_handlers::btree::{BTree, BTreeConfig};
+    let cfg = BTreeConfig::default();
+    let len = cfg.region_len(BTREE_KEYS, 0);
+    let region = OwnedRegion::zeroed(len);
+    let tree = BTree::bulk_load(
+        region.mem(),
+        cfg,
+        (0..BTREE_KEYS).map(|i| (i * BTREE_STEP, btree_value(i * BTREE_STEP))),
+    )
+    .map_err(std::io::Error::other)?;
+    let id = bundled::region::BTREE;
+    let key = naam_core::helpers::hash64(region.mem().base().as_ptr() as u64, id as u64) | 1;
+    regions
+        .insert(RegionDesc {
+            id,
+            tenant: bundled::TENANT,
+            len: len as u64,
+            perms: Perms::READ,
+            key,
+        })
+        .map_err(std::io::Error::other)?;
+    mem.map(id, region.mem());
+    let p = naam_handlers::btree::programs().map_err(std::io::Error::other)?;
+    register_verified(registry, bundled::BTREE_LOOKUP, p.lookup)?;
+    register_verified(registry, bundled::BTREE_SCAN, p.scan)?;
+    let app = App {
+        name: "btree".into(),
+        params: vec![
+            ("region".into(), id as u64),
+            ("root".into(), tree.root()),
+            ("key".into(), key),
+            ("depth".into(), tree.height() as u64),
+            ("keys".into(), tree.len()),
+        ],
+    };
+    Ok((app, vec![region]))
 }

@@ -140,3 +140,20 @@ fn usage_errors_exit_non_zero() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn btree_lookup_and_scan() {
+    let s = start_server();
+    let r = naam(&s, &["btree", "lookup", "120"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(r.stdout, "361\n");
+    let local = naam(&s, &["--local", "btree", "lookup", "120"]);
+    assert!(local.ok, "{}", local.stderr);
+    assert_eq!(local.stdout, r.stdout, "--local gives the same answer");
+    assert_one_line_error(&naam(&s, &["btree", "lookup", "121"]), "key not found: 121");
+    let scan = naam(&s, &["btree", "scan", "15", "3"]);
+    assert!(scan.ok, "{}", scan.stderr);
+    assert_eq!(scan.stdout, "20 61\n30 91\n40 121\n");
+    let scan = naam(&s, &["--local", "btree", "scan", "15", "3"]);
+    assert_eq!(scan.stdout, "20 61\n30 91\n40 121\n");
+}

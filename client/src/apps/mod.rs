@@ -11,7 +11,8 @@ use crate::client::{Client, ServerId};
 use crate::error::{ClientError, Result};
 use crate::reply::{Reply, Response, Ticket};
 use crate::sharded::Shards;
-use pending::btree::{parse_lookup_reply, Args as BTreeArgs, ScanReply, SCAN_MAX};
+use naam_handlers::btree::layout::SCAN_MAX;
+use naam_handlers::btree::{parse_lookup_reply, Args as BTreeArgs, ScanReply};
 use pending::mica::{MicaArgs, MicaError, MicaGeometry, MicaReply};
 
 fn param(params: &[(String, u64)], app: &'static str, name: &str) -> Result<u64> {
