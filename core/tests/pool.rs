@@ -16,7 +16,11 @@ use std::time::{Duration, Instant};
 
 /// 1024 offloads; fewer on other architectures, where this runs under qemu and every
 /// cranelift compile is emulated.
-const N: u32 = if cfg!(target_arch = "x86_64") { 1024 } else { 96 };
+const N: u32 = if cfg!(target_arch = "x86_64") {
+    1024
+} else {
+    96
+};
 const WORKERS: usize = 2;
 
 /// A program that replies with its own number: out = n (u64), out_len = 8.

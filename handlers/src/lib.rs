@@ -2,6 +2,8 @@
 //! them (so building NAAM needs no clang), embedded here.
 
 pub mod btree;
+pub mod mica;
+pub mod relayout;
 
 /// `record.bpf.c`: reads one 64-byte record and replies with a digest (the scale experiment's
 /// handler).
