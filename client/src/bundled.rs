@@ -66,6 +66,9 @@ pub fn object(o: BundledOffload) -> Option<&'static [u8]> {
     match o.section {
         "naam/record" => Some(naam_handlers::RECORD_OBJECT),
         "naam/btree_lookup" | "naam/btree_scan" => Some(naam_handlers::btree::program::OBJECT),
+        "naam/mica_get" | "naam/mica_put" | "naam/mica_delete" => {
+            Some(naam_handlers::mica::MICA_OBJECT)
+        }
         _ => None,
     }
 }
@@ -88,9 +91,20 @@ pub fn load_local(client: &mut Client) -> Result<()> {
     Ok(())
 }
 
-/// Makes the bundled MICA handlers runnable locally (once `naam_handlers::mica` exists; until
-/// then MICA runs at the server only).
-pub fn load_local_mica(_client: &mut Client) -> Result<()> {
+/// Makes the bundled MICA handlers runnable locally.
+pub fn load_local_mica(client: &mut Client) -> Result<()> {
+    let p =
+        naam_handlers::mica::MicaPrograms::load(&naam_core::verifier::VerifierConfig::default())
+            .map_err(|e| ClientError::InvalidProgram {
+                detail: e.to_string(),
+            })?;
+    for (o, prog) in [
+        (MICA_GET, p.get),
+        (MICA_PUT, p.put),
+        (MICA_DELETE, p.delete),
+    ] {
+        client.load_local_verified(o.id, prog, o.class, o.read_only)?;
+    }
     Ok(())
 }
 

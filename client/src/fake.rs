@@ -112,9 +112,10 @@ impl FakeServer {
     /// `btree` when their handler modules are available.
     pub fn start_apps(classes: u16) -> std::io::Result<Self> {
         Self::start_with(classes, |registry, regions, mem| {
-            let mut apps = Vec::new();
-            apps.push(btree_app(registry, regions, mem)?);
-            Ok(apps)
+            Ok(vec![
+                btree_app(registry, regions, mem)?,
+                mica_app(registry, regions, mem)?,
+            ])
         })
     }
 
@@ -697,4 +698,57 @@ fn btree_app(
         ],
     };
     Ok((app, vec![region]))
+}
+
+/// Keys the fake's MICA table is sized for (it starts empty).
+pub const MICA_KEYS: u64 = 20_000;
+
+/// The MICA application: regions 1 (index) and 2 (log), offloads 0, 1 and 2.
+fn mica_app(
+    registry: &Arc<Registry>,
+    regions: &mut RegionTable,
+    mem: &mut LocalMemory,
+) -> std::io::Result<(App, Vec<OwnedRegion>)> {
+    use naam_handlers::mica::{MicaGeometry, MicaPrograms, MicaTable};
+    let (ir, lr) = (bundled::region::MICA_INDEX, bundled::region::MICA_LOG);
+    let geom = MicaGeometry::for_keys(MICA_KEYS, 64).with_regions(ir, lr);
+    let index = OwnedRegion::zeroed(geom.index_len() as usize);
+    let log = OwnedRegion::zeroed(geom.log_len() as usize);
+    MicaTable::format(geom, index.mem(), log.mem()).map_err(std::io::Error::other)?;
+    let salt = index.mem().base().as_ptr() as u64;
+    let mut keys = [0u64; 2];
+    for (k, (id, len, m)) in keys.iter_mut().zip([
+        (ir, geom.index_len(), index.mem()),
+        (lr, geom.log_len(), log.mem()),
+    ]) {
+        *k = naam_core::helpers::hash64(salt, id as u64) | 1;
+        regions
+            .insert(RegionDesc {
+                id,
+                tenant: bundled::TENANT,
+                len,
+                perms: Perms::ALL,
+                key: *k,
+            })
+            .map_err(std::io::Error::other)?;
+        mem.map(id, m);
+    }
+    let p = MicaPrograms::load(&VerifierConfig::default()).map_err(std::io::Error::other)?;
+    register_verified(registry, bundled::MICA_GET, p.get)?;
+    register_verified(registry, bundled::MICA_PUT, p.put)?;
+    register_verified(registry, bundled::MICA_DELETE, p.delete)?;
+    let app = App {
+        name: "mica".into(),
+        params: vec![
+            ("index_region".into(), ir as u64),
+            ("log_region".into(), lr as u64),
+            ("buckets".into(), geom.bucket_count),
+            ("overflow".into(), geom.overflow_count),
+            ("log_size".into(), geom.log_size),
+            ("key_len".into(), 16),
+            ("index_key".into(), keys[0]),
+            ("log_key".into(), keys[1]),
+        ],
+    };
+    Ok((app, vec![index, log]))
 }

@@ -157,3 +157,32 @@ fn btree_lookup_and_scan() {
     let scan = naam(&s, &["--local", "btree", "scan", "15", "3"]);
     assert_eq!(scan.stdout, "20 61\n30 91\n40 121\n");
 }
+
+#[test]
+fn put_get_delete() {
+    let s = start_server();
+    let put = naam(&s, &["put", "greeting", "hello world"]);
+    assert!(put.ok, "{}", put.stderr);
+    assert!(put.stdout.is_empty());
+    let get = naam(&s, &["get", "greeting"]);
+    assert!(get.ok, "{}", get.stderr);
+    assert_eq!(get.stdout, "hello world\n");
+    assert_eq!(
+        naam(&s, &["--local", "get", "greeting"]).stdout,
+        "hello world\n"
+    );
+    let put = naam(&s, &["--local", "put", "greeting", "bye"]);
+    assert!(put.ok, "{}", put.stderr);
+    assert_eq!(naam(&s, &["get", "greeting"]).stdout, "bye\n");
+    let del = naam(&s, &["delete", "greeting"]);
+    assert!(del.ok, "{}", del.stderr);
+    assert_one_line_error(&naam(&s, &["get", "greeting"]), "key not found: greeting");
+    assert_one_line_error(
+        &naam(&s, &["delete", "greeting"]),
+        "key not found: greeting",
+    );
+    assert_one_line_error(
+        &naam(&s, &["put", "a-key-longer-than-sixteen-bytes", "v"]),
+        "key of 31 bytes",
+    );
+}

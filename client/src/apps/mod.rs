@@ -4,8 +4,6 @@
 //! its server through [`Shards`] (one server for a [`Client`], the hash ring for a
 //! [`crate::ShardedClient`]).
 
-mod pending;
-
 use crate::bundled::{self, BundledOffload};
 use crate::client::{Client, ServerId};
 use crate::error::{ClientError, Result};
@@ -13,7 +11,7 @@ use crate::reply::{Reply, Response, Ticket};
 use crate::sharded::Shards;
 use naam_handlers::btree::layout::SCAN_MAX;
 use naam_handlers::btree::{parse_lookup_reply, Args as BTreeArgs, ScanReply};
-use pending::mica::{MicaArgs, MicaError, MicaGeometry, MicaReply};
+use naam_handlers::mica::{MicaArgs, MicaError, MicaGeometry, MicaReply};
 
 fn param(params: &[(String, u64)], app: &'static str, name: &str) -> Result<u64> {
     params
