@@ -80,8 +80,12 @@ enum Command {
         /// Milliseconds before the first retransmission.
         #[arg(long, default_value_t = 50)]
         timeout_ms: u64,
+        /// Seed of the operation mix and key choice.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Key set [default: the server's describe(mica).seed, else 1].
+        #[arg(long)]
+        key_seed: Option<u64>,
     },
 }
 
@@ -159,6 +163,7 @@ fn main() -> anyhow::Result<()> {
             no_load,
             timeout_ms,
             seed,
+            key_seed,
         } => {
             let cfg = ycsb::YcsbConfig {
                 servers: server
@@ -178,6 +183,7 @@ fn main() -> anyhow::Result<()> {
                 load: !no_load,
                 timeout: Duration::from_millis(timeout_ms.max(1)),
                 seed,
+                key_seed,
             };
             println!(
                 "ycsb: workload {workload:?}, {distribution:?} (theta {theta}), {keys} keys of \

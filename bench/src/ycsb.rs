@@ -175,15 +175,10 @@ impl KeyChooser {
     }
 }
 
-/// The 16-byte MICA key of record `i` (YCSB's "user" prefix, zero-padded decimal).
-pub fn key(i: u64) -> [u8; 16] {
-    let mut k = *b"user000000000000";
-    let mut v = i;
-    for b in k[4..].iter_mut().rev() {
-        *b = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
-    k
+/// The 16-byte MICA key of record `i` in key set `seed`: the keys a host agent pre-fills its
+/// table with (`naam_handlers::mica::key_for`), so `--no-load` runs on a filled table.
+pub fn key(seed: u64, i: u64) -> [u8; 16] {
+    naam_handlers::mica::key_for(seed, i)
 }
 
 /// A value for record `i` at version `v`: `len` bytes, recognisable in a dump.
@@ -215,6 +210,13 @@ pub struct YcsbConfig {
     pub load: bool,
     pub timeout: Duration,
     pub seed: u64,
+    /// Key set (see [`key`]); `None`: the server's `describe(mica).seed`, else 1.
+    pub key_seed: Option<u64>,
+}
+
+/// The key set to use: the configured one, the server's, or 1.
+pub fn key_seed(cfg: &YcsbConfig, mica: &Mica<ShardedClient>) -> u64 {
+    cfg.key_seed.or_else(|| mica.param(0, "seed")).unwrap_or(1)
 }
 
 /// What one run measured.
@@ -267,13 +269,14 @@ pub fn load(cfg: &YcsbConfig, progress: &AtomicU64) -> anyhow::Result<()> {
             .map(|t| {
                 s.spawn(move || -> anyhow::Result<()> {
                     let mut mica = client(cfg)?;
+                    let ks = key_seed(cfg, &mica);
                     let mut value = vec![0u8; cfg.value_size];
                     let mut inflight = 0usize;
                     let mut i = t;
                     loop {
                         while inflight < cfg.outstanding.max(1) && i < cfg.keys {
                             fill_value(i, 0, &mut value);
-                            mica.submit_put(&key(i), &value)?;
+                            mica.submit_put(&key(ks, i), &value)?;
                             inflight += 1;
                             i += threads;
                         }
@@ -324,6 +327,7 @@ fn run_thread(
     progress: &AtomicU64,
 ) -> anyhow::Result<ThreadResult> {
     let mut mica = client(cfg)?;
+    let ks = key_seed(cfg, &mica);
     let mut rng = Rng::new(cfg.seed ^ (t as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut value = vec![0u8; cfg.value_size];
     let mut res = ThreadResult {
@@ -365,11 +369,11 @@ fn run_thread(
             let k = chooser.next(&mut rng);
             let read = rng.next_f64() < cfg.workload.read_fraction();
             let submitted = if read {
-                mica.submit_get(&key(k))
+                mica.submit_get(&key(ks, k))
             } else {
                 fill_value(k, version, &mut value);
                 version += 1;
-                mica.submit_put(&key(k), &value)
+                mica.submit_put(&key(ks, k), &value)
             };
             match submitted {
                 Ok(ticket) => {
@@ -626,9 +630,9 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_distinct_and_fit_mica() {
-        assert_eq!(&key(42), b"user000000000042");
-        assert_ne!(key(1), key(10));
-        assert_eq!(key(999_999_999_999).len(), 16);
+    fn keys_are_distinct_per_index_and_seed() {
+        assert_ne!(key(1, 1), key(1, 10));
+        assert_ne!(key(1, 1), key(2, 1));
+        assert_eq!(key(7, 3), key(7, 3));
     }
 }

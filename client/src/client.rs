@@ -769,6 +769,9 @@ impl Client {
     /// `Ok(None)` when the time is up, or at once when nothing is outstanding.
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<Completion>> {
         let until = timeout.map(|t| Instant::now() + t);
+        // Even a zero timeout looks at the socket once, so a caller that polls without
+        // waiting (an open-loop sender behind schedule) still receives its replies.
+        let mut looked = false;
         loop {
             if let Some(c) = self.ready.pop_front() {
                 return Ok(Some(c));
@@ -776,9 +779,10 @@ impl Client {
             if self.pending.is_empty() && self.local.running() == 0 {
                 return Ok(None);
             }
-            if until.is_some_and(|u| Instant::now() >= u) {
+            if looked && until.is_some_and(|u| Instant::now() >= u) {
                 return Ok(None);
             }
+            looked = true;
             self.pump(until)?;
         }
     }

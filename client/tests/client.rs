@@ -216,6 +216,35 @@ fn many_requests_in_flight_on_one_thread() {
 }
 
 #[test]
+fn polling_without_waiting_still_receives() {
+    let s = start_server();
+    let mut c = client_of(&s, quick());
+    let o = bundled::RECORD;
+    let mut left = 20;
+    for i in 0..20u64 {
+        let mode = if i % 2 == 0 {
+            ExecMode::Server
+        } else {
+            ExecMode::Local
+        };
+        c.submit_call_on(0, o.id, o.class, &record_args(i * 64), mode)
+            .unwrap();
+    }
+    let give_up = std::time::Instant::now() + Duration::from_secs(5);
+    while left > 0 && std::time::Instant::now() < give_up {
+        if let Some(comp) = c.poll(Some(Duration::ZERO)).unwrap() {
+            comp.result.unwrap();
+            left -= 1;
+        }
+    }
+    assert_eq!(left, 0, "zero-timeout polls completed every request");
+    assert_eq!(
+        c.stats.retransmits, 0,
+        "and without waiting for retransmissions"
+    );
+}
+
+#[test]
 fn lost_requests_are_retransmitted_with_the_same_id() {
     let s = start_server();
     let Some(fake) = fake_or_skip(&s, "retransmission") else {

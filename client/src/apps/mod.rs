@@ -46,6 +46,7 @@ pub enum MicaOutcome {
 pub struct Mica<S: Shards = Client> {
     inner: S,
     geoms: Vec<MicaGeometry>,
+    params: Vec<Vec<(String, u64)>>,
 }
 
 impl<S: Shards> Mica<S> {
@@ -53,6 +54,7 @@ impl<S: Shards> Mica<S> {
     /// MICA handlers runnable locally when they load here.
     pub fn new(mut inner: S) -> Result<Self> {
         let mut geoms = Vec::new();
+        let mut params = Vec::new();
         for s in 0..inner.server_count() {
             let p = inner.client().describe(s, "mica")?;
             let buckets = param(&p, "mica", "buckets")?;
@@ -64,9 +66,24 @@ impl<S: Shards> Mica<S> {
                 overflow_count: param(&p, "mica", "overflow").unwrap_or(buckets / 8 + 16),
                 log_size: param(&p, "mica", "log_size")?,
             });
+            params.push(p);
         }
         let _ = bundled::load_local_mica(inner.client());
-        Ok(Self { inner, geoms })
+        Ok(Self {
+            inner,
+            geoms,
+            params,
+        })
+    }
+
+    /// A parameter of `describe(mica)` on `server` (say `seed`, the key set the server
+    /// pre-filled the table with, when it reports one).
+    pub fn param(&self, server: ServerId, name: &str) -> Option<u64> {
+        self.params
+            .get(server)?
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|&(_, v)| v)
     }
 
     pub fn geometry(&self, server: ServerId) -> Option<&MicaGeometry> {
