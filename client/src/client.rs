@@ -137,6 +137,8 @@ pub struct Client {
     next_deadline: Option<Instant>,
     ready: VecDeque<Completion>,
     recv_buf: Box<[u8]>,
+    /// Datagram buffers of finished requests, reused by new ones.
+    free: Vec<Vec<u8>>,
     local: LocalExec,
     pub stats: ClientStats,
 }
@@ -191,6 +193,7 @@ impl Client {
             next_deadline: None,
             ready: VecDeque::new(),
             recv_buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
+            free: Vec::new(),
             local,
             stats: ClientStats::default(),
         })
@@ -692,11 +695,20 @@ impl Client {
 
     // ---- sending ----
 
-    fn encode(id: u64, class: u16, body: Body<'_>) -> Result<Vec<u8>> {
+    /// Encodes into `buf` (a recycled buffer, or a new one).
+    fn encode(mut buf: Vec<u8>, id: u64, class: u16, body: Body<'_>) -> Result<Vec<u8>> {
         let msg = Message::new(id, class, body);
-        let mut buf = vec![0u8; msg.buffer_len()];
+        buf.clear();
+        buf.resize(msg.buffer_len(), 0);
         msg.emit(&mut buf)?;
         Ok(buf)
+    }
+
+    fn recycle(&mut self, buf: Vec<u8>) {
+        // Enough for a deep pipeline; beyond that, let buffers go.
+        if self.free.len() < 4096 && buf.capacity() > 0 {
+            self.free.push(buf);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -722,7 +734,7 @@ impl Client {
         };
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        let datagram = Self::encode(id, class, body)?;
+        let datagram = Self::encode(self.free.pop().unwrap_or_default(), id, class, body)?;
         let now = Instant::now();
         self.transmit(&datagram, dest)?;
         self.stats.requests += 1;
@@ -882,7 +894,8 @@ impl Client {
                 continue;
             };
             if p.attempts > retries {
-                let p = self.pending.remove(&id).expect("due id is pending");
+                let mut p = self.pending.remove(&id).expect("due id is pending");
+                self.recycle(std::mem::take(&mut p.datagram));
                 self.stats.timeouts += 1;
                 let err = ClientError::Timeout {
                     request_id: id,
@@ -975,6 +988,7 @@ impl Client {
             }
             Body::OneSidedReply(r) => {
                 if let Purpose::Local(run) = p.purpose {
+                    self.recycle(std::mem::take(&mut p.datagram));
                     if let Some(step) = self.local.resume(run, r.results()) {
                         self.after_local_step(step);
                     }
@@ -1012,6 +1026,7 @@ impl Client {
                 got: msg.kind(),
             }),
         };
+        self.recycle(std::mem::take(&mut p.datagram));
         self.finish(p.ticket, p.purpose, result);
     }
 
@@ -1040,7 +1055,8 @@ impl Client {
                     // Encoding borrows the run's data area; do it before touching `self`.
                     let id = self.next_id;
                     self.next_id = self.next_id.wrapping_add(1);
-                    Ok((id, Self::encode(id, 0, Body::OneSided(repr))?))
+                    let buf = self.free.pop().unwrap_or_default();
+                    Ok((id, Self::encode(buf, id, 0, Body::OneSided(repr))?))
                 });
                 match res {
                     Ok((id, datagram)) => {

@@ -68,6 +68,7 @@ struct Shared {
     dedup: Mutex<Dedup>,
     drop_next: AtomicU32,
     drop_replies: AtomicU32,
+    busy_next: AtomicU32,
     hint: Mutex<Option<PlacementHint>>,
     seen: Mutex<Vec<Seen>>,
     counters: FakeCounters,
@@ -175,6 +176,7 @@ impl FakeServer {
             dedup: Mutex::new(Dedup::default()),
             drop_next: AtomicU32::new(0),
             drop_replies: AtomicU32::new(0),
+            busy_next: AtomicU32::new(0),
             hint: Mutex::new(None),
             seen: Mutex::new(Vec::new()),
             counters: FakeCounters::default(),
@@ -210,6 +212,12 @@ impl FakeServer {
     /// de-duplication cache still remembers them).
     pub fn drop_replies(&self, n: u32) {
         self.shared.drop_replies.store(n, Ordering::SeqCst);
+    }
+
+    /// Answers the next `n` requests on the data ports with `busy` (not executed, not
+    /// remembered, so the retry executes).
+    pub fn busy_next(&self, n: u32) {
+        self.shared.busy_next.store(n, Ordering::SeqCst);
     }
 
     /// Puts `hint` in AM replies of its class to requests that set `EXEC_HINT`.
@@ -360,6 +368,17 @@ fn serve(sh: Arc<Shared>, sock: UdpSocket, class: Option<u16>) {
             continue;
         }
         sh.seen.lock().expect("seen").push(seen);
+        if class.is_some()
+            && sh
+                .busy_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1))
+                .is_ok()
+        {
+            if let Some(len) = error(&msg, ErrorCode::Busy, "queues full", &mut out) {
+                let _ = sock.send_to(&out[..len], src);
+            }
+            continue;
+        }
         pool.sync();
         let len = handle(
             &sh, &msg, class, &mut pool, &mut exec, &mut ctx, &mut mem, &mut out,

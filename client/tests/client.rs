@@ -305,6 +305,47 @@ fn lost_replies_are_answered_from_the_dedup_cache_so_writes_apply_once() {
 }
 
 #[test]
+fn busy_replies_are_retried_with_the_same_id() {
+    let s = start_server();
+    let Some(fake) = fake_or_skip(&s, "busy back-pressure") else {
+        return;
+    };
+    let mut c = client_of(&s, quick());
+    let o = bundled::RECORD;
+    let want = c
+        .call_on(0, o.id, o.class, &record_args(64), ExecMode::Server)
+        .unwrap();
+    let before = fake.seen().len();
+    let executed = fake
+        .counters()
+        .executed_am
+        .load(std::sync::atomic::Ordering::SeqCst);
+    fake.busy_next(2);
+    let got = c
+        .call_on(0, o.id, o.class, &record_args(64), ExecMode::Server)
+        .unwrap();
+    assert_eq!(got.output, want.output);
+    assert_eq!(c.stats.busy_retries, 2);
+    let seen = &fake.seen()[before..];
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|x| x.request_id == seen[0].request_id));
+    assert_eq!(
+        fake.counters()
+            .executed_am
+            .load(std::sync::atomic::Ordering::SeqCst),
+        executed + 1,
+        "executed once, by the retry that was not refused"
+    );
+    // More busy replies than retries: the server's error comes through.
+    fake.busy_next(100);
+    let err = c
+        .call_on(0, o.id, o.class, &record_args(64), ExecMode::Server)
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Busy), "{err}");
+    fake.busy_next(0);
+}
+
+#[test]
 fn a_server_that_never_answers_is_a_timeout() {
     let s = start_server();
     let Some(fake) = fake_or_skip(&s, "timeout") else {
