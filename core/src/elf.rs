@@ -5,6 +5,8 @@
 //! `.text` appended when it calls into it; `R_BPF_64_32` call relocations are patched to the
 //! appended copy. Everything that would need run-time linking — globals, maps, `.rodata`,
 //! externs, unknown relocation types — is rejected, naming the symbol and the instruction.
+//! Loaded programs have their basic blocks put in forward order ([`crate::relayout`]).
+//! Loaded programs have their basic blocks put in forward order ([`crate::relayout`]).
 
 use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget, SectionKind};
 
@@ -168,10 +170,15 @@ impl<'data> ElfObject<'data> {
             )?;
             insns.extend_from_slice(&text_insns);
         }
-        Ok(Program {
+        let program = Program {
             name: name.trim_start_matches("naam/").to_owned(),
             insns,
-        })
+        };
+        // clang may place a shared tail before some of its predecessors, so a loop-free
+        // program can still jump backwards; put its blocks in forward order. A program that
+        // cannot be (a real loop, a call) is left as it is for the verifier to reject with
+        // the precise reason.
+        Ok(crate::relayout::forward_layout(&program).unwrap_or(program))
     }
 
     /// Loads every entry section.

@@ -15,6 +15,7 @@ pub mod memory;
 pub mod policy;
 pub mod pool;
 pub mod region;
+pub mod relayout;
 pub mod verifier;
 #[allow(unsafe_code)]
 pub mod vm;

@@ -3,7 +3,8 @@
 
 pub mod btree;
 pub mod mica;
-pub mod relayout;
+/// Re-exported: the loader in naam-core applies it to every program.
+pub use naam_core::relayout;
 
 /// `record.bpf.c`: reads one 64-byte record and replies with a digest (the scale experiment's
 /// handler).

@@ -1,15 +1,15 @@
-//! The `naam` command line. Client commands live in `naam_client::cli`; this file only parses
-//! arguments and reports errors (one line on stderr, exit status 1).
+//! The `naam` command line. Client commands live in `naam_client::cli`; this file parses
+//! arguments, runs `verify` itself, and reports client errors (one line on stderr, exit 1).
 
 use clap::{Parser, Subcommand};
 use naam_client::cli::{self, ClientCommand, GlobalArgs};
+use naam_core::elf::load_program;
+use naam_core::verifier::{verify, VerifierConfig};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "naam",
-    about = "NAAM client: key-value and B-tree operations, offloads, stats"
-)]
+#[command(name = "naam", about = "NAAM: network-accelerated active messages")]
 struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -21,20 +21,65 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Client(ClientCommand),
+    /// Runs the static verifier on a handler object: exit 0 accepted, 1 rejected, 2 unreadable.
+    Verify {
+        /// A `clang -target bpf` object.
+        file: PathBuf,
+        /// The program section (default: the first `naam/...` section).
+        #[arg(long)]
+        section: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut out = std::io::stdout().lock();
-    let result = match &cli.command {
-        Command::Client(c) => cli::run(&cli.global, c, &mut out),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    match &cli.command {
+        Command::Verify { file, section } => verify_cmd(file, section.as_deref()),
+        Command::Client(c) => {
+            let mut out = std::io::stdout().lock();
+            match cli::run(&cli.global, c, &mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    // One line: the error and its causes, separated by ": ".
+                    eprintln!("naam: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn verify_cmd(file: &std::path::Path, section: Option<&str>) -> ExitCode {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
         Err(e) => {
-            // One line: the error and its causes, separated by ": ".
-            eprintln!("naam: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("naam verify: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let program = match load_program(&bytes, section) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("naam verify: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    match verify(&program, &VerifierConfig::default()) {
+        Ok(v) => {
+            println!(
+                "accepted: {}: {} instructions, worst case {}",
+                v.name(),
+                v.insn_count(),
+                v.worst_case_insns()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!(
+                "rejected: {}: instruction {}: {}",
+                program.name, e.insn, e.reason
+            );
+            ExitCode::from(1)
         }
     }
 }

@@ -8,7 +8,7 @@
 //! fall-through successor no longer follows it. A real loop is an error. The result computes
 //! exactly what the input did; the verifier still checks it from scratch.
 
-use naam_core::elf::{Program, INSN_SIZE};
+use crate::elf::{Program, INSN_SIZE};
 
 const CLASS_JMP: u8 = 0x05;
 const CLASS_JMP32: u8 = 0x06;
@@ -193,66 +193,5 @@ mod tests {
             forward_layout(&p),
             Err(RelayoutError::Loop { .. })
         ));
-    }
-}
-
-#[cfg(test)]
-mod mica_tests {
-    use super::*;
-    use naam_core::elf::ElfObject;
-
-    /// The bundled MICA programs come out with forward jumps only, the same instructions
-    /// (plus `ja`s for broken fall-throughs), and a stable result.
-    #[test]
-    fn mica_programs_relayout_forward() {
-        let obj = ElfObject::parse(crate::mica::MICA_OBJECT).unwrap();
-        for s in [
-            crate::mica::GET_SECTION,
-            crate::mica::PUT_SECTION,
-            crate::mica::DELETE_SECTION,
-        ] {
-            let p = obj.program(Some(s)).unwrap();
-            let q = forward_layout(&p).unwrap();
-            let (mut a, mut b): (Vec<[u8; 8]>, Vec<[u8; 8]>) = (Vec::new(), Vec::new());
-            for c in p.insns.chunks(8) {
-                let mut w: [u8; 8] = c.try_into().unwrap();
-                if is_jump(w[0]) {
-                    w[2] = 0;
-                    w[3] = 0;
-                }
-                a.push(w);
-            }
-            for (i, c) in q.insns.chunks(8).enumerate() {
-                let mut w: [u8; 8] = c.try_into().unwrap();
-                if is_jump(w[0]) {
-                    assert!(
-                        i16::from_le_bytes([w[2], w[3]]) >= 0,
-                        "{s}: insn {i} jumps backward"
-                    );
-                    w[2] = 0;
-                    w[3] = 0;
-                }
-                b.push(w);
-            }
-            // Every original instruction is still there; only `ja`s were added.
-            let count = |v: &[[u8; 8]], w: &[u8; 8]| v.iter().filter(|x| *x == w).count();
-            for w in &a {
-                assert!(
-                    count(&b, w) >= count(&a, w),
-                    "{s}: an instruction went missing"
-                );
-            }
-            let ja = [OP_JA, 0, 0, 0, 0, 0, 0, 0];
-            assert_eq!(
-                b.len() - a.len(),
-                count(&b, &ja) - count(&a, &ja),
-                "{s}: only ja added"
-            );
-            assert_eq!(
-                forward_layout(&q).unwrap().insns,
-                q.insns,
-                "{s}: a forward program is left alone"
-            );
-        }
     }
 }

@@ -1,0 +1,193 @@
+//! The abstract machine state at one instruction: eleven registers and the 512-byte stack.
+//!
+//! Registers are uninitialised, scalars, or pointers into one of the two memory regions a
+//! handler may touch (its context, its stack) with an interval of byte offsets. The stack is
+//! tracked per 8-byte slot: either bytes (with a per-byte "initialised" mask) or a register
+//! spilled whole by an aligned 8-byte store, so clang's spills and fills of pointers and
+//! bounded counters keep their types. States from two paths are joined by widening every
+//! interval to cover both and forgetting what only one side knows.
+
+use super::scalar::Scalar;
+use crate::abi::STACK_SIZE;
+
+/// Which memory a pointer points into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Region {
+    /// The context block (`r1` at entry); offset 0 is its first byte.
+    Ctx,
+    /// The stack; offset 0 is `r10`, the valid bytes are `-512 .. 0`.
+    Stack,
+}
+
+impl Region {
+    pub fn name(self) -> &'static str {
+        match self {
+            Region::Ctx => "context",
+            Region::Stack => "stack",
+        }
+    }
+}
+
+/// The abstract value of one register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reg {
+    /// Never written on some path to here (or written with different types on different paths).
+    Uninit,
+    Scalar(Scalar),
+    /// A pointer into `region`; its offset from the region's base lies in `min ..= max`.
+    Ptr {
+        region: Region,
+        min: i64,
+        max: i64,
+    },
+}
+
+impl Reg {
+    pub fn ptr(region: Region, off: i64) -> Reg {
+        Reg::Ptr {
+            region,
+            min: off,
+            max: off,
+        }
+    }
+
+    pub fn join(self, o: Reg) -> Reg {
+        match (self, o) {
+            (Reg::Scalar(a), Reg::Scalar(b)) => Reg::Scalar(a.join(b)),
+            (
+                Reg::Ptr {
+                    region: ra,
+                    min: a0,
+                    max: a1,
+                },
+                Reg::Ptr {
+                    region: rb,
+                    min: b0,
+                    max: b1,
+                },
+            ) if ra == rb => Reg::Ptr {
+                region: ra,
+                min: a0.min(b0),
+                max: a1.max(b1),
+            },
+            _ => Reg::Uninit,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Reg::Uninit => "uninitialised".into(),
+            Reg::Scalar(s) => match s.as_const() {
+                Some(v) => format!("the scalar {v:#x}"),
+                None => format!("a scalar in [{}, {}]", s.umin, s.umax),
+            },
+            Reg::Ptr { region, min, max } if min == max => {
+                format!("a {} pointer at offset {min}", region.name())
+            }
+            Reg::Ptr { region, min, max } => {
+                format!("a {} pointer at offsets [{min}, {max}]", region.name())
+            }
+        }
+    }
+}
+
+/// One 8-byte stack slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// Plain bytes; bit `i` of the mask is set when byte `i` of the slot holds a known-written
+    /// scalar byte.
+    Bytes(u8),
+    /// A whole register stored by an aligned 8-byte store (a scalar or a pointer).
+    Spill(Reg),
+}
+
+impl Slot {
+    fn join(self, o: Slot) -> Slot {
+        match (self, o) {
+            (Slot::Spill(a), Slot::Spill(b)) => match a.join(b) {
+                Reg::Uninit => Slot::Bytes(0),
+                r => Slot::Spill(r),
+            },
+            (Slot::Bytes(a), Slot::Bytes(b)) => Slot::Bytes(a & b),
+            (Slot::Spill(Reg::Scalar(_)), Slot::Bytes(m))
+            | (Slot::Bytes(m), Slot::Spill(Reg::Scalar(_))) => Slot::Bytes(m),
+            // A pointer on one path and bytes on the other: reading it could expose the
+            // pointer's bits as a scalar, so it counts as uninitialised.
+            _ => Slot::Bytes(0),
+        }
+    }
+
+    /// Bytes of this slot a read may see as scalar data.
+    pub fn init_mask(&self) -> u8 {
+        match self {
+            Slot::Bytes(m) => *m,
+            Slot::Spill(Reg::Scalar(_)) => 0xff,
+            Slot::Spill(_) => 0,
+        }
+    }
+}
+
+pub const SLOTS: usize = STACK_SIZE / 8;
+
+/// The machine state before one instruction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    pub regs: [Reg; 11],
+    /// Slot `i` covers stack offsets `-512 + 8 i .. -512 + 8 i + 8`.
+    pub stack: [Slot; SLOTS],
+}
+
+impl State {
+    /// The state at entry: `r1` points at the context, `r10` at the top of the stack.
+    pub fn entry() -> State {
+        let mut regs = [Reg::Uninit; 11];
+        regs[1] = Reg::ptr(Region::Ctx, 0);
+        regs[10] = Reg::ptr(Region::Stack, 0);
+        State {
+            regs,
+            stack: [Slot::Bytes(0); SLOTS],
+        }
+    }
+
+    pub fn join_from(&mut self, o: &State) {
+        for (a, b) in self.regs.iter_mut().zip(o.regs.iter()) {
+            *a = a.join(*b);
+        }
+        for (a, b) in self.stack.iter_mut().zip(o.stack.iter()) {
+            *a = a.join(*b);
+        }
+    }
+
+    /// Slot index and byte index of stack offset `off` (`-512 <= off < 0`).
+    pub fn slot_of(off: i64) -> (usize, usize) {
+        let b = (off + STACK_SIZE as i64) as usize;
+        (b / 8, b % 8)
+    }
+
+    /// Records a store of `size` bytes of scalar data at the known offset `off`.
+    pub fn write_bytes(&mut self, off: i64, size: usize) {
+        for k in 0..size as i64 {
+            let (s, b) = State::slot_of(off + k);
+            let m = self.stack[s].init_mask();
+            self.stack[s] = Slot::Bytes(m | (1 << b));
+        }
+    }
+
+    /// Records a store of unknown position somewhere in `min .. max + size`: no byte becomes
+    /// known-initialised, and spilled registers there are lost (pointers become unreadable).
+    pub fn clobber_bytes(&mut self, min: i64, max_end: i64) {
+        let (first, _) = State::slot_of(min);
+        let (last, _) = State::slot_of(max_end - 1);
+        for s in &mut self.stack[first..=last] {
+            *s = Slot::Bytes(s.init_mask());
+        }
+    }
+
+    /// Whether every byte in `min .. max_end` holds readable scalar data.
+    pub fn bytes_readable(&self, min: i64, max_end: i64) -> bool {
+        (min..max_end).all(|o| {
+            let (s, b) = State::slot_of(o);
+            self.stack[s].init_mask() & (1 << b) != 0
+        })
+    }
+}
