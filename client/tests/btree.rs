@@ -19,6 +19,9 @@ fn btree(s: &common::TestServer, mode: ExecMode) -> BTree {
 #[test]
 fn lookup_finds_present_keys_and_misses_absent_ones() {
     let s = start_server();
+    if common::fake_or_skip(&s, "exact B-tree contents").is_none() {
+        return;
+    }
     for mode in [ExecMode::Server, ExecMode::Local] {
         let mut t = btree(&s, mode);
         let p = *t.params(0).unwrap();
@@ -72,6 +75,9 @@ fn local_lookups_run_at_the_client_with_the_same_results() {
 #[test]
 fn scan_returns_pairs_in_order_across_reply_pages() {
     let s = start_server();
+    if common::fake_or_skip(&s, "exact B-tree contents").is_none() {
+        return;
+    }
     for mode in [ExecMode::Server, ExecMode::Local] {
         let mut t = btree(&s, mode);
         // 100 pairs need more than one SCAN reply (48 pairs at most each).

@@ -144,6 +144,9 @@ fn usage_errors_exit_non_zero() {
 #[test]
 fn btree_lookup_and_scan() {
     let s = start_server();
+    if common::fake_or_skip(&s, "exact B-tree contents").is_none() {
+        return;
+    }
     let r = naam(&s, &["btree", "lookup", "120"]);
     assert!(r.ok, "{}", r.stderr);
     assert_eq!(r.stdout, "361\n");
