@@ -246,6 +246,31 @@ pub struct YcsbResult {
     pub timeouts: u64,
     pub local_runs: u64,
     pub first_error: Option<String>,
+    /// How each server counter (`naam stats`) changed during the run, summed over servers
+    /// (say host CPU time, messages executed at the NIC and at the host), when they answer.
+    #[serde(skip)]
+    pub server_counters: std::collections::BTreeMap<String, i128>,
+    /// The same, as `name=delta` pairs separated by `;` (one CSV cell).
+    pub server_counter_deltas: String,
+}
+
+/// Every server's counters, summed by name; empty when a server does not answer.
+fn server_counters(cfg: &YcsbConfig) -> std::collections::BTreeMap<String, i128> {
+    let mut sum = std::collections::BTreeMap::new();
+    let Ok(mut c) = naam_client::Client::with_servers(&cfg.servers, ClientConfig::default()) else {
+        return sum;
+    };
+    for s in 0..cfg.servers.len() {
+        match c.server_stats(s) {
+            Ok(stats) => {
+                for (k, v) in stats {
+                    *sum.entry(k).or_insert(0) += v as i128;
+                }
+            }
+            Err(_) => return std::collections::BTreeMap::new(),
+        }
+    }
+    sum
 }
 
 fn histogram() -> Histogram<u64> {
@@ -451,6 +476,7 @@ fn run_thread(
 /// Runs one measurement; `progress` counts completed ops while it runs.
 pub fn run(cfg: &YcsbConfig, progress: &AtomicU64) -> anyhow::Result<YcsbResult> {
     let chooser = KeyChooser::new(cfg.dist, cfg.keys, cfg.theta);
+    let counters_before = server_counters(cfg);
     let stop = AtomicBool::new(false);
     let start = Instant::now() + Duration::from_millis(20);
     let results: Vec<ThreadResult> = std::thread::scope(|s| {
@@ -498,6 +524,8 @@ pub fn run(cfg: &YcsbConfig, progress: &AtomicU64) -> anyhow::Result<YcsbResult>
         timeouts: 0,
         local_runs: 0,
         first_error: None,
+        server_counters: std::collections::BTreeMap::new(),
+        server_counter_deltas: String::new(),
     };
     for t in results {
         all.add(&t.all).expect("same bounds");
@@ -519,6 +547,17 @@ pub fn run(cfg: &YcsbConfig, progress: &AtomicU64) -> anyhow::Result<YcsbResult>
     r.latency = Percentiles::of(&all);
     r.read_p99_us = reads.value_at_quantile(0.99) as f64 / 1000.0;
     r.update_p99_us = updates.value_at_quantile(0.99) as f64 / 1000.0;
+    let after = server_counters(cfg);
+    r.server_counters = after
+        .into_iter()
+        .filter_map(|(k, v)| counters_before.get(&k).map(|b| (k, v - b)))
+        .collect();
+    r.server_counter_deltas = r
+        .server_counters
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(";");
     Ok(r)
 }
 

@@ -55,6 +55,9 @@ fn load_then_closed_and_open_loop_runs() {
         "workload A is 50/50: {update_share}"
     );
     assert!(r.latency.p50_us > 0.0 && r.latency.p50_us <= r.latency.p99_us);
+    // The fake's counters moved by the run's server-side executions.
+    let executed = r.server_counters["am_executed"];
+    assert!(executed >= r.ops as i128, "{executed} < {}", r.ops);
 
     // Open loop, reads only, handlers at the client.
     let cfg = config(&fake, Workload::C, Placement::Client, Some(2000.0));
