@@ -3,7 +3,7 @@
 //! Every request is encoded once into its own datagram buffer and kept until its reply
 //! arrives, so a retransmission is the same bytes with the `RETRANSMIT` header flag set and the
 //! same request id (the server de-duplicates by (client address, request id)). Replies are
-//! matched by request id and source address; anything else is counted and dropped. Nothing
+//! matched by request id and source IP address; anything else is counted and dropped. Nothing
 //! here spawns a thread: [`Client::submit_call`] and friends return a [`Ticket`] at once and
 //! [`Client::poll`] hands back [`Completion`]s as replies arrive, so one thread keeps as many
 //! requests in flight as it likes. The blocking calls are `submit` + wait.
@@ -938,8 +938,11 @@ impl Client {
             }
         };
         let id = msg.request_id;
+        // The protocol has replies come from the port the request went to; a server whose
+        // workers share ports (SO_REUSEPORT) may answer from a sibling port, so only the
+        // address is checked.
         match self.pending.get(&id) {
-            Some(p) if p.dest == src => {}
+            Some(p) if p.dest.ip() == src.ip() => {}
             _ => {
                 self.stats.stray_replies += 1;
                 return;
@@ -1040,10 +1043,8 @@ impl Client {
                 run,
                 ticket,
                 server,
-                steps,
             } => {
                 self.stats.local_steps += 1;
-                let _ = steps;
                 let sent = {
                     let regions = &self.servers[server].regions;
                     self.local.ops_request(run, regions)

@@ -57,7 +57,6 @@ pub(crate) enum RunStep {
         run: u64,
         ticket: Ticket,
         server: ServerId,
-        steps: u32,
     },
 }
 
@@ -215,7 +214,6 @@ impl LocalExec {
                     run,
                     ticket: r.ticket,
                     server: r.server,
-                    steps,
                 }
             }
             Err(source) => self.finish(run, Err(ClientError::Local { offload, source })),
