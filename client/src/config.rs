@@ -72,3 +72,31 @@ impl ClientConfig {
             .min(self.max_backoff.max(self.timeout))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let c = ClientConfig {
+            timeout: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+            ..ClientConfig::default()
+        };
+        let waits: Vec<u128> = (0..5).map(|a| c.backoff(a).as_millis()).collect();
+        assert_eq!(waits, [10, 20, 40, 50, 50]);
+        assert_eq!(
+            c.backoff(u32::MAX),
+            Duration::from_millis(50),
+            "no overflow"
+        );
+    }
+
+    #[test]
+    fn exec_modes_parse() {
+        assert_eq!("client".parse::<ExecMode>(), Ok(ExecMode::Local));
+        assert_eq!("server".parse::<ExecMode>(), Ok(ExecMode::Server));
+        assert!("nic".parse::<ExecMode>().is_err());
+    }
+}

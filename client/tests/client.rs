@@ -524,6 +524,22 @@ fn sharded_client_spreads_keys_and_keeps_each_on_one_server() {
     for s in 0..2 {
         sc.describe(s, "record").unwrap();
     }
+    // An offload registered on every server, with one id, callable on each.
+    let id = register_record_everywhere(&mut sc);
+    for s in 0..2 {
+        let r = sc.call_on(
+            s,
+            id,
+            bundled::RECORD.class,
+            &record_args(0),
+            ExecMode::Server,
+        );
+        assert_eq!(r.unwrap().status, AmStatus::Done, "server {s}");
+    }
+    sc.unregister_all(id).unwrap();
+    for s in 0..2 {
+        assert!(!sc.list(s).unwrap().iter().any(|e| e.id == id));
+    }
     let mut per_server = [0u64; 2];
     for i in 0..200u64 {
         let key = format!("key-{i}");
@@ -550,4 +566,19 @@ fn sharded_client_spreads_keys_and_keeps_each_on_one_server() {
             }
         }
     }
+}
+
+fn register_record_everywhere(sc: &mut ShardedClient) -> u32 {
+    let o = bundled::RECORD;
+    let opts = RegisterOptions {
+        name: "record-copy".into(),
+        section: Some(o.section.into()),
+        class: o.class,
+        read_only: true,
+    };
+    let id = sc
+        .register_all(naam_handlers::RECORD_OBJECT, &opts)
+        .unwrap();
+    assert!(id >= bundled::FIRST_DYNAMIC_ID);
+    id
 }
