@@ -94,9 +94,19 @@ impl Vm {
         self.lookup_args(Args::lookup(REGION, key))
     }
 
+    /// One LOOKUP, sent again (as a client would) when it ran out of steps because writers
+    /// kept changing the nodes it read (abort code 3).
     pub fn lookup_args(&mut self, args: Args) -> Result<Option<u64>, Failure> {
-        let (out, _) = self.call(false, &args.to_bytes())?;
-        Ok(parse_lookup_reply(&out).expect("well-formed LOOKUP reply"))
+        let mut attempts = 0;
+        loop {
+            match self.call(false, &args.to_bytes()) {
+                Ok((out, _)) => {
+                    return Ok(parse_lookup_reply(&out).expect("well-formed LOOKUP reply"))
+                }
+                Err(Failure::Aborted(3)) if attempts < 100 => attempts += 1,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// One SCAN message: the pairs and the end flag.
