@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use naam_bench::load::Backoff;
-use naam_bench::{report, scale};
+use naam_bench::{report, scale, ycsb};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -39,6 +39,53 @@ enum Command {
         /// Idle workers spin instead of yielding (for dedicated cores).
         #[arg(long)]
         spin: bool,
+    },
+    /// YCSB A/B/C on MICA against a running deployment (host agent + dataplane).
+    Ycsb {
+        /// Data base port(s) of the server(s); several shard the keys by consistent hashing.
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7000")]
+        server: Vec<std::net::SocketAddr>,
+        #[arg(long, value_enum, default_value = "b")]
+        workload: ycsb::Workload,
+        /// Key choice.
+        #[arg(long, value_enum, default_value = "zipfian")]
+        distribution: ycsb::KeyDist,
+        /// Zipfian constant.
+        #[arg(long, default_value_t = 0.99)]
+        theta: f64,
+        /// Number of keys.
+        #[arg(long, default_value_t = 100_000)]
+        keys: u64,
+        /// Value size in bytes (1..=1024).
+        #[arg(long, default_value_t = 64)]
+        value_size: usize,
+        /// Where handlers run: server, client (one-sided only), auto (follow hints).
+        #[arg(long, value_enum, default_value = "server")]
+        placement: ycsb::Placement,
+        /// Seconds of measurement.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Client threads (one socket each).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Open loop at this total rate (ops/s); without it, closed loop.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Requests outstanding per thread (closed loop), or the cap on them (open loop).
+        #[arg(long, default_value_t = 16)]
+        outstanding: usize,
+        /// Skip the load phase (the keys are already there).
+        #[arg(long)]
+        no_load: bool,
+        /// Milliseconds before the first retransmission.
+        #[arg(long, default_value_t = 50)]
+        timeout_ms: u64,
+        /// Seed of the operation mix and key choice.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Key set [default: the server's describe(mica).seed, else 1].
+        #[arg(long)]
+        key_seed: Option<u64>,
     },
 }
 
@@ -98,6 +145,79 @@ fn main() -> anyhow::Result<()> {
                 })?);
             }
             for p in report::write_rows(&cli.out, "scale", &rows)? {
+                println!("wrote {}", p.display());
+            }
+        }
+        Command::Ycsb {
+            server,
+            workload,
+            distribution,
+            theta,
+            keys,
+            value_size,
+            placement,
+            duration,
+            threads,
+            rate,
+            outstanding,
+            no_load,
+            timeout_ms,
+            seed,
+            key_seed,
+        } => {
+            let cfg = ycsb::YcsbConfig {
+                servers: server
+                    .iter()
+                    .map(|&a| naam_client::ServerAddr::new(a, None))
+                    .collect(),
+                workload,
+                dist: distribution,
+                theta,
+                keys,
+                value_size,
+                placement,
+                duration: Duration::from_secs_f64(duration),
+                threads,
+                rate,
+                outstanding,
+                load: !no_load,
+                timeout: Duration::from_millis(timeout_ms.max(1)),
+                seed,
+                key_seed,
+            };
+            println!(
+                "ycsb: workload {workload:?}, {distribution:?} (theta {theta}), {keys} keys of \
+                 {value_size} B, placement {placement:?}, {threads} thread(s), {}",
+                match rate {
+                    Some(r) => format!("open loop at {r:.0} ops/s"),
+                    None => format!("closed loop, {outstanding} outstanding per thread"),
+                }
+            );
+            if cfg.load {
+                let t = std::time::Instant::now();
+                ycsb::with_progress("load", Some(keys), None, |p| ycsb::load(&cfg, p))?;
+                println!("loaded {keys} keys in {:.2} s", t.elapsed().as_secs_f64());
+            }
+            let r = ycsb::with_progress("run", None, Some(cfg.duration), |p| ycsb::run(&cfg, p))?;
+            println!(
+                "{:>12} {:>10} {:>9} {:>9} {:>9} {:>7} {:>8}",
+                "ops/s", "ops", "p50 us", "p99 us", "p99.9 us", "errors", "retrans"
+            );
+            println!(
+                "{:>12.0} {:>10} {:>9.1} {:>9.1} {:>9.1} {:>7} {:>8}",
+                r.throughput_per_s,
+                r.ops,
+                r.latency.p50_us,
+                r.latency.p99_us,
+                r.latency.p999_us,
+                r.errors,
+                r.retransmits
+            );
+            if let Some(e) = &r.first_error {
+                println!("first error: {e}");
+            }
+            let name = format!("ycsb-{workload:?}-{placement:?}").to_lowercase();
+            for p in report::write_rows(&cli.out, &name, &[r])? {
                 println!("wrote {}", p.display());
             }
         }

@@ -1,1 +1,43 @@
-//! The NAAM client library: calls, one-sided ops, local execution.
+//! The NAAM client library: active messages, one-sided ops, local execution, retries,
+//! sharding, and typed wrappers for the bundled applications.
+//!
+//! ```no_run
+//! use naam_client::{Client, Mica};
+//! let client = Client::connect("127.0.0.1:7000".parse()?, None)?;
+//! let mut mica = Mica::new(client)?;
+//! mica.put(b"hello", b"world")?;
+//! assert_eq!(mica.get(b"hello")?.as_deref(), Some(&b"world"[..]));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! - [`Client`]: one UDP socket (one client per thread), one or more servers; `submit_*` +
+//!   [`Client::poll`] keep many requests in flight, `call`/`read`/... block. Lost datagrams are
+//!   retransmitted with the same request id and the `RETRANSMIT` flag, with exponential
+//!   back-off, up to [`ClientConfig::max_retries`]; then the call fails with
+//!   [`ClientError::Timeout`].
+//! - [`ShardedClient`]: keys spread over servers by a [`HashRing`] with virtual nodes.
+//! - Local execution ([`ExecMode`]): the server's handler runs in the client's VM pool, each
+//!   step's ops sent as one one-sided request; used when asked, or while a server's placement
+//!   hint (`location = client`) lease lasts.
+//! - [`Mica`], [`BTree`]: the bundled applications, with their parameters from `Describe`.
+
+pub mod apps;
+pub mod bundled;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod error;
+#[cfg(feature = "fake-server")]
+pub mod fake;
+mod local;
+pub mod reply;
+pub mod ring;
+pub mod sharded;
+
+pub use apps::{BTree, Mica};
+pub use client::{Client, ClientStats, RegisterOptions, ServerAddr, ServerId};
+pub use config::{ClientConfig, ExecMode};
+pub use error::{ClientError, Result};
+pub use reply::{Completion, OffloadInfo, OpOutcome, Page, Reply, Response, Ticket};
+pub use ring::HashRing;
+pub use sharded::{ShardedClient, Shards};

@@ -1,6 +1,8 @@
-//! The `naam` command line.
+//! The `naam` command line. Client commands live in `naam_client::cli`; this file parses
+//! arguments, runs `verify` itself, and reports client errors (one line on stderr, exit 1).
 
 use clap::{Parser, Subcommand};
+use naam_client::cli::{self, ClientCommand, GlobalArgs};
 use naam_core::elf::load_program;
 use naam_core::verifier::{verify, VerifierConfig};
 use std::path::PathBuf;
@@ -9,12 +11,16 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "naam", about = "NAAM: network-accelerated active messages")]
 struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Client(ClientCommand),
     /// Runs the static verifier on a handler object: exit 0 accepted, 1 rejected, 2 unreadable.
     Verify {
         /// A `clang -target bpf` object.
@@ -26,8 +32,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Verify { file, section } => verify_cmd(&file, section.as_deref()),
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Verify { file, section } => verify_cmd(file, section.as_deref()),
+        Command::Client(c) => {
+            let mut out = std::io::stdout().lock();
+            match cli::run(&cli.global, c, &mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    // One line: the error and its causes, separated by ": ".
+                    eprintln!("naam: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

@@ -1,0 +1,199 @@
+//! The `naam` command line: the client commands. `src/bin/naam.rs` parses arguments and calls
+//! [`run`]; output is plain text on stdout (one value, or one record per line), errors are one
+//! line on stderr and a non-zero exit (printed by the binary).
+
+use crate::apps::{BTree, Mica};
+use crate::client::{Client, RegisterOptions, ServerAddr};
+use crate::config::{ClientConfig, ExecMode};
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Options every client command takes.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// The server's data base port (class c is served on BASE + c).
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:7000",
+        value_name = "IP:PORT"
+    )]
+    pub server: SocketAddr,
+    /// The server's control port [default: the data base port - 1].
+    #[arg(long, global = true, value_name = "IP:PORT")]
+    pub control: Option<SocketAddr>,
+    /// Execute handlers at the client (their ops sent as one-sided requests).
+    #[arg(long, global = true)]
+    pub local: bool,
+    /// Milliseconds before the first retransmission (doubling up to 1 s, 5 retries).
+    #[arg(long, global = true, default_value_t = 50, value_name = "MS")]
+    pub timeout_ms: u64,
+}
+
+/// The client commands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClientCommand {
+    /// Print the value of KEY (MICA).
+    Get { key: String },
+    /// Store KEY = VALUE (MICA).
+    Put { key: String, value: String },
+    /// Remove KEY (MICA); fails when it is not there.
+    Delete { key: String },
+    /// The B-tree.
+    #[command(subcommand)]
+    Btree(BTreeCommand),
+    /// Register, list and unregister offloads.
+    #[command(subcommand)]
+    Offload(OffloadCommand),
+    /// Print the server's counters, one "name value" per line.
+    Stats,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum BTreeCommand {
+    /// Print the value stored under KEY.
+    Lookup { key: u64 },
+    /// Print up to N "key value" pairs from key FROM on.
+    Scan { from: u64, n: usize },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum OffloadCommand {
+    /// Register an eBPF ELF object; prints the offload id.
+    Add {
+        file: PathBuf,
+        /// ELF section of the entry point [default: the first executable one].
+        #[arg(long)]
+        section: Option<String>,
+        /// Steering class of its messages.
+        #[arg(long, default_value_t = 0)]
+        class: u16,
+        /// Offload name [default: the file name without extensions].
+        #[arg(long)]
+        name: Option<String>,
+        /// The handler only reads (clients may run it on a placement hint).
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// List offloads: "id class tenant ro insns name", one per line after a header.
+    Ls,
+    /// Unregister offload ID.
+    Rm { id: u32 },
+}
+
+fn connect(g: &GlobalArgs) -> anyhow::Result<Client> {
+    let cfg = ClientConfig {
+        exec_mode: if g.local {
+            ExecMode::Local
+        } else {
+            ExecMode::Server
+        },
+        timeout: std::time::Duration::from_millis(g.timeout_ms.max(1)),
+        ..ClientConfig::default()
+    };
+    Ok(Client::with_servers(
+        &[ServerAddr::new(g.server, g.control)],
+        cfg,
+    )?)
+}
+
+/// Runs one client command, writing its output to `out`.
+pub fn run(g: &GlobalArgs, cmd: &ClientCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    run_inner(g, cmd, out).with_context(|| format!("server {}", g.server))
+}
+
+fn run_inner(g: &GlobalArgs, cmd: &ClientCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    let client = connect(g)?;
+    match cmd {
+        ClientCommand::Get { key } => {
+            let mut mica = Mica::new(client)?;
+            match mica.get(key.as_bytes())? {
+                Some(v) => {
+                    out.write_all(&v)?;
+                    out.write_all(b"\n")?;
+                }
+                None => bail!("key not found: {key}"),
+            }
+        }
+        ClientCommand::Put { key, value } => {
+            let mut mica = Mica::new(client)?;
+            mica.put(key.as_bytes(), value.as_bytes())?;
+        }
+        ClientCommand::Delete { key } => {
+            let mut mica = Mica::new(client)?;
+            if !mica.delete(key.as_bytes())? {
+                bail!("key not found: {key}");
+            }
+        }
+        ClientCommand::Btree(BTreeCommand::Lookup { key }) => {
+            let mut bt = BTree::new(client)?;
+            match bt.lookup(*key)? {
+                Some(v) => writeln!(out, "{v}")?,
+                None => bail!("key not found: {key}"),
+            }
+        }
+        ClientCommand::Btree(BTreeCommand::Scan { from, n }) => {
+            let mut bt = BTree::new(client)?;
+            for (k, v) in bt.scan(*from, *n)? {
+                writeln!(out, "{k} {v}")?;
+            }
+        }
+        ClientCommand::Offload(OffloadCommand::Add {
+            file,
+            section,
+            class,
+            name,
+            read_only,
+        }) => {
+            let object =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let name = name.clone().unwrap_or_else(|| {
+                let stem = file
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                stem.split('.').next().unwrap_or("offload").to_owned()
+            });
+            let opts = RegisterOptions {
+                name,
+                section: section.clone(),
+                class: *class,
+                read_only: *read_only,
+            };
+            let mut client = client;
+            let id = client.register(0, &object, &opts)?;
+            writeln!(out, "{id}")?;
+        }
+        ClientCommand::Offload(OffloadCommand::Ls) => {
+            let mut client = client;
+            let list = client.list(0)?;
+            writeln!(out, "id\tclass\ttenant\tro\tinsns\tname")?;
+            for o in list {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    o.id,
+                    o.class,
+                    o.tenant,
+                    if o.read_only { "yes" } else { "no" },
+                    o.insn_count,
+                    o.name
+                )?;
+            }
+        }
+        ClientCommand::Offload(OffloadCommand::Rm { id }) => {
+            let mut client = client;
+            client.unregister(0, *id)?;
+        }
+        ClientCommand::Stats => {
+            let mut client = client;
+            for (name, value) in client.server_stats(0)? {
+                writeln!(out, "{name} {value}")?;
+            }
+        }
+    }
+    Ok(())
+}

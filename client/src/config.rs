@@ -1,0 +1,102 @@
+//! Client settings.
+
+use naam_core::region::TenantId;
+use naam_core::vm::Engine;
+use std::time::Duration;
+
+/// Where active messages run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExecMode {
+    /// Always send the message to the server.
+    Server,
+    /// Always run the handler here, its ops sent as one-sided requests.
+    Local,
+    /// Send to the server, and follow its placement hints: run read-only offloads of a class
+    /// here while a `location = client` lease lasts.
+    #[default]
+    Auto,
+}
+
+impl std::str::FromStr for ExecMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "server" => Ok(ExecMode::Server),
+            "local" | "client" => Ok(ExecMode::Local),
+            "auto" => Ok(ExecMode::Auto),
+            other => Err(format!(
+                "unknown execution mode {other:?} (server, client, auto)"
+            )),
+        }
+    }
+}
+
+/// Settings of a [`crate::Client`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The tenant this client acts for (bundled applications belong to tenant 1).
+    pub tenant: TenantId,
+    /// Time to wait for the first reply before retransmitting.
+    pub timeout: Duration,
+    /// Retransmissions after the first send; then the call fails with a timeout.
+    pub max_retries: u32,
+    /// The back-off doubles the timeout per retransmission up to this.
+    pub max_backoff: Duration,
+    pub exec_mode: ExecMode,
+    /// Step budget of locally executed messages (the servers' default is 32).
+    pub max_steps: u32,
+    /// VM engine for local execution.
+    pub engine: Engine,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            tenant: 1,
+            timeout: Duration::from_millis(50),
+            max_retries: 5,
+            max_backoff: Duration::from_secs(1),
+            exec_mode: ExecMode::Auto,
+            max_steps: naam_core::exec::DEFAULT_MAX_STEPS,
+            engine: Engine::native(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The wait before attempt `attempt` (0 = the first send) times out.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.min(16);
+        self.timeout
+            .saturating_mul(factor)
+            .min(self.max_backoff.max(self.timeout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let c = ClientConfig {
+            timeout: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+            ..ClientConfig::default()
+        };
+        let waits: Vec<u128> = (0..5).map(|a| c.backoff(a).as_millis()).collect();
+        assert_eq!(waits, [10, 20, 40, 50, 50]);
+        assert_eq!(
+            c.backoff(u32::MAX),
+            Duration::from_millis(50),
+            "no overflow"
+        );
+    }
+
+    #[test]
+    fn exec_modes_parse() {
+        assert_eq!("client".parse::<ExecMode>(), Ok(ExecMode::Local));
+        assert_eq!("server".parse::<ExecMode>(), Ok(ExecMode::Server));
+        assert!("nic".parse::<ExecMode>().is_err());
+    }
+}

@@ -1,0 +1,82 @@
+//! Why a client call failed.
+
+use naam_core::wire::{ErrorCode, Kind, WireError};
+use std::time::Duration;
+
+/// Every way a call, a one-sided op or a control request can fail. Fields are structured so
+/// callers (and tests) can act on them; `Display` is one line for people.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No reply after the last retransmission.
+    #[error("request {request_id:#x} timed out after {attempts} attempts ({waited:?})")]
+    Timeout {
+        request_id: u64,
+        attempts: u32,
+        waited: Duration,
+    },
+    /// The server answered with an ERROR reply.
+    #[error("server error {}{}{detail}", code.name(), if detail.is_empty() { "" } else { ": " })]
+    Server {
+        request_id: u64,
+        code: ErrorCode,
+        detail: String,
+    },
+    /// The handler returned `ABORT(code)` (an application-level outcome).
+    #[error("offload {offload} aborted with code {code}")]
+    Aborted { offload: u32, code: u32 },
+    /// A one-sided op (or an op of a locally executed step) failed at the server.
+    #[error("one-sided op {index} failed: {}", code.name())]
+    OpFailed { index: usize, code: ErrorCode },
+    /// A datagram from the server did not parse, or a request could not be encoded.
+    #[error("wire format: {0}")]
+    Wire(#[from] WireError),
+    /// The reply was well formed but not what the request asks for.
+    #[error("request {request_id:#x}: expected {expected}, got a {got:?} reply")]
+    UnexpectedReply {
+        request_id: u64,
+        expected: &'static str,
+        got: Kind,
+    },
+    #[error("{what}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Local execution was asked for but is not possible.
+    #[error("offload {offload} cannot run at the client: {reason}")]
+    NotLocal { offload: u32, reason: &'static str },
+    /// Local execution of a handler failed in the runtime (not in the handler).
+    #[error("local execution of offload {offload} failed")]
+    Local {
+        offload: u32,
+        #[source]
+        source: naam_core::exec::ExecError,
+    },
+    /// A handler object did not load or verify at the client.
+    #[error("invalid program: {detail}")]
+    InvalidProgram { detail: String },
+    #[error("no server {server} (the client has {servers})")]
+    NoSuchServer { server: usize, servers: usize },
+    #[error("{n} ops in one one-sided request; 1 to {max} are allowed", max = naam_core::wire::MAX_REMOTE_OPS)]
+    BadOpCount { n: usize },
+    /// A bundled application's arguments or reply were invalid.
+    #[error("{app}: {reason}")]
+    App { app: &'static str, reason: String },
+}
+
+impl ClientError {
+    pub(crate) fn io(what: &'static str, source: std::io::Error) -> Self {
+        ClientError::Io { what, source }
+    }
+
+    /// The protocol error code, for server errors and failed ops.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server { code, .. } | ClientError::OpFailed { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;

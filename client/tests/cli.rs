@@ -1,0 +1,191 @@
+//! The `naam` binary against a server (the fake today; see `common`).
+
+mod common;
+
+use common::start_server;
+use std::process::Command;
+
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn naam(s: &common::TestServer, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_naam"))
+        .arg("--server")
+        .arg(s.data.to_string())
+        .arg("--control")
+        .arg(s.control.to_string())
+        .args(args)
+        .output()
+        .expect("naam runs");
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A failed run: non-zero exit, nothing on stdout, one line on stderr naming the problem.
+fn assert_one_line_error(r: &Run, needle: &str) {
+    assert!(!r.ok, "expected failure: {}", r.stdout);
+    assert!(r.stdout.is_empty(), "stdout: {}", r.stdout);
+    assert_eq!(r.stderr.lines().count(), 1, "stderr: {}", r.stderr);
+    assert!(r.stderr.starts_with("naam: "), "stderr: {}", r.stderr);
+    assert!(r.stderr.contains(needle), "{needle:?} not in {}", r.stderr);
+}
+
+const THREE_STEP: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../handlers/test/three_step.bpf.o"
+);
+
+#[test]
+fn offload_add_ls_rm() {
+    let s = start_server();
+    let add = naam(&s, &["offload", "add", THREE_STEP, "--class", "6"]);
+    assert!(add.ok, "{}", add.stderr);
+    let id: u32 = add.stdout.trim().parse().expect("add prints the id");
+    assert!(id >= 16);
+    let ls = naam(&s, &["offload", "ls"]);
+    assert!(ls.ok, "{}", ls.stderr);
+    let mut lines = ls.stdout.lines();
+    assert_eq!(lines.next(), Some("id\tclass\ttenant\tro\tinsns\tname"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split('\t').collect()).collect();
+    let row = rows
+        .iter()
+        .find(|r| r[0] == id.to_string())
+        .expect("the new offload is listed");
+    assert_eq!(row[1], "6");
+    assert_eq!(row[3], "no");
+    assert_eq!(row[5], "three_step");
+    assert!(row[4].parse::<u32>().unwrap() > 0);
+    assert!(
+        rows.iter().any(|r| r[5] == "record"),
+        "bundled offloads listed"
+    );
+    let rm = naam(&s, &["offload", "rm", &id.to_string()]);
+    assert!(rm.ok, "{}", rm.stderr);
+    assert!(rm.stdout.is_empty());
+    let ls = naam(&s, &["offload", "ls"]);
+    assert!(!ls.stdout.lines().any(|l| l.starts_with(&format!("{id}\t"))));
+    assert_one_line_error(
+        &naam(&s, &["offload", "rm", &id.to_string()]),
+        "unknown_offload",
+    );
+}
+
+#[test]
+fn offload_add_with_section_and_bad_objects() {
+    let s = start_server();
+    let add = naam(
+        &s,
+        &[
+            "offload",
+            "add",
+            THREE_STEP,
+            "--section",
+            "naam/three_step",
+            "--read-only",
+        ],
+    );
+    assert!(add.ok, "{}", add.stderr);
+    let bad = naam(
+        &s,
+        &["offload", "add", THREE_STEP, "--section", "naam/nope"],
+    );
+    assert_one_line_error(&bad, "invalid_program");
+    assert_one_line_error(
+        &naam(&s, &["offload", "add", "/no/such/file.o"]),
+        "reading /no/such/file.o",
+    );
+}
+
+#[test]
+fn stats_prints_name_value_lines() {
+    let s = start_server();
+    let r = naam(&s, &["stats"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(!r.stdout.is_empty());
+    for line in r.stdout.lines() {
+        let (name, value) = line.split_once(' ').expect("name value");
+        assert!(!name.is_empty());
+        value.parse::<u64>().expect("a number");
+    }
+}
+
+#[test]
+fn an_unreachable_server_is_one_clear_line() {
+    // Nothing listens on these ports (bound and released above a fake, so they were free).
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    drop(sock);
+    let out = Command::new(env!("CARGO_BIN_EXE_naam"))
+        .args(["--server", &addr.to_string(), "--timeout-ms", "5", "stats"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("timed out"), "{err}");
+    assert!(err.contains(&addr.to_string()), "names the server: {err}");
+}
+
+#[test]
+fn usage_errors_exit_non_zero() {
+    let out = Command::new(env!("CARGO_BIN_EXE_naam"))
+        .args(["btree", "lookup", "not-a-number"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn btree_lookup_and_scan() {
+    let s = start_server();
+    if common::fake_or_skip(&s, "exact B-tree contents").is_none() {
+        return;
+    }
+    let r = naam(&s, &["btree", "lookup", "120"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(r.stdout, "361\n");
+    let local = naam(&s, &["--local", "btree", "lookup", "120"]);
+    assert!(local.ok, "{}", local.stderr);
+    assert_eq!(local.stdout, r.stdout, "--local gives the same answer");
+    assert_one_line_error(&naam(&s, &["btree", "lookup", "121"]), "key not found: 121");
+    let scan = naam(&s, &["btree", "scan", "15", "3"]);
+    assert!(scan.ok, "{}", scan.stderr);
+    assert_eq!(scan.stdout, "20 61\n30 91\n40 121\n");
+    let scan = naam(&s, &["--local", "btree", "scan", "15", "3"]);
+    assert_eq!(scan.stdout, "20 61\n30 91\n40 121\n");
+}
+
+#[test]
+fn put_get_delete() {
+    let s = start_server();
+    let put = naam(&s, &["put", "greeting", "hello world"]);
+    assert!(put.ok, "{}", put.stderr);
+    assert!(put.stdout.is_empty());
+    let get = naam(&s, &["get", "greeting"]);
+    assert!(get.ok, "{}", get.stderr);
+    assert_eq!(get.stdout, "hello world\n");
+    assert_eq!(
+        naam(&s, &["--local", "get", "greeting"]).stdout,
+        "hello world\n"
+    );
+    let put = naam(&s, &["--local", "put", "greeting", "bye"]);
+    assert!(put.ok, "{}", put.stderr);
+    assert_eq!(naam(&s, &["get", "greeting"]).stdout, "bye\n");
+    let del = naam(&s, &["delete", "greeting"]);
+    assert!(del.ok, "{}", del.stderr);
+    assert_one_line_error(&naam(&s, &["get", "greeting"]), "key not found: greeting");
+    assert_one_line_error(
+        &naam(&s, &["delete", "greeting"]),
+        "key not found: greeting",
+    );
+    assert_one_line_error(
+        &naam(&s, &["put", "a-key-longer-than-sixteen-bytes", "v"]),
+        "key of 31 bytes",
+    );
+}

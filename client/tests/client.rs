@@ -1,0 +1,586 @@
+//! The client library against a server (the fake today; see `common`).
+
+mod common;
+
+use common::{fake_or_skip, start_server, start_server_n};
+use naam_client::bundled::{self, region};
+use naam_client::{
+    Client, ClientConfig, ClientError, ExecMode, RegisterOptions, Response, ServerAddr,
+    ShardedClient, Shards,
+};
+use naam_core::wire::{AmStatus, ErrorCode, Location, OpBody, PlacementHint, RemoteOp};
+use std::collections::HashMap;
+use std::time::Duration;
+
+fn record_args(offset: u64) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[..4].copy_from_slice(&region::RECORD.to_le_bytes());
+    a[8..].copy_from_slice(&offset.to_le_bytes());
+    a
+}
+
+fn client_of(s: &common::TestServer, cfg: ClientConfig) -> Client {
+    let mut c =
+        Client::with_servers(&[ServerAddr::new(s.data, Some(s.control))], cfg).expect("client");
+    c.describe(0, "record").expect("describe record");
+    bundled::load_local(&mut c).expect("bundled handlers load locally");
+    c
+}
+
+fn quick() -> ClientConfig {
+    ClientConfig {
+        // Long enough that a busy machine does not cause spurious retransmissions, which
+        // the fault-injection tests count exactly.
+        timeout: Duration::from_millis(100),
+        max_retries: 4,
+        ..ClientConfig::default()
+    }
+}
+
+#[test]
+fn call_runs_the_offload_at_the_server() {
+    let s = start_server();
+    let mut c = client_of(&s, quick());
+    let o = bundled::RECORD;
+    let a = c
+        .call_on(0, o.id, o.class, &record_args(128), ExecMode::Server)
+        .unwrap();
+    assert_eq!(a.status, AmStatus::Done);
+    assert_ne!(a.executed_at, Location::Client);
+    assert_eq!(a.output.len(), 8);
+    let b = c
+        .call_on(0, o.id, o.class, &record_args(192), ExecMode::Server)
+        .unwrap();
+    assert_ne!(a.output, b.output, "different records, different digests");
+    // Too-short arguments: the handler aborts with code 1.
+    let r = c
+        .call_on(0, o.id, o.class, &[0u8; 4], ExecMode::Server)
+        .unwrap();
+    assert_eq!(r.status, AmStatus::Aborted(1));
+    assert!(matches!(
+        r.into_output(),
+        Err(ClientError::Aborted {
+            offload: 5,
+            code: 1
+        })
+    ));
+}
+
+#[test]
+fn local_execution_gives_the_server_result() {
+    let s = start_server();
+    let mut c = client_of(&s, quick());
+    let o = bundled::RECORD;
+    for off in [0u64, 64, 640, 4096] {
+        let server = c
+            .call_on(0, o.id, o.class, &record_args(off), ExecMode::Server)
+            .unwrap();
+        let local = c
+            .call_on(0, o.id, o.class, &record_args(off), ExecMode::Local)
+            .unwrap();
+        assert_eq!(local.executed_at, Location::Client);
+        assert_eq!(local.output, server.output, "offset {off}");
+        assert_eq!(local.steps, server.steps);
+    }
+    // A local run's ops are checked by the server: an offset past the region is refused.
+    let err = c
+        .call_on(0, o.id, o.class, &record_args(1 << 40), ExecMode::Local)
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::OutOfBounds), "{err}");
+    if let Some(f) = s.fake() {
+        assert!(
+            f.counters()
+                .executed_one_sided
+                .load(std::sync::atomic::Ordering::SeqCst)
+                >= 4
+        );
+    }
+}
+
+#[test]
+fn local_execution_needs_the_program_and_keys() {
+    let s = start_server();
+    let mut c = Client::connect(s.data, Some(s.control)).unwrap();
+    let err = c
+        .call_on(0, 5, 5, &record_args(0), ExecMode::Local)
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::NotLocal { offload: 5, .. }),
+        "{err}"
+    );
+    bundled::load_local(&mut c).unwrap();
+    let err = c
+        .call_on(0, 5, 5, &record_args(0), ExecMode::Local)
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::NotLocal { .. }),
+        "no keys yet: {err}"
+    );
+}
+
+#[test]
+fn one_sided_ops_read_write_cas_faa() {
+    let s = start_server();
+    let mut c = client_of(&s, quick());
+    let r = region::RECORD;
+    c.write(0, r, 1024, b"hello, one-sided").unwrap();
+    assert_eq!(c.read(0, r, 1024, 16).unwrap(), b"hello, one-sided");
+    c.write(0, r, 2048, &7u64.to_le_bytes()).unwrap();
+    assert_eq!(c.faa(0, r, 2048, 5).unwrap(), 7);
+    assert_eq!(c.cas(0, r, 2048, 12, 100).unwrap(), 12, "CAS saw 7 + 5");
+    assert_eq!(
+        c.cas(0, r, 2048, 12, 200).unwrap(),
+        100,
+        "failed CAS reports the value"
+    );
+    // Four ops in one request, results in order.
+    let key = c.region_key(0, r).unwrap();
+    let op = |offset, body| RemoteOp {
+        region: r,
+        key,
+        offset,
+        body,
+    };
+    let res = c
+        .ops(
+            0,
+            &[
+                op(3000, OpBody::Write { data: b"abcd" }),
+                op(3000, OpBody::Read { len: 4 }),
+                op(2048, OpBody::Faa { addend: 1 }),
+                op(2048, OpBody::Read { len: 8 }),
+            ],
+        )
+        .unwrap();
+    assert_eq!(res.len(), 4);
+    assert_eq!(res[1].data, b"abcd");
+    assert_eq!(res[2].previous, 100);
+    assert_eq!(res[3].data, 101u64.to_le_bytes());
+    // Errors are per op: a wrong key, an out-of-bounds read.
+    let bad = RemoteOp {
+        key: key ^ 1,
+        ..op(0, OpBody::Read { len: 8 })
+    };
+    let res = c
+        .ops(0, &[bad, op(u64::MAX - 4, OpBody::Read { len: 8 })])
+        .unwrap();
+    assert_eq!(res[0].error, Some(ErrorCode::BadKey));
+    assert_eq!(res[1].error, Some(ErrorCode::OutOfBounds));
+    let err = c.read(0, 99, 0, 8).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NoSuchRegion), "{err}");
+    assert!(c.ops(0, &[]).is_err(), "no ops is not a request");
+}
+
+#[test]
+fn many_requests_in_flight_on_one_thread() {
+    let s = start_server();
+    let mut c = client_of(&s, quick());
+    let o = bundled::RECORD;
+    let mut want = HashMap::new();
+    for i in 0..64u64 {
+        let off = i * 64;
+        let expect = c
+            .call_on(0, o.id, o.class, &record_args(off), ExecMode::Server)
+            .unwrap()
+            .output;
+        want.insert(off, expect);
+    }
+    let mut tickets = HashMap::new();
+    for round in 0..4 {
+        for i in 0..64u64 {
+            let off = i * 64;
+            let mode = if round % 2 == 0 {
+                ExecMode::Server
+            } else {
+                ExecMode::Local
+            };
+            let t = c
+                .submit_call_on(0, o.id, o.class, &record_args(off), mode)
+                .unwrap();
+            assert!(tickets.insert(t, off).is_none(), "tickets are unique");
+        }
+    }
+    assert!(c.outstanding() > 0);
+    let mut done = 0;
+    while let Some(comp) = c.poll(Some(Duration::from_secs(5))).unwrap() {
+        let off = tickets
+            .remove(&comp.ticket)
+            .expect("each ticket completes once");
+        match comp.result.unwrap() {
+            Response::Am(r) => assert_eq!(r.output, want[&off]),
+            other => panic!("unexpected {other:?}"),
+        }
+        done += 1;
+    }
+    assert_eq!(done, 256);
+    assert!(tickets.is_empty());
+    assert_eq!(c.outstanding(), 0);
+}
+
+#[test]
+fn polling_without_waiting_still_receives() {
+    let s = start_server();
+    let mut c = client_of(&s, quick());
+    let o = bundled::RECORD;
+    let mut left = 20;
+    for i in 0..20u64 {
+        let mode = if i % 2 == 0 {
+            ExecMode::Server
+        } else {
+            ExecMode::Local
+        };
+        c.submit_call_on(0, o.id, o.class, &record_args(i * 64), mode)
+            .unwrap();
+    }
+    let give_up = std::time::Instant::now() + Duration::from_secs(5);
+    while left > 0 && std::time::Instant::now() < give_up {
+        if let Some(comp) = c.poll(Some(Duration::ZERO)).unwrap() {
+            comp.result.unwrap();
+            left -= 1;
+        }
+    }
+    assert_eq!(left, 0, "zero-timeout polls completed every request");
+    assert_eq!(
+        c.stats.retransmits, 0,
+        "and without waiting for retransmissions"
+    );
+}
+
+#[test]
+fn lost_requests_are_retransmitted_with_the_same_id() {
+    let s = start_server();
+    let Some(fake) = fake_or_skip(&s, "retransmission") else {
+        return;
+    };
+    let mut c = client_of(&s, quick());
+    let o = bundled::RECORD;
+    let want = c
+        .call_on(0, o.id, o.class, &record_args(64), ExecMode::Server)
+        .unwrap();
+    let before = fake.seen().len();
+    fake.drop_next(2);
+    let got = c
+        .call_on(0, o.id, o.class, &record_args(64), ExecMode::Server)
+        .unwrap();
+    assert_eq!(got.output, want.output);
+    let seen = &fake.seen()[before..];
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(
+        seen.iter().all(|x| x.request_id == seen[0].request_id),
+        "same id: {seen:?}"
+    );
+    assert_eq!(
+        seen.iter()
+            .map(|x| (x.dropped, x.retransmit))
+            .collect::<Vec<_>>(),
+        [(true, false), (true, true), (false, true)]
+    );
+    assert_eq!(c.stats.retransmits, 2);
+}
+
+#[test]
+fn lost_replies_are_answered_from_the_dedup_cache_so_writes_apply_once() {
+    let s = start_server();
+    let Some(fake) = fake_or_skip(&s, "de-duplication") else {
+        return;
+    };
+    let mut c = client_of(&s, quick());
+    let r = region::RECORD;
+    c.write(0, r, 512, &0u64.to_le_bytes()).unwrap();
+    fake.drop_replies(2);
+    assert_eq!(
+        c.faa(0, r, 512, 10).unwrap(),
+        0,
+        "the first execution's reply"
+    );
+    fake.drop_replies(1);
+    assert_eq!(c.faa(0, r, 512, 10).unwrap(), 10);
+    assert_eq!(
+        c.read(0, r, 512, 8).unwrap(),
+        20u64.to_le_bytes(),
+        "each FAA applied exactly once despite retransmissions"
+    );
+    let dups: Vec<_> = fake.seen().into_iter().filter(|x| x.deduplicated).collect();
+    assert_eq!(dups.len(), 3, "{dups:?}");
+    assert!(dups.iter().all(|x| x.retransmit));
+    assert_eq!(c.stats.retransmits, 3);
+}
+
+#[test]
+fn busy_replies_are_retried_with_the_same_id() {
+    let s = start_server();
+    let Some(fake) = fake_or_skip(&s, "busy back-pressure") else {
+        return;
+    };
+    let mut c = client_of(&s, quick());
+    let o = bundled::RECORD;
+    let want = c
+        .call_on(0, o.id, o.class, &record_args(64), ExecMode::Server)
+        .unwrap();
+    let before = fake.seen().len();
+    let executed = fake
+        .counters()
+        .executed_am
+        .load(std::sync::atomic::Ordering::SeqCst);
+    fake.busy_next(2);
+    let got = c
+        .call_on(0, o.id, o.class, &record_args(64), ExecMode::Server)
+        .unwrap();
+    assert_eq!(got.output, want.output);
+    assert_eq!(c.stats.busy_retries, 2);
+    let seen = &fake.seen()[before..];
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|x| x.request_id == seen[0].request_id));
+    assert_eq!(
+        fake.counters()
+            .executed_am
+            .load(std::sync::atomic::Ordering::SeqCst),
+        executed + 1,
+        "executed once, by the retry that was not refused"
+    );
+    // More busy replies than retries: the server's error comes through.
+    fake.busy_next(100);
+    let err = c
+        .call_on(0, o.id, o.class, &record_args(64), ExecMode::Server)
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Busy), "{err}");
+    fake.busy_next(0);
+}
+
+#[test]
+fn a_server_that_never_answers_is_a_timeout() {
+    let s = start_server();
+    let Some(fake) = fake_or_skip(&s, "timeout") else {
+        return;
+    };
+    let cfg = ClientConfig {
+        timeout: Duration::from_millis(10),
+        max_retries: 2,
+        ..ClientConfig::default()
+    };
+    let mut c = client_of(&s, cfg);
+    fake.drop_next(100);
+    let err = c
+        .call_on(0, 5, 5, &record_args(0), ExecMode::Server)
+        .unwrap_err();
+    match err {
+        ClientError::Timeout {
+            attempts, waited, ..
+        } => {
+            assert_eq!(attempts, 3);
+            assert!(waited >= Duration::from_millis(10 + 20 + 40), "{waited:?}");
+        }
+        other => panic!("expected a timeout, got {other}"),
+    }
+    assert_eq!(c.stats.timeouts, 1);
+    fake.drop_next(0);
+}
+
+#[test]
+fn register_list_call_unregister() {
+    let s = start_server();
+    let mut c = client_of(&s, quick());
+    let object = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../handlers/test/three_step.bpf.o"
+    ))
+    .unwrap();
+    let opts = RegisterOptions {
+        name: "three_step".into(),
+        section: None,
+        class: 6,
+        read_only: false,
+    };
+    let id = c.register(0, &object, &opts).unwrap();
+    assert!(id >= bundled::FIRST_DYNAMIC_ID);
+    let list = c.list(0).unwrap();
+    let e = list.iter().find(|e| e.id == id).expect("listed");
+    assert_eq!(
+        (e.name.as_str(), e.class, e.read_only),
+        ("three_step", 6, false)
+    );
+    assert!(list.iter().any(|e| e.id == bundled::RECORD.id));
+    // args: region, pad, offset, add. The handler reads v, CASes v -> v + add, replies.
+    let mut args = [0u8; 24];
+    args[..4].copy_from_slice(&region::RECORD.to_le_bytes());
+    args[8..16].copy_from_slice(&4000u64.to_le_bytes());
+    args[16..].copy_from_slice(&3u64.to_le_bytes());
+    c.write(0, region::RECORD, 4000, &39u64.to_le_bytes())
+        .unwrap();
+    let out = c.call_on(0, id, 6, &args, ExecMode::Server).unwrap().output;
+    assert_eq!(&out[..8], 39u64.to_le_bytes());
+    // The same handler, run here, sees the server's update and makes its own.
+    let out = c.call_on(0, id, 6, &args, ExecMode::Local).unwrap().output;
+    assert_eq!(&out[..8], 42u64.to_le_bytes());
+    assert_eq!(
+        c.read(0, region::RECORD, 4000, 8).unwrap(),
+        45u64.to_le_bytes()
+    );
+    // Wrong class for the offload: refused.
+    let err = c.call_on(0, id, 7, &args, ExecMode::Server).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest), "{err}");
+    c.unregister(0, id).unwrap();
+    assert!(!c.list(0).unwrap().iter().any(|e| e.id == id));
+    let err = c.call_on(0, id, 6, &args, ExecMode::Server).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UnknownOffload), "{err}");
+    let err = c.unregister(0, id).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UnknownOffload), "{err}");
+    // A bundled handler registered again gets a new id and runs like the original.
+    let again = c.register_bundled(0, bundled::RECORD, "record2").unwrap();
+    assert!(again >= bundled::FIRST_DYNAMIC_ID);
+    let a = c.call_on(
+        0,
+        again,
+        bundled::RECORD.class,
+        &record_args(64),
+        ExecMode::Server,
+    );
+    let b = c.call_on(
+        0,
+        5,
+        bundled::RECORD.class,
+        &record_args(64),
+        ExecMode::Server,
+    );
+    assert_eq!(a.unwrap().output, b.unwrap().output);
+    let err = c.register(0, b"not an ELF object", &opts).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidProgram), "{err}");
+}
+
+#[test]
+fn describe_and_stats() {
+    let s = start_server();
+    let mut c = Client::connect(s.data, Some(s.control)).unwrap();
+    let p = c.describe(0, "record").unwrap();
+    let region = p.iter().find(|(k, _)| k == "region").unwrap().1;
+    assert_eq!(region, region::RECORD as u64);
+    assert!(
+        c.region_key(0, region::RECORD).is_some(),
+        "keys are remembered"
+    );
+    let err = c.describe(0, "no-such-app").unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UnknownApp), "{err}");
+    let stats = c.server_stats(0).unwrap();
+    assert!(!stats.is_empty());
+}
+
+#[test]
+fn placement_hint_moves_read_only_calls_to_the_client_for_the_lease() {
+    let s = start_server();
+    let Some(fake) = fake_or_skip(&s, "placement hints") else {
+        return;
+    };
+    let mut c = client_of(&s, quick());
+    let o = bundled::RECORD;
+    use std::sync::atomic::Ordering::SeqCst;
+    let am = || fake.counters().executed_am.load(SeqCst);
+    let first = c.call(o.id, o.class, &record_args(64)).unwrap();
+    assert_ne!(first.executed_at, Location::Client, "no hint yet");
+    assert!(!c.lease_active(0, o.class));
+    fake.set_hint(Some(PlacementHint {
+        class: o.class,
+        location: Location::Client,
+        lease_ms: 1500,
+    }));
+    let hinted = c.call(o.id, o.class, &record_args(64)).unwrap();
+    assert_ne!(hinted.executed_at, Location::Client);
+    assert!(hinted.hint.is_some());
+    assert!(c.lease_active(0, o.class));
+    let before = am();
+    let local = c.call(o.id, o.class, &record_args(64)).unwrap();
+    assert_eq!(local.executed_at, Location::Client);
+    assert_eq!(local.output, first.output);
+    assert_eq!(am(), before, "the lease keeps messages off the server");
+    // A hint with another location ends the lease at the next server reply.
+    std::thread::sleep(Duration::from_millis(1600));
+    fake.set_hint(Some(PlacementHint {
+        class: o.class,
+        location: Location::Host,
+        lease_ms: 0,
+    }));
+    let after = c.call(o.id, o.class, &record_args(64)).unwrap();
+    assert_ne!(after.executed_at, Location::Client, "lease over");
+    assert!(!c.lease_active(0, o.class));
+    // Server mode ignores hints; the server never sees EXEC_HINT from it.
+    fake.set_hint(Some(PlacementHint {
+        class: o.class,
+        location: Location::Client,
+        lease_ms: 10_000,
+    }));
+    let r = c
+        .call_on(0, o.id, o.class, &record_args(64), ExecMode::Server)
+        .unwrap();
+    assert!(r.hint.is_none());
+    assert!(!c.lease_active(0, o.class));
+}
+
+#[test]
+fn sharded_client_spreads_keys_and_keeps_each_on_one_server() {
+    let a = start_server_n(0);
+    let b = start_server_n(1);
+    let servers = [
+        ServerAddr::new(a.data, Some(a.control)),
+        ServerAddr::new(b.data, Some(b.control)),
+    ];
+    let mut sc = ShardedClient::connect(&servers, quick()).unwrap();
+    for s in 0..2 {
+        sc.describe(s, "record").unwrap();
+    }
+    // An offload registered on every server, with one id, callable on each.
+    let id = register_record_everywhere(&mut sc);
+    for s in 0..2 {
+        let r = sc.call_on(
+            s,
+            id,
+            bundled::RECORD.class,
+            &record_args(0),
+            ExecMode::Server,
+        );
+        assert_eq!(r.unwrap().status, AmStatus::Done, "server {s}");
+    }
+    sc.unregister_all(id).unwrap();
+    for s in 0..2 {
+        assert!(!sc.list(s).unwrap().iter().any(|e| e.id == id));
+    }
+    let mut per_server = [0u64; 2];
+    for i in 0..200u64 {
+        let key = format!("key-{i}");
+        let s = sc.server_for(key.as_bytes());
+        assert_eq!(s, sc.server_for(key.as_bytes()));
+        per_server[s] += 1;
+        // Count the key on its server: one FAA per key on word i.
+        sc.faa(s, region::RECORD, 8192 + 8 * i, 1).unwrap();
+    }
+    assert!(per_server.iter().all(|&n| n > 50), "{per_server:?}");
+    for i in 0..200u64 {
+        let key = format!("key-{i}");
+        let owner = sc.server_for(key.as_bytes());
+        for s in 0..2 {
+            let w = sc.read(s, region::RECORD, 8192 + 8 * i, 8).unwrap();
+            let initial = (1024 + i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let want = if s == owner { initial + 1 } else { initial };
+            if a.fake().is_some() {
+                assert_eq!(
+                    u64::from_le_bytes(w.try_into().unwrap()),
+                    want,
+                    "key {i} server {s}"
+                );
+            }
+        }
+    }
+}
+
+fn register_record_everywhere(sc: &mut ShardedClient) -> u32 {
+    let o = bundled::RECORD;
+    let opts = RegisterOptions {
+        name: "record-copy".into(),
+        section: Some(o.section.into()),
+        class: o.class,
+        read_only: true,
+    };
+    let id = sc
+        .register_all(naam_handlers::RECORD_OBJECT, &opts)
+        .unwrap();
+    assert!(id >= bundled::FIRST_DYNAMIC_ID);
+    id
+}
