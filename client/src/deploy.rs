@@ -1,0 +1,423 @@
+//! A local deployment: a host agent and a dataplane started as separate processes on this
+//! machine with the embedded defaults (UDP port, shared-memory link, software eSwitch), for
+//! the demo, the experiments and the integration tests.
+//!
+//! The processes are found as [`Binaries`]: the two program files (next to the running test
+//! or program, or named by `NAAM_BIN_DIR`), or one program that runs both as subcommands (the
+//! `naam-rs` binary of the repository root). Dropping a [`Deployment`] stops both (SIGTERM,
+//! then SIGKILL after a grace period) and removes its run directory.
+
+use crate::{Client, ClientConfig, ServerAddr};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Why a deployment could not be started or driven.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("cannot find the {what} program (looked in {looked}); build the workspace or set NAAM_BIN_DIR")]
+    NotFound { what: &'static str, looked: String },
+    #[error("starting {what}")]
+    Spawn {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} did not become ready within {waited:?}: {detail}")]
+    NotReady {
+        what: &'static str,
+        waited: Duration,
+        detail: String,
+    },
+    #[error("{what} exited early ({status})")]
+    Exited {
+        what: &'static str,
+        status: std::process::ExitStatus,
+    },
+    #[error("run directory {path}")]
+    RunDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How to start the two processes.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    host_agent: (PathBuf, Vec<String>),
+    dataplane: (PathBuf, Vec<String>),
+}
+
+impl Binaries {
+    /// `naam-host-agent` and `naam-dataplane` next to the running executable (or its parent,
+    /// for test executables in `target/*/deps`), or in `NAAM_BIN_DIR`.
+    pub fn locate() -> Result<Self, DeployError> {
+        let mut dirs = Vec::new();
+        if let Some(d) = std::env::var_os("NAAM_BIN_DIR") {
+            dirs.push(PathBuf::from(d));
+        }
+        if let Ok(exe) = std::env::current_exe() {
+            if let Some(dir) = exe.parent() {
+                dirs.push(dir.to_path_buf());
+                if let Some(up) = dir.parent() {
+                    dirs.push(up.to_path_buf());
+                }
+            }
+        }
+        let find = |name: &'static str| {
+            dirs.iter()
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+                .ok_or_else(|| DeployError::NotFound {
+                    what: name,
+                    looked: dirs
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+        };
+        Ok(Self {
+            host_agent: (find("naam-host-agent")?, Vec::new()),
+            dataplane: (find("naam-dataplane")?, Vec::new()),
+        })
+    }
+
+    /// [`Binaries::locate`], building the two programs first (`cargo build -p ...`, the same
+    /// profile as the running executable) when they are not there yet: a test run of only
+    /// one package does not build the other packages' programs.
+    pub fn locate_or_build() -> Result<Self, DeployError> {
+        if let Ok(b) = Self::locate() {
+            return Ok(b);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let release = std::env::current_exe()
+            .is_ok_and(|p| p.components().any(|c| c.as_os_str() == "release"));
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "naam-host-agent",
+            "-p",
+            "naam-dataplane",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().map_err(|source| DeployError::Spawn {
+            what: "cargo build",
+            source,
+        })?;
+        if !status.success() {
+            return Err(DeployError::Exited {
+                what: "cargo build",
+                status,
+            });
+        }
+        Self::locate()
+    }
+
+    /// One program running both roles as subcommands (`PROGRAM host-agent ...`,
+    /// `PROGRAM dataplane ...`).
+    pub fn subcommands(program: PathBuf) -> Self {
+        Self {
+            host_agent: (program.clone(), vec!["host-agent".into()]),
+            dataplane: (program, vec!["dataplane".into()]),
+        }
+    }
+
+    fn command(which: &(PathBuf, Vec<String>)) -> Command {
+        let mut c = Command::new(&which.0);
+        c.args(&which.1);
+        c
+    }
+}
+
+/// What to deploy.
+#[derive(Debug, Clone)]
+pub struct DeployConfig {
+    pub host_workers: u32,
+    pub nic_workers: u32,
+    pub mica_keys: u64,
+    pub value_size: u32,
+    pub btree_keys: u64,
+    /// Where the classes run when nothing is congested (`nic` or `host`).
+    pub home: String,
+    /// Extra dataplane flags (policy knobs, engine, ...).
+    pub dataplane_args: Vec<String>,
+    /// Extra host agent flags.
+    pub host_args: Vec<String>,
+    /// Where logs go: `None` discards them, `Some(dir)` writes `host-agent.log` and
+    /// `dataplane.log` there.
+    pub log_dir: Option<PathBuf>,
+    /// `RUST_LOG` for both processes.
+    pub log_filter: String,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        Self {
+            host_workers: 1,
+            nic_workers: 1,
+            mica_keys: 65_536,
+            value_size: 64,
+            btree_keys: 65_536,
+            home: "nic".into(),
+            dataplane_args: Vec::new(),
+            host_args: Vec::new(),
+            log_dir: None,
+            log_filter: "info".into(),
+        }
+    }
+}
+
+/// A running host agent and dataplane.
+pub struct Deployment {
+    host: Option<Child>,
+    dataplane: Option<Child>,
+    bins: Binaries,
+    cfg: DeployConfig,
+    run_dir: PathBuf,
+    data: SocketAddr,
+    control: SocketAddr,
+}
+
+const READY_WAIT: Duration = Duration::from_secs(30);
+
+impl Deployment {
+    /// Starts the host agent, waits for its sockets, then the dataplane, and waits for it to
+    /// print where it serves.
+    pub fn start(bins: Binaries, cfg: DeployConfig) -> Result<Self, DeployError> {
+        let run_dir =
+            std::env::temp_dir().join(format!("naam-deploy-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&run_dir).map_err(|source| DeployError::RunDir {
+            path: run_dir.clone(),
+            source,
+        })?;
+        let mut d = Deployment {
+            host: None,
+            dataplane: None,
+            bins,
+            cfg,
+            run_dir,
+            data: ([0, 0, 0, 0], 0).into(),
+            control: ([0, 0, 0, 0], 0).into(),
+        };
+        d.start_host()?;
+        d.start_dataplane()?;
+        Ok(d)
+    }
+
+    fn log(&self, name: &str) -> Stdio {
+        match &self.cfg.log_dir {
+            Some(dir) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(format!("{name}.log")))
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+            None => Stdio::null(),
+        }
+    }
+
+    /// Starts (or restarts) the host agent and waits until it serves its sockets.
+    pub fn start_host(&mut self) -> Result<(), DeployError> {
+        let c = &self.cfg;
+        let mut cmd = Binaries::command(&self.bins.host_agent);
+        cmd.arg("--run-dir")
+            .arg(&self.run_dir)
+            .args(["--workers", &c.host_workers.to_string()])
+            .args(["--nic-workers", &c.nic_workers.to_string()])
+            .args(["--mica-keys", &c.mica_keys.to_string()])
+            .args(["--value-size", &c.value_size.to_string()])
+            .args(["--btree-keys", &c.btree_keys.to_string()])
+            .args(&c.host_args)
+            .env("RUST_LOG", &c.log_filter)
+            .stdin(Stdio::null())
+            .stdout(self.log("host-agent"))
+            .stderr(self.log("host-agent"));
+        let _ = std::fs::remove_file(self.run_dir.join("control.sock"));
+        let _ = std::fs::remove_file(self.run_dir.join("link.sock"));
+        let mut child = cmd.spawn().map_err(|source| DeployError::Spawn {
+            what: "the host agent",
+            source,
+        })?;
+        let start = Instant::now();
+        while !(self.run_dir.join("control.sock").exists()
+            && self.run_dir.join("link.sock").exists())
+        {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(DeployError::Exited {
+                    what: "the host agent",
+                    status,
+                });
+            }
+            if start.elapsed() > READY_WAIT {
+                let _ = child.kill();
+                return Err(DeployError::NotReady {
+                    what: "the host agent",
+                    waited: READY_WAIT,
+                    detail: "no control.sock and link.sock".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.host = Some(child);
+        Ok(())
+    }
+
+    fn start_dataplane(&mut self) -> Result<(), DeployError> {
+        let c = &self.cfg;
+        let mut cmd = Binaries::command(&self.bins.dataplane);
+        cmd.args(["--port", "udp:127.0.0.1:0"])
+            .arg("--run-dir")
+            .arg(&self.run_dir)
+            .args(["--workers", &c.nic_workers.to_string()])
+            .args(["--home", &c.home])
+            .args(&c.dataplane_args)
+            .env("RUST_LOG", &c.log_filter)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(self.log("dataplane"));
+        let mut child = cmd.spawn().map_err(|source| DeployError::Spawn {
+            what: "the dataplane",
+            source,
+        })?;
+        let stdout = child.stdout.take().expect("piped");
+        // The dataplane prints one line, "naam-dataplane serving data A control B", when ready.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = match rx.recv_timeout(READY_WAIT) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                return Err(DeployError::NotReady {
+                    what: "the dataplane",
+                    waited: READY_WAIT,
+                    detail: "no serving line".into(),
+                });
+            }
+        };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let addr = |key: &str| {
+            words
+                .iter()
+                .position(|w| *w == key)
+                .and_then(|i| words.get(i + 1))
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+        };
+        match (addr("data"), addr("control")) {
+            (Some(data), Some(control)) => {
+                self.data = data;
+                self.control = control;
+                self.dataplane = Some(child);
+                Ok(())
+            }
+            _ => {
+                let status = child.try_wait().ok().flatten();
+                let _ = child.kill();
+                match status {
+                    Some(status) => Err(DeployError::Exited {
+                        what: "the dataplane",
+                        status,
+                    }),
+                    None => Err(DeployError::NotReady {
+                        what: "the dataplane",
+                        waited: READY_WAIT,
+                        detail: format!("unexpected line {line:?}"),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The dataplane's data base port.
+    pub fn data_addr(&self) -> SocketAddr {
+        self.data
+    }
+
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control
+    }
+
+    pub fn server(&self) -> ServerAddr {
+        ServerAddr::new(self.data, Some(self.control))
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// A new client of this deployment.
+    pub fn client(&self, cfg: ClientConfig) -> crate::Result<Client> {
+        Client::with_servers(&[self.server()], cfg)
+    }
+
+    pub fn host_pid(&self) -> Option<u32> {
+        self.host.as_ref().map(Child::id)
+    }
+
+    pub fn dataplane_pid(&self) -> Option<u32> {
+        self.dataplane.as_ref().map(Child::id)
+    }
+
+    /// Kills the host agent at once (SIGKILL), as a crash would.
+    pub fn kill_host(&mut self) {
+        if let Some(mut c) = self.host.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops both processes: SIGTERM, then SIGKILL after `grace`. Returns whether both exited
+    /// on their own with status 0.
+    pub fn stop(&mut self, grace: Duration) -> bool {
+        let mut clean = true;
+        for child in [self.dataplane.take(), self.host.take()]
+            .into_iter()
+            .flatten()
+        {
+            clean &= terminate(child, grace);
+        }
+        clean
+    }
+}
+
+fn terminate(mut child: Child, grace: Duration) -> bool {
+    // SIGTERM through the kill command: std has no signal API and this keeps the crate free of
+    // unsafe code.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let start = Instant::now();
+    while start.elapsed() < grace {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.success();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(3));
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
