@@ -100,7 +100,14 @@ fn parse_home(s: &str) -> Result<Location, String> {
     }
 }
 
+#[allow(dead_code)] // the naam-rs program runs `run` directly
 fn main() -> anyhow::Result<()> {
+    run(std::env::args_os().collect())
+}
+
+/// The program with these arguments (the first is the program name); also run by the
+/// `naam-rs` program of the repository root, which includes this file.
+pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
     // Logs go to stderr; stdout carries only the "serving" line (scripts read the ports).
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -109,7 +116,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let a = Args::parse();
+    let a = Args::parse_from(args);
     if !a.engine.available() {
         anyhow::bail!(
             "engine {} is not available on this machine",

@@ -106,7 +106,14 @@ impl Args {
     }
 }
 
+#[allow(dead_code)] // the naam-rs program runs `run` directly
 fn main() -> anyhow::Result<()> {
+    run(std::env::args_os().collect())
+}
+
+/// The program with these arguments (the first is the program name); also run by the
+/// `naam-rs` program of the repository root, which includes this file.
+pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -114,7 +121,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cfg = Args::parse().into_config()?;
+    let cfg = Args::parse_from(args).into_config()?;
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

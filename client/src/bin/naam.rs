@@ -31,8 +31,15 @@ enum Command {
     },
 }
 
+#[allow(dead_code)] // the naam-rs program runs `run` directly
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    run(std::env::args_os().collect())
+}
+
+/// The program with these arguments (the first is the program name); also run by the
+/// `naam-rs` program of the repository root, which includes this file.
+pub fn run(args: Vec<std::ffi::OsString>) -> ExitCode {
+    let cli = Cli::parse_from(args);
     match &cli.command {
         Command::Verify { file, section } => verify_cmd(file, section.as_deref()),
         Command::Client(c) => {
