@@ -637,11 +637,13 @@ fn check_engines_agree(name: &str, p: &Program, runs: usize) {
         verify(p, &VerifierConfig::default()).unwrap_or_else(|e| panic!("{name}: rejected: {e}")),
     );
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    // Compiled once: compiling is the slow part under qemu (the aarch64 run).
+    let Some((jit_vm, interp_vm)) = engines(&v) else {
+        return;
+    };
     for run in 0..runs {
         let c = random_ctx(&mut rng);
-        let Some((jit, interp)) = run_both(&v, &c) else {
-            return;
-        };
+        let (jit, interp) = (run_one(&jit_vm, &c), run_one(&interp_vm, &c));
         assert_eq!(jit.0, interp.0, "{name}: r0 differs on run {run}");
         assert!(
             jit.1 == interp.1,
