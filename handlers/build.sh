@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Compiles every handler source (handlers/*.bpf.c, handlers/test/*.bpf.c,
-# handlers/test/verifier/*.bpf.c: the verifier corpus) to the object
-# committed beside it. `--check` recompiles into a temporary folder and fails when any object
+# Compiles every handler source (handlers/*.bpf.c, examples/, test/, and test/verifier/: the
+# verifier corpus) to the object committed beside it. `--check` recompiles into a temporary folder and fails when any object
 # differs from the committed one (CI runs this so the objects cannot drift from the sources).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -12,7 +11,7 @@ check=0
 status=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-for src in "$here"/*.bpf.c "$here"/test/*.bpf.c "$here"/test/verifier/*.bpf.c; do
+for src in "$here"/*.bpf.c "$here"/examples/*.bpf.c "$here"/test/*.bpf.c "$here"/test/verifier/*.bpf.c; do
     [ -e "$src" ] || continue
     obj=${src%.c}.o
     # Compile from the handlers folder with relative paths so objects do not depend on where

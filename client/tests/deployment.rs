@@ -44,3 +44,57 @@ fn mica_and_btree_execute_at_the_host_and_at_the_nic() {
         assert_eq!(reply.executed_at, at, "home {home}");
     }
 }
+
+/// The README's worked example, end to end through the `naam` command line: verify, register
+/// and call `handlers/examples/sum.bpf.c`, and check its reply against a one-sided read of the
+/// same record.
+#[test]
+fn readme_example_sum_handler() {
+    let d = deploy("nic");
+    let naam = env!("CARGO_BIN_EXE_naam");
+    let object = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../handlers/examples/sum.bpf.o"
+    );
+    let server = d.data_addr().to_string();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(naam)
+            .args(["--server", &server])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "naam {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(run(&["verify", object]).starts_with("accepted: sum"));
+    let id = run(&["offload", "add", object, "--class", "7", "--read-only"])
+        .trim()
+        .to_string();
+    assert!(run(&["offload", "ls"])
+        .lines()
+        .any(|l| l.starts_with(&format!("{id}\t7\t"))));
+    let out = run(&["call", &id, "--class", "7", "u32:4", "u32:0", "u64:128"]);
+    let sum: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("u64 "))
+        .expect("a u64 line")
+        .parse()
+        .unwrap();
+
+    let mut c = d.client(ClientConfig::default()).unwrap();
+    c.describe(0, "record").unwrap();
+    let record = c.read(0, 4, 128, 64).unwrap();
+    let expected = record
+        .chunks_exact(8)
+        .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+        .fold(0u64, u64::wrapping_add);
+    assert_eq!(sum, expected);
+    run(&["offload", "rm", &id]);
+    assert!(!run(&["offload", "ls"])
+        .lines()
+        .any(|l| l.starts_with(&format!("{id}\t"))));
+}

@@ -50,6 +50,55 @@ pub enum ClientCommand {
     Offload(OffloadCommand),
     /// Print the server's counters, one "name value" per line.
     Stats,
+    /// Send one active message to offload ID and print where it ran and its output.
+    Call {
+        id: u32,
+        /// Steering class of the offload (its UDP port is base + class).
+        #[arg(long, default_value_t = 0)]
+        class: u16,
+        /// Arguments, concatenated in order: u8:N, u32:N, u64:N (little-endian), hex:BYTES,
+        /// str:TEXT.
+        args: Vec<String>,
+    },
+}
+
+/// Encodes `naam call` arguments.
+pub fn encode_args(args: &[String]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for a in args {
+        let (kind, v) = a.split_once(':').with_context(|| {
+            format!("argument {a:?}: expected KIND:VALUE (u8, u32, u64, hex, str)")
+        })?;
+        let num = |v: &str| -> anyhow::Result<u64> {
+            match v.strip_prefix("0x") {
+                Some(h) => Ok(u64::from_str_radix(h, 16)?),
+                None => Ok(v.parse()?),
+            }
+        };
+        match kind {
+            "u8" => {
+                out.push(u8::try_from(num(v)?).with_context(|| format!("{a:?} does not fit u8"))?)
+            }
+            "u32" => out.extend_from_slice(
+                &u32::try_from(num(v)?)
+                    .with_context(|| format!("{a:?} does not fit u32"))?
+                    .to_le_bytes(),
+            ),
+            "u64" => out.extend_from_slice(&num(v)?.to_le_bytes()),
+            "str" => out.extend_from_slice(v.as_bytes()),
+            "hex" => {
+                anyhow::ensure!(v.len() % 2 == 0, "argument {a:?}: odd number of hex digits");
+                for i in (0..v.len()).step_by(2) {
+                    out.push(
+                        u8::from_str_radix(&v[i..i + 2], 16)
+                            .with_context(|| format!("argument {a:?}: not hex"))?,
+                    );
+                }
+            }
+            _ => bail!("argument {a:?}: unknown kind {kind:?} (u8, u32, u64, hex, str)"),
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -188,6 +237,22 @@ fn run_inner(g: &GlobalArgs, cmd: &ClientCommand, out: &mut dyn Write) -> anyhow
             let mut client = client;
             client.unregister(0, *id)?;
         }
+        ClientCommand::Call { id, class, args } => {
+            let mut client = client;
+            let reply = client.call(*id, *class, &encode_args(args)?)?;
+            let at = format!("{:?}", reply.executed_at).to_lowercase();
+            writeln!(out, "executed at {at} in {} steps", reply.steps)?;
+            let output = reply.into_output()?;
+            let hex: String = output.iter().map(|b| format!("{b:02x}")).collect();
+            writeln!(out, "output {hex}")?;
+            if !output.is_empty() && output.len() % 8 == 0 {
+                let words: Vec<String> = output
+                    .chunks_exact(8)
+                    .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")).to_string())
+                    .collect();
+                writeln!(out, "u64 {}", words.join(" "))?;
+            }
+        }
         ClientCommand::Stats => {
             let mut client = client;
             for (name, value) in client.server_stats(0)? {
@@ -196,4 +261,25 @@ fn run_inner(g: &GlobalArgs, cmd: &ClientCommand, out: &mut dyn Write) -> anyhow
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode_args;
+
+    #[test]
+    fn call_arguments_encode_little_endian_in_order() {
+        let a: Vec<String> = ["u32:4", "u32:0", "u64:0x80", "hex:ff00", "str:ab", "u8:7"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let b = encode_args(&a).unwrap();
+        assert_eq!(
+            b,
+            [4, 0, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 0, 0, 0, 0, 0, 0xff, 0, b'a', b'b', 7]
+        );
+        for bad in ["u32", "u8:256", "u32:x", "hex:f", "hex:zz", "f64:1"] {
+            assert!(encode_args(&[bad.to_string()]).is_err(), "{bad}");
+        }
+    }
 }
