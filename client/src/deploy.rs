@@ -8,6 +8,7 @@
 //! then SIGKILL after a grace period) and removes its run directory.
 
 use crate::{Client, ClientConfig, ServerAddr};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -156,6 +157,12 @@ pub struct DeployConfig {
     pub log_dir: Option<PathBuf>,
     /// `RUST_LOG` for both processes.
     pub log_filter: String,
+    /// Keep the host agent's shared area in a file (`--persist`, on `/dev/shm` when it
+    /// exists) so that a restarted host agent reopens the same regions, keys and data.
+    pub persist: bool,
+    /// Give the host agent a snapshot file (`--snapshot`), loaded at start when it exists and
+    /// written on request (`DESCRIBE("snapshot")`) and on a clean shutdown.
+    pub snapshot: bool,
 }
 
 impl Default for DeployConfig {
@@ -171,6 +178,8 @@ impl Default for DeployConfig {
             host_args: Vec::new(),
             log_dir: None,
             log_filter: "info".into(),
+            persist: false,
+            snapshot: false,
         }
     }
 }
@@ -212,6 +221,27 @@ impl Deployment {
         Ok(d)
     }
 
+    /// The file holding the host agent's shared area with [`DeployConfig::persist`]: on
+    /// `/dev/shm` (tmpfs, as docs/runtime.md asks) when it exists, else in the run directory.
+    pub fn persist_path(&self) -> PathBuf {
+        let name = self
+            .run_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "naam-deploy".into());
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            shm.join(format!("{name}.area"))
+        } else {
+            self.run_dir.join("area")
+        }
+    }
+
+    /// The host agent's snapshot file with [`DeployConfig::snapshot`].
+    pub fn snapshot_path(&self) -> PathBuf {
+        self.run_dir.join("snapshot")
+    }
+
     fn log(&self, name: &str) -> Stdio {
         match &self.cfg.log_dir {
             Some(dir) => std::fs::OpenOptions::new()
@@ -235,8 +265,14 @@ impl Deployment {
             .args(["--mica-keys", &c.mica_keys.to_string()])
             .args(["--value-size", &c.value_size.to_string()])
             .args(["--btree-keys", &c.btree_keys.to_string()])
-            .args(&c.host_args)
-            .env("RUST_LOG", &c.log_filter)
+            .args(&c.host_args);
+        if c.persist {
+            cmd.arg("--persist").arg(self.persist_path());
+        }
+        if c.snapshot {
+            cmd.arg("--snapshot").arg(self.snapshot_path());
+        }
+        cmd.env("RUST_LOG", &c.log_filter)
             .stdin(Stdio::null())
             .stdout(self.log("host-agent"))
             .stderr(self.log("host-agent"));
@@ -270,10 +306,14 @@ impl Deployment {
         Ok(())
     }
 
-    fn start_dataplane(&mut self) -> Result<(), DeployError> {
+    /// Starts (or restarts) the dataplane and waits until it prints where it serves. A
+    /// restarted dataplane binds the ports of the previous one, so clients keep their
+    /// addresses.
+    pub fn start_dataplane(&mut self) -> Result<(), DeployError> {
         let c = &self.cfg;
         let mut cmd = Binaries::command(&self.bins.dataplane);
-        cmd.args(["--port", "udp:127.0.0.1:0"])
+        cmd.arg("--port")
+            .arg(format!("udp:127.0.0.1:{}", self.data.port()))
             .arg("--run-dir")
             .arg(&self.run_dir)
             .args(["--workers", &c.nic_workers.to_string()])
@@ -377,6 +417,61 @@ impl Deployment {
         }
     }
 
+    /// Kills the dataplane at once (SIGKILL), as a crash would.
+    pub fn kill_dataplane(&mut self) {
+        if let Some(mut c) = self.dataplane.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the host agent cleanly (SIGTERM; SIGKILL after `grace`), which writes its
+    /// snapshot when it has one. Returns whether it exited with status 0.
+    pub fn stop_host(&mut self, grace: Duration) -> bool {
+        self.host.take().is_some_and(|c| terminate(c, grace))
+    }
+
+    /// Whether each process is still running: `(host agent, dataplane)`.
+    pub fn running(&mut self) -> (bool, bool) {
+        let alive =
+            |c: &mut Option<Child>| c.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+        (alive(&mut self.host), alive(&mut self.dataplane))
+    }
+
+    /// A client for control requests (stats, describe), with a generous timeout: the control
+    /// thread of a loaded machine may be slow.
+    pub fn control_client(&self) -> crate::Result<Client> {
+        self.client(ClientConfig {
+            timeout: Duration::from_millis(200),
+            max_retries: 5,
+            ..ClientConfig::default()
+        })
+    }
+
+    /// The dataplane's counters (`naam stats`) by name.
+    pub fn stats(&self) -> crate::Result<HashMap<String, u64>> {
+        Ok(self
+            .control_client()?
+            .server_stats(0)?
+            .into_iter()
+            .collect())
+    }
+
+    /// `DESCRIBE(app)` through the dataplane's control port, by name.
+    pub fn describe(&self, app: &str) -> crate::Result<HashMap<String, u64>> {
+        Ok(self
+            .control_client()?
+            .describe(0, app)?
+            .into_iter()
+            .collect())
+    }
+
+    /// Congests every host worker for `ms` milliseconds from now (`DESCRIBE("congest:MS")`,
+    /// forwarded by the dataplane to the host agent).
+    pub fn congest_host(&self, ms: u64) -> crate::Result<()> {
+        self.describe(&format!("congest:{ms}")).map(drop)
+    }
+
     /// Stops both processes: SIGTERM, then SIGKILL after `grace`. Returns whether both exited
     /// on their own with status 0.
     pub fn stop(&mut self, grace: Duration) -> bool {
@@ -412,6 +507,9 @@ fn terminate(mut child: Child, grace: Duration) -> bool {
 impl Drop for Deployment {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(3));
+        if self.cfg.persist {
+            let _ = std::fs::remove_file(self.persist_path());
+        }
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }
 }

@@ -542,6 +542,20 @@ fn sharded_client_spreads_keys_and_keeps_each_on_one_server() {
     for s in 0..2 {
         assert!(!sc.list(s).unwrap().iter().any(|e| e.id == id));
     }
+    // The words before: the fake's and a host agent's record contents differ.
+    let word = |sc: &mut ShardedClient, s: usize, i: u64| {
+        let w = sc.read(s, region::RECORD, 8192 + 8 * i, 8).unwrap();
+        u64::from_le_bytes(w.try_into().unwrap())
+    };
+    let before: Vec<[u64; 2]> = (0..200u64)
+        .map(|i| [word(&mut sc, 0, i), word(&mut sc, 1, i)])
+        .collect();
+    if a.fake().is_some() {
+        for (i, b) in before.iter().enumerate() {
+            let initial = (1024 + i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            assert_eq!(*b, [initial; 2], "the fake's record word {i}");
+        }
+    }
     let mut per_server = [0u64; 2];
     for i in 0..200u64 {
         let key = format!("key-{i}");
@@ -555,17 +569,13 @@ fn sharded_client_spreads_keys_and_keeps_each_on_one_server() {
     for i in 0..200u64 {
         let key = format!("key-{i}");
         let owner = sc.server_for(key.as_bytes());
-        for s in 0..2 {
-            let w = sc.read(s, region::RECORD, 8192 + 8 * i, 8).unwrap();
-            let initial = (1024 + i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            let want = if s == owner { initial + 1 } else { initial };
-            if a.fake().is_some() {
-                assert_eq!(
-                    u64::from_le_bytes(w.try_into().unwrap()),
-                    want,
-                    "key {i} server {s}"
-                );
-            }
+        for (s, &initial) in before[i as usize].iter().enumerate() {
+            let want = if s == owner {
+                initial.wrapping_add(1)
+            } else {
+                initial
+            };
+            assert_eq!(word(&mut sc, s, i), want, "key {i} server {s}");
         }
     }
 }

@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::Parser;
 use naam_core::policy::{Location, PolicyConfig};
 use naam_core::vm::Engine;
+use naam_dataplane::port::LossInjection;
 use naam_dataplane::runtime::{IdleMode, MonitorConfig, Runtime, RuntimeConfig};
 
 #[derive(Parser, Debug)]
@@ -90,6 +91,14 @@ struct Args {
     /// Host cores run handlers this many times faster than NIC cores (cost model).
     #[arg(long, default_value_t = 2.0)]
     host_speedup: f64,
+    /// Tests only: drop every Nth datagram a UDP worker receives (counted as
+    /// `port_drop.injected_rx`; 0 = never).
+    #[arg(long, default_value_t = 0)]
+    drop_rx_every: u32,
+    /// Tests only: drop every Nth datagram a UDP worker sends (counted as
+    /// `port_drop.injected_tx`; 0 = never).
+    #[arg(long, default_value_t = 0)]
+    drop_tx_every: u32,
 }
 
 fn parse_home(s: &str) -> Result<Location, String> {
@@ -155,6 +164,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         },
         stale_after: Duration::from_millis(a.stale_ms),
         connect_wait: Duration::from_millis(a.connect_wait_ms),
+        loss: LossInjection::every(a.drop_rx_every, a.drop_tx_every),
         ..defaults
     };
     tracing::info!(backoff = ?cfg.idle, engine = cfg.engine.name(), workers = cfg.workers, "starting");

@@ -5,8 +5,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
 use naam_dataplane::port::{
-    open, AnyPort, DropReason, PacketBatch, Peer, Port, PortError, PortOptions, UdpPort,
-    MAX_PAYLOAD,
+    open, AnyPort, DropReason, LossInjection, PacketBatch, Peer, Port, PortError, PortOptions,
+    UdpPort, MAX_PAYLOAD,
 };
 
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -257,4 +257,44 @@ fn ports_and_batches_move_to_worker_threads() {
     });
     client().send_to(b"to the worker", to).unwrap();
     assert_eq!(worker.join().unwrap(), 1);
+}
+
+#[test]
+fn loss_injection_drops_every_nth_datagram_each_way_and_counts_it() {
+    let mut port = UdpPort::bind(SocketAddrV4::new(LOOPBACK, 0), 1).unwrap();
+    port.set_loss(LossInjection::every(3, 4));
+    let base = port.local_addr().port();
+    let c = client();
+    let me = v4(c.local_addr().unwrap());
+    for i in 0..9u8 {
+        c.send_to(&[i], (LOOPBACK, base)).unwrap();
+    }
+    let mut batch = PacketBatch::with_capacity(32);
+    receive(&mut port, &mut batch, 6);
+    std::thread::sleep(Duration::from_millis(20));
+    port.rx_burst(&mut batch).unwrap();
+    let got: Vec<u8> = batch.iter().map(|p| p.payload()[0]).collect();
+    assert_eq!(got, [0, 1, 3, 4, 6, 7], "the 3rd, 6th and 9th were dropped");
+    assert_eq!(port.stats().drops(DropReason::InjectedRx), 3);
+
+    let mut out = PacketBatch::with_capacity(32);
+    for i in 0..8u8 {
+        let p = out.push().unwrap();
+        assert!(p.set_payload(&[i]));
+        p.set_peer(Peer::to(me).from_port(base));
+    }
+    assert_eq!(port.tx_burst(&out).unwrap(), 6);
+    assert_eq!(port.stats().drops(DropReason::InjectedTx), 2);
+    assert_eq!(port.stats().tx_packets, 6);
+    let mut buf = [0u8; 16];
+    let mut sent = Vec::new();
+    for _ in 0..6 {
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        sent.push(buf[..n][0]);
+    }
+    assert_eq!(sent, [0, 1, 2, 4, 5, 6], "the 4th and 8th were dropped");
+
+    // Off again: nothing dropped.
+    port.set_loss(LossInjection::default());
+    assert_eq!(port.tx_burst(&out).unwrap(), 8);
 }

@@ -326,8 +326,9 @@ impl App for Records {
         vec![RegionPlan {
             id: region::RECORDS,
             len: cfg.records * RECORD_SIZE,
-            // Written only by one-sided ops (the fault tests write through the link).
-            perms: Perms::READ.union(Perms::WRITE),
+            // Written only by one-sided ops, atomics included (the fault tests write through
+            // the link; clients count with FAA and CAS here, as against the fake server).
+            perms: Perms::ALL,
         }]
     }
 

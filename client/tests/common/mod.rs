@@ -1,11 +1,15 @@
 //! Where the tests get a server. Today: an in-process fake (`naam_client::fake`). To run the
 //! same tests against a real deployment (host agent + dataplane started separately), set
 //! `NAAM_TEST_SERVER=IP:BASE` (and `NAAM_TEST_SERVER2` for the sharding tests); tests that
-//! need the fake's fault injection then skip with a printed reason. The switch lives in
+//! need the fake's fault injection then skip with a printed reason. With
+//! `NAAM_TEST_DEPLOY=1`, every test starts its own real deployment instead (a host agent and
+//! a dataplane process, `naam_client::deploy`), stopped when the test ends; the
+//! `against_deployment` test target does that for all the suites. The switch lives in
 //! [`start_server`] only.
 
 #![allow(dead_code)]
 
+use naam_client::deploy::{Binaries, DeployConfig, Deployment};
 use naam_client::fake::FakeServer;
 use std::net::SocketAddr;
 
@@ -16,12 +20,18 @@ pub struct TestServer {
     pub data: SocketAddr,
     pub control: SocketAddr,
     fake: Option<FakeServer>,
+    deployment: Option<Deployment>,
 }
 
 impl TestServer {
     /// The fake, for fault injection and inspection; `None` against a real deployment.
     pub fn fake(&self) -> Option<&FakeServer> {
         self.fake.as_ref()
+    }
+
+    /// The deployment this test started, if it started one.
+    pub fn deployment(&self) -> Option<&Deployment> {
+        self.deployment.as_ref()
     }
 }
 
@@ -33,7 +43,33 @@ fn from_env(var: &str) -> Option<TestServer> {
         data,
         control,
         fake: None,
+        deployment: None,
     })
+}
+
+/// Whether tests start their own deployments: `NAAM_TEST_DEPLOY` set, or these suites
+/// compiled into the `against_deployment` target.
+fn deploy_per_test() -> bool {
+    std::env::var_os("NAAM_TEST_DEPLOY").is_some_and(|v| v != "0")
+        || module_path!().starts_with("against_deployment::")
+}
+
+fn deployed() -> TestServer {
+    let bins = Binaries::locate_or_build().expect("the host agent and dataplane programs");
+    let cfg = DeployConfig {
+        mica_keys: 1024,
+        btree_keys: 1024,
+        // The fake's steering classes; the bundled offloads use 0..=5.
+        dataplane_args: vec!["--classes".into(), CLASSES.to_string()],
+        ..DeployConfig::default()
+    };
+    let d = Deployment::start(bins, cfg).expect("deployment starts");
+    TestServer {
+        data: d.data_addr(),
+        control: d.control_addr(),
+        fake: None,
+        deployment: Some(d),
+    }
 }
 
 /// Server number `n` (0 or 1) for a test.
@@ -46,11 +82,15 @@ pub fn start_server_n(n: usize) -> TestServer {
     if let Some(s) = from_env(var) {
         return s;
     }
+    if deploy_per_test() {
+        return deployed();
+    }
     let fake = naam_client::fake::FakeServer::start_apps(CLASSES).expect("fake server starts");
     TestServer {
         data: fake.data,
         control: fake.control,
         fake: Some(fake),
+        deployment: None,
     }
 }
 

@@ -35,11 +35,15 @@ pub enum DropReason {
     BadSource,
     /// A receive call failed (other than "nothing to read").
     RxError,
+    /// Dropped on receive by the loss injection of tests (`--drop-rx-every`).
+    InjectedRx,
+    /// Dropped on transmit by the loss injection of tests (`--drop-tx-every`).
+    InjectedTx,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 17;
 
     /// Every reason, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -58,6 +62,8 @@ impl DropReason {
         DropReason::TxError,
         DropReason::BadSource,
         DropReason::RxError,
+        DropReason::InjectedRx,
+        DropReason::InjectedTx,
     ];
 
     /// A short stable name (for stats output).
@@ -78,6 +84,8 @@ impl DropReason {
             DropReason::TxError => "tx_error",
             DropReason::BadSource => "bad_source",
             DropReason::RxError => "rx_error",
+            DropReason::InjectedRx => "injected_rx",
+            DropReason::InjectedTx => "injected_tx",
         }
     }
 }

@@ -30,6 +30,54 @@ pub struct UdpPort {
     /// Present when there is more than one socket.
     epoll: Option<OwnedFd>,
     stats: PortStats,
+    loss: LossInjection,
+}
+
+/// Deterministic packet loss for tests of retransmission and de-duplication: every `N`th
+/// datagram received (or sent) is dropped and counted as its own drop reason. Off (0) by
+/// default, which costs one predictable branch per datagram.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LossInjection {
+    /// Drop every `rx_every`th received datagram (0: never).
+    pub rx_every: u32,
+    /// Drop every `tx_every`th datagram to send (0: never).
+    pub tx_every: u32,
+    rx_seen: u32,
+    tx_seen: u32,
+}
+
+impl LossInjection {
+    /// Drops every `rx_every`th received and every `tx_every`th sent datagram (0: never).
+    pub fn every(rx_every: u32, tx_every: u32) -> Self {
+        LossInjection {
+            rx_every,
+            tx_every,
+            ..Self::default()
+        }
+    }
+
+    #[inline]
+    fn tick(every: u32, seen: &mut u32) -> bool {
+        if every == 0 {
+            return false;
+        }
+        *seen += 1;
+        if *seen >= every {
+            *seen = 0;
+            return true;
+        }
+        false
+    }
+
+    #[inline]
+    fn drop_rx(&mut self) -> bool {
+        Self::tick(self.rx_every, &mut self.rx_seen)
+    }
+
+    #[inline]
+    fn drop_tx(&mut self) -> bool {
+        Self::tick(self.tx_every, &mut self.tx_seen)
+    }
 }
 
 fn io_err(op: &'static str) -> PortError {
@@ -98,7 +146,13 @@ impl UdpPort {
             base: SocketAddrV4::new(*addr.ip(), base_port),
             epoll,
             stats: PortStats::default(),
+            loss: LossInjection::default(),
         })
+    }
+
+    /// Turns loss injection on (or off, with zeros): for tests only.
+    pub fn set_loss(&mut self, loss: LossInjection) {
+        self.loss = loss;
     }
 
     fn bind_one(addr: SocketAddrV4, reuse: bool) -> std::io::Result<UdpSocket> {
@@ -246,6 +300,10 @@ impl UdpPort {
                     self.stats.count_drop(DropReason::RxError);
                     continue;
                 }
+                if self.loss.drop_rx() {
+                    self.stats.count_drop(DropReason::InjectedRx);
+                    continue;
+                }
                 // SAFETY: the kernel wrote an IPv4 address of `msg_namelen` bytes (checked).
                 let remote = from_sockaddr(unsafe { names[i].assume_init_ref() });
                 let w = batch.len();
@@ -278,19 +336,31 @@ impl UdpPort {
     fn send_run(&mut self, class: usize, packets: &[Packet]) -> usize {
         let fd = self.sockets[class].as_raw_fd();
         let mut sent = 0;
-        for (ci, chunk) in packets.chunks(CHUNK).enumerate() {
+        let mut chunks = packets.chunks(CHUNK);
+        while let Some(chunk) = chunks.next() {
             // SAFETY: all-zero is a valid value for these plain C structs.
             let mut msgs: [libc::mmsghdr; CHUNK] = unsafe { std::mem::zeroed() };
             // SAFETY: as above.
             let mut iovs: [libc::iovec; CHUNK] = unsafe { std::mem::zeroed() };
             let mut names = [sockaddr(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)); CHUNK];
+            // Packets of this chunk that are sent (loss injection may leave some out).
+            let mut kept = [0usize; CHUNK];
+            let mut n = 0;
             for (i, p) in chunk.iter().enumerate() {
-                names[i] = sockaddr(p.peer.remote);
+                if self.loss.drop_tx() {
+                    self.stats.count_drop(DropReason::InjectedTx);
+                    continue;
+                }
+                kept[n] = i;
+                names[n] = sockaddr(p.peer.remote);
                 // sendmmsg only reads through iov_base; the `*mut` is the C type's.
-                iovs[i] = libc::iovec {
+                iovs[n] = libc::iovec {
                     iov_base: p.payload().as_ptr().cast_mut().cast(),
                     iov_len: p.payload().len(),
                 };
+                n += 1;
+            }
+            for i in 0..n {
                 msgs[i].msg_hdr.msg_iov = &mut iovs[i];
                 msgs[i].msg_hdr.msg_iovlen = 1;
                 msgs[i].msg_hdr.msg_name = std::ptr::from_mut(&mut names[i]).cast();
@@ -298,9 +368,9 @@ impl UdpPort {
                     std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
             }
             let mut off = 0;
-            while off < chunk.len() {
-                let todo = chunk.len() - off;
-                // SAFETY: `fd` is an open socket; `msgs[off..]` point at live payloads and
+            while off < n {
+                let todo = n - off;
+                // SAFETY: `fd` is an open socket; `msgs[off..n]` point at live payloads and
                 // addresses (borrowed from `packets` and this frame) that the call only reads.
                 let rc = unsafe {
                     libc::sendmmsg(
@@ -314,8 +384,8 @@ impl UdpPort {
                     let err = std::io::Error::last_os_error();
                     if err.kind() == std::io::ErrorKind::WouldBlock {
                         // Socket buffer full: the rest of this run is dropped.
-                        let rest = (packets.len() - ci * CHUNK - off) as u64;
-                        self.stats.count_drops(DropReason::TxFull, rest);
+                        let rest = todo + chunks.map(<[Packet]>::len).sum::<usize>();
+                        self.stats.count_drops(DropReason::TxFull, rest as u64);
                         return sent;
                     }
                     // This datagram was refused (e.g. bad address): drop it, go on.
@@ -323,9 +393,9 @@ impl UdpPort {
                     off += 1;
                     continue;
                 }
-                for p in &chunk[off..off + rc as usize] {
+                for &i in &kept[off..off + rc as usize] {
                     self.stats.tx_packets += 1;
-                    self.stats.tx_bytes += p.payload().len() as u64;
+                    self.stats.tx_bytes += chunk[i].payload().len() as u64;
                 }
                 off += rc as usize;
                 sent += rc as usize;

@@ -283,6 +283,14 @@ impl Monitor {
                     if let Some(until) = self.policy.lease_until(d.class) {
                         hints.set(d.class, until);
                     }
+                    // Messages that still arrive (clients without the lease yet, writes)
+                    // run on the NIC: a class coming from a congested host must not stay
+                    // steered to it.
+                    if let Some(rule) = self.rules.get(d.class as usize) {
+                        if switch.update(*rule, target_of(d.to)).is_ok() {
+                            changed = true;
+                        }
+                    }
                 }
                 to => {
                     hints.clear(d.class);
@@ -460,5 +468,49 @@ mod tests {
         }
         assert_ne!(t.m.placement(1), Location::Client);
         assert_eq!(t.hints.lease_ms(1, t.now), None);
+    }
+
+    #[test]
+    fn a_class_sent_from_the_host_to_clients_is_steered_to_the_nic_meanwhile() {
+        use naam_core::elf::load_program;
+        use naam_core::pool::OffloadSpec;
+        use naam_core::verifier::{verify, VerifierConfig};
+        let mut switch = SoftSwitch::new(7000, 4, Target::Drop);
+        let cfg = MonitorConfig {
+            home: Location::Host,
+            ..MonitorConfig::default()
+        };
+        let m = Monitor::new(cfg, 7000, 4, &mut switch).unwrap();
+        let mut t = T {
+            m,
+            switch,
+            hints: HintTable::new(4),
+            registry: Registry::new(),
+            workers: vec![Arc::new(WorkerStats::new(4)), Arc::new(WorkerStats::new(4))],
+            now: 10 * MS,
+        };
+        let prog = verify(
+            &load_program(naam_handlers::RECORD_OBJECT, None).unwrap(),
+            &VerifierConfig::default(),
+        )
+        .unwrap();
+        let spec = OffloadSpec {
+            name: "record".into(),
+            tenant: 1,
+            class: 1,
+            read_only: true,
+        };
+        t.registry.register_as(5, spec, Arc::new(prog)).unwrap();
+        assert_eq!(t.switch.table().steer(7001, 0), Target::Host);
+        t.ms(0.0, 0, host(0.95));
+        for _ in 0..20 {
+            t.ms(1.0, 500, host(0.95));
+        }
+        assert_eq!(t.m.placement(1), Location::Client);
+        assert_eq!(
+            t.switch.table().steer(7001, 0),
+            Target::NicQueue(0),
+            "not the congested host"
+        );
     }
 }

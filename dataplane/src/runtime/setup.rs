@@ -25,7 +25,7 @@ use super::monitor::{HostLoad, Monitor, MonitorConfig};
 use super::shared::Shared;
 use super::stats::WorkerStats;
 use super::worker::{Worker, WorkerConfig};
-use crate::port::{AnyPort, Port, PortOptions, UdpPort};
+use crate::port::{AnyPort, LossInjection, Port, PortOptions, UdpPort};
 use crate::steering::{SoftSwitch, Target};
 
 /// What an idle worker does (DESIGN §9).
@@ -82,6 +82,8 @@ pub struct RuntimeConfig {
     pub connect_wait: Duration,
     /// Timeout of requests forwarded to the host agent's control socket.
     pub host_control_timeout: Duration,
+    /// Packet loss injected in UDP ports, for tests (`--drop-rx-every`, `--drop-tx-every`).
+    pub loss: LossInjection,
 }
 
 impl Default for RuntimeConfig {
@@ -104,6 +106,7 @@ impl Default for RuntimeConfig {
             reconnect_every: Duration::from_millis(100),
             connect_wait: Duration::from_secs(10),
             host_control_timeout: Duration::from_secs(2),
+            loss: LossInjection::default(),
         }
     }
 }
@@ -254,6 +257,7 @@ fn open_port(
     workers: usize,
     base: Option<SocketAddrV4>,
     classes: u16,
+    loss: LossInjection,
 ) -> Result<AnyPort, String> {
     if let Some(addr) = spec.strip_prefix("udp:") {
         let addr: SocketAddrV4 = match base {
@@ -268,8 +272,16 @@ fn open_port(
             UdpPort::bind(addr, classes)
         };
         return p
-            .map(AnyPort::Udp)
+            .map(|mut p| {
+                p.set_loss(loss);
+                AnyPort::Udp(p)
+            })
             .map_err(|e| format!("worker {worker}: {e}"));
+    }
+    if loss != LossInjection::default() {
+        return Err(format!(
+            "loss injection is implemented by udp: ports only, not {spec:?}"
+        ));
     }
     crate::port::open(spec, &PortOptions { classes }).map_err(|e| e.to_string())
 }
@@ -327,10 +339,11 @@ impl Runtime {
             let st = st.clone();
             let links = links.clone();
             let idle = cfg.idle;
+            let loss = cfg.loss;
             let t = std::thread::Builder::new()
                 .name(format!("naam-w{w}"))
                 .spawn(move || {
-                    let mut port = match open_port(&spec, w, workers, base, classes) {
+                    let mut port = match open_port(&spec, w, workers, base, classes, loss) {
                         Ok(p) => p,
                         Err(e) => {
                             let _ = addr_tx.send(Err(e));

@@ -1,0 +1,341 @@
+//! Faults with real processes (issue 5): the host agent killed and restarted, the dataplane
+//! killed and replaced, garbage and wrong keys. Each test starts its own deployment (a host
+//! agent and a dataplane process) and bounds every wait.
+
+mod real;
+
+use naam_client::bundled::{self, region};
+use naam_client::{ExecMode, Mica};
+use naam_core::wire::{ErrorCode, Location, OpBody, RemoteOp};
+use real::{deploy, no_retry, patient, stat, wait_for};
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+/// Every class at the host, and a policy that never moves a class away from a busy host:
+/// messages stay parked at the host while it is congested.
+fn host_bound(cfg: &mut naam_client::deploy::DeployConfig) {
+    cfg.home = "host".into();
+    cfg.dataplane_args = ["--host-high", "2.0", "--queue-high", "1000000"]
+        .map(String::from)
+        .to_vec();
+}
+
+fn value(i: u32) -> Vec<u8> {
+    format!("value-{i}-{}", i.wrapping_mul(2_654_435_761)).into_bytes()
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key{i}").into_bytes()
+}
+
+#[test]
+fn host_agent_killed_in_flight_messages_get_host_unavailable() {
+    let mut d = deploy(host_bound);
+    let mut m = Mica::new(d.client(no_retry(Duration::from_secs(3))).unwrap()).unwrap();
+    m.put(b"alpha", b"one").unwrap();
+    let args = naam_handlers::mica::MicaArgs::get(m.geometry(0).unwrap(), b"alpha").unwrap();
+    let o = bundled::MICA_GET;
+    let r = m
+        .inner_mut()
+        .call_on(0, o.id, o.class, args.as_bytes(), ExecMode::Server)
+        .unwrap();
+    assert_eq!(r.executed_at, Location::Host);
+    assert_eq!(stat(&d, "dp.host_up"), 1);
+
+    // Park messages at the host: its workers spin without serving for 10 s.
+    d.congest_host(10_000).unwrap();
+    let tickets: Vec<_> = (0..4).map(|_| m.submit_get(b"alpha").unwrap()).collect();
+    let parked = wait_for(Duration::from_secs(2), || {
+        (stat(&d, "total.at_host") >= tickets.len() as u64).then_some(())
+    });
+    assert!(parked.is_some(), "the GETs wait at the congested host");
+
+    d.kill_host();
+    let killed = Instant::now();
+    let c = m.inner_mut();
+    let mut first = None;
+    for _ in &tickets {
+        let done = c
+            .poll(Some(Duration::from_secs(2)))
+            .unwrap()
+            .expect("an answer, not silence");
+        let err = done.result.expect_err("the host died with the message");
+        assert_eq!(err.code(), Some(ErrorCode::HostUnavailable), "{err}");
+        first.get_or_insert(killed.elapsed());
+    }
+    let first = first.unwrap();
+    println!("kill -> first host_unavailable at the client: {first:?}");
+    assert!(
+        first < Duration::from_millis(500),
+        "in-flight messages answered within 500 ms of the kill (the dataplane's budget is \
+         100 ms; the rest is slack for a loaded machine): {first:?}"
+    );
+    // The control thread's view (what `naam stats` shows) follows within a few polls.
+    let seen = wait_for(Duration::from_secs(1), || {
+        (stat(&d, "dp.host_up") == 0).then(|| killed.elapsed())
+    })
+    .expect("dp.host_up goes to 0");
+    println!("kill -> dp.host_up = 0 in naam stats: {seen:?}");
+    assert!(seen < Duration::from_millis(500), "{seen:?}");
+    let s = d.stats().unwrap();
+    assert!(s["total.host_unavailable"] >= 4, "{s:?}");
+
+    // New messages do not hang either: answered at once, by the NIC (the classes went back
+    // to it) or with host_unavailable.
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let r = m
+            .inner_mut()
+            .call_on(0, o.id, o.class, args.as_bytes(), ExecMode::Server);
+        match r {
+            Ok(r) => assert_eq!(r.executed_at, Location::Nic),
+            Err(e) => assert_eq!(e.code(), Some(ErrorCode::HostUnavailable), "{e}"),
+        }
+        assert!(t0.elapsed() < Duration::from_secs(1));
+    }
+    assert!(d.running().1, "the dataplane survives its host agent");
+}
+
+#[test]
+fn host_agent_restarted_from_its_persisted_area_keeps_acknowledged_writes() {
+    let mut d = deploy(|c| {
+        host_bound(c);
+        c.persist = true;
+    });
+    let mut m = Mica::new(d.client(patient(ExecMode::Server)).unwrap()).unwrap();
+    for i in 0..64 {
+        m.put(&key(i), &value(i)).unwrap(); // acknowledged
+    }
+    let keys_before = d.describe("mica").unwrap();
+    d.kill_host();
+    wait_for(Duration::from_secs(2), || {
+        (stat(&d, "dp.host_up") == 0).then_some(())
+    })
+    .expect("the dataplane notices the kill");
+
+    d.start_host().unwrap();
+    let restarted = Instant::now();
+    wait_for(Duration::from_secs(5), || {
+        (stat(&d, "dp.host_up") == 1 && stat(&d, "dp.link_generation") >= 2).then_some(())
+    })
+    .expect("the dataplane reconnects to the restarted host agent");
+    println!("restart -> reconnected: {:?}", restarted.elapsed());
+    let host = d.describe("host").unwrap();
+    assert_eq!(
+        host["restored"], 1,
+        "the persisted area was reopened: {host:?}"
+    );
+    let keys_after = d.describe("mica").unwrap();
+    assert_eq!(keys_before["index_key"], keys_after["index_key"]);
+    assert_eq!(keys_before["log_key"], keys_after["log_key"]);
+
+    for i in 0..64 {
+        assert_eq!(m.get(&key(i)).unwrap(), Some(value(i)), "key{i}");
+    }
+    // And the restarted host executes again (the class returns home).
+    let r = wait_for(Duration::from_secs(3), || {
+        let args = naam_handlers::mica::MicaArgs::get(m.geometry(0).unwrap(), &key(1)).unwrap();
+        let o = bundled::MICA_GET;
+        let r = m
+            .inner_mut()
+            .call_on(0, o.id, o.class, args.as_bytes(), ExecMode::Server)
+            .ok()?;
+        (r.executed_at == Location::Host).then_some(r)
+    });
+    assert!(r.is_some(), "messages run at the restarted host agent");
+    m.put(b"after", b"restart").unwrap();
+    assert_eq!(m.get(b"after").unwrap().as_deref(), Some(&b"restart"[..]));
+}
+
+#[test]
+fn host_agent_restarted_from_a_snapshot_keeps_the_snapshotted_writes() {
+    let mut d = deploy(|c| {
+        host_bound(c);
+        c.snapshot = true;
+    });
+    let mut m = Mica::new(d.client(patient(ExecMode::Server)).unwrap()).unwrap();
+    for i in 0..32 {
+        m.put(&key(i), &value(i)).unwrap();
+    }
+    let snap = d.describe("snapshot").unwrap();
+    assert!(snap["bytes"] > 0, "{snap:?}");
+    d.kill_host();
+    d.start_host().unwrap();
+    wait_for(Duration::from_secs(5), || {
+        (stat(&d, "dp.host_up") == 1 && stat(&d, "dp.link_generation") >= 2).then_some(())
+    })
+    .expect("the dataplane reconnects");
+    assert_eq!(d.describe("host").unwrap()["restored"], 2);
+    // Region keys are the same after a snapshot restore: the client's cached keys work.
+    for i in 0..32 {
+        assert_eq!(m.get(&key(i)).unwrap(), Some(value(i)), "key{i}");
+    }
+}
+
+#[test]
+fn dataplane_killed_host_keeps_its_data_and_serves_a_new_dataplane() {
+    let mut d = deploy(|_| {});
+    let mut m = Mica::new(d.client(patient(ExecMode::Server)).unwrap()).unwrap();
+    for i in 0..64 {
+        m.put(&key(i), &value(i)).unwrap();
+    }
+    assert_eq!(d.describe("host").unwrap()["generation"], 1);
+    d.kill_dataplane();
+    assert!(d.running().0, "the host agent survives its dataplane");
+    d.start_dataplane().unwrap();
+    // Same ports: the old client simply keeps going.
+    for i in 0..64 {
+        assert_eq!(m.get(&key(i)).unwrap(), Some(value(i)), "key{i}");
+    }
+    let host = d.describe("host").unwrap();
+    assert_eq!(
+        host["generation"], 2,
+        "a second dataplane connected: {host:?}"
+    );
+    m.put(b"new", b"dataplane").unwrap();
+    assert_eq!(m.get(b"new").unwrap().as_deref(), Some(&b"dataplane"[..]));
+}
+
+#[test]
+fn garbage_wrong_keys_and_bad_ops_get_errors_and_counters_and_everything_keeps_serving() {
+    let mut d = deploy(|_| {});
+    let mut m = Mica::new(d.client(patient(ExecMode::Server)).unwrap()).unwrap();
+    m.put(b"steady", b"state").unwrap();
+
+    // Datagrams that are not NAAM messages, or broken ones, to the data and control ports.
+    let raw = UdpSocket::bind("127.0.0.1:0").unwrap();
+    raw.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut garbage: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0xff],
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        vec![0u8; 64],
+        vec![0xa5; 1400],
+    ];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for len in [3usize, 17, 40, 200, 1024] {
+        garbage.push(
+            (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect(),
+        );
+    }
+    // A real request, then truncated and with flipped bytes in its body.
+    let get = naam_handlers::mica::MicaArgs::get(m.geometry(0).unwrap(), b"steady").unwrap();
+    let request = |id: u64| {
+        let msg = naam_core::wire::Message::new(
+            id,
+            bundled::MICA_GET.class,
+            naam_core::wire::Body::AmRequest(naam_core::wire::AmRequestRepr {
+                offload: bundled::MICA_GET.id,
+                tenant: 1,
+                flags: naam_core::wire::AmFlags::empty(),
+                args: get.as_bytes(),
+            }),
+        );
+        let mut buf = vec![0u8; msg.buffer_len()];
+        let n = msg.emit(&mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    };
+    let good = request(7);
+    for cut in [4, 12, good.len() / 2, good.len() - 1] {
+        garbage.push(good[..cut].to_vec());
+    }
+    let data = d.data_addr();
+    let control = d.control_addr();
+    for g in &garbage {
+        raw.send_to(g, data).unwrap();
+        raw.send_to(g, control).unwrap();
+    }
+
+    // One-sided ops with a wrong key, out of bounds, to a missing region.
+    let c = m.inner_mut();
+    c.describe(0, "record").unwrap();
+    let r = region::RECORD;
+    let key = c.region_key(0, r).unwrap();
+    let op = |key, offset, body| RemoteOp {
+        region: r,
+        key,
+        offset,
+        body,
+    };
+    let res = c
+        .ops(
+            0,
+            &[
+                op(key ^ 0xdead, 0, OpBody::Read { len: 8 }),
+                op(key.wrapping_add(1), 0, OpBody::Write { data: b"evil" }),
+                op(key, u64::MAX - 4, OpBody::Read { len: 8 }),
+                op(key, 8, OpBody::Read { len: 8 }),
+            ],
+        )
+        .unwrap();
+    assert_eq!(res[0].error, Some(ErrorCode::BadKey));
+    assert_eq!(res[1].error, Some(ErrorCode::BadKey));
+    assert_eq!(res[2].error, Some(ErrorCode::OutOfBounds));
+    assert_eq!(
+        res[3].error, None,
+        "a good op in the same request still runs"
+    );
+    let err = c.read(0, 999, 0, 8).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NoSuchRegion), "{err}");
+    // An unknown offload, and a known one on the wrong class port.
+    let err = c.call_on(0, 999, 9, &[0; 8], ExecMode::Server).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UnknownOffload), "{err}");
+    let err = c
+        .call_on(0, bundled::MICA_GET.id, 7, get.as_bytes(), ExecMode::Server)
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest), "{err}");
+    // A handler whose ops name a region that does not exist: refused by the isolation check.
+    let geom = m.geometry(0).unwrap().with_regions(99, region::MICA_LOG);
+    let bad = naam_handlers::mica::MicaArgs::get(&geom, b"steady").unwrap();
+    let o = bundled::MICA_GET;
+    let err = m
+        .inner_mut()
+        .call_on(0, o.id, o.class, bad.as_bytes(), ExecMode::Server)
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NoSuchRegion), "{err}");
+
+    // Counters say what happened; both processes still run and still serve.
+    let s = d.stats().unwrap();
+
+    assert!(
+        s["total.malformed"] >= 8,
+        "malformed datagrams counted: {s:?}"
+    );
+    assert!(s["total.bad_key"] >= 2, "{s:?}");
+    assert!(
+        s.get("total.error.bad_request").copied().unwrap_or(0) >= 1,
+        "{s:?}"
+    );
+    assert!(
+        s.get("total.error.unknown_offload").copied().unwrap_or(0) >= 1,
+        "{s:?}"
+    );
+    assert_eq!(d.running(), (true, true));
+    assert_eq!(m.get(b"steady").unwrap().as_deref(), Some(&b"state"[..]));
+    // The raw socket too: its earlier datagrams got error replies (drained here), and a
+    // well-formed request is answered normally.
+    raw.send_to(&request(1234), data).unwrap();
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, _) = raw
+            .recv_from(&mut buf)
+            .expect("a well-formed request from the same socket is answered");
+        let msg = naam_core::wire::Message::parse(&buf[..n]).unwrap();
+        if msg.request_id == 1234 {
+            assert!(
+                matches!(msg.body, naam_core::wire::Body::AmReply(_)),
+                "{msg:?}"
+            );
+            break;
+        }
+    }
+}
