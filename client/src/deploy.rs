@@ -90,10 +90,32 @@ impl Binaries {
     /// [`Binaries::locate`], building the two programs first (`cargo build -p ...`, the same
     /// profile as the running executable) when they are not there yet: a test run of only
     /// one package does not build the other packages' programs.
+    ///
+    /// Under cargo (tests: `CARGO` is set) the build runs once per process even when the
+    /// programs exist, so a test of one package never drives stale programs of another; it is
+    /// a no-op when they are up to date.
     pub fn locate_or_build() -> Result<Self, DeployError> {
-        if let Ok(b) = Self::locate() {
-            return Ok(b);
+        static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+        let under_cargo = std::env::var_os("CARGO").is_some();
+        if !under_cargo {
+            if let Ok(b) = Self::locate() {
+                return Ok(b);
+            }
+            Self::build()?;
+            return Self::locate();
         }
+        BUILT
+            .get_or_init(|| Self::build().map_err(|e| e.to_string()))
+            .clone()
+            .map_err(|e| DeployError::NotReady {
+                what: "cargo build",
+                waited: Duration::ZERO,
+                detail: e,
+            })?;
+        Self::locate()
+    }
+
+    fn build() -> Result<(), DeployError> {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let release = std::env::current_exe()
             .is_ok_and(|p| p.components().any(|c| c.as_os_str() == "release"));
@@ -119,7 +141,7 @@ impl Binaries {
                 status,
             });
         }
-        Self::locate()
+        Ok(())
     }
 
     /// One program running both roles as subcommands (`PROGRAM host-agent ...`,
