@@ -329,6 +329,99 @@ pub fn run(
     Ok(out)
 }
 
+/// Throughput and p99 against N (log scale), NAAM and the iPipe-style baseline, one pair of
+/// charts per offered load (`<name>-throughput`, `<name>-p99`; `-saturate` for the saturation
+/// points).
+pub fn write_charts(
+    dir: &std::path::Path,
+    name: &str,
+    points: &[ScalePoint],
+) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    use crate::plot::{Chart, Series};
+    let mut offered: Vec<Option<f64>> = Vec::new();
+    for p in points {
+        if !offered.contains(&p.offered_per_s) {
+            offered.push(p.offered_per_s);
+        }
+    }
+    let mut out = Vec::new();
+    for o in offered {
+        let (suffix, load) = match o {
+            Some(r) => (String::new(), format!("{r:.0} msgs/s offered")),
+            None => ("-saturate".to_string(), "saturation".to_string()),
+        };
+        let series = |f: &dyn Fn(&ScalePoint) -> f64| {
+            [
+                ("naam", "NAAM (shared VM pool)"),
+                ("ipipe", "iPipe-style actors"),
+            ]
+            .into_iter()
+            .map(|(sys, label)| Series {
+                name: label.into(),
+                points: points
+                    .iter()
+                    .filter(|p| p.system == sys && p.offered_per_s == o)
+                    .map(|p| (p.offloads as f64, f(p)))
+                    .collect(),
+            })
+            .collect::<Vec<_>>()
+        };
+        let chart = |what: &str, y: &str, f: &dyn Fn(&ScalePoint) -> f64| Chart {
+            title: format!("{what} vs distinct offloads ({load})"),
+            x_label: "distinct offloads (log scale)".into(),
+            y_label: y.into(),
+            log_x: true,
+            series: series(f),
+            markers: Vec::new(),
+        };
+        out.extend(
+            chart("Throughput", "completed msgs/s", &|p| p.throughput_per_s)
+                .write(dir, &format!("{name}{suffix}-throughput"))?,
+        );
+        out.extend(
+            chart("p99 latency", "p99 (µs)", &|p| p.latency.p99_us)
+                .write(dir, &format!("{name}{suffix}-p99"))?,
+        );
+    }
+    Ok(out)
+}
+
+/// The results as a markdown table, with NAAM ÷ baseline at each N.
+pub fn markdown(points: &[ScalePoint]) -> String {
+    let mut s = String::from(
+        "| offered/s | offloads | system | done/s | p50 µs | p99 µs | p99.9 µs | memory/offload | NAAM ÷ iPipe throughput |\n\
+         |---:|---:|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for p in points {
+        let ratio = (p.system == "naam")
+            .then(|| {
+                points.iter().find(|q| {
+                    q.system == "ipipe"
+                        && q.offloads == p.offloads
+                        && q.offered_per_s == p.offered_per_s
+                })
+            })
+            .flatten()
+            .map_or(String::new(), |q| {
+                format!("{:.2}", p.throughput_per_s / q.throughput_per_s.max(1e-9))
+            });
+        s += &format!(
+            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} KiB | {} |\n",
+            p.offered_per_s
+                .map_or("saturate".into(), |r| format!("{r:.0}")),
+            p.offloads,
+            p.system,
+            p.throughput_per_s,
+            p.latency.p50_us,
+            p.latency.p99_us,
+            p.latency.p999_us,
+            p.memory_per_offload_bytes / 1024.0,
+            ratio
+        );
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
