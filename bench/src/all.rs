@@ -143,7 +143,12 @@ pub fn scale(cfg: &ScaleConfig, saturate: bool, out: &Path) -> anyhow::Result<Se
         figures: svgs(&files),
         files,
         notes: "In-process open-loop generator (DESIGN §8); latency from each message's \
-                intended send time. The iPipe-style baseline runs one OS thread per offload."
+                intended send time (at saturation the queue grows without bound, so only the \
+                throughput means something). NAAM: the shared VM pool on run-to-completion \
+                workers; the iPipe-style baseline runs one OS thread per offload. Memory per \
+                offload is the growth of resident memory while the offloads are set up: the \
+                allocator reuses what earlier points freed, so later points (and the \
+                saturation pass) under-report it."
             .into(),
     }
     .finish(out, "scale")

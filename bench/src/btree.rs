@@ -397,11 +397,19 @@ pub fn run(
         let dc = DeployConfig {
             btree_keys: keys_for_depth(depth),
             mica_keys: 1024,
-            dataplane_args: ["--pin", "--no-client-hints", "--backoff", "yield"]
-                .map(String::from)
-                .to_vec(),
+            // --stale-ms: as in the placement comparison (a loaded machine delays heartbeats).
+            dataplane_args: [
+                "--pin",
+                "--no-client-hints",
+                "--backoff",
+                "yield",
+                "--stale-ms",
+                "1000",
+            ]
+            .map(String::from)
+            .to_vec(),
             host_args: vec!["--backoff".into(), "yield".into()],
-            log_dir: cfg.log_dir.clone(),
+            log_dir: cfg.log_dir.clone().or_else(crate::procs::log_dir),
             log_filter: "warn".into(),
             ..DeployConfig::default()
         };
@@ -427,7 +435,12 @@ pub fn write_charts(dir: &Path, name: &str, points: &[BtreePoint]) -> anyhow::Re
         [Method::ClientTraversal, Method::ActiveMessage]
             .into_iter()
             .map(|m| Series {
-                name: m.label().into(),
+                // Short: the legend is narrow.
+                name: match m {
+                    Method::ClientTraversal => "client traversal",
+                    Method::ActiveMessage => "active message",
+                }
+                .into(),
                 points: points
                     .iter()
                     .filter(|p| p.method == m)

@@ -20,6 +20,12 @@ fn is_root_program(exe: &Path) -> bool {
     exe.file_stem().and_then(|s| s.to_str()) == Some("naam-rs")
 }
 
+/// Where deployments started by the experiments write their logs: `$NAAM_BENCH_LOG_DIR`
+/// when set (else the logs are discarded).
+pub fn log_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("NAAM_BENCH_LOG_DIR").map(std::path::PathBuf::from)
+}
+
 /// User and system CPU time of a process, in clock ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CpuTicks {

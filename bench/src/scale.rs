@@ -351,20 +351,17 @@ pub fn write_charts(
             None => ("-saturate".to_string(), "saturation".to_string()),
         };
         let series = |f: &dyn Fn(&ScalePoint) -> f64| {
-            [
-                ("naam", "NAAM (shared VM pool)"),
-                ("ipipe", "iPipe-style actors"),
-            ]
-            .into_iter()
-            .map(|(sys, label)| Series {
-                name: label.into(),
-                points: points
-                    .iter()
-                    .filter(|p| p.system == sys && p.offered_per_s == o)
-                    .map(|p| (p.offloads as f64, f(p)))
-                    .collect(),
-            })
-            .collect::<Vec<_>>()
+            [("naam", "NAAM"), ("ipipe", "iPipe-style")]
+                .into_iter()
+                .map(|(sys, label)| Series {
+                    name: label.into(),
+                    points: points
+                        .iter()
+                        .filter(|p| p.system == sys && p.offered_per_s == o)
+                        .map(|p| (p.offloads as f64, f(p)))
+                        .collect(),
+                })
+                .collect::<Vec<_>>()
         };
         let chart = |what: &str, y: &str, f: &dyn Fn(&ScalePoint) -> f64| Chart {
             title: format!("{what} vs distinct offloads ({load})"),
