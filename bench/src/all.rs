@@ -117,6 +117,7 @@ pub fn scale(cfg: &ScaleConfig, saturate: bool, out: &Path) -> anyhow::Result<Se
             );
         })?);
     }
+    print!("{}", scale::goal(&rows));
     let mut files = report::write_rows(out, "scale", &rows)?;
     files.extend(scale::write_charts(out, "scale", &rows)?);
     Section {
@@ -139,7 +140,7 @@ pub fn scale(cfg: &ScaleConfig, saturate: bool, out: &Path) -> anyhow::Result<Se
             },
             out_flag(out)
         ),
-        table: scale::markdown(&rows),
+        table: format!("{}\n{}", scale::goal(&rows), scale::markdown(&rows)),
         figures: svgs(&files),
         files,
         notes: "In-process open-loop generator (DESIGN §8); latency from each message's \

@@ -383,6 +383,43 @@ pub fn write_charts(
     Ok(out)
 }
 
+/// Issue 9's goal, per offered load: NAAM at the largest N against NAAM at the smallest
+/// (throughput share, p99 ratio).
+pub fn goal(points: &[ScalePoint]) -> String {
+    let mut out = String::new();
+    let mut offered: Vec<Option<f64>> = Vec::new();
+    for p in points {
+        if !offered.contains(&p.offered_per_s) {
+            offered.push(p.offered_per_s);
+        }
+    }
+    for o in offered {
+        let naam: Vec<&ScalePoint> = points
+            .iter()
+            .filter(|p| p.system == "naam" && p.offered_per_s == o)
+            .collect();
+        let (Some(lo), Some(hi)) = (
+            naam.iter().min_by_key(|p| p.offloads),
+            naam.iter().max_by_key(|p| p.offloads),
+        ) else {
+            continue;
+        };
+        if lo.offloads == hi.offloads {
+            continue;
+        }
+        out += &format!(
+            "{}: NAAM at {} offloads keeps {:.0} % of its {}-offload throughput (goal ≥ 90 %), p99 {:.2}× its {}-offload p99 (goal ≤ 2×).\n",
+            o.map_or("saturation".into(), |r| format!("{r:.0} msgs/s offered")),
+            hi.offloads,
+            100.0 * hi.throughput_per_s / lo.throughput_per_s.max(1e-9),
+            lo.offloads,
+            hi.latency.p99_us / lo.latency.p99_us.max(1e-9),
+            lo.offloads
+        );
+    }
+    out
+}
+
 /// The results as a markdown table, with NAAM ÷ baseline at each N.
 pub fn markdown(points: &[ScalePoint]) -> String {
     let mut s = String::from(
@@ -455,6 +492,40 @@ mod tests {
         }
         digests.dedup();
         assert_eq!(digests.len(), 3);
+    }
+
+    #[test]
+    fn goal_compares_naam_at_the_largest_n_with_the_smallest() {
+        let pt = |system, offloads, tput, p99| ScalePoint {
+            system,
+            offloads,
+            offered_per_s: Some(1000.0),
+            throughput_per_s: tput,
+            completed: 0,
+            dropped: 0,
+            latency: Percentiles {
+                p50_us: 1.0,
+                p99_us: p99,
+                p999_us: p99,
+            },
+            memory_per_offload_bytes: 0.0,
+        };
+        let g = goal(&[
+            pt("naam", 1, 1000.0, 10.0),
+            pt("ipipe", 1, 1.0, 1.0),
+            pt("naam", 1024, 950.0, 25.0),
+            pt("naam", 8, 10.0, 1.0),
+        ]);
+        assert!(
+            g.contains("NAAM at 1024 offloads keeps 95 % of its 1-offload throughput"),
+            "{g}"
+        );
+        assert!(g.contains("p99 2.50× its 1-offload p99"), "{g}");
+        assert_eq!(
+            goal(&[pt("naam", 1, 1.0, 1.0)]),
+            "",
+            "one N: nothing to compare"
+        );
     }
 
     #[test]
