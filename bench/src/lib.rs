@@ -1,8 +1,13 @@
 //! NAAM benchmarks and experiments (DESIGN §8). Benchmarks never run inside the test suite;
 //! the unit tests here only check that the experiments measure the right thing.
 
+pub mod all;
+pub mod bars;
+pub mod btree;
 pub mod load;
+pub mod placement;
 pub mod plot;
+pub mod procs;
 pub mod report;
 pub mod scale;
 pub mod ycsb;

@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use naam_bench::load::Backoff;
-use naam_bench::{report, scale, ycsb};
+use naam_bench::{all, btree, placement, report, scale, ycsb};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,20 +40,34 @@ enum Command {
         #[arg(long)]
         spin: bool,
     },
-    /// YCSB A/B/C on MICA against a running deployment (host agent + dataplane).
+    /// YCSB on MICA. Without --server: the placement comparison (host-only RPC, client-only
+    /// one-sided, NIC-only, NAAM adaptive) on local deployments it starts itself. With
+    /// --server: one run against that running deployment.
     Ycsb {
-        /// Data base port(s) of the server(s); several shard the keys by consistent hashing.
-        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7000")]
+        /// Data base port(s) of running server(s); several shard the keys by consistent hashing.
+        #[arg(long, value_delimiter = ',')]
         server: Vec<std::net::SocketAddr>,
-        #[arg(long, value_enum, default_value = "b")]
-        workload: ycsb::Workload,
+        /// Workload(s) [default: a,b,c for the comparison, b with --server].
+        #[arg(long, value_enum, value_delimiter = ',')]
+        workload: Vec<ycsb::Workload>,
+        /// Comparison: the placements to compare.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "host,client,nic,adaptive"
+        )]
+        systems: Vec<placement::System>,
+        /// Comparison: seconds of discarded warm-up before each run.
+        #[arg(long, default_value_t = 0.5)]
+        warmup: f64,
         /// Key choice.
         #[arg(long, value_enum, default_value = "zipfian")]
         distribution: ycsb::KeyDist,
         /// Zipfian constant.
         #[arg(long, default_value_t = 0.99)]
         theta: f64,
-        /// Number of keys.
+        /// Number of keys (the comparison's host agents build this many).
         #[arg(long, default_value_t = 100_000)]
         keys: u64,
         /// Value size in bytes (1..=1024).
@@ -87,6 +101,33 @@ enum Command {
         #[arg(long)]
         key_seed: Option<u64>,
     },
+    /// B-tree lookups: client-side traversal (one round trip per level) vs one active message.
+    Btree {
+        /// Tree depths to measure (one local deployment each).
+        #[arg(long, value_delimiter = ',', default_value = "2,3,4,5")]
+        depths: Vec<u32>,
+        /// Seconds per point.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Lookups in flight.
+        #[arg(long, default_value_t = 8)]
+        outstanding: usize,
+        /// Milliseconds before the first retransmission.
+        #[arg(long, default_value_t = 50)]
+        timeout_ms: u64,
+        /// Seed of the key choice.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Every experiment (scale, ycsb, btree, shift) sized for this machine, then summary.md.
+    All {
+        /// Multiplies every experiment's duration (1.0: about 3 minutes on 2 cores).
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
+        /// Skip the shift experiment.
+        #[arg(long)]
+        no_shift: bool,
+    },
 }
 
 #[allow(dead_code)] // the naam-rs program runs `run` directly
@@ -107,57 +148,20 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
             workers,
             spin,
         } => {
-            let mut cfg = scale::ScaleConfig {
+            let cfg = scale::ScaleConfig {
                 offloads,
                 rate: Some(rate),
                 duration: Duration::from_secs_f64(seconds),
                 naam_workers: workers,
                 backoff: if spin { Backoff::Spin } else { Backoff::Yield },
             };
-            println!(
-                "scale: in-process open-loop generator, {workers} NAAM worker(s), back-off {:?}",
-                cfg.backoff
-            );
-            let mut rows = Vec::new();
-            let mut modes = vec![Some(rate)];
-            if saturate {
-                modes.push(None);
-            }
-            for mode in modes {
-                cfg.rate = mode;
-                println!(
-                    "{:>6} {:>8} {:>12} {:>10} {:>9} {:>9} {:>9} {:>12}",
-                    "system",
-                    "offloads",
-                    "offered/s",
-                    "done/s",
-                    "p50 us",
-                    "p99 us",
-                    "p99.9 us",
-                    "mem/offload"
-                );
-                rows.extend(scale::run(&cfg, |p| {
-                    println!(
-                        "{:>6} {:>8} {:>12} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>10.1}KiB",
-                        p.system,
-                        p.offloads,
-                        p.offered_per_s
-                            .map_or("saturate".into(), |r| format!("{r:.0}")),
-                        p.throughput_per_s,
-                        p.latency.p50_us,
-                        p.latency.p99_us,
-                        p.latency.p999_us,
-                        p.memory_per_offload_bytes / 1024.0
-                    );
-                })?);
-            }
-            for p in report::write_rows(&cli.out, "scale", &rows)? {
-                println!("wrote {}", p.display());
-            }
+            all::scale(&cfg, saturate, &cli.out)?;
         }
         Command::Ycsb {
             server,
             workload,
+            systems,
+            warmup,
             distribution,
             theta,
             keys,
@@ -172,6 +176,27 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
             seed,
             key_seed,
         } => {
+            if server.is_empty() {
+                let cfg = placement::CompareConfig {
+                    workloads: all::workloads_or_all(&workload),
+                    systems,
+                    dist: distribution,
+                    theta,
+                    keys,
+                    value_size,
+                    duration: Duration::from_secs_f64(duration),
+                    warmup: Duration::from_secs_f64(warmup),
+                    threads,
+                    outstanding,
+                    rate,
+                    timeout: Duration::from_millis(timeout_ms.max(1)),
+                    seed,
+                    ..Default::default()
+                };
+                all::ycsb_compare(&cfg, &cli.out)?;
+                return Ok(());
+            }
+            let workload = workload.first().copied().unwrap_or(ycsb::Workload::B);
             let cfg = ycsb::YcsbConfig {
                 servers: server
                     .iter()
@@ -227,6 +252,31 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
             for p in report::write_rows(&cli.out, &name, &[r])? {
                 println!("wrote {}", p.display());
             }
+        }
+        Command::Btree {
+            depths,
+            seconds,
+            outstanding,
+            timeout_ms,
+            seed,
+        } => {
+            let cfg = btree::BtreeConfig {
+                depths,
+                duration: Duration::from_secs_f64(seconds),
+                outstanding,
+                timeout: Duration::from_millis(timeout_ms.max(1)),
+                seed,
+                log_dir: None,
+            };
+            all::btree(&cfg, &cli.out)?;
+        }
+        Command::All {
+            time_scale,
+            no_shift,
+        } => {
+            let mut cfg = all::AllConfig::sized(time_scale);
+            cfg.shift = !no_shift;
+            all::run(&cfg, &cli.out)?;
         }
     }
     Ok(())

@@ -329,6 +329,133 @@ pub fn run(
     Ok(out)
 }
 
+/// Throughput and p99 against N (log scale), NAAM and the iPipe-style baseline, one pair of
+/// charts per offered load (`<name>-throughput`, `<name>-p99`; `-saturate` for the saturation
+/// points).
+pub fn write_charts(
+    dir: &std::path::Path,
+    name: &str,
+    points: &[ScalePoint],
+) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    use crate::plot::{Chart, Series};
+    let mut offered: Vec<Option<f64>> = Vec::new();
+    for p in points {
+        if !offered.contains(&p.offered_per_s) {
+            offered.push(p.offered_per_s);
+        }
+    }
+    let mut out = Vec::new();
+    for o in offered {
+        let (suffix, load) = match o {
+            Some(r) => (String::new(), format!("{r:.0} msgs/s offered")),
+            None => ("-saturate".to_string(), "saturation".to_string()),
+        };
+        let series = |f: &dyn Fn(&ScalePoint) -> f64| {
+            [("naam", "NAAM"), ("ipipe", "iPipe-style")]
+                .into_iter()
+                .map(|(sys, label)| Series {
+                    name: label.into(),
+                    points: points
+                        .iter()
+                        .filter(|p| p.system == sys && p.offered_per_s == o)
+                        .map(|p| (p.offloads as f64, f(p)))
+                        .collect(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let chart = |what: &str, y: &str, f: &dyn Fn(&ScalePoint) -> f64| Chart {
+            title: format!("{what} vs distinct offloads ({load})"),
+            x_label: "distinct offloads (log scale)".into(),
+            y_label: y.into(),
+            log_x: true,
+            series: series(f),
+            markers: Vec::new(),
+        };
+        out.extend(
+            chart("Throughput", "completed msgs/s", &|p| p.throughput_per_s)
+                .write(dir, &format!("{name}{suffix}-throughput"))?,
+        );
+        out.extend(
+            chart("p99 latency", "p99 (µs)", &|p| p.latency.p99_us)
+                .write(dir, &format!("{name}{suffix}-p99"))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Issue 9's goal, per offered load: NAAM at the largest N against NAAM at the smallest
+/// (throughput share, p99 ratio).
+pub fn goal(points: &[ScalePoint]) -> String {
+    let mut out = String::new();
+    let mut offered: Vec<Option<f64>> = Vec::new();
+    for p in points {
+        if !offered.contains(&p.offered_per_s) {
+            offered.push(p.offered_per_s);
+        }
+    }
+    for o in offered {
+        let naam: Vec<&ScalePoint> = points
+            .iter()
+            .filter(|p| p.system == "naam" && p.offered_per_s == o)
+            .collect();
+        let (Some(lo), Some(hi)) = (
+            naam.iter().min_by_key(|p| p.offloads),
+            naam.iter().max_by_key(|p| p.offloads),
+        ) else {
+            continue;
+        };
+        if lo.offloads == hi.offloads {
+            continue;
+        }
+        out += &format!(
+            "{}: NAAM at {} offloads keeps {:.0} % of its {}-offload throughput (goal ≥ 90 %), p99 {:.2}× its {}-offload p99 (goal ≤ 2×).\n",
+            o.map_or("saturation".into(), |r| format!("{r:.0} msgs/s offered")),
+            hi.offloads,
+            100.0 * hi.throughput_per_s / lo.throughput_per_s.max(1e-9),
+            lo.offloads,
+            hi.latency.p99_us / lo.latency.p99_us.max(1e-9),
+            lo.offloads
+        );
+    }
+    out
+}
+
+/// The results as a markdown table, with NAAM ÷ baseline at each N.
+pub fn markdown(points: &[ScalePoint]) -> String {
+    let mut s = String::from(
+        "| offered/s | offloads | system | done/s | p50 µs | p99 µs | p99.9 µs | memory/offload | NAAM ÷ iPipe throughput |\n\
+         |---:|---:|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for p in points {
+        let ratio = (p.system == "naam")
+            .then(|| {
+                points.iter().find(|q| {
+                    q.system == "ipipe"
+                        && q.offloads == p.offloads
+                        && q.offered_per_s == p.offered_per_s
+                })
+            })
+            .flatten()
+            .map_or(String::new(), |q| {
+                format!("{:.2}", p.throughput_per_s / q.throughput_per_s.max(1e-9))
+            });
+        s += &format!(
+            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} KiB | {} |\n",
+            p.offered_per_s
+                .map_or("saturate".into(), |r| format!("{r:.0}")),
+            p.offloads,
+            p.system,
+            p.throughput_per_s,
+            p.latency.p50_us,
+            p.latency.p99_us,
+            p.latency.p999_us,
+            p.memory_per_offload_bytes / 1024.0,
+            ratio
+        );
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,6 +492,40 @@ mod tests {
         }
         digests.dedup();
         assert_eq!(digests.len(), 3);
+    }
+
+    #[test]
+    fn goal_compares_naam_at_the_largest_n_with_the_smallest() {
+        let pt = |system, offloads, tput, p99| ScalePoint {
+            system,
+            offloads,
+            offered_per_s: Some(1000.0),
+            throughput_per_s: tput,
+            completed: 0,
+            dropped: 0,
+            latency: Percentiles {
+                p50_us: 1.0,
+                p99_us: p99,
+                p999_us: p99,
+            },
+            memory_per_offload_bytes: 0.0,
+        };
+        let g = goal(&[
+            pt("naam", 1, 1000.0, 10.0),
+            pt("ipipe", 1, 1.0, 1.0),
+            pt("naam", 1024, 950.0, 25.0),
+            pt("naam", 8, 10.0, 1.0),
+        ]);
+        assert!(
+            g.contains("NAAM at 1024 offloads keeps 95 % of its 1-offload throughput"),
+            "{g}"
+        );
+        assert!(g.contains("p99 2.50× its 1-offload p99"), "{g}");
+        assert_eq!(
+            goal(&[pt("naam", 1, 1.0, 1.0)]),
+            "",
+            "one N: nothing to compare"
+        );
     }
 
     #[test]

@@ -88,6 +88,9 @@ struct Args {
     /// Where every class runs when nothing is congested: `nic` or `host`.
     #[arg(long, default_value = "nic", value_parser = parse_home)]
     home: Location,
+    /// Policy off: every class stays at `--home` (fixed-placement baselines).
+    #[arg(long)]
+    pin: bool,
     /// Host cores run handlers this many times faster than NIC cores (cost model).
     #[arg(long, default_value_t = 2.0)]
     host_speedup: f64,
@@ -160,6 +163,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
             policy,
             host_speedup: a.host_speedup,
             home: a.home,
+            pinned: a.pin,
             ..MonitorConfig::default()
         },
         stale_after: Duration::from_millis(a.stale_ms),

@@ -34,6 +34,9 @@ pub struct MonitorConfig {
     pub keep_decisions: usize,
     /// Where every class starts (and returns to when load is calm).
     pub home: Location,
+    /// Classes stay at `home`: load is still sampled (for STATS) but the policy is not
+    /// consulted. The placement comparison's fixed baselines (host-only, NIC-only) use it.
+    pub pinned: bool,
 }
 
 impl Default for MonitorConfig {
@@ -45,6 +48,7 @@ impl Default for MonitorConfig {
             default_cost: 2e-6,
             keep_decisions: 64,
             home: Location::Nic,
+            pinned: false,
         }
     }
 }
@@ -273,7 +277,9 @@ impl Monitor {
             classes: &self.loads,
         };
         self.out.clear();
-        self.policy.update(&sample, &mut self.out);
+        if !self.cfg.pinned {
+            self.policy.update(&sample, &mut self.out);
+        }
         let made = self.out.len();
         let mut changed = false;
         for d in self.out.drain(..) {
@@ -407,6 +413,21 @@ mod tests {
         for c in 0..4 {
             assert_eq!(table.steer(7000 + c, 0), Target::NicQueue(0));
         }
+    }
+
+    #[test]
+    fn a_pinned_monitor_never_moves_a_class() {
+        let mut t = rig();
+        t.m.cfg.pinned = true;
+        t.ms(0.0, 0, host(0.1)); // baseline
+        let mut moved = 0;
+        for _ in 0..20 {
+            moved += t.ms(1.0, 500, host(1.0));
+        }
+        assert_eq!(moved, 0);
+        assert_eq!(t.m.placement(1), Location::Nic);
+        assert_eq!(t.switch.table().steer(7001, 0), Target::NicQueue(0));
+        assert!(t.m.last_nic_busy > 0.9, "load is still sampled");
     }
 
     #[test]
