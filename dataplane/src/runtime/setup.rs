@@ -508,9 +508,11 @@ fn run_worker(
         if shared.nic_congested(t0) {
             congested_slice(&shared, idle, t0);
             let t1 = now_ns();
+            // The slice counts as background (busy, but no class's cost) and the poll as busy:
+            // the monitor sees a saturated NIC without inflating the classes' costs.
+            worker.add_background_ns(t1.saturating_sub(t0));
             worker.poll(t1, port, &mut qp);
-            // The whole slice and the poll count as busy: the monitor sees a saturated NIC.
-            worker.add_busy_ns(now_ns().saturating_sub(t0));
+            worker.add_busy_ns(now_ns().saturating_sub(t1));
             idle_polls = 0;
             continue;
         }
