@@ -5,4 +5,6 @@ pub mod load;
 pub mod plot;
 pub mod report;
 pub mod scale;
+pub mod shift;
+pub mod demo;
 pub mod ycsb;
