@@ -152,11 +152,11 @@ pub fn run(bins: Binaries, cfg: &DemoConfig, stop: Arc<AtomicBool>) -> anyhow::R
             println!("{s}");
         }
     };
-    say(concat!(
+    say(
         "NAAM-rs demo: starting a host agent and a dataplane (separate processes; UDP on \
          127.0.0.1, shared-memory link, software eSwitch, idle back-off on)"
-    )
-    .to_owned());
+            .to_owned(),
+    );
     let t = Instant::now();
     let mut dep = Deployment::start(
         bins,
