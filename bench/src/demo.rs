@@ -329,8 +329,12 @@ pub fn run(bins: Binaries, cfg: &DemoConfig, stop: Arc<AtomicBool>) -> anyhow::R
     let load_result = loader
         .join()
         .map_err(|_| anyhow::anyhow!("the load thread panicked"))?;
-    if let Ok(stats) = ctl.server_stats(0) {
-        log.absorb(&stats, mono0);
+    // The last decisions (not after Ctrl-C: the terminal's SIGINT has stopped the processes
+    // too, and asking them would only wait for the timeouts).
+    if !interrupted {
+        if let Ok(stats) = ctl.server_stats(0) {
+            log.absorb(&stats, mono0);
+        }
     }
     drop(ctl);
     let clean_stop = dep.stop(Duration::from_secs(3));

@@ -250,7 +250,9 @@ impl Apps {
         let cfg = ClientConfig {
             exec_mode: mode,
             timeout,
-            max_retries: 8,
+            // Messages that reached a congested host wait there until it serves again: keep
+            // retrying (0.5 s apart) for longer than an injected congestion lasts.
+            max_retries: 20,
             max_backoff: Duration::from_millis(500),
             ..ClientConfig::default()
         };
