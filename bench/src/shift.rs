@@ -736,7 +736,8 @@ pub fn timeline_rows(timeline: &[Bucket]) -> Vec<TimelineRow> {
 
 /// Writes the results under `dir`: `shift.{json,csv}` (the injections), `shift-timeline`,
 /// `shift-decisions`, `shift-summary.json` (configuration, summary, injections, decisions)
-/// and the plot `shift-timeline.{svg,png}` (the first repetition). Returns the paths.
+/// and the plots `shift-timeline.{svg,png}` (the first repetition) and `shift-zoom` (around
+/// its host onset). Returns the paths.
 pub fn write(run: &ShiftRun, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut paths = report::write_rows(dir, "shift", &run.injections)?;
     paths.extend(report::write_rows(
@@ -756,33 +757,73 @@ pub fn write(run: &ShiftRun, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::write(&p, serde_json::to_string_pretty(&doc)?)?;
     paths.push(p);
     paths.extend(chart(run).write(dir, "shift-timeline")?);
+    paths.extend(chart_zoom(run).write(dir, "shift-zoom")?);
     Ok(paths)
 }
 
 /// The first repetition: share of the messages at client / NIC / host per millisecond.
 pub fn chart(run: &ShiftRun) -> crate::plot::Chart {
     let rep = run.config.rep_ms() as usize;
-    let rows = timeline_rows(&run.timeline[..rep.min(run.timeline.len())]);
+    chart_span(
+        run,
+        0,
+        rep,
+        format!(
+            "Where messages execute ({:.0} msgs/s; host, then NIC congested)",
+            run.config.rate
+        ),
+    )
+}
+
+/// Around the first host onset (30 ms before to 120 ms after), in milliseconds.
+pub fn chart_zoom(run: &ShiftRun) -> crate::plot::Chart {
+    let on = run.injections.first().map_or(0, |i| i.onset_ms as usize);
+    let mut c = chart_span(
+        run,
+        on.saturating_sub(30),
+        on + 120,
+        "The first host congestion, close up".into(),
+    );
+    for s in &mut c.series {
+        for p in &mut s.points {
+            p.0 *= 1e3;
+        }
+    }
+    for m in &mut c.markers {
+        m.0 *= 1e3;
+    }
+    c.x_label = "time (ms), 1 ms buckets by send time".into();
+    c
+}
+
+fn chart_span(run: &ShiftRun, from: usize, to: usize, title: String) -> crate::plot::Chart {
+    let to = to.min(run.timeline.len());
+    let from = from.min(to);
+    let rows: Vec<TimelineRow> = timeline_rows(&run.timeline)
+        .into_iter()
+        .skip(from)
+        .take(to - from)
+        .collect();
     let series = |name: &str, f: fn(&TimelineRow) -> f64| crate::plot::Series {
         name: name.into(),
         points: rows
             .iter()
             .filter(|r| r.sent > 0)
-            .map(|r| (r.ms as f64, f(r)))
+            .map(|r| (r.ms as f64 / 1e3, f(r)))
             .collect(),
     };
     let mut markers = Vec::new();
     for i in run.injections.iter().filter(|i| i.rep == 0) {
-        markers.push((i.onset_ms, format!("{} congested", i.congested)));
-        markers.push((i.end_ms, format!("{} ends", i.congested)));
+        for (at, what) in [(i.onset_ms, "congested"), (i.end_ms, "ends")] {
+            if (from as f64..to as f64).contains(&at) {
+                markers.push((at / 1e3, format!("{} {what}", i.congested)));
+            }
+        }
     }
     crate::plot::Chart {
-        title: format!(
-            "Where messages execute ({:.0} msgs/s; host, then NIC congested)",
-            run.config.rate
-        ),
-        x_label: "time (ms)".into(),
-        y_label: "share of messages sent in the ms".into(),
+        title,
+        x_label: "time (s), 1 ms buckets by send time".into(),
+        y_label: "share of the messages sent".into(),
         log_x: false,
         series: vec![
             series("client", |r| r.client),
