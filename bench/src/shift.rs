@@ -374,6 +374,8 @@ pub struct Injection {
     pub end_ms: f64,
     /// How long the control request took to be acknowledged.
     pub ack_us: f64,
+    /// Whether the traffic ran at the congested place at the onset (else nothing is timed).
+    pub affected: bool,
     /// Where the traffic ran before the onset.
     pub before: String,
     /// Where most of it ran once it had shifted.
@@ -423,6 +425,8 @@ pub struct ShiftSummary {
     pub nic_back_ms: Spread,
     /// Injections whose traffic never shifted within the congestion.
     pub not_shifted: usize,
+    /// Injections at a place the traffic did not run at (it had not come back yet).
+    pub unaffected: usize,
     pub messages: u64,
     pub delayed: u64,
     pub lost: u64,
@@ -554,6 +558,9 @@ pub fn run(bins: Binaries, cfg: &ShiftConfig) -> anyhow::Result<ShiftRun> {
         let on = onset.floor() as usize;
         let off = end.ceil() as usize;
         let before = dominant_before(&timeline, on, 50);
+        // Traffic that did not run at the congested place (it had not come back from the
+        // previous injection) is not affected: no shift to time.
+        let affected = before == Some(congested);
         let shift = settle_ms(
             &timeline,
             on,
@@ -561,12 +568,13 @@ pub fn run(bins: Binaries, cfg: &ShiftConfig) -> anyhow::Result<ShiftRun> {
             |b| b.away_from(congested),
             cfg.threshold,
             cfg.window_ms,
-        );
+        )
+        .filter(|_| affected);
         let moved_to = shift.and_then(|d| {
             let s = on + d;
             dominant_before(&timeline, (s + 20).min(off), 20)
         });
-        let back = before.and_then(|home| {
+        let back = before.filter(|_| affected).and_then(|home| {
             settle_ms(
                 &timeline,
                 off,
@@ -582,6 +590,7 @@ pub fn run(bins: Binaries, cfg: &ShiftConfig) -> anyhow::Result<ShiftRun> {
             onset_ms: onset,
             end_ms: end,
             ack_us,
+            affected,
             before: before.map_or("-", loc_name).into(),
             moved_to: moved_to.map_or("-", loc_name).into(),
             shift_ms: shift.map(|d| d as f64),
@@ -606,7 +615,11 @@ pub fn run(bins: Binaries, cfg: &ShiftConfig) -> anyhow::Result<ShiftRun> {
         host_back_ms: pick("host", |i| i.back_ms),
         nic_shift_ms: pick("nic", |i| i.shift_ms),
         nic_back_ms: pick("nic", |i| i.back_ms),
-        not_shifted: injections.iter().filter(|i| i.shift_ms.is_none()).count(),
+        not_shifted: injections
+            .iter()
+            .filter(|i| i.affected && i.shift_ms.is_none())
+            .count(),
+        unaffected: injections.iter().filter(|i| !i.affected).count(),
         messages: sum.total() as u64,
         delayed: sum.delayed as u64,
         lost: sum.lost as u64,
@@ -868,14 +881,15 @@ pub fn print(run: &ShiftRun) {
     line("NIC congested: back", &s.nic_back_ms);
     println!(
         "{} messages, {} delayed (> {} ms), {} lost, {} retransmissions, {} policy decisions, \
-         {} injection(s) never shifted",
+         {} injection(s) never shifted, {} found the traffic elsewhere already",
         s.messages,
         s.delayed,
         run.config.timeout_ms,
         s.lost,
         s.retransmits,
         run.decisions.len(),
-        s.not_shifted
+        s.not_shifted,
+        s.unaffected
     );
 }
 

@@ -80,6 +80,7 @@ fn shift_detects_the_move_away_from_a_congested_host_and_writes_its_files() {
     assert_eq!(run.injections.len(), 2);
     let host = &run.injections[0];
     assert_eq!((host.congested, host.before.as_str()), ("host", "host"));
+    assert!(host.affected);
     let shift_ms = host
         .shift_ms
         .expect("the shift away from the host was detected");
