@@ -4,10 +4,12 @@
 pub mod all;
 pub mod bars;
 pub mod btree;
+pub mod demo;
 pub mod load;
 pub mod placement;
 pub mod plot;
 pub mod procs;
 pub mod report;
 pub mod scale;
+pub mod shift;
 pub mod ycsb;

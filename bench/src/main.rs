@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use naam_bench::load::Backoff;
-use naam_bench::{all, btree, placement, report, scale, ycsb};
+use naam_bench::{all, btree, demo, placement, report, scale, shift, ycsb};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -128,6 +128,55 @@ enum Command {
         #[arg(long)]
         no_shift: bool,
     },
+    /// Where messages execute, per ms, around injected host and NIC congestion (starts its
+    /// own local deployment).
+    Shift {
+        /// Offered load, messages per second (half MICA GETs, half B-tree lookups).
+        #[arg(long, default_value_t = 8_000.0)]
+        rate: f64,
+        /// Repetitions of the injection cycle.
+        #[arg(long, default_value_t = 10)]
+        reps: usize,
+        /// Calm milliseconds before and after each host congestion.
+        #[arg(long, default_value_t = 700)]
+        calm_ms: u64,
+        /// Milliseconds of host congestion.
+        #[arg(long, default_value_t = 1500)]
+        host_ms: u64,
+        /// NIC congestion starts this long after the host's.
+        #[arg(long, default_value_t = 500)]
+        nic_after_ms: u64,
+        /// Milliseconds of NIC congestion.
+        #[arg(long, default_value_t = 500)]
+        nic_ms: u64,
+        /// Keys of MICA and of the B-tree.
+        #[arg(long, default_value_t = 16_384)]
+        keys: u64,
+        /// Write the processes' logs to this folder.
+        #[arg(long)]
+        log_dir: Option<PathBuf>,
+    },
+    /// The demo: a local deployment, YCSB-B, host congestion half-way, a live view.
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Seconds to run (Ctrl-C stops earlier).
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
+    /// Offered load, operations per second.
+    #[arg(long, default_value_t = 10_000.0)]
+    rate: f64,
+    /// Milliseconds of host congestion, injected half-way [default: a quarter of the run].
+    #[arg(long)]
+    congest_ms: Option<u64>,
+    /// Keys of MICA and of the B-tree.
+    #[arg(long, default_value_t = 65_536)]
+    keys: u64,
+    /// Write the processes' logs to this folder.
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
 }
 
 #[allow(dead_code)] // the naam-rs program runs `run` directly
@@ -277,6 +326,70 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
             let mut cfg = all::AllConfig::sized(time_scale);
             cfg.shift = !no_shift;
             all::run(&cfg, &cli.out)?;
+        }
+        Command::Shift {
+            rate,
+            reps,
+            calm_ms,
+            host_ms,
+            nic_after_ms,
+            nic_ms,
+            keys,
+            log_dir,
+        } => {
+            let cfg = shift::ShiftConfig {
+                rate,
+                reps,
+                calm_ms,
+                host_ms,
+                nic_after_ms,
+                nic_ms,
+                mica_keys: keys,
+                btree_keys: keys,
+                log_dir,
+                ..shift::ShiftConfig::default()
+            };
+            println!(
+                "shift: local deployment (home host, idle back-off on), {rate:.0} msgs/s open \
+                 loop (MICA GET + B-tree lookup), {reps} x [{calm_ms} ms calm, host congested \
+                 {host_ms} ms (NIC too from +{nic_after_ms} ms for {nic_ms} ms), {calm_ms} ms calm]"
+            );
+            let run = shift::run(shift::binaries()?, &cfg)?;
+            shift::print(&run);
+            for p in shift::write(&run, &cli.out)? {
+                println!("wrote {}", p.display());
+            }
+        }
+        Command::Demo(a) => {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = stop.clone();
+            ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))?;
+            let cfg = demo::DemoConfig {
+                seconds: a.seconds,
+                rate: a.rate,
+                congest_ms: a
+                    .congest_ms
+                    .unwrap_or((a.seconds * 250.0).max(100.0) as u64),
+                mica_keys: a.keys,
+                btree_keys: a.keys,
+                out: cli.out.clone(),
+                log_dir: a.log_dir,
+                ..demo::DemoConfig::default()
+            };
+            let r = demo::run(shift::binaries()?, &cfg, stop)?;
+            demo::print_summary(&r);
+            for p in &r.files {
+                println!("wrote {}", p.display());
+            }
+            println!(
+                "{}host agent and dataplane stopped{}, run directory removed",
+                if r.interrupted { "interrupted: " } else { "" },
+                if r.clean_stop {
+                    " cleanly"
+                } else {
+                    " (forced)"
+                }
+            );
         }
     }
     Ok(())

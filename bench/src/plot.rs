@@ -69,7 +69,12 @@ impl Chart {
         if xmax <= xmin {
             xmax = xmin + 1.0;
         }
-        let ymax = nice_max(ymax * 1.05);
+        // Headroom above the highest point, unless it is a round number already (shares: 1).
+        let ymax = if ymax > 0.0 && nice_max(ymax) == ymax {
+            ymax
+        } else {
+            nice_max(ymax * 1.05)
+        };
         let tx = |x: f64| {
             let f = if self.log_x {
                 (x.max(xmin).ln() - xmin.ln()) / (xmax.ln() - xmin.ln())

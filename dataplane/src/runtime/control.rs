@@ -9,7 +9,12 @@
 //! - UNREGISTER: forwarded likewise, then removed here; `ACK` or `UnknownOffload`.
 //! - LIST: this registry, paged. STATS: worker counters (per worker and totals), steering
 //!   counters, per-class placement and leases, the recent policy decisions.
-//! - DESCRIBE: forwarded to the host agent, its reply relayed unchanged.
+//! - DESCRIBE: forwarded to the host agent, its reply relayed unchanged, except
+//!   `congest-nic:<ms>`, the NIC congestion injector (the shift experiment's counterpart of
+//!   the host agent's `congest:<ms>`): for `<ms>` milliseconds every worker's core is taken by
+//!   other work; a worker then serves one poll per slice (so steering, the eSwitch's job on
+//!   real hardware, still moves traffic away) and counts the rest as busy, so the load monitor
+//!   sees a saturated NIC. Answered with `congest_ms`, `workers`.
 //!
 //! REGISTER and UNREGISTER are de-duplicated by (client, request id) like data-path
 //! mutations (docs/protocol.md).
@@ -38,6 +43,9 @@ use crate::steering::{SoftSwitch, Steering};
 
 /// Control requests remembered for de-duplication.
 const DEDUP: usize = 256;
+
+/// DESCRIBE of this prefix followed by milliseconds: the NIC congestion injector.
+pub const CONGEST_NIC_PREFIX: &str = "congest-nic:";
 
 /// Everything the control port answers from.
 pub struct ControlPlane {
@@ -158,6 +166,9 @@ impl ControlPlane {
             Body::Unregister(u) => self.unregister(&msg, u.id, req, out),
             Body::List(p) => self.list(&msg, p, out),
             Body::Stats(p) => self.stats(&msg, p, out),
+            Body::Describe(d) if d.app.starts_with(CONGEST_NIC_PREFIX) => {
+                self.congest_nic(&msg, d.app, out)
+            }
             Body::Describe(_) => self.forward_verbatim(&msg, req, out),
             _ => emit(
                 &msg.reply(error(
@@ -181,6 +192,40 @@ impl ControlPlane {
             }
         }
         n
+    }
+
+    /// `congest-nic:<ms>`: the workers are congested for `<ms>` ms from now.
+    fn congest_nic(&mut self, msg: &Message<'_>, app: &str, out: &mut [u8]) -> usize {
+        let ms = match app[CONGEST_NIC_PREFIX.len()..].parse::<u64>() {
+            Ok(ms) => ms,
+            Err(_) => {
+                let d = format!("{app:?}: expected {CONGEST_NIC_PREFIX}<milliseconds>");
+                return emit(&msg.reply(error(ErrorCode::BadRequest, &d)), out);
+            }
+        };
+        let until = naam_link::now_ns().saturating_add(ms.saturating_mul(1_000_000));
+        self.shared
+            .nic_congest_until_ns
+            .store(until, Ordering::Relaxed);
+        tracing::info!(ms, "NIC congestion injected");
+        let entries = [
+            KvEntry {
+                name: "congest_ms",
+                value: ms,
+            },
+            KvEntry {
+                name: "workers",
+                value: self.workers.len() as u64,
+            },
+        ];
+        emit(
+            &msg.reply(Body::DescribeReply(KvListRepr {
+                more: false,
+                next: 0,
+                entries: EntryList::from_slice(&entries),
+            })),
+            out,
+        )
     }
 
     fn malformed(&self, req: &[u8], e: WireError, out: &mut [u8]) -> usize {
@@ -338,6 +383,12 @@ impl ControlPlane {
         v.push(("dp.nic_queue".into(), m.last_nic_queue as u64));
         v.push(("dp.host_busy_ppm".into(), (m.last_host.busy * 1e6) as u64));
         v.push(("dp.host_queue".into(), m.last_host.queue as u64));
+        let left = self
+            .shared
+            .nic_congest_until_ns
+            .load(Ordering::Relaxed)
+            .saturating_sub(naam_link::now_ns());
+        v.push(("dp.nic_congest_left_ms".into(), left / 1_000_000));
         let mut totals: Vec<(String, u64)> = Vec::new();
         for (i, w) in self.workers.iter().enumerate() {
             for (name, value) in w.counters() {
@@ -430,6 +481,101 @@ impl ControlPlane {
                 let d = e.to_string();
                 emit(&msg.reply(error(ErrorCode::HostUnavailable, &d)), out)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::monitor::MonitorConfig;
+    use crate::steering::Target;
+    use naam_core::pool::Registry;
+    use naam_core::wire::DescribeRepr;
+
+    fn plane() -> ControlPlane {
+        let mut switch = SoftSwitch::new(7000, 8, Target::NicQueue(0));
+        let shared = Shared::new(Registry::new(), switch.table(), 8);
+        let monitor = Monitor::new(MonitorConfig::default(), 7000, 8, &mut switch).unwrap();
+        let workers = vec![Arc::new(WorkerStats::new(8)), Arc::new(WorkerStats::new(8))];
+        let host = HostControl::new(
+            std::path::Path::new("/nonexistent/naam/control.sock"),
+            std::time::Duration::from_millis(10),
+        );
+        ControlPlane::new(
+            shared,
+            workers,
+            switch,
+            monitor,
+            host,
+            VerifierConfig::default(),
+            Engine::Interpreter,
+            8,
+        )
+    }
+
+    fn describe(p: &mut ControlPlane, app: &str) -> Vec<u8> {
+        let mut req = vec![0u8; 256];
+        let n = Message::new(7, 0, Body::Describe(DescribeRepr { app, start: 0 }))
+            .emit(&mut req)
+            .unwrap();
+        let mut out = vec![0u8; naam_core::wire::MAX_DATAGRAM];
+        let from: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+        let len = p.handle(from, &req[..n], &mut out);
+        out.truncate(len);
+        out
+    }
+
+    #[test]
+    fn congest_nic_holds_the_workers_for_the_given_time() {
+        let mut p = plane();
+        let before = naam_link::now_ns();
+        assert!(!p.shared.nic_congested(before));
+        let reply = describe(&mut p, "congest-nic:40");
+        let m = Message::parse(&reply).unwrap();
+        assert_eq!(m.request_id, 7);
+        let Body::DescribeReply(kv) = m.body else {
+            panic!("expected a describe reply, got {:?}", m.body);
+        };
+        let kv: Vec<(String, u64)> = kv
+            .entries
+            .iter()
+            .map(|e| (e.name.to_owned(), e.value))
+            .collect();
+        assert_eq!(
+            kv,
+            vec![("congest_ms".to_owned(), 40), ("workers".to_owned(), 2)]
+        );
+        let after = naam_link::now_ns();
+        let until = p.shared.nic_congest_until_ns.load(Ordering::Relaxed);
+        assert!(until >= before + 40_000_000 && until <= after + 40_000_000);
+        assert!(p.shared.nic_congested(after));
+        assert!(!p.shared.nic_congested(until));
+        let left = p
+            .counters()
+            .into_iter()
+            .find(|(n, _)| n == "dp.nic_congest_left_ms")
+            .map(|(_, v)| v);
+        assert!(left.is_some_and(|ms| ms <= 40), "{left:?}");
+        // Zero ends it at once.
+        describe(&mut p, "congest-nic:0");
+        assert!(!p.shared.nic_congested(naam_link::now_ns()));
+    }
+
+    #[test]
+    fn congest_nic_without_a_number_is_a_bad_request_and_other_describes_are_forwarded() {
+        let mut p = plane();
+        let m = describe(&mut p, "congest-nic:soon");
+        match Message::parse(&m).unwrap().body {
+            Body::Error(e) => assert_eq!(e.code, ErrorCode::BadRequest),
+            other => panic!("expected bad_request, got {other:?}"),
+        }
+        assert!(!p.shared.nic_congested(naam_link::now_ns()));
+        // Anything else goes to the host agent, which is not there.
+        let m = describe(&mut p, "mica");
+        match Message::parse(&m).unwrap().body {
+            Body::Error(e) => assert_eq!(e.code, ErrorCode::HostUnavailable),
+            other => panic!("expected host_unavailable, got {other:?}"),
         }
     }
 }

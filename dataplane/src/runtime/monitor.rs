@@ -76,6 +76,8 @@ impl HostLoad {
 #[derive(Clone, Default)]
 struct Snap {
     busy_ns: u64,
+    background_ns: u64,
+    other_work: u64,
     msgs: Vec<u64>,
     steps: Vec<u64>,
 }
@@ -203,6 +205,8 @@ impl Monitor {
             self.prev = vec![
                 Snap {
                     busy_ns: 0,
+                    background_ns: 0,
+                    other_work: 0,
                     msgs: vec![0; n],
                     steps: vec![0; n],
                 };
@@ -214,6 +218,9 @@ impl Monitor {
 
         // Deltas since the last sample, summed over workers.
         let mut busy_ns = 0u64;
+        // Time the cores spent on other work: it loads the NIC but is no class's cost.
+        let mut background_ns = 0u64;
+        let mut other_work = 0u64;
         let mut queue = 0u64;
         let mut msgs = vec![0u64; n];
         let mut steps = vec![0u64; n];
@@ -221,6 +228,18 @@ impl Monitor {
             let b = w.busy_ns.load(Ordering::Relaxed);
             busy_ns += b.saturating_sub(prev.busy_ns);
             prev.busy_ns = b;
+            let bg = w.background_ns.load(Ordering::Relaxed);
+            background_ns += bg.saturating_sub(prev.background_ns);
+            prev.background_ns = bg;
+            // Work the NIC does that is no handler step: one-sided ops (clients running
+            // classes locally), forwarding to the host and relaying its replies. Each counts
+            // like one step when busy time is shared out, so a few steps next to much of it are
+            // not charged with all of it.
+            let o = w.one_sided_ops.load(Ordering::Relaxed)
+                + w.forwarded.load(Ordering::Relaxed)
+                + w.host_replies.load(Ordering::Relaxed);
+            other_work += o.saturating_sub(prev.other_work);
+            prev.other_work = o;
             // The NIC's queue: messages parked on link ops, not those waiting at the host.
             let in_flight = w.in_flight.load(Ordering::Relaxed);
             queue += in_flight.saturating_sub(w.at_host.load(Ordering::Relaxed));
@@ -236,9 +255,10 @@ impl Monitor {
             return 0; // the first sample only sets the baseline
         }
         let dt = dt_ns as f64 / 1e9;
-        let total_steps: u64 = steps.iter().sum();
+        let total_steps: u64 = steps.iter().sum::<u64>() + other_work;
         let nic_workers = workers.len().max(1) as f64;
-        let nic_busy = (busy_ns as f64 / (dt_ns as f64 * nic_workers)).clamp(0.0, 1.0);
+        let nic_busy =
+            ((busy_ns + background_ns) as f64 / (dt_ns as f64 * nic_workers)).clamp(0.0, 1.0);
         self.loads.clear();
         for c in 0..n {
             if msgs[c] > 0 && steps[c] > 0 && total_steps > 0 {
@@ -428,6 +448,62 @@ mod tests {
         assert_eq!(t.m.placement(1), Location::Nic);
         assert_eq!(t.switch.table().steer(7001, 0), Target::NicQueue(0));
         assert!(t.m.last_nic_busy > 0.9, "load is still sampled");
+    }
+
+    #[test]
+    fn background_load_saturates_the_nic_without_inflating_class_costs() {
+        let mut t = rig();
+        t.ms(0.0, 0, host(0.1));
+        for _ in 0..5 {
+            t.ms(0.1, 50, host(0.1));
+        }
+        let calm_cost = t.m.cost[1];
+        assert_eq!(t.m.placement(1), Location::Nic);
+        // The congestion injector: the cores are taken by other work, little real work runs.
+        for _ in 0..20 {
+            for w in &t.workers {
+                set(
+                    &w.background_ns,
+                    w.background_ns.load(Ordering::Relaxed) + 950_000,
+                );
+            }
+            t.ms(0.05, 25, host(0.1));
+        }
+        assert!(t.m.last_nic_busy > 0.9, "busy {}", t.m.last_nic_busy);
+        assert_eq!(t.m.placement(1), Location::Host);
+        let d = t.m.recent().last().unwrap();
+        assert_eq!(d.reason, naam_core::policy::Reason::NicCongested);
+        assert!(
+            t.m.cost[1] < 2.0 * calm_cost,
+            "cost {} grew from {calm_cost}",
+            t.m.cost[1]
+        );
+    }
+
+    #[test]
+    fn one_sided_work_is_not_charged_to_the_few_steps_beside_it() {
+        let mut t = rig();
+        t.ms(0.0, 0, host(0.1));
+        for _ in 0..5 {
+            t.ms(0.1, 50, host(0.1));
+        }
+        let calm_cost = t.m.cost[1];
+        // Clients run the class locally: the NIC is busy with their one-sided ops, and only
+        // a straggler message runs a step here.
+        for _ in 0..10 {
+            for w in &t.workers {
+                set(
+                    &w.one_sided_ops,
+                    w.one_sided_ops.load(Ordering::Relaxed) + 200,
+                );
+            }
+            t.ms(0.5, 1, host(0.1));
+        }
+        assert!(
+            t.m.cost[1] < 2.0 * calm_cost,
+            "cost {} grew from {calm_cost}",
+            t.m.cost[1]
+        );
     }
 
     #[test]

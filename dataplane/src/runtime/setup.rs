@@ -53,6 +53,9 @@ impl std::str::FromStr for IdleMode {
 const YIELD_AFTER: u32 = 256;
 const SLEEP_AFTER: u32 = 16_384;
 const IDLE_SLEEP: Duration = Duration::from_micros(50);
+/// The NIC congestion injector's slice: a congested worker is taken for this long, then
+/// serves one poll.
+const CONGEST_SLICE_NS: u64 = 250_000;
 
 /// Settings of the whole dataplane process.
 #[derive(Debug, Clone)]
@@ -515,6 +518,17 @@ fn run_worker(
             }
         }
         let t0 = now_ns();
+        if shared.nic_congested(t0) {
+            congested_slice(&shared, idle, t0);
+            let t1 = now_ns();
+            // The slice counts as background (busy, but no class's cost) and the poll as busy:
+            // the monitor sees a saturated NIC without inflating the classes' costs.
+            worker.add_background_ns(t1.saturating_sub(t0));
+            worker.poll(t1, port, &mut qp);
+            worker.add_busy_ns(now_ns().saturating_sub(t1));
+            idle_polls = 0;
+            continue;
+        }
         let n = worker.poll(t0, port, &mut qp);
         if n > 0 {
             worker.add_busy_ns(now_ns().saturating_sub(t0));
@@ -530,6 +544,25 @@ fn run_worker(
         }
     }
     let _ = port.flush();
+}
+
+/// One slice of the NIC congestion injector: the core is taken by other work until the
+/// slice (or the congestion) ends. With dedicated cores (`spin`) the worker spins; with the
+/// local deployment's back-off it sleeps, so the emulated load does not take a core the host
+/// agent or the client of this small machine needs (DESIGN §9).
+fn congested_slice(shared: &Shared, idle: IdleMode, t0: u64) {
+    let until = shared
+        .nic_congest_until_ns
+        .load(Ordering::Relaxed)
+        .min(t0 + CONGEST_SLICE_NS);
+    match idle {
+        IdleMode::Spin => {
+            while now_ns() < until && !shared.stopping() {
+                std::hint::spin_loop();
+            }
+        }
+        IdleMode::Yield => std::thread::sleep(Duration::from_nanos(until.saturating_sub(t0))),
+    }
 }
 
 /// The host's load from the link's load area.

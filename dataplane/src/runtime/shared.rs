@@ -81,6 +81,9 @@ pub struct Shared {
     pub link_generation: AtomicU64,
     /// Set to stop every thread.
     pub stop: AtomicBool,
+    /// The NIC congestion injector (`DESCRIBE("congest-nic:<ms>")` on the control port):
+    /// until this instant (monotonic ns) the workers' cores are taken by other work.
+    pub nic_congest_until_ns: AtomicU64,
 }
 
 impl Shared {
@@ -93,11 +96,18 @@ impl Shared {
             host_up: AtomicBool::new(true),
             link_generation: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            nic_congest_until_ns: AtomicU64::new(0),
         })
     }
 
     pub fn host_up(&self) -> bool {
         self.host_up.load(Ordering::Relaxed)
+    }
+
+    /// Whether the NIC congestion injector holds the workers at `now_ns`.
+    #[inline]
+    pub fn nic_congested(&self, now_ns: u64) -> bool {
+        now_ns < self.nic_congest_until_ns.load(Ordering::Relaxed)
     }
 
     pub fn stopping(&self) -> bool {

@@ -94,6 +94,9 @@ pub struct WorkerStats {
     pub hints: AtomicU64,
     /// Nanoseconds spent in polls that did work, and polls in all.
     pub busy_ns: AtomicU64,
+    /// Nanoseconds the core was taken by other work (the NIC congestion injector): busy for
+    /// the load monitor, but no class's cost.
+    pub background_ns: AtomicU64,
     pub polls: AtomicU64,
     /// Messages waiting in the slot table (parked on ops or at the host) at the last poll.
     pub in_flight: AtomicU64,
@@ -140,6 +143,7 @@ impl WorkerStats {
             retransmits: AtomicU64::new(0),
             hints: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
+            background_ns: AtomicU64::new(0),
             polls: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             at_host: AtomicU64::new(0),
@@ -236,6 +240,7 @@ impl WorkerStats {
             ("retransmits".into(), l(&self.retransmits)),
             ("hints".into(), l(&self.hints)),
             ("busy_ns".into(), l(&self.busy_ns)),
+            ("background_ns".into(), l(&self.background_ns)),
             ("polls".into(), l(&self.polls)),
             ("in_flight".into(), l(&self.in_flight)),
             ("at_host".into(), l(&self.at_host)),

@@ -352,6 +352,11 @@ impl Worker {
         bump(&self.stats.busy_ns, ns);
     }
 
+    /// Adds time the core spent on other work (the NIC congestion injector).
+    pub fn add_background_ns(&self, ns: u64) {
+        bump(&self.stats.background_ns, ns);
+    }
+
     /// The link was replaced (or is gone for good): nothing posted on the old one will
     /// complete, so every message in flight is answered with `HostUnavailable`.
     pub fn link_reset<P: Port>(&mut self, port: &mut P) -> usize {
