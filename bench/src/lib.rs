@@ -2,6 +2,7 @@
 //! the unit tests here only check that the experiments measure the right thing.
 
 pub mod load;
+pub mod memif;
 pub mod plot;
 pub mod report;
 pub mod scale;
