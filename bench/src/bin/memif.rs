@@ -84,6 +84,10 @@ struct Bench {
     /// The dataplane's eBPF engine.
     #[arg(long, default_value = "native")]
     engine: String,
+    /// Times the whole set of runs is made (each NAAM run is divided by its reference of the
+    /// same round; the table ends with the median ratios).
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
     /// The testpmd program.
     #[arg(long, default_value = "dpdk-testpmd")]
     testpmd: PathBuf,
@@ -185,6 +189,7 @@ fn bench(a: Bench) -> anyhow::Result<()> {
         server_core: a.server_core,
         engine: a.engine,
         log_dir: default_log_dir(&a.out),
+        rounds: a.rounds.max(1),
     };
     println!(
         "memif bench: MICA GET ({} keys, {} B values), generator on core {}, each server on core {} \
@@ -203,7 +208,8 @@ fn bench(a: Bench) -> anyhow::Result<()> {
     );
     let rows = run_all(&cfg, |r| {
         println!(
-            "{:<14} {:>8.3} Mpps  ({} replies in {:.2} s; {} checked, {} bad{}; {} lost in {} stalls) server: {}; {}",
+            "{} {:<14} {:>8.3} Mpps  ({} replies in {:.2} s; {} checked, {} bad{}; {} lost in {} stalls) server: {}; {}",
+            r.round,
             r.run,
             r.mpps,
             r.replies,

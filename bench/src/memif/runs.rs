@@ -91,6 +91,9 @@ pub struct BenchConfig {
     pub engine: String,
     /// Where the servers' logs go.
     pub log_dir: PathBuf,
+    /// Times the whole run set is made (the machine is shared: repeating interleaves the
+    /// references and the measured runs over time).
+    pub rounds: u32,
 }
 
 /// What a generator process is told (as JSON on its command line).
@@ -104,6 +107,8 @@ pub struct GenConfig {
 /// One line of the results.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Row {
+    /// Which repetition of the run set (1, 2, ...); ratios pair rows of the same round.
+    pub round: u32,
     pub run: &'static str,
     pub transport: &'static str,
     pub server: String,
@@ -132,48 +137,66 @@ pub struct Row {
     pub server_stats: String,
 }
 
-/// Runs `cfg.runs` in order; a run that fails is reported and skipped, the others go on.
-/// `each` sees every row as it is measured.
+/// Runs `cfg.runs` in order, `cfg.rounds` times; a run that fails is reported and skipped,
+/// the others go on. `each` sees every row as it is measured.
 pub fn run_all(cfg: &BenchConfig, mut each: impl FnMut(&Row)) -> Vec<Row> {
     let _ = std::fs::create_dir_all(&cfg.log_dir);
     let mut rows: Vec<Row> = Vec::new();
-    for &kind in &cfg.runs {
-        let r = match kind {
-            RunKind::TestpmdMemif => testpmd_memif(cfg),
-            RunKind::NaamMemif => naam_server(cfg, kind),
-            RunKind::UdpEcho => udp_echo(cfg),
-            RunKind::NaamUdp => naam_server(cfg, kind),
-        };
-        match r {
-            Ok((report, server, stats)) => {
-                let row = row(cfg, kind, server, &report, stats);
-                each(&row);
-                rows.push(row);
+    for round in 1..=cfg.rounds.max(1) {
+        for &kind in &cfg.runs {
+            let r = match kind {
+                RunKind::TestpmdMemif => testpmd_memif(cfg),
+                RunKind::NaamMemif => naam_server(cfg, kind),
+                RunKind::UdpEcho => udp_echo(cfg),
+                RunKind::NaamUdp => naam_server(cfg, kind),
+            };
+            match r {
+                Ok((report, server, stats)) => {
+                    let mut row = row(cfg, kind, server, &report, stats);
+                    row.round = round;
+                    row.ratio = ratio_to_reference(&rows, &row);
+                    each(&row);
+                    rows.push(row);
+                }
+                Err(e) => eprintln!("{} (round {round}): failed: {e}", kind.name()),
             }
-            Err(e) => eprintln!("{}: failed: {e}", kind.name()),
         }
     }
-    fill_ratios(&mut rows);
     rows
 }
 
-/// Sets each NAAM row's ratio to its reference row of the same run set.
-pub fn fill_ratios(rows: &mut [Row]) {
-    let mpps_of = |rows: &[Row], name: &str| rows.iter().find(|r| r.run == name).map(|r| r.mpps);
-    for i in 0..rows.len() {
-        if rows[i].reference.is_empty() {
-            continue;
-        }
-        rows[i].ratio = mpps_of(rows, rows[i].reference)
-            .filter(|&m| m > 0.0)
-            .map(|m| rows[i].mpps / m);
+/// `row`'s throughput over that of its reference run in the same round, if measured.
+pub fn ratio_to_reference(rows: &[Row], row: &Row) -> Option<f64> {
+    let reference = rows
+        .iter()
+        .find(|r| r.round == row.round && r.run == row.reference && !row.reference.is_empty())?;
+    (reference.mpps > 0.0).then(|| row.mpps / reference.mpps)
+}
+
+/// The median of the ratios of NAAM run `kind` over the rounds.
+pub fn median_ratio(rows: &[Row], kind: RunKind) -> Option<f64> {
+    let mut v: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.run == kind.name())
+        .filter_map(|r| r.ratio)
+        .collect();
+    if v.is_empty() {
+        return None;
     }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
 }
 
 fn row(cfg: &BenchConfig, kind: RunKind, server: String, r: &GenReport, stats: String) -> Row {
     let cores = 1;
     let mpps = r.replies_per_s / 1e6;
     Row {
+        round: 1,
         run: kind.name(),
         transport: kind.transport(),
         server,
@@ -202,15 +225,25 @@ fn row(cfg: &BenchConfig, kind: RunKind, server: String, r: &GenReport, stats: S
     }
 }
 
-/// Prints the table of `rows`.
+/// Prints the table of `rows`, and the median ratio of each NAAM run over the rounds.
 pub fn print_table(rows: &[Row]) {
     println!(
-        "{:<14} {:<22} {:>6} {:>8} {:>9} {:>12} {:>8} {:>9} {:>5}",
-        "run", "transport", "cores", "back-off", "Mpps", "Kpps/core", "ratio", "checked", "bad"
+        "{:>5} {:<14} {:<22} {:>6} {:>8} {:>9} {:>12} {:>8} {:>9} {:>5}",
+        "round",
+        "run",
+        "transport",
+        "cores",
+        "back-off",
+        "Mpps",
+        "Kpps/core",
+        "ratio",
+        "checked",
+        "bad"
     );
     for r in rows {
         println!(
-            "{:<14} {:<22} {:>6} {:>8} {:>9.3} {:>12.1} {:>8} {:>9} {:>5}",
+            "{:>5} {:<14} {:<22} {:>6} {:>8} {:>9.3} {:>12.1} {:>8} {:>9} {:>5}",
+            r.round,
             r.run,
             r.transport,
             r.worker_cores,
@@ -225,6 +258,18 @@ pub fn print_table(rows: &[Row]) {
             r.checked,
             r.bad
         );
+    }
+    for kind in [RunKind::NaamMemif, RunKind::NaamUdp] {
+        if let (Some(m), Some(reference)) = (median_ratio(rows, kind), kind.reference()) {
+            println!(
+                "{} / {}: median ratio {m:.3} over {} round(s)",
+                kind.name(),
+                reference.name(),
+                rows.iter()
+                    .filter(|r| r.run == kind.name() && r.ratio.is_some())
+                    .count()
+            );
+        }
     }
 }
 
@@ -563,6 +608,7 @@ mod tests {
             server_core: 1,
             engine: "native".into(),
             log_dir: "/tmp".into(),
+            rounds: 1,
         };
         let r = GenReport {
             replies_per_s: mpps * 1e6,
@@ -572,29 +618,47 @@ mod tests {
     }
 
     #[test]
-    fn ratios_divide_by_the_reference_of_the_same_transport() {
+    fn ratios_divide_by_the_reference_of_the_same_transport_and_round() {
         let mut rows = vec![
             test_row(RunKind::TestpmdMemif, 10.0),
-            test_row(RunKind::NaamMemif, 2.5),
             test_row(RunKind::UdpEcho, 0.4),
-            test_row(RunKind::NaamUdp, 0.2),
         ];
-        fill_ratios(&mut rows);
-        let ratios: Vec<Option<f64>> = rows.iter().map(|r| r.ratio).collect();
-        assert_eq!(ratios, vec![None, Some(0.25), None, Some(0.5)]);
-        assert_eq!(rows[1].kpps_per_worker_core, 2500.0);
-        assert_eq!(rows[3].window, 64);
-        assert_eq!(rows[1].window, 512);
+        let mut second = test_row(RunKind::TestpmdMemif, 5.0);
+        second.round = 2;
+        rows.push(second);
+        let memif = test_row(RunKind::NaamMemif, 2.5);
+        assert_eq!(ratio_to_reference(&rows, &memif), Some(0.25));
+        let mut memif2 = test_row(RunKind::NaamMemif, 2.5);
+        memif2.round = 2;
+        assert_eq!(ratio_to_reference(&rows, &memif2), Some(0.5));
+        assert_eq!(
+            ratio_to_reference(&rows, &test_row(RunKind::NaamUdp, 0.2)),
+            Some(0.5)
+        );
+        // References have none; a NAAM run whose reference failed has none.
+        assert_eq!(ratio_to_reference(&rows, &rows[0]), None);
+        let mut lone = test_row(RunKind::NaamMemif, 2.5);
+        lone.round = 3;
+        assert_eq!(ratio_to_reference(&rows, &lone), None);
     }
 
     #[test]
-    fn no_ratio_without_its_reference() {
-        let mut rows = vec![
-            test_row(RunKind::NaamMemif, 2.5),
-            test_row(RunKind::UdpEcho, 1.0),
-        ];
-        fill_ratios(&mut rows);
-        assert_eq!(rows[0].ratio, None);
+    fn median_of_the_ratios_of_a_run_over_rounds() {
+        let mut rows = Vec::new();
+        for (round, ratio) in [(1, 0.2), (2, 0.5), (3, 0.3)] {
+            let mut r = test_row(RunKind::NaamMemif, 1.0);
+            r.round = round;
+            r.ratio = Some(ratio);
+            rows.push(r);
+        }
+        rows.push(test_row(RunKind::TestpmdMemif, 4.0));
+        assert_eq!(median_ratio(&rows, RunKind::NaamMemif), Some(0.3));
+        rows[0].ratio = None;
+        assert_eq!(median_ratio(&rows, RunKind::NaamMemif), Some(0.4));
+        assert_eq!(median_ratio(&rows, RunKind::NaamUdp), None);
+        assert_eq!(rows[0].kpps_per_worker_core, 1000.0);
+        assert_eq!(rows[0].window, 512);
+        assert_eq!(test_row(RunKind::NaamUdp, 1.0).window, 64);
     }
 
     #[test]
