@@ -208,7 +208,7 @@ fn bench(a: Bench) -> anyhow::Result<()> {
     );
     let rows = run_all(&cfg, |r| {
         println!(
-            "{} {:<14} {:>8.3} Mpps  ({} replies in {:.2} s; {} checked, {} bad{}; {} lost in {} stalls) server: {}; {}",
+            "{} {:<14} {:>8.3} Mpps  ({} replies in {:.2} s; {} checked, {} bad{}; {} lost in {} stalls; generator on CPU {}) server: {}; {}",
             r.round,
             r.run,
             r.mpps,
@@ -219,6 +219,8 @@ fn bench(a: Bench) -> anyhow::Result<()> {
             r.first_bad.as_deref().map_or(String::new(), |e| format!(", first: {e}")),
             r.lost,
             r.stalls,
+            r.gen_cpu_share
+                .map_or("?".into(), |x| format!("{:.0}%", x * 100.0)),
             r.server,
             r.server_stats
         );

@@ -56,6 +56,15 @@ pub struct GenReport {
     pub stalls: u64,
     /// `good / seconds`.
     pub replies_per_s: f64,
+    /// Share of the measurement the generator thread was on a CPU (`/proc/thread-self/
+    /// schedstat`): well below 1, the generator's core was shared with other processes.
+    pub cpu_share: Option<f64>,
+}
+
+/// Nanoseconds the calling thread has run on a CPU.
+fn on_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -108,6 +117,7 @@ pub fn drive<P: LoadPort>(
     let mut last_reply = start;
     let mut first_reply: Option<Instant> = None;
     let mut measuring: Option<(Instant, Counters)> = None;
+    let mut cpu_at_start = None;
     let mut iteration = 0u32;
     loop {
         iteration = iteration.wrapping_add(1);
@@ -119,11 +129,15 @@ pub fn drive<P: LoadPort>(
                     return Err(format!("no reply within {FIRST_REPLY_WAIT:?}"));
                 }
                 None if first_reply.is_some_and(|t| now - t >= cfg.warmup) => {
-                    measuring = Some((now, c))
+                    measuring = Some((now, c));
+                    cpu_at_start = on_cpu_ns();
                 }
                 Some((t0, before)) if now - t0 >= cfg.measure => {
                     let d = c.since(&before);
                     let seconds = (now - t0).as_secs_f64();
+                    let cpu_share = cpu_at_start
+                        .zip(on_cpu_ns())
+                        .map(|(a, b)| b.saturating_sub(a) as f64 / 1e9 / seconds);
                     return Ok(GenReport {
                         seconds,
                         sent: d.sent,
@@ -135,6 +149,7 @@ pub fn drive<P: LoadPort>(
                         lost: d.lost,
                         stalls: d.stalls,
                         replies_per_s: d.good as f64 / seconds,
+                        cpu_share,
                     });
                 }
                 _ => {}
@@ -263,6 +278,9 @@ mod tests {
         assert!(port.peak_outstanding <= 16);
         assert!(r.seconds >= 0.03);
         assert!((r.replies_per_s - r.good as f64 / r.seconds).abs() < 1e-6);
+        // A spinning generator is on a CPU most of the time (not all: a shared machine).
+        let share = r.cpu_share.unwrap();
+        assert!(share > 0.0 && share <= 1.05, "{share}");
     }
 
     #[test]

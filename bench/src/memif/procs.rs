@@ -166,6 +166,31 @@ pub fn pin_process(pid: u32, core: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// Moves the threads of process `pid` named `name` (`/proc/PID/task/TID/comm`) to CPU
+/// `core`; returns how many there were.
+pub fn pin_threads(pid: u32, name: &str, core: u32) -> Result<usize, String> {
+    let tasks =
+        std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| format!("{pid}: {e}"))?;
+    let mut n = 0;
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let tid = t.file_name().to_string_lossy().into_owned();
+        let ok = Command::new("taskset")
+            .args(["-p", "-c", &core.to_string(), &tid])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err(format!("taskset -p -c {core} {tid} failed"));
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Waits up to `timeout` for a listening abstract Unix socket named `@name` (how net_memif
 /// creates its control socket by default) to appear in `/proc/net/unix`.
 pub fn wait_for_abstract_socket(name: &str, timeout: Duration) -> Result<(), String> {
