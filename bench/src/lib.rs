@@ -6,6 +6,7 @@ pub mod bars;
 pub mod btree;
 pub mod demo;
 pub mod load;
+pub mod memif;
 pub mod placement;
 pub mod plot;
 pub mod procs;
