@@ -536,6 +536,7 @@ fn naam_server(cfg: &BenchConfig, kind: RunKind) -> RunResult {
         host_args: Vec::new(),
         log_dir: Some(cfg.log_dir.clone()),
         log_filter: "info".into(),
+        ..DeployConfig::default()
     };
     let mut d = Deployment::start(Binaries::subcommands(cfg.exe.clone()), deploy)
         .map_err(|e| format!("{e:#}"))?;
