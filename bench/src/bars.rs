@@ -24,40 +24,7 @@ const LEFT: f64 = 80.0;
 const RIGHT: f64 = 200.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
-const COLORS: [&str; 8] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-];
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-fn nice_max(v: f64) -> f64 {
-    if v <= 0.0 || !v.is_finite() {
-        return 1.0;
-    }
-    let p = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * p)
-        .find(|&c| v <= c)
-        .unwrap_or(10.0 * p)
-}
-
-fn fmt_num(v: f64) -> String {
-    let a = v.abs();
-    if a >= 1e6 {
-        format!("{:.1}M", v / 1e6)
-    } else if a >= 1e3 {
-        format!("{:.0}k", v / 1e3)
-    } else if a >= 10.0 || v == 0.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.2}")
-    }
-}
+use crate::plot::{esc, fmt_num, nice_max, COLORS};
 
 impl BarChart {
     pub fn svg(&self) -> String {
@@ -168,13 +135,7 @@ impl BarChart {
 
     /// Writes `<dir>/<name>.svg` and `<dir>/<name>.png`; returns the paths.
     pub fn write(&self, dir: &Path, name: &str) -> anyhow::Result<Vec<PathBuf>> {
-        std::fs::create_dir_all(dir)?;
-        let svg = self.svg();
-        let svg_path = dir.join(format!("{name}.svg"));
-        std::fs::write(&svg_path, &svg)?;
-        let png_path = dir.join(format!("{name}.png"));
-        std::fs::write(&png_path, crate::plot::svg_to_png(&svg)?)?;
-        Ok(vec![svg_path, png_path])
+        crate::plot::write_svg_png(dir, name, &self.svg())
     }
 }
 

@@ -27,11 +27,12 @@ const LEFT: f64 = 80.0;
 const RIGHT: f64 = 180.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
-const COLORS: [&str; 8] = [
+pub(crate) const COLORS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
 
-fn nice_max(v: f64) -> f64 {
+/// The next "round" value at or above `v` (1, 2, 2.5, 5 times a power of ten), for axes.
+pub(crate) fn nice_max(v: f64) -> f64 {
     if v <= 0.0 || !v.is_finite() {
         return 1.0;
     }
@@ -44,7 +45,8 @@ fn nice_max(v: f64) -> f64 {
     10.0 * p
 }
 
-fn esc(s: &str) -> String {
+/// `s` escaped for SVG text.
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -233,17 +235,22 @@ impl Chart {
 
     /// Writes `<dir>/<name>.svg` and `<dir>/<name>.png`; returns the paths.
     pub fn write(&self, dir: &Path, name: &str) -> anyhow::Result<Vec<PathBuf>> {
-        std::fs::create_dir_all(dir)?;
-        let svg = self.svg();
-        let svg_path = dir.join(format!("{name}.svg"));
-        std::fs::write(&svg_path, &svg)?;
-        let png_path = dir.join(format!("{name}.png"));
-        std::fs::write(&png_path, svg_to_png(&svg)?)?;
-        Ok(vec![svg_path, png_path])
+        write_svg_png(dir, name, &self.svg())
     }
 }
 
-fn fmt_num(v: f64) -> String {
+/// Writes `svg` as `<dir>/<name>.svg` and rendered as `<dir>/<name>.png`; returns the paths.
+pub fn write_svg_png(dir: &Path, name: &str, svg: &str) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let svg_path = dir.join(format!("{name}.svg"));
+    std::fs::write(&svg_path, svg)?;
+    let png_path = dir.join(format!("{name}.png"));
+    std::fs::write(&png_path, svg_to_png(svg)?)?;
+    Ok(vec![svg_path, png_path])
+}
+
+/// An axis label: 1.2M, 35k, 12, 0.25.
+pub(crate) fn fmt_num(v: f64) -> String {
     let a = v.abs();
     if a >= 1e6 {
         format!("{:.1}M", v / 1e6)
