@@ -14,6 +14,7 @@
 
 use crate::seqpacket::{poll_readable, SeqConn, SeqListener};
 use crate::{AgentError, HostAgent};
+use naam_core::wire::clip_utf8;
 use naam_core::wire::{
     Body, DescribeRepr, ErrorCode, ErrorRepr, KvEntry, KvListRepr, ListReplyRepr, Message,
     OffloadEntry, OffloadIdRepr, PageRequestRepr, RegisterRepr, MAX_DATAGRAM, MAX_PAYLOAD,
@@ -184,7 +185,7 @@ pub(crate) fn handle(agent: &HostAgent, req: &[u8], out: &mut [u8]) -> (usize, A
                 .iter()
                 .map(|(id, o)| OffloadEntry {
                     id: *id,
-                    name: clip(&o.name),
+                    name: clip_utf8(&o.name, naam_core::wire::NAME_MAX),
                     tenant: o.tenant,
                     class: o.class,
                     read_only: o.read_only,
@@ -234,7 +235,7 @@ fn kv_entries(all: &[(String, u64)], start: usize) -> Vec<KvEntry<'_>> {
     all.iter()
         .skip(start)
         .map(|(n, v)| KvEntry {
-            name: clip(n),
+            name: clip_utf8(n, naam_core::wire::NAME_MAX),
             value: *v,
         })
         .collect()
@@ -271,27 +272,16 @@ fn fit<E>(entries: &[E], p: &PageRequestRepr, size: impl Fn(&E) -> usize) -> (us
     (n, n < entries.len())
 }
 
-fn clip(s: &str) -> &str {
-    let mut end = s.len().min(naam_core::wire::NAME_MAX);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 fn error_body<'a>(code: ErrorCode, detail: &'a str) -> Body<'a> {
     Body::Error(ErrorRepr {
         code,
-        detail: clip_detail(detail),
+        detail: clip_utf8(detail, naam_core::wire::DETAIL_MAX),
     })
 }
 
-fn clip_detail(s: &str) -> &str {
-    let mut end = s.len().min(naam_core::wire::DETAIL_MAX);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+/// Writes a control reply (an `Internal` error when it cannot be emitted).
+fn emit(m: &Message<'_>, out: &mut [u8]) -> usize {
+    m.emit_or_internal_error(out)
 }
 
 fn header_echo(d: &[u8]) -> (u64, u16) {
@@ -303,25 +293,6 @@ fn header_echo(d: &[u8]) -> (u64, u16) {
         return (0, 0);
     }
     (h.request_id(), h.class())
-}
-
-fn emit(m: &Message<'_>, out: &mut [u8]) -> usize {
-    match m.emit(out) {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::error!(error = %e, "control reply did not emit");
-            Message::new(
-                m.request_id,
-                m.class,
-                Body::Error(ErrorRepr {
-                    code: ErrorCode::Internal,
-                    detail: "",
-                }),
-            )
-            .emit(out)
-            .unwrap_or(0)
-        }
-    }
 }
 
 fn register(agent: &HostAgent, r: &RegisterRepr<'_>) -> Result<u32, crate::RegisterError> {
@@ -603,7 +574,7 @@ mod tests {
     #[test]
     fn names_are_clipped_at_character_boundaries() {
         let s = "é".repeat(40);
-        let c = clip(&s);
+        let c = clip_utf8(&s, naam_core::wire::NAME_MAX);
         assert!(c.len() <= naam_core::wire::NAME_MAX && s.starts_with(c));
     }
 }

@@ -215,6 +215,23 @@ impl<'a> Message<'a> {
         HEADER_LEN + self.body.buffer_len()
     }
 
+    /// Writes a reply to the front of `buf` like [`Message::emit`]; a reply that cannot be
+    /// emitted (too long for its fields or `buf`) is logged and replaced by an `Internal`
+    /// error with the same request id and class. Returns the length, 0 when even that does
+    /// not fit.
+    pub fn emit_or_internal_error(&self, buf: &mut [u8]) -> usize {
+        self.emit(buf).unwrap_or_else(|e| {
+            tracing::error!(error = %e, kind = ?self.kind(), "reply did not emit");
+            let err = super::ErrorRepr {
+                code: super::ErrorCode::Internal,
+                detail: "",
+            };
+            Message::new(self.request_id, self.class, Body::Error(err))
+                .emit(buf)
+                .unwrap_or(0)
+        })
+    }
+
     /// Checks the message and writes it to the front of `buf`; returns its length. Never
     /// allocates.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {

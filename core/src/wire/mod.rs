@@ -57,6 +57,16 @@ pub const MAX_PAYLOAD: usize = MAX_DATAGRAM - HEADER_LEN;
 pub const NAME_MAX: usize = 64;
 /// The longest detail text of an error reply, in bytes.
 pub const DETAIL_MAX: usize = 200;
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary: how a
+/// name or an error detail is cut to fit its field.
+pub fn clip_utf8(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 /// The most bytes one one-sided READ or WRITE moves. Four of them still fit one datagram.
 pub const ONE_SIDED_MAX_LEN: usize = 8192;
 /// The most ops in one one-sided request: one handler step's worth.
@@ -204,3 +214,16 @@ pub(crate) fn text<'a>(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod clip_tests {
+    #[test]
+    fn clip_cuts_on_a_character_boundary() {
+        assert_eq!(super::clip_utf8("hello", 10), "hello");
+        assert_eq!(super::clip_utf8("hello", 3), "hel");
+        // "é" is two bytes: a cut inside it backs off to before it.
+        assert_eq!(super::clip_utf8("aé", 2), "a");
+        assert_eq!(super::clip_utf8("aé", 3), "aé");
+        assert_eq!(super::clip_utf8("", 0), "");
+    }
+}

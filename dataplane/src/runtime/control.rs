@@ -29,6 +29,7 @@ use naam_core::policy::Location as PolicyLocation;
 use naam_core::pool::OffloadSpec;
 use naam_core::verifier::{verify, VerifierConfig};
 use naam_core::vm::{CompiledVm, Engine};
+use naam_core::wire::clip_utf8;
 use naam_core::wire::{
     Body, EntryList, ErrorCode, ErrorRepr, HeaderPacket, KvEntry, KvListRepr, ListReplyRepr,
     Message, OffloadEntry, OffloadIdRepr, PageRequestRepr, RegisterRepr, WireError, HEADER_LEN,
@@ -60,34 +61,15 @@ pub struct ControlPlane {
     done: VecDeque<(SocketAddr, u64, Vec<u8>)>,
 }
 
-fn clip(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
+/// Writes a control reply (an `Internal` error when it cannot be emitted).
 fn emit(m: &Message<'_>, out: &mut [u8]) -> usize {
-    m.emit(out).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "control reply did not emit");
-        Message::new(
-            m.request_id,
-            m.class,
-            Body::Error(ErrorRepr {
-                code: ErrorCode::Internal,
-                detail: "",
-            }),
-        )
-        .emit(out)
-        .unwrap_or(0)
-    })
+    m.emit_or_internal_error(out)
 }
 
 fn error<'a>(code: ErrorCode, detail: &'a str) -> Body<'a> {
     Body::Error(ErrorRepr {
         code,
-        detail: clip(detail, naam_core::wire::DETAIL_MAX),
+        detail: clip_utf8(detail, naam_core::wire::DETAIL_MAX),
     })
 }
 
@@ -350,7 +332,7 @@ impl ControlPlane {
             .iter()
             .map(|o| OffloadEntry {
                 id: o.id,
-                name: clip(&o.name, NAME_MAX),
+                name: clip_utf8(&o.name, NAME_MAX),
                 tenant: o.tenant,
                 class: o.class,
                 read_only: o.read_only,
@@ -441,7 +423,7 @@ impl ControlPlane {
                 d.to.name(),
                 d.reason
             );
-            v.push((clip(&name, NAME_MAX).to_owned(), d.at));
+            v.push((clip_utf8(&name, NAME_MAX).to_owned(), d.at));
         }
         v
     }
@@ -452,7 +434,7 @@ impl ControlPlane {
             .iter()
             .skip(p.start as usize)
             .map(|(n, v)| KvEntry {
-                name: clip(n, NAME_MAX),
+                name: clip_utf8(n, NAME_MAX),
                 value: *v,
             })
             .collect();

@@ -228,10 +228,7 @@ impl Detail {
 impl std::fmt::Write for Detail {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         let room = self.buf.len() - self.len;
-        let mut n = s.len().min(room);
-        while !s.is_char_boundary(n) {
-            n -= 1;
-        }
+        let n = naam_core::wire::clip_utf8(s, room).len();
         self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
         self.len += n;
         Ok(())
@@ -518,16 +515,12 @@ impl Worker {
         if dedup && !remember {
             self.cache.forget(info.peer.remote, info.request_id);
         }
-        let mut cut = detail.len().min(naam_core::wire::DETAIL_MAX);
-        while !detail.is_char_boundary(cut) {
-            cut -= 1;
-        }
         let msg = Message::new(
             info.request_id,
             info.class,
             Body::Error(ErrorRepr {
                 code,
-                detail: &detail[..cut],
+                detail: naam_core::wire::clip_utf8(detail, naam_core::wire::DETAIL_MAX),
             }),
         );
         self.send(port, &info.peer, &msg, remember);
