@@ -123,12 +123,6 @@ pub fn engines(prog: &Arc<VerifiedProgram>) -> Option<(CompiledVm, CompiledVm)> 
     Some((jit, interp))
 }
 
-/// Runs `prog` on a copy of `ctx` under the native JIT and under the interpreter.
-pub fn run_both(prog: &Arc<VerifiedProgram>, ctx: &Ctx) -> Option<(Outcome, Outcome)> {
-    let (jit, interp) = engines(prog)?;
-    Some((run_one(&jit, ctx), run_one(&interp, ctx)))
-}
-
 pub fn run_one(vm: &CompiledVm, ctx: &Ctx) -> Outcome {
     let mut c = Box::new(ctx.clone());
     let r0 = vm
