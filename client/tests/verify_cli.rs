@@ -55,3 +55,80 @@ fn unreadable_input_exits_2_with_one_line() {
     assert_eq!(code, 2);
     assert!(err.contains("no section"), "{err}");
 }
+
+/// `three_step.bpf.o` with `insns` written over the start of its entry section and `exit`
+/// over the rest of it.
+fn patched_three_step(insns: &[u8]) -> Vec<u8> {
+    let obj = std::fs::read(handler("three_step.bpf.o")).unwrap();
+    let prog = naam_core::elf::load_program(&obj, None).unwrap();
+    let at = obj
+        .windows(prog.insns.len())
+        .position(|w| w == prog.insns.as_slice())
+        .expect("the entry section's bytes are in the object as loaded");
+    let mut out = obj.clone();
+    let exit = [0x95u8, 0, 0, 0, 0, 0, 0, 0];
+    for (k, chunk) in out[at..at + prog.insns.len()].chunks_mut(8).enumerate() {
+        let src = insns.get(k * 8..k * 8 + 8).unwrap_or(&exit);
+        chunk.copy_from_slice(src);
+    }
+    out
+}
+
+fn write_temp(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("naam-verify-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn a_jump_into_an_lddw_is_rejected_not_a_crash() {
+    // Issue 13's crafted object: a jump into the second half of an lddw whose second half
+    // decodes as a jump. It used to panic the loader (exit 101).
+    let insns = [
+        [0x15u8, 0x01, 3, 0, 0, 0, 0, 0], // if r1 == 0 goto 4
+        [0x05, 0, 1, 0, 0, 0, 0, 0],      // goto 3: inside the lddw
+        [0x18, 0, 0, 0, 7, 0, 0, 0],      // lddw r0, ...
+        [0x05, 0, 1, 0, 0, 0, 0, 0],      // its second half, which reads as goto 5
+        [0xb7, 0, 0, 0, 0, 0, 0, 0],      // r0 = 0
+        [0x95, 0, 0, 0, 0, 0, 0, 0],      // exit
+    ]
+    .concat();
+    let p = write_temp("lddw_jump.bpf.o", &patched_three_step(&insns));
+    let (code, out, err) = naam_verify(&[p.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.starts_with("rejected: three_step: instruction "),
+        "{out}"
+    );
+    assert!(out.contains("lddw"), "{out}");
+}
+
+#[test]
+fn mutated_objects_exit_0_1_or_2_never_another_code() {
+    let obj = std::fs::read(handler("three_step.bpf.o")).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..60 {
+        let mut m = obj.clone();
+        for _ in 0..1 + next() % 6 {
+            let i = (next() % m.len() as u64) as usize;
+            m[i] = next() as u8;
+        }
+        if round % 5 == 0 {
+            m.truncate((next() % m.len() as u64) as usize);
+        }
+        let p = write_temp("mutated.bpf.o", &m);
+        let (code, out, err) = naam_verify(&[p.to_str().unwrap()]);
+        assert!(
+            (0..=2).contains(&code),
+            "round {round}: exit {code}: {out}{err}"
+        );
+    }
+}

@@ -30,6 +30,12 @@ pub enum RelayoutError {
     Malformed,
     #[error("a jump offset does not fit 16 bits after re-layout")]
     TooFar,
+    #[error("instruction {insn}: lddw is cut off by the end of the program")]
+    TruncatedLddw { insn: usize },
+    #[error("instruction {insn}: jump into the second half of an lddw")]
+    IntoLddw { insn: usize },
+    #[error("instruction {insn}: execution runs off the end of the program")]
+    FallsOffEnd { insn: usize },
 }
 
 fn is_jump(op: u8) -> bool {
@@ -50,11 +56,27 @@ pub fn forward_layout(program: &Program) -> Result<Program, RelayoutError> {
             .expect("8 bytes")
     };
     let width = |i: usize| if insn(i)[0] == OP_LDDW { 2 } else { 1 };
+    // `lddw` pairs first: every later pass walks instructions by width and looks blocks up
+    // by their leaders, which holds only when no pair is cut and no jump lands inside one.
+    let mut second_half = vec![false; n];
+    let mut i = 0;
+    while i < n {
+        if width(i) == 2 {
+            if i + 1 >= n {
+                return Err(RelayoutError::TruncatedLddw { insn: i });
+            }
+            second_half[i + 1] = true;
+        }
+        i += width(i);
+    }
     let target = |i: usize| -> Result<usize, RelayoutError> {
         let off = i16::from_le_bytes([insn(i)[2], insn(i)[3]]) as i64;
         let t = i as i64 + 1 + off;
         if t < 0 || t as usize >= n {
             return Err(RelayoutError::BadTarget { insn: i });
+        }
+        if second_half[t as usize] {
+            return Err(RelayoutError::IntoLddw { insn: i });
         }
         Ok(t as usize)
     };
@@ -78,7 +100,12 @@ pub fn forward_layout(program: &Program) -> Result<Program, RelayoutError> {
         i += w;
     }
     let starts: Vec<usize> = (0..n).filter(|&i| leader[i]).collect();
-    let block_of = |i: usize| starts.binary_search(&i).expect("jump targets are leaders");
+    // Every jump target was marked a leader above, so the search always finds it.
+    let block_of = |i: usize| {
+        starts
+            .binary_search(&i)
+            .map_err(|_| RelayoutError::BadTarget { insn: i })
+    };
     let nb = starts.len();
     let end = |b: usize| if b + 1 < nb { starts[b + 1] } else { n };
     // The last instruction of a block, its jump target and fall-through successor.
@@ -95,10 +122,14 @@ pub fn forward_layout(program: &Program) -> Result<Program, RelayoutError> {
         last[b] = l;
         let op = insn(l)[0];
         if is_jump(op) {
-            jump_to[b] = Some(block_of(target(l)?));
+            jump_to[b] = Some(block_of(target(l)?)?);
         }
         let falls = op != OP_EXIT && op != OP_JA;
-        if falls && b + 1 < nb {
+        if falls && b + 1 == nb {
+            // Moved elsewhere, this block would fall into another one instead of off the end.
+            return Err(RelayoutError::FallsOffEnd { insn: l });
+        }
+        if falls {
             falls_to[b] = Some(b + 1);
         }
     }
