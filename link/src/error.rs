@@ -3,13 +3,12 @@
 use naam_core::region::{OpError, RegionId};
 use std::io;
 
-/// Why the peer is considered gone.
+/// Why the peer is considered gone. A late heartbeat is not among them: a stalled peer is
+/// only suspect ([`LinkError::PeerSuspect`]) and comes back when its heartbeat does (DESIGN §10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GoneReason {
     /// The connection socket closed: the peer process exited or crashed.
     SocketClosed,
-    /// The peer's heartbeat in the load area is older than the staleness limit.
-    HeartbeatStale { age_ms: u64 },
     /// The transport reported a fatal error (a verbs work completion error, a dead QP).
     Transport,
 }
@@ -18,7 +17,6 @@ impl core::fmt::Display for GoneReason {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             GoneReason::SocketClosed => write!(f, "connection socket closed"),
-            GoneReason::HeartbeatStale { age_ms } => write!(f, "heartbeat {age_ms} ms old"),
             GoneReason::Transport => write!(f, "transport error"),
         }
     }
@@ -76,6 +74,10 @@ pub enum LinkError {
     Unmapped { region: RegionId },
     #[error("peer gone: {reason}")]
     PeerGone { reason: GoneReason },
+    /// The peer's heartbeat is older than the staleness limit: it may be stalled (stopped,
+    /// descheduled) rather than dead. Not sticky: the next check after a fresh heartbeat passes.
+    #[error("peer suspect: heartbeat {age_ms} ms old")]
+    PeerSuspect { age_ms: u64 },
     #[error("queue pair {qp} does not exist (there are {qps})")]
     NoSuchQp { qp: u32, qps: u32 },
     #[error("queue pair {qp} is already in use in this process")]
@@ -103,5 +105,10 @@ impl LinkError {
     /// True for [`LinkError::PeerGone`].
     pub fn is_peer_gone(&self) -> bool {
         matches!(self, LinkError::PeerGone { .. })
+    }
+
+    /// True for [`LinkError::PeerSuspect`].
+    pub fn is_peer_suspect(&self) -> bool {
+        matches!(self, LinkError::PeerSuspect { .. })
     }
 }

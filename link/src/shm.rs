@@ -5,8 +5,10 @@
 //! it on a Unix socket ([`ShmHost::serve`], [`ShmHost::poll_peer`]): the memfd and one eventfd
 //! per ring go to the dataplane with SCM_RIGHTS. The dataplane maps it ([`ShmLink::connect`])
 //! and builds its region table and memory from the directory. The socket stays open: when it
-//! closes, or the host's heartbeat goes stale, the dataplane reports [`LinkError::PeerGone`];
-//! when a dataplane dies, the host accepts the next one and its data stays in the memfd.
+//! closes, the dataplane reports [`LinkError::PeerGone`] (for good: reconnect); while the
+//! host's heartbeat is late it reports [`LinkError::PeerSuspect`] (until the heartbeat returns;
+//! the mapped memory stays usable). When a dataplane dies, the host accepts the next one and
+//! its data stays in the memfd.
 //!
 //! Each side takes queue pairs ([`ShmQp`], one per worker): queue pair `i` is the ring pair
 //! of host worker `i` (NIC → host requests, host → NIC replies) plus a staging buffer and a
@@ -73,7 +75,7 @@ impl Default for ShmConfig {
 /// Options of the dataplane side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectOptions {
-    /// The host's heartbeat is stale (peer gone) after this long; zero disables the check.
+    /// The host's heartbeat is late (peer suspect) after this long; zero disables the check.
     pub stale_after: Duration,
     pub staging_bytes: usize,
     pub cq_depth: usize,
@@ -812,14 +814,12 @@ impl PeerWatch {
         match r {
             GoneReason::SocketClosed => 1,
             GoneReason::Transport => 2,
-            GoneReason::HeartbeatStale { age_ms } => 3 | age_ms.min(u32::MAX as u64) << 8,
         }
     }
 
     fn decode(v: u64) -> GoneReason {
-        match v & 0xff {
+        match v {
             1 => GoneReason::SocketClosed,
-            3 => GoneReason::HeartbeatStale { age_ms: v >> 8 },
             _ => GoneReason::Transport,
         }
     }
@@ -832,28 +832,16 @@ impl PeerWatch {
         }
     }
 
+    /// Gone (sticky: the socket closed) or suspect (not sticky: the heartbeat is late now).
     fn check(&self, now_ns: u64) -> Result<(), LinkError> {
         if let Some(reason) = self.gone() {
             return Err(LinkError::PeerGone { reason });
         }
-        let mut found = None;
-        let hb = self.area.get(hdr::HEARTBEAT_NS);
-        let age = now_ns.saturating_sub(hb);
-        if self.stale_ns > 0 && age > self.stale_ns {
-            found = Some(GoneReason::HeartbeatStale {
-                age_ms: age / 1_000_000,
-            });
-        }
         let last = self.last_poll_ns.load(Ordering::Relaxed);
-        if found.is_none() && now_ns.wrapping_sub(last) >= POLL_EVERY_NS {
+        if now_ns.wrapping_sub(last) >= POLL_EVERY_NS {
             self.last_poll_ns.store(now_ns, Ordering::Relaxed);
             if sys::peer_hung_up(self.sock.as_fd()) {
-                found = Some(GoneReason::SocketClosed);
-            }
-        }
-        match found {
-            None => Ok(()),
-            Some(reason) => {
+                let reason = GoneReason::SocketClosed;
                 if self
                     .gone
                     .compare_exchange(0, Self::encode(reason), Ordering::AcqRel, Ordering::Acquire)
@@ -861,11 +849,18 @@ impl PeerWatch {
                 {
                     tracing::warn!(%reason, "host agent gone");
                 }
-                Err(LinkError::PeerGone {
+                return Err(LinkError::PeerGone {
                     reason: self.gone().unwrap_or(reason),
-                })
+                });
             }
         }
+        let age = now_ns.saturating_sub(self.area.get(hdr::HEARTBEAT_NS));
+        if self.stale_ns > 0 && age > self.stale_ns {
+            return Err(LinkError::PeerSuspect {
+                age_ms: age / 1_000_000,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -996,10 +991,12 @@ impl ShmLink {
         self.area.get(hdr::HEARTBEAT_NS)
     }
 
-    /// Non-blocking liveness check (socket closed, heartbeat stale). Once gone, every queue
-    /// pair and memory of this link reports it; reconnect with [`ShmLink::connect`]. The host
-    /// agent must stamp the heartbeat ([`LoadPublisher::publish`] or `heartbeat`) at least
-    /// every few milliseconds, or it is declared gone after `stale_after`.
+    /// Non-blocking liveness check. Gone (the socket closed) is for good: every queue pair and
+    /// memory of this link reports it; reconnect with [`ShmLink::connect`]. Suspect (the
+    /// heartbeat is older than `stale_after`; the host agent stamps it with
+    /// [`LoadPublisher::publish`] or `heartbeat` every few milliseconds) lasts only while the
+    /// heartbeat is late: queue pairs and memory keep working meanwhile, since a stalled host
+    /// agent's memory is still mapped.
     pub fn check_peer(&self, now_ns: u64) -> Result<(), LinkError> {
         self.peer.check(now_ns)
     }
@@ -1414,9 +1411,11 @@ impl Link for ShmQp {
     fn check_peer(&mut self, now_ns: u64) -> Result<(), LinkError> {
         match &self.peer {
             None => Ok(()),
-            Some(p) => p
-                .check(now_ns)
-                .inspect_err(|_| self.counters.peer_gone += 1),
+            Some(p) => p.check(now_ns).inspect_err(|e| {
+                if e.is_peer_gone() {
+                    self.counters.peer_gone += 1;
+                }
+            }),
         }
     }
 
@@ -1445,11 +1444,7 @@ mod tests {
 
     #[test]
     fn gone_reasons_round_trip_through_the_flag_word() {
-        for r in [
-            GoneReason::SocketClosed,
-            GoneReason::Transport,
-            GoneReason::HeartbeatStale { age_ms: 1234 },
-        ] {
+        for r in [GoneReason::SocketClosed, GoneReason::Transport] {
             assert_eq!(PeerWatch::decode(PeerWatch::encode(r)), r);
         }
     }

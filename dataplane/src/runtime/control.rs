@@ -36,7 +36,7 @@ use naam_core::wire::{
     MAGIC, MAX_PAYLOAD, NAME_MAX,
 };
 
-use super::hostctl::HostControl;
+use super::hostctl::{HostControl, HostCtlError};
 use super::monitor::Monitor;
 use super::shared::Shared;
 use super::stats::WorkerStats;
@@ -59,6 +59,9 @@ pub struct ControlPlane {
     pub engine: Engine,
     pub classes: u16,
     done: VecDeque<(SocketAddr, u64, Vec<u8>)>,
+    /// Requests that failed inside this process (a bug): answered `Internal`, counted, and the
+    /// control thread goes on (it also runs the monitor, the policy and the reconnect).
+    failed: u64,
 }
 
 /// Writes a control reply (an `Internal` error when it cannot be emitted).
@@ -119,6 +122,7 @@ impl ControlPlane {
             engine,
             classes,
             done: VecDeque::new(),
+            failed: 0,
         }
     }
 
@@ -143,7 +147,7 @@ impl ControlPlane {
                 return reply.len();
             }
         }
-        let n = match msg.body {
+        let n = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match msg.body {
             Body::Register(r) => self.register(&msg, &r, req, out),
             Body::Unregister(u) => self.unregister(&msg, u.id, req, out),
             Body::List(p) => self.list(&msg, p, out),
@@ -159,7 +163,16 @@ impl ControlPlane {
                 )),
                 out,
             ),
-        };
+        }))
+        .unwrap_or_else(|_| {
+            self.failed += 1;
+            tracing::error!(
+                request = msg.request_id,
+                "control request failed inside the dataplane"
+            );
+            let d = "the request failed inside the dataplane (a bug: see its log)";
+            emit(&msg.reply(error(ErrorCode::Internal, d)), out)
+        });
         if mutation && n > 0 {
             let transient = matches!(
                 Message::parse(&out[..n]).map(|m| m.body),
@@ -262,7 +275,7 @@ impl ControlPlane {
             );
             return emit(&msg.reply(error(ErrorCode::InvalidProgram, &d)), out);
         }
-        let reply = match self.host.request(raw) {
+        let reply = match self.ask_host(raw) {
             Ok(r) => r.to_vec(),
             Err(e) => {
                 tracing::warn!(error = %e, "register: host agent unreachable");
@@ -300,7 +313,7 @@ impl ControlPlane {
     }
 
     fn unregister(&mut self, msg: &Message<'_>, id: u32, raw: &[u8], out: &mut [u8]) -> usize {
-        let host_ok = match self.host.request(raw) {
+        let host_ok = match self.ask_host(raw) {
             Ok(r) => matches!(Message::parse(r).map(|m| m.body), Ok(Body::Ack)),
             Err(e) => {
                 let d = e.to_string();
@@ -357,6 +370,8 @@ impl ControlPlane {
         let m = &self.monitor;
         v.push(("dp.workers".into(), self.workers.len() as u64));
         v.push(("dp.host_up".into(), self.shared.host_up() as u64));
+        v.push(("dp.host_suspect".into(), self.shared.host_suspect() as u64));
+        v.push(("dp.control_failed".into(), self.failed));
         v.push((
             "dp.link_generation".into(),
             self.shared.link_generation.load(Ordering::Relaxed),
@@ -449,8 +464,18 @@ impl ControlPlane {
         )
     }
 
+    /// Forwards one request to the host agent's control socket, unless the host agent is
+    /// suspect: then the request is refused at once rather than blocking this thread (which
+    /// also runs the monitor, the policy and the reconnect) for the socket's timeout.
+    fn ask_host(&mut self, raw: &[u8]) -> Result<&[u8], HostCtlError> {
+        if self.shared.host_suspect() {
+            return Err(HostCtlError::Unresponsive);
+        }
+        self.host.request(raw)
+    }
+
     fn forward_verbatim(&mut self, msg: &Message<'_>, raw: &[u8], out: &mut [u8]) -> usize {
-        match self.host.request(raw) {
+        match self.ask_host(raw) {
             Ok(r) if r.len() <= out.len() => {
                 out[..r.len()].copy_from_slice(r);
                 r.len()

@@ -23,6 +23,8 @@ pub enum HostCtlError {
     },
     #[error("host agent control socket {path} closed the connection")]
     Closed { path: PathBuf },
+    #[error("host agent not responding (its heartbeat is late); try again")]
+    Unresponsive,
 }
 
 /// A connection to `control.sock`, made on first use and remade after a failure.

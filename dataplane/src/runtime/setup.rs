@@ -590,6 +590,131 @@ fn host_load(link: &ShmLink, alive: bool) -> HostLoad {
     }
 }
 
+/// The control thread's view of the host agent (DESIGN §10): alive, suspect (heartbeat late:
+/// `Shared::host_suspect`, cleared when it returns) or gone (the link socket closed:
+/// `Shared::host_up` false until a new link is installed). Reconnecting runs on a thread of
+/// its own, since `ShmLink::connect` waits for the host agent's hand-over, so the control
+/// port keeps answering throughout.
+struct HostWatch {
+    dir_epoch: u64,
+    last_attempt_ns: u64,
+    reconnect: Option<mpsc::Receiver<Result<ShmLink, naam_link::LinkError>>>,
+}
+
+impl HostWatch {
+    fn new(dir_epoch: u64) -> HostWatch {
+        HostWatch {
+            dir_epoch,
+            last_attempt_ns: 0,
+            reconnect: None,
+        }
+    }
+
+    /// Checks the link, updates the shared flags, follows directory changes and drives the
+    /// reconnect; returns whether the host agent is alive and answering.
+    fn watch(
+        &mut self,
+        now: u64,
+        link: Option<&ShmLink>,
+        shared: &Shared,
+        links: &LinkSlot,
+        link_path: &Path,
+        cfg: &RuntimeConfig,
+    ) -> bool {
+        let state = link.map(|l| l.check_peer(now));
+        let gone = match &state {
+            None => true,
+            Some(r) => r.as_ref().is_err_and(|e| e.is_peer_gone()),
+        };
+        let suspect = match &state {
+            Some(Err(e)) if e.is_peer_suspect() => Some(e.to_string()),
+            _ => None,
+        };
+        if gone && shared.host_up() {
+            shared.host_up.store(false, Ordering::Release);
+            tracing::warn!("host agent gone: host-bound messages get HostUnavailable");
+        }
+        if suspect.is_some() != shared.host_suspect() {
+            shared
+                .host_suspect
+                .store(suspect.is_some(), Ordering::Release);
+            match &suspect {
+                Some(why) => tracing::warn!(
+                    reason = %why,
+                    "host agent suspect: host-bound messages run on the NIC until its heartbeat returns"
+                ),
+                None => tracing::info!("host agent's heartbeat is back"),
+            }
+        }
+        match link {
+            Some(l) if !gone => {
+                let e = l.directory_epoch();
+                if e != self.dir_epoch {
+                    self.dir_epoch = e;
+                    shared.regions.publish(l.region_table());
+                }
+            }
+            _ => self.reconnect(now, shared, links, link_path, cfg),
+        }
+        !gone && suspect.is_none()
+    }
+
+    /// Starts a connection attempt every `reconnect_every`, and installs the one that succeeds.
+    fn reconnect(
+        &mut self,
+        now: u64,
+        shared: &Shared,
+        links: &LinkSlot,
+        link_path: &Path,
+        cfg: &RuntimeConfig,
+    ) {
+        use mpsc::TryRecvError;
+        if let Some(rx) = &self.reconnect {
+            match rx.try_recv() {
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => self.reconnect = None,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "reconnect attempt failed");
+                    self.reconnect = None;
+                }
+                Ok(Ok(l)) => {
+                    self.reconnect = None;
+                    if (l.layout().qps as usize) < cfg.workers.max(1) {
+                        tracing::error!(
+                            qps = l.layout().qps,
+                            "reconnected host agent has too few queue pairs"
+                        );
+                        return;
+                    }
+                    self.dir_epoch = l.directory_epoch();
+                    shared.regions.publish(l.region_table());
+                    links.set(Arc::new(l));
+                    shared.link_generation.fetch_add(1, Ordering::AcqRel);
+                    shared.host_suspect.store(false, Ordering::Release);
+                    shared.host_up.store(true, Ordering::Release);
+                    tracing::info!("reconnected to the host agent");
+                    return;
+                }
+            }
+        }
+        if now.saturating_sub(self.last_attempt_ns) < cfg.reconnect_every.as_nanos() as u64 {
+            return;
+        }
+        self.last_attempt_ns = now;
+        let (tx, rx) = mpsc::channel();
+        let (path, opts) = (link_path.to_owned(), connect_opts(cfg));
+        let spawned = std::thread::Builder::new()
+            .name("naam-reconnect".into())
+            .spawn(move || {
+                let _ = tx.send(ShmLink::connect(&path, opts));
+            });
+        match spawned {
+            Ok(_) => self.reconnect = Some(rx),
+            Err(e) => tracing::warn!(error = %e, "cannot start a reconnect attempt"),
+        }
+    }
+}
+
 fn run_control(
     mut plane: ControlPlane,
     sock: UdpSocket,
@@ -600,8 +725,7 @@ fn run_control(
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut out = vec![0u8; MAX_DATAGRAM];
-    let mut last_attempt = 0u64;
-    let mut dir_epoch = links.get().map_or(0, |l| l.directory_epoch());
+    let mut host = HostWatch::new(links.get().map_or(0, |l| l.directory_epoch()));
     while !shared.stopping() {
         match sock.recv_from(&mut buf) {
             Ok((n, from)) => {
@@ -621,37 +745,7 @@ fn run_control(
         }
         let now = now_ns();
         let link = links.get();
-        let alive = link.as_ref().is_some_and(|l| l.check_peer(now).is_ok());
-        if !alive && shared.host_up() {
-            shared.host_up.store(false, Ordering::Release);
-            tracing::warn!("host agent gone: host-bound messages get HostUnavailable");
-        }
-        if alive {
-            if let Some(l) = &link {
-                let e = l.directory_epoch();
-                if e != dir_epoch {
-                    dir_epoch = e;
-                    shared.regions.publish(l.region_table());
-                }
-            }
-        } else if now.saturating_sub(last_attempt) >= cfg.reconnect_every.as_nanos() as u64 {
-            last_attempt = now;
-            if let Ok(l) = ShmLink::connect(&link_path, connect_opts(&cfg)) {
-                if (l.layout().qps as usize) < cfg.workers.max(1) {
-                    tracing::error!(
-                        qps = l.layout().qps,
-                        "reconnected host agent has too few queue pairs"
-                    );
-                } else {
-                    dir_epoch = l.directory_epoch();
-                    shared.regions.publish(l.region_table());
-                    links.set(Arc::new(l));
-                    shared.link_generation.fetch_add(1, Ordering::AcqRel);
-                    shared.host_up.store(true, Ordering::Release);
-                    tracing::info!("reconnected to the host agent");
-                }
-            }
-        }
+        let alive = host.watch(now, link.as_deref(), &shared, &links, &link_path, &cfg);
         if plane.monitor.due(now) {
             let host = link
                 .as_ref()

@@ -76,6 +76,10 @@ pub struct Shared {
     /// False while the host agent is gone (set by the monitor; workers also notice on their
     /// own link).
     pub host_up: AtomicBool,
+    /// True while the host agent's heartbeat is late (stalled, not gone: DESIGN §10). Its
+    /// memory stays in use; host-bound messages run on the NIC, control requests that need
+    /// the host agent are refused at once. Set by the control thread.
+    pub host_suspect: AtomicBool,
     /// Bumped when the monitor has connected a new link; worker threads then take their queue
     /// pair from it.
     pub link_generation: AtomicU64,
@@ -94,6 +98,7 @@ impl Shared {
             hints: HintTable::new(classes),
             regions: RegionsCell::default(),
             host_up: AtomicBool::new(true),
+            host_suspect: AtomicBool::new(false),
             link_generation: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             nic_congest_until_ns: AtomicU64::new(0),
@@ -102,6 +107,10 @@ impl Shared {
 
     pub fn host_up(&self) -> bool {
         self.host_up.load(Ordering::Relaxed)
+    }
+
+    pub fn host_suspect(&self) -> bool {
+        self.host_suspect.load(Ordering::Relaxed)
     }
 
     /// Whether the NIC congestion injector holds the workers at `now_ns`.

@@ -254,8 +254,12 @@ pub struct Worker {
     ring_buf: Box<[u8; MSG_MAX]>,
     /// Slots in state `Host`.
     at_host: usize,
-    /// Whether the link's peer (the host agent) is alive, as of the last poll.
+    /// Whether host memory is reachable over the link (its peer is not gone), as of the last
+    /// poll: NIC execution and one-sided ops need it.
     pub(super) host_ok: bool,
+    /// Whether the host agent's workers answer (connected and heartbeat fresh): forwarding
+    /// needs it. A suspect host's classes run on the NIC meanwhile.
+    host_fresh: bool,
     now_ns: u64,
 }
 
@@ -275,6 +279,7 @@ impl Worker {
             tx: PacketBatch::with_capacity(cfg.burst.max(1) * 2),
             ring_buf: Box::new([0; MSG_MAX]),
             host_ok: true,
+            host_fresh: true,
             at_host: 0,
             now_ns: 0,
             cfg,
@@ -309,7 +314,12 @@ impl Worker {
         // Replies already in the ring are delivered even when the host has just died.
         work += self.drain_host_ring(port, link);
         let was_ok = self.host_ok;
-        self.host_ok = link.check_peer(now_ns).is_ok() && self.shared.host_up();
+        // A late heartbeat (suspect) leaves the memory path up and messages at the host
+        // waiting for it: a stalled host agent answers them when it resumes.
+        let peer = link.check_peer(now_ns);
+        self.host_ok =
+            self.shared.host_up() && peer.as_ref().map_or_else(|e| e.is_peer_suspect(), |_| true);
+        self.host_fresh = self.host_ok && peer.is_ok();
         if was_ok && !self.host_ok {
             work += self.fail_in_flight(port, ErrorCode::HostUnavailable);
         }
@@ -360,6 +370,7 @@ impl Worker {
         let n = self.fail_in_flight(port, ErrorCode::HostUnavailable);
         self.flush(port);
         self.host_ok = true;
+        self.host_fresh = true;
         n
     }
 
@@ -689,7 +700,10 @@ impl Worker {
         }
         let exec_hint = req.flags.contains(naam_core::wire::AmFlags::EXEC_HINT);
         match target {
-            Target::Host => self.forward(pkt.payload(), info, dedup, exec_hint, port, link),
+            Target::Host if self.host_fresh => {
+                self.forward(pkt.payload(), info, dedup, exec_hint, port, link)
+            }
+            // At the NIC, or at a host that does not answer now: the handler runs here.
             _ => {
                 if !self.host_ok {
                     // Handler ops reach host memory over the link: nothing to run them on.

@@ -1,0 +1,129 @@
+//! A stalled host agent is suspect, not gone (issue 14, DESIGN §10): `kill -STOP` the host
+//! agent of a real deployment, check that every class keeps being served (on the NIC, over
+//! the still mapped host memory) and that `naam stats` answers throughout, then `kill -CONT`
+//! and check that the host is back, on the same link, within 100 ms.
+
+mod real;
+
+use naam_client::{BTree, ExecMode, Mica};
+use naam_core::wire::Location;
+use real::{deploy, patient, stat, wait_for};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Resumes the host agent even when an assertion fails while it is stopped.
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+/// One message of every bundled MICA and B-tree class; where the GET ran.
+fn every_class(m: &mut Mica, t: &mut BTree, round: u32) -> Location {
+    let key = format!("stall-{round}").into_bytes();
+    m.put(&key, b"value").expect("PUT");
+    let args = naam_handlers::mica::MicaArgs::get(m.geometry(0).unwrap(), &key).unwrap();
+    let get = naam_client::bundled::MICA_GET;
+    let r = m
+        .inner_mut()
+        .call_on(0, get.id, get.class, args.as_bytes(), ExecMode::Server)
+        .expect("GET");
+    assert!(m.delete(&key).expect("DELETE"), "the key was there");
+    assert!(
+        t.lookup(1).expect("LOOKUP").is_some(),
+        "key 1 is in the tree"
+    );
+    assert_eq!(t.lookup(2).expect("LOOKUP"), None, "even keys are absent");
+    r.executed_at
+}
+
+fn stall(stop_for: Duration) {
+    // Classes at home on the host: the case a stall used to break for good.
+    let mut d = deploy(|c| c.home = "host".into());
+    let mut m = Mica::new(d.client(patient(ExecMode::Server)).unwrap()).unwrap();
+    let mut t = BTree::new(d.client(patient(ExecMode::Server)).unwrap()).unwrap();
+    assert_eq!(every_class(&mut m, &mut t, 0), Location::Host);
+    let generation = stat(&d, "dp.link_generation");
+    let pid = d.host_pid().expect("host agent running");
+
+    // The stall ends on its own clock, as a descheduled or stopped process's does; messages
+    // already forwarded to the host agent wait for it, the rest run on the NIC meanwhile.
+    signal(pid, "-STOP");
+    let resume = Resume(pid);
+    let stopped = Instant::now();
+    let cont = std::thread::spawn(move || {
+        std::thread::sleep(stop_for);
+        signal(pid, "-CONT");
+        Instant::now()
+    });
+    // A message sent in the first `--stale-ms` (100 ms) still goes to the host agent and
+    // waits for it (a mutation must: it may already be running there); once the host is
+    // suspect, new messages run on the NIC. `naam stats` answers throughout.
+    let suspect = wait_for(Duration::from_secs(1), || {
+        (stat(&d, "dp.host_suspect") == 1).then(|| stopped.elapsed())
+    })
+    .expect("the stalled host agent becomes suspect");
+    println!("stopped {stop_for:?}: suspect after {suspect:?}");
+    let mut rounds = 0;
+    while !cont.is_finished() {
+        rounds += 1;
+        assert_eq!(every_class(&mut m, &mut t, rounds), Location::Nic);
+        assert_eq!(stat(&d, "dp.host_up"), 1, "stalled, not gone");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let resumed = cont.join().unwrap();
+    drop(resume);
+    println!(
+        "stopped {stop_for:?}: {rounds} rounds of every class while stopped ({:?})",
+        resumed - stopped
+    );
+    assert!(rounds >= 2, "served while the host agent was stopped");
+    every_class(&mut m, &mut t, 1000);
+    let served = resumed.elapsed();
+    println!("stopped {stop_for:?}: every class served {served:?} after SIGCONT");
+    assert!(served < Duration::from_millis(100), "{served:?}");
+
+    // The host is back on the same link: no reconnect, nothing declared gone, and host-placed
+    // classes run at the host again once the policy sees its load.
+    let back = wait_for(Duration::from_secs(5), || {
+        (stat(&d, "dp.host_suspect") == 0).then(|| resumed.elapsed())
+    })
+    .expect("the heartbeat is back");
+    println!("stopped {stop_for:?}: dp.host_suspect = 0 {back:?} after SIGCONT");
+    assert_eq!(stat(&d, "dp.host_up"), 1);
+    assert_eq!(stat(&d, "dp.link_generation"), generation, "no reconnect");
+    let home = wait_for(Duration::from_secs(10), || {
+        (every_class(&mut m, &mut t, 2000) == Location::Host).then_some(())
+    });
+    assert!(home.is_some(), "classes return to the host");
+    let s = d.stats().unwrap();
+    assert_eq!(
+        s.get("total.host_unavailable").copied().unwrap_or(0),
+        0,
+        "{s:?}"
+    );
+    assert!(d.running() == (true, true));
+}
+
+#[test]
+fn host_agent_stopped_for_300_ms_keeps_serving_and_returns() {
+    stall(Duration::from_millis(300));
+}
+
+#[test]
+fn host_agent_stopped_for_3_s_keeps_serving_and_returns() {
+    stall(Duration::from_secs(3));
+}
