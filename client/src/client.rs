@@ -94,6 +94,9 @@ struct Pending {
     attempts: u32,
     first_sent: Instant,
     deadline: Instant,
+    /// The last transient refusal (`busy`, `host_unavailable`) the server answered, named
+    /// when the retries run out in silence.
+    refused: Option<String>,
     purpose: Purpose,
     /// The offload of an AM request (for replies and abort errors).
     offload: u32,
@@ -749,6 +752,7 @@ impl Client {
                 datagram,
                 attempts: 1,
                 first_sent: now,
+                refused: None,
                 deadline,
                 purpose,
                 offload,
@@ -901,6 +905,7 @@ impl Client {
                     request_id: id,
                     attempts: p.attempts,
                     waited: now - p.first_sent,
+                    refused: p.refused.take(),
                 };
                 self.finish(p.ticket, p.purpose, Err(err));
                 continue;
@@ -954,6 +959,10 @@ impl Client {
             Body::Error(e) if e.code.is_transient() && p.attempts <= self.cfg.max_retries => {
                 // Not executed: try again later with the same id.
                 self.stats.busy_retries += 1;
+                p.refused = Some(match e.detail {
+                    "" => e.code.name().to_owned(),
+                    d => format!("{}: {d}", e.code.name()),
+                });
                 p.deadline = now + self.cfg.backoff(p.attempts - 1);
                 self.next_deadline =
                     Some(self.next_deadline.map_or(p.deadline, |d| d.min(p.deadline)));
@@ -1083,6 +1092,7 @@ impl Client {
                                 datagram,
                                 attempts: 1,
                                 first_sent: now,
+                                refused: None,
                                 deadline,
                                 purpose: Purpose::Local(run),
                                 offload: 0,

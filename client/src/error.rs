@@ -7,12 +7,18 @@ use std::time::Duration;
 /// callers (and tests) can act on them; `Display` is one line for people.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// No reply after the last retransmission.
-    #[error("request {request_id:#x} timed out after {attempts} attempts ({waited:?})")]
+    /// No reply after the last retransmission: the outcome is unknown (a mutation may or may
+    /// not have executed). `refused` is the last refusal (`busy`, `host_unavailable`, ...)
+    /// the server answered to an earlier attempt, if any.
+    #[error(
+        "request {request_id:#x} timed out after {attempts} attempts ({waited:?}){}",
+        refused.as_ref().map(|r| format!("; earlier attempts were refused: {r}")).unwrap_or_default()
+    )]
     Timeout {
         request_id: u64,
         attempts: u32,
         waited: Duration,
+        refused: Option<String>,
     },
     /// The server answered with an ERROR reply.
     #[error("server error {}{}{detail}", code.name(), if detail.is_empty() { "" } else { ": " })]

@@ -348,6 +348,40 @@ fn busy_replies_are_retried_with_the_same_id() {
 }
 
 #[test]
+fn a_timeout_after_refusals_names_the_refusal() {
+    // Attempt 1 is refused (busy), the later ones execute but their replies are lost: the
+    // outcome is unknown (a timeout), and the error says what the server answered before.
+    let s = start_server();
+    let Some(fake) = fake_or_skip(&s, "busy then silence") else {
+        return;
+    };
+    let cfg = ClientConfig {
+        timeout: Duration::from_millis(10),
+        max_retries: 2,
+        ..ClientConfig::default()
+    };
+    let mut c = client_of(&s, cfg);
+    fake.busy_next(1);
+    fake.drop_replies(100);
+    let o = bundled::RECORD;
+    let err = c
+        .call_on(0, o.id, o.class, &record_args(64), ExecMode::Server)
+        .unwrap_err();
+    match &err {
+        ClientError::Timeout { refused, .. } => {
+            assert_eq!(refused.as_deref(), Some("busy: queues full"), "{err}")
+        }
+        other => panic!("expected a timeout, got {other}"),
+    }
+    assert!(
+        err.to_string()
+            .contains("earlier attempts were refused: busy"),
+        "{err}"
+    );
+    fake.drop_replies(0);
+}
+
+#[test]
 fn a_server_that_never_answers_is_a_timeout() {
     let s = start_server();
     let Some(fake) = fake_or_skip(&s, "timeout") else {
