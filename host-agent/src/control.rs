@@ -14,7 +14,7 @@
 
 use crate::seqpacket::{poll_readable, SeqConn, SeqListener};
 use crate::{AgentError, HostAgent};
-use naam_core::wire::clip_utf8;
+use naam_core::wire::{clip_utf8, congest_ms, CONGEST_HOST};
 use naam_core::wire::{
     Body, DescribeRepr, ErrorCode, ErrorRepr, KvEntry, KvListRepr, ListReplyRepr, Message,
     OffloadEntry, OffloadIdRepr, PageRequestRepr, RegisterRepr, MAX_DATAGRAM, MAX_PAYLOAD,
@@ -32,7 +32,6 @@ pub enum Action {
 }
 
 /// Describe names of the commands (docs/runtime.md).
-pub const CONGEST_PREFIX: &str = "congest:";
 pub const SNAPSHOT: &str = "snapshot";
 pub const SHUTDOWN: &str = "shutdown";
 pub const HOST: &str = "host";
@@ -318,13 +317,8 @@ type Described = Result<(Vec<(String, u64)>, Action), (ErrorCode, String)>;
 
 fn describe(agent: &HostAgent, d: &DescribeRepr<'_>) -> Described {
     let app = d.app;
-    if let Some(ms) = app.strip_prefix(CONGEST_PREFIX) {
-        let ms: u64 = ms.parse().map_err(|_| {
-            (
-                ErrorCode::BadRequest,
-                format!("{app:?}: expected congest:<milliseconds>"),
-            )
-        })?;
+    if let Some(arg) = app.strip_prefix(CONGEST_HOST) {
+        let ms = congest_ms(CONGEST_HOST, arg).map_err(|d| (ErrorCode::BadRequest, d))?;
         agent.congest(ms);
         return Ok((
             vec![
@@ -520,7 +514,7 @@ impl ControlClient {
 
     /// The congestion injector: host workers spin for `ms` milliseconds.
     pub fn congest(&mut self, ms: u64) -> Result<(), ControlError> {
-        self.describe(&format!("{CONGEST_PREFIX}{ms}")).map(|_| ())
+        self.describe(&format!("{CONGEST_HOST}{ms}")).map(|_| ())
     }
 
     /// Writes the snapshot now; returns `(regions, bytes)`.

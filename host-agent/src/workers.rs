@@ -554,6 +554,7 @@ fn park(shared: &Shared, publisher: &LoadPublisher, index: u32) {
 }
 
 /// The congestion injector: spin (busy, not serving) until `until`, publishing full load.
+/// The end is read again on every turn, so a new request (`congest:0`) shortens or cancels it.
 fn congest(
     shared: &Shared,
     publisher: &LoadPublisher,
@@ -564,8 +565,10 @@ fn congest(
 ) {
     let start = naam_link::now_ns();
     let mut last = start;
+    let mut until = until;
     loop {
         let now = naam_link::now_ns();
+        until = until.min(shared.congest_until_ns.load(Ordering::Relaxed));
         if now >= until
             || shared.stop.load(Ordering::Relaxed)
             || shared.pause.load(Ordering::Relaxed)

@@ -310,6 +310,37 @@ fn congestion_injector_makes_workers_busy_without_serving() {
 }
 
 #[test]
+fn congestion_is_bounded_and_cancellable() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &[]);
+    let region = agent.param("record", "region") as u32;
+    let link = agent.dataplane();
+    let mut qp = link.qp(0).unwrap();
+    // A duration past the bound is refused, and nothing is injected.
+    for app in ["congest:18446744073709551615", "congest:60001"] {
+        match agent.control().describe(app) {
+            Err(ControlError::Remote { code, detail }) => {
+                assert_eq!(code, ErrorCode::BadRequest);
+                assert!(detail.contains("at most 60000 ms"), "{detail}");
+            }
+            other => panic!("{app}: {other:?}"),
+        }
+    }
+    // A long congestion, then `congest:0`: the workers serve again at once.
+    agent.control().describe("congest:60000").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    agent.control().describe("congest:0").unwrap();
+    let t = std::time::Instant::now();
+    send(
+        &mut qp,
+        &entry(1, &am(1, RECORD, 5, TENANT, &record_args(region, 0))),
+    );
+    let (tok, _) = recv_reply(&mut qp, Duration::from_secs(3)).expect("served after cancel");
+    assert_eq!(tok, 1);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
+#[test]
 fn btree_lookups_and_scans_run_on_host_workers() {
     use naam_handlers::btree::{parse_lookup_reply, Args, ScanReply};
     use naam_host_agent::apps::Btree;

@@ -22,6 +22,27 @@ mod reg {
     pub const READ_ONLY: u8 = 0x01;
 }
 
+/// DESCRIBE command of the host congestion injector: `congest:<ms>` (docs/protocol.md).
+pub const CONGEST_HOST: &str = "congest:";
+/// DESCRIBE command of the NIC congestion injector: `congest-nic:<ms>`.
+pub const CONGEST_NIC: &str = "congest-nic:";
+/// The longest congestion one request injects; `0` cancels a running one.
+pub const CONGEST_MAX_MS: u64 = 60_000;
+
+/// The duration of a congestion command, the text after its prefix: `0` (cancel) to
+/// [`CONGEST_MAX_MS`] milliseconds, or why not.
+pub fn congest_ms(command: &str, arg: &str) -> Result<u64, String> {
+    match arg.parse::<u64>() {
+        Ok(ms) if ms <= CONGEST_MAX_MS => Ok(ms),
+        Ok(ms) => Err(format!(
+            "{command}{ms}: at most {CONGEST_MAX_MS} ms per request (0 cancels)"
+        )),
+        Err(_) => Err(format!(
+            "{command}{arg:?}: expected {command}<milliseconds> (0 to {CONGEST_MAX_MS}; 0 cancels)"
+        )),
+    }
+}
+
 /// The largest ELF object a REGISTER datagram carries.
 pub const OBJECT_MAX: usize = MAX_PAYLOAD - reg::NAME;
 

@@ -28,8 +28,9 @@ pub use am::{
     PlacementHint,
 };
 pub use control::{
-    DescribePacket, DescribeRepr, OffloadIdPacket, OffloadIdRepr, PageRequestPacket,
-    PageRequestRepr, RegisterPacket, RegisterRepr, OBJECT_MAX,
+    congest_ms, DescribePacket, DescribeRepr, OffloadIdPacket, OffloadIdRepr, PageRequestPacket,
+    PageRequestRepr, RegisterPacket, RegisterRepr, CONGEST_HOST, CONGEST_MAX_MS, CONGEST_NIC,
+    OBJECT_MAX,
 };
 pub use error::{ErrorCode, ErrorPacket, ErrorRepr};
 pub use header::{Flags, HeaderPacket, HeaderRepr, Kind};

@@ -29,7 +29,7 @@ use naam_core::policy::Location as PolicyLocation;
 use naam_core::pool::OffloadSpec;
 use naam_core::verifier::{verify, VerifierConfig};
 use naam_core::vm::{CompiledVm, Engine};
-use naam_core::wire::clip_utf8;
+use naam_core::wire::{clip_utf8, congest_ms, CONGEST_NIC};
 use naam_core::wire::{
     Body, EntryList, ErrorCode, ErrorRepr, HeaderPacket, KvEntry, KvListRepr, ListReplyRepr,
     Message, OffloadEntry, OffloadIdRepr, PageRequestRepr, RegisterRepr, WireError, HEADER_LEN,
@@ -44,9 +44,6 @@ use crate::steering::{SoftSwitch, Steering};
 
 /// Control requests remembered for de-duplication.
 const DEDUP: usize = 256;
-
-/// DESCRIBE of this prefix followed by milliseconds: the NIC congestion injector.
-pub const CONGEST_NIC_PREFIX: &str = "congest-nic:";
 
 /// Everything the control port answers from.
 pub struct ControlPlane {
@@ -152,7 +149,7 @@ impl ControlPlane {
             Body::Unregister(u) => self.unregister(&msg, u.id, req, out),
             Body::List(p) => self.list(&msg, p, out),
             Body::Stats(p) => self.stats(&msg, p, out),
-            Body::Describe(d) if d.app.starts_with(CONGEST_NIC_PREFIX) => {
+            Body::Describe(d) if d.app.starts_with(CONGEST_NIC) => {
                 self.congest_nic(&msg, d.app, out)
             }
             Body::Describe(_) => self.forward_verbatim(&msg, req, out),
@@ -191,12 +188,9 @@ impl ControlPlane {
 
     /// `congest-nic:<ms>`: the workers are congested for `<ms>` ms from now.
     fn congest_nic(&mut self, msg: &Message<'_>, app: &str, out: &mut [u8]) -> usize {
-        let ms = match app[CONGEST_NIC_PREFIX.len()..].parse::<u64>() {
+        let ms = match congest_ms(CONGEST_NIC, &app[CONGEST_NIC.len()..]) {
             Ok(ms) => ms,
-            Err(_) => {
-                let d = format!("{app:?}: expected {CONGEST_NIC_PREFIX}<milliseconds>");
-                return emit(&msg.reply(error(ErrorCode::BadRequest, &d)), out);
-            }
+            Err(d) => return emit(&msg.reply(error(ErrorCode::BadRequest, &d)), out),
         };
         let until = naam_link::now_ns().saturating_add(ms.saturating_mul(1_000_000));
         self.shared
@@ -572,12 +566,18 @@ mod tests {
     #[test]
     fn congest_nic_without_a_number_is_a_bad_request_and_other_describes_are_forwarded() {
         let mut p = plane();
-        let m = describe(&mut p, "congest-nic:soon");
-        match Message::parse(&m).unwrap().body {
-            Body::Error(e) => assert_eq!(e.code, ErrorCode::BadRequest),
-            other => panic!("expected bad_request, got {other:?}"),
+        for app in [
+            "congest-nic:soon",
+            "congest-nic:18446744073709551615",
+            "congest-nic:60001",
+        ] {
+            let m = describe(&mut p, app);
+            match Message::parse(&m).unwrap().body {
+                Body::Error(e) => assert_eq!(e.code, ErrorCode::BadRequest, "{app}"),
+                other => panic!("{app}: expected bad_request, got {other:?}"),
+            }
+            assert!(!p.shared.nic_congested(naam_link::now_ns()), "{app}");
         }
-        assert!(!p.shared.nic_congested(naam_link::now_ns()));
         // Anything else goes to the host agent, which is not there.
         let m = describe(&mut p, "mica");
         match Message::parse(&m).unwrap().body {
