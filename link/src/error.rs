@@ -86,6 +86,16 @@ pub enum LinkError {
     Directory { reason: &'static str },
     #[error("shared area layout invalid: {reason}")]
     Layout { reason: &'static str },
+    /// A snapshot that cannot be restored (nothing of it is kept).
+    #[error("snapshot refused: {reason}")]
+    Snapshot { reason: String },
+    /// A persistent area file that is not a link area this host agent can reopen: refused,
+    /// never recreated over (it may be someone's data).
+    #[error("persistent link area {}: {reason} (move it away to start afresh)", path.display())]
+    Persist {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("{what}")]
     Io {
         what: &'static str,

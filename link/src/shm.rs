@@ -24,7 +24,7 @@ use crate::{
 use naam_core::abi::{RawOp, DATA_SIZE};
 use naam_core::memory::{LocalMemory, MemError, Memory, OwnedRegion, RegionMem};
 use naam_core::region::{CheckedOp, OpError, Perms, RegionDesc, RegionId, RegionTable};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read as _, Write as _};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -94,7 +94,50 @@ impl Default for ConnectOptions {
 /// The setup message that travels with the descriptors.
 const HELLO_MAGIC: u64 = u64::from_le_bytes(*b"NAAMHELO");
 const HELLO_LEN: usize = 24;
-const SNAPSHOT_MAGIC: u64 = u64::from_le_bytes(*b"NAAMSNP1");
+/// Snapshot format 2: magic, region count, per region a header and its bytes, then the
+/// CRC-32 of everything before it (as a u64).
+const SNAPSHOT_MAGIC: u64 = u64::from_le_bytes(*b"NAAMSNP2");
+/// Format 1 had no checksum: refused with a message saying so.
+const SNAPSHOT_MAGIC_V1: u64 = u64::from_le_bytes(*b"NAAMSNP1");
+
+/// A writer or reader that checksums what passes through it.
+struct Crc<T> {
+    inner: T,
+    crc: crc32fast::Hasher,
+}
+
+impl<T> Crc<T> {
+    fn new(inner: T) -> Self {
+        Crc {
+            inner,
+            crc: crc32fast::Hasher::new(),
+        }
+    }
+
+    fn sum(&self) -> u64 {
+        self.crc.clone().finalize() as u64
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Crc<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Crc<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+}
 
 /// The shared mapping and its doorbells, kept alive by everything that holds views into it.
 struct Area {
@@ -353,6 +396,10 @@ impl ShmHost {
         let (fd, map, hugetlb, restored) = match &cfg.persist {
             Some(path) => {
                 let (fd, map, restored) = Self::open_file(path, &layout)?;
+                tracing::warn!(
+                    path = %path.display(),
+                    "a persistent area is a tmpfs file, which cannot be sealed: a dataplane could shrink it"
+                );
                 (fd, map, false, restored)
             }
             None => {
@@ -406,26 +453,30 @@ impl ShmHost {
             .map_err(LinkError::io("stat the persistent link area"))?
             .len();
         let fd = OwnedFd::from(file);
-        if len >= layout::PAGE {
-            // Whatever its size, a file with a valid header is someone's data: keep or refuse.
+        let refuse = |reason: String| LinkError::Persist {
+            path: path.to_owned(),
+            reason,
+        };
+        if len > 0 {
+            // A file with contents is someone's data: reopen it with its geometry or refuse
+            // it, never recreate it (a torn or foreign file says so; it is not wiped).
+            if len < layout::PAGE {
+                return Err(refuse(format!(
+                    "{len} bytes, shorter than its header page: truncated"
+                )));
+            }
             let map = sys::Mapping::map(fd.as_fd(), len as usize, false)
                 .map_err(LinkError::io("mmap the persistent link area"))?;
             let hdr_view = map.view(0, layout::PAGE).ok_or(LinkError::Layout {
                 reason: "no header page",
             })?;
-            match Layout::parse(&hdr_view, len) {
-                Ok(old) if old == *layout => return Ok((fd, map, true)),
-                Ok(_) => {
-                    return Err(LinkError::Layout {
-                        reason:
-                            "the persistent area has another geometry (remove it to start afresh)",
-                    })
-                }
-                // No valid header: a fresh or torn file; start afresh.
-                Err(e) => {
-                    tracing::warn!(error = %e, path = %path.display(), "persistent area not valid; recreating")
-                }
-            }
+            return match Layout::parse(&hdr_view, len) {
+                Ok(old) if old == *layout => Ok((fd, map, true)),
+                Ok(_) => Err(refuse(
+                    "it has another geometry than this configuration".into(),
+                )),
+                Err(e) => Err(refuse(format!("not a valid link area: {e}"))),
+            };
         }
         let file = std::fs::File::from(fd);
         file.set_len(0)
@@ -579,6 +630,7 @@ impl ShmHost {
     /// Writes every registered region (description and bytes) to `w`; returns how many. Each
     /// word is read atomically, but the whole is a consistent cut only if writers are quiet.
     pub fn write_snapshot(&self, w: &mut dyn std::io::Write) -> Result<usize, LinkError> {
+        let mut w = Crc::new(w);
         let err = LinkError::io("write snapshot");
         let dir = self.area.directory();
         let mut out = Vec::with_capacity(16);
@@ -609,58 +661,89 @@ impl ShmHost {
                 at += n as u64;
             }
         }
+        let sum = w.sum();
+        w.inner
+            .write_all(&sum.to_le_bytes())
+            .map_err(LinkError::io("write snapshot"))?;
         Ok(dir.len())
     }
 
     /// Registers the regions saved by [`ShmHost::write_snapshot`] and fills them; returns how
-    /// many. Ids already registered are refused.
+    /// many. Ids already registered are refused. A snapshot that is cut short, corrupt (its
+    /// checksum) or of another format is refused whole: the regions it had registered are
+    /// removed again.
     pub fn restore_snapshot(&mut self, r: &mut dyn std::io::Read) -> Result<usize, LinkError> {
+        let mut added = Vec::new();
+        let result = self.restore_regions(&mut Crc::new(r), &mut added);
+        if result.is_err() {
+            for id in added {
+                let _ = self.unregister_region(id);
+            }
+        }
+        result
+    }
+
+    fn restore_regions(
+        &mut self,
+        r: &mut Crc<&mut dyn std::io::Read>,
+        added: &mut Vec<RegionId>,
+    ) -> Result<usize, LinkError> {
         fn word(r: &mut dyn std::io::Read) -> Result<u64, LinkError> {
             let mut b = [0u8; 8];
-            r.read_exact(&mut b)
-                .map_err(LinkError::io("read snapshot"))?;
+            r.read_exact(&mut b).map_err(|e| LinkError::Snapshot {
+                reason: format!("cut short ({e})"),
+            })?;
             Ok(u64::from_le_bytes(b))
         }
-        if word(r)? != SNAPSHOT_MAGIC {
-            return Err(LinkError::Layout {
-                reason: "not a link snapshot",
-            });
+        let refuse = |reason: &str| LinkError::Snapshot {
+            reason: reason.to_owned(),
+        };
+        match word(r)? {
+            SNAPSHOT_MAGIC => {}
+            SNAPSHOT_MAGIC_V1 => {
+                return Err(refuse(
+                    "format 1 has no checksum; write a new snapshot with this version",
+                ))
+            }
+            _ => return Err(refuse("not a link snapshot (wrong magic)")),
         }
         let n = word(r)?;
         if n > self.area.layout.max_regions as u64 {
-            return Err(LinkError::Layout {
-                reason: "snapshot has more regions than the directory holds",
-            });
+            return Err(refuse("snapshot has more regions than the directory holds"));
         }
-        let mut specs = Vec::new();
+        let mut chunk = vec![0u8; 1 << 16];
         for _ in 0..n {
             let (id, tenant, perms, key, len) = (word(r)?, word(r)?, word(r)?, word(r)?, word(r)?);
             let (Ok(id), Ok(tenant)) = (u32::try_from(id), u32::try_from(tenant)) else {
-                return Err(LinkError::Layout {
-                    reason: "snapshot region id or tenant out of range",
-                });
+                return Err(refuse("snapshot region id or tenant out of range"));
             };
-            specs.push(RegionSpec {
+            let spec = RegionSpec {
                 id,
                 tenant,
                 len,
                 perms: Perms::from_bits(perms as u8),
                 key,
-            });
+            };
             // The bytes follow each header: register and fill before reading the next header.
-            let e = self.register_region(*specs.last().expect("just pushed"))?;
+            let e = self.register_region(spec)?;
+            added.push(id);
             let mem = self.area.view(e.offset, len)?;
-            let mut chunk = vec![0u8; 1 << 16];
             let mut at = 0u64;
             while at < len {
                 let k = (len - at).min(chunk.len() as u64) as usize;
                 r.read_exact(&mut chunk[..k])
-                    .map_err(LinkError::io("read snapshot"))?;
+                    .map_err(|e| LinkError::Snapshot {
+                        reason: format!("cut short in region {id} ({e})"),
+                    })?;
                 mem.write(at, &chunk[..k]);
                 at += k as u64;
             }
         }
-        Ok(specs.len())
+        let sum = r.sum();
+        if word(&mut r.inner)? != sum {
+            return Err(refuse("checksum mismatch: the file is corrupt"));
+        }
+        Ok(added.len())
     }
 
     /// Host worker `qp`'s end of its queue pair (consumes requests, produces replies).
@@ -896,6 +979,11 @@ impl ShmLink {
         }
         let (total_len, generation) = (word(1), word(2));
         let memfd = fds.remove(0);
+        if !sys::cannot_shrink(memfd.as_fd()) {
+            tracing::warn!(
+                "the host agent's area is not sealed against shrinking (a persistent area?)"
+            );
+        }
         let file_len = sys::file_len(memfd.as_fd()).map_err(LinkError::io("fstat memfd"))?;
         if total_len > file_len || total_len < layout::PAGE {
             return Err(LinkError::Layout {

@@ -19,11 +19,17 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// Creates an anonymous memory file of `len` bytes, `MFD_HUGETLB` when `huge` is set.
+/// The seals a shared area's memfd carries: its size is fixed for good, so the process it is
+/// handed to can never see its mapping shrink under it (a SIGBUS on the next access).
+const SIZE_SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
+/// Creates an anonymous memory file of `len` bytes, `MFD_HUGETLB` when `huge` is set, sealed
+/// against any change of size.
 pub fn memfd(name: &str, len: u64, huge: bool) -> io::Result<OwnedFd> {
     let cname =
         std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let flags = libc::MFD_CLOEXEC | if huge { libc::MFD_HUGETLB } else { 0 };
+    let flags =
+        libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | if huge { libc::MFD_HUGETLB } else { 0 };
     // SAFETY: cname is a valid NUL-terminated string for the duration of the call.
     let fd = cvt(unsafe { libc::memfd_create(cname.as_ptr(), flags) })?;
     // SAFETY: memfd_create just returned this descriptor and nothing else owns it.
@@ -32,7 +38,17 @@ pub fn memfd(name: &str, len: u64, huge: bool) -> io::Result<OwnedFd> {
         libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: fd is a valid open descriptor.
     cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) })?;
+    // SAFETY: fd is a valid memfd created with MFD_ALLOW_SEALING; F_ADD_SEALS takes an int.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SIZE_SEALS) })?;
     Ok(fd)
+}
+
+/// Whether the file behind `fd` can no longer shrink (`F_SEAL_SHRINK`; false for files that
+/// cannot carry seals, such as a persistent area on tmpfs).
+pub fn cannot_shrink(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: fd is a valid open descriptor; F_GET_SEALS takes no argument.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    seals >= 0 && seals & libc::F_SEAL_SHRINK != 0
 }
 
 /// The size of the file behind `fd`.
@@ -304,6 +320,16 @@ pub fn pid() -> u32 {
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+
+    #[test]
+    fn memfds_are_sealed_against_changes_of_size() {
+        let fd = memfd("t", 8192, false).unwrap();
+        assert!(cannot_shrink(fd.as_fd()));
+        let f = std::fs::File::from(fd);
+        assert!(f.set_len(4096).is_err(), "shrinking is refused");
+        assert!(f.set_len(16384).is_err(), "growing is refused");
+        assert_eq!(f.metadata().unwrap().len(), 8192);
+    }
 
     #[test]
     fn memfd_mapping_is_shared_between_two_maps() {

@@ -965,9 +965,57 @@ fn shm_persistent_area_reopens_with_its_contents() {
     };
     assert!(matches!(
         ShmHost::create(&cfg),
-        Err(LinkError::Layout { .. })
+        Err(LinkError::Persist { .. })
     ));
     let _ = std::fs::remove_file(&area);
+}
+
+#[test]
+fn shm_corrupt_truncated_or_foreign_persistent_areas_are_refused_not_wiped() {
+    let area = std::env::temp_dir().join(format!("naam-link-corrupt-{}.area", std::process::id()));
+    let _cleanup = Cleanup(vec![area.clone()]);
+    let _ = std::fs::remove_file(&area);
+    drop(shm_host_with(8, Some(area.clone())));
+    let valid = std::fs::read(&area).unwrap();
+    let mut wrong_magic = valid.clone();
+    wrong_magic[0] ^= 0xff;
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("truncated below its header", valid[..100].to_vec()),
+        ("truncated", valid[..valid.len() / 2].to_vec()),
+        ("wrong magic", wrong_magic),
+        ("garbage", vec![0xab; 3 * 4096]),
+    ];
+    for (what, bytes) in cases {
+        std::fs::write(&area, &bytes).unwrap();
+        // The geometry `shm_host_with` wrote the valid file with.
+        let cfg = ShmConfig {
+            qps: 2,
+            ring_slots: 8,
+            max_regions: 8,
+            load_slots: 2,
+            arena_bytes: 1 << 20,
+            hugetlb: true,
+            staging_bytes: 16 << 10,
+            cq_depth: 16,
+            persist: Some(area.clone()),
+        };
+        match ShmHost::create(&cfg) {
+            Err(e @ LinkError::Persist { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("move it away"), "{what}: {msg}");
+            }
+            Err(e) => panic!("{what}: refused for another reason: {e}"),
+            Ok(_) => panic!("{what}: accepted"),
+        }
+        assert_eq!(
+            std::fs::read(&area).unwrap(),
+            bytes,
+            "{what}: left as it was"
+        );
+    }
+    // An empty file is a new area.
+    std::fs::write(&area, b"").unwrap();
+    assert!(!shm_host_with(8, Some(area.clone())).is_restored());
 }
 
 #[test]
@@ -1007,6 +1055,37 @@ fn shm_snapshot_round_trip() {
             .is_err(),
         "truncated"
     );
+    // One flipped byte of region data: the checksum refuses it, and the regions it had
+    // registered before the end are removed again (the snapshot is refused whole).
+    let mut flipped = snap.clone();
+    let at = snap.len() - 8 - 100;
+    flipped[at] ^= 0x40;
+    match other.restore_snapshot(&mut flipped.as_slice()) {
+        Err(LinkError::Snapshot { reason }) => assert!(reason.contains("checksum"), "{reason}"),
+        r => panic!("expected a checksum refusal, got {r:?}"),
+    }
+    assert!(other.directory().is_empty(), "nothing of it is kept");
+    // The intact snapshot still restores into the same host afterwards.
+    assert_eq!(other.restore_snapshot(&mut snap.as_slice()).unwrap(), 2);
+    // Format 1 (no checksum) is refused with a message saying so.
+    let mut v1 = snap.clone();
+    v1[..8].copy_from_slice(b"NAAMSNP1");
+    match fresh_host_restore(&v1) {
+        Err(LinkError::Snapshot { reason }) => assert!(reason.contains("format 1"), "{reason}"),
+        r => panic!("{r:?}"),
+    }
+}
+
+fn fresh_host_restore(snap: &[u8]) -> Result<usize, LinkError> {
+    let cfg = ShmConfig {
+        qps: 1,
+        ring_slots: 8,
+        max_regions: 8,
+        load_slots: 1,
+        arena_bytes: 1 << 20,
+        ..Default::default()
+    };
+    ShmHost::create(&cfg)?.restore_snapshot(&mut &snap[..])
 }
 
 /// The dataplane process dies; the host agent keeps its data and accepts the next dataplane.
