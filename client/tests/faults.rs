@@ -339,3 +339,30 @@ fn garbage_wrong_keys_and_bad_ops_get_errors_and_counters_and_everything_keeps_s
         }
     }
 }
+
+#[test]
+fn one_sided_requests_past_the_ports_limits_get_an_error_naming_the_limit() {
+    let mut d = deploy(|_| {});
+    let mut c = d.client(no_retry(Duration::from_secs(2))).unwrap();
+    c.describe(0, "record").unwrap();
+    let r = region::RECORD;
+    // A WRITE whose datagram is larger than a data port's 2048-byte buffers: it used to be
+    // dropped in silence (the client timed out); now it is answered.
+    let big = vec![0x5au8; 3000];
+    let err = c.write(0, r, 0, &big).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest), "{err}");
+    assert!(err.to_string().contains("2048 bytes"), "{err}");
+    // A READ whose data would not fit one reply packet: refused with the limit in numbers.
+    let err = c.read(0, r, 0, 8192).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest), "{err}");
+    assert!(err.to_string().contains("at most"), "{err}");
+    // Within the limits, both work; and the oversize datagram was counted.
+    c.write(0, r, 0, &big[..1024]).unwrap();
+    assert_eq!(c.read(0, r, 0, 1024).unwrap(), &big[..1024]);
+    let s = d.stats().unwrap();
+    assert!(
+        s.get("total.port_drop.oversize").copied().unwrap_or(0) >= 1,
+        "{s:?}"
+    );
+    assert_eq!(d.running(), (true, true));
+}

@@ -112,6 +112,9 @@ pub struct Packet {
     peer: Peer,
     class: u16,
     len: u16,
+    /// The datagram was longer than [`MAX_PAYLOAD`]: only its first bytes are here. Kept (and
+    /// counted as `port_drop.oversize`) so the worker can answer with the limit.
+    truncated: bool,
     data: [u8; MAX_PAYLOAD],
 }
 
@@ -121,6 +124,7 @@ impl Packet {
             peer: Peer::default(),
             class: 0,
             len: 0,
+            truncated: false,
             data: [0; MAX_PAYLOAD],
         }
     }
@@ -166,6 +170,12 @@ impl Packet {
         true
     }
 
+    /// Whether the datagram was cut to [`MAX_PAYLOAD`] bytes on receipt.
+    #[inline]
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+
     /// Who sent it / where the reply goes.
     #[inline]
     pub fn peer(&self) -> &Peer {
@@ -196,6 +206,7 @@ impl Packet {
         let n = payload.len().min(MAX_PAYLOAD);
         self.data[..n].copy_from_slice(&payload[..n]);
         self.len = n as u16;
+        self.truncated = payload.len() > MAX_PAYLOAD;
         self.peer = peer;
         self.class = class;
     }
@@ -260,6 +271,7 @@ impl PacketBatch {
         self.len += 1;
         p.len = 0;
         p.class = 0;
+        p.truncated = false;
         p.peer = Peer::default();
         Some(p)
     }

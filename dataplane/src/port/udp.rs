@@ -292,9 +292,10 @@ impl UdpPort {
             let got = got as usize;
             for (i, msg) in msgs.iter().enumerate().take(got) {
                 let hdr = &msg.msg_hdr;
-                if hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                // Cut to MAX_PAYLOAD: counted, and delivered marked so the sender is told.
+                let truncated = hdr.msg_flags & libc::MSG_TRUNC != 0;
+                if truncated {
                     self.stats.count_drop(DropReason::Oversize);
-                    continue;
                 }
                 if (hdr.msg_namelen as usize) < std::mem::size_of::<libc::sockaddr_in>() {
                     self.stats.count_drop(DropReason::RxError);
@@ -314,6 +315,7 @@ impl UdpPort {
                 }
                 let p: &mut Packet = &mut slots[w];
                 p.len = msg.msg_len.min(MAX_PAYLOAD as u32) as u16;
+                p.truncated = truncated;
                 p.class = class as u16;
                 p.peer = Peer {
                     remote,

@@ -15,8 +15,11 @@ use naam_core::wire::{ErrorCode, OneSidedRepr, OpBody, OpResult, HEADER_LEN};
 use naam_link::{Link, RemoteAddr};
 
 use super::stats::bump;
-use super::worker::{link_error_code, wr_id, ReqInfo, SlotKind, SlotState, Worker, OS_EMPTY};
+use super::worker::{
+    link_error_code, wr_id, Detail, ReqInfo, SlotKind, SlotState, Worker, OS_EMPTY,
+};
 use crate::port::{Port, MAX_PAYLOAD};
+use std::fmt::Write as _;
 
 /// Bytes of a one-sided reply before its READ data: header, count + reserved, results.
 fn reply_overhead(n: usize) -> usize {
@@ -53,13 +56,15 @@ impl Worker {
             })
             .sum();
         if staged > DATA_SIZE || reply_overhead(ops.len()) + read > MAX_PAYLOAD {
-            return self.send_error(
-                port,
-                info,
-                ErrorCode::BadRequest,
-                "one-sided data larger than one packet",
-                false,
+            let mut d = Detail::new();
+            let _ = write!(
+                d,
+                "one-sided data of {staged} bytes ({read} read): the NIC takes at most {} \
+                 bytes of READ data per request (one {MAX_PAYLOAD}-byte reply) and {DATA_SIZE} \
+                 in all; split the request",
+                MAX_PAYLOAD - reply_overhead(ops.len()),
             );
+            return self.send_error(port, info, ErrorCode::BadRequest, d.as_str(), false);
         }
         if !self.host_ok {
             return self.send_error(

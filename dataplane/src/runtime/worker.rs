@@ -565,6 +565,9 @@ impl Worker {
 
     fn on_packet<P: Port, L: Link>(&mut self, pkt: &Packet, port: &mut P, link: &mut L) {
         bump(&self.stats.rx, 1);
+        if pkt.truncated() {
+            return self.on_oversize(pkt, port);
+        }
         let data = pkt.payload();
         let msg = match Message::parse(data) {
             Ok(m) => m,
@@ -603,6 +606,29 @@ impl Worker {
                 false,
             ),
         }
+    }
+
+    /// A datagram longer than the port's packet buffers: answered with the limit (one-sided
+    /// WRITEs and REGISTER-sized arguments are the usual cause), never dropped in silence.
+    fn on_oversize<P: Port>(&mut self, pkt: &Packet, port: &mut P) {
+        let data = pkt.payload();
+        let h = HeaderPacket::new_unchecked(data);
+        let is_request = Kind::from_u8(h.kind()).is_some_and(|k| !k.is_reply());
+        if h.magic() != naam_core::wire::MAGIC || !is_request {
+            return self.stats.count_drop(Dropped::Malformed);
+        }
+        bump(&self.stats.malformed, 1);
+        let info = ReqInfo {
+            peer: *pkt.peer(),
+            request_id: h.request_id(),
+            class: h.class(),
+        };
+        let mut d = Detail::new();
+        let _ = write!(
+            d,
+            "datagram larger than the {MAX_PAYLOAD} bytes a data port takes; split the request"
+        );
+        self.send_error(port, &info, ErrorCode::BadRequest, d.as_str(), false);
     }
 
     fn on_malformed<P: Port>(&mut self, pkt: &Packet, e: WireError, port: &mut P) {
