@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod abi;
+pub mod auth;
 pub mod elf;
 pub mod exec;
 pub mod helpers;

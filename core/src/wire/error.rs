@@ -51,12 +51,18 @@ pub enum ErrorCode {
     Unsupported = 50,
     /// Describe: no application by that name.
     UnknownApp = 51,
+    /// Control: the request is not sealed with a known credential, its MAC is wrong, or it is
+    /// expired or replayed (the detail says which).
+    Unauthorized = 52,
+    /// Control: the credential does not allow this request (an admin verb, another tenant's
+    /// offload or application).
+    Forbidden = 53,
     /// A bug on the server side.
     Internal = 0xffff,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::BadRequest,
         ErrorCode::BadVersion,
         ErrorCode::UnknownOffload,
@@ -77,6 +83,8 @@ impl ErrorCode {
         ErrorCode::NoSpace,
         ErrorCode::Unsupported,
         ErrorCode::UnknownApp,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
         ErrorCode::Internal,
     ];
 
@@ -107,6 +115,8 @@ impl ErrorCode {
             ErrorCode::NoSpace => "no_space",
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::UnknownApp => "unknown_app",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::Internal => "internal",
         }
     }

@@ -60,10 +60,12 @@ pub enum Kind {
     DescribeReply = 0x18,
     /// A request succeeded and has nothing to say (empty payload).
     Ack = 0x1f,
+    /// A control request with a MAC ([`super::SealedRepr`]); answered like its inner request.
+    Sealed = 0x20,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::AmRequest,
         Kind::AmReply,
         Kind::Error,
@@ -79,6 +81,7 @@ impl Kind {
         Kind::Describe,
         Kind::DescribeReply,
         Kind::Ack,
+        Kind::Sealed,
     ];
 
     pub fn from_u8(v: u8) -> Option<Kind> {

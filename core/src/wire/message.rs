@@ -5,7 +5,7 @@ use super::{
     ErrorPacket, ErrorRepr, Flags, HeaderPacket, HeaderRepr, Kind, KvListRepr, ListReplyRepr,
     OffloadIdPacket, OffloadIdRepr, OneSidedPacket, OneSidedReplyPacket, OneSidedReplyRepr,
     OneSidedRepr, PageRequestPacket, PageRequestRepr, PagedPacket, RegisterPacket, RegisterRepr,
-    WireError, HEADER_LEN, MAX_DATAGRAM,
+    SealedPacket, SealedRepr, WireError, HEADER_LEN, MAX_DATAGRAM,
 };
 
 /// The payload of a message, by kind.
@@ -26,6 +26,7 @@ pub enum Body<'a> {
     Describe(DescribeRepr<'a>),
     DescribeReply(KvListRepr<'a>),
     Ack,
+    Sealed(SealedRepr<'a>),
 }
 
 impl<'a> Body<'a> {
@@ -46,6 +47,7 @@ impl<'a> Body<'a> {
             Body::Describe(_) => Kind::Describe,
             Body::DescribeReply(_) => Kind::DescribeReply,
             Body::Ack => Kind::Ack,
+            Body::Sealed(_) => Kind::Sealed,
         }
     }
 
@@ -101,6 +103,7 @@ impl<'a> Body<'a> {
                 }
                 Body::Ack
             }
+            Kind::Sealed => Body::Sealed(SealedRepr::parse(&SealedPacket::new_unchecked(payload))?),
         })
     }
 
@@ -119,6 +122,7 @@ impl<'a> Body<'a> {
             Body::StatsReply(r) | Body::DescribeReply(r) => r.check(),
             Body::Describe(r) => r.check(),
             Body::Ack => Ok(()),
+            Body::Sealed(r) => r.check(),
         }
     }
 
@@ -137,6 +141,7 @@ impl<'a> Body<'a> {
             Body::StatsReply(r) | Body::DescribeReply(r) => r.buffer_len(),
             Body::Describe(r) => r.buffer_len(),
             Body::Ack => 0,
+            Body::Sealed(r) => r.buffer_len(),
         }
     }
 
@@ -162,6 +167,7 @@ impl<'a> Body<'a> {
             }
             Body::Describe(r) => r.emit(&mut DescribePacket::new_unchecked(payload)),
             Body::Ack => {}
+            Body::Sealed(r) => r.emit(&mut SealedPacket::new_unchecked(payload)),
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod header;
 pub mod list;
 pub mod message;
 pub mod onesided;
+pub mod sealed;
 
 pub use am::{
     AmFlags, AmReplyPacket, AmReplyRepr, AmRequestPacket, AmRequestRepr, AmStatus, Location,
@@ -43,6 +44,7 @@ pub use onesided::{
     OneSidedPacket, OneSidedReplyPacket, OneSidedReplyRepr, OneSidedRepr, OpBody, OpResult,
     RemoteOp,
 };
+pub use sealed::{SealedPacket, SealedRepr, MAC_LEN, SEALED_OVERHEAD};
 
 /// The two bytes every NAAM datagram starts with: ASCII `"NA"`.
 pub const MAGIC: [u8; 2] = *b"NA";

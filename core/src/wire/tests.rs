@@ -159,6 +159,12 @@ fn samples() -> Vec<Message<'static>> {
             entries: EntryList::from_slice(&COUNTERS[..1]),
         }),
         Body::Ack,
+        Body::Sealed(SealedRepr {
+            key_id: 3,
+            nonce: 0x1122_3344_5566_7788,
+            mac: [0x5a; MAC_LEN],
+            inner: &SEALED_INNER,
+        }),
     ];
     bodies
         .iter()
@@ -175,6 +181,12 @@ fn samples() -> Vec<Message<'static>> {
         })
         .collect()
 }
+
+/// The SEALED sample's inner datagram: a header whose payload length (bytes 16..20) is 0;
+/// the rest is not parsed by the wire layer.
+const SEALED_INNER: [u8; HEADER_LEN] = [
+    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 0, 0, 0, 0, 7, 7, 7, 7,
+];
 
 fn encode(m: &Message<'_>) -> Vec<u8> {
     let mut buf = vec![0xaa; m.buffer_len()];

@@ -1,0 +1,549 @@
+//! Credentials and the authentication of control requests (DESIGN §10, docs/security.md).
+//!
+//! A credential is a key id, the principal it speaks for (the admin, or one tenant) and a
+//! 32-byte secret. A client seals each control request ([`Credential::seal`]): a SEALED
+//! message carrying the key id, a nonce (its wall clock, ns since the Unix epoch), an
+//! HMAC-SHA256 over those and the whole inner request, then the inner request. A server opens
+//! it with a [`Gate`]: the key must be known, the MAC right, the nonce within [`WINDOW_NS`] of
+//! the server's clock, and the (key, nonce) pair not seen before in that window: a repeat is
+//! reported as such (a retransmission gets its cached reply, never a second execution). The
+//! principal comes from the key, never from the request. Pure logic: keys come in as text,
+//! time as an argument.
+
+use std::collections::{HashSet, VecDeque};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::wire::{Body, HeaderPacket, Message, SealedRepr, WireError, MAC_LEN};
+
+/// Bytes of a credential's secret.
+pub const SECRET_LEN: usize = 32;
+/// How far a nonce may be from the receiver's clock, either way.
+pub const WINDOW_NS: u64 = 60_000_000_000;
+/// The first word of a key line (`naam-key 1 <key id> <admin|tenant:N> <secret hex>`).
+const KEY_LINE: &str = "naam-key";
+/// Domain separation for the MAC input.
+const SEAL_DOMAIN: &[u8] = b"naam-seal-v1\0";
+
+/// Whom a credential speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Principal {
+    /// Every verb, every tenant's offloads and applications.
+    Admin,
+    /// One tenant's offloads and applications.
+    Tenant(u32),
+}
+
+impl Principal {
+    pub fn is_admin(self) -> bool {
+        self == Principal::Admin
+    }
+
+    /// Whether this principal may act on what `tenant` owns.
+    pub fn may_act_for(self, tenant: u32) -> bool {
+        match self {
+            Principal::Admin => true,
+            Principal::Tenant(t) => t == tenant,
+        }
+    }
+}
+
+impl core::fmt::Display for Principal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Principal::Admin => f.write_str("admin"),
+            Principal::Tenant(t) => write!(f, "tenant:{t}"),
+        }
+    }
+}
+
+/// Why a key line or key file is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error(
+        "line {line}: {reason} (expected `{KEY_LINE} 1 <key id> <admin|tenant:N> <64 hex digits>`)"
+    )]
+    BadKeyLine { line: usize, reason: &'static str },
+    #[error("key id {key_id} appears twice")]
+    DuplicateKey { key_id: u32 },
+    #[error("no key in the file")]
+    Empty,
+}
+
+/// A key id, its principal and its secret. `Debug` does not print the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub key_id: u32,
+    pub principal: Principal,
+    secret: [u8; SECRET_LEN],
+}
+
+impl core::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Credential")
+            .field("key_id", &self.key_id)
+            .field("principal", &self.principal)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credential {
+    /// A credential from a secret the caller drew from a cryptographic random source.
+    pub fn new(key_id: u32, principal: Principal, secret: [u8; SECRET_LEN]) -> Credential {
+        Credential {
+            key_id,
+            principal,
+            secret,
+        }
+    }
+
+    /// Parses one key line (`line` numbers it in errors).
+    pub fn from_line(text: &str, line: usize) -> Result<Credential, AuthError> {
+        let bad = |reason| AuthError::BadKeyLine { line, reason };
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let [KEY_LINE, "1", id, who, hex] = words[..] else {
+            return Err(bad("not a version 1 key line"));
+        };
+        let key_id = id
+            .parse::<u32>()
+            .map_err(|_| bad("key id is not a number"))?;
+        let principal = match who {
+            "admin" => Principal::Admin,
+            _ => match who.strip_prefix("tenant:").map(str::parse::<u32>) {
+                Some(Ok(t)) => Principal::Tenant(t),
+                _ => return Err(bad("principal is neither admin nor tenant:N")),
+            },
+        };
+        if hex.len() != 2 * SECRET_LEN {
+            return Err(bad("the secret is not 64 hex digits"));
+        }
+        let mut secret = [0u8; SECRET_LEN];
+        for (i, b) in secret.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                .map_err(|_| bad("the secret is not 64 hex digits"))?;
+        }
+        Ok(Credential::new(key_id, principal, secret))
+    }
+
+    /// The key line of this credential (what a key file holds).
+    pub fn to_line(&self) -> String {
+        let hex: String = self.secret.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{KEY_LINE} 1 {} {} {hex}", self.key_id, self.principal)
+    }
+
+    /// The MAC of a sealed request.
+    pub fn mac(&self, nonce: u64, inner: &[u8]) -> [u8; MAC_LEN] {
+        let mut out = [0u8; MAC_LEN];
+        out.copy_from_slice(&self.hmac(nonce, inner).finalize().into_bytes());
+        out
+    }
+
+    fn hmac(&self, nonce: u64, inner: &[u8]) -> Hmac<Sha256> {
+        // HMAC takes keys of any length: this cannot fail.
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+        m.update(SEAL_DOMAIN);
+        m.update(&self.key_id.to_le_bytes());
+        m.update(&nonce.to_le_bytes());
+        m.update(inner);
+        m
+    }
+
+    /// Whether `mac` is the MAC of (`nonce`, `inner`), compared in constant time.
+    pub fn verify(&self, nonce: u64, inner: &[u8], mac: &[u8; MAC_LEN]) -> bool {
+        self.hmac(nonce, inner).verify_slice(mac).is_ok()
+    }
+
+    /// Seals the request datagram `inner` at `nonce` (the sender's wall clock, ns since the
+    /// Unix epoch): the SEALED datagram, with the inner request id and class.
+    pub fn seal(&self, nonce: u64, inner: &[u8]) -> Result<Vec<u8>, WireError> {
+        let header = HeaderPacket::new_checked(inner)?;
+        let msg = Message::new(
+            header.request_id(),
+            header.class(),
+            Body::Sealed(SealedRepr {
+                key_id: self.key_id,
+                nonce,
+                mac: self.mac(nonce, inner),
+                inner,
+            }),
+        );
+        let mut out = vec![0u8; msg.buffer_len()];
+        let n = msg.emit(&mut out)?;
+        out.truncate(n);
+        Ok(out)
+    }
+}
+
+/// The credentials a server knows (a key file: one key line each; `#` comments).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keyring {
+    keys: Vec<Credential>,
+}
+
+impl Keyring {
+    pub fn new(keys: Vec<Credential>) -> Result<Keyring, AuthError> {
+        let mut ids = HashSet::new();
+        for k in &keys {
+            if !ids.insert(k.key_id) {
+                return Err(AuthError::DuplicateKey { key_id: k.key_id });
+            }
+        }
+        Ok(Keyring { keys })
+    }
+
+    /// Parses a key file.
+    pub fn parse(text: &str) -> Result<Keyring, AuthError> {
+        let keys = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .map(|(i, l)| Credential::from_line(l, i + 1))
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Err(AuthError::Empty);
+        }
+        Keyring::new(keys)
+    }
+
+    /// The key file's text.
+    pub fn to_text(&self) -> String {
+        let mut s = String::from("# NAAM credentials: keep this file secret (mode 0600)\n");
+        for k in &self.keys {
+            s.push_str(&k.to_line());
+            s.push('\n');
+        }
+        s
+    }
+
+    pub fn get(&self, key_id: u32) -> Option<&Credential> {
+        self.keys.iter().find(|k| k.key_id == key_id)
+    }
+
+    /// The first credential of `principal`.
+    pub fn of(&self, principal: Principal) -> Option<&Credential> {
+        self.keys.iter().find(|k| k.principal == principal)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Credential> {
+        self.keys.iter()
+    }
+}
+
+/// Why a control request was refused before it was looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a SEALED message.
+    Unsealed,
+    /// The key id is not in the keyring.
+    UnknownKey,
+    /// The MAC does not match.
+    BadMac,
+    /// The outer header's request id or class is not the inner one's.
+    Mismatch,
+    /// The nonce is further than [`WINDOW_NS`] from the receiver's clock.
+    Expired,
+    /// The window's every remembered nonce is still live: try again shortly.
+    Full,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 6] = [
+        Refusal::Unsealed,
+        Refusal::UnknownKey,
+        Refusal::BadMac,
+        Refusal::Mismatch,
+        Refusal::Expired,
+        Refusal::Full,
+    ];
+
+    /// A short stable name (counters: `auth.refused.NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::Unsealed => "unsealed",
+            Refusal::UnknownKey => "unknown_key",
+            Refusal::BadMac => "bad_mac",
+            Refusal::Mismatch => "mismatch",
+            Refusal::Expired => "expired",
+            Refusal::Full => "full",
+        }
+    }
+
+    /// What the requester is told.
+    pub fn detail(self) -> &'static str {
+        match self {
+            Refusal::Unsealed => {
+                "control requests must be sealed with a credential (--key-file, NAAM_KEY_FILE)"
+            }
+            Refusal::UnknownKey => "unknown key id",
+            Refusal::BadMac => "bad MAC: wrong key or altered request",
+            Refusal::Mismatch => "the sealed request's id or class differs from its envelope's",
+            Refusal::Expired => "nonce outside the time window: check the clocks, then resend",
+            Refusal::Full => "too many recent control requests: retry shortly",
+        }
+    }
+}
+
+/// An opened SEALED request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened<'a> {
+    pub principal: Principal,
+    pub key_id: u32,
+    pub nonce: u64,
+    /// The inner request datagram, authenticated.
+    pub inner: &'a [u8],
+    /// False when this (key, nonce) was seen before in the window: a retransmission or a
+    /// replay. Answer it from a reply cache, never by executing it again.
+    pub fresh: bool,
+}
+
+/// Opens sealed requests: checks key, MAC and time, and remembers the nonces of the window.
+#[derive(Debug)]
+pub struct Gate {
+    keys: Keyring,
+    /// Live (key id, nonce) pairs and when each leaves the window, oldest first.
+    order: VecDeque<(u32, u64, u64)>,
+    seen: HashSet<(u32, u64)>,
+    capacity: usize,
+    refused: [u64; Refusal::ALL.len()],
+    opened: u64,
+    repeats: u64,
+}
+
+impl Gate {
+    /// A gate over `keys` that remembers at most `capacity` nonces (requests beyond that
+    /// within one window are refused with [`Refusal::Full`]).
+    pub fn new(keys: Keyring, capacity: usize) -> Gate {
+        Gate {
+            keys,
+            order: VecDeque::new(),
+            seen: HashSet::new(),
+            capacity: capacity.max(1),
+            refused: [0; Refusal::ALL.len()],
+            opened: 0,
+            repeats: 0,
+        }
+    }
+
+    pub fn keys(&self) -> &Keyring {
+        &self.keys
+    }
+
+    /// Checks a control request datagram `msg` received at `now_unix_ns`.
+    pub fn open<'a>(&mut self, msg: &Message<'a>, now_unix_ns: u64) -> Result<Opened<'a>, Refusal> {
+        let r = self.check(msg, now_unix_ns);
+        match &r {
+            Ok(o) => {
+                self.opened += 1;
+                self.repeats += u64::from(!o.fresh);
+            }
+            Err(e) => self.refused[*e as usize] += 1,
+        }
+        r
+    }
+
+    fn check<'a>(&mut self, msg: &Message<'a>, now: u64) -> Result<Opened<'a>, Refusal> {
+        let Body::Sealed(s) = msg.body else {
+            return Err(Refusal::Unsealed);
+        };
+        let key = self.keys.get(s.key_id).ok_or(Refusal::UnknownKey)?;
+        if !key.verify(s.nonce, s.inner, &s.mac) {
+            return Err(Refusal::BadMac);
+        }
+        let h = HeaderPacket::new_unchecked(s.inner); // SealedRepr checked its length
+        if h.request_id() != msg.request_id || h.class() != msg.class {
+            return Err(Refusal::Mismatch);
+        }
+        if now.abs_diff(s.nonce) > WINDOW_NS {
+            return Err(Refusal::Expired);
+        }
+        let principal = key.principal;
+        while let Some(&(k, n, until)) = self.order.front() {
+            if until > now {
+                break;
+            }
+            self.order.pop_front();
+            self.seen.remove(&(k, n));
+        }
+        let fresh = !self.seen.contains(&(s.key_id, s.nonce));
+        if fresh {
+            if self.order.len() >= self.capacity {
+                return Err(Refusal::Full);
+            }
+            self.seen.insert((s.key_id, s.nonce));
+            // A nonce is remembered until it could no longer pass the time check.
+            let until = s.nonce.saturating_add(WINDOW_NS + 1).max(now);
+            self.order.push_back((s.key_id, s.nonce, until));
+        }
+        Ok(Opened {
+            principal,
+            key_id: s.key_id,
+            nonce: s.nonce,
+            inner: s.inner,
+            fresh,
+        })
+    }
+
+    /// Counters: `auth.opened`, `auth.repeats`, `auth.refused.REASON`.
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        let mut v = vec![
+            ("auth.opened".to_owned(), self.opened),
+            ("auth.repeats".to_owned(), self.repeats),
+        ];
+        for r in Refusal::ALL {
+            v.push((
+                format!("auth.refused.{}", r.name()),
+                self.refused[r as usize],
+            ));
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::DescribeRepr;
+
+    const NOW: u64 = 1_800_000_000_000_000_000;
+
+    fn key(id: u32, p: Principal) -> Credential {
+        Credential::new(id, p, [id as u8; SECRET_LEN])
+    }
+
+    fn request(id: u64) -> Vec<u8> {
+        let m = Message::new(
+            id,
+            0,
+            Body::Describe(DescribeRepr {
+                app: "shutdown",
+                start: 0,
+            }),
+        );
+        let mut b = vec![0; m.buffer_len()];
+        m.emit(&mut b).unwrap();
+        b
+    }
+
+    fn gate() -> Gate {
+        let keys = Keyring::new(vec![key(0, Principal::Admin), key(7, Principal::Tenant(1))]);
+        Gate::new(keys.unwrap(), 4)
+    }
+
+    fn open(g: &mut Gate, datagram: &[u8], now: u64) -> Result<(Principal, bool), Refusal> {
+        let m = Message::parse(datagram).unwrap();
+        g.open(&m, now).map(|o| (o.principal, o.fresh))
+    }
+
+    #[test]
+    fn a_sealed_request_opens_once_then_is_a_repeat() {
+        let mut g = gate();
+        let sealed = key(7, Principal::Tenant(1)).seal(NOW, &request(5)).unwrap();
+        assert_eq!(
+            open(&mut g, &sealed, NOW + 1),
+            Ok((Principal::Tenant(1), true))
+        );
+        assert_eq!(
+            open(&mut g, &sealed, NOW + 2),
+            Ok((Principal::Tenant(1), false))
+        );
+        let m = Message::parse(&sealed).unwrap();
+        let o = g.open(&m, NOW).unwrap();
+        assert_eq!(o.inner, request(5).as_slice());
+        assert!(g.counters().contains(&("auth.repeats".into(), 2)));
+    }
+
+    #[test]
+    fn forged_altered_unknown_expired_and_unsealed_requests_are_refused() {
+        let mut g = gate();
+        let inner = request(5);
+        // Signed with a key the server does not have under that id.
+        let forged = Credential::new(0, Principal::Admin, [9; SECRET_LEN]).seal(NOW, &inner);
+        assert_eq!(open(&mut g, &forged.unwrap(), NOW), Err(Refusal::BadMac));
+        let unknown = key(99, Principal::Admin).seal(NOW, &inner).unwrap();
+        assert_eq!(open(&mut g, &unknown, NOW), Err(Refusal::UnknownKey));
+        // One flipped bit of the inner request.
+        let mut altered = key(0, Principal::Admin).seal(NOW, &inner).unwrap();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        assert_eq!(open(&mut g, &altered, NOW), Err(Refusal::BadMac));
+        // The envelope's request id changed (the MAC does not cover the outer header).
+        let mut moved = key(0, Principal::Admin).seal(NOW, &inner).unwrap();
+        moved[8] ^= 1;
+        assert_eq!(open(&mut g, &moved, NOW), Err(Refusal::Mismatch));
+        let old = key(0, Principal::Admin)
+            .seal(NOW - WINDOW_NS - 1, &inner)
+            .unwrap();
+        assert_eq!(open(&mut g, &old, NOW), Err(Refusal::Expired));
+        let future = key(0, Principal::Admin)
+            .seal(NOW + WINDOW_NS + 1, &inner)
+            .unwrap();
+        assert_eq!(open(&mut g, &future, NOW), Err(Refusal::Expired));
+        assert_eq!(open(&mut g, &inner, NOW), Err(Refusal::Unsealed));
+        let c = g.counters();
+        assert!(c.contains(&("auth.refused.bad_mac".into(), 2)), "{c:?}");
+        assert!(c.contains(&("auth.refused.unsealed".into(), 1)), "{c:?}");
+    }
+
+    #[test]
+    fn a_replayed_nonce_is_a_repeat_for_the_whole_window_and_the_window_is_bounded() {
+        let mut g = gate();
+        let k = key(0, Principal::Admin);
+        let first = k.seal(NOW, &request(1)).unwrap();
+        assert_eq!(open(&mut g, &first, NOW), Ok((Principal::Admin, true)));
+        for i in 1..4 {
+            let s = k.seal(NOW + i, &request(1 + i)).unwrap();
+            assert!(open(&mut g, &s, NOW + i).unwrap().1);
+        }
+        // Four live nonces fill this gate: a fifth waits; a repeat is still recognised.
+        let fifth = k.seal(NOW + 10, &request(10)).unwrap();
+        assert_eq!(open(&mut g, &fifth, NOW + 10), Err(Refusal::Full));
+        assert_eq!(
+            open(&mut g, &first, NOW + WINDOW_NS),
+            Ok((Principal::Admin, false))
+        );
+        // Past the window the first is forgotten, and no longer passes the time check.
+        assert_eq!(
+            open(&mut g, &first, NOW + WINDOW_NS + 1),
+            Err(Refusal::Expired)
+        );
+        assert!(open(&mut g, &fifth, NOW + WINDOW_NS + 5).unwrap().1);
+    }
+
+    #[test]
+    fn key_lines_round_trip_and_bad_ones_say_why() {
+        let ring = Keyring::new(vec![
+            key(0, Principal::Admin),
+            key(3, Principal::Tenant(42)),
+        ]);
+        let ring = ring.unwrap();
+        let text = ring.to_text();
+        assert_eq!(Keyring::parse(&text).unwrap(), ring);
+        assert_eq!(ring.of(Principal::Tenant(42)).unwrap().key_id, 3);
+        for bad in [
+            "naam-key 2 0 admin 00",
+            "naam-key 1 x admin 0000000000000000000000000000000000000000000000000000000000000000",
+            "naam-key 1 0 root 0000000000000000000000000000000000000000000000000000000000000000",
+            "naam-key 1 0 admin 00zz",
+            "naam-key 1 0 admin 000000000000000000000000000000000000000000000000000000000000000g",
+        ] {
+            assert!(matches!(
+                Keyring::parse(bad),
+                Err(AuthError::BadKeyLine { line: 1, .. })
+            ));
+        }
+        assert_eq!(Keyring::parse("# nothing\n"), Err(AuthError::Empty));
+        let dup = format!(
+            "{}\n{}\n",
+            key(1, Principal::Admin).to_line(),
+            key(1, Principal::Tenant(1)).to_line()
+        );
+        assert_eq!(
+            Keyring::parse(&dup),
+            Err(AuthError::DuplicateKey { key_id: 1 })
+        );
+        let shown = format!("{:?}", key(5, Principal::Admin));
+        assert!(!shown.contains("5, 5, 5"), "{shown}");
+    }
+}
