@@ -193,7 +193,8 @@ pub fn run(bins: Binaries, cfg: &DemoConfig, stop: Arc<AtomicBool>) -> anyhow::R
     ));
 
     let server = dep.server();
-    let mut ctl = control_client(server)?;
+    let admin = dep.admin_key()?;
+    let mut ctl = control_client(server, Some(admin.clone()))?;
     // The load's client is made in its thread (clients are not `Send`); wait until it is ready.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let live = Arc::new(Mutex::new(Live {
@@ -205,7 +206,13 @@ pub fn run(bins: Binaries, cfg: &DemoConfig, stop: Arc<AtomicBool>) -> anyhow::R
     let loader = {
         let (live, load_stop, cfg) = (live.clone(), load_stop.clone(), cfg.clone());
         std::thread::spawn(move || -> anyhow::Result<()> {
-            let mut apps = match Apps::connect(server, ExecMode::Auto, Duration::from_millis(20)) {
+            let connected = Apps::connect(
+                server,
+                ExecMode::Auto,
+                Duration::from_millis(20),
+                Some(admin),
+            );
+            let mut apps = match connected {
                 Ok(a) => {
                     let _ = ready_tx.send(Ok(()));
                     a

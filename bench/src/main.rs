@@ -265,6 +265,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                 timeout: Duration::from_millis(timeout_ms.max(1)),
                 seed,
                 key_seed,
+                credential: naam_client::keys::find(None)?,
             };
             println!(
                 "ycsb: workload {workload:?}, {distribution:?} (theta {theta}), {keys} keys of \

@@ -204,6 +204,7 @@ fn ycsb_config(cfg: &CompareConfig, d: &Deployment, system: System, w: Workload)
         timeout: cfg.timeout,
         seed: cfg.seed,
         key_seed: None,
+        credential: d.admin_key().ok(),
     }
 }
 

@@ -29,6 +29,7 @@ use crate::report;
 use naam_client::bundled::{self, BTREE_LOOKUP};
 use naam_client::deploy::{Binaries, DeployConfig, Deployment};
 use naam_client::{Client, ClientConfig, ExecMode, Mica, Response, ServerAddr};
+use naam_core::auth::Credential;
 use naam_core::wire::Location;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -246,10 +247,16 @@ pub struct Apps {
 impl Apps {
     /// A client of `dep` in `mode`, with both applications described and their handlers
     /// loaded for local execution.
-    pub fn connect(server: ServerAddr, mode: ExecMode, timeout: Duration) -> anyhow::Result<Self> {
+    pub fn connect(
+        server: ServerAddr,
+        mode: ExecMode,
+        timeout: Duration,
+        credential: Option<Credential>,
+    ) -> anyhow::Result<Self> {
         let cfg = ClientConfig {
             exec_mode: mode,
             timeout,
+            credential,
             // Messages that reached a congested host wait there until it serves again: keep
             // retrying (0.5 s apart) for longer than an injected congestion lasts.
             max_retries: 20,
@@ -293,13 +300,17 @@ impl Apps {
     }
 }
 
-/// A client for control requests (congestion, STATS).
-pub fn control_client(server: ServerAddr) -> anyhow::Result<Client> {
+/// A client for control requests (congestion, STATS), sealed with `credential`.
+pub fn control_client(
+    server: ServerAddr,
+    credential: Option<Credential>,
+) -> anyhow::Result<Client> {
     Ok(Client::with_servers(
         &[server],
         ClientConfig {
             exec_mode: ExecMode::Server,
             timeout: Duration::from_millis(200),
+            credential,
             ..ClientConfig::default()
         },
     )?)
@@ -461,10 +472,12 @@ pub fn run(bins: Binaries, cfg: &ShiftConfig) -> anyhow::Result<ShiftRun> {
         },
     )?;
     let server = dep.server();
+    let admin = dep.admin_key()?;
     let mut apps = Apps::connect(
         server,
         ExecMode::Auto,
         Duration::from_millis(cfg.timeout_ms),
+        Some(admin.clone()),
     )?;
     // Warm up: every class has run and the policy has seen traffic.
     for i in 0..200 {
@@ -489,7 +502,7 @@ pub fn run(bins: Binaries, cfg: &ShiftConfig) -> anyhow::Result<ShiftRun> {
         let decisions = decisions.clone();
         std::thread::spawn(move || -> anyhow::Result<Vec<Mark>> {
             // (rep, what, onset ms, end ms, ack us)
-            let mut ctl = control_client(server)?;
+            let mut ctl = control_client(server, Some(admin))?;
             let mut plan: Vec<(u64, usize, &'static str, u64)> = Vec::new();
             for r in 0..cfg.reps.max(1) {
                 let base = r as u64 * cfg.rep_ms() + cfg.calm_ms;

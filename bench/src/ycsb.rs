@@ -212,6 +212,8 @@ pub struct YcsbConfig {
     pub seed: u64,
     /// Key set (see [`key`]); `None`: the server's `describe(mica).seed`, else 1.
     pub key_seed: Option<u64>,
+    /// Seals the control requests (describe, stats): the servers' admin or tenant key.
+    pub credential: Option<naam_core::auth::Credential>,
 }
 
 /// The key set to use: the configured one, the server's, or 1.
@@ -257,7 +259,11 @@ pub struct YcsbResult {
 /// Every server's counters, summed by name; empty when a server does not answer.
 fn server_counters(cfg: &YcsbConfig) -> std::collections::BTreeMap<String, i128> {
     let mut sum = std::collections::BTreeMap::new();
-    let Ok(mut c) = naam_client::Client::with_servers(&cfg.servers, ClientConfig::default()) else {
+    let ccfg = ClientConfig {
+        credential: cfg.credential.clone(),
+        ..ClientConfig::default()
+    };
+    let Ok(mut c) = naam_client::Client::with_servers(&cfg.servers, ccfg) else {
         return sum;
     };
     for s in 0..cfg.servers.len() {
@@ -281,6 +287,7 @@ fn client(cfg: &YcsbConfig) -> anyhow::Result<Mica<ShardedClient>> {
     let ccfg = ClientConfig {
         exec_mode: cfg.placement.exec_mode(),
         timeout: cfg.timeout,
+        credential: cfg.credential.clone(),
         ..ClientConfig::default()
     };
     Ok(Mica::new(ShardedClient::connect(&cfg.servers, ccfg)?)?)

@@ -30,6 +30,7 @@ fn config(
         timeout: Duration::from_millis(50),
         seed: 7,
         key_seed: Some(3),
+        credential: None,
     }
 }
 

@@ -737,7 +737,13 @@ impl Client {
         };
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        let datagram = Self::encode(self.free.pop().unwrap_or_default(), id, class, body)?;
+        let mut datagram = Self::encode(self.free.pop().unwrap_or_default(), id, class, body)?;
+        let control = !matches!(expect, Kind::AmReply | Kind::OneSidedReply);
+        if let (true, Some(cred)) = (control, &self.cfg.credential) {
+            // Retransmissions resend these bytes: the same nonce, recognised as a repeat.
+            let sealed = cred.seal(naam_core::auth::wall_clock_ns(), &datagram)?;
+            self.recycle(std::mem::replace(&mut datagram, sealed));
+        }
         let now = Instant::now();
         self.transmit(&datagram, dest)?;
         self.stats.requests += 1;

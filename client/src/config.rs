@@ -1,5 +1,6 @@
 //! Client settings.
 
+use naam_core::auth::Credential;
 use naam_core::region::TenantId;
 use naam_core::vm::Engine;
 use std::time::Duration;
@@ -47,6 +48,9 @@ pub struct ClientConfig {
     pub max_steps: u32,
     /// VM engine for local execution.
     pub engine: Engine,
+    /// The credential control requests are sealed with (docs/security.md); `None` sends them
+    /// unsealed, which servers refuse (`unauthorized`). See [`crate::keys`].
+    pub credential: Option<Credential>,
 }
 
 impl Default for ClientConfig {
@@ -59,6 +63,7 @@ impl Default for ClientConfig {
             exec_mode: ExecMode::Auto,
             max_steps: naam_core::exec::DEFAULT_MAX_STEPS,
             engine: Engine::native(),
+            credential: None,
         }
     }
 }

@@ -174,6 +174,9 @@ pub struct DeployConfig {
     pub dataplane_args: Vec<String>,
     /// Extra host agent flags.
     pub host_args: Vec<String>,
+    /// A key file both processes use (`--credentials`), as an operator provisions one for a
+    /// cluster; `None`: the host agent creates one in the run directory.
+    pub credentials: Option<PathBuf>,
     /// Where logs go: `None` discards them, `Some(dir)` writes `host-agent.log` and
     /// `dataplane.log` there.
     pub log_dir: Option<PathBuf>,
@@ -198,6 +201,7 @@ impl Default for DeployConfig {
             home: "nic".into(),
             dataplane_args: Vec::new(),
             host_args: Vec::new(),
+            credentials: None,
             log_dir: None,
             log_filter: "info".into(),
             persist: false,
@@ -288,6 +292,9 @@ impl Deployment {
             .args(["--value-size", &c.value_size.to_string()])
             .args(["--btree-keys", &c.btree_keys.to_string()])
             .args(&c.host_args);
+        if let Some(k) = &c.credentials {
+            cmd.arg("--credentials").arg(k);
+        }
         if c.persist {
             cmd.arg("--persist").arg(self.persist_path());
         }
@@ -341,6 +348,11 @@ impl Deployment {
             .args(["--workers", &c.nic_workers.to_string()])
             .args(["--home", &c.home])
             .args(&c.dataplane_args)
+            .args(
+                c.credentials
+                    .iter()
+                    .flat_map(|k| [std::ffi::OsStr::new("--credentials"), k.as_os_str()]),
+            )
             .env("RUST_LOG", &c.log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -418,9 +430,27 @@ impl Deployment {
         &self.run_dir
     }
 
-    /// A new client of this deployment.
-    pub fn client(&self, cfg: ClientConfig) -> crate::Result<Client> {
+    /// A new client of this deployment; without a credential of its own it takes the
+    /// deployment's admin key (`RUN_DIR/admin.key`).
+    pub fn client(&self, mut cfg: ClientConfig) -> crate::Result<Client> {
+        if cfg.credential.is_none() {
+            cfg.credential = Some(self.admin_key()?);
+        }
         Client::with_servers(&[self.server()], cfg)
+    }
+
+    /// The admin credential the host agent wrote (`RUN_DIR/admin.key`, mode 0600).
+    pub fn admin_key(&self) -> crate::Result<naam_core::auth::Credential> {
+        crate::keys::load(&self.admin_key_file())
+    }
+
+    pub fn admin_key_file(&self) -> PathBuf {
+        self.run_dir.join(crate::keys::ADMIN_KEY_FILE)
+    }
+
+    /// The key file of `tenant` the host agent wrote (`RUN_DIR/tenant-N.key`).
+    pub fn tenant_key_file(&self, tenant: u32) -> PathBuf {
+        self.run_dir.join(format!("tenant-{tenant}.key"))
     }
 
     pub fn host_pid(&self) -> Option<u32> {

@@ -69,6 +69,11 @@ pub enum ClientError {
     /// A bundled application's arguments or reply were invalid.
     #[error("{app}: {reason}")]
     App { app: &'static str, reason: String },
+    #[error("key file {path}: {reason}")]
+    KeyFile {
+        path: std::path::PathBuf,
+        reason: String,
+    },
 }
 
 impl ClientError {

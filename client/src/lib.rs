@@ -30,6 +30,7 @@ pub mod deploy;
 pub mod error;
 #[cfg(feature = "fake-server")]
 pub mod fake;
+pub mod keys;
 mod local;
 pub mod reply;
 pub mod ring;

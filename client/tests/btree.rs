@@ -12,7 +12,8 @@ fn btree(s: &common::TestServer, mode: ExecMode) -> BTree {
         exec_mode: mode,
         ..ClientConfig::default()
     };
-    let c = Client::with_servers(&[ServerAddr::new(s.data, Some(s.control))], cfg).unwrap();
+    let c =
+        Client::with_servers(&[ServerAddr::new(s.data, Some(s.control))], s.sealed(cfg)).unwrap();
     BTree::new(c).unwrap()
 }
 

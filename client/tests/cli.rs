@@ -17,6 +17,7 @@ fn naam(s: &common::TestServer, args: &[&str]) -> Run {
         .arg(s.data.to_string())
         .arg("--control")
         .arg(s.control.to_string())
+        .args(s.key_args())
         .args(args)
         .output()
         .expect("naam runs");

@@ -20,8 +20,8 @@ fn record_args(offset: u64) -> [u8; 16] {
 }
 
 fn client_of(s: &common::TestServer, cfg: ClientConfig) -> Client {
-    let mut c =
-        Client::with_servers(&[ServerAddr::new(s.data, Some(s.control))], cfg).expect("client");
+    let mut c = Client::with_servers(&[ServerAddr::new(s.data, Some(s.control))], s.sealed(cfg))
+        .expect("client");
     c.describe(0, "record").expect("describe record");
     bundled::load_local(&mut c).expect("bundled handlers load locally");
     c
@@ -100,7 +100,11 @@ fn local_execution_gives_the_server_result() {
 #[test]
 fn local_execution_needs_the_program_and_keys() {
     let s = start_server();
-    let mut c = Client::connect(s.data, Some(s.control)).unwrap();
+    let mut c = Client::with_servers(
+        &[ServerAddr::new(s.data, Some(s.control))],
+        s.sealed(ClientConfig::default()),
+    )
+    .unwrap();
     let err = c
         .call_on(0, 5, 5, &record_args(0), ExecMode::Local)
         .unwrap_err();
@@ -484,7 +488,11 @@ fn register_list_call_unregister() {
 #[test]
 fn describe_and_stats() {
     let s = start_server();
-    let mut c = Client::connect(s.data, Some(s.control)).unwrap();
+    let mut c = Client::with_servers(
+        &[ServerAddr::new(s.data, Some(s.control))],
+        s.sealed(ClientConfig::default()),
+    )
+    .unwrap();
     let p = c.describe(0, "record").unwrap();
     let region = p.iter().find(|(k, _)| k == "region").unwrap().1;
     assert_eq!(region, region::RECORD as u64);
@@ -556,7 +564,7 @@ fn sharded_client_spreads_keys_and_keeps_each_on_one_server() {
         ServerAddr::new(a.data, Some(a.control)),
         ServerAddr::new(b.data, Some(b.control)),
     ];
-    let mut sc = ShardedClient::connect(&servers, quick()).unwrap();
+    let mut sc = ShardedClient::connect(&servers, a.sealed(quick())).unwrap();
     for s in 0..2 {
         sc.describe(s, "record").unwrap();
     }

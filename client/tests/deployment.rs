@@ -60,6 +60,7 @@ fn readme_example_sum_handler() {
     let run = |args: &[&str]| {
         let out = std::process::Command::new(naam)
             .args(["--server", &server])
+            .env("NAAM_KEY_FILE", d.admin_key_file())
             .args(args)
             .output()
             .unwrap();

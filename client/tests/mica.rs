@@ -22,7 +22,11 @@ fn cfg(mode: ExecMode) -> ClientConfig {
 }
 
 fn mica(s: &common::TestServer, mode: ExecMode) -> Mica {
-    let c = Client::with_servers(&[ServerAddr::new(s.data, Some(s.control))], cfg(mode)).unwrap();
+    let c = Client::with_servers(
+        &[ServerAddr::new(s.data, Some(s.control))],
+        s.sealed(cfg(mode)),
+    )
+    .unwrap();
     Mica::new(c).unwrap()
 }
 
@@ -153,7 +157,7 @@ fn sharded_mica_keeps_each_key_on_its_server() {
         ServerAddr::new(a.data, Some(a.control)),
         ServerAddr::new(b.data, Some(b.control)),
     ];
-    let sc = ShardedClient::connect(&addrs, cfg(ExecMode::Server)).unwrap();
+    let sc = ShardedClient::connect(&addrs, a.sealed(cfg(ExecMode::Server))).unwrap();
     let mut m = Mica::new(sc).unwrap();
     let mut owners = [0usize; 2];
     for i in 0..300u32 {

@@ -181,6 +181,7 @@ fn naam(d: &naam_client::deploy::Deployment, args: &[&str]) -> (bool, String, St
         .arg(d.data_addr().to_string())
         .arg("--control")
         .arg(d.control_addr().to_string())
+        .env("NAAM_KEY_FILE", d.admin_key_file())
         .args(args)
         .output()
         .expect("naam runs");

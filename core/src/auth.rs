@@ -26,6 +26,14 @@ const KEY_LINE: &str = "naam-key";
 /// Domain separation for the MAC input.
 const SEAL_DOMAIN: &[u8] = b"naam-seal-v1\0";
 
+/// The wall clock in nanoseconds since the Unix epoch: the nonce a sender seals with and the
+/// time a receiver checks it against (0 if the clock is before 1970).
+pub fn wall_clock_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// Whom a credential speaks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Principal {
@@ -309,6 +317,7 @@ pub struct Gate {
     refused: [u64; Refusal::ALL.len()],
     opened: u64,
     repeats: u64,
+    forbidden: u64,
 }
 
 impl Gate {
@@ -323,6 +332,7 @@ impl Gate {
             refused: [0; Refusal::ALL.len()],
             opened: 0,
             repeats: 0,
+            forbidden: 0,
         }
     }
 
@@ -385,11 +395,18 @@ impl Gate {
         })
     }
 
-    /// Counters: `auth.opened`, `auth.repeats`, `auth.refused.REASON`.
+    /// Counts a request that was opened but that its principal may not make (the caller
+    /// decides that: it knows who owns what).
+    pub fn count_forbidden(&mut self) {
+        self.forbidden += 1;
+    }
+
+    /// Counters: `auth.opened`, `auth.repeats`, `auth.forbidden`, `auth.refused.REASON`.
     pub fn counters(&self) -> Vec<(String, u64)> {
         let mut v = vec![
             ("auth.opened".to_owned(), self.opened),
             ("auth.repeats".to_owned(), self.repeats),
+            ("auth.forbidden".to_owned(), self.forbidden),
         ];
         for r in Refusal::ALL {
             v.push((

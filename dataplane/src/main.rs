@@ -102,6 +102,10 @@ struct Args {
     /// `port_drop.injected_tx`; 0 = never).
     #[arg(long, default_value_t = 0)]
     drop_tx_every: u32,
+    /// The host agent's key file, for the control port's authentication (docs/security.md)
+    /// [default: RUN_DIR/credentials].
+    #[arg(long, value_name = "FILE")]
+    credentials: Option<PathBuf>,
 }
 
 fn parse_home(s: &str) -> Result<Location, String> {
@@ -169,6 +173,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         stale_after: Duration::from_millis(a.stale_ms),
         connect_wait: Duration::from_millis(a.connect_wait_ms),
         loss: LossInjection::every(a.drop_rx_every, a.drop_tx_every),
+        credentials: a.credentials.clone(),
         ..defaults
     };
     tracing::info!(backoff = ?cfg.idle, engine = cfg.engine.name(), workers = cfg.workers, "starting");

@@ -100,6 +100,9 @@ pub struct Config {
     pub hugetlb: bool,
     /// Slots per link ring (a power of two).
     pub ring_slots: u32,
+    /// The key file of the admin and the tenants (docs/security.md); created with fresh keys
+    /// when absent. Default: `RUN_DIR/credentials`.
+    pub credentials: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -120,6 +123,7 @@ impl Default for Config {
             backoff: BackoffMode::Yield,
             hugetlb: true,
             ring_slots: 256,
+            credentials: None,
         }
     }
 }

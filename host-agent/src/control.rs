@@ -12,8 +12,10 @@
 //!
 //! [`ControlClient`] is the other end, for tools, tests and the dataplane.
 
+use crate::apps::BUNDLED_TENANT;
 use crate::seqpacket::{poll_readable, SeqConn, SeqListener};
 use crate::{AgentError, HostAgent};
+use naam_core::auth::Principal;
 use naam_core::wire::{clip_utf8, congest_ms, CONGEST_HOST};
 use naam_core::wire::{
     Body, DescribeRepr, ErrorCode, ErrorRepr, KvEntry, KvListRepr, ListReplyRepr, Message,
@@ -143,6 +145,33 @@ pub(crate) fn handle(agent: &HostAgent, req: &[u8], out: &mut [u8]) -> (usize, A
             return (emit(&m, out), Action::Continue);
         }
     };
+    // Unsealed requests come from this machine through a socket only this user can open
+    // (mode 0600): they are the admin's. Sealed ones (forwarded by the dataplane) speak for
+    // their key's principal.
+    let (msg, principal) = match msg.body {
+        Body::Sealed(_) => match agent.open_sealed(&msg) {
+            Ok(opened) => opened,
+            Err((code, detail)) => {
+                return (
+                    emit(&msg.reply(error_body(code, &detail)), out),
+                    Action::Continue,
+                )
+            }
+        },
+        _ => (msg, Principal::Admin),
+    };
+    if let Err(detail) = authorize(agent, principal, &msg.body) {
+        tracing::warn!(%principal, kind = ?msg.kind(), detail, "control request forbidden");
+        agent
+            .gate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .count_forbidden();
+        return (
+            emit(&msg.reply(error_body(ErrorCode::Forbidden, &detail)), out),
+            Action::Continue,
+        );
+    }
     let mut action = Action::Continue;
     // Replies borrow from these.
     let kv_owned: Vec<(String, u64)>;
@@ -200,7 +229,7 @@ pub(crate) fn handle(agent: &HostAgent, req: &[u8], out: &mut [u8]) -> (usize, A
             })
         }
         Body::Stats(p) => {
-            kv_owned = agent.shared.stats.named();
+            kv_owned = agent.control_counters();
             kv = kv_entries(&kv_owned, p.start as usize);
             Body::StatsReply(page(&kv, p))
         }
@@ -228,6 +257,40 @@ pub(crate) fn handle(agent: &HostAgent, req: &[u8], out: &mut [u8]) -> (usize, A
         }
     };
     (emit(&msg.reply(body), out), action)
+}
+
+/// What `principal` may not do with this request, if anything (docs/security.md): admin verbs
+/// (`congest:`, `snapshot`, `shutdown`) are the admin's; another tenant's offloads and
+/// applications (and so their region keys) are theirs; LIST, STATS and `host` are anyone's.
+fn authorize(agent: &HostAgent, principal: Principal, body: &Body<'_>) -> Result<(), String> {
+    let owner_ok = |tenant: u32, what: &str| {
+        if principal.may_act_for(tenant) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{principal} may not act on {what} of tenant {tenant}"
+            ))
+        }
+    };
+    match body {
+        Body::Register(r) => owner_ok(r.tenant, "offloads"),
+        Body::Unregister(u) => match agent.registry.get(u.id) {
+            Some(o) => owner_ok(o.tenant, "offload"),
+            None => Ok(()),
+        },
+        Body::Describe(d) => {
+            let admin_verb =
+                d.app.starts_with(CONGEST_HOST) || [SNAPSHOT, SHUTDOWN].contains(&d.app);
+            if admin_verb && !principal.is_admin() {
+                Err(format!("{:?} is an admin command", d.app))
+            } else if agent.app_params(d.app).is_some() {
+                owner_ok(BUNDLED_TENANT, "application")
+            } else {
+                Ok(())
+            }
+        }
+        _ => Ok(()),
+    }
 }
 
 fn kv_entries(all: &[(String, u64)], start: usize) -> Vec<KvEntry<'_>> {

@@ -28,6 +28,7 @@
 pub mod apps;
 pub mod config;
 pub mod control;
+pub mod credentials;
 pub mod seqpacket;
 pub mod stats;
 pub mod workers;
@@ -36,9 +37,11 @@ pub use config::{BackoffMode, Config, ConfigError, HandlerSpec};
 pub use control::ControlClient;
 
 use apps::{AppRegion, Params, BUNDLED_TENANT};
+use naam_core::auth::{wall_clock_ns, Principal, Refusal};
 use naam_core::pool::{OffloadId, OffloadSpec, Registry, RegistryError, MAX_OFFLOADS};
 use naam_core::verifier::{verify, VerifierConfig};
 use naam_core::vm::{CompiledVm, Engine};
+use naam_core::wire::{Body, ErrorCode, Message};
 use naam_link::{RegionSpec, ShmConfig, ShmHost};
 use stats::Stats;
 use std::path::PathBuf;
@@ -77,7 +80,12 @@ pub enum AgentError {
     Running { run_dir: PathBuf },
     #[error("no snapshot file is configured (--snapshot)")]
     NoSnapshotFile,
+    #[error("credentials {path}: {reason}")]
+    Credentials { path: PathBuf, reason: String },
 }
+
+/// Sealed control requests remembered per time window (docs/security.md).
+const CONTROL_NONCES: usize = 4096;
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
     let what = what.into();
@@ -100,6 +108,8 @@ pub struct HostAgent {
     generation: u64,
     restored: Restored,
     stopped: bool,
+    /// Opens sealed control requests (docs/security.md).
+    gate: std::sync::Mutex<naam_core::auth::Gate>,
 }
 
 /// Where the data came from at start.
@@ -125,6 +135,11 @@ impl HostAgent {
                 run_dir: cfg.run_dir.clone(),
             });
         }
+        let key_file = cfg
+            .credentials
+            .clone()
+            .unwrap_or_else(|| credentials::default_path(&cfg.run_dir));
+        let keys = credentials::load_or_create(&key_file, &cfg.run_dir)?;
 
         let mut host = ShmHost::create(&ShmConfig {
             qps: cfg.nic_workers,
@@ -239,6 +254,13 @@ impl HostAgent {
         host.serve(&cfg.link_socket())?;
         // Before the workers start, so a failure here leaves no thread behind.
         let control = control::ControlServer::bind(&cfg.control_socket())?;
+        // Whoever connects to the link socket gets all host memory, and the control socket
+        // takes unsealed requests as the admin's: both are for this user alone.
+        for sock in [cfg.link_socket(), cfg.control_socket()] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err(format!("chmod 0600 {}", sock.display())))?;
+        }
 
         let mut workers = Vec::new();
         for k in 0..cfg.workers {
@@ -285,11 +307,58 @@ impl HostAgent {
             generation: 0,
             restored,
             stopped: false,
+            gate: std::sync::Mutex::new(naam_core::auth::Gate::new(keys, CONTROL_NONCES)),
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Opens a sealed control request: the inner request and the principal it speaks for,
+    /// or the error to answer. A repeat is refused (the dataplane answers retransmissions
+    /// from its own cache; a repeat here is a replay).
+    fn open_sealed<'a>(
+        &self,
+        msg: &Message<'a>,
+    ) -> Result<(Message<'a>, Principal), (ErrorCode, String)> {
+        let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        let opened = gate.open(msg, wall_clock_ns()).map_err(|r| {
+            tracing::warn!(reason = r.name(), "control request refused");
+            let code = if r == Refusal::Full {
+                ErrorCode::Busy
+            } else {
+                ErrorCode::Unauthorized
+            };
+            (code, r.detail().to_owned())
+        })?;
+        if !opened.fresh {
+            return Err((
+                ErrorCode::Unauthorized,
+                "replayed: this sealed request was received before".into(),
+            ));
+        }
+        let inner = Message::parse(opened.inner)
+            .map_err(|e| (ErrorCode::BadRequest, format!("sealed request: {e}")))?;
+        if matches!(inner.body, Body::Sealed(_)) || inner.kind().is_reply() {
+            return Err((
+                ErrorCode::BadRequest,
+                "a sealed request must hold a control request".into(),
+            ));
+        }
+        Ok((inner, opened.principal))
+    }
+
+    /// What STATS on the control socket answers: the agent's counters and the gate's.
+    fn control_counters(&self) -> Vec<(String, u64)> {
+        let mut v = self.shared.stats.named();
+        v.extend(
+            self.gate
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .counters(),
+        );
+        v
     }
 
     pub fn registry(&self) -> &Arc<Registry> {

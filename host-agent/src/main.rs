@@ -65,6 +65,10 @@ struct Args {
     /// Slots per link ring, a power of two [default: 256].
     #[arg(long)]
     ring_slots: Option<u32>,
+    /// Key file of the admin and the tenants, created with fresh keys when absent
+    /// [default: RUN_DIR/credentials]; see docs/security.md.
+    #[arg(long, value_name = "FILE")]
+    credentials: Option<PathBuf>,
 }
 
 impl Args {
@@ -93,6 +97,9 @@ impl Args {
         }
         if self.persist.is_some() {
             c.persist = self.persist;
+        }
+        if self.credentials.is_some() {
+            c.credentials = self.credentials;
         }
         if let Some(b) = self.backoff {
             c.backoff = BackoffMode::parse(&b).context("--backoff")?;

@@ -31,6 +31,10 @@ pub struct GlobalArgs {
     /// Milliseconds before the first retransmission (doubling up to 1 s, 5 retries).
     #[arg(long, global = true, default_value_t = 50, value_name = "MS")]
     pub timeout_ms: u64,
+    /// Key file to seal control requests with [default: $NAAM_KEY_FILE, else admin.key in
+    /// the local deployment's run directory when present] (docs/security.md).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// The client commands.
@@ -141,6 +145,7 @@ fn connect(g: &GlobalArgs) -> anyhow::Result<Client> {
             ExecMode::Server
         },
         timeout: std::time::Duration::from_millis(g.timeout_ms.max(1)),
+        credential: crate::keys::find(g.key_file.as_deref())?,
         ..ClientConfig::default()
     };
     Ok(Client::with_servers(

@@ -11,7 +11,10 @@
 
 use naam_client::deploy::{Binaries, DeployConfig, Deployment};
 use naam_client::fake::FakeServer;
+use naam_client::ClientConfig;
+use naam_core::auth::{Credential, Keyring, Principal};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// Steering classes of the fake (the bundled offloads use classes 0..=5).
 pub const CLASSES: u16 = 8;
@@ -19,6 +22,9 @@ pub const CLASSES: u16 = 8;
 pub struct TestServer {
     pub data: SocketAddr,
     pub control: SocketAddr,
+    /// The admin key file control requests are sealed with (`None` for the fake, which
+    /// takes them unsealed).
+    pub key_file: Option<PathBuf>,
     fake: Option<FakeServer>,
     deployment: Option<Deployment>,
 }
@@ -33,6 +39,44 @@ impl TestServer {
     pub fn deployment(&self) -> Option<&Deployment> {
         self.deployment.as_ref()
     }
+
+    /// `cfg` with this server's admin credential.
+    pub fn sealed(&self, mut cfg: ClientConfig) -> ClientConfig {
+        if let Some(k) = &self.key_file {
+            cfg.credential = Some(naam_client::keys::load(k).expect("the admin key file"));
+        }
+        cfg
+    }
+
+    /// `--key-file FILE` for the `naam` CLI, when this server needs one.
+    pub fn key_args(&self) -> Vec<String> {
+        self.key_file
+            .iter()
+            .flat_map(|k| ["--key-file".to_owned(), k.display().to_string()])
+            .collect()
+    }
+}
+
+/// The key file every deployment of this test process shares, as an operator provisions one
+/// admin key for a cluster (so one client reaches both servers of the sharding tests).
+fn cluster_keys() -> PathBuf {
+    static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let p = std::env::temp_dir().join(format!("naam-test-keys-{}", std::process::id()));
+        let secret = |b: u8| {
+            let mut s = [b; 32];
+            s[..8].copy_from_slice(&(std::process::id() as u64).to_le_bytes());
+            s
+        };
+        let keys = Keyring::new(vec![
+            Credential::new(0, Principal::Admin, secret(0xad)),
+            Credential::new(1, Principal::Tenant(1), secret(0x01)),
+        ])
+        .unwrap();
+        std::fs::write(&p, keys.to_text()).unwrap();
+        p
+    })
+    .clone()
 }
 
 fn from_env(var: &str) -> Option<TestServer> {
@@ -42,6 +86,7 @@ fn from_env(var: &str) -> Option<TestServer> {
     Some(TestServer {
         data,
         control,
+        key_file: std::env::var_os(naam_client::keys::KEY_FILE_ENV).map(PathBuf::from),
         fake: None,
         deployment: None,
     })
@@ -61,12 +106,14 @@ fn deployed() -> TestServer {
         btree_keys: 1024,
         // The fake's steering classes; the bundled offloads use 0..=5.
         dataplane_args: vec!["--classes".into(), CLASSES.to_string()],
+        credentials: Some(cluster_keys()),
         ..DeployConfig::default()
     };
     let d = Deployment::start(bins, cfg).expect("deployment starts");
     TestServer {
         data: d.data_addr(),
         control: d.control_addr(),
+        key_file: Some(d.admin_key_file()),
         fake: None,
         deployment: Some(d),
     }
@@ -89,6 +136,7 @@ pub fn start_server_n(n: usize) -> TestServer {
     TestServer {
         data: fake.data,
         control: fake.control,
+        key_file: None,
         fake: Some(fake),
         deployment: None,
     }

@@ -16,14 +16,20 @@
 //!   real hardware, still moves traffic away) and counts the rest as busy, so the load monitor
 //!   sees a saturated NIC. Answered with `congest_ms`, `workers`.
 //!
-//! REGISTER and UNREGISTER are de-duplicated by (client, request id) like data-path
-//! mutations (docs/protocol.md).
+//! Every request must be SEALED with a credential (docs/security.md): the [`Gate`] checks key,
+//! MAC and time window and gives the principal; unsealed, forged, expired requests are
+//! answered `unauthorized` and counted (`auth.refused.REASON`). A repeated (key, nonce) is a
+//! retransmission or a replay: it gets the reply remembered for it, never a second execution.
+//! `congest-nic:` is the admin's; the host agent, which holds the tenants, authorizes what is
+//! forwarded to it (the sealed datagram goes verbatim); UNREGISTER and REGISTER are also
+//! checked here against the offload's tenant.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use naam_core::auth::{wall_clock_ns, Gate, Principal, Refusal};
 use naam_core::elf::load_program;
 use naam_core::policy::Location as PolicyLocation;
 use naam_core::pool::OffloadSpec;
@@ -55,7 +61,9 @@ pub struct ControlPlane {
     pub verifier: VerifierConfig,
     pub engine: Engine,
     pub classes: u16,
-    done: VecDeque<(SocketAddr, u64, Vec<u8>)>,
+    gate: Gate,
+    /// Replies to sealed requests by (key id, nonce), for their retransmissions.
+    done: VecDeque<((u32, u64), Vec<u8>)>,
     /// Requests that failed inside this process (a bug): answered `Internal`, counted, and the
     /// control thread goes on (it also runs the monitor, the policy and the reconnect).
     failed: u64,
@@ -108,6 +116,7 @@ impl ControlPlane {
         verifier: VerifierConfig,
         engine: Engine,
         classes: u16,
+        gate: Gate,
     ) -> ControlPlane {
         ControlPlane {
             shared,
@@ -118,6 +127,7 @@ impl ControlPlane {
             verifier,
             engine,
             classes,
+            gate,
             done: VecDeque::new(),
             failed: 0,
         }
@@ -133,33 +143,40 @@ impl ControlPlane {
         if msg.kind().is_reply() {
             return 0;
         }
-        let mutation = matches!(msg.body, Body::Register(_) | Body::Unregister(_));
-        if mutation {
-            if let Some((_, _, reply)) = self
-                .done
-                .iter()
-                .find(|(a, id, _)| *a == from && *id == msg.request_id)
-            {
+        let opened = match self.gate.open(&msg, wall_clock_ns()) {
+            Ok(o) => o,
+            Err(r) => {
+                tracing::debug!(%from, reason = r.name(), "control request refused");
+                let code = match r {
+                    Refusal::Full => ErrorCode::Busy,
+                    _ => ErrorCode::Unauthorized,
+                };
+                return emit(&msg.reply(error(code, r.detail())), out);
+            }
+        };
+        let key = (opened.key_id, opened.nonce);
+        if !opened.fresh {
+            if let Some((_, reply)) = self.done.iter().find(|(k, _)| *k == key) {
                 out[..reply.len()].copy_from_slice(reply);
                 return reply.len();
             }
+            let d = "replayed: this sealed request was received before";
+            return emit(&msg.reply(error(ErrorCode::Unauthorized, d)), out);
         }
-        let n = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match msg.body {
-            Body::Register(r) => self.register(&msg, &r, req, out),
-            Body::Unregister(u) => self.unregister(&msg, u.id, req, out),
-            Body::List(p) => self.list(&msg, p, out),
-            Body::Stats(p) => self.stats(&msg, p, out),
-            Body::Describe(d) if d.app.starts_with(CONGEST_NIC) => {
-                self.congest_nic(&msg, d.app, out)
+        let inner = match Message::parse(opened.inner) {
+            Ok(m) if !m.kind().is_reply() && !matches!(m.body, Body::Sealed(_)) => m,
+            Ok(_) => {
+                let d = "a sealed request must hold a control request";
+                return emit(&msg.reply(error(ErrorCode::BadRequest, d)), out);
             }
-            Body::Describe(_) => self.forward_verbatim(&msg, req, out),
-            _ => emit(
-                &msg.reply(error(
-                    ErrorCode::Unsupported,
-                    "data messages go to the data port",
-                )),
-                out,
-            ),
+            Err(e) => {
+                let d = format!("sealed request: {e}");
+                return emit(&msg.reply(error(ErrorCode::BadRequest, &d)), out);
+            }
+        };
+        let who = opened.principal;
+        let n = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.dispatch(&inner, who, req, out)
         }))
         .unwrap_or_else(|_| {
             self.failed += 1;
@@ -170,20 +187,68 @@ impl ControlPlane {
             let d = "the request failed inside the dataplane (a bug: see its log)";
             emit(&msg.reply(error(ErrorCode::Internal, d)), out)
         });
-        if mutation && n > 0 {
-            let transient = matches!(
-                Message::parse(&out[..n]).map(|m| m.body),
-                Ok(Body::Error(e)) if e.code.is_transient()
-            );
-            if !transient {
-                if self.done.len() == DEDUP {
-                    self.done.pop_front();
-                }
-                self.done
-                    .push_back((from, msg.request_id, out[..n].to_vec()));
+        // Remember the reply for retransmissions, unless it means "not executed, retry".
+        let transient = matches!(
+            Message::parse(&out[..n]).map(|m| m.body),
+            Ok(Body::Error(e)) if e.code.is_transient()
+        );
+        if n > 0 && !transient {
+            if self.done.len() == DEDUP {
+                self.done.pop_front();
             }
+            self.done.push_back((key, out[..n].to_vec()));
         }
         n
+    }
+
+    /// Serves an opened request for `who`; `sealed` is the whole datagram as received, which
+    /// requests for the host agent carry verbatim (it checks the seal itself).
+    fn dispatch(
+        &mut self,
+        msg: &Message<'_>,
+        who: Principal,
+        sealed: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        match msg.body {
+            Body::Register(r) if !who.may_act_for(r.tenant) => {
+                let d = format!("{who} may not register offloads for tenant {}", r.tenant);
+                self.forbidden(msg, &d, out)
+            }
+            Body::Register(r) => self.register(msg, &r, sealed, out),
+            Body::Unregister(u) => match self.shared.registry.get(u.id) {
+                Some(o) if !who.may_act_for(o.tenant) => {
+                    let d = format!(
+                        "{who} may not unregister offload {} of tenant {}",
+                        u.id, o.tenant
+                    );
+                    self.forbidden(msg, &d, out)
+                }
+                _ => self.unregister(msg, u.id, sealed, out),
+            },
+            Body::List(p) => self.list(msg, p, out),
+            Body::Stats(p) => self.stats(msg, p, out),
+            Body::Describe(d) if d.app.starts_with(CONGEST_NIC) && !who.is_admin() => {
+                self.forbidden(msg, "congest-nic is an admin command", out)
+            }
+            Body::Describe(d) if d.app.starts_with(CONGEST_NIC) => {
+                self.congest_nic(msg, d.app, out)
+            }
+            Body::Describe(_) => self.forward_verbatim(msg, sealed, out),
+            _ => emit(
+                &msg.reply(error(
+                    ErrorCode::Unsupported,
+                    "data messages go to the data port",
+                )),
+                out,
+            ),
+        }
+    }
+
+    fn forbidden(&mut self, msg: &Message<'_>, detail: &str, out: &mut [u8]) -> usize {
+        self.gate.count_forbidden();
+        tracing::warn!(detail, "control request forbidden");
+        emit(&msg.reply(error(ErrorCode::Forbidden, detail)), out)
     }
 
     /// `congest-nic:<ms>`: the workers are congested for `<ms>` ms from now.
@@ -306,12 +371,24 @@ impl ControlPlane {
         }
     }
 
+    /// Forwarded first: the host agent (the source of truth) must agree before the offload
+    /// leaves this registry; its refusal is relayed and nothing changes here.
     fn unregister(&mut self, msg: &Message<'_>, id: u32, raw: &[u8], out: &mut [u8]) -> usize {
-        let host_ok = match self.ask_host(raw) {
-            Ok(r) => matches!(Message::parse(r).map(|m| m.body), Ok(Body::Ack)),
+        let reply = match self.ask_host(raw) {
+            Ok(r) => r.to_vec(),
             Err(e) => {
                 let d = e.to_string();
                 return emit(&msg.reply(error(ErrorCode::HostUnavailable, &d)), out);
+            }
+        };
+        let host_has_it = match Message::parse(&reply).map(|m| m.body) {
+            Ok(Body::Ack) => true,
+            // The host agent forgot it (a restart): it still leaves this registry.
+            Ok(Body::Error(e)) if e.code == ErrorCode::UnknownOffload => false,
+            Ok(Body::Error(e)) => return emit(&msg.reply(Body::Error(e)), out),
+            _ => {
+                let d = "bad reply from the host agent";
+                return emit(&msg.reply(error(ErrorCode::Internal, d)), out);
             }
         };
         match self.shared.registry.unregister(id) {
@@ -319,7 +396,7 @@ impl ControlPlane {
                 tracing::info!(id, name = o.name, "offload unregistered");
                 emit(&msg.reply(Body::Ack), out)
             }
-            Err(_) if host_ok => emit(&msg.reply(Body::Ack), out),
+            Err(_) if host_has_it => emit(&msg.reply(Body::Ack), out),
             Err(e) => {
                 let d = e.to_string();
                 emit(&msg.reply(error(ErrorCode::UnknownOffload, &d)), out)
@@ -366,6 +443,7 @@ impl ControlPlane {
         v.push(("dp.host_up".into(), self.shared.host_up() as u64));
         v.push(("dp.host_suspect".into(), self.shared.host_suspect() as u64));
         v.push(("dp.control_failed".into(), self.failed));
+        v.extend(self.gate.counters());
         v.push((
             "dp.link_generation".into(),
             self.shared.link_generation.load(Ordering::Relaxed),
@@ -491,8 +569,17 @@ mod tests {
     use super::*;
     use crate::runtime::monitor::MonitorConfig;
     use crate::steering::Target;
+    use naam_core::auth::{Credential, Keyring};
     use naam_core::pool::Registry;
     use naam_core::wire::DescribeRepr;
+
+    fn admin() -> Credential {
+        Credential::new(0, Principal::Admin, [7; 32])
+    }
+
+    fn tenant() -> Credential {
+        Credential::new(1, Principal::Tenant(1), [9; 32])
+    }
 
     fn plane() -> ControlPlane {
         let mut switch = SoftSwitch::new(7000, 8, Target::NicQueue(0));
@@ -512,19 +599,88 @@ mod tests {
             VerifierConfig::default(),
             Engine::Interpreter,
             8,
+            Gate::new(Keyring::new(vec![admin(), tenant()]).unwrap(), 64),
         )
     }
 
-    fn describe(p: &mut ControlPlane, app: &str) -> Vec<u8> {
+    fn describe_as(p: &mut ControlPlane, key: Option<&Credential>, app: &str) -> Vec<u8> {
         let mut req = vec![0u8; 256];
         let n = Message::new(7, 0, Body::Describe(DescribeRepr { app, start: 0 }))
             .emit(&mut req)
             .unwrap();
+        req.truncate(n);
+        if let Some(k) = key {
+            req = k.seal(wall_clock_ns(), &req).unwrap();
+        }
+        send(p, &req)
+    }
+
+    fn send(p: &mut ControlPlane, req: &[u8]) -> Vec<u8> {
         let mut out = vec![0u8; naam_core::wire::MAX_DATAGRAM];
         let from: SocketAddr = "127.0.0.1:5555".parse().unwrap();
-        let len = p.handle(from, &req[..n], &mut out);
+        let len = p.handle(from, req, &mut out);
         out.truncate(len);
         out
+    }
+
+    fn describe(p: &mut ControlPlane, app: &str) -> Vec<u8> {
+        describe_as(p, Some(&admin()), app)
+    }
+
+    fn error_code(reply: &[u8]) -> Option<ErrorCode> {
+        match Message::parse(reply).unwrap().body {
+            Body::Error(e) => Some(e.code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn unsealed_forged_and_non_admin_requests_are_refused_and_counted() {
+        let mut p = plane();
+        let r = describe_as(&mut p, None, "congest-nic:1000");
+        assert_eq!(error_code(&r), Some(ErrorCode::Unauthorized));
+        let forged = Credential::new(0, Principal::Admin, [1; 32]);
+        let r = describe_as(&mut p, Some(&forged), "congest-nic:1000");
+        assert_eq!(error_code(&r), Some(ErrorCode::Unauthorized));
+        let r = describe_as(&mut p, Some(&tenant()), "congest-nic:1000");
+        assert_eq!(error_code(&r), Some(ErrorCode::Forbidden));
+        assert!(
+            !p.shared.nic_congested(naam_link::now_ns()),
+            "nothing injected"
+        );
+        let c: std::collections::HashMap<_, _> = p.counters().into_iter().collect();
+        assert_eq!(c["auth.refused.unsealed"], 1);
+        assert_eq!(c["auth.refused.bad_mac"], 1);
+        assert_eq!(c["auth.forbidden"], 1);
+        // The admin may, and the tenant may read counters.
+        assert_eq!(error_code(&describe(&mut p, "congest-nic:0")), None);
+    }
+
+    #[test]
+    fn a_repeated_sealed_request_gets_its_first_reply_and_runs_once() {
+        let mut p = plane();
+        let mut req = vec![0u8; 256];
+        let n = Message::new(
+            9,
+            0,
+            Body::Describe(DescribeRepr {
+                app: "congest-nic:50",
+                start: 0,
+            }),
+        )
+        .emit(&mut req)
+        .unwrap();
+        let sealed = admin().seal(wall_clock_ns(), &req[..n]).unwrap();
+        let first = send(&mut p, &sealed);
+        assert_eq!(error_code(&first), None);
+        describe(&mut p, "congest-nic:0");
+        assert!(!p.shared.nic_congested(naam_link::now_ns()));
+        // The replay (or a retransmission) is answered from the cache and injects nothing.
+        assert_eq!(send(&mut p, &sealed), first);
+        assert!(
+            !p.shared.nic_congested(naam_link::now_ns()),
+            "not run again"
+        );
     }
 
     #[test]

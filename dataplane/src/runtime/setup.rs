@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use naam_core::abi::DATA_SIZE;
+use naam_core::auth::{Gate, Keyring};
 use naam_core::elf::load_program;
 use naam_core::exec::DEFAULT_MAX_STEPS;
 use naam_core::pool::{OffloadSpec, Registry};
@@ -87,6 +88,9 @@ pub struct RuntimeConfig {
     pub host_control_timeout: Duration,
     /// Packet loss injected in UDP ports, for tests (`--drop-rx-every`, `--drop-tx-every`).
     pub loss: LossInjection,
+    /// The key file the host agent holds (docs/security.md), read once the host agent is
+    /// connected. Default: `RUN_DIR/credentials`.
+    pub credentials: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -110,6 +114,7 @@ impl Default for RuntimeConfig {
             connect_wait: Duration::from_secs(10),
             host_control_timeout: Duration::from_secs(2),
             loss: LossInjection::default(),
+            credentials: None,
         }
     }
 }
@@ -147,6 +152,26 @@ pub enum SetupError {
     },
     #[error("steering: {0}")]
     Steering(#[from] crate::steering::SteeringError),
+    #[error("credentials {path}: {reason} (the host agent creates them in its run directory; or pass --credentials)")]
+    Credentials { path: PathBuf, reason: String },
+}
+
+/// Control requests remembered per time window (docs/security.md).
+const CONTROL_NONCES: usize = 4096;
+
+/// The gate of the control port, over the host agent's key file.
+fn control_gate(cfg: &RuntimeConfig) -> Result<Gate, SetupError> {
+    let path = cfg
+        .credentials
+        .clone()
+        .unwrap_or_else(|| cfg.run_dir.join("credentials"));
+    let fail = |reason: String| SetupError::Credentials {
+        path: path.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+    let keys = Keyring::parse(&text).map_err(|e| fail(e.to_string()))?;
+    Ok(Gate::new(keys, CONTROL_NONCES))
 }
 
 /// One bundled offload: id, name, class, read-only, its verified program (or why not).
@@ -311,6 +336,8 @@ impl Runtime {
                 workers,
             });
         }
+        // The host agent wrote its key file before it served the link.
+        let gate = control_gate(&cfg)?;
         let registry = Registry::new();
         register_bundled(&registry, cfg.classes, &cfg.verifier);
 
@@ -407,6 +434,7 @@ impl Runtime {
             cfg.verifier,
             cfg.engine,
             cfg.classes,
+            gate,
         );
         let ctl_shared = shared.clone();
         let ctl_cfg = cfg.clone();

@@ -689,6 +689,11 @@ impl Worker {
         link: &mut L,
     ) {
         self.stats.class_msg(info.class);
+        if self.pool.get(req.offload).is_none() {
+            // Registered after this poll's sync, perhaps (the client may have sent this
+            // right after its REGISTER was answered): look again before refusing.
+            self.pool.sync();
+        }
         let Some(entry) = self.pool.get(req.offload) else {
             let mut d = Detail::new();
             let _ = write!(d, "no offload {}", req.offload);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use naam_core::auth::{wall_clock_ns, Credential, Keyring, Principal};
 use naam_core::region::Perms;
 use naam_core::wire::{
     AmFlags, AmReplyRepr, AmRequestRepr, AmStatus, Body, Location, Message, OffloadIdRepr,
@@ -24,8 +25,15 @@ pub struct TestHost {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// The admin credential of the stand-in host agent's key file (`DIR/credentials`).
+pub fn admin() -> Credential {
+    Credential::new(0, Principal::Admin, [0x42; 32])
+}
+
 impl TestHost {
     pub fn start(dir: &Path) -> TestHost {
+        let keys = Keyring::new(vec![admin()]).unwrap();
+        std::fs::write(dir.join("credentials"), keys.to_text()).unwrap();
         let mut host = ShmHost::create(&ShmConfig {
             qps: 2,
             load_slots: 1,
@@ -99,7 +107,12 @@ impl TestHost {
                     if n == 0 {
                         continue;
                     }
-                    let req = Message::parse(&buf[..n]).unwrap();
+                    let outer = Message::parse(&buf[..n]).unwrap();
+                    // The dataplane forwards sealed requests as they came.
+                    let req = match outer.body {
+                        Body::Sealed(s) => Message::parse(s.inner).unwrap(),
+                        _ => outer,
+                    };
                     let body = match req.body {
                         Body::Register(_) => Body::RegisterReply(OffloadIdRepr { id: 16 }),
                         _ => Body::Ack,
@@ -130,10 +143,17 @@ pub fn run_dir(name: &str) -> PathBuf {
     d
 }
 
+/// Sends `msg` (control requests sealed with [`admin`]) and returns the reply.
 pub fn call(sock: &UdpSocket, to: SocketAddr, msg: &Message<'_>) -> Vec<u8> {
     let mut buf = vec![0u8; 70_000];
     let n = msg.emit(&mut buf).unwrap();
-    sock.send_to(&buf[..n], to).unwrap();
+    let control = !matches!(msg.body, Body::AmRequest(_) | Body::OneSided(_));
+    let datagram = if control {
+        admin().seal(wall_clock_ns(), &buf[..n]).unwrap()
+    } else {
+        buf[..n].to_vec()
+    };
+    sock.send_to(&datagram, to).unwrap();
     let (n, _) = sock
         .recv_from(&mut buf)
         .expect("a reply within the timeout");

@@ -1,0 +1,222 @@
+//! The control plane against an outsider (issue 13): a real deployment (host agent and
+//! dataplane processes), attacked from a plain UDP socket with no credential, with a forged
+//! one, with another tenant's, and by replaying a captured request. Each attack is refused
+//! with a clear error and counted, and the deployment keeps serving with the admin key.
+
+mod real;
+
+use naam_client::deploy::Deployment;
+use naam_client::{BTree, ExecMode, Mica};
+use naam_core::auth::{wall_clock_ns, Credential, Keyring, Principal};
+use naam_core::wire::{Body, DescribeRepr, ErrorCode, Message, OffloadIdRepr, RegisterRepr};
+use real::{deploy, patient, stat};
+use std::net::UdpSocket;
+use std::time::Duration;
+
+/// The key file the host agent starts with: the admin, tenant 1 (the bundled applications')
+/// and tenant 2 (an outsider with a valid credential of its own).
+fn keys() -> Keyring {
+    Keyring::new(vec![
+        Credential::new(0, Principal::Admin, [0xa1; 32]),
+        Credential::new(1, Principal::Tenant(1), [0xb2; 32]),
+        Credential::new(2, Principal::Tenant(2), [0xc3; 32]),
+    ])
+    .unwrap()
+}
+
+fn key(p: Principal) -> Credential {
+    keys().of(p).unwrap().clone()
+}
+
+fn start() -> Deployment {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!("naam-sec-keys-{}-{n}", std::process::id()));
+    std::fs::write(&file, keys().to_text()).unwrap();
+    deploy(|c| c.credentials = Some(file))
+}
+
+fn encode(id: u64, body: Body<'_>) -> Vec<u8> {
+    let m = Message::new(id, 0, body);
+    let mut b = vec![0u8; m.buffer_len()];
+    m.emit(&mut b).unwrap();
+    b
+}
+
+fn describe(id: u64, app: &str) -> Vec<u8> {
+    encode(id, Body::Describe(DescribeRepr { app, start: 0 }))
+}
+
+/// Sends one datagram to the control port and returns the error code of the reply (`None`
+/// for a reply that is not an error).
+fn ask(sock: &UdpSocket, d: &Deployment, datagram: &[u8]) -> Option<ErrorCode> {
+    sock.send_to(datagram, d.control_addr()).unwrap();
+    let mut buf = vec![0u8; 70_000];
+    let (n, _) = sock.recv_from(&mut buf).expect("an answer, not silence");
+    match Message::parse(&buf[..n]).unwrap().body {
+        Body::Error(e) => Some(e.code),
+        _ => None,
+    }
+}
+
+fn sealed(p: Principal, datagram: &[u8]) -> Vec<u8> {
+    key(p).seal(wall_clock_ns(), datagram).unwrap()
+}
+
+/// Both processes run, and MICA and the B-tree answer right with the admin key.
+fn still_serving(d: &mut Deployment) {
+    assert_eq!(d.running(), (true, true));
+    let mut m = Mica::new(d.client(patient(ExecMode::Server)).unwrap()).unwrap();
+    m.put(b"after-attack", b"fine").unwrap();
+    assert_eq!(
+        m.get(b"after-attack").unwrap().as_deref(),
+        Some(&b"fine"[..])
+    );
+    let mut t = BTree::new(d.client(patient(ExecMode::Server)).unwrap()).unwrap();
+    assert!(t.lookup(1).unwrap().is_some());
+    assert_eq!(t.lookup(2).unwrap(), None);
+}
+
+#[test]
+fn outsiders_cannot_stop_congest_unregister_or_read_keys() {
+    let mut d = start();
+    let raw = UdpSocket::bind("127.0.0.1:0").unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let outsider = Principal::Tenant(2);
+    let owner = Principal::Tenant(1);
+
+    // No credential at all: every verb is refused.
+    for req in [
+        describe(1, "shutdown"),
+        describe(2, "congest:60000"),
+        describe(3, "congest-nic:60000"),
+        describe(4, "mica"),
+        encode(5, Body::Unregister(OffloadIdRepr { id: 0 })),
+    ] {
+        assert_eq!(ask(&raw, &d, &req), Some(ErrorCode::Unauthorized));
+    }
+    // A forged credential (right key id, wrong secret).
+    let forged = Credential::new(0, Principal::Admin, [0x11; 32]);
+    let f = forged
+        .seal(wall_clock_ns(), &describe(6, "shutdown"))
+        .unwrap();
+    assert_eq!(ask(&raw, &d, &f), Some(ErrorCode::Unauthorized));
+    // Another tenant's valid credential: admin verbs and tenant 1's things are forbidden.
+    for req in [
+        describe(7, "shutdown"),
+        describe(8, "congest:60000"),
+        describe(9, "congest-nic:60000"),
+        describe(10, "snapshot"),
+        describe(11, "mica"),
+        encode(12, Body::Unregister(OffloadIdRepr { id: 0 })),
+        encode(
+            13,
+            Body::Register(RegisterRepr {
+                name: "as_tenant_1",
+                tenant: 1,
+                class: 6,
+                read_only: true,
+                section: None,
+                object: naam_handlers::RECORD_OBJECT,
+            }),
+        ),
+    ] {
+        let r = ask(&raw, &d, &sealed(outsider, &req));
+        assert_eq!(r, Some(ErrorCode::Forbidden), "{:?}", Message::parse(&req));
+    }
+    // Tenant 1 reads its own application's keys, but may not congest or stop anything.
+    assert_eq!(ask(&raw, &d, &sealed(owner, &describe(14, "mica"))), None);
+    assert_eq!(
+        ask(&raw, &d, &sealed(owner, &describe(15, "shutdown"))),
+        Some(ErrorCode::Forbidden)
+    );
+    // Everything is counted, by reason.
+    let s = d.stats().unwrap();
+    assert!(s["auth.refused.unsealed"] >= 5, "{s:?}");
+    assert!(s["auth.refused.bad_mac"] >= 1, "{s:?}");
+    assert!(s["auth.forbidden"] >= 2, "{s:?}");
+    assert_eq!(
+        stat(&d, "dp.nic_congest_left_ms"),
+        0,
+        "no congestion injected"
+    );
+    still_serving(&mut d);
+}
+
+#[test]
+fn a_captured_request_replayed_runs_once_and_stale_ones_are_refused() {
+    let mut d = start();
+    let raw = UdpSocket::bind("127.0.0.1:0").unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    // The admin congests the NIC for 200 ms; an eavesdropper captured the datagram.
+    let captured = sealed(Principal::Admin, &describe(21, "congest-nic:200"));
+    assert_eq!(ask(&raw, &d, &captured), None);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(stat(&d, "dp.nic_congest_left_ms"), 0);
+    // Replayed later: answered from the reply cache, nothing runs again.
+    assert_eq!(ask(&raw, &d, &captured), None);
+    assert_eq!(
+        stat(&d, "dp.nic_congest_left_ms"),
+        0,
+        "the replay injected nothing"
+    );
+    assert!(stat(&d, "auth.repeats") >= 1);
+    // A request sealed two minutes ago (outside the window) is refused.
+    let old = key(Principal::Admin)
+        .seal(
+            wall_clock_ns() - 120_000_000_000,
+            &describe(22, "congest-nic:200"),
+        )
+        .unwrap();
+    assert_eq!(ask(&raw, &d, &old), Some(ErrorCode::Unauthorized));
+    assert!(stat(&d, "auth.refused.expired") >= 1);
+    still_serving(&mut d);
+}
+
+#[test]
+fn the_host_agent_writes_secret_key_files_and_the_cli_uses_them() {
+    // The default deployment: the host agent creates the credentials in its run directory.
+    let d = deploy(|_| {});
+    for f in ["credentials", "admin.key", "tenant-1.key"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.run_dir().join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    let naam = |args: &[&str], key: Option<&std::path::Path>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_naam"));
+        c.args(["--server", &d.data_addr().to_string()]).args(args);
+        c.env_remove("NAAM_KEY_FILE")
+            .env("XDG_RUNTIME_DIR", "/nonexistent");
+        if let Some(k) = key {
+            c.env("NAAM_KEY_FILE", k);
+        }
+        c.output().unwrap()
+    };
+    let out = naam(&["stats"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unauthorized"), "{err}");
+    let out = naam(&["stats"], Some(&d.admin_key_file()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dp.workers"));
+    let out = naam(
+        &[
+            "--key-file",
+            d.tenant_key_file(1).to_str().unwrap(),
+            "stats",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
