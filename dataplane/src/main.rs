@@ -31,8 +31,9 @@ struct Args {
     /// Steering classes.
     #[arg(long, default_value_t = naam_dataplane::port::DEFAULT_CLASSES)]
     classes: u16,
-    /// Control port (default: the data base port minus one, same address).
-    #[arg(long)]
+    /// Control port [default: 127.0.0.1 and the data base port minus one]; give an address
+    /// to expose it beyond this machine (requests are sealed either way: docs/security.md).
+    #[arg(long, visible_alias = "control-addr")]
     control: Option<SocketAddrV4>,
     /// Run directory holding the host agent's link.sock and control.sock.
     #[arg(long)]

@@ -65,7 +65,7 @@ pub struct RuntimeConfig {
     pub port: String,
     pub workers: usize,
     pub classes: u16,
-    /// The control port; default the data base port minus one, on the same address.
+    /// The control port; default the data base port minus one, on loopback.
     pub control: Option<SocketAddrV4>,
     /// Where `link.sock` and `control.sock` are.
     pub run_dir: PathBuf,
@@ -406,8 +406,13 @@ impl Runtime {
         shared.regions.publish(link.region_table());
         shared.link_generation.store(1, Ordering::Release);
         let monitor = Monitor::new(cfg.monitor, data_addr.port(), cfg.classes, &mut switch)?;
+        // Loopback unless told otherwise: the control plane is for operators on this machine
+        // (docs/security.md), even when the data port faces the network.
         let control_addr = cfg.control.unwrap_or_else(|| {
-            SocketAddrV4::new(*data_addr.ip(), data_addr.port().wrapping_sub(1))
+            SocketAddrV4::new(
+                std::net::Ipv4Addr::LOCALHOST,
+                data_addr.port().wrapping_sub(1),
+            )
         });
         let sock = UdpSocket::bind(control_addr).map_err(|source| SetupError::Io {
             what: format!("bind control port {control_addr}"),
