@@ -8,6 +8,7 @@
 //! then SIGKILL after a grace period) and removes its run directory.
 
 use crate::{Client, ClientConfig, ServerAddr};
+use naam_core::run_dir;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -305,15 +306,15 @@ impl Deployment {
             .stdin(Stdio::null())
             .stdout(self.log("host-agent"))
             .stderr(self.log("host-agent"));
-        let _ = std::fs::remove_file(self.run_dir.join("control.sock"));
-        let _ = std::fs::remove_file(self.run_dir.join("link.sock"));
+        let _ = std::fs::remove_file(self.run_dir.join(run_dir::CONTROL_SOCKET));
+        let _ = std::fs::remove_file(self.run_dir.join(run_dir::LINK_SOCKET));
         let mut child = cmd.spawn().map_err(|source| DeployError::Spawn {
             what: "the host agent",
             source,
         })?;
         let start = Instant::now();
-        while !(self.run_dir.join("control.sock").exists()
-            && self.run_dir.join("link.sock").exists())
+        while !(self.run_dir.join(run_dir::CONTROL_SOCKET).exists()
+            && self.run_dir.join(run_dir::LINK_SOCKET).exists())
         {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(DeployError::Exited {
@@ -445,12 +446,12 @@ impl Deployment {
     }
 
     pub fn admin_key_file(&self) -> PathBuf {
-        self.run_dir.join(crate::keys::ADMIN_KEY_FILE)
+        self.run_dir.join(run_dir::ADMIN_KEY)
     }
 
     /// The key file of `tenant` the host agent wrote (`RUN_DIR/tenant-N.key`).
     pub fn tenant_key_file(&self, tenant: u32) -> PathBuf {
-        self.run_dir.join(format!("tenant-{tenant}.key"))
+        self.run_dir.join(run_dir::tenant_key(tenant))
     }
 
     pub fn host_pid(&self) -> Option<u32> {

@@ -3,16 +3,15 @@
 //! run directory of a local deployment when it exists there. A key file holds key lines
 //! (`naam_core::auth`); the first one is used.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use naam_core::auth::{Credential, Keyring};
+use naam_core::run_dir;
 
 use crate::{ClientError, Result};
 
 /// The environment variable naming a key file.
 pub const KEY_FILE_ENV: &str = "NAAM_KEY_FILE";
-/// The admin key file a host agent writes into its run directory.
-pub const ADMIN_KEY_FILE: &str = "admin.key";
 
 /// Reads the first credential of a key file.
 pub fn load(path: &Path) -> Result<Credential> {
@@ -26,17 +25,6 @@ pub fn load(path: &Path) -> Result<Credential> {
     first.ok_or_else(|| fail("no key".into()))
 }
 
-/// The run directory a local deployment uses by default: `$XDG_RUNTIME_DIR/naam`, else
-/// `/tmp/naam-$UID` (as the host agent's and the dataplane's `--run-dir` default).
-pub fn default_run_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        return Path::new(&d).join("naam");
-    }
-    use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
-    PathBuf::from(format!("/tmp/naam-{uid}"))
-}
-
 /// The credential to use: `explicit`, else `NAAM_KEY_FILE`, else the default run
 /// directory's `admin.key` if there is one; `None` when none of them applies.
 pub fn find(explicit: Option<&Path>) -> Result<Option<Credential>> {
@@ -46,7 +34,7 @@ pub fn find(explicit: Option<&Path>) -> Result<Option<Credential>> {
     if let Some(p) = std::env::var_os(KEY_FILE_ENV).filter(|p| !p.is_empty()) {
         return load(Path::new(&p)).map(Some);
     }
-    let local = default_run_dir().join(ADMIN_KEY_FILE);
+    let local = run_dir::default_run_dir().join(run_dir::ADMIN_KEY);
     if local.exists() {
         return load(&local).map(Some);
     }

@@ -17,6 +17,7 @@ pub mod policy;
 pub mod pool;
 pub mod region;
 pub mod relayout;
+pub mod run_dir;
 pub mod verifier;
 #[allow(unsafe_code)]
 pub mod vm;

@@ -1,6 +1,7 @@
 //! The host agent's settings: one struct, filled from defaults, an optional TOML file whose
 //! keys mirror the command-line flags (`nic-workers = 2`), and then the flags themselves.
 
+use naam_core::run_dir;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -108,7 +109,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            run_dir: default_run_dir(),
+            run_dir: run_dir::default_run_dir(),
             workers: 1,
             nic_workers: 2,
             arena_mb: 64,
@@ -195,27 +196,11 @@ impl Config {
     }
 
     pub fn link_socket(&self) -> PathBuf {
-        self.run_dir.join(LINK_SOCKET)
+        self.run_dir.join(run_dir::LINK_SOCKET)
     }
 
     pub fn control_socket(&self) -> PathBuf {
-        self.run_dir.join(CONTROL_SOCKET)
-    }
-}
-
-/// File names in the run directory (docs/runtime.md).
-pub const LINK_SOCKET: &str = "link.sock";
-pub const CONTROL_SOCKET: &str = "control.sock";
-
-/// `$XDG_RUNTIME_DIR/naam`, else `/tmp/naam-$UID`.
-pub fn default_run_dir() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d).join("naam"),
-        _ => {
-            // SAFETY: getuid has no preconditions and cannot fail.
-            let uid = unsafe { libc::getuid() };
-            PathBuf::from(format!("/tmp/naam-{uid}"))
-        }
+        self.run_dir.join(run_dir::CONTROL_SOCKET)
     }
 }
 

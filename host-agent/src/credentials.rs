@@ -9,19 +9,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use naam_core::auth::{Credential, Keyring, Principal, SECRET_LEN};
+use naam_core::run_dir::{tenant_key, ADMIN_KEY, CREDENTIALS};
 use rand::RngCore;
 
 use crate::apps::BUNDLED_TENANT;
 use crate::AgentError;
-
-/// File names in the run directory.
-pub const CREDENTIALS_FILE: &str = "credentials";
-pub const ADMIN_KEY_FILE: &str = "admin.key";
-
-/// The key file of tenant `t` in the run directory.
-pub fn tenant_key_file(t: u32) -> String {
-    format!("tenant-{t}.key")
-}
 
 fn fresh(key_id: u32, principal: Principal) -> Credential {
     let mut secret = [0u8; SECRET_LEN];
@@ -71,8 +63,8 @@ pub fn load_or_create(path: &Path, run_dir: &Path) -> Result<Keyring, AgentError
     };
     for k in keys.iter() {
         let name = match k.principal {
-            Principal::Admin => ADMIN_KEY_FILE.to_owned(),
-            Principal::Tenant(t) => tenant_key_file(t),
+            Principal::Admin => ADMIN_KEY.to_owned(),
+            Principal::Tenant(t) => tenant_key(t),
         };
         write_secret(&run_dir.join(name), &format!("{}\n", k.to_line()))?;
     }
@@ -81,7 +73,7 @@ pub fn load_or_create(path: &Path, run_dir: &Path) -> Result<Keyring, AgentError
 
 /// Where the key file is when the configuration does not say.
 pub fn default_path(run_dir: &Path) -> PathBuf {
-    run_dir.join(CREDENTIALS_FILE)
+    run_dir.join(CREDENTIALS)
 }
 
 #[cfg(test)]
@@ -96,14 +88,14 @@ mod tests {
         let a = load_or_create(&path, dir.path()).unwrap();
         assert!(a.of(Principal::Admin).is_some());
         assert!(a.of(Principal::Tenant(BUNDLED_TENANT)).is_some());
-        for f in [CREDENTIALS_FILE, ADMIN_KEY_FILE, "tenant-1.key"] {
+        for f in [CREDENTIALS, ADMIN_KEY, "tenant-1.key"] {
             let mode = std::fs::metadata(dir.path().join(f))
                 .unwrap()
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
-        let admin = std::fs::read_to_string(dir.path().join(ADMIN_KEY_FILE)).unwrap();
+        let admin = std::fs::read_to_string(dir.path().join(ADMIN_KEY)).unwrap();
         assert_eq!(
             Keyring::parse(&admin).unwrap().of(Principal::Admin),
             a.of(Principal::Admin)

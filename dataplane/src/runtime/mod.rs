@@ -21,7 +21,7 @@ pub use control::ControlPlane;
 pub use dedup::ReplyCache;
 pub use hostctl::HostControl;
 pub use monitor::{HostLoad, Monitor, MonitorConfig};
-pub use setup::{default_run_dir, register_bundled, IdleMode, Runtime, RuntimeConfig, SetupError};
+pub use setup::{register_bundled, IdleMode, Runtime, RuntimeConfig, SetupError};
 pub use shared::{HintTable, RegionsCell, Shared};
 pub use stats::{Dropped, WorkerStats};
 pub use worker::{Worker, WorkerConfig, TOKEN_LEN};

@@ -14,6 +14,7 @@ use naam_core::auth::{Gate, Keyring};
 use naam_core::elf::load_program;
 use naam_core::exec::DEFAULT_MAX_STEPS;
 use naam_core::pool::{OffloadSpec, Registry};
+use naam_core::run_dir;
 use naam_core::verifier::{verify, VerifiedProgram, VerifierConfig};
 use naam_core::vm::Engine;
 use naam_core::wire::MAX_DATAGRAM;
@@ -100,7 +101,7 @@ impl Default for RuntimeConfig {
             workers: 1,
             classes: crate::port::DEFAULT_CLASSES,
             control: None,
-            run_dir: default_run_dir(),
+            run_dir: run_dir::default_run_dir(),
             idle: IdleMode::Yield,
             engine: Engine::native(),
             slots: 64,
@@ -117,16 +118,6 @@ impl Default for RuntimeConfig {
             credentials: None,
         }
     }
-}
-
-/// `$XDG_RUNTIME_DIR/naam`, else `/tmp/naam-$UID` (docs/runtime.md).
-pub fn default_run_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
-        return Path::new(&d).join("naam");
-    }
-    use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
-    PathBuf::from(format!("/tmp/naam-{uid}"))
 }
 
 /// Why the dataplane did not start.
@@ -164,7 +155,7 @@ fn control_gate(cfg: &RuntimeConfig) -> Result<Gate, SetupError> {
     let path = cfg
         .credentials
         .clone()
-        .unwrap_or_else(|| cfg.run_dir.join("credentials"));
+        .unwrap_or_else(|| cfg.run_dir.join(run_dir::CREDENTIALS));
     let fail = |reason: String| SetupError::Credentials {
         path: path.clone(),
         reason,
@@ -324,7 +315,7 @@ impl Runtime {
                     .into(),
             ));
         }
-        let link_path = cfg.run_dir.join("link.sock");
+        let link_path = cfg.run_dir.join(run_dir::LINK_SOCKET);
         let link = Arc::new(connect_with_wait(
             &link_path,
             connect_opts(&cfg),
@@ -435,7 +426,10 @@ impl Runtime {
             stats.clone(),
             switch,
             monitor,
-            HostControl::new(&cfg.run_dir.join("control.sock"), cfg.host_control_timeout),
+            HostControl::new(
+                &cfg.run_dir.join(run_dir::CONTROL_SOCKET),
+                cfg.host_control_timeout,
+            ),
             cfg.verifier,
             cfg.engine,
             cfg.classes,
