@@ -143,6 +143,8 @@ pub struct Client {
     /// Datagram buffers of finished requests, reused by new ones.
     free: Vec<Vec<u8>>,
     local: LocalExec,
+    /// The data-path capability for (tenant, key id), made once (an HMAC) and reused.
+    capability: Option<(u32, u32, u64)>,
     pub stats: ClientStats,
 }
 
@@ -198,8 +200,26 @@ impl Client {
             recv_buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
             free: Vec::new(),
             local,
+            capability: None,
             stats: ClientStats::default(),
         })
+    }
+
+    /// The capability active messages carry for the configured tenant (0 without a
+    /// credential: servers then refuse them).
+    fn capability(&mut self) -> u64 {
+        let tenant = self.cfg.tenant;
+        let Some(cred) = &self.cfg.credential else {
+            return 0;
+        };
+        match self.capability {
+            Some((t, k, c)) if t == tenant && k == cred.key_id => c,
+            _ => {
+                let c = cred.capability(tenant);
+                self.capability = Some((tenant, cred.key_id, c));
+                c
+            }
+        }
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -414,9 +434,11 @@ impl Client {
                 } else {
                     AmFlags::empty()
                 };
+                let capability = self.capability();
                 let body = Body::AmRequest(AmRequestRepr {
                     offload,
                     tenant: self.cfg.tenant,
+                    capability,
                     flags,
                     args,
                 });

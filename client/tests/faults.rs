@@ -228,6 +228,7 @@ fn garbage_wrong_keys_and_bad_ops_get_errors_and_counters_and_everything_keeps_s
     }
     // A real request, then truncated and with flipped bytes in its body.
     let get = naam_handlers::mica::MicaArgs::get(m.geometry(0).unwrap(), b"steady").unwrap();
+    let cap = d.admin_key().unwrap().capability(1);
     let request = |id: u64| {
         let msg = naam_core::wire::Message::new(
             id,
@@ -235,6 +236,7 @@ fn garbage_wrong_keys_and_bad_ops_get_errors_and_counters_and_everything_keeps_s
             naam_core::wire::Body::AmRequest(naam_core::wire::AmRequestRepr {
                 offload: bundled::MICA_GET.id,
                 tenant: 1,
+                capability: cap,
                 flags: naam_core::wire::AmFlags::empty(),
                 args: get.as_bytes(),
             }),

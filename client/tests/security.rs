@@ -220,3 +220,68 @@ fn the_host_agent_writes_secret_key_files_and_the_cli_uses_them() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn active_messages_need_a_capability_that_proves_their_tenant() {
+    let mut d = start();
+    let mut m = Mica::new(d.client(patient(ExecMode::Server)).unwrap()).unwrap();
+    m.put(b"secret", b"tenant 1's value").unwrap();
+    let args = naam_handlers::mica::MicaArgs::get(m.geometry(0).unwrap(), b"secret").unwrap();
+    let get = naam_client::bundled::MICA_GET;
+    let raw = UdpSocket::bind("127.0.0.1:0").unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut port = d.data_addr();
+    port.set_port(port.port() + get.class);
+    let am = |id: u64, tenant: u32, capability: u64| {
+        encode_class(
+            id,
+            get.class,
+            Body::AmRequest(naam_core::wire::AmRequestRepr {
+                offload: get.id,
+                tenant,
+                capability,
+                flags: naam_core::wire::AmFlags::empty(),
+                args: args.as_bytes(),
+            }),
+        )
+    };
+    let send = |datagram: &[u8]| {
+        raw.send_to(datagram, port).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let (n, _) = raw.recv_from(&mut buf).expect("an answer, not silence");
+        match Message::parse(&buf[..n]).unwrap().body {
+            Body::Error(e) => Some(e.code),
+            _ => None,
+        }
+    };
+    // Claiming tenant 1 with no capability, a made-up one, or another tenant's key.
+    let t2 = key(Principal::Tenant(2));
+    for (i, cap) in [0, 0x1234_5678_9abc_def1, t2.capability(1), t2.capability(2)]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(
+            send(&am(100 + i as u64, 1, cap)),
+            Some(ErrorCode::Unauthorized),
+            "{i}"
+        );
+    }
+    // Tenant 2 with its own capability: tenant 1's offload is still not its.
+    assert_eq!(
+        send(&am(110, 2, t2.capability(2))),
+        Some(ErrorCode::WrongTenant)
+    );
+    // Tenant 1's key, and the admin's, are accepted.
+    let t1 = key(Principal::Tenant(1));
+    assert_eq!(send(&am(111, 1, t1.capability(1))), None);
+    assert_eq!(send(&am(112, 1, key(Principal::Admin).capability(1))), None);
+    assert!(stat(&d, "total.bad_capability") >= 4);
+    still_serving(&mut d);
+}
+
+fn encode_class(id: u64, class: u16, body: Body<'_>) -> Vec<u8> {
+    let m = Message::new(id, class, body);
+    let mut b = vec![0u8; m.buffer_len()];
+    m.emit(&mut b).unwrap();
+    b
+}

@@ -25,6 +25,10 @@ pub const WINDOW_NS: u64 = 60_000_000_000;
 const KEY_LINE: &str = "naam-key";
 /// Domain separation for the MAC input.
 const SEAL_DOMAIN: &[u8] = b"naam-seal-v1\0";
+/// Domain separation for data-path capabilities.
+const CAP_DOMAIN: &[u8] = b"naam-cap-v1\0";
+/// The tenant an admin capability is made for: it stands for every tenant.
+const ANY_TENANT: u32 = u32::MAX;
 
 /// The wall clock in nanoseconds since the Unix epoch: the nonce a sender seals with and the
 /// time a receiver checks it against (0 if the clock is before 1970).
@@ -158,6 +162,26 @@ impl Credential {
         m
     }
 
+    /// The data-path capability this credential presents for `tenant` (docs/security.md): 64
+    /// bits of an HMAC of the tenant id under the secret, so only a key holder can make it and
+    /// the server checks it with one compare. A tenant's key makes its own tenant's; the
+    /// admin's one capability ([`ANY_TENANT`]) stands for every tenant.
+    pub fn capability(&self, tenant: u32) -> u64 {
+        let t = match self.principal {
+            Principal::Admin => ANY_TENANT,
+            Principal::Tenant(_) => tenant,
+        };
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+        m.update(CAP_DOMAIN);
+        m.update(&t.to_le_bytes());
+        let mac = m.finalize().into_bytes();
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&mac[..8]);
+        // Never 0, the value of "no capability".
+        u64::from_le_bytes(w) | 1
+    }
+
     /// Whether `mac` is the MAC of (`nonce`, `inner`), compared in constant time.
     pub fn verify(&self, nonce: u64, inner: &[u8], mac: &[u8; MAC_LEN]) -> bool {
         self.hmac(nonce, inner).verify_slice(mac).is_ok()
@@ -236,6 +260,48 @@ impl Keyring {
 
     pub fn iter(&self) -> impl Iterator<Item = &Credential> {
         self.keys.iter()
+    }
+}
+
+/// What the data path accepts: for each tenant with a key, that key's capability, and the
+/// admin's for every tenant. Built at setup from the keyring; [`Capabilities::check`] is a
+/// binary search over the tenants and two compares, with no allocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// (tenant, its capability), sorted by tenant.
+    tenants: Vec<(u32, u64)>,
+    admin: Option<u64>,
+}
+
+impl Capabilities {
+    pub fn from_keyring(keys: &Keyring) -> Capabilities {
+        let mut tenants: Vec<(u32, u64)> = keys
+            .iter()
+            .filter_map(|k| match k.principal {
+                Principal::Tenant(t) => Some((t, k.capability(t))),
+                Principal::Admin => None,
+            })
+            .collect();
+        tenants.sort_unstable();
+        Capabilities {
+            tenants,
+            admin: keys.of(Principal::Admin).map(|k| k.capability(ANY_TENANT)),
+        }
+    }
+
+    /// Whether `capability` lets its sender act for `tenant`.
+    #[inline]
+    pub fn check(&self, tenant: u32, capability: u64) -> bool {
+        if capability == 0 {
+            return false;
+        }
+        if self.admin == Some(capability) {
+            return true;
+        }
+        match self.tenants.binary_search_by_key(&tenant, |e| e.0) {
+            Ok(i) => self.tenants[i].1 == capability,
+            Err(_) => false,
+        }
     }
 }
 
@@ -526,6 +592,36 @@ mod tests {
             Err(Refusal::Expired)
         );
         assert!(open(&mut g, &fifth, NOW + WINDOW_NS + 5).unwrap().1);
+    }
+
+    #[test]
+    fn capabilities_prove_the_tenant_and_the_admin_one_stands_for_all() {
+        let admin = key(0, Principal::Admin);
+        let t1 = key(7, Principal::Tenant(1));
+        let t2 = key(8, Principal::Tenant(2));
+        let caps = Capabilities::from_keyring(
+            &Keyring::new(vec![admin.clone(), t1.clone(), t2.clone()]).unwrap(),
+        );
+        assert!(caps.check(1, t1.capability(1)));
+        assert!(
+            !caps.check(2, t1.capability(1)),
+            "tenant 1's is not tenant 2's"
+        );
+        assert!(
+            !caps.check(2, t1.capability(2)),
+            "a key makes only its own tenant's"
+        );
+        assert!(caps.check(2, t2.capability(2)));
+        for t in [1, 2, 99] {
+            assert!(
+                caps.check(t, admin.capability(t)),
+                "the admin's, for tenant {t}"
+            );
+        }
+        assert!(!caps.check(1, 0));
+        assert!(!caps.check(1, t1.capability(1) ^ 2));
+        let forged = Credential::new(7, Principal::Tenant(1), [1; SECRET_LEN]);
+        assert!(!caps.check(1, forged.capability(1)));
     }
 
     #[test]

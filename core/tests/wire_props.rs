@@ -326,6 +326,8 @@ fn with_message<R>(
         } => Body::AmRequest(AmRequestRepr {
             offload: *offload,
             tenant: *tenant,
+            // Derived from the other fields: every bit pattern round-trips the same way.
+            capability: u64::from(*offload).rotate_left(17) ^ u64::from(*tenant),
             flags: if *exec_hint {
                 AmFlags::EXEC_HINT
             } else {

@@ -308,3 +308,36 @@ fn loss_injection_drops_every_nth_datagram_each_way_and_counts_it() {
     port.set_loss(LossInjection::default());
     assert_eq!(port.tx_burst(&out).unwrap(), 8);
 }
+
+#[test]
+fn kernel_receive_drops_are_read_and_counted() {
+    let mut port = UdpPort::bind(SocketAddrV4::new(LOOPBACK, 0), 1).unwrap();
+    let to = port.local_addr();
+    // A tiny receive buffer, filled while nobody reads: the kernel drops the rest.
+    socket2::SockRef::from(port.socket(0).unwrap())
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    let c = client();
+    for _ in 0..500 {
+        c.send_to(&[0x5a; 1000], to).unwrap();
+    }
+    port.read_kernel_drops();
+    let dropped = port.stats().drops(DropReason::KernelRx);
+    assert!(
+        dropped > 0,
+        "the kernel dropped some of 500 datagrams: {dropped}"
+    );
+    // What it kept still arrives; together they account for every datagram sent.
+    let mut batch = PacketBatch::with_capacity(64);
+    let mut got = 0;
+    loop {
+        batch.clear();
+        let n = port.rx_burst(&mut batch).unwrap();
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    port.read_kernel_drops();
+    assert_eq!(got + port.stats().drops(DropReason::KernelRx), 500);
+}

@@ -4,6 +4,7 @@
 use std::net::SocketAddrV4;
 use std::sync::Arc;
 
+use naam_core::auth::{Capabilities, Credential, Keyring, Principal};
 use naam_core::elf::load_program;
 use naam_core::helpers::hash64;
 use naam_core::pool::{OffloadSpec, Registry};
@@ -188,7 +189,13 @@ fn rig_with(ring_slots: u32, slots: usize) -> Rig {
         registry.register_as(id, spec, prog).unwrap();
     }
     let switch = SoftSwitch::new(BASE, CLASSES, Target::NicQueue(0));
-    let shared = Shared::new(registry, switch.table(), CLASSES);
+    let keys = Keyring::new(vec![tenant_key()]).unwrap();
+    let shared = Shared::new(
+        registry,
+        switch.table(),
+        CLASSES,
+        Capabilities::from_keyring(&keys),
+    );
     shared.regions.publish(link.region_table());
     let stats = Arc::new(WorkerStats::new(CLASSES));
     let worker = Worker::new(cfg, shared.clone(), stats.clone());
@@ -205,6 +212,15 @@ fn rig_with(ring_slots: u32, slots: usize) -> Rig {
         stats,
         now: naam_link::now_ns(),
     }
+}
+
+/// Tenant 1's key: its active messages carry [`cap`].
+fn tenant_key() -> Credential {
+    Credential::new(1, Principal::Tenant(1), [0x31; 32])
+}
+
+fn cap() -> u64 {
+    tenant_key().capability(1)
 }
 
 fn rig() -> Rig {
@@ -244,6 +260,7 @@ impl Rig {
             Body::AmRequest(AmRequestRepr {
                 offload,
                 tenant: 1,
+                capability: cap(),
                 flags,
                 args,
             }),
@@ -768,6 +785,7 @@ fn wrong_class_unknown_offload_and_wrong_tenant_are_refused() {
         Body::AmRequest(AmRequestRepr {
             offload: RECORD,
             tenant: 1,
+            capability: cap(),
             flags: AmFlags::empty(),
             args: ARGS0,
         }),
@@ -789,6 +807,7 @@ fn wrong_class_unknown_offload_and_wrong_tenant_are_refused() {
         Body::AmRequest(AmRequestRepr {
             offload: RECORD,
             tenant: 2,
+            capability: cap(),
             flags: AmFlags::empty(),
             args: ARGS0,
         }),
@@ -824,6 +843,7 @@ fn malformed_floods_leave_the_worker_serving() {
             Body::AmRequest(AmRequestRepr {
                 offload: RECORD,
                 tenant: 1,
+                capability: cap(),
                 flags: AmFlags::empty(),
                 args: ARGS0,
             }),
@@ -900,6 +920,7 @@ fn foreign_version_is_answered_with_bad_version() {
         Body::AmRequest(AmRequestRepr {
             offload: RECORD,
             tenant: 1,
+            capability: cap(),
             flags: AmFlags::empty(),
             args: ARGS0,
         }),

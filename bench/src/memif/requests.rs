@@ -37,6 +37,9 @@ pub struct TableSpec {
     /// With values `value_for(seed, i)` of this many bytes.
     pub value_size: usize,
     pub seed: u64,
+    /// The data-path capability the requests carry (docs/security.md); 0 for echo runs,
+    /// whose servers check nothing.
+    pub capability: u64,
 }
 
 impl TableSpec {
@@ -53,6 +56,7 @@ impl TableSpec {
             keys,
             value_size,
             seed: 1,
+            capability: 0,
         }
     }
 
@@ -74,6 +78,7 @@ impl TableSpec {
             keys: get("keys")?,
             value_size: get("value_size")? as usize,
             seed: get("seed")?,
+            capability: 0,
         })
     }
 
@@ -125,6 +130,7 @@ impl RequestSet {
                 Body::AmRequest(AmRequestRepr {
                     offload: MICA_GET_OFFLOAD,
                     tenant: TENANT,
+                    capability: table.capability,
                     flags: AmFlags::empty(),
                     args: args.as_bytes(),
                 }),

@@ -8,7 +8,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use naam_client::deploy::{Binaries, DeployConfig, Deployment};
-use naam_client::Client;
 use naam_core::wire::Location;
 
 use super::drive::{DriveConfig, GenReport};
@@ -551,13 +550,19 @@ fn naam_server(cfg: &BenchConfig, kind: RunKind) -> RunResult {
     if let Some(pid) = d.host_pid() {
         pin_process(pid, cfg.gen_core)?;
     }
-    let mut client = Client::connect(d.data_addr(), Some(d.control_addr()))
+    let mut client = d
+        .client(naam_client::ClientConfig::default())
         .map_err(|e| format!("client: {e}"))?;
-    let table = TableSpec::from_describe(
+    let mut table = TableSpec::from_describe(
         &client
             .describe(0, "mica")
             .map_err(|e| format!("describe(mica): {e}"))?,
     )?;
+    table.capability = client
+        .config()
+        .credential
+        .as_ref()
+        .map_or(0, |k| k.capability(naam_client::bundled::TENANT));
     // The dataplane's counters are best effort: a loaded machine may time the request out.
     let before = client.server_stats(0);
     let expect = Expect::Value {

@@ -1,7 +1,9 @@
 //! Active messages: a request that names an offload and carries its arguments, and the reply
 //! with its output, where it ran, and possibly a placement hint.
 
-use super::{at_most, exact, get_u16, get_u32, set_u16, set_u32, zero, WireError};
+use super::{
+    at_most, exact, get_u16, get_u32, get_u64, set_u16, set_u32, set_u64, zero, WireError,
+};
 use crate::abi::{ARGS_MAX, OUT_MAX};
 
 /// Where a message executed, or where a placement hint sends a class.
@@ -74,9 +76,10 @@ mod req {
 
     pub const OFFLOAD: Field = 0..4;
     pub const TENANT: Field = 4..8;
-    pub const FLAGS: Field = 8..10;
-    pub const ARGS_LEN: Field = 10..12;
-    pub const ARGS: usize = 12;
+    pub const CAPABILITY: Field = 8..16;
+    pub const FLAGS: Field = 16..18;
+    pub const ARGS_LEN: Field = 18..20;
+    pub const ARGS: usize = 20;
 }
 
 /// A view of an active-message request payload.
@@ -121,6 +124,10 @@ impl<T: AsRef<[u8]>> AmRequestPacket<T> {
         get_u32(self.buffer.as_ref(), req::TENANT)
     }
 
+    pub fn capability(&self) -> u64 {
+        get_u64(self.buffer.as_ref(), req::CAPABILITY)
+    }
+
     pub fn flags(&self) -> u16 {
         get_u16(self.buffer.as_ref(), req::FLAGS)
     }
@@ -146,6 +153,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> AmRequestPacket<T> {
         set_u32(self.buffer.as_mut(), req::TENANT, v);
     }
 
+    pub fn set_capability(&mut self, v: u64) {
+        set_u64(self.buffer.as_mut(), req::CAPABILITY, v);
+    }
+
     pub fn set_flags(&mut self, v: u16) {
         set_u16(self.buffer.as_mut(), req::FLAGS, v);
     }
@@ -166,6 +177,9 @@ pub struct AmRequestRepr<'a> {
     pub offload: u32,
     /// The tenant the client acts for; the server rejects it unless it owns the offload.
     pub tenant: u32,
+    /// Proves the sender may act for `tenant`: the capability the server derives from the
+    /// tenant's (or the admin's) key (`auth::Credential::capability`, docs/security.md).
+    pub capability: u64,
     pub flags: AmFlags,
     /// At most [`ARGS_MAX`] bytes, copied into the handler's context.
     pub args: &'a [u8],
@@ -183,6 +197,7 @@ impl<'a> AmRequestRepr<'a> {
         let repr = Self {
             offload: packet.offload(),
             tenant: packet.tenant(),
+            capability: packet.capability(),
             flags,
             args: packet.args(),
         };
@@ -204,6 +219,7 @@ impl<'a> AmRequestRepr<'a> {
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut AmRequestPacket<T>) {
         packet.set_offload(self.offload);
         packet.set_tenant(self.tenant);
+        packet.set_capability(self.capability);
         packet.set_flags(self.flags.bits());
         packet.set_args_len(self.args.len() as u16);
         packet.args_mut().copy_from_slice(self.args);

@@ -90,6 +90,7 @@ fn samples() -> Vec<Message<'static>> {
         Body::AmRequest(AmRequestRepr {
             offload: 5,
             tenant: 7,
+            capability: 0x0102_0304_0506_0708,
             flags: AmFlags::EXEC_HINT,
             args: b"key-0001",
         }),
@@ -270,12 +271,19 @@ fn am_request_golden_bytes() {
     let r = AmRequestRepr {
         offload: 0x01020304,
         tenant: 5,
+        capability: 0x1122_3344_5566_7788,
         flags: AmFlags::EXEC_HINT,
         args: &[0xee, 0xff],
     };
-    let mut buf = [0u8; 14];
+    let mut buf = [0u8; 22];
     r.emit(&mut AmRequestPacket::new_unchecked(&mut buf[..]));
-    assert_eq!(buf, [4, 3, 2, 1, 5, 0, 0, 0, 1, 0, 2, 0, 0xee, 0xff]);
+    assert_eq!(
+        buf,
+        [
+            4, 3, 2, 1, 5, 0, 0, 0, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 1, 0, 2, 0,
+            0xee, 0xff
+        ]
+    );
 }
 
 #[test]
@@ -521,6 +529,7 @@ fn per_field_maxima() {
         Body::AmRequest(AmRequestRepr {
             offload: 1,
             tenant: 0,
+            capability: 0,
             flags: AmFlags::empty(),
             args: &big,
         }),
@@ -535,7 +544,7 @@ fn per_field_maxima() {
         })
     );
     // Hand-built bytes with too many args are rejected by the parser too.
-    let mut raw = vec![0u8; 12 + ARGS_MAX + 1];
+    let mut raw = vec![0u8; 20 + ARGS_MAX + 1];
     AmRequestPacket::new_unchecked(&mut raw[..]).set_args_len((ARGS_MAX + 1) as u16);
     assert!(matches!(
         Body::parse(Kind::AmRequest, &raw),

@@ -39,11 +39,14 @@ pub enum DropReason {
     InjectedRx,
     /// Dropped on transmit by the loss injection of tests (`--drop-tx-every`).
     InjectedTx,
+    /// Dropped by the kernel before the worker saw it: the socket's receive buffer was full
+    /// (its `SO_MEMINFO` drop counter, read every so often).
+    KernelRx,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 18;
 
     /// Every reason, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -64,6 +67,7 @@ impl DropReason {
         DropReason::RxError,
         DropReason::InjectedRx,
         DropReason::InjectedTx,
+        DropReason::KernelRx,
     ];
 
     /// A short stable name (for stats output).
@@ -86,6 +90,7 @@ impl DropReason {
             DropReason::RxError => "rx_error",
             DropReason::InjectedRx => "injected_rx",
             DropReason::InjectedTx => "injected_tx",
+            DropReason::KernelRx => "kernel_rx",
         }
     }
 }

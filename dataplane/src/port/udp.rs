@@ -22,6 +22,12 @@ const CHUNK: usize = 32;
 const EVENTS: usize = 64;
 /// Attempts at finding a free range of consecutive ports when the base port is 0.
 const BIND_ATTEMPTS: usize = 32;
+/// `SO_MEMINFO` (the asm-generic value, as on x86_64 and aarch64; not in the libc crate for
+/// these targets): the socket's memory counters, among them `SK_MEMINFO_DROPS`.
+const SO_MEMINFO: libc::c_int = 55;
+/// Receive bursts between two readings of the kernel's drop counters (one system call per
+/// socket; a busy worker makes tens of thousands of bursts a second).
+const KERNEL_DROPS_EVERY: u32 = 1024;
 
 /// A port on kernel UDP sockets, one per steering class.
 pub struct UdpPort {
@@ -31,6 +37,9 @@ pub struct UdpPort {
     epoll: Option<OwnedFd>,
     stats: PortStats,
     loss: LossInjection,
+    /// Each socket's kernel drop counter when last read, and bursts since.
+    kernel_drops: Vec<u32>,
+    bursts: u32,
 }
 
 /// Deterministic packet loss for tests of retransmission and de-duplication: every `N`th
@@ -105,6 +114,26 @@ fn from_sockaddr(s: &libc::sockaddr_in) -> SocketAddrV4 {
     )
 }
 
+/// The kernel's count of datagrams it dropped on `sock` for want of receive buffer space
+/// (`SK_MEMINFO_DROPS` of `SO_MEMINFO`; it wraps at 2^32); `None` if the kernel will not say.
+fn kernel_drops(sock: &UdpSocket) -> Option<u32> {
+    let mut info = [0u32; 16]; // SK_MEMINFO_VARS is 9 today
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `sock` is an open socket; `info` is writable for `len` bytes, and the kernel
+    // writes at most `len` bytes and stores the length it wrote in `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    let at = libc::SK_MEMINFO_DROPS as usize;
+    (rc == 0 && len as usize >= (at + 1) * 4).then(|| info[at])
+}
+
 impl UdpPort {
     /// Binds `classes` sockets on `addr.port() ..`, non-blocking. With port 0, a free range of
     /// consecutive ports is picked (for tests and clients).
@@ -141,13 +170,31 @@ impl UdpPort {
         } else {
             None
         };
+        // Drops from before this port existed (a socket reused) are not ours.
+        let kernel_drops = sockets
+            .iter()
+            .map(|s| kernel_drops(s).unwrap_or(0))
+            .collect();
         Ok(UdpPort {
             sockets,
             base: SocketAddrV4::new(*addr.ip(), base_port),
             epoll,
             stats: PortStats::default(),
             loss: LossInjection::default(),
+            kernel_drops,
+            bursts: 0,
         })
+    }
+
+    /// Adds what the kernel dropped on each socket since the last reading to the counters.
+    pub fn read_kernel_drops(&mut self) {
+        for (s, last) in self.sockets.iter().zip(self.kernel_drops.iter_mut()) {
+            if let Some(now) = kernel_drops(s) {
+                let new = now.wrapping_sub(*last);
+                *last = now;
+                self.stats.count_drops(DropReason::KernelRx, u64::from(new));
+            }
+        }
     }
 
     /// Turns loss injection on (or off, with zeros): for tests only.
@@ -409,6 +456,11 @@ impl UdpPort {
 
 impl Port for UdpPort {
     fn rx_burst(&mut self, batch: &mut PacketBatch) -> Result<usize, PortError> {
+        self.bursts += 1;
+        if self.bursts >= KERNEL_DROPS_EVERY {
+            self.bursts = 0;
+            self.read_kernel_drops();
+        }
         let Some(ep) = &self.epoll else {
             return Ok(self.recv_socket(0, batch));
         };

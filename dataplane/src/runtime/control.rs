@@ -583,7 +583,12 @@ mod tests {
 
     fn plane() -> ControlPlane {
         let mut switch = SoftSwitch::new(7000, 8, Target::NicQueue(0));
-        let shared = Shared::new(Registry::new(), switch.table(), 8);
+        let shared = Shared::new(
+            Registry::new(),
+            switch.table(),
+            8,
+            naam_core::auth::Capabilities::default(),
+        );
         let monitor = Monitor::new(MonitorConfig::default(), 7000, 8, &mut switch).unwrap();
         let workers = vec![Arc::new(WorkerStats::new(8)), Arc::new(WorkerStats::new(8))];
         let host = HostControl::new(

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use naam_core::abi::DATA_SIZE;
-use naam_core::auth::{Gate, Keyring};
+use naam_core::auth::{Capabilities, Gate, Keyring};
 use naam_core::elf::load_program;
 use naam_core::exec::DEFAULT_MAX_STEPS;
 use naam_core::pool::{OffloadSpec, Registry};
@@ -150,8 +150,9 @@ pub enum SetupError {
 /// Control requests remembered per time window (docs/security.md).
 const CONTROL_NONCES: usize = 4096;
 
-/// The gate of the control port, over the host agent's key file.
-fn control_gate(cfg: &RuntimeConfig) -> Result<Gate, SetupError> {
+/// The host agent's key file: the control port's gate opens with it, and active messages'
+/// capabilities are checked against it.
+fn load_keys(cfg: &RuntimeConfig) -> Result<Keyring, SetupError> {
     let path = cfg
         .credentials
         .clone()
@@ -161,8 +162,7 @@ fn control_gate(cfg: &RuntimeConfig) -> Result<Gate, SetupError> {
         reason,
     };
     let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
-    let keys = Keyring::parse(&text).map_err(|e| fail(e.to_string()))?;
-    Ok(Gate::new(keys, CONTROL_NONCES))
+    Keyring::parse(&text).map_err(|e| fail(e.to_string()))
 }
 
 /// One bundled offload: id, name, class, read-only, its verified program (or why not).
@@ -328,7 +328,7 @@ impl Runtime {
             });
         }
         // The host agent wrote its key file before it served the link.
-        let gate = control_gate(&cfg)?;
+        let keys = load_keys(&cfg)?;
         let registry = Registry::new();
         register_bundled(&registry, cfg.classes, &cfg.verifier);
 
@@ -393,7 +393,12 @@ impl Runtime {
         }
         let data_addr = base.ok_or_else(|| SetupError::Port("no worker".into()))?;
         let mut switch = SoftSwitch::new(data_addr.port(), cfg.classes, Target::NicQueue(0));
-        let shared = Shared::new(registry, switch.table(), cfg.classes);
+        let shared = Shared::new(
+            registry,
+            switch.table(),
+            cfg.classes,
+            Capabilities::from_keyring(&keys),
+        );
         shared.regions.publish(link.region_table());
         shared.link_generation.store(1, Ordering::Release);
         let monitor = Monitor::new(cfg.monitor, data_addr.port(), cfg.classes, &mut switch)?;
@@ -433,7 +438,7 @@ impl Runtime {
             cfg.verifier,
             cfg.engine,
             cfg.classes,
-            gate,
+            Gate::new(keys, CONTROL_NONCES),
         );
         let ctl_shared = shared.clone();
         let ctl_cfg = cfg.clone();

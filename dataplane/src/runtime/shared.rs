@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use naam_core::auth::Capabilities;
 use naam_core::pool::Registry;
 use naam_core::region::RegionTable;
 
@@ -80,6 +81,8 @@ pub struct Shared {
     /// memory stays in use; host-bound messages run on the NIC, control requests that need
     /// the host agent are refused at once. Set by the control thread.
     pub host_suspect: AtomicBool,
+    /// The capabilities active messages must carry (from the host agent's key file).
+    pub capabilities: Capabilities,
     /// Bumped when the monitor has connected a new link; worker threads then take their queue
     /// pair from it.
     pub link_generation: AtomicU64,
@@ -91,7 +94,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(registry: Arc<Registry>, steering: Arc<SoftTable>, classes: u16) -> Arc<Shared> {
+    pub fn new(
+        registry: Arc<Registry>,
+        steering: Arc<SoftTable>,
+        classes: u16,
+        capabilities: Capabilities,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             registry,
             steering,
@@ -99,6 +107,7 @@ impl Shared {
             regions: RegionsCell::default(),
             host_up: AtomicBool::new(true),
             host_suspect: AtomicBool::new(false),
+            capabilities,
             link_generation: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             nic_congest_until_ns: AtomicU64::new(0),

@@ -86,6 +86,8 @@ pub struct WorkerStats {
     pub one_sided_ops: AtomicU64,
     /// One-sided ops refused for a wrong region key.
     pub bad_key: AtomicU64,
+    /// Active messages refused for a capability that does not prove their tenant.
+    pub bad_capability: AtomicU64,
     /// Duplicates answered from the reply cache.
     pub dup_replayed: AtomicU64,
     /// Requests with the RETRANSMIT flag.
@@ -139,6 +141,7 @@ impl WorkerStats {
             one_sided: AtomicU64::new(0),
             one_sided_ops: AtomicU64::new(0),
             bad_key: AtomicU64::new(0),
+            bad_capability: AtomicU64::new(0),
             dup_replayed: AtomicU64::new(0),
             retransmits: AtomicU64::new(0),
             hints: AtomicU64::new(0),
@@ -236,6 +239,7 @@ impl WorkerStats {
             ("one_sided".into(), l(&self.one_sided)),
             ("one_sided_ops".into(), l(&self.one_sided_ops)),
             ("bad_key".into(), l(&self.bad_key)),
+            ("bad_capability".into(), l(&self.bad_capability)),
             ("dup_replayed".into(), l(&self.dup_replayed)),
             ("retransmits".into(), l(&self.retransmits)),
             ("hints".into(), l(&self.hints)),

@@ -718,6 +718,17 @@ impl Worker {
                 false,
             );
         }
+        // The tenant is named by the sender; the capability proves it (docs/security.md).
+        if !self.shared.capabilities.check(req.tenant, req.capability) {
+            bump(&self.stats.bad_capability, 1);
+            return self.send_error(
+                port,
+                info,
+                ErrorCode::Unauthorized,
+                "the capability does not prove the tenant (seal with the tenant's key)",
+                false,
+            );
+        }
         let target = self
             .shared
             .steering

@@ -169,6 +169,7 @@ pub fn record_request(id: u64) -> Message<'static> {
         Body::AmRequest(AmRequestRepr {
             offload: 5,
             tenant: 1,
+            capability: admin().capability(1),
             flags: AmFlags::empty(),
             args: ARGS,
         }),

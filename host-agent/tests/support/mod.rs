@@ -193,6 +193,8 @@ pub fn am(request_id: u64, offload: u32, class: u16, tenant: u32, args: &[u8]) -
         Body::AmRequest(AmRequestRepr {
             offload,
             tenant,
+            // The host agent takes AMs only from its dataplane, which checked this.
+            capability: 0,
             flags: AmFlags::empty(),
             args,
         }),
