@@ -1,8 +1,10 @@
 //! The reply cache that makes mutations happen at most once per request id
 //! (docs/protocol.md, "De-duplication"). Keyed by (client address, request id). Fixed size,
 //! allocated once: `sets × WAYS` entries, each with room for one reply packet; a new key
-//! evicts the oldest entry of its set (so "oldest" is per set, which bounds the work per
-//! lookup to `WAYS` compares).
+//! evicts the oldest *completed* entry of its set (so "oldest" is per set, which bounds the
+//! work per lookup to `WAYS` compares). An entry in progress is never evicted (its
+//! retransmission would run the mutation again): when a set holds only those, the new
+//! request is refused ([`Begin::Full`]; the worker answers `busy`).
 
 use std::net::SocketAddrV4;
 
@@ -44,6 +46,18 @@ pub enum Seen<'a> {
     InProgress,
     /// Completed: send this reply again.
     Done(&'a [u8]),
+}
+
+/// What [`ReplyCache::begin`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begin {
+    /// Remembered in a free entry (or the request's own).
+    Started,
+    /// Remembered in place of the oldest completed entry of its set: a retransmission of
+    /// that one would now run again (counted, `dedup_evicted`).
+    Evicted,
+    /// Every entry of its set is in progress: not remembered; do not run the request.
+    Full,
 }
 
 /// A fixed-size reply cache.
@@ -103,23 +117,32 @@ impl ReplyCache {
         }
     }
 
-    /// Remembers that the request is being executed.
-    pub fn begin(&mut self, client: SocketAddrV4, request_id: u64) {
+    /// Remembers that the request is being executed, in a free entry, else in place of the
+    /// oldest completed one of its set; never in place of one in progress.
+    #[must_use]
+    pub fn begin(&mut self, client: SocketAddrV4, request_id: u64) -> Begin {
         if self.sets == 0 {
-            return;
+            return Begin::Started;
         }
         let c = client_key(client);
-        self.seq += 1;
-        let i = match self.find(c, request_id) {
-            Some(i) => i,
-            None => self
-                .set_of(c, request_id)
-                .min_by_key(|&i| match self.entries[i].state {
-                    State::Empty => 0,
-                    _ => self.entries[i].seq,
-                })
-                .unwrap_or(0),
+        let (i, outcome) = match self.find(c, request_id) {
+            Some(i) => (i, Begin::Started),
+            None => {
+                let victim = self
+                    .set_of(c, request_id)
+                    .filter(|&i| self.entries[i].state != State::InProgress)
+                    .min_by_key(|&i| match self.entries[i].state {
+                        State::Empty => 0,
+                        _ => self.entries[i].seq,
+                    });
+                match victim {
+                    None => return Begin::Full,
+                    Some(i) if self.entries[i].state == State::Empty => (i, Begin::Started),
+                    Some(i) => (i, Begin::Evicted),
+                }
+            }
         };
+        self.seq += 1;
         self.entries[i] = Entry {
             client: c,
             request_id,
@@ -127,6 +150,7 @@ impl ReplyCache {
             seq: self.seq,
             len: 0,
         };
+        outcome
     }
 
     /// Stores the reply of a request begun earlier (ignored if it was evicted meanwhile, or
@@ -165,7 +189,7 @@ mod tests {
     fn remembers_in_progress_then_done_then_forgets() {
         let mut c = ReplyCache::new(64);
         assert_eq!(c.lookup(addr(1), 7), Seen::New);
-        c.begin(addr(1), 7);
+        assert_eq!(c.begin(addr(1), 7), Begin::Started);
         assert_eq!(c.lookup(addr(1), 7), Seen::InProgress);
         assert_eq!(c.lookup(addr(2), 7), Seen::New, "other client, same id");
         c.complete(addr(1), 7, b"reply");
@@ -178,7 +202,7 @@ mod tests {
     fn evicts_oldest_when_full_and_stays_bounded() {
         let mut c = ReplyCache::new(16);
         for id in 0..1000u64 {
-            c.begin(addr(1), id);
+            assert_ne!(c.begin(addr(1), id), Begin::Full);
             c.complete(addr(1), id, &id.to_le_bytes());
         }
         let kept = (0..1000u64)
@@ -193,9 +217,29 @@ mod tests {
     }
 
     #[test]
+    fn entries_in_progress_are_never_evicted() {
+        let mut c = ReplyCache::new(WAYS); // one set
+        for id in 0..WAYS as u64 {
+            assert_eq!(c.begin(addr(1), id), Begin::Started);
+        }
+        // The set is full of requests in progress: the next one is refused, and every
+        // in-progress entry is still there to catch its retransmission.
+        assert_eq!(c.begin(addr(1), 100), Begin::Full);
+        for id in 0..WAYS as u64 {
+            assert_eq!(c.lookup(addr(1), id), Seen::InProgress);
+        }
+        // One completes: it is the one the next request replaces, and that is reported.
+        c.complete(addr(1), 3, b"three");
+        assert_eq!(c.begin(addr(1), 100), Begin::Evicted);
+        assert_eq!(c.lookup(addr(1), 3), Seen::New);
+        assert_eq!(c.lookup(addr(1), 100), Seen::InProgress);
+        assert_eq!(c.lookup(addr(1), 0), Seen::InProgress);
+    }
+
+    #[test]
     fn zero_capacity_keeps_nothing() {
         let mut c = ReplyCache::new(0);
-        c.begin(addr(1), 1);
+        assert_eq!(c.begin(addr(1), 1), Begin::Started);
         c.complete(addr(1), 1, b"x");
         assert_eq!(c.lookup(addr(1), 1), Seen::New);
     }

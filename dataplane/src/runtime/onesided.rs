@@ -78,8 +78,8 @@ impl Worker {
         let Some(i) = self.alloc_slot(info, SlotKind::OneSided) else {
             return self.send_error(port, info, ErrorCode::Busy, "no free slot", false);
         };
-        if dedup {
-            self.cache.begin(info.peer.remote, info.request_id);
+        if dedup && !self.begin_dedup(port, info, i) {
+            return;
         }
         let base = (i * DATA_SIZE) as u64;
         let mut cursor = 0u32;

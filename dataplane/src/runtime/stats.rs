@@ -90,6 +90,10 @@ pub struct WorkerStats {
     pub bad_capability: AtomicU64,
     /// Duplicates answered from the reply cache.
     pub dup_replayed: AtomicU64,
+    /// Completed mutations forgotten to make room (a retransmission of one would run again).
+    pub dedup_evicted: AtomicU64,
+    /// Mutations refused (`busy`) because the reply cache held only requests in progress.
+    pub dedup_full: AtomicU64,
     /// Requests with the RETRANSMIT flag.
     pub retransmits: AtomicU64,
     /// Replies with a placement hint.
@@ -143,6 +147,8 @@ impl WorkerStats {
             bad_key: AtomicU64::new(0),
             bad_capability: AtomicU64::new(0),
             dup_replayed: AtomicU64::new(0),
+            dedup_evicted: AtomicU64::new(0),
+            dedup_full: AtomicU64::new(0),
             retransmits: AtomicU64::new(0),
             hints: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
@@ -241,6 +247,8 @@ impl WorkerStats {
             ("bad_key".into(), l(&self.bad_key)),
             ("bad_capability".into(), l(&self.bad_capability)),
             ("dup_replayed".into(), l(&self.dup_replayed)),
+            ("dedup_evicted".into(), l(&self.dedup_evicted)),
+            ("dedup_full".into(), l(&self.dedup_full)),
             ("retransmits".into(), l(&self.retransmits)),
             ("hints".into(), l(&self.hints)),
             ("busy_ns".into(), l(&self.busy_ns)),

@@ -31,7 +31,7 @@ use naam_core::wire::{
 };
 use naam_link::{Completion, CompletionStatus, Link, LinkError, RemoteAddr, MSG_MAX};
 
-use super::dedup::{ReplyCache, Seen};
+use super::dedup::{Begin, ReplyCache, Seen};
 use super::shared::Shared;
 use super::stats::{bump, Dropped, WorkerStats};
 use crate::port::{Packet, PacketBatch, Peer, Port, MAX_PAYLOAD};
@@ -658,6 +658,27 @@ impl Worker {
         self.send_error(port, &info, code, d.as_str(), false);
     }
 
+    /// Remembers a mutation as in progress before it runs, in slot `slot`. False when the
+    /// reply cache has no room that would not forget a request still in progress: the slot
+    /// is freed and the request refused with `busy` (counted `dedup_full`), never run
+    /// unremembered.
+    pub(super) fn begin_dedup<P: Port>(&mut self, port: &mut P, info: &ReqInfo, slot: usize) -> bool {
+        match self.cache.begin(info.peer.remote, info.request_id) {
+            Begin::Started => true,
+            Begin::Evicted => {
+                bump(&self.stats.dedup_evicted, 1);
+                true
+            }
+            Begin::Full => {
+                bump(&self.stats.dedup_full, 1);
+                self.free_slot(slot);
+                let d = "reply cache full of requests in progress";
+                self.send_error(port, info, ErrorCode::Busy, d, false);
+                false
+            }
+        }
+    }
+
     /// Checks the reply cache for a request that is de-duplicated; true if it was handled
     /// (replayed or dropped as in progress).
     pub(super) fn replayed<P: Port>(&mut self, port: &mut P, info: &ReqInfo) -> bool {
@@ -760,6 +781,9 @@ impl Worker {
                 let Some(i) = self.alloc_slot(info, SlotKind::Am) else {
                     return self.send_error(port, info, ErrorCode::Busy, "no free slot", false);
                 };
+                if dedup && !self.begin_dedup(port, info, i) {
+                    return;
+                }
                 let s = &mut self.slots[i];
                 s.offload = req.offload;
                 s.tenant = tenant;
@@ -768,9 +792,6 @@ impl Worker {
                 s.dedup = dedup;
                 s.state = SlotState::Ops;
                 s.ctx.start(req.args);
-                if dedup {
-                    self.cache.begin(info.peer.remote, info.request_id);
-                }
                 self.advance(i, port, link);
             }
         }
@@ -808,6 +829,10 @@ impl Worker {
         let Some(i) = self.alloc_slot(info, SlotKind::Am) else {
             return self.send_error(port, info, ErrorCode::Busy, "no free slot", false);
         };
+        // Remembered before it leaves: the host may answer before this returns.
+        if dedup && !self.begin_dedup(port, info, i) {
+            return;
+        }
         let tok = token(i, self.slots[i].generation);
         self.ring_buf[..TOKEN_LEN].copy_from_slice(&tok.to_le_bytes());
         self.ring_buf[TOKEN_LEN..TOKEN_LEN + datagram.len()].copy_from_slice(datagram);
@@ -821,12 +846,13 @@ impl Worker {
                 s.read_only = !dedup;
                 s.exec_hint = exec_hint;
                 bump(&self.stats.forwarded, 1);
-                if dedup {
-                    self.cache.begin(info.peer.remote, info.request_id);
-                }
             }
             Err(e) => {
                 self.free_slot(i);
+                if dedup {
+                    // Not sent: not executed (the error below is a "not executed" code).
+                    self.cache.forget(info.peer.remote, info.request_id);
+                }
                 match e {
                     LinkError::Full { .. } => {
                         bump(&self.stats.ring_full, 1);
