@@ -313,6 +313,9 @@ fn garbage_wrong_keys_and_bad_ops_get_errors_and_counters_and_everything_keeps_s
         "malformed datagrams counted: {s:?}"
     );
     assert!(s["total.bad_key"] >= 2, "{s:?}");
+    // Every refused op is counted by its code, not only the wrong keys.
+    assert!(s["total.op_error.bad_key"] >= 2, "{s:?}");
+    assert!(s["total.op_error.out_of_bounds"] >= 1, "{s:?}");
     assert!(
         s.get("total.error.bad_request").copied().unwrap_or(0) >= 1,
         "{s:?}"

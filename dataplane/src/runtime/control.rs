@@ -67,6 +67,10 @@ pub struct ControlPlane {
     /// Requests that failed inside this process (a bug): answered `Internal`, counted, and the
     /// control thread goes on (it also runs the monitor, the policy and the reconnect).
     failed: u64,
+    /// Requests answered, and error replies by code (indexed like `ErrorCode::ALL`): a
+    /// REGISTER the verifier rejects counts as `invalid_program`.
+    answered: u64,
+    errors: [u64; ErrorCode::ALL.len()],
 }
 
 /// Writes a control reply (an `Internal` error when it cannot be emitted).
@@ -130,12 +134,28 @@ impl ControlPlane {
             gate,
             done: VecDeque::new(),
             failed: 0,
+            answered: 0,
+            errors: [0; ErrorCode::ALL.len()],
         }
     }
 
     /// Answers one control datagram from `from` into `out` (at least `MAX_DATAGRAM` bytes);
-    /// returns the reply length (0: no reply, the datagram was not a request).
+    /// returns the reply length (0: no reply, the datagram was not a request). Every answer
+    /// is counted (`ctl.answered`, `ctl.error.CODE`).
     pub fn handle(&mut self, from: SocketAddr, req: &[u8], out: &mut [u8]) -> usize {
+        let n = self.answer(from, req, out);
+        if n > 0 {
+            self.answered += 1;
+            if let Ok(Body::Error(e)) = Message::parse(&out[..n]).map(|m| m.body) {
+                if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == e.code) {
+                    self.errors[i] += 1;
+                }
+            }
+        }
+        n
+    }
+
+    fn answer(&mut self, from: SocketAddr, req: &[u8], out: &mut [u8]) -> usize {
         let msg = match Message::parse(req) {
             Ok(m) => m,
             Err(e) => return self.malformed(req, e, out),
@@ -443,6 +463,12 @@ impl ControlPlane {
         v.push(("dp.host_up".into(), self.shared.host_up() as u64));
         v.push(("dp.host_suspect".into(), self.shared.host_suspect() as u64));
         v.push(("dp.control_failed".into(), self.failed));
+        v.push(("ctl.answered".into(), self.answered));
+        for (c, n) in ErrorCode::ALL.iter().zip(self.errors) {
+            if n > 0 {
+                v.push((format!("ctl.error.{}", c.name()), n));
+            }
+        }
         v.extend(self.gate.counters());
         v.push((
             "dp.link_generation".into(),
@@ -657,6 +683,9 @@ mod tests {
         assert_eq!(c["auth.refused.unsealed"], 1);
         assert_eq!(c["auth.refused.bad_mac"], 1);
         assert_eq!(c["auth.forbidden"], 1);
+        assert_eq!(c["ctl.error.unauthorized"], 2);
+        assert_eq!(c["ctl.error.forbidden"], 1);
+        assert_eq!(c["ctl.answered"], 3);
         // The admin may, and the tenant may read counters.
         assert_eq!(error_code(&describe(&mut p, "congest-nic:0")), None);
     }

@@ -199,6 +199,9 @@ impl Worker {
         for k in 0..n {
             let r = &os[k];
             let ok = r.error.is_none();
+            if let Some(code) = r.error {
+                self.stats.op_error(code);
+            }
             results[k] = OpResult {
                 kind: r.kind,
                 error: r.error,

@@ -111,6 +111,9 @@ pub struct WorkerStats {
     drops: [AtomicU64; Dropped::COUNT],
     /// Error replies sent, indexed like [`ErrorCode::ALL`].
     errors: [AtomicU64; ErrorCode::ALL.len()],
+    /// One-sided ops refused or failed, by code (inside ONE_SIDED_REPLYs, whose request as a
+    /// whole succeeded).
+    op_errors: [AtomicU64; ErrorCode::ALL.len()],
     /// The port's drops by reason (copied from its `PortStats` after polls that did work).
     port_drops: [AtomicU64; DropReason::COUNT],
     /// Per class: messages received, NIC steps run.
@@ -158,6 +161,7 @@ impl WorkerStats {
             at_host: AtomicU64::new(0),
             drops: Default::default(),
             errors: Default::default(),
+            op_errors: Default::default(),
             port_drops: Default::default(),
             class_msgs: zeros(classes as usize),
             class_steps: zeros(classes as usize),
@@ -173,6 +177,13 @@ impl WorkerStats {
     pub(crate) fn error(&self, code: ErrorCode) {
         if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
             bump(&self.errors[i], 1);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn op_error(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            bump(&self.op_errors[i], 1);
         }
     }
 
@@ -269,10 +280,14 @@ impl WorkerStats {
                 v.push((format!("port_drop.{}", r.name()), n));
             }
         }
-        for c in ErrorCode::ALL {
-            let n = self.errors(c);
+        for (i, c) in ErrorCode::ALL.iter().enumerate() {
+            let n = self.errors[i].load(Ordering::Relaxed);
             if n > 0 {
                 v.push((format!("error.{}", c.name()), n));
+            }
+            let n = self.op_errors[i].load(Ordering::Relaxed);
+            if n > 0 {
+                v.push((format!("op_error.{}", c.name()), n));
             }
         }
         v

@@ -662,7 +662,12 @@ impl Worker {
     /// reply cache has no room that would not forget a request still in progress: the slot
     /// is freed and the request refused with `busy` (counted `dedup_full`), never run
     /// unremembered.
-    pub(super) fn begin_dedup<P: Port>(&mut self, port: &mut P, info: &ReqInfo, slot: usize) -> bool {
+    pub(super) fn begin_dedup<P: Port>(
+        &mut self,
+        port: &mut P,
+        info: &ReqInfo,
+        slot: usize,
+    ) -> bool {
         match self.cache.begin(info.peer.remote, info.request_id) {
             Begin::Started => true,
             Begin::Evicted => {
