@@ -1,5 +1,13 @@
 //! Helper functions handlers may call (`naam.h` declares them). rbpf calls helpers as plain
 //! `fn(u64 x5) -> u64` with no context, so every helper here is a pure function.
+//!
+//! **Stack alignment.** rbpf's x86_64 JIT calls a helper with the stack 8 bytes off the
+//! 16-byte alignment the System V ABI promises at a call. A helper must not depend on it:
+//! integer work only, no calls into code that may spill SIMD registers with aligned moves
+//! (formatting, allocation, most of `std`), no `#[repr(align(16))]` locals. `naam_hash64` is
+//! integer arithmetic that the compiler keeps in registers. Check a new helper by running a
+//! handler that calls it under the JIT (as the MICA tests do for `naam_hash64`), or give it
+//! an assembly trampoline that realigns the stack.
 
 use crate::abi::helper;
 

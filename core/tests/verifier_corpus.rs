@@ -286,6 +286,11 @@ fn unsafe_bytecode() -> Vec<(&'static str, Vec<I>, K)> {
             K::PointerCompare,
         ),
         (
+            "jset between two pointers into one region (tests address bits)",
+            vec![mov_reg(2, 1), mov_imm(0, 0), jmp_reg(JSET, 1, 2, 0), exit()],
+            K::PointerCompare,
+        ),
+        (
             "pointer stored into the context",
             vec![stx(DW, 1, 1, STATE), mov_imm(0, 0), exit()],
             K::PointerLeak,

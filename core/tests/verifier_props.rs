@@ -64,8 +64,10 @@ fn the_generator_produces_accepted_programs() {
         }
     }
     println!("accepted {accepted} of 2000 generated programs");
+    // A meaningful share (331 of 2000 with this seed on 2026-12-04): the property above is
+    // only as strong as the accepted programs it runs.
     assert!(
-        accepted >= 20,
-        "only {accepted} of 2000 generated programs were accepted"
+        accepted >= 200,
+        "only {accepted} of 2000 generated programs were accepted (at least 10 % wanted)"
     );
 }

@@ -100,7 +100,9 @@ struct naam_ctx {
 	naam_u8 out[NAAM_OUT_MAX] NAAM_ALIGNED;
 };
 
-/* Helpers: called as plain functions, compiled to `call ID` with no relocation. */
+/* Helpers: called as plain functions, compiled to `call ID` with no relocation. They run as
+ * native code with the stack 8 bytes off 16-byte alignment under rbpf's x86_64 JIT: see
+ * naam_core::helpers before adding one. */
 /* A 64-bit hash of two words (keys are hashed 16 bytes at a time). Same function as
  * naam_core::helpers::hash64, so native code and handlers agree on placement. */
 static naam_u64 (*naam_hash64)(naam_u64 a, naam_u64 b) = (void *)1;

@@ -484,8 +484,11 @@ impl Step {
         };
         let (a, b) = match (a, b) {
             (Reg::Scalar(a), Reg::Scalar(b)) => (a, b),
-            (Reg::Ptr { region: ra, .. }, Reg::Ptr { region: rb, .. }) if ra == rb && !is32 => {
-                // Comparing two pointers into one region reveals only their distance.
+            (Reg::Ptr { region: ra, .. }, Reg::Ptr { region: rb, .. })
+                if ra == rb && !is32 && insn.code() != jmp::JSET =>
+            {
+                // Comparing two pointers into one region (ordering or equality) reveals only
+                // their distance; `jset` would test bits of the addresses themselves.
                 return Ok(Flow::Branch {
                     target,
                     taken: Some(Box::new(st.clone())),
@@ -496,7 +499,7 @@ impl Step {
                 let p = if matches!(a, Reg::Ptr { .. }) { a } else { b };
                 return self.fail(
                     Kind::PointerCompare,
-                    format!("comparison involving {}: pointers may only be compared (64-bit) with pointers into the same region", p.describe()),
+                    format!("comparison involving {}: pointers may only be compared (64-bit, by order or equality, not jset) with pointers into the same region", p.describe()),
                 );
             }
         };
