@@ -139,6 +139,39 @@ impl<R: std::io::Read> std::io::Read for Crc<R> {
     }
 }
 
+/// The host agent's own record of its regions and of how much of the arena it used. The
+/// shared copy (directory, `ARENA_USED`) is for the dataplane, which can write it: the host
+/// agent never takes bounds from there (DESIGN §10).
+#[derive(Debug, Default)]
+struct HostDir {
+    entries: Vec<DirEntry>,
+    arena_used: u64,
+}
+
+/// Whether a directory read back from a persisted area can be trusted: entries inside the
+/// arena's used part, ids unique, no two regions overlapping.
+fn directory_coherent(entries: &[DirEntry], l: &Layout, used: u64) -> Result<(), String> {
+    if used > l.arena_len {
+        return Err(format!("{used} bytes used of a {}-byte arena", l.arena_len));
+    }
+    let mut spans: Vec<(u64, u64, RegionId)> = Vec::with_capacity(entries.len());
+    for e in entries {
+        let end = e.offset.saturating_add(e.desc.len);
+        if e.offset < l.arena_off || end > l.arena_off + used {
+            return Err(format!("region {} lies outside the used arena", e.desc.id));
+        }
+        if spans.iter().any(|s| s.2 == e.desc.id) {
+            return Err(format!("region {} appears twice", e.desc.id));
+        }
+        spans.push((e.offset, end, e.desc.id));
+    }
+    spans.sort_unstable();
+    if let Some(w) = spans.windows(2).find(|w| w[1].0 < w[0].1) {
+        return Err(format!("regions {} and {} overlap", w[0].2, w[1].2));
+    }
+    Ok(())
+}
+
 /// The shared mapping and its doorbells, kept alive by everything that holds views into it.
 struct Area {
     map: sys::Mapping,
@@ -149,6 +182,8 @@ struct Area {
     doorbells: Vec<Arc<OwnedFd>>,
     /// Queue pairs taken in this process.
     taken: Vec<AtomicBool>,
+    /// In the host agent's process: its private directory (`None` in the dataplane's).
+    host_dir: Option<std::sync::RwLock<HostDir>>,
 }
 
 impl Area {
@@ -157,6 +192,7 @@ impl Area {
         layout: Layout,
         memfd: OwnedFd,
         doorbells: Vec<OwnedFd>,
+        host: bool,
     ) -> Result<Arc<Area>, LinkError> {
         let hdr = map.view(0, layout::PAGE).ok_or(LinkError::Layout {
             reason: "no header page",
@@ -170,7 +206,22 @@ impl Area {
             memfd,
             doorbells,
             taken,
+            host_dir: host.then(|| std::sync::RwLock::new(HostDir::default())),
         }))
+    }
+
+    /// The host agent's private directory (poisoning cannot leave it half-updated: every
+    /// writer replaces whole entries).
+    fn host_dir(&self) -> Option<std::sync::RwLockReadGuard<'_, HostDir>> {
+        self.host_dir
+            .as_ref()
+            .map(|d| d.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn host_dir_mut(&self) -> Option<std::sync::RwLockWriteGuard<'_, HostDir>> {
+        self.host_dir
+            .as_ref()
+            .map(|d| d.write().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn get(&self, off: u64) -> u64 {
@@ -197,9 +248,13 @@ impl Area {
         })
     }
 
-    /// Reads the directory: the entries that are valid and lie inside the arena. Retries while
-    /// the host changes it underneath (the epoch moved), so an entry is never torn.
+    /// The directory: the host agent's private one in its process; in the dataplane's, the
+    /// shared entries that are valid and lie inside the arena, read again while the host
+    /// changes them underneath (the epoch moved), so an entry is never torn.
     fn directory(&self) -> Vec<DirEntry> {
+        if let Some(d) = self.host_dir() {
+            return d.entries.clone();
+        }
         let mut out = Vec::new();
         for _ in 0..100 {
             let epoch = self.get(hdr::DIR_EPOCH);
@@ -410,8 +465,25 @@ impl ShmHost {
         let doorbells = (0..cfg.qps * 2)
             .map(|_| sys::eventfd().map_err(LinkError::io("eventfd")))
             .collect::<Result<Vec<_>, _>>()?;
-        let area = Area::new(map, layout, fd, doorbells)?;
+        let area = Area::new(map, layout, fd, doorbells, true)?;
         if restored {
+            // The file's directory was last written by a host agent, but a dataplane could
+            // write it too: take it only if it is coherent, as the private directory.
+            let entries = area.read_directory();
+            let used = area.get(hdr::ARENA_USED);
+            let coherent = directory_coherent(&entries, &layout, used);
+            if let (Err(reason), Some(path)) = (coherent, &cfg.persist) {
+                return Err(LinkError::Persist {
+                    path: path.clone(),
+                    reason: format!("its region directory is not coherent: {reason}"),
+                });
+            }
+            if let Some(mut d) = area.host_dir_mut() {
+                *d = HostDir {
+                    entries,
+                    arena_used: used,
+                };
+            }
             // Sleepers of the previous host are gone; their flags would only cost wake-ups.
             for qp in 0..layout.qps {
                 for d in [Dir::ToHost, Dir::ToNic] {
@@ -552,7 +624,7 @@ impl ShmHost {
             .ok_or(LinkError::Directory {
                 reason: "directory full",
             })?;
-        let used = a.get(hdr::ARENA_USED);
+        let used = a.host_dir().map_or(0, |d| d.arena_used);
         let len = spec.len.div_ceil(layout::PAGE) * layout::PAGE;
         if used.checked_add(len).is_none_or(|end| end > l.arena_len) {
             return Err(LinkError::Directory {
@@ -569,13 +641,18 @@ impl ShmHost {
         d.store_u64(e + dir::OFFSET, offset);
         d.store_u64(e + dir::LEN, spec.len);
         d.store_u64(e + dir::STATE, dir::VALID);
-        a.hdr.faa(hdr::DIR_EPOCH, 1);
-        tracing::info!(region = spec.id, tenant = spec.tenant, len = spec.len, perms = %spec.perms, "region registered");
-        Ok(DirEntry {
+        let entry = DirEntry {
             desc: spec.desc(),
             offset,
             rkey: 0,
-        })
+        };
+        if let Some(mut h) = a.host_dir_mut() {
+            h.entries.push(entry);
+            h.arena_used = used + len;
+        }
+        a.hdr.faa(hdr::DIR_EPOCH, 1);
+        tracing::info!(region = spec.id, tenant = spec.tenant, len = spec.len, perms = %spec.perms, "region registered");
+        Ok(entry)
     }
 
     /// Removes a region from the directory (its bytes stay allocated).
@@ -589,6 +666,9 @@ impl ShmHost {
                 && d.load_u64(e + dir::ID) == Some(id as u64)
             {
                 d.store_u64(e + dir::STATE, 0);
+                if let Some(mut h) = a.host_dir_mut() {
+                    h.entries.retain(|e| e.desc.id != id);
+                }
                 a.hdr.faa(hdr::DIR_EPOCH, 1);
                 return Ok(());
             }
@@ -1005,7 +1085,7 @@ impl ShmLink {
                 reason: "doorbell count does not match the queue pairs",
             });
         }
-        let area = Area::new(map, layout, memfd, fds)?;
+        let area = Area::new(map, layout, memfd, fds, false)?;
         let peer = Arc::new(PeerWatch {
             sock: s,
             area: area.clone(),

@@ -7,7 +7,7 @@ use naam_core::abi::OpKind as CoreOpKind;
 use naam_core::abi::{RawOp, DATA_SIZE};
 use naam_core::memory::{MemError, Memory};
 use naam_core::region::{OpError, Perms};
-use naam_link::layout::Dir;
+use naam_link::layout::{dir, hdr, Dir};
 use naam_link::shm::{ConnectOptions, PeerEvent};
 use naam_link::{
     Backoff, Completion, CompletionStatus, DirEntry, GoneReason, Link, LinkError, OpKind,
@@ -1016,6 +1016,77 @@ fn shm_corrupt_truncated_or_foreign_persistent_areas_are_refused_not_wiped() {
     // An empty file is a new area.
     std::fs::write(&area, b"").unwrap();
     assert!(!shm_host_with(8, Some(area.clone())).is_restored());
+}
+
+#[test]
+fn shm_the_host_never_takes_bounds_from_the_shared_directory() {
+    // What a hostile dataplane can do: rewrite the shared directory and the arena counter.
+    let mut host = shm_host(8);
+    let before = host.region(1).unwrap().entry;
+    let l = *host.layout();
+    let raw = host.raw();
+    for i in 0..l.max_regions as u64 {
+        let e = l.dir_off + i * dir::SIZE;
+        raw.store_u64(e + dir::OFFSET, l.arena_off);
+        raw.store_u64(e + dir::LEN, l.arena_len);
+    }
+    raw.store_u64(hdr::ARENA_USED, 0);
+    raw.faa(hdr::DIR_EPOCH, 1);
+    // The host agent's own view is unchanged, and a new region does not overlap old ones.
+    assert_eq!(host.region(1).unwrap().entry, before);
+    assert_eq!(host.region_table().get(1).unwrap().len, before.desc.len);
+    let new = host
+        .register_region(RegionSpec {
+            id: 60,
+            tenant: 1,
+            len: 4096,
+            perms: Perms::ALL,
+            key: 9,
+        })
+        .unwrap();
+    for e in host.directory().iter().filter(|e| e.desc.id != 60) {
+        assert!(
+            new.offset >= e.offset + e.desc.len || new.offset + 4096 <= e.offset,
+            "region 60 overlaps region {}",
+            e.desc.id
+        );
+    }
+}
+
+#[test]
+fn shm_a_persisted_directory_that_is_not_coherent_is_refused() {
+    let area = std::env::temp_dir().join(format!("naam-link-dir-{}.area", std::process::id()));
+    let _ = std::fs::remove_file(&area);
+    let _cleanup = Cleanup(vec![area.clone()]);
+    {
+        let host = shm_host_with(8, Some(area.clone()));
+        // Region 2's entry made to cover region 1's bytes (a dataplane wrote it).
+        let l = *host.layout();
+        let raw = host.raw();
+        let one = host.region(1).unwrap().entry;
+        for i in 0..l.max_regions as u64 {
+            let e = l.dir_off + i * dir::SIZE;
+            if raw.load_u64(e + dir::ID) == Some(2) {
+                raw.store_u64(e + dir::OFFSET, one.offset);
+            }
+        }
+    }
+    let cfg = ShmConfig {
+        qps: 2,
+        ring_slots: 8,
+        max_regions: 8,
+        load_slots: 2,
+        arena_bytes: 1 << 20,
+        hugetlb: true,
+        staging_bytes: 16 << 10,
+        cq_depth: 16,
+        persist: Some(area.clone()),
+    };
+    match ShmHost::create(&cfg) {
+        Err(LinkError::Persist { reason, .. }) => assert!(reason.contains("overlap"), "{reason}"),
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("accepted an incoherent directory"),
+    }
 }
 
 #[test]
