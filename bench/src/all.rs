@@ -57,7 +57,7 @@ impl Section {
 }
 
 fn out_flag(out: &Path) -> String {
-    if out == Path::new("results") {
+    if out == Path::new(crate::report::REFERENCE) {
         String::new()
     } else {
         format!(" --out {}", out.display())

@@ -51,7 +51,7 @@ impl Default for DemoConfig {
             mica_keys: 65_536,
             btree_keys: 65_536,
             refresh: Duration::from_millis(500),
-            out: PathBuf::from("results"),
+            out: crate::report::run_folder(),
             log_dir: None,
             quiet: false,
         }

@@ -10,9 +10,10 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(name = "naam-bench", about = "NAAM-rs experiments")]
 struct Cli {
-    /// Folder for JSON, CSV and plots.
-    #[arg(long, global = true, default_value = "results")]
-    out: PathBuf,
+    /// Folder for JSON, CSV and plots [default: runs/<UTC time>, git-ignored; `results` is
+    /// the committed reference].
+    #[arg(long, global = true)]
+    out: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -188,6 +189,7 @@ fn main() -> anyhow::Result<()> {
 /// `naam-rs` program of the repository root, which includes this file.
 pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
     let cli = Cli::parse_from(args);
+    let out = cli.out.clone().unwrap_or_else(report::run_folder);
     match cli.command {
         Command::Scale {
             offloads,
@@ -204,7 +206,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                 naam_workers: workers,
                 backoff: if spin { Backoff::Spin } else { Backoff::Yield },
             };
-            all::scale(&cfg, saturate, &cli.out)?;
+            all::scale(&cfg, saturate, &out)?;
         }
         Command::Ycsb {
             server,
@@ -242,7 +244,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                     seed,
                     ..Default::default()
                 };
-                all::ycsb_compare(&cfg, &cli.out)?;
+                all::ycsb_compare(&cfg, &out)?;
                 return Ok(());
             }
             let workload = workload.first().copied().unwrap_or(ycsb::Workload::B);
@@ -299,7 +301,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                 println!("first error: {e}");
             }
             let name = format!("ycsb-{workload:?}-{placement:?}").to_lowercase();
-            for p in report::write_rows(&cli.out, &name, &[r])? {
+            for p in report::write_rows(&out, &name, &[r])? {
                 println!("wrote {}", p.display());
             }
         }
@@ -318,7 +320,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                 seed,
                 log_dir: None,
             };
-            all::btree(&cfg, &cli.out)?;
+            all::btree(&cfg, &out)?;
         }
         Command::All {
             time_scale,
@@ -326,7 +328,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         } => {
             let mut cfg = all::AllConfig::sized(time_scale);
             cfg.shift = !no_shift;
-            all::run(&cfg, &cli.out)?;
+            all::run(&cfg, &out)?;
         }
         Command::Shift {
             rate,
@@ -357,7 +359,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
             );
             let run = shift::run(shift::binaries()?, &cfg)?;
             shift::print(&run);
-            for p in shift::write(&run, &cli.out)? {
+            for p in shift::write(&run, &out)? {
                 println!("wrote {}", p.display());
             }
         }
@@ -373,7 +375,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                     .unwrap_or((a.seconds * 250.0).max(100.0) as u64),
                 mica_keys: a.keys,
                 btree_keys: a.keys,
-                out: cli.out.clone(),
+                out: out.clone(),
                 log_dir: a.log_dir,
                 ..demo::DemoConfig::default()
             };

@@ -37,9 +37,10 @@ mod dataplane;
 #[derive(Parser, Debug)]
 #[command(name = "naam-memif-bench")]
 struct Bench {
-    /// Folder for JSON and CSV (`memif.json`, `memif.csv`) and the processes' logs.
-    #[arg(long, default_value = "results")]
-    out: PathBuf,
+    /// Folder for JSON and CSV (`memif.json`, `memif.csv`) and the processes' logs
+    /// [default: runs/<UTC time>, git-ignored; `results` is the committed reference].
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Runs to make, in order.
     #[arg(
         long,
@@ -172,6 +173,7 @@ fn last_port_wins(args: Vec<OsString>) -> Vec<OsString> {
 }
 
 fn bench(a: Bench) -> anyhow::Result<()> {
+    let out = a.out.clone().unwrap_or_else(naam_bench::report::run_folder);
     let cfg = BenchConfig {
         exe: std::env::current_exe().context("locating this program")?,
         testpmd: a.testpmd,
@@ -188,7 +190,7 @@ fn bench(a: Bench) -> anyhow::Result<()> {
         gen_core: a.gen_core,
         server_core: a.server_core,
         engine: a.engine,
-        log_dir: default_log_dir(&a.out),
+        log_dir: default_log_dir(&out),
         rounds: a.rounds.max(1),
     };
     println!(
@@ -227,7 +229,7 @@ fn bench(a: Bench) -> anyhow::Result<()> {
     });
     println!();
     print_table(&rows);
-    for p in report::write_rows(&a.out, "memif", &rows)? {
+    for p in report::write_rows(&out, "memif", &rows)? {
         println!("wrote {}", p.display());
     }
     if rows.len() < cfg.runs.len() {
