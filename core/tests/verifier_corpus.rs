@@ -130,6 +130,34 @@ fn unsafe_bytecode() -> Vec<(&'static str, Vec<I>, K)> {
             K::UninitRegister,
         ),
         (
+            "r0 a pointer on one path and a scalar on the other",
+            vec![
+                ldx(B, 2, 1, ARGS),
+                mov_reg(0, 1),
+                jmp_imm(JEQ, 2, 0, 1),
+                mov_imm(0, 0),
+                exit(),
+            ],
+            K::ReturnPointer,
+        ),
+        (
+            "a register used as an address that is a pointer on one path only",
+            vec![
+                ldx(B, 2, 1, ARGS),
+                mov_reg(3, 1),
+                jmp_imm(JEQ, 2, 0, 1),
+                mov_imm(3, 0),
+                ldx(B, 0, 3, 0),
+                exit(),
+            ],
+            K::MixedTypes,
+        ),
+        (
+            "callx (indirect call)",
+            vec![raw(0x8d, 0, 1, 0, 0), mov_imm(0, 0), exit()],
+            K::UnknownOpcode,
+        ),
+        (
             "write r10",
             vec![mov_imm(10, 0), mov_imm(0, 0), exit()],
             K::WriteR10,

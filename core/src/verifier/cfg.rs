@@ -410,7 +410,11 @@ fn check_encoding(i: usize, insn: &Insn) -> Result<(), VerifyError> {
                 }
                 jmp::CALL => {
                     if insn.uses_src_reg() {
-                        return fail(i, Kind::UnknownOpcode, "tail calls are not supported");
+                        return fail(
+                            i,
+                            Kind::UnknownOpcode,
+                            "callx (an indirect call through a register) is not supported: call helpers by id",
+                        );
                     }
                     match insn.src {
                         0 => {}

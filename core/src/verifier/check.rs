@@ -112,7 +112,11 @@ impl Step {
         match st.regs[r as usize] {
             Reg::Uninit => self.fail(
                 Kind::UninitRegister,
-                format!("r{r} is read but not initialised on every path here (or holds different types on different paths)"),
+                format!("r{r} is read but not initialised on every path here"),
+            ),
+            Reg::Mixed => self.fail(
+                Kind::MixedTypes,
+                format!("r{r} holds a pointer on some paths to here and a scalar (or another region's pointer) on others; give it one type on every path"),
             ),
             v => Ok(v),
         }
@@ -140,7 +144,7 @@ impl Step {
                     ),
                 )
             }
-            Reg::Uninit => unreachable!("read() rejects uninitialised registers"),
+            Reg::Uninit | Reg::Mixed => unreachable!("read() rejects these"),
         };
         let off = self.insn.off as i64;
         let (lo, hi) = (min.saturating_add(off), max.saturating_add(off));
@@ -444,6 +448,12 @@ impl Step {
         match insn.code() {
             jmp::JA => return Ok(Flow::Jump(target)),
             jmp::EXIT => {
+                if st.regs[0] == Reg::Mixed {
+                    return self.fail(
+                        Kind::ReturnPointer,
+                        "r0 at exit is a pointer on some paths: handlers may only return scalars",
+                    );
+                }
                 return match self.read(st, 0) {
                     Ok(Reg::Scalar(_)) => Ok(Flow::Exit),
                     Ok(p) => self.fail(

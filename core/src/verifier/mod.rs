@@ -129,6 +129,8 @@ pub enum VerifyErrorKind {
     /// An instruction whose result differs between rbpf's interpreter and its JIT.
     EngineMismatch,
     UninitRegister,
+    /// A register read where it holds a pointer on some paths and something else on others.
+    MixedTypes,
     WriteR10,
     UninitStack,
     /// A load or store that may fall outside its region.

@@ -31,8 +31,11 @@ impl Region {
 /// The abstract value of one register.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reg {
-    /// Never written on some path to here (or written with different types on different paths).
+    /// Never written on some path to here.
     Uninit,
+    /// Written on every path, but with different types (a pointer on some, a scalar or a
+    /// pointer into another region on others): unusable, like `Uninit`, but said so.
+    Mixed,
     Scalar(Scalar),
     /// A pointer into `region`; its offset from the region's base lies in `min ..= max`.
     Ptr {
@@ -70,13 +73,15 @@ impl Reg {
                 min: a0.min(b0),
                 max: a1.max(b1),
             },
-            _ => Reg::Uninit,
+            (Reg::Uninit, _) | (_, Reg::Uninit) => Reg::Uninit,
+            _ => Reg::Mixed,
         }
     }
 
     pub fn describe(&self) -> String {
         match self {
             Reg::Uninit => "uninitialised".into(),
+            Reg::Mixed => "a pointer on some paths and not the same on others".into(),
             Reg::Scalar(s) => match s.as_const() {
                 Some(v) => format!("the scalar {v:#x}"),
                 None => format!("a scalar in [{}, {}]", s.umin, s.umax),
@@ -105,7 +110,7 @@ impl Slot {
     fn join(self, o: Slot) -> Slot {
         match (self, o) {
             (Slot::Spill(a), Slot::Spill(b)) => match a.join(b) {
-                Reg::Uninit => Slot::Bytes(0),
+                Reg::Uninit | Reg::Mixed => Slot::Bytes(0),
                 r => Slot::Spill(r),
             },
             (Slot::Bytes(a), Slot::Bytes(b)) => Slot::Bytes(a & b),
