@@ -35,6 +35,9 @@ pub mod hdr {
     pub const ARENA_OFF: u64 = 80;
     pub const ARENA_LEN: u64 = 88;
     pub const TOTAL_LEN: u64 = 96;
+    /// CRC-32 of the geometry words `VERSION ..= TOTAL_LEN` (a persisted file whose header
+    /// was damaged is refused, not trusted).
+    pub const GEOMETRY_SUM: u64 = 104;
     /// Bumped by the host after every directory change.
     pub const DIR_EPOCH: u64 = 128;
     /// Bytes of the arena handed out so far.
@@ -198,6 +201,7 @@ impl Layout {
         put(hdr::ARENA_OFF, self.arena_off);
         put(hdr::ARENA_LEN, self.arena_len);
         put(hdr::TOTAL_LEN, self.total_len);
+        put(hdr::GEOMETRY_SUM, geometry_sum(h));
         // Magic last: a reader that sees it sees the rest.
         put(hdr::MAGIC, MAGIC);
     }
@@ -212,6 +216,9 @@ impl Layout {
         }
         if get(hdr::VERSION) != VERSION {
             return bad("unsupported version");
+        }
+        if get(hdr::GEOMETRY_SUM) != geometry_sum(h) {
+            return bad("header checksum mismatch");
         }
         if get(hdr::SLOT_SIZE) != SLOT_SIZE as u64 {
             return bad("slot size differs from this build");
@@ -241,6 +248,15 @@ impl Layout {
     }
 }
 
+/// The CRC-32 of the header's geometry words.
+fn geometry_sum(h: &RegionMem) -> u64 {
+    let mut crc = crc32fast::Hasher::new();
+    for off in (hdr::VERSION..=hdr::TOTAL_LEN).step_by(8) {
+        crc.update(&h.load_u64(off).unwrap_or(0).to_le_bytes());
+    }
+    u64::from(crc.finalize())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,13 +276,25 @@ mod tests {
             Layout::parse(&h, l.total_len - 1).is_err(),
             "file too small"
         );
+        // A damaged geometry word: the checksum catches it.
+        h.store_u64(hdr::ARENA_LEN, 1 << 21).unwrap();
+        assert!(matches!(
+            Layout::parse(&h, l.total_len),
+            Err(LinkError::Layout {
+                reason: "header checksum mismatch"
+            })
+        ));
+        // Wrong values with a matching checksum: the field checks catch them.
+        l.write_header(&h);
         h.store_u64(hdr::RINGS_OFF, 12345).unwrap();
+        h.store_u64(hdr::GEOMETRY_SUM, geometry_sum(&h)).unwrap();
         assert!(
             Layout::parse(&h, l.total_len).is_err(),
             "inconsistent offsets"
         );
         l.write_header(&h);
         h.store_u64(hdr::RING_SLOTS, 100).unwrap();
+        h.store_u64(hdr::GEOMETRY_SUM, geometry_sum(&h)).unwrap();
         assert!(
             Layout::parse(&h, l.total_len).is_err(),
             "not a power of two"
