@@ -371,3 +371,54 @@ fn one_sided_requests_past_the_ports_limits_get_an_error_naming_the_limit() {
     );
     assert_eq!(d.running(), (true, true));
 }
+
+#[test]
+fn after_a_host_restart_the_registries_agree_and_register_works_again() {
+    // Issue 14 finding 4: the restarted host agent (no --persist) forgot the run-time
+    // offload, the dataplane kept it, and the next REGISTER failed with `internal` and left
+    // an orphan on the host. Now the dataplane reconciles with the host on reconnect.
+    let mut d = deploy(|_| {});
+    let mut c = d.client(patient(ExecMode::Server)).unwrap();
+    let o = bundled::RECORD;
+    let opts = naam_client::RegisterOptions {
+        name: "record-copy".into(),
+        section: Some(o.section.into()),
+        class: o.class,
+        read_only: true,
+    };
+    let id = c.register(0, naam_handlers::RECORD_OBJECT, &opts).unwrap();
+    assert_eq!(id, bundled::FIRST_DYNAMIC_ID);
+    d.kill_host();
+    wait_for(Duration::from_secs(2), || {
+        (stat(&d, "dp.host_up") == 0).then_some(())
+    })
+    .expect("the dataplane notices the kill");
+    d.start_host().unwrap();
+    wait_for(Duration::from_secs(5), || {
+        (stat(&d, "dp.host_up") == 1 && stat(&d, "dp.link_generation") >= 2).then_some(())
+    })
+    .expect("the dataplane reconnects to the restarted host agent");
+    // The host agent no longer has it, so neither does the dataplane.
+    let gone = wait_for(Duration::from_secs(2), || {
+        (!c.list(0).unwrap().iter().any(|e| e.id == id)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "the dataplane dropped what the host agent forgot"
+    );
+    // Registering again gets the same id and serves it; both sides agree.
+    let again = c.register(0, naam_handlers::RECORD_OBJECT, &opts).unwrap();
+    assert_eq!(again, id);
+    let args = {
+        let mut a = vec![0u8; 16];
+        a[..4].copy_from_slice(&region::RECORD.to_le_bytes());
+        a
+    };
+    let r = c.call_on(0, id, o.class, &args, ExecMode::Server).unwrap();
+    assert_eq!(r.status, naam_core::wire::AmStatus::Done);
+    let listed: Vec<u32> = c.list(0).unwrap().iter().map(|e| e.id).collect();
+    assert!(listed.contains(&id), "{listed:?}");
+    // No orphan: the host agent holds exactly the offloads the dataplane lists.
+    assert_eq!(d.describe("host").unwrap()["offloads"], listed.len() as u64);
+    assert_eq!(stat(&d, "ctl.error.internal"), 0);
+}

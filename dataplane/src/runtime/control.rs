@@ -48,6 +48,10 @@ use super::shared::Shared;
 use super::stats::WorkerStats;
 use crate::steering::{SoftSwitch, Steering};
 
+/// The first id the host agent gives offloads registered at run time (docs/runtime.md); the
+/// bundled offloads have fixed ids below it.
+pub const FIRST_DYNAMIC_ID: u32 = 16;
+
 /// Control requests remembered for de-duplication.
 const DEDUP: usize = 256;
 
@@ -378,6 +382,15 @@ impl ControlPlane {
             class: r.class,
             read_only: r.read_only,
         };
+        // The host agent is the source of truth: an offload this registry still holds under
+        // the id it chose is one the host agent no longer has (it restarted); it goes.
+        if let Ok(stale) = self.shared.registry.unregister(id) {
+            tracing::warn!(
+                id,
+                name = stale.name,
+                "offload the host agent no longer had replaced"
+            );
+        }
         match self.shared.registry.register_as(id, spec, prog) {
             Ok(o) => {
                 tracing::info!(id, name = o.name, class = o.class, "offload registered");
@@ -560,6 +573,44 @@ impl ControlPlane {
             })),
             out,
         )
+    }
+
+    /// After a (re)connection to the host agent: removes the run-time offloads (ids from
+    /// `FIRST_DYNAMIC_ID`) that the host agent does not hold under the same id and name, so
+    /// the two registries agree (the host agent is the source of truth; a restarted one
+    /// without `--persist` or `--snapshot` forgot its run-time offloads). Returns how many
+    /// went; `None` when the host agent did not answer.
+    pub fn reconcile_with_host(&mut self) -> Option<usize> {
+        let mut host: Vec<(u32, String)> = Vec::new();
+        let mut start = 0;
+        loop {
+            let req = Message::new(0, 0, Body::List(PageRequestRepr { start, max: 0 }));
+            let mut buf = [0u8; 64];
+            let n = req.emit(&mut buf).ok()?;
+            // Unsealed: on the host agent's own socket this process speaks as the admin.
+            let reply = self.host.request(&buf[..n]).ok()?;
+            let Ok(Body::ListReply(page)) = Message::parse(reply).map(|m| m.body) else {
+                return None;
+            };
+            host.extend(page.entries.iter().map(|e| (e.id, e.name.to_owned())));
+            if !page.more {
+                break;
+            }
+            start = page.next;
+        }
+        let mut removed = 0;
+        for o in self.shared.registry.list() {
+            let known = host.iter().any(|(id, name)| *id == o.id && *name == o.name);
+            if o.id >= FIRST_DYNAMIC_ID && !known && self.shared.registry.unregister(o.id).is_ok() {
+                tracing::warn!(
+                    id = o.id,
+                    name = o.name,
+                    "offload the host agent does not hold removed"
+                );
+                removed += 1;
+            }
+        }
+        Some(removed)
     }
 
     /// Forwards one request to the host agent's control socket, unless the host agent is

@@ -631,6 +631,9 @@ struct HostWatch {
     dir_epoch: u64,
     last_attempt_ns: u64,
     reconnect: Option<mpsc::Receiver<Result<ShmLink, naam_link::LinkError>>>,
+    /// Whether the offload registry was reconciled with the host agent since the last
+    /// (re)connection.
+    reconciled: bool,
 }
 
 impl HostWatch {
@@ -639,6 +642,7 @@ impl HostWatch {
             dir_epoch,
             last_attempt_ns: 0,
             reconnect: None,
+            reconciled: false,
         }
     }
 
@@ -725,6 +729,7 @@ impl HostWatch {
                     shared.host_suspect.store(false, Ordering::Release);
                     shared.host_up.store(true, Ordering::Release);
                     tracing::info!("reconnected to the host agent");
+                    self.reconciled = false;
                     return;
                 }
             }
@@ -778,6 +783,13 @@ fn run_control(
         let now = now_ns();
         let link = links.get();
         let alive = host.watch(now, link.as_deref(), &shared, &links, &link_path, &cfg);
+        if alive && !host.reconciled {
+            // Once per (re)connection; a host agent that does not answer LIST is left as is.
+            host.reconciled = true;
+            if plane.reconcile_with_host().is_none() {
+                tracing::warn!("could not list the host agent's offloads to reconcile with");
+            }
+        }
         if plane.monitor.due(now) {
             let host = link
                 .as_ref()
