@@ -351,6 +351,15 @@ fn busy_replies_are_retried_with_the_same_id() {
     fake.busy_next(0);
 }
 
+/// 10 ms, then 20 ms, then 40 ms: a call that is never answered fails within 70 ms.
+fn three_quick_attempts() -> ClientConfig {
+    ClientConfig {
+        timeout: Duration::from_millis(10),
+        max_retries: 2,
+        ..ClientConfig::default()
+    }
+}
+
 #[test]
 fn a_timeout_after_refusals_names_the_refusal() {
     // Attempt 1 is refused (busy), the later ones execute but their replies are lost: the
@@ -359,12 +368,7 @@ fn a_timeout_after_refusals_names_the_refusal() {
     let Some(fake) = fake_or_skip(&s, "busy then silence") else {
         return;
     };
-    let cfg = ClientConfig {
-        timeout: Duration::from_millis(10),
-        max_retries: 2,
-        ..ClientConfig::default()
-    };
-    let mut c = client_of(&s, cfg);
+    let mut c = client_of(&s, three_quick_attempts());
     fake.busy_next(1);
     fake.drop_replies(100);
     let o = bundled::RECORD;
@@ -391,12 +395,7 @@ fn a_server_that_never_answers_is_a_timeout() {
     let Some(fake) = fake_or_skip(&s, "timeout") else {
         return;
     };
-    let cfg = ClientConfig {
-        timeout: Duration::from_millis(10),
-        max_retries: 2,
-        ..ClientConfig::default()
-    };
-    let mut c = client_of(&s, cfg);
+    let mut c = client_of(&s, three_quick_attempts());
     fake.drop_next(100);
     let err = c
         .call_on(0, 5, 5, &record_args(0), ExecMode::Server)

@@ -288,21 +288,31 @@ fn check_doorbell<A: Link, B: Link>(nic: &mut A, host: &mut B) {
 // ---------------------------------------------------------------------------------------------
 // Shared memory, in one process.
 
-fn shm_host(slots: u32) -> ShmHost {
-    shm_host_with(slots, None)
-}
-
-fn shm_host_with(slots: u32, persist: Option<PathBuf>) -> ShmHost {
-    let cfg = ShmConfig {
+/// The geometry of the test hosts (`shm_host_with` with 8 ring slots writes persisted
+/// files of exactly this one).
+fn test_geometry() -> ShmConfig {
+    ShmConfig {
         qps: 2,
-        ring_slots: slots,
+        ring_slots: 8,
         max_regions: 8,
         load_slots: 2,
         arena_bytes: 1 << 20,
         hugetlb: true,
         staging_bytes: 16 << 10,
         cq_depth: 16,
+        persist: None,
+    }
+}
+
+fn shm_host(slots: u32) -> ShmHost {
+    shm_host_with(slots, None)
+}
+
+fn shm_host_with(slots: u32, persist: Option<PathBuf>) -> ShmHost {
+    let cfg = ShmConfig {
+        ring_slots: slots,
         persist,
+        ..test_geometry()
     };
     let mut h = ShmHost::create(&cfg).unwrap();
     if !h.is_restored() {
@@ -987,17 +997,9 @@ fn shm_corrupt_truncated_or_foreign_persistent_areas_are_refused_not_wiped() {
     ];
     for (what, bytes) in cases {
         std::fs::write(&area, &bytes).unwrap();
-        // The geometry `shm_host_with` wrote the valid file with.
         let cfg = ShmConfig {
-            qps: 2,
-            ring_slots: 8,
-            max_regions: 8,
-            load_slots: 2,
-            arena_bytes: 1 << 20,
-            hugetlb: true,
-            staging_bytes: 16 << 10,
-            cq_depth: 16,
             persist: Some(area.clone()),
+            ..test_geometry()
         };
         match ShmHost::create(&cfg) {
             Err(e @ LinkError::Persist { .. }) => {
@@ -1072,15 +1074,8 @@ fn shm_a_persisted_directory_that_is_not_coherent_is_refused() {
         }
     }
     let cfg = ShmConfig {
-        qps: 2,
-        ring_slots: 8,
-        max_regions: 8,
-        load_slots: 2,
-        arena_bytes: 1 << 20,
-        hugetlb: true,
-        staging_bytes: 16 << 10,
-        cq_depth: 16,
         persist: Some(area.clone()),
+        ..test_geometry()
     };
     match ShmHost::create(&cfg) {
         Err(LinkError::Persist { reason, .. }) => assert!(reason.contains("overlap"), "{reason}"),
