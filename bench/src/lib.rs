@@ -4,6 +4,7 @@
 pub mod all;
 pub mod bars;
 pub mod btree;
+pub mod datapath;
 pub mod demo;
 pub mod load;
 pub mod memif;

@@ -102,6 +102,17 @@ enum Command {
         #[arg(long)]
         key_seed: Option<u64>,
     },
+    /// The NIC worker's whole path in process (no kernel, one core): MICA GET, MICA PUT and
+    /// B-tree LOOKUP messages through parse, steering, checks, the VM pool and ops over the
+    /// shared-memory link, against the same operations in native Rust (issue 12).
+    Datapath {
+        /// Messages per operation per round.
+        #[arg(long, default_value_t = 50_000)]
+        messages: u64,
+        /// Rounds (medians and spread are reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// B-tree lookups: client-side traversal (one round trip per level) vs one active message.
     Btree {
         /// Tree depths to measure (one local deployment each).
@@ -304,6 +315,39 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
             for p in report::write_rows(&out, &name, &[r])? {
                 println!("wrote {}", p.display());
             }
+        }
+        Command::Datapath { messages, rounds } => {
+            let cfg = naam_bench::datapath::DatapathConfig {
+                messages,
+                rounds,
+                ..Default::default()
+            };
+            let rows = naam_bench::datapath::run(&cfg)?;
+            for r in &rows {
+                println!(
+                    "datapath: {:<12} {:>7.0} ns/msg ({:.0}-{:.0}), native {:>6.0} ns ({:.0}-{:.0}), \
+                     ratio {:.2}, {:.2} M msgs/s per core",
+                    r.op,
+                    r.ns_per_msg,
+                    r.ns_per_msg_min,
+                    r.ns_per_msg_max,
+                    r.native_ns,
+                    r.native_ns_min,
+                    r.native_ns_max,
+                    r.ratio,
+                    r.msgs_per_s / 1e6
+                );
+            }
+            for p in report::write_rows(&out, "datapath", &rows)? {
+                println!("wrote {}", p.display());
+            }
+            if let Some(g) = rows.iter().find(|r| r.op == "mica_get") {
+                println!(
+                    "datapath: mica_get {:.0} ns/msg, native {:.0} ns, ratio {:.2}",
+                    g.ns_per_msg, g.native_ns, g.ratio
+                );
+            }
+            return Ok(());
         }
         Command::Btree {
             depths,

@@ -196,3 +196,23 @@ fn all_writes_a_summary_of_every_experiment() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn datapath_runs_every_operation_through_the_worker_and_natively() {
+    // A smoke test of `naam-bench datapath` (small sizes, one round; no timing asserted):
+    // every message is executed at the NIC (the run checks it) and the figures are filled in.
+    let cfg = naam_bench::datapath::DatapathConfig {
+        mica_keys: 4096,
+        btree_keys: 4096,
+        messages: 2000,
+        rounds: 1,
+        ..Default::default()
+    };
+    let rows = naam_bench::datapath::run(&cfg).unwrap();
+    let ops: Vec<&str> = rows.iter().map(|r| r.op).collect();
+    assert_eq!(ops, ["mica_get", "mica_put", "btree_lookup"]);
+    for r in &rows {
+        assert!(r.ns_per_msg > 0.0 && r.native_ns > 0.0, "{r:?}");
+        assert!((r.ratio - r.ns_per_msg / r.native_ns).abs() < 1e-9, "{r:?}");
+    }
+}
