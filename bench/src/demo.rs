@@ -180,6 +180,11 @@ pub fn run(bins: Binaries, cfg: &DemoConfig, stop: Arc<AtomicBool>) -> anyhow::R
         dep.control_addr(),
         t.elapsed().as_secs_f64()
     ));
+    say(format!(
+        "  meanwhile, from another shell: naam --server {} --key-file {} stats",
+        dep.data_addr(),
+        dep.admin_key_file().display()
+    ));
     let seconds = cfg.seconds.max(0.5);
     let congest_at = seconds / 2.0;
     let congest_end = congest_at + cfg.congest_ms as f64 / 1e3;
