@@ -222,3 +222,30 @@ fn cli_btree_lookup_and_scan_on_the_host_agents_tree() {
         "{out}"
     );
 }
+
+#[test]
+fn cli_json_output_against_a_real_deployment() {
+    // Every verb prints one JSON document with --json.
+    let d = deploy(|_| {});
+    let json = |args: &[&str]| -> serde_json::Value {
+        let (ok, out, err) = naam(&d, &[&["--json"], args].concat());
+        assert!(ok, "{args:?}: {err}");
+        assert_eq!(out.lines().count(), 1, "one document: {out}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    };
+    assert_eq!(json(&["put", "k1", "v1"])["stored"], true);
+    assert_eq!(json(&["get", "k1"])["value"], "v1");
+    let stats = json(&["stats"]);
+    assert!(stats["dp.workers"].as_u64().unwrap() >= 1, "{stats}");
+    let ls = json(&["offload", "ls"]);
+    let names: Vec<&str> = ls["offloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"mica_get"), "{ls}");
+    let scan = json(&["btree", "scan", "1", "3"]);
+    assert_eq!(scan["pairs"].as_array().unwrap().len(), 3, "{scan}");
+    assert_eq!(json(&["delete", "k1"])["deleted"], true);
+}

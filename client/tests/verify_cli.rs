@@ -132,3 +132,22 @@ fn mutated_objects_exit_0_1_or_2_never_another_code() {
         );
     }
 }
+
+#[test]
+fn verify_prints_json_on_request() {
+    let (code, out, _) = naam_verify(&[&handler("three_step.bpf.o"), "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["accepted"], true);
+    assert_eq!(v["name"], "three_step");
+    let (code, out, _) = naam_verify(&[
+        &handler("verifier/write_step.bpf.o"),
+        "--section",
+        "naam/write_step",
+        "--json",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["accepted"], false);
+    assert!(v["reason"].as_str().unwrap().contains("read-only"), "{v}");
+}

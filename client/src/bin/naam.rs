@@ -41,7 +41,7 @@ fn main() -> ExitCode {
 pub fn run(args: Vec<std::ffi::OsString>) -> ExitCode {
     let cli = Cli::parse_from(args);
     match &cli.command {
-        Command::Verify { file, section } => verify_cmd(file, section.as_deref()),
+        Command::Verify { file, section } => verify_cmd(file, section.as_deref(), cli.global.json),
         Command::Client(c) => {
             let mut out = std::io::stdout().lock();
             match cli::run(&cli.global, c, &mut out) {
@@ -56,7 +56,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> ExitCode {
     }
 }
 
-fn verify_cmd(file: &std::path::Path, section: Option<&str>) -> ExitCode {
+fn verify_cmd(file: &std::path::Path, section: Option<&str>, json: bool) -> ExitCode {
     let bytes = match std::fs::read(file) {
         Ok(b) => b,
         Err(e) => {
@@ -73,19 +73,40 @@ fn verify_cmd(file: &std::path::Path, section: Option<&str>) -> ExitCode {
     };
     match verify(&program, &VerifierConfig::default()) {
         Ok(v) => {
-            println!(
-                "accepted: {}: {} instructions, worst case {}",
-                v.name(),
-                v.insn_count(),
-                v.worst_case_insns()
-            );
+            if json {
+                let doc = serde_json::json!({
+                    "accepted": true,
+                    "name": v.name(),
+                    "insns": v.insn_count(),
+                    "worst_case": v.worst_case_insns(),
+                });
+                println!("{doc}");
+            } else {
+                println!(
+                    "accepted: {}: {} instructions, worst case {}",
+                    v.name(),
+                    v.insn_count(),
+                    v.worst_case_insns()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            println!(
-                "rejected: {}: instruction {}: {}",
-                program.name, e.insn, e.reason
-            );
+            if json {
+                let doc = serde_json::json!({
+                    "accepted": false,
+                    "name": program.name,
+                    "insn": e.insn,
+                    "kind": format!("{:?}", e.kind),
+                    "reason": e.reason,
+                });
+                println!("{doc}");
+            } else {
+                println!(
+                    "rejected: {}: instruction {}: {}",
+                    program.name, e.insn, e.reason
+                );
+            }
             ExitCode::from(1)
         }
     }

@@ -35,6 +35,9 @@ pub struct GlobalArgs {
     /// the local deployment's run directory when present] (docs/security.md).
     #[arg(long, global = true, value_name = "FILE")]
     pub key_file: Option<std::path::PathBuf>,
+    /// Print one JSON document instead of text lines (errors still go to stderr, one line).
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 /// The client commands.
@@ -160,14 +163,36 @@ pub fn run(g: &GlobalArgs, cmd: &ClientCommand, out: &mut dyn Write) -> anyhow::
 }
 
 fn run_inner(g: &GlobalArgs, cmd: &ClientCommand, out: &mut dyn Write) -> anyhow::Result<()> {
-    let client = connect(g)?;
-    match cmd {
+    let doc = answer(connect(g)?, cmd)?;
+    if g.json {
+        writeln!(out, "{}", serde_json::to_string(&doc.json)?)?;
+    } else {
+        out.write_all(doc.text.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// What a command prints: text lines, or one JSON document with `--json`.
+struct Answer {
+    text: String,
+    json: serde_json::Value,
+}
+
+impl Answer {
+    fn new(text: String, json: serde_json::Value) -> Answer {
+        Answer { text, json }
+    }
+}
+
+fn answer(client: Client, cmd: &ClientCommand) -> anyhow::Result<Answer> {
+    use serde_json::json;
+    Ok(match cmd {
         ClientCommand::Get { key } => {
             let mut mica = Mica::new(client)?;
             match mica.get(key.as_bytes())? {
                 Some(v) => {
-                    out.write_all(&v)?;
-                    out.write_all(b"\n")?;
+                    let value = String::from_utf8_lossy(&v).into_owned();
+                    Answer::new(format!("{value}\n"), json!({ "key": key, "value": value }))
                 }
                 None => bail!("key not found: {key}"),
             }
@@ -175,25 +200,27 @@ fn run_inner(g: &GlobalArgs, cmd: &ClientCommand, out: &mut dyn Write) -> anyhow
         ClientCommand::Put { key, value } => {
             let mut mica = Mica::new(client)?;
             mica.put(key.as_bytes(), value.as_bytes())?;
+            Answer::new(String::new(), json!({ "key": key, "stored": true }))
         }
         ClientCommand::Delete { key } => {
             let mut mica = Mica::new(client)?;
             if !mica.delete(key.as_bytes())? {
                 bail!("key not found: {key}");
             }
+            Answer::new(String::new(), json!({ "key": key, "deleted": true }))
         }
         ClientCommand::Btree(BTreeCommand::Lookup { key }) => {
             let mut bt = BTree::new(client)?;
             match bt.lookup(*key)? {
-                Some(v) => writeln!(out, "{v}")?,
+                Some(v) => Answer::new(format!("{v}\n"), json!({ "key": key, "value": v })),
                 None => bail!("key not found: {key}"),
             }
         }
         ClientCommand::Btree(BTreeCommand::Scan { from, n }) => {
             let mut bt = BTree::new(client)?;
-            for (k, v) in bt.scan(*from, *n)? {
-                writeln!(out, "{k} {v}")?;
-            }
+            let pairs = bt.scan(*from, *n)?;
+            let text = pairs.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+            Answer::new(text, json!({ "pairs": pairs }))
         }
         ClientCommand::Offload(OffloadCommand::Add {
             file,
@@ -219,53 +246,73 @@ fn run_inner(g: &GlobalArgs, cmd: &ClientCommand, out: &mut dyn Write) -> anyhow
             };
             let mut client = client;
             let id = client.register(0, &object, &opts)?;
-            writeln!(out, "{id}")?;
+            Answer::new(format!("{id}\n"), json!({ "id": id, "name": opts.name }))
         }
         ClientCommand::Offload(OffloadCommand::Ls) => {
             let mut client = client;
             let list = client.list(0)?;
-            writeln!(out, "id\tclass\ttenant\tro\tinsns\tname")?;
+            let mut text = String::from("id\tclass\ttenant\tro\tinsns\tname\n");
+            let mut rows = Vec::new();
             for o in list {
-                writeln!(
-                    out,
-                    "{}\t{}\t{}\t{}\t{}\t{}",
+                text += &format!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\n",
                     o.id,
                     o.class,
                     o.tenant,
                     if o.read_only { "yes" } else { "no" },
                     o.insn_count,
                     o.name
-                )?;
+                );
+                rows.push(json!({
+                    "id": o.id,
+                    "class": o.class,
+                    "tenant": o.tenant,
+                    "read_only": o.read_only,
+                    "insns": o.insn_count,
+                    "name": o.name,
+                }));
             }
+            Answer::new(text, json!({ "offloads": rows }))
         }
         ClientCommand::Offload(OffloadCommand::Rm { id }) => {
             let mut client = client;
             client.unregister(0, *id)?;
+            Answer::new(String::new(), json!({ "id": id, "removed": true }))
         }
         ClientCommand::Call { id, class, args } => {
             let mut client = client;
             let reply = client.call(*id, *class, &encode_args(args)?)?;
             let at = format!("{:?}", reply.executed_at).to_lowercase();
-            writeln!(out, "executed at {at} in {} steps", reply.steps)?;
+            let steps = reply.steps;
             let output = reply.into_output()?;
             let hex: String = output.iter().map(|b| format!("{b:02x}")).collect();
-            writeln!(out, "output {hex}")?;
-            if !output.is_empty() && output.len() % 8 == 0 {
-                let words: Vec<String> = output
+            let mut text = format!("executed at {at} in {steps} steps\noutput {hex}\n");
+            let words: Vec<u64> = if !output.is_empty() && output.len() % 8 == 0 {
+                output
                     .chunks_exact(8)
-                    .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")).to_string())
-                    .collect();
-                writeln!(out, "u64 {}", words.join(" "))?;
+                    .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if !words.is_empty() {
+                let w: Vec<String> = words.iter().map(u64::to_string).collect();
+                text += &format!("u64 {}\n", w.join(" "));
             }
+            Answer::new(
+                text,
+                json!({ "executed_at": at, "steps": steps, "output": hex, "u64": words }),
+            )
         }
         ClientCommand::Stats => {
             let mut client = client;
-            for (name, value) in client.server_stats(0)? {
-                writeln!(out, "{name} {value}")?;
-            }
+            let stats = client.server_stats(0)?;
+            let text = stats.iter().map(|(n, v)| format!("{n} {v}\n")).collect();
+            let map: serde_json::Map<String, serde_json::Value> =
+                stats.into_iter().map(|(n, v)| (n, v.into())).collect();
+            Answer::new(text, serde_json::Value::Object(map))
         }
-    }
-    Ok(())
+    })
 }
 
 #[cfg(test)]
