@@ -19,9 +19,15 @@ use naam_dataplane::runtime::{IdleMode, MonitorConfig, Runtime, RuntimeConfig};
 #[command(
     name = "naam-dataplane",
     version,
-    about = "NAAM dataplane: the NIC-side runtime"
+    about = "NAAM dataplane: the NIC-side runtime",
+    // A flag given twice (in --config's file, then on the command line): the last one wins.
+    args_override_self = true
 )]
 struct Args {
+    /// A TOML file of settings: its keys are these flags' long names (`workers = 2`,
+    /// `port = "udp:0.0.0.0:7000"`, `no-client-hints = true`); flags on the command line win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Data port: `udp:IP:BASE` (classes on BASE .. BASE+classes) or `dpdk:EAL-ARGS` (feature dpdk).
     #[arg(long, default_value = "udp:127.0.0.1:7000")]
     port: String,
@@ -109,6 +115,51 @@ struct Args {
     credentials: Option<PathBuf>,
 }
 
+/// The command line with the settings of `--config FILE` (if given) put in front of the
+/// other flags, as flags, so that one parser checks both and the command line wins.
+fn with_config_file(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    let path = args
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+        .or_else(|| {
+            args.iter()
+                .find_map(|a| a.to_str()?.strip_prefix("--config=").map(PathBuf::from))
+        });
+    let Some(path) = path else {
+        return Ok(args);
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
+    let mut flags: Vec<std::ffi::OsString> = Vec::new();
+    for (key, value) in table {
+        let flag = format!("--{key}");
+        let bad = || {
+            anyhow::anyhow!(
+                "config file {}: {key}: unsupported value {value}",
+                path.display()
+            )
+        };
+        match &value {
+            toml::Value::Boolean(true) => flags.push(flag.into()),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(s) => flags.extend([flag.into(), s.into()]),
+            toml::Value::Integer(n) => flags.extend([flag.into(), n.to_string().into()]),
+            toml::Value::Float(x) => flags.extend([flag.into(), x.to_string().into()]),
+            _ => return Err(bad()),
+        }
+    }
+    let mut out = Vec::with_capacity(args.len() + flags.len());
+    let mut rest = args.into_iter();
+    out.extend(rest.next()); // the program name
+    out.extend(flags);
+    out.extend(rest);
+    Ok(out)
+}
+
 fn parse_home(s: &str) -> Result<Location, String> {
     match s {
         "nic" => Ok(Location::Nic),
@@ -133,7 +184,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let a = Args::parse_from(args);
+    let a = Args::parse_from(with_config_file(args)?);
     if !a.engine.available() {
         anyhow::bail!(
             "engine {} is not available on this machine",

@@ -84,3 +84,66 @@ fn binary_serves_udp_and_stops_on_sigterm() {
     host.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_config_file_sets_flags_and_the_command_line_wins() {
+    let dir = run_dir("cfg");
+    let host = TestHost::start(&dir);
+    let file = dir.join("dataplane.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "port = \"udp:127.0.0.1:0\"\nclasses = 8\nworkers = 2\nrun-dir = \"{}\"\nno-client-hints = true\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
+        .args(["--workers", "1", "--config"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words.get(2), Some(&"data"), "unexpected banner {line:?}");
+    let control: SocketAddr = words[5].parse().unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let stats = call(
+        &client,
+        control,
+        &Message::new(8, 0, Body::Stats(PageRequestRepr { start: 0, max: 0 })),
+    );
+    let Body::StatsReply(page) = Message::parse(&stats).unwrap().body else {
+        panic!("expected stats");
+    };
+    let workers = page
+        .entries
+        .iter()
+        .find(|e| e.name == "dp.workers")
+        .unwrap();
+    assert_eq!(
+        workers.value, 1,
+        "--workers on the command line beats the file's 2"
+    );
+    assert!(page.entries.iter().any(|e| e.name == "w0.rx"));
+    let _ = child.kill();
+    let _ = child.wait();
+    host.kill();
+    // An unknown key is refused, naming it.
+    std::fs::write(&file, "no-such-flag = 3\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-flag"), "{err}");
+}
