@@ -302,7 +302,8 @@ impl Policy {
                         self.classes[cl.class as usize].lease_until = s.now + c.client_lease;
                     } else if s.now >= st.lease_until || calm {
                         // Home first, the other side second, wherever the class fits; when
-                        // the lease has ended it must leave the clients regardless.
+                        // the lease has ended and it fits no target, wherever it is bearable,
+                        // else it stays at the clients.
                         let fits = |at: Location| match at {
                             Location::Nic => !nic_hot && nic_load + share(cl, at) <= c.nic_target,
                             Location::Host => {
@@ -326,12 +327,28 @@ impl Policy {
                         } else {
                             Reason::LoadReturned
                         };
+                        // Below the high mark even with this class: where it may go when it
+                        // fits no target, without making that side congested (and the class
+                        // come straight back: a flap).
+                        let bearable = |at: Location| match at {
+                            Location::Nic => !nic_hot && nic_load + share(cl, at) <= c.nic_high,
+                            Location::Host => !host_hot && host_load + share(cl, at) <= c.host_high,
+                            Location::Client => false,
+                        };
                         if fits(home) {
                             to = Some((home, reason));
                         } else if fits(other) {
                             to = Some((other, reason));
                         } else if ended {
-                            to = Some((home, reason));
+                            if bearable(home) {
+                                to = Some((home, reason));
+                            } else if bearable(other) {
+                                to = Some((other, reason));
+                            } else {
+                                // Nowhere to go: the clients keep it for another lease.
+                                self.classes[cl.class as usize].lease_until =
+                                    s.now + c.client_lease;
+                            }
                         }
                     }
                 }
@@ -552,6 +569,29 @@ mod tests {
             "classes come back: {:?}",
             sim.log
         );
+    }
+
+    #[test]
+    fn a_lease_that_ends_with_home_congested_goes_to_the_other_side() {
+        // Issue 17: a class whose lease ended and that fits nowhere within a target went home
+        // even when home was congested, and flapped.
+        let mut sim = Sim::new(classes(1, 0.3, true), Location::Nic);
+        sim.nic_background = 0.95;
+        sim.host_background = 0.95;
+        sim.run(30);
+        assert_eq!(sim.policy.placement(0), Location::Client, "{:?}", sim.log);
+        // The host calms below its high mark, but taking the class would push it over; the
+        // NIC (home) stays congested: the class stays at the clients, lease renewed, no flap.
+        sim.host_background = 0.8;
+        let before = sim.log.len();
+        sim.run(200);
+        assert_eq!(sim.policy.placement(0), Location::Client, "{:?}", sim.log);
+        assert_eq!(sim.log.len(), before, "no move: {:?}", &sim.log[before..]);
+        // The host calms enough: one move there (home is still congested), and it stays.
+        sim.host_background = 0.3;
+        sim.run(200);
+        let moves: Vec<_> = sim.log[before..].iter().map(|d| (d.from, d.to)).collect();
+        assert_eq!(moves, [(Location::Client, Location::Host)], "{:?}", sim.log);
     }
 
     #[test]
