@@ -15,7 +15,9 @@
 //! 4. Both calm (below the `*_low` thresholds): classes away from home come back, one check per
 //!    class, when the projected load at home stays under its target.
 //! 5. Client placements are leases: renewed while the reason holds, otherwise the class
-//!    comes back when the lease ends.
+//!    comes back when the lease ends — home, or the other side, where it fits a target; if
+//!    it fits none, where it keeps that side below its high mark; if there is no such side,
+//!    the lease is renewed (going into a congested side would only bring it back: a flap).
 //!
 //! Every move is a [`Decision`] with its reason.
 
