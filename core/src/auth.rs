@@ -20,7 +20,10 @@ use crate::wire::{Body, HeaderPacket, Message, SealedRepr, WireError, MAC_LEN};
 /// Bytes of a credential's secret.
 pub const SECRET_LEN: usize = 32;
 /// How far a nonce may be from the receiver's clock, either way.
-pub const WINDOW_NS: u64 = 60_000_000_000;
+pub const WINDOW_NS: u64 = 30_000_000_000;
+/// Nonces a server's gate remembers: sealed requests per window beyond this are refused
+/// (`busy`) until older ones leave the window (about 2 200 requests a second sustained).
+pub const GATE_NONCES: usize = 65_536;
 /// The first word of a key line (`naam-key 1 <key id> <admin|tenant:N> <secret hex>`).
 const KEY_LINE: &str = "naam-key";
 /// Domain separation for the MAC input.

@@ -84,9 +84,6 @@ pub enum AgentError {
     Credentials { path: PathBuf, reason: String },
 }
 
-/// Sealed control requests remembered per time window (docs/security.md).
-const CONTROL_NONCES: usize = 4096;
-
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
     let what = what.into();
     move |source| AgentError::Io { what, source }
@@ -307,7 +304,10 @@ impl HostAgent {
             generation: 0,
             restored,
             stopped: false,
-            gate: std::sync::Mutex::new(naam_core::auth::Gate::new(keys, CONTROL_NONCES)),
+            gate: std::sync::Mutex::new(naam_core::auth::Gate::new(
+                keys,
+                naam_core::auth::GATE_NONCES,
+            )),
         })
     }
 

@@ -28,7 +28,7 @@ pub use dpdk::{DpdkPort, DpdkPortConfig};
 pub use mem::MemPort;
 pub use spec::{open, AnyPort, PortOptions};
 pub use stats::{DropReason, PortStats};
-pub use udp::{LossInjection, UdpPort};
+pub use udp::{kernel_drops, LossInjection, UdpPort};
 
 /// Payload capacity of one packet buffer (bytes of UDP payload).
 pub const MAX_PAYLOAD: usize = 2048;

@@ -116,7 +116,7 @@ fn from_sockaddr(s: &libc::sockaddr_in) -> SocketAddrV4 {
 
 /// The kernel's count of datagrams it dropped on `sock` for want of receive buffer space
 /// (`SK_MEMINFO_DROPS` of `SO_MEMINFO`; it wraps at 2^32); `None` if the kernel will not say.
-fn kernel_drops(sock: &UdpSocket) -> Option<u32> {
+pub fn kernel_drops(sock: &UdpSocket) -> Option<u32> {
     let mut info = [0u32; 16]; // SK_MEMINFO_VARS is 9 today
     let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
     // SAFETY: `sock` is an open socket; `info` is writable for `len` bytes, and the kernel

@@ -75,6 +75,8 @@ pub struct ControlPlane {
     /// REGISTER the verifier rejects counts as `invalid_program`.
     answered: u64,
     errors: [u64; ErrorCode::ALL.len()],
+    /// Requests the kernel dropped on the control socket (its receive buffer was full).
+    pub kernel_drops: u64,
 }
 
 /// Writes a control reply (an `Internal` error when it cannot be emitted).
@@ -140,6 +142,7 @@ impl ControlPlane {
             failed: 0,
             answered: 0,
             errors: [0; ErrorCode::ALL.len()],
+            kernel_drops: 0,
         }
     }
 
@@ -477,6 +480,7 @@ impl ControlPlane {
         v.push(("dp.host_suspect".into(), self.shared.host_suspect() as u64));
         v.push(("dp.control_failed".into(), self.failed));
         v.push(("ctl.answered".into(), self.answered));
+        v.push(("ctl.kernel_drops".into(), self.kernel_drops));
         for (c, n) in ErrorCode::ALL.iter().zip(self.errors) {
             if n > 0 {
                 v.push((format!("ctl.error.{}", c.name()), n));

@@ -147,9 +147,6 @@ pub enum SetupError {
     Credentials { path: PathBuf, reason: String },
 }
 
-/// Control requests remembered per time window (docs/security.md).
-const CONTROL_NONCES: usize = 4096;
-
 /// The host agent's key file: the control port's gate opens with it, and active messages'
 /// capabilities are checked against it.
 fn load_keys(cfg: &RuntimeConfig) -> Result<Keyring, SetupError> {
@@ -438,7 +435,7 @@ impl Runtime {
             cfg.verifier,
             cfg.engine,
             cfg.classes,
-            Gate::new(keys, CONTROL_NONCES),
+            Gate::new(keys, naam_core::auth::GATE_NONCES),
         );
         let ctl_shared = shared.clone();
         let ctl_cfg = cfg.clone();
@@ -763,6 +760,8 @@ fn run_control(
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut out = vec![0u8; MAX_DATAGRAM];
     let mut host = HostWatch::new(links.get().map_or(0, |l| l.directory_epoch()));
+    // Requests the kernel dropped on this socket are counted, read at every monitor tick.
+    let drops_at_start = crate::port::kernel_drops(&sock).unwrap_or(0);
     while !shared.stopping() {
         match sock.recv_from(&mut buf) {
             Ok((n, from)) => {
@@ -791,6 +790,9 @@ fn run_control(
             }
         }
         if plane.monitor.due(now) {
+            if let Some(d) = crate::port::kernel_drops(&sock) {
+                plane.kernel_drops = u64::from(d.wrapping_sub(drops_at_start));
+            }
             let host = link
                 .as_ref()
                 .map_or(HostLoad::GONE, |l| host_load(l, alive));
