@@ -21,6 +21,9 @@ use crate::wire::{Body, HeaderPacket, Message, SealedRepr, WireError, MAC_LEN};
 pub const SECRET_LEN: usize = 32;
 /// How far a nonce may be from the receiver's clock, either way.
 pub const WINDOW_NS: u64 = 30_000_000_000;
+/// How far ahead of the receiver's clock a nonce may be: little, since a nonce from the
+/// future is remembered for longer and would hold the window open for others.
+pub const FUTURE_NS: u64 = 5_000_000_000;
 /// Nonces a server's gate remembers: sealed requests per window beyond this are refused
 /// (`busy`) until older ones leave the window (about 2 200 requests a second sustained).
 pub const GATE_NONCES: usize = 65_536;
@@ -271,9 +274,11 @@ impl Keyring {
 /// binary search over the tenants and two compares, with no allocation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Capabilities {
-    /// (tenant, its capability), sorted by tenant.
+    /// (tenant, a capability of one of its keys), sorted: a tenant may have several keys
+    /// (while one replaces another).
     tenants: Vec<(u32, u64)>,
-    admin: Option<u64>,
+    /// The capabilities of the admin keys.
+    admin: Vec<u64>,
 }
 
 impl Capabilities {
@@ -286,10 +291,12 @@ impl Capabilities {
             })
             .collect();
         tenants.sort_unstable();
-        Capabilities {
-            tenants,
-            admin: keys.of(Principal::Admin).map(|k| k.capability(ANY_TENANT)),
-        }
+        let admin = keys
+            .iter()
+            .filter(|k| k.principal == Principal::Admin)
+            .map(|k| k.capability(ANY_TENANT))
+            .collect();
+        Capabilities { tenants, admin }
     }
 
     /// Whether `capability` lets its sender act for `tenant`.
@@ -298,13 +305,10 @@ impl Capabilities {
         if capability == 0 {
             return false;
         }
-        if self.admin == Some(capability) {
+        if self.admin.contains(&capability) {
             return true;
         }
-        match self.tenants.binary_search_by_key(&tenant, |e| e.0) {
-            Ok(i) => self.tenants[i].1 == capability,
-            Err(_) => false,
-        }
+        self.tenants.binary_search(&(tenant, capability)).is_ok()
     }
 }
 
@@ -434,7 +438,7 @@ impl Gate {
         if h.request_id() != msg.request_id || h.class() != msg.class {
             return Err(Refusal::Mismatch);
         }
-        if now.abs_diff(s.nonce) > WINDOW_NS {
+        if now.saturating_sub(s.nonce) > WINDOW_NS || s.nonce.saturating_sub(now) > FUTURE_NS {
             return Err(Refusal::Expired);
         }
         let principal = key.principal;
@@ -462,6 +466,14 @@ impl Gate {
             inner: s.inner,
             fresh,
         })
+    }
+
+    /// Forgets a (key, nonce) whose request was answered "not executed, retry" (`busy`,
+    /// `host_unavailable`): its retransmission, which carries the same nonce, must run.
+    pub fn forget(&mut self, key_id: u32, nonce: u64) {
+        if self.seen.remove(&(key_id, nonce)) {
+            self.order.retain(|&(k, n, _)| (k, n) != (key_id, nonce));
+        }
     }
 
     /// Counts a request that was opened but that its principal may not make (the caller
@@ -563,7 +575,7 @@ mod tests {
             .unwrap();
         assert_eq!(open(&mut g, &old, NOW), Err(Refusal::Expired));
         let future = key(0, Principal::Admin)
-            .seal(NOW + WINDOW_NS + 1, &inner)
+            .seal(NOW + FUTURE_NS + 1, &inner)
             .unwrap();
         assert_eq!(open(&mut g, &future, NOW), Err(Refusal::Expired));
         assert_eq!(open(&mut g, &inner, NOW), Err(Refusal::Unsealed));
@@ -625,6 +637,14 @@ mod tests {
         assert!(!caps.check(1, t1.capability(1) ^ 2));
         let forged = Credential::new(7, Principal::Tenant(1), [1; SECRET_LEN]);
         assert!(!caps.check(1, forged.capability(1)));
+        // Two keys for one tenant, two admin keys (a rotation): all of them work.
+        let t1b = key(9, Principal::Tenant(1));
+        let admin2 = key(10, Principal::Admin);
+        let caps = Capabilities::from_keyring(
+            &Keyring::new(vec![admin.clone(), admin2.clone(), t1.clone(), t1b.clone()]).unwrap(),
+        );
+        assert!(caps.check(1, t1.capability(1)) && caps.check(1, t1b.capability(1)));
+        assert!(caps.check(5, admin.capability(5)) && caps.check(5, admin2.capability(5)));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! local deployment find its keys (docs/runtime.md). One owner for its default place and the
 //! name of every file in it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The host agent's link socket (mode 0600): hands the shared area to a dataplane.
 pub const LINK_SOCKET: &str = "link.sock";
@@ -27,4 +27,89 @@ pub fn default_run_dir() -> PathBuf {
     use std::os::unix::fs::MetadataExt;
     let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
     PathBuf::from(format!("/tmp/naam-{uid}"))
+}
+
+/// This process's user (the owner of `/proc/self`).
+fn my_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// Creates the run directory if needed and makes sure only this user can use it: it must be
+/// a real directory (not a symlink) owned by this user; its group and other permission bits
+/// are cleared (mode 0700). A predictable `/tmp/naam-$UID` made by someone else first, with
+/// their keys and sockets in it, is refused (docs/security.md).
+pub fn prepare(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let m = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !m.file_type().is_dir() {
+        return Err(format!("{} is not a directory (a symlink?)", dir.display()));
+    }
+    if Some(m.uid()) != my_uid() {
+        return Err(format!(
+            "{} belongs to user {}, not to this one: refusing to keep keys or sockets there",
+            dir.display(),
+            m.uid()
+        ));
+    }
+    if m.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("chmod 0700 {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Checks that a key file can be trusted: a regular file owned by this user that nobody else
+/// can write.
+pub fn check_key_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !m.file_type().is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if Some(m.uid()) != my_uid() {
+        return Err(format!(
+            "{} belongs to user {}, not to this one",
+            path.display(),
+            m.uid()
+        ));
+    }
+    if m.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by others (mode {:o}): anyone could plant a key",
+            path.display(),
+            m.mode() & 0o777
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_run_dir_is_made_private_and_writable_key_files_are_refused() {
+        let base = std::env::temp_dir().join(format!("naam-rundir-{}", std::process::id()));
+        let dir = base.join("run");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        prepare(&dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let key = dir.join("credentials");
+        std::fs::write(&key, "x").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        check_key_file(&key).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(check_key_file(&key)
+            .unwrap_err()
+            .contains("writable by others"));
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(prepare(&link).is_err(), "a symlinked run dir is refused");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }

@@ -42,10 +42,16 @@ fn write_secret(path: &Path, text: &str) -> Result<(), AgentError> {
 /// per-principal key files into `run_dir`.
 pub fn load_or_create(path: &Path, run_dir: &Path) -> Result<Keyring, AgentError> {
     let keys = match std::fs::read_to_string(path) {
-        Ok(text) => Keyring::parse(&text).map_err(|e| AgentError::Credentials {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?,
+        Ok(text) => {
+            naam_core::run_dir::check_key_file(path).map_err(|reason| AgentError::Credentials {
+                path: path.to_owned(),
+                reason,
+            })?;
+            Keyring::parse(&text).map_err(|e| AgentError::Credentials {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let keys = Keyring::new(vec![
                 fresh(0, Principal::Admin),

@@ -124,8 +124,11 @@ impl HostAgent {
     /// Sets everything up and starts the workers; see the crate docs for the order.
     pub fn start(cfg: Config) -> Result<HostAgent, AgentError> {
         cfg.validate()?;
-        std::fs::create_dir_all(&cfg.run_dir)
-            .map_err(io_err(format!("create run dir {}", cfg.run_dir.display())))?;
+        // Keys and sockets go there: only this user may use it (docs/security.md).
+        naam_core::run_dir::prepare(&cfg.run_dir).map_err(|reason| AgentError::Credentials {
+            path: cfg.run_dir.clone(),
+            reason,
+        })?;
         // Two agents in one run directory would steal each other's sockets.
         if seqpacket::SeqConn::connect(&cfg.control_socket()).is_ok() {
             return Err(AgentError::Running {

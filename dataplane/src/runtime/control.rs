@@ -224,6 +224,9 @@ impl ControlPlane {
                 self.done.pop_front();
             }
             self.done.push_back((key, out[..n].to_vec()));
+        } else if transient {
+            // Not executed: the retransmission (same nonce) must run, not be a "replay".
+            self.gate.forget(key.0, key.1);
         }
         n
     }
@@ -743,6 +746,29 @@ mod tests {
         assert_eq!(c["ctl.answered"], 3);
         // The admin may, and the tenant may read counters.
         assert_eq!(error_code(&describe(&mut p, "congest-nic:0")), None);
+    }
+
+    #[test]
+    fn a_retransmission_after_a_transient_refusal_runs_again() {
+        // The host agent is unreachable: `host_unavailable`, "not executed". The client's
+        // retransmission carries the same nonce and must be tried again, not called a replay.
+        let mut p = plane();
+        let mut req = vec![0u8; 256];
+        let n = Message::new(
+            11,
+            0,
+            Body::Describe(DescribeRepr {
+                app: "mica",
+                start: 0,
+            }),
+        )
+        .emit(&mut req)
+        .unwrap();
+        let sealed = admin().seal(wall_clock_ns(), &req[..n]).unwrap();
+        for _ in 0..3 {
+            let r = send(&mut p, &sealed);
+            assert_eq!(error_code(&r), Some(ErrorCode::HostUnavailable));
+        }
     }
 
     #[test]

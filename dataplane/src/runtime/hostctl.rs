@@ -69,14 +69,19 @@ impl HostControl {
     }
 
     /// Sends one request datagram and returns the reply datagram. One retry on a fresh
-    /// connection (the host agent may have restarted since the last request).
+    /// connection (the host agent may have restarted since the last request), but only when
+    /// the request was not delivered: a delivered one may be executing, and sending it again
+    /// would be refused as a replay (it is sealed) or run it twice.
     pub fn request(&mut self, req: &[u8]) -> Result<&[u8], HostCtlError> {
         let mut last = None;
         for _ in 0..2 {
             match self.try_request(req) {
                 Ok(n) => return Ok(&self.buf[..n]),
-                Err(e) => {
+                Err((e, delivered)) => {
                     self.sock = None;
+                    if delivered {
+                        return Err(e);
+                    }
                     last = Some(e);
                 }
             }
@@ -86,30 +91,41 @@ impl HostControl {
         }))
     }
 
-    fn try_request(&mut self, req: &[u8]) -> Result<usize, HostCtlError> {
+    /// One attempt; on failure, whether the request had been delivered.
+    fn try_request(&mut self, req: &[u8]) -> Result<usize, (HostCtlError, bool)> {
         if self.sock.is_none() {
-            self.sock = Some(self.connect()?);
+            self.sock = Some(self.connect().map_err(|e| (e, false))?);
         }
         let Some(s) = self.sock.as_ref() else {
-            return Err(HostCtlError::Closed {
-                path: self.path.clone(),
-            });
+            let path = self.path.clone();
+            return Err((HostCtlError::Closed { path }, false));
         };
-        s.send(req).map_err(|source| HostCtlError::Io {
-            path: self.path.clone(),
-            what: "send",
-            source,
+        s.send(req).map_err(|source| {
+            let path = self.path.clone();
+            (
+                HostCtlError::Io {
+                    path,
+                    what: "send",
+                    source,
+                },
+                false,
+            )
         })?;
         let mut r: &Socket = s;
-        let n = r.read(&mut self.buf).map_err(|source| HostCtlError::Io {
-            path: self.path.clone(),
-            what: "receive",
-            source,
+        let n = r.read(&mut self.buf).map_err(|source| {
+            let path = self.path.clone();
+            (
+                HostCtlError::Io {
+                    path,
+                    what: "receive",
+                    source,
+                },
+                true,
+            )
         })?;
         if n == 0 {
-            return Err(HostCtlError::Closed {
-                path: self.path.clone(),
-            });
+            let path = self.path.clone();
+            return Err((HostCtlError::Closed { path }, true));
         }
         Ok(n)
     }

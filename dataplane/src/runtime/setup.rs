@@ -159,6 +159,7 @@ fn load_keys(cfg: &RuntimeConfig) -> Result<Keyring, SetupError> {
         reason,
     };
     let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+    run_dir::check_key_file(&path).map_err(fail)?;
     Keyring::parse(&text).map_err(|e| fail(e.to_string()))
 }
 
