@@ -1092,15 +1092,7 @@ fn shm_snapshot_round_trip() {
     assert_eq!(r.mem().faa(8, 77), Some(0));
     let mut snap = Vec::new();
     assert_eq!(host.write_snapshot(&mut snap).unwrap(), 2);
-    let cfg = ShmConfig {
-        qps: 1,
-        ring_slots: 8,
-        max_regions: 8,
-        load_slots: 1,
-        arena_bytes: 1 << 20,
-        ..Default::default()
-    };
-    let mut fresh = ShmHost::create(&cfg).unwrap();
+    let mut fresh = restore_target().unwrap();
     assert_eq!(fresh.restore_snapshot(&mut snap.as_slice()).unwrap(), 2);
     check_directory(&fresh.directory());
     let r = fresh.region(1).unwrap();
@@ -1110,7 +1102,7 @@ fn shm_snapshot_round_trip() {
     assert_eq!(r.mem().load_u64(8), Some(77));
     let mut bad = snap.clone();
     bad[0] ^= 1;
-    let mut other = ShmHost::create(&cfg).unwrap();
+    let mut other = restore_target().unwrap();
     assert!(
         other.restore_snapshot(&mut bad.as_slice()).is_err(),
         "bad magic"
@@ -1142,16 +1134,20 @@ fn shm_snapshot_round_trip() {
     }
 }
 
-fn fresh_host_restore(snap: &[u8]) -> Result<usize, LinkError> {
-    let cfg = ShmConfig {
+/// An empty host of another geometry than the snapshotted one, to restore into.
+fn restore_target() -> Result<ShmHost, LinkError> {
+    ShmHost::create(&ShmConfig {
         qps: 1,
         ring_slots: 8,
         max_regions: 8,
         load_slots: 1,
         arena_bytes: 1 << 20,
         ..Default::default()
-    };
-    ShmHost::create(&cfg)?.restore_snapshot(&mut &snap[..])
+    })
+}
+
+fn fresh_host_restore(snap: &[u8]) -> Result<usize, LinkError> {
+    restore_target()?.restore_snapshot(&mut &snap[..])
 }
 
 /// The dataplane process dies; the host agent keeps its data and accepts the next dataplane.
