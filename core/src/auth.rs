@@ -15,7 +15,7 @@ use std::collections::{HashSet, VecDeque};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::wire::{Body, HeaderPacket, Message, SealedRepr, WireError, MAC_LEN};
+use crate::wire::{Body, ErrorCode, HeaderPacket, Message, SealedRepr, WireError, MAC_LEN};
 
 /// Bytes of a credential's secret.
 pub const SECRET_LEN: usize = 32;
@@ -351,6 +351,15 @@ impl Refusal {
         }
     }
 
+    /// The error code the requester is answered with: `busy` (retry) for a full window,
+    /// `unauthorized` otherwise.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            Refusal::Full => ErrorCode::Busy,
+            _ => ErrorCode::Unauthorized,
+        }
+    }
+
     /// What the requester is told.
     pub fn detail(self) -> &'static str {
         match self {
@@ -377,6 +386,18 @@ pub struct Opened<'a> {
     /// False when this (key, nonce) was seen before in the window: a retransmission or a
     /// replay. Answer it from a reply cache, never by executing it again.
     pub fresh: bool,
+}
+
+impl<'a> Opened<'a> {
+    /// The inner request, parsed: it must be a control request (not a reply, not sealed
+    /// again); otherwise the detail of the `bad_request` to answer.
+    pub fn request(&self) -> Result<Message<'a>, String> {
+        match Message::parse(self.inner) {
+            Ok(m) if !m.kind().is_reply() && !matches!(m.body, Body::Sealed(_)) => Ok(m),
+            Ok(_) => Err("a sealed request must hold a control request".into()),
+            Err(e) => Err(format!("sealed request: {e}")),
+        }
+    }
 }
 
 /// Opens sealed requests: checks key, MAC and time, and remembers the nonces of the window.

@@ -37,11 +37,11 @@ pub use config::{BackoffMode, Config, ConfigError, HandlerSpec};
 pub use control::ControlClient;
 
 use apps::{AppRegion, Params, BUNDLED_TENANT};
-use naam_core::auth::{wall_clock_ns, Principal, Refusal};
+use naam_core::auth::{wall_clock_ns, Principal};
 use naam_core::pool::{OffloadId, OffloadSpec, Registry, RegistryError, MAX_OFFLOADS};
 use naam_core::verifier::{verify, VerifierConfig};
 use naam_core::vm::{CompiledVm, Engine};
-use naam_core::wire::{Body, ErrorCode, Message};
+use naam_core::wire::{ErrorCode, Message};
 use naam_link::{RegionSpec, ShmConfig, ShmHost};
 use stats::Stats;
 use std::path::PathBuf;
@@ -328,12 +328,7 @@ impl HostAgent {
         let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
         let opened = gate.open(msg, wall_clock_ns()).map_err(|r| {
             tracing::warn!(reason = r.name(), "control request refused");
-            let code = if r == Refusal::Full {
-                ErrorCode::Busy
-            } else {
-                ErrorCode::Unauthorized
-            };
-            (code, r.detail().to_owned())
+            (r.code(), r.detail().to_owned())
         })?;
         if !opened.fresh {
             return Err((
@@ -341,14 +336,7 @@ impl HostAgent {
                 "replayed: this sealed request was received before".into(),
             ));
         }
-        let inner = Message::parse(opened.inner)
-            .map_err(|e| (ErrorCode::BadRequest, format!("sealed request: {e}")))?;
-        if matches!(inner.body, Body::Sealed(_)) || inner.kind().is_reply() {
-            return Err((
-                ErrorCode::BadRequest,
-                "a sealed request must hold a control request".into(),
-            ));
-        }
+        let inner = opened.request().map_err(|d| (ErrorCode::BadRequest, d))?;
         Ok((inner, opened.principal))
     }
 

@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use naam_core::auth::{wall_clock_ns, Gate, Principal, Refusal};
+use naam_core::auth::{wall_clock_ns, Gate, Principal};
 use naam_core::elf::load_program;
 use naam_core::policy::Location as PolicyLocation;
 use naam_core::pool::OffloadSpec;
@@ -174,11 +174,7 @@ impl ControlPlane {
             Ok(o) => o,
             Err(r) => {
                 tracing::debug!(%from, reason = r.name(), "control request refused");
-                let code = match r {
-                    Refusal::Full => ErrorCode::Busy,
-                    _ => ErrorCode::Unauthorized,
-                };
-                return emit(&msg.reply(error(code, r.detail())), out);
+                return emit(&msg.reply(error(r.code(), r.detail())), out);
             }
         };
         let key = (opened.key_id, opened.nonce);
@@ -190,16 +186,9 @@ impl ControlPlane {
             let d = "replayed: this sealed request was received before";
             return emit(&msg.reply(error(ErrorCode::Unauthorized, d)), out);
         }
-        let inner = match Message::parse(opened.inner) {
-            Ok(m) if !m.kind().is_reply() && !matches!(m.body, Body::Sealed(_)) => m,
-            Ok(_) => {
-                let d = "a sealed request must hold a control request";
-                return emit(&msg.reply(error(ErrorCode::BadRequest, d)), out);
-            }
-            Err(e) => {
-                let d = format!("sealed request: {e}");
-                return emit(&msg.reply(error(ErrorCode::BadRequest, &d)), out);
-            }
+        let inner = match opened.request() {
+            Ok(m) => m,
+            Err(d) => return emit(&msg.reply(error(ErrorCode::BadRequest, &d)), out),
         };
         let who = opened.principal;
         let n = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
