@@ -8,6 +8,7 @@ mod common;
 
 use common::gen::{engines_may_disagree, program, Src};
 use common::{engines, random_ctx, run_one};
+use naam_core::abi::CTX_SIZE;
 use naam_core::elf::Program;
 use naam_core::verifier::{verify, VerifierConfig};
 use proptest::prelude::*;
@@ -36,14 +37,20 @@ fn check(input: &[u8]) {
         if engines_may_disagree(v.insns()) {
             continue;
         }
-        assert_eq!(j.0, i.0, "r0 differs for {:02x?}", prog.insns);
+        assert_eq!(
+            j.0,
+            i.0,
+            "r0 differs for {:02x?} on context {:02x?}",
+            prog.insns,
+            &ctx.as_bytes()[..CTX_SIZE]
+        );
         assert!(j.1 == i.1, "context bytes differ for {:02x?}", prog.insns);
     }
 }
 
 proptest! {
     // Fewer cases off x86_64: there this runs under qemu, where every compile is emulated.
-    #![proptest_config(ProptestConfig { cases: if cfg!(target_arch = "x86_64") { 1000 } else { 100 }, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(if cfg!(target_arch = "x86_64") { 1000 } else { 100 }), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn accepted_programs_are_memory_safe_and_engines_agree(input in prop::collection::vec(any::<u8>(), 0..1024)) {
