@@ -189,6 +189,8 @@ pub struct DeployConfig {
     /// Give the host agent a snapshot file (`--snapshot`), loaded at start when it exists and
     /// written on request (`DESCRIBE("snapshot")`) and on a clean shutdown.
     pub snapshot: bool,
+    /// Both processes serve Prometheus metrics on loopback ([`Deployment::metrics_addrs`]).
+    pub metrics: bool,
 }
 
 impl Default for DeployConfig {
@@ -207,6 +209,7 @@ impl Default for DeployConfig {
             log_filter: "info".into(),
             persist: false,
             snapshot: false,
+            metrics: false,
         }
     }
 }
@@ -220,6 +223,9 @@ pub struct Deployment {
     run_dir: PathBuf,
     data: SocketAddr,
     control: SocketAddr,
+    /// Where the host agent and the dataplane serve metrics, with [`DeployConfig::metrics`].
+    host_metrics: Option<SocketAddr>,
+    dataplane_metrics: Option<SocketAddr>,
 }
 
 const READY_WAIT: Duration = Duration::from_secs(30);
@@ -242,6 +248,8 @@ impl Deployment {
             run_dir,
             data: ([0, 0, 0, 0], 0).into(),
             control: ([0, 0, 0, 0], 0).into(),
+            host_metrics: None,
+            dataplane_metrics: None,
         };
         d.start_host()?;
         d.start_dataplane()?;
@@ -302,6 +310,20 @@ impl Deployment {
         if c.snapshot {
             cmd.arg("--snapshot").arg(self.snapshot_path());
         }
+        if c.metrics {
+            // The host agent prints nothing to read back: give it a port free now (kept
+            // across restarts).
+            let addr = match self.host_metrics {
+                Some(a) => a,
+                None => free_tcp_port().map_err(|source| DeployError::Spawn {
+                    what: "the host agent (no free port for metrics)",
+                    source,
+                })?,
+            };
+            self.host_metrics = Some(addr);
+            cmd.arg("--metrics-addr").arg(addr.to_string());
+        }
+        let c = &self.cfg;
         cmd.env("RUST_LOG", &c.log_filter)
             .stdin(Stdio::null())
             .stdout(self.log("host-agent"))
@@ -349,6 +371,11 @@ impl Deployment {
             .args(["--workers", &c.nic_workers.to_string()])
             .args(["--home", &c.home])
             .args(&c.dataplane_args)
+            .args(if c.metrics {
+                &["--metrics-addr", "127.0.0.1:0"][..]
+            } else {
+                &[]
+            })
             .args(
                 c.credentials
                     .iter()
@@ -393,6 +420,7 @@ impl Deployment {
             (Some(data), Some(control)) => {
                 self.data = data;
                 self.control = control;
+                self.dataplane_metrics = addr("metrics");
                 self.dataplane = Some(child);
                 Ok(())
             }
@@ -412,6 +440,12 @@ impl Deployment {
                 }
             }
         }
+    }
+
+    /// Where the host agent and the dataplane serve `/metrics` (with
+    /// [`DeployConfig::metrics`]).
+    pub fn metrics_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        (self.host_metrics, self.dataplane_metrics)
     }
 
     /// The dataplane's data base port.
@@ -571,4 +605,9 @@ fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A loopback TCP port nobody listens on now.
+fn free_tcp_port() -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
 }

@@ -537,6 +537,7 @@ fn handle(
                     class: o.class,
                     read_only: o.read_only,
                     insn_count: o.program.insn_count() as u32,
+                    worst_case: o.program.worst_case_insns() as u32,
                 })
                 .collect();
             // Small pages (at most 4) so clients exercise paging.

@@ -55,6 +55,8 @@ pub struct OffloadInfo {
     pub class: u16,
     pub read_only: bool,
     pub insn_count: u32,
+    /// Instructions on the longest path of one step.
+    pub worst_case: u32,
 }
 
 impl From<&OffloadEntry<'_>> for OffloadInfo {
@@ -66,6 +68,7 @@ impl From<&OffloadEntry<'_>> for OffloadInfo {
             class: e.class,
             read_only: e.read_only,
             insn_count: e.insn_count,
+            worst_case: e.worst_case,
         }
     }
 }

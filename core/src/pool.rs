@@ -185,6 +185,38 @@ impl Registry {
 pub struct PoolEntry {
     pub offload: Arc<Offload>,
     pub vm: CompiledVm,
+    /// What this worker ran of the offload (written by the worker only).
+    pub runs: Arc<RunCounters>,
+}
+
+/// One worker's counters of one offload, as the kernel's `run_cnt`/`run_time_ns`: written by
+/// that worker alone (plain loads and stores, [`RunCounters::bump`]), read by whoever reports
+/// them. Created when the pool compiles the offload, never on the data path.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct RunCounters {
+    /// Messages that ended here (done, aborted or failed).
+    pub runs: AtomicU64,
+    /// Handler steps run.
+    pub steps: AtomicU64,
+    /// Messages that ended in an error (other than the handler's own abort).
+    pub errors: AtomicU64,
+    /// Nanoseconds inside the VM, when the worker measures it (it costs two clock reads per
+    /// step; the kernel's `bpf_stats_enabled` makes the same trade).
+    pub run_ns: AtomicU64,
+}
+
+impl RunCounters {
+    /// Adds to a counter this worker owns (a load and a store, no locked instruction).
+    #[inline]
+    pub fn bump(c: &AtomicU64, n: u64) {
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// `(runs, steps, errors, run_ns)` now.
+    pub fn read(&self) -> [u64; 4] {
+        [&self.runs, &self.steps, &self.errors, &self.run_ns].map(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 /// A worker's view of the registry: one compiled VM per offload, indexed by id.
@@ -240,13 +272,28 @@ impl VmPool {
             let slot = &mut self.slots[off.id as usize];
             if slot.is_none() {
                 match CompiledVm::new(off.program.clone(), self.engine) {
-                    Ok(vm) => *slot = Some(PoolEntry { offload: off, vm }),
+                    Ok(vm) => {
+                        *slot = Some(PoolEntry {
+                            offload: off,
+                            vm,
+                            runs: Arc::default(),
+                        })
+                    }
                     Err(e) => self.compile_errors.push((off.id, e.to_string())),
                 }
             }
         }
         self.seen_epoch = epoch;
         true
+    }
+
+    /// Every compiled offload's run counters (for publishing after [`VmPool::sync`]).
+    pub fn run_counters(&self) -> Vec<(OffloadId, Arc<RunCounters>)> {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|e| (e.offload.id, e.runs.clone()))
+            .collect()
     }
 
     /// The compiled offload `id`, if registered.

@@ -302,6 +302,7 @@ fn with_message<R>(
                     class: *class,
                     read_only: *read_only,
                     insn_count: *insn_count,
+                    worst_case: insn_count.wrapping_mul(3),
                 },
             )
             .collect(),

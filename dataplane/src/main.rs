@@ -113,6 +113,10 @@ struct Args {
     /// [default: RUN_DIR/credentials].
     #[arg(long, value_name = "FILE")]
     credentials: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default; port 0 picks one).
+    /// Also measures each offload's run time on the NIC (two clock reads per step).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// The command line with the settings of `--config FILE` (if given) put in front of the
@@ -226,6 +230,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         connect_wait: Duration::from_millis(a.connect_wait_ms),
         loss: LossInjection::every(a.drop_rx_every, a.drop_tx_every),
         credentials: a.credentials.clone(),
+        metrics: a.metrics_addr,
         ..defaults
     };
     tracing::info!(backoff = ?cfg.idle, engine = cfg.engine.name(), workers = cfg.workers, "starting");
@@ -234,8 +239,13 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
     ctrlc::set_handler(move || s.store(true, Ordering::Release))
         .context("installing the SIGINT/SIGTERM handler")?;
     let rt = Runtime::start(cfg).context("starting the dataplane")?;
+    // One line, read by whoever started this process to learn the addresses.
+    let metrics = rt
+        .metrics_addr()
+        .map(|m| format!(" metrics {m}"))
+        .unwrap_or_default();
     println!(
-        "naam-dataplane serving data {} control {}",
+        "naam-dataplane serving data {} control {}{metrics}",
         rt.data_addr(),
         rt.control_addr()
     );

@@ -104,6 +104,8 @@ pub struct Config {
     /// The key file of the admin and the tenants (docs/security.md); created with fresh keys
     /// when absent. Default: `RUN_DIR/credentials`.
     pub credentials: Option<PathBuf>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (off when `None`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -125,6 +127,7 @@ impl Default for Config {
             hugetlb: true,
             ring_slots: 256,
             credentials: None,
+            metrics_addr: None,
         }
     }
 }

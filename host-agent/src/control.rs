@@ -218,9 +218,10 @@ pub(crate) fn handle(agent: &HostAgent, req: &[u8], out: &mut [u8]) -> (usize, A
                     class: o.class,
                     read_only: o.read_only,
                     insn_count: o.program.insn_count() as u32,
+                    worst_case: o.program.worst_case_insns() as u32,
                 })
                 .collect();
-            let (n, more) = fit(&list, &p, |e| 16 + e.name.len());
+            let (n, more) = fit(&list, &p, naam_core::wire::ListEntry::encoded_len);
             let next = if more { list[n].id } else { 0 };
             Body::ListReply(ListReplyRepr {
                 more,

@@ -57,6 +57,8 @@ pub enum AgentError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
+    Metrics(#[from] naam_metrics::MetricsError),
+    #[error(transparent)]
     Link(#[from] naam_link::LinkError),
     #[error(transparent)]
     App(#[from] apps::AppError),
@@ -107,6 +109,8 @@ pub struct HostAgent {
     stopped: bool,
     /// Opens sealed control requests (docs/security.md).
     gate: std::sync::Mutex<naam_core::auth::Gate>,
+    /// Prometheus metrics (`--metrics-addr`), answered by the control loop.
+    metrics: Option<naam_metrics::Exporter>,
 }
 
 /// Where the data came from at start.
@@ -285,6 +289,10 @@ impl HostAgent {
             workers.push(h);
         }
 
+        let metrics = cfg
+            .metrics_addr
+            .map(naam_metrics::Exporter::bind)
+            .transpose()?;
         tracing::info!(
             run_dir = %cfg.run_dir.display(),
             workers = cfg.workers,
@@ -311,7 +319,30 @@ impl HostAgent {
                 keys,
                 naam_core::auth::GATE_NONCES,
             )),
+            metrics,
         })
+    }
+
+    /// Where Prometheus metrics are served (`--metrics-addr`), if they are.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics
+            .as_ref()
+            .map(naam_metrics::Exporter::local_addr)
+    }
+
+    /// The Prometheus text of the counters STATS reports and of the offloads registered.
+    fn metrics_text(&self) -> String {
+        let mut families = naam_metrics::families(&self.control_counters());
+        let offloads = self.registry.list();
+        families.push(naam_metrics::offload_info(offloads.iter().map(|o| {
+            naam_metrics::OffloadInfo {
+                id: o.id,
+                name: &o.name,
+                tenant: o.tenant,
+                class: o.class,
+            }
+        })));
+        naam_metrics::encode("naam_host", families)
     }
 
     pub fn config(&self) -> &Config {
@@ -387,6 +418,10 @@ impl HostAgent {
                 Err(e) => tracing::warn!(error = %e, "link socket"),
             }
             publisher.heartbeat(naam_link::now_ns());
+            if let Some(mut m) = self.metrics.take() {
+                m.poll(|| self.metrics_text());
+                self.metrics = Some(m);
+            }
             if control::serve_once(self, Duration::from_millis(1))? == control::Action::Shutdown {
                 tracing::info!("shutdown requested on the control socket");
                 break;

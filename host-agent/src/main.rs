@@ -69,6 +69,9 @@ struct Args {
     /// [default: RUN_DIR/credentials]; see docs/security.md.
     #[arg(long, value_name = "FILE")]
     credentials: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default; port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Args {
@@ -100,6 +103,9 @@ impl Args {
         }
         if self.credentials.is_some() {
             c.credentials = self.credentials;
+        }
+        if self.metrics_addr.is_some() {
+            c.metrics_addr = self.metrics_addr;
         }
         if let Some(b) = self.backoff {
             c.backoff = BackoffMode::parse(&b).context("--backoff")?;
@@ -135,6 +141,9 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         signal_hook::flag::register(sig, stop.clone()).context("install signal handler")?;
     }
     let mut agent = HostAgent::start(cfg).context("starting the host agent")?;
+    if let Some(m) = agent.metrics_addr() {
+        println!("naam-host-agent metrics http://{m}/metrics");
+    }
     let run = agent.run(&stop);
     let down = agent.shutdown();
     run.context("control loop")?;

@@ -3,7 +3,7 @@
 //! Each worker owns its [`WorkerCounters`] (one writer, relaxed atomics on its own cache
 //! lines) and increments the shared [`OffloadCounters`] of the offloads it runs. The control
 //! thread reads everything into named values for STATS replies (`worker.K.NAME`,
-//! `offload.ID.NAME`, `host.NAME`).
+//! `offload.ID.host_NAME`, `host.NAME`).
 
 use naam_core::pool::OffloadId;
 use std::collections::BTreeMap;
@@ -71,13 +71,16 @@ counters!(
 );
 
 counters!(
-    /// One offload's counters, summed over the workers.
+    /// One offload's counters, summed over the workers; reported as `offload.ID.host_NAME`
+    /// (the dataplane reports its own as `offload.ID.nic_NAME`).
     OffloadCounters {
-        messages,
+        /// Messages that ended here (whatever their outcome).
+        runs,
         steps,
         errors,
         aborted,
-        busy_ns,
+        /// Nanoseconds spent on the offload's messages (VM and ops).
+        run_ns,
     }
 );
 
@@ -135,7 +138,7 @@ impl Stats {
         let offloads: Vec<_> = self.lock().iter().map(|(id, c)| (*id, c.clone())).collect();
         for (id, c) in offloads {
             for (name, v) in c.read() {
-                out.push((format!("offload.{id}.{name}"), v));
+                out.push((format!("offload.{id}.host_{name}"), v));
             }
         }
         for (name, v) in totals {
@@ -172,7 +175,7 @@ mod tests {
         assert_eq!(get("worker.0.messages"), Some(3));
         assert_eq!(get("worker.1.messages"), Some(4));
         assert_eq!(get("host.messages"), Some(7));
-        assert_eq!(get("offload.5.steps"), Some(7));
+        assert_eq!(get("offload.5.host_steps"), Some(7));
         s.remove_offload(5);
         assert_eq!(s.offload(5).steps.load(Ordering::Relaxed), 0);
         assert!(named

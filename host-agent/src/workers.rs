@@ -415,9 +415,9 @@ fn run_request(
     bump(&counters.messages, 1);
     bump(&counters.steps, steps as u64);
     if let Some(oc) = oc {
-        add(&oc.messages, 1);
+        add(&oc.runs, 1);
         add(&oc.steps, steps as u64);
-        add(&oc.busy_ns, spent);
+        add(&oc.run_ns, spent);
     }
     let reply = |status, output| {
         Body::AmReply(AmReplyRepr {

@@ -50,8 +50,8 @@ fn record_requests_run_on_host_workers_on_every_queue_pair() {
     let s = agent.control().stats().unwrap();
     let get = |n: &str| s.iter().find(|(k, _)| k == n).map(|(_, v)| *v).unwrap();
     assert_eq!(get("host.messages"), 9);
-    assert_eq!(get("offload.5.messages"), 9);
-    assert_eq!(get("offload.5.steps"), 18);
+    assert_eq!(get("offload.5.host_runs"), 9);
+    assert_eq!(get("offload.5.host_steps"), 18);
     assert_eq!(get("worker.0.messages"), 6, "queue pairs 0 and 2");
     assert_eq!(get("worker.1.messages"), 3, "queue pair 1");
     assert!(get("host.busy_ns") > 0);
@@ -153,11 +153,11 @@ fn bad_entries_are_answered_when_possible_and_always_counted() {
     assert_eq!(agent.counter("worker.0.unknown_offload"), 1);
     assert_eq!(agent.counter("worker.0.refused"), 2);
     assert_eq!(
-        agent.counter("offload.5.errors"),
+        agent.counter("offload.5.host_errors"),
         2,
         "out of bounds, no such region"
     );
-    assert_eq!(agent.counter("offload.5.aborted"), 1);
+    assert_eq!(agent.counter("offload.5.host_aborted"), 1);
     assert_eq!(agent.counter("worker.0.replies"), 11);
 }
 
@@ -220,7 +220,7 @@ fn control_socket_registers_lists_describes_and_counts() {
         Body::AmReply(r) => assert_eq!(r.output, expected_digest(5).to_le_bytes()),
         other => panic!("{other:?}"),
     }
-    assert_eq!(agent.counter("offload.16.messages"), 1);
+    assert_eq!(agent.counter("offload.16.host_runs"), 1);
 
     c.unregister(a).unwrap();
     let d = call(&mut qp, 2, &am(2, a, 16, TENANT, &args));
@@ -384,7 +384,7 @@ fn btree_lookups_and_scans_run_on_host_workers() {
         .map(|i| (Btree::key(i), Btree::value(SEED, Btree::key(i))))
         .collect();
     assert_eq!(pairs, want, "ten pairs from key 101");
-    assert_eq!(agent.counter("offload.3.messages"), 12);
+    assert_eq!(agent.counter("offload.3.host_runs"), 12);
 }
 
 #[test]
@@ -468,7 +468,7 @@ fn mica_get_put_delete_run_on_host_workers() {
         vec![true, false, false],
         "GET read-only, PUT and DELETE not"
     );
-    assert_eq!(agent.counter("offload.1.messages"), 2);
+    assert_eq!(agent.counter("offload.1.host_runs"), 2);
 }
 
 #[test]

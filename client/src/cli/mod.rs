@@ -136,6 +136,10 @@ pub enum OffloadCommand {
     },
     /// List offloads: "id class tenant ro insns name", one per line after a header.
     Ls,
+    /// Show offload ID (or every offload), as `bpftool prog show`: id, name, tenant, class,
+    /// instructions, worst-case path of a step, where its class runs now, and what the NIC ran
+    /// of it (runs, steps, errors, mean ns per run when the dataplane measures run time).
+    Show { id: Option<u32> },
     /// Unregister offload ID.
     Rm { id: u32 },
 }
@@ -274,6 +278,12 @@ fn answer(client: Client, cmd: &ClientCommand) -> anyhow::Result<Answer> {
             }
             Answer::new(text, json!({ "offloads": rows }))
         }
+        ClientCommand::Offload(OffloadCommand::Show { id }) => {
+            let mut client = client;
+            let list = client.list(0)?;
+            let stats = client.server_stats(0)?;
+            offload_show(&list, &stats, *id)?
+        }
         ClientCommand::Offload(OffloadCommand::Rm { id }) => {
             let mut client = client;
             client.unregister(0, *id)?;
@@ -313,6 +323,67 @@ fn answer(client: Client, cmd: &ClientCommand) -> anyhow::Result<Answer> {
             Answer::new(text, serde_json::Value::Object(map))
         }
     })
+}
+
+/// `naam offload show`: the LIST entries joined with the dataplane's per-offload counters
+/// (`offload.ID.nic_*`) and its classes' placement (`class.C.placement`).
+fn offload_show(
+    list: &[crate::reply::OffloadInfo],
+    stats: &[(String, u64)],
+    id: Option<u32>,
+) -> anyhow::Result<Answer> {
+    use serde_json::json;
+    let stat = |name: String| stats.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+    let chosen: Vec<_> = list
+        .iter()
+        .filter(|o| id.is_none_or(|i| o.id == i))
+        .collect();
+    if let (Some(i), true) = (id, chosen.is_empty()) {
+        bail!("no offload with id {i}");
+    }
+    let mut text = String::new();
+    let mut rows = Vec::new();
+    for o in chosen {
+        let c = |n: &str| stat(format!("offload.{}.nic_{n}", o.id)).unwrap_or(0);
+        let (runs, steps, errors, run_ns) = (c("runs"), c("steps"), c("errors"), c("run_ns"));
+        // The dataplane reports placement only for classes in use or moved from home.
+        let placed = stat(format!("class.{}.placement", o.class))
+            .and_then(|v| u8::try_from(v).ok())
+            .and_then(naam_core::wire::Location::from_u8)
+            .map(|l| format!("{l:?}").to_lowercase());
+        let mean_ns = (run_ns > 0 && runs > 0).then(|| run_ns / runs);
+        text += &format!(
+            "{}: {}  tenant {}  class {}{}\n\tinsns {}  worst-case path {}  placed {}\n\tnic: runs {}  steps {}  errors {}  mean {}\n",
+            o.id,
+            o.name,
+            o.tenant,
+            o.class,
+            if o.read_only { "  read-only" } else { "" },
+            o.insn_count,
+            o.worst_case,
+            placed.as_deref().unwrap_or("unknown"),
+            runs,
+            steps,
+            errors,
+            mean_ns.map_or("-".to_string(), |n| format!("{n} ns")),
+        );
+        rows.push(json!({
+            "id": o.id,
+            "name": o.name,
+            "tenant": o.tenant,
+            "class": o.class,
+            "read_only": o.read_only,
+            "insns": o.insn_count,
+            "worst_case": o.worst_case,
+            "placed": placed,
+            "nic": { "runs": runs, "steps": steps, "errors": errors, "run_ns": run_ns, "mean_ns": mean_ns },
+        }));
+    }
+    let json = match id {
+        Some(_) => rows.into_iter().next().unwrap_or_default(),
+        None => json!({ "offloads": rows }),
+    };
+    Ok(Answer::new(text, json))
 }
 
 #[cfg(test)]

@@ -48,7 +48,8 @@ mod offload {
     pub const FLAGS: usize = 10;
     pub const NAME_LEN: usize = 11;
     pub const INSNS: Field = 12..16;
-    pub const NAME: usize = 16;
+    pub const WORST_CASE: Field = 16..20;
+    pub const NAME: usize = 20;
 
     pub const READ_ONLY: u8 = 0x01;
 }
@@ -63,6 +64,8 @@ pub struct OffloadEntry<'a> {
     pub read_only: bool,
     /// Instructions in the verified program.
     pub insn_count: u32,
+    /// Instructions on the longest path of one step (the verifier's bound).
+    pub worst_case: u32,
 }
 
 impl<'a> ListEntry<'a> for OffloadEntry<'a> {
@@ -88,6 +91,7 @@ impl<'a> ListEntry<'a> for OffloadEntry<'a> {
             class: get_u16(bytes, offload::CLASS),
             read_only: flags & offload::READ_ONLY != 0,
             insn_count: get_u32(bytes, offload::INSNS),
+            worst_case: get_u32(bytes, offload::WORST_CASE),
         };
         Ok((entry, offload::NAME + name_len))
     }
@@ -107,6 +111,7 @@ impl<'a> ListEntry<'a> for OffloadEntry<'a> {
         };
         out[offload::NAME_LEN] = self.name.len() as u8;
         set_u32(out, offload::INSNS, self.insn_count);
+        set_u32(out, offload::WORST_CASE, self.worst_case);
         out[offload::NAME..offload::NAME + self.name.len()].copy_from_slice(self.name.as_bytes());
     }
 

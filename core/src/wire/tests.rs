@@ -13,6 +13,7 @@ const OFFLOADS: [OffloadEntry<'static>; 2] = [
         class: 3,
         read_only: true,
         insn_count: 211,
+        worst_case: 40,
     },
     OffloadEntry {
         id: 2,
@@ -21,6 +22,7 @@ const OFFLOADS: [OffloadEntry<'static>; 2] = [
         class: 4,
         read_only: false,
         insn_count: 390,
+        worst_case: 77,
     },
 ];
 const COUNTERS: [KvEntry<'static>; 3] = [

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use naam_core::auth::{wall_clock_ns, Gate, Principal};
 use naam_core::elf::load_program;
 use naam_core::policy::Location as PolicyLocation;
-use naam_core::pool::OffloadSpec;
+use naam_core::pool::{OffloadId, OffloadSpec};
 use naam_core::verifier::{verify, VerifierConfig};
 use naam_core::vm::{CompiledVm, Engine};
 use naam_core::wire::{clip_utf8, congest_ms, CONGEST_NIC};
@@ -449,9 +449,12 @@ impl ControlPlane {
                 class: o.class,
                 read_only: o.read_only,
                 insn_count: o.program.insn_count() as u32,
+                worst_case: o.program.worst_case_insns() as u32,
             })
             .collect();
-        let (n, more) = fit(&entries, p.max, |e| 16 + e.name.len());
+        let (n, more) = fit(&entries, p.max, |e| {
+            naam_core::wire::ListEntry::encoded_len(e)
+        });
         let next = if more { entries[n].id } else { 0 };
         emit(
             &msg.reply(Body::ListReply(ListReplyRepr {
@@ -504,6 +507,7 @@ impl ControlPlane {
             }
         }
         v.extend(totals.into_iter().map(|(n, x)| (format!("total.{n}"), x)));
+        v.extend(self.offload_counters());
         let table = self.switch.table();
         v.push(("steer.misses".into(), table.misses()));
         let now = naam_link::now_ns();
@@ -546,6 +550,45 @@ impl ControlPlane {
                 d.reason
             );
             v.push((clip_utf8(&name, NAME_MAX).to_owned(), d.at));
+        }
+        v
+    }
+
+    /// The Prometheus text of [`ControlPlane::counters`] and the offloads registered.
+    pub fn metrics_text(&self) -> String {
+        let mut families = naam_metrics::families(&self.counters());
+        let offloads = self.shared.registry.list();
+        families.push(naam_metrics::offload_info(offloads.iter().map(|o| {
+            naam_metrics::OffloadInfo {
+                id: o.id,
+                name: &o.name,
+                tenant: o.tenant,
+                class: o.class,
+            }
+        })));
+        naam_metrics::encode("naam_dp", families)
+    }
+
+    /// Per offload, summed over the NIC workers: `offload.ID.nic_runs`, `nic_steps`,
+    /// `nic_errors`, `nic_run_ns` (the last stays 0 unless run time is measured).
+    fn offload_counters(&self) -> Vec<(String, u64)> {
+        let mut sums: std::collections::BTreeMap<OffloadId, [u64; 4]> = Default::default();
+        for w in &self.workers {
+            for (id, c) in w.offload_runs() {
+                let s = sums.entry(id).or_default();
+                for (a, b) in s.iter_mut().zip(c) {
+                    *a += b;
+                }
+            }
+        }
+        let mut v = Vec::new();
+        for (id, c) in sums {
+            for (name, x) in ["nic_runs", "nic_steps", "nic_errors", "nic_run_ns"]
+                .iter()
+                .zip(c)
+            {
+                v.push((format!("offload.{id}.{name}"), x));
+            }
         }
         v
     }

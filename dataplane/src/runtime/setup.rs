@@ -92,6 +92,9 @@ pub struct RuntimeConfig {
     /// The key file the host agent holds (docs/security.md), read once the host agent is
     /// connected. Default: `RUN_DIR/credentials`.
     pub credentials: Option<PathBuf>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (off when `None`). Also turns on the
+    /// measurement of each offload's run time on the NIC.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for RuntimeConfig {
@@ -116,6 +119,7 @@ impl Default for RuntimeConfig {
             host_control_timeout: Duration::from_secs(2),
             loss: LossInjection::default(),
             credentials: None,
+            metrics: None,
         }
     }
 }
@@ -143,6 +147,8 @@ pub enum SetupError {
     },
     #[error("steering: {0}")]
     Steering(#[from] crate::steering::SteeringError),
+    #[error("{0}")]
+    Metrics(#[from] naam_metrics::MetricsError),
     #[error("credentials {path}: {reason} (the host agent creates them in its run directory; or pass --credentials)")]
     Credentials { path: PathBuf, reason: String },
 }
@@ -257,6 +263,7 @@ pub struct Runtime {
     threads: Vec<JoinHandle<()>>,
     data_addr: SocketAddrV4,
     control_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     stats: Vec<Arc<WorkerStats>>,
 }
 
@@ -352,6 +359,7 @@ impl Runtime {
                 dedup_entries: cfg.dedup_entries,
                 max_steps: cfg.max_steps,
                 engine: cfg.engine,
+                run_time: cfg.metrics.is_some(),
             };
             let spec = cfg.port.clone();
             let classes = cfg.classes;
@@ -408,10 +416,25 @@ impl Runtime {
                 data_addr.port().wrapping_sub(1),
             )
         });
-        let sock = UdpSocket::bind(control_addr).map_err(|source| SetupError::Io {
-            what: format!("bind control port {control_addr}"),
-            source,
-        })?;
+        let sock = match UdpSocket::bind(control_addr) {
+            Ok(s) => s,
+            // The data ports were picked free (port 0) but the one below them is taken: any
+            // free port will do, the serving line says which.
+            Err(_) if cfg.control.is_none() && port_was_picked(&cfg.port) => {
+                { UdpSocket::bind(SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0)) }.map_err(
+                    |source| SetupError::Io {
+                        what: "bind a control port".into(),
+                        source,
+                    },
+                )?
+            }
+            Err(source) => {
+                return Err(SetupError::Io {
+                    what: format!("bind control port {control_addr}"),
+                    source,
+                })
+            }
+        };
         let control_addr = sock.local_addr().map_err(|source| SetupError::Io {
             what: "control port address".into(),
             source,
@@ -438,11 +461,13 @@ impl Runtime {
             cfg.classes,
             Gate::new(keys, naam_core::auth::GATE_NONCES),
         );
+        let metrics = cfg.metrics.map(naam_metrics::Exporter::bind).transpose()?;
+        let metrics_addr = metrics.as_ref().map(naam_metrics::Exporter::local_addr);
         let ctl_shared = shared.clone();
         let ctl_cfg = cfg.clone();
         let t = std::thread::Builder::new()
             .name("naam-control".into())
-            .spawn(move || run_control(plane, sock, ctl_shared, links, link_path, ctl_cfg))
+            .spawn(move || run_control(plane, sock, metrics, ctl_shared, links, link_path, ctl_cfg))
             .map_err(|source| SetupError::Io {
                 what: "spawn control thread".into(),
                 source,
@@ -454,6 +479,7 @@ impl Runtime {
             threads,
             data_addr,
             control_addr,
+            metrics_addr,
             stats,
         })
     }
@@ -465,6 +491,11 @@ impl Runtime {
 
     pub fn control_addr(&self) -> SocketAddr {
         self.control_addr
+    }
+
+    /// Where Prometheus metrics are served (`--metrics-addr`), if they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -483,6 +514,13 @@ impl Runtime {
         }
         tracing::info!("dataplane stopped");
     }
+}
+
+/// Whether the data port spec asked for any free ports (`udp:IP:0`).
+fn port_was_picked(spec: &str) -> bool {
+    spec.strip_prefix("udp:")
+        .and_then(|a| a.parse::<SocketAddrV4>().ok())
+        .is_some_and(|a| a.port() == 0)
 }
 
 fn connect_with_wait(
@@ -753,6 +791,7 @@ impl HostWatch {
 fn run_control(
     mut plane: ControlPlane,
     sock: UdpSocket,
+    mut metrics: Option<naam_metrics::Exporter>,
     shared: Arc<Shared>,
     links: Arc<LinkSlot>,
     link_path: PathBuf,
@@ -779,6 +818,9 @@ fn run_control(
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) => {}
             Err(e) => tracing::warn!(error = %e, "control port receive"),
+        }
+        if let Some(m) = &mut metrics {
+            m.poll(|| plane.metrics_text());
         }
         let now = now_ns();
         let link = links.get();

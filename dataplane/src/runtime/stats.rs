@@ -4,7 +4,9 @@
 //! never share a line.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
+use naam_core::pool::{OffloadId, RunCounters};
 use naam_core::wire::ErrorCode;
 
 use crate::port::{DropReason, PortStats};
@@ -119,6 +121,9 @@ pub struct WorkerStats {
     /// Per class: messages received, NIC steps run.
     class_msgs: Box<[AtomicU64]>,
     class_steps: Box<[AtomicU64]>,
+    /// The run counters of the offloads the worker has compiled, republished by the worker
+    /// when its pool changes (never per message); read by the control thread.
+    offloads: Mutex<Vec<(OffloadId, Arc<RunCounters>)>>,
 }
 
 /// Single-writer increment: a load and a store, no read-modify-write instruction.
@@ -165,6 +170,7 @@ impl WorkerStats {
             port_drops: Default::default(),
             class_msgs: zeros(classes as usize),
             class_steps: zeros(classes as usize),
+            offloads: Mutex::new(Vec::new()),
         }
     }
 
@@ -205,6 +211,16 @@ impl WorkerStats {
         for r in DropReason::ALL {
             self.port_drops[r as usize].store(p.drops(r), Ordering::Relaxed);
         }
+    }
+
+    pub(crate) fn publish_offloads(&self, runs: Vec<(OffloadId, Arc<RunCounters>)>) {
+        *self.offloads.lock().unwrap_or_else(|e| e.into_inner()) = runs;
+    }
+
+    /// `(id, [runs, steps, errors, run_ns])` of every offload this worker has compiled.
+    pub fn offload_runs(&self) -> Vec<(OffloadId, [u64; 4])> {
+        let runs = self.offloads.lock().unwrap_or_else(|e| e.into_inner());
+        runs.iter().map(|(id, c)| (*id, c.read())).collect()
     }
 
     /// The port's drops for `reason`, as of the last publication.

@@ -22,14 +22,14 @@ use std::sync::Arc;
 
 use naam_core::abi::{Ctx, OpKind, DATA_SIZE, MAX_OPS};
 use naam_core::exec::{check_ops, run_step, StepOutcome, DEFAULT_MAX_STEPS};
-use naam_core::pool::VmPool;
+use naam_core::pool::{RunCounters, VmPool};
 use naam_core::region::{CheckedOp, RegionTable};
 use naam_core::vm::Engine;
 use naam_core::wire::{
     AmReplyRepr, AmRequestRepr, AmStatus, Body, ErrorCode, ErrorRepr, Flags, HeaderPacket, Kind,
     Location, Message, OpResult, PlacementHint, WireError, HEADER_LEN,
 };
-use naam_link::{Completion, CompletionStatus, Link, LinkError, RemoteAddr, MSG_MAX};
+use naam_link::{now_ns, Completion, CompletionStatus, Link, LinkError, RemoteAddr, MSG_MAX};
 
 use super::dedup::{Begin, ReplyCache, Seen};
 use super::shared::Shared;
@@ -56,6 +56,9 @@ pub struct WorkerConfig {
     pub dedup_entries: usize,
     pub max_steps: u32,
     pub engine: Engine,
+    /// Measure the nanoseconds each offload spends in the VM (two clock reads per step; on
+    /// when metrics are exported).
+    pub run_time: bool,
 }
 
 impl Default for WorkerConfig {
@@ -68,6 +71,7 @@ impl Default for WorkerConfig {
             dedup_entries: 1024,
             max_steps: DEFAULT_MAX_STEPS,
             engine: Engine::native(),
+            run_time: false,
         }
     }
 }
@@ -266,6 +270,7 @@ pub struct Worker {
 impl Worker {
     pub fn new(cfg: WorkerConfig, shared: Arc<Shared>, stats: Arc<WorkerStats>) -> Worker {
         let pool = VmPool::new(shared.registry.clone(), cfg.engine);
+        stats.publish_offloads(pool.run_counters());
         let slots: Box<[Slot]> = (0..cfg.slots.max(1)).map(|_| Slot::new()).collect();
         let free = (0..slots.len() as u32).rev().collect();
         Worker {
@@ -375,7 +380,9 @@ impl Worker {
     }
 
     fn refresh(&mut self) {
-        self.pool.sync();
+        if self.pool.sync() {
+            self.stats.publish_offloads(self.pool.run_counters());
+        }
         if !self.pool.compile_errors.is_empty() {
             for (id, e) in self.pool.compile_errors.drain(..) {
                 tracing::warn!(worker = self.cfg.id, offload = id, error = %e, "offload did not compile");
@@ -539,6 +546,13 @@ impl Worker {
 
     fn finish_error<P: Port>(&mut self, i: usize, port: &mut P, code: ErrorCode, detail: &str) {
         let s = &self.slots[i];
+        if s.kind == SlotKind::Am && s.steps > 0 {
+            // It ran here: an offload's failed run.
+            if let Some(e) = self.pool.get(s.offload) {
+                RunCounters::bump(&e.runs.runs, 1);
+                RunCounters::bump(&e.runs.errors, 1);
+            }
+        }
         let info = ReqInfo {
             peer: s.peer,
             request_id: s.request_id,
@@ -993,7 +1007,15 @@ impl Worker {
         s.ctx.set_step(s.steps);
         s.steps += 1;
         bump(&self.stats.steps, 1);
-        let out = run_step(&entry.vm, &mut s.ctx);
+        RunCounters::bump(&entry.runs.steps, 1);
+        let out = if self.cfg.run_time {
+            let t = now_ns();
+            let out = run_step(&entry.vm, &mut s.ctx);
+            RunCounters::bump(&entry.runs.run_ns, now_ns().saturating_sub(t));
+            out
+        } else {
+            run_step(&entry.vm, &mut s.ctx)
+        };
         match out {
             Ok(StepOutcome::Done) => self.finish_am(i, None, port),
             Ok(StepOutcome::Abort(code)) => self.finish_am(i, Some(code), port),
@@ -1156,6 +1178,9 @@ impl Worker {
         };
         let (peer, request_id, class, dedup, steps) =
             (s.peer, s.request_id, s.class, s.dedup, s.steps);
+        if let Some(e) = self.pool.get(s.offload) {
+            RunCounters::bump(&e.runs.runs, 1);
+        }
         self.free_slot(i);
         bump(&self.stats.nic_executed, 1);
         self.stats.class_steps(class, steps as u64);

@@ -1,0 +1,179 @@
+//! What an operator looks at, against a real deployment: Prometheus metrics scraped from both
+//! processes under load, `naam offload show`, `naam stats --json`.
+
+mod real;
+
+use naam_client::bundled;
+use naam_client::{ExecMode, Mica};
+use real::{deploy, patient, wait_for};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+/// One scrape: `GET /metrics`, the status line and the body.
+fn scrape(addr: SocketAddr) -> (String, String) {
+    let mut s = TcpStream::connect(addr).expect("metrics port accepts");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: naam\r\n\r\n").unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let (head, body) = r.split_once("\r\n\r\n").expect("an HTTP reply");
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// The samples of a text exposition, `name{labels}` → value; panics on a line that is not
+/// a comment or a sample, or a sample without a `# TYPE` line for its family before it.
+fn parse(text: &str) -> BTreeMap<String, f64> {
+    let mut types: Vec<String> = Vec::new();
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            types.push(rest.split(' ').next().unwrap().to_string());
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("value of {line:?}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            types
+                .iter()
+                .any(|t| name == t || name.strip_suffix("_total") == Some(t)),
+            "{name} has no # TYPE line"
+        );
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad metric name {name:?}"
+        );
+        out.insert(series.to_string(), value);
+    }
+    out
+}
+
+fn naam(d: &naam_client::deploy::Deployment, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_naam"))
+        .arg("--server")
+        .arg(d.data_addr().to_string())
+        .arg("--control")
+        .arg(d.control_addr().to_string())
+        .arg("--key-file")
+        .arg(d.admin_key_file())
+        .args(args)
+        .output()
+        .expect("naam runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn metrics_move_under_load_and_offloads_show_what_ran() {
+    let d = deploy(|c| c.metrics = true);
+    let (host_addr, dp_addr) = d.metrics_addrs();
+    let (host_addr, dp_addr) = (
+        host_addr.expect("host metrics"),
+        dp_addr.expect("dp metrics"),
+    );
+    let get = bundled::MICA_GET;
+    let series = format!(
+        "naam_dp_offload_runs_total{{offload=\"{}\",location=\"nic\"}}",
+        get.id
+    );
+
+    let mut m = Mica::new(d.client(patient(ExecMode::Server)).unwrap()).unwrap();
+    m.put(b"k", b"v").unwrap();
+    let (status, before) = scrape(dp_addr);
+    assert!(status.contains(" 200 "), "{status}");
+    let before = parse(&before);
+    let runs_before = before.get(&series).copied().unwrap_or(0.0);
+    for _ in 0..200 {
+        assert_eq!(m.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    }
+    // The dataplane's per-offload counters moved by at least the GETs it ran (home is the
+    // NIC), and so did its run time and the port's counters.
+    let after = wait_for(Duration::from_secs(5), || {
+        let a = parse(&scrape(dp_addr).1);
+        (a.get(&series).copied().unwrap_or(0.0) >= runs_before + 200.0).then_some(a)
+    })
+    .unwrap_or_else(|| panic!("{series} did not grow by 200"));
+    let ns = format!(
+        "naam_dp_offload_run_ns_total{{offload=\"{}\",location=\"nic\"}}",
+        get.id
+    );
+    assert!(
+        after.get(&ns).copied().unwrap_or(0.0) > 0.0,
+        "{ns} measured"
+    );
+    assert!(
+        after
+            .get("naam_dp_worker_rx_total{worker=\"0\"}")
+            .copied()
+            .unwrap_or(0.0)
+            >= 200.0
+    );
+    assert!(after.keys().any(|k| k.starts_with("naam_dp_offload_info{")
+        && k.contains(&format!("offload=\"{}\"", get.id))
+        && k.contains("name=\"mica_get\"")));
+    assert_eq!(after.get("naam_dp_dp_host_up"), Some(&1.0));
+
+    // The host agent's metrics parse and carry its workers and offloads.
+    let (status, host) = scrape(host_addr);
+    assert!(status.contains(" 200 "), "{status}");
+    let host = parse(&host);
+    assert!(host
+        .keys()
+        .any(|k| k.starts_with("naam_host_worker_messages_total{worker=\"0\"}")));
+    assert!(host
+        .keys()
+        .any(|k| k.starts_with("naam_host_offload_info{")));
+    // Anything but /metrics is refused.
+    let mut s = TcpStream::connect(dp_addr).unwrap();
+    write!(s, "GET /other HTTP/1.0\r\n\r\n").unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    assert!(
+        r.starts_with("HTTP/1.0 404") || r.starts_with("HTTP/1.1 404"),
+        "{r}"
+    );
+
+    // `naam offload show ID --json`: what the metrics say, as one JSON document.
+    let (ok, out, err) = naam(&d, &["--json", "offload", "show", &get.id.to_string()]);
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON document");
+    assert_eq!(doc["id"], get.id);
+    assert_eq!(doc["name"], "mica_get");
+    assert_eq!(doc["placed"], "nic");
+    assert!(doc["insns"].as_u64().unwrap() > 0);
+    assert!(doc["worst_case"].as_u64().unwrap() > 0);
+    assert!(doc["nic"]["runs"].as_u64().unwrap() >= 200, "{doc}");
+    assert!(doc["nic"]["mean_ns"].as_u64().unwrap() > 0, "{doc}");
+    // Every offload in text; an unknown id is one clear error.
+    let (ok, out, err) = naam(&d, &["offload", "show"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("mica_get") && out.contains("btree_lookup"),
+        "{out}"
+    );
+    let (ok, out, err) = naam(&d, &["offload", "show", "4000"]);
+    assert!(
+        !ok && out.is_empty() && err.contains("no offload with id 4000"),
+        "{err}"
+    );
+
+    // `naam stats --json`: one object of counters.
+    let (ok, out, err) = naam(&d, &["--json", "stats"]);
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON document");
+    assert!(doc["total.rx"].as_u64().unwrap() >= 200, "{doc}");
+}
