@@ -15,14 +15,16 @@
 use crate::config::{ClientConfig, ExecMode};
 use crate::error::{ClientError, Result};
 use crate::local::{LocalExec, RunStep};
-use crate::reply::{kv_owned, Completion, OffloadInfo, OpOutcome, Page, Reply, Response, Ticket};
+use crate::reply::{
+    kv_owned, Completion, OffloadInfo, OpOutcome, Page, ProgramPiece, Reply, Response, Ticket,
+};
 use naam_core::elf;
 use naam_core::pool::OffloadSpec;
 use naam_core::region::{Perms, RegionDesc, RegionId, RegionTable};
 use naam_core::verifier::{self, VerifierConfig};
 use naam_core::wire::{
-    AmFlags, AmRequestRepr, Body, DescribeRepr, Flags, Kind, Location, Message, OffloadIdRepr,
-    OneSidedRepr, OpBody, PageRequestRepr, RegisterRepr, RemoteOp, MAX_DATAGRAM,
+    AmFlags, AmRequestRepr, Body, DescribeRepr, FetchRepr, Flags, Kind, Location, Message,
+    OffloadIdRepr, OneSidedRepr, OpBody, PageRequestRepr, RegisterRepr, RemoteOp, MAX_DATAGRAM,
 };
 use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, UdpSocket};
@@ -673,6 +675,46 @@ impl Client {
         }
     }
 
+    /// Offload `id`'s verified instructions, as `server` holds them, and their digest
+    /// ([`naam_core::wire::program_digest`]). Pages through the program; starts again when
+    /// the digest changes on the way (the offload was replaced).
+    pub fn fetch_program(&mut self, server: ServerId, id: u32) -> Result<(Vec<u8>, u64)> {
+        const ATTEMPTS: usize = 4;
+        for _ in 0..ATTEMPTS {
+            let mut insns: Vec<u8> = Vec::new();
+            let mut digest = None;
+            loop {
+                let body = Body::Fetch(FetchRepr {
+                    id,
+                    start: insns.len() as u32,
+                });
+                let piece = match self.control(server, body)? {
+                    Response::Fetched(p) => p,
+                    other => return Err(unexpected(0, "fetch reply", &other)),
+                };
+                if *digest.get_or_insert(piece.digest) != piece.digest
+                    || piece.start as usize != insns.len()
+                {
+                    break;
+                }
+                insns.extend_from_slice(&piece.bytes);
+                if insns.len() >= piece.total as usize || piece.bytes.is_empty() {
+                    let d = digest.unwrap_or_default();
+                    if insns.len() == piece.total as usize
+                        && naam_core::wire::program_digest(&insns) == d
+                    {
+                        return Ok((insns, d));
+                    }
+                    break;
+                }
+            }
+        }
+        Err(ClientError::Fetch {
+            offload: id,
+            attempts: ATTEMPTS,
+        })
+    }
+
     /// Every counter of `server` (all pages).
     pub fn server_stats(&mut self, server: ServerId) -> Result<Vec<(String, u64)>> {
         self.kv_pages(server, |start| {
@@ -747,16 +789,7 @@ impl Client {
         purpose: Purpose,
         offload: u32,
     ) -> Result<u64> {
-        let expect = match body.kind() {
-            Kind::AmRequest => Kind::AmReply,
-            Kind::OneSided => Kind::OneSidedReply,
-            Kind::Register => Kind::RegisterReply,
-            Kind::Unregister => Kind::Ack,
-            Kind::List => Kind::ListReply,
-            Kind::Stats => Kind::StatsReply,
-            Kind::Describe => Kind::DescribeReply,
-            _ => Kind::Ack,
-        };
+        let expect = body.kind().reply().unwrap_or(Kind::Ack);
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         let mut datagram = Self::encode(self.free.pop().unwrap_or_default(), id, class, body)?;
@@ -1060,6 +1093,12 @@ impl Client {
                 entries: page.entries.iter().map(|e| kv_owned(&e)).collect(),
                 next: page.more.then_some(page.next),
             })),
+            Body::FetchReply(f) => Ok(Response::Fetched(ProgramPiece {
+                total: f.total,
+                start: f.start,
+                digest: f.digest,
+                bytes: f.bytes.to_vec(),
+            })),
             _ => Err(ClientError::UnexpectedReply {
                 request_id: id,
                 expected: kind_name(p.expect),
@@ -1166,6 +1205,7 @@ fn unexpected(request_id: u64, expected: &'static str, got: &Response) -> Client
             Response::List(_) => Kind::ListReply,
             Response::Stats(_) => Kind::StatsReply,
             Response::Describe(_) => Kind::DescribeReply,
+            Response::Fetched(_) => Kind::FetchReply,
         },
     }
 }

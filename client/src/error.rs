@@ -69,6 +69,9 @@ pub enum ClientError {
     /// A bundled application's arguments or reply were invalid.
     #[error("{app}: {reason}")]
     App { app: &'static str, reason: String },
+    /// A program fetched from a server kept changing (or did not match its digest).
+    #[error("offload {offload}'s program changed while it was fetched, {attempts} times")]
+    Fetch { offload: u32, attempts: usize },
     #[error("key file {path}: {reason}")]
     KeyFile {
         path: std::path::PathBuf,

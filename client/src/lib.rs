@@ -40,6 +40,6 @@ pub use apps::{BTree, Mica};
 pub use client::{Client, ClientStats, RegisterOptions, ServerAddr, ServerId};
 pub use config::{ClientConfig, ExecMode};
 pub use error::{ClientError, Result};
-pub use reply::{Completion, OffloadInfo, OpOutcome, Page, Reply, Response, Ticket};
+pub use reply::{Completion, OffloadInfo, OpOutcome, Page, ProgramPiece, Reply, Response, Ticket};
 pub use ring::HashRing;
 pub use sharded::{ShardedClient, Shards};

@@ -95,6 +95,16 @@ pub enum Response {
     List(Page<OffloadInfo>),
     Stats(Page<(String, u64)>),
     Describe(Page<(String, u64)>),
+    Fetched(ProgramPiece),
+}
+
+/// A piece of an offload's verified instructions (FETCH).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramPiece {
+    pub total: u32,
+    pub start: u32,
+    pub digest: u64,
+    pub bytes: Vec<u8>,
 }
 
 impl Response {
@@ -107,6 +117,7 @@ impl Response {
             Response::List(_) => "list reply",
             Response::Stats(_) => "stats reply",
             Response::Describe(_) => "describe reply",
+            Response::Fetched(_) => "fetch reply",
         }
     }
 }

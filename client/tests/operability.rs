@@ -171,6 +171,33 @@ fn metrics_move_under_load_and_offloads_show_what_ran() {
         "{err}"
     );
 
+    // `naam offload dump ID`: the verified instructions, fetched, checked and disassembled.
+    let (ok, out, err) = naam(&d, &["offload", "dump", &get.id.to_string()]);
+    assert!(ok, "{err}");
+    let mut lines = out.lines();
+    let head = lines.next().unwrap();
+    assert!(
+        head.starts_with(&format!("offload {}: ", get.id)) && head.contains("digest"),
+        "{head}"
+    );
+    let body: Vec<&str> = lines.collect();
+    assert!(body.len() > 10, "{out}");
+    assert!(
+        body.iter().any(|l| l.trim_start().starts_with("0: ")),
+        "{out}"
+    );
+    assert!(body.last().unwrap().ends_with("exit"), "{out}");
+    let (ok, out, err) = naam(&d, &["--json", "offload", "dump", &get.id.to_string()]);
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON document");
+    assert_eq!(doc["insns"].as_array().unwrap().len(), body.len());
+    assert_eq!(doc["digest"].as_str().unwrap().len(), 16);
+    let (ok, _, err) = naam(&d, &["offload", "dump", "4000"]);
+    assert!(
+        !ok && err.contains("unknown_offload") && err.contains("4000"),
+        "{err}"
+    );
+
     // `naam stats --json`: one object of counters.
     let (ok, out, err) = naam(&d, &["--json", "stats"]);
     assert!(ok, "{err}");

@@ -179,3 +179,27 @@ impl CompiledVm {
         })
     }
 }
+
+/// The instructions of a verified program as text, one entry per instruction slot that
+/// starts an instruction (`lddw` takes two), with its index: what `naam offload dump`
+/// prints (as `bpftool prog dump xlated`).
+pub fn disassemble(prog: &VerifiedProgram) -> Vec<(usize, String)> {
+    // rbpf's disassembler panics on opcodes it does not know; a verified program has none,
+    // and a panic would still be turned into one line rather than take the caller down.
+    let insns = prog.insns();
+    let decoded = std::panic::catch_unwind(|| rbpf::disassembler::to_insn_vec(insns));
+    let Ok(decoded) = decoded else {
+        return vec![(0, "(the disassembler failed on this program)".into())];
+    };
+    let mut out = Vec::with_capacity(decoded.len());
+    let mut slot = 0;
+    for insn in decoded {
+        out.push((slot, insn.desc));
+        slot += if insn.opc == rbpf::ebpf::LD_DW_IMM {
+            2
+        } else {
+            1
+        };
+    }
+    out
+}

@@ -140,6 +140,9 @@ pub enum OffloadCommand {
     /// instructions, worst-case path of a step, where its class runs now, and what the NIC ran
     /// of it (runs, steps, errors, mean ns per run when the dataplane measures run time).
     Show { id: Option<u32> },
+    /// Print offload ID's verified instructions, one per line (`bpftool prog dump xlated`):
+    /// fetched from the server, checked against their digest and verified here first.
+    Dump { id: u32 },
     /// Unregister offload ID.
     Rm { id: u32 },
 }
@@ -283,6 +286,29 @@ fn answer(client: Client, cmd: &ClientCommand) -> anyhow::Result<Answer> {
             let list = client.list(0)?;
             let stats = client.server_stats(0)?;
             offload_show(&list, &stats, *id)?
+        }
+        ClientCommand::Offload(OffloadCommand::Dump { id }) => {
+            let mut client = client;
+            let (insns, digest) = client.fetch_program(0, *id)?;
+            let program = naam_core::elf::Program::from_insns(format!("offload {id}"), insns);
+            let verified = naam_core::verifier::verify(&program, &Default::default())
+                .map_err(|e| anyhow::anyhow!("offload {id}: the program the server sent does not verify here: instruction {}: {}", e.insn, e.reason))?;
+            let lines = naam_core::vm::disassemble(&verified);
+            let text = lines
+                .iter()
+                .map(|(i, t)| format!("{i:5}: {t}\n"))
+                .collect::<String>();
+            let insns: Vec<_> = lines
+                .iter()
+                .map(|(i, t)| json!({ "index": i, "text": t }))
+                .collect();
+            Answer::new(
+                format!(
+                    "offload {id}: {} instructions, digest {digest:016x}\n{text}",
+                    verified.insn_count()
+                ),
+                json!({ "id": id, "digest": format!("{digest:016x}"), "insns": insns }),
+            )
         }
         ClientCommand::Offload(OffloadCommand::Rm { id }) => {
             let mut client = client;

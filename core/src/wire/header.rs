@@ -58,6 +58,10 @@ pub enum Kind {
     Describe = 0x17,
     /// A page of parameters ([`super::KvListRepr`]).
     DescribeReply = 0x18,
+    /// A piece of an offload's verified instructions ([`super::FetchRepr`]).
+    Fetch = 0x19,
+    /// The piece ([`super::FetchReplyRepr`]).
+    FetchReply = 0x1a,
     /// A request succeeded and has nothing to say (empty payload).
     Ack = 0x1f,
     /// A control request with a MAC ([`super::SealedRepr`]); answered like its inner request.
@@ -65,7 +69,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 18] = [
         Kind::AmRequest,
         Kind::AmReply,
         Kind::Error,
@@ -80,12 +84,31 @@ impl Kind {
         Kind::StatsReply,
         Kind::Describe,
         Kind::DescribeReply,
+        Kind::Fetch,
+        Kind::FetchReply,
         Kind::Ack,
         Kind::Sealed,
     ];
 
     pub fn from_u8(v: u8) -> Option<Kind> {
         Self::ALL.iter().copied().find(|k| *k as u8 == v)
+    }
+
+    /// The kind a server answers this request with when it succeeds (any request may also
+    /// be answered ERROR); `None` for replies, and for SEALED (answered like its inner
+    /// request).
+    pub fn reply(self) -> Option<Kind> {
+        Some(match self {
+            Kind::AmRequest => Kind::AmReply,
+            Kind::OneSided => Kind::OneSidedReply,
+            Kind::Register => Kind::RegisterReply,
+            Kind::Unregister => Kind::Ack,
+            Kind::List => Kind::ListReply,
+            Kind::Stats => Kind::StatsReply,
+            Kind::Describe => Kind::DescribeReply,
+            Kind::Fetch => Kind::FetchReply,
+            _ => return None,
+        })
     }
 
     /// Whether a server sends this kind (as opposed to a client).
@@ -99,6 +122,7 @@ impl Kind {
                 | Kind::ListReply
                 | Kind::StatsReply
                 | Kind::DescribeReply
+                | Kind::FetchReply
                 | Kind::Ack
         )
     }

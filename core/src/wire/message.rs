@@ -7,6 +7,7 @@ use super::{
     OneSidedRepr, PageRequestPacket, PageRequestRepr, PagedPacket, RegisterPacket, RegisterRepr,
     SealedPacket, SealedRepr, WireError, HEADER_LEN, MAX_DATAGRAM,
 };
+use super::{FetchReplyRepr, FetchRepr};
 
 /// The payload of a message, by kind.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,6 +26,8 @@ pub enum Body<'a> {
     StatsReply(KvListRepr<'a>),
     Describe(DescribeRepr<'a>),
     DescribeReply(KvListRepr<'a>),
+    Fetch(FetchRepr),
+    FetchReply(FetchReplyRepr<'a>),
     Ack,
     Sealed(SealedRepr<'a>),
 }
@@ -46,6 +49,8 @@ impl<'a> Body<'a> {
             Body::StatsReply(_) => Kind::StatsReply,
             Body::Describe(_) => Kind::Describe,
             Body::DescribeReply(_) => Kind::DescribeReply,
+            Body::Fetch(_) => Kind::Fetch,
+            Body::FetchReply(_) => Kind::FetchReply,
             Body::Ack => Kind::Ack,
             Body::Sealed(_) => Kind::Sealed,
         }
@@ -94,6 +99,8 @@ impl<'a> Body<'a> {
             Kind::DescribeReply => {
                 Body::DescribeReply(KvListRepr::parse(&PagedPacket::new_unchecked(payload))?)
             }
+            Kind::Fetch => Body::Fetch(FetchRepr::parse(payload)?),
+            Kind::FetchReply => Body::FetchReply(FetchReplyRepr::parse(payload)?),
             Kind::Ack => {
                 if !payload.is_empty() {
                     return Err(WireError::TrailingBytes {
@@ -121,6 +128,8 @@ impl<'a> Body<'a> {
             Body::ListReply(r) => r.check(),
             Body::StatsReply(r) | Body::DescribeReply(r) => r.check(),
             Body::Describe(r) => r.check(),
+            Body::Fetch(r) => r.check(),
+            Body::FetchReply(r) => r.check(),
             Body::Ack => Ok(()),
             Body::Sealed(r) => r.check(),
         }
@@ -140,6 +149,8 @@ impl<'a> Body<'a> {
             Body::ListReply(r) => r.buffer_len(),
             Body::StatsReply(r) | Body::DescribeReply(r) => r.buffer_len(),
             Body::Describe(r) => r.buffer_len(),
+            Body::Fetch(r) => r.buffer_len(),
+            Body::FetchReply(r) => r.buffer_len(),
             Body::Ack => 0,
             Body::Sealed(r) => r.buffer_len(),
         }
@@ -166,6 +177,8 @@ impl<'a> Body<'a> {
                 r.emit(&mut PagedPacket::new_unchecked(payload))
             }
             Body::Describe(r) => r.emit(&mut DescribePacket::new_unchecked(payload)),
+            Body::Fetch(r) => r.emit(payload),
+            Body::FetchReply(r) => r.emit(payload),
             Body::Ack => {}
             Body::Sealed(r) => r.emit(&mut SealedPacket::new_unchecked(payload)),
         }

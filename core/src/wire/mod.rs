@@ -18,6 +18,7 @@
 pub mod am;
 pub mod control;
 pub mod error;
+pub mod fetch;
 pub mod header;
 pub mod list;
 pub mod message;
@@ -34,6 +35,7 @@ pub use control::{
     OBJECT_MAX,
 };
 pub use error::{ErrorCode, ErrorPacket, ErrorRepr};
+pub use fetch::{program_digest, FetchReplyRepr, FetchRepr, FETCH_CHUNK};
 pub use header::{Flags, HeaderPacket, HeaderRepr, Kind};
 pub use list::{
     EntryIter, EntryList, KvEntry, KvListRepr, ListEntry, ListReplyRepr, OffloadEntry, PagedPacket,

@@ -161,6 +161,14 @@ fn samples() -> Vec<Message<'static>> {
             next: 1,
             entries: EntryList::from_slice(&COUNTERS[..1]),
         }),
+        Body::Fetch(FetchRepr { id: 7, start: 1024 }),
+        Body::FetchReply(FetchReplyRepr {
+            id: 7,
+            total: 24,
+            start: 8,
+            digest: 0x0102_0304_0506_0708,
+            bytes: &[0x95; 16],
+        }),
         Body::Ack,
         Body::Sealed(SealedRepr {
             key_id: 3,
@@ -845,4 +853,41 @@ fn replies_echo_request_id_and_class() {
         (header.request_id, header.class, header.kind),
         (42, 7, Kind::Stats)
     );
+}
+
+#[test]
+fn fetch_replies_stay_inside_the_program_and_page_through_it() {
+    let insns: Vec<u8> = (0..FETCH_CHUNK as u32 + 40).map(|i| i as u8).collect();
+    let d = program_digest(&insns);
+    let first = FetchReplyRepr::piece(FetchRepr { id: 3, start: 0 }, &insns, d);
+    assert_eq!(
+        (first.start, first.bytes.len(), first.total),
+        (0, FETCH_CHUNK, insns.len() as u32)
+    );
+    let second = FetchReplyRepr::piece(
+        FetchRepr {
+            id: 3,
+            start: FETCH_CHUNK as u32,
+        },
+        &insns,
+        d,
+    );
+    assert_eq!(second.bytes, &insns[FETCH_CHUNK..]);
+    let past = FetchReplyRepr::piece(
+        FetchRepr {
+            id: 3,
+            start: u32::MAX,
+        },
+        &insns,
+        d,
+    );
+    assert!(past.bytes.is_empty() && past.start == past.total);
+    assert!(first.check().is_ok() && second.check().is_ok() && past.check().is_ok());
+    // A reply claiming bytes past the program's end does not parse.
+    let lying = FetchReplyRepr { total: 4, ..second };
+    assert!(lying.check().is_err());
+    let mut buf = [0u8; 2048];
+    let m = Message::new(1, 0, Body::FetchReply(lying));
+    assert!(m.emit(&mut buf).is_err(), "emit checks the piece too");
+    assert_ne!(program_digest(&insns), program_digest(&insns[1..]));
 }

@@ -37,9 +37,9 @@ use naam_core::verifier::{verify, VerifierConfig};
 use naam_core::vm::{CompiledVm, Engine};
 use naam_core::wire::{clip_utf8, congest_ms, CONGEST_NIC};
 use naam_core::wire::{
-    Body, EntryList, ErrorCode, ErrorRepr, HeaderPacket, KvEntry, KvListRepr, ListReplyRepr,
-    Message, OffloadEntry, OffloadIdRepr, PageRequestRepr, RegisterRepr, WireError, HEADER_LEN,
-    MAGIC, MAX_PAYLOAD, NAME_MAX,
+    Body, EntryList, ErrorCode, ErrorRepr, FetchReplyRepr, HeaderPacket, KvEntry, KvListRepr,
+    ListReplyRepr, Message, OffloadEntry, OffloadIdRepr, PageRequestRepr, RegisterRepr, WireError,
+    HEADER_LEN, MAGIC, MAX_PAYLOAD, NAME_MAX,
 };
 
 use super::hostctl::{HostControl, HostCtlError};
@@ -247,6 +247,25 @@ impl ControlPlane {
             },
             Body::List(p) => self.list(msg, p, out),
             Body::Stats(p) => self.stats(msg, p, out),
+            Body::Fetch(f) => match self.shared.registry.get(f.id) {
+                None => {
+                    let d = format!("no offload with id {}", f.id);
+                    emit(&msg.reply(error(ErrorCode::UnknownOffload, &d)), out)
+                }
+                Some(o) if !who.may_act_for(o.tenant) => {
+                    let d = format!(
+                        "{who} may not fetch offload {} of tenant {}",
+                        f.id, o.tenant
+                    );
+                    self.forbidden(msg, &d, out)
+                }
+                Some(o) => {
+                    let insns = o.program.insns();
+                    let digest = naam_core::wire::program_digest(insns);
+                    let piece = FetchReplyRepr::piece(f, insns, digest);
+                    emit(&msg.reply(Body::FetchReply(piece)), out)
+                }
+            },
             Body::Describe(d) if d.app.starts_with(CONGEST_NIC) && !who.is_admin() => {
                 self.forbidden(msg, "congest-nic is an admin command", out)
             }
