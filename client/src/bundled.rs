@@ -73,6 +73,10 @@ pub fn object(o: BundledOffload) -> Option<&'static [u8]> {
     }
 }
 
+/// The applications a host agent builds at start; their DESCRIBE gives the region keys a
+/// client needs to run handlers over their regions itself.
+pub const APPS: [&str; 3] = ["mica", "btree", "record"];
+
 /// Offload ids registered at run time start here.
 pub const FIRST_DYNAMIC_ID: u32 = 16;
 

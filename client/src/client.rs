@@ -78,6 +78,8 @@ pub struct ClientStats {
     pub local_steps: u64,
     /// Messages sent with `EXEC_HINT` whose reply carried a hint.
     pub hints: u64,
+    /// Programs fetched from servers to run here (FETCH).
+    pub fetched: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -112,7 +114,22 @@ struct ServerState {
     regions: RegionTable,
     /// Steering class -> end of a `location = client` lease.
     leases: HashMap<u16, Instant>,
+    /// Steering class -> when its current lease began (a lease extended before it ended
+    /// keeps its start): fetched programs of the class are checked again after it.
+    lease_began: HashMap<u16, Instant>,
 }
+
+/// A program this client fetched from a server (FETCH) to run it itself.
+struct Fetched {
+    /// Of the instructions it runs ([`naam_core::wire::program_digest`]).
+    digest: u64,
+    /// When the server last confirmed the digest.
+    checked: Instant,
+}
+
+/// How long a program the client could not fetch (forbidden, does not verify here, not
+/// read-only) is not asked for again.
+const FETCH_RETRY: Duration = Duration::from_secs(1);
 
 /// How a message will run.
 enum Place {
@@ -145,6 +162,10 @@ pub struct Client {
     /// Datagram buffers of finished requests, reused by new ones.
     free: Vec<Vec<u8>>,
     local: LocalExec,
+    /// Programs fetched from servers, by (server, offload), and those that could not be
+    /// (until when not to try again).
+    fetched: HashMap<(ServerId, u32), Fetched>,
+    unfetchable: HashMap<(ServerId, u32), Instant>,
     /// The data-path capability for (tenant, key id), made once (an HMAC) and reused.
     capability: Option<(u32, u32, u64)>,
     pub stats: ClientStats,
@@ -191,6 +212,7 @@ impl Client {
                     addr,
                     regions: RegionTable::new(),
                     leases: HashMap::new(),
+                    lease_began: HashMap::new(),
                 })
                 .collect(),
             cfg,
@@ -202,6 +224,8 @@ impl Client {
             recv_buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
             free: Vec::new(),
             local,
+            fetched: HashMap::new(),
+            unfetchable: HashMap::new(),
             capability: None,
             stats: ClientStats::default(),
         })
@@ -350,6 +374,102 @@ impl Client {
         self.local.load(id, spec, program)
     }
 
+    /// Makes sure a program this client would run itself is the server's current one:
+    /// fetches a program it lacks (FETCH, verified here; in `Auto` mode only read-only ones,
+    /// the only ones a lease moves), and checks a fetched one's digest again when it is
+    /// about to run after the start of its class's lease (`Auto`) or on every call
+    /// (`Local`). A replaced program is fetched again, a removed one unloaded; programs
+    /// loaded by the application ([`Self::load_local`], the bundled ones) are its own and
+    /// left alone. Failures other than in `Local` mode only mean "run at the server".
+    fn ensure_program(&mut self, server: ServerId, offload: u32, mode: ExecMode) -> Result<()> {
+        let now = Instant::now();
+        let key = (server, offload);
+        if let Some(f) = self.fetched.get(&key) {
+            let class = self.local.offload(offload).map(|o| o.class);
+            let s = self.server(server)?;
+            let lease = class.and_then(|c| s.lease_began.get(&c));
+            let due = mode == ExecMode::Local || lease.is_some_and(|&began| f.checked < began);
+            if !due {
+                return Ok(());
+            }
+            let (digest, checked) = (f.digest, self.remote_digest(server, offload));
+            match checked {
+                Ok(d) if d == digest => {
+                    if let Some(f) = self.fetched.get_mut(&key) {
+                        f.checked = now;
+                    }
+                    return Ok(());
+                }
+                // Replaced (fetched again below), or gone or unreachable: not run here.
+                Ok(_) | Err(_) => {
+                    self.fetched.remove(&key);
+                    self.local.unload(offload);
+                }
+            }
+        } else if self.local.offload(offload).is_some() {
+            return Ok(());
+        }
+        if self.unfetchable.get(&key).is_some_and(|&until| now < until) {
+            return Ok(());
+        }
+        match self.fetch_local(server, offload, mode) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                self.unfetchable.insert(key, now + FETCH_RETRY);
+                if mode == ExecMode::Local {
+                    Err(ClientError::NotLocal {
+                        offload,
+                        reason: "the client has no program for it and could not fetch one",
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Fetches offload `id`'s program from `server`, verifies it and loads it for local runs.
+    fn fetch_local(&mut self, server: ServerId, id: u32, mode: ExecMode) -> Result<()> {
+        let info =
+            self.list(server)?
+                .into_iter()
+                .find(|o| o.id == id)
+                .ok_or(ClientError::NotLocal {
+                    offload: id,
+                    reason: "the server has no such offload",
+                })?;
+        if mode == ExecMode::Auto && !info.read_only {
+            return Err(ClientError::NotLocal {
+                offload: id,
+                reason: "only read-only offloads move to clients",
+            });
+        }
+        let (insns, digest) = self.fetch_program(server, id)?;
+        let program = elf::Program::from_insns(info.name.clone(), insns);
+        self.load_local_program(id, program, info.class, info.read_only)?;
+        self.fetched.insert(
+            (server, id),
+            Fetched {
+                digest,
+                checked: Instant::now(),
+            },
+        );
+        self.stats.fetched += 1;
+        Ok(())
+    }
+
+    /// The digest of offload `id`'s program at `server` (a FETCH past its end: no bytes).
+    fn remote_digest(&mut self, server: ServerId, id: u32) -> Result<u64> {
+        let body = Body::Fetch(FetchRepr {
+            id,
+            start: u32::MAX,
+        });
+        match self.control(server, body)? {
+            Response::Fetched(p) => Ok(p.digest),
+            other => Err(unexpected(0, "fetch reply", &other)),
+        }
+    }
+
     /// Whether offload `id` can run here.
     pub fn has_local(&self, id: u32) -> bool {
         self.local.offload(id).is_some()
@@ -420,6 +540,9 @@ impl Client {
         args: &[u8],
         mode: ExecMode,
     ) -> Result<Ticket> {
+        if mode != ExecMode::Server {
+            self.ensure_program(server, offload, mode)?;
+        }
         match self.place(server, offload, class, mode)? {
             Place::Local => {
                 let ticket = self.ticket();
@@ -1045,7 +1168,10 @@ impl Client {
                     self.stats.hints += 1;
                     let leases = &mut self.servers[p.server].leases;
                     if h.location == Location::Client {
-                        leases.insert(h.class, now + Duration::from_millis(h.lease_ms as u64));
+                        let until = now + Duration::from_millis(h.lease_ms as u64);
+                        if leases.insert(h.class, until).is_none_or(|end| end <= now) {
+                            self.servers[p.server].lease_began.insert(h.class, now);
+                        }
                     } else {
                         leases.remove(&h.class);
                     }

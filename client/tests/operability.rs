@@ -204,3 +204,55 @@ fn metrics_move_under_load_and_offloads_show_what_ran() {
     let doc: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON document");
     assert!(doc["total.rx"].as_u64().unwrap() >= 200, "{doc}");
 }
+
+#[test]
+fn naam_local_call_runs_an_offload_registered_at_run_time() {
+    // `naam offload add` a read-only handler, then `naam --local call` it: the CLI's client
+    // has no program for it, fetches it, verifies it and runs it here over one-sided ops,
+    // with the reply the server gives.
+    let d = deploy(|_| {});
+    let dir = std::env::temp_dir().join(format!("naam-op-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let object = dir.join("btree.bpf.o");
+    std::fs::write(&object, naam_handlers::btree::program::OBJECT).unwrap();
+    let lookup = bundled::BTREE_LOOKUP;
+    let (ok, out, err) = naam(
+        &d,
+        &[
+            "offload",
+            "add",
+            object.to_str().unwrap(),
+            "--section",
+            lookup.section,
+            "--class",
+            &lookup.class.to_string(),
+            "--name",
+            "lookup_copy",
+            "--read-only",
+        ],
+    );
+    assert!(ok, "{err}");
+    let id = out.trim().to_string();
+    let p = d.describe("btree").unwrap();
+    let args = naam_handlers::btree::Args::lookup(p["region"] as u32, 7)
+        .with_root(p.get("root").copied().unwrap_or(0))
+        .to_bytes();
+    let hex: String = args.iter().map(|b| format!("{b:02x}")).collect();
+    let arg = format!("hex:{hex}");
+    let class = lookup.class.to_string();
+    let call = |local: bool| {
+        let mut a = vec!["--json"];
+        if local {
+            a.push("--local");
+        }
+        a.extend(["call", &id, "--class", &class, &arg]);
+        let (ok, out, err) = naam(&d, &a);
+        assert!(ok, "local {local}: {err}");
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()
+    };
+    let (here, there) = (call(true), call(false));
+    assert_eq!(here["executed_at"], "client", "{here}");
+    assert_ne!(there["executed_at"], "client", "{there}");
+    assert_eq!(here["output"], there["output"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,8 +13,22 @@ use std::time::{Duration, Instant};
 
 /// Where GETs ran over `window` (at least `min` of them): `(host, nic, client)` counts.
 fn sample(m: &mut Mica<Client>, key: &[u8], window: Duration, min: usize) -> (usize, usize, usize) {
+    sample_offload(m, bundled::MICA_GET.id, key, window, min)
+}
+
+/// As [`sample`], with the GET handler registered as offload `id` (of the GET's class).
+fn sample_offload(
+    m: &mut Mica<Client>,
+    id: u32,
+    key: &[u8],
+    window: Duration,
+    min: usize,
+) -> (usize, usize, usize) {
     let args = naam_handlers::mica::MicaArgs::get(m.geometry(0).unwrap(), key).unwrap();
-    let o = bundled::MICA_GET;
+    let o = naam_client::bundled::BundledOffload {
+        id,
+        ..bundled::MICA_GET
+    };
     let (mut host, mut nic, mut client) = (0, 0, 0);
     let start = Instant::now();
     while start.elapsed() < window || host + nic + client < min {
@@ -144,4 +158,91 @@ fn host_congestion_with_hints_sends_read_only_gets_to_the_client() {
         during.2 * 10 >= (during.0 + during.1 + during.2) * 6,
         "mostly at the client: {during:?}"
     );
+}
+
+#[test]
+fn a_read_only_offload_registered_at_run_time_is_fetched_and_runs_at_the_client() {
+    // As above, but the offload was registered at run time by someone else: the client has
+    // no program for it until it fetches one (FETCH, verified here), then honours the
+    // class's lease for it like for the bundled offloads, with the same replies.
+    let d = deploy(|c| {
+        c.home = "host".into();
+        c.dataplane_args = [
+            "--nic-high",
+            "0.0",
+            "--nic-low",
+            "0.0",
+            "--client-lease-ms",
+            "200",
+        ]
+        .map(String::from)
+        .to_vec();
+    });
+    let get = bundled::MICA_GET;
+    let mut operator = d.client(patient(ExecMode::Server)).unwrap();
+    let opts = naam_client::RegisterOptions {
+        name: "get_copy".into(),
+        section: Some(get.section.into()),
+        class: get.class,
+        read_only: true,
+    };
+    let object = bundled::object(get).expect("the MICA object");
+    let id = operator.register(0, object, &opts).unwrap();
+    assert!(id >= bundled::FIRST_DYNAMIC_ID);
+
+    let mut m = Mica::new(d.client(patient(ExecMode::Auto)).unwrap()).unwrap();
+    assert!(
+        !m.inner().has_local(id),
+        "nobody gave this client the program"
+    );
+    m.put(b"hot", b"warm").unwrap();
+    let before = sample_offload(&mut m, id, b"hot", Duration::from_millis(100), 20);
+    assert!(
+        before.0 * 10 >= (before.0 + before.1 + before.2) * 9,
+        "{before:?}"
+    );
+    assert!(m.inner().has_local(id), "fetched on first use");
+    assert_eq!(m.inner().stats.fetched, 1);
+
+    d.congest_host(1500).unwrap();
+    wait_for(Duration::from_millis(1000), || {
+        (stat(&d, "class.0.placement") == 0).then_some(())
+    })
+    .expect("the GET class goes to the clients");
+    let during = sample_offload(&mut m, id, b"hot", Duration::from_millis(300), 20);
+    println!("during (host, nic, client): {during:?}");
+    assert!(
+        during.2 * 10 >= (during.0 + during.1 + during.2) * 6,
+        "mostly at the client: {during:?}"
+    );
+    assert_eq!(
+        m.inner().stats.fetched,
+        1,
+        "fetched once, checked at each lease"
+    );
+
+    // Replaced under the same id by a program that differs: the client's copy is stale and
+    // never runs again; it fetches the new one at the next lease.
+    operator.unregister(0, id).unwrap();
+    let scan = bundled::BTREE_SCAN;
+    let other = naam_client::RegisterOptions {
+        name: "not_a_get".into(),
+        section: Some(scan.section.into()),
+        class: get.class,
+        read_only: true,
+    };
+    let id2 = operator
+        .register(0, bundled::object(scan).unwrap(), &other)
+        .unwrap();
+    assert_eq!(id2, id, "the freed id is given again");
+    d.congest_host(3000).unwrap();
+    wait_for(Duration::from_secs(3), || {
+        let mode = m.inner().config().exec_mode;
+        let args = naam_handlers::mica::MicaArgs::get(m.geometry(0).unwrap(), b"hot").unwrap();
+        let _ = m
+            .inner_mut()
+            .call_on(0, id, get.class, args.as_bytes(), mode);
+        (m.inner().stats.fetched == 2).then_some(())
+    })
+    .expect("the replaced program is fetched again");
 }
