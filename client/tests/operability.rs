@@ -256,3 +256,24 @@ fn naam_local_call_runs_an_offload_registered_at_run_time() {
     assert_eq!(here["output"], there["output"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn offload_show_counts_the_runs_at_the_host_too() {
+    let d = deploy(|c| c.home = "host".into());
+    let mut m = Mica::new(d.client(patient(ExecMode::Server)).unwrap()).unwrap();
+    m.put(b"k", b"v").unwrap();
+    for _ in 0..50 {
+        assert_eq!(m.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    }
+    let id = bundled::MICA_GET.id.to_string();
+    // The dataplane reads the host agent's counters every 250 ms.
+    let doc = wait_for(Duration::from_secs(5), || {
+        let (ok, out, _) = naam(&d, &["--json", "offload", "show", &id]);
+        let doc: serde_json::Value = serde_json::from_str(out.trim()).ok()?;
+        (ok && doc["host"]["runs"].as_u64()? >= 50).then_some(doc)
+    })
+    .expect("the host's runs of mica_get reach offload show");
+    assert_eq!(doc["placed"], "host", "{doc}");
+    assert!(doc["host"]["mean_ns"].as_u64().unwrap() > 0, "{doc}");
+    assert!(doc["host"]["steps"].as_u64().unwrap() >= 50, "{doc}");
+}

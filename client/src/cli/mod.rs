@@ -137,8 +137,9 @@ pub enum OffloadCommand {
     /// List offloads: "id class tenant ro insns name", one per line after a header.
     Ls,
     /// Show offload ID (or every offload), as `bpftool prog show`: id, name, tenant, class,
-    /// instructions, worst-case path of a step, where its class runs now, and what the NIC ran
-    /// of it (runs, steps, errors, mean ns per run when the dataplane measures run time).
+    /// instructions, worst-case path of a step, where its class runs now, and what the NIC and
+    /// the host ran of it (runs, steps, errors, mean ns per run; the NIC measures run time
+    /// with --metrics-addr).
     Show { id: Option<u32> },
     /// Print offload ID's verified instructions, one per line (`bpftool prog dump xlated`):
     /// fetched from the server, checked against their digest and verified here first.
@@ -377,16 +378,27 @@ fn offload_show(
     let mut text = String::new();
     let mut rows = Vec::new();
     for o in chosen {
-        let c = |n: &str| stat(format!("offload.{}.nic_{n}", o.id)).unwrap_or(0);
-        let (runs, steps, errors, run_ns) = (c("runs"), c("steps"), c("errors"), c("run_ns"));
+        // Where it ran: the NIC's counters, and the host agent's as the dataplane last read
+        // them (a quarter of a second old at most).
+        let at = |loc: &str| {
+            let c = |n: &str| stat(format!("offload.{}.{loc}_{n}", o.id)).unwrap_or(0);
+            let (runs, steps, errors, run_ns) = (c("runs"), c("steps"), c("errors"), c("run_ns"));
+            let mean_ns = (run_ns > 0 && runs > 0).then(|| run_ns / runs);
+            let text = format!(
+                "\t{loc}: runs {runs}  steps {steps}  errors {errors}  mean {}\n",
+                mean_ns.map_or("-".to_string(), |n| format!("{n} ns"))
+            );
+            let doc = json!({ "runs": runs, "steps": steps, "errors": errors, "run_ns": run_ns, "mean_ns": mean_ns });
+            (text, doc)
+        };
+        let ((nic_text, nic), (host_text, host)) = (at("nic"), at("host"));
         // The dataplane reports placement only for classes in use or moved from home.
         let placed = stat(format!("class.{}.placement", o.class))
             .and_then(|v| u8::try_from(v).ok())
             .and_then(naam_core::wire::Location::from_u8)
             .map(|l| format!("{l:?}").to_lowercase());
-        let mean_ns = (run_ns > 0 && runs > 0).then(|| run_ns / runs);
         text += &format!(
-            "{}: {}  tenant {}  class {}{}\n\tinsns {}  worst-case path {}  placed {}\n\tnic: runs {}  steps {}  errors {}  mean {}\n",
+            "{}: {}  tenant {}  class {}{}\n\tinsns {}  worst-case path {}  placed {}\n{nic_text}{host_text}",
             o.id,
             o.name,
             o.tenant,
@@ -395,10 +407,6 @@ fn offload_show(
             o.insn_count,
             o.worst_case,
             placed.as_deref().unwrap_or("unknown"),
-            runs,
-            steps,
-            errors,
-            mean_ns.map_or("-".to_string(), |n| format!("{n} ns")),
         );
         rows.push(json!({
             "id": o.id,
@@ -409,7 +417,8 @@ fn offload_show(
             "insns": o.insn_count,
             "worst_case": o.worst_case,
             "placed": placed,
-            "nic": { "runs": runs, "steps": steps, "errors": errors, "run_ns": run_ns, "mean_ns": mean_ns },
+            "nic": nic,
+            "host": host,
         }));
     }
     let json = match id {

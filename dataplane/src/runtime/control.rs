@@ -27,7 +27,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use naam_core::auth::{wall_clock_ns, Gate, Principal};
 use naam_core::elf::load_program;
@@ -77,6 +77,57 @@ pub struct ControlPlane {
     errors: [u64; ErrorCode::ALL.len()],
     /// Requests the kernel dropped on the control socket (its receive buffer was full).
     pub kernel_drops: u64,
+    /// The host agent's per-offload counters (`offload.ID.host_*`), as last read by
+    /// [`watch_host_counters`] on its own thread (a stalled host never blocks this one).
+    pub host_counters: Arc<Mutex<Vec<(String, u64)>>>,
+}
+
+/// Reads the host agent's per-offload counters every `every` into `into`, while the host
+/// agent is up and not suspect, until the dataplane stops. Runs on a thread of its own with
+/// its own connection: a host agent that stalls mid-request blocks only this thread.
+pub fn watch_host_counters(
+    mut host: HostControl,
+    shared: Arc<Shared>,
+    into: Arc<Mutex<Vec<(String, u64)>>>,
+    every: std::time::Duration,
+) {
+    let mut last = std::time::Instant::now();
+    while !shared.stopping() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        if last.elapsed() < every || !shared.host_up() || shared.host_suspect() {
+            continue;
+        }
+        last = std::time::Instant::now();
+        if let Some(v) = host_offload_counters(&mut host) {
+            *into.lock().unwrap_or_else(|e| e.into_inner()) = v;
+        }
+    }
+}
+
+/// The host agent's `offload.*` counters (all STATS pages), or `None` if it did not answer.
+fn host_offload_counters(host: &mut HostControl) -> Option<Vec<(String, u64)>> {
+    let mut v = Vec::new();
+    let mut start = 0;
+    loop {
+        let req = Message::new(0, 0, Body::Stats(PageRequestRepr { start, max: 0 }));
+        let mut buf = [0u8; 64];
+        let n = req.emit(&mut buf).ok()?;
+        // Unsealed: on the host agent's own socket this process speaks as the admin.
+        let reply = host.request(&buf[..n]).ok()?;
+        let Ok(Body::StatsReply(page)) = Message::parse(reply).map(|m| m.body) else {
+            return None;
+        };
+        v.extend(
+            page.entries
+                .iter()
+                .filter(|e| e.name.starts_with("offload."))
+                .map(|e| (e.name.to_owned(), e.value)),
+        );
+        if !page.more {
+            return Some(v);
+        }
+        start = page.next;
+    }
 }
 
 /// Writes a control reply (an `Internal` error when it cannot be emitted).
@@ -143,6 +194,7 @@ impl ControlPlane {
             answered: 0,
             errors: [0; ErrorCode::ALL.len()],
             kernel_drops: 0,
+            host_counters: Arc::default(),
         }
     }
 
@@ -527,6 +579,13 @@ impl ControlPlane {
         }
         v.extend(totals.into_iter().map(|(n, x)| (format!("total.{n}"), x)));
         v.extend(self.offload_counters());
+        v.extend(
+            self.host_counters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
         let table = self.switch.table();
         v.push(("steer.misses".into(), table.misses()));
         let now = naam_link::now_ns();

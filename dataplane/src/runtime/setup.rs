@@ -21,7 +21,7 @@ use naam_core::wire::MAX_DATAGRAM;
 use naam_link::shm::ConnectOptions;
 use naam_link::{now_ns, ShmLink};
 
-use super::control::ControlPlane;
+use super::control::{watch_host_counters, ControlPlane};
 use super::hostctl::HostControl;
 use super::monitor::{HostLoad, Monitor, MonitorConfig};
 use super::shared::Shared;
@@ -461,6 +461,19 @@ impl Runtime {
             cfg.classes,
             Gate::new(keys, naam_core::auth::GATE_NONCES),
         );
+        let watcher = HostControl::new(
+            &cfg.run_dir.join(run_dir::CONTROL_SOCKET),
+            cfg.host_control_timeout,
+        );
+        let (w_shared, w_into) = (shared.clone(), plane.host_counters.clone());
+        let t = std::thread::Builder::new()
+            .name("naam-host-stats".into())
+            .spawn(move || watch_host_counters(watcher, w_shared, w_into, HOST_COUNTERS_EVERY))
+            .map_err(|source| SetupError::Io {
+                what: "spawn host counters thread".into(),
+                source,
+            })?;
+        threads.push(t);
         let metrics = cfg.metrics.map(naam_metrics::Exporter::bind).transpose()?;
         let metrics_addr = metrics.as_ref().map(naam_metrics::Exporter::local_addr);
         let ctl_shared = shared.clone();
@@ -515,6 +528,9 @@ impl Runtime {
         tracing::info!("dataplane stopped");
     }
 }
+
+/// How often the dataplane reads the host agent's per-offload counters for its STATS.
+const HOST_COUNTERS_EVERY: Duration = Duration::from_millis(250);
 
 /// Whether the data port spec asked for any free ports (`udp:IP:0`).
 fn port_was_picked(spec: &str) -> bool {
