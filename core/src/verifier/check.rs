@@ -93,7 +93,10 @@ impl Step {
         let insn = &self.insn;
         match insn.class() {
             class::LD => {
-                st.regs[insn.dst as usize] = Reg::Scalar(Scalar::konst(cfg.lddw_value[self.i]));
+                st.set(
+                    insn.dst as usize,
+                    Reg::Scalar(Scalar::konst(cfg.lddw_value[self.i])),
+                );
                 Ok(Flow::Next)
             }
             class::LDX => self.load(st).map(|_| Flow::Next),
@@ -178,7 +181,7 @@ impl Step {
             Region::Ctx => Reg::Scalar(Scalar::of_width(size as u32)),
             Region::Stack => self.stack_load(st, lo, hi, size)?,
         };
-        st.regs[insn.dst as usize] = value;
+        st.set(insn.dst as usize, value);
         Ok(())
     }
 
@@ -274,7 +277,11 @@ impl Step {
             Reg::Scalar(Scalar::konst(insn.imm as u32 as u64))
         };
         if code == alu::MOV {
-            st.regs[dst] = match (is64, src) {
+            if is64 && insn.uses_src_reg() {
+                st.copy(dst, insn.src as usize, self.i);
+                return Ok(());
+            }
+            let v = match (is64, src) {
                 (true, v) => v,
                 (false, Reg::Scalar(s)) => Reg::Scalar(s.low32()),
                 (false, p) => {
@@ -284,10 +291,11 @@ impl Step {
                     )
                 }
             };
+            st.set(dst, v);
             return Ok(());
         }
         let cur = self.read(st, insn.dst)?;
-        st.regs[dst] = match (cur, src) {
+        let v = match (cur, src) {
             (Reg::Scalar(a), Reg::Scalar(b)) if is64 => Reg::Scalar(self.scalar64(code, a, b)),
             (Reg::Scalar(a), Reg::Scalar(b)) => Reg::Scalar(self.scalar32(code, a, b)),
             (a, b) if is64 => self.pointer_op(code, a, b)?,
@@ -299,6 +307,7 @@ impl Step {
                 );
             }
         };
+        st.set(dst, v);
         Ok(())
     }
 
@@ -520,9 +529,14 @@ impl Step {
             }
             let (ra, rb) = refine(insn.code(), is32, a, b, taken)?;
             let mut s = Box::new(st.clone());
-            s.regs[insn.dst as usize] = Reg::Scalar(ra);
+            let (d, r) = (insn.dst as usize, insn.src as usize);
+            if insn.uses_src_reg() && s.links[d] != 0 && s.links[d] == s.links[r] {
+                // Two copies of one value compared: nothing to learn about either alone.
+                return Some(s);
+            }
+            s.refine(d, Reg::Scalar(ra));
             if insn.uses_src_reg() {
-                s.regs[insn.src as usize] = Reg::Scalar(rb);
+                s.refine(r, Reg::Scalar(rb));
             }
             Some(s)
         };
@@ -556,9 +570,9 @@ impl Step {
             }
         }
         for r in 1..=5 {
-            st.regs[r] = Reg::Uninit;
+            st.set(r, Reg::Uninit);
         }
-        st.regs[0] = Reg::Scalar(Scalar::UNKNOWN);
+        st.set(0, Reg::Scalar(Scalar::UNKNOWN));
         Ok(Flow::Next)
     }
 }

@@ -19,7 +19,10 @@
 //!    instructions and by an upper estimate of the x86 JIT's machine code, whose one-page
 //!    buffer overflows (rbpf panics) after as few as 96 register divisions.
 //! 2. [`check`]: values, by abstract interpretation over [`state`] (register types and a
-//!    per-slot stack) with intervals and known bits ([`scalar`]), refined on branches. It
+//!    per-slot stack) with intervals and known bits ([`scalar`]), refined on branches, a
+//!    bound learnt on one register also bounding the registers a 64-bit move copied it to or
+//!    from and that were not written since (linked scalars, as Linux's scalar ids, so
+//!    `r3 = r2; if r3 > 100 goto out; r1 += r2` passes; `State::links`). It
 //!    proves: no uninitialised register or stack byte is read; `r10` is never written; every
 //!    load and store lies inside the context (`abi::CTX_SIZE`; stores only inside
 //!    `abi::writable_ranges`) or the 512-byte stack; pointers change only by adding or

@@ -137,7 +137,15 @@ pub const SLOTS: usize = STACK_SIZE / 8;
 /// The machine state before one instruction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {
+    /// Read freely; written through [`State::set`], [`State::copy`] and [`State::refine`],
+    /// which keep `links` true.
     pub regs: [Reg; 11],
+    /// Scalars known to hold the same value (Linux's scalar ids): registers with the same
+    /// non-zero link were copied from one another by a 64-bit move and not written since, so a
+    /// bound learnt on one holds for all (`r3 = r2; if r3 > 100 goto out; r1 += r2`). A link
+    /// is the index + 1 of the move that made it; linked registers always have the same
+    /// abstract value.
+    pub links: [u32; 11],
     /// Slot `i` covers stack offsets `-512 + 8 i .. -512 + 8 i + 8`.
     pub stack: [Slot; SLOTS],
 }
@@ -150,13 +158,50 @@ impl State {
         regs[10] = Reg::ptr(Region::Stack, 0);
         State {
             regs,
+            links: [0; 11],
             stack: [Slot::Bytes(0); SLOTS],
+        }
+    }
+
+    /// Writes register `r` (any write but a 64-bit copy of a scalar): it is linked to nothing.
+    pub fn set(&mut self, r: usize, v: Reg) {
+        self.regs[r] = v;
+        self.links[r] = 0;
+    }
+
+    /// `dst = src` (64-bit) at instruction `insn`: a scalar copy is linked to its source.
+    pub fn copy(&mut self, dst: usize, src: usize, insn: usize) {
+        let v = self.regs[src];
+        if !matches!(v, Reg::Scalar(_)) {
+            return self.set(dst, v);
+        }
+        if self.links[src] == 0 {
+            self.links[src] = insn as u32 + 1;
+        }
+        self.regs[dst] = v;
+        self.links[dst] = self.links[src];
+    }
+
+    /// Narrows register `r` to `v` (a branch taught something about it), and every register
+    /// linked to it: they hold the same value.
+    pub fn refine(&mut self, r: usize, v: Reg) {
+        let link = self.links[r];
+        for k in 0..self.regs.len() {
+            if k == r || (link != 0 && self.links[k] == link) {
+                self.regs[k] = v;
+            }
         }
     }
 
     pub fn join_from(&mut self, o: &State) {
         for (a, b) in self.regs.iter_mut().zip(o.regs.iter()) {
             *a = a.join(*b);
+        }
+        // A link survives where both paths have it: then the registers are equal on each.
+        for (a, b) in self.links.iter_mut().zip(o.links.iter()) {
+            if a != b {
+                *a = 0;
+            }
         }
         for (a, b) in self.stack.iter_mut().zip(o.stack.iter()) {
             *a = a.join(*b);
