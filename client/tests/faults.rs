@@ -422,3 +422,68 @@ fn after_a_host_restart_the_registries_agree_and_register_works_again() {
     assert_eq!(d.describe("host").unwrap()["offloads"], listed.len() as u64);
     assert_eq!(stat(&d, "ctl.error.internal"), 0);
 }
+
+#[test]
+fn run_time_offloads_survive_restarts_of_either_process_with_persist() {
+    // Issue 14 item 4: with --persist, the offloads registered at run time are kept beside
+    // the data; a restarted host agent serves them under the same ids, and a restarted
+    // dataplane fetches them from the host agent (FETCH) instead of forgetting them.
+    let mut d = deploy(|c| c.persist = true);
+    let mut c = d.client(patient(ExecMode::Server)).unwrap();
+    let o = bundled::RECORD;
+    let opts = naam_client::RegisterOptions {
+        name: "record-kept".into(),
+        section: Some(o.section.into()),
+        class: o.class,
+        read_only: true,
+    };
+    let id = c.register(0, naam_handlers::RECORD_OBJECT, &opts).unwrap();
+    let args = {
+        let mut a = vec![0u8; 16];
+        a[..4].copy_from_slice(&region::RECORD.to_le_bytes());
+        a
+    };
+    let want = c.call_on(0, id, o.class, &args, ExecMode::Server).unwrap();
+    assert_eq!(want.status, naam_core::wire::AmStatus::Done);
+    let listed = |c: &mut naam_client::Client| -> Vec<(u32, String)> {
+        c.list(0)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.id, e.name))
+            .collect()
+    };
+    let before = listed(&mut c);
+
+    // The host agent dies and comes back with its data and its offloads.
+    d.kill_host();
+    wait_for(Duration::from_secs(2), || {
+        (stat(&d, "dp.host_up") == 0).then_some(())
+    })
+    .expect("the dataplane notices the kill");
+    d.start_host().unwrap();
+    wait_for(Duration::from_secs(5), || {
+        (stat(&d, "dp.host_up") == 1 && stat(&d, "dp.link_generation") >= 2).then_some(())
+    })
+    .expect("the dataplane reconnects");
+    let r = c.call_on(0, id, o.class, &args, ExecMode::Server).unwrap();
+    assert_eq!(r.output, want.output);
+    assert_eq!(
+        listed(&mut c),
+        before,
+        "the same ids and names on both sides"
+    );
+    assert_eq!(d.describe("host").unwrap()["offloads"], before.len() as u64);
+
+    // The dataplane dies and its successor gets the run-time offload from the host agent.
+    d.kill_dataplane();
+    d.start_dataplane().unwrap();
+    let mut c = d.client(patient(ExecMode::Server)).unwrap();
+    let back = wait_for(Duration::from_secs(5), || {
+        c.call_on(0, id, o.class, &args, ExecMode::Server).ok()
+    })
+    .expect("the new dataplane serves the run-time offload");
+    assert_eq!(back.output, want.output);
+    assert_eq!(listed(&mut c), before);
+    assert_eq!(d.describe("host").unwrap()["offloads"], before.len() as u64);
+    assert_eq!(stat(&d, "ctl.error.internal"), 0);
+}

@@ -181,10 +181,14 @@ pub(crate) fn handle(agent: &HostAgent, req: &[u8], out: &mut [u8]) -> (usize, A
         std::sync::Arc<naam_core::pool::Offload>,
     )>;
     let list: Vec<OffloadEntry<'_>>;
+    let fetched: Option<std::sync::Arc<naam_core::pool::Offload>>;
     let detail: String;
     let body = match msg.body {
         Body::Register(r) => match register(agent, &r) {
-            Ok(id) => Body::RegisterReply(OffloadIdRepr { id }),
+            Ok(id) => {
+                agent.save_offloads();
+                Body::RegisterReply(OffloadIdRepr { id })
+            }
             Err(e) => {
                 detail = e.detail;
                 error_body(e.code, &detail)
@@ -192,6 +196,7 @@ pub(crate) fn handle(agent: &HostAgent, req: &[u8], out: &mut [u8]) -> (usize, A
         },
         Body::Unregister(r) => match agent.registry.unregister(r.id) {
             Ok(o) => {
+                agent.save_offloads();
                 agent.shared.stats.remove_offload(r.id);
                 tracing::info!(id = r.id, name = o.name, "offload unregistered");
                 Body::Ack
@@ -201,6 +206,20 @@ pub(crate) fn handle(agent: &HostAgent, req: &[u8], out: &mut [u8]) -> (usize, A
                 error_body(ErrorCode::UnknownOffload, &detail)
             }
         },
+        Body::Fetch(f) => {
+            fetched = agent.registry.get(f.id);
+            match &fetched {
+                Some(o) => {
+                    let insns = o.program.insns();
+                    let digest = naam_core::wire::program_digest(insns);
+                    Body::FetchReply(naam_core::wire::FetchReplyRepr::piece(f, insns, digest))
+                }
+                None => {
+                    detail = format!("no offload with id {}", f.id);
+                    error_body(ErrorCode::UnknownOffload, &detail)
+                }
+            }
+        }
         Body::List(p) => {
             names = agent
                 .registry
@@ -276,6 +295,10 @@ fn authorize(agent: &HostAgent, principal: Principal, body: &Body<'_>) -> Result
     match body {
         Body::Register(r) => owner_ok(r.tenant, "offloads"),
         Body::Unregister(u) => match agent.registry.get(u.id) {
+            Some(o) => owner_ok(o.tenant, "offload"),
+            None => Ok(()),
+        },
+        Body::Fetch(f) => match agent.registry.get(f.id) {
             Some(o) => owner_ok(o.tenant, "offload"),
             None => Ok(()),
         },

@@ -29,6 +29,7 @@ pub mod apps;
 pub mod config;
 pub mod control;
 pub mod credentials;
+pub mod offload_store;
 pub mod seqpacket;
 pub mod stats;
 pub mod workers;
@@ -111,6 +112,8 @@ pub struct HostAgent {
     gate: std::sync::Mutex<naam_core::auth::Gate>,
     /// Prometheus metrics (`--metrics-addr`), answered by the control loop.
     metrics: Option<naam_metrics::Exporter>,
+    /// Where run-time offloads are kept, when the data outlives this process.
+    offloads: Option<offload_store::OffloadStore>,
 }
 
 /// Where the data came from at start.
@@ -253,6 +256,21 @@ impl HostAgent {
             tracing::info!(id, name = prog_name, path = %h.path.display(), "handler registered");
         }
 
+        // Offloads registered at run time by an earlier host agent with this data.
+        let offloads =
+            offload_store::OffloadStore::beside(cfg.persist.as_deref(), cfg.snapshot.as_deref());
+        if let Some(store) = &offloads {
+            let n = store
+                .load(&registry, &VerifierConfig::default())
+                .map_err(|e| AgentError::Offload {
+                    name: store.path().display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            if n > 0 {
+                tracing::info!(offloads = n, path = %store.path().display(), "run-time offloads restored");
+            }
+        }
+
         let stats = Stats::new(cfg.workers as usize);
         let shared = Shared::new(registry.clone(), stats);
         host.serve(&cfg.link_socket())?;
@@ -320,7 +338,18 @@ impl HostAgent {
                 naam_core::auth::GATE_NONCES,
             )),
             metrics,
+            offloads,
         })
+    }
+
+    /// Saves the run-time offloads after a change (when the data outlives this process). A
+    /// failure is logged: the change itself stands, but would not survive a restart.
+    pub(crate) fn save_offloads(&self) {
+        if let Some(store) = &self.offloads {
+            if let Err(e) = store.save(&self.registry) {
+                tracing::error!(error = %e, "run-time offloads not saved");
+            }
+        }
     }
 
     /// Where Prometheus metrics are served (`--metrics-addr`), if they are.

@@ -37,9 +37,9 @@ use naam_core::verifier::{verify, VerifierConfig};
 use naam_core::vm::{CompiledVm, Engine};
 use naam_core::wire::{clip_utf8, congest_ms, CONGEST_NIC};
 use naam_core::wire::{
-    Body, EntryList, ErrorCode, ErrorRepr, FetchReplyRepr, HeaderPacket, KvEntry, KvListRepr,
-    ListReplyRepr, Message, OffloadEntry, OffloadIdRepr, PageRequestRepr, RegisterRepr, WireError,
-    HEADER_LEN, MAGIC, MAX_PAYLOAD, NAME_MAX,
+    Body, EntryList, ErrorCode, ErrorRepr, FetchReplyRepr, FetchRepr, HeaderPacket, KvEntry,
+    KvListRepr, ListReplyRepr, Message, OffloadEntry, OffloadIdRepr, PageRequestRepr, RegisterRepr,
+    WireError, HEADER_LEN, MAGIC, MAX_PAYLOAD, NAME_MAX,
 };
 
 use super::hostctl::{HostControl, HostCtlError};
@@ -128,6 +128,12 @@ fn host_offload_counters(host: &mut HostControl) -> Option<Vec<(String, u64)>> {
         }
         start = page.next;
     }
+}
+
+/// An offload the host agent lists: its id and description.
+struct OffloadSpecAt {
+    id: u32,
+    spec: OffloadSpec,
 }
 
 /// Writes a control reply (an `Internal` error when it cannot be emitted).
@@ -692,13 +698,15 @@ impl ControlPlane {
         )
     }
 
-    /// After a (re)connection to the host agent: removes the run-time offloads (ids from
-    /// `FIRST_DYNAMIC_ID`) that the host agent does not hold under the same id and name, so
-    /// the two registries agree (the host agent is the source of truth; a restarted one
-    /// without `--persist` or `--snapshot` forgot its run-time offloads). Returns how many
-    /// went; `None` when the host agent did not answer.
-    pub fn reconcile_with_host(&mut self) -> Option<usize> {
-        let mut host: Vec<(u32, String)> = Vec::new();
+    /// After a (re)connection to the host agent, makes the registries agree; the host agent
+    /// is the source of truth. Removes the run-time offloads (ids from `FIRST_DYNAMIC_ID`)
+    /// the host agent does not hold under the same id and name (a restarted one without
+    /// `--persist` or `--snapshot` forgot them), and adds those it holds and this dataplane
+    /// lacks (a restarted dataplane, or a host agent that restored its offloads), fetching
+    /// their verified instructions (FETCH) and verifying them here. Returns (removed,
+    /// added); `None` when the host agent did not answer.
+    pub fn reconcile_with_host(&mut self) -> Option<(usize, usize)> {
+        let mut host: Vec<OffloadSpecAt> = Vec::new();
         let mut start = 0;
         loop {
             let req = Message::new(0, 0, Body::List(PageRequestRepr { start, max: 0 }));
@@ -709,7 +717,15 @@ impl ControlPlane {
             let Ok(Body::ListReply(page)) = Message::parse(reply).map(|m| m.body) else {
                 return None;
             };
-            host.extend(page.entries.iter().map(|e| (e.id, e.name.to_owned())));
+            host.extend(page.entries.iter().map(|e| OffloadSpecAt {
+                id: e.id,
+                spec: OffloadSpec {
+                    name: e.name.to_owned(),
+                    tenant: e.tenant,
+                    class: e.class,
+                    read_only: e.read_only,
+                },
+            }));
             if !page.more {
                 break;
             }
@@ -717,7 +733,7 @@ impl ControlPlane {
         }
         let mut removed = 0;
         for o in self.shared.registry.list() {
-            let known = host.iter().any(|(id, name)| *id == o.id && *name == o.name);
+            let known = host.iter().any(|h| h.id == o.id && h.spec.name == o.name);
             if o.id >= FIRST_DYNAMIC_ID && !known && self.shared.registry.unregister(o.id).is_ok() {
                 tracing::warn!(
                     id = o.id,
@@ -727,7 +743,66 @@ impl ControlPlane {
                 removed += 1;
             }
         }
-        Some(removed)
+        let mut added = 0;
+        for h in host {
+            if h.id < FIRST_DYNAMIC_ID || self.shared.registry.get(h.id).is_some() {
+                continue;
+            }
+            match self.fetch_from_host(h.id) {
+                Ok(insns) => {
+                    let prog = naam_core::elf::Program::from_insns(h.spec.name.clone(), insns);
+                    let verified = verify(&prog, &self.verifier).map_err(|e| e.to_string());
+                    let registered = verified.and_then(|v| {
+                        self.shared
+                            .registry
+                            .register_as(h.id, h.spec.clone(), Arc::new(v))
+                            .map_err(|e| e.to_string())
+                    });
+                    match registered {
+                        Ok(_) => {
+                            tracing::info!(
+                                id = h.id,
+                                name = h.spec.name,
+                                "offload of the host agent added"
+                            );
+                            added += 1;
+                        }
+                        Err(e) => {
+                            tracing::error!(id = h.id, name = h.spec.name, error = %e, "the host agent's offload refused here")
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(id = h.id, error = %e, "could not fetch the host agent's offload")
+                }
+            }
+        }
+        Some((removed, added))
+    }
+
+    /// Offload `id`'s verified instructions from the host agent (all FETCH pieces, the digest
+    /// checked).
+    fn fetch_from_host(&mut self, id: u32) -> Result<Vec<u8>, String> {
+        let mut insns = Vec::new();
+        loop {
+            let start = insns.len() as u32;
+            let req = Message::new(0, 0, Body::Fetch(FetchRepr { id, start }));
+            let mut buf = [0u8; 64];
+            let n = req.emit(&mut buf).map_err(|e| e.to_string())?;
+            let reply = self.host.request(&buf[..n]).map_err(|e| e.to_string())?;
+            let piece = match Message::parse(reply).map(|m| m.body) {
+                Ok(Body::FetchReply(p)) if p.start == start => p,
+                Ok(Body::Error(e)) => return Err(format!("{}: {}", e.code.name(), e.detail)),
+                _ => return Err("unexpected reply to FETCH".into()),
+            };
+            insns.extend_from_slice(piece.bytes);
+            if insns.len() >= piece.total as usize || piece.bytes.is_empty() {
+                if naam_core::wire::program_digest(&insns) != piece.digest {
+                    return Err("the program changed while it was fetched".into());
+                }
+                return Ok(insns);
+            }
+        }
     }
 
     /// Forwards one request to the host agent's control socket, unless the host agent is

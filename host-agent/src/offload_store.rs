@@ -1,0 +1,266 @@
+//! The offloads registered at run time, kept beside the host agent's data (issue 14 item 4).
+//!
+//! With `--persist` or `--snapshot` the data outlives the host agent; so must the offloads
+//! registered over the control socket, or a restarted host agent would serve the data
+//! without the handlers its clients registered for it (and the dataplane would have to drop
+//! them). The file sits next to the persisted area (or the snapshot), with the extension
+//! `offloads`, and is rewritten (to a temporary file, then renamed) after every REGISTER and
+//! UNREGISTER. It holds each offload's verified instructions, not its ELF object: what runs is
+//! what was verified, and it is verified again when loaded.
+//!
+//! Format, one offload per line after a header line `naam-offloads 1`:
+//! `ID TENANT CLASS READ_ONLY NAME_HEX INSNS_HEX DIGEST_HEX` (the digest is
+//! `wire::program_digest` of the instructions: a damaged line is refused, not run).
+
+use crate::apps::offload::FIRST_DYNAMIC;
+use naam_core::elf::Program;
+use naam_core::pool::{OffloadSpec, Registry};
+use naam_core::verifier::{verify, VerifierConfig};
+use naam_core::wire::program_digest;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const HEADER: &str = "naam-offloads 1";
+
+/// Where the run-time offloads are kept.
+#[derive(Debug, Clone)]
+pub struct OffloadStore {
+    path: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("offloads file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("offloads file {path}, line {line}: {reason}")]
+    Bad {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+}
+
+impl OffloadStore {
+    /// The store of a host agent whose data lives in `persist` (preferred) or `snapshot`;
+    /// `None` when its data does not outlive it.
+    pub fn beside(persist: Option<&Path>, snapshot: Option<&Path>) -> Option<OffloadStore> {
+        let data = persist.or(snapshot)?;
+        Some(OffloadStore {
+            path: data.with_extension("offloads"),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes every run-time offload of `registry` (ids from [`FIRST_DYNAMIC`]).
+    pub fn save(&self, registry: &Registry) -> Result<(), StoreError> {
+        let mut text = String::from(HEADER);
+        text.push('\n');
+        for o in registry.list().iter().filter(|o| o.id >= FIRST_DYNAMIC) {
+            let insns = o.program.insns();
+            let _ = writeln!(
+                text,
+                "{} {} {} {} {} {} {:016x}",
+                o.id,
+                o.tenant,
+                o.class,
+                o.read_only as u8,
+                hex(o.name.as_bytes()),
+                hex(insns),
+                program_digest(insns)
+            );
+        }
+        let tmp = self.path.with_extension("offloads.tmp");
+        let io = |source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        std::fs::write(&tmp, text).map_err(io)?;
+        std::fs::rename(&tmp, &self.path).map_err(io)
+    }
+
+    /// Registers the offloads of the file (if there is one) under their ids, each verified
+    /// again; returns how many. A damaged or unverifiable entry fails the whole load (the
+    /// operator decides; nothing half-loaded runs).
+    pub fn load(
+        &self,
+        registry: &Registry,
+        verifier: &VerifierConfig,
+    ) -> Result<usize, StoreError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        };
+        let bad = |line: usize, reason: String| StoreError::Bad {
+            path: self.path.clone(),
+            line,
+            reason,
+        };
+        let mut lines = text.lines().enumerate();
+        match lines.next() {
+            Some((_, HEADER)) => {}
+            _ => return Err(bad(1, format!("the first line is not {HEADER:?}"))),
+        }
+        let mut entries = Vec::new();
+        for (i, line) in lines {
+            let n = i + 1;
+            let f: Vec<&str> = line.split(' ').collect();
+            let [id, tenant, class, ro, name, insns, digest] = f[..] else {
+                return Err(bad(n, format!("{} fields, 7 expected", f.len())));
+            };
+            let num = |s: &str, what: &str| -> Result<u64, StoreError> {
+                s.parse()
+                    .map_err(|_| bad(n, format!("{what} {s:?} is not a number")))
+            };
+            let id = u32::try_from(num(id, "id")?).map_err(|_| bad(n, "id too large".into()))?;
+            if id < FIRST_DYNAMIC {
+                return Err(bad(n, format!("id {id} is a bundled offload's")));
+            }
+            let name = String::from_utf8(unhex(name).ok_or_else(|| bad(n, "name not hex".into()))?)
+                .map_err(|_| bad(n, "name not UTF-8".into()))?;
+            let insns = unhex(insns).ok_or_else(|| bad(n, "instructions not hex".into()))?;
+            let digest =
+                u64::from_str_radix(digest, 16).map_err(|_| bad(n, "digest not hex".into()))?;
+            if program_digest(&insns) != digest {
+                return Err(bad(n, "the instructions do not match their digest".into()));
+            }
+            let spec = OffloadSpec {
+                name: name.clone(),
+                tenant: u32::try_from(num(tenant, "tenant")?)
+                    .map_err(|_| bad(n, "tenant too large".into()))?,
+                class: u16::try_from(num(class, "class")?)
+                    .map_err(|_| bad(n, "class too large".into()))?,
+                read_only: match ro {
+                    "0" => false,
+                    "1" => true,
+                    _ => return Err(bad(n, format!("read-only flag {ro:?}"))),
+                },
+            };
+            let program = verify(&Program::from_insns(name, insns), verifier)
+                .map_err(|e| bad(n, format!("does not verify: {e}")))?;
+            entries.push((id, spec, Arc::new(program)));
+        }
+        let count = entries.len();
+        for (id, spec, program) in entries {
+            registry
+                .register_as(id, spec, program)
+                .map_err(|e| bad(0, e.to_string()))?;
+        }
+        Ok(count)
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use naam_core::pool::Registry;
+
+    fn program() -> Arc<naam_core::verifier::VerifiedProgram> {
+        // r0 = 7; exit
+        let insns = [[0xb7, 0, 0, 0, 7, 0, 0, 0], [0x95, 0, 0, 0, 0, 0, 0, 0]].concat();
+        Arc::new(
+            verify(
+                &Program::from_insns("seven", insns),
+                &VerifierConfig::default(),
+            )
+            .unwrap(),
+        )
+    }
+
+    fn spec(name: &str) -> OffloadSpec {
+        OffloadSpec {
+            name: name.into(),
+            tenant: 2,
+            class: 3,
+            read_only: true,
+        }
+    }
+
+    #[test]
+    fn run_time_offloads_come_back_under_their_ids_and_damage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OffloadStore::beside(Some(&dir.path().join("area")), None).unwrap();
+        assert_eq!(store.path(), dir.path().join("area.offloads"));
+        let r = Registry::new();
+        r.register_as(3, spec("bundled"), program()).unwrap();
+        r.register_as(17, spec("mine ünï"), program()).unwrap();
+        r.register_as(21, spec("other"), program()).unwrap();
+        store.save(&r).unwrap();
+
+        let back = Registry::new();
+        assert_eq!(store.load(&back, &VerifierConfig::default()).unwrap(), 2);
+        let ids: Vec<(u32, String, u32, u16, bool)> = back
+            .list()
+            .iter()
+            .map(|o| (o.id, o.name.clone(), o.tenant, o.class, o.read_only))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                (17, "mine ünï".into(), 2, 3, true),
+                (21, "other".into(), 2, 3, true)
+            ]
+        );
+        assert_eq!(back.get(17).unwrap().program.insns(), program().insns());
+
+        // One flipped instruction byte: refused by its digest, nothing registered.
+        let text = std::fs::read_to_string(store.path()).unwrap();
+        let damaged = text.replacen("b700000007", "b700000008", 1);
+        assert_ne!(damaged, text);
+        std::fs::write(store.path(), damaged).unwrap();
+        let none = Registry::new();
+        let e = store.load(&none, &VerifierConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("digest"), "{e}");
+        assert!(none.is_empty());
+        // Garbage of every kind is an error, never a panic.
+        for junk in [
+            "",
+            "naam-offloads 1\n1 2",
+            "naam-offloads 1\nx y z w v u t",
+            "hello",
+        ] {
+            std::fs::write(store.path(), junk).unwrap();
+            let r = Registry::new();
+            let _ = store.load(&r, &VerifierConfig::default());
+        }
+        // No file: nothing to load.
+        std::fs::remove_file(store.path()).unwrap();
+        assert_eq!(
+            store
+                .load(&Registry::new(), &VerifierConfig::default())
+                .unwrap(),
+            0
+        );
+    }
+}
