@@ -8,6 +8,7 @@ pub mod datapath;
 pub mod demo;
 pub mod load;
 pub mod memif;
+pub mod overload;
 pub mod placement;
 pub mod plot;
 pub mod procs;

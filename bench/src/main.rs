@@ -113,6 +113,25 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// Goodput and p99 as the offered load (requests outstanding per client thread) goes far
+    /// past capacity, with the clients' congestion window (AIMD) and without (issue 14).
+    Overload {
+        /// Requests outstanding per client thread, one point each.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,256,1024")]
+        outstanding: Vec<usize>,
+        /// Client threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Seconds per point.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// MICA keys.
+        #[arg(long, default_value_t = 100_000)]
+        keys: u64,
+        /// Milliseconds before the first retransmission.
+        #[arg(long, default_value_t = 50)]
+        timeout_ms: u64,
+    },
     /// B-tree lookups: client-side traversal (one round trip per level) vs one active message.
     Btree {
         /// Tree depths to measure (one local deployment each).
@@ -279,6 +298,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                 seed,
                 key_seed,
                 credential: naam_client::keys::find(None)?,
+                max_window: naam_client::ClientConfig::default().max_window,
             };
             println!(
                 "ycsb: workload {workload:?}, {distribution:?} (theta {theta}), {keys} keys of \
@@ -348,6 +368,46 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                 );
             }
             return Ok(());
+        }
+        Command::Overload {
+            outstanding,
+            threads,
+            seconds,
+            keys,
+            timeout_ms,
+        } => {
+            let cfg = naam_bench::overload::OverloadConfig {
+                outstanding,
+                threads,
+                seconds,
+                keys,
+                timeout: Duration::from_millis(timeout_ms.max(1)),
+            };
+            println!(
+                "overload: {threads} client thread(s), {seconds} s per point, YCSB-B on {keys} keys"
+            );
+            let rows = naam_bench::overload::run(&cfg, |r| {
+                println!(
+                    "{:>5} {:>5} outstanding/thread: {:>9.0} ops/s  p99 {:>9.0} us  retrans {:>7}  timeouts {:>5}  busy {:>6}  kernel drops {:>7}",
+                    r.window, r.outstanding_per_thread, r.goodput_per_s, r.p99_us, r.retransmits, r.timeouts, r.busy, r.kernel_drops
+                )
+            })?;
+            print!("{}", naam_bench::overload::markdown(&rows));
+            for w in ["aimd", "none"] {
+                if let Some(f) = naam_bench::overload::kept_fraction(&rows, w) {
+                    println!(
+                        "window {w}: goodput at the highest load = {:.0} % of its peak",
+                        f * 100.0
+                    );
+                }
+            }
+            std::fs::create_dir_all(&out)?;
+            for p in report::write_rows(&out, "overload", &rows)? {
+                println!("wrote {}", p.display());
+            }
+            for p in naam_bench::overload::write_charts(&out, &rows)? {
+                println!("wrote {}", p.display());
+            }
         }
         Command::Btree {
             depths,

@@ -205,6 +205,7 @@ fn ycsb_config(cfg: &CompareConfig, d: &Deployment, system: System, w: Workload)
         seed: cfg.seed,
         key_seed: None,
         credential: d.admin_key().ok(),
+        max_window: naam_client::ClientConfig::default().max_window,
     }
 }
 

@@ -214,6 +214,9 @@ pub struct YcsbConfig {
     pub key_seed: Option<u64>,
     /// Seals the control requests (describe, stats): the servers' admin or tenant key.
     pub credential: Option<naam_core::auth::Credential>,
+    /// The clients' congestion window ceiling (`ClientConfig::max_window`; `usize::MAX`:
+    /// congestion control off).
+    pub max_window: usize,
 }
 
 /// The key set to use: the configured one, the server's, or 1.
@@ -288,6 +291,7 @@ fn client(cfg: &YcsbConfig) -> anyhow::Result<Mica<ShardedClient>> {
         exec_mode: cfg.placement.exec_mode(),
         timeout: cfg.timeout,
         credential: cfg.credential.clone(),
+        max_window: cfg.max_window,
         ..ClientConfig::default()
     };
     Ok(Mica::new(ShardedClient::connect(&cfg.servers, ccfg)?)?)

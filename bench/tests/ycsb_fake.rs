@@ -31,6 +31,7 @@ fn config(
         seed: 7,
         key_seed: Some(3),
         credential: None,
+        max_window: naam_client::ClientConfig::default().max_window,
     }
 }
 

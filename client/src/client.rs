@@ -18,6 +18,7 @@ use crate::local::{LocalExec, RunStep};
 use crate::reply::{
     kv_owned, Completion, OffloadInfo, OpOutcome, Page, ProgramPiece, Reply, Response, Ticket,
 };
+use crate::window::Window;
 use naam_core::elf;
 use naam_core::pool::OffloadSpec;
 use naam_core::region::{Perms, RegionDesc, RegionId, RegionTable};
@@ -105,7 +106,13 @@ struct Pending {
     /// The offload of an AM request (for replies and abort errors).
     offload: u32,
     expect: Kind,
+    /// Counted in its server's window (sent and not answered); else waiting for room there
+    /// or for the retry after a refusal.
+    on_wire: bool,
 }
+
+/// The deadline of a request that waits for room in its server's window (it has no timer).
+const NO_TIMER: Duration = Duration::from_secs(3600);
 
 struct ServerState {
     addr: ServerAddr,
@@ -114,6 +121,8 @@ struct ServerState {
     regions: RegionTable,
     /// Steering class -> end of a `location = client` lease.
     leases: HashMap<u16, Instant>,
+    /// How many requests may be on the wire to this server (congestion control).
+    window: Window,
     /// Steering class -> when its current lease began (a lease extended before it ended
     /// keeps its start): fetched programs of the class are checked again after it.
     lease_began: HashMap<u16, Instant>,
@@ -213,6 +222,7 @@ impl Client {
                     regions: RegionTable::new(),
                     leases: HashMap::new(),
                     lease_began: HashMap::new(),
+                    window: Window::new(cfg.max_window),
                 })
                 .collect(),
             cfg,
@@ -468,6 +478,14 @@ impl Client {
             Response::Fetched(p) => Ok(p.digest),
             other => Err(unexpected(0, "fetch reply", &other)),
         }
+    }
+
+    /// `server`'s congestion window: its size, requests on the wire, requests waiting for
+    /// room, and how many times it was halved.
+    pub fn window(&self, server: ServerId) -> Option<(usize, usize, usize, u64)> {
+        let w = &self.servers.get(server)?.window;
+        let (on_wire, held) = w.load();
+        Some((w.size(), on_wire, held, w.cuts))
     }
 
     /// Whether offload `id` can run here.
@@ -923,27 +941,97 @@ impl Client {
             self.recycle(std::mem::replace(&mut datagram, sealed));
         }
         let now = Instant::now();
-        self.transmit(&datagram, dest)?;
-        self.stats.requests += 1;
-        let deadline = now + self.cfg.backoff(0);
-        self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
-        self.pending.insert(
+        self.enqueue(
             id,
             Pending {
                 ticket,
                 server,
                 dest,
                 datagram,
-                attempts: 1,
+                attempts: 0,
                 first_sent: now,
                 refused: None,
-                deadline,
+                deadline: now,
                 purpose,
                 offload,
                 expect,
+                on_wire: false,
             },
-        );
+            now,
+        )?;
         Ok(id)
+    }
+
+    /// A new request: sent now if its server's window has room, else held until it has.
+    /// A first send the socket refuses is an error (and the request is gone).
+    fn enqueue(&mut self, id: u64, p: Pending, now: Instant) -> Result<()> {
+        let server = p.server;
+        self.pending.insert(id, p);
+        if !self.servers[server].window.admit() {
+            self.hold(id, now);
+            return Ok(());
+        }
+        if let Err(e) = self.send_pending(id, now) {
+            if let Some(mut p) = self.pending.remove(&id) {
+                self.recycle(std::mem::take(&mut p.datagram));
+            }
+            self.servers[server].window.left();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Request `id` waits for room in its server's window (no timer meanwhile).
+    fn hold(&mut self, id: u64, now: Instant) {
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.on_wire = false;
+            p.deadline = now + NO_TIMER;
+            self.servers[p.server].window.hold(id);
+        }
+    }
+
+    /// Sends request `id` (admitted to its window by the caller): a retransmission after
+    /// the first send (same id, same bytes, RETRANSMIT set in header bytes 4..6).
+    fn send_pending(&mut self, id: u64, now: Instant) -> Result<()> {
+        let Some(p) = self.pending.get_mut(&id) else {
+            return Ok(());
+        };
+        if p.attempts > 0 {
+            let flags =
+                u16::from_le_bytes([p.datagram[4], p.datagram[5]]) | Flags::RETRANSMIT.bits();
+            p.datagram[4..6].copy_from_slice(&flags.to_le_bytes());
+            self.stats.retransmits += 1;
+        } else {
+            self.stats.requests += 1;
+        }
+        p.deadline = now + self.cfg.backoff(p.attempts);
+        p.attempts += 1;
+        p.on_wire = true;
+        let deadline = p.deadline;
+        self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
+        let (dg, dest) = (std::mem::take(&mut p.datagram), p.dest);
+        let sent = self.transmit(&dg, dest);
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.datagram = dg;
+        }
+        sent
+    }
+
+    /// Sends the held requests of `server` its window has room for now.
+    fn release(&mut self, server: ServerId, now: Instant) {
+        while let Some(id) = self.servers[server].window.release() {
+            if !self.pending.contains_key(&id) {
+                self.servers[server].window.left();
+                continue;
+            }
+            // A refused send is as good as lost: the retransmission timer recovers it.
+            let _ = self.send_pending(id, now);
+        }
+    }
+
+    /// The gap between two halvings of a window: one burst of refusals is one signal.
+    fn cut_gap(&self) -> Duration {
+        self.cfg.timeout / 2
     }
 
     fn transmit(&self, datagram: &[u8], dest: SocketAddr) -> Result<()> {
@@ -1084,6 +1172,10 @@ impl Client {
             if p.attempts > retries {
                 let mut p = self.pending.remove(&id).expect("due id is pending");
                 self.recycle(std::mem::take(&mut p.datagram));
+                if p.on_wire {
+                    self.servers[p.server].window.left();
+                    self.release(p.server, now);
+                }
                 self.stats.timeouts += 1;
                 let err = ClientError::Timeout {
                     request_id: id,
@@ -1094,17 +1186,19 @@ impl Client {
                 self.finish(p.ticket, p.purpose, Err(err));
                 continue;
             }
-            // Same id, same bytes, RETRANSMIT set (header bytes 4..6, little-endian).
-            let flags =
-                u16::from_le_bytes([p.datagram[4], p.datagram[5]]) | Flags::RETRANSMIT.bits();
-            p.datagram[4..6].copy_from_slice(&flags.to_le_bytes());
-            p.deadline = now + self.cfg.backoff(p.attempts);
-            p.attempts += 1;
-            self.stats.retransmits += 1;
-            let (dg, dest) = (std::mem::take(&mut p.datagram), p.dest);
-            let sent = self.transmit(&dg, dest);
-            self.pending.get_mut(&id).expect("still pending").datagram = dg;
-            sent?;
+            let (server, on_wire) = (p.server, p.on_wire);
+            let gap = self.cut_gap();
+            let w = &mut self.servers[server].window;
+            if on_wire {
+                // No reply in time: lost, or the server is slow. A congestion signal; the
+                // request keeps its place on the wire.
+                w.congested(now, gap);
+            } else if !w.admit() {
+                // Its retry after a refusal is due, but the window is full: it waits.
+                self.hold(id, now);
+                continue;
+            }
+            self.send_pending(id, now)?;
         }
         self.next_deadline = self.pending.values().map(|p| p.deadline).min();
         Ok(())
@@ -1139,6 +1233,20 @@ impl Client {
         }
         let mut p = self.pending.remove(&id).expect("checked above");
         let now = Instant::now();
+        // Any reply takes the request off the wire; a refusal is a congestion signal, any
+        // other reply grows the window.
+        if p.on_wire {
+            p.on_wire = false;
+            let gap = self.cut_gap();
+            let w = &mut self.servers[p.server].window;
+            w.left();
+            if matches!(msg.body, Body::Error(e) if e.code.is_transient()) {
+                w.congested(now, gap);
+            } else {
+                w.acked();
+            }
+            self.release(p.server, now);
+        }
         let result = match msg.body {
             Body::Error(e) if e.code.is_transient() && p.attempts <= self.cfg.max_retries => {
                 // Not executed: try again later with the same id.
@@ -1147,7 +1255,11 @@ impl Client {
                     "" => e.code.name().to_owned(),
                     d => format!("{}: {d}", e.code.name()),
                 });
-                p.deadline = now + self.cfg.backoff(p.attempts - 1);
+                // The server answered at once, so it is reachable and quick: retry well
+                // before a retransmission timeout would (a thirty-second of it, doubling per
+                // refusal), while the window, cut by the refusal, lowers the load.
+                let soon = (self.cfg.timeout / 32).saturating_mul(1 << (p.attempts - 1).min(5));
+                p.deadline = now + soon.min(self.cfg.backoff(p.attempts - 1));
                 self.next_deadline =
                     Some(self.next_deadline.map_or(p.deadline, |d| d.min(p.deadline)));
                 self.pending.insert(id, p);
@@ -1264,34 +1376,27 @@ impl Client {
                 match res {
                     Ok((id, datagram)) => {
                         let now = Instant::now();
-                        if let Err(e) = self.transmit(&datagram, dest) {
+                        let p = Pending {
+                            ticket,
+                            server,
+                            dest,
+                            datagram,
+                            attempts: 0,
+                            first_sent: now,
+                            refused: None,
+                            deadline: now,
+                            purpose: Purpose::Local(run),
+                            offload: 0,
+                            expect: Kind::OneSidedReply,
+                            on_wire: false,
+                        };
+                        if let Err(e) = self.enqueue(id, p, now) {
                             self.local.abandon(run);
                             self.ready.push_back(Completion {
                                 ticket,
                                 result: Err(e),
                             });
-                            return;
                         }
-                        self.stats.requests += 1;
-                        let deadline = now + self.cfg.backoff(0);
-                        self.next_deadline =
-                            Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
-                        self.pending.insert(
-                            id,
-                            Pending {
-                                ticket,
-                                server,
-                                dest,
-                                datagram,
-                                attempts: 1,
-                                first_sent: now,
-                                refused: None,
-                                deadline,
-                                purpose: Purpose::Local(run),
-                                offload: 0,
-                                expect: Kind::OneSidedReply,
-                            },
-                        );
                     }
                     Err(e) => {
                         self.local.abandon(run);

@@ -51,6 +51,10 @@ pub struct ClientConfig {
     /// The credential control requests are sealed with (docs/security.md); `None` sends them
     /// unsealed, which servers refuse (`unauthorized`). See [`crate::keys`].
     pub credential: Option<Credential>,
+    /// Requests on the wire to one server at most (the congestion window's ceiling; the
+    /// window itself adapts below it, `crate::window`). `usize::MAX` turns congestion
+    /// control off.
+    pub max_window: usize,
 }
 
 impl Default for ClientConfig {
@@ -64,6 +68,7 @@ impl Default for ClientConfig {
             max_steps: naam_core::exec::DEFAULT_MAX_STEPS,
             engine: Engine::native(),
             credential: None,
+            max_window: 4096,
         }
     }
 }

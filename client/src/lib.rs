@@ -35,6 +35,7 @@ mod local;
 pub mod reply;
 pub mod ring;
 pub mod sharded;
+pub mod window;
 
 pub use apps::{BTree, Mica};
 pub use client::{Client, ClientStats, RegisterOptions, ServerAddr, ServerId};
