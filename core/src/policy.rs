@@ -24,23 +24,9 @@
 /// Nanoseconds on the caller's monotonic clock.
 pub type Nanos = u64;
 
-/// Where a class runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Location {
-    Nic,
-    Host,
-    Client,
-}
-
-impl Location {
-    pub fn name(self) -> &'static str {
-        match self {
-            Location::Nic => "nic",
-            Location::Host => "host",
-            Location::Client => "client",
-        }
-    }
-}
+/// Where a class runs: the wire's [`Location`](crate::wire::Location), one type for where a
+/// message ran, where a hint sends a class and where the policy places it.
+pub use crate::wire::Location;
 
 /// Policy knobs; the defaults suit the local deployment.
 #[derive(Debug, Clone, Copy, PartialEq)]

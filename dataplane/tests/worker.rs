@@ -16,11 +16,12 @@ use naam_core::wire::{
     Message, OneSidedRepr, OpBody, RemoteOp,
 };
 use naam_dataplane::port::{MemPort, Peer};
-use naam_dataplane::runtime::{Dropped, Shared, Worker, WorkerConfig, WorkerStats, TOKEN_LEN};
+use naam_dataplane::runtime::{Dropped, Shared, Worker, WorkerConfig, WorkerStats};
 use naam_dataplane::steering::{Match, SoftSwitch, Steering, Target};
 use naam_handlers::btree::{BTree, BTreeConfig};
 use naam_handlers::mica::{MicaArgs, MicaGeometry, MicaReply, MicaTable};
 use naam_link::shm::ConnectOptions;
+use naam_link::TOKEN_LEN;
 use naam_link::{Link, RegionSpec, ShmConfig, ShmHost, ShmLink, ShmQp, MSG_MAX};
 
 const BASE: u16 = 7000;

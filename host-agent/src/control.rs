@@ -19,7 +19,7 @@ use naam_core::auth::Principal;
 use naam_core::wire::{clip_utf8, congest_ms, CONGEST_HOST};
 use naam_core::wire::{
     Body, DescribeRepr, ErrorCode, ErrorRepr, KvEntry, KvListRepr, ListReplyRepr, Message,
-    OffloadEntry, OffloadIdRepr, PageRequestRepr, RegisterRepr, MAX_DATAGRAM, MAX_PAYLOAD,
+    OffloadEntry, OffloadIdRepr, PageRequestRepr, RegisterRepr, MAX_DATAGRAM,
 };
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -240,7 +240,7 @@ pub(crate) fn handle(agent: &HostAgent, req: &[u8], out: &mut [u8]) -> (usize, A
                     worst_case: o.program.worst_case_insns() as u32,
                 })
                 .collect();
-            let (n, more) = fit(&list, &p, naam_core::wire::ListEntry::encoded_len);
+            let (n, more) = naam_core::wire::fit_page(&list, p.max);
             let next = if more { list[n].id } else { 0 };
             Body::ListReply(ListReplyRepr {
                 more,
@@ -329,33 +329,12 @@ fn kv_entries(all: &[(String, u64)], start: usize) -> Vec<KvEntry<'_>> {
 
 /// A page of `entries` (which begin at index `p.start`).
 fn page<'a>(entries: &'a [KvEntry<'a>], p: PageRequestRepr) -> KvListRepr<'a> {
-    let (n, more) = fit(entries, &p, |e| 9 + e.name.len());
+    let (n, more) = naam_core::wire::fit_page(entries, p.max);
     KvListRepr {
         more,
         next: if more { p.start + n as u32 } else { 0 },
         entries: naam_core::wire::EntryList::from_slice(&entries[..n]),
     }
-}
-
-/// How many of `entries` fit one page (the request's maximum, one datagram), and whether more
-/// remain.
-fn fit<E>(entries: &[E], p: &PageRequestRepr, size: impl Fn(&E) -> usize) -> (usize, bool) {
-    let max = if p.max == 0 {
-        usize::MAX
-    } else {
-        p.max as usize
-    };
-    let mut room = MAX_PAYLOAD - 8;
-    let mut n = 0;
-    for e in entries.iter().take(max.min(u16::MAX as usize)) {
-        let s = size(e);
-        if s > room {
-            break;
-        }
-        room -= s;
-        n += 1;
-    }
-    (n, n < entries.len())
 }
 
 fn error_body<'a>(code: ErrorCode, detail: &'a str) -> Body<'a> {

@@ -21,14 +21,12 @@ use naam_core::wire::{
     AmReplyRepr, AmRequestRepr, AmStatus, Body, ErrorCode, ErrorRepr, HeaderPacket, Location,
     Message, WireError, DETAIL_MAX, HEADER_LEN, MAGIC,
 };
-use naam_link::{Backoff, Link, LinkError, LoadPublisher, ShmMemory, ShmQp, MSG_MAX};
+use naam_link::{Backoff, Link, LinkError, LoadPublisher, ShmMemory, ShmQp, MSG_MAX, TOKEN_LEN};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Bytes of the token in front of every ring entry.
-pub const TOKEN_LEN: usize = 8;
 /// Ring entries taken from one queue pair before looking at the next.
 const BURST: usize = 32;
 /// Load publication period.

@@ -63,7 +63,7 @@ pub mod verbs;
 pub use error::{CorruptKind, GoneReason, LinkError};
 pub use naam_core::memory::RegionMem;
 pub use naam_core::region::{Perms, RegionDesc, RegionId, TenantId};
-pub use ring::{Backoff, MSG_MAX, SLOT_SIZE};
+pub use ring::{Backoff, MSG_MAX, SLOT_SIZE, TOKEN_LEN};
 pub use shm::{
     ConnectOptions, LoadPublisher, LoadReport, PeerEvent, ShmConfig, ShmHost, ShmLink, ShmMemory,
     ShmQp, ShmRegion,

@@ -28,6 +28,9 @@ pub const ENTRY_HDR: usize = 24;
 /// argument bytes (or a reply with `OUT_MAX` output bytes) plus a header of up to 168 bytes.
 pub const MSG_MAX: usize = SLOT_SIZE - ENTRY_HDR;
 const _: () = assert!(MSG_MAX >= ARGS_MAX + 128 && MSG_MAX >= OUT_MAX + 128);
+/// A message forwarded on the rings starts with this many bytes of the sender's token (the
+/// dataplane's slot and generation), which the host agent copies in front of its reply.
+pub const TOKEN_LEN: usize = 8;
 
 /// Entry flag: the entry is a doorbell carrying `imm`, not a message.
 const FLAG_IMM: u32 = 1;

@@ -326,7 +326,7 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
                 }
             }
             let reply = client.call(*id, *class, &encode_args(args)?)?;
-            let at = format!("{:?}", reply.executed_at).to_lowercase();
+            let at = reply.executed_at.name();
             let steps = reply.steps;
             let output = reply.into_output()?;
             let hex: String = output.iter().map(|b| format!("{b:02x}")).collect();
@@ -396,7 +396,7 @@ fn offload_show(
         let placed = stat(format!("class.{}.placement", o.class))
             .and_then(|v| u8::try_from(v).ok())
             .and_then(naam_core::wire::Location::from_u8)
-            .map(|l| format!("{l:?}").to_lowercase());
+            .map(|l| l.name());
         text += &format!(
             "{}: {}  tenant {}  class {}{}\n\tinsns {}  worst-case path {}  placed {}\n{nic_text}{host_text}",
             o.id,
@@ -406,7 +406,7 @@ fn offload_show(
             if o.read_only { "  read-only" } else { "" },
             o.insn_count,
             o.worst_case,
-            placed.as_deref().unwrap_or("unknown"),
+            placed.unwrap_or("unknown"),
         );
         rows.push(json!({
             "id": o.id,

@@ -19,6 +19,14 @@ pub enum Location {
 }
 
 impl Location {
+    pub fn name(self) -> &'static str {
+        match self {
+            Location::Nic => "nic",
+            Location::Host => "host",
+            Location::Client => "client",
+        }
+    }
+
     pub fn from_u8(v: u8) -> Option<Location> {
         match v {
             0 => Some(Location::Client),

@@ -440,3 +440,21 @@ impl<'a, E: ListEntry<'a>> PagedRepr<'a, E> {
         }
     }
 }
+
+/// How many of `entries` fit one page of a reply (at most `max` of them, 0 meaning no limit
+/// but the datagram), and whether more remain: the sender's side of paging, shared by every
+/// server.
+pub fn fit_page<'a, E: ListEntry<'a>>(entries: &[E], max: u16) -> (usize, bool) {
+    let max = if max == 0 { usize::MAX } else { max as usize };
+    let mut room = super::MAX_PAYLOAD - page::ENTRIES;
+    let mut n = 0;
+    for e in entries.iter().take(max) {
+        let s = e.encoded_len();
+        if s > room {
+            break;
+        }
+        room -= s;
+        n += 1;
+    }
+    (n, n < entries.len())
+}

@@ -38,8 +38,8 @@ pub use error::{ErrorCode, ErrorPacket, ErrorRepr};
 pub use fetch::{program_digest, FetchReplyRepr, FetchRepr, FETCH_CHUNK};
 pub use header::{Flags, HeaderPacket, HeaderRepr, Kind};
 pub use list::{
-    EntryIter, EntryList, KvEntry, KvListRepr, ListEntry, ListReplyRepr, OffloadEntry, PagedPacket,
-    PagedRepr,
+    fit_page, EntryIter, EntryList, KvEntry, KvListRepr, ListEntry, ListReplyRepr, OffloadEntry,
+    PagedPacket, PagedRepr,
 };
 pub use message::{Body, Message};
 pub use onesided::{

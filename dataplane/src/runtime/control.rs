@@ -31,15 +31,14 @@ use std::sync::{Arc, Mutex};
 
 use naam_core::auth::{wall_clock_ns, Gate, Principal};
 use naam_core::elf::load_program;
-use naam_core::policy::Location as PolicyLocation;
 use naam_core::pool::{OffloadId, OffloadSpec};
 use naam_core::verifier::{verify, VerifierConfig};
 use naam_core::vm::{CompiledVm, Engine};
-use naam_core::wire::{clip_utf8, congest_ms, CONGEST_NIC};
+use naam_core::wire::{clip_utf8, congest_ms, fit_page, CONGEST_NIC};
 use naam_core::wire::{
     Body, EntryList, ErrorCode, ErrorRepr, FetchReplyRepr, FetchRepr, HeaderPacket, KvEntry,
     KvListRepr, ListReplyRepr, Message, OffloadEntry, OffloadIdRepr, PageRequestRepr, RegisterRepr,
-    WireError, HEADER_LEN, MAGIC, MAX_PAYLOAD, NAME_MAX,
+    WireError, HEADER_LEN, MAGIC, NAME_MAX,
 };
 
 use super::hostctl::{HostControl, HostCtlError};
@@ -148,29 +147,6 @@ fn error<'a>(code: ErrorCode, detail: &'a str) -> Body<'a> {
     })
 }
 
-/// How many entries fit one page (and whether more remain).
-fn fit<E>(entries: &[E], max: u16, size: impl Fn(&E) -> usize) -> (usize, bool) {
-    let max = if max == 0 { usize::MAX } else { max as usize };
-    let mut room = MAX_PAYLOAD - 8;
-    let mut n = 0;
-    for e in entries.iter().take(max.min(u16::MAX as usize)) {
-        let s = size(e);
-        if s > room {
-            break;
-        }
-        room -= s;
-        n += 1;
-    }
-    (n, n < entries.len())
-}
-
-fn loc_code(l: PolicyLocation) -> u64 {
-    match l {
-        PolicyLocation::Client => 0,
-        PolicyLocation::Nic => 1,
-        PolicyLocation::Host => 2,
-    }
-}
 
 impl ControlPlane {
     #[allow(clippy::too_many_arguments)]
@@ -529,9 +505,7 @@ impl ControlPlane {
                 worst_case: o.program.worst_case_insns() as u32,
             })
             .collect();
-        let (n, more) = fit(&entries, p.max, |e| {
-            naam_core::wire::ListEntry::encoded_len(e)
-        });
+        let (n, more) = fit_page(&entries, p.max);
         let next = if more { entries[n].id } else { 0 };
         emit(
             &msg.reply(Body::ListReply(ListReplyRepr {
@@ -612,7 +586,7 @@ impl ControlPlane {
             if !classes_in_use.contains(&c) && placed == m.home() {
                 continue;
             }
-            v.push((format!("class.{c}.placement"), loc_code(placed)));
+            v.push((format!("class.{c}.placement"), placed as u64));
             if let Some(ms) = self.shared.hints.lease_ms(c, now) {
                 v.push((format!("class.{c}.lease_ms"), ms as u64));
             }
@@ -687,7 +661,7 @@ impl ControlPlane {
                 value: *v,
             })
             .collect();
-        let (n, more) = fit(&entries, p.max, |e| 9 + e.name.len());
+        let (n, more) = fit_page(&entries, p.max);
         emit(
             &msg.reply(Body::StatsReply(KvListRepr {
                 more,

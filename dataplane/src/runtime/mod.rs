@@ -24,4 +24,4 @@ pub use monitor::{HostLoad, Monitor, MonitorConfig};
 pub use setup::{register_bundled, IdleMode, Runtime, RuntimeConfig, SetupError};
 pub use shared::{HintTable, RegionsCell, Shared};
 pub use stats::{Dropped, WorkerStats};
-pub use worker::{Worker, WorkerConfig, TOKEN_LEN};
+pub use worker::{Worker, WorkerConfig};

@@ -29,16 +29,15 @@ use naam_core::wire::{
     AmReplyRepr, AmRequestRepr, AmStatus, Body, ErrorCode, ErrorRepr, Flags, HeaderPacket, Kind,
     Location, Message, OpResult, PlacementHint, WireError, HEADER_LEN,
 };
-use naam_link::{now_ns, Completion, CompletionStatus, Link, LinkError, RemoteAddr, MSG_MAX};
+use naam_link::{
+    now_ns, Completion, CompletionStatus, Link, LinkError, RemoteAddr, MSG_MAX, TOKEN_LEN,
+};
 
 use super::dedup::{Begin, ReplyCache, Seen};
 use super::shared::Shared;
 use super::stats::{bump, Dropped, WorkerStats};
 use crate::port::{Packet, PacketBatch, Peer, Port, MAX_PAYLOAD};
 use crate::steering::Target;
-
-/// Bytes of a ring entry's token.
-pub const TOKEN_LEN: usize = 8;
 
 /// Settings of one worker.
 #[derive(Debug, Clone, Copy)]
