@@ -154,7 +154,7 @@ impl FakeServer {
             .map_err(std::io::Error::other)?;
         mem.map(rid, sm);
         let o = bundled::RECORD;
-        register_bundled(&registry, o, naam_handlers::RECORD_OBJECT)?;
+        register_bundled(&registry, o)?;
         let mut apps = vec![App {
             name: "record".into(),
             params: vec![
@@ -262,14 +262,11 @@ impl Drop for FakeServer {
     }
 }
 
-/// Registers a bundled offload under its fixed id.
-pub fn register_bundled(
-    registry: &Registry,
-    o: bundled::BundledOffload,
-    object: &[u8],
-) -> std::io::Result<()> {
-    let p = elf::load_program(object, Some(o.section)).map_err(std::io::Error::other)?;
-    let v = verifier::verify(&p, &VerifierConfig::default()).map_err(std::io::Error::other)?;
+/// Registers bundled offload `o` (loaded and verified) under its fixed id.
+fn register_bundled(registry: &Registry, o: bundled::BundledOffload) -> std::io::Result<()> {
+    let v = o
+        .load(&VerifierConfig::default())
+        .map_err(std::io::Error::other)?;
     register_verified(registry, o, Arc::new(v))
 }
 
@@ -283,7 +280,7 @@ pub fn register_verified(
         .register_as(
             o.id,
             OffloadSpec {
-                name: o.section.trim_start_matches("naam/").into(),
+                name: o.name.into(),
                 tenant: bundled::TENANT,
                 class: o.class,
                 read_only: o.read_only,
@@ -704,9 +701,9 @@ fn btree_app(
         })
         .map_err(std::io::Error::other)?;
     mem.map(id, region.mem());
-    let p = naam_handlers::btree::programs().map_err(std::io::Error::other)?;
-    register_verified(registry, bundled::BTREE_LOOKUP, p.lookup)?;
-    register_verified(registry, bundled::BTREE_SCAN, p.scan)?;
+    for o in [bundled::BTREE_LOOKUP, bundled::BTREE_SCAN] {
+        register_bundled(registry, o)?;
+    }
     let app = App {
         name: "btree".into(),
         params: vec![
@@ -729,7 +726,7 @@ fn mica_app(
     regions: &mut RegionTable,
     mem: &mut LocalMemory,
 ) -> std::io::Result<(App, Vec<OwnedRegion>)> {
-    use naam_handlers::mica::{MicaGeometry, MicaPrograms, MicaTable};
+    use naam_handlers::mica::{MicaGeometry, MicaTable};
     let (ir, lr) = (bundled::region::MICA_INDEX, bundled::region::MICA_LOG);
     let geom = MicaGeometry::for_keys(MICA_KEYS, 64).with_regions(ir, lr);
     let index = OwnedRegion::zeroed(geom.index_len() as usize);
@@ -753,10 +750,9 @@ fn mica_app(
             .map_err(std::io::Error::other)?;
         mem.map(id, m);
     }
-    let p = MicaPrograms::load(&VerifierConfig::default()).map_err(std::io::Error::other)?;
-    register_verified(registry, bundled::MICA_GET, p.get)?;
-    register_verified(registry, bundled::MICA_PUT, p.put)?;
-    register_verified(registry, bundled::MICA_DELETE, p.delete)?;
+    for o in [bundled::MICA_GET, bundled::MICA_PUT, bundled::MICA_DELETE] {
+        register_bundled(registry, o)?;
+    }
     let app = App {
         name: "mica".into(),
         params: vec![

@@ -2,6 +2,7 @@
 //! them (so building NAAM needs no clang), embedded here.
 
 pub mod btree;
+pub mod bundled;
 pub mod mica;
 /// Re-exported: the loader in naam-core applies it to every program.
 pub use naam_core::relayout;

@@ -8,34 +8,23 @@
 use crate::config::Config;
 use naam_core::helpers::hash64;
 use naam_core::memory::RegionMem;
-use naam_core::pool::OffloadId;
 use naam_core::region::{Perms, RegionDesc, RegionId};
-use naam_handlers::btree::{self, BTree, BTreeConfig};
+use naam_handlers::btree::{BTree, BTreeConfig};
 use naam_handlers::mica::{self, MicaGeometry, MicaTable};
 
 /// Tenant of every bundled application.
-pub const BUNDLED_TENANT: u32 = 1;
+pub const BUNDLED_TENANT: u32 = naam_handlers::bundled::TENANT;
 
-/// Region ids of docs/runtime.md.
-pub mod region {
-    use naam_core::region::RegionId;
-    pub const MICA_INDEX: RegionId = 1;
-    pub const MICA_LOG: RegionId = 2;
-    pub const BTREE: RegionId = 3;
-    pub const RECORDS: RegionId = 4;
-}
+/// Region ids of docs/runtime.md (the one table: `naam_handlers::bundled`).
+pub use naam_handlers::bundled::region;
+/// The bundled offloads' table (`naam_handlers::bundled`).
+pub use naam_handlers::bundled::BundledOffload;
 
-/// Offload ids of docs/runtime.md (the class equals the id).
+/// Offload ids.
 pub mod offload {
     use naam_core::pool::OffloadId;
-    pub const MICA_GET: OffloadId = 0;
-    pub const MICA_PUT: OffloadId = 1;
-    pub const MICA_DELETE: OffloadId = 2;
-    pub const BTREE_LOOKUP: OffloadId = 3;
-    pub const BTREE_SCAN: OffloadId = 4;
-    pub const RECORD: OffloadId = 5;
     /// Offloads registered at run time get ids from here up.
-    pub const FIRST_DYNAMIC: OffloadId = 16;
+    pub const FIRST_DYNAMIC: OffloadId = naam_handlers::bundled::FIRST_DYNAMIC_ID;
 }
 
 /// A region an application needs.
@@ -44,17 +33,6 @@ pub struct RegionPlan {
     pub id: RegionId,
     pub len: u64,
     pub perms: Perms,
-}
-
-/// A bundled offload: the program is section `section` of `object`.
-#[derive(Debug, Clone, Copy)]
-pub struct BundledOffload {
-    pub id: OffloadId,
-    pub name: &'static str,
-    pub section: &'static str,
-    pub class: u16,
-    pub read_only: bool,
-    pub object: &'static [u8],
 }
 
 /// An application's regions as registered: description (with its key) and bytes.
@@ -83,7 +61,13 @@ pub trait App: Send + Sync {
     fn build(&self, cfg: &Config, regions: &[AppRegion]) -> Result<(), AppError>;
     /// What `Describe(name)` answers, read from the regions as they are (built or restored).
     fn describe(&self, cfg: &Config, regions: &[AppRegion]) -> Result<Params, AppError>;
-    fn offloads(&self) -> Vec<BundledOffload>;
+    /// Its offloads: the bundled ones of this application.
+    fn offloads(&self) -> Vec<BundledOffload> {
+        naam_handlers::bundled::ALL
+            .into_iter()
+            .filter(|o| o.app == self.name())
+            .collect()
+    }
 }
 
 /// The bundled applications.
@@ -179,27 +163,6 @@ impl App for Mica {
             ("seed".into(), cfg.seed),
         ])
     }
-
-    fn offloads(&self) -> Vec<BundledOffload> {
-        let o = |id, name, section, read_only| BundledOffload {
-            id,
-            name,
-            section,
-            class: id as u16,
-            read_only,
-            object: mica::MICA_OBJECT,
-        };
-        vec![
-            o(offload::MICA_GET, "mica_get", mica::GET_SECTION, true),
-            o(offload::MICA_PUT, "mica_put", mica::PUT_SECTION, false),
-            o(
-                offload::MICA_DELETE,
-                "mica_delete",
-                mica::DELETE_SECTION,
-                false,
-            ),
-        ]
-    }
 }
 
 /// `btree`: a Cell-style B-link tree in region 3 (`naam_handlers::btree`), bulk-loaded with
@@ -268,29 +231,6 @@ impl App for Btree {
             ("seed".into(), cfg.seed),
         ])
     }
-
-    fn offloads(&self) -> Vec<BundledOffload> {
-        let o = |id, name, section| BundledOffload {
-            id,
-            name,
-            section,
-            class: id as u16,
-            read_only: true,
-            object: btree::program::OBJECT,
-        };
-        vec![
-            o(
-                offload::BTREE_LOOKUP,
-                "btree_lookup",
-                btree::program::LOOKUP_SECTION,
-            ),
-            o(
-                offload::BTREE_SCAN,
-                "btree_scan",
-                btree::program::SCAN_SECTION,
-            ),
-        ]
-    }
 }
 
 /// `record`: an array of 64-byte records read by the `record` handler (the scale
@@ -324,7 +264,7 @@ impl App for Records {
             return Vec::new();
         }
         vec![RegionPlan {
-            id: region::RECORDS,
+            id: region::RECORD,
             len: cfg.records * RECORD_SIZE,
             // Written only by one-sided ops, atomics included (the fault tests write through
             // the link; clients count with FAA and CAS here, as against the fake server).
@@ -350,17 +290,6 @@ impl App for Records {
             ("records".into(), d.len / RECORD_SIZE),
             ("record_size".into(), RECORD_SIZE),
         ])
-    }
-
-    fn offloads(&self) -> Vec<BundledOffload> {
-        vec![BundledOffload {
-            id: offload::RECORD,
-            name: "record",
-            section: "naam/record",
-            class: offload::RECORD as u16,
-            read_only: true,
-            object: naam_handlers::RECORD_OBJECT,
-        }]
     }
 }
 

@@ -616,11 +616,9 @@ fn register_bundled(registry: &Registry, o: &apps::BundledOffload) -> Result<(),
         name: o.name.to_owned(),
         reason,
     };
-    // `include_bytes!` promises no alignment; the ELF parser wants aligned headers.
-    let object = o.object.to_vec();
-    let prog =
-        naam_core::elf::load_program(&object, Some(o.section)).map_err(|e| err(e.to_string()))?;
-    let verified = verify(&prog, &VerifierConfig::default()).map_err(|e| err(e.to_string()))?;
+    let verified = o
+        .load(&VerifierConfig::default())
+        .map_err(|e| err(e.to_string()))?;
     registry
         .register_as(
             o.id,

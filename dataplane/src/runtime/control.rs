@@ -147,7 +147,6 @@ fn error<'a>(code: ErrorCode, detail: &'a str) -> Body<'a> {
     })
 }
 
-
 impl ControlPlane {
     #[allow(clippy::too_many_arguments)]
     pub fn new(

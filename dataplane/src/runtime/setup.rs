@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use naam_core::abi::DATA_SIZE;
 use naam_core::auth::{Capabilities, Gate, Keyring};
-use naam_core::elf::load_program;
 use naam_core::exec::DEFAULT_MAX_STEPS;
 use naam_core::pool::{OffloadSpec, Registry};
 use naam_core::run_dir;
-use naam_core::verifier::{verify, VerifiedProgram, VerifierConfig};
+use naam_core::verifier::VerifierConfig;
 use naam_core::vm::Engine;
 use naam_core::wire::MAX_DATAGRAM;
 use naam_link::shm::ConnectOptions;
@@ -169,51 +168,11 @@ fn load_keys(cfg: &RuntimeConfig) -> Result<Keyring, SetupError> {
     Keyring::parse(&text).map_err(|e| fail(e.to_string()))
 }
 
-/// One bundled offload: id, name, class, read-only, its verified program (or why not).
-type BundledOffload = (
-    u32,
-    &'static str,
-    u16,
-    bool,
-    Result<Arc<VerifiedProgram>, String>,
-);
-
-/// The bundled offloads (docs/runtime.md table), verified.
-/// Each application's own loader is used (MICA's handlers need their block re-layout first).
-fn bundled(verifier: &VerifierConfig) -> Vec<BundledOffload> {
-    let mut v = Vec::new();
-    match naam_handlers::mica::MicaPrograms::load(verifier) {
-        Ok(m) => {
-            v.push((0, "mica_get", 0, true, Ok(m.get)));
-            v.push((1, "mica_put", 1, false, Ok(m.put)));
-            v.push((2, "mica_delete", 2, false, Ok(m.delete)));
-        }
-        Err(e) => v.push((0, "mica", 0, true, Err(e.to_string()))),
-    }
-    use naam_handlers::btree::program as bt;
-    for (id, name, section) in [
-        (3, "btree_lookup", bt::LOOKUP_SECTION),
-        (4, "btree_scan", bt::SCAN_SECTION),
-    ] {
-        let p = bt::load(section, verifier)
-            .map(Arc::new)
-            .map_err(|e| e.to_string());
-        v.push((id, name, id as u16, true, p));
-    }
-    // The ELF parser wants aligned headers; `include_bytes!` promises no alignment.
-    let record = naam_handlers::RECORD_OBJECT.to_vec();
-    let p = load_program(&record, None)
-        .map_err(|e| e.to_string())
-        .and_then(|p| verify(&p, verifier).map_err(|e| e.to_string()))
-        .map(Arc::new);
-    v.push((5, "record", 5, true, p));
-    v
-}
-
-/// Registers the bundled offloads under their fixed ids (tenant 1); classes the deployment
-/// does not serve are skipped, with a warning.
+/// Registers the bundled offloads (`naam_handlers::bundled`) under their fixed ids; classes
+/// the deployment does not serve are skipped, with a warning.
 pub fn register_bundled(registry: &Registry, classes: u16, verifier: &VerifierConfig) {
-    for (id, name, class, read_only, prog) in bundled(verifier) {
+    for o in naam_handlers::bundled::ALL {
+        let (id, name, class) = (o.id, o.name, o.class);
         if class >= classes {
             tracing::warn!(
                 id,
@@ -224,19 +183,19 @@ pub fn register_bundled(registry: &Registry, classes: u16, verifier: &VerifierCo
             );
             continue;
         }
-        match prog {
+        match o.load(verifier) {
             Ok(p) => {
                 let spec = OffloadSpec {
                     name: name.into(),
-                    tenant: 1,
+                    tenant: naam_handlers::bundled::TENANT,
                     class,
-                    read_only,
+                    read_only: o.read_only,
                 };
-                if let Err(e) = registry.register_as(id, spec, p) {
+                if let Err(e) = registry.register_as(id, spec, Arc::new(p)) {
                     tracing::warn!(id, name, error = %e, "bundled offload not registered");
                 }
             }
-            Err(e) => tracing::error!(id, name, error = e, "bundled offload rejected"),
+            Err(e) => tracing::error!(id, name, error = %e, "bundled offload rejected"),
         }
     }
 }

@@ -728,10 +728,10 @@ impl Worker {
         link: &mut L,
     ) {
         self.stats.class_msg(info.class);
-        if self.pool.get(req.offload).is_none() {
-            // Registered after this poll's sync, perhaps (the client may have sent this
-            // right after its REGISTER was answered): look again before refusing.
-            self.pool.sync();
+        // The registry may have changed since this poll began (the client may send this
+        // right after its REGISTER or UNREGISTER was answered): one atomic load tells.
+        if self.pool.sync() {
+            self.stats.publish_offloads(self.pool.run_counters());
         }
         let Some(entry) = self.pool.get(req.offload) else {
             let mut d = Detail::new();
