@@ -111,6 +111,36 @@ struct Pending {
     on_wire: bool,
 }
 
+impl Pending {
+    /// A request not sent yet, made at `now`.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        ticket: Ticket,
+        server: ServerId,
+        dest: SocketAddr,
+        datagram: Vec<u8>,
+        purpose: Purpose,
+        offload: u32,
+        expect: Kind,
+        now: Instant,
+    ) -> Pending {
+        Pending {
+            ticket,
+            server,
+            dest,
+            datagram,
+            attempts: 0,
+            first_sent: now,
+            deadline: now,
+            refused: None,
+            purpose,
+            offload,
+            expect,
+            on_wire: false,
+        }
+    }
+}
+
 /// The deadline of a request that waits for room in its server's window (it has no timer).
 const NO_TIMER: Duration = Duration::from_secs(3600);
 
@@ -941,24 +971,10 @@ impl Client {
             self.recycle(std::mem::replace(&mut datagram, sealed));
         }
         let now = Instant::now();
-        self.enqueue(
-            id,
-            Pending {
-                ticket,
-                server,
-                dest,
-                datagram,
-                attempts: 0,
-                first_sent: now,
-                refused: None,
-                deadline: now,
-                purpose,
-                offload,
-                expect,
-                on_wire: false,
-            },
-            now,
-        )?;
+        let p = Pending::new(
+            ticket, server, dest, datagram, purpose, offload, expect, now,
+        );
+        self.enqueue(id, p, now)?;
         Ok(id)
     }
 
@@ -1376,20 +1392,16 @@ impl Client {
                 match res {
                     Ok((id, datagram)) => {
                         let now = Instant::now();
-                        let p = Pending {
+                        let p = Pending::new(
                             ticket,
                             server,
                             dest,
                             datagram,
-                            attempts: 0,
-                            first_sent: now,
-                            refused: None,
-                            deadline: now,
-                            purpose: Purpose::Local(run),
-                            offload: 0,
-                            expect: Kind::OneSidedReply,
-                            on_wire: false,
-                        };
+                            Purpose::Local(run),
+                            0,
+                            Kind::OneSidedReply,
+                            now,
+                        );
                         if let Err(e) = self.enqueue(id, p, now) {
                             self.local.abandon(run);
                             self.ready.push_back(Completion {

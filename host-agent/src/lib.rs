@@ -361,17 +361,7 @@ impl HostAgent {
 
     /// The Prometheus text of the counters STATS reports and of the offloads registered.
     fn metrics_text(&self) -> String {
-        let mut families = naam_metrics::families(&self.control_counters());
-        let offloads = self.registry.list();
-        families.push(naam_metrics::offload_info(offloads.iter().map(|o| {
-            naam_metrics::OffloadInfo {
-                id: o.id,
-                name: &o.name,
-                tenant: o.tenant,
-                class: o.class,
-            }
-        })));
-        naam_metrics::encode("naam_host", families)
+        naam_metrics::render("naam_host", &self.control_counters(), &self.registry.list())
     }
 
     pub fn config(&self) -> &Config {

@@ -23,6 +23,7 @@
 //! recent placement decisions (`decision.*`; the placement itself is `class_placement`). Values listed by [`GAUGES`] are
 //! gauges, all others counters.
 
+use naam_core::pool::Offload;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -31,6 +32,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Counter names (last family part) whose values go up and down.
 pub const GAUGES: &[&str] = &[
@@ -90,26 +92,26 @@ pub fn families(counters: &[(String, u64)]) -> Vec<Family> {
     out.into_values().collect()
 }
 
-/// One row of the `offload_info` family (value 1): what an offload id stands for, to join
-/// with the per-offload counters (`* on (offload) group_left(name) naam_dp_offload_info`).
-pub struct OffloadInfo<'a> {
-    pub id: u32,
-    pub name: &'a str,
-    pub tenant: u32,
-    pub class: u16,
+/// The whole text of one scrape: the families of `counters` and the `offload_info` family
+/// of `offloads` (value 1 each: what an offload id stands for, to join with the
+/// per-offload counters, `* on (offload) group_left(name) naam_dp_offload_info`).
+pub fn render(prefix: &str, counters: &[(String, u64)], offloads: &[Arc<Offload>]) -> String {
+    let mut all = families(counters);
+    all.push(offload_info(offloads));
+    encode(prefix, all)
 }
 
 /// The `offload_info` family of `offloads`.
-pub fn offload_info<'a>(offloads: impl IntoIterator<Item = OffloadInfo<'a>>) -> Family {
+pub fn offload_info(offloads: &[Arc<Offload>]) -> Family {
     Family {
         name: "offload_info".into(),
         gauge: true,
         samples: offloads
-            .into_iter()
+            .iter()
             .map(|o| {
                 let labels = vec![
                     ("offload".into(), o.id.to_string()),
-                    ("name".into(), o.name.into()),
+                    ("name".into(), o.name.clone()),
                     ("tenant".into(), o.tenant.to_string()),
                     ("class".into(), o.class.to_string()),
                 ];

@@ -613,17 +613,7 @@ impl ControlPlane {
 
     /// The Prometheus text of [`ControlPlane::counters`] and the offloads registered.
     pub fn metrics_text(&self) -> String {
-        let mut families = naam_metrics::families(&self.counters());
-        let offloads = self.shared.registry.list();
-        families.push(naam_metrics::offload_info(offloads.iter().map(|o| {
-            naam_metrics::OffloadInfo {
-                id: o.id,
-                name: &o.name,
-                tenant: o.tenant,
-                class: o.class,
-            }
-        })));
-        naam_metrics::encode("naam_dp", families)
+        naam_metrics::render("naam_dp", &self.counters(), &self.shared.registry.list())
     }
 
     /// Per offload, summed over the NIC workers: `offload.ID.nic_runs`, `nic_steps`,
