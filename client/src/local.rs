@@ -12,7 +12,7 @@
 use crate::error::{ClientError, Result};
 use crate::reply::{Reply, Response, Ticket};
 use naam_core::abi::{Ctx, OpKind, DATA_SIZE, MAX_OPS};
-use naam_core::exec::{apply_ops, check_ops, run_step, ExecError, StepOutcome};
+use naam_core::exec::{apply_ops, check_ops, ordered_batch_end, run_step, ExecError, StepOutcome};
 use naam_core::memory::{MemError, Memory};
 use naam_core::pool::{Offload, OffloadSpec, Registry, VmPool};
 use naam_core::region::{CheckedOp, RegionTable, TenantId};
@@ -41,7 +41,11 @@ struct LocalRun {
     tenant: TenantId,
     ctx: Box<Ctx>,
     ops: [CheckedOp; MAX_OPS],
+    /// The current step's ops: `n` of them; `ops[first..end]` are (or were last) in flight,
+    /// in ordered batches ([`ordered_batch_end`]).
     n: usize,
+    first: usize,
+    end: usize,
     steps: u32,
 }
 
@@ -149,6 +153,8 @@ impl LocalExec {
                 ctx,
                 ops: [NO_OP; MAX_OPS],
                 n: 0,
+                first: 0,
+                end: 0,
                 steps: 0,
             },
         );
@@ -209,7 +215,7 @@ impl LocalExec {
                 self.finish(run, reply(AmStatus::Aborted(code), Vec::new()))
             }
             Ok(StepOutcome::Ops(n)) => {
-                r.n = n;
+                (r.n, r.first, r.end) = (n, 0, 0);
                 RunStep::Ops {
                     run,
                     ticket: r.ticket,
@@ -220,7 +226,8 @@ impl LocalExec {
         }
     }
 
-    /// Checks the current step's ops and turns them into wire ops with their region keys.
+    /// Checks the current step's ops (at its first batch) and turns the next batch of them into
+    /// wire ops with their region keys.
     pub(crate) fn ops_request(
         &mut self,
         run: u64,
@@ -228,10 +235,16 @@ impl LocalExec {
     ) -> Result<([RemoteOp<'_>; MAX_OPS], usize)> {
         let r = self.runs.get_mut(&run).expect("run exists");
         let n = r.n;
-        check_ops(regions, r.tenant, &r.ctx, n, &mut r.ops).map_err(|e| ClientError::Local {
-            offload: r.offload,
-            source: ExecError::Op(e),
-        })?;
+        if r.end == 0 {
+            check_ops(regions, r.tenant, &r.ctx, n, &mut r.ops).map_err(|e| {
+                ClientError::Local {
+                    offload: r.offload,
+                    source: ExecError::Op(e),
+                }
+            })?;
+        }
+        r.first = r.end;
+        r.end = ordered_batch_end(&r.ops[..n], r.first);
         let r = &*r;
         let mut out = [RemoteOp {
             region: 0,
@@ -239,7 +252,7 @@ impl LocalExec {
             offset: 0,
             body: OpBody::Read { len: 0 },
         }; MAX_OPS];
-        for (slot, op) in out.iter_mut().zip(&r.ops[..n]) {
+        for (slot, op) in out.iter_mut().zip(&r.ops[r.first..r.end]) {
             let key = regions.get(op.region).map_or(0, |d| d.key);
             let window = op.data_off as usize..op.data_off as usize + op.len as usize;
             let body = match op.kind {
@@ -260,7 +273,7 @@ impl LocalExec {
                 body,
             };
         }
-        Ok((out, n))
+        Ok((out, r.end - r.first))
     }
 
     /// Feeds the server's results of the current step into the context and runs on.
@@ -276,14 +289,14 @@ impl LocalExec {
             return Some(self.finish(run, Err(ClientError::OpFailed { index, code })));
         }
         let mut replay = Replay { results, next: 0 };
-        let n = r.n;
+        let (first, end) = (r.first, r.end);
         let ops = r.ops;
-        let applied = if results.len() != n {
+        let applied = if results.len() != end - first {
             Err(MemError::Unavailable {
-                reason: "the reply has another number of results than the step had ops",
+                reason: "the reply has another number of results than the request had ops",
             })
         } else {
-            apply_ops(&mut replay, &ops[..n], &mut r.ctx)
+            apply_ops(&mut replay, &ops[..end], first, &mut r.ctx)
         };
         if let Err(e) = applied {
             return Some(self.finish(
@@ -293,6 +306,13 @@ impl LocalExec {
                     source: ExecError::Mem(e),
                 }),
             ));
+        }
+        if end < r.n {
+            return Some(RunStep::Ops {
+                run,
+                ticket: r.ticket,
+                server: r.server,
+            });
         }
         Some(self.advance(run))
     }

@@ -246,3 +246,68 @@ fn a_read_only_offload_registered_at_run_time_is_fetched_and_runs_at_the_client(
     })
     .expect("the replaced program is fetched again");
 }
+
+#[test]
+fn ops_of_one_step_give_the_same_reply_and_memory_at_host_nic_and_client() {
+    // Issue 12 item 3 with real processes: `ordered_ops` (a READ, a WRITE whose data window
+    // overlaps it, a CAS, a READ of what was written, in one step) run by the host agent, by
+    // the dataplane's NIC worker and by the client itself (its ops sent as one-sided requests,
+    // in ordered batches), each on its own copy of the same 32 bytes.
+    const OBJECT: &[u8] = include_bytes!("../../handlers/test/ordered_ops.bpf.o");
+    let region = bundled::region::RECORD;
+    let class = bundled::RECORD.class;
+    let init: Vec<u8> = (1..=32).collect();
+    let word = u64::from_le_bytes(init[24..32].try_into().unwrap());
+    let mut results = Vec::new();
+    for (home, mode, offset) in [
+        ("host", ExecMode::Server, 0u64),
+        ("nic", ExecMode::Server, 64),
+        ("host", ExecMode::Local, 128),
+    ] {
+        let d = deploy(|c| c.home = home.into());
+        let mut c = d.client(patient(mode)).unwrap();
+        c.describe(0, "record").unwrap();
+        let opts = naam_client::RegisterOptions {
+            name: "ordered_ops".into(),
+            section: None,
+            class,
+            read_only: false,
+        };
+        let id = c.register(0, OBJECT, &opts).unwrap();
+        if mode == ExecMode::Local {
+            c.load_local(id, OBJECT, None, class, false).unwrap();
+        }
+        c.write(0, region, offset, &init).unwrap();
+        let mut args = Vec::new();
+        args.extend_from_slice(&region.to_le_bytes());
+        args.extend_from_slice(&[0; 4]);
+        for v in [offset, word, 0xfeed] {
+            args.extend_from_slice(&v.to_le_bytes());
+        }
+        let reply = c.call_on(0, id, class, &args, mode).unwrap();
+        let memory = c.read(0, region, offset, 32).unwrap();
+        println!("{home}/{mode:?}: at {:?}, {reply:?}", reply.executed_at);
+        let expected_at = match (home, mode) {
+            (_, ExecMode::Local) => Location::Client,
+            ("nic", _) => Location::Nic,
+            _ => Location::Host,
+        };
+        assert_eq!(reply.executed_at, expected_at);
+        results.push((reply.output, memory));
+    }
+    let (output, memory) = &results[0];
+    assert_eq!(
+        &output[24..32],
+        &init[8..16],
+        "the WRITE sent what the READ brought"
+    );
+    assert_eq!(
+        output[40..48],
+        word.to_le_bytes(),
+        "the CAS saw the old word"
+    );
+    assert_eq!(memory[24..32], 0xfeed_u64.to_le_bytes());
+    for (i, r) in results.iter().enumerate().skip(1) {
+        assert_eq!(r, &results[0], "location {i} differs from the host");
+    }
+}

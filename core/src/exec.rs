@@ -10,7 +10,7 @@
 //! park a message between steps while its ops travel over the link; [`Executor::run`] is the
 //! synchronous loop for local memory.
 
-use crate::abi::{Ctx, StepReturn, MAX_OPS};
+use crate::abi::{Ctx, OpKind, StepReturn, MAX_OPS};
 use crate::memory::{MemError, Memory};
 use crate::region::{CheckedOp, OpError, OpErrorCode, RegionTable, TenantId};
 use crate::vm::{CompiledVm, VmError};
@@ -115,17 +115,49 @@ pub fn check_ops(
     Ok(())
 }
 
-/// Executes checked ops in order and records their results in the context.
+/// Executes checked ops `ops[from..]` in order and records their results in the context (op
+/// `i`'s result in its slot `i`).
 pub fn apply_ops<M: Memory + ?Sized>(
     mem: &mut M,
     ops: &[CheckedOp],
+    from: usize,
     ctx: &mut Ctx,
 ) -> Result<(), MemError> {
-    for (i, op) in ops.iter().enumerate() {
+    for (i, op) in ops.iter().enumerate().skip(from) {
         let result = mem.execute(op, ctx.data_mut())?;
         ctx.set_op_result(i, result, 0);
     }
     Ok(())
+}
+
+/// Where the batch of ops that starts at `first` ends, for runtimes that send a step's ops
+/// away and wait (the NIC posting them over RDMA, a client sending them as one one-sided
+/// request): the ops of one step must have the effect of running one after another, as they
+/// do on the host, but ops in flight together are only ordered where RDMA orders them, and a
+/// WRITE sends its data window as it was when the batch left. A READ may be
+/// overtaken by a later WRITE or atomic (InfiniBand needs a fence there), and two READs into
+/// overlapping windows of the data area may land in either order, and a WRITE may send bytes an
+/// earlier READ of the step fills; so an op that follows a READ waits for it unless it is a
+/// READ into a disjoint window. WRITEs and atomics after WRITEs and atomics are ordered by the
+/// queue pair (and by the server, which runs a one-sided request's ops in order).
+pub fn ordered_batch_end(ops: &[CheckedOp], first: usize) -> usize {
+    let window = |op: &CheckedOp| op.data_off..op.data_off + op.len;
+    let mut end = first;
+    while end < ops.len() {
+        let op = &ops[end];
+        let waits = ops[first..end].iter().any(|prior| {
+            prior.kind == OpKind::Read
+                && (op.kind != OpKind::Read || {
+                    let (a, b) = (window(prior), window(op));
+                    a.start < b.end && b.start < a.end
+                })
+        });
+        if waits && end > first {
+            break;
+        }
+        end += 1;
+    }
+    end
 }
 
 /// How a message ended.
@@ -230,7 +262,7 @@ impl Executor {
     ) -> Outcome {
         self.stats.messages += 1;
         let mut ops = [CheckedOp {
-            kind: crate::abi::OpKind::Read,
+            kind: OpKind::Read,
             region: 0,
             offset: 0,
             len: 0,
@@ -256,7 +288,7 @@ impl Executor {
                         break Err(e.into());
                     }
                     self.stats.ops += n as u64;
-                    if let Err(e) = apply_ops(mem, &ops[..n], ctx) {
+                    if let Err(e) = apply_ops(mem, &ops[..n], 0, ctx) {
                         break Err(e.into());
                     }
                 }

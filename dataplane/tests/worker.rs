@@ -22,7 +22,9 @@ use naam_handlers::btree::{BTree, BTreeConfig};
 use naam_handlers::mica::{MicaArgs, MicaGeometry, MicaReply, MicaTable};
 use naam_link::shm::ConnectOptions;
 use naam_link::TOKEN_LEN;
-use naam_link::{Link, RegionSpec, ShmConfig, ShmHost, ShmLink, ShmQp, MSG_MAX};
+use naam_link::{
+    Link, LinkError, RegionSpec, RemoteAddr, ShmConfig, ShmHost, ShmLink, ShmQp, MSG_MAX,
+};
 
 const BASE: u16 = 7000;
 const CLASSES: u16 = 8;
@@ -51,6 +53,8 @@ const BTREE_CFG: BTreeConfig = BTreeConfig {
     fill: 2,
 };
 const THREE_STEP: &[u8] = include_bytes!("../../handlers/test/three_step.bpf.o");
+const ORDERED: u32 = 17;
+const ORDERED_OPS: &[u8] = include_bytes!("../../handlers/test/ordered_ops.bpf.o");
 
 fn client() -> SocketAddrV4 {
     "127.0.0.1:40000".parse().unwrap()
@@ -68,6 +72,64 @@ struct Rig {
     shared: Arc<Shared>,
     stats: Arc<WorkerStats>,
     now: u64,
+    /// Poll through [`Posted`]: ops are posted and completed as over RDMA.
+    posted: bool,
+}
+
+/// The shared-memory queue pair without its [`Link::direct`] path: the worker posts every op
+/// and resumes on its completion, as it does over verbs (which this machine cannot run).
+struct Posted<'a>(&'a mut ShmQp);
+
+impl Link for Posted<'_> {
+    fn local(&self) -> &naam_link::RegionMem {
+        self.0.local()
+    }
+    fn post_read(&mut self, wr: u64, r: RemoteAddr, off: u64, len: u32) -> Result<(), LinkError> {
+        self.0.post_read(wr, r, off, len)
+    }
+    fn post_write(&mut self, wr: u64, r: RemoteAddr, off: u64, len: u32) -> Result<(), LinkError> {
+        self.0.post_write(wr, r, off, len)
+    }
+    fn post_write_doorbell(
+        &mut self,
+        wr: u64,
+        r: RemoteAddr,
+        off: u64,
+        len: u32,
+        imm: u32,
+    ) -> Result<(), LinkError> {
+        self.0.post_write_doorbell(wr, r, off, len, imm)
+    }
+    fn post_cas(
+        &mut self,
+        wr: u64,
+        r: RemoteAddr,
+        expected: u64,
+        desired: u64,
+    ) -> Result<(), LinkError> {
+        self.0.post_cas(wr, r, expected, desired)
+    }
+    fn post_faa(&mut self, wr: u64, r: RemoteAddr, add: u64) -> Result<(), LinkError> {
+        self.0.post_faa(wr, r, add)
+    }
+    fn poll_completions(&mut self, out: &mut [naam_link::Completion]) -> usize {
+        self.0.poll_completions(out)
+    }
+    fn send(&mut self, msg: &[u8]) -> Result<(), LinkError> {
+        self.0.send(msg)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> Result<Option<naam_link::Received>, LinkError> {
+        self.0.recv(buf)
+    }
+    fn wait_recv(&mut self, backoff: &naam_link::Backoff) {
+        self.0.wait_recv(backoff)
+    }
+    fn check_peer(&mut self, now_ns: u64) -> Result<(), LinkError> {
+        self.0.check_peer(now_ns)
+    }
+    fn counters(&self) -> naam_link::LinkCounters {
+        self.0.counters()
+    }
 }
 
 fn register(registry: &Registry, id: u32, object: &[u8], class: u16, read_only: bool) {
@@ -163,6 +225,7 @@ fn rig_with(ring_slots: u32, slots: usize) -> Rig {
         true,
     );
     register(&registry, THREE, THREE_STEP, THREE_CLASS, false);
+    register(&registry, ORDERED, ORDERED_OPS, THREE_CLASS, false);
     let lookup = naam_handlers::btree::program::load(
         naam_handlers::btree::program::LOOKUP_SECTION,
         &VerifierConfig::default(),
@@ -212,6 +275,7 @@ fn rig_with(ring_slots: u32, slots: usize) -> Rig {
         shared,
         stats,
         now: naam_link::now_ns(),
+        posted: false,
     }
 }
 
@@ -231,7 +295,12 @@ fn rig() -> Rig {
 impl Rig {
     fn poll(&mut self) -> usize {
         self.now += 1_000_000;
-        self.worker.poll(self.now, &mut self.port, &mut self.qp)
+        if self.posted {
+            self.worker
+                .poll(self.now, &mut self.port, &mut Posted(&mut self.qp))
+        } else {
+            self.worker.poll(self.now, &mut self.port, &mut self.qp)
+        }
     }
 
     fn steer(&mut self, class: u16, target: Target) {
@@ -954,6 +1023,110 @@ fn replies_come_from_the_class_port_they_were_sent_to() {
     assert_eq!(peer.local.port(), BASE + RECORD_CLASS);
 }
 
+/// `ordered_ops` arguments: the record region at `offset`, CAS `expected` → `desired`.
+fn ordered_args(offset: u64, expected: u64, desired: u64) -> Vec<u8> {
+    let mut a = record_args(offset);
+    a.extend_from_slice(&expected.to_le_bytes());
+    a.extend_from_slice(&desired.to_le_bytes());
+    a
+}
+
+#[test]
+fn ops_of_one_step_run_in_order_at_the_host_and_at_the_nic_direct_or_posted() {
+    // Issue 12 item 3: READ, an overlapping WRITE, a CAS and a READ of what was written, in
+    // one step. The host agent's executor runs them one after another; the NIC must give the
+    // same reply and leave the same memory, whether it runs ops on mapped memory (shm) or
+    // posts them (as over verbs).
+    let init: Vec<u8> = (1..=32).collect();
+    let word = u64::from_le_bytes(init[24..32].try_into().unwrap());
+    let args = |off| ordered_args(off, word, 0xfeed);
+    let prog = Arc::new(
+        verify(
+            &load_program(ORDERED_OPS, None).unwrap(),
+            &VerifierConfig::default(),
+        )
+        .unwrap(),
+    );
+
+    // The host agent's way: naam_core's executor on local memory.
+    let host_region = naam_core::memory::OwnedRegion::zeroed(4096);
+    assert!(host_region.mem().write(0, &init));
+    let mut table = naam_core::region::RegionTable::new();
+    table
+        .insert(naam_core::region::RegionDesc {
+            id: REGION,
+            tenant: 1,
+            len: 4096,
+            perms: Perms::ALL,
+            key: KEY,
+        })
+        .unwrap();
+    let mut mem = naam_core::memory::LocalMemory::new();
+    mem.map(REGION, host_region.mem());
+    let vm = naam_core::vm::CompiledVm::new(prog, Engine::native()).unwrap();
+    let mut ctx = naam_core::abi::Ctx::boxed();
+    ctx.start(&args(0));
+    let outcome = naam_core::exec::Executor::default().run(&vm, 1, &table, &mut mem, &mut ctx);
+    assert!(
+        matches!(outcome, naam_core::exec::Outcome::Done { steps: 2 }),
+        "{outcome:?}"
+    );
+    let host_reply = ctx.out().unwrap().to_vec();
+    let mut host_mem = [0u8; 32];
+    assert!(host_region.mem().read(0, &mut host_mem));
+
+    // What running in order means, spelled out.
+    let marker = [0x5a; 8];
+    assert_eq!(&host_reply[..16], &init[..16], "the first READ");
+    assert_eq!(&host_reply[16..24], &marker, "the handler's own bytes");
+    assert_eq!(
+        &host_reply[24..32],
+        &init[8..16],
+        "the WRITE sent what the READ brought"
+    );
+    assert_eq!(&host_reply[32..40], &marker);
+    assert_eq!(
+        host_reply[40..48],
+        word.to_le_bytes(),
+        "the CAS saw the old word"
+    );
+    assert_eq!(&host_mem[..16], &init[..16]);
+    assert_eq!(&host_mem[16..24], &marker);
+    assert_eq!(host_mem[24..32], 0xfeed_u64.to_le_bytes());
+
+    for posted in [false, true] {
+        let mut r = rig();
+        r.posted = posted;
+        r.region_write(256, &init);
+        r.am(
+            1,
+            ORDERED,
+            THREE_CLASS,
+            AmFlags::empty(),
+            &args(256),
+            Flags::empty(),
+        );
+        r.poll();
+        let replies = r.replies();
+        assert_eq!(replies.len(), 1, "posted: {posted}");
+        let (_, rep) = expect_am(&replies[0]);
+        assert_eq!(rep.status, AmStatus::Done, "posted: {posted}");
+        assert_eq!(rep.executed_at, Location::Nic);
+        assert_eq!(
+            rep.output,
+            &host_reply[..],
+            "same reply as the host (posted: {posted})"
+        );
+        let region = r.host.as_ref().unwrap().region(REGION).unwrap();
+        let mut nic_mem = [0u8; 32];
+        assert!(region.mem().read(256, &mut nic_mem));
+        assert_eq!(
+            nic_mem, host_mem,
+            "same memory as the host (posted: {posted})"
+        );
+    }
+}
+
 #[test]
 fn btree_lookup_at_the_nic_one_node_per_step() {
     let mut r = rig();
@@ -1320,20 +1493,27 @@ fn the_worker_allocates_nothing_per_message() {
         inject(&mut r, *offload, *class, args, 500);
         allocations_while_draining(&mut r);
     }
-    for (name, offload, class, args) in &kinds {
-        let executed = r
-            .stats
-            .nic_executed
-            .load(std::sync::atomic::Ordering::Relaxed);
-        inject(&mut r, *offload, *class, args, N);
-        let allocs = allocations_while_draining(&mut r);
-        let done = r
-            .stats
-            .nic_executed
-            .load(std::sync::atomic::Ordering::Relaxed)
-            - executed;
-        println!("{name}: {N} messages, {allocs} allocations");
-        assert_eq!(done, N, "{name}: every message executed at the NIC");
-        assert_eq!(allocs, 0, "{name}: allocations on the data path");
+    // Both ways the worker reaches host memory: mapped (shm) and posted (as over verbs).
+    for posted in [false, true] {
+        r.posted = posted;
+        for (name, offload, class, args) in &kinds {
+            let executed = r
+                .stats
+                .nic_executed
+                .load(std::sync::atomic::Ordering::Relaxed);
+            inject(&mut r, *offload, *class, args, N);
+            let allocs = allocations_while_draining(&mut r);
+            let done = r
+                .stats
+                .nic_executed
+                .load(std::sync::atomic::Ordering::Relaxed)
+                - executed;
+            println!("{name} (posted: {posted}): {N} messages, {allocs} allocations");
+            assert_eq!(done, N, "{name}: every message executed at the NIC");
+            assert_eq!(
+                allocs, 0,
+                "{name} (posted: {posted}): allocations on the data path"
+            );
+        }
     }
 }

@@ -61,8 +61,8 @@ mod sys;
 pub mod verbs;
 
 pub use error::{CorruptKind, GoneReason, LinkError};
-pub use naam_core::memory::RegionMem;
-pub use naam_core::region::{Perms, RegionDesc, RegionId, TenantId};
+pub use naam_core::memory::{LocalMemory, RegionMem};
+pub use naam_core::region::{Perms, RegionDesc, RegionId, RegionTable, TenantId};
 pub use ring::{Backoff, MSG_MAX, SLOT_SIZE, TOKEN_LEN};
 pub use shm::{
     ConnectOptions, LoadPublisher, LoadReport, PeerEvent, ShmConfig, ShmHost, ShmLink, ShmMemory,
@@ -196,11 +196,27 @@ pub trait LinkHost {
     fn directory(&self) -> Vec<DirEntry>;
 }
 
+/// The peer's memory, mapped in this process: ops run at once, in the caller's thread, in
+/// order, straight into and out of the caller's buffers. `table` is the link's current region
+/// directory (check every op against it: the views in `mem` are the ones it describes).
+pub struct Direct<'a> {
+    pub table: &'a RegionTable,
+    pub mem: &'a mut LocalMemory,
+}
+
 /// One queue pair of the link, owned by one worker thread. Generic code takes `L: Link` so the
 /// hot path is monomorphised; no method allocates.
 pub trait Link {
     /// The local staging buffer: READ lands in it, WRITE and WRITE-with-doorbell send from it.
     fn local(&self) -> &RegionMem;
+
+    /// The peer's memory, when this backend maps it here (shm): a caller that checked its ops
+    /// against `table` may execute them on it instead of posting them, which saves the staging
+    /// copies, the completion queue and the second check of every post. `None` for backends
+    /// whose ops complete later (verbs); `PeerGone` once the peer is gone, as a post would say.
+    fn direct(&mut self) -> Result<Option<Direct<'_>>, LinkError> {
+        Ok(None)
+    }
 
     /// Posts a READ of `len` (1..=[`MAX_OP_LEN`]) bytes at `remote` into `local()[local_off..]`.
     /// Every post is checked first (region key, bounds, permission, local range, queue space);

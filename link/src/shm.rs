@@ -18,8 +18,8 @@ use crate::error::{GoneReason, LinkError};
 use crate::layout::{self, dir, hdr, load, Dir, Layout};
 use crate::ring::{Backoff, Consumer, Producer, RingMem};
 use crate::{
-    sys, Completion, CompletionStatus, DirEntry, Link, LinkCounters, OpKind, Received, RegionSpec,
-    RemoteAddr, WrId,
+    sys, Completion, CompletionStatus, DirEntry, Direct, Link, LinkCounters, OpKind, Received,
+    RegionSpec, RemoteAddr, WrId,
 };
 use naam_core::abi::{RawOp, DATA_SIZE};
 use naam_core::memory::{LocalMemory, MemError, Memory, OwnedRegion, RegionMem};
@@ -1445,6 +1445,15 @@ impl Drop for ShmQp {
 impl Link for ShmQp {
     fn local(&self) -> &RegionMem {
         &self.local
+    }
+
+    fn direct(&mut self) -> Result<Option<Direct<'_>>, LinkError> {
+        self.peer_ok()?;
+        self.refresh_directory();
+        Ok(Some(Direct {
+            table: &self.table,
+            mem: &mut self.mem,
+        }))
     }
 
     fn post_read(

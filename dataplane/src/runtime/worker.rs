@@ -21,7 +21,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use naam_core::abi::{Ctx, OpKind, DATA_SIZE, MAX_OPS};
-use naam_core::exec::{check_ops, run_step, StepOutcome, DEFAULT_MAX_STEPS};
+use naam_core::exec::{
+    apply_ops, check_ops, ordered_batch_end, run_step, StepOutcome, DEFAULT_MAX_STEPS,
+};
 use naam_core::pool::{RunCounters, VmPool};
 use naam_core::region::{CheckedOp, RegionTable};
 use naam_core::vm::Engine;
@@ -149,6 +151,8 @@ pub(super) struct Slot {
     pub pending: u8,
     pub failed: Option<ErrorCode>,
     pub n_ops: u8,
+    /// The first of `ops` not posted yet (ops are posted in ordered batches).
+    pub next_op: u8,
     pub ops: [CheckedOp; MAX_OPS],
     pub os: [OsResult; MAX_OPS],
     pub ctx: Box<Ctx>,
@@ -172,6 +176,7 @@ impl Slot {
             pending: 0,
             failed: None,
             n_ops: 0,
+            next_op: 0,
             ops: [OP_EMPTY; MAX_OPS],
             os: [OS_EMPTY; MAX_OPS],
             ctx: Ctx::boxed(),
@@ -413,6 +418,7 @@ impl Worker {
         s.pending = 0;
         s.failed = None;
         s.n_ops = 0;
+        s.next_op = 0;
         Some(i)
     }
 
@@ -993,64 +999,101 @@ impl Worker {
 
     // ---- execution on the NIC ----------------------------------------------------------
 
-    /// Runs one step of slot `i`'s handler: it finishes, or parks on the ops it asked for
-    /// (resumed by [`Worker::on_completion`]).
+    /// Runs slot `i`'s handler until it finishes or parks on ops it asked for (resumed by
+    /// [`Worker::on_completion`]). When the link maps host memory here ([`Link::direct`]) the
+    /// ops of each step run at once, in order, straight into the context, and the next step
+    /// follows in this call; otherwise they are posted.
     fn advance<P: Port, L: Link>(&mut self, i: usize, port: &mut P, link: &mut L) {
-        let s = &mut self.slots[i];
-        let Some(entry) = self.pool.get(s.offload) else {
-            return self.finish_error(i, port, ErrorCode::UnknownOffload, "offload unregistered");
-        };
-        if s.steps >= self.cfg.max_steps {
-            return self.finish_error(i, port, ErrorCode::StepBudget, "step budget spent");
-        }
-        s.ctx.set_step(s.steps);
-        s.steps += 1;
-        bump(&self.stats.steps, 1);
-        RunCounters::bump(&entry.runs.steps, 1);
-        let out = if self.cfg.run_time {
-            let t = now_ns();
-            let out = run_step(&entry.vm, &mut s.ctx);
-            RunCounters::bump(&entry.runs.run_ns, now_ns().saturating_sub(t));
-            out
-        } else {
-            run_step(&entry.vm, &mut s.ctx)
-        };
-        match out {
-            Ok(StepOutcome::Done) => self.finish_am(i, None, port),
-            Ok(StepOutcome::Abort(code)) => self.finish_am(i, Some(code), port),
-            Ok(StepOutcome::Ops(n)) => {
-                if let Err(e) = check_ops(&self.regions, s.tenant, &s.ctx, n, &mut s.ops) {
+        loop {
+            let s = &mut self.slots[i];
+            let Some(entry) = self.pool.get(s.offload) else {
+                return self.finish_error(
+                    i,
+                    port,
+                    ErrorCode::UnknownOffload,
+                    "offload unregistered",
+                );
+            };
+            if s.steps >= self.cfg.max_steps {
+                return self.finish_error(i, port, ErrorCode::StepBudget, "step budget spent");
+            }
+            s.ctx.set_step(s.steps);
+            s.steps += 1;
+            bump(&self.stats.steps, 1);
+            RunCounters::bump(&entry.runs.steps, 1);
+            let out = if self.cfg.run_time {
+                let t = now_ns();
+                let out = run_step(&entry.vm, &mut s.ctx);
+                RunCounters::bump(&entry.runs.run_ns, now_ns().saturating_sub(t));
+                out
+            } else {
+                run_step(&entry.vm, &mut s.ctx)
+            };
+            let n = match out {
+                Ok(StepOutcome::Done) => return self.finish_am(i, None, port),
+                Ok(StepOutcome::Abort(code)) => return self.finish_am(i, Some(code), port),
+                Ok(StepOutcome::Ops(n)) => n,
+                Err(e) => {
                     let mut d = Detail::new();
                     let _ = write!(d, "{e}");
-                    return self.finish_error(i, port, e.code().into(), d.as_str());
+                    return self.finish_error(i, port, ErrorCode::from(&e), d.as_str());
                 }
+            };
+            let direct = match link.direct() {
+                Ok(d) => d,
+                Err(e) => {
+                    if e.is_peer_gone() {
+                        self.host_ok = false;
+                    }
+                    return self.finish_error(
+                        i,
+                        port,
+                        link_error_code(&e),
+                        "host memory unreachable",
+                    );
+                }
+            };
+            let table = direct.as_ref().map_or(&*self.regions, |d| d.table);
+            if let Err(e) = check_ops(table, s.tenant, &s.ctx, n, &mut s.ops) {
+                let mut d = Detail::new();
+                let _ = write!(d, "{e}");
+                return self.finish_error(i, port, e.code().into(), d.as_str());
+            }
+            bump(&self.stats.ops, n as u64);
+            let Some(direct) = direct else {
                 s.n_ops = n as u8;
+                s.next_op = 0;
                 // Parked when at least one op is outstanding; otherwise the failure is
                 // recorded in the slot.
                 if !self.post_ops(i, link) {
                     let code = self.slots[i].failed.unwrap_or(ErrorCode::Memory);
                     self.finish_error(i, port, code, "link refused the ops");
                 }
-            }
-            Err(e) => {
+                return;
+            };
+            if let Err(e) = apply_ops(direct.mem, &s.ops[..n], 0, &mut s.ctx) {
                 let mut d = Detail::new();
                 let _ = write!(d, "{e}");
-                self.finish_error(i, port, ErrorCode::from(&e), d.as_str());
+                return self.finish_error(i, port, ErrorCode::Memory, d.as_str());
             }
         }
     }
 
-    /// Posts slot `i`'s checked handler ops; true if at least one is outstanding.
+    /// Posts the next batch of slot `i`'s checked handler ops (from `next_op`, see
+    /// [`ordered_batch_end`]); true if at least one is outstanding.
     fn post_ops<L: Link>(&mut self, i: usize, link: &mut L) -> bool {
         let s = &mut self.slots[i];
         let base = (i * DATA_SIZE) as u64;
+        let first = s.next_op as usize;
+        let end = ordered_batch_end(&s.ops[..s.n_ops as usize], first);
+        s.next_op = end as u8;
         s.pending = 0;
         s.state = SlotState::Ops;
-        for k in 0..s.n_ops as usize {
+        for k in first..end {
             let op = s.ops[k];
             let Some(desc) = self.regions.get(op.region) else {
                 s.failed = Some(ErrorCode::NoSuchRegion);
-                continue;
+                break;
             };
             let remote = RemoteAddr {
                 region: op.region,
@@ -1077,15 +1120,13 @@ impl Worker {
                 OpKind::Faa => link.post_faa(wr, remote, op.arg0),
             };
             match r {
-                Ok(()) => {
-                    s.pending += 1;
-                    bump(&self.stats.ops, 1);
-                }
+                Ok(()) => s.pending += 1,
                 Err(e) => {
                     if e.is_peer_gone() {
                         self.host_ok = false;
                     }
                     s.failed = Some(link_error_code(&e));
+                    break;
                 }
             }
         }
@@ -1154,6 +1195,12 @@ impl Worker {
         }
         match (s.kind, s.failed) {
             (SlotKind::Am, Some(code)) => self.finish_error(i, port, code, "op failed on the link"),
+            (SlotKind::Am, None) if s.next_op < s.n_ops => {
+                if !self.post_ops(i, link) {
+                    let code = self.slots[i].failed.unwrap_or(ErrorCode::Memory);
+                    self.finish_error(i, port, code, "link refused the ops");
+                }
+            }
             (SlotKind::Am, None) => self.advance(i, port, link),
             (SlotKind::OneSided, _) => self.finish_one_sided(i, port, link),
         }
