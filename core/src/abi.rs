@@ -152,17 +152,92 @@ pub mod helper {
     pub const HASH64: u32 = 1;
 }
 
-/// One context block, 8-byte aligned so the eBPF code may do aligned 64-bit accesses.
+/// A set of the context's 8-byte words: those a program may store to (the verifier's
+/// [`crate::verifier::VerifiedProgram::ctx_writes`]) or the runtime wrote. A context reused for
+/// the next message clears only these: that is all the previous message could have left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CtxWords([u64; CTX_WORD_MASKS]);
+
+/// `u64`s of [`CtxWords`]: one bit per 8-byte word of the context.
+const CTX_WORD_MASKS: usize = CTX_SIZE.div_ceil(8).div_ceil(64);
+
+impl CtxWords {
+    pub const NONE: CtxWords = CtxWords([0; CTX_WORD_MASKS]);
+
+    /// Every word.
+    pub fn all() -> CtxWords {
+        let mut w = CtxWords::NONE;
+        w.mark(0..CTX_SIZE);
+        w
+    }
+
+    /// Adds the words holding any byte of `bytes` (cut at the context's end).
+    pub fn mark(&mut self, bytes: Range<usize>) {
+        let end = bytes.end.min(CTX_SIZE);
+        if bytes.start >= end {
+            return;
+        }
+        let (first, last) = (bytes.start / 8, (end - 1) / 8);
+        for group in first / 64..=last / 64 {
+            // Words first..=last within this group, as a mask.
+            let lo = if group == first / 64 { first % 64 } else { 0 };
+            let hi = if group == last / 64 { last % 64 } else { 63 };
+            self.0[group] |= (u64::MAX >> (63 - hi)) & (u64::MAX << lo);
+        }
+    }
+
+    pub fn union(&mut self, other: &CtxWords) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a |= b;
+        }
+    }
+
+    pub fn contains(&self, byte: usize) -> bool {
+        byte < CTX_SIZE && self.0[byte / 8 / 64] & (1 << (byte / 8 % 64)) != 0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&m| m == 0)
+    }
+
+    /// The marked words as byte ranges, in order (maximal within each 64-word group; a run
+    /// across groups comes as two ranges).
+    pub fn ranges(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        let mut group = 0;
+        let mut rest = self.0[0];
+        core::iter::from_fn(move || loop {
+            if rest != 0 {
+                let start = rest.trailing_zeros() as usize;
+                let len = (rest >> start).trailing_ones() as usize;
+                rest &= rest.wrapping_add(1 << start); // clears the run just found
+                let word = group * 64 + start;
+                return Some(word * 8..(word + len) * 8);
+            }
+            group += 1;
+            if group == CTX_WORD_MASKS {
+                return None;
+            }
+            rest = self.0[group];
+        })
+    }
+}
+
+/// One context block, 8-byte aligned so the eBPF code may do aligned 64-bit accesses. Besides
+/// the bytes handed to handlers, it remembers which words may be non-zero, so that starting
+/// the next message clears those instead of all 4.7 KiB (the profile of issue 12: 12 % of the
+/// NIC worker's time was that memset).
 #[derive(Clone)]
 #[repr(C, align(8))]
 pub struct Ctx {
     bytes: [u8; CTX_SIZE],
+    written: CtxWords,
 }
 
 impl Default for Ctx {
     fn default() -> Self {
         Self {
             bytes: [0; CTX_SIZE],
+            written: CtxWords::NONE,
         }
     }
 }
@@ -199,8 +274,22 @@ impl Ctx {
         &self.bytes
     }
 
+    /// All the bytes, to change at will (every word then counts as written).
     pub fn as_bytes_mut(&mut self) -> &mut [u8; CTX_SIZE] {
+        self.written = CtxWords::all();
         &mut self.bytes
+    }
+
+    /// The bytes for a handler step that may store to `writes` (its program's verified
+    /// store footprint): the VM's way in.
+    pub(crate) fn for_program(&mut self, writes: &CtxWords) -> &mut [u8; CTX_SIZE] {
+        self.written.union(writes);
+        &mut self.bytes
+    }
+
+    /// Words that may be non-zero.
+    pub fn written(&self) -> &CtxWords {
+        &self.written
     }
 
     fn u32_at(&self, off: usize) -> u32 {
@@ -216,19 +305,26 @@ impl Ctx {
     }
 
     fn set_u32(&mut self, off: usize, v: u32) {
+        self.written.mark(off..off + 4);
         self.bytes[off..off + 4].copy_from_slice(&v.to_le_bytes());
     }
 
     fn set_u64(&mut self, off: usize, v: u64) {
+        self.written.mark(off..off + 8);
         self.bytes[off..off + 8].copy_from_slice(&v.to_le_bytes());
     }
 
-    /// Prepares the context for the first step of a message: clears every area, then copies
-    /// the arguments in. Arguments longer than [`ARGS_MAX`] are refused by the caller (the wire
-    /// parser); here they are cut, which never happens on a checked path.
+    /// Prepares the context for the first step of a message: clears every word the previous
+    /// message may have written (all of them when unknown), then copies the arguments in.
+    /// Arguments longer than [`ARGS_MAX`] are refused by the caller (the wire parser); here
+    /// they are cut, which never happens on a checked path.
     pub fn start(&mut self, args: &[u8]) {
         let n = args.len().min(ARGS_MAX);
-        self.bytes.fill(0);
+        let written = core::mem::take(&mut self.written);
+        for r in written.ranges() {
+            self.bytes[r].fill(0);
+        }
+        self.written.mark(ctx::ARGS..ctx::ARGS + n);
         self.set_u32(ctx::ABI_VERSION, ABI_VERSION);
         self.set_u32(ctx::ARGS_LEN, n as u32);
         self.bytes[ctx::ARGS..ctx::ARGS + n].copy_from_slice(&args[..n]);
@@ -275,7 +371,20 @@ impl Ctx {
             .expect("DATA_SIZE window")
     }
 
+    /// The whole data area, to change at will (all of it then counts as written; see
+    /// [`Ctx::data_window_mut`]).
     pub fn data_mut(&mut self) -> &mut [u8; DATA_SIZE] {
+        self.data_for(ctx::DATA..ctx::OUT)
+    }
+
+    /// `data[window]`, for an op's data (a READ's completion).
+    pub fn data_window_mut(&mut self, window: Range<usize>) -> &mut [u8] {
+        &mut self.data_for(ctx::DATA + window.start..ctx::DATA + window.end)[window]
+    }
+
+    /// The data area, for a change that writes at most `bytes` (context offsets) of it.
+    pub(crate) fn data_for(&mut self, bytes: Range<usize>) -> &mut [u8; DATA_SIZE] {
+        self.written.mark(bytes);
         (&mut self.bytes[ctx::DATA..ctx::OUT])
             .try_into()
             .expect("DATA_SIZE window")
@@ -298,6 +407,7 @@ impl Ctx {
     /// Writes op `i` (used by tests and by hand-driven clients).
     pub fn set_raw_op(&mut self, i: usize, o: &RawOp) {
         let b = ctx::OPS + i * OP_SIZE;
+        self.written.mark(b..b + 1);
         self.bytes[b + op::KIND] = o.kind;
         self.set_u32(b + op::REGION, o.region);
         self.set_u64(b + op::OFFSET, o.offset);
@@ -331,7 +441,7 @@ mod tests {
     #[test]
     fn layout_is_packed_and_aligned() {
         assert_eq!(ctx::SIZE, 4736);
-        assert_eq!(core::mem::size_of::<Ctx>(), CTX_SIZE);
+        assert_eq!(core::mem::offset_of!(Ctx, bytes), 0);
         for off in [
             ctx::ARGS,
             ctx::STATE,
@@ -375,6 +485,69 @@ mod tests {
         assert_eq!(StepReturn::decode(3), None);
         assert_eq!(StepReturn::decode(0x100), None);
         assert_eq!(StepReturn::decode(u64::MAX), None);
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // each case is a list of marked ranges
+    fn ctx_words_ranges_cover_exactly_the_marked_words() {
+        let cases: [&[Range<usize>]; 5] = [
+            &[],
+            &[0..1],
+            &[0..CTX_SIZE],
+            &[
+                5..9,
+                504..520,
+                511..513,
+                1000..1100,
+                CTX_SIZE - 3..CTX_SIZE + 10,
+            ],
+            &[8..16, 24..32, 32..40, 4088..4104],
+        ];
+        for marks in cases {
+            let mut w = CtxWords::NONE;
+            for m in marks {
+                w.mark(m.clone());
+            }
+            let mut covered = [false; CTX_SIZE];
+            for r in w.ranges() {
+                assert!(r.start < r.end && r.end <= CTX_SIZE, "{r:?}");
+                for b in r {
+                    assert!(!covered[b], "byte {b} twice");
+                    covered[b] = true;
+                }
+            }
+            for (b, c) in covered.iter().enumerate() {
+                let marked = marks.iter().any(|m| {
+                    m.contains(&(b / 8 * 8)) || (b / 8 * 8..b / 8 * 8 + 8).any(|x| m.contains(&x))
+                });
+                assert_eq!(*c, marked, "byte {b} of {marks:?}");
+                assert_eq!(w.contains(b), marked);
+            }
+        }
+    }
+
+    #[test]
+    fn a_reused_context_is_cleared_where_it_was_written() {
+        let mut c = Ctx::boxed();
+        c.start(&[7; 100]);
+        c.set_raw_op(
+            3,
+            &RawOp {
+                kind: 1,
+                region: 2,
+                offset: 3,
+                len: 4,
+                data_off: 5,
+                arg0: 6,
+                arg1: 7,
+            },
+        );
+        c.set_op_result(3, 99, -1);
+        c.data_window_mut(100..164).fill(0xee);
+        c.start(b"x");
+        let mut fresh = Ctx::boxed();
+        fresh.start(b"x");
+        assert!(c.as_bytes() == fresh.as_bytes());
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! park a message between steps while its ops travel over the link; [`Executor::run`] is the
 //! synchronous loop for local memory.
 
-use crate::abi::{Ctx, OpKind, StepReturn, MAX_OPS};
+use crate::abi::{ctx::DATA, Ctx, OpKind, StepReturn, MAX_OPS};
 use crate::memory::{MemError, Memory};
 use crate::region::{CheckedOp, OpError, OpErrorCode, RegionTable, TenantId};
 use crate::vm::{CompiledVm, VmError};
@@ -124,7 +124,13 @@ pub fn apply_ops<M: Memory + ?Sized>(
     ctx: &mut Ctx,
 ) -> Result<(), MemError> {
     for (i, op) in ops.iter().enumerate().skip(from) {
-        let result = mem.execute(op, ctx.data_mut())?;
+        // Only a READ writes the data area, and only its window (the contract of `Memory`).
+        let window = match op.kind {
+            OpKind::Read => op.data_off as usize..op.data_off as usize + op.len as usize,
+            _ => 0..0,
+        };
+        let data = ctx.data_for(DATA + window.start..DATA + window.end);
+        let result = mem.execute(op, data)?;
         ctx.set_op_result(i, result, 0);
     }
     Ok(())

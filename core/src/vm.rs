@@ -151,7 +151,7 @@ impl CompiledVm {
 
     /// Runs one step with r1 = the context; returns r0.
     pub fn run(&self, ctx: &mut Ctx) -> Result<u64, VmError> {
-        let bytes = ctx.as_bytes_mut();
+        let bytes = ctx.for_program(self.prog.ctx_writes());
         // SAFETY: rbpf ties the memory argument to the program's lifetime ('static here) but
         // only uses it for the duration of the call; the slice is the caller's exclusive
         // borrow of the context and does not outlive this function.

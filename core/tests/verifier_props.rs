@@ -2,13 +2,15 @@
 //! programs the verifier never panics; every program it accepts runs under the interpreter
 //! (which bounds-checks every access against the context and the stack) without an error,
 //! compiles under the JIT, and JIT and interpreter agree on r0 and the context bytes (unless
-//! it holds the one accepted construct they read differently, see `engines_may_disagree`).
+//! it holds the one accepted construct they read differently, see `engines_may_disagree`);
+//! no store changes a byte outside the program's verified store footprint, and a context
+//! reused for another message is the same as a fresh one.
 
 mod common;
 
 use common::gen::{engines_may_disagree, program, Src};
 use common::{engines, random_ctx, run_one};
-use naam_core::abi::CTX_SIZE;
+use naam_core::abi::{Ctx, CTX_SIZE};
 use naam_core::elf::Program;
 use naam_core::verifier::{verify, VerifierConfig};
 use proptest::prelude::*;
@@ -34,6 +36,26 @@ fn check(input: &[u8]) {
     for _ in 0..8 {
         let ctx = random_ctx(&mut rng);
         let (j, i) = (run_one(&jit, &ctx), run_one(&interp, &ctx));
+        // The store footprint is sound: a byte outside it never changes (so a context reused
+        // for the next message is clean after clearing only the footprint).
+        for (k, (a, b)) in ctx.as_bytes().iter().zip(&i.1).enumerate() {
+            assert!(
+                a == b || v.ctx_writes().contains(k),
+                "byte {k} changed outside the store footprint of {:02x?}",
+                prog.insns
+            );
+        }
+        let mut reused = Ctx::boxed();
+        reused.start(&ctx.as_bytes()[..64]);
+        let _ = jit.run(&mut reused);
+        reused.start(b"next");
+        let mut fresh = Ctx::boxed();
+        fresh.start(b"next");
+        assert!(
+            reused.as_bytes() == fresh.as_bytes(),
+            "a reused context differs from a fresh one after {:02x?}",
+            prog.insns
+        );
         if engines_may_disagree(v.insns()) {
             continue;
         }

@@ -22,7 +22,7 @@ use super::cfg::{alu, class, jmp, Cfg, Insn};
 use super::scalar::{Scalar, Tnum};
 use super::state::{Reg, Region, Slot, State};
 use super::{fail, Kind, VerifyError};
-use crate::abi::{writable_ranges, CTX_SIZE, STACK_SIZE};
+use crate::abi::{writable_ranges, CtxWords, CTX_SIZE, STACK_SIZE};
 
 /// Where control goes after one instruction.
 enum Flow {
@@ -36,8 +36,10 @@ enum Flow {
     },
 }
 
-/// Proves every reachable instruction safe; returns the first violation found.
-pub fn analyze(cfg: &Cfg) -> Result<(), VerifyError> {
+/// Proves every reachable instruction safe; returns the first violation found, or the context
+/// words the program's stores may touch.
+pub fn analyze(cfg: &Cfg) -> Result<CtxWords, VerifyError> {
+    let mut writes = CtxWords::NONE;
     let n = cfg.insns.len();
     let mut pending: Vec<Option<Box<State>>> = vec![None; n];
     let mut cur: Option<Box<State>> = Some(Box::new(State::entry()));
@@ -57,7 +59,7 @@ pub fn analyze(cfg: &Cfg) -> Result<(), VerifyError> {
             i,
             insn: cfg.insns[i],
         };
-        match step.run(&mut st, cfg)? {
+        match step.run(&mut st, cfg, &mut writes)? {
             Flow::Next => cur = Some(st),
             Flow::Exit => {}
             Flow::Jump(t) => merge(&mut pending[t], st),
@@ -73,7 +75,7 @@ pub fn analyze(cfg: &Cfg) -> Result<(), VerifyError> {
             }
         }
     }
-    Ok(())
+    Ok(writes)
 }
 
 fn merge(slot: &mut Option<Box<State>>, st: Box<State>) {
@@ -89,7 +91,7 @@ struct Step {
 }
 
 impl Step {
-    fn run(&self, st: &mut State, cfg: &Cfg) -> Result<Flow, VerifyError> {
+    fn run(&self, st: &mut State, cfg: &Cfg, writes: &mut CtxWords) -> Result<Flow, VerifyError> {
         let insn = &self.insn;
         match insn.class() {
             class::LD => {
@@ -100,7 +102,7 @@ impl Step {
                 Ok(Flow::Next)
             }
             class::LDX => self.load(st).map(|_| Flow::Next),
-            class::ST | class::STX => self.store(st).map(|_| Flow::Next),
+            class::ST | class::STX => self.store(st, writes).map(|_| Flow::Next),
             class::ALU | class::ALU64 => self.alu(st).map(|_| Flow::Next),
             _ => self.jump(st),
         }
@@ -213,7 +215,7 @@ impl Step {
         )
     }
 
-    fn store(&self, st: &mut State) -> Result<(), VerifyError> {
+    fn store(&self, st: &mut State, writes: &mut CtxWords) -> Result<(), VerifyError> {
         let insn = &self.insn;
         let size = insn.mem_size();
         let value = if insn.class() == class::ST {
@@ -242,6 +244,7 @@ impl Step {
                         format!("{size}-byte store at context offsets [{lo}, {end}) touches a read-only field"),
                     );
                 }
+                writes.mark(lo as usize..end);
             }
             Region::Stack => {
                 let whole_slot = lo == hi && size == 8 && lo % 8 == 0;

@@ -50,6 +50,7 @@ mod rewrite;
 mod scalar;
 mod state;
 
+use crate::abi::CtxWords;
 use crate::elf::{Program, INSN_SIZE};
 
 /// Limits the verifier enforces.
@@ -83,6 +84,7 @@ pub struct VerifiedProgram {
     name: String,
     insns: Vec<u8>,
     worst_case_insns: u64,
+    ctx_writes: CtxWords,
 }
 
 impl VerifiedProgram {
@@ -101,6 +103,12 @@ impl VerifiedProgram {
     /// Instructions on the longest path through one step.
     pub fn worst_case_insns(&self) -> u64 {
         self.worst_case_insns
+    }
+
+    /// The context words any store of the program may touch (every reachable store, over the
+    /// whole range of offsets the analysis allows it).
+    pub fn ctx_writes(&self) -> &CtxWords {
+        &self.ctx_writes
     }
 }
 
@@ -191,14 +199,15 @@ pub fn verify(program: &Program, cfg: &VerifierConfig) -> Result<VerifiedProgram
         cfg::build(&program.insns, cfg)?;
     }
     let result = cfg::build(bytes, cfg).and_then(|structure| {
-        check::analyze(&structure)?;
-        Ok(structure.worst_case)
+        let ctx_writes = check::analyze(&structure)?;
+        Ok((structure.worst_case, ctx_writes))
     });
     match result {
-        Ok(worst_case_insns) => Ok(VerifiedProgram {
+        Ok((worst_case_insns, ctx_writes)) => Ok(VerifiedProgram {
             name: program.name.clone(),
             insns: bytes.clone(),
             worst_case_insns,
+            ctx_writes,
         }),
         Err(mut e) => {
             if let Some(&i) = origin.and_then(|o| o.get(e.insn)) {

@@ -1169,7 +1169,7 @@ impl Worker {
                         let w = op.data_off as usize..op.data_off as usize + op.len as usize;
                         if !link
                             .local()
-                            .read(base + op.data_off as u64, &mut s.ctx.data_mut()[w])
+                            .read(base + op.data_off as u64, s.ctx.data_window_mut(w))
                         {
                             s.failed = Some(ErrorCode::Memory);
                         }
