@@ -27,16 +27,19 @@ pub enum DeployError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{what} did not become ready within {waited:?}: {detail}")]
+    #[error("{what} did not become ready within {waited:?}: {detail}{}", tail_suffix(.log_tail))]
     NotReady {
         what: &'static str,
         waited: Duration,
         detail: String,
+        log_tail: String,
     },
-    #[error("{what} exited early ({status})")]
+    #[error("{what} exited early ({status}){}", tail_suffix(.log_tail))]
     Exited {
         what: &'static str,
         status: std::process::ExitStatus,
+        /// The last lines it logged, when there is a log.
+        log_tail: String,
     },
     #[error("run directory {path}")]
     RunDir {
@@ -112,6 +115,7 @@ impl Binaries {
                 what: "cargo build",
                 waited: Duration::ZERO,
                 detail: e,
+                log_tail: String::new(),
             })?;
         Self::locate()
     }
@@ -140,6 +144,7 @@ impl Binaries {
             return Err(DeployError::Exited {
                 what: "cargo build",
                 status,
+                log_tail: String::new(),
             });
         }
         Ok(())
@@ -178,8 +183,8 @@ pub struct DeployConfig {
     /// A key file both processes use (`--credentials`), as an operator provisions one for a
     /// cluster; `None`: the host agent creates one in the run directory.
     pub credentials: Option<PathBuf>,
-    /// Where logs go: `None` discards them, `Some(dir)` writes `host-agent.log` and
-    /// `dataplane.log` there.
+    /// Where logs go (`host-agent.log`, `dataplane.log`): `None` keeps them in the run
+    /// directory, removed with the deployment (a start that fails quotes their last lines).
     pub log_dir: Option<PathBuf>,
     /// `RUST_LOG` for both processes.
     pub log_filter: String,
@@ -277,16 +282,29 @@ impl Deployment {
         self.run_dir.join("snapshot")
     }
 
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.cfg
+            .log_dir
+            .as_deref()
+            .unwrap_or(&self.run_dir)
+            .join(format!("{name}.log"))
+    }
+
     fn log(&self, name: &str) -> Stdio {
-        match &self.cfg.log_dir {
-            Some(dir) => std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join(format!("{name}.log")))
-                .map(Stdio::from)
-                .unwrap_or_else(|_| Stdio::null()),
-            None => Stdio::null(),
-        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(name))
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null())
+    }
+
+    /// The last lines of a process's log, for an error that says why it did not start.
+    fn log_tail(&self, name: &str) -> String {
+        const LINES: usize = 12;
+        let text = std::fs::read_to_string(self.log_path(name)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(LINES)..].join("\n")
     }
 
     /// Starts (or restarts) the host agent and waits until it serves its sockets.
@@ -342,6 +360,7 @@ impl Deployment {
                 return Err(DeployError::Exited {
                     what: "the host agent",
                     status,
+                    log_tail: self.log_tail("host-agent"),
                 });
             }
             if start.elapsed() > READY_WAIT {
@@ -350,6 +369,7 @@ impl Deployment {
                     what: "the host agent",
                     waited: READY_WAIT,
                     detail: "no control.sock and link.sock".into(),
+                    log_tail: self.log_tail("host-agent"),
                 });
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -405,6 +425,7 @@ impl Deployment {
                     what: "the dataplane",
                     waited: READY_WAIT,
                     detail: "no serving line".into(),
+                    log_tail: self.log_tail("dataplane"),
                 });
             }
         };
@@ -425,17 +446,30 @@ impl Deployment {
                 Ok(())
             }
             _ => {
-                let status = child.try_wait().ok().flatten();
+                // Most likely it closed its output on the way out: give it a moment to exit,
+                // so the error says how, with what it logged.
+                let deadline = Instant::now() + Duration::from_secs(2);
+                let status = loop {
+                    match child.try_wait() {
+                        Ok(None) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(10))
+                        }
+                        r => break r.ok().flatten(),
+                    }
+                };
                 let _ = child.kill();
+                let log_tail = self.log_tail("dataplane");
                 match status {
                     Some(status) => Err(DeployError::Exited {
                         what: "the dataplane",
                         status,
+                        log_tail,
                     }),
                     None => Err(DeployError::NotReady {
                         what: "the dataplane",
                         waited: READY_WAIT,
                         detail: format!("unexpected line {line:?}"),
+                        log_tail,
                     }),
                 }
             }
@@ -598,6 +632,14 @@ impl Drop for Deployment {
             let _ = std::fs::remove_file(self.persist_path());
         }
         let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+fn tail_suffix(tail: &str) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; its log ends:\n{tail}")
     }
 }
 
