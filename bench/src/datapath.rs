@@ -160,7 +160,7 @@ fn rig(cfg: &DatapathConfig) -> anyhow::Result<Rig> {
         };
         registry.register_as(id, spec, prog)?;
     }
-    let switch = SoftSwitch::new(BASE, CLASSES, Target::NicQueue(0));
+    let switch = SoftSwitch::new(BASE, CLASSES, 1, Target::NicQueue(0));
     let keys = Keyring::new(vec![credential()])?;
     let shared = Shared::new(
         registry,

@@ -190,7 +190,7 @@ pub struct PoolEntry {
 }
 
 /// One worker's counters of one offload, as the kernel's `run_cnt`/`run_time_ns`: written by
-/// that worker alone (plain loads and stores, [`RunCounters::bump`]), read by whoever reports
+/// that worker alone (plain loads and stores, [`crate::counter::bump`]), read by whoever reports
 /// them. Created when the pool compiles the offload, never on the data path.
 #[derive(Debug, Default)]
 #[repr(align(64))]
@@ -207,12 +207,6 @@ pub struct RunCounters {
 }
 
 impl RunCounters {
-    /// Adds to a counter this worker owns (a load and a store, no locked instruction).
-    #[inline]
-    pub fn bump(c: &AtomicU64, n: u64) {
-        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-    }
-
     /// `(runs, steps, errors, run_ns)` now.
     pub fn read(&self) -> [u64; 4] {
         [&self.runs, &self.steps, &self.errors, &self.run_ns].map(|c| c.load(Ordering::Relaxed))

@@ -35,7 +35,7 @@ fn rte_flow_probe_falls_back_on_a_vdev() {
                     "{reason}"
                 );
                 println!("falling back to the SoftSwitch: {reason}");
-                Box::new(SoftSwitch::new(7000, 64, Target::NicQueue(0)))
+                Box::new(SoftSwitch::new(7000, 64, 1, Target::NicQueue(0)))
             }
             Err(other) => panic!("probe failed unexpectedly: {other}"),
         };

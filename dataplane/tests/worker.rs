@@ -252,7 +252,7 @@ fn rig_with(ring_slots: u32, slots: usize) -> Rig {
         };
         registry.register_as(id, spec, prog).unwrap();
     }
-    let switch = SoftSwitch::new(BASE, CLASSES, Target::NicQueue(0));
+    let switch = SoftSwitch::new(BASE, CLASSES, 1, Target::NicQueue(0));
     let keys = Keyring::new(vec![tenant_key()]).unwrap();
     let shared = Shared::new(
         registry,

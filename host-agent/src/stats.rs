@@ -148,11 +148,7 @@ impl Stats {
     }
 }
 
-/// Adds to a counter owned by one writer (a plain load and store: no locked instruction).
-#[inline]
-pub fn bump(c: &AtomicU64, n: u64) {
-    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-}
+pub use naam_core::counter::bump;
 
 /// Adds to a counter shared by several writers.
 #[inline]

@@ -814,7 +814,7 @@ mod tests {
     }
 
     fn plane() -> ControlPlane {
-        let mut switch = SoftSwitch::new(7000, 8, Target::NicQueue(0));
+        let mut switch = SoftSwitch::new(7000, 8, 1, Target::NicQueue(0));
         let shared = Shared::new(
             Registry::new(),
             switch.table(),

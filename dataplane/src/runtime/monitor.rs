@@ -376,7 +376,7 @@ mod tests {
     }
 
     fn rig() -> T {
-        let mut switch = SoftSwitch::new(7000, 4, Target::Drop);
+        let mut switch = SoftSwitch::new(7000, 4, 1, Target::Drop);
         let cfg = MonitorConfig::default();
         let m = Monitor::new(cfg, 7000, 4, &mut switch).unwrap();
         T {
@@ -431,7 +431,7 @@ mod tests {
         let t = rig();
         let table = t.switch.table();
         for c in 0..4 {
-            assert_eq!(table.steer(7000 + c, 0), Target::NicQueue(0));
+            assert_eq!(table.steer(7000 + c, 0, 0), Target::NicQueue(0));
         }
     }
 
@@ -446,7 +446,7 @@ mod tests {
         }
         assert_eq!(moved, 0);
         assert_eq!(t.m.placement(1), Location::Nic);
-        assert_eq!(t.switch.table().steer(7001, 0), Target::NicQueue(0));
+        assert_eq!(t.switch.table().steer(7001, 0, 0), Target::NicQueue(0));
         assert!(t.m.last_nic_busy > 0.9, "load is still sampled");
     }
 
@@ -516,7 +516,7 @@ mod tests {
         }
         assert!(moved >= 1);
         assert_eq!(t.m.placement(1), Location::Host);
-        assert_eq!(t.switch.table().steer(7001, 0), Target::Host);
+        assert_eq!(t.switch.table().steer(7001, 0, 0), Target::Host);
         let d = t.m.recent().last().unwrap();
         assert_eq!((d.class, d.from, d.to), (1, Location::Nic, Location::Host));
         assert!(t.m.last_nic_busy > 0.9);
@@ -572,7 +572,7 @@ mod tests {
         use naam_core::elf::load_program;
         use naam_core::pool::OffloadSpec;
         use naam_core::verifier::{verify, VerifierConfig};
-        let mut switch = SoftSwitch::new(7000, 4, Target::Drop);
+        let mut switch = SoftSwitch::new(7000, 4, 1, Target::Drop);
         let cfg = MonitorConfig {
             home: Location::Host,
             ..MonitorConfig::default()
@@ -598,14 +598,14 @@ mod tests {
             read_only: true,
         };
         t.registry.register_as(5, spec, Arc::new(prog)).unwrap();
-        assert_eq!(t.switch.table().steer(7001, 0), Target::Host);
+        assert_eq!(t.switch.table().steer(7001, 0, 0), Target::Host);
         t.ms(0.0, 0, host(0.95));
         for _ in 0..20 {
             t.ms(1.0, 500, host(0.95));
         }
         assert_eq!(t.m.placement(1), Location::Client);
         assert_eq!(
-            t.switch.table().steer(7001, 0),
+            t.switch.table().steer(7001, 0, 0),
             Target::NicQueue(0),
             "not the congested host"
         );

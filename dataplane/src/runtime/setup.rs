@@ -357,7 +357,8 @@ impl Runtime {
             }
         }
         let data_addr = base.ok_or_else(|| SetupError::Port("no worker".into()))?;
-        let mut switch = SoftSwitch::new(data_addr.port(), cfg.classes, Target::NicQueue(0));
+        let mut switch =
+            SoftSwitch::new(data_addr.port(), cfg.classes, workers, Target::NicQueue(0));
         let shared = Shared::new(
             registry,
             switch.table(),

@@ -126,11 +126,7 @@ pub struct WorkerStats {
     offloads: Mutex<Vec<(OffloadId, Arc<RunCounters>)>>,
 }
 
-/// Single-writer increment: a load and a store, no read-modify-write instruction.
-#[inline]
-pub(crate) fn bump(a: &AtomicU64, n: u64) {
-    a.store(a.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-}
+pub(crate) use naam_core::counter::bump;
 
 fn zeros(n: usize) -> Box<[AtomicU64]> {
     (0..n).map(|_| AtomicU64::new(0)).collect()

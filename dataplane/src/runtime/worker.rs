@@ -24,7 +24,7 @@ use naam_core::abi::{Ctx, OpKind, DATA_SIZE, MAX_OPS};
 use naam_core::exec::{
     apply_ops, check_ops, ordered_batch_end, run_step, StepOutcome, DEFAULT_MAX_STEPS,
 };
-use naam_core::pool::{RunCounters, VmPool};
+use naam_core::pool::VmPool;
 use naam_core::region::{CheckedOp, RegionTable};
 use naam_core::vm::Engine;
 use naam_core::wire::{
@@ -554,8 +554,8 @@ impl Worker {
         if s.kind == SlotKind::Am && s.steps > 0 {
             // It ran here: an offload's failed run.
             if let Some(e) = self.pool.get(s.offload) {
-                RunCounters::bump(&e.runs.runs, 1);
-                RunCounters::bump(&e.runs.errors, 1);
+                bump(&e.runs.runs, 1);
+                bump(&e.runs.errors, 1);
             }
         }
         let info = ReqInfo {
@@ -774,10 +774,10 @@ impl Worker {
                 false,
             );
         }
-        let target = self
-            .shared
-            .steering
-            .steer(pkt.dst_port(), pkt.payload().len());
+        let target =
+            self.shared
+                .steering
+                .steer(pkt.dst_port(), pkt.payload().len(), self.cfg.id.into());
         if target == Target::Drop {
             return self.stats.count_drop(Dropped::Steered);
         }
@@ -1020,11 +1020,11 @@ impl Worker {
             s.ctx.set_step(s.steps);
             s.steps += 1;
             bump(&self.stats.steps, 1);
-            RunCounters::bump(&entry.runs.steps, 1);
+            bump(&entry.runs.steps, 1);
             let out = if self.cfg.run_time {
                 let t = now_ns();
                 let out = run_step(&entry.vm, &mut s.ctx);
-                RunCounters::bump(&entry.runs.run_ns, now_ns().saturating_sub(t));
+                bump(&entry.runs.run_ns, now_ns().saturating_sub(t));
                 out
             } else {
                 run_step(&entry.vm, &mut s.ctx)
@@ -1225,7 +1225,7 @@ impl Worker {
         let (peer, request_id, class, dedup, steps) =
             (s.peer, s.request_id, s.class, s.dedup, s.steps);
         if let Some(e) = self.pool.get(s.offload) {
-            RunCounters::bump(&e.runs.runs, 1);
+            bump(&e.runs.runs, 1);
         }
         self.free_slot(i);
         bump(&self.stats.nic_executed, 1);
