@@ -64,10 +64,15 @@ fn stall(stop_for: Duration) {
     signal(pid, "-STOP");
     let resume = Resume(pid);
     let stopped = Instant::now();
-    let cont = std::thread::spawn(move || {
-        std::thread::sleep(stop_for);
-        signal(pid, "-CONT");
-        Instant::now()
+    let continuing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cont = std::thread::spawn({
+        let continuing = continuing.clone();
+        move || {
+            std::thread::sleep(stop_for);
+            continuing.store(true, std::sync::atomic::Ordering::SeqCst);
+            signal(pid, "-CONT");
+            Instant::now()
+        }
     });
     // A message sent in the first `--stale-ms` (100 ms) still goes to the host agent and
     // waits for it (a mutation must: it may already be running there); once the host is
@@ -80,7 +85,15 @@ fn stall(stop_for: Duration) {
     let mut rounds = 0;
     while !cont.is_finished() {
         rounds += 1;
-        assert_eq!(every_class(&mut m, &mut t, rounds), Location::Nic);
+        let at = every_class(&mut m, &mut t, rounds);
+        if at != Location::Nic {
+            // Only once the host agent runs again (a round may straddle the SIGCONT).
+            assert!(
+                continuing.load(std::sync::atomic::Ordering::SeqCst),
+                "ran at {at:?} while the host agent was stopped"
+            );
+            break;
+        }
         assert_eq!(stat(&d, "dp.host_up"), 1, "stalled, not gone");
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -4,6 +4,8 @@
 //! A pure function of its inputs and `now`: the dataplane samples load every millisecond and
 //! calls [`Policy::update`]; tests drive it with simulated time. Rules, in order:
 //!
+//! 0. Busy fractions rise as soon as two samples in a row show it and fall smoothly:
+//!    congestion is acted on one sample after its onset, calm only once it has lasted.
 //! 1. A class stays where it is for at least `min_dwell` after a move (no flapping).
 //! 2. Host congested (busy fraction, smoothed, above `host_high`, or its queues deeper than
 //!    `queue_high`, or the host is gone): classes on the host move to the NIC while the NIC's
@@ -42,7 +44,10 @@ pub struct PolicyConfig {
     pub host_target: f64,
     /// Queue depth (messages waiting per worker) that counts as congestion on its own.
     pub queue_high: u32,
-    /// Weight of a new sample in the smoothed busy fractions (EWMA).
+    /// Weight of a new sample in the smoothed busy fractions (EWMA). A rise that two samples
+    /// in a row show is taken at once: congestion is acted on one sample after the first that
+    /// shows it (a single busy millisecond moves nothing), and calm must last (decay, then
+    /// `min_dwell`) before a class goes back.
     pub smoothing: f64,
     /// Minimum time between two moves of one class.
     pub min_dwell: Nanos,
@@ -64,7 +69,10 @@ impl Default for PolicyConfig {
             queue_high: 64,
             smoothing: 0.5,
             min_dwell: 20_000_000,
-            client_lease: 50_000_000,
+            // Short: a client learns that its lease is over only when it ends (it runs the
+            // class locally meanwhile), so the lease bounds the way back; renewing costs each
+            // client one message to the server per lease.
+            client_lease: 10_000_000,
             allow_client: true,
         }
     }
@@ -167,6 +175,9 @@ pub struct Policy {
     classes: Vec<ClassState>,
     nic_busy: f64,
     host_busy: f64,
+    /// The previous sample's busy fractions, as measured.
+    nic_raw: f64,
+    host_raw: f64,
     order: Vec<usize>,
 }
 
@@ -184,6 +195,8 @@ impl Policy {
             classes: vec![st; classes],
             nic_busy: 0.0,
             host_busy: 0.0,
+            nic_raw: 0.0,
+            host_raw: 0.0,
             order: Vec::with_capacity(classes),
         }
     }
@@ -223,8 +236,13 @@ impl Policy {
     /// steady state does not allocate).
     pub fn update(&mut self, s: &LoadSample<'_>, out: &mut Vec<Decision>) {
         let a = self.cfg.smoothing.clamp(0.0, 1.0);
-        self.nic_busy = a * s.nic_busy.clamp(0.0, 1.0) + (1.0 - a) * self.nic_busy;
-        self.host_busy = a * s.host_busy.clamp(0.0, 1.0) + (1.0 - a) * self.host_busy;
+        let smooth = |old: f64, prev: f64, new: f64| {
+            let new = new.clamp(0.0, 1.0);
+            (a * new + (1.0 - a) * old).max(new.min(prev))
+        };
+        self.nic_busy = smooth(self.nic_busy, self.nic_raw, s.nic_busy);
+        self.host_busy = smooth(self.host_busy, self.host_raw, s.host_busy);
+        (self.nic_raw, self.host_raw) = (s.nic_busy, s.host_busy);
         let c = self.cfg;
         let host_gone = !s.host_alive;
         let host_hot = host_gone || self.host_busy > c.host_high || s.host_queue > c.queue_high;
@@ -499,6 +517,68 @@ mod tests {
             "moved within 5 ms: {:?}",
             sim.log
         );
+    }
+
+    #[test]
+    fn congestion_is_acted_on_one_sample_after_the_first_that_shows_it() {
+        // Host congested, classes at home on the host: all move at the second sample.
+        let mut sim = Sim::new(classes(4, 0.1, true), Location::Host);
+        sim.run(50);
+        let onset = sim.now;
+        sim.host_background = 1.0;
+        sim.run(1);
+        assert!(sim.log.is_empty(), "one busy sample moves nothing");
+        sim.run(1);
+        assert_eq!(sim.count(Location::Nic), 4, "{:?}", sim.log);
+        assert!(sim.log.iter().all(|d| d.at == onset + 2 * MS));
+        // NIC congested too (after the dwell): the read-only classes go to the clients at the
+        // next sample.
+        sim.run(30);
+        let (onset, before) = (sim.now, sim.log.len());
+        sim.nic_background = 1.0;
+        sim.run(2);
+        assert_eq!(sim.count(Location::Client), 4, "{:?}", sim.log);
+        assert!(sim.log[before..].iter().all(|d| d.at == onset + 2 * MS));
+        // And back within one lease once the NIC calms (the host is still congested).
+        let (calm, before) = (sim.now, sim.log.len());
+        sim.nic_background = 0.0;
+        sim.run(20);
+        assert_eq!(sim.count(Location::Nic), 4, "{:?}", sim.log);
+        assert!(sim.log[before..]
+            .iter()
+            .all(|d| d.at <= calm + PolicyConfig::default().client_lease + MS));
+    }
+
+    #[test]
+    fn busy_spikes_move_nothing_and_a_short_congestion_comes_back_after_the_dwell() {
+        let mut sim = Sim::new(classes(2, 0.1, false), Location::Host);
+        sim.run(10);
+        // A busy millisecond now and then (a noisy machine): no move.
+        for _ in 0..100 {
+            sim.host_background = 1.0;
+            sim.run(1);
+            sim.host_background = 0.0;
+            sim.run(4);
+        }
+        assert!(sim.log.is_empty(), "{:?}", sim.log);
+        // Two: the classes move, and come back once calm has lasted the dwell time.
+        sim.host_background = 1.0;
+        sim.run(2);
+        sim.host_background = 0.0;
+        sim.run(200);
+        let moves: Vec<_> = sim.log.iter().map(|d| (d.from, d.to)).collect();
+        assert_eq!(
+            moves,
+            [
+                (Location::Host, Location::Nic),
+                (Location::Host, Location::Nic),
+                (Location::Nic, Location::Host),
+                (Location::Nic, Location::Host)
+            ],
+            "{:?}",
+            sim.log
+        );
+        assert!(sim.log[2].at - sim.log[0].at >= PolicyConfig::default().min_dwell);
     }
 
     #[test]

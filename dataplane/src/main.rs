@@ -84,10 +84,11 @@ struct Args {
     #[arg(long, default_value_t = PolicyConfig::default().queue_high)]
     queue_high: u32,
     /// Policy: minimum time between two moves of a class (ms).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = PolicyConfig::default().min_dwell / 1_000_000)]
     min_dwell_ms: u64,
-    /// Policy: client lease (ms) of a placement hint.
-    #[arg(long, default_value_t = 50)]
+    /// Policy: client lease (ms) of a placement hint; a class comes back from the clients at
+    /// most this long after the reason ends, and each client asks the server once per lease.
+    #[arg(long, default_value_t = PolicyConfig::default().client_lease / 1_000_000)]
     client_lease_ms: u64,
     /// Policy: never send classes to clients.
     #[arg(long)]

@@ -68,6 +68,7 @@ pub use shm::{
     ConnectOptions, LoadPublisher, LoadReport, PeerEvent, ShmConfig, ShmHost, ShmLink, ShmMemory,
     ShmQp, ShmRegion,
 };
+pub use sys::wait_readable;
 
 /// The most bytes one READ or WRITE moves (a handler op's data window, `DATA_SIZE`); larger
 /// transfers are split by the caller.

@@ -329,9 +329,10 @@ impl Consumer {
             std::hint::spin_loop();
         }
         if self.arm() {
-            let ms = backoff.sleep.as_millis().clamp(1, i32::MAX as u128) as i32;
             // An error here (EINTR aside) only shortens the sleep; the caller polls again.
-            let _ = sys::wait_readable(self.ring.doorbell.as_fd(), ms);
+            // (At least 50 µs: a zero sleep would make this a busy loop.)
+            let sleep = backoff.sleep.max(std::time::Duration::from_micros(50));
+            let _ = sys::wait_readable(self.ring.doorbell.as_fd(), sleep);
             self.disarm();
         }
     }
@@ -441,7 +442,7 @@ mod tests {
         let mut c = Consumer::new(r);
         p.push(b"unarmed", None).unwrap();
         assert!(
-            !sys::wait_readable(c.doorbell(), 0).unwrap(),
+            !sys::wait_readable(c.doorbell(), std::time::Duration::ZERO).unwrap(),
             "no ring while nobody sleeps"
         );
         assert!(!c.arm(), "something is already waiting");
@@ -450,11 +451,14 @@ mod tests {
         assert!(c.arm());
         p.push(b"armed", None).unwrap();
         assert!(
-            sys::wait_readable(c.doorbell(), 0).unwrap(),
+            sys::wait_readable(c.doorbell(), std::time::Duration::ZERO).unwrap(),
             "rung for the sleeper"
         );
         c.disarm();
-        assert!(!sys::wait_readable(c.doorbell(), 0).unwrap(), "cleared");
+        assert!(
+            !sys::wait_readable(c.doorbell(), std::time::Duration::ZERO).unwrap(),
+            "cleared"
+        );
     }
 
     proptest::proptest! {

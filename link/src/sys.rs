@@ -157,15 +157,23 @@ pub fn eventfd_drain(fd: BorrowedFd<'_>) {
     }
 }
 
-/// Waits until `fd` is readable or `timeout_ms` passes; true when readable.
-pub fn wait_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
+/// Waits until `fd` is readable or `timeout` passes; true when readable. The timeout is kept
+/// to the microsecond (`ppoll` sleeps on a high-resolution timer), unlike a socket's
+/// `SO_RCVTIMEO`, which the kernel counts in scheduler ticks (4 ms each at `HZ=250`: a 1 ms
+/// receive timeout sleeps up to 8 ms).
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
     let mut p = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: p is one valid pollfd.
-    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
+    // SAFETY: p is one valid pollfd and ts a valid timespec, both live for the call; a null
+    // signal mask leaves the thread's mask as it is.
+    let n = unsafe { libc::ppoll(&mut p, 1, &ts, std::ptr::null()) };
     if n < 0 {
         let e = io::Error::last_os_error();
         return if e.kind() == io::ErrorKind::Interrupted {
@@ -320,6 +328,7 @@ pub fn pid() -> u32 {
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+    use std::time::Duration;
 
     #[test]
     fn memfds_are_sealed_against_changes_of_size() {
@@ -354,11 +363,11 @@ mod tests {
         assert_eq!(fds.len(), 1);
         eventfd_signal(ev.as_fd());
         assert!(
-            wait_readable(fds[0].as_fd(), 0).unwrap(),
+            wait_readable(fds[0].as_fd(), Duration::ZERO).unwrap(),
             "same eventfd on both ends"
         );
         eventfd_drain(fds[0].as_fd());
-        assert!(!wait_readable(ev.as_fd(), 0).unwrap());
+        assert!(!wait_readable(ev.as_fd(), Duration::ZERO).unwrap());
         assert!(!peer_hung_up(r.as_fd()));
         drop(s);
         assert!(peer_hung_up(r.as_fd()));

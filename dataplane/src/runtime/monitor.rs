@@ -62,6 +62,9 @@ pub struct HostLoad {
     /// Messages waiting in host rings, summed over workers.
     pub queue: u32,
     pub workers: u32,
+    /// When the newest of these figures was published (the host's clock, which is this
+    /// machine's monotonic clock; 0: unknown).
+    pub published_ns: u64,
 }
 
 impl HostLoad {
@@ -70,7 +73,50 @@ impl HostLoad {
         busy: 0.0,
         queue: 0,
         workers: 0,
+        published_ns: 0,
     };
+}
+
+/// The inputs of one sample, kept for the log of the decisions they led to.
+#[derive(Debug, Clone, Copy)]
+struct Input {
+    at: u64,
+    nic_busy: f64,
+    nic_queue: u32,
+    host: HostLoad,
+}
+
+/// Samples kept for the decision log: enough to show the onset before a decision.
+const INPUTS_LOGGED: usize = 4;
+
+/// The last samples, oldest first, as one log field: `-3ms nic 5% q0 host 12% q0 (0.4ms old)`.
+struct Inputs<'a>(&'a VecDeque<Input>, u64);
+
+impl std::fmt::Display for Inputs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            let ago = self.1.saturating_sub(s.at) as f64 / 1e6;
+            if i > 0 {
+                f.write_str(" | ")?;
+            }
+            write!(
+                f,
+                "-{ago:.1}ms nic {:.0}% q{}",
+                s.nic_busy * 100.0,
+                s.nic_queue
+            )?;
+            if !s.host.alive {
+                write!(f, " host gone")?;
+            } else {
+                write!(f, " host {:.0}% q{}", s.host.busy * 100.0, s.host.queue)?;
+                if s.host.published_ns > 0 {
+                    let age = s.at.saturating_sub(s.host.published_ns) as f64 / 1e6;
+                    write!(f, " ({age:.1}ms old)")?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Default)]
@@ -99,6 +145,8 @@ pub struct Monitor {
     loads: Vec<ClassLoad>,
     out: Vec<Decision>,
     recent: VecDeque<Decision>,
+    /// The last samples' inputs, for the decision log.
+    inputs: VecDeque<Input>,
     /// Last sample's NIC busy fraction and queue depth (for STATS).
     pub last_nic_busy: f64,
     pub last_nic_queue: u32,
@@ -134,6 +182,7 @@ impl Monitor {
             loads: Vec::with_capacity(classes as usize),
             out: Vec::new(),
             recent: VecDeque::new(),
+            inputs: VecDeque::with_capacity(INPUTS_LOGGED),
             last_nic_busy: 0.0,
             last_nic_queue: 0,
             last_host: HostLoad::GONE,
@@ -170,8 +219,14 @@ impl Monitor {
 
     /// True when a sample is due at `now_ns`.
     pub fn due(&self, now_ns: u64) -> bool {
-        self.last_ns
-            .is_none_or(|t| now_ns.saturating_sub(t) >= self.cfg.period_ns)
+        self.until_due(now_ns) == 0
+    }
+
+    /// Nanoseconds from `now_ns` until the next sample is due (0: due now).
+    pub fn until_due(&self, now_ns: u64) -> u64 {
+        self.last_ns.map_or(0, |t| {
+            self.cfg.period_ns.saturating_sub(now_ns.saturating_sub(t))
+        })
     }
 
     /// Takes one sample and applies the decisions; returns how many were made.
@@ -285,6 +340,15 @@ impl Monitor {
         self.last_nic_busy = nic_busy;
         self.last_nic_queue = queue as u32;
         self.last_host = host;
+        if self.inputs.len() == INPUTS_LOGGED {
+            self.inputs.pop_front();
+        }
+        self.inputs.push_back(Input {
+            at: now_ns,
+            nic_busy,
+            nic_queue: queue as u32,
+            host,
+        });
         let sample = LoadSample {
             now: now_ns,
             nic_busy,
@@ -301,6 +365,16 @@ impl Monitor {
             self.policy.update(&sample, &mut self.out);
         }
         let made = self.out.len();
+        if made > 0 {
+            // What the policy saw, so the time from an onset to its decision can be read
+            // sample by sample (docs/placement.md).
+            let (nic, host) = self.policy.smoothed();
+            tracing::info!(
+                samples = %Inputs(&self.inputs, now_ns),
+                smoothed = %format_args!("nic {:.0}% host {:.0}%", nic * 100.0, host * 100.0),
+                "placement inputs"
+            );
+        }
         let mut changed = false;
         for d in self.out.drain(..) {
             tracing::info!(decision = %d, "placement");
@@ -423,6 +497,7 @@ mod tests {
             busy,
             queue: 0,
             workers: 2,
+            published_ns: 0,
         }
     }
 

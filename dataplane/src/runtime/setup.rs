@@ -3,6 +3,7 @@
 //! host liveness and reconnection). The data path itself is in [`super::worker`].
 
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
@@ -399,9 +400,12 @@ impl Runtime {
             what: "control port address".into(),
             source,
         })?;
-        sock.set_read_timeout(Some(Duration::from_millis(1)))
+        // Non-blocking, waited on with `wait_readable` until the next load sample is due: a
+        // receive timeout would be counted in scheduler ticks and stretch the sampling period
+        // (docs/placement.md).
+        sock.set_nonblocking(true)
             .map_err(|source| SetupError::Io {
-                what: "control port timeout".into(),
+                what: "control port non-blocking".into(),
                 source,
             })?;
         for tx in shared_txs {
@@ -490,6 +494,11 @@ impl Runtime {
 }
 
 /// How often the dataplane reads the host agent's per-offload counters for its STATS.
+/// Longest sleep of the control thread between two looks at the host and the stop flag.
+const CONTROL_WAIT_MAX: Duration = Duration::from_millis(1);
+/// Control requests served in a row before the thread looks at the monitor again.
+const CONTROL_BATCH: usize = 64;
+
 const HOST_COUNTERS_EVERY: Duration = Duration::from_millis(250);
 
 /// Whether the data port spec asked for any free ports (`udp:IP:0`).
@@ -615,7 +624,7 @@ fn host_load(link: &ShmLink, alive: bool) -> HostLoad {
         return HostLoad::GONE;
     }
     let slots = link.layout().load_slots;
-    let (mut busy, mut queue, mut n) = (0.0, 0u32, 0u32);
+    let (mut busy, mut queue, mut n, mut published_ns) = (0.0, 0u32, 0u32, 0u64);
     for k in 0..slots {
         if let Some(r) = link.read_load(k) {
             if r.beats == 0 {
@@ -623,6 +632,7 @@ fn host_load(link: &ShmLink, alive: bool) -> HostLoad {
             }
             busy += r.busy_ppm as f64 / 1e6;
             queue = queue.saturating_add(r.queue_depth);
+            published_ns = published_ns.max(r.ts_ns);
             n += 1;
         }
     }
@@ -631,6 +641,7 @@ fn host_load(link: &ShmLink, alive: bool) -> HostLoad {
         busy: if n > 0 { busy / n as f64 } else { 0.0 },
         queue,
         workers: n.max(1),
+        published_ns,
     }
 }
 
@@ -779,21 +790,29 @@ fn run_control(
     // Requests the kernel dropped on this socket are counted, read at every monitor tick.
     let drops_at_start = crate::port::kernel_drops(&sock).unwrap_or(0);
     while !shared.stopping() {
-        match sock.recv_from(&mut buf) {
-            Ok((n, from)) => {
-                let len = plane.handle(from, &buf[..n], &mut out);
-                if len > 0 {
-                    if let Err(e) = sock.send_to(&out[..len], from) {
-                        tracing::warn!(error = %e, %from, "control reply not sent");
+        // Sleep until a request arrives or the next sample is due (at most a millisecond, so
+        // stopping and the host watch stay prompt), then serve a bounded batch of requests.
+        let wait = Duration::from_nanos(plane.monitor.until_due(now_ns())).min(CONTROL_WAIT_MAX);
+        if let Err(e) = naam_link::wait_readable(sock.as_fd(), wait) {
+            tracing::warn!(error = %e, "control port wait");
+            std::thread::sleep(wait);
+        }
+        for _ in 0..CONTROL_BATCH {
+            match sock.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let len = plane.handle(from, &buf[..n], &mut out);
+                    if len > 0 {
+                        if let Err(e) = sock.send_to(&out[..len], from) {
+                            tracing::warn!(error = %e, %from, "control reply not sent");
+                        }
                     }
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "control port receive");
+                    break;
+                }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => tracing::warn!(error = %e, "control port receive"),
         }
         if let Some(m) = &mut metrics {
             m.poll(|| plane.metrics_text());
