@@ -222,17 +222,22 @@ fn requests(op: &str, cfg: &DatapathConfig, geom: &MicaGeometry) -> anyhow::Resu
                         .to_vec(),
                 ),
             };
-            let m = Message::new(
-                i + 1,
-                class,
-                Body::AmRequest(AmRequestRepr {
-                    offload,
-                    tenant: TENANT,
-                    capability: cap,
-                    flags: AmFlags::empty(),
-                    args: &args,
-                }),
-            );
+            let m = Message {
+                // One request open at a time, as the worker sees them: the reply cache may
+                // forget each one once the next arrives.
+                window: 1,
+                ..Message::new(
+                    i + 1,
+                    class,
+                    Body::AmRequest(AmRequestRepr {
+                        offload,
+                        tenant: TENANT,
+                        capability: cap,
+                        flags: AmFlags::empty(),
+                        args: &args,
+                    }),
+                )
+            };
             let mut buf = vec![0u8; m.buffer_len()];
             m.emit(&mut buf)?;
             Ok(buf)

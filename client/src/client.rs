@@ -192,6 +192,9 @@ pub struct Client {
     servers: Vec<ServerState>,
     cfg: ClientConfig,
     next_id: u64,
+    /// Request ids in the order they were given out, from the oldest that may still be open:
+    /// the front is the oldest open request (ids that finished are dropped from the front).
+    issued: VecDeque<u64>,
     next_ticket: u64,
     pending: HashMap<u64, Pending>,
     /// No pending deadline is earlier than this.
@@ -257,6 +260,7 @@ impl Client {
                 .collect(),
             cfg,
             next_id: random_start(),
+            issued: VecDeque::new(),
             next_ticket: 1,
             pending: HashMap::new(),
             next_deadline: None,
@@ -933,9 +937,35 @@ impl Client {
 
     // ---- sending ----
 
+    /// A new request id, and the window its request carries: how many of this client's
+    /// requests are open, counting the new one, so the server may forget every older one it
+    /// remembers for de-duplication (docs/protocol.md). 0 ("not said") if that does not fit.
+    fn new_request_id(&mut self) -> (u64, u32) {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        while let Some(&oldest) = self.issued.front() {
+            if self.pending.contains_key(&oldest) {
+                break;
+            }
+            self.issued.pop_front();
+        }
+        let oldest = self.issued.front().copied().unwrap_or(id);
+        self.issued.push_back(id);
+        let window = u32::try_from(id.wrapping_sub(oldest).wrapping_add(1)).unwrap_or(0);
+        (id, window)
+    }
+
     /// Encodes into `buf` (a recycled buffer, or a new one).
-    fn encode(mut buf: Vec<u8>, id: u64, class: u16, body: Body<'_>) -> Result<Vec<u8>> {
-        let msg = Message::new(id, class, body);
+    fn encode(
+        mut buf: Vec<u8>,
+        (id, window): (u64, u32),
+        class: u16,
+        body: Body<'_>,
+    ) -> Result<Vec<u8>> {
+        let msg = Message {
+            window,
+            ..Message::new(id, class, body)
+        };
         buf.clear();
         buf.resize(msg.buffer_len(), 0);
         msg.emit(&mut buf)?;
@@ -961,9 +991,13 @@ impl Client {
         offload: u32,
     ) -> Result<u64> {
         let expect = body.kind().reply().unwrap_or(Kind::Ack);
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1);
-        let mut datagram = Self::encode(self.free.pop().unwrap_or_default(), id, class, body)?;
+        let (id, window) = self.new_request_id();
+        let mut datagram = Self::encode(
+            self.free.pop().unwrap_or_default(),
+            (id, window),
+            class,
+            body,
+        )?;
         let control = !matches!(expect, Kind::AmReply | Kind::OneSidedReply);
         if let (true, Some(cred)) = (control, &self.cfg.credential) {
             // Retransmissions resend these bytes: the same nonce, recognised as a repeat.
@@ -1375,6 +1409,8 @@ impl Client {
                 server,
             } => {
                 self.stats.local_steps += 1;
+                // Taken first: encoding below borrows the run's data area, not `self`.
+                let (id, window) = self.new_request_id();
                 let sent = {
                     let regions = &self.servers[server].regions;
                     self.local.ops_request(run, regions)
@@ -1383,11 +1419,11 @@ impl Client {
                 let res = sent.and_then(|(ops, n)| {
                     let repr =
                         OneSidedRepr::new(&ops[..n]).map_err(|_| ClientError::BadOpCount { n })?;
-                    // Encoding borrows the run's data area; do it before touching `self`.
-                    let id = self.next_id;
-                    self.next_id = self.next_id.wrapping_add(1);
                     let buf = self.free.pop().unwrap_or_default();
-                    Ok((id, Self::encode(buf, id, 0, Body::OneSided(repr))?))
+                    Ok((
+                        id,
+                        Self::encode(buf, (id, window), 0, Body::OneSided(repr))?,
+                    ))
                 });
                 match res {
                     Ok((id, datagram)) => {

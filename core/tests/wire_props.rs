@@ -395,6 +395,7 @@ fn with_message<R>(
         request_id,
         class,
         flags,
+        window: request_id as u32,
         body,
     })
 }
@@ -433,6 +434,7 @@ fn with_header(kind: Kind, payload: &[u8]) -> Vec<u8> {
         flags: Flags::empty(),
         class: 0,
         request_id: 1,
+        window: 0,
         payload_len: payload.len(),
     }
     .emit(&mut p);

@@ -59,6 +59,10 @@ struct Args {
     /// Requests remembered per worker for de-duplication.
     #[arg(long, default_value_t = 1024)]
     dedup: usize,
+    /// How long (ms) a completed mutation is remembered when its client does not say it is
+    /// finished with it: at least the clients' longest retry time (docs/protocol.md).
+    #[arg(long, default_value_t = naam_dataplane::runtime::DEDUP_RETAIN_NS / 1_000_000)]
+    dedup_retain_ms: u64,
     /// Step budget of a message.
     #[arg(long, default_value_t = naam_core::exec::DEFAULT_MAX_STEPS)]
     max_steps: u32,
@@ -219,6 +223,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         slots: a.slots,
         burst: a.burst,
         dedup_entries: a.dedup,
+        dedup_retain: std::time::Duration::from_millis(a.dedup_retain_ms),
         max_steps: a.max_steps,
         monitor: MonitorConfig {
             policy,

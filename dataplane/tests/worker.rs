@@ -336,6 +336,8 @@ impl Rig {
             }),
         );
         m.flags = hdr;
+        // As a client with a handful of requests open (docs/protocol.md, "De-duplication").
+        m.window = 8;
         self.send(class, &m);
     }
 
@@ -1516,4 +1518,84 @@ fn the_worker_allocates_nothing_per_message() {
             );
         }
     }
+}
+
+/// Issue 14: the same FAA was applied twice after ~3 000 other mutations, the reply cache
+/// having forgotten it within its client's retry window. Now nothing a client may still
+/// retry is forgotten: a client that does not say which requests it finished is refused
+/// (`busy`) once the cache is full of those, and one that says (its window) never is.
+#[test]
+fn a_mutation_is_applied_once_while_its_client_may_retry_whatever_follows() {
+    let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let mut r = rig();
+    const WORD: u64 = 512;
+    let faa = |id: u64, window: u32| Message {
+        window,
+        ..Message::new(
+            id,
+            0,
+            Body::OneSided(OneSidedRepr::single(RemoteOp {
+                region: REGION,
+                key: KEY,
+                offset: WORD,
+                body: OpBody::Faa { addend: 1 },
+            })),
+        )
+    };
+    // Outcome of each reply: Some(previous value) when applied, None when refused busy.
+    let outcome = |bytes: &[u8]| match Message::parse(bytes).unwrap().body {
+        Body::OneSidedReply(rep) => Some(rep.results()[0].previous),
+        Body::Error(e) => {
+            assert_eq!(e.code, ErrorCode::Busy, "{}", e.detail);
+            None
+        }
+        b => panic!("unexpected {b:?}"),
+    };
+    // 2 000 FAAs from a client that never says (one per millisecond, inside the retention
+    // time of 3 s), then the first again, as its retransmission.
+    let (mut applied, mut busy) = (0u64, 0u64);
+    let mut first_reply = None;
+    for id in 1..=2000u64 {
+        r.send(0, &faa(id, 0));
+        r.poll();
+        for rep in r.replies() {
+            match outcome(&rep) {
+                Some(prev) => {
+                    applied += 1;
+                    if id == 1 {
+                        first_reply = Some(prev);
+                    }
+                }
+                None => busy += 1,
+            }
+        }
+    }
+    assert_eq!(r.region_word(WORD), applied, "every acknowledged FAA, once");
+    assert!(busy > 0, "the cache filled up");
+    assert_eq!(l(&r.stats.dedup_full), busy);
+    assert_eq!(l(&r.stats.dedup_evicted), 0, "nothing forgotten early");
+    r.send(0, &faa(1, 0));
+    r.poll();
+    let replies = r.replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(outcome(&replies[0]), first_reply, "the stored reply, again");
+    assert_eq!(r.region_word(WORD), applied, "not applied twice");
+
+    // Past the retention time the oldest may go, and that is counted.
+    r.now += naam_dataplane::runtime::DEDUP_RETAIN_NS;
+    r.send(0, &faa(5000, 0));
+    r.poll();
+    assert!(outcome(&r.replies()[0]).is_some());
+    assert_eq!(l(&r.stats.dedup_evicted), 1);
+
+    // A client that says how many of its requests are open is never refused.
+    let before = r.region_word(WORD);
+    for id in 10_000..13_000u64 {
+        r.send(0, &faa(id, 4));
+        r.poll();
+        for rep in r.replies() {
+            assert!(outcome(&rep).is_some(), "request {id} refused");
+        }
+    }
+    assert_eq!(r.region_word(WORD), before + 3000);
 }

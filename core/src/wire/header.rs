@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  0      2   3    4       6       8                16           20          24
-//!  | magic |ver|kind| flags | class | request id      | payload len | reserved |  payload …
+//!  | magic |ver|kind| flags | class | request id      | payload len |  window  |  payload …
 //! ```
 
 use super::{
@@ -20,7 +20,7 @@ mod field {
     pub const CLASS: Field = 6..8;
     pub const REQUEST_ID: Field = 8..16;
     pub const PAYLOAD_LEN: Field = 16..20;
-    pub const RESERVED: Field = 20..24;
+    pub const WINDOW: Field = 20..24;
     pub const PAYLOAD: usize = 24;
 }
 
@@ -229,8 +229,8 @@ impl<T: AsRef<[u8]>> HeaderPacket<T> {
         get_u32(self.buffer.as_ref(), field::PAYLOAD_LEN)
     }
 
-    pub fn reserved(&self) -> u32 {
-        get_u32(self.buffer.as_ref(), field::RESERVED)
+    pub fn window(&self) -> u32 {
+        get_u32(self.buffer.as_ref(), field::WINDOW)
     }
 }
 
@@ -271,8 +271,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> HeaderPacket<T> {
         set_u32(self.buffer.as_mut(), field::PAYLOAD_LEN, len);
     }
 
-    pub fn set_reserved(&mut self, v: u32) {
-        set_u32(self.buffer.as_mut(), field::RESERVED, v);
+    pub fn set_window(&mut self, v: u32) {
+        set_u32(self.buffer.as_mut(), field::WINDOW, v);
     }
 
     /// The payload area, `payload_len` bytes.
@@ -291,11 +291,25 @@ pub struct HeaderRepr {
     pub class: u16,
     /// Chosen by the client; a retransmission reuses it; replies echo it.
     pub request_id: u64,
+    /// The client's open requests, counting this one (see [`retired_below`]); 0: not said.
+    pub window: u32,
     pub payload_len: usize,
 }
 
+/// The lowest request id a client may still send, from a request's id and window: every id
+/// below it (in serial-number order) is finished and will not be sent again, so the server
+/// may forget it. `None` when the window is 0 (not said).
+pub fn retired_below(request_id: u64, window: u32) -> Option<u64> {
+    (window > 0).then(|| request_id.wrapping_sub(u64::from(window) - 1))
+}
+
+/// Whether request id `a` comes before `b`, in serial-number order (ids wrap around).
+pub fn id_before(a: u64, b: u64) -> bool {
+    (a.wrapping_sub(b) as i64) < 0
+}
+
 impl HeaderRepr {
-    /// Decodes and validates the header (magic, version, kind, flags, reserved, lengths).
+    /// Decodes and validates the header (magic, version, kind, flags, lengths).
     pub fn parse<T: AsRef<[u8]> + ?Sized>(packet: &HeaderPacket<&T>) -> Result<Self, WireError> {
         // Magic and version first: a datagram of another protocol or version should say so,
         // not "truncated".
@@ -319,16 +333,12 @@ impl HeaderRepr {
             field: "header.flags",
             bits: (packet.flags() & !Flags::KNOWN) as u32,
         })?;
-        if packet.reserved() != 0 {
-            return Err(WireError::NonZeroReserved {
-                field: "header.reserved",
-            });
-        }
         Ok(Self {
             kind,
             flags,
             class: packet.class(),
             request_id: packet.request_id(),
+            window: packet.window(),
             payload_len: packet.payload_len() as usize,
         })
     }
@@ -347,6 +357,6 @@ impl HeaderRepr {
         packet.set_class(self.class);
         packet.set_request_id(self.request_id);
         packet.set_payload_len(self.payload_len as u32);
-        packet.set_reserved(0);
+        packet.set_window(self.window);
     }
 }

@@ -193,6 +193,10 @@ pub struct Message<'a> {
     /// Steering class: the UDP destination port is `base + class`.
     pub class: u16,
     pub flags: Flags,
+    /// Requests: how many of the client's requests are open, counting this one, so that every
+    /// id below `request_id + 1 - window` is finished ([`super::retired_below`]); the server
+    /// forgets those in its reply cache. 0: not said (replies, and clients that keep none).
+    pub window: u32,
     pub body: Body<'a>,
 }
 
@@ -203,6 +207,7 @@ impl<'a> Message<'a> {
             request_id,
             class,
             flags: Flags::empty(),
+            window: 0,
             body,
         }
     }
@@ -225,6 +230,7 @@ impl<'a> Message<'a> {
             request_id: header.request_id,
             class: header.class,
             flags: header.flags,
+            window: header.window,
             body,
         })
     }
@@ -268,6 +274,7 @@ impl<'a> Message<'a> {
             flags: self.flags,
             class: self.class,
             request_id: self.request_id,
+            window: self.window,
             payload_len: len - HEADER_LEN,
         };
         let mut packet = HeaderPacket::new_unchecked(&mut buf[..len]);

@@ -36,7 +36,7 @@ pub use control::{
 };
 pub use error::{ErrorCode, ErrorPacket, ErrorRepr};
 pub use fetch::{program_digest, FetchReplyRepr, FetchRepr, FETCH_CHUNK};
-pub use header::{Flags, HeaderPacket, HeaderRepr, Kind};
+pub use header::{id_before, retired_below, Flags, HeaderPacket, HeaderRepr, Kind};
 pub use list::{
     fit_page, EntryIter, EntryList, KvEntry, KvListRepr, ListEntry, ListReplyRepr, OffloadEntry,
     PagedPacket, PagedRepr,

@@ -188,6 +188,7 @@ fn samples() -> Vec<Message<'static>> {
             } else {
                 Flags::empty()
             },
+            window: i as u32 * 3,
             body: *b,
         })
         .collect()
@@ -251,6 +252,7 @@ fn header_golden_bytes() {
         request_id: 0x1122_3344_5566_7788,
         class: 0x0203,
         flags: Flags::RETRANSMIT,
+        window: 0x0504_0302,
         body: Body::Unregister(OffloadIdRepr { id: 0x0a0b_0c0d }),
     };
     let expected: [u8; 32] = [
@@ -258,7 +260,7 @@ fn header_golden_bytes() {
         0x01, 0x00, 0x03, 0x02, // flags, class
         0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, // request id
         8, 0, 0, 0, // payload length
-        0, 0, 0, 0, // reserved
+        0x02, 0x03, 0x04, 0x05, // window
         0x0d, 0x0c, 0x0b, 0x0a, 0, 0, 0, 0, // offload id, reserved
     ];
     assert_eq!(encode(&m), expected);
@@ -407,14 +409,10 @@ fn wrong_magic_version_kind_flags() {
             bits: 0x80
         })
     );
+    // Bytes 20..24 are the client's window, any value.
     let mut b = good.clone();
-    b[22] = 1;
-    assert_eq!(
-        Message::parse(&b),
-        Err(WireError::NonZeroReserved {
-            field: "header.reserved"
-        })
-    );
+    b[20..24].copy_from_slice(&7u32.to_le_bytes());
+    assert_eq!(Message::parse(&b).map(|m| m.window), Ok(7));
     // A short datagram of another protocol says "bad magic", not "truncated".
     assert_eq!(
         Message::parse(b"GET /"),
@@ -832,11 +830,23 @@ fn limits_match_the_spec() {
 }
 
 #[test]
+fn a_window_retires_the_ids_below_the_oldest_open_one_even_across_the_wrap() {
+    use crate::wire::{id_before, retired_below};
+    assert_eq!(retired_below(100, 0), None, "0: not said");
+    assert_eq!(retired_below(100, 1), Some(100), "only this one open");
+    assert_eq!(retired_below(100, 5), Some(96));
+    assert_eq!(retired_below(2, 5), Some(u64::MAX - 1), "wraps");
+    assert!(id_before(u64::MAX - 1, 2) && !id_before(2, u64::MAX - 1));
+    assert!(id_before(95, 96) && !id_before(96, 96) && !id_before(97, 96));
+}
+
+#[test]
 fn replies_echo_request_id_and_class() {
     let req = Message {
         request_id: 42,
         class: 7,
         flags: Flags::RETRANSMIT,
+        window: 3,
         body: Body::Stats(PageRequestRepr::default()),
     };
     let rep = req.reply(Body::Ack);

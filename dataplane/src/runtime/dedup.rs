@@ -1,17 +1,33 @@
 //! The reply cache that makes mutations happen at most once per request id
 //! (docs/protocol.md, "De-duplication"). Keyed by (client address, request id). Fixed size,
-//! allocated once: `sets × WAYS` entries, each with room for one reply packet; a new key
-//! evicts the oldest *completed* entry of its set (so "oldest" is per set, which bounds the
-//! work per lookup to `WAYS` compares). An entry in progress is never evicted (its
-//! retransmission would run the mutation again): when a set holds only those, the new
-//! request is refused ([`Begin::Full`]; the worker answers `busy`).
+//! allocated once: `sets × WAYS` entries, each with room for one reply packet.
+//!
+//! An entry may be forgotten only when no retransmission of its request can come any more:
+//! - its client said so: every request carries the client's *window*, from which the lowest id
+//!   it may still send follows ([`naam_core::wire::retired_below`]); the cache keeps that floor
+//!   per client ([`Floors`]) and reuses entries below it first (`Begin::Reused`);
+//! - or it completed longer ago than `retain_ns`, the longest time a client retries (the
+//!   default client gives up after about 2.6 s): clients that do not say, or went away
+//!   (`Begin::Expired`, counted `dedup_evicted`).
+//!
+//! An entry in progress, or completed within `retain_ns` and not retired, is never replaced:
+//! when a new request's set holds only those, it is refused ([`Begin::Full`], the worker
+//! answers `busy` with how long until an entry expires) rather than remembered in place of one
+//! that could still be retried.
 
 use std::net::SocketAddrV4;
+
+use naam_core::wire::{id_before, retired_below};
 
 use crate::port::MAX_PAYLOAD;
 
 /// Entries per set.
 pub const WAYS: usize = 8;
+
+/// How long a completed request is remembered by default when its client does not say it is
+/// finished with it: longer than the default client retries (50 ms doubling to 1 s, five
+/// retransmissions: 2.55 s).
+pub const DEFAULT_RETAIN_NS: u64 = 3_000_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -25,7 +41,8 @@ struct Entry {
     client: u64,
     request_id: u64,
     state: State,
-    seq: u64,
+    /// When the reply was stored (the worker's clock), for `Done` entries.
+    done_ns: u64,
     len: u16,
 }
 
@@ -33,7 +50,7 @@ const EMPTY: Entry = Entry {
     client: 0,
     request_id: 0,
     state: State::Empty,
-    seq: 0,
+    done_ns: 0,
     len: 0,
 };
 
@@ -53,11 +70,14 @@ pub enum Seen<'a> {
 pub enum Begin {
     /// Remembered in a free entry (or the request's own).
     Started,
-    /// Remembered in place of the oldest completed entry of its set: a retransmission of
-    /// that one would now run again (counted, `dedup_evicted`).
-    Evicted,
-    /// Every entry of its set is in progress: not remembered; do not run the request.
-    Full,
+    /// Remembered in place of a completed request its client has finished with.
+    Reused,
+    /// Remembered in place of one completed more than `retain_ns` ago, whose client did not
+    /// say it was finished (counted `dedup_evicted`).
+    Expired,
+    /// Every entry of its set may still be retried: not remembered; do not run the request.
+    /// The earliest an entry of the set expires, in ns from now (`None`: all in progress).
+    Full { retry_after_ns: Option<u64> },
 }
 
 /// A fixed-size reply cache.
@@ -65,7 +85,8 @@ pub struct ReplyCache {
     entries: Box<[Entry]>,
     replies: Box<[u8]>,
     sets: usize,
-    seq: u64,
+    retain_ns: u64,
+    floors: Floors,
 }
 
 fn client_key(c: SocketAddrV4) -> u64 {
@@ -74,14 +95,18 @@ fn client_key(c: SocketAddrV4) -> u64 {
 
 impl ReplyCache {
     /// Room for at least `capacity` remembered requests (rounded up to whole sets; 0 keeps
-    /// nothing).
-    pub fn new(capacity: usize) -> ReplyCache {
+    /// nothing), each kept at least `retain_ns` after it completed unless its client has
+    /// finished with it.
+    pub fn new(capacity: usize, retain_ns: u64) -> ReplyCache {
         let sets = capacity.div_ceil(WAYS);
         ReplyCache {
             entries: vec![EMPTY; sets * WAYS].into_boxed_slice(),
             replies: vec![0; sets * WAYS * MAX_PAYLOAD].into_boxed_slice(),
             sets,
-            seq: 0,
+            retain_ns,
+            // Clients whose floor is kept: as many as entries (each remembered request has
+            // a client), at least one set of them.
+            floors: Floors::new((sets * WAYS).max(Floors::PROBE)),
         }
     }
 
@@ -117,45 +142,84 @@ impl ReplyCache {
         }
     }
 
-    /// Remembers that the request is being executed, in a free entry, else in place of the
-    /// oldest completed one of its set; never in place of one in progress.
+    /// Notes what a request's window says: its client will not send ids below the floor
+    /// again. Call it only for requests that proved they may act (a capability, a region
+    /// key): a forged window would let a retransmission of the real client run again.
+    pub fn retire(&mut self, client: SocketAddrV4, request_id: u64, window: u32) {
+        if let Some(floor) = retired_below(request_id, window) {
+            self.floors.raise(client_key(client), floor);
+        }
+    }
+
+    /// Remembers that the request is being executed: in a free entry, else in place of a
+    /// completed one whose client is finished with it, else of one completed more than
+    /// `retain_ns` before `now_ns`; never in place of one that may still be retried.
     #[must_use]
-    pub fn begin(&mut self, client: SocketAddrV4, request_id: u64) -> Begin {
+    pub fn begin(&mut self, client: SocketAddrV4, request_id: u64, now_ns: u64) -> Begin {
         if self.sets == 0 {
             return Begin::Started;
         }
         let c = client_key(client);
-        let (i, outcome) = match self.find(c, request_id) {
-            Some(i) => (i, Begin::Started),
-            None => {
-                let victim = self
-                    .set_of(c, request_id)
-                    .filter(|&i| self.entries[i].state != State::InProgress)
-                    .min_by_key(|&i| match self.entries[i].state {
-                        State::Empty => 0,
-                        _ => self.entries[i].seq,
-                    });
-                match victim {
-                    None => return Begin::Full,
-                    Some(i) if self.entries[i].state == State::Empty => (i, Begin::Started),
-                    Some(i) => (i, Begin::Evicted),
+        if let Some(i) = self.find(c, request_id) {
+            self.entries[i] = Entry {
+                state: State::InProgress,
+                ..self.entries[i]
+            };
+            return Begin::Started;
+        }
+        // The best victim of the set: empty, then retired, then the oldest expired.
+        let mut best: Option<(usize, Begin)> = None;
+        let mut oldest_done: Option<u64> = None;
+        for i in self.set_of(c, request_id) {
+            let e = self.entries[i];
+            let outcome = match e.state {
+                State::Empty => Begin::Started,
+                State::InProgress => continue,
+                State::Done if self.floors.retired(e.client, e.request_id) => Begin::Reused,
+                State::Done => {
+                    oldest_done = Some(oldest_done.map_or(e.done_ns, |t| t.min(e.done_ns)));
+                    if now_ns.saturating_sub(e.done_ns) < self.retain_ns {
+                        continue;
+                    }
+                    Begin::Expired
                 }
+            };
+            let rank = |b: &Begin| match b {
+                Begin::Started => 0,
+                Begin::Reused => 1,
+                _ => 2,
+            };
+            let better = match &best {
+                None => true,
+                Some((j, b)) => {
+                    rank(&outcome) < rank(b)
+                        || (rank(&outcome) == rank(b)
+                            && outcome == Begin::Expired
+                            && e.done_ns < self.entries[*j].done_ns)
+                }
+            };
+            if better {
+                best = Some((i, outcome));
             }
+        }
+        let Some((i, outcome)) = best else {
+            let retry_after_ns =
+                oldest_done.map(|t| (t + self.retain_ns).saturating_sub(now_ns).max(1));
+            return Begin::Full { retry_after_ns };
         };
-        self.seq += 1;
         self.entries[i] = Entry {
             client: c,
             request_id,
             state: State::InProgress,
-            seq: self.seq,
+            done_ns: 0,
             len: 0,
         };
         outcome
     }
 
-    /// Stores the reply of a request begun earlier (ignored if it was evicted meanwhile, or
-    /// the reply does not fit a packet).
-    pub fn complete(&mut self, client: SocketAddrV4, request_id: u64, reply: &[u8]) {
+    /// Stores the reply of a request begun earlier (ignored if it was forgotten meanwhile,
+    /// or the reply does not fit a packet).
+    pub fn complete(&mut self, client: SocketAddrV4, request_id: u64, reply: &[u8], now_ns: u64) {
         let Some(i) = self.find(client_key(client), request_id) else {
             return;
         };
@@ -165,8 +229,10 @@ impl ReplyCache {
         }
         let start = i * MAX_PAYLOAD;
         self.replies[start..start + reply.len()].copy_from_slice(reply);
-        self.entries[i].len = reply.len() as u16;
-        self.entries[i].state = State::Done;
+        let e = &mut self.entries[i];
+        e.len = reply.len() as u16;
+        e.state = State::Done;
+        e.done_ns = now_ns;
     }
 
     /// Forgets a request (its reply meant "not executed": the retry must run).
@@ -177,9 +243,89 @@ impl ReplyCache {
     }
 }
 
+/// The lowest request id each client may still send, for as many clients as fit: a fixed
+/// open-addressed table; a client that finds no room takes the place of the least recently
+/// raised floor in its probe window. A forgotten floor only means that client's entries wait
+/// for `retain_ns` (safe, just slower to free).
+struct Floors {
+    slots: Box<[FloorSlot]>,
+    clock: u64,
+}
+
+#[derive(Clone, Copy)]
+struct FloorSlot {
+    client: u64,
+    floor: u64,
+    /// When it was last raised (`Floors::clock`); 0: empty.
+    stamp: u64,
+}
+
+impl Floors {
+    const PROBE: usize = 8;
+
+    fn new(n: usize) -> Floors {
+        let empty = FloorSlot {
+            client: 0,
+            floor: 0,
+            stamp: 0,
+        };
+        Floors {
+            slots: vec![empty; n].into_boxed_slice(),
+            clock: 0,
+        }
+    }
+
+    fn probe(&self, client: u64) -> impl Iterator<Item = usize> {
+        let n = self.slots.len();
+        let h = naam_core::helpers::hash64(client, 0x466c_6f6f_7273) as usize % n;
+        (0..Self::PROBE.min(n)).map(move |k| (h + k) % n)
+    }
+
+    /// The client's floor, when known.
+    fn get(&self, client: u64) -> Option<u64> {
+        self.probe(client)
+            .map(|i| self.slots[i])
+            .find(|s| s.stamp != 0 && s.client == client)
+            .map(|s| s.floor)
+    }
+
+    /// Whether `client` said it will not send `request_id` again.
+    fn retired(&self, client: u64, request_id: u64) -> bool {
+        self.get(client).is_some_and(|f| id_before(request_id, f))
+    }
+
+    fn raise(&mut self, client: u64, floor: u64) {
+        self.clock += 1;
+        let mut victim = None;
+        for i in self.probe(client) {
+            let s = self.slots[i];
+            if s.stamp != 0 && s.client == client {
+                if id_before(s.floor, floor) {
+                    self.slots[i].floor = floor;
+                }
+                self.slots[i].stamp = self.clock;
+                return;
+            }
+            if victim.is_none_or(|v: usize| s.stamp < self.slots[v].stamp) {
+                victim = Some(i);
+            }
+        }
+        if let Some(i) = victim {
+            self.slots[i] = FloorSlot {
+                client,
+                floor,
+                stamp: self.clock,
+            };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MS: u64 = 1_000_000;
+    const RETAIN: u64 = 3_000 * MS;
 
     fn addr(port: u16) -> SocketAddrV4 {
         SocketAddrV4::new([127, 0, 0, 1].into(), port)
@@ -187,50 +333,132 @@ mod tests {
 
     #[test]
     fn remembers_in_progress_then_done_then_forgets() {
-        let mut c = ReplyCache::new(64);
+        let mut c = ReplyCache::new(64, RETAIN);
         assert_eq!(c.lookup(addr(1), 7), Seen::New);
-        assert_eq!(c.begin(addr(1), 7), Begin::Started);
+        assert_eq!(c.begin(addr(1), 7, 0), Begin::Started);
         assert_eq!(c.lookup(addr(1), 7), Seen::InProgress);
         assert_eq!(c.lookup(addr(2), 7), Seen::New, "other client, same id");
-        c.complete(addr(1), 7, b"reply");
+        c.complete(addr(1), 7, b"reply", 1);
         assert_eq!(c.lookup(addr(1), 7), Seen::Done(b"reply"));
         c.forget(addr(1), 7);
         assert_eq!(c.lookup(addr(1), 7), Seen::New);
     }
 
     #[test]
-    fn evicts_oldest_when_full_and_stays_bounded() {
-        let mut c = ReplyCache::new(16);
-        for id in 0..1000u64 {
-            assert_ne!(c.begin(addr(1), id), Begin::Full);
-            c.complete(addr(1), id, &id.to_le_bytes());
+    fn nothing_that_may_be_retried_is_forgotten_however_many_requests_follow() {
+        // The finding of issue 14: one FAA applied twice after ~3 000 other mutations.
+        let mut c = ReplyCache::new(16, RETAIN);
+        let (mut started, mut refused) = (0, 0);
+        for id in 0..3000u64 {
+            match c.begin(addr(1), id, id * 10) {
+                Begin::Full { retry_after_ns } => {
+                    refused += 1;
+                    let r = retry_after_ns.expect("some entry completed");
+                    assert!(r > 0 && r <= RETAIN, "{r}");
+                }
+                b => {
+                    assert_eq!(b, Begin::Started, "never in place of a young one");
+                    started += 1;
+                    c.complete(addr(1), id, &id.to_le_bytes(), id * 10);
+                }
+            }
         }
-        let kept = (0..1000u64)
+        assert!(
+            started <= c.capacity() && refused > 0,
+            "{started} {refused}"
+        );
+        // Every request that ran is still remembered, its reply ready for a retransmission.
+        let kept = (0..3000u64)
             .filter(|id| c.lookup(addr(1), *id) != Seen::New)
             .count();
-        assert!(kept <= c.capacity() && kept > 0, "kept {kept}");
-        // The newest is always kept.
+        assert_eq!(kept, started);
+        // Once past the retention time the oldest may go (counted by the worker).
+        assert_eq!(c.begin(addr(1), 5000, RETAIN + 30_000), Begin::Expired);
+    }
+
+    #[test]
+    fn a_clients_window_frees_what_it_finished_with_at_once() {
+        let mut c = ReplyCache::new(16, RETAIN);
+        // A client with a few requests open at a time, saying so: it never runs out.
+        for id in 0..10_000u64 {
+            c.retire(addr(1), id, 4);
+            let b = c.begin(addr(1), id, id);
+            assert!(
+                matches!(b, Begin::Started | Begin::Reused),
+                "id {id}: {b:?}"
+            );
+            c.complete(addr(1), id, b"ok", id);
+        }
+        // The open ones are all still remembered.
+        for id in 9_997..10_000u64 {
+            assert_eq!(c.lookup(addr(1), id), Seen::Done(b"ok"));
+        }
+        // Another client's floor frees nothing of this one's.
+        let mut c = ReplyCache::new(8, RETAIN);
+        for id in 0..8u64 {
+            assert_eq!(c.begin(addr(1), id, 0), Begin::Started);
+            c.complete(addr(1), id, b"x", 0);
+        }
+        c.retire(addr(2), 1_000, 1);
+        assert!(matches!(c.begin(addr(2), 1_000, 1), Begin::Full { .. }));
+        c.retire(addr(1), 100, 1);
+        assert_eq!(c.begin(addr(2), 1_000, 1), Begin::Reused);
+    }
+
+    #[test]
+    fn windows_across_the_wrap_of_request_ids() {
+        let mut c = ReplyCache::new(8, RETAIN);
+        let start = u64::MAX - 3;
+        for k in 0..8u64 {
+            let id = start.wrapping_add(k);
+            c.retire(addr(1), id, 2);
+            assert!(matches!(
+                c.begin(addr(1), id, 0),
+                Begin::Started | Begin::Reused
+            ));
+            c.complete(addr(1), id, b"w", 0);
+        }
+        // ids MAX-3 ..= 3 fill the one set; the last window (2 at id 3) puts the floor at 2.
+        // A window at id 4 puts it at 3: every older entry is reused, 3 is kept.
+        c.retire(addr(1), 4, 2);
+        for k in 0..7u64 {
+            assert_eq!(c.begin(addr(1), 100 + k, 0), Begin::Reused, "{k}");
+        }
+        assert!(matches!(c.begin(addr(1), 200, 0), Begin::Full { .. }));
         assert_eq!(
-            c.lookup(addr(1), 999),
-            Seen::Done(&999u64.to_le_bytes()[..])
+            c.lookup(addr(1), 3),
+            Seen::Done(b"w"),
+            "not before the floor"
+        );
+        assert_eq!(
+            c.lookup(addr(1), u64::MAX),
+            Seen::New,
+            "before it, across the wrap"
         );
     }
 
     #[test]
     fn entries_in_progress_are_never_evicted() {
-        let mut c = ReplyCache::new(WAYS); // one set
+        let mut c = ReplyCache::new(WAYS, RETAIN); // one set
         for id in 0..WAYS as u64 {
-            assert_eq!(c.begin(addr(1), id), Begin::Started);
+            assert_eq!(c.begin(addr(1), id, 0), Begin::Started);
         }
-        // The set is full of requests in progress: the next one is refused, and every
-        // in-progress entry is still there to catch its retransmission.
-        assert_eq!(c.begin(addr(1), 100), Begin::Full);
+        // The set is full of requests in progress: the next one is refused (no entry will
+        // expire by itself), and every one in progress is still there.
+        assert_eq!(
+            c.begin(addr(1), 100, RETAIN * 10),
+            Begin::Full {
+                retry_after_ns: None
+            }
+        );
+        c.retire(addr(1), 1_000, 1);
+        assert!(matches!(c.begin(addr(1), 100, 0), Begin::Full { .. }));
         for id in 0..WAYS as u64 {
             assert_eq!(c.lookup(addr(1), id), Seen::InProgress);
         }
-        // One completes: it is the one the next request replaces, and that is reported.
-        c.complete(addr(1), 3, b"three");
-        assert_eq!(c.begin(addr(1), 100), Begin::Evicted);
+        // One completes: it is the one the next request replaces (retired by the window).
+        c.complete(addr(1), 3, b"three", 0);
+        assert_eq!(c.begin(addr(1), 100, 0), Begin::Reused);
         assert_eq!(c.lookup(addr(1), 3), Seen::New);
         assert_eq!(c.lookup(addr(1), 100), Seen::InProgress);
         assert_eq!(c.lookup(addr(1), 0), Seen::InProgress);
@@ -238,9 +466,9 @@ mod tests {
 
     #[test]
     fn zero_capacity_keeps_nothing() {
-        let mut c = ReplyCache::new(0);
-        assert_eq!(c.begin(addr(1), 1), Begin::Started);
-        c.complete(addr(1), 1, b"x");
+        let mut c = ReplyCache::new(0, RETAIN);
+        assert_eq!(c.begin(addr(1), 1, 0), Begin::Started);
+        c.complete(addr(1), 1, b"x", 0);
         assert_eq!(c.lookup(addr(1), 1), Seen::New);
     }
 }

@@ -18,7 +18,7 @@ pub mod stats;
 pub mod worker;
 
 pub use control::ControlPlane;
-pub use dedup::ReplyCache;
+pub use dedup::{ReplyCache, DEFAULT_RETAIN_NS as DEDUP_RETAIN_NS};
 pub use hostctl::HostControl;
 pub use monitor::{HostLoad, Monitor, MonitorConfig};
 pub use setup::{register_bundled, IdleMode, Runtime, RuntimeConfig, SetupError};

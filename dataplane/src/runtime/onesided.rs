@@ -88,6 +88,8 @@ impl Worker {
         s.state = SlotState::Ops;
         s.n_ops = ops.len().min(MAX_OPS) as u8;
         s.pending = 0;
+        // Whether any op showed its region's key: only then does the window count.
+        let mut proven = false;
         for (k, op) in ops.iter().enumerate().take(MAX_OPS) {
             bump(&self.stats.one_sided_ops, 1);
             let kind = op.body.kind();
@@ -115,6 +117,7 @@ impl Worker {
                 s.os[k].error = Some(e.code().into());
                 continue;
             }
+            proven = true;
             let remote = RemoteAddr {
                 region: op.region,
                 offset: op.offset,
@@ -157,7 +160,11 @@ impl Worker {
                 }
             }
         }
-        if s.pending == 0 {
+        if proven {
+            self.cache
+                .retire(info.peer.remote, info.request_id, info.window);
+        }
+        if self.slots[i].pending == 0 {
             self.finish_one_sided(i, port, link);
         }
     }

@@ -55,6 +55,9 @@ pub struct WorkerConfig {
     pub slots: usize,
     /// Requests remembered for de-duplication.
     pub dedup_entries: usize,
+    /// How long a completed request is remembered when its client does not say it is
+    /// finished with it: the longest time a client retries.
+    pub dedup_retain_ns: u64,
     pub max_steps: u32,
     pub engine: Engine,
     /// Measure the nanoseconds each offload spends in the VM (two clock reads per step; on
@@ -70,6 +73,7 @@ impl Default for WorkerConfig {
             burst: 32,
             slots: 64,
             dedup_entries: 1024,
+            dedup_retain_ns: super::dedup::DEFAULT_RETAIN_NS,
             max_steps: DEFAULT_MAX_STEPS,
             engine: Engine::native(),
             run_time: false,
@@ -190,6 +194,8 @@ pub(super) struct ReqInfo {
     pub peer: Peer,
     pub request_id: u64,
     pub class: u16,
+    /// The client's window (docs/protocol.md, "De-duplication"); 0: not said.
+    pub window: u32,
 }
 
 /// Work-request id: generation (30 bits) | slot (32 bits) | op (2 bits).
@@ -283,7 +289,7 @@ impl Worker {
             pool,
             slots,
             free,
-            cache: ReplyCache::new(cfg.dedup_entries),
+            cache: ReplyCache::new(cfg.dedup_entries, cfg.dedup_retain_ns),
             rx: Some(PacketBatch::with_capacity(cfg.burst.max(1))),
             tx: PacketBatch::with_capacity(cfg.burst.max(1) * 2),
             ring_buf: Box::new([0; MSG_MAX]),
@@ -483,7 +489,7 @@ impl Worker {
                 p.set_len(n);
                 if remember {
                     self.cache
-                        .complete(peer.remote, msg.request_id, p.payload());
+                        .complete(peer.remote, msg.request_id, p.payload(), self.now_ns);
                 }
             }
             Err(_) => {
@@ -562,6 +568,7 @@ impl Worker {
             peer: s.peer,
             request_id: s.request_id,
             class: s.class,
+            window: 0,
         };
         let dedup = s.dedup;
         self.free_slot(i);
@@ -599,6 +606,7 @@ impl Worker {
             peer: *pkt.peer(),
             request_id: msg.request_id,
             class: msg.class,
+            window: msg.window,
         };
         if msg.kind().is_reply() {
             self.stats.count_drop(Dropped::UnexpectedKind);
@@ -641,6 +649,7 @@ impl Worker {
             peer: *pkt.peer(),
             request_id: h.request_id(),
             class: h.class(),
+            window: 0,
         };
         let mut d = Detail::new();
         let _ = write!(
@@ -671,6 +680,7 @@ impl Worker {
             peer: *pkt.peer(),
             request_id: h.request_id(),
             class: h.class(),
+            window: 0,
         };
         let mut d = Detail::new();
         let _ = write!(d, "{e}");
@@ -687,17 +697,28 @@ impl Worker {
         info: &ReqInfo,
         slot: usize,
     ) -> bool {
-        match self.cache.begin(info.peer.remote, info.request_id) {
-            Begin::Started => true,
-            Begin::Evicted => {
+        match self
+            .cache
+            .begin(info.peer.remote, info.request_id, self.now_ns)
+        {
+            Begin::Started | Begin::Reused => true,
+            Begin::Expired => {
                 bump(&self.stats.dedup_evicted, 1);
                 true
             }
-            Begin::Full => {
+            Begin::Full { retry_after_ns } => {
                 bump(&self.stats.dedup_full, 1);
                 self.free_slot(slot);
-                let d = "reply cache full of requests in progress";
-                self.send_error(port, info, ErrorCode::Busy, d, false);
+                let mut d = Detail::new();
+                let _ = match retry_after_ns {
+                    Some(ns) => write!(
+                        d,
+                        "reply cache full of requests that may still be retried; one expires in {} ms",
+                        ns.div_ceil(1_000_000)
+                    ),
+                    None => write!(d, "reply cache full of requests in progress"),
+                };
+                self.send_error(port, info, ErrorCode::Busy, d.as_str(), false);
                 false
             }
         }
@@ -774,6 +795,9 @@ impl Worker {
                 false,
             );
         }
+        // Proven: what its window says about the client's finished requests counts.
+        self.cache
+            .retire(info.peer.remote, info.request_id, info.window);
         let target =
             self.shared
                 .steering
@@ -985,6 +1009,7 @@ impl Worker {
                     peer,
                     request_id,
                     class,
+                    window: 0,
                 };
                 self.send_error(
                     port,
@@ -1276,7 +1301,8 @@ impl Worker {
             Ok(n) => {
                 p.set_len(n);
                 if dedup {
-                    self.cache.complete(peer.remote, request_id, p.payload());
+                    self.cache
+                        .complete(peer.remote, request_id, p.payload(), self.now_ns);
                 }
             }
             Err(_) => {
