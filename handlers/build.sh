@@ -18,7 +18,12 @@ for src in "$here"/*.bpf.c "$here"/examples/*.bpf.c "$here"/test/*.bpf.c "$here"
     # the checkout lives.
     rel=${src#"$here"/}
     out="$tmp/$(basename "$obj")"
-    (cd "$here" && "$CLANG" "${FLAGS[@]}" -c "$rel" -o "$out")
+    # The verifier corpus carries line information (-g: .BTF and .BTF.ext), so rejections
+    # name their C line; the handlers stay lean. Paths are recorded relative to handlers/, so
+    # the objects do not depend on where the checkout lives.
+    extra=()
+    case "$rel" in test/verifier/*) extra=(-g "-fdebug-prefix-map=$here=.") ;; esac
+    (cd "$here" && "$CLANG" "${FLAGS[@]}" "${extra[@]}" -c "$rel" -o "$out")
     if [ $check = 1 ]; then
         if ! cmp -s "$out" "$obj"; then
             echo "handlers: $rel compiles to different bytes than the committed ${obj#"$here"/}" >&2

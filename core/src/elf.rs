@@ -11,6 +11,8 @@
 use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget, SectionKind};
 
 /// Size of one eBPF instruction.
+pub use crate::btf::SourceLine;
+
 pub const INSN_SIZE: usize = 8;
 const EM_BPF: u16 = 247;
 const R_BPF_64_64: u32 = 1;
@@ -24,6 +26,9 @@ const PSEUDO_CALL: u8 = 1;
 pub struct Program {
     pub name: String,
     pub insns: Vec<u8>,
+    /// Where each instruction comes from in the C source, when the object had line
+    /// information (`clang -g`).
+    pub source: SourceMap,
 }
 
 impl Program {
@@ -32,11 +37,68 @@ impl Program {
         Self {
             name: name.into(),
             insns,
+            source: SourceMap::default(),
         }
     }
 
     pub fn insn_count(&self) -> usize {
         self.insns.len() / INSN_SIZE
+    }
+
+    /// The C source line instruction `insn` was compiled from, if known.
+    pub fn source_line(&self, insn: usize) -> Option<&SourceLine> {
+        self.source.line(insn)
+    }
+}
+
+/// Source lines per instruction: each instruction has the line of the last BTF line record at
+/// or before it in its function.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceMap {
+    lines: Vec<SourceLine>,
+    /// Per instruction, an index into `lines`.
+    of_insn: Vec<Option<u32>>,
+}
+
+impl SourceMap {
+    pub fn line(&self, insn: usize) -> Option<&SourceLine> {
+        let i = (*self.of_insn.get(insn)?)?;
+        self.lines.get(i as usize)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Adds the records of a code section placed at instruction `base`, `len` instructions
+    /// long (records are in instruction order).
+    fn add_section(&mut self, base: usize, len: usize, records: Vec<(usize, SourceLine)>) {
+        if self.of_insn.len() < base + len {
+            self.of_insn.resize(base + len, None);
+        }
+        let mut records = records.into_iter().filter(|(i, _)| *i < len).peekable();
+        let mut current = None;
+        for i in 0..len {
+            while let Some((_, line)) = records.next_if(|(at, _)| *at <= i) {
+                current = Some(self.lines.len() as u32);
+                self.lines.push(line);
+            }
+            self.of_insn[base + i] = current;
+        }
+    }
+
+    /// The map of a program whose instruction `k` is the original's `origin[k]`.
+    pub fn remap(&self, origin: &[usize]) -> SourceMap {
+        if self.is_empty() {
+            return SourceMap::default();
+        }
+        SourceMap {
+            lines: self.lines.clone(),
+            of_insn: origin
+                .iter()
+                .map(|&o| self.of_insn.get(o).copied().flatten())
+                .collect(),
+        }
     }
 }
 
@@ -170,9 +232,15 @@ impl<'data> ElfObject<'data> {
             )?;
             insns.extend_from_slice(&text_insns);
         }
+        let source = self.source_map(
+            &name,
+            entry_len,
+            uses_text.then_some(text_bytes.len() / INSN_SIZE),
+        );
         let program = Program {
             name: name.trim_start_matches("naam/").to_owned(),
             insns,
+            source,
         };
         // clang may place a shared tail before some of its predecessors, so a loop-free
         // program can still jump backwards; put its blocks in forward order. A program that
@@ -300,6 +368,29 @@ fn section_bytes(section: &object::Section<'_, '_>, name: &str) -> Result<Vec<u8
         });
     }
     Ok(data.to_vec())
+}
+
+impl ElfObject<'_> {
+    /// The line information of the entry section (at instruction 0, `entry_len` long) and of
+    /// `.text` when it was appended (`text_len` instructions after the entry).
+    fn source_map(&self, entry: &str, entry_len: usize, text_len: Option<usize>) -> SourceMap {
+        let data = |name: &str| {
+            self.file
+                .section_by_name(name)
+                .and_then(|s| s.data().ok())
+                .unwrap_or(&[])
+        };
+        let (btf, ext) = (data(".BTF"), data(".BTF.ext"));
+        let mut map = SourceMap::default();
+        if btf.is_empty() || ext.is_empty() {
+            return map;
+        }
+        map.add_section(0, entry_len, crate::btf::section_lines(btf, ext, entry));
+        if let Some(n) = text_len {
+            map.add_section(entry_len, n, crate::btf::section_lines(btf, ext, ".text"));
+        }
+        map
+    }
 }
 
 /// Loads one program from an object file's bytes.

@@ -9,6 +9,7 @@
 
 pub mod abi;
 pub mod auth;
+pub mod btf;
 pub mod counter;
 pub mod elf;
 pub mod exec;

@@ -160,12 +160,16 @@ pub fn forward_layout(program: &Program) -> Result<Program, RelayoutError> {
     }
     // Emit, then patch jump offsets.
     let mut out: Vec<[u8; INSN_SIZE]> = Vec::with_capacity(n + nb);
+    // The original instruction of each output one (an added jump: its block's last), so
+    // source lines follow their instructions.
+    let mut origin: Vec<usize> = Vec::with_capacity(n + nb);
     let mut new_start = vec![0usize; nb];
     let mut fixups: Vec<(usize, usize)> = Vec::new(); // (instruction, target block)
     for (k, &b) in order.iter().enumerate() {
         new_start[b] = out.len();
         for j in starts[b]..end(b) {
             out.push(insn(j));
+            origin.push(j);
         }
         if let Some(t) = jump_to[b] {
             fixups.push((new_start[b] + (last[b] - starts[b]), t));
@@ -173,6 +177,7 @@ pub fn forward_layout(program: &Program) -> Result<Program, RelayoutError> {
         if let Some(f) = falls_to[b] {
             if order.get(k + 1) != Some(&f) {
                 out.push([OP_JA, 0, 0, 0, 0, 0, 0, 0]);
+                origin.push(last[b]);
                 fixups.push((out.len() - 1, f));
             }
         }
@@ -182,7 +187,10 @@ pub fn forward_layout(program: &Program) -> Result<Program, RelayoutError> {
         let off = i16::try_from(off).map_err(|_| RelayoutError::TooFar)?;
         out[at][2..4].copy_from_slice(&off.to_le_bytes());
     }
-    Ok(Program::from_insns(program.name.clone(), out.concat()))
+    Ok(Program {
+        source: program.source.remap(&origin),
+        ..Program::from_insns(program.name.clone(), out.concat())
+    })
 }
 
 #[cfg(test)]

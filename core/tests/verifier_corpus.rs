@@ -516,24 +516,66 @@ fn size_and_path_limits() {
 }
 
 #[test]
-fn unsafe_c_programs_are_rejected_for_their_reason() {
+fn unsafe_c_programs_are_rejected_for_their_reason_at_their_c_line() {
+    // The corpus is compiled with -g: each rejection names the C line of the instruction,
+    // the line that holds `at` in the source.
     let cases = [
-        ("verifier/oob_args_index.bpf.o", K::OutOfBounds),
-        ("verifier/unbounded_loop.bpf.o", K::BackEdge),
-        ("verifier/write_step.bpf.o", K::ReadOnlyCtx),
-        ("verifier/leak_ctx_ptr.bpf.o", K::PointerLeak),
-        ("verifier/return_ctx_ptr.bpf.o", K::ReturnPointer),
-        ("verifier/uninit_stack.bpf.o", K::UninitStack),
-        ("verifier/bpf_call.bpf.o", K::BpfCall),
-        ("verifier/unknown_helper.bpf.o", K::UnknownHelper),
-        ("verifier/oob_stack_index.bpf.o", K::OutOfBounds),
-        ("verifier/off_by_one_out.bpf.o", K::OutOfBounds),
-        ("verifier/helper_ptr_arg.bpf.o", K::HelperArg),
-        ("verifier/atomic_add.bpf.o", K::Atomic),
+        ("oob_args_index", K::OutOfBounds, "&ctx->args[i * 32]"),
+        ("unbounded_loop", K::BackEdge, "for (naam_u32 i = 0;"),
+        ("write_step", K::ReadOnlyCtx, "ctx->step = 7;"),
+        ("leak_ctx_ptr", K::PointerLeak, "= (naam_u64)ctx;"),
+        (
+            "return_ctx_ptr",
+            K::ReturnPointer,
+            "return (naam_u64)&ctx->out[0];",
+        ),
+        (
+            "uninit_stack",
+            K::UninitStack,
+            "return buf[ctx->args[0] & 3];",
+        ),
+        ("bpf_call", K::BpfCall, "return twice(ctx->args[0]);"),
+        ("unknown_helper", K::UnknownHelper, "return not_a_helper("),
+        ("oob_stack_index", K::OutOfBounds, "buf[i] = 1;"),
+        ("off_by_one_out", K::OutOfBounds, "ctx->out[i] = 1;"),
+        (
+            "helper_ptr_arg",
+            K::HelperArg,
+            "naam_hash64((naam_u64)ctx, 1)",
+        ),
+        (
+            "atomic_add",
+            K::Atomic,
+            "__sync_fetch_and_add(&ctx->scratch, 1);",
+        ),
     ];
-    for (file, kind) in cases {
-        expect_reject(file, &c_program(file), &VerifierConfig::default(), kind);
+    for (name, kind, at) in cases {
+        let file = format!("verifier/{name}.bpf.o");
+        let p = c_program(&file);
+        expect_reject(&file, &p, &VerifierConfig::default(), kind);
+        let e = verify(&p, &VerifierConfig::default()).unwrap_err();
+        let src_path = format!(
+            "{}/../handlers/test/verifier/{name}.bpf.c",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let src = std::fs::read_to_string(&src_path).unwrap();
+        let want = src
+            .lines()
+            .position(|l| l.contains(at))
+            .unwrap_or_else(|| panic!("{src_path} has no line with {at:?}"))
+            + 1;
+        let line = e
+            .line
+            .clone()
+            .unwrap_or_else(|| panic!("{file}: no source line in {e}"));
+        assert_eq!(line.line as usize, want, "{file}: {line}");
+        assert!(line.file.ends_with(&format!("{name}.bpf.c")), "{line}");
+        assert!(line.text.contains(at), "{line}");
     }
+    // Without line information (no -g), the same rejection simply has none.
+    let bare = Program::from_insns("bare", c_program("verifier/write_step.bpf.o").insns);
+    let e = verify(&bare, &VerifierConfig::default()).unwrap_err();
+    assert_eq!((e.kind, e.line), (K::ReadOnlyCtx, None));
 }
 
 /// Hand-written safe programs.

@@ -93,19 +93,26 @@ fn verify_cmd(file: &std::path::Path, section: Option<&str>, json: bool) -> Exit
         }
         Err(e) => {
             if json {
+                let line = e.line.as_ref().map(|l| {
+                    serde_json::json!({
+                        "file": l.file,
+                        "line": l.line,
+                        "column": l.column,
+                        "text": l.text.trim(),
+                    })
+                });
                 let doc = serde_json::json!({
                     "accepted": false,
                     "name": program.name,
                     "insn": e.insn,
                     "kind": format!("{:?}", e.kind),
                     "reason": e.reason,
+                    "line": line,
                 });
                 println!("{doc}");
             } else {
-                println!(
-                    "rejected: {}: instruction {}: {}",
-                    program.name, e.insn, e.reason
-                );
+                // "instruction N (file.c:LINE:COL `source`): reason"
+                println!("rejected: {}: {e}", program.name);
             }
             ExitCode::from(1)
         }

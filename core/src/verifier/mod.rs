@@ -163,13 +163,21 @@ pub enum VerifyErrorKind {
     HelperArg,
 }
 
-/// Why a program was rejected: the instruction, the kind, and a reason a person understands.
+/// Why a program was rejected: the instruction, the kind, a reason a person understands, and
+/// the C source line of the instruction when the object carried line information
+/// (`clang -g`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("instruction {insn}: {reason}")]
+#[error("instruction {insn}{}: {reason}", line_suffix(.line))]
 pub struct VerifyError {
     pub insn: usize,
     pub kind: VerifyErrorKind,
     pub reason: String,
+    pub line: Option<crate::btf::SourceLine>,
+}
+
+fn line_suffix(line: &Option<crate::btf::SourceLine>) -> String {
+    line.as_ref()
+        .map_or_else(String::new, |s| format!(" ({s})"))
 }
 
 use VerifyErrorKind as Kind;
@@ -179,6 +187,7 @@ fn fail<T>(insn: usize, kind: Kind, reason: impl Into<String>) -> Result<T, Veri
         insn,
         kind,
         reason: reason.into(),
+        line: None,
     })
 }
 
@@ -194,9 +203,13 @@ pub fn verify(program: &Program, cfg: &VerifierConfig) -> Result<VerifiedProgram
         Some(e) => (&e.bytes, Some(&e.origin)),
         None => (&program.insns, None),
     };
+    let with_source = |mut e: VerifyError| {
+        e.line = program.source_line(e.insn).cloned();
+        e
+    };
     if expanded.is_some() {
         // Structure errors (jump targets, loops) are reported against the original program.
-        cfg::build(&program.insns, cfg)?;
+        cfg::build(&program.insns, cfg).map_err(with_source)?;
     }
     let result = cfg::build(bytes, cfg).and_then(|structure| {
         let ctx_writes = check::analyze(&structure)?;
@@ -213,7 +226,7 @@ pub fn verify(program: &Program, cfg: &VerifierConfig) -> Result<VerifiedProgram
             if let Some(&i) = origin.and_then(|o| o.get(e.insn)) {
                 e.insn = i;
             }
-            Err(e)
+            Err(with_source(e))
         }
     }
 }
