@@ -1,4 +1,4 @@
-//! `UdpPort::bind_shared`: several workers' ports on the same class ports (`SO_REUSEPORT`),
+//! `UdpPort::bind_shared` and `join_shared`: several workers' ports on the same class ports (`SO_REUSEPORT`),
 //! each client flow reaching exactly one of them.
 
 use std::net::{SocketAddrV4, UdpSocket};
@@ -10,10 +10,15 @@ use naam_dataplane::port::{PacketBatch, Port, UdpPort};
 fn shared_ports_bind_the_same_range_and_split_flows() {
     let mut a = UdpPort::bind_shared("127.0.0.1:0".parse().unwrap(), 2).unwrap();
     let base = a.local_addr();
-    let mut b = UdpPort::bind_shared(base, 2).unwrap();
+    let mut b = UdpPort::join_shared(base, 2).unwrap();
     assert_eq!(b.local_addr(), base);
     // Without SO_REUSEPORT the range is taken.
     assert!(UdpPort::bind(base, 2).is_err());
+    // And a second dataplane cannot claim it, on the same ports or overlapping them: it would
+    // split the first one's clients with it.
+    assert!(UdpPort::bind_shared(base, 2).is_err());
+    let below = SocketAddrV4::new(*base.ip(), base.port() - 1);
+    assert!(UdpPort::bind_shared(below, 2).is_err());
 
     let clients: Vec<UdpSocket> = (0..16)
         .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())

@@ -134,6 +134,15 @@ pub fn kernel_drops(sock: &UdpSocket) -> Option<u32> {
     (rc == 0 && len as usize >= (at + 1) * 4).then(|| info[at])
 }
 
+fn local_port(s: &UdpSocket) -> Result<u16, PortError> {
+    s.local_addr()
+        .map(|a| a.port())
+        .map_err(|source| PortError::Io {
+            op: "getsockname",
+            source,
+        })
+}
+
 impl UdpPort {
     /// Binds `classes` sockets on `addr.port() ..`, non-blocking. With port 0, a free range of
     /// consecutive ports is picked (for tests and clients).
@@ -141,30 +150,65 @@ impl UdpPort {
         Self::bind_with(addr, classes, false)
     }
 
-    /// Like [`UdpPort::bind`], with `SO_REUSEPORT` on every socket: several ports (one per
-    /// worker) bound to the same range share the traffic, the kernel spreading it by flow
-    /// (a client's datagrams, same source address and port, always reach the same worker).
-    /// Bind the first with port 0 if you like, and the others on its
-    /// [`Port::local_addr`].
+    /// Like [`UdpPort::bind`], with `SO_REUSEPORT` on every socket, for the first of several
+    /// ports (one per worker) that share the range: the others [`UdpPort::join_shared`] it,
+    /// and the kernel spreads the traffic by flow (a client's datagrams, same source address
+    /// and port, always reach the same worker). Port 0 picks a free range.
+    ///
+    /// The range must be free: `SO_REUSEPORT` alone would let this port join a range another
+    /// process of the same user (another dataplane) already serves, and the two would split
+    /// its clients silently. So the range is first claimed without the option (that fails
+    /// on any socket holding one of its ports) and then rebound with it.
     pub fn bind_shared(addr: SocketAddrV4, classes: u16) -> Result<UdpPort, PortError> {
-        Self::bind_with(addr, classes, true)
+        let classes = classes.max(1);
+        let mut last = None;
+        for _ in 0..BIND_ATTEMPTS {
+            let claim = Self::bind_any(addr, classes, false)?;
+            let base = local_port(&claim[0])?;
+            drop(claim); // rebound at once with SO_REUSEPORT
+            match Self::bind_range(SocketAddrV4::new(*addr.ip(), base), classes, true) {
+                Ok(sockets) => return Self::with_sockets(addr, sockets),
+                // Taken in between (by a free-port pick elsewhere): a fixed range is in use,
+                // a picked one is picked again.
+                Err(e) if addr.port() == 0 => last = Some(e),
+                Err(source) => return Err(PortError::Io { op: "bind", source }),
+            }
+        }
+        Err(PortError::Io {
+            op: "bind (free port range)",
+            source: last.unwrap_or_else(|| std::io::Error::other("no free range")),
+        })
+    }
+
+    /// Another worker's port on the range a [`UdpPort::bind_shared`] port serves (`addr` is
+    /// its [`Port::local_addr`]).
+    pub fn join_shared(addr: SocketAddrV4, classes: u16) -> Result<UdpPort, PortError> {
+        let sockets = Self::bind_range(addr, classes.max(1), true)
+            .map_err(|source| PortError::Io { op: "bind", source })?;
+        Self::with_sockets(addr, sockets)
     }
 
     fn bind_with(addr: SocketAddrV4, classes: u16, reuse: bool) -> Result<UdpPort, PortError> {
-        let classes = classes.max(1);
-        let sockets = if addr.port() == 0 {
-            Self::bind_free_range(*addr.ip(), classes, reuse)?
+        let sockets = Self::bind_any(addr, classes.max(1), reuse)?;
+        Self::with_sockets(addr, sockets)
+    }
+
+    /// The range at `addr`, or a free one with port 0.
+    fn bind_any(
+        addr: SocketAddrV4,
+        classes: u16,
+        reuse: bool,
+    ) -> Result<Vec<UdpSocket>, PortError> {
+        if addr.port() == 0 {
+            Self::bind_free_range(*addr.ip(), classes, reuse)
         } else {
             Self::bind_range(addr, classes, reuse)
-                .map_err(|source| PortError::Io { op: "bind", source })?
-        };
-        let base_port = sockets[0]
-            .local_addr()
-            .map_err(|source| PortError::Io {
-                op: "getsockname",
-                source,
-            })?
-            .port();
+                .map_err(|source| PortError::Io { op: "bind", source })
+        }
+    }
+
+    fn with_sockets(addr: SocketAddrV4, sockets: Vec<UdpSocket>) -> Result<UdpPort, PortError> {
+        let base_port = local_port(&sockets[0])?;
         let epoll = if sockets.len() > 1 {
             Some(Self::epoll_set(&sockets)?)
         } else {
@@ -238,13 +282,7 @@ impl UdpPort {
         for _ in 0..BIND_ATTEMPTS {
             let first = UdpSocket::bind(SocketAddrV4::new(ip, 0))
                 .map_err(|source| PortError::Io { op: "bind", source })?;
-            let base = first
-                .local_addr()
-                .map_err(|source| PortError::Io {
-                    op: "getsockname",
-                    source,
-                })?
-                .port();
+            let base = local_port(&first)?;
             drop(first); // rebind it below with the rest of the range
             match Self::bind_range(SocketAddrV4::new(ip, base), classes, reuse) {
                 Ok(s) => return Ok(s),

@@ -253,10 +253,12 @@ fn open_port(
                 .parse()
                 .map_err(|_| format!("bad port spec {spec:?}: expected udp:IPV4:PORT"))?,
         };
-        let p = if workers > 1 {
+        let p = if workers == 1 {
+            UdpPort::bind(addr, classes)
+        } else if base.is_none() {
             UdpPort::bind_shared(addr, classes)
         } else {
-            UdpPort::bind(addr, classes)
+            UdpPort::join_shared(addr, classes)
         };
         return p
             .map(|mut p| {
