@@ -75,6 +75,8 @@ pub struct ClientStats {
     pub malformed_replies: u64,
     /// Retries after a `busy` / `host_unavailable` error.
     pub busy_retries: u64,
+    /// Of those, retries scheduled by the server's retry-after hint.
+    pub retry_after_hints: u64,
     pub local_runs: u64,
     pub local_steps: u64,
     /// Messages sent with `EXEC_HINT` whose reply carried a hint.
@@ -1305,10 +1307,18 @@ impl Client {
                     "" => e.code.name().to_owned(),
                     d => format!("{}: {d}", e.code.name()),
                 });
-                // The server answered at once, so it is reachable and quick: retry well
-                // before a retransmission timeout would (a thirty-second of it, doubling per
-                // refusal), while the window, cut by the refusal, lowers the load.
-                let soon = (self.cfg.timeout / 32).saturating_mul(1 << (p.attempts - 1).min(5));
+                // When the server says when to come back, that is when (bounded by the
+                // back-off, so a long hint does not outlast the call). Otherwise: it answered
+                // at once, so it is reachable and quick: retry well before a retransmission
+                // timeout would (a thirty-second of it, doubling per refusal), while the
+                // window, cut by the refusal, lowers the load.
+                let soon = match e.retry_after_us {
+                    Some(us) => {
+                        self.stats.retry_after_hints += 1;
+                        Duration::from_micros(u64::from(us))
+                    }
+                    None => (self.cfg.timeout / 32).saturating_mul(1 << (p.attempts - 1).min(5)),
+                };
                 p.deadline = now + soon.min(self.cfg.backoff(p.attempts - 1));
                 self.next_deadline =
                     Some(self.next_deadline.map_or(p.deadline, |d| d.min(p.deadline)));

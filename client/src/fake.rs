@@ -69,6 +69,8 @@ struct Shared {
     drop_next: AtomicU32,
     drop_replies: AtomicU32,
     busy_next: AtomicU32,
+    /// The retry-after hint of those `busy` replies, in µs (0: none).
+    busy_retry_after_us: AtomicU32,
     hint: Mutex<Option<PlacementHint>>,
     seen: Mutex<Vec<Seen>>,
     counters: FakeCounters,
@@ -177,6 +179,7 @@ impl FakeServer {
             drop_next: AtomicU32::new(0),
             drop_replies: AtomicU32::new(0),
             busy_next: AtomicU32::new(0),
+            busy_retry_after_us: AtomicU32::new(0),
             hint: Mutex::new(None),
             seen: Mutex::new(Vec::new()),
             counters: FakeCounters::default(),
@@ -217,6 +220,14 @@ impl FakeServer {
     /// Answers the next `n` requests on the data ports with `busy` (not executed, not
     /// remembered, so the retry executes).
     pub fn busy_next(&self, n: u32) {
+        self.busy_next_retry_after(n, Duration::ZERO);
+    }
+
+    /// Like [`FakeServer::busy_next`], the replies saying to retry after `after` (none when
+    /// zero).
+    pub fn busy_next_retry_after(&self, n: u32, after: Duration) {
+        let us = u32::try_from(after.as_micros()).unwrap_or(u32::MAX);
+        self.shared.busy_retry_after_us.store(us, Ordering::SeqCst);
         self.shared.busy_next.store(n, Ordering::SeqCst);
     }
 
@@ -371,7 +382,10 @@ fn serve(sh: Arc<Shared>, sock: UdpSocket, class: Option<u16>) {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1))
                 .is_ok()
         {
-            if let Some(len) = error(&msg, ErrorCode::Busy, "queues full", &mut out) {
+            let mut busy = ErrorRepr::new(ErrorCode::Busy, "queues full");
+            busy.retry_after_us =
+                Some(sh.busy_retry_after_us.load(Ordering::SeqCst)).filter(|&us| us > 0);
+            if let Ok(len) = msg.reply(Body::Error(busy)).emit(&mut out) {
                 let _ = sock.send_to(&out[..len], src);
             }
             continue;
@@ -413,7 +427,7 @@ fn lose_reply(sh: &Shared, class: Option<u16>) -> bool {
 
 fn error(msg: &Message<'_>, code: ErrorCode, detail: &str, out: &mut [u8]) -> Option<usize> {
     let detail = &detail[..detail.len().min(naam_core::wire::DETAIL_MAX)];
-    msg.reply(Body::Error(ErrorRepr { code, detail }))
+    msg.reply(Body::Error(ErrorRepr::new(code, detail)))
         .emit(out)
         .ok()
 }

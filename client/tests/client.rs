@@ -351,6 +351,31 @@ fn busy_replies_are_retried_with_the_same_id() {
     fake.busy_next(0);
 }
 
+#[test]
+fn a_busy_reply_that_says_when_is_retried_then_not_before() {
+    let s = start_server();
+    let Some(fake) = fake_or_skip(&s, "busy back-pressure") else {
+        return;
+    };
+    let mut c = client_of(&s, quick());
+    let o = bundled::RECORD;
+    // Without the hint the retry would follow in a thirty-second of the timeout (3 ms).
+    let after = Duration::from_millis(60);
+    fake.busy_next_retry_after(1, after);
+    let start = std::time::Instant::now();
+    let r = c
+        .call_on(0, o.id, o.class, &record_args(64), ExecMode::Server)
+        .unwrap();
+    assert_eq!(r.status, AmStatus::Done);
+    assert!(
+        start.elapsed() >= after,
+        "retried after {:?}",
+        start.elapsed()
+    );
+    assert_eq!(c.stats.busy_retries, 1);
+    assert_eq!(c.stats.retry_after_hints, 1);
+}
+
 /// 10 ms, then 20 ms, then 40 ms: a call that is never answered fails within 70 ms.
 fn three_quick_attempts() -> ClientConfig {
     ClientConfig {

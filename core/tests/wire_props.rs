@@ -27,6 +27,7 @@ enum Spec {
     Error {
         code: ErrorCode,
         detail: String,
+        retry_after_us: Option<u32>,
     },
     OneSided(Vec<OpSpec>),
     OneSidedReply(Vec<ResultSpec>),
@@ -196,7 +197,13 @@ fn spec() -> impl Strategy<Value = Spec> {
                 }),
                 out,
             }),
-        (error_code(), "\\PC{0,50}").prop_map(|(code, detail)| Spec::Error { code, detail }),
+        (error_code(), "\\PC{0,50}", proptest::option::of(1u32..)).prop_map(
+            |(code, detail, retry_after_us)| Spec::Error {
+                code,
+                detail,
+                retry_after_us
+            }
+        ),
         prop::collection::vec(op(), 1..=MAX_REMOTE_OPS).prop_map(Spec::OneSided),
         prop::collection::vec(result(), 1..=MAX_REMOTE_OPS).prop_map(Spec::OneSidedReply),
         (
@@ -349,9 +356,14 @@ fn with_message<R>(
             hint: *hint,
             output: out,
         }),
-        Spec::Error { code, detail } => Body::Error(ErrorRepr {
+        Spec::Error {
+            code,
+            detail,
+            retry_after_us,
+        } => Body::Error(ErrorRepr {
             code: *code,
             detail,
+            retry_after_us: *retry_after_us,
         }),
         Spec::OneSided(_) => Body::OneSided(OneSidedRepr::new(&ops).unwrap()),
         Spec::OneSidedReply(_) => Body::OneSidedReply(OneSidedReplyRepr::new(&results).unwrap()),

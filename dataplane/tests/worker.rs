@@ -538,7 +538,9 @@ fn full_host_ring_answers_busy() {
     let replies = r.replies();
     assert_eq!(replies.len(), 2, "4 fit the ring, 2 are refused");
     for d in &replies {
-        assert_eq!(expect_error(d).code, ErrorCode::Busy);
+        let e = expect_error(d);
+        assert_eq!(e.code, ErrorCode::Busy);
+        assert!(e.retry_after_us.is_some(), "a refusal says when to retry");
     }
     let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(l(&r.stats.ring_full), 2);
@@ -567,7 +569,9 @@ fn full_slot_table_answers_busy() {
     r.poll();
     let replies = r.replies();
     assert_eq!(replies.len(), 1);
-    assert_eq!(expect_error(&replies[0]).code, ErrorCode::Busy);
+    let e = expect_error(&replies[0]);
+    assert_eq!(e.code, ErrorCode::Busy);
+    assert!(e.retry_after_us.is_some(), "a refusal says when to retry");
 }
 
 #[test]
@@ -1547,6 +1551,9 @@ fn a_mutation_is_applied_once_while_its_client_may_retry_whatever_follows() {
         Body::OneSidedReply(rep) => Some(rep.results()[0].previous),
         Body::Error(e) => {
             assert_eq!(e.code, ErrorCode::Busy, "{}", e.detail);
+            // It says when the oldest entry may go: within the retention time.
+            let after = e.retry_after_us.expect("a refusal says when to retry");
+            assert!(u64::from(after) * 1000 <= naam_dataplane::runtime::DEDUP_RETAIN_NS);
             None
         }
         b => panic!("unexpected {b:?}"),

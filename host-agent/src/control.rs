@@ -338,10 +338,10 @@ fn page<'a>(entries: &'a [KvEntry<'a>], p: PageRequestRepr) -> KvListRepr<'a> {
 }
 
 fn error_body<'a>(code: ErrorCode, detail: &'a str) -> Body<'a> {
-    Body::Error(ErrorRepr {
+    Body::Error(ErrorRepr::new(
         code,
-        detail: clip_utf8(detail, naam_core::wire::DETAIL_MAX),
-    })
+        clip_utf8(detail, naam_core::wire::DETAIL_MAX),
+    ))
 }
 
 /// Writes a control reply (an `Internal` error when it cannot be emitted).

@@ -475,7 +475,7 @@ fn emit_error(
     code: ErrorCode,
     detail: &str,
 ) -> Option<usize> {
-    let m = Message::new(request_id, class, Body::Error(ErrorRepr { code, detail }));
+    let m = Message::new(request_id, class, Body::Error(ErrorRepr::new(code, detail)));
     emit(out, &m)
 }
 
@@ -489,10 +489,7 @@ fn emit(out: &mut [u8], m: &Message<'_>) -> Option<usize> {
             let fallback = Message::new(
                 m.request_id,
                 m.class,
-                Body::Error(ErrorRepr {
-                    code: ErrorCode::Internal,
-                    detail: "",
-                }),
+                Body::Error(ErrorRepr::new(ErrorCode::Internal, "")),
             );
             fallback
                 .emit(&mut out[TOKEN_LEN..])

@@ -1,7 +1,7 @@
 //! Error replies and the stable error codes (also used as per-op statuses of one-sided
 //! replies).
 
-use super::{at_most, exact, get_u16, set_u16, text, WireError, DETAIL_MAX};
+use super::{at_most, exact, get_u16, get_u32, set_u16, set_u32, text, WireError, DETAIL_MAX};
 use crate::exec::{ErrorKind, ExecError};
 use crate::region::OpErrorCode;
 
@@ -170,8 +170,16 @@ mod field {
     use crate::wire::Field;
 
     pub const CODE: Field = 0..2;
+    /// The detail length in the low 12 bits; bit 15 says a retry-after hint follows the
+    /// detail (bits 12..15 are reserved, 0), so a payload cut by the hint's 4 bytes is
+    /// malformed rather than a different valid reply.
     pub const DETAIL_LEN: Field = 2..4;
     pub const DETAIL: usize = 4;
+    pub const LEN_MASK: u16 = 0x0fff;
+    pub const HAS_RETRY_AFTER: u16 = 0x8000;
+    pub const RESERVED: u16 = !(LEN_MASK | HAS_RETRY_AFTER);
+    /// Bytes of the optional retry-after hint after the detail.
+    pub const RETRY_AFTER_LEN: usize = 4;
 }
 
 /// A view of an error reply payload.
@@ -191,12 +199,23 @@ impl<T: AsRef<[u8]>> ErrorPacket<T> {
         Ok(p)
     }
 
+    /// The detail (and the retry-after hint, when the flag says so) fill the payload.
     pub fn check_len(&self) -> Result<(), WireError> {
         let d = self.buffer.as_ref();
         super::need(field::DETAIL, d.len())?;
+        if self.len_and_flags() & field::RESERVED != 0 {
+            return Err(WireError::NonZeroReserved {
+                field: "error.detail_len flags",
+            });
+        }
+        let hint = if self.has_retry_after() {
+            field::RETRY_AFTER_LEN
+        } else {
+            0
+        };
         exact(
             field::DETAIL,
-            self.detail_len() as usize,
+            self.detail_len() as usize + hint,
             d.len(),
             "error.detail_len",
             "detail",
@@ -211,8 +230,27 @@ impl<T: AsRef<[u8]>> ErrorPacket<T> {
         get_u16(self.buffer.as_ref(), field::CODE)
     }
 
-    pub fn detail_len(&self) -> u16 {
+    fn len_and_flags(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::DETAIL_LEN)
+    }
+
+    pub fn detail_len(&self) -> u16 {
+        self.len_and_flags() & field::LEN_MASK
+    }
+
+    pub fn has_retry_after(&self) -> bool {
+        self.len_and_flags() & field::HAS_RETRY_AFTER != 0
+    }
+
+    fn retry_after_field(&self) -> super::Field {
+        let at = field::DETAIL + self.detail_len() as usize;
+        at..at + field::RETRY_AFTER_LEN
+    }
+
+    /// The retry-after hint in microseconds, when the payload has one.
+    pub fn retry_after_us(&self) -> Option<u32> {
+        self.has_retry_after()
+            .then(|| get_u32(self.buffer.as_ref(), self.retry_after_field()))
     }
 }
 
@@ -229,13 +267,30 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> ErrorPacket<T> {
         set_u16(self.buffer.as_mut(), field::CODE, v);
     }
 
-    pub fn set_detail_len(&mut self, v: u16) {
-        set_u16(self.buffer.as_mut(), field::DETAIL_LEN, v);
+    /// Sets the detail length (at most [`DETAIL_MAX`]) and whether a retry-after hint
+    /// follows.
+    pub fn set_detail_len(&mut self, v: u16, retry_after: bool) {
+        let flag = if retry_after {
+            field::HAS_RETRY_AFTER
+        } else {
+            0
+        };
+        set_u16(
+            self.buffer.as_mut(),
+            field::DETAIL_LEN,
+            (v & field::LEN_MASK) | flag,
+        );
     }
 
     pub fn detail_mut(&mut self) -> &mut [u8] {
         let n = self.detail_len() as usize;
         &mut self.buffer.as_mut()[field::DETAIL..field::DETAIL + n]
+    }
+
+    /// Sets the retry-after hint, after the detail (its flag set first).
+    pub fn set_retry_after_us(&mut self, v: u32) {
+        let f = self.retry_after_field();
+        set_u32(self.buffer.as_mut(), f, v);
     }
 }
 
@@ -245,9 +300,30 @@ pub struct ErrorRepr<'a> {
     pub code: ErrorCode,
     /// Human-readable detail, at most [`DETAIL_MAX`] bytes; empty when there is none.
     pub detail: &'a str,
+    /// For a refusal (`busy`): in how many microseconds a retry may be admitted, when the
+    /// server knows (never 0: no hint is `None`). Programs read this, never the detail.
+    pub retry_after_us: Option<u32>,
 }
 
 impl<'a> ErrorRepr<'a> {
+    /// An error without a retry-after hint.
+    pub const fn new(code: ErrorCode, detail: &'a str) -> Self {
+        Self {
+            code,
+            detail,
+            retry_after_us: None,
+        }
+    }
+
+    /// With a retry-after hint of `ns` nanoseconds (rounded up to whole microseconds).
+    pub fn retry_after_ns(self, ns: u64) -> Self {
+        let us = ns.div_ceil(1000).clamp(1, u64::from(u32::MAX)) as u32;
+        Self {
+            retry_after_us: Some(us),
+            ..self
+        }
+    }
+
     pub fn parse<T: AsRef<[u8]> + ?Sized>(packet: &ErrorPacket<&'a T>) -> Result<Self, WireError> {
         packet.check_len()?;
         let code = ErrorCode::from_u16(packet.code()).ok_or(WireError::BadValue {
@@ -255,22 +331,46 @@ impl<'a> ErrorRepr<'a> {
             value: packet.code() as u64,
         })?;
         let detail = text("error.detail", packet.detail(), DETAIL_MAX)?;
-        Ok(Self { code, detail })
+        let retry_after_us = packet.retry_after_us();
+        if retry_after_us == Some(0) {
+            // One encoding per value: no hint is the absent field.
+            return Err(WireError::BadValue {
+                field: "error.retry_after_us",
+                value: 0,
+            });
+        }
+        Ok(Self {
+            code,
+            detail,
+            retry_after_us,
+        })
     }
 
     pub fn check(&self) -> Result<(), WireError> {
-        at_most("error.detail", self.detail.len(), DETAIL_MAX)
+        at_most("error.detail", self.detail.len(), DETAIL_MAX)?;
+        if self.retry_after_us == Some(0) {
+            return Err(WireError::BadValue {
+                field: "error.retry_after_us",
+                value: 0,
+            });
+        }
+        Ok(())
     }
 
     pub fn buffer_len(&self) -> usize {
-        field::DETAIL + self.detail.len()
+        field::DETAIL
+            + self.detail.len()
+            + self.retry_after_us.map_or(0, |_| field::RETRY_AFTER_LEN)
     }
 
     /// Writes the payload; the buffer must be exactly `buffer_len()` bytes and `check()` must
     /// pass.
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut ErrorPacket<T>) {
         packet.set_code(self.code as u16);
-        packet.set_detail_len(self.detail.len() as u16);
+        packet.set_detail_len(self.detail.len() as u16, self.retry_after_us.is_some());
         packet.detail_mut().copy_from_slice(self.detail.as_bytes());
+        if let Some(us) = self.retry_after_us {
+            packet.set_retry_after_us(us);
+        }
     }
 }

@@ -247,10 +247,7 @@ impl<'a> Message<'a> {
     pub fn emit_or_internal_error(&self, buf: &mut [u8]) -> usize {
         self.emit(buf).unwrap_or_else(|e| {
             tracing::error!(error = %e, kind = ?self.kind(), "reply did not emit");
-            let err = super::ErrorRepr {
-                code: super::ErrorCode::Internal,
-                detail: "",
-            };
+            let err = super::ErrorRepr::new(super::ErrorCode::Internal, "");
             Message::new(self.request_id, self.class, Body::Error(err))
                 .emit(buf)
                 .unwrap_or(0)

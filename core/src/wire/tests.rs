@@ -114,14 +114,10 @@ fn samples() -> Vec<Message<'static>> {
             hint: None,
             output: &[],
         }),
-        Body::Error(ErrorRepr {
-            code: ErrorCode::UnknownOffload,
-            detail: "no offload 5",
-        }),
-        Body::Error(ErrorRepr {
-            code: ErrorCode::Busy,
-            detail: "",
-        }),
+        Body::Error(ErrorRepr::new(ErrorCode::UnknownOffload, "no offload 5")),
+        Body::Error(ErrorRepr::new(ErrorCode::Busy, "")),
+        Body::Error(ErrorRepr::new(ErrorCode::Busy, "tenant over its share").retry_after_ns(1)),
+        Body::Error(ErrorRepr::new(ErrorCode::Busy, "").retry_after_ns(u64::MAX)),
         Body::OneSided(OneSidedRepr::new(&ops).unwrap()),
         Body::OneSided(OneSidedRepr::single(ops[1])),
         Body::OneSidedReply(OneSidedReplyRepr::new(&results).unwrap()),
@@ -577,12 +573,15 @@ fn per_field_maxima() {
         })
     ));
     let detail = "x".repeat(DETAIL_MAX + 1);
-    assert!(ErrorRepr {
-        code: ErrorCode::Internal,
-        detail: &detail
-    }
-    .check()
-    .is_err());
+    assert!(ErrorRepr::new(ErrorCode::Internal, &detail)
+        .check()
+        .is_err());
+    let mut zero = ErrorRepr::new(ErrorCode::Busy, "");
+    zero.retry_after_us = Some(0);
+    assert!(
+        zero.check().is_err(),
+        "no hint is the absent field, never 0"
+    );
     let name = "n".repeat(NAME_MAX + 1);
     let reg = RegisterRepr {
         name: &name,
@@ -665,10 +664,7 @@ fn empty_names_and_bad_utf8() {
     let m = Message::new(
         1,
         0,
-        Body::Error(ErrorRepr {
-            code: ErrorCode::BadRequest,
-            detail: "ab",
-        }),
+        Body::Error(ErrorRepr::new(ErrorCode::BadRequest, "ab")),
     );
     let mut b = encode(&m);
     let n = b.len();

@@ -141,10 +141,10 @@ fn emit(m: &Message<'_>, out: &mut [u8]) -> usize {
 }
 
 fn error<'a>(code: ErrorCode, detail: &'a str) -> Body<'a> {
-    Body::Error(ErrorRepr {
+    Body::Error(ErrorRepr::new(
         code,
-        detail: clip_utf8(detail, naam_core::wire::DETAIL_MAX),
-    })
+        clip_utf8(detail, naam_core::wire::DETAIL_MAX),
+    ))
 }
 
 impl ControlPlane {

@@ -119,6 +119,11 @@ pub(super) struct OsResult {
     pub len: u32,
 }
 
+/// The retry-after hint of a `busy` for a full slot table or host ring: both drain as link
+/// work completes, in tens of microseconds; a millisecond lets a backlog clear before the
+/// retries arrive (the client's window, cut by the refusal, lowers its rate meanwhile).
+pub(super) const BUSY_RETRY_AFTER_NS: u64 = 1_000_000;
+
 pub(super) const OS_EMPTY: OsResult = OsResult {
     kind: OpKind::Read,
     error: None,
@@ -529,6 +534,22 @@ impl Worker {
         detail: &str,
         dedup: bool,
     ) {
+        // A full slot table or ring drains within a few link round trips: a refused client
+        // hears when to come back rather than guessing.
+        let retry_after = (code == ErrorCode::Busy).then_some(BUSY_RETRY_AFTER_NS);
+        self.send_error_retry_after(port, info, code, detail, dedup, retry_after)
+    }
+
+    /// [`Worker::send_error`] with the retry-after hint the reply carries (`busy` only).
+    pub(super) fn send_error_retry_after<P: Port>(
+        &mut self,
+        port: &mut P,
+        info: &ReqInfo,
+        code: ErrorCode,
+        detail: &str,
+        dedup: bool,
+        retry_after_ns: Option<u64>,
+    ) {
         self.stats.error(code);
         match code {
             ErrorCode::Busy => bump(&self.stats.busy, 1),
@@ -547,9 +568,15 @@ impl Worker {
         let msg = Message::new(
             info.request_id,
             info.class,
-            Body::Error(ErrorRepr {
-                code,
-                detail: naam_core::wire::clip_utf8(detail, naam_core::wire::DETAIL_MAX),
+            Body::Error({
+                let e = ErrorRepr::new(
+                    code,
+                    naam_core::wire::clip_utf8(detail, naam_core::wire::DETAIL_MAX),
+                );
+                match retry_after_ns {
+                    Some(ns) => e.retry_after_ns(ns),
+                    None => e,
+                }
             }),
         );
         self.send(port, &info.peer, &msg, remember);
@@ -718,7 +745,14 @@ impl Worker {
                     ),
                     None => write!(d, "reply cache full of requests in progress"),
                 };
-                self.send_error(port, info, ErrorCode::Busy, d.as_str(), false);
+                self.send_error_retry_after(
+                    port,
+                    info,
+                    ErrorCode::Busy,
+                    d.as_str(),
+                    false,
+                    Some(retry_after_ns.unwrap_or(BUSY_RETRY_AFTER_NS)),
+                );
                 false
             }
         }
