@@ -91,6 +91,17 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// Whether the request may have been executed although the call failed: it timed out
+    /// (the reply, not the request, may have been lost) or the server answered
+    /// `outcome_unknown` (its host went away with the mutation in flight). A mutation that
+    /// failed this way must not be re-issued blindly: read the state back first. Any other
+    /// error is a definite answer: refused and not executed (refusals the client retries
+    /// itself until its retries run out), or run and failed as the error says.
+    pub fn may_have_executed(&self) -> bool {
+        matches!(self, ClientError::Timeout { .. })
+            || self.code() == Some(ErrorCode::OutcomeUnknown)
+    }
 }
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;

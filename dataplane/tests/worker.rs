@@ -626,6 +626,73 @@ fn host_gone_answers_host_unavailable_and_fails_in_flight_messages() {
     assert_eq!(r.stats.errors(ErrorCode::HostUnavailable), 3);
 }
 
+/// Issue 14: two writes answered `host_unavailable` had in fact been stored. A mutation that
+/// was at the host when it went away may have been applied: its answer says the outcome is
+/// unknown, and a retry gets that answer again rather than running it a second time. A
+/// read-only message lost the same way was not executed and may be retried.
+#[test]
+fn a_mutation_lost_with_the_host_has_an_unknown_outcome_and_is_not_run_again() {
+    let mut r = rig();
+    r.steer(RECORD_CLASS, Target::Host);
+    r.steer(THREE_CLASS, Target::Host);
+    let mutation = |r: &mut Rig, hdr: Flags| {
+        r.am(
+            7,
+            THREE,
+            THREE_CLASS,
+            AmFlags::empty(),
+            &three_args(0, 1),
+            hdr,
+        )
+    };
+    mutation(&mut r, Flags::empty());
+    r.am(
+        8,
+        RECORD,
+        RECORD_CLASS,
+        AmFlags::empty(),
+        &record_args(0),
+        Flags::empty(),
+    );
+    r.poll();
+    assert_eq!(r.worker.in_flight(), 2, "both at the host");
+    r.host_qp = None;
+    r.host = None;
+    r.poll();
+    let mut codes: Vec<(u64, ErrorCode)> = r
+        .replies()
+        .iter()
+        .map(|d| {
+            let m = Message::parse(d).unwrap();
+            match m.body {
+                Body::Error(e) => (m.request_id, e.code),
+                b => panic!("unexpected {b:?}"),
+            }
+        })
+        .collect();
+    codes.sort_by_key(|c| c.0);
+    assert_eq!(
+        codes,
+        [
+            (7, ErrorCode::OutcomeUnknown),
+            (8, ErrorCode::HostUnavailable)
+        ]
+    );
+    assert!(
+        !ErrorCode::OutcomeUnknown.is_transient(),
+        "never retried blindly"
+    );
+    // The client retransmits the mutation: the same answer, from the reply cache.
+    mutation(&mut r, Flags::RETRANSMIT);
+    r.poll();
+    let replies = r.replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(expect_error(&replies[0]).code, ErrorCode::OutcomeUnknown);
+    let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(l(&r.stats.dup_replayed), 1);
+    assert_eq!(r.stats.errors(ErrorCode::OutcomeUnknown), 1);
+}
+
 #[test]
 fn one_sided_ops_with_right_and_wrong_key() {
     let mut r = rig();

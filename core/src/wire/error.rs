@@ -41,8 +41,14 @@ pub enum ErrorCode {
     BadKey = 22,
     /// Back-pressure: the queues are full; retry later with the same request id.
     Busy = 32,
-    /// The host agent is not reachable (the message needed host memory or host cores).
+    /// The host agent is not reachable (the message needed host memory or host cores); the
+    /// request was not executed.
     HostUnavailable = 33,
+    /// The host agent went away while this mutation was in flight, after it may have taken
+    /// effect (forwarded to the host, or a write or atomic posted): it may or may not have
+    /// been executed. Not retried: the same request id answers the same; the application
+    /// decides (read back, or issue a new request).
+    OutcomeUnknown = 34,
     /// Register: the ELF object did not load or did not verify (the detail says why).
     InvalidProgram = 48,
     /// Register: no room for another offload.
@@ -62,7 +68,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::BadRequest,
         ErrorCode::BadVersion,
         ErrorCode::UnknownOffload,
@@ -79,6 +85,7 @@ impl ErrorCode {
         ErrorCode::BadKey,
         ErrorCode::Busy,
         ErrorCode::HostUnavailable,
+        ErrorCode::OutcomeUnknown,
         ErrorCode::InvalidProgram,
         ErrorCode::NoSpace,
         ErrorCode::Unsupported,
@@ -111,6 +118,7 @@ impl ErrorCode {
             ErrorCode::BadKey => "bad_key",
             ErrorCode::Busy => "busy",
             ErrorCode::HostUnavailable => "host_unavailable",
+            ErrorCode::OutcomeUnknown => "outcome_unknown",
             ErrorCode::InvalidProgram => "invalid_program",
             ErrorCode::NoSpace => "no_space",
             ErrorCode::Unsupported => "unsupported",
@@ -121,7 +129,8 @@ impl ErrorCode {
         }
     }
 
-    /// Whether a client may retry the same request (same request id) later.
+    /// Whether a client may retry the same request (same request id) later: the request was
+    /// not executed. (`OutcomeUnknown` is not: it may have been.)
     pub fn is_transient(self) -> bool {
         matches!(self, ErrorCode::Busy | ErrorCode::HostUnavailable)
     }

@@ -148,7 +148,10 @@ impl Worker {
                 OpBody::Faa { addend } => link.post_faa(wr, remote, addend),
             };
             match r {
-                Ok(()) => s.pending += 1,
+                Ok(()) => {
+                    s.pending += 1;
+                    s.wrote |= kind != OpKind::Read;
+                }
                 Err(e) => {
                     if e.is_peer_gone() {
                         self.host_ok = false;

@@ -154,6 +154,9 @@ pub(super) struct Slot {
     pub read_only: bool,
     /// Remembered in the reply cache (its final reply is stored there).
     pub dedup: bool,
+    /// It may have changed host memory: a write or atomic was posted for it, or it was
+    /// forwarded to the host as a mutation. Lost then, its outcome is unknown.
+    pub wrote: bool,
     pub offload: u32,
     pub tenant: u32,
     pub steps: u32,
@@ -179,6 +182,7 @@ impl Slot {
             exec_hint: false,
             read_only: true,
             dedup: false,
+            wrote: false,
             offload: 0,
             tenant: 0,
             steps: 0,
@@ -341,7 +345,7 @@ impl Worker {
             self.shared.host_up() && peer.as_ref().map_or_else(|e| e.is_peer_suspect(), |_| true);
         self.host_fresh = self.host_ok && peer.is_ok();
         if was_ok && !self.host_ok {
-            work += self.fail_in_flight(port, ErrorCode::HostUnavailable);
+            work += self.fail_in_flight(port);
         }
 
         // The batch is taken out while its packets are handled (they borrow it, the handlers
@@ -385,9 +389,10 @@ impl Worker {
     }
 
     /// The link was replaced (or is gone for good): nothing posted on the old one will
-    /// complete, so every message in flight is answered with `HostUnavailable`.
+    /// complete, so every message in flight is answered: `HostUnavailable` (not executed), or
+    /// `OutcomeUnknown` for a mutation that may have reached host memory.
     pub fn link_reset<P: Port>(&mut self, port: &mut P) -> usize {
-        let n = self.fail_in_flight(port, ErrorCode::HostUnavailable);
+        let n = self.fail_in_flight(port);
         self.flush(port);
         self.host_ok = true;
         self.host_fresh = true;
@@ -425,6 +430,7 @@ impl Worker {
         s.exec_hint = false;
         s.read_only = true;
         s.dedup = false;
+        s.wrote = false;
         s.steps = 0;
         s.pending = 0;
         s.failed = None;
@@ -444,11 +450,17 @@ impl Worker {
         }
     }
 
-    fn fail_in_flight<P: Port>(&mut self, port: &mut P, code: ErrorCode) -> usize {
+    fn fail_in_flight<P: Port>(&mut self, port: &mut P) -> usize {
         let mut n = 0;
         for i in 0..self.slots.len() {
             if self.slots[i].state != SlotState::Free {
-                self.finish_error(i, port, code, "host agent gone");
+                let code = lost_code(&self.slots[i]);
+                let detail = if code == ErrorCode::OutcomeUnknown {
+                    "host agent gone while this mutation was in flight: it may have been applied"
+                } else {
+                    "host agent gone"
+                };
+                self.finish_error(i, port, code, detail);
                 n += 1;
             }
         }
@@ -924,6 +936,7 @@ impl Worker {
                 s.state = SlotState::Host;
                 self.at_host += 1;
                 s.dedup = dedup;
+                s.wrote = dedup;
                 // Only mutating offloads are de-duplicated: the others are read-only.
                 s.read_only = !dedup;
                 s.exec_hint = exec_hint;
@@ -1179,7 +1192,10 @@ impl Worker {
                 OpKind::Faa => link.post_faa(wr, remote, op.arg0),
             };
             match r {
-                Ok(()) => s.pending += 1,
+                Ok(()) => {
+                    s.pending += 1;
+                    s.wrote |= op.kind != OpKind::Read;
+                }
                 Err(e) => {
                     if e.is_peer_gone() {
                         self.host_ok = false;
@@ -1240,8 +1256,15 @@ impl Worker {
             CompletionStatus::PeerGone => {
                 self.host_ok = false;
                 match s.kind {
-                    SlotKind::Am => s.failed = Some(ErrorCode::HostUnavailable),
-                    SlotKind::OneSided => s.os[k].error = Some(ErrorCode::HostUnavailable),
+                    SlotKind::Am => s.failed = Some(lost_code(s)),
+                    // Per op: a lost READ was not executed, a lost write or atomic may have been.
+                    SlotKind::OneSided => {
+                        s.os[k].error = Some(if s.os[k].kind == OpKind::Read {
+                            ErrorCode::HostUnavailable
+                        } else {
+                            ErrorCode::OutcomeUnknown
+                        })
+                    }
                 }
             }
             CompletionStatus::Failed { .. } => match s.kind {
@@ -1348,6 +1371,17 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+/// How a message lost with the host is answered: a mutation that may have reached host
+/// memory has an unknown outcome (and that answer is remembered, so a retry does not run it
+/// again); anything else was not executed and may be retried.
+fn lost_code(s: &Slot) -> ErrorCode {
+    if s.dedup && s.wrote {
+        ErrorCode::OutcomeUnknown
+    } else {
+        ErrorCode::HostUnavailable
     }
 }
 
