@@ -13,6 +13,7 @@ use clap::Parser;
 use naam_core::policy::{Location, PolicyConfig};
 use naam_core::vm::Engine;
 use naam_dataplane::port::LossInjection;
+use naam_dataplane::runtime::fair::FairConfig;
 use naam_dataplane::runtime::{IdleMode, MonitorConfig, Runtime, RuntimeConfig};
 
 #[derive(Parser, Debug)]
@@ -122,6 +123,14 @@ struct Args {
     /// Also measures each offload's run time on the NIC (two clock reads per step).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Admit active messages first come, first served: no per-tenant shares of the NIC
+    /// workers (docs/dataplane.md, "Tenants' shares").
+    #[arg(long)]
+    fcfs: bool,
+    /// A tenant's weight in the NIC workers' shares, as TENANT=WEIGHT (repeat the flag; in
+    /// --config, a list); tenants not named weigh 1.
+    #[arg(long, value_name = "TENANT=WEIGHT", value_parser = FairConfig::parse_weight)]
+    tenant_weight: Vec<(u32, u32)>,
 }
 
 /// The command line with the settings of `--config FILE` (if given) put in front of the
@@ -158,6 +167,17 @@ fn with_config_file(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ff
             toml::Value::String(s) => flags.extend([flag.into(), s.into()]),
             toml::Value::Integer(n) => flags.extend([flag.into(), n.to_string().into()]),
             toml::Value::Float(x) => flags.extend([flag.into(), x.to_string().into()]),
+            // A list: the flag once per item (`tenant-weight = ["2=3", "5=1"]`).
+            toml::Value::Array(items) => {
+                for item in items {
+                    let v = match item {
+                        toml::Value::String(s) => s.clone(),
+                        toml::Value::Integer(n) => n.to_string(),
+                        _ => return Err(bad()),
+                    };
+                    flags.extend([flag.clone().into(), v.into()]);
+                }
+            }
             _ => return Err(bad()),
         }
     }
@@ -237,6 +257,11 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         loss: LossInjection::every(a.drop_rx_every, a.drop_tx_every),
         credentials: a.credentials.clone(),
         metrics: a.metrics_addr,
+        fair: FairConfig {
+            enabled: !a.fcfs,
+            weights: a.tenant_weight.clone(),
+            ..FairConfig::default()
+        },
         ..defaults
     };
     tracing::info!(backoff = ?cfg.idle, engine = cfg.engine.name(), workers = cfg.workers, "starting");

@@ -16,6 +16,7 @@ use naam_core::wire::{
     Message, OneSidedRepr, OpBody, RemoteOp,
 };
 use naam_dataplane::port::{MemPort, Peer};
+use naam_dataplane::runtime::fair::FairConfig;
 use naam_dataplane::runtime::{Dropped, Shared, Worker, WorkerConfig, WorkerStats};
 use naam_dataplane::steering::{Match, SoftSwitch, Steering, Target};
 use naam_handlers::btree::{BTree, BTreeConfig};
@@ -55,6 +56,10 @@ const BTREE_CFG: BTreeConfig = BTreeConfig {
 const THREE_STEP: &[u8] = include_bytes!("../../handlers/test/three_step.bpf.o");
 const ORDERED: u32 = 17;
 const ORDERED_OPS: &[u8] = include_bytes!("../../handlers/test/ordered_ops.bpf.o");
+/// Tenant 2's compute-only offload.
+const SPIN: &[u8] = include_bytes!("../../handlers/examples/spin.bpf.o");
+const SPIN_ID: u32 = 18;
+const SPIN_CLASS: u16 = 7;
 
 fn client() -> SocketAddrV4 {
     "127.0.0.1:40000".parse().unwrap()
@@ -150,6 +155,10 @@ fn register(registry: &Registry, id: u32, object: &[u8], class: u16, read_only: 
 }
 
 fn rig_with(ring_slots: u32, slots: usize) -> Rig {
+    rig_fair(ring_slots, slots, FairConfig::default())
+}
+
+fn rig_fair(ring_slots: u32, slots: usize, fair: FairConfig) -> Rig {
     let mut host = ShmHost::create(&ShmConfig {
         qps: 1,
         load_slots: 1,
@@ -205,6 +214,7 @@ fn rig_with(ring_slots: u32, slots: usize) -> Rig {
         slots,
         dedup_entries: 64,
         engine: Engine::native(),
+        fair,
         ..Default::default()
     };
     let link = host
@@ -253,7 +263,22 @@ fn rig_with(ring_slots: u32, slots: usize) -> Rig {
         registry.register_as(id, spec, prog).unwrap();
     }
     let switch = SoftSwitch::new(BASE, CLASSES, 1, Target::NicQueue(0));
-    let keys = Keyring::new(vec![tenant_key()]).unwrap();
+    // Tenant 2 owns no region: its offload computes only.
+    let spin = Arc::new(
+        verify(
+            &load_program(SPIN, None).unwrap(),
+            &VerifierConfig::default(),
+        )
+        .unwrap(),
+    );
+    let spec = OffloadSpec {
+        name: "spin".into(),
+        tenant: 2,
+        class: SPIN_CLASS,
+        read_only: true,
+    };
+    registry.register_as(SPIN_ID, spec, spin).unwrap();
+    let keys = Keyring::new(vec![tenant_key(), tenant2_key()]).unwrap();
     let shared = Shared::new(
         registry,
         switch.table(),
@@ -286,6 +311,10 @@ fn tenant_key() -> Credential {
 
 fn cap() -> u64 {
     tenant_key().capability(1)
+}
+
+fn tenant2_key() -> Credential {
+    Credential::new(2, Principal::Tenant(2), [0x32; 32])
 }
 
 fn rig() -> Rig {
@@ -1672,4 +1701,92 @@ fn a_mutation_is_applied_once_while_its_client_may_retry_whatever_follows() {
         }
     }
     assert_eq!(r.region_word(WORD), before + 3000);
+}
+
+/// Issue 17: a tenant that sends more than its share of a saturated NIC worker takes the VM
+/// pool from the others under first come, first served. With the tenants' shares, its
+/// messages past its quantum are refused (`busy`, saying when its next quantum comes) while
+/// the other tenant's are admitted, and both are counted per tenant.
+#[test]
+fn a_tenant_over_its_share_of_a_saturated_worker_is_refused_and_the_other_is_not() {
+    for fair in [true, false] {
+        let mut r = rig_fair(
+            64,
+            64,
+            FairConfig {
+                enabled: fair,
+                ..FairConfig::default()
+            },
+        );
+        let light = |r: &mut Rig, id: u64| {
+            let seed = id.to_le_bytes();
+            let m = Message::new(
+                id,
+                SPIN_CLASS,
+                Body::AmRequest(AmRequestRepr {
+                    offload: SPIN_ID,
+                    tenant: 2,
+                    capability: tenant2_key().capability(2),
+                    flags: AmFlags::empty(),
+                    args: &seed,
+                }),
+            );
+            r.send(SPIN_CLASS, &m);
+        };
+        // Each round (a poll: 1 ms) the worker is busy throughout; tenant 1 offers more every
+        // round than the last, tenant 2 one cheap message after all of them.
+        let (mut refused, mut light_done) = (0u64, 0u64);
+        let mut id = 0;
+        for round in 0..6u64 {
+            for _ in 0..(8 + 4 * round) {
+                id += 1;
+                r.am(
+                    id,
+                    RECORD,
+                    RECORD_CLASS,
+                    AmFlags::empty(),
+                    &record_args(0),
+                    Flags::empty(),
+                );
+            }
+            id += 1;
+            light(&mut r, id);
+            r.poll();
+            r.worker.add_busy_ns(1_000_000);
+            for d in r.replies() {
+                let m = Message::parse(&d).unwrap();
+                match m.body {
+                    Body::AmReply(_) if m.class == SPIN_CLASS => light_done += 1,
+                    Body::AmReply(_) => {}
+                    Body::Error(e) => {
+                        assert_eq!(m.class, RECORD_CLASS, "tenant 2 refused: {}", e.detail);
+                        assert_eq!(e.code, ErrorCode::Busy, "{}", e.detail);
+                        assert!(e.detail.contains("tenant 1"), "{}", e.detail);
+                        let after = e.retry_after_us.expect("says when");
+                        // Its next quantum: within a few 1 ms rounds.
+                        assert!((1..=5_000).contains(&after), "{after} µs");
+                        refused += 1;
+                    }
+                    b => panic!("unexpected {b:?}"),
+                }
+            }
+        }
+        assert_eq!(light_done, 6, "every message of tenant 2 ran");
+        if fair {
+            assert!(refused > 0, "tenant 1 over its share was refused");
+        } else {
+            assert_eq!(refused, 0, "first come, first served refuses nobody");
+        }
+        // The counters are published every 10 ms of worker time.
+        for _ in 0..12 {
+            r.poll();
+        }
+        let counters: std::collections::HashMap<String, u64> =
+            r.stats.counters().into_iter().collect();
+        assert_eq!(counters["tenant.1.refused"], refused);
+        assert_eq!(counters["tenant.2.refused"], 0);
+        assert_eq!(counters["tenant.2.admitted"], 6);
+        assert_eq!(counters["tenant.1.admitted"] + refused, id - 6);
+        assert!(counters["tenant.2.run_ns"] > 0);
+    }
 }

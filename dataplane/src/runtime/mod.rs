@@ -1,5 +1,5 @@
 //! The dataplane runtime: poll-mode workers ([`worker`]), the one-sided op engine
-//! ([`onesided`]), de-duplication ([`dedup`]), counters ([`stats`]), the state the workers
+//! ([`onesided`]), de-duplication ([`dedup`]), per-tenant admission ([`fair`]), counters ([`stats`]), the state the workers
 //! share with the control side ([`shared`]), the load monitor and placement ([`monitor`]),
 //! the control socket ([`control`], forwarding to the host agent through [`hostctl`]), and
 //! the process setup that wires them to ports and the link ([`setup`]).
@@ -9,6 +9,7 @@
 
 pub mod control;
 pub mod dedup;
+pub mod fair;
 pub mod hostctl;
 pub mod monitor;
 mod onesided;

@@ -22,6 +22,7 @@ use naam_link::shm::ConnectOptions;
 use naam_link::{now_ns, ShmLink};
 
 use super::control::{watch_host_counters, ControlPlane};
+use super::fair::FairConfig;
 use super::hostctl::HostControl;
 use super::monitor::{HostLoad, Monitor, MonitorConfig};
 use super::shared::Shared;
@@ -97,6 +98,8 @@ pub struct RuntimeConfig {
     /// Serve Prometheus metrics at `http://ADDR/metrics` (off when `None`). Also turns on the
     /// measurement of each offload's run time on the NIC.
     pub metrics: Option<SocketAddr>,
+    /// Per-tenant admission on every worker.
+    pub fair: FairConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -123,6 +126,7 @@ impl Default for RuntimeConfig {
             loss: LossInjection::default(),
             credentials: None,
             metrics: None,
+            fair: FairConfig::default(),
         }
     }
 }
@@ -326,6 +330,7 @@ impl Runtime {
                 max_steps: cfg.max_steps,
                 engine: cfg.engine,
                 run_time: cfg.metrics.is_some(),
+                fair: cfg.fair.clone(),
             };
             let spec = cfg.port.clone();
             let classes = cfg.classes;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use naam_core::pool::{OffloadId, RunCounters};
 use naam_core::wire::ErrorCode;
 
+use super::fair::{TenantAccount, MAX_TENANTS};
 use crate::port::{DropReason, PortStats};
 
 /// Why the worker dropped a message without answering it.
@@ -124,6 +125,9 @@ pub struct WorkerStats {
     /// The run counters of the offloads the worker has compiled, republished by the worker
     /// when its pool changes (never per message); read by the control thread.
     offloads: Mutex<Vec<(OffloadId, Arc<RunCounters>)>>,
+    /// Per tenant: `[tenant + 1 (0: unused), admitted, refused, run_ns]`, copied from the
+    /// worker's accounts every few milliseconds.
+    tenants: [[AtomicU64; 4]; MAX_TENANTS],
 }
 
 pub(crate) use naam_core::counter::bump;
@@ -167,6 +171,7 @@ impl WorkerStats {
             class_msgs: zeros(classes as usize),
             class_steps: zeros(classes as usize),
             offloads: Mutex::new(Vec::new()),
+            tenants: Default::default(),
         }
     }
 
@@ -207,6 +212,26 @@ impl WorkerStats {
         for r in DropReason::ALL {
             self.port_drops[r as usize].store(p.drops(r), Ordering::Relaxed);
         }
+    }
+
+    pub(crate) fn publish_tenants(&self, accounts: &[TenantAccount]) {
+        for (slot, a) in self.tenants.iter().zip(accounts) {
+            let values = [u64::from(a.tenant) + 1, a.admitted, a.refused, a.run_ns];
+            for (c, v) in slot.iter().zip(values) {
+                c.store(v, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// `(tenant, [admitted, refused, run_ns])` of the tenants this worker has seen at the NIC,
+    /// as of the last publication.
+    pub fn tenant_counts(&self) -> Vec<(u32, [u64; 3])> {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.tenants
+            .iter()
+            .filter(|t| l(&t[0]) != 0)
+            .map(|t| ((l(&t[0]) - 1) as u32, [l(&t[1]), l(&t[2]), l(&t[3])]))
+            .collect()
     }
 
     pub(crate) fn publish_offloads(&self, runs: Vec<(OffloadId, Arc<RunCounters>)>) {
@@ -280,6 +305,11 @@ impl WorkerStats {
             ("in_flight".into(), l(&self.in_flight)),
             ("at_host".into(), l(&self.at_host)),
         ];
+        for (tenant, [admitted, refused, run_ns]) in self.tenant_counts() {
+            v.push((format!("tenant.{tenant}.admitted"), admitted));
+            v.push((format!("tenant.{tenant}.refused"), refused));
+            v.push((format!("tenant.{tenant}.run_ns"), run_ns));
+        }
         for d in Dropped::ALL {
             let n = self.drops(d);
             if n > 0 {

@@ -36,13 +36,14 @@ use naam_link::{
 };
 
 use super::dedup::{Begin, ReplyCache, Seen};
+use super::fair::{Account, FairConfig, TenantShares};
 use super::shared::Shared;
 use super::stats::{bump, Dropped, WorkerStats};
 use crate::port::{Packet, PacketBatch, Peer, Port, MAX_PAYLOAD};
 use crate::steering::Target;
 
 /// Settings of one worker.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Worker index (also its link queue pair).
     pub id: u16,
@@ -61,8 +62,10 @@ pub struct WorkerConfig {
     pub max_steps: u32,
     pub engine: Engine,
     /// Measure the nanoseconds each offload spends in the VM (two clock reads per step; on
-    /// when metrics are exported).
+    /// when metrics are exported, and for the tenants' shares).
     pub run_time: bool,
+    /// Per-tenant admission (docs/dataplane.md, "Tenants' shares").
+    pub fair: FairConfig,
 }
 
 impl Default for WorkerConfig {
@@ -77,6 +80,7 @@ impl Default for WorkerConfig {
             max_steps: DEFAULT_MAX_STEPS,
             engine: Engine::native(),
             run_time: false,
+            fair: FairConfig::default(),
         }
     }
 }
@@ -124,6 +128,9 @@ pub(super) struct OsResult {
 /// retries arrive (the client's window, cut by the refusal, lowers its rate meanwhile).
 pub(super) const BUSY_RETRY_AFTER_NS: u64 = 1_000_000;
 
+/// How often the tenants' counters are copied to the shared stats.
+const TENANTS_PUBLISH_NS: u64 = 10_000_000;
+
 pub(super) const OS_EMPTY: OsResult = OsResult {
     kind: OpKind::Read,
     error: None,
@@ -159,6 +166,8 @@ pub(super) struct Slot {
     pub wrote: bool,
     pub offload: u32,
     pub tenant: u32,
+    /// Its tenant's account, charged with each step's run time.
+    pub account: Account,
     pub steps: u32,
     pub pending: u8,
     pub failed: Option<ErrorCode>,
@@ -185,6 +194,7 @@ impl Slot {
             wrote: false,
             offload: 0,
             tenant: 0,
+            account: Account::default(),
             steps: 0,
             pending: 0,
             failed: None,
@@ -273,6 +283,10 @@ pub struct Worker {
     pub(super) cache: ReplyCache,
     rx: Option<PacketBatch>,
     pub(super) tx: PacketBatch,
+    /// Per-tenant admission and the handler time each tenant used.
+    shares: TenantShares,
+    /// When the tenants' counters were last published.
+    shares_published: u64,
     /// A ring entry being built or received.
     ring_buf: Box<[u8; MSG_MAX]>,
     /// Slots in state `Host`.
@@ -302,6 +316,8 @@ impl Worker {
             rx: Some(PacketBatch::with_capacity(cfg.burst.max(1))),
             tx: PacketBatch::with_capacity(cfg.burst.max(1) * 2),
             ring_buf: Box::new([0; MSG_MAX]),
+            shares: TenantShares::new(cfg.fair.clone(), 0),
+            shares_published: 0,
             host_ok: true,
             host_fresh: true,
             at_host: 0,
@@ -367,6 +383,10 @@ impl Worker {
         if work > 0 {
             self.stats.publish_port(port.stats());
         }
+        if now_ns.saturating_sub(self.shares_published) >= TENANTS_PUBLISH_NS {
+            self.shares_published = now_ns;
+            self.stats.publish_tenants(self.shares.accounts());
+        }
         bump(&self.stats.polls, 1);
         self.stats
             .at_host
@@ -379,8 +399,9 @@ impl Worker {
     }
 
     /// Adds busy time measured by the caller around a poll that found work.
-    pub fn add_busy_ns(&self, ns: u64) {
+    pub fn add_busy_ns(&mut self, ns: u64) {
         bump(&self.stats.busy_ns, ns);
+        self.shares.add_busy(ns);
     }
 
     /// Adds time the core spent on other work (the NIC congestion injector).
@@ -872,6 +893,26 @@ impl Worker {
                         false,
                     );
                 }
+                // The VM pool is shared: a tenant over its share of this worker waits.
+                let account = match self.shares.admit(tenant, self.now_ns) {
+                    Ok(a) => a,
+                    Err(after) => {
+                        let mut d = Detail::new();
+                        let _ = write!(
+                            d,
+                            "tenant {tenant} used its share of this NIC worker; next share in {} µs",
+                            after.div_ceil(1000)
+                        );
+                        return self.send_error_retry_after(
+                            port,
+                            info,
+                            ErrorCode::Busy,
+                            d.as_str(),
+                            false,
+                            Some(after),
+                        );
+                    }
+                };
                 let Some(i) = self.alloc_slot(info, SlotKind::Am) else {
                     return self.send_error(port, info, ErrorCode::Busy, "no free slot", false);
                 };
@@ -881,6 +922,7 @@ impl Worker {
                 let s = &mut self.slots[i];
                 s.offload = req.offload;
                 s.tenant = tenant;
+                s.account = account;
                 s.read_only = read_only;
                 s.exec_hint = exec_hint;
                 s.dedup = dedup;
@@ -1072,10 +1114,21 @@ impl Worker {
     // ---- execution on the NIC ----------------------------------------------------------
 
     /// Runs slot `i`'s handler until it finishes or parks on ops it asked for (resumed by
-    /// [`Worker::on_completion`]). When the link maps host memory here ([`Link::direct`]) the
-    /// ops of each step run at once, in order, straight into the context, and the next step
-    /// follows in this call; otherwise they are posted.
+    /// [`Worker::on_completion`]), and charges the time to its tenant: steps, ops on host
+    /// memory and the reply are what the message cost this worker.
     fn advance<P: Port, L: Link>(&mut self, i: usize, port: &mut P, link: &mut L) {
+        // Two clock reads a message (or a resumption), also under first come, first served:
+        // the per-tenant figures are what an operator compares the two by.
+        let account = self.slots[i].account;
+        let t = now_ns();
+        self.run_steps(i, port, link);
+        self.shares.charge(account, now_ns().saturating_sub(t));
+    }
+
+    /// [`Worker::advance`] without the charge. When the link maps host memory here
+    /// ([`Link::direct`]) the ops of each step run at once, in order, straight into the
+    /// context, and the next step follows in this call; otherwise they are posted.
+    fn run_steps<P: Port, L: Link>(&mut self, i: usize, port: &mut P, link: &mut L) {
         loop {
             let s = &mut self.slots[i];
             let Some(entry) = self.pool.get(s.offload) else {
