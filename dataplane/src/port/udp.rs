@@ -40,6 +40,8 @@ pub struct UdpPort {
     /// Each socket's kernel drop counter when last read, and bursts since.
     kernel_drops: Vec<u32>,
     bursts: u32,
+    /// Which ready socket a burst reads first (rotates, so none is always last).
+    first_ready: usize,
 }
 
 /// Deterministic packet loss for tests of retransmission and de-duplication: every `N`th
@@ -227,6 +229,7 @@ impl UdpPort {
             loss: LossInjection::default(),
             kernel_drops,
             bursts: 0,
+            first_ready: 0,
         })
     }
 
@@ -326,13 +329,14 @@ impl UdpPort {
 
     /// Reads datagrams from socket `class` into the free buffers of `batch` until it is empty
     /// or the batch is full. Returns how many were delivered.
-    fn recv_socket(&mut self, class: usize, batch: &mut PacketBatch) -> usize {
+    /// Receives up to `limit` datagrams of socket `class` into `batch`.
+    fn recv_socket(&mut self, class: usize, batch: &mut PacketBatch, limit: usize) -> usize {
         let fd = self.sockets[class].as_raw_fd();
         let local = SocketAddrV4::new(*self.base.ip(), self.base.port().wrapping_add(class as u16));
         let mut delivered = 0;
         loop {
             let start = batch.len();
-            let n = batch.spare().min(CHUNK);
+            let n = batch.spare().min(CHUNK).min(limit - delivered);
             if n == 0 {
                 return delivered;
             }
@@ -500,7 +504,7 @@ impl Port for UdpPort {
             self.read_kernel_drops();
         }
         let Some(ep) = &self.epoll else {
-            return Ok(self.recv_socket(0, batch));
+            return Ok(self.recv_socket(0, batch, usize::MAX));
         };
         if batch.spare() == 0 {
             return Ok(0);
@@ -519,14 +523,35 @@ impl Port for UdpPort {
                 source: err,
             });
         }
+        // Every ready socket (class) gets an equal part of the burst, the first one rotating:
+        // a flooded class must not keep another's datagrams waiting in the kernel (where
+        // they would be dropped) for as long as it stays flooded. What the quiet ones leave
+        // goes to those that had more, in a second pass.
+        let ready = n as usize;
+        let quota = (batch.spare() / ready.max(1)).max(1);
+        self.first_ready = self.first_ready.wrapping_add(1);
+        let mut more = [0usize; EVENTS];
+        let mut n_more = 0;
         let mut total = 0;
-        for ev in &events[..n as usize] {
-            let class = ev.u64 as usize;
-            if class < self.sockets.len() {
-                total += self.recv_socket(class, batch);
+        for k in 0..ready {
+            let class = events[(self.first_ready + k) % ready].u64 as usize;
+            if class >= self.sockets.len() {
+                continue;
+            }
+            let got = self.recv_socket(class, batch, quota);
+            total += got;
+            if got == quota {
+                more[n_more] = class;
+                n_more += 1;
             }
             if batch.spare() == 0 {
-                break; // the others stay ready (level-triggered) for the next poll
+                return Ok(total); // the others stay ready (level-triggered) for the next poll
+            }
+        }
+        for &class in &more[..n_more] {
+            total += self.recv_socket(class, batch, usize::MAX);
+            if batch.spare() == 0 {
+                break;
             }
         }
         Ok(total)
