@@ -6,6 +6,7 @@ pub mod bars;
 pub mod btree;
 pub mod datapath;
 pub mod demo;
+pub mod fairness;
 pub mod load;
 pub mod memif;
 pub mod overload;

@@ -132,6 +132,29 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         timeout_ms: u64,
     },
+    /// Two tenants on one NIC worker: a light one (cheap requests at a modest rate) beside a
+    /// heavy one (expensive requests, far more than the worker serves), first come first
+    /// served vs the tenants' shares.
+    Fairness {
+        /// Seconds per point.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// The light tenant's rate (requests per second).
+        #[arg(long, default_value_t = 2_000.0)]
+        light_rate: f64,
+        /// Requests the heavy tenant keeps outstanding.
+        #[arg(long, default_value_t = 512)]
+        heavy_outstanding: usize,
+        /// Steps of each heavy request (1..=30; each reads a record and hashes it).
+        #[arg(long, default_value_t = 30)]
+        heavy_steps: u32,
+        /// Rounds of every point (medians and spread are reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// The dataplane's poll budget (µs) [default: the dataplane's].
+        #[arg(long)]
+        poll_budget_us: Option<u64>,
+    },
     /// B-tree lookups: client-side traversal (one round trip per level) vs one active message.
     Btree {
         /// Tree depths to measure (one local deployment each).
@@ -408,6 +431,52 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
             for p in naam_bench::overload::write_charts(&out, &rows)? {
                 println!("wrote {}", p.display());
             }
+        }
+        Command::Fairness {
+            seconds,
+            light_rate,
+            heavy_outstanding,
+            heavy_steps,
+            rounds,
+            poll_budget_us,
+        } => {
+            use naam_bench::fairness;
+            let cfg = fairness::FairnessConfig {
+                seconds,
+                light_rate,
+                heavy_outstanding,
+                heavy_steps,
+                rounds,
+                poll_budget_us,
+            };
+            println!(
+                "fairness: {rounds} round(s) of {seconds} s per point; light tenant {light_rate}/s, heavy tenant {heavy_outstanding} requests of {heavy_steps} steps outstanding"
+            );
+            let rows = fairness::run(&cfg, |r| {
+                println!(
+                    "round {} {:>12}: light {:>6.0}/s p50 {:>6.0} us p99 {:>7.0} us failed {:>3} refused {:>4} | heavy {:>6.0}/s failed {:>3} refused {:>7} | worker busy {:>3.0} % poll {:>4.0} us kernel drops {}",
+                    r.round, r.case, r.light_per_s, r.light_p50_us, r.light_p99_us, r.light_failed,
+                    r.light_refused, r.heavy_per_s, r.heavy_failed, r.heavy_refused,
+                    r.worker_busy * 100.0, r.poll_us, r.kernel_drops
+                )
+            })?;
+            let s = fairness::summary(&rows);
+            print!("{}", fairness::markdown(&s));
+            std::fs::create_dir_all(&out)?;
+            for p in report::write_rows(&out, "fairness", &rows)? {
+                println!("wrote {}", p.display());
+            }
+            let path = out.join("fairness-summary.json");
+            std::fs::write(&path, serde_json::to_string_pretty(&s)?)?;
+            println!("wrote {}", path.display());
+            for p in fairness::write_chart(&out, &s)? {
+                println!("wrote {}", p.display());
+            }
+            println!(
+                "p99 ratio spread over rounds: {:.2}x .. {:.2}x",
+                s.p99_ratio_spread.0, s.p99_ratio_spread.1
+            );
+            println!("{}", fairness::last_line(&s));
         }
         Command::Btree {
             depths,

@@ -252,10 +252,18 @@ pub fn write_svg_png(dir: &Path, name: &str, svg: &str) -> anyhow::Result<Vec<Pa
 /// An axis label: 1.2M, 35k, 12, 0.25.
 pub(crate) fn fmt_num(v: f64) -> String {
     let a = v.abs();
+    // Thousands with a decimal when they need one (1.2k, not 1k: axis ticks must differ).
+    let scaled = |x: f64, unit: &str| {
+        if (x - x.round()).abs() < 0.05 {
+            format!("{x:.0}{unit}")
+        } else {
+            format!("{x:.1}{unit}")
+        }
+    };
     if a >= 1e6 {
-        format!("{:.1}M", v / 1e6)
+        scaled(v / 1e6, "M")
     } else if a >= 1e3 {
-        format!("{:.0}k", v / 1e3)
+        scaled(v / 1e3, "k")
     } else if a >= 10.0 || v == 0.0 {
         format!("{v:.0}")
     } else {
@@ -300,5 +308,17 @@ mod tests {
         assert!(svg.contains("t &lt;1&gt;") && svg.contains("<polyline"));
         let png = svg_to_png(&svg).unwrap();
         assert_eq!(&png[1..4], b"PNG");
+    }
+
+    #[test]
+    fn axis_numbers_keep_the_ticks_apart() {
+        let ticks: Vec<String> = [0.0, 400.0, 800.0, 1200.0, 1600.0, 2000.0]
+            .iter()
+            .map(|&v| fmt_num(v))
+            .collect();
+        assert_eq!(ticks, ["0", "400", "800", "1.2k", "1.6k", "2k"]);
+        assert_eq!(fmt_num(2_500_000.0), "2.5M");
+        assert_eq!(fmt_num(3_000_000.0), "3M");
+        assert_eq!(fmt_num(0.51), "0.51");
     }
 }

@@ -123,11 +123,15 @@ struct Args {
     /// Also measures each offload's run time on the NIC (two clock reads per step).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
-    /// Admit active messages first come, first served: no per-tenant shares of the NIC
-    /// workers (docs/dataplane.md, "Tenants' shares").
+    /// Serve bursts first come, first served: no fair order between tenants, nothing refused
+    /// (docs/dataplane.md, "Tenants' shares").
     #[arg(long)]
     fcfs: bool,
-    /// A tenant's weight in the NIC workers' shares, as TENANT=WEIGHT (repeat the flag; in
+    /// What a NIC worker that is behind spends on one burst (µs) before refusing a tenant's
+    /// further messages in it.
+    #[arg(long, default_value_t = naam_dataplane::runtime::fair::DEFAULT_POLL_BUDGET_NS / 1000)]
+    poll_budget_us: u64,
+    /// A tenant's weight in the NIC workers' fair order, as TENANT=WEIGHT (repeat the flag; in
     /// --config, a list); tenants not named weigh 1.
     #[arg(long, value_name = "TENANT=WEIGHT", value_parser = FairConfig::parse_weight)]
     tenant_weight: Vec<(u32, u32)>,
@@ -259,6 +263,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         metrics: a.metrics_addr,
         fair: FairConfig {
             enabled: !a.fcfs,
+            poll_budget_ns: a.poll_budget_us * 1000,
             weights: a.tenant_weight.clone(),
             ..FairConfig::default()
         },

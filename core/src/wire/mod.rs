@@ -26,8 +26,8 @@ pub mod onesided;
 pub mod sealed;
 
 pub use am::{
-    AmFlags, AmReplyPacket, AmReplyRepr, AmRequestPacket, AmRequestRepr, AmStatus, Location,
-    PlacementHint,
+    peek_am_tenant, AmFlags, AmReplyPacket, AmReplyRepr, AmRequestPacket, AmRequestRepr, AmStatus,
+    Location, PlacementHint,
 };
 pub use control::{
     congest_ms, DescribePacket, DescribeRepr, OffloadIdPacket, OffloadIdRepr, PageRequestPacket,

@@ -897,3 +897,19 @@ fn fetch_replies_stay_inside_the_program_and_page_through_it() {
     assert!(m.emit(&mut buf).is_err(), "emit checks the piece too");
     assert_ne!(program_digest(&insns), program_digest(&insns[1..]));
 }
+
+/// `peek_am_tenant` agrees with the full parse on every sample, and finds nothing in a cut one.
+#[test]
+fn peeked_tenant_is_the_parsed_one() {
+    for m in samples() {
+        let bytes = encode(&m);
+        let want = match Message::parse(&bytes).unwrap().body {
+            Body::AmRequest(r) => Some(r.tenant),
+            _ => None,
+        };
+        assert_eq!(peek_am_tenant(&bytes), want, "{:?}", m.kind());
+        for len in 0..bytes.len() {
+            assert_eq!(peek_am_tenant(&bytes[..len]), None);
+        }
+    }
+}

@@ -28,15 +28,15 @@ use naam_core::pool::VmPool;
 use naam_core::region::{CheckedOp, RegionTable};
 use naam_core::vm::Engine;
 use naam_core::wire::{
-    AmReplyRepr, AmRequestRepr, AmStatus, Body, ErrorCode, ErrorRepr, Flags, HeaderPacket, Kind,
-    Location, Message, OpResult, PlacementHint, WireError, HEADER_LEN,
+    peek_am_tenant, AmReplyRepr, AmRequestRepr, AmStatus, Body, ErrorCode, ErrorRepr, Flags,
+    HeaderPacket, Kind, Location, Message, OpResult, PlacementHint, WireError, HEADER_LEN,
 };
 use naam_link::{
     now_ns, Completion, CompletionStatus, Link, LinkError, RemoteAddr, MSG_MAX, TOKEN_LEN,
 };
 
 use super::dedup::{Begin, ReplyCache, Seen};
-use super::fair::{Account, FairConfig, TenantShares};
+use super::fair::{Account, BurstQueues, FairConfig, TenantShares};
 use super::shared::Shared;
 use super::stats::{bump, Dropped, WorkerStats};
 use crate::port::{Packet, PacketBatch, Peer, Port, MAX_PAYLOAD};
@@ -64,7 +64,7 @@ pub struct WorkerConfig {
     /// Measure the nanoseconds each offload spends in the VM (two clock reads per step; on
     /// when metrics are exported, and for the tenants' shares).
     pub run_time: bool,
-    /// Per-tenant admission (docs/dataplane.md, "Tenants' shares").
+    /// Fair order and refusal between tenants (docs/dataplane.md, "Tenants' shares").
     pub fair: FairConfig,
 }
 
@@ -283,8 +283,9 @@ pub struct Worker {
     pub(super) cache: ReplyCache,
     rx: Option<PacketBatch>,
     pub(super) tx: PacketBatch,
-    /// Per-tenant admission and the handler time each tenant used.
+    /// The handler time each tenant used, and a burst's packets queued per tenant.
     shares: TenantShares,
+    queues: BurstQueues,
     /// When the tenants' counters were last published.
     shares_published: u64,
     /// A ring entry being built or received.
@@ -316,7 +317,8 @@ impl Worker {
             rx: Some(PacketBatch::with_capacity(cfg.burst.max(1))),
             tx: PacketBatch::with_capacity(cfg.burst.max(1) * 2),
             ring_buf: Box::new([0; MSG_MAX]),
-            shares: TenantShares::new(cfg.fair.clone(), 0),
+            shares: TenantShares::new(cfg.fair.clone()),
+            queues: BurstQueues::new(cfg.burst.max(1)),
             shares_published: 0,
             host_ok: true,
             host_fresh: true,
@@ -370,8 +372,14 @@ impl Worker {
         if let Some(mut rx) = self.rx.take() {
             rx.clear();
             got = port.rx_burst(&mut rx).unwrap_or(0);
-            for p in rx.iter() {
-                self.on_packet(p, port, link);
+            if self.cfg.fair.enabled && got > 1 {
+                // A burst that filled the batch: more is waiting in the kernel.
+                let behind = got == rx.capacity();
+                self.serve_fair(&rx, behind, port, link);
+            } else {
+                for p in rx.iter() {
+                    self.on_packet(p, port, link);
+                }
             }
             self.rx = Some(rx);
         }
@@ -399,9 +407,8 @@ impl Worker {
     }
 
     /// Adds busy time measured by the caller around a poll that found work.
-    pub fn add_busy_ns(&mut self, ns: u64) {
+    pub fn add_busy_ns(&self, ns: u64) {
         bump(&self.stats.busy_ns, ns);
-        self.shares.add_busy(ns);
     }
 
     /// Adds time the core spent on other work (the NIC congestion injector).
@@ -649,6 +656,72 @@ impl Worker {
 
     // ---- receive -----------------------------------------------------------------------
 
+    /// Serves a burst in fair order between tenants ([`super::fair`]): the next packet is
+    /// always one of the tenant that used the least of this worker this round. When the
+    /// worker is `behind`, it spends at most the poll budget on the burst; after that, a
+    /// tenant that was already served in it is refused its further messages (`busy`, retry
+    /// after a round), so the next burst comes soon.
+    fn serve_fair<P: Port, L: Link>(
+        &mut self,
+        rx: &PacketBatch,
+        behind: bool,
+        port: &mut P,
+        link: &mut L,
+    ) {
+        self.shares.start_poll(self.now_ns);
+        self.queues.clear();
+        for (i, p) in rx.iter().enumerate() {
+            let account = peek_am_tenant(p.payload()).map(|t| self.shares.account(t));
+            self.queues.push(i, account);
+        }
+        if self.queues.tenants() <= 1 {
+            // Nobody else is waiting in this burst.
+            for p in rx.iter() {
+                self.on_packet(p, port, link);
+            }
+            return;
+        }
+        let deadline = behind.then(|| now_ns() + self.cfg.fair.poll_budget_ns);
+        while let Some((i, account, served)) = self.queues.pop(&self.shares) {
+            let p = &rx.as_slice()[i];
+            let over = served && deadline.is_some_and(|d| now_ns() >= d);
+            match account {
+                Some(a) if over && self.refuse_over_budget(p, a, port) => {}
+                _ => self.on_packet(p, port, link),
+            }
+        }
+    }
+
+    /// Refuses an active message over the poll budget; false (nothing done) when it does not
+    /// parse, for [`Worker::on_packet`] to answer.
+    fn refuse_over_budget<P: Port>(
+        &mut self,
+        pkt: &Packet,
+        account: Account,
+        port: &mut P,
+    ) -> bool {
+        let Ok(msg) = Message::parse(pkt.payload()) else {
+            return false;
+        };
+        bump(&self.stats.rx, 1);
+        self.shares.count_refused(account);
+        let info = ReqInfo {
+            peer: *pkt.peer(),
+            request_id: msg.request_id,
+            class: msg.class,
+            window: msg.window,
+        };
+        let mut d = Detail::new();
+        let _ = write!(
+            d,
+            "tenant {}: this NIC worker is behind and served its share of the burst",
+            self.shares.tenant(account)
+        );
+        let after = self.cfg.fair.window_ns;
+        self.send_error_retry_after(port, &info, ErrorCode::Busy, d.as_str(), false, Some(after));
+        true
+    }
+
     fn on_packet<P: Port, L: Link>(&mut self, pkt: &Packet, port: &mut P, link: &mut L) {
         bump(&self.stats.rx, 1);
         if pkt.truncated() {
@@ -893,26 +966,8 @@ impl Worker {
                         false,
                     );
                 }
-                // The VM pool is shared: a tenant over its share of this worker waits.
-                let account = match self.shares.admit(tenant, self.now_ns) {
-                    Ok(a) => a,
-                    Err(after) => {
-                        let mut d = Detail::new();
-                        let _ = write!(
-                            d,
-                            "tenant {tenant} used its share of this NIC worker; next share in {} µs",
-                            after.div_ceil(1000)
-                        );
-                        return self.send_error_retry_after(
-                            port,
-                            info,
-                            ErrorCode::Busy,
-                            d.as_str(),
-                            false,
-                            Some(after),
-                        );
-                    }
-                };
+                let account = self.shares.account(tenant);
+                self.shares.count_admitted(account);
                 let Some(i) = self.alloc_slot(info, SlotKind::Am) else {
                     return self.send_error(port, info, ErrorCode::Busy, "no free slot", false);
                 };
