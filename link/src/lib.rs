@@ -51,6 +51,7 @@
 
 #![deny(unsafe_code)]
 
+mod cq;
 pub mod error;
 pub mod layout;
 pub mod ring;

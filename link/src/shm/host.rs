@@ -1,0 +1,446 @@
+//! The host agent's side: creates the area, registers regions, serves dataplanes on a Unix
+//! socket and hands out queue pairs.
+
+use super::{
+    area::{directory_coherent, Area, HostDir},
+    ConnectOptions, LoadPublisher, ShmConfig, ShmLink, ShmMemory, ShmQp, HELLO_LEN, HELLO_MAGIC,
+};
+use crate::error::LinkError;
+use crate::layout::{self, dir, hdr, Dir, Layout};
+use crate::{sys, DirEntry, RegionSpec};
+use naam_core::memory::RegionMem;
+use naam_core::region::{RegionId, RegionTable};
+use std::io::ErrorKind;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What [`ShmHost::poll_peer`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerEvent {
+    Nothing,
+    /// A dataplane connected (the `generation`-th one).
+    Connected {
+        generation: u64,
+    },
+    /// The connected dataplane went away; the next one will be accepted.
+    Disconnected,
+}
+
+/// The host agent's side: owns the area, registers regions, serves dataplanes.
+pub struct ShmHost {
+    pub(super) area: Arc<Area>,
+    hugetlb: bool,
+    restored: bool,
+    staging_bytes: usize,
+    cq_depth: usize,
+    listener: Option<(UnixListener, PathBuf)>,
+    peer: Option<UnixStream>,
+}
+
+impl ShmHost {
+    /// Creates the shared area: a memfd (hugetlb first when asked), its header, and one eventfd
+    /// per ring. With `cfg.persist`, the area is that file instead, and an existing file with
+    /// a valid header and the same geometry is reopened with its contents (regions, data, ring
+    /// positions): a restarted host agent finds its data where it left it.
+    pub fn create(cfg: &ShmConfig) -> Result<ShmHost, LinkError> {
+        let layout = Layout::new(
+            cfg.qps,
+            cfg.ring_slots,
+            cfg.max_regions,
+            cfg.load_slots,
+            cfg.arena_bytes,
+        )?;
+        let (fd, map, hugetlb, restored) = match &cfg.persist {
+            Some(path) => {
+                let (fd, map, restored) = Self::open_file(path, &layout)?;
+                tracing::warn!(
+                    path = %path.display(),
+                    "a persistent area is a tmpfs file, which cannot be sealed: a dataplane could shrink it"
+                );
+                (fd, map, false, restored)
+            }
+            None => {
+                let (fd, map, huge) = Self::alloc(&layout, cfg.hugetlb)?;
+                (fd, map, huge, false)
+            }
+        };
+        let doorbells = (0..cfg.qps * 2)
+            .map(|_| sys::eventfd().map_err(LinkError::io("eventfd")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let area = Area::new(map, layout, fd, doorbells, true)?;
+        if restored {
+            // The file's directory was last written by a host agent, but a dataplane could
+            // write it too: take it only if it is coherent, as the private directory.
+            let entries = area.read_directory();
+            let used = area.get(hdr::ARENA_USED);
+            let coherent = directory_coherent(&entries, &layout, used);
+            if let (Err(reason), Some(path)) = (coherent, &cfg.persist) {
+                return Err(LinkError::Persist {
+                    path: path.clone(),
+                    reason: format!("its region directory is not coherent: {reason}"),
+                });
+            }
+            if let Some(mut d) = area.host_dir_mut() {
+                *d = HostDir {
+                    entries,
+                    arena_used: used,
+                };
+            }
+            // Sleepers of the previous host are gone; their flags would only cost wake-ups.
+            for qp in 0..layout.qps {
+                for d in [Dir::ToHost, Dir::ToNic] {
+                    area.view(layout.ring_off(qp, d), layout::ring::CTL_SIZE)?
+                        .store_u64(layout::ring::WAITING, 0);
+                }
+            }
+            tracing::info!(
+                regions = area.directory().len(),
+                "link area reopened with its contents"
+            );
+        } else {
+            layout.write_header(&area.hdr);
+        }
+        area.hdr.store_u64(hdr::HOST_PID, sys::pid() as u64);
+        area.hdr.store_u64(hdr::HEARTBEAT_NS, sys::monotonic_ns());
+        Ok(ShmHost {
+            area,
+            hugetlb,
+            restored,
+            staging_bytes: cfg.staging_bytes,
+            cq_depth: cfg.cq_depth,
+            listener: None,
+            peer: None,
+        })
+    }
+
+    /// Opens (or creates) a file-backed area. Returns whether existing contents were kept.
+    fn open_file(path: &Path, layout: &Layout) -> Result<(OwnedFd, sys::Mapping, bool), LinkError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(LinkError::io("open the persistent link area"))?;
+        let len = file
+            .metadata()
+            .map_err(LinkError::io("stat the persistent link area"))?
+            .len();
+        let fd = OwnedFd::from(file);
+        let refuse = |reason: String| LinkError::Persist {
+            path: path.to_owned(),
+            reason,
+        };
+        if len > 0 {
+            // A file with contents is someone's data: reopen it with its geometry or refuse
+            // it, never recreate it (a torn or foreign file says so; it is not wiped).
+            if len < layout::PAGE {
+                return Err(refuse(format!(
+                    "{len} bytes, shorter than its header page: truncated"
+                )));
+            }
+            let map = sys::Mapping::map(fd.as_fd(), len as usize, false)
+                .map_err(LinkError::io("mmap the persistent link area"))?;
+            let hdr_view = map.view(0, layout::PAGE).ok_or(LinkError::Layout {
+                reason: "no header page",
+            })?;
+            return match Layout::parse(&hdr_view, len) {
+                Ok(old) if old == *layout => Ok((fd, map, true)),
+                Ok(_) => Err(refuse(
+                    "it has another geometry than this configuration".into(),
+                )),
+                Err(e) => Err(refuse(format!("not a valid link area: {e}"))),
+            };
+        }
+        let file = std::fs::File::from(fd);
+        file.set_len(0)
+            .and_then(|_| file.set_len(layout.total_len))
+            .map_err(LinkError::io("size the persistent link area"))?;
+        let fd = OwnedFd::from(file);
+        let map = sys::Mapping::map(fd.as_fd(), layout.total_len as usize, false)
+            .map_err(LinkError::io("mmap the persistent link area"))?;
+        tracing::info!(path = %path.display(), bytes = layout.total_len, "persistent link area created");
+        Ok((fd, map, false))
+    }
+
+    fn alloc(layout: &Layout, try_huge: bool) -> Result<(OwnedFd, sys::Mapping, bool), LinkError> {
+        const HUGE: u64 = 2 << 20;
+        if try_huge {
+            let len = layout.total_len.div_ceil(HUGE) * HUGE;
+            let huge = sys::memfd("naam-link", len, true)
+                .and_then(|fd| sys::Mapping::map(fd.as_fd(), len as usize, true).map(|m| (fd, m)));
+            match huge {
+                Ok((fd, m)) => {
+                    tracing::info!(bytes = len, "link area in huge pages (MFD_HUGETLB)");
+                    return Ok((fd, m, true));
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "MFD_HUGETLB unavailable; link area in normal pages")
+                }
+            }
+        }
+        let fd = sys::memfd("naam-link", layout.total_len, false)
+            .map_err(LinkError::io("memfd_create"))?;
+        let map = sys::Mapping::map(fd.as_fd(), layout.total_len as usize, false)
+            .map_err(LinkError::io("mmap memfd"))?;
+        tracing::info!(bytes = layout.total_len, "link area in normal pages");
+        Ok((fd, map, false))
+    }
+
+    pub fn is_hugetlb(&self) -> bool {
+        self.hugetlb
+    }
+
+    /// True when the area was reopened from `ShmConfig::persist` with its previous contents.
+    pub fn is_restored(&self) -> bool {
+        self.restored
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.area.layout
+    }
+
+    /// Registers a region: carves `spec.len` bytes (page-aligned) out of the arena and publishes
+    /// the directory entry. Ids must be unique; memory of removed regions is not reused.
+    pub fn register_region(&mut self, spec: RegionSpec) -> Result<DirEntry, LinkError> {
+        let a = &self.area;
+        let l = &a.layout;
+        if spec.len == 0 {
+            return Err(LinkError::Directory {
+                reason: "zero-length region",
+            });
+        }
+        if spec.id > naam_core::region::MAX_REGION_ID {
+            return Err(LinkError::Directory {
+                reason: "region id too large",
+            });
+        }
+        if a.directory().iter().any(|e| e.desc.id == spec.id) {
+            return Err(LinkError::Directory {
+                reason: "region id already registered",
+            });
+        }
+        let d = a.view(l.dir_off, l.max_regions as u64 * dir::SIZE)?;
+        let slot = (0..l.max_regions as u64)
+            .find(|i| d.load_u64(i * dir::SIZE + dir::STATE) != Some(dir::VALID))
+            .ok_or(LinkError::Directory {
+                reason: "directory full",
+            })?;
+        let used = a.host_dir().map_or(0, |d| d.arena_used);
+        let len = spec.len.div_ceil(layout::PAGE) * layout::PAGE;
+        if used.checked_add(len).is_none_or(|end| end > l.arena_len) {
+            return Err(LinkError::Directory {
+                reason: "arena exhausted",
+            });
+        }
+        let offset = l.arena_off + used;
+        a.hdr.store_u64(hdr::ARENA_USED, used + len);
+        let e = slot * dir::SIZE;
+        d.store_u64(e + dir::ID, spec.id as u64);
+        d.store_u64(e + dir::TENANT, spec.tenant as u64);
+        d.store_u64(e + dir::PERMS, spec.perms.bits() as u64);
+        d.store_u64(e + dir::KEY, spec.key);
+        d.store_u64(e + dir::OFFSET, offset);
+        d.store_u64(e + dir::LEN, spec.len);
+        d.store_u64(e + dir::STATE, dir::VALID);
+        let entry = DirEntry {
+            desc: spec.desc(),
+            offset,
+            rkey: 0,
+        };
+        if let Some(mut h) = a.host_dir_mut() {
+            h.entries.push(entry);
+            h.arena_used = used + len;
+        }
+        a.hdr.faa(hdr::DIR_EPOCH, 1);
+        tracing::info!(region = spec.id, tenant = spec.tenant, len = spec.len, perms = %spec.perms, "region registered");
+        Ok(entry)
+    }
+
+    /// Removes a region from the directory (its bytes stay allocated).
+    pub fn unregister_region(&mut self, id: RegionId) -> Result<(), LinkError> {
+        let a = &self.area;
+        let l = &a.layout;
+        let d = a.view(l.dir_off, l.max_regions as u64 * dir::SIZE)?;
+        for i in 0..l.max_regions as u64 {
+            let e = i * dir::SIZE;
+            if d.load_u64(e + dir::STATE) == Some(dir::VALID)
+                && d.load_u64(e + dir::ID) == Some(id as u64)
+            {
+                d.store_u64(e + dir::STATE, 0);
+                if let Some(mut h) = a.host_dir_mut() {
+                    h.entries.retain(|e| e.desc.id != id);
+                }
+                a.hdr.faa(hdr::DIR_EPOCH, 1);
+                return Ok(());
+            }
+        }
+        Err(LinkError::Directory {
+            reason: "no such region",
+        })
+    }
+
+    pub fn directory(&self) -> Vec<DirEntry> {
+        self.area.directory()
+    }
+
+    pub fn region_table(&self) -> RegionTable {
+        self.area.table_and_memory().0
+    }
+
+    /// The host's [`Memory`] over every registered region (refreshes itself when the
+    /// directory changes).
+    pub fn memory(&self) -> ShmMemory {
+        ShmMemory::new(self.area.clone(), None)
+    }
+
+    /// Region `id`'s bytes, for building application data.
+    pub fn region(&self, id: RegionId) -> Option<ShmRegion> {
+        let e = self
+            .area
+            .directory()
+            .into_iter()
+            .find(|e| e.desc.id == id)?;
+        let mem = self.area.view(e.offset, e.desc.len).ok()?;
+        Some(ShmRegion {
+            _area: self.area.clone(),
+            entry: e,
+            mem,
+        })
+    }
+
+    /// Host worker `qp`'s end of its queue pair (consumes requests, produces replies).
+    pub fn qp(&self, qp: u32) -> Result<ShmQp, LinkError> {
+        ShmQp::new(
+            self.area.clone(),
+            qp,
+            Dir::ToNic,
+            Dir::ToHost,
+            None,
+            self.staging_bytes,
+            self.cq_depth,
+        )
+    }
+
+    pub fn load_publisher(&self) -> LoadPublisher {
+        LoadPublisher {
+            area: self.area.clone(),
+        }
+    }
+
+    /// Listens for dataplanes on a Unix socket at `path` (a stale socket file is replaced).
+    pub fn serve(&mut self, path: &Path) -> Result<(), LinkError> {
+        let _ = std::fs::remove_file(path);
+        let l = UnixListener::bind(path).map_err(LinkError::io("bind link socket"))?;
+        l.set_nonblocking(true)
+            .map_err(LinkError::io("set link socket non-blocking"))?;
+        tracing::info!(path = %path.display(), "link socket listening");
+        self.listener = Some((l, path.to_owned()));
+        Ok(())
+    }
+
+    /// Non-blocking: notices a dataplane that went away, and accepts a new one when none is
+    /// connected (one dataplane at a time: a second one waits in the listen backlog until the
+    /// first disconnects). Call it regularly (every few ms) from the host agent's control loop.
+    /// Replies queued for a dead dataplane stay in the rings and reach its successor, which
+    /// should drop replies to requests it does not know.
+    pub fn poll_peer(&mut self) -> Result<PeerEvent, LinkError> {
+        if let Some(s) = &self.peer {
+            if sys::peer_hung_up(s.as_fd()) {
+                self.peer = None;
+                tracing::warn!("dataplane disconnected; waiting for the next one");
+                return Ok(PeerEvent::Disconnected);
+            }
+            return Ok(PeerEvent::Nothing);
+        }
+        let Some((l, _)) = &self.listener else {
+            return Ok(PeerEvent::Nothing);
+        };
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false)
+                    .map_err(LinkError::io("link socket blocking mode"))?;
+                let generation = self.hand_over(&s)?;
+                self.peer = Some(s);
+                tracing::info!(generation, "dataplane connected");
+                Ok(PeerEvent::Connected { generation })
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(PeerEvent::Nothing),
+            Err(e) => Err(LinkError::Io {
+                what: "accept dataplane",
+                source: e,
+            }),
+        }
+    }
+
+    /// True while a dataplane is connected (as of the last [`ShmHost::poll_peer`]).
+    pub fn has_peer(&self) -> bool {
+        self.peer.is_some()
+    }
+
+    /// Connects a dataplane in this process through a socket pair (tests, single-process runs).
+    /// It replaces any connected dataplane.
+    pub fn connect_local(&mut self, opts: ConnectOptions) -> Result<ShmLink, LinkError> {
+        let (a, b) = UnixStream::pair().map_err(LinkError::io("socketpair"))?;
+        self.hand_over(&a)?;
+        self.peer = Some(a);
+        ShmLink::from_stream(b, opts)
+    }
+
+    /// Sends the area to a connected dataplane: a hello and the memfd plus doorbells.
+    fn hand_over(&self, s: &UnixStream) -> Result<u64, LinkError> {
+        let a = &self.area;
+        let generation = a.hdr.faa(hdr::GENERATION, 1).unwrap_or(0) + 1;
+        a.hdr.store_u64(hdr::HEARTBEAT_NS, sys::monotonic_ns());
+        let mut hello = [0u8; HELLO_LEN];
+        hello[..8].copy_from_slice(&HELLO_MAGIC.to_le_bytes());
+        hello[8..16].copy_from_slice(&a.layout.total_len.to_le_bytes());
+        hello[16..24].copy_from_slice(&generation.to_le_bytes());
+        let mut fds = vec![a.memfd.as_raw_fd()];
+        fds.extend(a.doorbells.iter().map(|d| d.as_raw_fd()));
+        sys::send_with_fds(s, &hello, &fds).map_err(LinkError::io("send link descriptors"))?;
+        Ok(generation)
+    }
+
+    /// The whole shared area, for snapshots and fault-injection tests.
+    pub fn raw(&self) -> RegionMem {
+        // The mapping is at least the layout's size by construction.
+        self.area
+            .map
+            .view(0, self.area.layout.total_len)
+            .expect("whole mapping")
+    }
+}
+
+impl crate::LinkHost for ShmHost {
+    fn register_region(&mut self, spec: RegionSpec) -> Result<DirEntry, LinkError> {
+        ShmHost::register_region(self, spec)
+    }
+
+    fn directory(&self) -> Vec<DirEntry> {
+        ShmHost::directory(self)
+    }
+}
+
+impl Drop for ShmHost {
+    fn drop(&mut self) {
+        if let Some((_, path)) = &self.listener {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A registered region's bytes (keeps the area mapped while held).
+pub struct ShmRegion {
+    _area: Arc<Area>,
+    pub entry: DirEntry,
+    mem: RegionMem,
+}
+
+impl ShmRegion {
+    pub fn mem(&self) -> &RegionMem {
+        &self.mem
+    }
+}
