@@ -10,9 +10,9 @@
 pub mod control;
 pub mod dedup;
 pub mod fair;
-pub mod hostctl;
+mod host_watch;
+mod hostctl;
 pub mod monitor;
-mod onesided;
 pub mod setup;
 pub mod shared;
 pub mod stats;

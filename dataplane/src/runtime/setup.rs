@@ -4,13 +4,12 @@
 
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use naam_core::abi::DATA_SIZE;
 use naam_core::auth::{Capabilities, Gate, Keyring};
 use naam_core::exec::DEFAULT_MAX_STEPS;
 use naam_core::pool::{OffloadSpec, Registry};
@@ -18,11 +17,11 @@ use naam_core::run_dir;
 use naam_core::verifier::VerifierConfig;
 use naam_core::vm::Engine;
 use naam_core::wire::MAX_DATAGRAM;
-use naam_link::shm::ConnectOptions;
-use naam_link::{now_ns, ShmLink};
+use naam_link::now_ns;
 
 use super::control::{watch_host_counters, ControlPlane};
 use super::fair::FairConfig;
+use super::host_watch::{connect_opts, connect_with_wait, host_load, HostWatch, LinkSlot};
 use super::hostctl::HostControl;
 use super::monitor::{HostLoad, Monitor, MonitorConfig};
 use super::shared::Shared;
@@ -208,22 +207,6 @@ pub fn register_bundled(registry: &Registry, classes: u16, verifier: &VerifierCo
     }
 }
 
-/// The current link, replaced on reconnection.
-#[derive(Default)]
-struct LinkSlot {
-    link: Mutex<Option<Arc<ShmLink>>>,
-}
-
-impl LinkSlot {
-    fn get(&self) -> Option<Arc<ShmLink>> {
-        self.link.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn set(&self, l: Arc<ShmLink>) {
-        *self.link.lock().unwrap_or_else(|e| e.into_inner()) = Some(l);
-    }
-}
-
 /// A running dataplane.
 pub struct Runtime {
     shared: Arc<Shared>,
@@ -232,14 +215,6 @@ pub struct Runtime {
     control_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     stats: Vec<Arc<WorkerStats>>,
-}
-
-fn connect_opts(cfg: &RuntimeConfig) -> ConnectOptions {
-    ConnectOptions {
-        stale_after: cfg.stale_after,
-        staging_bytes: cfg.slots.max(1) * DATA_SIZE,
-        cq_depth: cfg.slots.max(1) * naam_core::abi::MAX_OPS,
-    }
 }
 
 fn open_port(
@@ -519,33 +494,6 @@ fn port_was_picked(spec: &str) -> bool {
         .is_some_and(|a| a.port() == 0)
 }
 
-fn connect_with_wait(
-    path: &Path,
-    opts: ConnectOptions,
-    wait: Duration,
-) -> Result<ShmLink, SetupError> {
-    let start = std::time::Instant::now();
-    let mut logged = false;
-    loop {
-        match ShmLink::connect(path, opts) {
-            Ok(l) => return Ok(l),
-            Err(e) if start.elapsed() < wait => {
-                if !logged {
-                    tracing::info!(path = %path.display(), error = %e, "waiting for the host agent");
-                    logged = true;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(source) => {
-                return Err(SetupError::Link {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
-        }
-    }
-}
-
 fn run_worker(
     cfg: WorkerConfig,
     shared: Arc<Shared>,
@@ -626,163 +574,6 @@ fn congested_slice(shared: &Shared, idle: IdleMode, t0: u64) {
             }
         }
         IdleMode::Yield => std::thread::sleep(Duration::from_nanos(until.saturating_sub(t0))),
-    }
-}
-
-/// The host's load from the link's load area.
-fn host_load(link: &ShmLink, alive: bool) -> HostLoad {
-    if !alive {
-        return HostLoad::GONE;
-    }
-    let slots = link.layout().load_slots;
-    let (mut busy, mut queue, mut n, mut published_ns) = (0.0, 0u32, 0u32, 0u64);
-    for k in 0..slots {
-        if let Some(r) = link.read_load(k) {
-            if r.beats == 0 {
-                continue; // a slot no host worker publishes in
-            }
-            busy += r.busy_ppm as f64 / 1e6;
-            queue = queue.saturating_add(r.queue_depth);
-            published_ns = published_ns.max(r.ts_ns);
-            n += 1;
-        }
-    }
-    HostLoad {
-        alive,
-        busy: if n > 0 { busy / n as f64 } else { 0.0 },
-        queue,
-        workers: n.max(1),
-        published_ns,
-    }
-}
-
-/// The control thread's view of the host agent (DESIGN §10): alive, suspect (heartbeat late:
-/// `Shared::host_suspect`, cleared when it returns) or gone (the link socket closed:
-/// `Shared::host_up` false until a new link is installed). Reconnecting runs on a thread of
-/// its own, since `ShmLink::connect` waits for the host agent's hand-over, so the control
-/// port keeps answering throughout.
-struct HostWatch {
-    dir_epoch: u64,
-    last_attempt_ns: u64,
-    reconnect: Option<mpsc::Receiver<Result<ShmLink, naam_link::LinkError>>>,
-    /// Whether the offload registry was reconciled with the host agent since the last
-    /// (re)connection.
-    reconciled: bool,
-}
-
-impl HostWatch {
-    fn new(dir_epoch: u64) -> HostWatch {
-        HostWatch {
-            dir_epoch,
-            last_attempt_ns: 0,
-            reconnect: None,
-            reconciled: false,
-        }
-    }
-
-    /// Checks the link, updates the shared flags, follows directory changes and drives the
-    /// reconnect; returns whether the host agent is alive and answering.
-    fn watch(
-        &mut self,
-        now: u64,
-        link: Option<&ShmLink>,
-        shared: &Shared,
-        links: &LinkSlot,
-        link_path: &Path,
-        cfg: &RuntimeConfig,
-    ) -> bool {
-        let state = link.map(|l| l.check_peer(now));
-        let gone = match &state {
-            None => true,
-            Some(r) => r.as_ref().is_err_and(|e| e.is_peer_gone()),
-        };
-        let suspect = match &state {
-            Some(Err(e)) if e.is_peer_suspect() => Some(e.to_string()),
-            _ => None,
-        };
-        if gone && shared.host_up() {
-            shared.host_up.store(false, Ordering::Release);
-            tracing::warn!("host agent gone: host-bound messages get HostUnavailable");
-        }
-        if suspect.is_some() != shared.host_suspect() {
-            shared
-                .host_suspect
-                .store(suspect.is_some(), Ordering::Release);
-            match &suspect {
-                Some(why) => tracing::warn!(
-                    reason = %why,
-                    "host agent suspect: host-bound messages run on the NIC until its heartbeat returns"
-                ),
-                None => tracing::info!("host agent's heartbeat is back"),
-            }
-        }
-        match link {
-            Some(l) if !gone => {
-                let e = l.directory_epoch();
-                if e != self.dir_epoch {
-                    self.dir_epoch = e;
-                    shared.regions.publish(l.region_table());
-                }
-            }
-            _ => self.reconnect(now, shared, links, link_path, cfg),
-        }
-        !gone && suspect.is_none()
-    }
-
-    /// Starts a connection attempt every `reconnect_every`, and installs the one that succeeds.
-    fn reconnect(
-        &mut self,
-        now: u64,
-        shared: &Shared,
-        links: &LinkSlot,
-        link_path: &Path,
-        cfg: &RuntimeConfig,
-    ) {
-        use mpsc::TryRecvError;
-        if let Some(rx) = &self.reconnect {
-            match rx.try_recv() {
-                Err(TryRecvError::Empty) => return,
-                Err(TryRecvError::Disconnected) => self.reconnect = None,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "reconnect attempt failed");
-                    self.reconnect = None;
-                }
-                Ok(Ok(l)) => {
-                    self.reconnect = None;
-                    if (l.layout().qps as usize) < cfg.workers.max(1) {
-                        tracing::error!(
-                            qps = l.layout().qps,
-                            "reconnected host agent has too few queue pairs"
-                        );
-                        return;
-                    }
-                    self.dir_epoch = l.directory_epoch();
-                    shared.regions.publish(l.region_table());
-                    links.set(Arc::new(l));
-                    shared.link_generation.fetch_add(1, Ordering::AcqRel);
-                    shared.host_suspect.store(false, Ordering::Release);
-                    shared.host_up.store(true, Ordering::Release);
-                    tracing::info!("reconnected to the host agent");
-                    self.reconciled = false;
-                    return;
-                }
-            }
-        }
-        if now.saturating_sub(self.last_attempt_ns) < cfg.reconnect_every.as_nanos() as u64 {
-            return;
-        }
-        self.last_attempt_ns = now;
-        let (tx, rx) = mpsc::channel();
-        let (path, opts) = (link_path.to_owned(), connect_opts(cfg));
-        let spawned = std::thread::Builder::new()
-            .name("naam-reconnect".into())
-            .spawn(move || {
-                let _ = tx.send(ShmLink::connect(&path, opts));
-            });
-        match spawned {
-            Ok(_) => self.reconnect = Some(rx),
-            Err(e) => tracing::warn!(error = %e, "cannot start a reconnect attempt"),
-        }
     }
 }
 

@@ -14,11 +14,9 @@ use naam_core::region::OpError;
 use naam_core::wire::{ErrorCode, OneSidedRepr, OpBody, OpResult, HEADER_LEN};
 use naam_link::{Link, RemoteAddr};
 
-use super::stats::bump;
-use super::worker::{
-    link_error_code, wr_id, Detail, ReqInfo, SlotKind, SlotState, Worker, OS_EMPTY,
-};
+use super::{link_error_code, Detail, ReqInfo, SlotKind, SlotState, Worker, OS_EMPTY};
 use crate::port::{Port, MAX_PAYLOAD};
+use crate::runtime::stats::bump;
 use std::fmt::Write as _;
 
 /// Bytes of a one-sided reply before its READ data: header, count + reserved, results.
@@ -75,7 +73,7 @@ impl Worker {
                 false,
             );
         }
-        let Some(i) = self.alloc_slot(info, SlotKind::OneSided) else {
+        let Some(i) = self.slots.alloc(info, SlotKind::OneSided) else {
             return self.send_error(port, info, ErrorCode::Busy, "no free slot", false);
         };
         if dedup && !self.begin_dedup(port, info, i) {
@@ -83,6 +81,7 @@ impl Worker {
         }
         let base = (i * DATA_SIZE) as u64;
         let mut cursor = 0u32;
+        let slot = self.slots.slot_ref(i);
         let s = &mut self.slots[i];
         s.dedup = dedup;
         s.state = SlotState::Ops;
@@ -123,7 +122,7 @@ impl Worker {
                 offset: op.offset,
                 key: op.key,
             };
-            let wr = wr_id(i, s.generation, k);
+            let wr = slot.wr_id(k);
             let local = base + cursor as u64;
             let r = match op.body {
                 OpBody::Read { len } => {

@@ -1,0 +1,211 @@
+//! The dataplane's counters: what STATS pages and `/metrics` serve, and the host agent's
+//! per-offload counters, read on a thread of their own.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use naam_core::pool::OffloadId;
+use naam_core::wire::{clip_utf8, fit_page};
+use naam_core::wire::{
+    Body, EntryList, ErrorCode, KvEntry, KvListRepr, Message, PageRequestRepr, NAME_MAX,
+};
+
+use super::*;
+use crate::runtime::hostctl::HostControl;
+use crate::runtime::shared::Shared;
+use crate::steering::Steering;
+
+/// Reads the host agent's per-offload counters every `every` into `into`, while the host
+/// agent is up and not suspect, until the dataplane stops. Runs on a thread of its own with
+/// its own connection: a host agent that stalls mid-request blocks only this thread.
+pub fn watch_host_counters(
+    mut host: HostControl,
+    shared: Arc<Shared>,
+    into: Arc<Mutex<Vec<(String, u64)>>>,
+    every: std::time::Duration,
+) {
+    let mut last = std::time::Instant::now();
+    while !shared.stopping() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        if last.elapsed() < every || !shared.host_up() || shared.host_suspect() {
+            continue;
+        }
+        last = std::time::Instant::now();
+        if let Some(v) = host_offload_counters(&mut host) {
+            *into.lock().unwrap_or_else(|e| e.into_inner()) = v;
+        }
+    }
+}
+
+/// The host agent's `offload.*` counters (all STATS pages), or `None` if it did not answer.
+pub(super) fn host_offload_counters(host: &mut HostControl) -> Option<Vec<(String, u64)>> {
+    let mut v = Vec::new();
+    let mut start = 0;
+    loop {
+        let req = Message::new(0, 0, Body::Stats(PageRequestRepr { start, max: 0 }));
+        let mut buf = [0u8; 64];
+        let n = req.emit(&mut buf).ok()?;
+        // Unsealed: on the host agent's own socket this process speaks as the admin.
+        let reply = host.request(&buf[..n]).ok()?;
+        let Ok(Body::StatsReply(page)) = Message::parse(reply).map(|m| m.body) else {
+            return None;
+        };
+        v.extend(
+            page.entries
+                .iter()
+                .filter(|e| e.name.starts_with("offload."))
+                .map(|e| (e.name.to_owned(), e.value)),
+        );
+        if !page.more {
+            return Some(v);
+        }
+        start = page.next;
+    }
+}
+
+impl ControlPlane {
+    /// Every counter STATS reports, in a stable order.
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        let mut v = Vec::new();
+        let m = &self.monitor;
+        v.push(("dp.workers".into(), self.workers.len() as u64));
+        v.push(("dp.host_up".into(), self.shared.host_up() as u64));
+        v.push(("dp.host_suspect".into(), self.shared.host_suspect() as u64));
+        v.push(("dp.control_failed".into(), self.failed));
+        v.push(("ctl.answered".into(), self.answered));
+        v.push(("ctl.kernel_drops".into(), self.kernel_drops));
+        for (c, n) in ErrorCode::ALL.iter().zip(self.errors) {
+            if n > 0 {
+                v.push((format!("ctl.error.{}", c.name()), n));
+            }
+        }
+        v.extend(self.gate.counters());
+        v.push((
+            "dp.link_generation".into(),
+            self.shared.link_generation.load(Ordering::Relaxed),
+        ));
+        v.push(("dp.nic_busy_ppm".into(), (m.last_nic_busy * 1e6) as u64));
+        v.push(("dp.nic_queue".into(), m.last_nic_queue as u64));
+        v.push(("dp.host_busy_ppm".into(), (m.last_host.busy * 1e6) as u64));
+        v.push(("dp.host_queue".into(), m.last_host.queue as u64));
+        let left = self
+            .shared
+            .nic_congest_until_ns
+            .load(Ordering::Relaxed)
+            .saturating_sub(naam_link::now_ns());
+        v.push(("dp.nic_congest_left_ms".into(), left / 1_000_000));
+        let mut totals: Vec<(String, u64)> = Vec::new();
+        for (i, w) in self.workers.iter().enumerate() {
+            for (name, value) in w.counters() {
+                match totals.iter_mut().find(|(n, _)| *n == name) {
+                    Some(t) => t.1 += value,
+                    None => totals.push((name.clone(), value)),
+                }
+                v.push((format!("w{i}.{name}"), value));
+            }
+        }
+        v.extend(totals.into_iter().map(|(n, x)| (format!("total.{n}"), x)));
+        v.extend(self.offload_counters());
+        v.extend(
+            self.host_counters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
+        let table = self.switch.table();
+        v.push(("steer.misses".into(), table.misses()));
+        let now = naam_link::now_ns();
+        let classes_in_use: Vec<u16> = {
+            let mut c: Vec<u16> = self
+                .shared
+                .registry
+                .list()
+                .iter()
+                .map(|o| o.class)
+                .collect();
+            c.sort_unstable();
+            c.dedup();
+            c
+        };
+        for c in 0..self.classes {
+            let placed = m.placement(c);
+            if !classes_in_use.contains(&c) && placed == m.home() {
+                continue;
+            }
+            v.push((format!("class.{c}.placement"), placed as u64));
+            if let Some(ms) = self.shared.hints.lease_ms(c, now) {
+                v.push((format!("class.{c}.lease_ms"), ms as u64));
+            }
+        }
+        for (i, rule) in (0..self.classes).filter_map(|c| {
+            let id = m.rule(c)?;
+            self.switch.counters(id).map(|r| (c, r))
+        }) {
+            if rule.packets > 0 {
+                v.push((format!("steer.class.{i}.packets"), rule.packets));
+            }
+        }
+        for (k, d) in m.recent().enumerate() {
+            let name = format!(
+                "decision.{k}.c{}.{}-{}.{:?}",
+                d.class,
+                d.from.name(),
+                d.to.name(),
+                d.reason
+            );
+            v.push((clip_utf8(&name, NAME_MAX).to_owned(), d.at));
+        }
+        v
+    }
+
+    /// The Prometheus text of [`ControlPlane::counters`] and the offloads registered.
+    pub fn metrics_text(&self) -> String {
+        naam_metrics::render("naam_dp", &self.counters(), &self.shared.registry.list())
+    }
+
+    /// Per offload, summed over the NIC workers: `offload.ID.nic_runs`, `nic_steps`,
+    /// `nic_errors`, `nic_run_ns` (the last stays 0 unless run time is measured).
+    pub(super) fn offload_counters(&self) -> Vec<(String, u64)> {
+        let mut sums: std::collections::BTreeMap<OffloadId, [u64; 4]> = Default::default();
+        for w in &self.workers {
+            for (id, c) in w.offload_runs() {
+                let s = sums.entry(id).or_default();
+                for (a, b) in s.iter_mut().zip(c) {
+                    *a += b;
+                }
+            }
+        }
+        let mut v = Vec::new();
+        for (id, c) in sums {
+            for (name, x) in ["nic_runs", "nic_steps", "nic_errors", "nic_run_ns"]
+                .iter()
+                .zip(c)
+            {
+                v.push((format!("offload.{id}.{name}"), x));
+            }
+        }
+        v
+    }
+
+    pub(super) fn stats(&self, msg: &Message<'_>, p: PageRequestRepr, out: &mut [u8]) -> usize {
+        let all = self.counters();
+        let entries: Vec<KvEntry<'_>> = all
+            .iter()
+            .skip(p.start as usize)
+            .map(|(n, v)| KvEntry {
+                name: clip_utf8(n, NAME_MAX),
+                value: *v,
+            })
+            .collect();
+        let (n, more) = fit_page(&entries, p.max);
+        emit(
+            &msg.reply(Body::StatsReply(KvListRepr {
+                more,
+                next: if more { p.start + n as u32 } else { 0 },
+                entries: EntryList::from_slice(&entries[..n]),
+            })),
+            out,
+        )
+    }
+}

@@ -1,0 +1,152 @@
+//! The host agent as the source of truth: reconciling the registry with it, fetching
+//! programs from it, and relaying requests it answers.
+
+use std::sync::Arc;
+
+use naam_core::pool::OffloadSpec;
+use naam_core::verifier::verify;
+use naam_core::wire::{Body, ErrorCode, FetchRepr, Message, PageRequestRepr};
+
+use super::*;
+use crate::runtime::hostctl::HostCtlError;
+
+impl ControlPlane {
+    /// After a (re)connection to the host agent, makes the registries agree; the host agent
+    /// is the source of truth. Removes the run-time offloads (ids from `FIRST_DYNAMIC_ID`)
+    /// the host agent does not hold under the same id and name (a restarted one without
+    /// `--persist` or `--snapshot` forgot them), and adds those it holds and this dataplane
+    /// lacks (a restarted dataplane, or a host agent that restored its offloads), fetching
+    /// their verified instructions (FETCH) and verifying them here. Returns (removed,
+    /// added); `None` when the host agent did not answer.
+    pub fn reconcile_with_host(&mut self) -> Option<(usize, usize)> {
+        let mut host: Vec<OffloadSpecAt> = Vec::new();
+        let mut start = 0;
+        loop {
+            let req = Message::new(0, 0, Body::List(PageRequestRepr { start, max: 0 }));
+            let mut buf = [0u8; 64];
+            let n = req.emit(&mut buf).ok()?;
+            // Unsealed: on the host agent's own socket this process speaks as the admin.
+            let reply = self.host.request(&buf[..n]).ok()?;
+            let Ok(Body::ListReply(page)) = Message::parse(reply).map(|m| m.body) else {
+                return None;
+            };
+            host.extend(page.entries.iter().map(|e| OffloadSpecAt {
+                id: e.id,
+                spec: OffloadSpec {
+                    name: e.name.to_owned(),
+                    tenant: e.tenant,
+                    class: e.class,
+                    read_only: e.read_only,
+                },
+            }));
+            if !page.more {
+                break;
+            }
+            start = page.next;
+        }
+        let mut removed = 0;
+        for o in self.shared.registry.list() {
+            let known = host.iter().any(|h| h.id == o.id && h.spec.name == o.name);
+            if o.id >= FIRST_DYNAMIC_ID && !known && self.shared.registry.unregister(o.id).is_ok() {
+                tracing::warn!(
+                    id = o.id,
+                    name = o.name,
+                    "offload the host agent does not hold removed"
+                );
+                removed += 1;
+            }
+        }
+        let mut added = 0;
+        for h in host {
+            if h.id < FIRST_DYNAMIC_ID || self.shared.registry.get(h.id).is_some() {
+                continue;
+            }
+            match self.fetch_from_host(h.id) {
+                Ok(insns) => {
+                    let prog = naam_core::elf::Program::from_insns(h.spec.name.clone(), insns);
+                    let verified = verify(&prog, &self.verifier).map_err(|e| e.to_string());
+                    let registered = verified.and_then(|v| {
+                        self.shared
+                            .registry
+                            .register_as(h.id, h.spec.clone(), Arc::new(v))
+                            .map_err(|e| e.to_string())
+                    });
+                    match registered {
+                        Ok(_) => {
+                            tracing::info!(
+                                id = h.id,
+                                name = h.spec.name,
+                                "offload of the host agent added"
+                            );
+                            added += 1;
+                        }
+                        Err(e) => {
+                            tracing::error!(id = h.id, name = h.spec.name, error = %e, "the host agent's offload refused here")
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(id = h.id, error = %e, "could not fetch the host agent's offload")
+                }
+            }
+        }
+        Some((removed, added))
+    }
+
+    /// Offload `id`'s verified instructions from the host agent (all FETCH pieces, the digest
+    /// checked).
+    pub(super) fn fetch_from_host(&mut self, id: u32) -> Result<Vec<u8>, String> {
+        let mut insns = Vec::new();
+        loop {
+            let start = insns.len() as u32;
+            let req = Message::new(0, 0, Body::Fetch(FetchRepr { id, start }));
+            let mut buf = [0u8; 64];
+            let n = req.emit(&mut buf).map_err(|e| e.to_string())?;
+            let reply = self.host.request(&buf[..n]).map_err(|e| e.to_string())?;
+            let piece = match Message::parse(reply).map(|m| m.body) {
+                Ok(Body::FetchReply(p)) if p.start == start => p,
+                Ok(Body::Error(e)) => return Err(format!("{}: {}", e.code.name(), e.detail)),
+                _ => return Err("unexpected reply to FETCH".into()),
+            };
+            insns.extend_from_slice(piece.bytes);
+            if insns.len() >= piece.total as usize || piece.bytes.is_empty() {
+                if naam_core::wire::program_digest(&insns) != piece.digest {
+                    return Err("the program changed while it was fetched".into());
+                }
+                return Ok(insns);
+            }
+        }
+    }
+
+    /// Forwards one request to the host agent's control socket, unless the host agent is
+    /// suspect: then the request is refused at once rather than blocking this thread (which
+    /// also runs the monitor, the policy and the reconnect) for the socket's timeout.
+    pub(super) fn ask_host(&mut self, raw: &[u8]) -> Result<&[u8], HostCtlError> {
+        if self.shared.host_suspect() {
+            return Err(HostCtlError::Unresponsive);
+        }
+        self.host.request(raw)
+    }
+
+    pub(super) fn forward_verbatim(
+        &mut self,
+        msg: &Message<'_>,
+        raw: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        match self.ask_host(raw) {
+            Ok(r) if r.len() <= out.len() => {
+                out[..r.len()].copy_from_slice(r);
+                r.len()
+            }
+            Ok(_) => emit(
+                &msg.reply(error(ErrorCode::Internal, "host reply too large")),
+                out,
+            ),
+            Err(e) => {
+                let d = e.to_string();
+                emit(&msg.reply(error(ErrorCode::HostUnavailable, &d)), out)
+            }
+        }
+    }
+}

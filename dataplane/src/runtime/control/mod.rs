@@ -1,0 +1,478 @@
+//! The control plane of the dataplane process: the UDP control port (`--control`, default
+//! `BASE - 1`) and the load monitor, served by one thread (setup side: it may allocate).
+//!
+//! - REGISTER: load and verify the object here (`InvalidProgram` with the reason if it fails),
+//!   forward the request to the host agent, which picks the id (lowest free from 16 up,
+//!   docs/runtime.md) and registers it too; the dataplane adopts that id
+//!   (`Registry::register_as`) and answers `REGISTER_REPLY`. Without a host agent:
+//!   `HostUnavailable` (both registries must hold the same offloads).
+//! - UNREGISTER: forwarded likewise, then removed here; `ACK` or `UnknownOffload`.
+//! - LIST: this registry, paged. STATS: worker counters (per worker and totals), steering
+//!   counters, per-class placement and leases, the recent policy decisions.
+//! - DESCRIBE: forwarded to the host agent, its reply relayed unchanged, except
+//!   `congest-nic:<ms>`, the NIC congestion injector (the shift experiment's counterpart of
+//!   the host agent's `congest:<ms>`): for `<ms>` milliseconds every worker's core is taken by
+//!   other work; a worker then serves one poll per slice (so steering, the eSwitch's job on
+//!   real hardware, still moves traffic away) and counts the rest as busy, so the load monitor
+//!   sees a saturated NIC. Answered with `congest_ms`, `workers`.
+//!
+//! Every request must be SEALED with a credential (docs/security.md): the [`Gate`] checks key,
+//! MAC and time window and gives the principal; unsealed, forged, expired requests are
+//! answered `unauthorized` and counted (`auth.refused.REASON`). A repeated (key, nonce) is a
+//! retransmission or a replay: it gets the reply remembered for it, never a second execution.
+//! `congest-nic:` is the admin's; the host agent, which holds the tenants, authorizes what is
+//! forwarded to it (the sealed datagram goes verbatim); UNREGISTER and REGISTER are also
+//! checked here against the offload's tenant.
+
+mod counters;
+mod host;
+
+pub use counters::watch_host_counters;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use naam_core::auth::{wall_clock_ns, Gate, Principal};
+use naam_core::elf::load_program;
+use naam_core::pool::OffloadSpec;
+use naam_core::verifier::{verify, VerifierConfig};
+use naam_core::vm::{CompiledVm, Engine};
+use naam_core::wire::{clip_utf8, congest_ms, fit_page, CONGEST_NIC};
+use naam_core::wire::{
+    Body, EntryList, ErrorCode, ErrorRepr, FetchReplyRepr, HeaderPacket, KvEntry, KvListRepr,
+    ListReplyRepr, Message, OffloadEntry, OffloadIdRepr, PageRequestRepr, RegisterRepr, WireError,
+    HEADER_LEN, MAGIC, NAME_MAX,
+};
+
+use super::hostctl::HostControl;
+use super::monitor::Monitor;
+use super::shared::Shared;
+use super::stats::WorkerStats;
+use crate::steering::SoftSwitch;
+
+/// The first id the host agent gives offloads registered at run time (docs/runtime.md); the
+/// bundled offloads have fixed ids below it.
+pub const FIRST_DYNAMIC_ID: u32 = 16;
+
+/// Control requests remembered for de-duplication.
+const DEDUP: usize = 256;
+
+/// Everything the control port answers from.
+pub struct ControlPlane {
+    pub shared: Arc<Shared>,
+    pub workers: Vec<Arc<WorkerStats>>,
+    pub switch: SoftSwitch,
+    pub monitor: Monitor,
+    pub host: HostControl,
+    pub verifier: VerifierConfig,
+    pub engine: Engine,
+    pub classes: u16,
+    gate: Gate,
+    /// Replies to sealed requests by (key id, nonce), for their retransmissions.
+    done: VecDeque<((u32, u64), Vec<u8>)>,
+    /// Requests that failed inside this process (a bug): answered `Internal`, counted, and the
+    /// control thread goes on (it also runs the monitor, the policy and the reconnect).
+    failed: u64,
+    /// Requests answered, and error replies by code (indexed like `ErrorCode::ALL`): a
+    /// REGISTER the verifier rejects counts as `invalid_program`.
+    answered: u64,
+    errors: [u64; ErrorCode::ALL.len()],
+    /// Requests the kernel dropped on the control socket (its receive buffer was full).
+    pub kernel_drops: u64,
+    /// The host agent's per-offload counters (`offload.ID.host_*`), as last read by
+    /// [`watch_host_counters`] on its own thread (a stalled host never blocks this one).
+    pub host_counters: Arc<Mutex<Vec<(String, u64)>>>,
+}
+
+/// An offload the host agent lists: its id and description.
+struct OffloadSpecAt {
+    id: u32,
+    spec: OffloadSpec,
+}
+
+/// Writes a control reply (an `Internal` error when it cannot be emitted).
+fn emit(m: &Message<'_>, out: &mut [u8]) -> usize {
+    m.emit_or_internal_error(out)
+}
+
+fn error<'a>(code: ErrorCode, detail: &'a str) -> Body<'a> {
+    Body::Error(ErrorRepr::new(
+        code,
+        clip_utf8(detail, naam_core::wire::DETAIL_MAX),
+    ))
+}
+
+impl ControlPlane {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        shared: Arc<Shared>,
+        workers: Vec<Arc<WorkerStats>>,
+        switch: SoftSwitch,
+        monitor: Monitor,
+        host: HostControl,
+        verifier: VerifierConfig,
+        engine: Engine,
+        classes: u16,
+        gate: Gate,
+    ) -> ControlPlane {
+        ControlPlane {
+            shared,
+            workers,
+            switch,
+            monitor,
+            host,
+            verifier,
+            engine,
+            classes,
+            gate,
+            done: VecDeque::new(),
+            failed: 0,
+            answered: 0,
+            errors: [0; ErrorCode::ALL.len()],
+            kernel_drops: 0,
+            host_counters: Arc::default(),
+        }
+    }
+
+    /// Answers one control datagram from `from` into `out` (at least `MAX_DATAGRAM` bytes);
+    /// returns the reply length (0: no reply, the datagram was not a request). Every answer
+    /// is counted (`ctl.answered`, `ctl.error.CODE`).
+    pub fn handle(&mut self, from: SocketAddr, req: &[u8], out: &mut [u8]) -> usize {
+        let n = self.answer(from, req, out);
+        if n > 0 {
+            self.answered += 1;
+            if let Ok(Body::Error(e)) = Message::parse(&out[..n]).map(|m| m.body) {
+                if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == e.code) {
+                    self.errors[i] += 1;
+                }
+            }
+        }
+        n
+    }
+
+    fn answer(&mut self, from: SocketAddr, req: &[u8], out: &mut [u8]) -> usize {
+        let msg = match Message::parse(req) {
+            Ok(m) => m,
+            Err(e) => return self.malformed(req, e, out),
+        };
+        if msg.kind().is_reply() {
+            return 0;
+        }
+        let opened = match self.gate.open(&msg, wall_clock_ns()) {
+            Ok(o) => o,
+            Err(r) => {
+                tracing::debug!(%from, reason = r.name(), "control request refused");
+                return emit(&msg.reply(error(r.code(), r.detail())), out);
+            }
+        };
+        let key = (opened.key_id, opened.nonce);
+        if !opened.fresh {
+            if let Some((_, reply)) = self.done.iter().find(|(k, _)| *k == key) {
+                out[..reply.len()].copy_from_slice(reply);
+                return reply.len();
+            }
+            let d = "replayed: this sealed request was received before";
+            return emit(&msg.reply(error(ErrorCode::Unauthorized, d)), out);
+        }
+        let inner = match opened.request() {
+            Ok(m) => m,
+            Err(d) => return emit(&msg.reply(error(ErrorCode::BadRequest, &d)), out),
+        };
+        let who = opened.principal;
+        let n = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.dispatch(&inner, who, req, out)
+        }))
+        .unwrap_or_else(|_| {
+            self.failed += 1;
+            tracing::error!(
+                request = msg.request_id,
+                "control request failed inside the dataplane"
+            );
+            let d = "the request failed inside the dataplane (a bug: see its log)";
+            emit(&msg.reply(error(ErrorCode::Internal, d)), out)
+        });
+        // Remember the reply for retransmissions, unless it means "not executed, retry".
+        let transient = matches!(
+            Message::parse(&out[..n]).map(|m| m.body),
+            Ok(Body::Error(e)) if e.code.is_transient()
+        );
+        if n > 0 && !transient {
+            if self.done.len() == DEDUP {
+                self.done.pop_front();
+            }
+            self.done.push_back((key, out[..n].to_vec()));
+        } else if transient {
+            // Not executed: the retransmission (same nonce) must run, not be a "replay".
+            self.gate.forget(key.0, key.1);
+        }
+        n
+    }
+
+    /// Serves an opened request for `who`; `sealed` is the whole datagram as received, which
+    /// requests for the host agent carry verbatim (it checks the seal itself).
+    fn dispatch(
+        &mut self,
+        msg: &Message<'_>,
+        who: Principal,
+        sealed: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        match msg.body {
+            Body::Register(r) if !who.may_act_for(r.tenant) => {
+                let d = format!("{who} may not register offloads for tenant {}", r.tenant);
+                self.forbidden(msg, &d, out)
+            }
+            Body::Register(r) => self.register(msg, &r, sealed, out),
+            Body::Unregister(u) => match self.shared.registry.get(u.id) {
+                Some(o) if !who.may_act_for(o.tenant) => {
+                    let d = format!(
+                        "{who} may not unregister offload {} of tenant {}",
+                        u.id, o.tenant
+                    );
+                    self.forbidden(msg, &d, out)
+                }
+                _ => self.unregister(msg, u.id, sealed, out),
+            },
+            Body::List(p) => self.list(msg, p, out),
+            Body::Stats(p) => self.stats(msg, p, out),
+            Body::Fetch(f) => match self.shared.registry.get(f.id) {
+                None => {
+                    let d = format!("no offload with id {}", f.id);
+                    emit(&msg.reply(error(ErrorCode::UnknownOffload, &d)), out)
+                }
+                Some(o) if !who.may_act_for(o.tenant) => {
+                    let d = format!(
+                        "{who} may not fetch offload {} of tenant {}",
+                        f.id, o.tenant
+                    );
+                    self.forbidden(msg, &d, out)
+                }
+                Some(o) => {
+                    let insns = o.program.insns();
+                    let digest = naam_core::wire::program_digest(insns);
+                    let piece = FetchReplyRepr::piece(f, insns, digest);
+                    emit(&msg.reply(Body::FetchReply(piece)), out)
+                }
+            },
+            Body::Describe(d) if d.app.starts_with(CONGEST_NIC) && !who.is_admin() => {
+                self.forbidden(msg, "congest-nic is an admin command", out)
+            }
+            Body::Describe(d) if d.app.starts_with(CONGEST_NIC) => {
+                self.congest_nic(msg, d.app, out)
+            }
+            Body::Describe(_) => self.forward_verbatim(msg, sealed, out),
+            _ => emit(
+                &msg.reply(error(
+                    ErrorCode::Unsupported,
+                    "data messages go to the data port",
+                )),
+                out,
+            ),
+        }
+    }
+
+    fn forbidden(&mut self, msg: &Message<'_>, detail: &str, out: &mut [u8]) -> usize {
+        self.gate.count_forbidden();
+        tracing::warn!(detail, "control request forbidden");
+        emit(&msg.reply(error(ErrorCode::Forbidden, detail)), out)
+    }
+
+    /// `congest-nic:<ms>`: the workers are congested for `<ms>` ms from now.
+    fn congest_nic(&mut self, msg: &Message<'_>, app: &str, out: &mut [u8]) -> usize {
+        let ms = match congest_ms(CONGEST_NIC, &app[CONGEST_NIC.len()..]) {
+            Ok(ms) => ms,
+            Err(d) => return emit(&msg.reply(error(ErrorCode::BadRequest, &d)), out),
+        };
+        let until = naam_link::now_ns().saturating_add(ms.saturating_mul(1_000_000));
+        self.shared
+            .nic_congest_until_ns
+            .store(until, Ordering::Relaxed);
+        tracing::info!(ms, "NIC congestion injected");
+        let entries = [
+            KvEntry {
+                name: "congest_ms",
+                value: ms,
+            },
+            KvEntry {
+                name: "workers",
+                value: self.workers.len() as u64,
+            },
+        ];
+        emit(
+            &msg.reply(Body::DescribeReply(KvListRepr {
+                more: false,
+                next: 0,
+                entries: EntryList::from_slice(&entries),
+            })),
+            out,
+        )
+    }
+
+    fn malformed(&self, req: &[u8], e: WireError, out: &mut [u8]) -> usize {
+        if req.len() < HEADER_LEN {
+            return 0;
+        }
+        let h = HeaderPacket::new_unchecked(req);
+        let is_request = naam_core::wire::Kind::from_u8(h.kind()).is_some_and(|k| !k.is_reply());
+        if h.magic() != MAGIC || !is_request {
+            return 0;
+        }
+        let code = if matches!(e, WireError::BadVersion { .. }) {
+            ErrorCode::BadVersion
+        } else {
+            ErrorCode::BadRequest
+        };
+        let detail = e.to_string();
+        emit(
+            &Message::new(h.request_id(), h.class(), error(code, &detail)),
+            out,
+        )
+    }
+
+    fn register(
+        &mut self,
+        msg: &Message<'_>,
+        r: &RegisterRepr<'_>,
+        raw: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        if r.class >= self.classes {
+            let d = format!(
+                "class {} is not below the {} classes",
+                r.class, self.classes
+            );
+            return emit(&msg.reply(error(ErrorCode::BadRequest, &d)), out);
+        }
+        // A copy: the object sits at any offset of the datagram, and the ELF parser wants its
+        // headers aligned. Loaded and verified exactly as the host agent does.
+        let object = r.object.to_vec();
+        let prog = load_program(&object, r.section)
+            .map_err(|e| e.to_string())
+            .and_then(|p| verify(&p, &self.verifier).map_err(|e| e.to_string()));
+        let prog = match prog {
+            Ok(p) => Arc::new(p),
+            Err(d) => return emit(&msg.reply(error(ErrorCode::InvalidProgram, &d)), out),
+        };
+        if let Err(e) = CompiledVm::new(prog.clone(), self.engine) {
+            let d = format!(
+                "does not compile for the {} engine: {e}",
+                self.engine.name()
+            );
+            return emit(&msg.reply(error(ErrorCode::InvalidProgram, &d)), out);
+        }
+        let reply = match self.ask_host(raw) {
+            Ok(r) => r.to_vec(),
+            Err(e) => {
+                tracing::warn!(error = %e, "register: host agent unreachable");
+                let d = e.to_string();
+                return emit(&msg.reply(error(ErrorCode::HostUnavailable, &d)), out);
+            }
+        };
+        let id = match Message::parse(&reply).map(|m| m.body) {
+            Ok(Body::RegisterReply(OffloadIdRepr { id })) => id,
+            Ok(Body::Error(e)) => return emit(&msg.reply(Body::Error(e)), out),
+            _ => {
+                return emit(
+                    &msg.reply(error(ErrorCode::Internal, "bad reply from the host agent")),
+                    out,
+                )
+            }
+        };
+        let spec = OffloadSpec {
+            name: r.name.to_owned(),
+            tenant: r.tenant,
+            class: r.class,
+            read_only: r.read_only,
+        };
+        // The host agent is the source of truth: an offload this registry still holds under
+        // the id it chose is one the host agent no longer has (it restarted); it goes.
+        if let Ok(stale) = self.shared.registry.unregister(id) {
+            tracing::warn!(
+                id,
+                name = stale.name,
+                "offload the host agent no longer had replaced"
+            );
+        }
+        match self.shared.registry.register_as(id, spec, prog) {
+            Ok(o) => {
+                tracing::info!(id, name = o.name, class = o.class, "offload registered");
+                emit(&msg.reply(Body::RegisterReply(OffloadIdRepr { id })), out)
+            }
+            Err(e) => {
+                let d = format!("host agent chose id {id}: {e}");
+                tracing::error!(detail = d, "registries disagree");
+                emit(&msg.reply(error(ErrorCode::Internal, &d)), out)
+            }
+        }
+    }
+
+    /// Forwarded first: the host agent (the source of truth) must agree before the offload
+    /// leaves this registry; its refusal is relayed and nothing changes here.
+    fn unregister(&mut self, msg: &Message<'_>, id: u32, raw: &[u8], out: &mut [u8]) -> usize {
+        let reply = match self.ask_host(raw) {
+            Ok(r) => r.to_vec(),
+            Err(e) => {
+                let d = e.to_string();
+                return emit(&msg.reply(error(ErrorCode::HostUnavailable, &d)), out);
+            }
+        };
+        let host_has_it = match Message::parse(&reply).map(|m| m.body) {
+            Ok(Body::Ack) => true,
+            // The host agent forgot it (a restart): it still leaves this registry.
+            Ok(Body::Error(e)) if e.code == ErrorCode::UnknownOffload => false,
+            Ok(Body::Error(e)) => return emit(&msg.reply(Body::Error(e)), out),
+            _ => {
+                let d = "bad reply from the host agent";
+                return emit(&msg.reply(error(ErrorCode::Internal, d)), out);
+            }
+        };
+        match self.shared.registry.unregister(id) {
+            Ok(o) => {
+                tracing::info!(id, name = o.name, "offload unregistered");
+                emit(&msg.reply(Body::Ack), out)
+            }
+            Err(_) if host_has_it => emit(&msg.reply(Body::Ack), out),
+            Err(e) => {
+                let d = e.to_string();
+                emit(&msg.reply(error(ErrorCode::UnknownOffload, &d)), out)
+            }
+        }
+    }
+
+    fn list(&self, msg: &Message<'_>, p: PageRequestRepr, out: &mut [u8]) -> usize {
+        let all: Vec<_> = self
+            .shared
+            .registry
+            .list()
+            .into_iter()
+            .filter(|o| o.id >= p.start)
+            .collect();
+        let entries: Vec<OffloadEntry<'_>> = all
+            .iter()
+            .map(|o| OffloadEntry {
+                id: o.id,
+                name: clip_utf8(&o.name, NAME_MAX),
+                tenant: o.tenant,
+                class: o.class,
+                read_only: o.read_only,
+                insn_count: o.program.insn_count() as u32,
+                worst_case: o.program.worst_case_insns() as u32,
+            })
+            .collect();
+        let (n, more) = fit_page(&entries, p.max);
+        let next = if more { entries[n].id } else { 0 };
+        emit(
+            &msg.reply(Body::ListReply(ListReplyRepr {
+                more,
+                next,
+                entries: EntryList::from_slice(&entries[..n]),
+            })),
+            out,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

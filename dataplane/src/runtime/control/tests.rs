@@ -1,0 +1,206 @@
+use super::*;
+use crate::runtime::monitor::MonitorConfig;
+use crate::steering::Target;
+use naam_core::auth::{Credential, Keyring};
+use naam_core::pool::Registry;
+use naam_core::wire::DescribeRepr;
+
+fn admin() -> Credential {
+    Credential::new(0, Principal::Admin, [7; 32])
+}
+
+fn tenant() -> Credential {
+    Credential::new(1, Principal::Tenant(1), [9; 32])
+}
+
+fn plane() -> ControlPlane {
+    let mut switch = SoftSwitch::new(7000, 8, 1, Target::NicQueue(0));
+    let shared = Shared::new(
+        Registry::new(),
+        switch.table(),
+        8,
+        naam_core::auth::Capabilities::default(),
+    );
+    let monitor = Monitor::new(MonitorConfig::default(), 7000, 8, &mut switch).unwrap();
+    let workers = vec![Arc::new(WorkerStats::new(8)), Arc::new(WorkerStats::new(8))];
+    let host = HostControl::new(
+        std::path::Path::new("/nonexistent/naam/control.sock"),
+        std::time::Duration::from_millis(10),
+    );
+    ControlPlane::new(
+        shared,
+        workers,
+        switch,
+        monitor,
+        host,
+        VerifierConfig::default(),
+        Engine::Interpreter,
+        8,
+        Gate::new(Keyring::new(vec![admin(), tenant()]).unwrap(), 64),
+    )
+}
+
+fn describe_as(p: &mut ControlPlane, key: Option<&Credential>, app: &str) -> Vec<u8> {
+    let mut req = vec![0u8; 256];
+    let n = Message::new(7, 0, Body::Describe(DescribeRepr { app, start: 0 }))
+        .emit(&mut req)
+        .unwrap();
+    req.truncate(n);
+    if let Some(k) = key {
+        req = k.seal(wall_clock_ns(), &req).unwrap();
+    }
+    send(p, &req)
+}
+
+fn send(p: &mut ControlPlane, req: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; naam_core::wire::MAX_DATAGRAM];
+    let from: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+    let len = p.handle(from, req, &mut out);
+    out.truncate(len);
+    out
+}
+
+fn describe(p: &mut ControlPlane, app: &str) -> Vec<u8> {
+    describe_as(p, Some(&admin()), app)
+}
+
+fn error_code(reply: &[u8]) -> Option<ErrorCode> {
+    match Message::parse(reply).unwrap().body {
+        Body::Error(e) => Some(e.code),
+        _ => None,
+    }
+}
+
+#[test]
+fn unsealed_forged_and_non_admin_requests_are_refused_and_counted() {
+    let mut p = plane();
+    let r = describe_as(&mut p, None, "congest-nic:1000");
+    assert_eq!(error_code(&r), Some(ErrorCode::Unauthorized));
+    let forged = Credential::new(0, Principal::Admin, [1; 32]);
+    let r = describe_as(&mut p, Some(&forged), "congest-nic:1000");
+    assert_eq!(error_code(&r), Some(ErrorCode::Unauthorized));
+    let r = describe_as(&mut p, Some(&tenant()), "congest-nic:1000");
+    assert_eq!(error_code(&r), Some(ErrorCode::Forbidden));
+    assert!(
+        !p.shared.nic_congested(naam_link::now_ns()),
+        "nothing injected"
+    );
+    let c: std::collections::HashMap<_, _> = p.counters().into_iter().collect();
+    assert_eq!(c["auth.refused.unsealed"], 1);
+    assert_eq!(c["auth.refused.bad_mac"], 1);
+    assert_eq!(c["auth.forbidden"], 1);
+    assert_eq!(c["ctl.error.unauthorized"], 2);
+    assert_eq!(c["ctl.error.forbidden"], 1);
+    assert_eq!(c["ctl.answered"], 3);
+    // The admin may, and the tenant may read counters.
+    assert_eq!(error_code(&describe(&mut p, "congest-nic:0")), None);
+}
+
+#[test]
+fn a_retransmission_after_a_transient_refusal_runs_again() {
+    // The host agent is unreachable: `host_unavailable`, "not executed". The client's
+    // retransmission carries the same nonce and must be tried again, not called a replay.
+    let mut p = plane();
+    let mut req = vec![0u8; 256];
+    let n = Message::new(
+        11,
+        0,
+        Body::Describe(DescribeRepr {
+            app: "mica",
+            start: 0,
+        }),
+    )
+    .emit(&mut req)
+    .unwrap();
+    let sealed = admin().seal(wall_clock_ns(), &req[..n]).unwrap();
+    for _ in 0..3 {
+        let r = send(&mut p, &sealed);
+        assert_eq!(error_code(&r), Some(ErrorCode::HostUnavailable));
+    }
+}
+
+#[test]
+fn a_repeated_sealed_request_gets_its_first_reply_and_runs_once() {
+    let mut p = plane();
+    let mut req = vec![0u8; 256];
+    let n = Message::new(
+        9,
+        0,
+        Body::Describe(DescribeRepr {
+            app: "congest-nic:50",
+            start: 0,
+        }),
+    )
+    .emit(&mut req)
+    .unwrap();
+    let sealed = admin().seal(wall_clock_ns(), &req[..n]).unwrap();
+    let first = send(&mut p, &sealed);
+    assert_eq!(error_code(&first), None);
+    describe(&mut p, "congest-nic:0");
+    assert!(!p.shared.nic_congested(naam_link::now_ns()));
+    // The replay (or a retransmission) is answered from the cache and injects nothing.
+    assert_eq!(send(&mut p, &sealed), first);
+    assert!(
+        !p.shared.nic_congested(naam_link::now_ns()),
+        "not run again"
+    );
+}
+
+#[test]
+fn congest_nic_holds_the_workers_for_the_given_time() {
+    let mut p = plane();
+    let before = naam_link::now_ns();
+    assert!(!p.shared.nic_congested(before));
+    let reply = describe(&mut p, "congest-nic:40");
+    let m = Message::parse(&reply).unwrap();
+    assert_eq!(m.request_id, 7);
+    let Body::DescribeReply(kv) = m.body else {
+        panic!("expected a describe reply, got {:?}", m.body);
+    };
+    let kv: Vec<(String, u64)> = kv
+        .entries
+        .iter()
+        .map(|e| (e.name.to_owned(), e.value))
+        .collect();
+    assert_eq!(
+        kv,
+        vec![("congest_ms".to_owned(), 40), ("workers".to_owned(), 2)]
+    );
+    let after = naam_link::now_ns();
+    let until = p.shared.nic_congest_until_ns.load(Ordering::Relaxed);
+    assert!(until >= before + 40_000_000 && until <= after + 40_000_000);
+    assert!(p.shared.nic_congested(after));
+    assert!(!p.shared.nic_congested(until));
+    let left = p
+        .counters()
+        .into_iter()
+        .find(|(n, _)| n == "dp.nic_congest_left_ms")
+        .map(|(_, v)| v);
+    assert!(left.is_some_and(|ms| ms <= 40), "{left:?}");
+    // Zero ends it at once.
+    describe(&mut p, "congest-nic:0");
+    assert!(!p.shared.nic_congested(naam_link::now_ns()));
+}
+
+#[test]
+fn congest_nic_without_a_number_is_a_bad_request_and_other_describes_are_forwarded() {
+    let mut p = plane();
+    for app in [
+        "congest-nic:soon",
+        "congest-nic:18446744073709551615",
+        "congest-nic:60001",
+    ] {
+        let m = describe(&mut p, app);
+        match Message::parse(&m).unwrap().body {
+            Body::Error(e) => assert_eq!(e.code, ErrorCode::BadRequest, "{app}"),
+            other => panic!("{app}: expected bad_request, got {other:?}"),
+        }
+        assert!(!p.shared.nic_congested(naam_link::now_ns()), "{app}");
+    }
+    // Anything else goes to the host agent, which is not there.
+    let m = describe(&mut p, "mica");
+    match Message::parse(&m).unwrap().body {
+        Body::Error(e) => assert_eq!(e.code, ErrorCode::HostUnavailable),
+        other => panic!("expected host_unavailable, got {other:?}"),
+    }
+}

@@ -1,0 +1,254 @@
+//! Execution on the NIC: steps in the VM pool, their ops run on host memory (at once when
+//! it is mapped, else posted on the link), completions resuming parked messages.
+
+use std::fmt::Write as _;
+
+use naam_core::abi::{OpKind, DATA_SIZE};
+use naam_core::exec::{apply_ops, check_ops, ordered_batch_end, run_step, StepOutcome};
+use naam_core::wire::ErrorCode;
+use naam_link::{now_ns, Completion, CompletionStatus, Link, LinkError, RemoteAddr};
+
+use super::*;
+use crate::port::Port;
+use crate::runtime::stats::{bump, Dropped};
+
+impl Worker {
+    /// Runs slot `i`'s handler until it finishes or parks on ops it asked for (resumed by
+    /// [`Worker::on_completion`]), and charges the time to its tenant: steps, ops on host
+    /// memory and the reply are what the message cost this worker.
+    pub(super) fn advance<P: Port, L: Link>(&mut self, i: usize, port: &mut P, link: &mut L) {
+        // Two clock reads a message (or a resumption), also under first come, first served:
+        // the per-tenant figures are what an operator compares the two by.
+        let account = self.slots[i].account;
+        let t = now_ns();
+        self.run_steps(i, port, link);
+        self.shares.charge(account, now_ns().saturating_sub(t));
+    }
+
+    /// [`Worker::advance`] without the charge. When the link maps host memory here
+    /// ([`Link::direct`]) the ops of each step run at once, in order, straight into the
+    /// context, and the next step follows in this call; otherwise they are posted.
+    pub(super) fn run_steps<P: Port, L: Link>(&mut self, i: usize, port: &mut P, link: &mut L) {
+        loop {
+            let s = &mut self.slots[i];
+            let Some(entry) = self.pool.get(s.offload) else {
+                return self.finish_error(
+                    i,
+                    port,
+                    ErrorCode::UnknownOffload,
+                    "offload unregistered",
+                );
+            };
+            if s.steps >= self.cfg.max_steps {
+                return self.finish_error(i, port, ErrorCode::StepBudget, "step budget spent");
+            }
+            s.ctx.set_step(s.steps);
+            s.steps += 1;
+            bump(&self.stats.steps, 1);
+            bump(&entry.runs.steps, 1);
+            let out = if self.cfg.run_time {
+                let t = now_ns();
+                let out = run_step(&entry.vm, &mut s.ctx);
+                bump(&entry.runs.run_ns, now_ns().saturating_sub(t));
+                out
+            } else {
+                run_step(&entry.vm, &mut s.ctx)
+            };
+            let n = match out {
+                Ok(StepOutcome::Done) => return self.finish_am(i, None, port),
+                Ok(StepOutcome::Abort(code)) => return self.finish_am(i, Some(code), port),
+                Ok(StepOutcome::Ops(n)) => n,
+                Err(e) => {
+                    let mut d = Detail::new();
+                    let _ = write!(d, "{e}");
+                    return self.finish_error(i, port, ErrorCode::from(&e), d.as_str());
+                }
+            };
+            let direct = match link.direct() {
+                Ok(d) => d,
+                Err(e) => {
+                    if e.is_peer_gone() {
+                        self.host_ok = false;
+                    }
+                    return self.finish_error(
+                        i,
+                        port,
+                        link_error_code(&e),
+                        "host memory unreachable",
+                    );
+                }
+            };
+            let table = direct.as_ref().map_or(&*self.regions, |d| d.table);
+            if let Err(e) = check_ops(table, s.tenant, &s.ctx, n, &mut s.ops) {
+                let mut d = Detail::new();
+                let _ = write!(d, "{e}");
+                return self.finish_error(i, port, e.code().into(), d.as_str());
+            }
+            bump(&self.stats.ops, n as u64);
+            let Some(direct) = direct else {
+                s.n_ops = n as u8;
+                s.next_op = 0;
+                // Parked when at least one op is outstanding; otherwise the failure is
+                // recorded in the slot.
+                if !self.post_ops(i, link) {
+                    let code = self.slots[i].failed.unwrap_or(ErrorCode::Memory);
+                    self.finish_error(i, port, code, "link refused the ops");
+                }
+                return;
+            };
+            if let Err(e) = apply_ops(direct.mem, &s.ops[..n], 0, &mut s.ctx) {
+                let mut d = Detail::new();
+                let _ = write!(d, "{e}");
+                return self.finish_error(i, port, ErrorCode::Memory, d.as_str());
+            }
+        }
+    }
+
+    /// Posts the next batch of slot `i`'s checked handler ops (from `next_op`, see
+    /// [`ordered_batch_end`]); true if at least one is outstanding.
+    pub(super) fn post_ops<L: Link>(&mut self, i: usize, link: &mut L) -> bool {
+        let slot = self.slots.slot_ref(i);
+        let s = &mut self.slots[i];
+        let base = (i * DATA_SIZE) as u64;
+        let first = s.next_op as usize;
+        let end = ordered_batch_end(&s.ops[..s.n_ops as usize], first);
+        s.next_op = end as u8;
+        s.pending = 0;
+        s.state = SlotState::Ops;
+        for k in first..end {
+            let op = s.ops[k];
+            let Some(desc) = self.regions.get(op.region) else {
+                s.failed = Some(ErrorCode::NoSuchRegion);
+                break;
+            };
+            let remote = RemoteAddr {
+                region: op.region,
+                offset: op.offset,
+                key: desc.key,
+            };
+            let wr = slot.wr_id(k);
+            let local = base + op.data_off as u64;
+            let r = match op.kind {
+                OpKind::Read => link.post_read(wr, remote, local, op.len),
+                OpKind::Write => {
+                    let w = op.data_off as usize..op.data_off as usize + op.len as usize;
+                    if link.local().write(local, &s.ctx.data()[w]) {
+                        link.post_write(wr, remote, local, op.len)
+                    } else {
+                        Err(LinkError::LocalOutOfRange {
+                            offset: local,
+                            len: op.len as u64,
+                            size: link.local().len() as u64,
+                        })
+                    }
+                }
+                OpKind::Cas => link.post_cas(wr, remote, op.arg0, op.arg1),
+                OpKind::Faa => link.post_faa(wr, remote, op.arg0),
+            };
+            match r {
+                Ok(()) => {
+                    s.pending += 1;
+                    s.wrote |= op.kind != OpKind::Read;
+                }
+                Err(e) => {
+                    if e.is_peer_gone() {
+                        self.host_ok = false;
+                    }
+                    s.failed = Some(link_error_code(&e));
+                    break;
+                }
+            }
+        }
+        s.pending > 0
+    }
+
+    pub(super) fn drain_completions<P: Port, L: Link>(
+        &mut self,
+        port: &mut P,
+        link: &mut L,
+    ) -> usize {
+        let mut done = [Completion::default(); 32];
+        let mut total = 0;
+        loop {
+            let n = link.poll_completions(&mut done);
+            for c in &done[..n] {
+                self.on_completion(c, port, link);
+            }
+            total += n;
+            // Resumed messages may have posted more ops (completed at once on shm): keep
+            // going until the queue is empty; the step budget bounds this.
+            if n == 0 {
+                return total;
+            }
+        }
+    }
+
+    pub(super) fn on_completion<P: Port, L: Link>(
+        &mut self,
+        c: &Completion,
+        port: &mut P,
+        link: &mut L,
+    ) {
+        let (slot, k) = SlotRef::from_wr_id(c.wr_id);
+        let Some(i) = self
+            .slots
+            .resolve(slot, SlotState::Ops)
+            .filter(|&i| self.slots[i].pending > 0)
+        else {
+            return self.stats.count_drop(Dropped::StaleCompletion);
+        };
+        let base = (i * DATA_SIZE) as u64;
+        let s = &mut self.slots[i];
+        s.pending -= 1;
+        match c.status {
+            CompletionStatus::Success => match s.kind {
+                SlotKind::Am => {
+                    let op = s.ops[k];
+                    if op.kind == OpKind::Read {
+                        let w = op.data_off as usize..op.data_off as usize + op.len as usize;
+                        if !link
+                            .local()
+                            .read(base + op.data_off as u64, s.ctx.data_window_mut(w))
+                        {
+                            s.failed = Some(ErrorCode::Memory);
+                        }
+                    }
+                    s.ctx.set_op_result(k, c.value, 0);
+                }
+                SlotKind::OneSided => s.os[k].previous = c.value,
+            },
+            CompletionStatus::PeerGone => {
+                self.host_ok = false;
+                match s.kind {
+                    SlotKind::Am => s.failed = Some(lost_code(s)),
+                    // Per op: a lost READ was not executed, a lost write or atomic may have been.
+                    SlotKind::OneSided => {
+                        s.os[k].error = Some(if s.os[k].kind == OpKind::Read {
+                            ErrorCode::HostUnavailable
+                        } else {
+                            ErrorCode::OutcomeUnknown
+                        })
+                    }
+                }
+            }
+            CompletionStatus::Failed { .. } => match s.kind {
+                SlotKind::Am => s.failed = Some(ErrorCode::Memory),
+                SlotKind::OneSided => s.os[k].error = Some(ErrorCode::Memory),
+            },
+        }
+        if s.pending > 0 {
+            return;
+        }
+        match (s.kind, s.failed) {
+            (SlotKind::Am, Some(code)) => self.finish_error(i, port, code, "op failed on the link"),
+            (SlotKind::Am, None) if s.next_op < s.n_ops => {
+                if !self.post_ops(i, link) {
+                    let code = self.slots[i].failed.unwrap_or(ErrorCode::Memory);
+                    self.finish_error(i, port, code, "link refused the ops");
+                }
+            }
+            (SlotKind::Am, None) => self.advance(i, port, link),
+            (SlotKind::OneSided, _) => self.finish_one_sided(i, port, link),
+        }
+    }
+}

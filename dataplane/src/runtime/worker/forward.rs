@@ -1,0 +1,188 @@
+//! Host forwarding: an active message placed at the host goes on the ring behind its slot's
+//! token; the host worker's reply comes back on the reply ring and is relayed.
+
+use naam_core::wire::{Body, ErrorCode, Message, HEADER_LEN};
+use naam_link::{Link, LinkError, MSG_MAX, TOKEN_LEN};
+
+use super::*;
+use crate::port::Port;
+use crate::runtime::stats::{bump, Dropped};
+
+impl Worker {
+    pub(super) fn forward<P: Port, L: Link>(
+        &mut self,
+        datagram: &[u8],
+        info: &ReqInfo,
+        dedup: bool,
+        exec_hint: bool,
+        port: &mut P,
+        link: &mut L,
+    ) {
+        if !self.host_ok {
+            return self.send_error(
+                port,
+                info,
+                ErrorCode::HostUnavailable,
+                "host agent gone",
+                false,
+            );
+        }
+        if TOKEN_LEN + datagram.len() > MSG_MAX {
+            return self.send_error(
+                port,
+                info,
+                ErrorCode::BadRequest,
+                "too large for the host ring",
+                false,
+            );
+        }
+        let Some(i) = self.slots.alloc(info, SlotKind::Am) else {
+            return self.send_error(port, info, ErrorCode::Busy, "no free slot", false);
+        };
+        // Remembered before it leaves: the host may answer before this returns.
+        if dedup && !self.begin_dedup(port, info, i) {
+            return;
+        }
+        let tok = self.slots.slot_ref(i).token();
+        self.ring_buf[..TOKEN_LEN].copy_from_slice(&tok.to_le_bytes());
+        self.ring_buf[TOKEN_LEN..TOKEN_LEN + datagram.len()].copy_from_slice(datagram);
+        match link.send(&self.ring_buf[..TOKEN_LEN + datagram.len()]) {
+            Ok(()) => {
+                self.slots.mark_at_host(i);
+                let s = &mut self.slots[i];
+                s.dedup = dedup;
+                s.wrote = dedup;
+                // Only mutating offloads are de-duplicated: the others are read-only.
+                s.read_only = !dedup;
+                s.exec_hint = exec_hint;
+                bump(&self.stats.forwarded, 1);
+            }
+            Err(e) => {
+                self.slots.release(i);
+                if dedup {
+                    // Not sent: not executed (the error below is a "not executed" code).
+                    self.cache.forget(info.peer.remote, info.request_id);
+                }
+                match e {
+                    LinkError::Full { .. } => {
+                        bump(&self.stats.ring_full, 1);
+                        self.send_error(port, info, ErrorCode::Busy, "host ring full", false)
+                    }
+                    e if e.is_peer_gone() => {
+                        self.host_ok = false;
+                        self.send_error(
+                            port,
+                            info,
+                            ErrorCode::HostUnavailable,
+                            "host agent gone",
+                            false,
+                        )
+                    }
+                    _ => self.send_error(
+                        port,
+                        info,
+                        ErrorCode::HostUnavailable,
+                        "host ring failed",
+                        false,
+                    ),
+                }
+            }
+        }
+    }
+
+    pub(super) fn drain_host_ring<P: Port, L: Link>(
+        &mut self,
+        port: &mut P,
+        link: &mut L,
+    ) -> usize {
+        let mut n = 0;
+        while n < self.cfg.burst {
+            match link.recv(&mut self.ring_buf[..]) {
+                Ok(Some(r)) => {
+                    n += 1;
+                    if r.imm.is_none() {
+                        self.on_host_reply(r.len, port);
+                    }
+                }
+                Ok(None) => break,
+                Err(LinkError::Corrupt { .. }) => {
+                    n += 1;
+                    self.stats.count_drop(Dropped::BadRingEntry);
+                }
+                Err(_) => break,
+            }
+        }
+        n
+    }
+
+    pub(super) fn on_host_reply<P: Port>(&mut self, len: usize, port: &mut P) {
+        if len < TOKEN_LEN + HEADER_LEN {
+            return self.stats.count_drop(Dropped::BadRingEntry);
+        }
+        let mut t = [0u8; TOKEN_LEN];
+        t.copy_from_slice(&self.ring_buf[..TOKEN_LEN]);
+        let tok = u64::from_le_bytes(t);
+        let Some(i) = self
+            .slots
+            .resolve(SlotRef::from_token(tok), SlotState::Host)
+        else {
+            return self.stats.count_drop(Dropped::StaleToken);
+        };
+        let s = &self.slots[i];
+        let (peer, request_id, class, dedup, exec_hint, read_only) = (
+            s.peer,
+            s.request_id,
+            s.class,
+            s.dedup,
+            s.exec_hint,
+            s.read_only,
+        );
+        self.slots.release(i);
+        bump(&self.stats.host_replies, 1);
+        // Take the reply out of the ring buffer: the parse below borrows it while `send`
+        // needs the worker.
+        let mut buf = [0u8; MSG_MAX];
+        let dlen = len - TOKEN_LEN;
+        buf[..dlen].copy_from_slice(&self.ring_buf[TOKEN_LEN..len]);
+        let datagram = &buf[..dlen];
+        match Message::parse(datagram) {
+            Ok(mut m) if m.request_id == request_id => {
+                let transient = matches!(m.body, Body::Error(e) if e.code.is_transient());
+                if let Body::AmReply(ref mut r) = m.body {
+                    // The host does not know the placement: add the hint here.
+                    if r.hint.is_none() {
+                        r.hint = self.hint(class, exec_hint, read_only);
+                        if r.hint.is_some() {
+                            bump(&self.stats.hints, 1);
+                        }
+                    }
+                }
+                if let Body::Error(e) = m.body {
+                    self.stats.error(e.code);
+                }
+                let remember = dedup && !transient;
+                if dedup && transient {
+                    self.cache.forget(peer.remote, request_id);
+                }
+                self.send(port, &peer, &m, remember);
+            }
+            _ => {
+                // Not a reply to this request: the client must not be left waiting forever.
+                self.stats.count_drop(Dropped::BadRingEntry);
+                let info = ReqInfo {
+                    peer,
+                    request_id,
+                    class,
+                    window: 0,
+                };
+                self.send_error(
+                    port,
+                    &info,
+                    ErrorCode::Internal,
+                    "bad reply from the host agent",
+                    dedup,
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,613 @@
+//! The worker: one poll-mode, run-to-completion loop per NIC core (the data path).
+//!
+//! One [`Worker::poll`] does, without blocking and without allocating:
+//!
+//! 1. completions of link ops → resume the messages parked on them;
+//! 2. replies from the host ring → matched by token to the parked request → tx;
+//! 3. an rx burst → parse → by kind: active message (steering, then execute here or forward
+//!    to the host), one-sided ops (the one-sided engine, [`onesided`]), anything else
+//!    answered or dropped and counted;
+//! 4. completions again (the shm link completes at once) and a tx burst.
+//!
+//! A message whose handler step asks for ops is **parked** in a preallocated slot: its ops are
+//! posted on the link with work-request ids naming the slot, and it resumes when all of them
+//! completed. Messages forwarded to the host wait in a slot too; the ring entry's token names
+//! the slot (index + generation, so a reply for a recycled slot is recognised as stale).
+//!
+//! The worker is generic over the [`Port`] and the [`Link`], and takes time as an argument,
+//! so tests drive it without threads (quinn style).
+//!
+//! This file is the poll loop and the receive path; the rest, one concept per file:
+//! [`slots`] (the slot table and the ids naming a slot), [`execute`] (steps, ops,
+//! completions), [`forward`] (the host ring), [`onesided`] (one-sided ops) and [`reply`]
+//! (every reply: emit, remember for de-duplication, transmit).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use naam_core::abi::{DATA_SIZE, MAX_OPS};
+use naam_core::exec::DEFAULT_MAX_STEPS;
+use naam_core::pool::VmPool;
+use naam_core::region::RegionTable;
+use naam_core::vm::Engine;
+use naam_core::wire::{
+    peek_am_tenant, AmRequestRepr, Body, ErrorCode, Flags, HeaderPacket, Kind, Message, WireError,
+    HEADER_LEN,
+};
+use naam_link::{now_ns, Link, MSG_MAX};
+
+mod execute;
+mod forward;
+mod onesided;
+mod reply;
+mod slots;
+
+use reply::{link_error_code, Detail};
+use slots::{lost_code, ReqInfo, SlotKind, SlotRef, SlotState, SlotTable, OS_EMPTY};
+
+use super::dedup::{Begin, ReplyCache, Seen};
+use super::fair::{Account, BurstQueues, FairConfig, TenantShares};
+use super::shared::Shared;
+use super::stats::{bump, Dropped, WorkerStats};
+use crate::port::{Packet, PacketBatch, Port, MAX_PAYLOAD};
+use crate::steering::Target;
+
+/// Settings of one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Worker index (also its link queue pair).
+    pub id: u16,
+    /// Steering classes (sizes the per-class counters).
+    pub classes: u16,
+    /// Packets per rx burst.
+    pub burst: usize,
+    /// Messages in flight at once (parked on ops or waiting for the host). The link's staging
+    /// buffer must hold `slots × DATA_SIZE` bytes ([`WorkerConfig::staging_bytes`]).
+    pub slots: usize,
+    /// Requests remembered for de-duplication.
+    pub dedup_entries: usize,
+    /// How long a completed request is remembered when its client does not say it is
+    /// finished with it: the longest time a client retries.
+    pub dedup_retain_ns: u64,
+    pub max_steps: u32,
+    pub engine: Engine,
+    /// Measure the nanoseconds each offload spends in the VM (two clock reads per step; on
+    /// when metrics are exported, and for the tenants' shares).
+    pub run_time: bool,
+    /// Fair order and refusal between tenants (docs/dataplane.md, "Tenants' shares").
+    pub fair: FairConfig,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            id: 0,
+            classes: crate::port::DEFAULT_CLASSES,
+            burst: 32,
+            slots: 64,
+            dedup_entries: 1024,
+            dedup_retain_ns: super::dedup::DEFAULT_RETAIN_NS,
+            max_steps: DEFAULT_MAX_STEPS,
+            engine: Engine::native(),
+            run_time: false,
+            fair: FairConfig::default(),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Staging bytes the worker's link queue pair needs (one data area per slot).
+    pub fn staging_bytes(&self) -> usize {
+        self.slots * DATA_SIZE
+    }
+
+    /// Completion-queue depth the link needs so posting never finds it full.
+    pub fn cq_depth(&self) -> usize {
+        self.slots * MAX_OPS
+    }
+}
+
+/// The retry-after hint of a `busy` for a full slot table or host ring: both drain as link
+/// work completes, in tens of microseconds; a millisecond lets a backlog clear before the
+/// retries arrive (the client's window, cut by the refusal, lowers its rate meanwhile).
+pub(super) const BUSY_RETRY_AFTER_NS: u64 = 1_000_000;
+
+/// How often the tenants' counters are copied to the shared stats.
+const TENANTS_PUBLISH_NS: u64 = 10_000_000;
+
+/// One NIC worker's state. Cache-line aligned; everything it uses on the data path is
+/// allocated in [`Worker::new`].
+#[repr(align(64))]
+pub struct Worker {
+    cfg: WorkerConfig,
+    shared: Arc<Shared>,
+    stats: Arc<WorkerStats>,
+    pool: VmPool,
+    regions: Arc<RegionTable>,
+    regions_epoch: u64,
+    slots: SlotTable,
+    cache: ReplyCache,
+    rx: Option<PacketBatch>,
+    tx: PacketBatch,
+    /// The handler time each tenant used, and a burst's packets queued per tenant.
+    shares: TenantShares,
+    queues: BurstQueues,
+    /// When the tenants' counters were last published.
+    shares_published: u64,
+    /// A ring entry being built or received.
+    ring_buf: Box<[u8; MSG_MAX]>,
+    /// Whether host memory is reachable over the link (its peer is not gone), as of the last
+    /// poll: NIC execution and one-sided ops need it.
+    host_ok: bool,
+    /// Whether the host agent's workers answer (connected and heartbeat fresh): forwarding
+    /// needs it. A suspect host's classes run on the NIC meanwhile.
+    host_fresh: bool,
+    now_ns: u64,
+}
+
+impl Worker {
+    pub fn new(cfg: WorkerConfig, shared: Arc<Shared>, stats: Arc<WorkerStats>) -> Worker {
+        let pool = VmPool::new(shared.registry.clone(), cfg.engine);
+        stats.publish_offloads(pool.run_counters());
+        Worker {
+            regions: shared.regions.current(),
+            regions_epoch: shared.regions.epoch(),
+            pool,
+            slots: SlotTable::new(cfg.slots),
+            cache: ReplyCache::new(cfg.dedup_entries, cfg.dedup_retain_ns),
+            rx: Some(PacketBatch::with_capacity(cfg.burst.max(1))),
+            tx: PacketBatch::with_capacity(cfg.burst.max(1) * 2),
+            ring_buf: Box::new([0; MSG_MAX]),
+            shares: TenantShares::new(cfg.fair.clone()),
+            queues: BurstQueues::new(cfg.burst.max(1)),
+            shares_published: 0,
+            host_ok: true,
+            host_fresh: true,
+            now_ns: 0,
+            cfg,
+            shared,
+            stats,
+        }
+    }
+
+    pub fn config(&self) -> &WorkerConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &Arc<WorkerStats> {
+        &self.stats
+    }
+
+    /// Messages waiting in the slot table.
+    pub fn in_flight(&self) -> usize {
+        self.slots.in_flight()
+    }
+
+    /// Of those, the ones forwarded to the host and waiting for its reply.
+    pub fn at_host(&self) -> usize {
+        self.slots.at_host()
+    }
+
+    /// One turn of the loop; returns how much work it found (0 = idle, back off).
+    pub fn poll<P: Port, L: Link>(&mut self, now_ns: u64, port: &mut P, link: &mut L) -> usize {
+        self.now_ns = now_ns;
+        self.refresh();
+        let mut work = self.drain_completions(port, link);
+        // Replies already in the ring are delivered even when the host has just died.
+        work += self.drain_host_ring(port, link);
+        let was_ok = self.host_ok;
+        // A late heartbeat (suspect) leaves the memory path up and messages at the host
+        // waiting for it: a stalled host agent answers them when it resumes.
+        let peer = link.check_peer(now_ns);
+        self.host_ok =
+            self.shared.host_up() && peer.as_ref().map_or_else(|e| e.is_peer_suspect(), |_| true);
+        self.host_fresh = self.host_ok && peer.is_ok();
+        if was_ok && !self.host_ok {
+            work += self.fail_in_flight(port);
+        }
+
+        // The batch is taken out while its packets are handled (they borrow it, the handlers
+        // borrow the worker); it is always put back.
+        let mut got = 0;
+        if let Some(mut rx) = self.rx.take() {
+            rx.clear();
+            got = port.rx_burst(&mut rx).unwrap_or(0);
+            if self.cfg.fair.enabled && got > 1 {
+                // A burst that filled the batch: more is waiting in the kernel.
+                let behind = got == rx.capacity();
+                self.serve_fair(&rx, behind, port, link);
+            } else {
+                for p in rx.iter() {
+                    self.on_packet(p, port, link);
+                }
+            }
+            self.rx = Some(rx);
+        }
+        work += got;
+        if got > 0 {
+            work += self.drain_completions(port, link);
+        }
+        self.flush(port);
+        if work > 0 {
+            self.stats.publish_port(port.stats());
+        }
+        if now_ns.saturating_sub(self.shares_published) >= TENANTS_PUBLISH_NS {
+            self.shares_published = now_ns;
+            self.stats.publish_tenants(self.shares.accounts());
+        }
+        bump(&self.stats.polls, 1);
+        self.stats.at_host.store(
+            self.slots.at_host() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.stats.in_flight.store(
+            self.in_flight() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        work
+    }
+
+    /// Adds busy time measured by the caller around a poll that found work.
+    pub fn add_busy_ns(&self, ns: u64) {
+        bump(&self.stats.busy_ns, ns);
+    }
+
+    /// Adds time the core spent on other work (the NIC congestion injector).
+    pub fn add_background_ns(&self, ns: u64) {
+        bump(&self.stats.background_ns, ns);
+    }
+
+    /// The link was replaced (or is gone for good): nothing posted on the old one will
+    /// complete, so every message in flight is answered: `HostUnavailable` (not executed), or
+    /// `OutcomeUnknown` for a mutation that may have reached host memory.
+    pub fn link_reset<P: Port>(&mut self, port: &mut P) -> usize {
+        let n = self.fail_in_flight(port);
+        self.flush(port);
+        self.host_ok = true;
+        self.host_fresh = true;
+        n
+    }
+
+    fn refresh(&mut self) {
+        if self.pool.sync() {
+            self.stats.publish_offloads(self.pool.run_counters());
+        }
+        if !self.pool.compile_errors.is_empty() {
+            for (id, e) in self.pool.compile_errors.drain(..) {
+                tracing::warn!(worker = self.cfg.id, offload = id, error = %e, "offload did not compile");
+            }
+        }
+        let epoch = self.shared.regions.epoch();
+        if epoch != self.regions_epoch {
+            self.regions_epoch = epoch;
+            self.regions = self.shared.regions.current();
+        }
+    }
+
+    /// Serves a burst in fair order between tenants ([`super::fair`]): the next packet is
+    /// always one of the tenant that used the least of this worker this round. When the
+    /// worker is `behind`, it spends at most the poll budget on the burst; after that, a
+    /// tenant that was already served in it is refused its further messages (`busy`, retry
+    /// after a round), so the next burst comes soon.
+    fn serve_fair<P: Port, L: Link>(
+        &mut self,
+        rx: &PacketBatch,
+        behind: bool,
+        port: &mut P,
+        link: &mut L,
+    ) {
+        self.shares.start_poll(self.now_ns);
+        self.queues.clear();
+        for (i, p) in rx.iter().enumerate() {
+            let account = peek_am_tenant(p.payload()).map(|t| self.shares.account(t));
+            self.queues.push(i, account);
+        }
+        if self.queues.tenants() <= 1 {
+            // Nobody else is waiting in this burst.
+            for p in rx.iter() {
+                self.on_packet(p, port, link);
+            }
+            return;
+        }
+        let deadline = behind.then(|| now_ns() + self.cfg.fair.poll_budget_ns);
+        while let Some((i, account, served)) = self.queues.pop(&self.shares) {
+            let p = &rx.as_slice()[i];
+            let over = served && deadline.is_some_and(|d| now_ns() >= d);
+            match account {
+                Some(a) if over && self.refuse_over_budget(p, a, port) => {}
+                _ => self.on_packet(p, port, link),
+            }
+        }
+    }
+
+    /// Refuses an active message over the poll budget; false (nothing done) when it does not
+    /// parse, for [`Worker::on_packet`] to answer.
+    fn refuse_over_budget<P: Port>(
+        &mut self,
+        pkt: &Packet,
+        account: Account,
+        port: &mut P,
+    ) -> bool {
+        let Ok(msg) = Message::parse(pkt.payload()) else {
+            return false;
+        };
+        bump(&self.stats.rx, 1);
+        self.shares.count_refused(account);
+        let info = ReqInfo {
+            peer: *pkt.peer(),
+            request_id: msg.request_id,
+            class: msg.class,
+            window: msg.window,
+        };
+        let mut d = Detail::new();
+        let _ = write!(
+            d,
+            "tenant {}: this NIC worker is behind and served its share of the burst",
+            self.shares.tenant(account)
+        );
+        let after = self.cfg.fair.window_ns;
+        self.send_error_retry_after(port, &info, ErrorCode::Busy, d.as_str(), false, Some(after));
+        true
+    }
+
+    fn on_packet<P: Port, L: Link>(&mut self, pkt: &Packet, port: &mut P, link: &mut L) {
+        bump(&self.stats.rx, 1);
+        if pkt.truncated() {
+            return self.on_oversize(pkt, port);
+        }
+        let data = pkt.payload();
+        let msg = match Message::parse(data) {
+            Ok(m) => m,
+            Err(e) => return self.on_malformed(pkt, e, port),
+        };
+        if msg.flags.contains(Flags::RETRANSMIT) {
+            bump(&self.stats.retransmits, 1);
+        }
+        let info = ReqInfo {
+            peer: *pkt.peer(),
+            request_id: msg.request_id,
+            class: msg.class,
+            window: msg.window,
+        };
+        if msg.kind().is_reply() {
+            self.stats.count_drop(Dropped::UnexpectedKind);
+            return;
+        }
+        if msg.class != pkt.class() {
+            let mut d = Detail::new();
+            let _ = write!(
+                d,
+                "header class {} but sent to the port of class {}",
+                msg.class,
+                pkt.class()
+            );
+            return self.send_error(port, &info, ErrorCode::BadRequest, d.as_str(), false);
+        }
+        match msg.body {
+            Body::AmRequest(req) => self.on_am(pkt, &info, &req, port, link),
+            Body::OneSided(os) => self.on_one_sided(&info, &os, port, link),
+            _ => self.send_error(
+                port,
+                &info,
+                ErrorCode::Unsupported,
+                "control messages go to the control port",
+                false,
+            ),
+        }
+    }
+
+    /// A datagram longer than the port's packet buffers: answered with the limit (one-sided
+    /// WRITEs and REGISTER-sized arguments are the usual cause), never dropped in silence.
+    fn on_oversize<P: Port>(&mut self, pkt: &Packet, port: &mut P) {
+        let data = pkt.payload();
+        let h = HeaderPacket::new_unchecked(data);
+        let is_request = Kind::from_u8(h.kind()).is_some_and(|k| !k.is_reply());
+        if h.magic() != naam_core::wire::MAGIC || !is_request {
+            return self.stats.count_drop(Dropped::Malformed);
+        }
+        bump(&self.stats.malformed, 1);
+        let info = ReqInfo {
+            peer: *pkt.peer(),
+            request_id: h.request_id(),
+            class: h.class(),
+            window: 0,
+        };
+        let mut d = Detail::new();
+        let _ = write!(
+            d,
+            "datagram larger than the {MAX_PAYLOAD} bytes a data port takes; split the request"
+        );
+        self.send_error(port, &info, ErrorCode::BadRequest, d.as_str(), false);
+    }
+
+    fn on_malformed<P: Port>(&mut self, pkt: &Packet, e: WireError, port: &mut P) {
+        bump(&self.stats.malformed, 1);
+        let data = pkt.payload();
+        // Answer only requests whose header is readable: never reply to a reply (no loops).
+        if data.len() < HEADER_LEN {
+            return self.stats.count_drop(Dropped::Malformed);
+        }
+        let h = HeaderPacket::new_unchecked(data);
+        let is_request = Kind::from_u8(h.kind()).is_some_and(|k| !k.is_reply());
+        if h.magic() != naam_core::wire::MAGIC || !is_request {
+            return self.stats.count_drop(Dropped::Malformed);
+        }
+        let code = match e {
+            WireError::BadVersion { .. } => ErrorCode::BadVersion,
+            _ if h.version() != naam_core::wire::VERSION => ErrorCode::BadVersion,
+            _ => ErrorCode::BadRequest,
+        };
+        let info = ReqInfo {
+            peer: *pkt.peer(),
+            request_id: h.request_id(),
+            class: h.class(),
+            window: 0,
+        };
+        let mut d = Detail::new();
+        let _ = write!(d, "{e}");
+        self.send_error(port, &info, code, d.as_str(), false);
+    }
+
+    /// Remembers a mutation as in progress before it runs, in slot `slot`. False when the
+    /// reply cache has no room that would not forget a request still in progress: the slot
+    /// is freed and the request refused with `busy` (counted `dedup_full`), never run
+    /// unremembered.
+    fn begin_dedup<P: Port>(&mut self, port: &mut P, info: &ReqInfo, slot: usize) -> bool {
+        match self
+            .cache
+            .begin(info.peer.remote, info.request_id, self.now_ns)
+        {
+            Begin::Started | Begin::Reused => true,
+            Begin::Expired => {
+                bump(&self.stats.dedup_evicted, 1);
+                true
+            }
+            Begin::Full { retry_after_ns } => {
+                bump(&self.stats.dedup_full, 1);
+                self.slots.release(slot);
+                let mut d = Detail::new();
+                let _ = match retry_after_ns {
+                    Some(ns) => write!(
+                        d,
+                        "reply cache full of requests that may still be retried; one expires in {} ms",
+                        ns.div_ceil(1_000_000)
+                    ),
+                    None => write!(d, "reply cache full of requests in progress"),
+                };
+                self.send_error_retry_after(
+                    port,
+                    info,
+                    ErrorCode::Busy,
+                    d.as_str(),
+                    false,
+                    Some(retry_after_ns.unwrap_or(BUSY_RETRY_AFTER_NS)),
+                );
+                false
+            }
+        }
+    }
+
+    /// Checks the reply cache for a request that is de-duplicated; true if it was handled
+    /// (replayed or dropped as in progress).
+    fn replayed<P: Port>(&mut self, port: &mut P, info: &ReqInfo) -> bool {
+        match self.cache.lookup(info.peer.remote, info.request_id) {
+            Seen::New => false,
+            Seen::InProgress => {
+                self.stats.count_drop(Dropped::DuplicateInProgress);
+                true
+            }
+            Seen::Done(bytes) => {
+                // Copy out of the cache before touching the tx batch (both are ours).
+                let mut buf = [0u8; MAX_PAYLOAD];
+                let n = bytes.len();
+                buf[..n].copy_from_slice(bytes);
+                if self.send_bytes(port, &info.peer, &buf[..n]) {
+                    bump(&self.stats.dup_replayed, 1);
+                }
+                true
+            }
+        }
+    }
+
+    fn on_am<P: Port, L: Link>(
+        &mut self,
+        pkt: &Packet,
+        info: &ReqInfo,
+        req: &AmRequestRepr<'_>,
+        port: &mut P,
+        link: &mut L,
+    ) {
+        self.stats.class_msg(info.class);
+        // The registry may have changed since this poll began (the client may send this
+        // right after its REGISTER or UNREGISTER was answered): one atomic load tells.
+        if self.pool.sync() {
+            self.stats.publish_offloads(self.pool.run_counters());
+        }
+        let Some(entry) = self.pool.get(req.offload) else {
+            let mut d = Detail::new();
+            let _ = write!(d, "no offload {}", req.offload);
+            return self.send_error(port, info, ErrorCode::UnknownOffload, d.as_str(), false);
+        };
+        let (class, tenant, read_only) = (
+            entry.offload.class,
+            entry.offload.tenant,
+            entry.offload.read_only,
+        );
+        if class != info.class {
+            let mut d = Detail::new();
+            let _ = write!(d, "offload {} belongs to class {class}", req.offload);
+            return self.send_error(port, info, ErrorCode::BadRequest, d.as_str(), false);
+        }
+        if tenant != req.tenant {
+            return self.send_error(
+                port,
+                info,
+                ErrorCode::WrongTenant,
+                "offload of another tenant",
+                false,
+            );
+        }
+        // The tenant is named by the sender; the capability proves it (docs/security.md).
+        if !self.shared.capabilities.check(req.tenant, req.capability) {
+            bump(&self.stats.bad_capability, 1);
+            return self.send_error(
+                port,
+                info,
+                ErrorCode::Unauthorized,
+                "the capability does not prove the tenant (seal with the tenant's key)",
+                false,
+            );
+        }
+        // Proven: what its window says about the client's finished requests counts.
+        self.cache
+            .retire(info.peer.remote, info.request_id, info.window);
+        let target =
+            self.shared
+                .steering
+                .steer(pkt.dst_port(), pkt.payload().len(), self.cfg.id.into());
+        if target == Target::Drop {
+            return self.stats.count_drop(Dropped::Steered);
+        }
+        let dedup = !read_only;
+        if dedup && self.replayed(port, info) {
+            return;
+        }
+        let exec_hint = req.flags.contains(naam_core::wire::AmFlags::EXEC_HINT);
+        match target {
+            Target::Host if self.host_fresh => {
+                self.forward(pkt.payload(), info, dedup, exec_hint, port, link)
+            }
+            // At the NIC, or at a host that does not answer now: the handler runs here.
+            _ => {
+                if !self.host_ok {
+                    // Handler ops reach host memory over the link: nothing to run them on.
+                    return self.send_error(
+                        port,
+                        info,
+                        ErrorCode::HostUnavailable,
+                        "host agent gone",
+                        false,
+                    );
+                }
+                let account = self.shares.account(tenant);
+                self.shares.count_admitted(account);
+                let Some(i) = self.slots.alloc(info, SlotKind::Am) else {
+                    return self.send_error(port, info, ErrorCode::Busy, "no free slot", false);
+                };
+                if dedup && !self.begin_dedup(port, info, i) {
+                    return;
+                }
+                let s = &mut self.slots[i];
+                s.offload = req.offload;
+                s.tenant = tenant;
+                s.account = account;
+                s.read_only = read_only;
+                s.exec_hint = exec_hint;
+                s.dedup = dedup;
+                s.state = SlotState::Ops;
+                s.ctx.start(req.args);
+                self.advance(i, port, link);
+            }
+        }
+    }
+}

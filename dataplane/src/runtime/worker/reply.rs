@@ -1,0 +1,299 @@
+//! Replies: emitted into the tx batch, remembered in the reply cache when the request is
+//! de-duplicated, and transmitted in one burst per poll.
+
+use naam_core::wire::{
+    AmReplyRepr, AmStatus, Body, ErrorCode, ErrorRepr, Location, Message, OpResult, PlacementHint,
+};
+use naam_link::LinkError;
+
+use super::*;
+use crate::port::{Peer, Port};
+use crate::runtime::stats::{bump, Dropped};
+
+/// A fixed buffer implementing `fmt::Write`, for error details without allocating.
+pub(super) struct Detail {
+    buf: [u8; 200],
+    len: usize,
+}
+
+impl Detail {
+    pub fn new() -> Detail {
+        Detail {
+            buf: [0; 200],
+            len: 0,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only whole `&str`s are appended, cut at a char boundary below.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Write for Detail {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let room = self.buf.len() - self.len;
+        let n = naam_core::wire::clip_utf8(s, room).len();
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+impl Worker {
+    pub(super) fn flush<P: Port>(&mut self, port: &mut P) {
+        if self.tx.is_empty() {
+            return;
+        }
+        let n = port.tx_burst(&self.tx).unwrap_or(0);
+        bump(&self.stats.tx, n as u64);
+        self.tx.clear();
+    }
+
+    /// Emits `msg` to `peer` into the tx batch; with `remember`, also into the reply cache.
+    pub(super) fn send<P: Port>(
+        &mut self,
+        port: &mut P,
+        peer: &Peer,
+        msg: &Message<'_>,
+        remember: bool,
+    ) {
+        if self.tx.spare() == 0 {
+            self.flush(port);
+        }
+        let Some(p) = self.tx.push() else {
+            self.stats.count_drop(Dropped::ReplyFailed);
+            return;
+        };
+        p.set_peer(*peer);
+        match msg.emit(&mut p.buffer_mut()[..]) {
+            Ok(n) => {
+                p.set_len(n);
+                if remember {
+                    self.cache
+                        .complete(peer.remote, msg.request_id, p.payload(), self.now_ns);
+                }
+            }
+            Err(_) => {
+                let len = self.tx.len();
+                self.tx.truncate(len - 1);
+                self.stats.count_drop(Dropped::ReplyFailed);
+                if remember {
+                    self.cache.forget(peer.remote, msg.request_id);
+                }
+            }
+        }
+    }
+
+    /// Sends raw reply bytes (a cached reply or a host reply) to `peer`.
+    pub(super) fn send_bytes<P: Port>(&mut self, port: &mut P, peer: &Peer, bytes: &[u8]) -> bool {
+        if self.tx.spare() == 0 {
+            self.flush(port);
+        }
+        let Some(p) = self.tx.push() else {
+            return false;
+        };
+        if p.set_payload(bytes) {
+            p.set_peer(*peer);
+            return true;
+        }
+        let len = self.tx.len();
+        self.tx.truncate(len - 1);
+        self.stats.count_drop(Dropped::ReplyFailed);
+        false
+    }
+
+    pub(super) fn send_error<P: Port>(
+        &mut self,
+        port: &mut P,
+        info: &ReqInfo,
+        code: ErrorCode,
+        detail: &str,
+        dedup: bool,
+    ) {
+        // A full slot table or ring drains within a few link round trips: a refused client
+        // hears when to come back rather than guessing.
+        let retry_after = (code == ErrorCode::Busy).then_some(BUSY_RETRY_AFTER_NS);
+        self.send_error_retry_after(port, info, code, detail, dedup, retry_after)
+    }
+
+    /// [`Worker::send_error`] with the retry-after hint the reply carries (`busy` only).
+    pub(super) fn send_error_retry_after<P: Port>(
+        &mut self,
+        port: &mut P,
+        info: &ReqInfo,
+        code: ErrorCode,
+        detail: &str,
+        dedup: bool,
+        retry_after_ns: Option<u64>,
+    ) {
+        self.stats.error(code);
+        match code {
+            ErrorCode::Busy => bump(&self.stats.busy, 1),
+            ErrorCode::HostUnavailable => bump(&self.stats.host_unavailable, 1),
+            _ => {}
+        }
+        // "Not executed" replies are not remembered, so the retry runs (docs/protocol.md).
+        let remember = dedup
+            && !matches!(
+                code,
+                ErrorCode::Busy | ErrorCode::HostUnavailable | ErrorCode::BadVersion
+            );
+        if dedup && !remember {
+            self.cache.forget(info.peer.remote, info.request_id);
+        }
+        let msg = Message::new(
+            info.request_id,
+            info.class,
+            Body::Error({
+                let e = ErrorRepr::new(
+                    code,
+                    naam_core::wire::clip_utf8(detail, naam_core::wire::DETAIL_MAX),
+                );
+                match retry_after_ns {
+                    Some(ns) => e.retry_after_ns(ns),
+                    None => e,
+                }
+            }),
+        );
+        self.send(port, &info.peer, &msg, remember);
+    }
+
+    pub(super) fn finish_error<P: Port>(
+        &mut self,
+        i: usize,
+        port: &mut P,
+        code: ErrorCode,
+        detail: &str,
+    ) {
+        let s = &self.slots[i];
+        if s.kind == SlotKind::Am && s.steps > 0 {
+            // It ran here: an offload's failed run.
+            if let Some(e) = self.pool.get(s.offload) {
+                bump(&e.runs.runs, 1);
+                bump(&e.runs.errors, 1);
+            }
+        }
+        let info = ReqInfo {
+            peer: s.peer,
+            request_id: s.request_id,
+            class: s.class,
+            window: 0,
+        };
+        let dedup = s.dedup;
+        self.slots.release(i);
+        self.send_error(port, &info, code, detail, dedup);
+    }
+
+    pub(super) fn hint(
+        &self,
+        class: u16,
+        exec_hint: bool,
+        read_only: bool,
+    ) -> Option<PlacementHint> {
+        if !(exec_hint && read_only) {
+            return None;
+        }
+        let lease_ms = self.shared.hints.lease_ms(class, self.now_ns)?;
+        Some(PlacementHint {
+            class,
+            location: Location::Client,
+            lease_ms,
+        })
+    }
+
+    pub(super) fn finish_am<P: Port>(&mut self, i: usize, abort: Option<u32>, port: &mut P) {
+        let s = &self.slots[i];
+        let hint = self.hint(s.class, s.exec_hint, s.read_only);
+        let Some(output) = s.ctx.out() else {
+            return self.finish_error(i, port, ErrorCode::BadHandler, "output past the reply area");
+        };
+        let status = match abort {
+            None => AmStatus::Done,
+            Some(code) => AmStatus::Aborted(code),
+        };
+        // The reply borrows the slot's context: copy the little the send needs.
+        let mut out = [0u8; naam_core::abi::OUT_MAX];
+        let out = {
+            out[..output.len()].copy_from_slice(output);
+            &out[..output.len()]
+        };
+        let (peer, request_id, class, dedup, steps) =
+            (s.peer, s.request_id, s.class, s.dedup, s.steps);
+        if let Some(e) = self.pool.get(s.offload) {
+            bump(&e.runs.runs, 1);
+        }
+        self.slots.release(i);
+        bump(&self.stats.nic_executed, 1);
+        self.stats.class_steps(class, steps as u64);
+        if hint.is_some() {
+            bump(&self.stats.hints, 1);
+        }
+        let msg = Message::new(
+            request_id,
+            class,
+            Body::AmReply(AmReplyRepr {
+                status,
+                executed_at: Location::Nic,
+                steps,
+                hint,
+                output: out,
+            }),
+        );
+        self.send(port, &peer, &msg, dedup);
+    }
+
+    pub(super) fn finish_one_sided_results<P: Port>(
+        &mut self,
+        i: usize,
+        port: &mut P,
+        results: &[OpResult<'_>],
+    ) {
+        let s = &self.slots[i];
+        let (peer, request_id, class, dedup) = (s.peer, s.request_id, s.class, s.dedup);
+        self.slots.release(i);
+        let body = match naam_core::wire::OneSidedReplyRepr::new(results) {
+            Ok(r) => Body::OneSidedReply(r),
+            Err(_) => {
+                self.stats.count_drop(Dropped::ReplyFailed);
+                return;
+            }
+        };
+        let msg = Message::new(request_id, class, body);
+        // Emit into the tx batch directly (the results borrow `os_buf`, not the batch).
+        if self.tx.spare() == 0 {
+            self.flush(port);
+        }
+        let Some(p) = self.tx.push() else {
+            return self.stats.count_drop(Dropped::ReplyFailed);
+        };
+        p.set_peer(peer);
+        match msg.emit(&mut p.buffer_mut()[..]) {
+            Ok(n) => {
+                p.set_len(n);
+                if dedup {
+                    self.cache
+                        .complete(peer.remote, request_id, p.payload(), self.now_ns);
+                }
+            }
+            Err(_) => {
+                let len = self.tx.len();
+                self.tx.truncate(len - 1);
+                self.stats.count_drop(Dropped::ReplyFailed);
+                if dedup {
+                    self.cache.forget(peer.remote, request_id);
+                }
+            }
+        }
+    }
+}
+
+/// The error code a failed post maps to.
+pub(super) fn link_error_code(e: &LinkError) -> ErrorCode {
+    match e {
+        LinkError::PeerGone { .. } => ErrorCode::HostUnavailable,
+        LinkError::Refused(op) => op.code().into(),
+        LinkError::Full { .. } | LinkError::CqFull { .. } => ErrorCode::Busy,
+        _ => ErrorCode::Memory,
+    }
+}
