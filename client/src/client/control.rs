@@ -1,0 +1,203 @@
+//! Control requests: register, unregister, list, fetch, stats and describe.
+
+use super::*;
+use crate::error::{ClientError, Result};
+use crate::reply::{OffloadInfo, Response};
+use naam_core::wire::{
+    Body, DescribeRepr, FetchRepr, Kind, OffloadIdRepr, PageRequestRepr, RegisterRepr,
+};
+
+impl Client {
+    pub(super) fn control(&mut self, server: ServerId, body: Body<'_>) -> Result<Response> {
+        let ticket = self.ticket();
+        let dest = self.server(server)?.addr.control;
+        self.send_new(ticket, server, dest, 0, body, Purpose::User, 0)?;
+        self.wait(ticket)
+    }
+
+    /// Registers an ELF object on `server`; returns the offload id it got. When the program
+    /// also loads here, it becomes runnable locally under the same id.
+    pub fn register(
+        &mut self,
+        server: ServerId,
+        object: &[u8],
+        opts: &RegisterOptions,
+    ) -> Result<u32> {
+        let body = Body::Register(RegisterRepr {
+            name: &opts.name,
+            tenant: self.cfg.tenant,
+            class: opts.class,
+            read_only: opts.read_only,
+            section: opts.section.as_deref(),
+            object,
+        });
+        let id = match self.control(server, body)? {
+            Response::Registered(id) => id,
+            other => return Err(unexpected(0, "register reply", &other)),
+        };
+        // Local execution is an optimisation: a program the local engine cannot take simply
+        // always runs at the server.
+        let _ = self.load_local(
+            id,
+            object,
+            opts.section.as_deref(),
+            opts.class,
+            opts.read_only,
+        );
+        Ok(id)
+    }
+
+    /// Registers one of the bundled handlers on `server` (under a new id: the fixed ids
+    /// are taken by the server's own registration of the bundled applications).
+    pub fn register_bundled(
+        &mut self,
+        server: ServerId,
+        o: crate::bundled::BundledOffload,
+        name: &str,
+    ) -> Result<u32> {
+        let object = crate::bundled::object(o).ok_or(ClientError::NotLocal {
+            offload: o.id,
+            reason: "this build does not bundle its object",
+        })?;
+        let opts = RegisterOptions {
+            name: name.to_owned(),
+            section: Some(o.section.to_owned()),
+            class: o.class,
+            read_only: o.read_only,
+        };
+        self.register(server, object, &opts)
+    }
+
+    /// Unregisters offload `id` on `server` (and forgets it locally).
+    pub fn unregister(&mut self, server: ServerId, id: u32) -> Result<()> {
+        match self.control(server, Body::Unregister(OffloadIdRepr { id }))? {
+            Response::Ack => {
+                self.local.unload(id);
+                Ok(())
+            }
+            other => Err(unexpected(0, "ack", &other)),
+        }
+    }
+
+    /// Every offload registered on `server` (all pages).
+    pub fn list(&mut self, server: ServerId) -> Result<Vec<OffloadInfo>> {
+        let mut all = Vec::new();
+        let mut start = 0;
+        loop {
+            let body = Body::List(PageRequestRepr { start, max: 0 });
+            match self.control(server, body)? {
+                Response::List(page) => {
+                    all.extend(page.entries);
+                    match page.next {
+                        Some(n) if n > start || all.is_empty() => start = n,
+                        Some(_) | None => return Ok(all),
+                    }
+                }
+                other => return Err(unexpected(0, "list reply", &other)),
+            }
+        }
+    }
+
+    /// Offload `id`'s verified instructions, as `server` holds them, and their digest
+    /// ([`naam_core::wire::program_digest`]). Pages through the program; starts again when
+    /// the digest changes on the way (the offload was replaced).
+    pub fn fetch_program(&mut self, server: ServerId, id: u32) -> Result<(Vec<u8>, u64)> {
+        const ATTEMPTS: usize = 4;
+        for _ in 0..ATTEMPTS {
+            let mut insns: Vec<u8> = Vec::new();
+            let mut digest = None;
+            loop {
+                let body = Body::Fetch(FetchRepr {
+                    id,
+                    start: insns.len() as u32,
+                });
+                let piece = match self.control(server, body)? {
+                    Response::Fetched(p) => p,
+                    other => return Err(unexpected(0, "fetch reply", &other)),
+                };
+                if *digest.get_or_insert(piece.digest) != piece.digest
+                    || piece.start as usize != insns.len()
+                {
+                    break;
+                }
+                insns.extend_from_slice(&piece.bytes);
+                if insns.len() >= piece.total as usize || piece.bytes.is_empty() {
+                    let d = digest.unwrap_or_default();
+                    if insns.len() == piece.total as usize
+                        && naam_core::wire::program_digest(&insns) == d
+                    {
+                        return Ok((insns, d));
+                    }
+                    break;
+                }
+            }
+        }
+        Err(ClientError::Fetch {
+            offload: id,
+            attempts: ATTEMPTS,
+        })
+    }
+
+    /// Every counter of `server` (all pages).
+    pub fn server_stats(&mut self, server: ServerId) -> Result<Vec<(String, u64)>> {
+        self.kv_pages(server, |start| {
+            Body::Stats(PageRequestRepr { start, max: 0 })
+        })
+    }
+
+    /// The parameters of application `app` on `server` (all pages). Parameters named
+    /// `*_region` with a matching `*_key` (and `region`/`key`) are remembered as region keys.
+    pub fn describe(&mut self, server: ServerId, app: &str) -> Result<Vec<(String, u64)>> {
+        let params = self.kv_pages(server, |start| Body::Describe(DescribeRepr { start, app }))?;
+        let get = |n: &str| params.iter().find(|(k, _)| k == n).map(|&(_, v)| v);
+        for (name, region) in &params {
+            let key_name = match name.strip_suffix("region") {
+                Some(prefix) => format!("{prefix}key"),
+                None => continue,
+            };
+            if let (Ok(region), Some(key)) = (u32::try_from(*region), get(&key_name)) {
+                self.set_region_key(server, region, key)?;
+            }
+        }
+        Ok(params)
+    }
+
+    pub(super) fn kv_pages<'a>(
+        &mut self,
+        server: ServerId,
+        body: impl Fn(u32) -> Body<'a>,
+    ) -> Result<Vec<(String, u64)>> {
+        let mut all = Vec::new();
+        let mut start = 0;
+        loop {
+            match self.control(server, body(start))? {
+                Response::Stats(page) | Response::Describe(page) => {
+                    all.extend(page.entries);
+                    match page.next {
+                        Some(n) if n > start => start = n,
+                        Some(_) | None => return Ok(all),
+                    }
+                }
+                other => return Err(unexpected(0, "paged reply", &other)),
+            }
+        }
+    }
+}
+
+pub(super) fn unexpected(request_id: u64, expected: &'static str, got: &Response) -> ClientError {
+    let _ = got.name();
+    ClientError::UnexpectedReply {
+        request_id,
+        expected,
+        got: match got {
+            Response::Am(_) => Kind::AmReply,
+            Response::OneSided(_) => Kind::OneSidedReply,
+            Response::Registered(_) => Kind::RegisterReply,
+            Response::Ack => Kind::Ack,
+            Response::List(_) => Kind::ListReply,
+            Response::Stats(_) => Kind::StatsReply,
+            Response::Describe(_) => Kind::DescribeReply,
+            Response::Fetched(_) => Kind::FetchReply,
+        },
+    }
+}

@@ -1,0 +1,175 @@
+//! Sending: request ids, encoding into a kept datagram buffer, the per-server window and
+//! retransmission timers.
+
+use super::*;
+use crate::error::{ClientError, Result};
+use crate::reply::Ticket;
+use naam_core::wire::{Body, Flags, Kind, Message};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+impl Client {
+    /// A new request id, and the window its request carries: how many of this client's
+    /// requests are open, counting the new one, so the server may forget every older one it
+    /// remembers for de-duplication (docs/protocol.md). 0 ("not said") if that does not fit.
+    pub(super) fn new_request_id(&mut self) -> (u64, u32) {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        while let Some(&oldest) = self.issued.front() {
+            if self.pending.contains_key(&oldest) {
+                break;
+            }
+            self.issued.pop_front();
+        }
+        let oldest = self.issued.front().copied().unwrap_or(id);
+        self.issued.push_back(id);
+        let window = u32::try_from(id.wrapping_sub(oldest).wrapping_add(1)).unwrap_or(0);
+        (id, window)
+    }
+
+    /// Encodes into `buf` (a recycled buffer, or a new one).
+    pub(super) fn encode(
+        mut buf: Vec<u8>,
+        (id, window): (u64, u32),
+        class: u16,
+        body: Body<'_>,
+    ) -> Result<Vec<u8>> {
+        let msg = Message {
+            window,
+            ..Message::new(id, class, body)
+        };
+        buf.clear();
+        buf.resize(msg.buffer_len(), 0);
+        msg.emit(&mut buf)?;
+        Ok(buf)
+    }
+
+    pub(super) fn recycle(&mut self, buf: Vec<u8>) {
+        // Enough for a deep pipeline; beyond that, let buffers go.
+        if self.free.len() < 4096 && buf.capacity() > 0 {
+            self.free.push(buf);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn send_new(
+        &mut self,
+        ticket: Ticket,
+        server: ServerId,
+        dest: SocketAddr,
+        class: u16,
+        body: Body<'_>,
+        purpose: Purpose,
+        offload: u32,
+    ) -> Result<u64> {
+        let expect = body.kind().reply().unwrap_or(Kind::Ack);
+        let (id, window) = self.new_request_id();
+        let mut datagram = Self::encode(
+            self.free.pop().unwrap_or_default(),
+            (id, window),
+            class,
+            body,
+        )?;
+        let control = !matches!(expect, Kind::AmReply | Kind::OneSidedReply);
+        if let (true, Some(cred)) = (control, &self.cfg.credential) {
+            // Retransmissions resend these bytes: the same nonce, recognised as a repeat.
+            let sealed = cred.seal(naam_core::auth::wall_clock_ns(), &datagram)?;
+            self.recycle(std::mem::replace(&mut datagram, sealed));
+        }
+        let now = Instant::now();
+        let p = Pending::new(
+            ticket, server, dest, datagram, purpose, offload, expect, now,
+        );
+        self.enqueue(id, p, now)?;
+        Ok(id)
+    }
+
+    /// A new request: sent now if its server's window has room, else held until it has.
+    /// A first send the socket refuses is an error (and the request is gone).
+    pub(super) fn enqueue(&mut self, id: u64, p: Pending, now: Instant) -> Result<()> {
+        let server = p.server;
+        self.pending.insert(id, p);
+        if !self.servers[server].window.admit() {
+            self.hold(id, now);
+            return Ok(());
+        }
+        if let Err(e) = self.send_pending(id, now) {
+            if let Some(mut p) = self.pending.remove(&id) {
+                self.recycle(std::mem::take(&mut p.datagram));
+            }
+            self.servers[server].window.left();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Request `id` waits for room in its server's window (no timer meanwhile).
+    pub(super) fn hold(&mut self, id: u64, now: Instant) {
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.on_wire = false;
+            p.deadline = now + NO_TIMER;
+            self.servers[p.server].window.hold(id);
+        }
+    }
+
+    /// Sends request `id` (admitted to its window by the caller): a retransmission after
+    /// the first send (same id, same bytes, RETRANSMIT set in header bytes 4..6).
+    pub(super) fn send_pending(&mut self, id: u64, now: Instant) -> Result<()> {
+        let Some(p) = self.pending.get_mut(&id) else {
+            return Ok(());
+        };
+        if p.attempts > 0 {
+            let flags =
+                u16::from_le_bytes([p.datagram[4], p.datagram[5]]) | Flags::RETRANSMIT.bits();
+            p.datagram[4..6].copy_from_slice(&flags.to_le_bytes());
+            self.stats.retransmits += 1;
+        } else {
+            self.stats.requests += 1;
+        }
+        p.deadline = now + self.cfg.backoff(p.attempts);
+        p.attempts += 1;
+        p.on_wire = true;
+        let deadline = p.deadline;
+        self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
+        let (dg, dest) = (std::mem::take(&mut p.datagram), p.dest);
+        let sent = self.transmit(&dg, dest);
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.datagram = dg;
+        }
+        sent
+    }
+
+    /// Sends the held requests of `server` its window has room for now.
+    pub(super) fn release(&mut self, server: ServerId, now: Instant) {
+        while let Some(id) = self.servers[server].window.release() {
+            if !self.pending.contains_key(&id) {
+                self.servers[server].window.left();
+                continue;
+            }
+            // A refused send is as good as lost: the retransmission timer recovers it.
+            let _ = self.send_pending(id, now);
+        }
+    }
+
+    /// The gap between two halvings of a window: one burst of refusals is one signal.
+    pub(super) fn cut_gap(&self) -> Duration {
+        self.cfg.timeout / 2
+    }
+
+    pub(super) fn transmit(&self, datagram: &[u8], dest: SocketAddr) -> Result<()> {
+        match self.sock.send_to(datagram, dest) {
+            Ok(_) => Ok(()),
+            // A full socket buffer or an ICMP error from an earlier datagram: the request is
+            // as good as lost, and the retransmission timer recovers it.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(ClientError::io("sending a datagram", e)),
+        }
+    }
+}
