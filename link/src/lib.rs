@@ -190,6 +190,27 @@ pub struct LinkCounters {
     pub peer_gone: u64,
 }
 
+impl LinkCounters {
+    /// Checks a posted one-sided op against the queue pair's region table (key, bounds,
+    /// permissions), counting a refusal (`bad_key` or `refused`). Both backends check here,
+    /// before anything is posted.
+    pub(crate) fn check_posted(
+        &mut self,
+        table: &naam_core::region::RegionTable,
+        key: u64,
+        raw: &naam_core::abi::RawOp,
+    ) -> Result<naam_core::region::CheckedOp, LinkError> {
+        table.check_keyed(key, raw).map_err(|e| {
+            if matches!(e, naam_core::region::OpError::BadKey { .. }) {
+                self.bad_key += 1;
+            } else {
+                self.refused += 1;
+            }
+            LinkError::Refused(e)
+        })
+    }
+}
+
 /// The memory owner's side of a link (the host agent): registers regions and publishes them in
 /// the directory its peers build their region tables from.
 pub trait LinkHost {

@@ -11,7 +11,7 @@ use crate::{
 };
 use naam_core::abi::{RawOp, DATA_SIZE};
 use naam_core::memory::{LocalMemory, OwnedRegion, RegionMem};
-use naam_core::region::{CheckedOp, OpError, RegionTable};
+use naam_core::region::{CheckedOp, RegionTable};
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -165,14 +165,7 @@ impl ShmQp {
             arg0,
             arg1,
         };
-        let checked = self.table.check_keyed(remote.key, &raw).map_err(|e| {
-            if matches!(e, OpError::BadKey { .. }) {
-                self.counters.bad_key += 1;
-            } else {
-                self.counters.refused += 1;
-            }
-            LinkError::Refused(e)
-        })?;
+        let checked = self.counters.check_posted(&self.table, remote.key, &raw)?;
         let mem = *self.mem.get(remote.region).ok_or(LinkError::Unmapped {
             region: remote.region,
         })?;

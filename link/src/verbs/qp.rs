@@ -12,7 +12,7 @@ use crate::{
 };
 use naam_core::abi::RawOp;
 use naam_core::memory::RegionMem;
-use naam_core::region::{OpError, RegionTable};
+use naam_core::region::RegionTable;
 use sideway::ibverbs::address::{AddressHandleAttribute, Gid};
 use sideway::ibverbs::completion::{
     ExtendedCompletionQueue, WorkCompletionOperationType, WorkCompletionStatus,
@@ -379,14 +379,7 @@ impl VerbsQp {
             len,
             ..Default::default()
         };
-        let checked = self.table.check_keyed(remote.key, &raw).map_err(|e| {
-            if matches!(e, OpError::BadKey { .. }) {
-                self.counters.bad_key += 1;
-            } else {
-                self.counters.refused += 1;
-            }
-            LinkError::Refused(e)
-        })?;
+        let checked = self.counters.check_posted(&self.table, remote.key, &raw)?;
         let (base, rkey) = self
             .remote
             .get(remote.region as usize)
