@@ -162,6 +162,9 @@ impl Binaries {
     fn command(which: &(PathBuf, Vec<String>)) -> Command {
         let mut c = Command::new(&which.0);
         c.args(&which.1);
+        // An error's backtrace would push the error itself out of the log tail a failed start
+        // reports (panics keep theirs: that is RUST_BACKTRACE).
+        c.env("RUST_LIB_BACKTRACE", "0");
         c
     }
 }
