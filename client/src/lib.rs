@@ -21,6 +21,8 @@
 //!   hint (`location = client`) lease lasts.
 //! - [`Mica`], [`BTree`]: the bundled applications, with their parameters from `Describe`.
 
+#![forbid(unsafe_code)]
+
 pub mod apps;
 pub mod bundled;
 pub mod cli;

@@ -25,6 +25,8 @@
 //! # Ok::<(), naam_host_agent::AgentError>(())
 //! ```
 
+#![deny(unsafe_code)]
+
 pub mod apps;
 pub mod config;
 pub mod control;
@@ -32,6 +34,8 @@ pub mod credentials;
 pub mod offload_store;
 pub mod seqpacket;
 pub mod stats;
+#[allow(unsafe_code)]
+mod sys;
 pub mod workers;
 
 pub use config::{BackoffMode, Config, ConfigError, HandlerSpec};

@@ -12,6 +12,7 @@
 //! requests pending on its rings) every millisecond, which also stamps the host heartbeat.
 
 use crate::stats::{add, bump, OffloadCounters, Stats, WorkerCounters};
+use crate::sys::PollSet;
 use naam_core::abi::Ctx;
 use naam_core::exec::{Executor, Outcome};
 use naam_core::pool::{Registry, VmPool};
@@ -22,7 +23,6 @@ use naam_core::wire::{
     Message, WireError, DETAIL_MAX, HEADER_LEN, MAGIC,
 };
 use naam_link::{Backoff, Link, LinkError, LoadPublisher, ShmMemory, ShmQp, MSG_MAX, TOKEN_LEN};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,14 +124,7 @@ pub fn run(setup: WorkerSetup) {
         .collect();
     let mut rx = Box::new([0u8; MSG_MAX]);
     // The doorbells of all rings, for sleeping on several at once (fds never change).
-    let mut pollfds: Vec<libc::pollfd> = ports
-        .iter()
-        .map(|p| libc::pollfd {
-            fd: p.qp.rx_doorbell().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+    let mut pollfds = PollSet::new(ports.iter().map(|p| p.qp.rx_doorbell()));
     let mut load = LoadWindow::new(naam_link::now_ns());
     let mut idle = 0u32;
     tracing::info!(
@@ -584,7 +577,7 @@ fn congest(
 }
 
 /// Sleeps until a request ring of `ports` rings its doorbell, for at most `max`.
-fn wait_doorbells(ports: &mut [Port], fds: &mut [libc::pollfd], max: Duration) {
+fn wait_doorbells(ports: &mut [Port], fds: &mut PollSet, max: Duration) {
     if let [one] = ports {
         let b = Backoff {
             enabled: true,
@@ -604,10 +597,7 @@ fn wait_doorbells(ports: &mut [Port], fds: &mut [libc::pollfd], max: Duration) {
         }
     }
     if !ready {
-        let ms = max.as_millis().clamp(1, i32::MAX as u128) as i32;
-        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs that outlives the call;
-        // its fds are the doorbells of `ports`, which the worker holds for its whole life.
-        let _ = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        fds.wait(armed, max);
     }
     for p in ports.iter_mut().take(armed) {
         p.qp.disarm_rx_doorbell();

@@ -8,7 +8,6 @@ use crate::reply::{
 };
 use naam_core::wire::{Body, Kind, Location, Message, OneSidedRepr};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 impl Client {
@@ -78,24 +77,19 @@ impl Client {
     }
 
     pub(super) fn wait_readable(&self, timeout: Duration) -> Result<bool> {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
         // Round up so a sub-millisecond wait does not become a busy loop of zero-timeouts.
-        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        let mut pfd = libc::pollfd {
-            fd: self.sock.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
+        let ms = timeout.as_micros().div_ceil(1000).min(i64::MAX as u128) as i64;
+        let t = Timespec {
+            tv_sec: ms / 1000,
+            tv_nsec: (ms % 1000) * 1_000_000,
         };
-        // SAFETY: `pfd` is a valid, exclusively borrowed pollfd for the whole call and nfds is
-        // 1; the fd belongs to `self.sock`, which outlives the call.
-        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                return Ok(false);
-            }
-            return Err(ClientError::io("waiting for replies", e));
+        let mut pfd = [PollFd::new(&self.sock, PollFlags::IN)];
+        match poll(&mut pfd, Some(&t)) {
+            Ok(n) => Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => Ok(false),
+            Err(e) => Err(ClientError::io("waiting for replies", e.into())),
         }
-        Ok(r > 0)
     }
 
     pub(super) fn drain(&mut self) -> Result<()> {
