@@ -158,6 +158,12 @@ NAAM_INLINE naam_u64 mica_step(struct naam_ctx *ctx, int mode)
 	naam_u64 k0 = U64(&a->key[0]);
 	naam_u64 k1 = U64(&a->key[8]);
 	naam_u64 log_size = a->log_mask + 1;
+	/* All ones in lossy mode, 0 in lossless mode (masks rather than branches keep the PUT
+	 * program small). */
+	naam_u64 lossy = (naam_u64)(a->flags & MICA_FLAG_LOSSLESS) - 1;
+	/* How far behind the tail a slot may be before it is stale: the log in lossy mode; in
+	 * lossless mode no slot is ever stale. */
+	naam_u64 keep = log_size | (~lossy >> 2);
 	naam_u32 vlen = a->value_len;
 	naam_u32 isize = MICA_ITEM_HDR + ((vlen + 7) & ~7u);
 	naam_u32 phase = st->phase;
@@ -233,6 +239,9 @@ NAAM_INLINE naam_u64 mica_step(struct naam_ctx *ctx, int mode)
 			if (mode == MODE_PUT) {
 				if (st->written == 0) {
 					st->alloc = ctx->ops[0].result;
+					/* Lossless: never into the second lap (that would evict). */
+					if (((st->alloc + isize) & ~lossy) > log_size)
+						return NAAM_ABORT(MICA_E_LOG_FULL);
 					st->written = 1;
 					U32(&ctx->data[D_STAGE + 12]) = (naam_u32)st->alloc;
 				}
@@ -244,7 +253,7 @@ NAAM_INLINE naam_u64 mica_step(struct naam_ctx *ctx, int mode)
 				naam_u32 ivlen = U16(it + 10);
 				int dead;
 				cand = st->cand;
-				dead = stale(tail, cand, log_size);
+				dead = stale(tail, cand, keep);
 				if (!dead && U64(it) == h && U16(it + 8) == klen &&
 				    U32(it + 12) == (naam_u32)(cand & MICA_OFFSET_MASK) &&
 				    U64(it + 16) == k0 && U64(it + 24) == k1 && ivlen <= MICA_VALUE_MAX) {
@@ -302,7 +311,7 @@ NAAM_INLINE naam_u64 mica_step(struct naam_ctx *ctx, int mode)
 					/* The first empty or stale slot of this bucket (the bucket in
 					 * data is one snapshot, so no slot seen on an earlier pass was
 					 * free); offsets compare in 48-bit arithmetic (shifted left). */
-					naam_u64 lim = (st->alloc - log_size) << 16;
+					naam_u64 lim = ((st->alloc - log_size) << 16) & lossy;
 					naam_u64 fi = MICA_SLOTS;
 					NAAM_UNROLL
 					for (int i = MICA_SLOTS - 1; i >= 0; i--) {

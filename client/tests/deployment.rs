@@ -99,3 +99,84 @@ fn readme_example_sum_handler() {
         .lines()
         .any(|l| l.starts_with(&format!("{id}\t"))));
 }
+
+/// `--mica-lossless`: once the log is used up a PUT is refused with "log full" and nothing
+/// acknowledged is lost; the default (lossy) table counts the bytes its log overwrote.
+#[test]
+fn a_lossless_mica_refuses_puts_when_full_and_loses_nothing_a_lossy_one_counts_evictions() {
+    let bins = Binaries::locate_or_build().expect("the host agent and dataplane programs");
+    for lossless in [true, false] {
+        let cfg = DeployConfig {
+            home: "nic".into(),
+            // 64 keys of 64 bytes: a 16 KiB log, 6 KiB of it filled at start.
+            mica_keys: 64,
+            value_size: 64,
+            btree_keys: 64,
+            host_args: if lossless {
+                vec!["--mica-lossless".into()]
+            } else {
+                Vec::new()
+            },
+            ..DeployConfig::default()
+        };
+        let d = Deployment::start(bins.clone(), cfg).expect("deployment starts");
+        let mut mica = Mica::new(d.client(ClientConfig::default()).unwrap()).unwrap();
+        // 40 keys written 10 times over (updates allocate log space too).
+        let mut acked = std::collections::BTreeMap::new();
+        let mut last = None;
+        let mut refused = None;
+        for i in 0..400u32 {
+            let key = format!("new-{}", i % 40);
+            let value = [i as u8; 64];
+            match mica.put(key.as_bytes(), &value) {
+                Ok(()) => {
+                    last = Some((key.clone(), value));
+                    acked.insert(key, value);
+                }
+                Err(e) => {
+                    refused = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let stat = |name: &str| -> u64 {
+            // The dataplane relays the host agent's counters, refreshed in the background.
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let v = d.stats().unwrap().get(name).copied();
+                match v {
+                    Some(v) if v > 0 || std::time::Instant::now() > until => return v,
+                    None if std::time::Instant::now() > until => panic!("no {name} in stats"),
+                    _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+                }
+            }
+        };
+        if lossless {
+            let why = refused.expect("a lossless table fills up: 400 puts are 38 KiB of items");
+            assert!(why.contains("log is full"), "{why}");
+            assert_eq!(
+                acked.len(),
+                40,
+                "every key was written before the log was full"
+            );
+            for (key, value) in &acked {
+                assert_eq!(
+                    mica.get(key.as_bytes()).unwrap().as_deref(),
+                    Some(&value[..]),
+                    "acknowledged {key} is still there"
+                );
+            }
+            assert_eq!(stat("mica.lossless"), 1);
+            assert_eq!(d.stats().unwrap().get("mica.log_evicted_bytes"), Some(&0));
+        } else {
+            assert_eq!(refused, None, "a lossy table never refuses for space");
+            assert!(stat("mica.log_evicted_bytes") > 0, "the wrap is counted");
+            // The newest items are intact.
+            let (key, value) = last.unwrap();
+            assert_eq!(
+                mica.get(key.as_bytes()).unwrap().as_deref(),
+                Some(&value[..])
+            );
+        }
+    }
+}

@@ -38,7 +38,7 @@ fn expect_reject(name: &str, p: &Program, cfg: &VerifierConfig, kind: K) {
 fn unsafe_bytecode() -> Vec<(&'static str, Vec<I>, K)> {
     let [l0, l1] = lddw(2, 0x1234_5678_9abc_def0);
     let mut big_div = vec![mov_imm(0, 1), mov_imm(2, 3)];
-    big_div.extend(std::iter::repeat_n(alu64_reg(DIV, 0, 2), 100));
+    big_div.extend(std::iter::repeat_n(alu64_reg(DIV, 0, 2), 300));
     big_div.push(exit());
     vec![
         (

@@ -43,6 +43,7 @@ const MICA: MicaGeometry = MicaGeometry {
     bucket_count: 16,
     overflow_count: 18,
     log_size: 1 << 16,
+    lossless: false,
 };
 /// A deep B-tree (3 keys per node) in region 3, looked up by the bundled handler.
 const BTREE_REGION: u32 = 3;

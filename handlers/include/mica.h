@@ -21,7 +21,8 @@
  *
  * Log region (atomic + read + write):
  *   [0, 64)            header line: u64 tail (FAA to allocate; a logical offset that only
- *                      grows), u64 log_size (a power of two)
+ *                      grows), u64 log_size (a power of two), u64 flags (MICA_FLAG_LOSSLESS:
+ *                      the table's mode, which clients copy into their arguments)
  *   [64, 64 + L + MICA_ITEM_MAX)  the circular log. An item at logical offset o lives at byte
  *                      64 + (o & (L - 1)); it may run past L into the slack, so an item is always
  *                      one contiguous READ / WRITE.
@@ -33,6 +34,11 @@
  * and then the tail, in the same step (ops run in order): if tail <= o + L no allocation that
  * overlaps the item's bytes had been made when the item was read, so the item is whole;
  * otherwise the slot is stale and counts as a miss (MICA's lossy log).
+ *
+ * Lossless mode (MICA_FLAG_LOSSLESS in the arguments' flags): the log never wraps. A PUT whose
+ * allocation would pass the end of the first lap aborts with MICA_E_LOG_FULL (its FAA has
+ * moved the tail past the log, so every later PUT does too), and no slot is ever stale: an
+ * acknowledged item stays readable until it is deleted or updated.
  */
 #ifndef MICA_H
 #define MICA_H
@@ -47,6 +53,8 @@
 #define MICA_LINK_SLOT 6
 #define MICA_INDEX_OVF_NEXT 24 /* offset of overflow_next in the index header */
 #define MICA_LOG_TAIL 0        /* offset of tail in the log header */
+#define MICA_LOG_FLAGS 16       /* offset of the table's flags in the log header */
+#define MICA_FLAG_LOSSLESS 1
 
 #define MICA_KEY_MAX 16
 #define MICA_VALUE_MIN 1
@@ -65,7 +73,7 @@ struct mica_args {
 	naam_u64 log_mask;       /* log_size - 1 */
 	naam_u16 key_len;        /* 1 ..= MICA_KEY_MAX */
 	naam_u16 value_len;      /* PUT: the value's length; GET: bytes to read at first (0 = max) */
-	naam_u32 reserved;
+	naam_u32 flags;          /* MICA_FLAG_LOSSLESS: the table is in lossless mode */
 	naam_u8 key[MICA_KEY_MAX]; /* zero padded */
 	naam_u8 value[MICA_VALUE_MAX];
 };
@@ -84,6 +92,7 @@ _Static_assert(__builtin_offsetof(struct mica_args, value) == MICA_ARGS_FIXED, "
 #define MICA_E_FULL 3      /* no overflow bucket left for a full chain */
 #define MICA_E_CONTENDED 4 /* the slot changed under us MICA_MAX_RETRIES times */
 #define MICA_E_STATE 5     /* the handler's state is inconsistent (a bug) */
+#define MICA_E_LOG_FULL 6  /* lossless mode: the log is used up (PUT refuses, evicts nothing) */
 
 #define MICA_MAX_RETRIES 4
 

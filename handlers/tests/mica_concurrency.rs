@@ -60,6 +60,7 @@ fn run(writer_on_vm: bool, engine: Engine) {
         bucket_count: 8,
         overflow_count: 64,
         log_size: 1 << 14,
+        lossless: false,
     };
     let s = Store::new(geom);
     let started: Vec<AtomicU64> = (0..KEYS).map(|_| AtomicU64::new(0)).collect();

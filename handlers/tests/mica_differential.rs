@@ -48,6 +48,7 @@ fn run(engine: Option<Engine>, ops: usize, seed: u64) {
         bucket_count: 512,
         overflow_count: 1024,
         log_size: 1 << 26,
+        lossless: false,
     };
     let mut s = Store::new(geom);
     // Keys of length < 16 that collide after truncation would alias; keep only distinct ones.

@@ -16,6 +16,7 @@ fn small(bucket_count: u64, overflow_count: u64, log_size: u64) -> MicaGeometry 
         bucket_count,
         overflow_count,
         log_size,
+        lossless: false,
     }
 }
 
@@ -230,6 +231,61 @@ fn log_wrap_around_evicts_old_items_and_never_returns_wrong_ones() {
         let tail = s.table.get(b"x", &mut out).unwrap();
         assert_eq!(tail, None);
     }
+}
+
+#[test]
+fn a_lossless_table_refuses_puts_when_its_log_is_used_up_and_keeps_every_acknowledged_item() {
+    let p = programs();
+    for engine in engines() {
+        // The same workload that evicts in lossy mode (40 keys written over and over into
+        // 4 KiB of log).
+        let mut s = Store::new(small(16, 16, 4096).lossless(true));
+        let mut vm = vm(&p, engine);
+        let mut acked: Vec<Option<Vec<u8>>> = vec![None; 40];
+        let mut out = [0u8; VALUE_MAX];
+        let mut refused = 0;
+        for round in 0..10u64 {
+            for k in 0..40u64 {
+                let v = vec![(k * 16 + round) as u8; 100 + (k as usize * 7) % 100];
+                let r = if (k + round) % 3 == 0 {
+                    s.table.put(&key_for(2, k), &v)
+                } else {
+                    vm.put(&s.regions, &mut s.mem, &s.geom, &key_for(2, k), &v)
+                        .map_err(mica)
+                };
+                match r {
+                    Ok(()) => acked[k as usize] = Some(v),
+                    Err(MicaError::LogFull) => refused += 1,
+                    Err(e) => panic!("{engine:?}: {e}"),
+                }
+            }
+        }
+        assert!(
+            refused > 300,
+            "{engine:?}: the log filled early ({refused} refused)"
+        );
+        assert_eq!(s.table.evicted_bytes(), 0);
+        for (k, v) in acked.iter().enumerate() {
+            let k = k as u64;
+            let want = v.as_deref();
+            let got = vm
+                .get(&s.regions, &mut s.mem, &s.geom, &key_for(2, k), &mut out)
+                .unwrap();
+            assert_eq!(
+                got.map(|n| &out[..n]),
+                want,
+                "{engine:?} key {k}: the last acked value"
+            );
+            let native = s.table.get(&key_for(2, k), &mut out).unwrap();
+            assert_eq!(native.map(|n| &out[..n]), want, "native agrees");
+        }
+    }
+    // Lossy, the same writes overwrite the log and count it.
+    let s = Store::new(small(16, 16, 4096));
+    for k in 0..100u64 {
+        s.table.put(&key_for(2, k % 40), &[7u8; 150]).unwrap();
+    }
+    assert!(s.table.evicted_bytes() > 0);
 }
 
 fn n_is_hit(vm: &mut naam_handlers::mica::MicaVm, s: &mut Store, k: u64) -> bool {

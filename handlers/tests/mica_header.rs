@@ -29,6 +29,8 @@ fn rust_layout_matches_mica_h() {
     check("MICA_LINK_SLOT", layout::LINK_SLOT as u64);
     check("MICA_INDEX_OVF_NEXT", layout::INDEX_OVF_NEXT);
     check("MICA_LOG_TAIL", layout::LOG_TAIL);
+    check("MICA_LOG_FLAGS", layout::LOG_FLAGS);
+    check("MICA_FLAG_LOSSLESS", layout::FLAG_LOSSLESS as u64);
     check("MICA_KEY_MAX", layout::KEY_MAX as u64);
     check("MICA_VALUE_MIN", layout::VALUE_MIN as u64);
     check("MICA_VALUE_MAX", layout::VALUE_MAX as u64);
@@ -44,6 +46,7 @@ fn rust_layout_matches_mica_h() {
     check("MICA_E_FULL", layout::E_FULL as u64);
     check("MICA_E_CONTENDED", layout::E_CONTENDED as u64);
     check("MICA_E_STATE", layout::E_STATE as u64);
+    check("MICA_E_LOG_FULL", layout::E_LOG_FULL as u64);
     check("MICA_MAX_RETRIES", layout::MAX_RETRIES as u64);
     for (field, off) in [
         ("index_region", args::INDEX_REGION),
@@ -53,7 +56,7 @@ fn rust_layout_matches_mica_h() {
         ("log_mask", args::LOG_MASK),
         ("key_len", args::KEY_LEN),
         ("value_len", args::VALUE_LEN),
-        ("reserved", args::RESERVED),
+        ("flags", args::FLAGS),
         ("key", args::KEY),
         ("value", args::VALUE),
     ] {

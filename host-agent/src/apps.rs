@@ -61,6 +61,10 @@ pub trait App: Send + Sync {
     fn build(&self, cfg: &Config, regions: &[AppRegion]) -> Result<(), AppError>;
     /// What `Describe(name)` answers, read from the regions as they are (built or restored).
     fn describe(&self, cfg: &Config, regions: &[AppRegion]) -> Result<Params, AppError>;
+    /// Counters read from its data at each STATS (`APP.NAME value`).
+    fn counters(&self, _regions: &[AppRegion]) -> Params {
+        Vec::new()
+    }
     /// Its offloads: the bundled ones of this application.
     fn offloads(&self) -> Vec<BundledOffload> {
         naam_handlers::bundled::ALL
@@ -85,6 +89,7 @@ impl Mica {
     pub fn geometry(cfg: &Config) -> MicaGeometry {
         MicaGeometry::for_keys(cfg.mica_keys, cfg.value_size as usize)
             .with_regions(region::MICA_INDEX, region::MICA_LOG)
+            .lossless(cfg.mica_lossless)
     }
 
     /// The geometry of a table as its headers describe it.
@@ -102,6 +107,7 @@ impl Mica {
             bucket_count: word(index, mica::layout::INDEX_BUCKETS),
             overflow_count: word(index, mica::layout::INDEX_OVERFLOW),
             log_size: word(log, mica::layout::LOG_SIZE),
+            lossless: word(log, mica::layout::LOG_FLAGS) & mica::layout::FLAG_LOSSLESS as u64 != 0,
         };
         g.validate().map_err(Mica::err)?;
         Ok(g)
@@ -155,6 +161,7 @@ impl App for Mica {
             ("buckets".into(), g.bucket_count),
             ("overflow".into(), g.overflow_count),
             ("log_size".into(), g.log_size),
+            ("lossless".into(), g.lossless as u64),
             ("key_len".into(), mica::layout::KEY_MAX as u64),
             ("index_key".into(), regions[0].desc.key),
             ("log_key".into(), regions[1].desc.key),
@@ -162,6 +169,25 @@ impl App for Mica {
             ("value_size".into(), cfg.value_size as u64),
             ("seed".into(), cfg.seed),
         ])
+    }
+
+    /// `mica.lossless` (the table's mode), `mica.log_tail_bytes` (allocated so far) and
+    /// `mica.log_evicted_bytes`: in lossy mode, the bytes of items the log has overwritten
+    /// (0 until the log first wraps; a lossy table may have evicted acknowledged items once it
+    /// is not), always 0 in lossless mode. Full lossless PUTs are the `mica_put` offload's
+    /// aborts with code 6.
+    fn counters(&self, regions: &[AppRegion]) -> Params {
+        let Ok(g) = Mica::read_geometry(&regions[0].mem, &regions[1].mem) else {
+            return Vec::new();
+        };
+        let Ok(t) = MicaTable::attach(g, regions[0].mem, regions[1].mem) else {
+            return Vec::new();
+        };
+        vec![
+            ("mica.lossless".into(), g.lossless as u64),
+            ("mica.log_tail_bytes".into(), t.log_tail()),
+            ("mica.log_evicted_bytes".into(), t.evicted_bytes()),
+        ]
     }
 }
 

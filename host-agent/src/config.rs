@@ -84,6 +84,10 @@ pub struct Config {
     pub mica_keys: u64,
     /// Value size of the MICA items built at start.
     pub value_size: u32,
+    /// Build the MICA table in lossless mode: PUT answers `log full` (abort 6) once the log is
+    /// used up, rather than evicting the oldest acknowledged items as the default (lossy,
+    /// MICA's cache mode) does. A restored table keeps the mode it was built with.
+    pub mica_lossless: bool,
     /// Keys of the B-tree built at start.
     pub btree_keys: u64,
     /// 64-byte records of the `record` application (region 4).
@@ -117,6 +121,7 @@ impl Default for Config {
             arena_mb: 64,
             mica_keys: 1 << 16,
             value_size: 64,
+            mica_lossless: false,
             btree_keys: 1 << 16,
             records: 1024,
             seed: 1,

@@ -12,9 +12,10 @@
 //!
 //! The binary, `naam-host-agent`, takes these flags (and a TOML file with the same keys,
 //! `--config FILE`): `--run-dir DIR`, `--workers K` (host workers, 1), `--nic-workers N` (queue
-//! pairs, 2), `--arena-mb` (64), `--mica-keys`, `--value-size`, `--btree-keys`, `--records`,
-//! `--seed`, `--handler FILE.o[:SECTION]` (repeatable), `--snapshot FILE`, `--persist FILE`,
-//! `--backoff spin|yield` (yield), `--no-hugetlb`, `--ring-slots` (256). Logs: `RUST_LOG`.
+//! pairs, 2), `--arena-mb` (64), `--mica-keys`, `--value-size`, `--mica-lossless`,
+//! `--btree-keys`, `--records`, `--seed`, `--handler FILE.o[:SECTION]` (repeatable),
+//! `--snapshot FILE`, `--persist FILE`, `--backoff spin|yield` (yield), `--no-hugetlb`,
+//! `--ring-slots` (256). Logs: `RUST_LOG`.
 //!
 //! ```no_run
 //! use naam_host_agent::{Config, HostAgent};
@@ -105,6 +106,8 @@ pub struct HostAgent {
     workers: Vec<JoinHandle<()>>,
     /// Describe parameters of the applications, by name.
     apps: Vec<(&'static str, Params)>,
+    /// The applications and their regions, for the counters read at each STATS.
+    live_apps: Vec<(Box<dyn apps::App>, Vec<AppRegion>)>,
     /// Taken out while a request is served (the handlers read the rest of the agent).
     control: Option<control::ControlServer>,
     started: Instant,
@@ -182,6 +185,7 @@ impl HostAgent {
 
         let registry = Registry::new();
         let mut app_params = Vec::new();
+        let mut live_apps = Vec::new();
         for app in apps::bundled() {
             let plan = app.regions(&cfg);
             if plan.is_empty() {
@@ -239,6 +243,7 @@ impl HostAgent {
             for o in app.offloads() {
                 register_bundled(&registry, &o)?;
             }
+            live_apps.push((app, regions));
         }
         for h in &cfg.handler {
             let bytes = std::fs::read(&h.path)
@@ -332,6 +337,7 @@ impl HostAgent {
             shared,
             workers,
             apps: app_params,
+            live_apps,
             control: Some(control),
             started: Instant::now(),
             generation: 0,
@@ -397,6 +403,9 @@ impl HostAgent {
     /// What STATS on the control socket answers: the agent's counters and the gate's.
     fn control_counters(&self) -> Vec<(String, u64)> {
         let mut v = self.shared.stats.named();
+        for (app, regions) in &self.live_apps {
+            v.extend(app.counters(regions));
+        }
         v.extend(
             self.gate
                 .lock()

@@ -38,6 +38,10 @@ struct Args {
     /// Value size of the MICA items [default: 64].
     #[arg(long)]
     value_size: Option<u32>,
+    /// Build the MICA table lossless: PUT answers "log full" once the log is used up instead
+    /// of evicting acknowledged items (default: lossy, MICA's cache mode).
+    #[arg(long)]
+    mica_lossless: bool,
     /// Keys of the B-tree built at start [default: 65536].
     #[arg(long)]
     btree_keys: Option<u64>,
@@ -112,6 +116,9 @@ impl Args {
         }
         if self.no_hugetlb {
             c.hugetlb = false;
+        }
+        if self.mica_lossless {
+            c.mica_lossless = true;
         }
         c.handler
             .extend(self.handlers.iter().map(|h| HandlerSpec::parse(h)));

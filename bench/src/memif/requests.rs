@@ -32,6 +32,9 @@ pub struct TableSpec {
     pub buckets: u64,
     pub overflow: u64,
     pub log_size: u64,
+    /// The table's mode (describe's `lossless`; older servers: lossy).
+    #[serde(default)]
+    pub lossless: bool,
     /// Keys `key_for(seed, 0 .. keys)` are in the table.
     pub keys: u64,
     /// With values `value_for(seed, i)` of this many bytes.
@@ -53,6 +56,7 @@ impl TableSpec {
             buckets: g.bucket_count,
             overflow: g.overflow_count,
             log_size: g.log_size,
+            lossless: g.lossless,
             keys,
             value_size,
             seed: 1,
@@ -75,6 +79,7 @@ impl TableSpec {
             buckets: get("buckets")?,
             overflow: get("overflow")?,
             log_size: get("log_size")?,
+            lossless: get("lossless").is_ok_and(|v| v != 0),
             keys: get("keys")?,
             value_size: get("value_size")? as usize,
             seed: get("seed")?,
@@ -89,6 +94,7 @@ impl TableSpec {
             bucket_count: self.buckets,
             overflow_count: self.overflow,
             log_size: self.log_size,
+            lossless: self.lossless,
         }
     }
 }

@@ -65,6 +65,8 @@ impl<S: Shards> Mica<S> {
                 // Older servers do not report it; this is the builder's default.
                 overflow_count: param(&p, "mica", "overflow").unwrap_or(buckets / 8 + 16),
                 log_size: param(&p, "mica", "log_size")?,
+                // The table's mode; older servers do not report it (lossy).
+                lossless: param(&p, "mica", "lossless").is_ok_and(|v| v != 0),
             });
             params.push(p);
         }

@@ -58,8 +58,9 @@ use crate::elf::{Program, INSN_SIZE};
 pub struct VerifierConfig {
     /// Largest program, in instruction slots (an `lddw` takes two).
     pub max_insns: usize,
-    /// Largest upper estimate of the x86 JIT's machine code, in bytes. rbpf 0.4.1's code
-    /// buffer is one 4 KiB page; this leaves a margin below it.
+    /// Largest upper estimate of the x86 JIT's machine code, in bytes. The JIT's code buffer
+    /// (`third_party/rbpf`, patched from rbpf 0.4.1's one page) is two 4 KiB pages; this
+    /// leaves a margin below it.
     pub max_jit_bytes: usize,
     /// Largest worst-case number of instructions executed by one step (longest path).
     pub max_path_insns: u64,
@@ -72,7 +73,7 @@ impl Default for VerifierConfig {
     fn default() -> Self {
         Self {
             max_insns: 1024,
-            max_jit_bytes: 3968,
+            max_jit_bytes: 2 * 4096 - 128,
             max_path_insns: 1024,
         }
     }

@@ -21,6 +21,10 @@ pub const INDEX_OVF_NEXT: u64 = 24;
 /// Offsets in the log header line.
 pub const LOG_TAIL: u64 = 0;
 pub const LOG_SIZE: u64 = 8;
+/// The table's flags ([`FLAG_LOSSLESS`]), which clients copy into their arguments.
+pub const LOG_FLAGS: u64 = 16;
+/// Lossless mode: the log never wraps; a PUT that would evict answers [`E_LOG_FULL`].
+pub const FLAG_LOSSLESS: u32 = 1;
 
 pub const KEY_MAX: usize = 16;
 pub const VALUE_MIN: usize = 1;
@@ -43,6 +47,8 @@ pub const E_VALUE: u32 = 2;
 pub const E_FULL: u32 = 3;
 pub const E_CONTENDED: u32 = 4;
 pub const E_STATE: u32 = 5;
+/// Lossless mode: the log is used up (the PUT evicted nothing and stored nothing).
+pub const E_LOG_FULL: u32 = 6;
 /// Failed slot CASes a message survives before it aborts with [`E_CONTENDED`].
 pub const MAX_RETRIES: u32 = 4;
 
@@ -58,7 +64,7 @@ pub mod args {
     pub const LOG_MASK: usize = 24;
     pub const KEY_LEN: usize = 32;
     pub const VALUE_LEN: usize = 34;
-    pub const RESERVED: usize = 36;
+    pub const FLAGS: usize = 36;
     pub const KEY: usize = 40;
     pub const VALUE: usize = 56;
 }
@@ -103,6 +109,10 @@ pub struct MicaGeometry {
     pub overflow_count: u64,
     /// Bytes of circular log (a power of two, at least `2 * ITEM_MAX`).
     pub log_size: u64,
+    /// Lossless mode: PUT answers [`E_LOG_FULL`] rather than wrap the log over acknowledged
+    /// items (MICA's store mode, without compaction); otherwise the log is lossy (MICA's cache
+    /// mode: the oldest items are evicted once it wraps).
+    pub lossless: bool,
 }
 
 impl MicaGeometry {
@@ -122,7 +132,14 @@ impl MicaGeometry {
             bucket_count,
             overflow_count: bucket_count / 8 + 16,
             log_size,
+            lossless: false,
         }
+    }
+
+    /// The same table in lossless mode (or not).
+    pub fn lossless(mut self, on: bool) -> Self {
+        self.lossless = on;
+        self
     }
 
     pub fn with_regions(mut self, index_region: RegionId, log_region: RegionId) -> Self {
@@ -231,7 +248,8 @@ impl MicaArgs {
         buf[args::LOG_MASK..][..8].copy_from_slice(&(geom.log_size - 1).to_le_bytes());
         buf[args::KEY_LEN..][..2].copy_from_slice(&(key.len() as u16).to_le_bytes());
         buf[args::VALUE_LEN..][..2].copy_from_slice(&value_len.to_le_bytes());
-        buf[args::RESERVED..][..4].fill(0);
+        let flags = if geom.lossless { FLAG_LOSSLESS } else { 0 };
+        buf[args::FLAGS..][..4].copy_from_slice(&flags.to_le_bytes());
         buf[args::KEY..][..KEY_MAX].fill(0);
         buf[args::KEY..][..key.len()].copy_from_slice(key);
         self.len = ARGS_FIXED;

@@ -46,6 +46,8 @@ pub enum MicaError {
     BufferTooSmall { len: usize, have: usize },
     #[error("no overflow bucket left for a full bucket chain")]
     TableFull,
+    #[error("the log is full: the table is lossless, so a PUT evicts nothing and is refused")]
+    LogFull,
     #[error("the key's slot changed under every retry")]
     Contended,
     #[error("bad table geometry: {reason}")]
@@ -73,6 +75,7 @@ impl MicaError {
                 max: layout::VALUE_MAX,
             },
             layout::E_FULL => MicaError::TableFull,
+            layout::E_LOG_FULL => MicaError::LogFull,
             layout::E_CONTENDED => MicaError::Contended,
             code => MicaError::Aborted { code },
         }

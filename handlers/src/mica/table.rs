@@ -59,6 +59,8 @@ impl MicaTable {
         t.index.store_u64(INDEX_MAGIC, MAGIC).expect("header");
         t.log.store_u64(LOG_TAIL, 0).expect("header");
         t.log.store_u64(LOG_SIZE, geom.log_size).expect("header");
+        let flags = if geom.lossless { FLAG_LOSSLESS } else { 0 };
+        t.log.store_u64(LOG_FLAGS, flags as u64).expect("header");
         Ok(t)
     }
 
@@ -75,8 +77,19 @@ impl MicaTable {
         self.tail()
     }
 
+    /// Bytes of items the log has overwritten since the table was formatted (0 in lossless
+    /// mode): how much acknowledged data a lossy table may have evicted.
+    pub fn evicted_bytes(&self) -> u64 {
+        if self.geom.lossless {
+            0
+        } else {
+            self.tail().saturating_sub(self.geom.log_size)
+        }
+    }
+
     fn slot_stale(&self, tail: u64, slot: u64) -> bool {
-        (tail.wrapping_sub(slot & OFFSET_MASK) as i64) > self.geom.log_size as i64
+        !self.geom.lossless
+            && (tail.wrapping_sub(slot & OFFSET_MASK) as i64) > self.geom.log_size as i64
     }
 
     fn bucket(&self, at: u64) -> [u64; 8] {
@@ -198,6 +211,9 @@ impl MicaTable {
         let hash = hash64(k.0, k.1);
         let size = item_size(value.len());
         let alloc = self.log.faa(LOG_TAIL, size as u64).expect("log header");
+        if self.geom.lossless && alloc + size as u64 > self.geom.log_size {
+            return Err(MicaError::LogFull);
+        }
         let mut item = [0u8; ITEM_MAX];
         item[..8].copy_from_slice(&hash.to_le_bytes());
         item[8..10].copy_from_slice(&(key.len() as u16).to_le_bytes());

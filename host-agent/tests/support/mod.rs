@@ -273,6 +273,7 @@ pub fn mica_geometry(agent: &Agent) -> naam_handlers::mica::MicaGeometry {
         bucket_count: get("buckets"),
         overflow_count: get("overflow"),
         log_size: get("log_size"),
+        lossless: false,
     }
 }
 

@@ -19,9 +19,9 @@ use core::ptr;
 type MachineCode = unsafe fn(*mut u8, usize, *mut u8, usize, usize, usize) -> u64;
 
 const PAGE_SIZE: usize = 4096;
-// TODO: check how long the page must be to be sure to support an eBPF program of maximum possible
-// length
-const NUM_PAGES: usize = 1;
+// NAAM: two pages (rbpf 0.4.1 had one). The NAAM verifier bounds each program's machine code
+// below this (`VerifierConfig::max_jit_bytes`), which is what keeps the JIT inside the buffer.
+const NUM_PAGES: usize = 2;
 
 // Special values for target_pc in struct Jump
 const TARGET_OFFSET: isize = ebpf::PROG_MAX_INSNS as isize;

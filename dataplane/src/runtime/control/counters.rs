@@ -37,7 +37,11 @@ pub fn watch_host_counters(
     }
 }
 
-/// The host agent's `offload.*` counters (all STATS pages), or `None` if it did not answer.
+/// The host agent's counters STATS relays: per offload, and what its applications read from
+/// their data (MICA's log and evictions).
+const RELAYED: [&str; 2] = ["offload.", "mica."];
+
+/// The host agent's [`RELAYED`] counters (all STATS pages), or `None` if it did not answer.
 pub(super) fn host_offload_counters(host: &mut HostControl) -> Option<Vec<(String, u64)>> {
     let mut v = Vec::new();
     let mut start = 0;
@@ -53,7 +57,7 @@ pub(super) fn host_offload_counters(host: &mut HostControl) -> Option<Vec<(Strin
         v.extend(
             page.entries
                 .iter()
-                .filter(|e| e.name.starts_with("offload."))
+                .filter(|e| RELAYED.iter().any(|p| e.name.starts_with(p)))
                 .map(|e| (e.name.to_owned(), e.value)),
         );
         if !page.more {
