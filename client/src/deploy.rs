@@ -541,6 +541,11 @@ impl Deployment {
         }
     }
 
+    /// Extra flags of the dataplane for its next start (`start_dataplane`).
+    pub fn set_dataplane_args(&mut self, args: Vec<String>) {
+        self.cfg.dataplane_args = args;
+    }
+
     /// Kills the dataplane at once (SIGKILL), as a crash would.
     pub fn kill_dataplane(&mut self) {
         if let Some(mut c) = self.dataplane.take() {

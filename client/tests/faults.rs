@@ -566,3 +566,71 @@ fn faas_under_request_and_reply_loss_are_applied_exactly_as_acknowledged() {
     );
     assert_eq!(s("total.dedup_evicted"), 0);
 }
+
+/// At most once across a dataplane restart (issue 14.3): an FAA executes, every reply is lost,
+/// the dataplane is killed and replaced; the client's retransmission reaches the new process,
+/// which answers it from the reply cache the old one left in the run directory, and the FAA
+/// has run once.
+#[test]
+fn a_retransmission_after_a_dataplane_restart_gets_the_first_reply_and_does_not_run_again() {
+    let mut d = deploy(|_| {});
+    let mut setup = d.client(patient(ExecMode::Server)).unwrap();
+    setup.describe(0, "record").unwrap();
+    let r = region::RECORD;
+    let key = setup.region_key(0, r).unwrap();
+    let word = 64 * 9;
+    let mut cfg = patient(ExecMode::Server);
+    // Retransmit for long enough to span the restart.
+    cfg.timeout = Duration::from_millis(100);
+    cfg.max_retries = 60;
+    cfg.max_backoff = Duration::from_millis(200);
+    let mut c = d.client(cfg).unwrap();
+    c.set_region_key(0, r, key).unwrap();
+    let faa = RemoteOp {
+        region: r,
+        key,
+        offset: word,
+        body: OpBody::Faa { addend: 1 },
+    };
+    let read = |c: &mut naam_client::Client| {
+        u64::from_le_bytes(c.read(0, r, word, 8).unwrap().try_into().unwrap())
+    };
+    let start = read(&mut setup);
+    // The next dataplane executes but answers nothing.
+    d.kill_dataplane();
+    d.set_dataplane_args(["--drop-tx-every", "1"].map(String::from).to_vec());
+    d.start_dataplane().unwrap();
+    let ticket = c.submit_ops(0, &[faa]).unwrap();
+    // Executed once, its reply (and the replays of it) dropped.
+    wait_for(Duration::from_secs(10), || {
+        // The client retransmits from its poll loop.
+        let done = c.poll(Some(Duration::from_millis(20))).unwrap();
+        assert!(
+            done.is_none(),
+            "answered despite --drop-tx-every 1: {done:?}"
+        );
+        (stat(&d, "total.dup_replayed") >= 1).then_some(())
+    })
+    .expect("the first dataplane replayed the reply (and dropped it)");
+    d.kill_dataplane();
+    d.set_dataplane_args(Vec::new());
+    d.start_dataplane().unwrap();
+    let reply = c.wait(ticket).expect("answered by the new dataplane");
+    let naam_client::Response::OneSided(out) = reply else {
+        panic!("unexpected {reply:?}");
+    };
+    assert_eq!(out[0].error, None);
+    assert_eq!(
+        out[0].previous, start,
+        "the reply of the first (and only) execution"
+    );
+    assert_eq!(
+        read(&mut setup),
+        start + 1,
+        "the FAA ran exactly once across the restart"
+    );
+    assert!(
+        stat(&d, "total.dup_replayed") >= 1,
+        "replayed by the new dataplane"
+    );
+}

@@ -54,6 +54,7 @@
 mod cq;
 pub mod error;
 pub mod layout;
+pub mod mapped_file;
 pub mod ring;
 pub mod shm;
 #[allow(unsafe_code)]
@@ -62,6 +63,7 @@ mod sys;
 pub mod verbs;
 
 pub use error::{CorruptKind, GoneReason, LinkError};
+pub use mapped_file::{MappedFile, Opened};
 pub use naam_core::memory::{LocalMemory, RegionMem};
 pub use naam_core::region::{Perms, RegionDesc, RegionId, RegionTable, TenantId};
 pub use ring::{Backoff, MSG_MAX, SLOT_SIZE, TOKEN_LEN};

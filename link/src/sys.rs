@@ -60,6 +60,22 @@ pub fn file_len(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(st.st_size as u64)
 }
 
+/// Takes an exclusive advisory lock on `fd`'s file without waiting (flock(2)); it is released
+/// when the last descriptor of this open file closes. `Ok(false)`: another holds it.
+pub fn try_lock_exclusive(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: plain system call on a descriptor the caller borrows for the call.
+    let r = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
 /// A shared, read-write mapping of a whole memory file. Views into it are [`RegionMem`]s, which
 /// only access memory atomically, so the other process writing concurrently is sound.
 #[derive(Debug)]

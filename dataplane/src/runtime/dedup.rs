@@ -14,10 +14,21 @@
 //! when a new request's set holds only those, it is refused ([`Begin::Full`], the worker
 //! answers `busy` with how long until an entry expires) rather than remembered in place of one
 //! that could still be retried.
+//!
+//! The entries and replies live in one block of memory: the heap, or a file the dataplane maps
+//! (`RUN_DIR/reply-cache.W`, [`ReplyCache::open`]) so that they survive a restart of the
+//! dataplane: a retransmission that reaches the new process gets the reply the old one sent.
+//! A request the old process had begun and not finished is [`Seen::Lost`]: it may have run,
+//! so it is answered `outcome_unknown`, never run again. Times are CLOCK_MONOTONIC, the same
+//! in both processes. Which client's requests a worker sees depends on the worker count: a
+//! restarted dataplane keeps its guarantee when it has as many workers as before.
 
 use std::net::SocketAddrV4;
+use std::path::Path;
 
+use naam_core::memory::{OwnedRegion, RegionMem};
 use naam_core::wire::{id_before, retired_below};
+use naam_link::{LinkError, MappedFile, Opened};
 
 use crate::port::MAX_PAYLOAD;
 
@@ -34,7 +45,37 @@ enum State {
     Empty,
     InProgress,
     Done,
+    /// Begun by a previous process that stopped before it finished: may have run.
+    Lost,
 }
+
+impl State {
+    fn code(self) -> u64 {
+        match self {
+            State::Empty => 0,
+            State::InProgress => 1,
+            State::Done => 2,
+            State::Lost => 3,
+        }
+    }
+
+    fn from_code(c: u64) -> State {
+        match c {
+            1 => State::InProgress,
+            2 => State::Done,
+            3 => State::Lost,
+            // Anything else (a torn or foreign file) is nothing remembered.
+            _ => State::Empty,
+        }
+    }
+}
+
+/// Layout of the cache's memory: a header line, then `ENTRY` bytes per entry (client,
+/// request id, state | reply length << 8, done time), then `MAX_PAYLOAD` bytes of reply per
+/// entry.
+const MAGIC: u64 = u64::from_le_bytes(*b"NAAMRPC1");
+const HEADER: u64 = 64;
+const ENTRY: u64 = 32;
 
 #[derive(Clone, Copy)]
 struct Entry {
@@ -63,6 +104,8 @@ pub enum Seen<'a> {
     InProgress,
     /// Completed: send this reply again.
     Done(&'a [u8]),
+    /// Begun by the dataplane before a restart and never finished: it may have run.
+    Lost,
 }
 
 /// What [`ReplyCache::begin`] did.
@@ -80,38 +123,158 @@ pub enum Begin {
     Full { retry_after_ns: Option<u64> },
 }
 
+/// Where the cache's memory comes from (held for as long as `mem` is used).
+enum Backing {
+    Heap(#[allow(dead_code)] OwnedRegion),
+    File(#[allow(dead_code)] MappedFile),
+}
+
 /// A fixed-size reply cache.
 pub struct ReplyCache {
-    entries: Box<[Entry]>,
-    replies: Box<[u8]>,
+    mem: RegionMem,
+    _backing: Backing,
     sets: usize,
     retain_ns: u64,
     floors: Floors,
+    /// A reply copied out of `mem` for [`ReplyCache::lookup`].
+    scratch: Box<[u8; MAX_PAYLOAD]>,
+}
+
+/// What [`ReplyCache::open`] found in its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Restored {
+    /// Requests a previous process remembered (their replies are sent again on retries).
+    pub done: usize,
+    /// Requests it had begun and not finished ([`Seen::Lost`]).
+    pub lost: usize,
 }
 
 fn client_key(c: SocketAddrV4) -> u64 {
     (u64::from(u32::from(*c.ip())) << 16) | u64::from(c.port())
 }
 
+fn bytes_for(sets: usize) -> u64 {
+    HEADER + (sets * WAYS) as u64 * (ENTRY + MAX_PAYLOAD as u64)
+}
+
 impl ReplyCache {
     /// Room for at least `capacity` remembered requests (rounded up to whole sets; 0 keeps
     /// nothing), each kept at least `retain_ns` after it completed unless its client has
-    /// finished with it.
+    /// finished with it. In this process's memory: forgotten when it exits.
     pub fn new(capacity: usize, retain_ns: u64) -> ReplyCache {
         let sets = capacity.div_ceil(WAYS);
+        let heap = OwnedRegion::zeroed(bytes_for(sets) as usize);
+        let mem = heap.mem();
+        let c = Self::with_memory(mem, Backing::Heap(heap), sets, retain_ns);
+        c.format();
+        c
+    }
+
+    /// The same in the file `path`, kept across restarts of the dataplane: what a previous
+    /// process left there with the same capacity is taken over (its unfinished requests
+    /// become [`Seen::Lost`], as of `now_ns`); a file of another capacity starts empty.
+    pub fn open(
+        path: &Path,
+        capacity: usize,
+        retain_ns: u64,
+        now_ns: u64,
+    ) -> Result<(ReplyCache, Restored), LinkError> {
+        let sets = capacity.div_ceil(WAYS);
+        let (file, opened) = MappedFile::open(path, bytes_for(sets))?;
+        let mem = *file.mem();
+        let c = Self::with_memory(mem, Backing::File(file), sets, retain_ns);
+        if opened != Opened::Reopened || !c.header_matches() {
+            c.format();
+            return Ok((c, Restored::default()));
+        }
+        let mut restored = Restored::default();
+        for i in 0..sets * WAYS {
+            let e = c.entry(i);
+            match e.state {
+                State::InProgress => {
+                    restored.lost += 1;
+                    c.set_entry(
+                        i,
+                        Entry {
+                            state: State::Lost,
+                            done_ns: now_ns,
+                            len: 0,
+                            ..e
+                        },
+                    );
+                }
+                State::Done => restored.done += 1,
+                State::Lost => restored.lost += 1,
+                State::Empty => {}
+            }
+        }
+        Ok((c, restored))
+    }
+
+    fn with_memory(mem: RegionMem, backing: Backing, sets: usize, retain_ns: u64) -> Self {
         ReplyCache {
-            entries: vec![EMPTY; sets * WAYS].into_boxed_slice(),
-            replies: vec![0; sets * WAYS * MAX_PAYLOAD].into_boxed_slice(),
+            mem,
+            _backing: backing,
             sets,
             retain_ns,
             // Clients whose floor is kept: as many as entries (each remembered request has
             // a client), at least one set of them.
             floors: Floors::new((sets * WAYS).max(Floors::PROBE)),
+            scratch: Box::new([0; MAX_PAYLOAD]),
         }
     }
 
+    fn header(&self) -> [u64; 4] {
+        [MAGIC, self.sets as u64, WAYS as u64, MAX_PAYLOAD as u64]
+    }
+
+    fn header_matches(&self) -> bool {
+        self.header()
+            .iter()
+            .enumerate()
+            .all(|(k, &w)| self.mem.load_u64(8 * k as u64) == Some(w))
+    }
+
+    /// Empties every entry and writes the header.
+    fn format(&self) {
+        for i in 0..self.sets * WAYS {
+            self.set_entry(i, EMPTY);
+        }
+        for (k, w) in self.header().into_iter().enumerate() {
+            self.mem.store_u64(8 * k as u64, w);
+        }
+    }
+
+    fn entry(&self, i: usize) -> Entry {
+        let at = HEADER + i as u64 * ENTRY;
+        let w = |k: u64| self.mem.load_u64(at + 8 * k).unwrap_or(0);
+        let meta = w(2);
+        Entry {
+            client: w(0),
+            request_id: w(1),
+            state: State::from_code(meta & 0xff),
+            len: ((meta >> 8) as u16).min(MAX_PAYLOAD as u16),
+            done_ns: w(3),
+        }
+    }
+
+    fn set_entry(&self, i: usize, e: Entry) {
+        let at = HEADER + i as u64 * ENTRY;
+        let meta = e.state.code() | u64::from(e.len) << 8;
+        for (k, w) in [e.client, e.request_id, meta, e.done_ns]
+            .into_iter()
+            .enumerate()
+        {
+            self.mem.store_u64(at + 8 * k as u64, w);
+        }
+    }
+
+    fn reply_at(&self, i: usize) -> u64 {
+        HEADER + (self.sets * WAYS) as u64 * ENTRY + (i * MAX_PAYLOAD) as u64
+    }
+
     pub fn capacity(&self) -> usize {
-        self.entries.len()
+        self.sets * WAYS
     }
 
     fn set_of(&self, client: u64, id: u64) -> std::ops::Range<usize> {
@@ -124,21 +287,26 @@ impl ReplyCache {
             return None;
         }
         self.set_of(client, id).find(|&i| {
-            let e = &self.entries[i];
+            let e = self.entry(i);
             e.state != State::Empty && e.client == client && e.request_id == id
         })
     }
 
-    pub fn lookup(&self, client: SocketAddrV4, request_id: u64) -> Seen<'_> {
+    pub fn lookup(&mut self, client: SocketAddrV4, request_id: u64) -> Seen<'_> {
         match self.find(client_key(client), request_id) {
             None => Seen::New,
-            Some(i) => match self.entries[i].state {
-                State::Done => {
-                    let start = i * MAX_PAYLOAD;
-                    Seen::Done(&self.replies[start..start + self.entries[i].len as usize])
+            Some(i) => {
+                let e = self.entry(i);
+                match e.state {
+                    State::Done => {
+                        let n = e.len as usize;
+                        self.mem.read(self.reply_at(i), &mut self.scratch[..n]);
+                        Seen::Done(&self.scratch[..n])
+                    }
+                    State::Lost => Seen::Lost,
+                    _ => Seen::InProgress,
                 }
-                _ => Seen::InProgress,
-            },
+            }
         }
     }
 
@@ -161,22 +329,28 @@ impl ReplyCache {
         }
         let c = client_key(client);
         if let Some(i) = self.find(c, request_id) {
-            self.entries[i] = Entry {
-                state: State::InProgress,
-                ..self.entries[i]
-            };
+            let e = self.entry(i);
+            self.set_entry(
+                i,
+                Entry {
+                    state: State::InProgress,
+                    ..e
+                },
+            );
             return Begin::Started;
         }
         // The best victim of the set: empty, then retired, then the oldest expired.
         let mut best: Option<(usize, Begin)> = None;
         let mut oldest_done: Option<u64> = None;
         for i in self.set_of(c, request_id) {
-            let e = self.entries[i];
+            let e = self.entry(i);
             let outcome = match e.state {
                 State::Empty => Begin::Started,
                 State::InProgress => continue,
-                State::Done if self.floors.retired(e.client, e.request_id) => Begin::Reused,
-                State::Done => {
+                State::Done | State::Lost if self.floors.retired(e.client, e.request_id) => {
+                    Begin::Reused
+                }
+                State::Done | State::Lost => {
                     oldest_done = Some(oldest_done.map_or(e.done_ns, |t| t.min(e.done_ns)));
                     if now_ns.saturating_sub(e.done_ns) < self.retain_ns {
                         continue;
@@ -195,7 +369,7 @@ impl ReplyCache {
                     rank(&outcome) < rank(b)
                         || (rank(&outcome) == rank(b)
                             && outcome == Begin::Expired
-                            && e.done_ns < self.entries[*j].done_ns)
+                            && e.done_ns < self.entry(*j).done_ns)
                 }
             };
             if better {
@@ -207,13 +381,16 @@ impl ReplyCache {
                 oldest_done.map(|t| (t + self.retain_ns).saturating_sub(now_ns).max(1));
             return Begin::Full { retry_after_ns };
         };
-        self.entries[i] = Entry {
-            client: c,
-            request_id,
-            state: State::InProgress,
-            done_ns: 0,
-            len: 0,
-        };
+        self.set_entry(
+            i,
+            Entry {
+                client: c,
+                request_id,
+                state: State::InProgress,
+                done_ns: 0,
+                len: 0,
+            },
+        );
         outcome
     }
 
@@ -224,21 +401,28 @@ impl ReplyCache {
             return;
         };
         if reply.len() > MAX_PAYLOAD {
-            self.entries[i] = EMPTY;
+            self.set_entry(i, EMPTY);
             return;
         }
-        let start = i * MAX_PAYLOAD;
-        self.replies[start..start + reply.len()].copy_from_slice(reply);
-        let e = &mut self.entries[i];
-        e.len = reply.len() as u16;
-        e.state = State::Done;
-        e.done_ns = now_ns;
+        // The reply first, then the entry that says it is there (a restart in between finds
+        // the request in progress: lost, never a torn reply).
+        self.mem.write(self.reply_at(i), reply);
+        let e = self.entry(i);
+        self.set_entry(
+            i,
+            Entry {
+                len: reply.len() as u16,
+                state: State::Done,
+                done_ns: now_ns,
+                ..e
+            },
+        );
     }
 
     /// Forgets a request (its reply meant "not executed": the retry must run).
     pub fn forget(&mut self, client: SocketAddrV4, request_id: u64) {
         if let Some(i) = self.find(client_key(client), request_id) {
-            self.entries[i] = EMPTY;
+            self.set_entry(i, EMPTY);
         }
     }
 }
@@ -462,6 +646,54 @@ mod tests {
         assert_eq!(c.lookup(addr(1), 3), Seen::New);
         assert_eq!(c.lookup(addr(1), 100), Seen::InProgress);
         assert_eq!(c.lookup(addr(1), 0), Seen::InProgress);
+    }
+
+    #[test]
+    fn a_reopened_file_replays_what_was_done_and_calls_the_unfinished_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reply-cache.0");
+        {
+            let (mut c, r) = ReplyCache::open(&path, 64, RETAIN, 0).unwrap();
+            assert_eq!(r, Restored::default());
+            assert_eq!(c.begin(addr(1), 1, 0), Begin::Started);
+            c.complete(addr(1), 1, b"first reply", 10);
+            assert_eq!(c.begin(addr(1), 2, 0), Begin::Started); // the process dies here
+            assert_eq!(c.begin(addr(2), 3, 0), Begin::Started);
+            c.complete(addr(2), 3, b"third", 20);
+            c.forget(addr(2), 3); // "not executed": nothing to keep
+        }
+        let (mut c, r) = ReplyCache::open(&path, 64, RETAIN, 1_000).unwrap();
+        assert_eq!(r, Restored { done: 1, lost: 1 });
+        assert_eq!(c.lookup(addr(1), 1), Seen::Done(b"first reply"));
+        assert_eq!(c.lookup(addr(1), 2), Seen::Lost);
+        assert_eq!(c.lookup(addr(2), 3), Seen::New);
+        // A lost entry is kept like a completed one: until its client is finished with it or
+        // the retention time has passed since the restart.
+        let started = (100..100 + 10 * WAYS as u64)
+            .filter(|&id| c.begin(addr(1), id, 1_000) == Begin::Started)
+            .count();
+        assert!(started > 0);
+        assert_eq!(
+            c.lookup(addr(1), 2),
+            Seen::Lost,
+            "not replaced by younger requests"
+        );
+        drop(c);
+        // Another capacity: the file starts empty (the old entries do not fit its sets).
+        let (mut c, r) = ReplyCache::open(&path, 128, RETAIN, 2_000).unwrap();
+        assert_eq!(r, Restored::default());
+        assert_eq!(c.lookup(addr(1), 1), Seen::New);
+    }
+
+    #[test]
+    fn a_foreign_or_torn_file_is_started_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reply-cache.0");
+        std::fs::write(&path, vec![0xa5u8; bytes_for(1) as usize]).unwrap();
+        let (mut c, r) = ReplyCache::open(&path, WAYS, RETAIN, 0).unwrap();
+        assert_eq!(r, Restored::default());
+        assert_eq!(c.lookup(addr(1), 1), Seen::New);
+        assert_eq!(c.begin(addr(1), 1, 0), Begin::Started);
     }
 
     #[test]

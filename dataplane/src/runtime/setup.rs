@@ -302,6 +302,7 @@ impl Runtime {
                 slots: cfg.slots,
                 dedup_entries: cfg.dedup_entries,
                 dedup_retain_ns: cfg.dedup_retain.as_nanos() as u64,
+                reply_cache_file: Some(cfg.run_dir.join(format!("reply-cache.{w}"))),
                 max_steps: cfg.max_steps,
                 engine: cfg.engine,
                 run_time: cfg.metrics.is_some(),

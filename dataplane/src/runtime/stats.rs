@@ -93,6 +93,9 @@ pub struct WorkerStats {
     pub bad_capability: AtomicU64,
     /// Duplicates answered from the reply cache.
     pub dup_replayed: AtomicU64,
+    /// Retransmissions of requests a previous dataplane process had begun and not finished:
+    /// answered `outcome_unknown`, not run again.
+    pub dup_lost: AtomicU64,
     /// Completed mutations forgotten to make room (a retransmission of one would run again).
     pub dedup_evicted: AtomicU64,
     /// Mutations refused (`busy`) because the reply cache held only requests in progress.
@@ -155,6 +158,7 @@ impl WorkerStats {
             bad_key: AtomicU64::new(0),
             bad_capability: AtomicU64::new(0),
             dup_replayed: AtomicU64::new(0),
+            dup_lost: AtomicU64::new(0),
             dedup_evicted: AtomicU64::new(0),
             dedup_full: AtomicU64::new(0),
             retransmits: AtomicU64::new(0),
@@ -295,6 +299,7 @@ impl WorkerStats {
             ("bad_key".into(), l(&self.bad_key)),
             ("bad_capability".into(), l(&self.bad_capability)),
             ("dup_replayed".into(), l(&self.dup_replayed)),
+            ("dup_lost".into(), l(&self.dup_lost)),
             ("dedup_evicted".into(), l(&self.dedup_evicted)),
             ("dedup_full".into(), l(&self.dedup_full)),
             ("retransmits".into(), l(&self.retransmits)),

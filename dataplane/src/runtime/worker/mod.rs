@@ -69,6 +69,9 @@ pub struct WorkerConfig {
     /// How long a completed request is remembered when its client does not say it is
     /// finished with it: the longest time a client retries.
     pub dedup_retain_ns: u64,
+    /// Keep the reply cache in this file, so that a restarted dataplane still answers
+    /// retransmissions of what it executed before (`None`: in memory only).
+    pub reply_cache_file: Option<std::path::PathBuf>,
     pub max_steps: u32,
     pub engine: Engine,
     /// Measure the nanoseconds each offload spends in the VM (two clock reads per step; on
@@ -87,6 +90,7 @@ impl Default for WorkerConfig {
             slots: 64,
             dedup_entries: 1024,
             dedup_retain_ns: super::dedup::DEFAULT_RETAIN_NS,
+            reply_cache_file: None,
             max_steps: DEFAULT_MAX_STEPS,
             engine: Engine::native(),
             run_time: false,
@@ -154,7 +158,7 @@ impl Worker {
             regions_epoch: shared.regions.epoch(),
             pool,
             slots: SlotTable::new(cfg.slots),
-            cache: ReplyCache::new(cfg.dedup_entries, cfg.dedup_retain_ns),
+            cache: reply_cache(&cfg),
             rx: Some(PacketBatch::with_capacity(cfg.burst.max(1))),
             tx: PacketBatch::with_capacity(cfg.burst.max(1) * 2),
             ring_buf: Box::new([0; MSG_MAX]),
@@ -506,6 +510,17 @@ impl Worker {
                 }
                 true
             }
+            Seen::Lost => {
+                bump(&self.stats.dup_lost, 1);
+                self.send_error(
+                    port,
+                    info,
+                    ErrorCode::OutcomeUnknown,
+                    "the dataplane restarted while this request was in flight: it may have been applied",
+                    false,
+                );
+                true
+            }
         }
     }
 
@@ -608,6 +623,37 @@ impl Worker {
                 s.ctx.start(req.args);
                 self.advance(i, port, link);
             }
+        }
+    }
+}
+
+/// The worker's reply cache: in its file when it has one (taking over what a previous
+/// dataplane left there), else, or if the file cannot be used, in memory.
+fn reply_cache(cfg: &WorkerConfig) -> ReplyCache {
+    let Some(path) = &cfg.reply_cache_file else {
+        return ReplyCache::new(cfg.dedup_entries, cfg.dedup_retain_ns);
+    };
+    match ReplyCache::open(path, cfg.dedup_entries, cfg.dedup_retain_ns, now_ns()) {
+        Ok((cache, restored)) => {
+            if restored.done + restored.lost > 0 {
+                tracing::info!(
+                    worker = cfg.id,
+                    path = %path.display(),
+                    replies = restored.done,
+                    lost = restored.lost,
+                    "reply cache taken over from the previous dataplane"
+                );
+            }
+            cache
+        }
+        Err(e) => {
+            tracing::warn!(
+                worker = cfg.id,
+                path = %path.display(),
+                error = %e,
+                "reply cache kept in memory only: after a restart, retransmissions of earlier mutations would run again"
+            );
+            ReplyCache::new(cfg.dedup_entries, cfg.dedup_retain_ns)
         }
     }
 }

@@ -1,0 +1,116 @@
+//! A file mapped shared, as [`RegionMem`]: state one process keeps across its own restarts
+//! (the dataplane's reply cache, `RUN_DIR/reply-cache.W`). Like the shared area, it lives on
+//! tmpfs: it survives the process, not a reboot.
+
+use crate::error::LinkError;
+use crate::sys;
+use naam_core::memory::RegionMem;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+/// What [`MappedFile::open`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// A new, zeroed file.
+    Created,
+    /// The file was there with this length: its contents are as the last user left them.
+    Reopened,
+    /// The file was there with another length: it was emptied and resized (zeroed).
+    Resized,
+}
+
+/// A whole file mapped read-write and shared. The view cannot outlive the mapping: it is
+/// borrowed from the owner.
+pub struct MappedFile {
+    // Declared before `map`: fields drop in order, and the view holds nothing.
+    mem: RegionMem,
+    map: sys::Mapping,
+    _fd: OwnedFd,
+}
+
+impl MappedFile {
+    /// Opens `path` (creating it) as `len` bytes, locks it (a second process opening it gets
+    /// an error until this one exits) and maps it.
+    pub fn open(path: &Path, len: u64) -> Result<(MappedFile, Opened), LinkError> {
+        let io = |what| LinkError::io(what);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io("open a mapped file"))?;
+        // One user at a time (the lock goes with the descriptor, so with the process).
+        if !sys::try_lock_exclusive(file.as_fd()).map_err(io("lock a mapped file"))? {
+            return Err(LinkError::io("lock a mapped file")(std::io::Error::other(
+                format!("{} is in use by another process", path.display()),
+            )));
+        }
+        let had = file.metadata().map_err(io("stat a mapped file"))?.len();
+        let opened = match had {
+            0 => Opened::Created,
+            n if n == len => Opened::Reopened,
+            _ => Opened::Resized,
+        };
+        if opened != Opened::Reopened {
+            file.set_len(0)
+                .and_then(|_| file.set_len(len))
+                .map_err(io("size a mapped file"))?;
+        }
+        let fd = OwnedFd::from(file);
+        let len_usize = usize::try_from(len).map_err(|_| LinkError::Layout {
+            reason: "mapped file larger than the address space",
+        })?;
+        let map = sys::Mapping::map(fd.as_fd(), len_usize, false).map_err(io("mmap a file"))?;
+        let mem = map.view(0, len).ok_or(LinkError::Layout {
+            reason: "mapped file view",
+        })?;
+        Ok((MappedFile { mem, map, _fd: fd }, opened))
+    }
+
+    /// The file's bytes.
+    pub fn mem(&self) -> &RegionMem {
+        &self.mem
+    }
+
+    pub fn len(&self) -> usize {
+        self.mem.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.mem.is_empty()
+    }
+}
+
+impl std::fmt::Debug for MappedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MappedFile")
+            .field("len", &self.len())
+            .field("map", &self.map)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contents_survive_a_reopen_and_a_new_length_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let (f, o) = MappedFile::open(&path, 4096).unwrap();
+        assert_eq!(o, Opened::Created);
+        f.mem().store_u64(8, 42).unwrap();
+        drop(f);
+        let (f, o) = MappedFile::open(&path, 4096).unwrap();
+        assert_eq!(o, Opened::Reopened);
+        assert_eq!(f.mem().load_u64(8), Some(42));
+        assert!(MappedFile::open(&path, 4096).is_err(), "locked while open");
+        drop(f);
+        let (f, o) = MappedFile::open(&path, 8192).unwrap();
+        assert_eq!(o, Opened::Resized);
+        assert_eq!(f.mem().load_u64(8), Some(0));
+        assert_eq!(f.len(), 8192);
+    }
+}
