@@ -11,18 +11,47 @@
 //! - branch refinement on unsigned and signed comparisons and `jset`; 32-bit comparisons refine
 //!   only when both operands are known to fit in 32 bits (signed ones through the
 //!   sign-extended halves); comparisons of a register with itself are not refined;
-//! - a variable offset must keep the whole access inside one region (or one run of adjacent
-//!   writable context fields): there is no stride domain, so `ctx->ops[i].arg0` with a
-//!   variable `i` is rejected (the bytes between the `arg0`s are read-only);
+//! - a variable offset must keep the whole access inside one region; a store into the context
+//!   must land in writable bytes from every offset it may start at. Scalars and pointers
+//!   carry a congruence (the stride domain, `Scalar::stride`): `ctx->ops[i].arg0` for a
+//!   bounded `i` starts at one of a few offsets 56 bytes apart, each checked (up to
+//!   `Addr::MAX_STARTS` of them; beyond, the whole interval must be writable);
 //! - an edge whose refined condition is unsatisfiable is dead and contributes nothing;
 //!   instructions no path reaches are not checked (they cannot run);
 //! - shifts by a register, `neg` and byte swaps of non-constants produce wide ranges.
 
 use super::cfg::{alu, class, jmp, Cfg, Insn};
-use super::scalar::{Scalar, Tnum};
+use super::scalar::{gcd, Scalar, Tnum};
 use super::state::{Reg, Region, Slot, State};
 use super::{fail, Kind, VerifyError};
 use crate::abi::{writable_ranges, CtxWords, CTX_SIZE, STACK_SIZE};
+
+/// Where an access may start: offsets `lo ..= hi` of `region` that are `rem` modulo
+/// `stride` (any of them when `stride < 2`).
+struct Addr {
+    region: Region,
+    lo: i64,
+    hi: i64,
+    stride: u64,
+    rem: i64,
+}
+
+impl Addr {
+    /// Most starts a strided access is checked at one by one; beyond, the interval is checked
+    /// whole.
+    const MAX_STARTS: i64 = 64;
+
+    /// The possible starts one by one, when the congruence leaves few of them.
+    fn starts(&self) -> Option<impl Iterator<Item = i64>> {
+        if self.stride < 2 || self.lo == self.hi {
+            return None;
+        }
+        let stride = self.stride as i64;
+        let first = self.lo + (self.rem - self.lo).rem_euclid(stride);
+        ((self.hi - first) / stride < Self::MAX_STARTS)
+            .then(|| (first..=self.hi).step_by(stride as usize))
+    }
+}
 
 /// Where control goes after one instruction.
 enum Flow {
@@ -129,17 +158,17 @@ impl Step {
 
     // ----- memory -------------------------------------------------------------------------
 
-    /// The byte offsets `[lo, hi]` the access through `base` may start at, checked inside its
-    /// region.
-    fn address(
-        &self,
-        st: &State,
-        base: u8,
-        size: usize,
-        store: bool,
-    ) -> Result<(Region, i64, i64), VerifyError> {
-        let (region, min, max) = match self.read(st, base)? {
-            Reg::Ptr { region, min, max } => (region, min, max),
+    /// The byte offsets `[lo, hi]` the access through `base` may start at (congruent to
+    /// `rem` modulo `stride`), checked inside its region.
+    fn address(&self, st: &State, base: u8, size: usize, store: bool) -> Result<Addr, VerifyError> {
+        let (region, min, max, stride, rem) = match self.read(st, base)? {
+            Reg::Ptr {
+                region,
+                min,
+                max,
+                stride,
+                rem,
+            } => (region, min, max, stride, rem),
             Reg::Scalar(s) => {
                 return self.fail(
                     Kind::ScalarDeref,
@@ -172,13 +201,19 @@ impl Step {
                 ),
             );
         }
-        Ok((region, lo, hi))
+        Ok(Addr {
+            region,
+            lo,
+            hi,
+            stride,
+            rem: (rem as i64 + off).rem_euclid(stride.max(1) as i64),
+        })
     }
 
     fn load(&self, st: &mut State) -> Result<(), VerifyError> {
         let insn = &self.insn;
         let size = insn.mem_size();
-        let (region, lo, hi) = self.address(st, insn.src, size, false)?;
+        let Addr { region, lo, hi, .. } = self.address(st, insn.src, size, false)?;
         let value = match region {
             Region::Ctx => Reg::Scalar(Scalar::of_width(size as u32)),
             Region::Stack => self.stack_load(st, lo, hi, size)?,
@@ -223,7 +258,8 @@ impl Step {
         } else {
             self.read(st, insn.src)?
         };
-        let (region, lo, hi) = self.address(st, insn.dst, size, true)?;
+        let addr = self.address(st, insn.dst, size, true)?;
+        let (region, lo, hi) = (addr.region, addr.lo, addr.hi);
         let is_ptr = matches!(value, Reg::Ptr { .. });
         match region {
             Region::Ctx => {
@@ -238,13 +274,30 @@ impl Step {
                     );
                 }
                 let end = hi as usize + size;
-                if !ctx_writable(lo as usize, end) {
-                    return self.fail(
-                        Kind::ReadOnlyCtx,
-                        format!("{size}-byte store at context offsets [{lo}, {end}) touches a read-only field"),
-                    );
+                match addr.starts() {
+                    // Each possible start (a strided pointer: few) lands in writable bytes.
+                    Some(starts) => {
+                        for at in starts {
+                            let at = at as usize;
+                            if !ctx_writable(at, at + size) {
+                                return self.fail(
+                                    Kind::ReadOnlyCtx,
+                                    format!("{size}-byte store at context offset {at} (one of [{lo}, {hi}] that are {} modulo {}) touches a read-only field", addr.rem, addr.stride),
+                                );
+                            }
+                            writes.mark(at..at + size);
+                        }
+                    }
+                    None => {
+                        if !ctx_writable(lo as usize, end) {
+                            return self.fail(
+                                Kind::ReadOnlyCtx,
+                                format!("{size}-byte store at context offsets [{lo}, {end}) touches a read-only field"),
+                            );
+                        }
+                        writes.mark(lo as usize..end);
+                    }
                 }
-                writes.mark(lo as usize..end);
             }
             Region::Stack => {
                 let whole_slot = lo == hi && size == 8 && lo % 8 == 0;
@@ -389,6 +442,8 @@ impl Step {
         let moved = |region: Region,
                      min: i64,
                      max: i64,
+                     stride: u64,
+                     rem: u64,
                      s: Scalar,
                      neg: bool|
          -> Result<Reg, VerifyError> {
@@ -415,31 +470,65 @@ impl Step {
                     ),
                 );
             }
-            Ok(Reg::Ptr {
-                region,
-                min: lo as i64,
-                max: hi as i64,
-            })
+            // The congruence of the new offsets: the pointer's and the scalar's combined, when
+            // the scalar is a non-negative value (its congruence is of its unsigned value).
+            let (mp, rp) = Reg::ptr_congruence(min, max, stride, rem);
+            let (ms, rs) = s.congruence();
+            let (m, r) = if s.smin >= 0 && (ms == 0 || ms <= i64::MAX as u64) {
+                let rs = (rs % ms.max(1)) as i64;
+                (gcd(mp, ms), if neg { rp - rs } else { rp + rs })
+            } else {
+                (1, 0)
+            };
+            Ok(Reg::ptr_range(region, lo as i64, hi as i64, m, r))
         };
         match (code, a, b) {
-            (alu::ADD, Reg::Ptr { region, min, max }, Reg::Scalar(s))
-            | (alu::ADD, Reg::Scalar(s), Reg::Ptr { region, min, max }) => {
-                moved(region, min, max, s, false)
-            }
-            (alu::SUB, Reg::Ptr { region, min, max }, Reg::Scalar(s)) => {
-                moved(region, min, max, s, true)
-            }
+            (
+                alu::ADD,
+                Reg::Ptr {
+                    region,
+                    min,
+                    max,
+                    stride,
+                    rem,
+                },
+                Reg::Scalar(s),
+            )
+            | (
+                alu::ADD,
+                Reg::Scalar(s),
+                Reg::Ptr {
+                    region,
+                    min,
+                    max,
+                    stride,
+                    rem,
+                },
+            ) => moved(region, min, max, stride, rem, s, false),
+            (
+                alu::SUB,
+                Reg::Ptr {
+                    region,
+                    min,
+                    max,
+                    stride,
+                    rem,
+                },
+                Reg::Scalar(s),
+            ) => moved(region, min, max, stride, rem, s, true),
             (
                 alu::SUB,
                 Reg::Ptr {
                     region: ra,
                     min: a0,
                     max: a1,
+                    ..
                 },
                 Reg::Ptr {
                     region: rb,
                     min: b0,
                     max: b1,
+                    ..
                 },
             ) if ra == rb => Ok(Reg::Scalar(Scalar::srange(a0 - b1, a1 - b0))),
             _ => {
@@ -678,14 +767,21 @@ fn unsext32(orig: Scalar, r: Scalar) -> Option<Scalar> {
     }
 }
 
-/// Values both scalars allow.
+/// Values both scalars allow (with either's congruence: both hold).
 fn meet(a: Scalar, b: Scalar) -> Option<Scalar> {
+    let (stride, rem) = if a.stride > 1 {
+        (a.stride, a.rem)
+    } else {
+        (b.stride, b.rem)
+    };
     Scalar {
         umin: a.umin.max(b.umin),
         umax: a.umax.min(b.umax),
         smin: a.smin.max(b.smin),
         smax: a.smax.min(b.smax),
         bits: a.bits.intersect(b.bits)?,
+        stride,
+        rem,
     }
     .sync()
 }

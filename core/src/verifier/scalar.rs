@@ -151,7 +151,9 @@ impl Tnum {
 }
 
 /// A scalar: every concrete value `v` it stands for satisfies `umin <= v <= umax`,
-/// `smin <= v as i64 <= smax` and `v` matches the known bits of `bits`.
+/// `smin <= v as i64 <= smax`, `v` matches the known bits of `bits`, and `v % stride == rem`
+/// (a congruence, the stride domain: `i * 56` for a bounded `i` is a multiple of 56, which
+/// intervals and known bits cannot say; `stride == 1` says nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scalar {
     pub umin: u64,
@@ -159,6 +161,16 @@ pub struct Scalar {
     pub smin: i64,
     pub smax: i64,
     pub bits: Tnum,
+    pub stride: u64,
+    pub rem: u64,
+}
+
+/// Greatest common divisor (`gcd(0, x) == x`).
+pub fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 impl Scalar {
@@ -168,6 +180,8 @@ impl Scalar {
         smin: i64::MIN,
         smax: i64::MAX,
         bits: Tnum::UNKNOWN,
+        stride: 1,
+        rem: 0,
     };
 
     pub const fn konst(v: u64) -> Scalar {
@@ -177,7 +191,28 @@ impl Scalar {
             smin: v as i64,
             smax: v as i64,
             bits: Tnum::konst(v),
+            stride: 1,
+            rem: 0,
         }
+    }
+
+    /// The congruence as `(modulus, remainder)`, with modulus 0 for a constant (exactly the
+    /// remainder): the form in which gcds combine two of them.
+    pub fn congruence(&self) -> (u64, u64) {
+        match self.as_const() {
+            Some(c) => (0, c),
+            None => (self.stride, self.rem),
+        }
+    }
+
+    /// The same values, also known to be `rem` modulo `stride` (nothing new when `stride` is 0
+    /// or 1).
+    pub fn with_congruence(mut self, stride: u64, rem: u64) -> Scalar {
+        if stride > 1 && self.as_const().is_none() {
+            self.stride = stride;
+            self.rem = rem % stride;
+        }
+        self
     }
 
     /// Any value in `[min, max]` (unsigned).
@@ -188,6 +223,8 @@ impl Scalar {
             smin: i64::MIN,
             smax: i64::MAX,
             bits: Tnum::range(min, max),
+            stride: 1,
+            rem: 0,
         }
         .sync()
         .unwrap_or(Scalar::UNKNOWN)
@@ -251,6 +288,8 @@ impl Scalar {
             smin,
             smax,
             bits,
+            stride: 1,
+            rem: 0,
         }
         .sync()
         .unwrap_or(Scalar::UNKNOWN)
@@ -261,6 +300,8 @@ impl Scalar {
     }
 
     pub fn join(self, o: Scalar) -> Scalar {
+        let ((m1, r1), (m2, r2)) = (self.congruence(), o.congruence());
+        let m = gcd(gcd(m1, m2), r1.abs_diff(r2));
         Scalar::build(
             self.umin.min(o.umin),
             self.umax.max(o.umax),
@@ -268,6 +309,7 @@ impl Scalar {
             self.smax.max(o.smax),
             self.bits.union(o.bits),
         )
+        .with_congruence(m, r1 % m.max(1))
     }
 
     pub fn add(self, o: Scalar) -> Scalar {
@@ -279,7 +321,14 @@ impl Scalar {
             (Some(a), Some(b)) => (a, b),
             _ => (i64::MIN, i64::MAX),
         };
-        Scalar::build(umin, umax, smin, smax, self.bits.add(o.bits))
+        let sum = Scalar::build(umin, umax, smin, smax, self.bits.add(o.bits));
+        // Without wrap-around (the unsigned sum cannot overflow), remainders add.
+        if self.umax.checked_add(o.umax).is_none() {
+            return sum;
+        }
+        let ((m1, r1), (m2, r2)) = (self.congruence(), o.congruence());
+        let m = gcd(m1, m2);
+        sum.with_congruence(m, (r1 % m.max(1) + r2 % m.max(1)) % m.max(1))
     }
 
     pub fn sub(self, o: Scalar) -> Scalar {
@@ -300,7 +349,19 @@ impl Scalar {
             return Scalar::konst(a.wrapping_mul(b));
         }
         match self.umax.checked_mul(o.umax) {
-            Some(max) => Scalar::urange(self.umin * o.umin, max),
+            Some(max) => {
+                let product = Scalar::urange(self.umin * o.umin, max);
+                // Without wrap-around, `v * c` for `v = r + k * m` is `r * c + k * (m * c)`.
+                let (v, c) = match (self.as_const(), o.as_const()) {
+                    (_, Some(c)) => (self, c),
+                    (Some(c), _) => (o, c),
+                    _ => return product,
+                };
+                match v.stride.checked_mul(c) {
+                    Some(m) if v.stride > 1 => product.with_congruence(m, v.rem * c % m),
+                    _ => product.with_congruence(c, 0),
+                }
+            }
             None => Scalar::UNKNOWN,
         }
     }
@@ -347,8 +408,18 @@ impl Scalar {
     /// Left shift by `k < 64`.
     pub fn shl(self, k: u32) -> Scalar {
         let bits = self.bits.shl(k);
-        if k == 0 || self.umax.leading_zeros() >= k {
-            Scalar::build(self.umin << k, self.umax << k, i64::MIN, i64::MAX, bits)
+        if k == 0 {
+            return self;
+        }
+        if self.umax.leading_zeros() >= k {
+            // Without overflow a shift is a multiplication by 2^k.
+            self.mul(Scalar::konst(1 << k)).meet_bounds(Scalar::build(
+                self.umin << k,
+                self.umax << k,
+                i64::MIN,
+                i64::MAX,
+                bits,
+            ))
         } else {
             Scalar::from_bits(bits)
         }
@@ -383,6 +454,22 @@ impl Scalar {
         }
     }
 
+    /// `self` further bounded by `o`'s intervals and known bits (both hold), keeping `self`'s
+    /// congruence.
+    fn meet_bounds(self, o: Scalar) -> Scalar {
+        let bits = self.bits.intersect(o.bits).unwrap_or(self.bits);
+        Scalar {
+            umin: self.umin.max(o.umin),
+            umax: self.umax.min(o.umax),
+            smin: self.smin.max(o.smin),
+            smax: self.smax.min(o.smax),
+            bits,
+            ..self
+        }
+        .sync()
+        .unwrap_or(self)
+    }
+
     /// The low 32 bits, zero-extended (what every 32-bit ALU operation leaves behind).
     pub fn low32(self) -> Scalar {
         if self.umax <= u32::MAX as u64 {
@@ -403,6 +490,7 @@ mod tests {
             && s.smin <= v as i64
             && v as i64 <= s.smax
             && (v & !s.bits.mask) == s.bits.value
+            && v % s.stride == s.rem
     }
 
     #[test]
@@ -428,6 +516,30 @@ mod tests {
     }
 
     #[test]
+    fn a_scaled_index_is_a_multiple_of_its_scale() {
+        let i = Scalar::urange(0, 3);
+        let s = i.mul(Scalar::konst(56));
+        assert_eq!((s.umin, s.umax, s.stride, s.rem), (0, 168, 56, 0));
+        let s = s.add(Scalar::konst(1392));
+        assert_eq!(
+            (s.umin, s.umax, s.stride, s.rem),
+            (1392, 1560, 56, 1392 % 56)
+        );
+        let t = Scalar::urange(0, 7).shl(4).add(Scalar::urange(0, 3).shl(5));
+        assert_eq!(t.stride, 16, "gcd of the two scales");
+        let j = Scalar::konst(0)
+            .join(Scalar::konst(56))
+            .join(Scalar::konst(112));
+        assert_eq!((j.stride, j.rem), (56, 0));
+        // Wrap-around forgets it.
+        let w = Scalar::urange(0, u64::MAX / 2).mul(Scalar::konst(3));
+        assert_eq!(w.stride, 1);
+        let w =
+            Scalar::urange(u64::MAX - 10, u64::MAX).add(Scalar::urange(0, 5).mul(Scalar::konst(8)));
+        assert_eq!(w.stride, 1);
+    }
+
+    #[test]
     fn ops_contain_concrete_results() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -443,6 +555,12 @@ mod tests {
                 let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
                 let s = Scalar::urange(lo, hi);
                 let v = rng.gen_range(lo..=hi);
+                if rng.gen_range(0..3) == 0 && hi < 1 << 20 {
+                    // A scaled index: `k * c` with its stride.
+                    let c = rng.gen_range(2..100u64);
+                    let s = Scalar::urange(lo, hi).mul(Scalar::konst(c));
+                    return (s, v * c);
+                }
                 (s, v)
             };
             let (x, xv) = pick(&mut rng);

@@ -7,7 +7,7 @@
 //! bounded counters keep their types. States from two paths are joined by widening every
 //! interval to cover both and forgetting what only one side knows.
 
-use super::scalar::Scalar;
+use super::scalar::{gcd, Scalar};
 use crate::abi::STACK_SIZE;
 
 /// Which memory a pointer points into.
@@ -37,11 +37,15 @@ pub enum Reg {
     /// pointer into another region on others): unusable, like `Uninit`, but said so.
     Mixed,
     Scalar(Scalar),
-    /// A pointer into `region`; its offset from the region's base lies in `min ..= max`.
+    /// A pointer into `region`; its offset from the region's base lies in `min ..= max` and is
+    /// `rem` modulo `stride` (`stride == 1`: any offset in the interval; `ctx->ops[i]` for a
+    /// variable `i` is the first op's offset modulo the op's size).
     Ptr {
         region: Region,
         min: i64,
         max: i64,
+        stride: u64,
+        rem: u64,
     },
 }
 
@@ -51,6 +55,34 @@ impl Reg {
             region,
             min: off,
             max: off,
+            stride: 1,
+            rem: 0,
+        }
+    }
+
+    /// A pointer into `region` at offsets `min ..= max` congruent to `rem` modulo `stride`
+    /// (the congruence forgotten when `stride < 2`).
+    pub fn ptr_range(region: Region, min: i64, max: i64, stride: u64, rem: i64) -> Reg {
+        let (stride, rem) = if stride > 1 && min < max {
+            (stride, rem.rem_euclid(stride as i64) as u64)
+        } else {
+            (1, 0)
+        };
+        Reg::Ptr {
+            region,
+            min,
+            max,
+            stride,
+            rem,
+        }
+    }
+
+    /// A pointer's offset congruence as `(modulus, remainder)`, modulus 0 for an exact offset.
+    pub fn ptr_congruence(min: i64, max: i64, stride: u64, rem: u64) -> (u64, i64) {
+        if min == max {
+            (0, min)
+        } else {
+            (stride, rem as i64)
         }
     }
 
@@ -62,17 +94,22 @@ impl Reg {
                     region: ra,
                     min: a0,
                     max: a1,
+                    stride: sa,
+                    rem: qa,
                 },
                 Reg::Ptr {
                     region: rb,
                     min: b0,
                     max: b1,
+                    stride: sb,
+                    rem: qb,
                 },
-            ) if ra == rb => Reg::Ptr {
-                region: ra,
-                min: a0.min(b0),
-                max: a1.max(b1),
-            },
+            ) if ra == rb => {
+                let (m1, r1) = Reg::ptr_congruence(a0, a1, sa, qa);
+                let (m2, r2) = Reg::ptr_congruence(b0, b1, sb, qb);
+                let m = gcd(gcd(m1, m2), r1.abs_diff(r2));
+                Reg::ptr_range(ra, a0.min(b0), a1.max(b1), m, r1)
+            }
             (Reg::Uninit, _) | (_, Reg::Uninit) => Reg::Uninit,
             _ => Reg::Mixed,
         }
@@ -86,10 +123,24 @@ impl Reg {
                 Some(v) => format!("the scalar {v:#x}"),
                 None => format!("a scalar in [{}, {}]", s.umin, s.umax),
             },
-            Reg::Ptr { region, min, max } if min == max => {
+            Reg::Ptr {
+                region, min, max, ..
+            } if min == max => {
                 format!("a {} pointer at offset {min}", region.name())
             }
-            Reg::Ptr { region, min, max } => {
+            Reg::Ptr {
+                region,
+                min,
+                max,
+                stride,
+                rem,
+            } if *stride > 1 => format!(
+                "a {} pointer at offsets [{min}, {max}] that are {rem} modulo {stride}",
+                region.name()
+            ),
+            Reg::Ptr {
+                region, min, max, ..
+            } => {
                 format!("a {} pointer at offsets [{min}, {max}]", region.name())
             }
         }
