@@ -16,4 +16,5 @@ pub mod procs;
 pub mod report;
 pub mod scale;
 pub mod shift;
+pub mod soak;
 pub mod ycsb;

@@ -132,6 +132,24 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         timeout_ms: u64,
     },
+    /// YCSB-A and FAAs with loss injection while the host agent and the dataplane are killed
+    /// in turn; ends with every acknowledged write readable and no FAA run twice (issue 14).
+    Soak {
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Seconds between kills (host agent and dataplane in turn).
+        #[arg(long, default_value_t = 60.0)]
+        kill_every_s: f64,
+        /// Keys the soak writes.
+        #[arg(long, default_value_t = 1000)]
+        keys: u64,
+        /// The dataplane drops every Nth request (0: none).
+        #[arg(long, default_value_t = 29)]
+        drop_rx_every: u32,
+        /// The dataplane drops every Nth reply (0: none).
+        #[arg(long, default_value_t = 23)]
+        drop_tx_every: u32,
+    },
     /// Two tenants on one NIC worker: a light one (cheap requests at a modest rate) beside a
     /// heavy one (expensive requests, far more than the worker serves), first come first
     /// served vs the tenants' shares.
@@ -430,6 +448,35 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
             }
             for p in naam_bench::overload::write_charts(&out, &rows)? {
                 println!("wrote {}", p.display());
+            }
+        }
+        Command::Soak {
+            minutes,
+            kill_every_s,
+            keys,
+            drop_rx_every,
+            drop_tx_every,
+        } => {
+            use naam_bench::soak;
+            let cfg = soak::SoakConfig {
+                minutes,
+                kill_every: Duration::from_secs_f64(kill_every_s),
+                keys,
+                drop_rx_every,
+                drop_tx_every,
+                ..soak::SoakConfig::default()
+            };
+            println!(
+                "soak: {minutes} min, a kill every {kill_every_s} s, {keys} keys, the dataplane dropping 1 in {drop_rx_every} requests and 1 in {drop_tx_every} replies"
+            );
+            let r = soak::run(&cfg, |line| println!("{line}"))?;
+            std::fs::create_dir_all(&out)?;
+            let path = out.join("soak.json");
+            std::fs::write(&path, serde_json::to_string_pretty(&r)?)?;
+            println!("wrote {}", path.display());
+            println!("{}", r.last_line());
+            if !r.held() {
+                anyhow::bail!("the soak found lost writes or duplicate executions");
             }
         }
         Command::Fairness {
