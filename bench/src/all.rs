@@ -79,8 +79,9 @@ fn svgs(files: &[PathBuf]) -> Vec<PathBuf> {
 /// The scale experiment: prints each point, writes `scale.{json,csv,md}` and its plots.
 pub fn scale(cfg: &ScaleConfig, saturate: bool, out: &Path) -> anyhow::Result<Section> {
     println!(
-        "scale: in-process open-loop generator, {} NAAM worker(s), back-off {:?}",
-        cfg.naam_workers, cfg.backoff
+        "scale: in-process open-loop generator, {} NAAM worker(s), back-off {}",
+        cfg.naam_workers,
+        cfg.backoff.name()
     );
     let mut cfg = cfg.clone();
     let offered = cfg.rate;
@@ -133,7 +134,7 @@ pub fn scale(cfg: &ScaleConfig, saturate: bool, out: &Path) -> anyhow::Result<Se
             } else {
                 format!(" --workers {}", cfg.naam_workers)
             },
-            if cfg.backoff == crate::load::Backoff::Spin {
+            if cfg.backoff == naam_link::BackoffMode::Spin {
                 " --spin"
             } else {
                 ""

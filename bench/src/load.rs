@@ -110,31 +110,3 @@ pub fn resident_bytes() -> u64 {
         .unwrap_or(0);
     pages * 4096
 }
-
-/// How idle workers wait (DESIGN §9): spinning burns a core that, on this 2-core machine, the
-/// generator or another process needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum Backoff {
-    /// Spin forever (dedicated cores).
-    Spin,
-    /// Spin a little, then yield the core, then (after a long idle stretch) sleep briefly:
-    /// the dataplane's `--backoff yield`. A worker that never sleeps is, to the scheduler of
-    /// an oversubscribed machine, a CPU hog, and waits milliseconds for its next turn.
-    Yield,
-}
-
-/// Idle rounds after which a yielding worker sleeps (as the dataplane's workers).
-const SLEEP_AFTER: u32 = 16 * 1024;
-
-impl Backoff {
-    #[inline]
-    pub fn idle(self, idle_rounds: &mut u32) {
-        *idle_rounds = idle_rounds.saturating_add(1);
-        match self {
-            Backoff::Spin => std::hint::spin_loop(),
-            Backoff::Yield if *idle_rounds < 64 => std::hint::spin_loop(),
-            Backoff::Yield if *idle_rounds < SLEEP_AFTER => std::thread::yield_now(),
-            Backoff::Yield => std::thread::sleep(std::time::Duration::from_micros(50)),
-        }
-    }
-}

@@ -2,8 +2,8 @@
 //! under `--out` (default `results/`).
 
 use clap::{Parser, Subcommand};
-use naam_bench::load::Backoff;
 use naam_bench::{all, btree, demo, placement, report, scale, shift, ycsb};
+use naam_link::BackoffMode;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -275,7 +275,11 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                 rate: Some(rate),
                 duration: Duration::from_secs_f64(seconds),
                 naam_workers: workers,
-                backoff: if spin { Backoff::Spin } else { Backoff::Yield },
+                backoff: if spin {
+                    BackoffMode::Spin
+                } else {
+                    BackoffMode::Yield
+                },
             };
             all::scale(&cfg, saturate, &out)?;
         }

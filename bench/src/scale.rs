@@ -7,7 +7,7 @@
 //! below the VM pool here, DESIGN §8). Each message reads one 64-byte record of its offload's
 //! region and digests it (`handlers/record.bpf.c`; the actors run the same logic natively).
 
-use crate::load::{open_loop, resident_bytes, Backoff, LatencyLog, Percentiles};
+use crate::load::{open_loop, resident_bytes, LatencyLog, Percentiles};
 use crossbeam_queue::ArrayQueue;
 use naam_core::abi::Ctx;
 use naam_core::elf::{load_program, Program};
@@ -18,6 +18,7 @@ use naam_core::pool::{OffloadSpec, Registry, VmPool};
 use naam_core::region::{Perms, RegionDesc, RegionTable};
 use naam_core::verifier::{verify, VerifierConfig};
 use naam_core::vm::Engine;
+use naam_link::BackoffMode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -33,7 +34,7 @@ pub struct ScaleConfig {
     pub rate: Option<f64>,
     pub duration: Duration,
     pub naam_workers: usize,
-    pub backoff: Backoff,
+    pub backoff: BackoffMode,
 }
 
 impl Default for ScaleConfig {
@@ -43,7 +44,7 @@ impl Default for ScaleConfig {
             rate: Some(100_000.0),
             duration: Duration::from_secs(2),
             naam_workers: 1,
-            backoff: Backoff::Yield,
+            backoff: BackoffMode::Yield,
         }
     }
 }
@@ -177,8 +178,12 @@ pub fn run_naam(n: usize, cfg: &ScaleConfig, total: u64) -> anyhow::Result<Scale
             ready.clone(),
             errors.clone(),
         );
-        let (registry, regions, mut mem, backoff) =
-            (registry.clone(), regions.clone(), mem.clone(), cfg.backoff);
+        let (registry, regions, mut mem, backoff) = (
+            registry.clone(),
+            regions.clone(),
+            mem.clone(),
+            cfg.backoff.polling(),
+        );
         workers.push(std::thread::spawn(move || {
             let pool = VmPool::new(registry, Engine::native());
             let mut ex = Executor::default();

@@ -14,7 +14,7 @@ use naam_core::policy::{Location, PolicyConfig};
 use naam_core::vm::Engine;
 use naam_dataplane::port::LossInjection;
 use naam_dataplane::runtime::fair::FairConfig;
-use naam_dataplane::runtime::{IdleMode, MonitorConfig, Runtime, RuntimeConfig};
+use naam_dataplane::runtime::{BackoffMode, MonitorConfig, Runtime, RuntimeConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,7 +47,7 @@ struct Args {
     run_dir: Option<PathBuf>,
     /// Idle workers: `spin` (dedicated cores) or `yield` (shared cores; spin, yield, then sleep).
     #[arg(long, default_value = "yield")]
-    backoff: IdleMode,
+    backoff: BackoffMode,
     /// eBPF engine: jit, cranelift, interpreter or native.
     #[arg(long, default_value = "native")]
     engine: Engine,

@@ -11,7 +11,7 @@ use common::{call, record_request, run_dir, TestHost};
 use naam_core::wire::{
     Body, ErrorCode, KvEntry, Location, Message, OffloadIdRepr, PageRequestRepr, RegisterRepr,
 };
-use naam_dataplane::runtime::{IdleMode, Runtime, RuntimeConfig};
+use naam_dataplane::runtime::{BackoffMode, Runtime, RuntimeConfig};
 
 #[test]
 fn udp_end_to_end_nic_execution_control_and_host_restart() {
@@ -22,7 +22,7 @@ fn udp_end_to_end_nic_execution_control_and_host_restart() {
         workers: 2,
         classes: 8,
         run_dir: dir.clone(),
-        idle: IdleMode::Yield,
+        idle: BackoffMode::Yield,
         connect_wait: Duration::from_secs(5),
         ..Default::default()
     })

@@ -5,33 +5,14 @@ use naam_core::run_dir;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-/// How an idle host worker waits (DESIGN §9).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum BackoffMode {
-    /// Pure polling: for workers on dedicated cores.
-    Spin,
-    /// Spin a little, then sleep on the rings' doorbells (at most 1 ms): for shared cores,
-    /// the local deployment's default.
-    #[default]
-    Yield,
-}
+/// How idle host workers wait: `naam_link::BackoffMode` (the same `spin|yield` as the
+/// dataplane's), read from the config file as its name.
+pub use naam_link::BackoffMode;
 
-impl BackoffMode {
-    pub fn backoff(self) -> naam_link::Backoff {
-        match self {
-            BackoffMode::Spin => naam_link::Backoff::DEDICATED,
-            BackoffMode::Yield => naam_link::Backoff::SHARED_CORES,
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<BackoffMode> {
-        match s {
-            "spin" => Some(BackoffMode::Spin),
-            "yield" => Some(BackoffMode::Yield),
-            _ => None,
-        }
-    }
+fn backoff_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BackoffMode, D::Error> {
+    String::deserialize(d)?
+        .parse()
+        .map_err(serde::de::Error::custom)
 }
 
 /// A handler object given with `--handler FILE.o[:SECTION]`.
@@ -100,6 +81,7 @@ pub struct Config {
     pub snapshot: Option<PathBuf>,
     /// The shared area lives in this file and survives the host agent.
     pub persist: Option<PathBuf>,
+    #[serde(deserialize_with = "backoff_mode")]
     pub backoff: BackoffMode,
     /// Try hugetlb pages for the shared area.
     pub hugetlb: bool,

@@ -305,7 +305,7 @@ impl HostAgent {
                 table: host.region_table(),
                 mem: host.memory(),
                 publisher: host.load_publisher(),
-                backoff: cfg.backoff.backoff(),
+                backoff: cfg.backoff.doorbells(),
                 engine: Engine::native(),
                 shared: shared.clone(),
             };

@@ -112,7 +112,10 @@ impl Args {
             c.metrics_addr = self.metrics_addr;
         }
         if let Some(b) = self.backoff {
-            c.backoff = BackoffMode::parse(&b).context("--backoff")?;
+            c.backoff = b
+                .parse::<BackoffMode>()
+                .map_err(anyhow::Error::msg)
+                .context("--backoff")?;
         }
         if self.no_hugetlb {
             c.hugetlb = false;

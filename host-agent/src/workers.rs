@@ -580,9 +580,9 @@ fn congest(
 fn wait_doorbells(ports: &mut [Port], fds: &mut PollSet, max: Duration) {
     if let [one] = ports {
         let b = Backoff {
-            enabled: true,
             spins: 0,
             sleep: max,
+            ..Backoff::DOORBELLS
         };
         one.qp.wait_recv(&b);
         return;

@@ -44,35 +44,115 @@ mod entry {
     pub const PAYLOAD: u64 = 24;
 }
 
-/// How a consumer with nothing to do waits (DESIGN §9).
+/// What every poll loop of the project does when it finds nothing to do (DESIGN §9): NIC
+/// workers, host workers and the load generators. It spins `spins` rounds, then yields the
+/// core for `yields` rounds, then sleeps: on a doorbell for at most `sleep` when the loop has
+/// one ([`Consumer::wait`]), else for `sleep` ([`Backoff::idle`]). Off (`enabled: false`) for
+/// loops on dedicated cores, which spin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
-    /// Off for workers on dedicated cores: `wait_recv` returns at once and the caller spins.
     pub enabled: bool,
-    /// Empty checks (with a spin hint) before sleeping.
+    /// Idle rounds (with a spin hint) before yielding.
     pub spins: u32,
-    /// The longest sleep on the doorbell (the caller re-checks its other duties after it).
+    /// Idle rounds that yield the core before sleeping.
+    pub yields: u32,
+    /// The longest sleep (the caller re-checks its other duties after it).
     pub sleep: Duration,
 }
 
 impl Backoff {
-    /// Spin a little, then sleep on the doorbell: for shared cores (the local deployment).
-    pub const SHARED_CORES: Backoff = Backoff {
-        enabled: true,
-        spins: 2000,
-        sleep: Duration::from_millis(1),
-    };
-    /// Pure polling, for dedicated cores.
+    /// Pure polling, for dedicated cores (`spin`).
     pub const DEDICATED: Backoff = Backoff {
         enabled: false,
         spins: 0,
+        yields: 0,
         sleep: Duration::ZERO,
     };
+    /// `yield` for a loop that sleeps on doorbells (host workers on their rings): spin a
+    /// little, then sleep until a doorbell rings, at most 1 ms.
+    pub const DOORBELLS: Backoff = Backoff {
+        enabled: true,
+        spins: 2000,
+        yields: 0,
+        sleep: Duration::from_millis(1),
+    };
+    /// `yield` for a loop without a doorbell (NIC workers polling a port, load generators):
+    /// spin a little, yield the core for a long idle stretch, then sleep 50 µs at a time. A
+    /// loop that never sleeps is, to the scheduler of an oversubscribed machine, a CPU hog
+    /// that waits milliseconds for its next turn.
+    pub const POLLING: Backoff = Backoff {
+        enabled: true,
+        spins: 256,
+        yields: 16_384 - 256,
+        sleep: Duration::from_micros(50),
+    };
+
+    /// One idle round of a loop without a doorbell; `rounds` counts the idle rounds in a row
+    /// (the caller resets it to 0 when it finds work).
+    #[inline]
+    pub fn idle(&self, rounds: &mut u32) {
+        *rounds = rounds.saturating_add(1);
+        if !self.enabled || *rounds <= self.spins {
+            std::hint::spin_loop();
+        } else if *rounds <= self.spins.saturating_add(self.yields) {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(self.sleep);
+        }
+    }
 }
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff::SHARED_CORES
+        Backoff::DOORBELLS
+    }
+}
+
+/// `--backoff spin|yield`, the same word for every process: which [`Backoff`] its loops use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackoffMode {
+    /// Pure polling: for loops on dedicated cores.
+    Spin,
+    /// Spin a little, then give the core away: for shared cores, the local deployment's
+    /// default.
+    #[default]
+    Yield,
+}
+
+impl BackoffMode {
+    /// The back-off of a loop that can sleep on doorbells.
+    pub fn doorbells(self) -> Backoff {
+        match self {
+            BackoffMode::Spin => Backoff::DEDICATED,
+            BackoffMode::Yield => Backoff::DOORBELLS,
+        }
+    }
+
+    /// The back-off of a loop that polls without a doorbell.
+    pub fn polling(self) -> Backoff {
+        match self {
+            BackoffMode::Spin => Backoff::DEDICATED,
+            BackoffMode::Yield => Backoff::POLLING,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackoffMode::Spin => "spin",
+            BackoffMode::Yield => "yield",
+        }
+    }
+}
+
+impl std::str::FromStr for BackoffMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "spin" => Ok(BackoffMode::Spin),
+            "yield" => Ok(BackoffMode::Yield),
+            _ => Err(format!("unknown back-off {s:?} (spin or yield)")),
+        }
     }
 }
 
@@ -494,15 +574,49 @@ mod tests {
     }
 
     #[test]
+    fn idle_rounds_spin_then_yield_then_sleep() {
+        let b = Backoff {
+            enabled: true,
+            spins: 2,
+            yields: 2,
+            sleep: Duration::from_millis(20),
+        };
+        let mut rounds = 0;
+        let t = std::time::Instant::now();
+        for _ in 0..4 {
+            b.idle(&mut rounds);
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(20),
+            "no sleep in the first rounds"
+        );
+        b.idle(&mut rounds);
+        assert!(t.elapsed() >= Duration::from_millis(20), "then it sleeps");
+        assert_eq!(rounds, 5);
+        let t = std::time::Instant::now();
+        for _ in 0..100 {
+            Backoff::DEDICATED.idle(&mut rounds);
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(20),
+            "dedicated cores never sleep"
+        );
+        assert_eq!("spin".parse::<BackoffMode>(), Ok(BackoffMode::Spin));
+        assert_eq!(BackoffMode::Yield.polling(), Backoff::POLLING);
+        assert_eq!(BackoffMode::Spin.doorbells(), Backoff::DEDICATED);
+        assert!("nap".parse::<BackoffMode>().is_err());
+    }
+
+    #[test]
     fn sleeping_consumer_is_woken() {
         let (_c, _s, r) = ring(8);
         let mut p = Producer::new(r.clone());
         let mut c = Consumer::new(r);
         let t = std::thread::spawn(move || {
             let backoff = Backoff {
-                enabled: true,
                 spins: 10,
                 sleep: Duration::from_secs(10),
+                ..Backoff::DOORBELLS
             };
             let start = std::time::Instant::now();
             let mut buf = [0u8; 16];

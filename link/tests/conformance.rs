@@ -72,7 +72,7 @@ fn recv_blocking<L: Link>(l: &mut L, buf: &mut [u8]) -> Result<naam_link::Receiv
             return Ok(r);
         }
         assert!(Instant::now() < deadline, "nothing received");
-        l.wait_recv(&Backoff::SHARED_CORES);
+        l.wait_recv(&Backoff::DOORBELLS);
     }
 }
 
@@ -405,9 +405,9 @@ fn shm_ring_across_threads_with_sleeping_consumer() {
     let mut worker = host.qp(0).unwrap();
     let consumer = std::thread::spawn(move || {
         let backoff = Backoff {
-            enabled: true,
             spins: 50,
             sleep: Duration::from_secs(60),
+            ..Backoff::DOORBELLS
         };
         let mut buf = [0u8; MSG_MAX];
         let mut next = 0u32;

@@ -17,7 +17,7 @@ use naam_core::run_dir;
 use naam_core::verifier::VerifierConfig;
 use naam_core::vm::Engine;
 use naam_core::wire::MAX_DATAGRAM;
-use naam_link::now_ns;
+use naam_link::{now_ns, BackoffMode};
 
 use super::control::{watch_host_counters, ControlPlane};
 use super::fair::FairConfig;
@@ -30,31 +30,6 @@ use super::worker::{Worker, WorkerConfig};
 use crate::port::{AnyPort, LossInjection, Port, PortOptions, UdpPort};
 use crate::steering::{SoftSwitch, Target};
 
-/// What an idle worker does (DESIGN §9).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdleMode {
-    /// Never back off: for workers on dedicated cores.
-    Spin,
-    /// Spin a little, then yield the core, then sleep briefly: for shared cores (the local
-    /// deployment, where host agent, dataplane and clients share two cores).
-    Yield,
-}
-
-impl std::str::FromStr for IdleMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "spin" => Ok(IdleMode::Spin),
-            "yield" => Ok(IdleMode::Yield),
-            _ => Err(format!("unknown back-off {s:?} (spin or yield)")),
-        }
-    }
-}
-
-/// Idle polls before an idle worker yields, and before it sleeps.
-const YIELD_AFTER: u32 = 256;
-const SLEEP_AFTER: u32 = 16_384;
-const IDLE_SLEEP: Duration = Duration::from_micros(50);
 /// The NIC congestion injector's slice: a congested worker is taken for this long, then
 /// serves one poll.
 const CONGEST_SLICE_NS: u64 = 250_000;
@@ -70,7 +45,7 @@ pub struct RuntimeConfig {
     pub control: Option<SocketAddrV4>,
     /// Where `link.sock` and `control.sock` are.
     pub run_dir: PathBuf,
-    pub idle: IdleMode,
+    pub idle: BackoffMode,
     pub engine: Engine,
     /// Messages in flight per worker.
     pub slots: usize,
@@ -109,7 +84,7 @@ impl Default for RuntimeConfig {
             classes: crate::port::DEFAULT_CLASSES,
             control: None,
             run_dir: run_dir::default_run_dir(),
-            idle: IdleMode::Yield,
+            idle: BackoffMode::Yield,
             engine: Engine::native(),
             slots: 64,
             burst: 32,
@@ -501,7 +476,7 @@ fn run_worker(
     stats: Arc<WorkerStats>,
     links: Arc<LinkSlot>,
     port: &mut AnyPort,
-    idle: IdleMode,
+    idle: BackoffMode,
 ) {
     let w = cfg.id as u32;
     let mut generation = shared.link_generation.load(Ordering::Acquire);
@@ -548,13 +523,7 @@ fn run_worker(
             idle_polls = 0;
             continue;
         }
-        idle_polls = idle_polls.saturating_add(1);
-        match idle {
-            IdleMode::Spin => std::hint::spin_loop(),
-            IdleMode::Yield if idle_polls < YIELD_AFTER => std::hint::spin_loop(),
-            IdleMode::Yield if idle_polls < SLEEP_AFTER => std::thread::yield_now(),
-            IdleMode::Yield => std::thread::sleep(IDLE_SLEEP),
-        }
+        idle.polling().idle(&mut idle_polls);
     }
     let _ = port.flush();
 }
@@ -563,18 +532,18 @@ fn run_worker(
 /// slice (or the congestion) ends. With dedicated cores (`spin`) the worker spins; with the
 /// local deployment's back-off it sleeps, so the emulated load does not take a core the host
 /// agent or the client of this small machine needs (DESIGN §9).
-fn congested_slice(shared: &Shared, idle: IdleMode, t0: u64) {
+fn congested_slice(shared: &Shared, idle: BackoffMode, t0: u64) {
     let until = shared
         .nic_congest_until_ns
         .load(Ordering::Relaxed)
         .min(t0 + CONGEST_SLICE_NS);
     match idle {
-        IdleMode::Spin => {
+        BackoffMode::Spin => {
             while now_ns() < until && !shared.stopping() {
                 std::hint::spin_loop();
             }
         }
-        IdleMode::Yield => std::thread::sleep(Duration::from_nanos(until.saturating_sub(t0))),
+        BackoffMode::Yield => std::thread::sleep(Duration::from_nanos(until.saturating_sub(t0))),
     }
 }
 
