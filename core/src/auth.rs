@@ -259,6 +259,15 @@ impl Keyring {
         self.keys.iter().find(|k| k.key_id == key_id)
     }
 
+    /// How many keys it holds.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     /// The first credential of `principal`.
     pub fn of(&self, principal: Principal) -> Option<&Credential> {
         self.keys.iter().find(|k| k.principal == principal)
@@ -408,6 +417,11 @@ pub struct Gate {
     order: VecDeque<(u32, u64, u64)>,
     seen: HashSet<(u32, u64)>,
     capacity: usize,
+    /// Live nonces per key id, and how many each key may hold: an equal share of
+    /// `capacity`, so that one key (a tenant flooding the control port) cannot fill the
+    /// window for the others (the admin's requests still open).
+    live: std::collections::HashMap<u32, usize>,
+    per_key: usize,
     refused: [u64; Refusal::ALL.len()],
     opened: u64,
     repeats: u64,
@@ -415,14 +429,18 @@ pub struct Gate {
 }
 
 impl Gate {
-    /// A gate over `keys` that remembers at most `capacity` nonces (requests beyond that
-    /// within one window are refused with [`Refusal::Full`]).
+    /// A gate over `keys` that remembers at most `capacity` nonces, an equal share per key
+    /// (a key's requests beyond its share within one window are refused with
+    /// [`Refusal::Full`]).
     pub fn new(keys: Keyring, capacity: usize) -> Gate {
+        let per_key = (capacity / keys.len().max(1)).max(1);
         Gate {
             keys,
             order: VecDeque::new(),
             seen: HashSet::new(),
             capacity: capacity.max(1),
+            live: std::collections::HashMap::new(),
+            per_key,
             refused: [0; Refusal::ALL.len()],
             opened: 0,
             repeats: 0,
@@ -468,13 +486,17 @@ impl Gate {
                 break;
             }
             self.order.pop_front();
-            self.seen.remove(&(k, n));
+            if self.seen.remove(&(k, n)) {
+                self.release(k);
+            }
         }
         let fresh = !self.seen.contains(&(s.key_id, s.nonce));
         if fresh {
-            if self.order.len() >= self.capacity {
+            let mine = self.live.get(&s.key_id).copied().unwrap_or(0);
+            if mine >= self.per_key || self.order.len() >= self.capacity {
                 return Err(Refusal::Full);
             }
+            *self.live.entry(s.key_id).or_default() += 1;
             self.seen.insert((s.key_id, s.nonce));
             // A nonce is remembered until it could no longer pass the time check.
             let until = s.nonce.saturating_add(WINDOW_NS + 1).max(now);
@@ -494,6 +516,17 @@ impl Gate {
     pub fn forget(&mut self, key_id: u32, nonce: u64) {
         if self.seen.remove(&(key_id, nonce)) {
             self.order.retain(|&(k, n, _)| (k, n) != (key_id, nonce));
+            self.release(key_id);
+        }
+    }
+
+    /// One of `key_id`'s nonces left the window.
+    fn release(&mut self, key_id: u32) {
+        if let Some(n) = self.live.get_mut(&key_id) {
+            *n -= 1;
+            if *n == 0 {
+                self.live.remove(&key_id);
+            }
         }
     }
 
@@ -545,9 +578,10 @@ mod tests {
         b
     }
 
+    /// Room for four live nonces per key.
     fn gate() -> Gate {
         let keys = Keyring::new(vec![key(0, Principal::Admin), key(7, Principal::Tenant(1))]);
-        Gate::new(keys.unwrap(), 4)
+        Gate::new(keys.unwrap(), 8)
     }
 
     fn open(g: &mut Gate, datagram: &[u8], now: u64) -> Result<(Principal, bool), Refusal> {
@@ -615,7 +649,7 @@ mod tests {
             let s = k.seal(NOW + i, &request(1 + i)).unwrap();
             assert!(open(&mut g, &s, NOW + i).unwrap().1);
         }
-        // Four live nonces fill this gate: a fifth waits; a repeat is still recognised.
+        // Four live nonces fill this key's share: a fifth waits; a repeat is still recognised.
         let fifth = k.seal(NOW + 10, &request(10)).unwrap();
         assert_eq!(open(&mut g, &fifth, NOW + 10), Err(Refusal::Full));
         assert_eq!(
@@ -628,6 +662,33 @@ mod tests {
             Err(Refusal::Expired)
         );
         assert!(open(&mut g, &fifth, NOW + WINDOW_NS + 5).unwrap().1);
+    }
+
+    #[test]
+    fn a_key_flooding_the_window_cannot_lock_the_others_out() {
+        let mut g = gate();
+        let tenant = key(7, Principal::Tenant(1));
+        let admin = key(0, Principal::Admin);
+        let mut full = 0;
+        for i in 0..100 {
+            let s = tenant.seal(NOW + i, &request(100 + i)).unwrap();
+            if open(&mut g, &s, NOW + i) == Err(Refusal::Full) {
+                full += 1;
+            }
+        }
+        assert_eq!(full, 96, "the tenant holds its share of four");
+        for i in 0..4 {
+            let s = admin.seal(NOW + 200 + i, &request(300 + i)).unwrap();
+            assert_eq!(
+                open(&mut g, &s, NOW + 200 + i),
+                Ok((Principal::Admin, true)),
+                "the admin still gets in"
+            );
+        }
+        // Expiry gives the tenant its share back.
+        let later = NOW + WINDOW_NS + 1_000;
+        let s = tenant.seal(later, &request(999)).unwrap();
+        assert!(open(&mut g, &s, later).unwrap().1);
     }
 
     #[test]
