@@ -203,6 +203,10 @@ pub struct Client {
     issued: VecDeque<u64>,
     next_ticket: u64,
     pending: HashMap<u64, Pending>,
+    /// Retransmission and retry timers: (deadline, request id), earliest first. An entry is
+    /// stale when its request finished or got another deadline since; stale entries are
+    /// dropped when they reach the top, so firing timers never scans the pending requests.
+    timers: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
     /// No pending deadline is earlier than this.
     next_deadline: Option<Instant>,
     ready: VecDeque<Completion>,
@@ -269,6 +273,7 @@ impl Client {
             issued: VecDeque::new(),
             next_ticket: 1,
             pending: HashMap::new(),
+            timers: std::collections::BinaryHeap::new(),
             next_deadline: None,
             ready: VecDeque::new(),
             recv_buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),

@@ -111,15 +111,14 @@ impl Client {
     }
 
     pub(super) fn fire_timers(&mut self, now: Instant) -> Result<()> {
-        let due: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in due {
+        while let Some(&std::cmp::Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
             let retries = self.cfg.max_retries;
-            let Some(p) = self.pending.get_mut(&id) else {
+            // A finished request, or one whose deadline moved: a stale timer.
+            let Some(p) = self.pending.get_mut(&id).filter(|p| p.deadline == at) else {
                 continue;
             };
             if p.attempts > retries {
@@ -153,8 +152,19 @@ impl Client {
             }
             self.send_pending(id, now)?;
         }
-        self.next_deadline = self.pending.values().map(|p| p.deadline).min();
+        self.drop_stale_timers();
+        self.next_deadline = self.timers.peek().map(|t| t.0 .0);
         Ok(())
+    }
+
+    /// Pops timers of requests that finished or were rescheduled, so that the top is live.
+    fn drop_stale_timers(&mut self) {
+        while let Some(&std::cmp::Reverse((at, id))) = self.timers.peek() {
+            if self.pending.get(&id).is_some_and(|p| p.deadline == at) {
+                break;
+            }
+            self.timers.pop();
+        }
     }
 
     /// Completes a user ticket, or ends a local run with an error.
@@ -221,9 +231,9 @@ impl Client {
                     None => (self.cfg.timeout / 32).saturating_mul(1 << (p.attempts - 1).min(5)),
                 };
                 p.deadline = now + soon.min(self.cfg.backoff(p.attempts - 1));
-                self.next_deadline =
-                    Some(self.next_deadline.map_or(p.deadline, |d| d.min(p.deadline)));
+                let at = p.deadline;
                 self.pending.insert(id, p);
+                self.schedule(id, at);
                 return;
             }
             Body::Error(e) => Err(ClientError::Server {

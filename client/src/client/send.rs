@@ -103,6 +103,12 @@ impl Client {
         Ok(())
     }
 
+    /// Sets a timer: request `id` is due at `at` (its `deadline`, set by the caller).
+    pub(super) fn schedule(&mut self, id: u64, at: Instant) {
+        self.timers.push(std::cmp::Reverse((at, id)));
+        self.next_deadline = Some(self.next_deadline.map_or(at, |d| d.min(at)));
+    }
+
     /// Request `id` waits for room in its server's window (no timer meanwhile).
     pub(super) fn hold(&mut self, id: u64, now: Instant) {
         if let Some(p) = self.pending.get_mut(&id) {
@@ -130,6 +136,8 @@ impl Client {
         p.attempts += 1;
         p.on_wire = true;
         let deadline = p.deadline;
+        // `schedule`, spelled out: `p` still borrows the pending table.
+        self.timers.push(std::cmp::Reverse((deadline, id)));
         self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
         let (dg, dest) = (std::mem::take(&mut p.datagram), p.dest);
         let sent = self.transmit(&dg, dest);
