@@ -696,6 +696,44 @@ mod tests {
         assert_eq!(c.begin(addr(1), 1, 0), Begin::Started);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever a reply-cache file holds (it is an input: a torn, foreign or tampered
+        /// file), taking it over never panics, and the cache works afterwards.
+        #[test]
+        fn any_file_is_taken_over_without_panicking(
+            words in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..64),
+            header_ok in proptest::prelude::any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("reply-cache.0");
+            let len = bytes_for(1) as usize;
+            let mut bytes = vec![0u8; len];
+            // Random words sprinkled over the entries (and the header, unless it is kept).
+            for (k, w) in words.iter().enumerate() {
+                let at = (w.rotate_left(17) as usize % (len / 8)) * 8;
+                bytes[at..at + 8].copy_from_slice(&w.to_le_bytes());
+                if k == 0 && header_ok {
+                    for (j, h) in [MAGIC, 1, WAYS as u64, MAX_PAYLOAD as u64].iter().enumerate() {
+                        bytes[8 * j..8 * j + 8].copy_from_slice(&h.to_le_bytes());
+                    }
+                }
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            let (mut c, r) = ReplyCache::open(&path, WAYS, RETAIN, 5).unwrap();
+            proptest::prop_assert!(r.done + r.lost <= WAYS);
+            for id in 0..3u64 {
+                let _ = c.lookup(addr(1), id);
+            }
+            let b = c.begin(addr(9), 1_000, RETAIN * 100);
+            if !matches!(b, Begin::Full { .. }) {
+                c.complete(addr(9), 1_000, b"fresh", RETAIN * 100);
+                proptest::prop_assert_eq!(c.lookup(addr(9), 1_000), Seen::Done(b"fresh"));
+            }
+        }
+    }
+
     #[test]
     fn zero_capacity_keeps_nothing() {
         let mut c = ReplyCache::new(0, RETAIN);
