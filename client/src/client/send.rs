@@ -136,10 +136,8 @@ impl Client {
         p.attempts += 1;
         p.on_wire = true;
         let deadline = p.deadline;
-        // `schedule`, spelled out: `p` still borrows the pending table.
-        self.timers.push(std::cmp::Reverse((deadline, id)));
-        self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
         let (dg, dest) = (std::mem::take(&mut p.datagram), p.dest);
+        self.schedule(id, deadline);
         let sent = self.transmit(&dg, dest);
         if let Some(p) = self.pending.get_mut(&id) {
             p.datagram = dg;
