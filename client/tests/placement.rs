@@ -56,6 +56,31 @@ fn sample_offload(
     (host, nic, client)
 }
 
+/// Where GETs ran while the class is at its home, the host, before any congestion. On a loaded
+/// machine (CI runs several deployments on 2 cores) a late heartbeat or load sample can make
+/// the policy move the class away for a moment before the test injects anything; such a window
+/// says nothing about the injected congestion, so it is sampled again (up to 3 times) once the
+/// class is back at the host. The caller asserts on the last window.
+fn at_home(
+    d: &naam_client::deploy::Deployment,
+    m: &mut Mica<Client>,
+    id: u32,
+) -> (usize, usize, usize) {
+    let mut before = (0, 0, 0);
+    for attempt in 1..=3 {
+        wait_for(Duration::from_secs(5), || {
+            (stat(d, "class.0.placement") == 2).then_some(())
+        })
+        .expect("the MICA GET class starts at its home, the host");
+        before = sample_offload(m, id, b"hot", Duration::from_millis(100), 20);
+        println!("before, attempt {attempt} (host, nic, client): {before:?}");
+        if before.0 * 10 >= (before.0 + before.1 + before.2) * 9 {
+            break;
+        }
+    }
+    before
+}
+
 #[test]
 fn host_congestion_moves_gets_to_the_nic_and_back() {
     let d = deploy(|c| {
@@ -65,10 +90,9 @@ fn host_congestion_moves_gets_to_the_nic_and_back() {
     let mut m = Mica::new(d.client(patient(ExecMode::Server)).unwrap()).unwrap();
     m.put(b"hot", b"warm").unwrap();
 
-    let before = sample(&mut m, b"hot", Duration::from_millis(100), 20);
-    println!("before (host, nic, client): {before:?}");
+    let before = at_home(&d, &mut m, bundled::MICA_GET.id);
     assert!(
-        before.0 * 10 >= (before.0 + before.1) * 9,
+        before.0 * 10 >= (before.0 + before.1 + before.2) * 9,
         "at home, the host: {before:?}"
     );
 
@@ -137,8 +161,7 @@ fn host_congestion_with_hints_sends_read_only_gets_to_the_client() {
     });
     let mut m = Mica::new(d.client(patient(ExecMode::Auto)).unwrap()).unwrap();
     m.put(b"hot", b"warm").unwrap();
-    let before = sample(&mut m, b"hot", Duration::from_millis(100), 20);
-    println!("before (host, nic, client): {before:?}");
+    let before = at_home(&d, &mut m, bundled::MICA_GET.id);
     assert!(
         before.0 * 10 >= (before.0 + before.1 + before.2) * 9,
         "{before:?}"
@@ -196,7 +219,7 @@ fn a_read_only_offload_registered_at_run_time_is_fetched_and_runs_at_the_client(
         "nobody gave this client the program"
     );
     m.put(b"hot", b"warm").unwrap();
-    let before = sample_offload(&mut m, id, b"hot", Duration::from_millis(100), 20);
+    let before = at_home(&d, &mut m, id);
     assert!(
         before.0 * 10 >= (before.0 + before.1 + before.2) * 9,
         "{before:?}"
