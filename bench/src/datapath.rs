@@ -43,6 +43,8 @@ pub struct DatapathConfig {
     /// Messages per kind per round.
     pub messages: u64,
     pub rounds: usize,
+    /// The operations to run (all when empty): one alone is what a profile of it needs.
+    pub ops: Vec<String>,
 }
 
 impl Default for DatapathConfig {
@@ -53,6 +55,7 @@ impl Default for DatapathConfig {
             btree_keys: 100_000,
             messages: 50_000,
             rounds: 5,
+            ops: Vec::new(),
         }
     }
 }
@@ -302,6 +305,9 @@ pub fn run(cfg: &DatapathConfig) -> anyhow::Result<Vec<DatapathRow>> {
         ("mica_put", MICA_PUT.1),
         ("btree_lookup", BTREE_LOOKUP.1),
     ] {
+        if !cfg.ops.is_empty() && !cfg.ops.iter().any(|o| o == op) {
+            continue;
+        }
         let reqs = requests(op, cfg, &geom)?;
         let executed = r
             .stats

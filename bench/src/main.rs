@@ -112,6 +112,9 @@ enum Command {
         /// Rounds (medians and spread are reported).
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// Only these operations (for profiling one): mica_get, mica_put, btree_lookup.
+        #[arg(long, value_delimiter = ',', value_parser = ["mica_get", "mica_put", "btree_lookup"])]
+        ops: Vec<String>,
     },
     /// Goodput and p99 as the offered load (requests outstanding per client thread) goes far
     /// past capacity, with the clients' congestion window (AIMD) and without (issue 14).
@@ -381,10 +384,15 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                 println!("wrote {}", p.display());
             }
         }
-        Command::Datapath { messages, rounds } => {
+        Command::Datapath {
+            messages,
+            rounds,
+            ops,
+        } => {
             let cfg = naam_bench::datapath::DatapathConfig {
                 messages,
                 rounds,
+                ops,
                 ..Default::default()
             };
             let rows = naam_bench::datapath::run(&cfg)?;
