@@ -391,6 +391,7 @@ impl Ctx {
     }
 
     /// Op `i` (`i < MAX_OPS`) as the handler wrote it.
+    #[inline]
     pub fn raw_op(&self, i: usize) -> RawOp {
         let b = ctx::OPS + i * OP_SIZE;
         RawOp {

@@ -242,6 +242,7 @@ impl RegionTable {
     }
 
     /// Checks op `index` requested by a handler of `tenant`.
+    #[inline]
     pub fn check(&self, tenant: TenantId, index: usize, raw: &RawOp) -> Result<CheckedOp, OpError> {
         let kind = OpKind::from_u8(raw.kind).ok_or(OpError::UnknownKind {
             index,
@@ -279,6 +280,7 @@ impl RegionTable {
         self.check_access(desc, 0, kind, raw)
     }
 
+    #[inline]
     fn check_access(
         &self,
         desc: &RegionDesc,

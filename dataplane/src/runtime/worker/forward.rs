@@ -61,7 +61,7 @@ impl Worker {
                 self.slots.release(i);
                 if dedup {
                     // Not sent: not executed (the error below is a "not executed" code).
-                    self.cache.forget(info.peer.remote, info.request_id);
+                    self.out.cache.forget(info.peer.remote, info.request_id);
                 }
                 match e {
                     LinkError::Full { .. } => {
@@ -139,12 +139,8 @@ impl Worker {
         );
         self.slots.release(i);
         bump(&self.stats.host_replies, 1);
-        // Take the reply out of the ring buffer: the parse below borrows it while `send`
-        // needs the worker.
-        let mut buf = [0u8; MSG_MAX];
-        let dlen = len - TOKEN_LEN;
-        buf[..dlen].copy_from_slice(&self.ring_buf[TOKEN_LEN..len]);
-        let datagram = &buf[..dlen];
+        // Parsed in place: the reply borrows the ring buffer, the send only the way out.
+        let datagram = &self.ring_buf[TOKEN_LEN..len];
         match Message::parse(datagram) {
             Ok(mut m) if m.request_id == request_id => {
                 let transient = matches!(m.body, Body::Error(e) if e.code.is_transient());
@@ -162,9 +158,10 @@ impl Worker {
                 }
                 let remember = dedup && !transient;
                 if dedup && transient {
-                    self.cache.forget(peer.remote, request_id);
+                    self.out.cache.forget(peer.remote, request_id);
                 }
-                self.send(port, &peer, &m, remember);
+                self.out
+                    .send(port, &self.stats, self.now_ns, (&peer, &m), remember);
             }
             _ => {
                 // Not a reply to this request: the client must not be left waiting forever.

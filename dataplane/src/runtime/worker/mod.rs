@@ -42,10 +42,10 @@ mod onesided;
 mod reply;
 mod slots;
 
-use reply::{link_error_code, Detail};
+use reply::{link_error_code, Detail, Duplicate, Replies};
 use slots::{lost_code, ReqInfo, SlotKind, SlotRef, SlotState, SlotTable, OS_EMPTY};
 
-use super::dedup::{Begin, ReplyCache, Seen};
+use super::dedup::{Begin, ReplyCache};
 use super::fair::{Account, BurstQueues, FairConfig, TenantShares};
 use super::shared::Shared;
 use super::stats::{bump, Dropped, WorkerStats};
@@ -130,9 +130,8 @@ pub struct Worker {
     regions: Arc<RegionTable>,
     regions_epoch: u64,
     slots: SlotTable,
-    cache: ReplyCache,
     rx: Option<PacketBatch>,
-    tx: PacketBatch,
+    out: Replies,
     /// The handler time each tenant used, and a burst's packets queued per tenant.
     shares: TenantShares,
     queues: BurstQueues,
@@ -158,9 +157,11 @@ impl Worker {
             regions_epoch: shared.regions.epoch(),
             pool,
             slots: SlotTable::new(cfg.slots),
-            cache: reply_cache(&cfg),
             rx: Some(PacketBatch::with_capacity(cfg.burst.max(1))),
-            tx: PacketBatch::with_capacity(cfg.burst.max(1) * 2),
+            out: Replies {
+                tx: PacketBatch::with_capacity(cfg.burst.max(1) * 2),
+                cache: reply_cache(&cfg),
+            },
             ring_buf: Box::new([0; MSG_MAX]),
             shares: TenantShares::new(cfg.fair.clone()),
             queues: BurstQueues::new(cfg.burst.max(1)),
@@ -458,6 +459,7 @@ impl Worker {
     /// unremembered.
     fn begin_dedup<P: Port>(&mut self, port: &mut P, info: &ReqInfo, slot: usize) -> bool {
         match self
+            .out
             .cache
             .begin(info.peer.remote, info.request_id, self.now_ns)
         {
@@ -494,23 +496,22 @@ impl Worker {
     /// Checks the reply cache for a request that is de-duplicated; true if it was handled
     /// (replayed or dropped as in progress).
     fn replayed<P: Port>(&mut self, port: &mut P, info: &ReqInfo) -> bool {
-        match self.cache.lookup(info.peer.remote, info.request_id) {
-            Seen::New => false,
-            Seen::InProgress => {
+        match self
+            .out
+            .duplicate(port, &self.stats, &info.peer, info.request_id)
+        {
+            Duplicate::New => false,
+            Duplicate::InProgress => {
                 self.stats.count_drop(Dropped::DuplicateInProgress);
                 true
             }
-            Seen::Done(bytes) => {
-                // Copy out of the cache before touching the tx batch (both are ours).
-                let mut buf = [0u8; MAX_PAYLOAD];
-                let n = bytes.len();
-                buf[..n].copy_from_slice(bytes);
-                if self.send_bytes(port, &info.peer, &buf[..n]) {
+            Duplicate::Replayed { sent } => {
+                if sent {
                     bump(&self.stats.dup_replayed, 1);
                 }
                 true
             }
-            Seen::Lost => {
+            Duplicate::Lost => {
                 bump(&self.stats.dup_lost, 1);
                 self.send_error(
                     port,
@@ -574,7 +575,8 @@ impl Worker {
             );
         }
         // Proven: what its window says about the client's finished requests counts.
-        self.cache
+        self.out
+            .cache
             .retire(info.peer.remote, info.request_id, info.window);
         let target =
             self.shared

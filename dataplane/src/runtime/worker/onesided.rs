@@ -163,7 +163,8 @@ impl Worker {
             }
         }
         if proven {
-            self.cache
+            self.out
+                .cache
                 .retire(info.peer.remote, info.request_id, info.window);
         }
         if self.slots[i].pending == 0 {

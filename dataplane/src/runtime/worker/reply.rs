@@ -8,6 +8,7 @@ use naam_link::LinkError;
 
 use super::*;
 use crate::port::{Peer, Port};
+use crate::runtime::dedup::Seen;
 use crate::runtime::stats::{bump, Dropped};
 
 /// A fixed buffer implementing `fmt::Write`, for error details without allocating.
@@ -40,14 +41,108 @@ impl std::fmt::Write for Detail {
     }
 }
 
-impl Worker {
-    pub(super) fn flush<P: Port>(&mut self, port: &mut P) {
+/// The worker's one way out: a reply is emitted into the tx batch, remembered in the reply
+/// cache when its request is de-duplicated, and transmitted with the others in one burst per
+/// poll. Its own struct, beside the slots and the ring buffer, so that a reply can be emitted
+/// straight from the slot's context or the ring entry it is built from.
+pub(super) struct Replies {
+    pub tx: PacketBatch,
+    pub cache: ReplyCache,
+}
+
+impl Replies {
+    pub fn flush<P: Port>(&mut self, port: &mut P, stats: &WorkerStats) {
         if self.tx.is_empty() {
             return;
         }
         let n = port.tx_burst(&self.tx).unwrap_or(0);
-        bump(&self.stats.tx, n as u64);
+        bump(&stats.tx, n as u64);
         self.tx.clear();
+    }
+
+    /// Emits `msg` to `peer` into the tx batch; with `remember`, also into the reply cache.
+    pub fn send<P: Port>(
+        &mut self,
+        port: &mut P,
+        stats: &WorkerStats,
+        now_ns: u64,
+        (peer, msg): (&Peer, &Message<'_>),
+        remember: bool,
+    ) {
+        if self.tx.spare() == 0 {
+            self.flush(port, stats);
+        }
+        let Some(p) = self.tx.push() else {
+            stats.count_drop(Dropped::ReplyFailed);
+            return;
+        };
+        p.set_peer(*peer);
+        match msg.emit(&mut p.buffer_mut()[..]) {
+            Ok(n) => {
+                p.set_len(n);
+                if remember {
+                    self.cache
+                        .complete(peer.remote, msg.request_id, p.payload(), now_ns);
+                }
+            }
+            Err(_) => {
+                let len = self.tx.len();
+                self.tx.truncate(len - 1);
+                stats.count_drop(Dropped::ReplyFailed);
+                if remember {
+                    self.cache.forget(peer.remote, msg.request_id);
+                }
+            }
+        }
+    }
+
+    /// Looks a de-duplicated request up in the reply cache; a completed one has its
+    /// remembered reply sent again.
+    pub fn duplicate<P: Port>(
+        &mut self,
+        port: &mut P,
+        stats: &WorkerStats,
+        peer: &Peer,
+        request_id: u64,
+    ) -> Duplicate {
+        if self.tx.spare() == 0 {
+            self.flush(port, stats);
+        }
+        let bytes = match self.cache.lookup(peer.remote, request_id) {
+            Seen::New => return Duplicate::New,
+            Seen::InProgress => return Duplicate::InProgress,
+            Seen::Lost => return Duplicate::Lost,
+            Seen::Done(bytes) => bytes,
+        };
+        let Some(p) = self.tx.push() else {
+            return Duplicate::Replayed { sent: false };
+        };
+        if p.set_payload(bytes) {
+            p.set_peer(*peer);
+            return Duplicate::Replayed { sent: true };
+        }
+        let len = self.tx.len();
+        self.tx.truncate(len - 1);
+        stats.count_drop(Dropped::ReplyFailed);
+        Duplicate::Replayed { sent: false }
+    }
+}
+
+/// What [`Replies::duplicate`] found for a request.
+pub(super) enum Duplicate {
+    /// Not seen (or forgotten): execute it.
+    New,
+    /// Being executed: the reply will come.
+    InProgress,
+    /// Completed: its reply was sent again (unless the tx batch had no room).
+    Replayed { sent: bool },
+    /// Begun before a dataplane restart and never finished: it may have run.
+    Lost,
+}
+
+impl Worker {
+    pub(super) fn flush<P: Port>(&mut self, port: &mut P) {
+        self.out.flush(port, &self.stats);
     }
 
     /// Emits `msg` to `peer` into the tx batch; with `remember`, also into the reply cache.
@@ -58,49 +153,8 @@ impl Worker {
         msg: &Message<'_>,
         remember: bool,
     ) {
-        if self.tx.spare() == 0 {
-            self.flush(port);
-        }
-        let Some(p) = self.tx.push() else {
-            self.stats.count_drop(Dropped::ReplyFailed);
-            return;
-        };
-        p.set_peer(*peer);
-        match msg.emit(&mut p.buffer_mut()[..]) {
-            Ok(n) => {
-                p.set_len(n);
-                if remember {
-                    self.cache
-                        .complete(peer.remote, msg.request_id, p.payload(), self.now_ns);
-                }
-            }
-            Err(_) => {
-                let len = self.tx.len();
-                self.tx.truncate(len - 1);
-                self.stats.count_drop(Dropped::ReplyFailed);
-                if remember {
-                    self.cache.forget(peer.remote, msg.request_id);
-                }
-            }
-        }
-    }
-
-    /// Sends raw reply bytes (a cached reply or a host reply) to `peer`.
-    pub(super) fn send_bytes<P: Port>(&mut self, port: &mut P, peer: &Peer, bytes: &[u8]) -> bool {
-        if self.tx.spare() == 0 {
-            self.flush(port);
-        }
-        let Some(p) = self.tx.push() else {
-            return false;
-        };
-        if p.set_payload(bytes) {
-            p.set_peer(*peer);
-            return true;
-        }
-        let len = self.tx.len();
-        self.tx.truncate(len - 1);
-        self.stats.count_drop(Dropped::ReplyFailed);
-        false
+        self.out
+            .send(port, &self.stats, self.now_ns, (peer, msg), remember);
     }
 
     pub(super) fn send_error<P: Port>(
@@ -140,7 +194,7 @@ impl Worker {
                 ErrorCode::Busy | ErrorCode::HostUnavailable | ErrorCode::BadVersion
             );
         if dedup && !remember {
-            self.cache.forget(info.peer.remote, info.request_id);
+            self.out.cache.forget(info.peer.remote, info.request_id);
         }
         let msg = Message::new(
             info.request_id,
@@ -212,35 +266,29 @@ impl Worker {
             None => AmStatus::Done,
             Some(code) => AmStatus::Aborted(code),
         };
-        // The reply borrows the slot's context: copy the little the send needs.
-        let mut out = [0u8; naam_core::abi::OUT_MAX];
-        let out = {
-            out[..output.len()].copy_from_slice(output);
-            &out[..output.len()]
-        };
-        let (peer, request_id, class, dedup, steps) =
-            (s.peer, s.request_id, s.class, s.dedup, s.steps);
         if let Some(e) = self.pool.get(s.offload) {
             bump(&e.runs.runs, 1);
         }
-        self.slots.release(i);
         bump(&self.stats.nic_executed, 1);
-        self.stats.class_steps(class, steps as u64);
+        self.stats.class_steps(s.class, s.steps as u64);
         if hint.is_some() {
             bump(&self.stats.hints, 1);
         }
+        // Emitted straight from the slot's context, then the slot is free.
         let msg = Message::new(
-            request_id,
-            class,
+            s.request_id,
+            s.class,
             Body::AmReply(AmReplyRepr {
                 status,
                 executed_at: Location::Nic,
-                steps,
+                steps: s.steps,
                 hint,
-                output: out,
+                output,
             }),
         );
-        self.send(port, &peer, &msg, dedup);
+        self.out
+            .send(port, &self.stats, self.now_ns, (&s.peer, &msg), s.dedup);
+        self.slots.release(i);
     }
 
     pub(super) fn finish_one_sided_results<P: Port>(
@@ -260,31 +308,7 @@ impl Worker {
             }
         };
         let msg = Message::new(request_id, class, body);
-        // Emit into the tx batch directly (the results borrow `os_buf`, not the batch).
-        if self.tx.spare() == 0 {
-            self.flush(port);
-        }
-        let Some(p) = self.tx.push() else {
-            return self.stats.count_drop(Dropped::ReplyFailed);
-        };
-        p.set_peer(peer);
-        match msg.emit(&mut p.buffer_mut()[..]) {
-            Ok(n) => {
-                p.set_len(n);
-                if dedup {
-                    self.cache
-                        .complete(peer.remote, request_id, p.payload(), self.now_ns);
-                }
-            }
-            Err(_) => {
-                let len = self.tx.len();
-                self.tx.truncate(len - 1);
-                self.stats.count_drop(Dropped::ReplyFailed);
-                if dedup {
-                    self.cache.forget(peer.remote, request_id);
-                }
-            }
-        }
+        self.send(port, &peer, &msg, dedup);
     }
 }
 
