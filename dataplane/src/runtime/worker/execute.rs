@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use naam_core::abi::{OpKind, DATA_SIZE};
 use naam_core::exec::{apply_ops, check_ops, ordered_batch_end, run_step, StepOutcome};
 use naam_core::wire::ErrorCode;
-use naam_link::{now_ns, Completion, CompletionStatus, Link, LinkError, RemoteAddr};
+use naam_link::{Completion, CompletionStatus, Link, LinkError, RemoteAddr};
 
 use super::*;
 use crate::port::Port;
@@ -17,12 +17,15 @@ impl Worker {
     /// [`Worker::on_completion`]), and charges the time to its tenant: steps, ops on host
     /// memory and the reply are what the message cost this worker.
     pub(super) fn advance<P: Port, L: Link>(&mut self, i: usize, port: &mut P, link: &mut L) {
-        // Two clock reads a message (or a resumption), also under first come, first served:
-        // the per-tenant figures are what an operator compares the two by.
+        // Two reads of the cycle counter a message (or a resumption), also under first
+        // come, first served: the per-tenant figures are what an operator compares the two
+        // by. Not `now_ns()`: two clock_gettime calls were 10 % of a GET (the profile in
+        // docs/profiles/datapath-2026-12-06.md).
         let account = self.slots[i].account;
-        let t = now_ns();
+        let t = self.clock.raw();
         self.run_steps(i, port, link);
-        self.shares.charge(account, now_ns().saturating_sub(t));
+        let ns = self.clock.delta_as_nanos(t, self.clock.raw());
+        self.shares.charge(account, ns);
     }
 
     /// [`Worker::advance`] without the charge. When the link maps host memory here
@@ -47,9 +50,12 @@ impl Worker {
             bump(&self.stats.steps, 1);
             bump(&entry.runs.steps, 1);
             let out = if self.cfg.run_time {
-                let t = now_ns();
+                let t = self.clock.raw();
                 let out = run_step(&entry.vm, &mut s.ctx);
-                bump(&entry.runs.run_ns, now_ns().saturating_sub(t));
+                bump(
+                    &entry.runs.run_ns,
+                    self.clock.delta_as_nanos(t, self.clock.raw()),
+                );
                 out
             } else {
                 run_step(&entry.vm, &mut s.ctx)
