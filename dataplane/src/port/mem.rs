@@ -1,6 +1,7 @@
 //! `MemPort`: an in-memory port for tests and in-process load generators. Datagrams pushed
 //! with [`MemPort::inject`] come out of `rx_burst`; whatever the worker sends is kept for
-//! [`MemPort::take_sent`]. It allocates (it is a test double, not a data path).
+//! [`MemPort::take_sent`]. It allocates (it is a test double, not a data path), though a
+//! received datagram's buffer is kept for the next injection, so a steady exchange does not.
 
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
@@ -12,6 +13,8 @@ pub struct MemPort {
     base: SocketAddrV4,
     classes: u16,
     inbox: VecDeque<(Peer, u16, Vec<u8>)>,
+    /// Buffers of received datagrams, for the next injections.
+    spare: Vec<Vec<u8>>,
     sent: Vec<(Peer, Vec<u8>)>,
     /// Count what is sent without keeping it (no allocation per packet: for measuring the
     /// worker's own allocations).
@@ -25,6 +28,7 @@ impl MemPort {
             base,
             classes,
             inbox: VecDeque::new(),
+            spare: Vec::new(),
             sent: Vec::new(),
             discard_sent: false,
             stats: PortStats::default(),
@@ -49,7 +53,10 @@ impl MemPort {
             remote_mac: [0; 6],
             local_mac: [0; 6],
         };
-        self.inbox.push_back((peer, class, payload.to_vec()));
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(payload);
+        self.inbox.push_back((peer, class, buf));
     }
 
     /// Whether to count sent datagrams without keeping them (then `take_sent` stays empty).
@@ -57,9 +64,11 @@ impl MemPort {
         self.discard_sent = on;
     }
 
-    /// Room for `n` more injected datagrams without growing the queue.
+    /// Room for `n` more injected datagrams without growing the queue (nor the list their
+    /// buffers return to once received).
     pub fn reserve(&mut self, n: usize) {
         self.inbox.reserve(n);
+        self.spare.reserve(n);
     }
 
     /// Datagrams not yet received by the worker.
@@ -87,6 +96,7 @@ impl Port for MemPort {
                 self.stats.rx_bytes += data.len() as u64;
                 n += 1;
             }
+            self.spare.push(data);
         }
         Ok(n)
     }
