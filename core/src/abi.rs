@@ -164,6 +164,32 @@ const CTX_WORD_MASKS: usize = CTX_SIZE.div_ceil(8).div_ceil(64);
 impl CtxWords {
     pub const NONE: CtxWords = CtxWords([0; CTX_WORD_MASKS]);
 
+    /// The words the runtime itself writes while a message runs: the header (step, lengths)
+    /// and every op's result and status. A context counts them as written from its start,
+    /// so that the setters called between steps store without marking: a mark is a
+    /// read-modify-write of these masks, and the VM's next read of them (a vector load
+    /// over several such stores) stalled on store forwarding (docs/profiles/datapath-2026-12-06.md).
+    pub const RUNTIME: CtxWords = {
+        let mut w = CtxWords::NONE.with(0, ctx::ARGS);
+        let mut i = 0;
+        while i < MAX_OPS {
+            let b = ctx::OPS + i * OP_SIZE;
+            w = w.with(b + op::RESULT, b + OP_SIZE);
+            i += 1;
+        }
+        w
+    };
+
+    /// These words and those holding any byte of `[start, end)`, at compile time.
+    const fn with(mut self, start: usize, end: usize) -> CtxWords {
+        let mut word = start / 8;
+        while word < end.div_ceil(8) {
+            self.0[word / 64] |= 1 << (word % 64);
+            word += 1;
+        }
+        self
+    }
+
     /// Every word.
     pub fn all() -> CtxWords {
         let mut w = CtxWords::NONE;
@@ -230,14 +256,19 @@ impl CtxWords {
 #[repr(C, align(8))]
 pub struct Ctx {
     bytes: [u8; CTX_SIZE],
+    /// Always holds [`CtxWords::RUNTIME`].
     written: CtxWords,
+    /// The VM whose store footprint `written` already holds in this message (0: none), so
+    /// that steps after the first skip the union ([`Ctx::for_program`]).
+    footprint_of: u64,
 }
 
 impl Default for Ctx {
     fn default() -> Self {
         Self {
             bytes: [0; CTX_SIZE],
-            written: CtxWords::NONE,
+            written: CtxWords::RUNTIME,
+            footprint_of: 0,
         }
     }
 }
@@ -280,10 +311,14 @@ impl Ctx {
         &mut self.bytes
     }
 
-    /// The bytes for a handler step that may store to `writes` (its program's verified
-    /// store footprint): the VM's way in.
-    pub(crate) fn for_program(&mut self, writes: &CtxWords) -> &mut [u8; CTX_SIZE] {
-        self.written.union(writes);
+    /// The bytes for a handler step that may store to `writes`, the verified store footprint
+    /// of the program compiled as VM `vm` (an id no other VM of the process has): the VM's
+    /// way in. The footprint is added at the message's first step of that VM.
+    pub(crate) fn for_program(&mut self, writes: &CtxWords, vm: u64) -> &mut [u8; CTX_SIZE] {
+        if self.footprint_of != vm {
+            self.written.union(writes);
+            self.footprint_of = vm;
+        }
         &mut self.bytes
     }
 
@@ -314,19 +349,34 @@ impl Ctx {
         self.bytes[off..off + 8].copy_from_slice(&v.to_le_bytes());
     }
 
+    /// A store to a runtime field ([`CtxWords::RUNTIME`], always counted as written).
+    #[inline]
+    fn put_u32(&mut self, off: usize, v: u32) {
+        debug_assert!(CtxWords::RUNTIME.contains(off) && CtxWords::RUNTIME.contains(off + 3));
+        self.bytes[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// As [`Ctx::put_u32`].
+    #[inline]
+    fn put_u64(&mut self, off: usize, v: u64) {
+        debug_assert!(CtxWords::RUNTIME.contains(off) && CtxWords::RUNTIME.contains(off + 7));
+        self.bytes[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
     /// Prepares the context for the first step of a message: clears every word the previous
     /// message may have written (all of them when unknown), then copies the arguments in.
     /// Arguments longer than [`ARGS_MAX`] are refused by the caller (the wire parser); here
     /// they are cut, which never happens on a checked path.
     pub fn start(&mut self, args: &[u8]) {
         let n = args.len().min(ARGS_MAX);
-        let written = core::mem::take(&mut self.written);
+        let written = core::mem::replace(&mut self.written, CtxWords::RUNTIME);
         for r in written.ranges() {
             self.bytes[r].fill(0);
         }
+        self.footprint_of = 0;
         self.written.mark(ctx::ARGS..ctx::ARGS + n);
-        self.set_u32(ctx::ABI_VERSION, ABI_VERSION);
-        self.set_u32(ctx::ARGS_LEN, n as u32);
+        self.put_u32(ctx::ABI_VERSION, ABI_VERSION);
+        self.put_u32(ctx::ARGS_LEN, n as u32);
         self.bytes[ctx::ARGS..ctx::ARGS + n].copy_from_slice(&args[..n]);
     }
 
@@ -335,7 +385,7 @@ impl Ctx {
     }
 
     pub fn set_step(&mut self, step: u32) {
-        self.set_u32(ctx::STEP, step);
+        self.put_u32(ctx::STEP, step);
     }
 
     pub fn args(&self) -> &[u8] {
@@ -421,8 +471,8 @@ impl Ctx {
     /// Records the outcome of op `i` for the next step.
     pub fn set_op_result(&mut self, i: usize, result: u64, status: i32) {
         let b = ctx::OPS + i * OP_SIZE;
-        self.set_u64(b + op::RESULT, result);
-        self.set_u32(b + op::STATUS, status as u32);
+        self.put_u64(b + op::RESULT, result);
+        self.put_u32(b + op::STATUS, status as u32);
     }
 
     pub fn op_result(&self, i: usize) -> u64 {
@@ -431,7 +481,7 @@ impl Ctx {
 
     /// Clears the writable header before a step so stale requests are never re-executed.
     pub fn clear_requests(&mut self) {
-        self.set_u32(ctx::N_OPS, 0);
+        self.put_u32(ctx::N_OPS, 0);
     }
 }
 
@@ -570,5 +620,35 @@ mod tests {
         c.set_op_result(2, 99, -1);
         assert_eq!(c.op_result(2), 99);
         assert_eq!(c.raw_op(2), o, "results do not overlap the request");
+    }
+
+    #[test]
+    fn every_program_of_a_message_adds_its_footprint_once_per_message() {
+        let mut a = CtxWords::NONE;
+        a.mark(ctx::STATE..ctx::STATE + 8);
+        let mut b = CtxWords::NONE;
+        b.mark(ctx::OUT..ctx::OUT + 8);
+        let mut c = Ctx::boxed();
+        c.start(b"x");
+        c.for_program(&a, 1)[ctx::STATE] = 1;
+        assert!(c.written().contains(ctx::STATE));
+        // Another VM in the same message (its offload replaced between steps): its own
+        // footprint counts too.
+        c.for_program(&b, 2)[ctx::OUT] = 2;
+        assert!(c.written().contains(ctx::OUT));
+        // The next message clears both and starts without any footprint.
+        c.start(b"y");
+        assert_eq!(c.as_bytes()[ctx::STATE], 0);
+        assert_eq!(c.as_bytes()[ctx::OUT], 0);
+        assert!(!c.written().contains(ctx::STATE) && !c.written().contains(ctx::OUT));
+        c.for_program(&a, 1);
+        assert!(
+            c.written().contains(ctx::STATE),
+            "added again in the new message"
+        );
+        // The runtime's own fields are always counted.
+        for off in [ctx::STEP, ctx::N_OPS, ctx::OPS + 3 * OP_SIZE + op::STATUS] {
+            assert!(c.written().contains(off), "{off}");
+        }
     }
 }

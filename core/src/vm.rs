@@ -6,6 +6,7 @@
 
 use crate::abi::{Ctx, CTX_SIZE};
 use crate::verifier::VerifiedProgram;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Which rbpf engine runs a program.
@@ -92,7 +93,13 @@ pub struct CompiledVm {
     vm: rbpf::EbpfVmRaw<'static>,
     engine: Engine,
     prog: Arc<VerifiedProgram>,
+    /// Unique among the VMs of this process (never reused): how a context tells that it
+    /// already holds this program's store footprint ([`Ctx::for_program`]).
+    id: u64,
 }
+
+/// The next [`CompiledVm::id`]; 0 is never given out.
+static NEXT_VM_ID: AtomicU64 = AtomicU64::new(1);
 
 impl CompiledVm {
     pub fn new(prog: Arc<VerifiedProgram>, engine: Engine) -> Result<Self, VmError> {
@@ -138,7 +145,12 @@ impl CompiledVm {
                 })?;
             }
         }
-        Ok(Self { vm, engine, prog })
+        Ok(Self {
+            vm,
+            engine,
+            prog,
+            id: NEXT_VM_ID.fetch_add(1, Ordering::Relaxed),
+        })
     }
 
     pub fn engine(&self) -> Engine {
@@ -151,7 +163,7 @@ impl CompiledVm {
 
     /// Runs one step with r1 = the context; returns r0.
     pub fn run(&self, ctx: &mut Ctx) -> Result<u64, VmError> {
-        let bytes = ctx.for_program(self.prog.ctx_writes());
+        let bytes = ctx.for_program(self.prog.ctx_writes(), self.id);
         // SAFETY: rbpf ties the memory argument to the program's lifetime ('static here) but
         // only uses it for the duration of the call; the slice is the caller's exclusive
         // borrow of the context and does not outlive this function.
