@@ -546,6 +546,12 @@ impl Deployment {
         self.cfg.dataplane_args = args;
     }
 
+    /// The dataplane's workers at its next start (at most the host agent's queue pairs, the
+    /// `nic_workers` it was started with).
+    pub fn set_nic_workers(&mut self, n: u32) {
+        self.cfg.nic_workers = n;
+    }
+
     /// Kills the dataplane at once (SIGKILL), as a crash would.
     pub fn kill_dataplane(&mut self) {
         if let Some(mut c) = self.dataplane.take() {

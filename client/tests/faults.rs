@@ -634,3 +634,97 @@ fn a_retransmission_after_a_dataplane_restart_gets_the_first_reply_and_does_not_
         "replayed by the new dataplane"
     );
 }
+
+#[test]
+fn a_restart_with_fewer_workers_waits_out_the_reply_caches_and_runs_nothing_twice() {
+    // Each worker remembers the requests of the flows the kernel sends it; with another
+    // worker count a client's flow reaches another worker. Four clients (four flows, so
+    // some reached worker 1) each have one FAA executed with its reply dropped; the
+    // dataplane is killed and replaced by one with one worker while the clients keep
+    // retransmitting for ~2 s, less than the reply cache's 3 s retention: the new dataplane
+    // must not serve until those retransmissions can no longer come, so each FAA runs once.
+    let mut d = deploy(|c| c.nic_workers = 2);
+    let mut setup = d.client(patient(ExecMode::Server)).unwrap();
+    setup.describe(0, "record").unwrap();
+    let r = region::RECORD;
+    let key = setup.region_key(0, r).unwrap();
+    let word = 64 * 11;
+    let read = |c: &mut naam_client::Client| {
+        u64::from_le_bytes(c.read(0, r, word, 8).unwrap().try_into().unwrap())
+    };
+    let start = read(&mut setup);
+    let faa = RemoteOp {
+        region: r,
+        key,
+        offset: word,
+        body: OpBody::Faa { addend: 1 },
+    };
+    d.kill_dataplane();
+    d.set_dataplane_args(["--drop-tx-every", "1"].map(String::from).to_vec());
+    d.start_dataplane().unwrap();
+    let mut clients: Vec<_> = (0..4)
+        .map(|_| {
+            let cfg = naam_client::ClientConfig {
+                timeout: Duration::from_millis(100),
+                max_backoff: Duration::from_millis(200),
+                max_retries: 9,
+                ..patient(ExecMode::Server)
+            };
+            let mut c = d.client(cfg).unwrap();
+            c.set_region_key(0, r, key).unwrap();
+            let t = c.submit_ops(0, &[faa]).unwrap();
+            (c, t)
+        })
+        .collect();
+    // Executed, and retransmissions answered (and dropped) from the reply cache.
+    wait_for(Duration::from_secs(10), || {
+        for (c, _) in &mut clients {
+            assert!(c.poll(Some(Duration::from_millis(5))).unwrap().is_none());
+        }
+        (stat(&d, "total.dup_replayed") >= 8).then_some(())
+    })
+    .expect("the FAAs ran and their replies were dropped");
+    d.kill_dataplane();
+    let killed = Instant::now();
+    d.set_dataplane_args(Vec::new());
+    d.set_nic_workers(1);
+    let log = &d.run_dir().join("dataplane.log");
+    // The clients keep retransmitting while the new dataplane starts, until they give up.
+    let started = std::thread::scope(|s| {
+        let start = s.spawn(|| {
+            d.start_dataplane().unwrap();
+            killed.elapsed()
+        });
+        // All polled in turn, so each retransmits on time and gives up after its ~2 s.
+        let mut outcomes: Vec<Option<naam_client::Completion>> = vec![None, None, None, None];
+        while outcomes.iter().any(Option::is_none) {
+            for ((c, _), o) in clients.iter_mut().zip(&mut outcomes) {
+                if o.is_none() {
+                    *o = c.poll(Some(Duration::from_millis(1))).unwrap();
+                }
+            }
+        }
+        for ((_, t), done) in clients.iter().zip(outcomes.into_iter().flatten()) {
+            assert_eq!(done.ticket, *t);
+            assert!(
+                done.result.is_err(),
+                "no reply can come: {:?} after {:?}; dataplane log:\n{}",
+                done.result,
+                killed.elapsed(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        start.join().unwrap()
+    });
+    assert_eq!(read(&mut setup), start + 4, "each FAA ran exactly once");
+    let log = std::fs::read_to_string(d.run_dir().join("dataplane.log")).unwrap();
+    assert!(
+        log.contains("waiting before serving"),
+        "the wait is logged with its reason"
+    );
+    println!("the one-worker dataplane served {started:?} after the kill");
+    assert!(
+        !d.run_dir().join("reply-cache.1").exists(),
+        "the stale worker's file is removed"
+    );
+}

@@ -134,6 +134,37 @@ pub enum SetupError {
     Credentials { path: PathBuf, reason: String },
 }
 
+/// Before the workers take their reply-cache files over: when an earlier dataplane left files
+/// of another layout (workers, capacity) with requests that may still be retransmitted, waits
+/// until none may (at most the retention), so that no retransmission runs twice; then removes
+/// the files no worker of this one opens (dedup/restart.rs).
+fn settle_reply_caches(cfg: &RuntimeConfig, workers: usize) -> Result<(), SetupError> {
+    use super::dedup::restart;
+    let io = |what: &str| {
+        let what = format!("{what} {}", cfg.run_dir.display());
+        move |source| SetupError::Io { what, source }
+    };
+    let retain_ns = cfg.dedup_retain.as_nanos() as u64;
+    let layout = (cfg.dedup_entries, workers);
+    let wait = restart::wait_before_serving(&cfg.run_dir, layout, retain_ns, now_ns())
+        .map_err(io("read the reply caches in"))?;
+    if let Some(w) = wait {
+        tracing::warn!(
+            file = %w.file.display(),
+            wait_ms = w.duration.as_millis() as u64,
+            "waiting before serving: {}",
+            w.reason
+        );
+        std::thread::sleep(w.duration);
+    }
+    for (w, path) in restart::files(&cfg.run_dir).map_err(io("list the reply caches in"))? {
+        if w >= workers {
+            std::fs::remove_file(&path).map_err(io("remove a stale reply cache from"))?;
+        }
+    }
+    Ok(())
+}
+
 /// The host agent's key file: the control port's gate opens with it, and active messages'
 /// capabilities are checked against it.
 fn load_keys(cfg: &RuntimeConfig) -> Result<Keyring, SetupError> {
@@ -251,6 +282,7 @@ impl Runtime {
                 workers,
             });
         }
+        settle_reply_caches(&cfg, workers)?;
         // The host agent wrote its key file before it served the link.
         let keys = load_keys(&cfg)?;
         let registry = Registry::new();
@@ -272,6 +304,7 @@ impl Runtime {
             let (shared_tx, shared_rx) = mpsc::channel::<Arc<Shared>>();
             let wcfg = WorkerConfig {
                 id: w as u16,
+                workers: workers as u16,
                 classes: cfg.classes,
                 burst: cfg.burst,
                 slots: cfg.slots,

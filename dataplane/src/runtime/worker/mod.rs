@@ -57,6 +57,9 @@ use crate::steering::Target;
 pub struct WorkerConfig {
     /// Worker index (also its link queue pair).
     pub id: u16,
+    /// Workers of the dataplane: which clients' flows reach this one depends on it, so the
+    /// reply cache's file is kept for a dataplane with as many.
+    pub workers: u16,
     /// Steering classes (sizes the per-class counters).
     pub classes: u16,
     /// Packets per rx burst.
@@ -85,6 +88,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             id: 0,
+            workers: 1,
             classes: crate::port::DEFAULT_CLASSES,
             burst: 32,
             slots: 64,
@@ -640,7 +644,8 @@ fn reply_cache(cfg: &WorkerConfig) -> ReplyCache {
     let Some(path) = &cfg.reply_cache_file else {
         return ReplyCache::new(cfg.dedup_entries, cfg.dedup_retain_ns);
     };
-    match ReplyCache::open(path, cfg.dedup_entries, cfg.dedup_retain_ns, now_ns()) {
+    let layout = (cfg.dedup_entries, usize::from(cfg.workers));
+    match ReplyCache::open(path, layout, cfg.dedup_retain_ns, now_ns()) {
         Ok((cache, restored)) => {
             if restored.done + restored.lost > 0 {
                 tracing::info!(

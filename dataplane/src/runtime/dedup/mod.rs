@@ -20,8 +20,10 @@
 //! dataplane: a retransmission that reaches the new process gets the reply the old one sent.
 //! A request the old process had begun and not finished is [`Seen::Lost`]: it may have run,
 //! so it is answered `outcome_unknown`, never run again. Times are CLOCK_MONOTONIC, the same
-//! in both processes. Which client's requests a worker sees depends on the worker count: a
-//! restarted dataplane keeps its guarantee when it has as many workers as before.
+//! in both processes. Which client's requests a worker sees depends on the worker count (the
+//! kernel spreads flows over the workers' sockets), so a file is taken over only by a
+//! dataplane with the same workers and capacity; otherwise the new one waits until nothing
+//! in the old files can be retransmitted any more before it serves ([`restart`]).
 
 use std::net::SocketAddrV4;
 use std::path::Path;
@@ -31,6 +33,8 @@ use naam_core::wire::{id_before, retired_below};
 use naam_link::{LinkError, MappedFile, Opened};
 
 use crate::port::MAX_PAYLOAD;
+
+pub mod restart;
 
 /// Entries per set.
 pub const WAYS: usize = 8;
@@ -73,7 +77,9 @@ impl State {
 /// Layout of the cache's memory: a header line, then `ENTRY` bytes per entry (client,
 /// request id, state | reply length << 8, done time), then `MAX_PAYLOAD` bytes of reply per
 /// entry.
-const MAGIC: u64 = u64::from_le_bytes(*b"NAAMRPC1");
+/// The header's words: [`MAGIC`], sets, [`WAYS`], [`MAX_PAYLOAD`], workers of the dataplane.
+/// (`NAAMRPC1`, before the worker count was written, had the first four.)
+const MAGIC: u64 = u64::from_le_bytes(*b"NAAMRPC2");
 const HEADER: u64 = 64;
 const ENTRY: u64 = 32;
 
@@ -135,6 +141,8 @@ pub struct ReplyCache {
     _backing: Backing,
     sets: usize,
     retain_ns: u64,
+    /// Workers of the dataplane whose file this is (0 in memory): part of the file's layout.
+    workers: u64,
     floors: Floors,
     /// A reply copied out of `mem` for [`ReplyCache::lookup`].
     scratch: Box<[u8; MAX_PAYLOAD]>,
@@ -170,19 +178,22 @@ impl ReplyCache {
         c
     }
 
-    /// The same in the file `path`, kept across restarts of the dataplane: what a previous
-    /// process left there with the same capacity is taken over (its unfinished requests
-    /// become [`Seen::Lost`], as of `now_ns`); a file of another capacity starts empty.
+    /// The same in the file `path`, kept across restarts of the dataplane, for one of its
+    /// `workers` workers: what a previous process left there with the same capacity and
+    /// workers is taken over (its unfinished requests become [`Seen::Lost`], as of
+    /// `now_ns`); a file of another layout starts empty (see [`restart`] for when that is
+    /// safe).
     pub fn open(
         path: &Path,
-        capacity: usize,
+        (capacity, workers): (usize, usize),
         retain_ns: u64,
         now_ns: u64,
     ) -> Result<(ReplyCache, Restored), LinkError> {
         let sets = capacity.div_ceil(WAYS);
         let (file, opened) = MappedFile::open(path, bytes_for(sets))?;
         let mem = *file.mem();
-        let c = Self::with_memory(mem, Backing::File(file), sets, retain_ns);
+        let mut c = Self::with_memory(mem, Backing::File(file), sets, retain_ns);
+        c.workers = workers as u64;
         if opened != Opened::Reopened || !c.header_matches() {
             c.format();
             return Ok((c, Restored::default()));
@@ -217,6 +228,7 @@ impl ReplyCache {
             _backing: backing,
             sets,
             retain_ns,
+            workers: 0,
             // Clients whose floor is kept: as many as entries (each remembered request has
             // a client), at least one set of them.
             floors: Floors::new((sets * WAYS).max(Floors::PROBE)),
@@ -224,8 +236,14 @@ impl ReplyCache {
         }
     }
 
-    fn header(&self) -> [u64; 4] {
-        [MAGIC, self.sets as u64, WAYS as u64, MAX_PAYLOAD as u64]
+    fn header(&self) -> [u64; 5] {
+        [
+            MAGIC,
+            self.sets as u64,
+            WAYS as u64,
+            MAX_PAYLOAD as u64,
+            self.workers,
+        ]
     }
 
     fn header_matches(&self) -> bool {
@@ -653,7 +671,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("reply-cache.0");
         {
-            let (mut c, r) = ReplyCache::open(&path, 64, RETAIN, 0).unwrap();
+            let (mut c, r) = ReplyCache::open(&path, (64, 1), RETAIN, 0).unwrap();
             assert_eq!(r, Restored::default());
             assert_eq!(c.begin(addr(1), 1, 0), Begin::Started);
             c.complete(addr(1), 1, b"first reply", 10);
@@ -662,7 +680,7 @@ mod tests {
             c.complete(addr(2), 3, b"third", 20);
             c.forget(addr(2), 3); // "not executed": nothing to keep
         }
-        let (mut c, r) = ReplyCache::open(&path, 64, RETAIN, 1_000).unwrap();
+        let (mut c, r) = ReplyCache::open(&path, (64, 1), RETAIN, 1_000).unwrap();
         assert_eq!(r, Restored { done: 1, lost: 1 });
         assert_eq!(c.lookup(addr(1), 1), Seen::Done(b"first reply"));
         assert_eq!(c.lookup(addr(1), 2), Seen::Lost);
@@ -680,7 +698,7 @@ mod tests {
         );
         drop(c);
         // Another capacity: the file starts empty (the old entries do not fit its sets).
-        let (mut c, r) = ReplyCache::open(&path, 128, RETAIN, 2_000).unwrap();
+        let (mut c, r) = ReplyCache::open(&path, (128, 1), RETAIN, 2_000).unwrap();
         assert_eq!(r, Restored::default());
         assert_eq!(c.lookup(addr(1), 1), Seen::New);
     }
@@ -690,7 +708,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("reply-cache.0");
         std::fs::write(&path, vec![0xa5u8; bytes_for(1) as usize]).unwrap();
-        let (mut c, r) = ReplyCache::open(&path, WAYS, RETAIN, 0).unwrap();
+        let (mut c, r) = ReplyCache::open(&path, (WAYS, 1), RETAIN, 0).unwrap();
         assert_eq!(r, Restored::default());
         assert_eq!(c.lookup(addr(1), 1), Seen::New);
         assert_eq!(c.begin(addr(1), 1, 0), Begin::Started);
@@ -721,7 +739,7 @@ mod tests {
                 }
             }
             std::fs::write(&path, &bytes).unwrap();
-            let (mut c, r) = ReplyCache::open(&path, WAYS, RETAIN, 5).unwrap();
+            let (mut c, r) = ReplyCache::open(&path, (WAYS, 1), RETAIN, 5).unwrap();
             proptest::prop_assert!(r.done + r.lost <= WAYS);
             for id in 0..3u64 {
                 let _ = c.lookup(addr(1), id);
