@@ -58,7 +58,7 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     burst: usize,
     /// Requests remembered per worker for de-duplication.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = naam_dataplane::runtime::DEDUP_ENTRIES)]
     dedup: usize,
     /// How long (ms) a completed mutation is remembered when its client does not say it is
     /// finished with it: at least the clients' longest retry time (docs/protocol.md).

@@ -19,7 +19,9 @@ pub mod stats;
 pub mod worker;
 
 pub use control::ControlPlane;
-pub use dedup::{ReplyCache, DEFAULT_RETAIN_NS as DEDUP_RETAIN_NS};
+pub use dedup::{
+    ReplyCache, DEFAULT_ENTRIES as DEDUP_ENTRIES, DEFAULT_RETAIN_NS as DEDUP_RETAIN_NS,
+};
 pub use hostctl::HostControl;
 pub use monitor::{HostLoad, Monitor, MonitorConfig};
 pub use naam_link::BackoffMode;

@@ -88,7 +88,7 @@ impl Default for RuntimeConfig {
             engine: Engine::native(),
             slots: 64,
             burst: 32,
-            dedup_entries: 1024,
+            dedup_entries: super::dedup::DEFAULT_ENTRIES,
             dedup_retain: Duration::from_nanos(super::dedup::DEFAULT_RETAIN_NS),
             max_steps: DEFAULT_MAX_STEPS,
             monitor: MonitorConfig::default(),

@@ -44,6 +44,14 @@ pub const WAYS: usize = 8;
 /// retransmissions: 2.55 s).
 pub const DEFAULT_RETAIN_NS: u64 = 3_000_000_000;
 
+/// Requests a worker remembers by default (17 MiB with their replies). An entry is needed for
+/// every mutation its client may still send again, which under overload includes those that
+/// clients hold back or retry after a refusal: with 1 024, two clients keeping 1 024 requests
+/// each outstanding (`naam-bench overload`, 5 % PUTs) filled the cache and were refused
+/// `busy` (`dedup_full`) in a loop, at 25–29 % of the peak goodput; with 4 096, 76 %; with
+/// 8 192, 89 % (2026-12-06, 2-second points).
+pub const DEFAULT_ENTRIES: usize = 8192;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Empty,

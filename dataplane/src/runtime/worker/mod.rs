@@ -92,7 +92,7 @@ impl Default for WorkerConfig {
             classes: crate::port::DEFAULT_CLASSES,
             burst: 32,
             slots: 64,
-            dedup_entries: 1024,
+            dedup_entries: super::dedup::DEFAULT_ENTRIES,
             dedup_retain_ns: super::dedup::DEFAULT_RETAIN_NS,
             reply_cache_file: None,
             max_steps: DEFAULT_MAX_STEPS,
