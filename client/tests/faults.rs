@@ -489,18 +489,25 @@ fn run_time_offloads_survive_restarts_of_either_process_with_persist() {
 }
 
 /// Issue 14: at most once, measured. FAAs on one word, pipelined, through a dataplane that
-/// drops every 7th request and every 5th reply: every retransmission of an FAA that ran must
-/// be answered from the reply cache, never run again. The word ends at exactly the number of
-/// acknowledged FAAs (plus at most those whose outcome stayed unknown). 10 000 in CI (~25 s:
-/// each loss costs a retransmission timeout); `NAAM_FAA_COUNT=100000` for the README's run.
+/// drops every 7th request and every 5th reply and is killed (SIGKILL) and restarted every
+/// 4 000 acknowledged FAAs: every retransmission of an FAA that ran must be answered from
+/// the reply cache (the restarted dataplane's is the killed one's file), never run again. The
+/// word ends at exactly the number of acknowledged FAAs (plus at most those whose outcome
+/// stayed unknown: those in flight at a kill may be answered `outcome_unknown`). 10 000 in CI
+/// (~25 s: each loss costs a retransmission timeout); `NAAM_FAA_COUNT=100000` for the
+/// README's run, `NAAM_FAA_RESTART_EVERY` to change the restarts (0: none).
 #[test]
 fn faas_under_request_and_reply_loss_are_applied_exactly_as_acknowledged() {
-    let n: u64 = std::env::var("NAAM_FAA_COUNT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    let env = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let n = env("NAAM_FAA_COUNT", 10_000);
+    let restart_every = env("NAAM_FAA_RESTART_EVERY", 4_000);
     const IN_FLIGHT: usize = 64;
-    let d = deploy(|c| {
+    let mut d = deploy(|c| {
         c.dataplane_args = ["--drop-rx-every", "7", "--drop-tx-every", "5"]
             .map(String::from)
             .to_vec();
@@ -522,8 +529,22 @@ fn faas_under_request_and_reply_loss_are_applied_exactly_as_acknowledged() {
         body: OpBody::Faa { addend: 1 },
     };
     let (mut sent, mut acked, mut unknown, mut open) = (0u64, 0u64, 0u64, 0usize);
+    let (mut restarts, mut replayed) = (0u64, 0u64);
+    let limit = Duration::from_secs(300.max(n / 300));
     let began = Instant::now();
     while acked + unknown < n {
+        if restart_every > 0 && acked >= (restarts + 1) * restart_every {
+            // The counters start again with the new process: keep the old one's.
+            replayed += d
+                .stats()
+                .unwrap()
+                .get("total.dup_replayed")
+                .copied()
+                .unwrap_or(0);
+            d.kill_dataplane();
+            d.start_dataplane().unwrap();
+            restarts += 1;
+        }
         while open < IN_FLIGHT && sent < n {
             c.submit_ops(0, &[faa]).unwrap();
             sent += 1;
@@ -541,17 +562,19 @@ fn faas_under_request_and_reply_loss_are_applied_exactly_as_acknowledged() {
                 Err(_) => unknown += 1,
             }
         }
-        assert!(began.elapsed() < Duration::from_secs(300), "{acked} acked");
+        assert!(began.elapsed() < limit, "{acked} acked");
     }
     let end = u64::from_le_bytes(c.read(0, r, word, 8).unwrap().try_into().unwrap());
     let applied = end - start;
     let stats = d.stats().unwrap();
     let s = |k: &str| stats.get(k).copied().unwrap_or(0);
+    replayed += s("total.dup_replayed");
     println!(
-        "{n} FAAs in {:?}: {acked} acknowledged, {unknown} unknown, {applied} applied; \
-         replayed {}, evicted {}, full {}",
+        "{n} FAAs in {:?}, {restarts} dataplane restarts: {acked} acknowledged, {unknown} \
+         unknown, {applied} applied; replayed {replayed}, lost at a kill {} (last process), \
+         evicted {}, full {}",
         began.elapsed(),
-        s("total.dup_replayed"),
+        s("total.dup_lost"),
         s("total.dedup_evicted"),
         s("total.dedup_full")
     );
@@ -559,12 +582,17 @@ fn faas_under_request_and_reply_loss_are_applied_exactly_as_acknowledged() {
         applied >= acked && applied <= acked + unknown,
         "applied {applied}, acknowledged {acked}, unknown {unknown}"
     );
-    assert!(unknown <= n / 1000, "{unknown} unknown");
     assert!(
-        s("total.dup_replayed") > 0,
-        "reply losses were answered from the cache"
+        unknown <= n / 1000 + restarts * IN_FLIGHT as u64,
+        "{unknown} unknown"
     );
-    assert_eq!(s("total.dedup_evicted"), 0);
+    assert!(replayed > 0, "reply losses were answered from the cache");
+    if restarts == 0 {
+        // Every entry was retired by its client's window before it expired. (A restarted
+        // dataplane does not know the clients' windows yet: the entries it took over are
+        // reused once expired, which is safe and counted as evictions.)
+        assert_eq!(s("total.dedup_evicted"), 0);
+    }
 }
 
 /// At most once across a dataplane restart (issue 14.3): an FAA executes, every reply is lost,
