@@ -4,7 +4,8 @@
 #   2. formatting and clippy (workspace lints deny undocumented unsafe blocks)
 #   3. handler objects: recompiling every *.bpf.c gives the committed bytes
 #   4. tests of the default build (no DPDK, no RDMA libraries needed)
-#   5. tests with feature `dpdk` (ffi/dpdk-sys and the DPDK ports on virtual devices)
+#   5. tests with feature `dpdk` (ffi/dpdk-sys, its safe layer ffi/dpdk and the DPDK ports on
+#      virtual devices)
 #   6. tests with feature `verbs` (skip with a printed reason when no RDMA device exists)
 #   7. the aarch64 build of naam-core and naam-dataplane, and the core tests under qemu with
 #      the cranelift engine (when the target can be installed)
@@ -27,6 +28,7 @@ cargo test --quiet
 
 step "tests: feature dpdk"
 cargo test --quiet -p dpdk-sys
+cargo test --quiet -p naam-dpdk
 cargo test --quiet -p naam-dataplane --features dpdk
 # MICA GETs through the dataplane over net_memif, against testpmd io-fwd (short runs).
 cargo test --quiet -p naam-bench --features dpdk --test memif_smoke

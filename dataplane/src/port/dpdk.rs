@@ -10,7 +10,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::frame::{self, UdpHeaders, ETH_HDR_LEN, HEADERS_LEN, IPV4_HDR_LEN};
 use super::{DropReason, PacketBatch, Port, PortError, PortOptions, PortStats, MAX_PAYLOAD};
-use crate::dpdk::{Eal, EthPort, Mbuf, MbufBurst, Mempool, PortConfig, PortId, RxQueue, TxQueue};
+use naam_dpdk::{
+    rx_ip_checksum, Eal, EthPort, Mbuf, MbufBurst, Mempool, PortConfig, PortId, RxQueue, TxQueue,
+};
 
 /// Mbufs taken from the device per receive call.
 const RX_BURST: usize = 32;
@@ -131,7 +133,7 @@ impl DpdkPort {
             &format!("naam_port{}", id.0),
             8191,
             256,
-            crate::dpdk::MBUF_DATA_ROOM,
+            naam_dpdk::MBUF_DATA_ROOM,
         )?;
         let (port, mut rxq, mut txq) = EthPort::configure(&eal, id, &PortConfig::default(), &pool)?;
         port.start()?;
@@ -176,14 +178,12 @@ impl DpdkPort {
             return;
         }
         let flags = m.ol_flags();
-        let ck_mask = u64::from(dpdk_sys::RTE_MBUF_F_RX_IP_CKSUM_MASK);
-        let ck = flags & ck_mask;
-        if self.rx_checksum_offload && ck == u64::from(dpdk_sys::RTE_MBUF_F_RX_IP_CKSUM_BAD) {
+        let ck = flags & rx_ip_checksum::MASK;
+        if self.rx_checksum_offload && ck == rx_ip_checksum::BAD {
             self.stats.count_drop(DropReason::BadIpChecksum);
             return;
         }
-        let verify =
-            !(self.rx_checksum_offload && ck == u64::from(dpdk_sys::RTE_MBUF_F_RX_IP_CKSUM_GOOD));
+        let verify = !(self.rx_checksum_offload && ck == rx_ip_checksum::GOOD);
         let data = m.data();
         let (h, range) = match frame::parse(data, verify) {
             Ok(v) => v,

@@ -12,7 +12,6 @@
 //! [`DropReason`] in the port's [`PortStats`], never asserted.
 
 #[cfg(feature = "dpdk")]
-#[allow(unsafe_code)]
 mod dpdk;
 pub mod frame;
 mod mem;
@@ -59,7 +58,7 @@ pub enum PortError {
     /// A DPDK call failed.
     #[cfg(feature = "dpdk")]
     #[error(transparent)]
-    Dpdk(#[from] crate::dpdk::DpdkError),
+    Dpdk(#[from] naam_dpdk::DpdkError),
     /// The spec names a port type this build does not include.
     #[error("port type {0:?} not built in (enable the `{0}` feature)")]
     NotBuilt(&'static str),

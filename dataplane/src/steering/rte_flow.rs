@@ -18,8 +18,8 @@
 //! falls back to the SoftSwitch.
 
 use super::{Capabilities, Match, RuleCounters, RuleId, Steering, SteeringError, Target};
-use crate::dpdk::flow::{self, Flow, FlowActions, FlowAttr, FlowItem, FlowPattern};
-use crate::dpdk::{DpdkError, Eal, EthPort, PortId, QueueId};
+use naam_dpdk::flow::{self, Flow, FlowActions, FlowAttr, FlowItem, FlowPattern};
+use naam_dpdk::{DpdkError, Eal, EthPort, PortId, QueueId};
 use std::collections::BTreeMap;
 
 const BACKEND: &str = "rte_flow";
@@ -307,7 +307,7 @@ impl Steering for RteFlowSteering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dpdk::flow::{ActionConf, FlowAction, ItemSpec};
+    use naam_dpdk::flow::{ActionConf, FlowAction, ItemSpec};
 
     #[test]
     fn nic_queue_rule_matches_the_class_port_and_sends_to_the_queue() {
