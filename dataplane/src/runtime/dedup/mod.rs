@@ -222,8 +222,25 @@ impl ReplyCache {
                         },
                     );
                 }
-                State::Done => restored.done += 1,
-                State::Lost => restored.lost += 1,
+                State::Done | State::Lost => {
+                    if e.state == State::Done {
+                        restored.done += 1;
+                    } else {
+                        restored.lost += 1;
+                    }
+                    // A time ahead of this process's clock was taken by another boot's (a
+                    // run directory kept across a reboot): counted from now instead, so the
+                    // entry expires one retention from now, not days later.
+                    if e.done_ns > now_ns {
+                        c.set_entry(
+                            i,
+                            Entry {
+                                done_ns: now_ns,
+                                ..e
+                            },
+                        );
+                    }
+                }
                 State::Empty => {}
             }
         }

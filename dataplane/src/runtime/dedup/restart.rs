@@ -76,10 +76,13 @@ pub fn survey(bytes: &[u8], retain_ns: u64, now_ns: u64) -> Survey {
         let at = HEADER + i * ENTRY;
         let state = State::from_code(word(bytes, at + 16).unwrap_or(0) & 0xff);
         let done_ns = word(bytes, at + 24).unwrap_or(0);
+        // Never past one retention from now: a time ahead of this clock was taken by another
+        // boot's (a run directory kept across a reboot), and means nothing here.
+        let horizon = now_ns.saturating_add(retain_ns);
         let until = match state {
             State::Empty => continue,
-            State::InProgress => now_ns.saturating_add(retain_ns),
-            State::Done | State::Lost => done_ns.saturating_add(retain_ns),
+            State::InProgress => horizon,
+            State::Done | State::Lost => done_ns.saturating_add(retain_ns).min(horizon),
         };
         if until > now_ns {
             s.live += 1;
@@ -224,6 +227,24 @@ mod tests {
             None,
             "completed a retention ago: no client retries it any more"
         );
+    }
+
+    #[test]
+    fn times_from_another_boot_wait_at_most_one_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        // Written by a dataplane whose clock read far ahead of this one's (a reboot since).
+        left_behind(dir.path(), 0, 2, 1 << 50);
+        let w = wait_before_serving(dir.path(), (64, 1), RETAIN, 1_000)
+            .unwrap()
+            .expect("a wait");
+        assert_eq!(w.duration, Duration::from_nanos(RETAIN));
+        // Taken over as it is, its entries expire one retention from now too.
+        let path = dir.path().join("reply-cache.0");
+        let (c, r) = ReplyCache::open(&path, (64, 2), RETAIN, 1_000).unwrap();
+        assert_eq!((r.done, r.lost), (1, 1));
+        drop(c);
+        let s = survey(&std::fs::read(&path).unwrap(), RETAIN, 2_000);
+        assert_eq!((s.live, s.settled_ns), (2, 1_000 + RETAIN));
     }
 
     #[test]
