@@ -146,7 +146,8 @@ fn settle_reply_caches(cfg: &RuntimeConfig, workers: usize) -> Result<(), SetupE
     };
     let retain_ns = cfg.dedup_retain.as_nanos() as u64;
     let layout = (cfg.dedup_entries, workers);
-    let wait = restart::wait_before_serving(&cfg.run_dir, layout, retain_ns, now_ns())
+    let files = restart::files(&cfg.run_dir).map_err(io("list the reply caches in"))?;
+    let wait = restart::wait_before_serving(&files, layout, retain_ns, now_ns())
         .map_err(io("read the reply caches in"))?;
     if let Some(w) = wait {
         tracing::warn!(
@@ -157,7 +158,7 @@ fn settle_reply_caches(cfg: &RuntimeConfig, workers: usize) -> Result<(), SetupE
         );
         std::thread::sleep(w.duration);
     }
-    for (w, path) in restart::files(&cfg.run_dir).map_err(io("list the reply caches in"))? {
+    for (w, path) in files {
         if w >= workers {
             std::fs::remove_file(&path).map_err(io("remove a stale reply cache from"))?;
         }

@@ -101,6 +101,19 @@ struct Entry {
     len: u16,
 }
 
+impl Entry {
+    /// An entry from its `ENTRY` bytes as four little-endian words (the memory layout above).
+    fn from_words(w: [u64; 4]) -> Entry {
+        Entry {
+            client: w[0],
+            request_id: w[1],
+            state: State::from_code(w[2] & 0xff),
+            len: ((w[2] >> 8) as u16).min(MAX_PAYLOAD as u16),
+            done_ns: w[3],
+        }
+    }
+}
+
 const EMPTY: Entry = Entry {
     client: 0,
     request_id: 0,
@@ -222,26 +235,21 @@ impl ReplyCache {
                         },
                     );
                 }
-                State::Done | State::Lost => {
-                    if e.state == State::Done {
-                        restored.done += 1;
-                    } else {
-                        restored.lost += 1;
-                    }
-                    // A time ahead of this process's clock was taken by another boot's (a
-                    // run directory kept across a reboot): counted from now instead, so the
-                    // entry expires one retention from now, not days later.
-                    if e.done_ns > now_ns {
-                        c.set_entry(
-                            i,
-                            Entry {
-                                done_ns: now_ns,
-                                ..e
-                            },
-                        );
-                    }
-                }
+                State::Done => restored.done += 1,
+                State::Lost => restored.lost += 1,
                 State::Empty => {}
+            }
+            // A time ahead of this process's clock was taken by another boot's (a run
+            // directory kept across a reboot): counted from now instead, so the entry expires
+            // one retention from now, not days later.
+            if matches!(e.state, State::Done | State::Lost) && e.done_ns > now_ns {
+                c.set_entry(
+                    i,
+                    Entry {
+                        done_ns: now_ns,
+                        ..e
+                    },
+                );
             }
         }
         Ok((c, restored))
@@ -290,15 +298,9 @@ impl ReplyCache {
 
     fn entry(&self, i: usize) -> Entry {
         let at = HEADER + i as u64 * ENTRY;
-        let w = |k: u64| self.mem.load_u64(at + 8 * k).unwrap_or(0);
-        let meta = w(2);
-        Entry {
-            client: w(0),
-            request_id: w(1),
-            state: State::from_code(meta & 0xff),
-            len: ((meta >> 8) as u16).min(MAX_PAYLOAD as u16),
-            done_ns: w(3),
-        }
+        Entry::from_words(std::array::from_fn(|k| {
+            self.mem.load_u64(at + 8 * k as u64).unwrap_or(0)
+        }))
     }
 
     fn set_entry(&self, i: usize, e: Entry) {

@@ -7,10 +7,11 @@
 //! default, is longer than any client retries), then starts them empty. The wait is bounded by
 //! the retention and logged with its reason.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{State, ENTRY, HEADER, MAGIC, WAYS};
+use super::{Entry, State, ENTRY, HEADER, MAGIC, WAYS};
 use crate::port::MAX_PAYLOAD;
 
 /// The first header word of files written before the header held the worker count.
@@ -40,7 +41,7 @@ fn word(bytes: &[u8], at: u64) -> Option<u64> {
 /// A file whose header is not a reply cache's counts likewise as one live entry, unless it is
 /// all zeros (created, never written).
 pub fn survey(bytes: &[u8], retain_ns: u64, now_ns: u64) -> Survey {
-    let header: Vec<u64> = (0..5).map(|k| word(bytes, 8 * k).unwrap_or(0)).collect();
+    let header: [u64; 5] = std::array::from_fn(|k| word(bytes, 8 * k as u64).unwrap_or(0));
     let unknown = Survey {
         layout: None,
         live: 1,
@@ -72,17 +73,18 @@ pub fn survey(bytes: &[u8], retain_ns: u64, now_ns: u64) -> Survey {
         live: 0,
         settled_ns: now_ns,
     };
+    // Never past one retention from now: a time ahead of this clock was taken by another
+    // boot's (a run directory kept across a reboot), and means nothing here.
+    let horizon = now_ns.saturating_add(retain_ns);
     for i in 0..entries {
         let at = HEADER + i * ENTRY;
-        let state = State::from_code(word(bytes, at + 16).unwrap_or(0) & 0xff);
-        let done_ns = word(bytes, at + 24).unwrap_or(0);
-        // Never past one retention from now: a time ahead of this clock was taken by another
-        // boot's (a run directory kept across a reboot), and means nothing here.
-        let horizon = now_ns.saturating_add(retain_ns);
-        let until = match state {
+        let e = Entry::from_words(std::array::from_fn(|k| {
+            word(bytes, at + 8 * k as u64).unwrap_or(0)
+        }));
+        let until = match e.state {
             State::Empty => continue,
             State::InProgress => horizon,
-            State::Done | State::Lost => done_ns.saturating_add(retain_ns).min(horizon),
+            State::Done | State::Lost => e.done_ns.saturating_add(retain_ns).min(horizon),
         };
         if until > now_ns {
             s.live += 1;
@@ -99,6 +101,22 @@ pub struct Wait {
     /// The file that decided it, and what it was written for.
     pub file: PathBuf,
     pub reason: String,
+}
+
+/// What [`survey`] needs of the file at `path`: its header and entries, not the replies
+/// after them (most of the file: 16 of its 17 MiB by default).
+pub fn read_entries(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    (&mut file).take(HEADER).read_to_end(&mut bytes)?;
+    // A header that is not a reply cache's is judged on itself; one that claims more entries
+    // than the file holds gets what there is (and [`survey`] finds it short).
+    if word(&bytes, 0).is_some_and(|m| m == MAGIC || m == MAGIC_V1) {
+        let sets = word(&bytes, 8).unwrap_or(0);
+        let rest = sets.saturating_mul(WAYS as u64).saturating_mul(ENTRY);
+        file.take(rest).read_to_end(&mut bytes)?;
+    }
+    Ok(bytes)
 }
 
 /// The reply-cache files in `dir`, by worker index.
@@ -126,19 +144,19 @@ pub fn files(dir: &Path) -> std::io::Result<Vec<(usize, PathBuf)>> {
 }
 
 /// How long a dataplane of `workers` workers with `entries` entries each must wait before it
-/// serves, given the files in `dir` (none when every file with live entries is one it takes
-/// over as it is).
+/// serves, given the reply-cache `files` an earlier one left ([`files`]; none when every file
+/// with live entries is one it takes over as it is).
 pub fn wait_before_serving(
-    dir: &Path,
+    files: &[(usize, PathBuf)],
     (entries, workers): (usize, usize),
     retain_ns: u64,
     now_ns: u64,
 ) -> std::io::Result<Option<Wait>> {
     let want = entries.div_ceil(WAYS) * WAYS;
     let mut longest: Option<Wait> = None;
-    for (w, path) in files(dir)? {
-        let s = survey(&std::fs::read(&path)?, retain_ns, now_ns);
-        if s.live == 0 || (w < workers && s.layout == Some((want, workers))) {
+    for (w, path) in files {
+        let s = survey(&read_entries(path)?, retain_ns, now_ns);
+        if s.live == 0 || (*w < workers && s.layout == Some((want, workers))) {
             continue;
         }
         let duration = Duration::from_nanos(s.settled_ns.saturating_sub(now_ns));
@@ -151,7 +169,7 @@ pub fn wait_before_serving(
         };
         longest = Some(Wait {
             duration,
-            file: path,
+            file: path.clone(),
             reason: format!(
                 "it remembers {} requests that may still be retransmitted, written by a dataplane of \
                  {written}; this one has {workers} workers with {want} entries each, so their \
@@ -191,7 +209,7 @@ mod tests {
         left_behind(dir.path(), 0, 2, 10);
         left_behind(dir.path(), 1, 2, 10);
         assert_eq!(
-            wait_before_serving(dir.path(), (64, 2), RETAIN, 20).unwrap(),
+            wait_before_serving(&files(dir.path()).unwrap(), (64, 2), RETAIN, 20).unwrap(),
             None
         );
     }
@@ -203,7 +221,7 @@ mod tests {
         left_behind(dir.path(), 1, 2, 10);
         // Fewer workers, more, or another capacity: the retransmissions could land elsewhere.
         for layout in [(64, 1), (64, 3), (128, 2)] {
-            let w = wait_before_serving(dir.path(), layout, RETAIN, 20)
+            let w = wait_before_serving(&files(dir.path()).unwrap(), layout, RETAIN, 20)
                 .unwrap()
                 .expect("a wait");
             // The request in progress may be retransmitted for a whole retention from now.
@@ -222,8 +240,12 @@ mod tests {
         drop(c);
         let s = survey(&std::fs::read(&path).unwrap(), RETAIN, 20);
         assert_eq!((s.live, s.settled_ns), (1, 10 + RETAIN));
+        // What is read of the file for it: the header and the entries, not the replies.
+        let head = read_entries(&path).unwrap();
+        assert_eq!(head.len() as u64, HEADER + 64 * ENTRY);
+        assert_eq!(survey(&head, RETAIN, 20), s);
         assert_eq!(
-            wait_before_serving(dir.path(), (64, 1), RETAIN, 10 + RETAIN).unwrap(),
+            wait_before_serving(&files(dir.path()).unwrap(), (64, 1), RETAIN, 10 + RETAIN).unwrap(),
             None,
             "completed a retention ago: no client retries it any more"
         );
@@ -234,7 +256,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Written by a dataplane whose clock read far ahead of this one's (a reboot since).
         left_behind(dir.path(), 0, 2, 1 << 50);
-        let w = wait_before_serving(dir.path(), (64, 1), RETAIN, 1_000)
+        let w = wait_before_serving(&files(dir.path()).unwrap(), (64, 1), RETAIN, 1_000)
             .unwrap()
             .expect("a wait");
         assert_eq!(w.duration, Duration::from_nanos(RETAIN));
