@@ -30,6 +30,12 @@ const MICA_GET: (u32, u16) = (0, 0);
 const MICA_PUT: (u32, u16) = (1, 1);
 const BTREE_LOOKUP: (u32, u16) = (3, 3);
 const BTREE_REGION: u32 = 3;
+/// The operations measured, in order, with their steering class (`--ops` names them).
+pub const OPERATIONS: [(&str, u16); 3] = [
+    ("mica_get", MICA_GET.1),
+    ("mica_put", MICA_PUT.1),
+    ("btree_lookup", BTREE_LOOKUP.1),
+];
 /// Distinct requests per kind, cycled (a hot set: the comparison is of the runtime's work,
 /// not of the memory system; see `benches/apps.rs`).
 const HOT: u64 = 1024;
@@ -313,11 +319,7 @@ pub fn run(cfg: &DatapathConfig) -> anyhow::Result<Vec<DatapathRow>> {
     let mut r = rig(cfg)?;
     let geom = MicaGeometry::for_keys(cfg.mica_keys, cfg.value_size);
     let mut rows = Vec::new();
-    for (op, class) in [
-        ("mica_get", MICA_GET.1),
-        ("mica_put", MICA_PUT.1),
-        ("btree_lookup", BTREE_LOOKUP.1),
-    ] {
+    for (op, class) in OPERATIONS {
         if !cfg.ops.is_empty() && !cfg.ops.iter().any(|o| o == op) {
             continue;
         }

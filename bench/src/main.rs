@@ -112,8 +112,14 @@ enum Command {
         /// Rounds (medians and spread are reported).
         #[arg(long, default_value_t = 5)]
         rounds: usize,
-        /// Only these operations (for profiling one): mica_get, mica_put, btree_lookup.
-        #[arg(long, value_delimiter = ',', value_parser = ["mica_get", "mica_put", "btree_lookup"])]
+        /// Only these operations (for profiling one).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            value_parser = clap::builder::PossibleValuesParser::new(
+                naam_bench::datapath::OPERATIONS.map(|(op, _)| op)
+            )
+        )]
         ops: Vec<String>,
     },
     /// Goodput and p99 as the offered load (requests outstanding per client thread) goes far
