@@ -44,7 +44,7 @@ pub const WAYS: usize = 8;
 /// retransmissions: 2.55 s).
 pub const DEFAULT_RETAIN_NS: u64 = 3_000_000_000;
 
-/// Requests a worker remembers by default (17 MiB with their replies). An entry is needed for
+/// Requests a worker remembers by default (16.3 MiB with their replies). An entry is needed for
 /// every mutation its client may still send again, which under overload includes those that
 /// clients hold back or retry after a refusal: with 1 024, two clients keeping 1 024 requests
 /// each outstanding (`naam-bench overload`, 5 % PUTs) filled the cache and were refused

@@ -104,7 +104,7 @@ pub struct Wait {
 }
 
 /// What [`survey`] needs of the file at `path`: its header and entries, not the replies
-/// after them (most of the file: 16 of its 17 MiB by default).
+/// after them (most of the file: 16 of its 16.3 MiB by default).
 pub fn read_entries(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut file = std::fs::File::open(path)?;
     let mut bytes = Vec::new();
