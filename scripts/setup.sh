@@ -26,3 +26,8 @@ if ! rustup target list --installed 2>/dev/null | grep -q aarch64-unknown-linux-
     rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 \
         || echo "setup: could not add the aarch64-unknown-linux-gnu target; the Arm build will be skipped"
 fi
+# naam-core's memory views are also tested under Miri, which needs a nightly toolchain.
+if ! cargo +nightly miri --version >/dev/null 2>&1; then
+    rustup toolchain install nightly --profile minimal --component miri,rust-src >/dev/null 2>&1 \
+        || echo "setup: could not install a nightly toolchain with Miri; the Miri tests will be skipped"
+fi

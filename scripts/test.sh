@@ -7,7 +7,8 @@
 #   5. tests with feature `dpdk` (ffi/dpdk-sys, its safe layer ffi/dpdk and the DPDK ports on
 #      virtual devices)
 #   6. tests with feature `verbs` (skip with a printed reason when no RDMA device exists)
-#   7. the aarch64 build of naam-core and naam-dataplane, and the core tests under qemu with
+#   7. naam-core's memory views under Miri (when a nightly toolchain with Miri is installed)
+#   8. the aarch64 build of naam-core and naam-dataplane, and the core tests under qemu with
 #      the cranelift engine (when the target can be installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,15 @@ cargo test --quiet -p naam-bench --features dpdk --test memif_smoke
 step "tests: feature verbs"
 cargo test --quiet -p naam-link --features verbs
 cargo build --quiet -p naam-dataplane --features verbs
+
+step "naam-core's memory views under Miri"
+if cargo +nightly miri --version >/dev/null 2>&1; then
+    # Views that outlive their owner, concurrent partial-word writes: undefined behaviour
+    # (use after free, racing mixed-size atomics) would be reported here.
+    cargo +nightly miri test --quiet -p naam-core --lib memory::
+else
+    echo "skipped: no nightly toolchain with Miri (scripts/setup.sh could not install it)"
+fi
 
 step "aarch64 build and core tests under qemu"
 if rustup target list --installed 2>/dev/null | grep -q aarch64-unknown-linux-gnu; then

@@ -138,7 +138,8 @@ fn bench_size(c: &mut Criterion, n_keys: u64) {
     let cfg = BTreeConfig::default();
     let region = OwnedRegion::zeroed(cfg.region_len(n_keys, 0));
     let mem = region.mem();
-    let tree = BTree::bulk_load(mem, cfg, (0..n_keys).map(|i| (i * 2 + 1, i))).expect("bulk load");
+    let tree =
+        BTree::bulk_load(mem.clone(), cfg, (0..n_keys).map(|i| (i * 2 + 1, i))).expect("bulk load");
     let root = tree.root();
     let keys = probe_keys(n_keys);
     let progs = programs().expect("B-tree handlers load and verify");
@@ -154,7 +155,7 @@ fn bench_size(c: &mut Criterion, n_keys: u64) {
         })
         .expect("region");
     let mut local = LocalMemory::new();
-    local.map(REGION, mem);
+    local.map(REGION, mem.clone());
 
     let mut g = c.benchmark_group(format!(
         "btree_lookup_{}k_keys_height_{}",

@@ -122,7 +122,7 @@ fn rig(cfg: &DatapathConfig) -> anyhow::Result<Rig> {
             key: 1,
         })?;
     }
-    let region = |id| host.region(id).map(|r| *r.mem());
+    let region = |id| host.region(id).map(|r| r.mem().clone());
     let (Some(index), Some(log), Some(tree_mem)) = (
         region(geom.index_region),
         region(geom.log_region),
@@ -133,7 +133,7 @@ fn rig(cfg: &DatapathConfig) -> anyhow::Result<Rig> {
     let table = MicaTable::format(geom, index, log)?;
     table.fill(cfg.mica_keys, 42, cfg.value_size)?;
     let tree = BTree::bulk_load(
-        tree_mem,
+        tree_mem.clone(),
         tree_cfg,
         (0..cfg.btree_keys).map(|k| (2 * k + 1, k)),
     )?;

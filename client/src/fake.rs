@@ -256,7 +256,7 @@ impl FakeServer {
 
     /// Region `id`'s memory, to check what ops did.
     pub fn region(&self, id: u32) -> Option<RegionMem> {
-        self.shared.mem.get(id).copied()
+        self.shared.mem.get(id).cloned()
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -637,7 +637,7 @@ fn one_sided(
             if matches!(kind, OpKind::Cas | OpKind::Faa) && op.offset % 8 != 0 {
                 return Err(ErrorCode::Misaligned);
             }
-            sh.mem.get(op.region).copied().ok_or(ErrorCode::Memory)
+            sh.mem.get(op.region).cloned().ok_or(ErrorCode::Memory)
         };
         let r = match check() {
             Err(code) => (kind, Some(code), 0),

@@ -197,11 +197,11 @@ fn rig_fair(ring_slots: u32, slots: usize, fair: FairConfig) -> Rig {
     }
     MicaTable::format(
         MICA,
-        *host.region(1).unwrap().mem(),
-        *host.region(2).unwrap().mem(),
+        host.region(1).unwrap().mem().clone(),
+        host.region(2).unwrap().mem().clone(),
     )
     .unwrap();
-    let tree_mem = *host.region(BTREE_REGION).unwrap().mem();
+    let tree_mem = host.region(BTREE_REGION).unwrap().mem().clone();
     BTree::bulk_load(
         tree_mem,
         BTREE_CFG,

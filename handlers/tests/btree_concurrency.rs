@@ -71,7 +71,7 @@ fn reader(
     use_vm: bool,
 ) -> (u64, u64) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut vm = use_vm.then(|| Vm::new(Engine::native(), mem));
+    let mut vm = use_vm.then(|| Vm::new(Engine::native(), mem.clone()));
     let who = if use_vm { "vm" } else { "native" };
     let (mut lookups, mut scans) = (0u64, 0u64);
     while !shared.done.load(Ordering::Acquire) {
@@ -148,8 +148,12 @@ fn readers_see_only_written_values_while_the_writer_splits_nodes() {
     ] {
         let r = region(cfg.region_len(BULK, WRITES));
         let mem = r.mem();
-        let mut tree = BTree::bulk_load(mem, cfg, (0..BULK).map(|i| (i * 4, value(i * 4, 0))))
-            .expect("bulk load");
+        let mut tree = BTree::bulk_load(
+            mem.clone(),
+            cfg,
+            (0..BULK).map(|i| (i * 4, value(i * 4, 0))),
+        )
+        .expect("bulk load");
         let root = tree.root();
         let mut new_keys: Vec<u64> = (0..BULK).map(|i| i * 4 + 2).collect();
         new_keys.shuffle(&mut StdRng::seed_from_u64(7));
@@ -164,7 +168,7 @@ fn readers_see_only_written_values_while_the_writer_splits_nodes() {
         let results = thread::scope(|s| {
             let readers: Vec<_> = (0..3)
                 .map(|i| {
-                    let shared = &shared;
+                    let (shared, mem) = (&shared, mem.clone());
                     s.spawn(move || reader(shared, mem, root, 100 + i, i != 2))
                 })
                 .collect();

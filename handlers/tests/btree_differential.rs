@@ -52,7 +52,7 @@ fn run(engine: Engine, cfg: BTreeConfig, seed: u64, ops: usize) {
     let r = region(cfg.region_len(initial.len() as u64, ops as u64));
     let mut t = BTree::bulk_load(r.mem(), cfg, initial).expect("bulk load");
     let mem = r.mem();
-    let mut vm = Vm::new(engine, mem);
+    let mut vm = Vm::new(engine, mem.clone());
     let mut out = vec![(0, 0); SCAN_MAX];
     let (mut hits, mut scanned) = (0, 0);
     let started = Instant::now();

@@ -36,7 +36,7 @@ pub struct RegionPlan {
 }
 
 /// An application's regions as registered: description (with its key) and bytes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AppRegion {
     pub desc: RegionDesc,
     pub mem: RegionMem,
@@ -147,8 +147,12 @@ impl App for Mica {
     }
 
     fn build(&self, cfg: &Config, regions: &[AppRegion]) -> Result<(), AppError> {
-        let t = MicaTable::format(Mica::geometry(cfg), regions[0].mem, regions[1].mem)
-            .map_err(Mica::err)?;
+        let t = MicaTable::format(
+            Mica::geometry(cfg),
+            regions[0].mem.clone(),
+            regions[1].mem.clone(),
+        )
+        .map_err(Mica::err)?;
         t.fill(cfg.mica_keys, cfg.seed, cfg.value_size as usize)
             .map_err(Mica::err)
     }
@@ -180,7 +184,7 @@ impl App for Mica {
         let Ok(g) = Mica::read_geometry(&regions[0].mem, &regions[1].mem) else {
             return Vec::new();
         };
-        let Ok(t) = MicaTable::attach(g, regions[0].mem, regions[1].mem) else {
+        let Ok(t) = MicaTable::attach(g, regions[0].mem.clone(), regions[1].mem.clone()) else {
             return Vec::new();
         };
         vec![
@@ -241,13 +245,14 @@ impl App for Btree {
             let k = Btree::key(i);
             (k, Btree::value(seed, k))
         });
-        BTree::bulk_load(regions[0].mem, BTreeConfig::default(), pairs).map_err(Btree::err)?;
+        BTree::bulk_load(regions[0].mem.clone(), BTreeConfig::default(), pairs)
+            .map_err(Btree::err)?;
         Ok(())
     }
 
     fn describe(&self, cfg: &Config, regions: &[AppRegion]) -> Result<Params, AppError> {
         let d = regions[0].desc;
-        let t = BTree::open(regions[0].mem).map_err(Btree::err)?;
+        let t = BTree::open(regions[0].mem.clone()).map_err(Btree::err)?;
         Ok(vec![
             ("region".into(), d.id as u64),
             ("root".into(), t.root()),
@@ -344,9 +349,10 @@ mod tests {
             },
             mem: owned.mem(),
         };
-        Records.build(&cfg, &[r]).unwrap();
-        assert_eq!(r.mem.load_u64(3 * 64 + 8), Some(Records::word(9, 3, 1)));
-        let p = Records.describe(&cfg, &[r]).unwrap();
+        let r = [r];
+        Records.build(&cfg, &r).unwrap();
+        assert_eq!(r[0].mem.load_u64(3 * 64 + 8), Some(Records::word(9, 3, 1)));
+        let p = Records.describe(&cfg, &r).unwrap();
         assert!(p.contains(&("key".into(), 77)));
         assert!(p.contains(&("records".into(), 4)));
         assert!(Records.regions(&Config { records: 0, ..cfg }).is_empty());
@@ -371,8 +377,9 @@ mod tests {
             },
             mem: owned.mem(),
         };
-        Btree.build(&cfg, &[r]).unwrap();
-        let p = Btree.describe(&cfg, &[r]).unwrap();
+        let r = [r];
+        Btree.build(&cfg, &r).unwrap();
+        let p = Btree.describe(&cfg, &r).unwrap();
         let get = |n: &str| p.iter().find(|(k, _)| k == n).unwrap().1;
         assert_eq!(get("keys"), 500);
         assert_eq!(get("region"), 3);
@@ -420,7 +427,7 @@ mod tests {
         Mica.build(&cfg, &regions).unwrap();
         let g = Mica::read_geometry(&regions[0].mem, &regions[1].mem).unwrap();
         assert_eq!(g, Mica::geometry(&cfg));
-        let t = MicaTable::attach(g, regions[0].mem, regions[1].mem).unwrap();
+        let t = MicaTable::attach(g, regions[0].mem.clone(), regions[1].mem.clone()).unwrap();
         let mut out = [0u8; 64];
         let mut want = [0u8; 24];
         mica::value_for(4, 299, &mut want);

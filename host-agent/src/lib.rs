@@ -224,7 +224,7 @@ impl HostAgent {
                     })?;
                     Ok(AppRegion {
                         desc: r.entry.desc,
-                        mem: *r.mem(),
+                        mem: r.mem().clone(),
                     })
                 })
                 .collect::<Result<Vec<_>, naam_link::LinkError>>()?;

@@ -19,12 +19,10 @@ pub enum Opened {
     Resized,
 }
 
-/// A whole file mapped read-write and shared. The view cannot outlive the mapping: it is
-/// borrowed from the owner.
+/// A whole file mapped read-write and shared. The view holds the mapping, so it stays valid
+/// for as long as it is used, even past the `MappedFile`.
 pub struct MappedFile {
-    // Declared before `map`: fields drop in order, and the view holds nothing.
     mem: RegionMem,
-    map: sys::Mapping,
     _fd: OwnedFd,
 }
 
@@ -65,7 +63,7 @@ impl MappedFile {
         let mem = map.view(0, len).ok_or(LinkError::Layout {
             reason: "mapped file view",
         })?;
-        Ok((MappedFile { mem, map, _fd: fd }, opened))
+        Ok((MappedFile { mem, _fd: fd }, opened))
     }
 
     /// The file's bytes.
@@ -86,7 +84,7 @@ impl std::fmt::Debug for MappedFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MappedFile")
             .field("len", &self.len())
-            .field("map", &self.map)
+            .field("mem", &self.mem)
             .finish()
     }
 }

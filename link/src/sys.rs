@@ -7,6 +7,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 /// The largest number of descriptors passed in one message.
 pub const MAX_FDS: usize = 250;
@@ -76,8 +77,9 @@ pub fn try_lock_exclusive(fd: BorrowedFd<'_>) -> io::Result<bool> {
     }
 }
 
-/// A shared, read-write mapping of a whole memory file. Views into it are [`RegionMem`]s, which
-/// only access memory atomically, so the other process writing concurrently is sound.
+/// A shared, read-write mapping of a whole memory file, always in an `Arc`: views into it are
+/// [`RegionMem`]s that hold that `Arc` and only access memory atomically, so the mapping lives
+/// as long as any view and the other process writing concurrently is sound.
 #[derive(Debug)]
 pub struct Mapping {
     base: NonNull<u8>,
@@ -92,7 +94,7 @@ unsafe impl Sync for Mapping {}
 impl Mapping {
     /// Maps `len` bytes of `fd` shared. With `populate`, pages are faulted in now (and a hugetlb
     /// file without reserved huge pages fails here rather than with SIGBUS later).
-    pub fn map(fd: BorrowedFd<'_>, len: usize, populate: bool) -> io::Result<Self> {
+    pub fn map(fd: BorrowedFd<'_>, len: usize, populate: bool) -> io::Result<Arc<Self>> {
         if len == 0 {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
@@ -114,32 +116,33 @@ impl Mapping {
         }
         let base =
             NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::from(io::ErrorKind::Other))?;
-        Ok(Self { base, len })
+        Ok(Arc::new(Self { base, len }))
     }
 
     /// A view of `len` bytes at `offset`; `None` when out of the mapping or not 8-byte aligned.
-    /// The view must not outlive the mapping: callers keep the mapping in an `Arc` next to every
-    /// view they hand out.
-    pub fn view(&self, offset: u64, len: u64) -> Option<RegionMem> {
+    /// The view holds the mapping, so the memory stays mapped while any view of it exists.
+    pub fn view(self: &Arc<Self>, offset: u64, len: u64) -> Option<RegionMem> {
         let off = usize::try_from(offset).ok()?;
         let len = usize::try_from(len).ok()?;
-        if off % 8 != 0 || off.checked_add(len)? > self.len {
+        // A view's last partial word is accessed whole: it must lie inside the mapping too.
+        if off % 8 != 0 || off.checked_add(len.checked_next_multiple_of(8)?)? > self.len {
             return None;
         }
         // SAFETY: off + len is inside the mapping, so the pointer stays in bounds.
         let p = unsafe { self.base.as_ptr().add(off) };
         let p = NonNull::new(p)?;
-        // SAFETY: p is 8-aligned (page-aligned base plus an 8-aligned offset), valid for `len`
-        // bytes while the mapping lives (callers hold it, see above), and every user of this
-        // memory (both processes) accesses it only through RegionMem's atomics.
-        Some(unsafe { RegionMem::from_raw(p, len) })
+        // SAFETY: p is 8-aligned (page-aligned base plus an 8-aligned offset) and valid for
+        // `len` bytes rounded up to whole words (checked above) while the mapping lives, which
+        // the view's owner (this Arc) guarantees; every user of this memory (both processes)
+        // accesses it only through RegionMem's 8-byte atomics.
+        Some(unsafe { RegionMem::from_raw(p, len, self.clone()) })
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: base/len are exactly what mmap returned; views are dropped before the mapping
-        // (they hold it through an Arc).
+        // SAFETY: base/len are exactly what mmap returned, and no view is left: each holds the
+        // mapping's Arc, so the mapping drops after the last of them.
         unsafe {
             libc::munmap(self.base.as_ptr().cast(), self.len);
         }
@@ -403,11 +406,10 @@ pub mod verbs {
     use sideway::ibverbs::AccessFlags;
     use std::sync::Arc;
 
-    /// Heap memory registered with the device. The registration is dropped before the memory
-    /// (field order), and the memory never moves (a boxed slice).
+    /// Heap memory registered with the device. The registration is dropped before the memory,
+    /// which the view holds (field order), and the memory never moves (a boxed slice).
     pub struct RegisteredBuf {
         mr: Arc<MemoryRegion>,
-        _mem: OwnedRegion,
         view: RegionMem,
     }
 
@@ -417,17 +419,13 @@ pub mod verbs {
             len: usize,
             access: AccessFlags,
         ) -> Result<Self, String> {
-            let mem = OwnedRegion::zeroed(len.max(8));
-            let view = mem.mem();
-            // SAFETY: the pointer is valid for `view.len()` bytes and stays valid until `mem` is
-            // dropped, which happens after `mr` (declared first) is deregistered.
+            let view = OwnedRegion::zeroed(len.max(8)).mem();
+            // SAFETY: the pointer is valid for `view.len()` bytes as long as `view` (which owns
+            // the memory) lives, and `view` is dropped after `mr` (declared first), so the
+            // device never holds a registration of freed memory.
             let mr = unsafe { pd.reg_mr(view.base().as_ptr() as usize, view.len(), access) }
                 .map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)))?;
-            Ok(RegisteredBuf {
-                mr,
-                _mem: mem,
-                view,
-            })
+            Ok(RegisteredBuf { mr, view })
         }
 
         pub fn mem(&self) -> &RegionMem {

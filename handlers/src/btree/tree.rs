@@ -195,18 +195,24 @@ impl BTree {
         }
         let fanout = (word(sup::NODE_SIZE) >> 32) as usize;
         let cfg = BTreeConfig::new(fanout, fanout)?;
+        let (root, alloc, height, n_keys) = (
+            word(sup::ROOT),
+            word(sup::ALLOC),
+            word(sup::HEIGHT) as usize,
+            word(sup::N_KEYS),
+        );
         Ok(Self {
             mem,
             cfg,
-            root: word(sup::ROOT),
-            alloc: word(sup::ALLOC),
-            height: word(sup::HEIGHT) as usize,
-            n_keys: word(sup::N_KEYS),
+            root,
+            alloc,
+            height,
+            n_keys,
         })
     }
 
-    pub fn mem(&self) -> RegionMem {
-        self.mem
+    pub fn mem(&self) -> &RegionMem {
+        &self.mem
     }
 
     pub fn config(&self) -> BTreeConfig {

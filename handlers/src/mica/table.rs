@@ -8,7 +8,7 @@ use naam_core::helpers::hash64;
 use naam_core::memory::RegionMem;
 
 /// A MICA table in two regions (index and log) of this address space.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MicaTable {
     geom: MicaGeometry,
     index: RegionMem,

@@ -51,7 +51,7 @@ pub(super) fn directory_coherent(
 
 /// The shared mapping and its doorbells, kept alive by everything that holds views into it.
 pub(super) struct Area {
-    pub(super) map: sys::Mapping,
+    pub(super) map: Arc<sys::Mapping>,
     pub(super) layout: Layout,
     pub(super) hdr: RegionMem,
     pub(super) memfd: OwnedFd,
@@ -65,7 +65,7 @@ pub(super) struct Area {
 
 impl Area {
     pub(super) fn new(
-        map: sys::Mapping,
+        map: Arc<sys::Mapping>,
         layout: Layout,
         memfd: OwnedFd,
         doorbells: Vec<OwnedFd>,

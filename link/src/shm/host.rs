@@ -116,7 +116,10 @@ impl ShmHost {
     }
 
     /// Opens (or creates) a file-backed area. Returns whether existing contents were kept.
-    fn open_file(path: &Path, layout: &Layout) -> Result<(OwnedFd, sys::Mapping, bool), LinkError> {
+    fn open_file(
+        path: &Path,
+        layout: &Layout,
+    ) -> Result<(OwnedFd, Arc<sys::Mapping>, bool), LinkError> {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -165,7 +168,10 @@ impl ShmHost {
         Ok((fd, map, false))
     }
 
-    fn alloc(layout: &Layout, try_huge: bool) -> Result<(OwnedFd, sys::Mapping, bool), LinkError> {
+    fn alloc(
+        layout: &Layout,
+        try_huge: bool,
+    ) -> Result<(OwnedFd, Arc<sys::Mapping>, bool), LinkError> {
         const HUGE: u64 = 2 << 20;
         if try_huge {
             let len = layout.total_len.div_ceil(HUGE) * HUGE;

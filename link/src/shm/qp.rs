@@ -11,7 +11,7 @@ use crate::{
 };
 use naam_core::abi::{RawOp, DATA_SIZE};
 use naam_core::memory::{LocalMemory, OwnedRegion, RegionMem};
-use naam_core::region::{CheckedOp, RegionTable};
+use naam_core::region::{CheckedOp, RegionId, RegionTable};
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -121,7 +121,8 @@ impl ShmQp {
         self.cq.push(c);
     }
 
-    /// Checks everything a post needs and returns the region view and the checked op.
+    /// Checks everything a post needs and returns the checked op, whose region is mapped
+    /// (see [`ShmQp::region`]).
     fn prepare(
         &mut self,
         kind: naam_core::abi::OpKind,
@@ -130,7 +131,7 @@ impl ShmQp {
         len: u32,
         arg0: u64,
         arg1: u64,
-    ) -> Result<(RegionMem, CheckedOp), LinkError> {
+    ) -> Result<CheckedOp, LinkError> {
         self.peer_ok()?;
         if self.cq.is_full() {
             self.counters.cq_full += 1;
@@ -166,10 +167,13 @@ impl ShmQp {
             arg1,
         };
         let checked = self.counters.check_posted(&self.table, remote.key, &raw)?;
-        let mem = *self.mem.get(remote.region).ok_or(LinkError::Unmapped {
-            region: remote.region,
-        })?;
-        Ok((mem, checked))
+        self.region(remote.region)?;
+        Ok(checked)
+    }
+
+    /// The view of a mapped region.
+    fn region(&self, region: RegionId) -> Result<&RegionMem, LinkError> {
+        self.mem.get(region).ok_or(LinkError::Unmapped { region })
     }
 
     fn copy(
@@ -185,7 +189,7 @@ impl ShmQp {
         } else {
             naam_core::abi::OpKind::Write
         };
-        let (mem, op) = self.prepare(core_kind, remote, local_off, len, 0, 0)?;
+        let op = self.prepare(core_kind, remote, local_off, len, 0, 0)?;
         if kind == OpKind::WriteDoorbell && !self.tx.has_space() {
             self.counters.ring_full += 1;
             return Err(LinkError::Full {
@@ -195,6 +199,7 @@ impl ShmQp {
         // check_keyed bounds len by DATA_SIZE, so one stack buffer carries any op.
         let mut buf = [0u8; DATA_SIZE];
         let buf = &mut buf[..len as usize];
+        let mem = self.region(op.region)?;
         let ok = if kind == OpKind::Read {
             mem.read(op.offset, buf) && self.local.write(local_off, buf)
         } else {
@@ -279,9 +284,9 @@ impl Link for ShmQp {
         expected: u64,
         desired: u64,
     ) -> Result<(), LinkError> {
-        let (mem, op) =
-            self.prepare(naam_core::abi::OpKind::Cas, remote, 0, 8, expected, desired)?;
-        let value = mem
+        let op = self.prepare(naam_core::abi::OpKind::Cas, remote, 0, 8, expected, desired)?;
+        let value = self
+            .region(op.region)?
             .cas(op.offset, expected, desired)
             .ok_or(LinkError::Unmapped {
                 region: remote.region,
@@ -298,10 +303,13 @@ impl Link for ShmQp {
     }
 
     fn post_faa(&mut self, wr_id: WrId, remote: RemoteAddr, add: u64) -> Result<(), LinkError> {
-        let (mem, op) = self.prepare(naam_core::abi::OpKind::Faa, remote, 0, 8, add, 0)?;
-        let value = mem.faa(op.offset, add).ok_or(LinkError::Unmapped {
-            region: remote.region,
-        })?;
+        let op = self.prepare(naam_core::abi::OpKind::Faa, remote, 0, 8, add, 0)?;
+        let value = self
+            .region(op.region)?
+            .faa(op.offset, add)
+            .ok_or(LinkError::Unmapped {
+                region: remote.region,
+            })?;
         self.counters.posted += 1;
         self.complete(Completion {
             wr_id,

@@ -150,16 +150,13 @@ pub enum Begin {
     Full { retry_after_ns: Option<u64> },
 }
 
-/// Where the cache's memory comes from (held for as long as `mem` is used).
-enum Backing {
-    Heap(#[allow(dead_code)] OwnedRegion),
-    File(#[allow(dead_code)] MappedFile),
-}
-
 /// A fixed-size reply cache.
 pub struct ReplyCache {
+    /// The cache's memory (the view holds it).
     mem: RegionMem,
-    _backing: Backing,
+    /// The file it lives in, if any: holds the file's lock, so a second dataplane cannot use
+    /// the same file.
+    _file: Option<MappedFile>,
     sets: usize,
     retain_ns: u64,
     /// Workers of the dataplane whose file this is (0 in memory): part of the file's layout.
@@ -192,9 +189,8 @@ impl ReplyCache {
     /// finished with it. In this process's memory: forgotten when it exits.
     pub fn new(capacity: usize, retain_ns: u64) -> ReplyCache {
         let sets = capacity.div_ceil(WAYS);
-        let heap = OwnedRegion::zeroed(bytes_for(sets) as usize);
-        let mem = heap.mem();
-        let c = Self::with_memory(mem, Backing::Heap(heap), sets, retain_ns);
+        let mem = OwnedRegion::zeroed(bytes_for(sets) as usize).mem();
+        let c = Self::with_memory(mem, None, sets, retain_ns);
         c.format();
         c
     }
@@ -212,8 +208,8 @@ impl ReplyCache {
     ) -> Result<(ReplyCache, Restored), LinkError> {
         let sets = capacity.div_ceil(WAYS);
         let (file, opened) = MappedFile::open(path, bytes_for(sets))?;
-        let mem = *file.mem();
-        let mut c = Self::with_memory(mem, Backing::File(file), sets, retain_ns);
+        let mem = file.mem().clone();
+        let mut c = Self::with_memory(mem, Some(file), sets, retain_ns);
         c.workers = workers as u64;
         if opened != Opened::Reopened || !c.header_matches() {
             c.format();
@@ -255,10 +251,10 @@ impl ReplyCache {
         Ok((c, restored))
     }
 
-    fn with_memory(mem: RegionMem, backing: Backing, sets: usize, retain_ns: u64) -> Self {
+    fn with_memory(mem: RegionMem, file: Option<MappedFile>, sets: usize, retain_ns: u64) -> Self {
         ReplyCache {
             mem,
-            _backing: backing,
+            _file: file,
             sets,
             retain_ns,
             workers: 0,
