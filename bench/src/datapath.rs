@@ -80,6 +80,9 @@ pub struct DatapathRow {
     pub ratio: f64,
     /// Messages per second one core serves (1e9 / ns_per_msg).
     pub msgs_per_s: f64,
+    /// The capability check alone, ns per message (median), as part of `ns_per_msg` (issue 13:
+    /// what authenticating the tenant costs the data path).
+    pub capability_ns: f64,
     pub rounds: usize,
     pub messages: u64,
 }
@@ -92,6 +95,8 @@ struct Rig {
     port: MemPort,
     worker: Worker,
     stats: Arc<WorkerStats>,
+    /// What the worker checks capabilities against (a copy, to time the check alone).
+    capabilities: Capabilities,
     table: MicaTable,
     tree_mem: naam_link::RegionMem,
     tree_root: u64,
@@ -170,13 +175,8 @@ fn rig(cfg: &DatapathConfig) -> anyhow::Result<Rig> {
         registry.register_as(id, spec, prog)?;
     }
     let switch = SoftSwitch::new(BASE, CLASSES, 1, Target::NicQueue(0));
-    let keys = Keyring::new(vec![credential()])?;
-    let shared = Shared::new(
-        registry,
-        switch.table(),
-        CLASSES,
-        Capabilities::from_keyring(&keys),
-    );
+    let capabilities = Capabilities::from_keyring(&keyring()?);
+    let shared = Shared::new(registry, switch.table(), CLASSES, capabilities.clone());
     shared.regions.publish(link.region_table());
     let stats = Arc::new(WorkerStats::new(CLASSES));
     let worker = Worker::new(wcfg, shared, stats.clone());
@@ -189,6 +189,7 @@ fn rig(cfg: &DatapathConfig) -> anyhow::Result<Rig> {
         port,
         worker,
         stats,
+        capabilities,
         table,
         tree_mem,
         tree_root: tree.root(),
@@ -199,6 +200,23 @@ fn rig(cfg: &DatapathConfig) -> anyhow::Result<Rig> {
 /// Tenant 1's key, whose capability the requests carry.
 fn credential() -> Credential {
     Credential::new(1, Principal::Tenant(TENANT), [0x5e; 32])
+}
+
+/// Tenants with keys besides the one measured, so the capability check searches a table of a
+/// deployment's size rather than one entry.
+const OTHER_TENANTS: u32 = 63;
+
+/// The deployment's keys: the admin's, tenant 1's and [`OTHER_TENANTS`] others'.
+fn keyring() -> anyhow::Result<Keyring> {
+    let mut keys = vec![
+        credential(),
+        Credential::new(2, Principal::Admin, [0xad; 32]),
+    ];
+    keys.extend(
+        (0..OTHER_TENANTS)
+            .map(|i| Credential::new(3 + i, Principal::Tenant(TENANT + 1 + i), [i as u8; 32])),
+    );
+    Ok(Keyring::new(keys)?)
 }
 
 /// The request datagrams of one kind, built once.
@@ -309,6 +327,18 @@ fn run_native(r: &Rig, op: &str, cfg: &DatapathConfig, n: u64) -> anyhow::Result
     Ok(start.elapsed().as_nanos() as f64 / n as f64)
 }
 
+/// The worker's capability check alone, on the (tenant, capability) the requests carry; ns
+/// per message.
+fn run_capability_check(r: &Rig, n: u64) -> f64 {
+    let cap = credential().capability(TENANT);
+    let start = Instant::now();
+    for _ in 0..n {
+        let (tenant, cap) = std::hint::black_box((TENANT, cap));
+        assert!(r.capabilities.check(tenant, cap), "tenant 1's capability");
+    }
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
 fn median_min_max(v: &mut [f64]) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[v.len() / 2], v[0], v[v.len() - 1])
@@ -331,10 +361,11 @@ pub fn run(cfg: &DatapathConfig) -> anyhow::Result<Vec<DatapathRow>> {
         // Warm-up: the VM pool, the reply cache, the hot data.
         run_worker(&mut r, &reqs, class, HOT * 2, 0);
         run_native(&r, op, cfg, HOT * 2)?;
-        let (mut w, mut nat) = (Vec::new(), Vec::new());
+        let (mut w, mut nat, mut caps) = (Vec::new(), Vec::new(), Vec::new());
         for round in 1..=cfg.rounds.max(1) as u64 {
             w.push(run_worker(&mut r, &reqs, class, cfg.messages, round));
             nat.push(run_native(&r, op, cfg, cfg.messages)?);
+            caps.push(run_capability_check(&r, cfg.messages));
         }
         let done = r
             .stats
@@ -348,6 +379,7 @@ pub fn run(cfg: &DatapathConfig) -> anyhow::Result<Vec<DatapathRow>> {
         );
         let (ns, ns_min, ns_max) = median_min_max(&mut w);
         let (nn, nn_min, nn_max) = median_min_max(&mut nat);
+        let (capability_ns, _, _) = median_min_max(&mut caps);
         rows.push(DatapathRow {
             op,
             ns_per_msg: ns,
@@ -358,6 +390,7 @@ pub fn run(cfg: &DatapathConfig) -> anyhow::Result<Vec<DatapathRow>> {
             native_ns_max: nn_max,
             ratio: ns / nn,
             msgs_per_s: 1e9 / ns,
+            capability_ns,
             rounds: cfg.rounds.max(1),
             messages: cfg.messages,
         });

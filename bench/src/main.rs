@@ -405,7 +405,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
             for r in &rows {
                 println!(
                     "datapath: {:<12} {:>7.0} ns/msg ({:.0}-{:.0}), native {:>6.0} ns ({:.0}-{:.0}), \
-                     ratio {:.2}, {:.2} M msgs/s per core",
+                     ratio {:.2}, {:.2} M msgs/s per core, capability check {:.1} ns",
                     r.op,
                     r.ns_per_msg,
                     r.ns_per_msg_min,
@@ -414,7 +414,8 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                     r.native_ns_min,
                     r.native_ns_max,
                     r.ratio,
-                    r.msgs_per_s / 1e6
+                    r.msgs_per_s / 1e6,
+                    r.capability_ns
                 );
             }
             for p in report::write_rows(&out, "datapath", &rows)? {

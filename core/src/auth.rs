@@ -279,33 +279,49 @@ impl Keyring {
 }
 
 /// What the data path accepts: for each tenant with a key, that key's capability, and the
-/// admin's for every tenant. Built at setup from the keyring; [`Capabilities::check`] is a
-/// binary search over the tenants and two compares, with no allocation.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// admin's for every tenant. Built at setup from the keyring; [`Capabilities::check`] is one
+/// probe of a small table in the expected case (O(1), no hashing, no allocation), like an rkey
+/// check.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capabilities {
-    /// (tenant, a capability of one of its keys), sorted: a tenant may have several keys
-    /// (while one replaces another).
-    tenants: Vec<(u32, u64)>,
-    /// The capabilities of the admin keys.
-    admin: Vec<u64>,
+    /// Open addressing with linear probing, keyed by the capability itself: 64 bits of a MAC
+    /// are uniformly spread, so their low bits are the slot. (capability, tenant it stands
+    /// for, [`ANY_TENANT`] for the admin's); capability 0 (which no check accepts) marks an
+    /// empty slot. At most half full, so a probe ends at an empty slot soon.
+    slots: Box<[(u64, u32)]>,
+}
+
+impl Default for Capabilities {
+    /// Accepts nothing.
+    fn default() -> Self {
+        Capabilities {
+            slots: Box::new([(0, 0)]),
+        }
+    }
 }
 
 impl Capabilities {
     pub fn from_keyring(keys: &Keyring) -> Capabilities {
-        let mut tenants: Vec<(u32, u64)> = keys
+        let entries: Vec<(u64, u32)> = keys
             .iter()
-            .filter_map(|k| match k.principal {
-                Principal::Tenant(t) => Some((t, k.capability(t))),
-                Principal::Admin => None,
+            .map(|k| match k.principal {
+                Principal::Tenant(t) => (k.capability(t), t),
+                Principal::Admin => (k.capability(ANY_TENANT), ANY_TENANT),
             })
+            .filter(|&(cap, _)| cap != 0)
             .collect();
-        tenants.sort_unstable();
-        let admin = keys
-            .iter()
-            .filter(|k| k.principal == Principal::Admin)
-            .map(|k| k.capability(ANY_TENANT))
-            .collect();
-        Capabilities { tenants, admin }
+        let mut slots = vec![(0u64, 0u32); (entries.len() * 2).next_power_of_two().max(2)];
+        let mask = slots.len() - 1;
+        for (cap, tenant) in entries {
+            let mut i = cap as usize & mask;
+            while slots[i].0 != 0 {
+                i = (i + 1) & mask;
+            }
+            slots[i] = (cap, tenant);
+        }
+        Capabilities {
+            slots: slots.into_boxed_slice(),
+        }
     }
 
     /// Whether `capability` lets its sender act for `tenant`.
@@ -314,10 +330,21 @@ impl Capabilities {
         if capability == 0 {
             return false;
         }
-        if self.admin.contains(&capability) {
-            return true;
+        // The length is a power of two with at least one empty slot: the probe ends.
+        let mask = self.slots.len() - 1;
+        let mut i = capability as usize & mask;
+        loop {
+            let (cap, t) = self.slots[i];
+            if cap == 0 {
+                return false;
+            }
+            // Two keys with the same 64-bit capability would need a MAC collision; should
+            // one occur, the probe goes on to the next entry rather than stopping at the first.
+            if cap == capability && (t == tenant || t == ANY_TENANT) {
+                return true;
+            }
+            i = (i + 1) & mask;
         }
-        self.tenants.binary_search(&(tenant, capability)).is_ok()
     }
 }
 
@@ -727,6 +754,40 @@ mod tests {
         );
         assert!(caps.check(1, t1.capability(1)) && caps.check(1, t1b.capability(1)));
         assert!(caps.check(5, admin.capability(5)) && caps.check(5, admin2.capability(5)));
+    }
+
+    #[test]
+    fn capabilities_of_many_tenants_are_each_found_and_nothing_else_is() {
+        assert!(
+            !Capabilities::default().check(1, 12345),
+            "the default accepts nothing"
+        );
+        let keys: Vec<Credential> = (0..1000u32)
+            .map(|i| {
+                let mut secret = [0u8; SECRET_LEN];
+                secret[..4].copy_from_slice(&i.to_le_bytes());
+                Credential::new(i, Principal::Tenant(i / 2), secret)
+            })
+            .collect();
+        let caps = Capabilities::from_keyring(&Keyring::new(keys.clone()).unwrap());
+        for (i, k) in keys.iter().enumerate() {
+            let tenant = i as u32 / 2;
+            assert!(caps.check(tenant, k.capability(tenant)), "key {i}");
+            assert!(
+                !caps.check(tenant + 1, k.capability(tenant)),
+                "key {i} elsewhere"
+            );
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            assert!(
+                !caps.check((x >> 40) as u32 % 500, x),
+                "a guessed capability"
+            );
+        }
     }
 
     #[test]
