@@ -46,6 +46,7 @@
 
 mod cfg;
 mod check;
+mod refine;
 mod rewrite;
 mod scalar;
 mod state;

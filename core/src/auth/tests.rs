@@ -1,0 +1,243 @@
+use super::*;
+use crate::wire::DescribeRepr;
+
+const NOW: u64 = 1_800_000_000_000_000_000;
+
+fn key(id: u32, p: Principal) -> Credential {
+    Credential::new(id, p, [id as u8; SECRET_LEN])
+}
+
+fn request(id: u64) -> Vec<u8> {
+    let m = Message::new(
+        id,
+        0,
+        Body::Describe(DescribeRepr {
+            app: "shutdown",
+            start: 0,
+        }),
+    );
+    let mut b = vec![0; m.buffer_len()];
+    m.emit(&mut b).unwrap();
+    b
+}
+
+/// Room for four live nonces per key.
+fn gate() -> Gate {
+    let keys = Keyring::new(vec![key(0, Principal::Admin), key(7, Principal::Tenant(1))]);
+    Gate::new(keys.unwrap(), 8)
+}
+
+fn open(g: &mut Gate, datagram: &[u8], now: u64) -> Result<(Principal, bool), Refusal> {
+    let m = Message::parse(datagram).unwrap();
+    g.open(&m, now).map(|o| (o.principal, o.fresh))
+}
+
+#[test]
+fn a_sealed_request_opens_once_then_is_a_repeat() {
+    let mut g = gate();
+    let sealed = key(7, Principal::Tenant(1)).seal(NOW, &request(5)).unwrap();
+    assert_eq!(
+        open(&mut g, &sealed, NOW + 1),
+        Ok((Principal::Tenant(1), true))
+    );
+    assert_eq!(
+        open(&mut g, &sealed, NOW + 2),
+        Ok((Principal::Tenant(1), false))
+    );
+    let m = Message::parse(&sealed).unwrap();
+    let o = g.open(&m, NOW).unwrap();
+    assert_eq!(o.inner, request(5).as_slice());
+    assert!(g.counters().contains(&("auth.repeats".into(), 2)));
+}
+
+#[test]
+fn forged_altered_unknown_expired_and_unsealed_requests_are_refused() {
+    let mut g = gate();
+    let inner = request(5);
+    // Signed with a key the server does not have under that id.
+    let forged = Credential::new(0, Principal::Admin, [9; SECRET_LEN]).seal(NOW, &inner);
+    assert_eq!(open(&mut g, &forged.unwrap(), NOW), Err(Refusal::BadMac));
+    let unknown = key(99, Principal::Admin).seal(NOW, &inner).unwrap();
+    assert_eq!(open(&mut g, &unknown, NOW), Err(Refusal::UnknownKey));
+    // One flipped bit of the inner request.
+    let mut altered = key(0, Principal::Admin).seal(NOW, &inner).unwrap();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    assert_eq!(open(&mut g, &altered, NOW), Err(Refusal::BadMac));
+    // The envelope's request id changed (the MAC does not cover the outer header).
+    let mut moved = key(0, Principal::Admin).seal(NOW, &inner).unwrap();
+    moved[8] ^= 1;
+    assert_eq!(open(&mut g, &moved, NOW), Err(Refusal::Mismatch));
+    let old = key(0, Principal::Admin)
+        .seal(NOW - WINDOW_NS - 1, &inner)
+        .unwrap();
+    assert_eq!(open(&mut g, &old, NOW), Err(Refusal::Expired));
+    let future = key(0, Principal::Admin)
+        .seal(NOW + FUTURE_NS + 1, &inner)
+        .unwrap();
+    assert_eq!(open(&mut g, &future, NOW), Err(Refusal::Expired));
+    assert_eq!(open(&mut g, &inner, NOW), Err(Refusal::Unsealed));
+    let c = g.counters();
+    assert!(c.contains(&("auth.refused.bad_mac".into(), 2)), "{c:?}");
+    assert!(c.contains(&("auth.refused.unsealed".into(), 1)), "{c:?}");
+}
+
+#[test]
+fn a_replayed_nonce_is_a_repeat_for_the_whole_window_and_the_window_is_bounded() {
+    let mut g = gate();
+    let k = key(0, Principal::Admin);
+    let first = k.seal(NOW, &request(1)).unwrap();
+    assert_eq!(open(&mut g, &first, NOW), Ok((Principal::Admin, true)));
+    for i in 1..4 {
+        let s = k.seal(NOW + i, &request(1 + i)).unwrap();
+        assert!(open(&mut g, &s, NOW + i).unwrap().1);
+    }
+    // Four live nonces fill this key's share: a fifth waits; a repeat is still recognised.
+    let fifth = k.seal(NOW + 10, &request(10)).unwrap();
+    assert_eq!(open(&mut g, &fifth, NOW + 10), Err(Refusal::Full));
+    assert_eq!(
+        open(&mut g, &first, NOW + WINDOW_NS),
+        Ok((Principal::Admin, false))
+    );
+    // Past the window the first is forgotten, and no longer passes the time check.
+    assert_eq!(
+        open(&mut g, &first, NOW + WINDOW_NS + 1),
+        Err(Refusal::Expired)
+    );
+    assert!(open(&mut g, &fifth, NOW + WINDOW_NS + 5).unwrap().1);
+}
+
+#[test]
+fn a_key_flooding_the_window_cannot_lock_the_others_out() {
+    let mut g = gate();
+    let tenant = key(7, Principal::Tenant(1));
+    let admin = key(0, Principal::Admin);
+    let mut full = 0;
+    for i in 0..100 {
+        let s = tenant.seal(NOW + i, &request(100 + i)).unwrap();
+        if open(&mut g, &s, NOW + i) == Err(Refusal::Full) {
+            full += 1;
+        }
+    }
+    assert_eq!(full, 96, "the tenant holds its share of four");
+    for i in 0..4 {
+        let s = admin.seal(NOW + 200 + i, &request(300 + i)).unwrap();
+        assert_eq!(
+            open(&mut g, &s, NOW + 200 + i),
+            Ok((Principal::Admin, true)),
+            "the admin still gets in"
+        );
+    }
+    // Expiry gives the tenant its share back.
+    let later = NOW + WINDOW_NS + 1_000;
+    let s = tenant.seal(later, &request(999)).unwrap();
+    assert!(open(&mut g, &s, later).unwrap().1);
+}
+
+#[test]
+fn capabilities_prove_the_tenant_and_the_admin_one_stands_for_all() {
+    let admin = key(0, Principal::Admin);
+    let t1 = key(7, Principal::Tenant(1));
+    let t2 = key(8, Principal::Tenant(2));
+    let caps = Capabilities::from_keyring(
+        &Keyring::new(vec![admin.clone(), t1.clone(), t2.clone()]).unwrap(),
+    );
+    assert!(caps.check(1, t1.capability(1)));
+    assert!(
+        !caps.check(2, t1.capability(1)),
+        "tenant 1's is not tenant 2's"
+    );
+    assert!(
+        !caps.check(2, t1.capability(2)),
+        "a key makes only its own tenant's"
+    );
+    assert!(caps.check(2, t2.capability(2)));
+    for t in [1, 2, 99] {
+        assert!(
+            caps.check(t, admin.capability(t)),
+            "the admin's, for tenant {t}"
+        );
+    }
+    assert!(!caps.check(1, 0));
+    assert!(!caps.check(1, t1.capability(1) ^ 2));
+    let forged = Credential::new(7, Principal::Tenant(1), [1; SECRET_LEN]);
+    assert!(!caps.check(1, forged.capability(1)));
+    // Two keys for one tenant, two admin keys (a rotation): all of them work.
+    let t1b = key(9, Principal::Tenant(1));
+    let admin2 = key(10, Principal::Admin);
+    let caps = Capabilities::from_keyring(
+        &Keyring::new(vec![admin.clone(), admin2.clone(), t1.clone(), t1b.clone()]).unwrap(),
+    );
+    assert!(caps.check(1, t1.capability(1)) && caps.check(1, t1b.capability(1)));
+    assert!(caps.check(5, admin.capability(5)) && caps.check(5, admin2.capability(5)));
+}
+
+#[test]
+fn capabilities_of_many_tenants_are_each_found_and_nothing_else_is() {
+    assert!(
+        !Capabilities::default().check(1, 12345),
+        "the default accepts nothing"
+    );
+    let keys: Vec<Credential> = (0..1000u32)
+        .map(|i| {
+            let mut secret = [0u8; SECRET_LEN];
+            secret[..4].copy_from_slice(&i.to_le_bytes());
+            Credential::new(i, Principal::Tenant(i / 2), secret)
+        })
+        .collect();
+    let caps = Capabilities::from_keyring(&Keyring::new(keys.clone()).unwrap());
+    for (i, k) in keys.iter().enumerate() {
+        let tenant = i as u32 / 2;
+        assert!(caps.check(tenant, k.capability(tenant)), "key {i}");
+        assert!(
+            !caps.check(tenant + 1, k.capability(tenant)),
+            "key {i} elsewhere"
+        );
+    }
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..10_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        assert!(
+            !caps.check((x >> 40) as u32 % 500, x),
+            "a guessed capability"
+        );
+    }
+}
+
+#[test]
+fn key_lines_round_trip_and_bad_ones_say_why() {
+    let ring = Keyring::new(vec![
+        key(0, Principal::Admin),
+        key(3, Principal::Tenant(42)),
+    ]);
+    let ring = ring.unwrap();
+    let text = ring.to_text();
+    assert_eq!(Keyring::parse(&text).unwrap(), ring);
+    assert_eq!(ring.of(Principal::Tenant(42)).unwrap().key_id, 3);
+    for bad in [
+        "naam-key 2 0 admin 00",
+        "naam-key 1 x admin 0000000000000000000000000000000000000000000000000000000000000000",
+        "naam-key 1 0 root 0000000000000000000000000000000000000000000000000000000000000000",
+        "naam-key 1 0 admin 00zz",
+        "naam-key 1 0 admin 000000000000000000000000000000000000000000000000000000000000000g",
+    ] {
+        assert!(matches!(
+            Keyring::parse(bad),
+            Err(AuthError::BadKeyLine { line: 1, .. })
+        ));
+    }
+    assert_eq!(Keyring::parse("# nothing\n"), Err(AuthError::Empty));
+    let dup = format!(
+        "{}\n{}\n",
+        key(1, Principal::Admin).to_line(),
+        key(1, Principal::Tenant(1)).to_line()
+    );
+    assert_eq!(
+        Keyring::parse(&dup),
+        Err(AuthError::DuplicateKey { key_id: 1 })
+    );
+    let shown = format!("{:?}", key(5, Principal::Admin));
+    assert!(!shown.contains("5, 5, 5"), "{shown}");
+}
