@@ -13,7 +13,9 @@
 //! dataplane as separate processes of this same binary.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[allow(dead_code)]
 #[path = "../host-agent/src/main.rs"]
@@ -30,6 +32,66 @@ mod naam;
 #[allow(dead_code)]
 #[path = "../bench/src/main.rs"]
 mod bench;
+
+/// The demo: a local deployment, YCSB-B, host congestion half-way, a live view.
+#[derive(clap::Parser)]
+struct DemoArgs {
+    /// Seconds to run (Ctrl-C stops earlier).
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
+    /// Offered load, operations per second.
+    #[arg(long, default_value_t = 10_000.0)]
+    rate: f64,
+    /// Milliseconds of host congestion, injected half-way [default: a quarter of the run].
+    #[arg(long)]
+    congest_ms: Option<u64>,
+    /// Keys of MICA and of the B-tree.
+    #[arg(long, default_value_t = 65_536)]
+    keys: u64,
+    /// Write the processes' logs to this folder.
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// Folder for the summary's JSON, CSV and plot [default: runs/<UTC time>, git-ignored].
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Runs the demo until its time is up or Ctrl-C.
+fn demo(args: Vec<OsString>) -> anyhow::Result<()> {
+    use clap::Parser;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let a = DemoArgs::parse_from(args);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))?;
+    let cfg = naam_rs::demo::DemoConfig {
+        seconds: a.seconds,
+        rate: a.rate,
+        congest_ms: a
+            .congest_ms
+            .unwrap_or((a.seconds * 250.0).max(100.0) as u64),
+        mica_keys: a.keys,
+        btree_keys: a.keys,
+        out: a.out.unwrap_or_else(naam_bench::report::run_folder),
+        log_dir: a.log_dir,
+        ..naam_rs::demo::DemoConfig::default()
+    };
+    let r = naam_rs::demo::run(naam_bench::shift::binaries()?, &cfg, stop)?;
+    naam_rs::demo::print_summary(&r);
+    for p in &r.files {
+        println!("wrote {}", p.display());
+    }
+    println!(
+        "{}host agent and dataplane stopped{}, run directory removed",
+        if r.interrupted { "interrupted: " } else { "" },
+        if r.clean_stop {
+            " cleanly"
+        } else {
+            " (forced)"
+        }
+    );
+    Ok(())
+}
 
 const USAGE: &str =
     "usage: naam-rs demo | host-agent | dataplane | naam | bench [ARGS...] (--help on each)";
@@ -61,11 +123,7 @@ fn main() -> ExitCode {
         Some("dataplane") => report(dataplane::run(with_name("dataplane", args))),
         Some("naam") => naam::run(with_name("naam", args)),
         Some("bench") => report(bench::run(with_name("bench", args))),
-        Some("demo") => {
-            let mut a = with_name("bench", args);
-            a.insert(1, "demo".into());
-            report(bench::run(a))
-        }
+        Some("demo") => report(demo(with_name("demo", args))),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS

@@ -17,9 +17,9 @@
 //! key. Every point runs `rounds` times; medians and the spread are reported.
 
 use crate::load::{LatencyLog, Percentiles};
-use naam_client::deploy::{DeployConfig, Deployment};
 use naam_client::{Client, ClientConfig, ExecMode, RegisterOptions, Ticket};
 use naam_core::auth::{Credential, Keyring, Principal, SECRET_LEN};
+use naam_deploy::{DeployConfig, Deployment};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

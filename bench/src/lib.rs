@@ -5,7 +5,6 @@ pub mod all;
 pub mod bars;
 pub mod btree;
 pub mod datapath;
-pub mod demo;
 pub mod fairness;
 pub mod load;
 pub mod memif;

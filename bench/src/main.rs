@@ -2,7 +2,7 @@
 //! under `--out` (default `results/`).
 
 use clap::{Parser, Subcommand};
-use naam_bench::{all, btree, demo, placement, report, scale, shift, ycsb};
+use naam_bench::{all, btree, placement, report, scale, shift, ycsb};
 use naam_link::BackoffMode;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -237,27 +237,6 @@ enum Command {
         #[arg(long)]
         log_dir: Option<PathBuf>,
     },
-    /// The demo: a local deployment, YCSB-B, host congestion half-way, a live view.
-    Demo(DemoArgs),
-}
-
-#[derive(clap::Args)]
-struct DemoArgs {
-    /// Seconds to run (Ctrl-C stops earlier).
-    #[arg(long, default_value_t = 20.0)]
-    seconds: f64,
-    /// Offered load, operations per second.
-    #[arg(long, default_value_t = 10_000.0)]
-    rate: f64,
-    /// Milliseconds of host congestion, injected half-way [default: a quarter of the run].
-    #[arg(long)]
-    congest_ms: Option<u64>,
-    /// Keys of MICA and of the B-tree.
-    #[arg(long, default_value_t = 65_536)]
-    keys: u64,
-    /// Write the processes' logs to this folder.
-    #[arg(long)]
-    log_dir: Option<PathBuf>,
 }
 
 #[allow(dead_code)] // the naam-rs program runs `run` directly
@@ -601,37 +580,6 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
             for p in shift::write(&run, &out)? {
                 println!("wrote {}", p.display());
             }
-        }
-        Command::Demo(a) => {
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let flag = stop.clone();
-            ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))?;
-            let cfg = demo::DemoConfig {
-                seconds: a.seconds,
-                rate: a.rate,
-                congest_ms: a
-                    .congest_ms
-                    .unwrap_or((a.seconds * 250.0).max(100.0) as u64),
-                mica_keys: a.keys,
-                btree_keys: a.keys,
-                out: out.clone(),
-                log_dir: a.log_dir,
-                ..demo::DemoConfig::default()
-            };
-            let r = demo::run(shift::binaries()?, &cfg, stop)?;
-            demo::print_summary(&r);
-            for p in &r.files {
-                println!("wrote {}", p.display());
-            }
-            println!(
-                "{}host agent and dataplane stopped{}, run directory removed",
-                if r.interrupted { "interrupted: " } else { "" },
-                if r.clean_stop {
-                    " cleanly"
-                } else {
-                    " (forced)"
-                }
-            );
         }
     }
     Ok(())

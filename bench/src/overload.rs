@@ -9,7 +9,7 @@
 
 use crate::plot::{Chart, Series};
 use crate::ycsb::{self, KeyDist, Placement, Workload, YcsbConfig};
-use naam_client::deploy::{DeployConfig, Deployment};
+use naam_deploy::{DeployConfig, Deployment};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -17,7 +17,7 @@
 use crate::bars::{BarChart, BarSeries};
 use crate::procs::{cpu_seconds, cpu_ticks, CpuTicks};
 use crate::ycsb::{self, KeyDist, Placement, Workload, YcsbConfig};
-use naam_client::deploy::{DeployConfig, Deployment};
+use naam_deploy::{DeployConfig, Deployment};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The processes an experiment starts and measures: where the host agent and dataplane
 //! programs are, and how much CPU time a process has used (`/proc/<pid>/stat`).
 
-use naam_client::deploy::{Binaries, DeployError};
+use naam_deploy::{Binaries, DeployError};
 use std::path::Path;
 
 /// How to start the host agent and the dataplane: the running program itself when it is the

@@ -11,9 +11,9 @@
 //! kill of it loses nothing acknowledged.
 
 use naam_client::bundled::region;
-use naam_client::deploy::{DeployConfig, Deployment};
 use naam_client::{Client, ClientConfig, ClientError, Mica};
 use naam_core::wire::{OpBody, RemoteOp};
+use naam_deploy::{DeployConfig, Deployment};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

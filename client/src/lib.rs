@@ -28,7 +28,6 @@ pub mod bundled;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod deploy;
 pub mod error;
 #[cfg(feature = "fake-server")]
 pub mod fake;

@@ -1,9 +1,9 @@
 //! Real processes: a host agent and a dataplane started from the built binaries, driven by the
 //! client library over UDP on loopback.
 
-use naam_client::deploy::{Binaries, DeployConfig, Deployment};
 use naam_client::{BTree, ClientConfig, Mica};
 use naam_core::wire::Location;
+use naam_deploy::{Binaries, DeployConfig, Deployment};
 
 fn deploy(home: &str) -> Deployment {
     let bins = Binaries::locate_or_build().expect("the host agent and dataplane programs");

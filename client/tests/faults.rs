@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// Every class at the host, and a policy that never moves a class away from a busy host:
 /// messages stay parked at the host while it is congested.
-fn host_bound(cfg: &mut naam_client::deploy::DeployConfig) {
+fn host_bound(cfg: &mut naam_deploy::DeployConfig) {
     cfg.home = "host".into();
     cfg.dataplane_args = ["--host-high", "2.0", "--queue-high", "1000000"]
         .map(String::from)

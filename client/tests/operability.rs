@@ -59,7 +59,7 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
     out
 }
 
-fn naam(d: &naam_client::deploy::Deployment, args: &[&str]) -> (bool, String, String) {
+fn naam(d: &naam_deploy::Deployment, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_naam"))
         .arg("--server")
         .arg(d.data_addr().to_string())

@@ -61,11 +61,7 @@ fn sample_offload(
 /// the policy move the class away for a moment before the test injects anything; such a window
 /// says nothing about the injected congestion, so it is sampled again (up to 3 times) once the
 /// class is back at the host. The caller asserts on the last window.
-fn at_home(
-    d: &naam_client::deploy::Deployment,
-    m: &mut Mica<Client>,
-    id: u32,
-) -> (usize, usize, usize) {
+fn at_home(d: &naam_deploy::Deployment, m: &mut Mica<Client>, id: u32) -> (usize, usize, usize) {
     let mut before = (0, 0, 0);
     for attempt in 1..=3 {
         wait_for(Duration::from_secs(5), || {

@@ -175,7 +175,7 @@ fn the_host_agents_data_reads_the_same_at_the_server_and_at_the_client() {
     assert_eq!(st.scan(10, 5).unwrap(), lt.scan(10, 5).unwrap());
 }
 
-fn naam(d: &naam_client::deploy::Deployment, args: &[&str]) -> (bool, String, String) {
+fn naam(d: &naam_deploy::Deployment, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_naam"))
         .arg("--server")
         .arg(d.data_addr().to_string())

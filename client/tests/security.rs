@@ -5,10 +5,10 @@
 
 mod real;
 
-use naam_client::deploy::Deployment;
 use naam_client::{BTree, ExecMode, Mica};
 use naam_core::auth::{wall_clock_ns, Credential, Keyring, Principal};
 use naam_core::wire::{Body, DescribeRepr, ErrorCode, Message, OffloadIdRepr, RegisterRepr};
+use naam_deploy::Deployment;
 use real::{deploy, patient, stat};
 use std::net::UdpSocket;
 use std::time::Duration;

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use naam_client::deploy::{Binaries, DeployConfig, Deployment};
 use naam_core::wire::Location;
+use naam_deploy::{Binaries, DeployConfig, Deployment};
 
 use super::drive::{DriveConfig, GenReport};
 use super::procs::{self, pin_process, Proc};

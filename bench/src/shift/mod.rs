@@ -30,10 +30,10 @@ mod output;
 pub use output::{chart, chart_zoom, print, timeline_rows, write, TimelineRow};
 
 use naam_client::bundled::{self, BTREE_LOOKUP};
-use naam_client::deploy::{Binaries, DeployConfig, Deployment};
 use naam_client::{Client, ClientConfig, ExecMode, Mica, Response, ServerAddr};
 use naam_core::auth::Credential;
 use naam_core::wire::Location;
+use naam_deploy::{Binaries, DeployConfig, Deployment};
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

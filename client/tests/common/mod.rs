@@ -3,16 +3,16 @@
 //! `NAAM_TEST_SERVER=IP:BASE` (and `NAAM_TEST_SERVER2` for the sharding tests); tests that
 //! need the fake's fault injection then skip with a printed reason. With
 //! `NAAM_TEST_DEPLOY=1`, every test starts its own real deployment instead (a host agent and
-//! a dataplane process, `naam_client::deploy`), stopped when the test ends; the
+//! a dataplane process, `naam_deploy`), stopped when the test ends; the
 //! `against_deployment` test target does that for all the suites. The switch lives in
 //! [`start_server`] only.
 
 #![allow(dead_code)]
 
-use naam_client::deploy::{Binaries, DeployConfig, Deployment};
 use naam_client::fake::FakeServer;
 use naam_client::ClientConfig;
 use naam_core::auth::{Credential, Keyring, Principal};
+use naam_deploy::{Binaries, DeployConfig, Deployment};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

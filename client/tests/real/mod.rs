@@ -1,11 +1,11 @@
 //! Shared pieces of the tests with real processes (host agent + dataplane started by
-//! `naam_client::deploy`): starting a small deployment, clients with test settings, and
+//! `naam_deploy`): starting a small deployment, clients with test settings, and
 //! waiting for a condition with a deadline instead of sleeping a fixed time.
 
 #![allow(dead_code)]
 
-use naam_client::deploy::{Binaries, DeployConfig, Deployment};
 use naam_client::{ClientConfig, ExecMode};
+use naam_deploy::{Binaries, DeployConfig, Deployment};
 use std::time::{Duration, Instant};
 
 /// A deployment with small applications (fast to build) and the given changes.

@@ -6,13 +6,13 @@
 //! p50/p99, where messages executed (client / NIC / host) and each placement change with its
 //! reason as it happens. Then a summary table and a plot.
 
-use crate::plot::{Chart, Series};
-use crate::shift::{class_name, control_client, Apps, DecisionLog, PolicyDecision};
-use crate::ycsb::{fill_value, key, KeyChooser, KeyDist, Rng};
 use hdrhistogram::Histogram;
-use naam_client::deploy::{Binaries, DeployConfig, Deployment};
+use naam_bench::plot::{Chart, Series};
+use naam_bench::shift::{class_name, control_client, Apps, DecisionLog, PolicyDecision};
+use naam_bench::ycsb::{fill_value, key, KeyChooser, KeyDist, Rng};
 use naam_client::{ExecMode, Mica, Response};
 use naam_core::wire::Location;
+use naam_deploy::{Binaries, DeployConfig, Deployment};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -51,7 +51,7 @@ impl Default for DemoConfig {
             mica_keys: 65_536,
             btree_keys: 65_536,
             refresh: Duration::from_millis(500),
-            out: crate::report::run_folder(),
+            out: naam_bench::report::run_folder(),
             log_dir: None,
             quiet: false,
         }
@@ -165,7 +165,7 @@ pub fn run(bins: Binaries, cfg: &DemoConfig, stop: Arc<AtomicBool>) -> anyhow::R
             mica_keys: cfg.mica_keys,
             btree_keys: cfg.btree_keys,
             log_dir: cfg.log_dir.clone(),
-            dataplane_args: crate::shift::dataplane_args(),
+            dataplane_args: naam_bench::shift::dataplane_args(),
             ..DeployConfig::default()
         },
     )?;
@@ -547,9 +547,13 @@ fn load(
 /// `demo-decisions.{json,csv}` and the plot `demo.{svg,png}` under `cfg.out`.
 fn write(r: &DemoReport, cfg: &DemoConfig, congest_end: f64) -> anyhow::Result<Vec<PathBuf>> {
     let dir = &cfg.out;
-    let mut files = crate::report::write_rows(dir, "demo", &r.rows)?;
-    files.extend(crate::report::write_rows(dir, "demo-phases", &r.phases)?);
-    files.extend(crate::report::write_rows(
+    let mut files = naam_bench::report::write_rows(dir, "demo", &r.rows)?;
+    files.extend(naam_bench::report::write_rows(
+        dir,
+        "demo-phases",
+        &r.phases,
+    )?);
+    files.extend(naam_bench::report::write_rows(
         dir,
         "demo-decisions",
         &r.decisions,

@@ -7,7 +7,7 @@
 //! `naam-rs` binary of the repository root). Dropping a [`Deployment`] stops both (SIGTERM,
 //! then SIGKILL after a grace period) and removes its run directory.
 
-use crate::{Client, ClientConfig, ServerAddr};
+use naam_client::{Client, ClientConfig, ServerAddr};
 use naam_core::run_dir;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -504,7 +504,7 @@ impl Deployment {
 
     /// A new client of this deployment; without a credential of its own it takes the
     /// deployment's admin key (`RUN_DIR/admin.key`).
-    pub fn client(&self, mut cfg: ClientConfig) -> crate::Result<Client> {
+    pub fn client(&self, mut cfg: ClientConfig) -> naam_client::Result<Client> {
         if cfg.credential.is_none() {
             cfg.credential = Some(self.admin_key()?);
         }
@@ -512,8 +512,8 @@ impl Deployment {
     }
 
     /// The admin credential the host agent wrote (`RUN_DIR/admin.key`, mode 0600).
-    pub fn admin_key(&self) -> crate::Result<naam_core::auth::Credential> {
-        crate::keys::load(&self.admin_key_file())
+    pub fn admin_key(&self) -> naam_client::Result<naam_core::auth::Credential> {
+        naam_client::keys::load(&self.admin_key_file())
     }
 
     pub fn admin_key_file(&self) -> PathBuf {
@@ -575,7 +575,7 @@ impl Deployment {
 
     /// A client for control requests (stats, describe), with a generous timeout: the control
     /// thread of a loaded machine may be slow.
-    pub fn control_client(&self) -> crate::Result<Client> {
+    pub fn control_client(&self) -> naam_client::Result<Client> {
         self.client(ClientConfig {
             timeout: Duration::from_millis(200),
             max_retries: 5,
@@ -584,7 +584,7 @@ impl Deployment {
     }
 
     /// The dataplane's counters (`naam stats`) by name.
-    pub fn stats(&self) -> crate::Result<HashMap<String, u64>> {
+    pub fn stats(&self) -> naam_client::Result<HashMap<String, u64>> {
         Ok(self
             .control_client()?
             .server_stats(0)?
@@ -593,7 +593,7 @@ impl Deployment {
     }
 
     /// `DESCRIBE(app)` through the dataplane's control port, by name.
-    pub fn describe(&self, app: &str) -> crate::Result<HashMap<String, u64>> {
+    pub fn describe(&self, app: &str) -> naam_client::Result<HashMap<String, u64>> {
         Ok(self
             .control_client()?
             .describe(0, app)?
@@ -603,7 +603,7 @@ impl Deployment {
 
     /// Congests every host worker for `ms` milliseconds from now (`DESCRIBE("congest:MS")`,
     /// forwarded by the dataplane to the host agent).
-    pub fn congest_host(&self, ms: u64) -> crate::Result<()> {
+    pub fn congest_host(&self, ms: u64) -> naam_client::Result<()> {
         self.describe(&format!("congest:{ms}")).map(drop)
     }
 
