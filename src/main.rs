@@ -8,30 +8,14 @@
 //! naam-rs bench EXPERIMENT      the experiments (as the naam-bench program)
 //! ```
 //!
-//! Each role is the same code as its own program: the program files are included here, so
-//! `cargo run --release -- demo` builds one binary, and the demo starts the host agent and the
-//! dataplane as separate processes of this same binary.
+//! Each role is the same code as its own program (each crate's `program` module, which its own
+//! binary runs too), so `cargo run --release -- demo` builds one binary, and the demo starts
+//! the host agent and the dataplane as separate processes of this same binary.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-
-#[allow(dead_code)]
-#[path = "../host-agent/src/main.rs"]
-mod host_agent;
-
-#[allow(dead_code)]
-#[path = "../dataplane/src/main.rs"]
-mod dataplane;
-
-#[allow(dead_code)]
-#[path = "../client/src/bin/naam.rs"]
-mod naam;
-
-#[allow(dead_code)]
-#[path = "../bench/src/main.rs"]
-mod bench;
 
 /// The demo: a local deployment, YCSB-B, host congestion half-way, a live view.
 #[derive(clap::Parser)]
@@ -119,10 +103,10 @@ fn main() -> ExitCode {
         rest
     };
     match role.to_str() {
-        Some("host-agent") => report(host_agent::run(with_name("host-agent", args))),
-        Some("dataplane") => report(dataplane::run(with_name("dataplane", args))),
-        Some("naam") => naam::run(with_name("naam", args)),
-        Some("bench") => report(bench::run(with_name("bench", args))),
+        Some("host-agent") => report(naam_host_agent::program::run(with_name("host-agent", args))),
+        Some("dataplane") => report(naam_dataplane::program::run(with_name("dataplane", args))),
+        Some("naam") => naam_client::program::run(with_name("naam", args)),
+        Some("bench") => report(naam_bench::program::run(with_name("bench", args))),
         Some("demo") => report(demo(with_name("demo", args))),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");

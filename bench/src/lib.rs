@@ -12,6 +12,7 @@ pub mod overload;
 pub mod placement;
 pub mod plot;
 pub mod procs;
+pub mod program;
 pub mod report;
 pub mod scale;
 pub mod shift;

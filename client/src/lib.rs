@@ -33,6 +33,7 @@ pub mod error;
 pub mod fake;
 pub mod keys;
 mod local;
+pub mod program;
 pub mod reply;
 pub mod ring;
 pub mod sharded;

@@ -10,5 +10,6 @@
 pub use naam_dpdk as dpdk;
 
 pub mod port;
+pub mod program;
 pub mod runtime;
 pub mod steering;

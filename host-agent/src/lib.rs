@@ -33,6 +33,7 @@ pub mod config;
 pub mod control;
 pub mod credentials;
 pub mod offload_store;
+pub mod program;
 pub mod seqpacket;
 pub mod stats;
 #[allow(unsafe_code)]

@@ -24,14 +24,6 @@ use naam_bench::memif::udp::{echo, UdpLoad};
 use naam_bench::memif::{drive, BenchConfig, GenConfig, RequestSet, RunKind};
 use naam_bench::report;
 
-#[allow(dead_code)]
-#[path = "../../../host-agent/src/main.rs"]
-mod host_agent;
-
-#[allow(dead_code)]
-#[path = "../../../dataplane/src/main.rs"]
-mod dataplane;
-
 /// Messages per second per worker core of NIC-executed MICA GET over net_memif and kernel
 /// UDP, against dpdk-testpmd io forwarding (memif) and a plain UDP echo (UDP) in the same run.
 #[derive(Parser, Debug)]
@@ -137,8 +129,8 @@ fn main() -> std::process::ExitCode {
         rest
     };
     let r = match role.as_deref() {
-        Some("host-agent") => host_agent::run(with_name("host-agent")),
-        Some("dataplane") => dataplane::run(last_port_wins(with_name("dataplane"))),
+        Some("host-agent") => naam_host_agent::program::run(with_name("host-agent")),
+        Some("dataplane") => naam_dataplane::program::run(last_port_wins(with_name("dataplane"))),
         Some("gen-memif") => gen_memif(GenMemif::parse_from(with_name("gen-memif"))),
         Some("gen-udp") => gen_udp(GenUdp::parse_from(with_name("gen-udp"))),
         Some("udp-echo") => udp_echo(UdpEcho::parse_from(with_name("udp-echo"))),

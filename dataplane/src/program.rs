@@ -1,0 +1,293 @@
+//! `naam-dataplane`: the NIC-side process (docs/runtime.md). Connects to the host agent's
+//! link, serves the data port with N poll-mode workers and the control port, and stops
+//! cleanly on SIGINT/SIGTERM.
+//!
+//! The dataplane's program body (arguments, start-up, exit status), in the library so that its
+//! own binary (`src/main.rs`, a one-line `main`) and the `naam-rs` program of the repository
+//! root run the same code; errors end here, as `anyhow` reports or an exit code.
+
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::port::LossInjection;
+use crate::runtime::fair::FairConfig;
+use crate::runtime::{BackoffMode, MonitorConfig, Runtime, RuntimeConfig};
+use anyhow::Context;
+use clap::Parser;
+use naam_core::policy::{Location, PolicyConfig};
+use naam_core::vm::Engine;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "naam-dataplane",
+    version,
+    about = "NAAM dataplane: the NIC-side runtime",
+    // A flag given twice (in --config's file, then on the command line): the last one wins.
+    args_override_self = true
+)]
+struct Args {
+    /// A TOML file of settings: its keys are these flags' long names (`workers = 2`,
+    /// `port = "udp:0.0.0.0:7000"`, `no-client-hints = true`); flags on the command line win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data port: `udp:IP:BASE` (classes on BASE .. BASE+classes) or `dpdk:EAL-ARGS` (feature dpdk).
+    #[arg(long, default_value = "udp:127.0.0.1:7000")]
+    port: String,
+    /// Worker threads (one link queue pair each; UDP workers share the ports with SO_REUSEPORT).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Steering classes.
+    #[arg(long, default_value_t = crate::port::DEFAULT_CLASSES)]
+    classes: u16,
+    /// Control port [default: 127.0.0.1 and the data base port minus one]; give an address
+    /// to expose it beyond this machine (requests are sealed either way: docs/security.md).
+    #[arg(long, visible_alias = "control-addr")]
+    control: Option<SocketAddrV4>,
+    /// Run directory holding the host agent's link.sock and control.sock.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Idle workers: `spin` (dedicated cores) or `yield` (shared cores; spin, yield, then sleep).
+    #[arg(long, default_value = "yield")]
+    backoff: BackoffMode,
+    /// eBPF engine: jit, cranelift, interpreter or native.
+    #[arg(long, default_value = "native")]
+    engine: Engine,
+    /// Messages in flight per worker (parked on link ops or waiting for the host).
+    #[arg(long, default_value_t = 64)]
+    slots: usize,
+    /// Packets per receive burst.
+    #[arg(long, default_value_t = 32)]
+    burst: usize,
+    /// Requests remembered per worker for de-duplication.
+    #[arg(long, default_value_t = crate::runtime::DEDUP_ENTRIES)]
+    dedup: usize,
+    /// How long (ms) a completed mutation is remembered when its client does not say it is
+    /// finished with it: at least the clients' longest retry time (docs/protocol.md).
+    #[arg(long, default_value_t = crate::runtime::DEDUP_RETAIN_NS / 1_000_000)]
+    dedup_retain_ms: u64,
+    /// Step budget of a message.
+    #[arg(long, default_value_t = naam_core::exec::DEFAULT_MAX_STEPS)]
+    max_steps: u32,
+    /// Host heartbeat age (ms) after which the host agent counts as gone.
+    #[arg(long, default_value_t = 100)]
+    stale_ms: u64,
+    /// How long to wait for the host agent's link socket at start (ms).
+    #[arg(long, default_value_t = 10_000)]
+    connect_wait_ms: u64,
+    /// Policy: NIC busy fraction above which the NIC is congested.
+    #[arg(long, default_value_t = PolicyConfig::default().nic_high)]
+    nic_high: f64,
+    /// Policy: NIC busy fraction below which it is calm.
+    #[arg(long, default_value_t = PolicyConfig::default().nic_low)]
+    nic_low: f64,
+    /// Policy: host busy fraction above which the host is congested.
+    #[arg(long, default_value_t = PolicyConfig::default().host_high)]
+    host_high: f64,
+    /// Policy: host busy fraction below which it is calm.
+    #[arg(long, default_value_t = PolicyConfig::default().host_low)]
+    host_low: f64,
+    /// Policy: queue depth that counts as congestion.
+    #[arg(long, default_value_t = PolicyConfig::default().queue_high)]
+    queue_high: u32,
+    /// Policy: minimum time between two moves of a class (ms).
+    #[arg(long, default_value_t = PolicyConfig::default().min_dwell / 1_000_000)]
+    min_dwell_ms: u64,
+    /// Policy: client lease (ms) of a placement hint; a class comes back from the clients at
+    /// most this long after the reason ends, and each client asks the server once per lease.
+    #[arg(long, default_value_t = PolicyConfig::default().client_lease / 1_000_000)]
+    client_lease_ms: u64,
+    /// Policy: never send classes to clients.
+    #[arg(long)]
+    no_client_hints: bool,
+    /// Where every class runs when nothing is congested: `nic` or `host`.
+    #[arg(long, default_value = "nic", value_parser = parse_home)]
+    home: Location,
+    /// Policy off: every class stays at `--home` (fixed-placement baselines).
+    #[arg(long)]
+    pin: bool,
+    /// Host cores run handlers this many times faster than NIC cores (cost model).
+    #[arg(long, default_value_t = 2.0)]
+    host_speedup: f64,
+    /// Tests only: drop every Nth datagram a UDP worker receives (counted as
+    /// `port_drop.injected_rx`; 0 = never).
+    #[arg(long, default_value_t = 0)]
+    drop_rx_every: u32,
+    /// Tests only: drop every Nth datagram a UDP worker sends (counted as
+    /// `port_drop.injected_tx`; 0 = never).
+    #[arg(long, default_value_t = 0)]
+    drop_tx_every: u32,
+    /// The host agent's key file, for the control port's authentication (docs/security.md)
+    /// [default: RUN_DIR/credentials].
+    #[arg(long, value_name = "FILE")]
+    credentials: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default; port 0 picks one).
+    /// Also measures each offload's run time on the NIC (two clock reads per step).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve bursts first come, first served: no fair order between tenants, nothing refused
+    /// (docs/dataplane.md, "Tenants' shares").
+    #[arg(long)]
+    fcfs: bool,
+    /// What a NIC worker that is behind spends on one burst (µs) before refusing a tenant's
+    /// further messages in it.
+    #[arg(long, default_value_t = crate::runtime::fair::DEFAULT_POLL_BUDGET_NS / 1000)]
+    poll_budget_us: u64,
+    /// A tenant's weight in the NIC workers' fair order, as TENANT=WEIGHT (repeat the flag; in
+    /// --config, a list); tenants not named weigh 1.
+    #[arg(long, value_name = "TENANT=WEIGHT", value_parser = FairConfig::parse_weight)]
+    tenant_weight: Vec<(u32, u32)>,
+}
+
+/// The command line with the settings of `--config FILE` (if given) put in front of the
+/// other flags, as flags, so that one parser checks both and the command line wins.
+fn with_config_file(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    let path = args
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+        .or_else(|| {
+            args.iter()
+                .find_map(|a| a.to_str()?.strip_prefix("--config=").map(PathBuf::from))
+        });
+    let Some(path) = path else {
+        return Ok(args);
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
+    let mut flags: Vec<std::ffi::OsString> = Vec::new();
+    for (key, value) in table {
+        let flag = format!("--{key}");
+        let bad = || {
+            anyhow::anyhow!(
+                "config file {}: {key}: unsupported value {value}",
+                path.display()
+            )
+        };
+        match &value {
+            toml::Value::Boolean(true) => flags.push(flag.into()),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(s) => flags.extend([flag.into(), s.into()]),
+            toml::Value::Integer(n) => flags.extend([flag.into(), n.to_string().into()]),
+            toml::Value::Float(x) => flags.extend([flag.into(), x.to_string().into()]),
+            // A list: the flag once per item (`tenant-weight = ["2=3", "5=1"]`).
+            toml::Value::Array(items) => {
+                for item in items {
+                    let v = match item {
+                        toml::Value::String(s) => s.clone(),
+                        toml::Value::Integer(n) => n.to_string(),
+                        _ => return Err(bad()),
+                    };
+                    flags.extend([flag.clone().into(), v.into()]);
+                }
+            }
+            _ => return Err(bad()),
+        }
+    }
+    let mut out = Vec::with_capacity(args.len() + flags.len());
+    let mut rest = args.into_iter();
+    out.extend(rest.next()); // the program name
+    out.extend(flags);
+    out.extend(rest);
+    Ok(out)
+}
+
+fn parse_home(s: &str) -> Result<Location, String> {
+    match s {
+        "nic" => Ok(Location::Nic),
+        "host" => Ok(Location::Host),
+        _ => Err(format!("unknown home {s:?} (nic or host)")),
+    }
+}
+
+/// The program with these arguments (the first is the program name): what its own binary
+/// runs, and what the `naam-rs` program of the repository root runs for this role.
+pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
+    // Logs go to stderr; stdout carries only the "serving" line (scripts read the ports).
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let a = Args::parse_from(with_config_file(args)?);
+    if !a.engine.available() {
+        anyhow::bail!(
+            "engine {} is not available on this machine",
+            a.engine.name()
+        );
+    }
+    let policy = PolicyConfig {
+        nic_high: a.nic_high,
+        nic_low: a.nic_low,
+        host_high: a.host_high,
+        host_low: a.host_low,
+        queue_high: a.queue_high,
+        min_dwell: a.min_dwell_ms * 1_000_000,
+        client_lease: a.client_lease_ms * 1_000_000,
+        allow_client: !a.no_client_hints,
+        ..PolicyConfig::default()
+    };
+    let defaults = RuntimeConfig::default();
+    let cfg = RuntimeConfig {
+        port: a.port,
+        workers: a.workers,
+        classes: a.classes,
+        control: a.control,
+        run_dir: a.run_dir.unwrap_or(defaults.run_dir.clone()),
+        idle: a.backoff,
+        engine: a.engine,
+        slots: a.slots,
+        burst: a.burst,
+        dedup_entries: a.dedup,
+        dedup_retain: std::time::Duration::from_millis(a.dedup_retain_ms),
+        max_steps: a.max_steps,
+        monitor: MonitorConfig {
+            policy,
+            host_speedup: a.host_speedup,
+            home: a.home,
+            pinned: a.pin,
+            ..MonitorConfig::default()
+        },
+        stale_after: Duration::from_millis(a.stale_ms),
+        connect_wait: Duration::from_millis(a.connect_wait_ms),
+        loss: LossInjection::every(a.drop_rx_every, a.drop_tx_every),
+        credentials: a.credentials.clone(),
+        metrics: a.metrics_addr,
+        fair: FairConfig {
+            enabled: !a.fcfs,
+            poll_budget_ns: a.poll_budget_us * 1000,
+            weights: a.tenant_weight.clone(),
+            ..FairConfig::default()
+        },
+        ..defaults
+    };
+    tracing::info!(backoff = ?cfg.idle, engine = cfg.engine.name(), workers = cfg.workers, "starting");
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    ctrlc::set_handler(move || s.store(true, Ordering::Release))
+        .context("installing the SIGINT/SIGTERM handler")?;
+    let rt = Runtime::start(cfg).context("starting the dataplane")?;
+    // One line, read by whoever started this process to learn the addresses.
+    let metrics = rt
+        .metrics_addr()
+        .map(|m| format!(" metrics {m}"))
+        .unwrap_or_default();
+    println!(
+        "naam-dataplane serving data {} control {}{metrics}",
+        rt.data_addr(),
+        rt.control_addr()
+    );
+    while !stop.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tracing::info!("signal received: stopping");
+    rt.stop();
+    Ok(())
+}
