@@ -2,14 +2,17 @@
 //!
 //! The [`Registry`] is the one list of offloads a process runs, shared by all its workers.
 //! Registering or unregistering bumps an epoch; each worker's [`VmPool`] notices the new epoch
-//! at the top of its poll loop and catches up (compiling new programs, dropping removed ones)
-//! without stopping. Dispatch on the data path is an array index and never allocates.
+//! at the top of its poll loop and catches up (taking new programs, dropping removed ones)
+//! without stopping. A program is compiled once per engine, by the registering thread when the
+//! registry knows its process's engine ([`Registry::for_engine`]), and every pool shares that
+//! one [`CompiledVm`]: no worker compiles in its poll loop. Dispatch on the data path is an
+//! array index and never allocates.
 
 use crate::region::TenantId;
 use crate::verifier::VerifiedProgram;
 use crate::vm::{CompiledVm, Engine, VmError};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// An offload id, as messages name it.
 pub type OffloadId = u32;
@@ -18,7 +21,6 @@ pub type OffloadId = u32;
 pub const MAX_OFFLOADS: usize = 1 << 16;
 
 /// A registered offload.
-#[derive(Debug)]
 pub struct Offload {
     pub id: OffloadId,
     pub name: String,
@@ -28,6 +30,36 @@ pub struct Offload {
     /// Whether the offload only reads (so a client may run it on a placement hint).
     pub read_only: bool,
     pub program: Arc<VerifiedProgram>,
+    /// The program compiled for each engine ([`Engine::index`]), the first time one is asked
+    /// for; shared by every pool.
+    compiled: [OnceLock<Result<Arc<CompiledVm>, String>>; 3],
+}
+
+impl std::fmt::Debug for Offload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Offload")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("tenant", &self.tenant)
+            .field("class", &self.class)
+            .field("read_only", &self.read_only)
+            .field("program", &self.program.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Offload {
+    /// The program compiled for `engine`: compiled by the first caller, then shared; the
+    /// reason when it does not compile.
+    pub fn compiled(&self, engine: Engine) -> Result<Arc<CompiledVm>, String> {
+        self.compiled[engine.index()]
+            .get_or_init(|| {
+                CompiledVm::new(self.program.clone(), engine)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+    }
 }
 
 /// Why a registry change was refused.
@@ -41,6 +73,12 @@ pub enum RegistryError {
     TooLarge { id: OffloadId },
     #[error("the registry is full ({MAX_OFFLOADS} offloads)")]
     Full,
+    #[error("offload {name:?} does not compile for the {engine} engine: {reason}")]
+    Compile {
+        name: String,
+        engine: &'static str,
+        reason: String,
+    },
 }
 
 struct Table {
@@ -51,6 +89,10 @@ struct Table {
 pub struct Registry {
     table: Mutex<Table>,
     epoch: AtomicU64,
+    /// The engine this process's workers run, when known: a registration compiles for it
+    /// before the offload becomes visible, in the registering thread (a control thread, not a
+    /// worker), and fails when the program does not compile.
+    engine: Option<Engine>,
 }
 
 impl Default for Registry {
@@ -58,6 +100,7 @@ impl Default for Registry {
         Self {
             table: Mutex::new(Table { slots: Vec::new() }),
             epoch: AtomicU64::new(0),
+            engine: None,
         }
     }
 }
@@ -72,8 +115,18 @@ pub struct OffloadSpec {
 }
 
 impl Registry {
+    /// A registry whose offloads are compiled by the first pool that takes them.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// A registry whose registrations compile for `engine` (the one the process's workers
+    /// run) before they take effect, so workers never compile.
+    pub fn for_engine(engine: Engine) -> Arc<Self> {
+        Arc::new(Self {
+            engine: Some(engine),
+            ..Self::default()
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -92,6 +145,24 @@ impl Registry {
         if id as usize >= MAX_OFFLOADS {
             return Err(RegistryError::TooLarge { id });
         }
+        let off = Arc::new(Offload {
+            id,
+            name: spec.name,
+            tenant: spec.tenant,
+            class: spec.class,
+            read_only: spec.read_only,
+            program,
+            compiled: Default::default(),
+        });
+        // Compiled before the lock is taken: the workers' pools read the table.
+        if let Some(engine) = self.engine {
+            off.compiled(engine)
+                .map_err(|reason| RegistryError::Compile {
+                    name: off.name.clone(),
+                    engine: engine.name(),
+                    reason,
+                })?;
+        }
         let mut t = self.lock();
         let i = id as usize;
         if t.slots.len() <= i {
@@ -103,14 +174,6 @@ impl Registry {
                 name: o.name.clone(),
             });
         }
-        let off = Arc::new(Offload {
-            id,
-            name: spec.name,
-            tenant: spec.tenant,
-            class: spec.class,
-            read_only: spec.read_only,
-            program,
-        });
         t.slots[i] = Some(off.clone());
         self.epoch.fetch_add(1, Ordering::Release);
         Ok(off)
@@ -181,10 +244,11 @@ impl Registry {
     }
 }
 
-/// One worker's compiled offloads.
+/// One worker's entry for an offload.
 pub struct PoolEntry {
     pub offload: Arc<Offload>,
-    pub vm: CompiledVm,
+    /// The offload's compiled program, shared with every other pool.
+    pub vm: Arc<CompiledVm>,
     /// What this worker ran of the offload (written by the worker only).
     pub runs: Arc<RunCounters>,
 }
@@ -213,7 +277,7 @@ impl RunCounters {
     }
 }
 
-/// A worker's view of the registry: one compiled VM per offload, indexed by id.
+/// A worker's view of the registry: each offload's compiled VM, indexed by id.
 pub struct VmPool {
     registry: Arc<Registry>,
     engine: Engine,
@@ -265,7 +329,7 @@ impl VmPool {
         for off in current {
             let slot = &mut self.slots[off.id as usize];
             if slot.is_none() {
-                match CompiledVm::new(off.program.clone(), self.engine) {
+                match off.compiled(self.engine) {
                     Ok(vm) => {
                         *slot = Some(PoolEntry {
                             offload: off,
@@ -273,7 +337,7 @@ impl VmPool {
                             runs: Arc::default(),
                         })
                     }
-                    Err(e) => self.compile_errors.push((off.id, e.to_string())),
+                    Err(e) => self.compile_errors.push((off.id, e)),
                 }
             }
         }

@@ -1,8 +1,9 @@
 //! Compiling and running one handler program: the rbpf engines behind one type.
 //!
-//! rbpf's VMs are neither `Send` nor `Sync`, so each worker thread compiles its own
-//! [`CompiledVm`] per program (see [`crate::pool`]). The JIT checks nothing at run time: only
-//! programs accepted by [`crate::verifier`] reach this module.
+//! A program is compiled once per engine and the [`CompiledVm`] shared by every worker (see
+//! [`crate::pool`]): it is immutable once built, and running it keeps all state on the calling
+//! thread's stack. The JIT checks nothing at run time: only programs accepted by
+//! [`crate::verifier`] reach this module.
 
 use crate::abi::{Ctx, CTX_SIZE};
 use crate::verifier::VerifiedProgram;
@@ -38,6 +39,18 @@ impl Engine {
             Engine::Jit => cfg!(target_arch = "x86_64"),
             Engine::Cranelift => cfg!(target_arch = "aarch64"),
             Engine::Interpreter => true,
+        }
+    }
+
+    /// Every engine, in [`Engine::index`] order.
+    pub const ALL: [Engine; 3] = [Engine::Jit, Engine::Cranelift, Engine::Interpreter];
+
+    /// This engine's position in [`Engine::ALL`] (a table index).
+    pub const fn index(self) -> usize {
+        match self {
+            Engine::Jit => 0,
+            Engine::Cranelift => 1,
+            Engine::Interpreter => 2,
         }
     }
 
@@ -86,7 +99,7 @@ pub enum VmError {
     },
 }
 
-/// One program compiled for one engine, owned by one thread.
+/// One program compiled for one engine, shared (behind an `Arc`) by every thread that runs it.
 pub struct CompiledVm {
     // Field order matters: `vm` borrows the instructions `prog` keeps alive, so it is dropped
     // first.
@@ -97,6 +110,23 @@ pub struct CompiledVm {
     /// already holds this program's store footprint ([`Ctx::for_program`]).
     id: u64,
 }
+
+// SAFETY: Send: of rbpf's VM, only two parts are not `Send` by their types: the stack
+// verifier's optional user data (`Option<Box<dyn Any>>`), which is `None` here (`EbpfVmRaw::new`
+// creates it so and this type never installs a stack-usage calculator), and, on aarch64,
+// cranelift's `JITModule`, whose fields are owned allocations and `Send` boxes (its symbol
+// table is a `RefCell`, which may move between threads). Moving the whole VM to another
+// thread, and dropping it there, is therefore sound.
+#[allow(unsafe_code)]
+unsafe impl Send for CompiledVm {}
+// SAFETY: Sync: a CompiledVm is never mutated after `new` (every method takes `&self`), and
+// running it through `&self` only reads: the instruction slice, the helper table and, for the
+// JITs, the compiled code's address (cranelift's `get_finalized_function` reads its function
+// table, not the `RefCell`). The generated code and the interpreter keep registers and the
+// eBPF stack on the calling thread's stack, and the helpers registered here are pure
+// functions, so any number of threads may run one CompiledVm at once.
+#[allow(unsafe_code)]
+unsafe impl Sync for CompiledVm {}
 
 /// The next [`CompiledVm::id`]; 0 is never given out.
 static NEXT_VM_ID: AtomicU64 = AtomicU64::new(1);

@@ -156,3 +156,47 @@ fn registering_an_existing_id_is_refused() {
     let err = registry.register_as(5, spec(1), prog).unwrap_err();
     assert!(err.to_string().contains("already registered"), "{err}");
 }
+
+#[test]
+fn every_pool_runs_the_one_program_its_registration_compiled() {
+    let registry = Registry::for_engine(Engine::native());
+    let prog = Arc::new(verify(&numbered_program(3), &VerifierConfig::default()).unwrap());
+    let off = registry.register_as(3, spec(3), prog).unwrap();
+    let compiled = off.compiled(Engine::native()).unwrap();
+    // Pools of other threads take that one compiled program (no worker compiles) and run it
+    // at the same time.
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (registry, compiled) = (registry.clone(), compiled.clone());
+            std::thread::spawn(move || {
+                let pool = VmPool::new(registry, Engine::native());
+                assert!(Arc::ptr_eq(&pool.get(3).expect("registered").vm, &compiled));
+                let (mut ex, mut w, mut ctx) = (Executor::default(), World::new(), Ctx::boxed());
+                for _ in 0..10_000 {
+                    assert_eq!(invoke(&pool, &mut ex, &mut w, &mut ctx, 3), Ok(3));
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn a_program_that_does_not_compile_is_refused_at_registration() {
+    let other = if cfg!(target_arch = "x86_64") {
+        Engine::Cranelift
+    } else {
+        Engine::Jit
+    };
+    let registry = Registry::for_engine(other);
+    let prog = Arc::new(verify(&numbered_program(1), &VerifierConfig::default()).unwrap());
+    let err = registry.register(spec(1), prog).unwrap_err();
+    assert!(
+        matches!(err, naam_core::pool::RegistryError::Compile { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("does not compile"), "{err}");
+    assert!(registry.is_empty(), "nothing was registered");
+}

@@ -184,7 +184,7 @@ impl HostAgent {
             tracing::info!("persisted area reopened with its data");
         }
 
-        let registry = Registry::new();
+        let registry = Registry::for_engine(Engine::native());
         let mut app_params = Vec::new();
         let mut live_apps = Vec::new();
         for app in apps::bundled() {

@@ -286,7 +286,7 @@ impl Runtime {
         settle_reply_caches(&cfg, workers)?;
         // The host agent wrote its key file before it served the link.
         let keys = load_keys(&cfg)?;
-        let registry = Registry::new();
+        let registry = Registry::for_engine(cfg.engine);
         register_bundled(&registry, cfg.classes, &cfg.verifier);
 
         // Worker 0 binds first (it may pick the port); the others share its address.
