@@ -381,7 +381,7 @@ pub fn measure(d: &Deployment, method: Method, cfg: &BtreeConfig) -> anyhow::Res
         round_trips_per_lookup: requests as f64 / (lookups + errors).max(1) as f64,
         node_retries: retries,
         errors,
-        retransmits: c.stats.retransmits,
+        retransmits: c.stats().retransmits,
         first_error,
     })
 }

@@ -308,7 +308,7 @@ pub fn run(cfg: &SoakConfig, mut progress: impl FnMut(&str)) -> anyhow::Result<S
     report.seconds = began.elapsed().as_secs_f64();
     report.host_kills = host_kills;
     report.dataplane_kills = dataplane_kills;
-    report.retransmits = mica.inner_mut().stats.retransmits;
+    report.retransmits = mica.inner().stats().retransmits;
 
     // The verdict, through a fresh client (the deployment is up again).
     let mut check = Mica::new(d.client(client_cfg)?)?;

@@ -477,7 +477,7 @@ fn run_thread(
             break;
         }
     }
-    let st = &mica.inner().stats;
+    let st = mica.inner().stats();
     res.retransmits = st.retransmits;
     res.timeouts = st.timeouts;
     res.local_runs = st.local_runs;

@@ -15,6 +15,11 @@
 //!   retransmitted with the same request id and the `RETRANSMIT` flag, with exponential
 //!   back-off, up to [`ClientConfig::max_retries`]; then the call fails with
 //!   [`ClientError::Timeout`].
+//! - [`Endpoint`]: the client's protocol with no socket and no clock (what [`Client`] wraps):
+//!   requests and the time in, datagrams to send ([`Endpoint::poll_transmit`]), datagrams
+//!   received ([`Endpoint::handle`]) and timers ([`Endpoint::poll_timeout`],
+//!   [`Endpoint::handle_timeout`]), finished requests out; tests drive whole exchanges with
+//!   simulated time (`tests/endpoint.rs`).
 //! - [`ShardedClient`]: keys spread over servers by a [`HashRing`] with virtual nodes.
 //! - Local execution ([`ExecMode`]): the server's handler runs in the client's VM pool, each
 //!   step's ops sent as one one-sided request; used when asked, or while a server's placement
@@ -40,7 +45,7 @@ pub mod sharded;
 pub mod window;
 
 pub use apps::{BTree, Mica};
-pub use client::{Client, ClientStats, RegisterOptions, ServerAddr, ServerId};
+pub use client::{Client, ClientStats, Endpoint, RegisterOptions, ServerAddr, ServerId, Transmit};
 pub use config::{ClientConfig, ExecMode};
 pub use error::{ClientError, Result};
 pub use reply::{Completion, OffloadInfo, OpOutcome, Page, ProgramPiece, Reply, Response, Ticket};

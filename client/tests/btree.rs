@@ -55,7 +55,7 @@ fn local_lookups_run_at_the_client_with_the_same_results() {
             "key {k}"
         );
     }
-    let st = &local.inner_mut().stats;
+    let st = local.inner_mut().stats();
     assert!(
         st.local_runs > 0 && st.local_steps >= st.local_runs,
         "{st:?}"

@@ -245,7 +245,8 @@ fn polling_without_waiting_still_receives() {
     }
     assert_eq!(left, 0, "zero-timeout polls completed every request");
     assert_eq!(
-        c.stats.retransmits, 0,
+        c.stats().retransmits,
+        0,
         "and without waiting for retransmissions"
     );
 }
@@ -279,7 +280,7 @@ fn lost_requests_are_retransmitted_with_the_same_id() {
             .collect::<Vec<_>>(),
         [(true, false), (true, true), (false, true)]
     );
-    assert_eq!(c.stats.retransmits, 2);
+    assert_eq!(c.stats().retransmits, 2);
 }
 
 #[test]
@@ -307,7 +308,7 @@ fn lost_replies_are_answered_from_the_dedup_cache_so_writes_apply_once() {
     let dups: Vec<_> = fake.seen().into_iter().filter(|x| x.deduplicated).collect();
     assert_eq!(dups.len(), 3, "{dups:?}");
     assert!(dups.iter().all(|x| x.retransmit));
-    assert_eq!(c.stats.retransmits, 3);
+    assert_eq!(c.stats().retransmits, 3);
 }
 
 #[test]
@@ -331,7 +332,7 @@ fn busy_replies_are_retried_with_the_same_id() {
         .call_on(0, o.id, o.class, &record_args(64), ExecMode::Server)
         .unwrap();
     assert_eq!(got.output, want.output);
-    assert_eq!(c.stats.busy_retries, 2);
+    assert_eq!(c.stats().busy_retries, 2);
     let seen = &fake.seen()[before..];
     assert_eq!(seen.len(), 3);
     assert!(seen.iter().all(|x| x.request_id == seen[0].request_id));
@@ -372,8 +373,8 @@ fn a_busy_reply_that_says_when_is_retried_then_not_before() {
         "retried after {:?}",
         start.elapsed()
     );
-    assert_eq!(c.stats.busy_retries, 1);
-    assert_eq!(c.stats.retry_after_hints, 1);
+    assert_eq!(c.stats().busy_retries, 1);
+    assert_eq!(c.stats().retry_after_hints, 1);
 }
 
 /// 10 ms, then 20 ms, then 40 ms: a call that is never answered fails within 70 ms.
@@ -434,7 +435,7 @@ fn a_server_that_never_answers_is_a_timeout() {
         }
         other => panic!("expected a timeout, got {other}"),
     }
-    assert_eq!(c.stats.timeouts, 1);
+    assert_eq!(c.stats().timeouts, 1);
     fake.drop_next(0);
 }
 

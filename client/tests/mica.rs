@@ -54,7 +54,7 @@ fn put_get_delete_at_the_server_and_at_the_client() {
     assert_eq!(server.get(b"alpha").unwrap(), None);
     assert!(!server.delete(b"alpha").unwrap(), "already gone");
     assert_eq!(local.get(b"nothing").unwrap(), None);
-    assert!(local.inner().stats.local_runs >= 5);
+    assert!(local.inner().stats().local_runs >= 5);
     // Bad input is refused before anything is sent.
     assert!(server.put(b"", b"x").is_err());
     assert!(server.put(&[1u8; 17], b"x").is_err());
@@ -144,7 +144,7 @@ fn a_put_whose_reply_is_lost_applies_once() {
         "one item appended: the retransmitted PUT was not executed again"
     );
     assert_eq!(m.get(b"once").unwrap().as_deref(), Some(&b"second"[..]));
-    assert_eq!(m.inner().stats.retransmits, 2);
+    assert_eq!(m.inner().stats().retransmits, 2);
     let dups = fake.seen().iter().filter(|x| x.deduplicated).count();
     assert_eq!(dups, 2);
 }

@@ -221,7 +221,7 @@ fn a_read_only_offload_registered_at_run_time_is_fetched_and_runs_at_the_client(
         "{before:?}"
     );
     assert!(m.inner().has_local(id), "fetched on first use");
-    assert_eq!(m.inner().stats.fetched, 1);
+    assert_eq!(m.inner().stats().fetched, 1);
 
     d.congest_host(1500).unwrap();
     wait_for(Duration::from_millis(1000), || {
@@ -235,7 +235,7 @@ fn a_read_only_offload_registered_at_run_time_is_fetched_and_runs_at_the_client(
         "mostly at the client: {during:?}"
     );
     assert_eq!(
-        m.inner().stats.fetched,
+        m.inner().stats().fetched,
         1,
         "fetched once, checked at each lease"
     );
@@ -261,7 +261,7 @@ fn a_read_only_offload_registered_at_run_time_is_fetched_and_runs_at_the_client(
         let _ = m
             .inner_mut()
             .call_on(0, id, get.class, args.as_bytes(), mode);
-        (m.inner().stats.fetched == 2).then_some(())
+        (m.inner().stats().fetched == 2).then_some(())
     })
     .expect("the replaced program is fetched again");
 }

@@ -42,7 +42,7 @@ fn lost_requests_are_retransmitted_and_every_call_completes() {
             Some(i.to_le_bytes().to_vec())
         );
     }
-    let client_retx = m.inner().stats.retransmits;
+    let client_retx = m.inner().stats().retransmits;
     let s = d.stats().unwrap();
     let dropped = s.get("total.port_drop.injected_rx").copied().unwrap_or(0);
     println!(
@@ -109,7 +109,7 @@ fn lost_replies_are_replayed_so_puts_and_faa_apply_once() {
     );
     assert_eq!(w1, w0.wrapping_add(30));
 
-    let retx = m.inner().stats.retransmits;
+    let retx = m.inner().stats().retransmits;
     let s = d.stats().unwrap();
     println!(
         "client retransmits {retx}, dropped replies {}, replayed {}",

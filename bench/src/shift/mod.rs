@@ -560,7 +560,7 @@ pub fn run(bins: Binaries, cfg: &ShiftConfig) -> anyhow::Result<ShiftRun> {
         .join()
         .map_err(|_| anyhow::anyhow!("the injector thread panicked"))??;
     let timeline = load?;
-    let retransmits = apps.client().stats.retransmits;
+    let retransmits = apps.client().stats().retransmits;
     drop(apps);
     drop(dep);
 

@@ -1,6 +1,6 @@
 //! Control requests: register, unregister, list, fetch, stats and describe.
 
-use super::*;
+use super::{Client, RegisterOptions, ServerId};
 use crate::error::{ClientError, Result};
 use crate::reply::{OffloadInfo, Response};
 use naam_core::wire::{
@@ -9,10 +9,11 @@ use naam_core::wire::{
 
 impl Client {
     pub(super) fn control(&mut self, server: ServerId, body: Body<'_>) -> Result<Response> {
-        let ticket = self.ticket();
-        let dest = self.server(server)?.addr.control;
-        self.send_new(ticket, server, dest, 0, body, Purpose::User, 0)?;
-        self.wait(ticket)
+        let t = self
+            .ep
+            .submit_control(std::time::Instant::now(), server, body)?;
+        let t = self.sent(t)?;
+        self.wait(t)
     }
 
     /// Registers an ELF object on `server`; returns the offload id it got. When the program
@@ -25,7 +26,7 @@ impl Client {
     ) -> Result<u32> {
         let body = Body::Register(RegisterRepr {
             name: &opts.name,
-            tenant: self.cfg.tenant,
+            tenant: self.ep.cfg.tenant,
             class: opts.class,
             read_only: opts.read_only,
             section: opts.section.as_deref(),
@@ -72,7 +73,7 @@ impl Client {
     pub fn unregister(&mut self, server: ServerId, id: u32) -> Result<()> {
         match self.control(server, Body::Unregister(OffloadIdRepr { id }))? {
             Response::Ack => {
-                self.local.unload(id);
+                self.ep.local.unload(id);
                 Ok(())
             }
             other => Err(unexpected(0, "ack", &other)),

@@ -1,4 +1,5 @@
-//! The client endpoint: one UDP socket, any number of servers, many requests in flight.
+//! The client: the protocol ([`Endpoint`], no socket, no clock) and the thin loop around it
+//! ([`Client`]: one UDP socket, the system clock, blocking calls).
 //!
 //! Every request is encoded once into its own datagram buffer and kept until its reply
 //! arrives, so a retransmission is the same bytes with the `RETRANSMIT` header flag set and the
@@ -12,175 +13,27 @@
 //! machine in [`crate::local`], driven from the same receive path: a one-sided reply that
 //! belongs to a local run feeds the run's next step instead of completing a ticket.
 //!
-//! This file holds the endpoint's state and the request API (active messages, one-sided
-//! ops); [`placement`] decides where a call runs and loads or fetches programs run here,
-//! [`control`] the control requests, [`send`] encoding, windows and retransmission, [`recv`]
-//! the poll loop and reply matching.
+//! [`endpoint`] holds the protocol's state and its request API, [`send`] encoding, windows
+//! and retransmission, [`recv`] timers and reply matching; this file the socket loop and the
+//! blocking calls, [`control`] the control requests, [`placement`] loading and fetching
+//! programs to run here.
 
 mod control;
+pub mod endpoint;
 mod placement;
 mod recv;
 mod send;
 
 use control::unexpected;
+pub use endpoint::{ClientStats, Endpoint, ServerAddr, ServerId, Transmit};
 
 use crate::config::{ClientConfig, ExecMode};
 use crate::error::{ClientError, Result};
-use crate::local::LocalExec;
 use crate::reply::{Completion, OpOutcome, Reply, Response, Ticket};
-use crate::window::Window;
-use naam_core::region::{Perms, RegionDesc, RegionId, RegionTable};
-use naam_core::wire::{
-    AmFlags, AmRequestRepr, Body, Kind, OneSidedRepr, OpBody, RemoteOp, MAX_DATAGRAM,
-};
-use std::collections::{HashMap, VecDeque};
+use naam_core::region::RegionId;
+use naam_core::wire::{OpBody, RemoteOp, MAX_DATAGRAM};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
-
-/// Index of a server in a client's server list.
-pub type ServerId = usize;
-
-/// The addresses of one server (one dataplane).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerAddr {
-    /// The data base port: class `c` is served on `base + c`.
-    pub data: SocketAddr,
-    /// The control port (default `base - 1`).
-    pub control: SocketAddr,
-}
-
-impl ServerAddr {
-    /// `control` defaults to the data base port minus one.
-    pub fn new(data: SocketAddr, control: Option<SocketAddr>) -> Self {
-        let control = control.unwrap_or_else(|| {
-            let mut c = data;
-            c.set_port(data.port().wrapping_sub(1));
-            c
-        });
-        Self { data, control }
-    }
-
-    /// The address messages of steering class `class` go to.
-    pub fn class_addr(&self, class: u16) -> SocketAddr {
-        let mut a = self.data;
-        a.set_port(self.data.port().wrapping_add(class));
-        a
-    }
-}
-
-/// Counters of one client.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientStats {
-    pub requests: u64,
-    pub retransmits: u64,
-    pub timeouts: u64,
-    /// Replies to no outstanding request (late duplicates), or from the wrong address.
-    pub stray_replies: u64,
-    pub malformed_replies: u64,
-    /// Retries after a `busy` / `host_unavailable` error.
-    pub busy_retries: u64,
-    /// Of those, retries scheduled by the server's retry-after hint.
-    pub retry_after_hints: u64,
-    pub local_runs: u64,
-    pub local_steps: u64,
-    /// Messages sent with `EXEC_HINT` whose reply carried a hint.
-    pub hints: u64,
-    /// Programs fetched from servers to run here (FETCH).
-    pub fetched: u64,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Purpose {
-    User,
-    /// A step of local run `run`.
-    Local(u64),
-}
-
-struct Pending {
-    ticket: Ticket,
-    server: ServerId,
-    dest: SocketAddr,
-    datagram: Vec<u8>,
-    /// Sends so far.
-    attempts: u32,
-    first_sent: Instant,
-    deadline: Instant,
-    /// The last transient refusal (`busy`, `host_unavailable`) the server answered, named
-    /// when the retries run out in silence.
-    refused: Option<String>,
-    purpose: Purpose,
-    /// The offload of an AM request (for replies and abort errors).
-    offload: u32,
-    expect: Kind,
-    /// Counted in its server's window (sent and not answered); else waiting for room there
-    /// or for the retry after a refusal.
-    on_wire: bool,
-}
-
-impl Pending {
-    /// A request not sent yet, made at `now`.
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        ticket: Ticket,
-        server: ServerId,
-        dest: SocketAddr,
-        datagram: Vec<u8>,
-        purpose: Purpose,
-        offload: u32,
-        expect: Kind,
-        now: Instant,
-    ) -> Pending {
-        Pending {
-            ticket,
-            server,
-            dest,
-            datagram,
-            attempts: 0,
-            first_sent: now,
-            deadline: now,
-            refused: None,
-            purpose,
-            offload,
-            expect,
-            on_wire: false,
-        }
-    }
-}
-
-/// The deadline of a request that waits for room in its server's window (it has no timer).
-const NO_TIMER: Duration = Duration::from_secs(3600);
-
-struct ServerState {
-    addr: ServerAddr,
-    /// Regions whose keys this client knows (from `describe` or `set_region_key`), for
-    /// one-sided ops and local execution. Lengths are unknown here: the server checks bounds.
-    regions: RegionTable,
-    /// Steering class -> end of a `location = client` lease.
-    leases: HashMap<u16, Instant>,
-    /// How many requests may be on the wire to this server (congestion control).
-    window: Window,
-    /// Steering class -> when its current lease began (a lease extended before it ended
-    /// keeps its start): fetched programs of the class are checked again after it.
-    lease_began: HashMap<u16, Instant>,
-}
-
-/// A program this client fetched from a server (FETCH) to run it itself.
-struct Fetched {
-    /// Of the instructions it runs ([`naam_core::wire::program_digest`]).
-    digest: u64,
-    /// When the server last confirmed the digest.
-    checked: Instant,
-}
-
-/// How long a program the client could not fetch (forbidden, does not verify here, not
-/// read-only) is not asked for again.
-const FETCH_RETRY: Duration = Duration::from_secs(1);
-
-/// How a message will run.
-enum Place {
-    Server { exec_hint: bool },
-    Local,
-}
 
 /// What [`Client::register`] needs besides the object.
 #[derive(Debug, Clone)]
@@ -194,48 +47,9 @@ pub struct RegisterOptions {
 
 /// A NAAM client: one UDP socket (use one client per thread), one or more servers.
 pub struct Client {
+    ep: Endpoint,
     sock: UdpSocket,
-    servers: Vec<ServerState>,
-    cfg: ClientConfig,
-    next_id: u64,
-    /// Request ids in the order they were given out, from the oldest that may still be open:
-    /// the front is the oldest open request (ids that finished are dropped from the front).
-    issued: VecDeque<u64>,
-    next_ticket: u64,
-    pending: HashMap<u64, Pending>,
-    /// Retransmission and retry timers: (deadline, request id), earliest first. An entry is
-    /// stale when its request finished or got another deadline since; stale entries are
-    /// dropped when they reach the top, so firing timers never scans the pending requests.
-    timers: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
-    /// No pending deadline is earlier than this.
-    next_deadline: Option<Instant>,
-    ready: VecDeque<Completion>,
     recv_buf: Box<[u8]>,
-    /// Datagram buffers of finished requests, reused by new ones.
-    free: Vec<Vec<u8>>,
-    local: LocalExec,
-    /// Programs fetched from servers, by (server, offload), and those that could not be
-    /// (until when not to try again).
-    fetched: HashMap<(ServerId, u32), Fetched>,
-    unfetchable: HashMap<(ServerId, u32), Instant>,
-    /// The data-path capability for (tenant, key id), made once (an HMAC) and reused.
-    capability: Option<(u32, u32, u64)>,
-    pub stats: ClientStats,
-}
-
-/// A start for the request-id counter that differs between runs, so a restarted client on
-/// the same port does not reuse its former ids within the server's de-duplication window.
-fn random_start() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    // Keep the top bit clear so the counter never wraps in practice.
-    h.finish() >> 1
 }
 
 impl Client {
@@ -255,68 +69,36 @@ impl Client {
         let sock = UdpSocket::bind(bind).map_err(|e| ClientError::io("binding a UDP socket", e))?;
         sock.set_nonblocking(true)
             .map_err(|e| ClientError::io("making the socket non-blocking", e))?;
-        let local = LocalExec::new(cfg.engine, cfg.max_steps)?;
         Ok(Self {
+            ep: Endpoint::new(servers, cfg)?,
             sock,
-            servers: servers
-                .iter()
-                .map(|&addr| ServerState {
-                    addr,
-                    regions: RegionTable::new(),
-                    leases: HashMap::new(),
-                    lease_began: HashMap::new(),
-                    window: Window::new(cfg.max_window),
-                })
-                .collect(),
-            cfg,
-            next_id: random_start(),
-            issued: VecDeque::new(),
-            next_ticket: 1,
-            pending: HashMap::new(),
-            timers: std::collections::BinaryHeap::new(),
-            next_deadline: None,
-            ready: VecDeque::new(),
             recv_buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
-            free: Vec::new(),
-            local,
-            fetched: HashMap::new(),
-            unfetchable: HashMap::new(),
-            capability: None,
-            stats: ClientStats::default(),
         })
     }
 
-    /// The capability active messages carry for the configured tenant (0 without a
-    /// credential: servers then refuse them).
-    fn capability(&mut self) -> u64 {
-        let tenant = self.cfg.tenant;
-        let Some(cred) = &self.cfg.credential else {
-            return 0;
-        };
-        match self.capability {
-            Some((t, k, c)) if t == tenant && k == cred.key_id => c,
-            _ => {
-                let c = cred.capability(tenant);
-                self.capability = Some((tenant, cred.key_id, c));
-                c
-            }
-        }
+    /// The protocol state (counters, windows, what runs here).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.ep
+    }
+
+    pub fn stats(&self) -> &ClientStats {
+        &self.ep.stats
     }
 
     pub fn config(&self) -> &ClientConfig {
-        &self.cfg
+        self.ep.config()
     }
 
     pub fn config_mut(&mut self) -> &mut ClientConfig {
-        &mut self.cfg
+        self.ep.config_mut()
     }
 
     pub fn servers(&self) -> usize {
-        self.servers.len()
+        self.ep.servers()
     }
 
     pub fn server_addr(&self, server: ServerId) -> Option<ServerAddr> {
-        self.servers.get(server).map(|s| s.addr)
+        self.ep.server_addr(server)
     }
 
     /// The local address of the socket (what servers see as this client).
@@ -328,89 +110,38 @@ impl Client {
 
     /// Requests submitted and not yet polled (server requests and local runs).
     pub fn outstanding(&self) -> usize {
-        self.pending
-            .values()
-            .filter(|p| matches!(p.purpose, Purpose::User))
-            .count()
-            + self.local.running()
-            + self.ready.len()
-    }
-
-    fn server(&self, server: ServerId) -> Result<&ServerState> {
-        self.servers.get(server).ok_or(ClientError::NoSuchServer {
-            server,
-            servers: self.servers.len(),
-        })
+        self.ep.outstanding()
     }
 
     /// Remembers the key of `region` on `server` (for one-sided ops and local execution).
     pub fn set_region_key(&mut self, server: ServerId, region: RegionId, key: u64) -> Result<()> {
-        self.server(server)?;
-        let tenant = self.cfg.tenant;
-        self.servers[server]
-            .regions
-            .insert(RegionDesc {
-                id: region,
-                tenant,
-                // The server knows the length and checks bounds; the client only checks the
-                // op's shape (kind, data window, atomic alignment).
-                len: u64::MAX,
-                perms: Perms::ALL,
-                key,
-            })
-            .map_err(|_| ClientError::App {
-                app: "regions",
-                reason: format!("region id {region} is too large"),
-            })
+        self.ep.set_region_key(server, region, key)
     }
 
     pub fn region_key(&self, server: ServerId, region: RegionId) -> Option<u64> {
-        self.servers.get(server)?.regions.get(region).map(|d| d.key)
+        self.ep.region_key(server, region)
     }
 
-    fn place(&self, server: ServerId, offload: u32, class: u16, mode: ExecMode) -> Result<Place> {
-        let s = self.server(server)?;
-        let local = self.local.offload(offload);
-        let keys = s.regions.iter().next().is_some();
-        match mode {
-            ExecMode::Server => Ok(Place::Server { exec_hint: false }),
-            ExecMode::Local => match (local, keys) {
-                (None, _) => Err(ClientError::NotLocal {
-                    offload,
-                    reason: "the client has no program for it",
-                }),
-                (Some(_), false) => Err(ClientError::NotLocal {
-                    offload,
-                    reason:
-                        "the client knows no region keys of this server (describe the app first)",
-                }),
-                (Some(_), true) => Ok(Place::Local),
-            },
-            ExecMode::Auto => {
-                let capable = keys && local.is_some_and(|o| o.read_only);
-                let leased = s
-                    .leases
-                    .get(&class)
-                    .is_some_and(|&until| Instant::now() < until);
-                Ok(if capable && leased {
-                    Place::Local
-                } else {
-                    Place::Server { exec_hint: capable }
-                })
-            }
-        }
+    /// `server`'s congestion window: its size, requests on the wire, requests waiting for
+    /// room, and how many times it was halved.
+    pub fn window(&self, server: ServerId) -> Option<(usize, usize, usize, u64)> {
+        self.ep.window(server)
     }
 
-    fn ticket(&mut self) -> Ticket {
-        let t = Ticket(self.next_ticket);
-        self.next_ticket += 1;
-        t
+    /// Whether offload `id` can run here.
+    pub fn has_local(&self, id: u32) -> bool {
+        self.ep.has_local(id)
+    }
+
+    /// Whether a `location = client` lease for `class` on `server` is running.
+    pub fn lease_active(&self, server: ServerId, class: u16) -> bool {
+        self.ep.lease_active(Instant::now(), server, class)
     }
 
     /// Sends an active message for `offload` (class `class`) to server 0 in the client's
     /// execution mode; the reply comes from [`Self::poll`].
     pub fn submit_call(&mut self, offload: u32, class: u16, args: &[u8]) -> Result<Ticket> {
-        let mode = self.cfg.exec_mode;
+        let mode = self.ep.config().exec_mode;
         self.submit_call_on(0, offload, class, args, mode)
     }
 
@@ -426,35 +157,10 @@ impl Client {
         if mode != ExecMode::Server {
             self.ensure_program(server, offload, mode)?;
         }
-        match self.place(server, offload, class, mode)? {
-            Place::Local => {
-                let ticket = self.ticket();
-                self.stats.local_runs += 1;
-                let tenant = self.cfg.tenant;
-                let step = self.local.start(ticket, server, offload, tenant, args);
-                self.after_local_step(step);
-                Ok(ticket)
-            }
-            Place::Server { exec_hint } => {
-                let ticket = self.ticket();
-                let flags = if exec_hint {
-                    AmFlags::EXEC_HINT
-                } else {
-                    AmFlags::empty()
-                };
-                let capability = self.capability();
-                let body = Body::AmRequest(AmRequestRepr {
-                    offload,
-                    tenant: self.cfg.tenant,
-                    capability,
-                    flags,
-                    args,
-                });
-                let dest = self.server(server)?.addr.class_addr(class);
-                self.send_new(ticket, server, dest, class, body, Purpose::User, offload)?;
-                Ok(ticket)
-            }
-        }
+        let t = self
+            .ep
+            .submit_call_on(Instant::now(), server, offload, class, args, mode)?;
+        self.sent(t)
     }
 
     /// Calls `offload` on server 0 and waits for the reply.
@@ -485,20 +191,8 @@ impl Client {
 
     /// Sends 1 to 4 one-sided ops to `server` in one request.
     pub fn submit_ops(&mut self, server: ServerId, ops: &[RemoteOp<'_>]) -> Result<Ticket> {
-        let repr = OneSidedRepr::new(ops).map_err(|_| ClientError::BadOpCount { n: ops.len() })?;
-        let ticket = self.ticket();
-        // One-sided ops use the class reserved for them: 0.
-        let dest = self.server(server)?.addr.class_addr(0);
-        self.send_new(
-            ticket,
-            server,
-            dest,
-            0,
-            Body::OneSided(repr),
-            Purpose::User,
-            0,
-        )?;
-        Ok(ticket)
+        let t = self.ep.submit_ops(Instant::now(), server, ops)?;
+        self.sent(t)
     }
 
     /// Runs 1 to 4 one-sided ops on `server` and waits for their results. A failed op is
@@ -518,7 +212,7 @@ impl Client {
         offset: u64,
         body: OpBody<'a>,
     ) -> Result<RemoteOp<'a>> {
-        let key = self.region_key(server, region).unwrap_or(0);
+        let key = self.ep.region_key(server, region).unwrap_or(0);
         Ok(RemoteOp {
             region,
             key,
@@ -585,5 +279,139 @@ impl Client {
     ) -> Result<u64> {
         let op = self.remote_op(server, region, offset, OpBody::Faa { addend })?;
         Ok(self.one_op(server, op)?.previous)
+    }
+
+    /// The next finished request, waiting up to `timeout` (`None`: until one finishes). Returns
+    /// `Ok(None)` when the time is up, or at once when nothing is outstanding.
+    pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<Completion>> {
+        let until = timeout.map(|t| Instant::now() + t);
+        // Even a zero timeout looks at the socket once, so a caller that polls without
+        // waiting (an open-loop sender behind schedule) still receives its replies.
+        let mut looked = false;
+        loop {
+            if let Some(c) = self.ep.poll() {
+                return Ok(Some(c));
+            }
+            if self.ep.is_idle() {
+                return Ok(None);
+            }
+            if looked && until.is_some_and(|u| Instant::now() >= u) {
+                return Ok(None);
+            }
+            looked = true;
+            self.pump(until)?;
+        }
+    }
+
+    /// Waits for `ticket` (other completions that arrive meanwhile stay queued for
+    /// [`Self::poll`]).
+    pub fn wait(&mut self, ticket: Ticket) -> Result<Response> {
+        loop {
+            if let Some(result) = self.ep.take(ticket) {
+                return result;
+            }
+            if !self.ep.in_progress(ticket) {
+                return Err(ClientError::App {
+                    app: "client",
+                    reason: format!("ticket {} is not outstanding", ticket.0),
+                });
+            }
+            self.pump(None)?;
+        }
+    }
+
+    /// One round: fires due timers, sends what is due, waits for the socket (up to the next
+    /// timer or `until`), and handles every datagram that is there.
+    fn pump(&mut self, until: Option<Instant>) -> Result<()> {
+        let now = Instant::now();
+        if self.ep.poll_timeout().is_some_and(|d| now >= d) {
+            self.ep.handle_timeout(now);
+        }
+        self.flush(None);
+        if !self.ep.ready.is_empty() {
+            return Ok(());
+        }
+        let wake = match (self.ep.poll_timeout(), until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let wait = wake.map_or(Duration::from_millis(100), |w| {
+            w.saturating_duration_since(Instant::now())
+        });
+        if self.wait_readable(wait)? {
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    fn wait_readable(&self, timeout: Duration) -> Result<bool> {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        // Round up so a sub-millisecond wait does not become a busy loop of zero-timeouts.
+        let ms = timeout.as_micros().div_ceil(1000).min(i64::MAX as u128) as i64;
+        let t = Timespec {
+            tv_sec: ms / 1000,
+            tv_nsec: (ms % 1000) * 1_000_000,
+        };
+        let mut pfd = [PollFd::new(&self.sock, PollFlags::IN)];
+        match poll(&mut pfd, Some(&t)) {
+            Ok(n) => Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => Ok(false),
+            Err(e) => Err(ClientError::io("waiting for replies", e.into())),
+        }
+    }
+
+    /// Hands every datagram waiting at the socket to the endpoint, then sends what that made
+    /// due.
+    fn drain(&mut self) -> Result<()> {
+        let result = loop {
+            match self.sock.recv_from(&mut self.recv_buf) {
+                Ok((n, src)) => self.ep.handle(Instant::now(), src, &self.recv_buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => break Err(ClientError::io("receiving a reply", e)),
+            }
+        };
+        self.flush(None);
+        result
+    }
+
+    /// Sends every datagram the endpoint has due. A full socket buffer or an ICMP error from
+    /// an earlier datagram is a loss (the retransmission timer recovers it); another error
+    /// finishes that request with it. Returns whether that happened to `watch`'s request.
+    fn flush(&mut self, watch: Option<Ticket>) -> bool {
+        let mut watched_failed = false;
+        while let Some(t) = self.ep.poll_transmit() {
+            let (id, sent) = (t.request_id, self.sock.send_to(t.datagram, t.dest));
+            match sent {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::ConnectionRefused
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    let err = ClientError::io("sending a datagram", e);
+                    let failed = self.ep.transmit_failed(Instant::now(), id, err);
+                    watched_failed |= failed.is_some() && failed == watch;
+                }
+            }
+        }
+        watched_failed
+    }
+
+    /// After a submission: sends it; a request whose first send fails is an error at once.
+    fn sent(&mut self, ticket: Ticket) -> Result<Ticket> {
+        if self.flush(Some(ticket)) {
+            if let Some(Err(e)) = self.ep.take(ticket) {
+                return Err(e);
+            }
+        }
+        Ok(ticket)
     }
 }

@@ -1,7 +1,8 @@
 //! Offloads run at the client: loading, fetching a program from the server (by id, checked
 //! by its content hash) and where each call runs.
 
-use super::*;
+use super::endpoint::{Endpoint, Fetched, ServerId, FETCH_RETRY};
+use super::{unexpected, Client};
 use crate::config::ExecMode;
 use crate::error::{ClientError, Result};
 use crate::reply::Response;
@@ -12,7 +13,7 @@ use naam_core::wire::{Body, FetchRepr};
 use std::sync::Arc;
 use std::time::Instant;
 
-impl Client {
+impl Endpoint {
     /// Makes offload `id` runnable here: loads `object` (section `section`), verifies it and
     /// compiles it in the local VM pool. The server must know the same offload by the same id.
     pub fn load_local(
@@ -69,6 +70,44 @@ impl Client {
         };
         self.local.load(id, spec, program)
     }
+}
+
+impl Client {
+    /// Makes offload `id` runnable here: loads `object` (section `section`), verifies it and
+    /// compiles it in the local VM pool. The server must know the same offload by the same id.
+    pub fn load_local(
+        &mut self,
+        id: u32,
+        object: &[u8],
+        section: Option<&str>,
+        class: u16,
+        read_only: bool,
+    ) -> Result<()> {
+        self.ep.load_local(id, object, section, class, read_only)
+    }
+
+    /// As [`Self::load_local`], for a program already extracted (and possibly rewritten).
+    pub fn load_local_program(
+        &mut self,
+        id: u32,
+        program: elf::Program,
+        class: u16,
+        read_only: bool,
+    ) -> Result<()> {
+        self.ep.load_local_program(id, program, class, read_only)
+    }
+
+    /// As [`Self::load_local`], for a program already verified (say, a bundled handler that
+    /// its crate rewrites before verifying).
+    pub fn load_local_verified(
+        &mut self,
+        id: u32,
+        program: Arc<naam_core::verifier::VerifiedProgram>,
+        class: u16,
+        read_only: bool,
+    ) -> Result<()> {
+        self.ep.load_local_verified(id, program, class, read_only)
+    }
 
     /// Makes sure a program this client would run itself is the server's current one:
     /// fetches a program it lacks (FETCH, verified here; in `Auto` mode only read-only ones,
@@ -85,9 +124,9 @@ impl Client {
     ) -> Result<()> {
         let now = Instant::now();
         let key = (server, offload);
-        if let Some(f) = self.fetched.get(&key) {
-            let class = self.local.offload(offload).map(|o| o.class);
-            let s = self.server(server)?;
+        if let Some(f) = self.ep.fetched.get(&key) {
+            let class = self.ep.local.offload(offload).map(|o| o.class);
+            let s = self.ep.server(server)?;
             let lease = class.and_then(|c| s.lease_began.get(&c));
             let due = mode == ExecMode::Local || lease.is_some_and(|&began| f.checked < began);
             if !due {
@@ -96,27 +135,32 @@ impl Client {
             let (digest, checked) = (f.digest, self.remote_digest(server, offload));
             match checked {
                 Ok(d) if d == digest => {
-                    if let Some(f) = self.fetched.get_mut(&key) {
+                    if let Some(f) = self.ep.fetched.get_mut(&key) {
                         f.checked = now;
                     }
                     return Ok(());
                 }
                 // Replaced (fetched again below), or gone or unreachable: not run here.
                 Ok(_) | Err(_) => {
-                    self.fetched.remove(&key);
-                    self.local.unload(offload);
+                    self.ep.fetched.remove(&key);
+                    self.ep.local.unload(offload);
                 }
             }
-        } else if self.local.offload(offload).is_some() {
+        } else if self.ep.local.offload(offload).is_some() {
             return Ok(());
         }
-        if self.unfetchable.get(&key).is_some_and(|&until| now < until) {
+        if self
+            .ep
+            .unfetchable
+            .get(&key)
+            .is_some_and(|&until| now < until)
+        {
             return Ok(());
         }
         match self.fetch_local(server, offload, mode) {
             Ok(()) => Ok(()),
             Err(_) => {
-                self.unfetchable.insert(key, now + FETCH_RETRY);
+                self.ep.unfetchable.insert(key, now + FETCH_RETRY);
                 if mode == ExecMode::Local {
                     Err(ClientError::NotLocal {
                         offload,
@@ -147,15 +191,16 @@ impl Client {
         }
         let (insns, digest) = self.fetch_program(server, id)?;
         let program = elf::Program::from_insns(info.name.clone(), insns);
-        self.load_local_program(id, program, info.class, info.read_only)?;
-        self.fetched.insert(
+        self.ep
+            .load_local_program(id, program, info.class, info.read_only)?;
+        self.ep.fetched.insert(
             (server, id),
             Fetched {
                 digest,
                 checked: Instant::now(),
             },
         );
-        self.stats.fetched += 1;
+        self.ep.stats.fetched += 1;
         Ok(())
     }
 
@@ -169,26 +214,5 @@ impl Client {
             Response::Fetched(p) => Ok(p.digest),
             other => Err(unexpected(0, "fetch reply", &other)),
         }
-    }
-
-    /// `server`'s congestion window: its size, requests on the wire, requests waiting for
-    /// room, and how many times it was halved.
-    pub fn window(&self, server: ServerId) -> Option<(usize, usize, usize, u64)> {
-        let w = &self.servers.get(server)?.window;
-        let (on_wire, held) = w.load();
-        Some((w.size(), on_wire, held, w.cuts))
-    }
-
-    /// Whether offload `id` can run here.
-    pub fn has_local(&self, id: u32) -> bool {
-        self.local.offload(id).is_some()
-    }
-
-    /// Whether a `location = client` lease for `class` on `server` is running.
-    pub fn lease_active(&self, server: ServerId, class: u16) -> bool {
-        self.servers
-            .get(server)
-            .and_then(|s| s.leases.get(&class))
-            .is_some_and(|&until| Instant::now() < until)
     }
 }

@@ -1,6 +1,6 @@
-//! Receiving: the poll loop, timers, and matching each reply to its request.
+//! Receiving: timers, and matching each reply to its request.
 
-use super::*;
+use super::endpoint::{Endpoint, Pending, Purpose};
 use crate::error::{ClientError, Result};
 use crate::local::RunStep;
 use crate::reply::{
@@ -10,107 +10,10 @@ use naam_core::wire::{Body, Kind, Location, Message, OneSidedRepr};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-impl Client {
-    /// The next finished request, waiting up to `timeout` (`None`: until one finishes). Returns
-    /// `Ok(None)` when the time is up, or at once when nothing is outstanding.
-    pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<Completion>> {
-        let until = timeout.map(|t| Instant::now() + t);
-        // Even a zero timeout looks at the socket once, so a caller that polls without
-        // waiting (an open-loop sender behind schedule) still receives its replies.
-        let mut looked = false;
-        loop {
-            if let Some(c) = self.ready.pop_front() {
-                return Ok(Some(c));
-            }
-            if self.pending.is_empty() && self.local.running() == 0 {
-                return Ok(None);
-            }
-            if looked && until.is_some_and(|u| Instant::now() >= u) {
-                return Ok(None);
-            }
-            looked = true;
-            self.pump(until)?;
-        }
-    }
-
-    /// Waits for `ticket` (other completions that arrive meanwhile stay queued for
-    /// [`Self::poll`]).
-    pub fn wait(&mut self, ticket: Ticket) -> Result<Response> {
-        loop {
-            if let Some(i) = self.ready.iter().position(|c| c.ticket == ticket) {
-                let c = self.ready.remove(i).expect("index from position");
-                return c.result;
-            }
-            let known =
-                self.pending.values().any(|p| p.ticket == ticket) || self.local.has_ticket(ticket);
-            if !known {
-                return Err(ClientError::App {
-                    app: "client",
-                    reason: format!("ticket {} is not outstanding", ticket.0),
-                });
-            }
-            self.pump(None)?;
-        }
-    }
-
-    /// One round: fires due timers, waits for the socket (up to the next timer or `until`),
-    /// and handles every datagram that is there.
-    pub(super) fn pump(&mut self, until: Option<Instant>) -> Result<()> {
-        let now = Instant::now();
-        if self.next_deadline.is_some_and(|d| now >= d) {
-            self.fire_timers(now)?;
-        }
-        if !self.ready.is_empty() {
-            return Ok(());
-        }
-        let wake = match (self.next_deadline, until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let wait = wake.map_or(Duration::from_millis(100), |w| {
-            w.saturating_duration_since(Instant::now())
-        });
-        if self.wait_readable(wait)? {
-            self.drain()?;
-        }
-        Ok(())
-    }
-
-    pub(super) fn wait_readable(&self, timeout: Duration) -> Result<bool> {
-        use rustix::event::{poll, PollFd, PollFlags, Timespec};
-        // Round up so a sub-millisecond wait does not become a busy loop of zero-timeouts.
-        let ms = timeout.as_micros().div_ceil(1000).min(i64::MAX as u128) as i64;
-        let t = Timespec {
-            tv_sec: ms / 1000,
-            tv_nsec: (ms % 1000) * 1_000_000,
-        };
-        let mut pfd = [PollFd::new(&self.sock, PollFlags::IN)];
-        match poll(&mut pfd, Some(&t)) {
-            Ok(n) => Ok(n > 0),
-            Err(rustix::io::Errno::INTR) => Ok(false),
-            Err(e) => Err(ClientError::io("waiting for replies", e.into())),
-        }
-    }
-
-    pub(super) fn drain(&mut self) -> Result<()> {
-        let mut buf = std::mem::take(&mut self.recv_buf);
-        let result = loop {
-            match self.sock.recv_from(&mut buf) {
-                Ok((n, src)) => self.on_datagram(&buf[..n], src),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => break Err(ClientError::io("receiving a reply", e)),
-            }
-        };
-        self.recv_buf = buf;
-        result
-    }
-
-    pub(super) fn fire_timers(&mut self, now: Instant) -> Result<()> {
+impl Endpoint {
+    /// Fires the timers due at `now`: retransmits what got no reply in time, retries what
+    /// was refused, and fails what ran out of retries.
+    pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&std::cmp::Reverse((at, id))) = self.timers.peek() {
             if at > now {
                 break;
@@ -150,11 +53,10 @@ impl Client {
                 self.hold(id, now);
                 continue;
             }
-            self.send_pending(id, now)?;
+            self.send_pending(id, now);
         }
         self.drop_stale_timers();
         self.next_deadline = self.timers.peek().map(|t| t.0 .0);
-        Ok(())
     }
 
     /// Pops timers of requests that finished or were rescheduled, so that the top is live.
@@ -175,7 +77,10 @@ impl Client {
         self.ready.push_back(Completion { ticket, result });
     }
 
-    pub(super) fn on_datagram(&mut self, datagram: &[u8], src: SocketAddr) {
+    /// A datagram from `src`, received at `now`: the reply it is matched to (by request id
+    /// and source address) finishes, is retried later, or feeds a local run; anything else
+    /// is counted and dropped.
+    pub fn handle(&mut self, now: Instant, src: SocketAddr, datagram: &[u8]) {
         let msg = match Message::parse(datagram) {
             Ok(m) => m,
             Err(_) => {
@@ -195,7 +100,6 @@ impl Client {
             }
         }
         let mut p = self.pending.remove(&id).expect("checked above");
-        let now = Instant::now();
         // Any reply takes the request off the wire; a refusal is a congestion signal, any
         // other reply grows the window.
         if p.on_wire {
@@ -272,7 +176,7 @@ impl Client {
                 if let Purpose::Local(run) = p.purpose {
                     self.recycle(std::mem::take(&mut p.datagram));
                     if let Some(step) = self.local.resume(run, r.results()) {
-                        self.after_local_step(step);
+                        self.after_local_step(now, step);
                     }
                     return;
                 }
@@ -319,7 +223,7 @@ impl Client {
     }
 
     /// Acts on what a local run asked for after a step.
-    pub(super) fn after_local_step(&mut self, step: RunStep) {
+    pub(super) fn after_local_step(&mut self, now: Instant, step: RunStep) {
         match step {
             RunStep::Finished { ticket, result } => {
                 self.ready.push_back(Completion { ticket, result })
@@ -348,7 +252,6 @@ impl Client {
                 });
                 match res {
                     Ok((id, datagram)) => {
-                        let now = Instant::now();
                         let p = Pending::new(
                             ticket,
                             server,
@@ -359,13 +262,7 @@ impl Client {
                             Kind::OneSidedReply,
                             now,
                         );
-                        if let Err(e) = self.enqueue(id, p, now) {
-                            self.local.abandon(run);
-                            self.ready.push_back(Completion {
-                                ticket,
-                                result: Err(e),
-                            });
-                        }
+                        self.enqueue(id, p, now);
                     }
                     Err(e) => {
                         self.local.abandon(run);

@@ -1,14 +1,15 @@
 //! Sending: request ids, encoding into a kept datagram buffer, the per-server window and
-//! retransmission timers.
+//! retransmission timers. Nothing is sent here: a request due on the wire is queued for
+//! [`Endpoint::poll_transmit`].
 
-use super::*;
-use crate::error::{ClientError, Result};
+use super::endpoint::{Endpoint, Pending, Purpose, ServerId, NO_TIMER};
+use crate::error::Result;
 use crate::reply::Ticket;
 use naam_core::wire::{Body, Flags, Kind, Message};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-impl Client {
+impl Endpoint {
     /// A new request id, and the window its request carries: how many of this client's
     /// requests are open, counting the new one, so the server may forget every older one it
     /// remembers for de-duplication (docs/protocol.md). 0 ("not said") if that does not fit.
@@ -54,6 +55,7 @@ impl Client {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn send_new(
         &mut self,
+        now: Instant,
         ticket: Ticket,
         server: ServerId,
         dest: SocketAddr,
@@ -76,31 +78,23 @@ impl Client {
             let sealed = cred.seal(naam_core::auth::wall_clock_ns(), &datagram)?;
             self.recycle(std::mem::replace(&mut datagram, sealed));
         }
-        let now = Instant::now();
         let p = Pending::new(
             ticket, server, dest, datagram, purpose, offload, expect, now,
         );
-        self.enqueue(id, p, now)?;
+        self.enqueue(id, p, now);
         Ok(id)
     }
 
-    /// A new request: sent now if its server's window has room, else held until it has.
-    /// A first send the socket refuses is an error (and the request is gone).
-    pub(super) fn enqueue(&mut self, id: u64, p: Pending, now: Instant) -> Result<()> {
+    /// A new request: on the wire now if its server's window has room, else held until it
+    /// has.
+    pub(super) fn enqueue(&mut self, id: u64, p: Pending, now: Instant) {
         let server = p.server;
         self.pending.insert(id, p);
-        if !self.servers[server].window.admit() {
+        if self.servers[server].window.admit() {
+            self.send_pending(id, now);
+        } else {
             self.hold(id, now);
-            return Ok(());
         }
-        if let Err(e) = self.send_pending(id, now) {
-            if let Some(mut p) = self.pending.remove(&id) {
-                self.recycle(std::mem::take(&mut p.datagram));
-            }
-            self.servers[server].window.left();
-            return Err(e);
-        }
-        Ok(())
     }
 
     /// Sets a timer: request `id` is due at `at` (its `deadline`, set by the caller).
@@ -118,11 +112,12 @@ impl Client {
         }
     }
 
-    /// Sends request `id` (admitted to its window by the caller): a retransmission after
-    /// the first send (same id, same bytes, RETRANSMIT set in header bytes 4..6).
-    pub(super) fn send_pending(&mut self, id: u64, now: Instant) -> Result<()> {
+    /// Puts request `id` (admitted to its window by the caller) on the wire: queues its
+    /// datagram, a retransmission after the first send (same id, same bytes, RETRANSMIT set
+    /// in header bytes 4..6), and sets its timer.
+    pub(super) fn send_pending(&mut self, id: u64, now: Instant) {
         let Some(p) = self.pending.get_mut(&id) else {
-            return Ok(());
+            return;
         };
         if p.attempts > 0 {
             let flags =
@@ -136,13 +131,8 @@ impl Client {
         p.attempts += 1;
         p.on_wire = true;
         let deadline = p.deadline;
-        let (dg, dest) = (std::mem::take(&mut p.datagram), p.dest);
         self.schedule(id, deadline);
-        let sent = self.transmit(&dg, dest);
-        if let Some(p) = self.pending.get_mut(&id) {
-            p.datagram = dg;
-        }
-        sent
+        self.transmits.push_back(id);
     }
 
     /// Sends the held requests of `server` its window has room for now.
@@ -152,30 +142,12 @@ impl Client {
                 self.servers[server].window.left();
                 continue;
             }
-            // A refused send is as good as lost: the retransmission timer recovers it.
-            let _ = self.send_pending(id, now);
+            self.send_pending(id, now);
         }
     }
 
     /// The gap between two halvings of a window: one burst of refusals is one signal.
     pub(super) fn cut_gap(&self) -> Duration {
         self.cfg.timeout / 2
-    }
-
-    pub(super) fn transmit(&self, datagram: &[u8], dest: SocketAddr) -> Result<()> {
-        match self.sock.send_to(datagram, dest) {
-            Ok(_) => Ok(()),
-            // A full socket buffer or an ICMP error from an earlier datagram: the request is
-            // as good as lost, and the retransmission timer recovers it.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(ClientError::io("sending a datagram", e)),
-        }
     }
 }

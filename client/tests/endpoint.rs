@@ -1,0 +1,187 @@
+//! The client's protocol driven with simulated time and no network (`naam_client::Endpoint`):
+//! whole exchanges — retransmission with back-off, a refusal with a retry-after hint, replies
+//! from the wrong address, late duplicates, the congestion window — decided by the times and
+//! datagrams the test hands it, so each assertion is exact.
+
+use naam_client::{ClientConfig, ClientError, Endpoint, ExecMode, Response, ServerAddr};
+use naam_core::wire::{
+    AmReplyRepr, AmStatus, Body, ErrorCode, ErrorRepr, Flags, Location, Message,
+};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_millis(10);
+
+fn server() -> ServerAddr {
+    ServerAddr::new("10.0.0.1:7000".parse().unwrap(), None)
+}
+
+fn endpoint(max_retries: u32, max_window: usize) -> Endpoint {
+    let cfg = ClientConfig {
+        timeout: TIMEOUT,
+        max_retries,
+        max_backoff: Duration::from_millis(40),
+        max_window,
+        ..ClientConfig::default()
+    };
+    Endpoint::new(&[server()], cfg).unwrap()
+}
+
+/// Every datagram due now: (request id, destination, bytes).
+fn sent(ep: &mut Endpoint) -> Vec<(u64, SocketAddr, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some(t) = ep.poll_transmit() {
+        out.push((t.request_id, t.dest, t.datagram.to_vec()));
+    }
+    out
+}
+
+fn call(ep: &mut Endpoint, now: Instant) -> naam_client::Ticket {
+    ep.submit_call_on(now, 0, 0, 2, b"args", ExecMode::Server)
+        .unwrap()
+}
+
+fn reply(request: &[u8], body: Body<'_>) -> Vec<u8> {
+    let m = Message::parse(request).unwrap().reply(body);
+    let mut buf = vec![0u8; m.buffer_len()];
+    m.emit(&mut buf).unwrap();
+    buf
+}
+
+fn done(output: &[u8]) -> Body<'_> {
+    Body::AmReply(AmReplyRepr {
+        status: AmStatus::Done,
+        executed_at: Location::Nic,
+        steps: 1,
+        hint: None,
+        output,
+    })
+}
+
+#[test]
+fn a_lost_request_is_retransmitted_with_backoff_then_times_out() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(2, 64);
+    let ticket = call(&mut ep, t0);
+    let first = sent(&mut ep);
+    assert_eq!(first.len(), 1);
+    let (id, dest, bytes) = &first[0];
+    assert_eq!(*dest, server().class_addr(2), "to its class's port");
+    assert_eq!(ep.poll_timeout(), Some(t0 + TIMEOUT));
+
+    // Nothing is due before the timer.
+    ep.handle_timeout(t0 + TIMEOUT - Duration::from_micros(1));
+    assert!(sent(&mut ep).is_empty());
+
+    // Each timeout resends the same request, flagged RETRANSMIT, after twice the wait.
+    let mut at = t0 + TIMEOUT;
+    for (n, wait) in [(1, 20), (2, 40)] {
+        ep.handle_timeout(at);
+        let again = sent(&mut ep);
+        assert_eq!(again.len(), 1, "retransmission {n}");
+        let m = Message::parse(&again[0].2).unwrap();
+        assert_eq!(m.request_id, *id);
+        assert!(m.flags.contains(Flags::RETRANSMIT));
+        assert_eq!(again[0].2.len(), bytes.len());
+        at += Duration::from_millis(wait);
+        assert_eq!(ep.poll_timeout(), Some(at));
+    }
+    ep.handle_timeout(at);
+    assert!(sent(&mut ep).is_empty(), "no retries left");
+    match ep.take(ticket) {
+        Some(Err(ClientError::Timeout { attempts, .. })) => assert_eq!(attempts, 3),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(
+        (ep.stats.requests, ep.stats.retransmits, ep.stats.timeouts),
+        (1, 2, 1)
+    );
+    assert!(ep.is_idle());
+}
+
+#[test]
+fn replies_match_by_id_and_address_and_late_duplicates_are_stray() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(5, 64);
+    let ticket = call(&mut ep, t0);
+    let (_, _, req) = sent(&mut ep).remove(0);
+    let answer = reply(&req, done(b"value"));
+
+    ep.handle(t0, "10.9.9.9:7002".parse().unwrap(), &answer);
+    assert_eq!(ep.stats.stray_replies, 1, "from another host");
+    assert!(ep.take(ticket).is_none());
+    ep.handle(t0, "10.0.0.1:7002".parse().unwrap(), b"\x00garbage");
+    assert_eq!(ep.stats.malformed_replies, 1);
+
+    ep.handle(t0, "10.0.0.1:7002".parse().unwrap(), &answer);
+    match ep.take(ticket) {
+        Some(Ok(Response::Am(r))) => assert_eq!(r.output, b"value"),
+        other => panic!("expected the reply, got {other:?}"),
+    }
+    ep.handle(t0, "10.0.0.1:7002".parse().unwrap(), &answer);
+    assert_eq!(ep.stats.stray_replies, 2, "a late duplicate");
+    assert_eq!(
+        ep.poll_timeout(),
+        Some(t0 + TIMEOUT),
+        "only a stale timer is left"
+    );
+    ep.handle_timeout(t0 + TIMEOUT);
+    assert!(
+        sent(&mut ep).is_empty(),
+        "a finished request is never resent"
+    );
+    assert_eq!(ep.poll_timeout(), None);
+}
+
+#[test]
+fn a_refusal_with_a_hint_is_retried_when_the_server_said() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(5, 64);
+    let ticket = call(&mut ep, t0);
+    let (id, _, req) = sent(&mut ep).remove(0);
+    let busy = reply(
+        &req,
+        Body::Error(ErrorRepr {
+            code: ErrorCode::Busy,
+            detail: "tenant over its share",
+            retry_after_us: Some(3_000),
+        }),
+    );
+    let t1 = t0 + Duration::from_millis(1);
+    ep.handle(t1, "10.0.0.1:7002".parse().unwrap(), &busy);
+    assert!(ep.take(ticket).is_none(), "a refusal is not the end");
+    assert_eq!(ep.poll_timeout(), Some(t1 + Duration::from_millis(3)));
+    assert_eq!((ep.stats.busy_retries, ep.stats.retry_after_hints), (1, 1));
+    ep.handle_timeout(t1 + Duration::from_millis(3));
+    let retry = sent(&mut ep);
+    assert_eq!(retry.len(), 1);
+    assert_eq!(retry[0].0, id, "the same request id: never executed twice");
+    ep.handle(
+        t1,
+        "10.0.0.1:7002".parse().unwrap(),
+        &reply(&req, done(b"ok")),
+    );
+    assert!(matches!(ep.take(ticket), Some(Ok(Response::Am(_)))));
+}
+
+#[test]
+fn the_window_holds_requests_until_replies_make_room() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(5, 2);
+    let tickets: Vec<_> = (0..5).map(|_| call(&mut ep, t0)).collect();
+    let first = sent(&mut ep);
+    assert_eq!(first.len(), 2, "two on the wire");
+    assert_eq!(ep.window(0).map(|w| (w.1, w.2)), Some((2, 3)));
+    // Each reply lets one held request go.
+    let t1 = t0 + Duration::from_millis(1);
+    ep.handle(
+        t1,
+        "10.0.0.1:7002".parse().unwrap(),
+        &reply(&first[0].2, done(b"")),
+    );
+    let next = sent(&mut ep);
+    assert_eq!(next.len(), 1);
+    assert!(next[0].0 > first[1].0, "held requests go in order");
+    assert!(matches!(ep.take(tickets[0]), Some(Ok(_))));
+    assert_eq!(ep.outstanding(), 4);
+}
