@@ -34,8 +34,6 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
-#[cfg(feature = "fake-server")]
-pub mod fake;
 pub mod keys;
 mod local;
 pub mod program;

@@ -185,3 +185,112 @@ fn the_window_holds_requests_until_replies_make_room() {
     assert!(matches!(ep.take(tickets[0]), Some(Ok(_))));
     assert_eq!(ep.outstanding(), 4);
 }
+
+fn busy<'a>(detail: &'a str) -> Body<'a> {
+    Body::Error(ErrorRepr {
+        code: ErrorCode::Busy,
+        detail,
+        retry_after_us: None,
+    })
+}
+
+#[test]
+fn refusals_are_retried_soon_with_the_same_id_until_the_retries_run_out() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(2, 64);
+    let ticket = call(&mut ep, t0);
+    let (id, _, req) = sent(&mut ep).remove(0);
+    let from: SocketAddr = "10.0.0.1:7002".parse().unwrap();
+    let mut now = t0;
+    // Without a hint, a refused request is retried after a thirty-second of the timeout,
+    // doubling per refusal, long before a retransmission timeout.
+    for (n, wait) in [(1, TIMEOUT / 32), (2, TIMEOUT / 16)] {
+        ep.handle(now, from, &reply(&req, busy("queues full")));
+        let due = ep.poll_timeout().expect("a retry is scheduled");
+        assert_eq!(due - now, wait, "refusal {n}");
+        now = due;
+        ep.handle_timeout(now);
+        let again = sent(&mut ep);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].0, id, "the same request id");
+    }
+    // A refusal past the last retry is the answer.
+    ep.handle(now, from, &reply(&req, busy("queues full")));
+    match ep.take(ticket) {
+        Some(Err(e)) => assert_eq!(e.code(), Some(ErrorCode::Busy), "{e}"),
+        other => panic!("expected busy, got {other:?}"),
+    }
+    assert_eq!(ep.stats.busy_retries, 2);
+}
+
+#[test]
+fn a_timeout_after_a_refusal_names_the_refusal() {
+    // Attempt 1 is refused; the later ones get no answer: the outcome is unknown (a timeout),
+    // and the error says what the server answered before.
+    let t0 = Instant::now();
+    let mut ep = endpoint(2, 64);
+    let ticket = call(&mut ep, t0);
+    let (_, _, req) = sent(&mut ep).remove(0);
+    ep.handle(
+        t0,
+        "10.0.0.1:7002".parse().unwrap(),
+        &reply(&req, busy("queues full")),
+    );
+    while let Some(at) = ep.poll_timeout() {
+        ep.handle_timeout(at);
+        sent(&mut ep);
+    }
+    let err = match ep.take(ticket) {
+        Some(Err(e)) => e,
+        other => panic!("expected a timeout, got {other:?}"),
+    };
+    match &err {
+        ClientError::Timeout { refused, .. } => {
+            assert_eq!(refused.as_deref(), Some("busy: queues full"), "{err}")
+        }
+        other => panic!("expected a timeout, got {other}"),
+    }
+    assert!(
+        err.to_string()
+            .contains("earlier attempts were refused: busy"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_placement_hint_leases_the_class_to_the_client_until_another_hint_ends_it() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(5, 64);
+    let hinted = |class, location, lease_ms| {
+        Body::AmReply(AmReplyRepr {
+            status: AmStatus::Done,
+            executed_at: Location::Nic,
+            steps: 1,
+            hint: Some(naam_core::wire::PlacementHint {
+                class,
+                location,
+                lease_ms,
+            }),
+            output: b"",
+        })
+    };
+    let from: SocketAddr = "10.0.0.1:7002".parse().unwrap();
+    let ticket = call(&mut ep, t0);
+    let (_, _, req) = sent(&mut ep).remove(0);
+    ep.handle(t0, from, &reply(&req, hinted(2, Location::Client, 1500)));
+    assert!(matches!(ep.take(ticket), Some(Ok(_))));
+    assert!(ep.lease_active(t0, 0, 2), "leased to the client");
+    assert!(!ep.lease_active(t0, 0, 3), "only that class");
+    assert!(ep.lease_active(t0 + Duration::from_millis(1499), 0, 2));
+    assert!(
+        !ep.lease_active(t0 + Duration::from_millis(1500), 0, 2),
+        "the lease ran out"
+    );
+    // A hint naming another location ends the lease at once.
+    let ticket = call(&mut ep, t0);
+    let (_, _, req) = sent(&mut ep).remove(0);
+    ep.handle(t0, from, &reply(&req, hinted(2, Location::Host, 0)));
+    assert!(matches!(ep.take(ticket), Some(Ok(_))));
+    assert!(!ep.lease_active(t0, 0, 2));
+    assert_eq!(ep.stats.hints, 2);
+}

@@ -1,9 +1,9 @@
-//! The MICA wrapper against servers (the fake today; see `common`): server and local
-//! execution, pipelining, at-most-once PUTs under reply loss, sharding over two servers.
+//! The MICA wrapper against real deployments (see `common`): server and local execution,
+//! pipelining, sharding over two servers (at-most-once PUTs under reply loss: `real_client.rs`).
 
 mod common;
 
-use common::{fake_or_skip, start_server, start_server_n};
+use common::{start_server, start_server_n};
 use naam_client::apps::MicaOutcome;
 use naam_client::{
     Client, ClientConfig, ExecMode, Mica, Response, ServerAddr, ShardedClient, Shards,
@@ -119,34 +119,6 @@ fn pipelined_puts_and_gets() {
         );
     }
     assert!(tickets.is_empty());
-}
-
-fn log_tail(fake: &naam_client::fake::FakeServer) -> u64 {
-    let log = fake.region(naam_client::bundled::region::MICA_LOG).unwrap();
-    log.load_u64(naam_handlers::mica::layout::LOG_TAIL).unwrap()
-}
-
-#[test]
-fn a_put_whose_reply_is_lost_applies_once() {
-    let s = start_server();
-    let Some(fake) = fake_or_skip(&s, "PUT de-duplication") else {
-        return;
-    };
-    let mut m = mica(&s, ExecMode::Server);
-    m.put(b"once", b"first").unwrap();
-    let before = log_tail(fake);
-    fake.drop_replies(2);
-    m.put(b"once", b"second").unwrap();
-    let appended = log_tail(fake) - before;
-    assert_eq!(
-        appended,
-        naam_handlers::mica::layout::item_size(6) as u64,
-        "one item appended: the retransmitted PUT was not executed again"
-    );
-    assert_eq!(m.get(b"once").unwrap().as_deref(), Some(&b"second"[..]));
-    assert_eq!(m.inner().stats().retransmits, 2);
-    let dups = fake.seen().iter().filter(|x| x.deduplicated).count();
-    assert_eq!(dups, 2);
 }
 
 #[test]

@@ -1,8 +1,8 @@
-//! The client against real processes (issue 8), for what the fake-based suites cannot show:
+//! The client against real processes (issue 8), with faults:
 //! packet loss injected in the dataplane's UDP port (`--drop-rx-every`, `--drop-tx-every`)
 //! with retransmission under the same request id and server-side de-duplication, the host
 //! agent's own data read at the server and at the client, and the `naam` CLI on the host
-//! agent's B-tree. The suites themselves run against deployments in `against_deployment`.
+//! agent's B-tree. (The other suites run against deployments too, see `common`.)
 
 mod real;
 

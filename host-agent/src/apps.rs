@@ -298,7 +298,7 @@ impl App for Records {
             id: region::RECORD,
             len: cfg.records * RECORD_SIZE,
             // Written only by one-sided ops, atomics included (the fault tests write through
-            // the link; clients count with FAA and CAS here, as against the fake server).
+            // the link; clients count with FAA and CAS here).
             perms: Perms::ALL,
         }]
     }

@@ -1,40 +1,29 @@
-//! Where the tests get a server. Today: an in-process fake (`naam_client::fake`). To run the
-//! same tests against a real deployment (host agent + dataplane started separately), set
-//! `NAAM_TEST_SERVER=IP:BASE` (and `NAAM_TEST_SERVER2` for the sharding tests); tests that
-//! need the fake's fault injection then skip with a printed reason. With
-//! `NAAM_TEST_DEPLOY=1`, every test starts its own real deployment instead (a host agent and
-//! a dataplane process, `naam_deploy`), stopped when the test ends; the
-//! `against_deployment` test target does that for all the suites. The switch lives in
-//! [`start_server`] only.
+//! Where the tests get a server: the code that ships. Every test starts its own local
+//! deployment (a host agent and a dataplane process, `naam_deploy`), stopped when the test
+//! ends. To run the same tests against a deployment started separately, set
+//! `NAAM_TEST_SERVER=IP:BASE` (and `NAAM_TEST_SERVER2` for the sharding tests) and
+//! `NAAM_KEY_FILE`. The switch lives in [`start_server`] only.
 
 #![allow(dead_code)]
 
-use naam_client::fake::FakeServer;
 use naam_client::ClientConfig;
 use naam_core::auth::{Credential, Keyring, Principal};
 use naam_deploy::{Binaries, DeployConfig, Deployment};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Steering classes of the fake (the bundled offloads use classes 0..=5).
+/// Steering classes of the test deployments (the bundled offloads use classes 0..=5).
 pub const CLASSES: u16 = 8;
 
 pub struct TestServer {
     pub data: SocketAddr,
     pub control: SocketAddr,
-    /// The admin key file control requests are sealed with (`None` for the fake, which
-    /// takes them unsealed).
+    /// The admin key file control requests are sealed with.
     pub key_file: Option<PathBuf>,
-    fake: Option<FakeServer>,
     deployment: Option<Deployment>,
 }
 
 impl TestServer {
-    /// The fake, for fault injection and inspection; `None` against a real deployment.
-    pub fn fake(&self) -> Option<&FakeServer> {
-        self.fake.as_ref()
-    }
-
     /// The deployment this test started, if it started one.
     pub fn deployment(&self) -> Option<&Deployment> {
         self.deployment.as_ref()
@@ -87,16 +76,8 @@ fn from_env(var: &str) -> Option<TestServer> {
         data,
         control,
         key_file: std::env::var_os(naam_client::keys::KEY_FILE_ENV).map(PathBuf::from),
-        fake: None,
         deployment: None,
     })
-}
-
-/// Whether tests start their own deployments: `NAAM_TEST_DEPLOY` set, or these suites
-/// compiled into the `against_deployment` target.
-fn deploy_per_test() -> bool {
-    std::env::var_os("NAAM_TEST_DEPLOY").is_some_and(|v| v != "0")
-        || module_path!().starts_with("against_deployment::")
 }
 
 fn deployed() -> TestServer {
@@ -104,7 +85,7 @@ fn deployed() -> TestServer {
     let cfg = DeployConfig {
         mica_keys: 1024,
         btree_keys: 1024,
-        // The fake's steering classes; the bundled offloads use 0..=5.
+        // Classes for run-time offloads besides the bundled ones (0..=5).
         dataplane_args: vec!["--classes".into(), CLASSES.to_string()],
         credentials: Some(cluster_keys()),
         ..DeployConfig::default()
@@ -114,7 +95,6 @@ fn deployed() -> TestServer {
         data: d.data_addr(),
         control: d.control_addr(),
         key_file: Some(d.admin_key_file()),
-        fake: None,
         deployment: Some(d),
     }
 }
@@ -126,31 +106,9 @@ pub fn start_server_n(n: usize) -> TestServer {
     } else {
         "NAAM_TEST_SERVER2"
     };
-    if let Some(s) = from_env(var) {
-        return s;
-    }
-    if deploy_per_test() {
-        return deployed();
-    }
-    let fake = naam_client::fake::FakeServer::start_apps(CLASSES).expect("fake server starts");
-    TestServer {
-        data: fake.data,
-        control: fake.control,
-        key_file: None,
-        fake: Some(fake),
-        deployment: None,
-    }
+    from_env(var).unwrap_or_else(deployed)
 }
 
 pub fn start_server() -> TestServer {
     start_server_n(0)
-}
-
-/// The fake of `s`, or prints why the test is skipped.
-pub fn fake_or_skip<'a>(s: &'a TestServer, test: &str) -> Option<&'a FakeServer> {
-    let f = s.fake();
-    if f.is_none() {
-        println!("skipped: {test} needs the fake server's fault injection");
-    }
-    f
 }

@@ -1,21 +1,21 @@
-//! `naam-bench ycsb` end to end against the client's fake server: the load phase stores every
-//! key, and a short run issues the workload's mix without errors. (Figures come from runs
-//! against a real deployment; this only checks the generator does what it says.)
+//! `naam-bench ycsb` end to end against a local deployment: the load phase stores every key,
+//! and a short run issues the workload's mix without errors. (Figures come from the
+//! experiments; this only checks the generator does what it says.)
 
 use naam_bench::ycsb::{self, KeyDist, Placement, Workload, YcsbConfig};
-use naam_client::fake::FakeServer;
-use naam_client::{Client, Mica, ServerAddr};
+use naam_client::{ClientConfig, Mica, ServerAddr};
+use naam_deploy::{Binaries, DeployConfig, Deployment};
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 fn config(
-    fake: &FakeServer,
+    d: &Deployment,
     workload: Workload,
     placement: Placement,
     rate: Option<f64>,
 ) -> YcsbConfig {
     YcsbConfig {
-        servers: vec![ServerAddr::new(fake.data, Some(fake.control))],
+        servers: vec![ServerAddr::new(d.data_addr(), Some(d.control_addr()))],
         workload,
         dist: KeyDist::Zipfian,
         theta: 0.99,
@@ -30,18 +30,27 @@ fn config(
         timeout: Duration::from_millis(50),
         seed: 7,
         key_seed: Some(3),
-        credential: None,
-        max_window: naam_client::ClientConfig::default().max_window,
+        credential: Some(d.admin_key().expect("the deployment's admin key")),
+        max_window: ClientConfig::default().max_window,
     }
 }
 
 #[test]
 fn load_then_closed_and_open_loop_runs() {
-    let fake = FakeServer::start_apps(8).unwrap();
-    let cfg = config(&fake, Workload::A, Placement::Server, None);
+    let bins = Binaries::locate_or_build().expect("the host agent and dataplane programs");
+    let d = Deployment::start(
+        bins,
+        DeployConfig {
+            mica_keys: 1024,
+            btree_keys: 1024,
+            ..DeployConfig::default()
+        },
+    )
+    .expect("deployment starts");
+    let cfg = config(&d, Workload::A, Placement::Server, None);
     let progress = AtomicU64::new(0);
     ycsb::load(&cfg, &progress).unwrap();
-    let mut m = Mica::new(Client::connect(fake.data, Some(fake.control)).unwrap()).unwrap();
+    let mut m = Mica::new(d.client(ClientConfig::default()).unwrap()).unwrap();
     for i in [0, 1, 250, 499] {
         let v = m.get(&ycsb::key(3, i)).unwrap().expect("loaded");
         assert_eq!(v.len(), 32);
@@ -57,12 +66,12 @@ fn load_then_closed_and_open_loop_runs() {
         "workload A is 50/50: {update_share}"
     );
     assert!(r.latency.p50_us > 0.0 && r.latency.p50_us <= r.latency.p99_us);
-    // The fake's counters moved by the run's server-side executions.
-    let executed = r.server_counters["am_executed"];
+    // The dataplane's counters moved by the run's server-side executions.
+    let executed = r.server_counters["total.nic_executed"] + r.server_counters["total.forwarded"];
     assert!(executed >= r.ops as i128, "{executed} < {}", r.ops);
 
     // Open loop, reads only, handlers at the client.
-    let cfg = config(&fake, Workload::C, Placement::Client, Some(2000.0));
+    let cfg = config(&d, Workload::C, Placement::Client, Some(2000.0));
     let r = ycsb::run(&cfg, &progress).unwrap();
     assert_eq!(r.errors, 0, "{:?}", r.first_error);
     assert_eq!(r.updates, 0);
