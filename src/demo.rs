@@ -12,7 +12,7 @@ use naam_bench::shift::{class_name, control_client, Apps, DecisionLog, PolicyDec
 use naam_bench::ycsb::{fill_value, key, KeyChooser, KeyDist, Rng};
 use naam_client::{ExecMode, Mica, Response};
 use naam_core::wire::Location;
-use naam_deploy::{Binaries, DeployConfig, Deployment};
+use naam_deploy::{Binaries, Deployment};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -160,14 +160,7 @@ pub fn run(bins: Binaries, cfg: &DemoConfig, stop: Arc<AtomicBool>) -> anyhow::R
     let t = Instant::now();
     let mut dep = Deployment::start(
         bins,
-        DeployConfig {
-            home: "host".into(),
-            mica_keys: cfg.mica_keys,
-            btree_keys: cfg.btree_keys,
-            log_dir: cfg.log_dir.clone(),
-            dataplane_args: naam_bench::shift::dataplane_args(),
-            ..DeployConfig::default()
-        },
+        naam_bench::shift::deploy_config(cfg.mica_keys, cfg.btree_keys, cfg.log_dir.clone()),
     )?;
     say(format!(
         "  host agent pid {} built MICA ({} keys) and the B-tree ({} keys); dataplane pid {} \
@@ -506,15 +499,14 @@ fn load(
                 }
             }
         }
-        let wait = next
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(2));
-        let mut polled = apps.client().poll(Some(wait))?;
-        while let Some(c) = polled {
-            let arrived = Instant::now();
-            if let Some(due) = inflight.remove(&c.ticket) {
+        naam_bench::load::collect_replies(
+            apps.client(),
+            &mut inflight,
+            next,
+            Duration::from_millis(2),
+            |due, arrived, result| {
                 let ns = arrived.saturating_duration_since(due).as_nanos().max(1) as u64;
-                let at = match &c.result {
+                let at = match &result {
                     Ok(Response::Am(r))
                         if Mica::<naam_client::Client>::decode(r).is_ok()
                             || r.offload == naam_client::bundled::BTREE_LOOKUP.id =>
@@ -537,9 +529,8 @@ fn load(
                         l.phases[p].errors += 1;
                     }
                 }
-            }
-            polled = apps.client().poll(Some(Duration::ZERO))?;
-        }
+            },
+        )?;
     }
 }
 

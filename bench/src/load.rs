@@ -110,3 +110,26 @@ pub fn resident_bytes() -> u64 {
         .unwrap_or(0);
     pages * 4096
 }
+
+/// Waits for replies until `next` (at most `max_wait`) and hands each request of `inflight`
+/// that finished to `on_reply(due, arrived, result)`, `due` being when the load meant to send
+/// it; other completions are dropped. The reply loop of the open-loop drivers (the shift
+/// experiment, the demo).
+pub fn collect_replies(
+    client: &mut naam_client::Client,
+    inflight: &mut std::collections::HashMap<naam_client::Ticket, Instant>,
+    next: Instant,
+    max_wait: Duration,
+    mut on_reply: impl FnMut(Instant, Instant, naam_client::Result<naam_client::Response>),
+) -> naam_client::Result<()> {
+    let wait = next.saturating_duration_since(Instant::now()).min(max_wait);
+    let mut polled = client.poll(Some(wait))?;
+    while let Some(c) = polled {
+        let arrived = Instant::now();
+        if let Some(due) = inflight.remove(&c.ticket) {
+            on_reply(due, arrived, c.result);
+        }
+        polled = client.poll(Some(Duration::ZERO))?;
+    }
+    Ok(())
+}

@@ -24,16 +24,6 @@ use std::sync::Arc;
 
 use crate::client::ServerId;
 
-const NO_OP: CheckedOp = CheckedOp {
-    kind: OpKind::Read,
-    region: 0,
-    offset: 0,
-    len: 0,
-    data_off: 0,
-    arg0: 0,
-    arg1: 0,
-};
-
 struct LocalRun {
     ticket: Ticket,
     server: ServerId,
@@ -151,7 +141,7 @@ impl LocalExec {
                 offload,
                 tenant,
                 ctx,
-                ops: [NO_OP; MAX_OPS],
+                ops: [CheckedOp::EMPTY; MAX_OPS],
                 n: 0,
                 first: 0,
                 end: 0,

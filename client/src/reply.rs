@@ -2,7 +2,7 @@
 
 use crate::error::{ClientError, Result};
 use naam_core::abi::OpKind;
-use naam_core::wire::{AmStatus, ErrorCode, KvEntry, Location, OffloadEntry, PlacementHint};
+use naam_core::wire::{AmStatus, ErrorCode, KvEntry, Location, PlacementHint};
 
 /// Names a submitted request until its [`Completion`] is polled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,32 +46,7 @@ pub struct OpOutcome {
     pub data: Vec<u8>,
 }
 
-/// A registered offload, as the server lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OffloadInfo {
-    pub id: u32,
-    pub name: String,
-    pub tenant: u32,
-    pub class: u16,
-    pub read_only: bool,
-    pub insn_count: u32,
-    /// Instructions on the longest path of one step.
-    pub worst_case: u32,
-}
-
-impl From<&OffloadEntry<'_>> for OffloadInfo {
-    fn from(e: &OffloadEntry<'_>) -> Self {
-        Self {
-            id: e.id,
-            name: e.name.to_owned(),
-            tenant: e.tenant,
-            class: e.class,
-            read_only: e.read_only,
-            insn_count: e.insn_count,
-            worst_case: e.worst_case,
-        }
-    }
-}
+pub use naam_core::wire::OffloadInfo;
 
 /// One page of a paged reply.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -267,15 +267,7 @@ impl Executor {
         ctx: &mut Ctx,
     ) -> Outcome {
         self.stats.messages += 1;
-        let mut ops = [CheckedOp {
-            kind: OpKind::Read,
-            region: 0,
-            offset: 0,
-            len: 0,
-            data_off: 0,
-            arg0: 0,
-            arg1: 0,
-        }; MAX_OPS];
+        let mut ops = [CheckedOp::EMPTY; MAX_OPS];
         let mut step = 0;
         let result = loop {
             if step >= self.max_steps {

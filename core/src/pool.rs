@@ -49,6 +49,19 @@ impl std::fmt::Debug for Offload {
 }
 
 impl Offload {
+    /// This offload as a LIST reply describes it (its name clipped to what the wire carries).
+    pub fn list_entry(&self) -> crate::wire::OffloadEntry<'_> {
+        crate::wire::OffloadEntry {
+            id: self.id,
+            name: crate::wire::clip_utf8(&self.name, crate::wire::NAME_MAX),
+            tenant: self.tenant,
+            class: self.class,
+            read_only: self.read_only,
+            insn_count: self.program.insn_count() as u32,
+            worst_case: self.program.worst_case_insns() as u32,
+        }
+    }
+
     /// The program compiled for `engine`: compiled by the first caller, then shared; the
     /// reason when it does not compile.
     pub fn compiled(&self, engine: Engine) -> Result<Arc<CompiledVm>, String> {

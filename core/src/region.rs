@@ -199,6 +199,20 @@ pub struct CheckedOp {
     pub arg1: u64,
 }
 
+impl CheckedOp {
+    /// A zero-length READ of region 0: what fills op arrays before a step's ops are checked
+    /// into them (never executed).
+    pub const EMPTY: CheckedOp = CheckedOp {
+        kind: OpKind::Read,
+        region: 0,
+        offset: 0,
+        len: 0,
+        data_off: 0,
+        arg0: 0,
+        arg1: 0,
+    };
+}
+
 /// The registered regions, indexed by id (ids are small and dense).
 #[derive(Debug, Clone, Default)]
 pub struct RegionTable {

@@ -19,7 +19,7 @@ use naam_core::auth::Principal;
 use naam_core::wire::{clip_utf8, congest_ms, CONGEST_HOST};
 use naam_core::wire::{
     Body, DescribeRepr, ErrorCode, ErrorRepr, KvEntry, KvListRepr, ListReplyRepr, Message,
-    OffloadEntry, OffloadIdRepr, PageRequestRepr, RegisterRepr, MAX_DATAGRAM,
+    OffloadEntry, OffloadIdRepr, OffloadInfo, PageRequestRepr, RegisterRepr, MAX_DATAGRAM,
 };
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -232,12 +232,7 @@ pub(crate) fn handle(agent: &HostAgent, req: &[u8], out: &mut [u8]) -> (usize, A
                 .iter()
                 .map(|(id, o)| OffloadEntry {
                     id: *id,
-                    name: clip_utf8(&o.name, naam_core::wire::NAME_MAX),
-                    tenant: o.tenant,
-                    class: o.class,
-                    read_only: o.read_only,
-                    insn_count: o.program.insn_count() as u32,
-                    worst_case: o.program.worst_case_insns() as u32,
+                    ..o.list_entry()
                 })
                 .collect();
             let (n, more) = naam_core::wire::fit_page(&list, p.max);
@@ -453,17 +448,6 @@ pub struct ControlClient {
     out: Vec<u8>,
 }
 
-/// An offload as LIST reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OffloadInfo {
-    pub id: u32,
-    pub name: String,
-    pub tenant: u32,
-    pub class: u16,
-    pub read_only: bool,
-    pub insn_count: u32,
-}
-
 impl ControlClient {
     /// Connects; every call waits at most `timeout` for its reply.
     pub fn connect(path: &Path, timeout: Duration) -> Result<ControlClient, ControlError> {
@@ -546,14 +530,7 @@ impl ControlClient {
             let Body::ListReply(p) = m.body else {
                 return Err(ControlError::Unexpected(m.kind()));
             };
-            all.extend(p.entries.iter().map(|e| OffloadInfo {
-                id: e.id,
-                name: e.name.to_owned(),
-                tenant: e.tenant,
-                class: e.class,
-                read_only: e.read_only,
-                insn_count: e.insn_count,
-            }));
+            all.extend(p.entries.iter().map(|e| OffloadInfo::from(&e)));
             if !p.more {
                 return Ok(all);
             }

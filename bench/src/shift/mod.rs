@@ -461,18 +461,24 @@ pub struct ShiftRun {
 /// An injection as the injector made it: repetition, what, onset ms, end ms, ack µs.
 type Mark = (usize, &'static str, f64, f64, f64);
 
+/// The deployment the shift experiment and the demo run on: classes at home on the host,
+/// the policy's settings of [`dataplane_args`].
+pub fn deploy_config(mica_keys: u64, btree_keys: u64, log_dir: Option<PathBuf>) -> DeployConfig {
+    DeployConfig {
+        home: "host".into(),
+        mica_keys,
+        btree_keys,
+        log_dir,
+        dataplane_args: dataplane_args(),
+        ..DeployConfig::default()
+    }
+}
+
 /// Starts a deployment with `bins`, runs the experiment, stops the deployment.
 pub fn run(bins: Binaries, cfg: &ShiftConfig) -> anyhow::Result<ShiftRun> {
     let dep = Deployment::start(
         bins,
-        DeployConfig {
-            home: "host".into(),
-            mica_keys: cfg.mica_keys,
-            btree_keys: cfg.btree_keys,
-            log_dir: cfg.log_dir.clone(),
-            dataplane_args: dataplane_args(),
-            ..DeployConfig::default()
-        },
+        deploy_config(cfg.mica_keys, cfg.btree_keys, cfg.log_dir.clone()),
     )?;
     let server = dep.server();
     let admin = dep.admin_key()?;
@@ -705,15 +711,14 @@ fn drive(
             }
             break;
         }
-        let wait = next
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(1));
-        let mut polled = apps.client().poll(Some(wait))?;
-        while let Some(c) = polled {
-            let arrived = Instant::now();
-            if let Some(due) = inflight.remove(&c.ticket) {
+        crate::load::collect_replies(
+            apps.client(),
+            &mut inflight,
+            next,
+            Duration::from_millis(1),
+            |due, arrived, result| {
                 let b = &mut timeline[bucket(due)];
-                match c.result {
+                match result {
                     Ok(Response::Am(r)) if arrived.saturating_duration_since(due) < timeout => {
                         match r.executed_at {
                             Location::Client => b.client += 1,
@@ -724,9 +729,8 @@ fn drive(
                     Ok(Response::Am(_)) => b.delayed += 1,
                     _ => b.lost += 1,
                 }
-            }
-            polled = apps.client().poll(Some(Duration::ZERO))?;
-        }
+            },
+        )?;
     }
     let _ = n;
     Ok(timeline)

@@ -68,6 +68,33 @@ pub struct OffloadEntry<'a> {
     pub worst_case: u32,
 }
 
+/// An [`OffloadEntry`] owned (what a client or a tool keeps after the reply is gone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffloadInfo {
+    pub id: u32,
+    pub name: String,
+    pub tenant: u32,
+    pub class: u16,
+    pub read_only: bool,
+    pub insn_count: u32,
+    /// Instructions on the longest path of one step.
+    pub worst_case: u32,
+}
+
+impl From<&OffloadEntry<'_>> for OffloadInfo {
+    fn from(e: &OffloadEntry<'_>) -> Self {
+        Self {
+            id: e.id,
+            name: e.name.to_owned(),
+            tenant: e.tenant,
+            class: e.class,
+            read_only: e.read_only,
+            insn_count: e.insn_count,
+            worst_case: e.worst_case,
+        }
+    }
+}
+
 impl<'a> ListEntry<'a> for OffloadEntry<'a> {
     fn decode(bytes: &'a [u8]) -> Result<(Self, usize), WireError> {
         need(offload::NAME, bytes.len())?;

@@ -39,7 +39,7 @@ pub use fetch::{program_digest, FetchReplyRepr, FetchRepr, FETCH_CHUNK};
 pub use header::{id_before, retired_below, Flags, HeaderPacket, HeaderRepr, Kind};
 pub use list::{
     fit_page, EntryIter, EntryList, KvEntry, KvListRepr, ListEntry, ListReplyRepr, OffloadEntry,
-    PagedPacket, PagedRepr,
+    OffloadInfo, PagedPacket, PagedRepr,
 };
 pub use message::{Body, Message};
 pub use onesided::{

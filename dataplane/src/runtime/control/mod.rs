@@ -43,7 +43,7 @@ use naam_core::wire::{clip_utf8, congest_ms, fit_page, CONGEST_NIC};
 use naam_core::wire::{
     Body, EntryList, ErrorCode, ErrorRepr, FetchReplyRepr, HeaderPacket, KvEntry, KvListRepr,
     ListReplyRepr, Message, OffloadEntry, OffloadIdRepr, PageRequestRepr, RegisterRepr, WireError,
-    HEADER_LEN, MAGIC, NAME_MAX,
+    HEADER_LEN, MAGIC,
 };
 
 use super::hostctl::HostControl;
@@ -449,18 +449,7 @@ impl ControlPlane {
             .into_iter()
             .filter(|o| o.id >= p.start)
             .collect();
-        let entries: Vec<OffloadEntry<'_>> = all
-            .iter()
-            .map(|o| OffloadEntry {
-                id: o.id,
-                name: clip_utf8(&o.name, NAME_MAX),
-                tenant: o.tenant,
-                class: o.class,
-                read_only: o.read_only,
-                insn_count: o.program.insn_count() as u32,
-                worst_case: o.program.worst_case_insns() as u32,
-            })
-            .collect();
+        let entries: Vec<OffloadEntry<'_>> = all.iter().map(|o| o.list_entry()).collect();
         let (n, more) = fit_page(&entries, p.max);
         let next = if more { entries[n].id } else { 0 };
         emit(

@@ -43,16 +43,6 @@ pub(super) const OS_EMPTY: OsResult = OsResult {
     len: 0,
 };
 
-pub(super) const OP_EMPTY: CheckedOp = CheckedOp {
-    kind: OpKind::Read,
-    region: 0,
-    offset: 0,
-    len: 0,
-    data_off: 0,
-    arg0: 0,
-    arg1: 0,
-};
-
 /// A message in flight.
 pub(super) struct Slot {
     pub state: SlotState,
@@ -104,7 +94,7 @@ impl Slot {
             failed: None,
             n_ops: 0,
             next_op: 0,
-            ops: [OP_EMPTY; MAX_OPS],
+            ops: [CheckedOp::EMPTY; MAX_OPS],
             os: [OS_EMPTY; MAX_OPS],
             ctx: Ctx::boxed(),
         }
