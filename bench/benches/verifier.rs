@@ -1,5 +1,7 @@
 //! Verification time: one program, and 1024 programs of ~300 instructions (goal: < 1 s in
-//! total). Run: `cargo bench -p naam-bench --bench verifier`.
+//! total); and the compile time of one program for this machine's engine, which a registration
+//! costs once (the registry compiles it for every worker, `Registry::for_engine`) instead of
+//! once in each worker's poll loop. Run: `cargo bench -p naam-bench --bench verifier`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use naam_core::abi::ctx;
@@ -61,6 +63,12 @@ fn bench(c: &mut Criterion) {
     c.bench_function("verify one ~300-insn program", |b| {
         b.iter(|| verify(black_box(&programs[0]), &cfg).unwrap())
     });
+    let engine = naam_core::vm::Engine::native();
+    let verified = std::sync::Arc::new(verify(&programs[0], &cfg).unwrap());
+    c.bench_function(
+        &format!("compile one ~300-insn program ({})", engine.name()),
+        |b| b.iter(|| naam_core::vm::CompiledVm::new(black_box(verified.clone()), engine).unwrap()),
+    );
     let mut g = c.benchmark_group("batch");
     g.sample_size(10);
     g.bench_function("verify 1024 programs of ~300 insns", |b| {
