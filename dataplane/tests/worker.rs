@@ -22,7 +22,10 @@ use naam_dataplane::steering::{Match, SoftSwitch, Steering, Target};
 use naam_handlers::btree::{BTree, BTreeConfig};
 use naam_handlers::mica::{MicaArgs, MicaGeometry, MicaReply, MicaTable};
 use naam_link::shm::ConnectOptions;
-use naam_link::TOKEN_LEN;
+use naam_link::{REPLY_PREFIX, TOKEN_LEN};
+
+/// The time the stand-in host worker says it spent on each message.
+const HOST_COST_NS: u64 = 250_000;
 use naam_link::{
     Link, LinkError, RegionSpec, RemoteAddr, ShmConfig, ShmHost, ShmLink, ShmQp, MSG_MAX,
 };
@@ -384,7 +387,7 @@ impl Rig {
     }
 
     /// Runs the stand-in host worker: answers every queued ring entry with an AM reply whose
-    /// output is the request id (little-endian), executed at the host.
+    /// output is the request id (little-endian), executed at the host in [`HOST_COST_NS`].
     fn serve_host(&mut self) -> usize {
         let qp = self.host_qp.as_mut().unwrap();
         let mut buf = vec![0u8; MSG_MAX];
@@ -401,8 +404,9 @@ impl Rig {
                 output: &id,
             }));
             out[..TOKEN_LEN].copy_from_slice(&buf[..TOKEN_LEN]);
-            let len = reply.emit(&mut out[TOKEN_LEN..]).unwrap();
-            qp.send(&out[..TOKEN_LEN + len]).unwrap();
+            out[TOKEN_LEN..REPLY_PREFIX].copy_from_slice(&HOST_COST_NS.to_le_bytes());
+            let len = reply.emit(&mut out[REPLY_PREFIX..]).unwrap();
+            qp.send(&out[..REPLY_PREFIX + len]).unwrap();
             n += 1;
         }
         n
@@ -522,6 +526,19 @@ fn forwards_to_the_host_and_relays_the_reply_by_token() {
     assert_eq!(l(&r.stats.forwarded), 3);
     assert_eq!(l(&r.stats.host_replies), 3);
     assert_eq!(r.worker.in_flight(), 0);
+    // The host's time on each message is charged to its tenant, as NIC time is: the tenant's
+    // share of the pool counts what it costs wherever it runs.
+    for _ in 0..11 {
+        r.poll(); // until the worker publishes its tenants' counters (every 10 ms)
+    }
+    let (_, [admitted, refused, run_ns]) = r
+        .stats
+        .tenant_counts()
+        .into_iter()
+        .find(|(t, _)| *t == 1)
+        .expect("tenant 1 is accounted");
+    assert_eq!((admitted, refused), (3, 0));
+    assert!(run_ns >= 3 * HOST_COST_NS, "{run_ns} ns charged");
 }
 
 #[test]
@@ -540,9 +557,9 @@ fn stale_and_unknown_tokens_are_dropped_and_counted() {
     );
     let mut buf = vec![0u8; MSG_MAX];
     buf[..8].copy_from_slice(&0xdead_0000_0003u64.to_le_bytes());
-    let n = reply.emit(&mut buf[8..]).unwrap();
+    let n = reply.emit(&mut buf[REPLY_PREFIX..]).unwrap();
     let qp = r.host_qp.as_mut().unwrap();
-    qp.send(&buf[..8 + n]).unwrap();
+    qp.send(&buf[..REPLY_PREFIX + n]).unwrap();
     qp.send(&buf[..5]).unwrap(); // too short to hold a token and a header
     r.poll();
     assert!(r.replies().is_empty());
@@ -1452,8 +1469,8 @@ fn replies_queued_before_the_host_died_are_still_delivered() {
         }));
         let mut out = vec![0u8; MSG_MAX];
         out[..TOKEN_LEN].copy_from_slice(&buf[..TOKEN_LEN]);
-        let n = reply.emit(&mut out[TOKEN_LEN..]).unwrap();
-        qp.send(&out[..TOKEN_LEN + n]).unwrap();
+        let n = reply.emit(&mut out[REPLY_PREFIX..]).unwrap();
+        qp.send(&out[..REPLY_PREFIX + n]).unwrap();
     }
     r.host_qp = None;
     r.host = None;

@@ -22,7 +22,9 @@ use naam_core::wire::{
     AmReplyRepr, AmRequestRepr, AmStatus, Body, ErrorCode, ErrorRepr, HeaderPacket, Location,
     Message, WireError, DETAIL_MAX, HEADER_LEN, MAGIC,
 };
-use naam_link::{Backoff, Link, LinkError, LoadPublisher, ShmMemory, ShmQp, MSG_MAX, TOKEN_LEN};
+use naam_link::{
+    Backoff, Link, LinkError, LoadPublisher, ShmMemory, ShmQp, MSG_MAX, REPLY_PREFIX, TOKEN_LEN,
+};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -286,6 +288,8 @@ fn serve(
         load.busy += spent;
         bump(&counters.busy_ns, spent);
         if let Some(len) = reply {
+            // What this message cost here, for the NIC worker to charge to its tenant.
+            port.tx[TOKEN_LEN..REPLY_PREFIX].copy_from_slice(&spent.to_le_bytes());
             match port.qp.send(&port.tx[..len]) {
                 Ok(()) => bump(&counters.replies, 1),
                 Err(e) => {
@@ -304,8 +308,9 @@ fn serve(
     n
 }
 
-/// Handles one ring entry; writes the reply entry into `out` and returns its length, or
-/// `None` when there is nobody to answer (no token).
+/// Handles one ring entry; writes the reply entry into `out` (the token, room for the cost,
+/// the reply datagram: [`REPLY_PREFIX`]) and returns its length, or `None` when there is
+/// nobody to answer (no token).
 fn handle(
     runner: &mut Runner,
     counters: &WorkerCounters,
@@ -472,10 +477,10 @@ fn emit_error(
     emit(out, &m)
 }
 
-/// Writes `m` after the token already in `out[..8]`.
+/// Writes `m` after the token already in `out[..8]` and the room for the cost.
 fn emit(out: &mut [u8], m: &Message<'_>) -> Option<usize> {
-    match m.emit(&mut out[TOKEN_LEN..]) {
-        Ok(n) => Some(TOKEN_LEN + n),
+    match m.emit(&mut out[REPLY_PREFIX..]) {
+        Ok(n) => Some(REPLY_PREFIX + n),
         Err(e) => {
             // Our own reply did not fit or check: a bug, answered as such rather than lost.
             tracing::error!(error = %e, "reply did not emit");
@@ -485,9 +490,9 @@ fn emit(out: &mut [u8], m: &Message<'_>) -> Option<usize> {
                 Body::Error(ErrorRepr::new(ErrorCode::Internal, "")),
             );
             fallback
-                .emit(&mut out[TOKEN_LEN..])
+                .emit(&mut out[REPLY_PREFIX..])
                 .ok()
-                .map(|n| TOKEN_LEN + n)
+                .map(|n| REPLY_PREFIX + n)
         }
     }
 }

@@ -89,7 +89,7 @@ fn drive(qp: &mut ShmQp, entries: &[Vec<u8>], n: usize, armed: bool, check: &dyn
         }
         match qp.recv(&mut buf) {
             Ok(Some(r)) => {
-                check(&buf[8..r.len]);
+                check(&buf[naam_link::REPLY_PREFIX..r.len]);
                 answered += 1;
             }
             Ok(None) => std::hint::spin_loop(),

@@ -66,7 +66,7 @@ pub use error::{CorruptKind, GoneReason, LinkError};
 pub use mapped_file::{MappedFile, Opened};
 pub use naam_core::memory::{LocalMemory, RegionMem};
 pub use naam_core::region::{Perms, RegionDesc, RegionId, RegionTable, TenantId};
-pub use ring::{Backoff, BackoffMode, MSG_MAX, SLOT_SIZE, TOKEN_LEN};
+pub use ring::{Backoff, BackoffMode, MSG_MAX, REPLY_PREFIX, SLOT_SIZE, TOKEN_LEN};
 pub use shm::{
     ConnectOptions, LoadPublisher, LoadReport, PeerEvent, ShmConfig, ShmHost, ShmLink, ShmMemory,
     ShmQp, ShmRegion,

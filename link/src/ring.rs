@@ -27,10 +27,14 @@ pub const ENTRY_HDR: usize = 24;
 /// The largest message a slot carries: room for an active-message request with `ARGS_MAX`
 /// argument bytes (or a reply with `OUT_MAX` output bytes) plus a header of up to 168 bytes.
 pub const MSG_MAX: usize = SLOT_SIZE - ENTRY_HDR;
-const _: () = assert!(MSG_MAX >= ARGS_MAX + 128 && MSG_MAX >= OUT_MAX + 128);
 /// A message forwarded on the rings starts with this many bytes of the sender's token (the
 /// dataplane's slot and generation), which the host agent copies in front of its reply.
 pub const TOKEN_LEN: usize = 8;
+/// A host worker's reply starts with the token, then the nanoseconds the host worker spent on
+/// the message (u64, little-endian), which the NIC worker charges to the message's tenant
+/// (its share of the pool counts host time too); the reply datagram follows.
+pub const REPLY_PREFIX: usize = TOKEN_LEN + 8;
+const _: () = assert!(MSG_MAX >= ARGS_MAX + 128 && MSG_MAX >= REPLY_PREFIX + OUT_MAX + 120);
 
 /// Entry flag: the entry is a doorbell carrying `imm`, not a message.
 const FLAG_IMM: u32 = 1;

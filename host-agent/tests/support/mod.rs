@@ -209,16 +209,20 @@ pub fn record_args(region: u32, offset: u64) -> Vec<u8> {
     a
 }
 
-/// Waits (bounded) for the next reply entry on `qp`: (token, datagram).
+/// Waits (bounded) for the next reply entry on `qp`: (token, datagram). The host worker's
+/// time on the message, between the two, is checked to be there and plausible.
 pub fn recv_reply(qp: &mut ShmQp, within: Duration) -> Option<(u64, Vec<u8>)> {
     let deadline = Instant::now() + within;
     let mut buf = vec![0u8; MSG_MAX];
     loop {
         match qp.recv(&mut buf) {
             Ok(Some(r)) => {
-                assert!(r.len >= 8, "reply entry without a token");
+                let prefix = naam_link::REPLY_PREFIX;
+                assert!(r.len >= prefix, "reply entry without a token and a cost");
                 let token = u64::from_le_bytes(buf[..8].try_into().unwrap());
-                return Some((token, buf[8..r.len].to_vec()));
+                let cost = u64::from_le_bytes(buf[8..prefix].try_into().unwrap());
+                assert!(cost < 60_000_000_000, "a host cost of {cost} ns");
+                return Some((token, buf[prefix..r.len].to_vec()));
             }
             Ok(None) => {}
             Err(e) => panic!("reply ring: {e}"),

@@ -1,18 +1,25 @@
 //! Host forwarding: an active message placed at the host goes on the ring behind its slot's
-//! token; the host worker's reply comes back on the reply ring and is relayed.
+//! token; the host worker's reply comes back on the reply ring and is relayed, and the time
+//! the host worker says it spent is charged to the message's tenant, as the NIC's own time is.
+
+/// The most host time one reply may charge: the host agent's memory is another process's,
+/// so a wild value must not push a tenant's account to overflow.
+const MAX_HOST_CHARGE_NS: u64 = 1_000_000_000;
 
 use naam_core::wire::{Body, ErrorCode, Message, HEADER_LEN};
-use naam_link::{Link, LinkError, MSG_MAX, TOKEN_LEN};
+use naam_link::{Link, LinkError, MSG_MAX, REPLY_PREFIX, TOKEN_LEN};
 
 use super::*;
 use crate::port::Port;
 use crate::runtime::stats::{bump, Dropped};
 
 impl Worker {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn forward<P: Port, L: Link>(
         &mut self,
         datagram: &[u8],
         info: &ReqInfo,
+        account: Account,
         dedup: bool,
         exec_hint: bool,
         port: &mut P,
@@ -49,7 +56,9 @@ impl Worker {
         match link.send(&self.ring_buf[..TOKEN_LEN + datagram.len()]) {
             Ok(()) => {
                 self.slots.mark_at_host(i);
+                self.shares.count_admitted(account);
                 let s = &mut self.slots[i];
+                s.account = account;
                 s.dedup = dedup;
                 s.wrote = dedup;
                 // Only mutating offloads are de-duplicated: the others are read-only.
@@ -116,12 +125,12 @@ impl Worker {
     }
 
     pub(super) fn on_host_reply<P: Port>(&mut self, len: usize, port: &mut P) {
-        if len < TOKEN_LEN + HEADER_LEN {
+        if len < REPLY_PREFIX + HEADER_LEN {
             return self.stats.count_drop(Dropped::BadRingEntry);
         }
-        let mut t = [0u8; TOKEN_LEN];
-        t.copy_from_slice(&self.ring_buf[..TOKEN_LEN]);
-        let tok = u64::from_le_bytes(t);
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        let tok = word(&self.ring_buf[..TOKEN_LEN]);
+        let host_ns = word(&self.ring_buf[TOKEN_LEN..REPLY_PREFIX]).min(MAX_HOST_CHARGE_NS);
         let Some(i) = self
             .slots
             .resolve(SlotRef::from_token(tok), SlotState::Host)
@@ -137,10 +146,11 @@ impl Worker {
             s.exec_hint,
             s.read_only,
         );
+        self.shares.charge(s.account, host_ns);
         self.slots.release(i);
         bump(&self.stats.host_replies, 1);
         // Parsed in place: the reply borrows the ring buffer, the send only the way out.
-        let datagram = &self.ring_buf[TOKEN_LEN..len];
+        let datagram = &self.ring_buf[REPLY_PREFIX..len];
         match Message::parse(datagram) {
             Ok(mut m) if m.request_id == request_id => {
                 let transient = matches!(m.body, Body::Error(e) if e.code.is_transient());

@@ -601,7 +601,8 @@ impl Worker {
         let exec_hint = req.flags.contains(naam_core::wire::AmFlags::EXEC_HINT);
         match target {
             Target::Host if self.host_fresh => {
-                self.forward(pkt.payload(), info, dedup, exec_hint, port, link)
+                let account = self.shares.account(tenant);
+                self.forward(pkt.payload(), info, account, dedup, exec_hint, port, link)
             }
             // At the NIC, or at a host that does not answer now: the handler runs here.
             _ => {
