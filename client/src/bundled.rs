@@ -37,7 +37,12 @@ fn load_all(client: &mut Client, offloads: &[BundledOffload]) -> Result<()> {
         let prog = o.load(&cfg).map_err(|e| ClientError::InvalidProgram {
             detail: e.to_string(),
         })?;
-        client.load_local_verified(o.id, std::sync::Arc::new(prog), o.class, o.read_only)?;
+        client.endpoint_mut().load_local_verified(
+            o.id,
+            std::sync::Arc::new(prog),
+            o.class,
+            o.read_only,
+        )?;
     }
     Ok(())
 }

@@ -295,7 +295,9 @@ fn ops_of_one_step_give_the_same_reply_and_memory_at_host_nic_and_client() {
         };
         let id = c.register(0, OBJECT, &opts).unwrap();
         if mode == ExecMode::Local {
-            c.load_local(id, OBJECT, None, class, false).unwrap();
+            c.endpoint_mut()
+                .load_local(id, OBJECT, None, class, false)
+                .unwrap();
         }
         c.write(0, region, offset, &init).unwrap();
         let mut args = Vec::new();

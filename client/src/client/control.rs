@@ -38,7 +38,7 @@ impl Client {
         };
         // Local execution is an optimisation: a program the local engine cannot take simply
         // always runs at the server.
-        let _ = self.load_local(
+        let _ = self.ep.load_local(
             id,
             object,
             opts.section.as_deref(),

@@ -81,6 +81,12 @@ impl Client {
         &self.ep
     }
 
+    /// The protocol state, to change it: load programs to run here
+    /// ([`Endpoint::load_local`]), set region keys.
+    pub fn endpoint_mut(&mut self) -> &mut Endpoint {
+        &mut self.ep
+    }
+
     pub fn stats(&self) -> &ClientStats {
         &self.ep.stats
     }

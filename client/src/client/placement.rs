@@ -73,48 +73,12 @@ impl Endpoint {
 }
 
 impl Client {
-    /// Makes offload `id` runnable here: loads `object` (section `section`), verifies it and
-    /// compiles it in the local VM pool. The server must know the same offload by the same id.
-    pub fn load_local(
-        &mut self,
-        id: u32,
-        object: &[u8],
-        section: Option<&str>,
-        class: u16,
-        read_only: bool,
-    ) -> Result<()> {
-        self.ep.load_local(id, object, section, class, read_only)
-    }
-
-    /// As [`Self::load_local`], for a program already extracted (and possibly rewritten).
-    pub fn load_local_program(
-        &mut self,
-        id: u32,
-        program: elf::Program,
-        class: u16,
-        read_only: bool,
-    ) -> Result<()> {
-        self.ep.load_local_program(id, program, class, read_only)
-    }
-
-    /// As [`Self::load_local`], for a program already verified (say, a bundled handler that
-    /// its crate rewrites before verifying).
-    pub fn load_local_verified(
-        &mut self,
-        id: u32,
-        program: Arc<naam_core::verifier::VerifiedProgram>,
-        class: u16,
-        read_only: bool,
-    ) -> Result<()> {
-        self.ep.load_local_verified(id, program, class, read_only)
-    }
-
     /// Makes sure a program this client would run itself is the server's current one:
     /// fetches a program it lacks (FETCH, verified here; in `Auto` mode only read-only ones,
     /// the only ones a lease moves), and checks a fetched one's digest again when it is
     /// about to run after the start of its class's lease (`Auto`) or on every call
     /// (`Local`). A replaced program is fetched again, a removed one unloaded; programs
-    /// loaded by the application ([`Self::load_local`], the bundled ones) are its own and
+    /// loaded by the application ([`Endpoint::load_local`], the bundled ones) are its own and
     /// left alone. Failures other than in `Local` mode only mean "run at the server".
     pub(super) fn ensure_program(
         &mut self,
