@@ -10,12 +10,12 @@
 //! requests in flight as it likes. The blocking calls are `submit` + wait.
 //!
 //! Local execution (handlers run here, their ops sent as one-sided requests) is a state
-//! machine in [`crate::local`], driven from the same receive path: a one-sided reply that
+//! machine in `local.rs`, driven from the same receive path: a one-sided reply that
 //! belongs to a local run feeds the run's next step instead of completing a ticket.
 //!
-//! [`endpoint`] holds the protocol's state and its request API, [`send`] encoding, windows
-//! and retransmission, [`recv`] timers and reply matching; this file the socket loop and the
-//! blocking calls, [`control`] the control requests, [`placement`] loading and fetching
+//! `endpoint.rs` holds the protocol's state and its request API, `send.rs` encoding, windows
+//! and retransmission, `recv.rs` timers and reply matching; this file the socket loop and the
+//! blocking calls, `control.rs` the control requests, `placement.rs` loading and fetching
 //! programs to run here.
 
 mod control;
