@@ -72,7 +72,7 @@ impl Default for PolicyConfig {
             // Short: a client learns that its lease is over only when it ends (it runs the
             // class locally meanwhile), so the lease bounds the way back; renewing costs each
             // client one message to the server per lease.
-            client_lease: 10_000_000,
+            client_lease: 8_000_000,
             allow_client: true,
         }
     }
