@@ -148,6 +148,17 @@ impl Registry {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// `Ok` when `id` is not registered in `t`.
+    fn free(t: &Table, id: OffloadId) -> Result<(), RegistryError> {
+        match t.slots.get(id as usize).and_then(Option::as_ref) {
+            Some(o) => Err(RegistryError::Exists {
+                id,
+                name: o.name.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Registers under a chosen id.
     pub fn register_as(
         &self,
@@ -158,6 +169,9 @@ impl Registry {
         if id as usize >= MAX_OFFLOADS {
             return Err(RegistryError::TooLarge { id });
         }
+        // A taken id is refused before anything is compiled: callers looking for a free id
+        // try one after another.
+        Self::free(&self.lock(), id)?;
         let off = Arc::new(Offload {
             id,
             name: spec.name,
@@ -177,15 +191,11 @@ impl Registry {
                 })?;
         }
         let mut t = self.lock();
+        // Again: another registration may have taken it while this one compiled.
+        Self::free(&t, id)?;
         let i = id as usize;
         if t.slots.len() <= i {
             t.slots.resize(i + 1, None);
-        }
-        if let Some(o) = &t.slots[i] {
-            return Err(RegistryError::Exists {
-                id,
-                name: o.name.clone(),
-            });
         }
         t.slots[i] = Some(off.clone());
         self.epoch.fetch_add(1, Ordering::Release);

@@ -601,6 +601,7 @@ pub fn register_object(
         match registry.register_as(id, spec(&prog.name, id), verified.clone()) {
             Ok(_) => return Ok((id, prog.name)),
             Err(RegistryError::Exists { .. }) => continue,
+            Err(e @ RegistryError::Compile { .. }) => return Err(invalid(e.to_string())),
             Err(e) => {
                 return Err(RegisterError {
                     code: ErrorCode::NoSpace,
