@@ -122,20 +122,17 @@ impl Mapping {
     /// A view of `len` bytes at `offset`; `None` when out of the mapping or not 8-byte aligned.
     /// The view holds the mapping, so the memory stays mapped while any view of it exists.
     pub fn view(self: &Arc<Self>, offset: u64, len: u64) -> Option<RegionMem> {
-        let off = usize::try_from(offset).ok()?;
-        let len = usize::try_from(len).ok()?;
-        // A view's last partial word is accessed whole: it must lie inside the mapping too.
-        if off % 8 != 0 || off.checked_add(len.checked_next_multiple_of(8)?)? > self.len {
-            return None;
-        }
-        // SAFETY: off + len is inside the mapping, so the pointer stays in bounds.
-        let p = unsafe { self.base.as_ptr().add(off) };
-        let p = NonNull::new(p)?;
-        // SAFETY: p is 8-aligned (page-aligned base plus an 8-aligned offset) and valid for
-        // `len` bytes rounded up to whole words (checked above) while the mapping lives, which
-        // the view's owner (this Arc) guarantees; every user of this memory (both processes)
-        // accesses it only through RegionMem's 8-byte atomics.
-        Some(unsafe { RegionMem::from_raw(p, len, self.clone()) })
+        self.whole().slice(offset, len)
+    }
+
+    /// The mapping's whole words as one view ([`RegionMem::slice`] checks every view's bounds
+    /// and alignment against it).
+    fn whole(self: &Arc<Self>) -> RegionMem {
+        // SAFETY: base is page-aligned (so 8-aligned) and valid for `len` bytes, thus for the
+        // whole words below `len`, while the mapping lives, which the view's owner (this Arc)
+        // guarantees; every user of this memory (both processes) accesses it only through
+        // RegionMem's 8-byte atomics.
+        unsafe { RegionMem::from_raw(self.base, self.len - self.len % 8, self.clone()) }
     }
 }
 
