@@ -1,18 +1,18 @@
 //! Local execution: the server's handler run in the client's own VM pool, its ops sent to the
 //! server as one-sided requests — one request per step carrying all of the step's ops.
 //!
-//! A run is a context block and a step counter, like a message parked in a dataplane between
-//! steps. [`LocalExec::start`] runs steps until the handler asks for ops (or ends);
-//! [`LocalExec::ops_request`] turns the step's checked ops into wire ops (the region keys come
-//! from the client's region table); when the one-sided reply arrives, [`LocalExec::resume`]
-//! writes the results into the context through [`Replay`] — a [`Memory`] that hands back the
-//! results the server sent, so the core's `apply_ops` fills the context exactly as a server's
-//! memory backend would — and runs the next steps.
+//! A run is a context block and the core's [`Run`], like a message parked in a dataplane
+//! between steps. [`LocalExec::start`] runs steps until the handler asks for ops (or ends);
+//! [`LocalExec::ops_request`] checks the step's ops and turns their next ordered batch into
+//! wire ops (the region keys come from the client's region table); when the one-sided reply
+//! arrives, [`LocalExec::resume`] writes the results into the context through [`Replay`] — a
+//! [`Memory`] that hands back the results the server sent, so [`Run::apply_batch`] fills the
+//! context exactly as a server's memory backend would — and runs the next steps.
 
 use crate::error::{ClientError, Result};
 use crate::reply::{Reply, Response, Ticket};
 use naam_core::abi::{Ctx, OpKind, DATA_SIZE, MAX_OPS};
-use naam_core::exec::{apply_ops, check_ops, ordered_batch_end, run_step, ExecError, StepOutcome};
+use naam_core::exec::{ExecError, Run, StepOutcome};
 use naam_core::memory::{MemError, Memory};
 use naam_core::pool::{Offload, OffloadSpec, Registry, VmPool};
 use naam_core::region::{CheckedOp, RegionTable, TenantId};
@@ -30,13 +30,7 @@ struct LocalRun {
     offload: u32,
     tenant: TenantId,
     ctx: Box<Ctx>,
-    ops: [CheckedOp; MAX_OPS],
-    /// The current step's ops: `n` of them; `ops[first..end]` are (or were last) in flight,
-    /// in ordered batches ([`ordered_batch_end`]).
-    n: usize,
-    first: usize,
-    end: usize,
-    steps: u32,
+    run: Run,
 }
 
 /// What a run needs next.
@@ -141,11 +135,7 @@ impl LocalExec {
                 offload,
                 tenant,
                 ctx,
-                ops: [CheckedOp::EMPTY; MAX_OPS],
-                n: 0,
-                first: 0,
-                end: 0,
-                steps: 0,
+                run: Run::new(),
             },
         );
         self.advance(run)
@@ -164,15 +154,6 @@ impl LocalExec {
         let max_steps = self.max_steps;
         let r = self.runs.get_mut(&run).expect("run exists");
         let offload = r.offload;
-        if r.steps >= max_steps {
-            return self.finish(
-                run,
-                Err(ClientError::Local {
-                    offload,
-                    source: ExecError::StepBudget { max: max_steps },
-                }),
-            );
-        }
         let Some(entry) = self.pool.get(offload) else {
             return self.finish(
                 run,
@@ -182,10 +163,8 @@ impl LocalExec {
                 }),
             );
         };
-        r.ctx.set_step(r.steps);
-        r.steps += 1;
-        let steps = r.steps;
-        let outcome = run_step(&entry.vm, &mut r.ctx);
+        let outcome = r.run.step(&entry.vm, &mut r.ctx, max_steps);
+        let steps = r.run.steps();
         let reply = |status, output: Vec<u8>| {
             Ok(Response::Am(Reply {
                 status,
@@ -204,14 +183,11 @@ impl LocalExec {
             Ok(StepOutcome::Abort(code)) => {
                 self.finish(run, reply(AmStatus::Aborted(code), Vec::new()))
             }
-            Ok(StepOutcome::Ops(n)) => {
-                (r.n, r.first, r.end) = (n, 0, 0);
-                RunStep::Ops {
-                    run,
-                    ticket: r.ticket,
-                    server: r.server,
-                }
-            }
+            Ok(StepOutcome::Ops(_)) => RunStep::Ops {
+                run,
+                ticket: r.ticket,
+                server: r.server,
+            },
             Err(source) => self.finish(run, Err(ClientError::Local { offload, source })),
         }
     }
@@ -224,17 +200,15 @@ impl LocalExec {
         regions: &RegionTable,
     ) -> Result<([RemoteOp<'_>; MAX_OPS], usize)> {
         let r = self.runs.get_mut(&run).expect("run exists");
-        let n = r.n;
-        if r.end == 0 {
-            check_ops(regions, r.tenant, &r.ctx, n, &mut r.ops).map_err(|e| {
-                ClientError::Local {
+        if !r.run.is_checked() {
+            r.run
+                .check(regions, r.tenant, &r.ctx)
+                .map_err(|e| ClientError::Local {
                     offload: r.offload,
                     source: ExecError::Op(e),
-                }
-            })?;
+                })?;
         }
-        r.first = r.end;
-        r.end = ordered_batch_end(&r.ops[..n], r.first);
+        let batch = r.run.next_batch();
         let r = &*r;
         let mut out = [RemoteOp {
             region: 0,
@@ -242,7 +216,7 @@ impl LocalExec {
             offset: 0,
             body: OpBody::Read { len: 0 },
         }; MAX_OPS];
-        for (slot, op) in out.iter_mut().zip(&r.ops[r.first..r.end]) {
+        for (slot, op) in out.iter_mut().zip(&r.run.ops()[batch.clone()]) {
             let key = regions.get(op.region).map_or(0, |d| d.key);
             let window = op.data_off as usize..op.data_off as usize + op.len as usize;
             let body = match op.kind {
@@ -263,7 +237,7 @@ impl LocalExec {
                 body,
             };
         }
-        Ok((out, r.end - r.first))
+        Ok((out, batch.len()))
     }
 
     /// Feeds the server's results of the current step into the context and runs on.
@@ -279,14 +253,12 @@ impl LocalExec {
             return Some(self.finish(run, Err(ClientError::OpFailed { index, code })));
         }
         let mut replay = Replay { results, next: 0 };
-        let (first, end) = (r.first, r.end);
-        let ops = r.ops;
-        let applied = if results.len() != end - first {
+        let applied = if results.len() != r.run.batch().len() {
             Err(MemError::Unavailable {
                 reason: "the reply has another number of results than the request had ops",
             })
         } else {
-            apply_ops(&mut replay, &ops[..end], first, &mut r.ctx)
+            r.run.apply_batch(&mut replay, &mut r.ctx)
         };
         if let Err(e) = applied {
             return Some(self.finish(
@@ -297,7 +269,7 @@ impl LocalExec {
                 }),
             ));
         }
-        if end < r.n {
+        if r.run.ops_left() {
             return Some(RunStep::Ops {
                 run,
                 ticket: r.ticket,

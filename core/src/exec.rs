@@ -1,14 +1,19 @@
 //! The step executor: runs a message through its handler's steps (DESIGN §3).
 //!
-//! A message is a context block and a step counter. Each step runs the handler once; on
-//! `NEXT` the ops it wrote are checked (bounds, tenant, permissions) and executed against a
-//! [`Memory`], their results written back, and the next step runs. A message ends with a
-//! reply (`DONE`), an abort code (`ABORT`), or an error — an isolation violation, a spent step
-//! budget, a malformed return — that is counted and turned into an error reply, never UB.
+//! A message is a context block and a [`Run`]: its step counter and the ops of its current
+//! step. Each step runs the handler once; on `NEXT` the ops it wrote are checked (bounds,
+//! tenant, permissions) and executed against a [`Memory`], their results written back, and the
+//! next step runs. A message ends with a reply (`DONE`), an abort code (`ABORT`), or an error —
+//! an isolation violation, a spent step budget, a malformed return — that is counted and turned
+//! into an error reply, never UB.
 //!
-//! The pieces ([`run_step`], [`check_ops`], [`apply_ops`]) are public so that a dataplane can
-//! park a message between steps while its ops travel over the link; [`Executor::run`] is the
-//! synchronous loop for local memory.
+//! [`Run`] is the one execution every location drives: the host's [`Executor::run`] runs its
+//! steps back to back on local memory, the NIC worker parks it between steps while the ops
+//! travel over the link, and the client's local runs send each step's ops to the server as one
+//! one-sided request. So the step budget, the checks, and the order in which a step's ops take
+//! effect are the same wherever a message runs.
+
+use std::ops::Range;
 
 use crate::abi::{ctx::DATA, Ctx, OpKind, StepReturn, MAX_OPS};
 use crate::memory::{MemError, Memory};
@@ -78,7 +83,7 @@ pub enum ErrorKind {
 }
 
 /// Runs one step: the handler once, then its return value decoded and checked.
-pub fn run_step(vm: &CompiledVm, ctx: &mut Ctx) -> Result<StepOutcome, ExecError> {
+fn run_step(vm: &CompiledVm, ctx: &mut Ctx) -> Result<StepOutcome, ExecError> {
     ctx.clear_requests();
     let r0 = vm.run(ctx)?;
     match StepReturn::decode(r0).ok_or(ExecError::BadReturn { r0 })? {
@@ -96,7 +101,7 @@ pub fn run_step(vm: &CompiledVm, ctx: &mut Ctx) -> Result<StepOutcome, ExecError
 }
 
 /// Checks the first `n` ops of the context for `tenant`; fills `out[..n]`.
-pub fn check_ops(
+fn check_ops(
     regions: &RegionTable,
     tenant: TenantId,
     ctx: &Ctx,
@@ -115,15 +120,15 @@ pub fn check_ops(
     Ok(())
 }
 
-/// Executes checked ops `ops[from..]` in order and records their results in the context (op
+/// Executes checked ops `ops[range]` in order and records their results in the context (op
 /// `i`'s result in its slot `i`).
-pub fn apply_ops<M: Memory + ?Sized>(
+fn apply_ops<M: Memory + ?Sized>(
     mem: &mut M,
-    ops: &[CheckedOp],
-    from: usize,
+    ops: &[CheckedOp; MAX_OPS],
+    range: Range<usize>,
     ctx: &mut Ctx,
 ) -> Result<(), MemError> {
-    for (i, op) in ops.iter().enumerate().skip(from) {
+    for (i, op) in ops.iter().enumerate().take(range.end).skip(range.start) {
         // Only a READ writes the data area, and only its window (the contract of `Memory`).
         let window = match op.kind {
             OpKind::Read => op.data_off as usize..op.data_off as usize + op.len as usize,
@@ -146,7 +151,7 @@ pub fn apply_ops<M: Memory + ?Sized>(
 /// earlier READ of the step fills; so an op that follows a READ waits for it unless it is a
 /// READ into a disjoint window. WRITEs and atomics after WRITEs and atomics are ordered by the
 /// queue pair (and by the server, which runs a one-sided request's ops in order).
-pub fn ordered_batch_end(ops: &[CheckedOp], first: usize) -> usize {
+fn ordered_batch_end(ops: &[CheckedOp], first: usize) -> usize {
     let window = |op: &CheckedOp| op.data_off..op.data_off + op.len;
     let mut end = first;
     while end < ops.len() {
@@ -164,6 +169,149 @@ pub fn ordered_batch_end(ops: &[CheckedOp], first: usize) -> usize {
         end += 1;
     }
     end
+}
+
+/// One message's execution, resumable between steps: its step count and the ops of its
+/// current step. A runtime keeps one beside each message's context and drives it:
+///
+/// 1. [`Run::step`] runs the handler once (after the step budget) and says what it asked for;
+/// 2. on [`StepOutcome::Ops`], [`Run::check`] checks the step's ops for the message's tenant;
+/// 3. then either [`Run::apply`] executes them all, in order, on memory this runtime reaches,
+///    or the runtime sends them away in [`Run::next_batch`]es, each batch's results written
+///    back (by [`Run::apply_batch`], or op by op) before the next batch leaves, until
+///    [`Run::ops_left`] is false;
+/// 4. then the next step.
+#[derive(Debug, Clone)]
+pub struct Run {
+    steps: u32,
+    /// How many ops the last step asked for.
+    asked: u8,
+    /// Whether `ops[..asked]` hold them, checked.
+    checked: bool,
+    /// `ops[first..end]`: the batch in flight (or executed last); the ops before `end` left.
+    first: u8,
+    end: u8,
+    ops: [CheckedOp; MAX_OPS],
+}
+
+impl Default for Run {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Run {
+    pub const fn new() -> Self {
+        Self {
+            steps: 0,
+            asked: 0,
+            checked: false,
+            first: 0,
+            end: 0,
+            ops: [CheckedOp::EMPTY; MAX_OPS],
+        }
+    }
+
+    /// Back to a new message's start (a runtime reusing its runs).
+    pub fn reset(&mut self) {
+        (self.steps, self.asked, self.checked, self.first, self.end) = (0, 0, false, 0, 0);
+    }
+
+    /// The steps run so far.
+    pub fn steps(&self) -> u32 {
+        self.steps
+    }
+
+    /// Runs the next step: the step budget, the step's number in the context, the handler,
+    /// and its return value decoded. A step that ends in an error still counts.
+    #[inline]
+    pub fn step(
+        &mut self,
+        vm: &CompiledVm,
+        ctx: &mut Ctx,
+        max_steps: u32,
+    ) -> Result<StepOutcome, ExecError> {
+        (self.asked, self.checked, self.first, self.end) = (0, false, 0, 0);
+        if self.steps >= max_steps {
+            return Err(ExecError::StepBudget { max: max_steps });
+        }
+        ctx.set_step(self.steps);
+        self.steps += 1;
+        let out = run_step(vm, ctx)?;
+        if let StepOutcome::Ops(n) = out {
+            // `run_step` bounds n by MAX_OPS.
+            self.asked = n as u8;
+        }
+        Ok(out)
+    }
+
+    /// Checks the ops the last step asked for, for `tenant`: their bounds in their regions,
+    /// the tenant's ownership and the regions' permissions.
+    #[inline]
+    pub fn check(
+        &mut self,
+        regions: &RegionTable,
+        tenant: TenantId,
+        ctx: &Ctx,
+    ) -> Result<(), OpError> {
+        check_ops(regions, tenant, ctx, self.asked as usize, &mut self.ops)?;
+        self.checked = true;
+        Ok(())
+    }
+
+    /// Whether the current step's ops were checked.
+    pub fn is_checked(&self) -> bool {
+        self.checked
+    }
+
+    /// The current step's checked ops (empty before [`Run::check`]).
+    pub fn ops(&self) -> &[CheckedOp] {
+        &self.ops[..if self.checked { self.asked as usize } else { 0 }]
+    }
+
+    /// Executes all of the current step's checked ops on `mem`, one after another, their
+    /// results written into the context.
+    #[inline]
+    pub fn apply<M: Memory + ?Sized>(
+        &mut self,
+        mem: &mut M,
+        ctx: &mut Ctx,
+    ) -> Result<(), MemError> {
+        let n = self.ops().len();
+        (self.first, self.end) = (0, n as u8);
+        apply_ops(mem, &self.ops, 0..n, ctx)
+    }
+
+    /// The next batch of the current step's checked ops to send away together: the ops after
+    /// the last batch up to the first one that must wait for it ([`ordered_batch_end`]).
+    /// Empty when none are left.
+    pub fn next_batch(&mut self) -> Range<usize> {
+        let ops = &self.ops[..self.ops().len()];
+        let first = self.end as usize;
+        let end = ordered_batch_end(ops, first);
+        (self.first, self.end) = (first as u8, end as u8);
+        first..end
+    }
+
+    /// The batch last returned by [`Run::next_batch`] (op indices of the step).
+    pub fn batch(&self) -> Range<usize> {
+        self.first as usize..self.end as usize
+    }
+
+    /// Writes the results of the batch in flight into the context: `results` is a [`Memory`]
+    /// that hands back, in order, what the other side produced for each of its ops.
+    pub fn apply_batch<M: Memory + ?Sized>(
+        &mut self,
+        results: &mut M,
+        ctx: &mut Ctx,
+    ) -> Result<(), MemError> {
+        apply_ops(results, &self.ops, self.batch(), ctx)
+    }
+
+    /// Whether ops of the current step have not been sent yet.
+    pub fn ops_left(&self) -> bool {
+        (self.end as usize) < self.ops().len()
+    }
 }
 
 /// How a message ended.
@@ -267,32 +415,25 @@ impl Executor {
         ctx: &mut Ctx,
     ) -> Outcome {
         self.stats.messages += 1;
-        let mut ops = [CheckedOp::EMPTY; MAX_OPS];
-        let mut step = 0;
+        let mut run = Run::new();
         let result = loop {
-            if step >= self.max_steps {
-                break Err(ExecError::StepBudget {
-                    max: self.max_steps,
-                });
-            }
-            ctx.set_step(step);
-            step += 1;
-            self.stats.steps += 1;
-            match run_step(vm, ctx) {
+            match run.step(vm, ctx, self.max_steps) {
                 Ok(StepOutcome::Done) => break Ok(None),
                 Ok(StepOutcome::Abort(code)) => break Ok(Some(code)),
                 Ok(StepOutcome::Ops(n)) => {
-                    if let Err(e) = check_ops(regions, tenant, ctx, n, &mut ops) {
+                    if let Err(e) = run.check(regions, tenant, ctx) {
                         break Err(e.into());
                     }
                     self.stats.ops += n as u64;
-                    if let Err(e) = apply_ops(mem, &ops[..n], 0, ctx) {
+                    if let Err(e) = run.apply(mem, ctx) {
                         break Err(e.into());
                     }
                 }
                 Err(e) => break Err(e),
             }
         };
+        let step = run.steps();
+        self.stats.steps += u64::from(step);
         match result {
             Ok(None) => {
                 self.stats.done += 1;

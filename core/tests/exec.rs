@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use naam_core::abi::{ret_abort, Ctx};
 use naam_core::elf::Program;
-use naam_core::exec::{ExecError, Executor, Outcome};
+use naam_core::exec::{ExecError, Executor, Outcome, Run, StepOutcome};
 use naam_core::pool::compile;
 use naam_core::region::{OpError, OpErrorCode};
 use naam_core::verifier::{verify, VerifierConfig};
@@ -51,6 +51,88 @@ fn run_on(
     ctx.start(args);
     let out = ex.run(vm, tenant, &w.regions, &mut w.mem, &mut ctx);
     (out, ctx, ex)
+}
+
+const ORDERED_OPS: &[u8] = include_bytes!("../../handlers/test/ordered_ops.bpf.o");
+
+/// `ordered_ops` on region 1 at `offset`, its 32 bytes set to 1..=32 first; its CAS expects
+/// the last word.
+fn ordered_world(offset: u64) -> (World, Vec<u8>) {
+    let w = World::new();
+    let init: Vec<u8> = (1..=32).collect();
+    assert!(w.mem.get(1).unwrap().write(offset, &init));
+    let mut args = Vec::new();
+    args.extend_from_slice(&1u32.to_le_bytes());
+    args.extend_from_slice(&0u32.to_le_bytes());
+    args.extend_from_slice(&offset.to_le_bytes());
+    args.extend_from_slice(&init[24..32]);
+    args.extend_from_slice(&0xfeed_u64.to_le_bytes());
+    (w, args)
+}
+
+#[test]
+fn a_run_sent_in_ordered_batches_ends_as_one_run_at_once() {
+    // The NIC posting a step's ops and the client sending them as one-sided requests drive
+    // `Run` batch by batch; the host applies a step's ops at once. Same reply, same memory;
+    // and the WRITE whose window overlaps the READ's waits for it.
+    let prog = Arc::new(
+        verify(
+            &naam_core::elf::load_program(ORDERED_OPS, None).unwrap(),
+            &VerifierConfig::default(),
+        )
+        .unwrap(),
+    );
+    let vm = compile(prog, Engine::native()).unwrap();
+
+    let (mut host, args) = ordered_world(64);
+    let mut ctx = Ctx::boxed();
+    ctx.start(&args);
+    let out = Executor::default().run(&vm, 1, &host.regions, &mut host.mem, &mut ctx);
+    assert!(matches!(out, Outcome::Done { steps: 2 }), "{out:?}");
+    let at_once = ctx.out().unwrap().to_vec();
+
+    let (mut away, args) = ordered_world(64);
+    let mut ctx = Ctx::boxed();
+    ctx.start(&args);
+    let mut run = Run::new();
+    assert_eq!(run.step(&vm, &mut ctx, 8).unwrap(), StepOutcome::Ops(4));
+    assert!(run.ops().is_empty(), "no ops before they are checked");
+    run.check(&away.regions, 1, &ctx).unwrap();
+    let mut batches = Vec::new();
+    while run.ops_left() {
+        batches.push(run.next_batch());
+        run.apply_batch(&mut away.mem, &mut ctx).unwrap();
+    }
+    assert_eq!(batches, [0..1, 1..4]);
+    assert!(run.next_batch().is_empty());
+    assert_eq!(run.step(&vm, &mut ctx, 8).unwrap(), StepOutcome::Done);
+    assert_eq!(run.steps(), 2);
+    assert_eq!(ctx.out().unwrap(), &at_once[..]);
+    assert_eq!(
+        &at_once[24..32],
+        &(9..=16).collect::<Vec<u8>>()[..],
+        "the WRITE sent the READ's bytes"
+    );
+
+    let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+    assert!(host.mem.get(1).unwrap().read(64, &mut a));
+    assert!(away.mem.get(1).unwrap().read(64, &mut b));
+    assert_eq!(a, b);
+    assert_eq!(a[24..32], 0xfeed_u64.to_le_bytes());
+
+    // The budget: a Run that has spent it refuses the next step and runs nothing.
+    let mut ctx = Ctx::boxed();
+    ctx.start(&args);
+    let mut run = Run::new();
+    assert!(matches!(
+        run.step(&vm, &mut ctx, 1),
+        Ok(StepOutcome::Ops(4))
+    ));
+    assert!(matches!(
+        run.step(&vm, &mut ctx, 1),
+        Err(ExecError::StepBudget { max: 1 })
+    ));
+    assert_eq!(run.steps(), 1);
 }
 
 fn reply_words(ctx: &Ctx) -> [u64; 3] {

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use naam_core::abi::{OpKind, DATA_SIZE};
-use naam_core::exec::{apply_ops, check_ops, ordered_batch_end, run_step, StepOutcome};
+use naam_core::exec::StepOutcome;
 use naam_core::wire::ErrorCode;
 use naam_link::{Completion, CompletionStatus, Link, LinkError, RemoteAddr};
 
@@ -42,24 +42,22 @@ impl Worker {
                     "offload unregistered",
                 );
             };
-            if s.steps >= self.cfg.max_steps {
-                return self.finish_error(i, port, ErrorCode::StepBudget, "step budget spent");
-            }
-            s.ctx.set_step(s.steps);
-            s.steps += 1;
-            bump(&self.stats.steps, 1);
-            bump(&entry.runs.steps, 1);
+            let before = s.run.steps();
             let out = if self.cfg.run_time {
                 let t = self.clock.raw();
-                let out = run_step(&entry.vm, &mut s.ctx);
+                let out = s.run.step(&entry.vm, &mut s.ctx, self.cfg.max_steps);
                 bump(
                     &entry.runs.run_ns,
                     self.clock.delta_as_nanos(t, self.clock.raw()),
                 );
                 out
             } else {
-                run_step(&entry.vm, &mut s.ctx)
+                s.run.step(&entry.vm, &mut s.ctx, self.cfg.max_steps)
             };
+            // A spent budget ran no step.
+            let ran = u64::from(s.run.steps() - before);
+            bump(&self.stats.steps, ran);
+            bump(&entry.runs.steps, ran);
             let n = match out {
                 Ok(StepOutcome::Done) => return self.finish_am(i, None, port),
                 Ok(StepOutcome::Abort(code)) => return self.finish_am(i, Some(code), port),
@@ -85,15 +83,13 @@ impl Worker {
                 }
             };
             let table = direct.as_ref().map_or(&*self.regions, |d| d.table);
-            if let Err(e) = check_ops(table, s.tenant, &s.ctx, n, &mut s.ops) {
+            if let Err(e) = s.run.check(table, s.tenant, &s.ctx) {
                 let mut d = Detail::new();
                 let _ = write!(d, "{e}");
                 return self.finish_error(i, port, e.code().into(), d.as_str());
             }
             bump(&self.stats.ops, n as u64);
             let Some(direct) = direct else {
-                s.n_ops = n as u8;
-                s.next_op = 0;
                 // Parked when at least one op is outstanding; otherwise the failure is
                 // recorded in the slot.
                 if !self.post_ops(i, link) {
@@ -102,7 +98,7 @@ impl Worker {
                 }
                 return;
             };
-            if let Err(e) = apply_ops(direct.mem, &s.ops[..n], 0, &mut s.ctx) {
+            if let Err(e) = s.run.apply(direct.mem, &mut s.ctx) {
                 let mut d = Detail::new();
                 let _ = write!(d, "{e}");
                 return self.finish_error(i, port, ErrorCode::Memory, d.as_str());
@@ -110,19 +106,18 @@ impl Worker {
         }
     }
 
-    /// Posts the next batch of slot `i`'s checked handler ops (from `next_op`, see
-    /// [`ordered_batch_end`]); true if at least one is outstanding.
+    /// Posts the next batch of slot `i`'s checked handler ops ([`Run::next_batch`]); true if
+    /// at least one is outstanding.
+    ///
+    /// [`Run::next_batch`]: naam_core::exec::Run::next_batch
     pub(super) fn post_ops<L: Link>(&mut self, i: usize, link: &mut L) -> bool {
         let slot = self.slots.slot_ref(i);
         let s = &mut self.slots[i];
         let base = (i * DATA_SIZE) as u64;
-        let first = s.next_op as usize;
-        let end = ordered_batch_end(&s.ops[..s.n_ops as usize], first);
-        s.next_op = end as u8;
         s.pending = 0;
         s.state = SlotState::Ops;
-        for k in first..end {
-            let op = s.ops[k];
+        for k in s.run.next_batch() {
+            let op = s.run.ops()[k];
             let Some(desc) = self.regions.get(op.region) else {
                 s.failed = Some(ErrorCode::NoSuchRegion);
                 break;
@@ -209,7 +204,8 @@ impl Worker {
         match c.status {
             CompletionStatus::Success => match s.kind {
                 SlotKind::Am => {
-                    let op = s.ops[k];
+                    // k came back in the op's work request id, so it is one of the step's ops.
+                    let op = s.run.ops()[k];
                     if op.kind == OpKind::Read {
                         let w = op.data_off as usize..op.data_off as usize + op.len as usize;
                         if !link
@@ -247,7 +243,7 @@ impl Worker {
         }
         match (s.kind, s.failed) {
             (SlotKind::Am, Some(code)) => self.finish_error(i, port, code, "op failed on the link"),
-            (SlotKind::Am, None) if s.next_op < s.n_ops => {
+            (SlotKind::Am, None) if s.run.ops_left() => {
                 if !self.post_ops(i, link) {
                     let code = self.slots[i].failed.unwrap_or(ErrorCode::Memory);
                     self.finish_error(i, port, code, "link refused the ops");

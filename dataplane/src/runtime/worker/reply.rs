@@ -221,7 +221,7 @@ impl Worker {
         detail: &str,
     ) {
         let s = &self.slots[i];
-        if s.kind == SlotKind::Am && s.steps > 0 {
+        if s.kind == SlotKind::Am && s.run.steps() > 0 {
             // It ran here: an offload's failed run.
             if let Some(e) = self.pool.get(s.offload) {
                 bump(&e.runs.runs, 1);
@@ -270,7 +270,7 @@ impl Worker {
             bump(&e.runs.runs, 1);
         }
         bump(&self.stats.nic_executed, 1);
-        self.stats.class_steps(s.class, s.steps as u64);
+        self.stats.class_steps(s.class, u64::from(s.run.steps()));
         if hint.is_some() {
             bump(&self.stats.hints, 1);
         }
@@ -281,7 +281,7 @@ impl Worker {
             Body::AmReply(AmReplyRepr {
                 status,
                 executed_at: Location::Nic,
-                steps: s.steps,
+                steps: s.run.steps(),
                 hint,
                 output,
             }),

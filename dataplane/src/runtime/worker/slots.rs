@@ -2,7 +2,7 @@
 //! the ids that name a slot on the link and on the host ring.
 
 use naam_core::abi::{Ctx, OpKind, MAX_OPS};
-use naam_core::region::CheckedOp;
+use naam_core::exec::Run;
 use naam_core::wire::ErrorCode;
 
 use super::*;
@@ -62,13 +62,12 @@ pub(super) struct Slot {
     pub tenant: u32,
     /// Its tenant's account, charged with each step's run time.
     pub account: Account,
-    pub steps: u32,
+    /// An active message's execution: its steps and the ops of its current step.
+    pub run: Run,
     pub pending: u8,
     pub failed: Option<ErrorCode>,
+    /// A one-sided request's ops, and their results.
     pub n_ops: u8,
-    /// The first of `ops` not posted yet (ops are posted in ordered batches).
-    pub next_op: u8,
-    pub ops: [CheckedOp; MAX_OPS],
     pub os: [OsResult; MAX_OPS],
     pub ctx: Box<Ctx>,
 }
@@ -89,12 +88,10 @@ impl Slot {
             offload: 0,
             tenant: 0,
             account: Account::default(),
-            steps: 0,
+            run: Run::new(),
             pending: 0,
             failed: None,
             n_ops: 0,
-            next_op: 0,
-            ops: [CheckedOp::EMPTY; MAX_OPS],
             os: [OS_EMPTY; MAX_OPS],
             ctx: Ctx::boxed(),
         }
@@ -204,11 +201,10 @@ impl SlotTable {
         s.read_only = true;
         s.dedup = false;
         s.wrote = false;
-        s.steps = 0;
+        s.run.reset();
         s.pending = 0;
         s.failed = None;
         s.n_ops = 0;
-        s.next_op = 0;
         Some(i)
     }
 
