@@ -14,12 +14,12 @@ use naam_core::pool::{OffloadSpec, Registry};
 use naam_core::region::Perms;
 use naam_core::verifier::VerifierConfig;
 use naam_core::vm::Engine;
-use naam_core::wire::{AmFlags, AmRequestRepr, Body, Message};
+use naam_core::wire::{AmFlags, AmRequestRepr, AmStatus, Body, Location, Message};
 use naam_dataplane::port::MemPort;
 use naam_dataplane::runtime::{Shared, Worker, WorkerConfig, WorkerStats};
 use naam_dataplane::steering::{SoftSwitch, Target};
 use naam_handlers::btree::{self, BTree, BTreeConfig};
-use naam_handlers::mica::{key_for, MicaArgs, MicaGeometry, MicaPrograms, MicaTable};
+use naam_handlers::mica::{key_for, MicaArgs, MicaGeometry, MicaPrograms, MicaReply, MicaTable};
 use naam_link::shm::ConnectOptions;
 use naam_link::{RegionSpec, ShmConfig, ShmHost, ShmLink, ShmQp};
 
@@ -327,6 +327,74 @@ fn run_native(r: &Rig, op: &str, cfg: &DatapathConfig, n: u64) -> anyhow::Result
     Ok(start.elapsed().as_nanos() as f64 / n as f64)
 }
 
+/// Checks every reply the port kept: one AM_REPLY per request, done at the NIC, with what the
+/// same operation in native Rust gives (for GET, the value; for LOOKUP, the key's value).
+/// Returns the steps each took, the same for all.
+fn check_replies(r: &mut Rig, op: &str, cfg: &DatapathConfig) -> anyhow::Result<u32> {
+    let sent = r.port.take_sent();
+    anyhow::ensure!(
+        sent.len() as u64 == HOT * 2,
+        "{op}: {} replies to {} requests",
+        sent.len(),
+        HOT * 2
+    );
+    let mut steps = None;
+    let mut native = vec![0u8; cfg.value_size];
+    for (_, d) in &sent {
+        let m = Message::parse(d)?;
+        let Body::AmReply(a) = m.body else {
+            anyhow::bail!(
+                "{op}: request {} answered {:?}",
+                m.request_id,
+                m.body.kind()
+            );
+        };
+        anyhow::ensure!(
+            a.status == AmStatus::Done && a.executed_at == Location::Nic,
+            "{op}: request {}: {:?} at {:?}",
+            m.request_id,
+            a.status,
+            a.executed_at
+        );
+        anyhow::ensure!(
+            *steps.get_or_insert(a.steps) == a.steps,
+            "{op}: replies took different numbers of steps"
+        );
+        // The request id's low bits count the requests injected, which cycle the hot set.
+        let h = (m.request_id & ((1 << 40) - 1)) % HOT;
+        match op {
+            "mica_get" => {
+                let n = r
+                    .table
+                    .get(&key_for(42, (h * 7919) % cfg.mica_keys), &mut native)?;
+                let reply = MicaReply::parse(a.output)?;
+                anyhow::ensure!(
+                    matches!((reply, n), (MicaReply::Value(v), Some(n)) if v == &native[..n]),
+                    "{op}: request {}: {reply:?}, native {:?}",
+                    m.request_id,
+                    n.map(|n| &native[..n])
+                );
+            }
+            "mica_put" => anyhow::ensure!(
+                matches!(MicaReply::parse(a.output)?, MicaReply::Done),
+                "{op}: request {} not stored",
+                m.request_id
+            ),
+            _ => {
+                let k = 2 * ((h * 7919) % cfg.btree_keys) + 1;
+                let want = btree::native::lookup(&r.tree_mem, r.tree_root, k)?;
+                let got = btree::parse_lookup_reply(a.output)
+                    .map_err(|e| anyhow::anyhow!("{op}: request {}: {e:?}", m.request_id))?;
+                anyhow::ensure!(
+                    got == want && want.is_some(),
+                    "{op}: key {k}: {got:?}, native {want:?}"
+                );
+            }
+        }
+    }
+    steps.ok_or_else(|| anyhow::anyhow!("{op}: no replies"))
+}
+
 /// The worker's capability check alone, on the (tenant, capability) the requests carry; ns
 /// per message.
 fn run_capability_check(r: &Rig, n: u64) -> f64 {
@@ -358,8 +426,13 @@ pub fn run(cfg: &DatapathConfig) -> anyhow::Result<Vec<DatapathRow>> {
             .stats
             .nic_executed
             .load(std::sync::atomic::Ordering::Relaxed);
-        // Warm-up: the VM pool, the reply cache, the hot data.
+        // Warm-up: the VM pool, the reply cache, the hot data; its replies are kept and
+        // checked, and the steps they took are what every timed message must take.
+        let steps_before = r.stats.steps.load(std::sync::atomic::Ordering::Relaxed);
+        r.port.discard_sent(false);
         run_worker(&mut r, &reqs, class, HOT * 2, 0);
+        r.port.discard_sent(true);
+        let steps = check_replies(&mut r, op, cfg)?;
         run_native(&r, op, cfg, HOT * 2)?;
         let (mut w, mut nat, mut caps) = (Vec::new(), Vec::new(), Vec::new());
         for round in 1..=cfg.rounds.max(1) as u64 {
@@ -376,6 +449,13 @@ pub fn run(cfg: &DatapathConfig) -> anyhow::Result<Vec<DatapathRow>> {
         anyhow::ensure!(
             done == want,
             "{op}: {done} of {want} messages executed at the NIC (errors: see the worker stats)"
+        );
+        // A message cut short (an abort, a handler that saw stale state) would be cheap: every
+        // timed message must have run the steps the checked ones ran.
+        let ran = r.stats.steps.load(std::sync::atomic::Ordering::Relaxed) - steps_before;
+        anyhow::ensure!(
+            ran == want * u64::from(steps),
+            "{op}: {ran} steps for {want} messages, not {steps} each as the checked replies took"
         );
         let (ns, ns_min, ns_max) = median_min_max(&mut w);
         let (nn, nn_min, nn_max) = median_min_max(&mut nat);
