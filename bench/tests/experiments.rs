@@ -200,7 +200,9 @@ fn all_writes_a_summary_of_every_experiment() {
 #[test]
 fn datapath_runs_every_operation_through_the_worker_and_natively() {
     // A smoke test of `naam-bench datapath` (small sizes, one round; no timing asserted):
-    // every message is executed at the NIC (the run checks it) and the figures are filled in.
+    // every message is executed at the NIC, the warm-up's replies match native Rust and every
+    // timed message ran the full handler (the run checks all three), and the figures are
+    // filled in.
     let cfg = naam_bench::datapath::DatapathConfig {
         mica_keys: 4096,
         btree_keys: 4096,
