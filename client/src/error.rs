@@ -34,8 +34,9 @@ pub enum ClientError {
     #[error("one-sided op {index} failed: {}", code.name())]
     OpFailed { index: usize, code: ErrorCode },
     /// A datagram from the server did not parse, or a request could not be encoded.
+    /// The detail is in the message, not a source, so a report of the chain says it once.
     #[error("wire format: {0}")]
-    Wire(#[from] WireError),
+    Wire(WireError),
     /// The reply was well formed but not what the request asks for.
     #[error("request {request_id:#x}: expected {expected}, got a {got:?} reply")]
     UnexpectedReply {
@@ -105,3 +106,9 @@ impl ClientError {
 }
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+impl From<WireError> for ClientError {
+    fn from(e: WireError) -> Self {
+        ClientError::Wire(e)
+    }
+}

@@ -97,9 +97,21 @@ fn offload_add_with_section_and_bad_objects() {
         &["offload", "add", THREE_STEP, "--section", "naam/nope"],
     );
     assert_one_line_error(&bad, "invalid_program");
-    assert_one_line_error(
-        &naam(&s, &["offload", "add", "/no/such/file.o"]),
-        "reading /no/such/file.o",
+    let missing = naam(&s, &["offload", "add", "/no/such/file.o"]);
+    assert_one_line_error(&missing, "reading /no/such/file.o");
+    assert!(
+        !missing.stderr.contains("server "),
+        "a missing file is not the server's fault: {}",
+        missing.stderr
+    );
+    // A name that would forge rows of `offload ls`, and a server's refusal said once.
+    let forged = naam(&s, &["offload", "add", THREE_STEP, "--name", "a\tb\nc"]);
+    assert_one_line_error(&forged, "register.name holds a control character");
+    assert_eq!(
+        forged.stderr.matches("control character").count(),
+        1,
+        "{}",
+        forged.stderr
     );
 }
 

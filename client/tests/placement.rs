@@ -185,7 +185,7 @@ fn a_read_only_offload_registered_at_run_time_is_fetched_and_runs_at_the_client(
     // As above, but the offload was registered at run time by someone else: the client has
     // no program for it until it fetches one (FETCH, verified here), then honours the
     // class's lease for it like for the bundled offloads, with the same replies.
-    let d = deploy(|c| {
+    let mut d = deploy(|c| {
         c.home = "host".into();
         c.dataplane_args = [
             "--nic-high",
@@ -241,8 +241,10 @@ fn a_read_only_offload_registered_at_run_time_is_fetched_and_runs_at_the_client(
         "fetched once, checked at each lease"
     );
 
-    // Replaced under the same id by a program that differs: the client's copy is stale and
-    // never runs again; it fetches the new one at the next lease.
+    // Removed, and another program registered: it gets a new id (a removed id is not given
+    // again at once, so a client still calling it hears it is gone instead of running the
+    // next program), and the client's copy of the removed one stops running: it is checked
+    // at each lease.
     operator.unregister(0, id).unwrap();
     let scan = bundled::BTREE_SCAN;
     let other = naam_client::RegisterOptions {
@@ -254,17 +256,50 @@ fn a_read_only_offload_registered_at_run_time_is_fetched_and_runs_at_the_client(
     let id2 = operator
         .register(0, bundled::object(scan).unwrap(), &other)
         .unwrap();
-    assert_eq!(id2, id, "the freed id is given again");
+    assert!(id2 > id, "ids go on up: {id2} after {id}");
+    let args = naam_handlers::mica::MicaArgs::get(m.geometry(0).unwrap(), b"hot").unwrap();
+    let mode = m.inner().config().exec_mode;
+    wait_for(Duration::from_secs(3), || {
+        m.inner_mut()
+            .call_on(0, id, get.class, args.as_bytes(), mode)
+            .is_err()
+            .then_some(())
+    })
+    .expect("calls to the removed offload are refused");
+    for _ in 0..20 {
+        let r = m
+            .inner_mut()
+            .call_on(0, id, get.class, args.as_bytes(), mode);
+        assert!(r.is_err(), "the removed offload ran: {r:?}");
+    }
+
+    // A host agent restarted without its data forgets run-time offloads, and ids start again
+    // from 16: the same id can then name another program. The client's copy is stale (its
+    // content hash differs) and never runs again; it fetches the new one at the next lease.
+    d.kill_host();
+    d.start_host().unwrap();
+    let id3 = wait_for(Duration::from_secs(5), || {
+        operator
+            .register(0, bundled::object(scan).unwrap(), &other)
+            .ok()
+    })
+    .expect("registered at the restarted host agent");
+    assert_eq!(id3, id, "the restarted host agent gives the first id again");
+    let mode = m.inner().config().exec_mode;
     d.congest_host(3000).unwrap();
     wait_for(Duration::from_secs(3), || {
-        let mode = m.inner().config().exec_mode;
         let args = naam_handlers::mica::MicaArgs::get(m.geometry(0).unwrap(), b"hot").unwrap();
         let _ = m
             .inner_mut()
             .call_on(0, id, get.class, args.as_bytes(), mode);
         (m.inner().stats().fetched == 2).then_some(())
     })
-    .expect("the replaced program is fetched again");
+    .unwrap_or_else(|| {
+        panic!(
+            "the program now under the old id is fetched: {:?}",
+            m.inner().stats()
+        )
+    });
 }
 
 #[test]

@@ -105,13 +105,13 @@ pub const ALL: [BundledOffload; 6] = [
 /// Why a bundled offload did not load.
 #[derive(Debug, thiserror::Error)]
 pub enum BundledError {
-    #[error("{name}: {source}")]
+    #[error("{name}")]
     Elf {
         name: &'static str,
         #[source]
         source: ElfError,
     },
-    #[error("{name}: {source}")]
+    #[error("{name}")]
     Verify {
         name: &'static str,
         #[source]

@@ -1,10 +1,11 @@
 //! The control socket (`control.sock`, Unix `SOCK_SEQPACKET`): the datagrams of
 //! docs/protocol.md, one request per datagram, answered in kind (docs/runtime.md).
 //!
-//! - `REGISTER`: load, verify, test-compile; the host agent picks the id (the lowest free one
-//!   from 16 up) and answers `REGISTER_REPLY`; the dataplane adopts that id
+//! - `REGISTER`: load, verify, test-compile; the host agent picks the id (the first free one
+//!   after the last it gave, from 16 up; docs/runtime.md) and answers `REGISTER_REPLY`; the dataplane adopts that id
 //!   (`Registry::register_as`).
-//! - `UNREGISTER` → `ACK` or `unknown_offload`; `LIST`, `STATS` → pages.
+//! - `UNREGISTER` → `ACK` or `unknown_offload`; `bad_request` for a bundled offload (ids
+//!   below 16), which its application's commands call by id; `LIST`, `STATS` → pages.
 //! - `DESCRIBE(app)`: `mica`, `btree`, `record` (application parameters, region keys
 //!   included), `host` (workers, queue pairs, dataplane generation, data origin), and three
 //!   commands: `congest:<ms>` (the congestion injector), `snapshot` (write the snapshot now),
@@ -194,6 +195,14 @@ pub(crate) fn handle(agent: &HostAgent, req: &[u8], out: &mut [u8]) -> (usize, A
                 error_body(e.code, &detail)
             }
         },
+        Body::Unregister(r) if r.id < crate::apps::offload::FIRST_DYNAMIC => {
+            detail = format!(
+                "offload {} is bundled with its application, whose commands call it by this id: \
+                 it cannot be removed",
+                r.id
+            );
+            error_body(ErrorCode::BadRequest, &detail)
+        }
         Body::Unregister(r) => match agent.registry.unregister(r.id) {
             Ok(o) => {
                 agent.save_offloads();
@@ -356,7 +365,10 @@ fn header_echo(d: &[u8]) -> (u64, u16) {
 }
 
 fn register(agent: &HostAgent, r: &RegisterRepr<'_>) -> Result<u32, crate::RegisterError> {
-    let (id, _) = crate::register_object(&agent.registry, r.object, r.section, |_, _| {
+    let from = agent
+        .next_offload
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let (id, _) = crate::register_object(&agent.registry, r.object, r.section, from, |_, _| {
         naam_core::pool::OffloadSpec {
             name: r.name.to_owned(),
             tenant: r.tenant,
@@ -364,6 +376,9 @@ fn register(agent: &HostAgent, r: &RegisterRepr<'_>) -> Result<u32, crate::Regis
             read_only: r.read_only,
         }
     })?;
+    agent
+        .next_offload
+        .store(id + 1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(
         id,
         name = r.name,
@@ -428,9 +443,9 @@ fn describe(agent: &HostAgent, d: &DescribeRepr<'_>) -> Described {
 /// Why a control call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("control socket: {0}")]
+    #[error("control socket")]
     Io(#[from] std::io::Error),
-    #[error("malformed reply: {0}")]
+    #[error("malformed reply")]
     Wire(#[from] naam_core::wire::WireError),
     #[error("the host agent answered {code:?}: {detail}")]
     Remote { code: ErrorCode, detail: String },

@@ -122,6 +122,10 @@ pub struct HostAgent {
     metrics: Option<naam_metrics::Exporter>,
     /// Where run-time offloads are kept, when the data outlives this process.
     offloads: Option<offload_store::OffloadStore>,
+    /// Where the search for the next run-time offload's id starts: ids go up and are reused
+    /// only once the id space wraps, so a client still calling a removed offload is told it
+    /// is gone instead of running the next registration's program.
+    next_offload: std::sync::atomic::AtomicU32,
 }
 
 /// Where the data came from at start.
@@ -250,19 +254,23 @@ impl HostAgent {
             let bytes = std::fs::read(&h.path)
                 .map_err(io_err(format!("read handler {}", h.path.display())))?;
             let name = h.path.display().to_string();
-            let (id, prog_name) =
-                register_object(&registry, &bytes, h.section.as_deref(), |prog_name, id| {
-                    OffloadSpec {
-                        name: prog_name.to_owned(),
-                        tenant: BUNDLED_TENANT,
-                        class: (id % DEFAULT_CLASSES) as u16,
-                        read_only: false,
-                    }
-                })
-                .map_err(|e| AgentError::Offload {
-                    name,
-                    reason: e.detail,
-                })?;
+            let from = first_free_after(&registry);
+            let (id, prog_name) = register_object(
+                &registry,
+                &bytes,
+                h.section.as_deref(),
+                from,
+                |prog_name, id| OffloadSpec {
+                    name: prog_name.to_owned(),
+                    tenant: BUNDLED_TENANT,
+                    class: (id % DEFAULT_CLASSES) as u16,
+                    read_only: false,
+                },
+            )
+            .map_err(|e| AgentError::Offload {
+                name,
+                reason: e.detail,
+            })?;
             tracing::info!(id, name = prog_name, path = %h.path.display(), "handler registered");
         }
 
@@ -331,6 +339,7 @@ impl HostAgent {
             hugetlb = host.is_hugetlb(),
             "host agent ready"
         );
+        let next_offload = first_free_after(&registry);
         Ok(HostAgent {
             cfg,
             host,
@@ -350,6 +359,7 @@ impl HostAgent {
             )),
             metrics,
             offloads,
+            next_offload: std::sync::atomic::AtomicU32::new(next_offload),
         })
     }
 
@@ -574,13 +584,27 @@ pub struct RegisterError {
     pub detail: String,
 }
 
+/// The id after the highest run-time offload registered ([`apps::offload::FIRST_DYNAMIC`]
+/// when there is none): where [`register_object`] starts looking.
+fn first_free_after(registry: &Registry) -> OffloadId {
+    registry
+        .list()
+        .iter()
+        .map(|o| o.id)
+        .filter(|&id| id >= apps::offload::FIRST_DYNAMIC)
+        .max()
+        .map_or(apps::offload::FIRST_DYNAMIC, |id| id + 1)
+}
+
 /// Loads, verifies and test-compiles section `section` of `object`, then registers it under
-/// the lowest free id at or above [`apps::offload::FIRST_DYNAMIC`]. `spec` builds the
-/// offload's description from the program name and the id. Returns the id and program name.
+/// the first free id from `from` up (then from [`apps::offload::FIRST_DYNAMIC`], when the id
+/// space is used up to its end). `spec` builds the offload's description from the program
+/// name and the id. Returns the id and program name.
 pub fn register_object(
     registry: &Registry,
     object: &[u8],
     section: Option<&str>,
+    from: OffloadId,
     spec: impl Fn(&str, OffloadId) -> OffloadSpec,
 ) -> Result<(OffloadId, String), RegisterError> {
     use naam_core::wire::ErrorCode;
@@ -597,7 +621,9 @@ pub fn register_object(
         Arc::new(verify(&prog, &VerifierConfig::default()).map_err(|e| invalid(e.to_string()))?);
     // Refuse what no worker could compile rather than registering a dead offload.
     CompiledVm::new(verified.clone(), Engine::native()).map_err(|e| invalid(e.to_string()))?;
-    for id in apps::offload::FIRST_DYNAMIC..MAX_OFFLOADS as OffloadId {
+    let first = apps::offload::FIRST_DYNAMIC;
+    let from = from.clamp(first, MAX_OFFLOADS as OffloadId);
+    for id in (from..MAX_OFFLOADS as OffloadId).chain(first..from) {
         match registry.register_as(id, spec(&prog.name, id), verified.clone()) {
             Ok(_) => return Ok((id, prog.name)),
             Err(RegistryError::Exists { .. }) => continue,

@@ -31,7 +31,7 @@ pub struct OffloadStore {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("offloads file {path}: {source}")]
+    #[error("offloads file {path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -229,8 +229,22 @@ fn control_socket_registers_lists_describes_and_counts() {
         Err(ControlError::Remote { code, .. }) => assert_eq!(code, ErrorCode::UnknownOffload),
         other => panic!("{other:?}"),
     }
-    // The freed id is reused.
-    assert_eq!(c.register(reg(16)).unwrap(), 16);
+    // The freed id is not reused (a client still calling 16 must hear it is gone, not run
+    // the next program): ids go on up.
+    assert_eq!(c.register(reg(16)).unwrap(), 18);
+    // The call to the removed id still says so.
+    let d = call(&mut qp, 3, &am(3, a, 16, TENANT, &args));
+    assert_eq!(error_code(&d), ErrorCode::UnknownOffload);
+    // Bundled offloads cannot be removed: their application's commands call them by id, and
+    // nothing but a restart would bring them back.
+    match c.unregister(0) {
+        Err(ControlError::Remote { code, detail }) => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(detail.contains("bundled"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(c.list().unwrap().iter().any(|o| o.id == 0));
 
     let bad = RegisterRepr {
         object: b"\x7fELF not really",

@@ -167,7 +167,15 @@ fn connect(g: &GlobalArgs) -> anyhow::Result<Client> {
 
 /// Runs one client command, writing its output to `out`.
 pub fn run(g: &GlobalArgs, cmd: &ClientCommand, out: &mut dyn Write) -> anyhow::Result<()> {
-    run_inner(g, cmd, out).with_context(|| format!("server {}", g.server))
+    // Only what went wrong with the server is said to be the server's: a missing file or a
+    // bad argument is not.
+    run_inner(g, cmd, out).map_err(|e| {
+        if e.chain().any(|c| c.is::<crate::ClientError>()) {
+            e.context(format!("server {}", g.server))
+        } else {
+            e
+        }
+    })
 }
 
 fn run_inner(g: &GlobalArgs, cmd: &ClientCommand, out: &mut dyn Write) -> anyhow::Result<()> {

@@ -214,12 +214,14 @@ impl<'a> RegisterRepr<'a> {
             });
         }
         at_most("register.name", self.name.len(), NAME_MAX)?;
+        printable("register.name", self.name)?;
         if let Some(s) = self.section {
             if s.is_empty() {
                 return Err(WireError::Empty {
                     field: "register.section",
                 });
             }
+            printable("register.section", s)?;
             at_most("register.section", s.len(), NAME_MAX)?;
         }
         if self.object.is_empty() {
@@ -557,5 +559,13 @@ impl<'a> DescribeRepr<'a> {
         packet.set_start(self.start);
         packet.set_name_len(self.app.len() as u8);
         packet.name_mut().copy_from_slice(self.app.as_bytes());
+    }
+}
+
+/// Names shown in listings are one line of visible text.
+fn printable(field: &'static str, s: &str) -> Result<(), WireError> {
+    match s.chars().any(char::is_control) {
+        true => Err(WireError::ControlChar { field }),
+        false => Ok(()),
     }
 }

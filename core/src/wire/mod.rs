@@ -114,6 +114,9 @@ pub enum WireError {
     BadValue { field: &'static str, value: u64 },
     #[error("{field} is not valid UTF-8")]
     BadUtf8 { field: &'static str },
+    /// A name holds a control character (a tab or a newline would forge rows of a listing).
+    #[error("{field} holds a control character")]
+    ControlChar { field: &'static str },
     #[error("buffer of {got} bytes is too small for a {needed}-byte message")]
     BufferTooSmall { needed: usize, got: usize },
 }

@@ -632,6 +632,39 @@ fn per_field_maxima() {
 }
 
 #[test]
+fn names_with_control_characters_are_refused() {
+    // A tab or a newline in an offload's name would forge rows of `naam offload ls`.
+    for (name, section, field) in [
+        ("a\tb", None, "register.name"),
+        ("a\nc", None, "register.name"),
+        ("ok", Some("naam/x\u{1b}[2J"), "register.section"),
+    ] {
+        let reg = RegisterRepr {
+            name,
+            tenant: 0,
+            class: 0,
+            read_only: false,
+            section,
+            object: b"x",
+        };
+        assert_eq!(reg.check(), Err(WireError::ControlChar { field }));
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        assert!(Message::new(1, 0, Body::Register(reg))
+            .emit(&mut buf)
+            .is_err());
+    }
+    let ok = RegisterRepr {
+        name: "größe été",
+        tenant: 0,
+        class: 0,
+        read_only: false,
+        section: None,
+        object: b"x",
+    };
+    assert_eq!(ok.check(), Ok(()));
+}
+
+#[test]
 fn empty_names_and_bad_utf8() {
     let reg = RegisterRepr {
         name: "",

@@ -108,7 +108,7 @@ impl Default for RuntimeConfig {
 /// Why the dataplane did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("host agent link socket {path}: {source}")]
+    #[error("host agent link socket {path}")]
     Link {
         path: PathBuf,
         #[source]
@@ -126,9 +126,9 @@ pub enum SetupError {
         #[source]
         source: std::io::Error,
     },
-    #[error("steering: {0}")]
+    #[error("steering")]
     Steering(#[from] crate::steering::SteeringError),
-    #[error("{0}")]
+    #[error(transparent)]
     Metrics(#[from] naam_metrics::MetricsError),
     #[error("credentials {path}: {reason} (the host agent creates them in its run directory; or pass --credentials)")]
     Credentials { path: PathBuf, reason: String },
@@ -251,14 +251,27 @@ fn open_port(
                 p.set_loss(loss);
                 AnyPort::Udp(p)
             })
-            .map_err(|e| format!("worker {worker}: {e}"));
+            .map_err(|e| format!("worker {worker}: {}", with_sources(&e)));
     }
     if loss != LossInjection::default() {
         return Err(format!(
             "loss injection is implemented by udp: ports only, not {spec:?}"
         ));
     }
-    crate::port::open(spec, &PortOptions { classes }).map_err(|e| e.to_string())
+    crate::port::open(spec, &PortOptions { classes }).map_err(|e| with_sources(&e))
+}
+
+/// `e` and each of its sources on one line ("bind failed: Address already in use"): the
+/// port's errors become strings here, and the OS's reason is what an operator needs.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 impl Runtime {

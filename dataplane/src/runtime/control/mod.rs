@@ -2,7 +2,7 @@
 //! `BASE - 1`) and the load monitor, served by one thread (setup side: it may allocate).
 //!
 //! - REGISTER: load and verify the object here (`InvalidProgram` with the reason if it fails),
-//!   forward the request to the host agent, which picks the id (lowest free from 16 up,
+//!   forward the request to the host agent, which picks the id (the first free after the last it gave, from 16 up,
 //!   docs/runtime.md) and registers it too; the dataplane adopts that id
 //!   (`Registry::register_as`) and answers `REGISTER_REPLY`. Without a host agent:
 //!   `HostUnavailable` (both registries must hold the same offloads).
