@@ -37,10 +37,10 @@ struct Args {
     #[arg(long, default_value = "udp:127.0.0.1:7000")]
     port: String,
     /// Worker threads (one link queue pair each; UDP workers share the ports with SO_REUSEPORT).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one(256))]
     workers: usize,
     /// Steering classes.
-    #[arg(long, default_value_t = crate::port::DEFAULT_CLASSES)]
+    #[arg(long, default_value_t = crate::port::DEFAULT_CLASSES, value_parser = clap::value_parser!(u16).range(1..))]
     classes: u16,
     /// Control port [default: 127.0.0.1 and the data base port minus one]; give an address
     /// to expose it beyond this machine (requests are sealed either way: docs/security.md).
@@ -56,10 +56,10 @@ struct Args {
     #[arg(long, default_value = "native")]
     engine: Engine,
     /// Messages in flight per worker (parked on link ops or waiting for the host).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one(65_536))]
     slots: usize,
     /// Packets per receive burst.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one(4096))]
     burst: usize,
     /// Requests remembered per worker for de-duplication.
     #[arg(long, default_value_t = crate::runtime::DEDUP_ENTRIES)]
@@ -69,7 +69,7 @@ struct Args {
     #[arg(long, default_value_t = crate::runtime::DEDUP_RETAIN_NS / 1_000_000)]
     dedup_retain_ms: u64,
     /// Step budget of a message.
-    #[arg(long, default_value_t = naam_core::exec::DEFAULT_MAX_STEPS)]
+    #[arg(long, default_value_t = naam_core::exec::DEFAULT_MAX_STEPS, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_steps: u32,
     /// Host heartbeat age (ms) after which the host agent counts as gone.
     #[arg(long, default_value_t = 100)]
@@ -197,6 +197,11 @@ fn with_config_file(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ff
     Ok(out)
 }
 
+/// A count from 1 to `max` (0 would serve nothing, or silently mean the default).
+fn at_least_one(max: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..=max)
+}
+
 fn parse_home(s: &str) -> Result<Location, String> {
     match s {
         "nic" => Ok(Location::Nic),
@@ -221,6 +226,15 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         anyhow::bail!(
             "engine {} is not available on this machine",
             a.engine.name()
+        );
+    }
+    for (what, low, high) in [
+        ("nic", a.nic_low, a.nic_high),
+        ("host", a.host_low, a.host_high),
+    ] {
+        anyhow::ensure!(
+            low.is_finite() && high.is_finite() && 0.0 <= low && low <= high,
+            "--{what}-low {low} and --{what}-high {high}: need 0 <= low <= high (busy fractions)"
         );
     }
     let policy = PolicyConfig {

@@ -147,3 +147,30 @@ fn a_config_file_sets_flags_and_the_command_line_wins() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no-such-flag"), "{err}");
 }
+
+#[test]
+fn settings_that_could_not_serve_are_refused_before_anything_starts() {
+    // Zero workers, slots, classes or steps would serve nothing (or fall back to a default
+    // without saying so); a calm threshold above the congested one would flap. Each is one
+    // line naming the flag, and no host agent is needed to hear it.
+    for (args, needle) in [
+        (&["--workers", "0"][..], "--workers"),
+        (&["--slots", "0"][..], "--slots"),
+        (&["--burst", "0"][..], "--burst"),
+        (&["--classes", "0"][..], "--classes"),
+        (&["--max-steps", "0"][..], "--max-steps"),
+        (&["--nic-high", "0.2", "--nic-low", "0.5"][..], "--nic-low 0.5"),
+        (&["--host-low=-1"][..], "--host-low -1"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
+            .args(args)
+            .args(["--run-dir", "/nonexistent/naam-run"])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("the binary runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("link socket"), "{args:?} got as far as the link: {err}");
+    }
+}
