@@ -159,7 +159,10 @@ fn settings_that_could_not_serve_are_refused_before_anything_starts() {
         (&["--burst", "0"][..], "--burst"),
         (&["--classes", "0"][..], "--classes"),
         (&["--max-steps", "0"][..], "--max-steps"),
-        (&["--nic-high", "0.2", "--nic-low", "0.5"][..], "--nic-low 0.5"),
+        (
+            &["--nic-high", "0.2", "--nic-low", "0.5"][..],
+            "--nic-low 0.5",
+        ),
         (&["--host-low=-1"][..], "--host-low -1"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
@@ -171,6 +174,9 @@ fn settings_that_could_not_serve_are_refused_before_anything_starts() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} was accepted");
         assert!(err.contains(needle), "{args:?}: {err}");
-        assert!(!err.contains("link socket"), "{args:?} got as far as the link: {err}");
+        assert!(
+            !err.contains("link socket"),
+            "{args:?} got as far as the link: {err}"
+        );
     }
 }

@@ -77,6 +77,7 @@ impl ControlPlane {
         v.push(("dp.host_suspect".into(), self.shared.host_suspect() as u64));
         v.push(("dp.control_failed".into(), self.failed));
         v.push(("ctl.answered".into(), self.answered));
+        v.push(("ctl.ignored".into(), self.ignored));
         v.push(("ctl.kernel_drops".into(), self.kernel_drops));
         for (c, n) in ErrorCode::ALL.iter().zip(self.errors) {
             if n > 0 {

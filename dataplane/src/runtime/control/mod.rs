@@ -79,6 +79,9 @@ pub struct ControlPlane {
     /// REGISTER the verifier rejects counts as `invalid_program`.
     answered: u64,
     errors: [u64; ErrorCode::ALL.len()],
+    /// Datagrams left unanswered because they were no request (junk, a reply, a foreign
+    /// protocol): an answer would make this port an amplifier, so they are only counted.
+    ignored: u64,
     /// Requests the kernel dropped on the control socket (its receive buffer was full).
     pub kernel_drops: u64,
     /// The host agent's per-offload counters (`offload.ID.host_*`), as last read by
@@ -131,6 +134,7 @@ impl ControlPlane {
             failed: 0,
             answered: 0,
             errors: [0; ErrorCode::ALL.len()],
+            ignored: 0,
             kernel_drops: 0,
             host_counters: Arc::default(),
         }
@@ -158,6 +162,7 @@ impl ControlPlane {
             Err(e) => return self.malformed(req, e, out),
         };
         if msg.kind().is_reply() {
+            self.ignored += 1;
             return 0;
         }
         let opened = match self.gate.open(&msg, wall_clock_ns()) {
@@ -310,13 +315,15 @@ impl ControlPlane {
         )
     }
 
-    fn malformed(&self, req: &[u8], e: WireError, out: &mut [u8]) -> usize {
+    fn malformed(&mut self, req: &[u8], e: WireError, out: &mut [u8]) -> usize {
         if req.len() < HEADER_LEN {
+            self.ignored += 1;
             return 0;
         }
         let h = HeaderPacket::new_unchecked(req);
         let is_request = naam_core::wire::Kind::from_u8(h.kind()).is_some_and(|k| !k.is_reply());
         if h.magic() != MAGIC || !is_request {
+            self.ignored += 1;
             return 0;
         }
         let code = if matches!(e, WireError::BadVersion { .. }) {

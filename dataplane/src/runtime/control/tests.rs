@@ -204,3 +204,21 @@ fn congest_nic_without_a_number_is_a_bad_request_and_other_describes_are_forward
         other => panic!("expected host_unavailable, got {other:?}"),
     }
 }
+
+#[test]
+fn datagrams_that_are_no_request_get_no_answer_and_are_counted() {
+    // Junk, a truncated header, a foreign magic and a reply kind: answering any of them would
+    // make the control port an amplifier, so they are only counted (`ctl.ignored`).
+    let mut p = plane();
+    let reply = Message::new(7, 0, Body::Ack);
+    let mut ack = vec![0u8; reply.buffer_len()];
+    reply.emit(&mut ack).unwrap();
+    let mut foreign = ack.clone();
+    foreign[0] ^= 0xff;
+    for d in [&b""[..], b"x", &[0xa5; 300], &ack, &foreign] {
+        assert!(send(&mut p, d).is_empty(), "{d:?} was answered");
+    }
+    let c: std::collections::HashMap<_, _> = p.counters().into_iter().collect();
+    assert_eq!(c["ctl.ignored"], 5);
+    assert_eq!(c["ctl.answered"], 0);
+}
