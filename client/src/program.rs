@@ -45,14 +45,26 @@ pub fn run(args: Vec<std::ffi::OsString>) -> ExitCode {
             let mut out = std::io::stdout().lock();
             match cli::run(&cli.global, c, &mut out) {
                 Ok(()) => ExitCode::SUCCESS,
+                // The reader of the output went away (`naam btree scan ... | head -1`): what
+                // it wanted it got; nothing to report.
+                Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
                 Err(e) => {
-                    // One line: the error and its causes, separated by ": ".
-                    eprintln!("naam: {e:#}");
+                    // One line: the error and its causes, separated by ": ". Not `eprintln!`,
+                    // which panics when stderr is closed too.
+                    use std::io::Write as _;
+                    let _ = writeln!(std::io::stderr(), "naam: {e:#}");
                     ExitCode::FAILURE
                 }
             }
         }
     }
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn verify_cmd(file: &std::path::Path, section: Option<&str>, json: bool) -> ExitCode {

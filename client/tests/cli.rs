@@ -182,3 +182,41 @@ fn put_get_delete() {
         "key of 31 bytes",
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_is_not_an_error() {
+    // `naam btree scan 1 1000 | head -0`: the output's reader is gone before it is written.
+    // That ends the command quietly, as for other command-line tools, instead of a
+    // "Broken pipe" error (or a panic with stderr closed too).
+    let s = start_server();
+    for close_stderr in [false, true] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_naam"))
+            .arg("--server")
+            .arg(s.data.to_string())
+            .arg("--control")
+            .arg(s.control.to_string())
+            .args(s.key_args())
+            .args(["btree", "scan", "1", "1000"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(if close_stderr {
+                std::process::Stdio::null()
+            } else {
+                std::process::Stdio::piped()
+            })
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
