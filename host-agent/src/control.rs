@@ -15,6 +15,7 @@
 
 use crate::apps::BUNDLED_TENANT;
 use crate::seqpacket::{poll_readable, SeqConn, SeqListener};
+use crate::stats::bump;
 use crate::{AgentError, HostAgent};
 use naam_core::auth::Principal;
 use naam_core::wire::{clip_utf8, congest_ms, CONGEST_HOST};
@@ -108,9 +109,14 @@ fn serve_with(
         let conn = &s.conns[i - 1];
         match conn.recv(&mut s.buf) {
             Ok(Some(n)) => {
+                bump(&agent.shared.stats.control.requests, 1);
                 let (len, a) = handle(agent, &s.buf[..n], &mut s.out);
                 if let Err(e) = conn.send(&s.out[..len]) {
-                    tracing::warn!(error = %e, "control reply not sent");
+                    // Its buffer is full of replies it did not read (or it is gone): close it,
+                    // once, rather than log a line for each further request.
+                    bump(&agent.shared.stats.control.replies_unsent, 1);
+                    tracing::warn!(error = %e, "control reply not sent; connection closed");
+                    closed.push(i - 1);
                 }
                 if a == Action::Shutdown {
                     action = Action::Shutdown;

@@ -84,9 +84,22 @@ counters!(
     }
 );
 
+counters!(
+    /// The control socket's counters, reported as `control.NAME`.
+    ControlCounters {
+        /// Datagrams received on control connections.
+        requests,
+        /// Replies that could not be sent: the client does not read them (its connection is
+        /// closed then, one log line, rather than a line per request).
+        replies_unsent,
+    }
+);
+
 /// All counters of a host agent.
 #[derive(Debug)]
 pub struct Stats {
+    /// The control socket's (its loop is the only writer).
+    pub control: ControlCounters,
     workers: Box<[WorkerCounters]>,
     offloads: Mutex<BTreeMap<OffloadId, Arc<OffloadCounters>>>,
 }
@@ -94,6 +107,7 @@ pub struct Stats {
 impl Stats {
     pub fn new(workers: usize) -> Arc<Stats> {
         Arc::new(Stats {
+            control: ControlCounters::default(),
             workers: (0..workers).map(|_| WorkerCounters::default()).collect(),
             offloads: Mutex::new(BTreeMap::new()),
         })
@@ -143,6 +157,9 @@ impl Stats {
         }
         for (name, v) in totals {
             out.push((format!("host.{name}"), v));
+        }
+        for (name, v) in self.control.read() {
+            out.push((format!("control.{name}"), v));
         }
         out
     }

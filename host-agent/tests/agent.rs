@@ -554,3 +554,36 @@ fn a_toml_config_file_sets_what_the_flags_do_and_flags_override_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-setting"));
 }
+
+#[test]
+fn a_control_client_that_never_reads_its_replies_is_disconnected_once() {
+    // It asks for the counters again and again without reading the answers: once its
+    // socket's buffer is full the host agent closes it (one log line, counted), instead of
+    // logging every unsent reply, and serves everyone else as before.
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &[]);
+    let greedy = naam_host_agent::seqpacket::SeqConn::connect(&agent.control_path()).unwrap();
+    let m = Message::new(
+        1,
+        0,
+        Body::Stats(naam_core::wire::PageRequestRepr { start: 0, max: 0 }),
+    );
+    let mut req = vec![0u8; m.buffer_len()];
+    m.emit(&mut req).unwrap();
+    let mut sent = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while greedy.send(&req).is_ok() && std::time::Instant::now() < deadline {
+        sent += 1;
+    }
+    assert!(sent > 0);
+    assert!(
+        agent.counter("control.replies_unsent") >= 1,
+        "{sent} requests sent"
+    );
+    assert!(agent.counter("control.requests") >= 2);
+    let log = agent.log_text();
+    assert!(
+        log.matches("control reply not sent").count() <= 2,
+        "one line per closed connection"
+    );
+}
