@@ -100,6 +100,8 @@ pub struct WorkerStats {
     pub dedup_evicted: AtomicU64,
     /// Mutations refused (`busy`) because the reply cache held only requests in progress.
     pub dedup_full: AtomicU64,
+    /// Mutations refused `busy` because their tenant held its share of the reply cache.
+    pub dedup_over_share: AtomicU64,
     /// Requests with the RETRANSMIT flag.
     pub retransmits: AtomicU64,
     /// Replies with a placement hint.
@@ -161,6 +163,7 @@ impl WorkerStats {
             dup_lost: AtomicU64::new(0),
             dedup_evicted: AtomicU64::new(0),
             dedup_full: AtomicU64::new(0),
+            dedup_over_share: AtomicU64::new(0),
             retransmits: AtomicU64::new(0),
             hints: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
@@ -302,6 +305,7 @@ impl WorkerStats {
             ("dup_lost".into(), l(&self.dup_lost)),
             ("dedup_evicted".into(), l(&self.dedup_evicted)),
             ("dedup_full".into(), l(&self.dedup_full)),
+            ("dedup_over_share".into(), l(&self.dedup_over_share)),
             ("retransmits".into(), l(&self.retransmits)),
             ("hints".into(), l(&self.hints)),
             ("busy_ns".into(), l(&self.busy_ns)),

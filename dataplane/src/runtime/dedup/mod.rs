@@ -15,6 +15,12 @@
 //! answers `busy` with how long until an entry expires) rather than remembered in place of one
 //! that could still be retried.
 //!
+//! The cache is shared by every tenant of a worker, so no tenant may hold more than
+//! [`TENANT_WAYS`] of a set's entries that could still be retried: past that its new requests
+//! are refused ([`Begin::OverShare`]) and every other tenant always finds room. Without it one
+//! client that never says its window filled all of a worker's entries within a second and kept
+//! every other tenant's mutations refused.
+//!
 //! The entries and replies live in one block of memory: the heap, or a file the dataplane maps
 //! (`RUN_DIR/reply-cache.W`, [`ReplyCache::open`]) so that they survive a restart of the
 //! dataplane: a retransmission that reaches the new process gets the reply the old one sent.
@@ -38,6 +44,9 @@ pub mod restart;
 
 /// Entries per set.
 pub const WAYS: usize = 8;
+
+/// Entries of a set one tenant may hold while they could still be retried: all but one.
+pub const TENANT_WAYS: usize = WAYS - 1;
 
 /// How long a completed request is remembered by default when its client does not say it is
 /// finished with it: longer than the default client retries (50 ms doubling to 1 s, five
@@ -83,8 +92,8 @@ impl State {
 }
 
 /// Layout of the cache's memory: a header line, then `ENTRY` bytes per entry (client,
-/// request id, state | reply length << 8, done time), then `MAX_PAYLOAD` bytes of reply per
-/// entry.
+/// request id, state | reply length << 8 | tenant << 32, done time), then `MAX_PAYLOAD` bytes
+/// of reply per entry. (Files written before the tenant was kept have 0 there.)
 /// The header's words: [`MAGIC`], sets, [`WAYS`], [`MAX_PAYLOAD`], workers of the dataplane.
 /// (`NAAMRPC1`, before the worker count was written, had the first four.)
 const MAGIC: u64 = u64::from_le_bytes(*b"NAAMRPC2");
@@ -99,6 +108,8 @@ struct Entry {
     /// When the reply was stored (the worker's clock), for `Done` entries.
     done_ns: u64,
     len: u16,
+    /// Whose request it is (the share of [`TENANT_WAYS`]).
+    tenant: u32,
 }
 
 impl Entry {
@@ -109,6 +120,7 @@ impl Entry {
             request_id: w[1],
             state: State::from_code(w[2] & 0xff),
             len: ((w[2] >> 8) as u16).min(MAX_PAYLOAD as u16),
+            tenant: (w[2] >> 32) as u32,
             done_ns: w[3],
         }
     }
@@ -120,6 +132,7 @@ const EMPTY: Entry = Entry {
     state: State::Empty,
     done_ns: 0,
     len: 0,
+    tenant: 0,
 };
 
 /// What the cache knows about a request.
@@ -148,6 +161,9 @@ pub enum Begin {
     /// Every entry of its set may still be retried: not remembered; do not run the request.
     /// The earliest an entry of the set expires, in ns from now (`None`: all in progress).
     Full { retry_after_ns: Option<u64> },
+    /// Its tenant already holds [`TENANT_WAYS`] entries of the set that may still be retried:
+    /// not remembered, the rest is for other tenants. When the earliest of them expires.
+    OverShare { retry_after_ns: Option<u64> },
 }
 
 /// A fixed-size reply cache.
@@ -301,7 +317,7 @@ impl ReplyCache {
 
     fn set_entry(&self, i: usize, e: Entry) {
         let at = HEADER + i as u64 * ENTRY;
-        let meta = e.state.code() | u64::from(e.len) << 8;
+        let meta = e.state.code() | u64::from(e.len) << 8 | u64::from(e.tenant) << 32;
         for (k, w) in [e.client, e.request_id, meta, e.done_ns]
             .into_iter()
             .enumerate()
@@ -364,7 +380,13 @@ impl ReplyCache {
     /// completed one whose client is finished with it, else of one completed more than
     /// `retain_ns` before `now_ns`; never in place of one that may still be retried.
     #[must_use]
-    pub fn begin(&mut self, client: SocketAddrV4, request_id: u64, now_ns: u64) -> Begin {
+    pub fn begin(
+        &mut self,
+        client: SocketAddrV4,
+        request_id: u64,
+        tenant: u32,
+        now_ns: u64,
+    ) -> Begin {
         if self.sets == 0 {
             return Begin::Started;
         }
@@ -380,20 +402,30 @@ impl ReplyCache {
             );
             return Begin::Started;
         }
-        // The best victim of the set: empty, then retired, then the oldest expired.
+        // The best victim of the set: empty, then retired, then the oldest expired; and how
+        // many of the set's entries that may still be retried are this tenant's.
         let mut best: Option<(usize, Begin)> = None;
         let mut oldest_done: Option<u64> = None;
+        let (mut held, mut own_oldest): (usize, Option<u64>) = (0, None);
         for i in self.set_of(c, request_id) {
             let e = self.entry(i);
+            let own = e.tenant == tenant;
             let outcome = match e.state {
                 State::Empty => Begin::Started,
-                State::InProgress => continue,
+                State::InProgress => {
+                    held += usize::from(own);
+                    continue;
+                }
                 State::Done | State::Lost if self.floors.retired(e.client, e.request_id) => {
                     Begin::Reused
                 }
                 State::Done | State::Lost => {
                     oldest_done = Some(oldest_done.map_or(e.done_ns, |t| t.min(e.done_ns)));
                     if now_ns.saturating_sub(e.done_ns) < self.retain_ns {
+                        if own {
+                            held += 1;
+                            own_oldest = Some(own_oldest.map_or(e.done_ns, |t| t.min(e.done_ns)));
+                        }
                         continue;
                     }
                     Begin::Expired
@@ -417,10 +449,16 @@ impl ReplyCache {
                 best = Some((i, outcome));
             }
         }
+        let after = |t: u64| (t + self.retain_ns).saturating_sub(now_ns).max(1);
+        if held >= TENANT_WAYS {
+            return Begin::OverShare {
+                retry_after_ns: own_oldest.map(after),
+            };
+        }
         let Some((i, outcome)) = best else {
-            let retry_after_ns =
-                oldest_done.map(|t| (t + self.retain_ns).saturating_sub(now_ns).max(1));
-            return Begin::Full { retry_after_ns };
+            return Begin::Full {
+                retry_after_ns: oldest_done.map(after),
+            };
         };
         self.set_entry(
             i,
@@ -430,6 +468,7 @@ impl ReplyCache {
                 state: State::InProgress,
                 done_ns: 0,
                 len: 0,
+                tenant,
             },
         );
         outcome
@@ -556,11 +595,47 @@ mod tests {
         SocketAddrV4::new([127, 0, 0, 1].into(), port)
     }
 
+    /// `begin` for a request of a tenant of its own (the id), so that no share applies: the
+    /// tests of the share name their tenants.
+    fn begin(c: &mut ReplyCache, client: SocketAddrV4, id: u64, now: u64) -> Begin {
+        c.begin(client, id, id as u32, now)
+    }
+
+    #[test]
+    fn one_tenant_that_never_says_its_window_cannot_take_the_whole_cache() {
+        // Tenant 1's client keeps sending mutations and never says it is finished with any:
+        // it holds at most TENANT_WAYS of each set, and tenant 2's requests always find room.
+        let mut c = ReplyCache::new(64, RETAIN);
+        let (mut kept, mut over) = (0, 0);
+        for id in 0..10_000u64 {
+            match c.begin(addr(1), id, 1, id) {
+                Begin::Started => {
+                    kept += 1;
+                    c.complete(addr(1), id, b"ok", id);
+                }
+                Begin::OverShare { retry_after_ns } => {
+                    over += 1;
+                    assert!(retry_after_ns.is_some_and(|r| r > 0 && r <= RETAIN));
+                }
+                b => panic!("request {id}: {b:?}"),
+            }
+        }
+        assert_eq!(kept, c.capacity() / WAYS * TENANT_WAYS, "{over} refused");
+        for id in 0..1_000u64 {
+            let b = c.begin(addr(2), id, 2, 20_000);
+            assert_eq!(b, Begin::Started, "tenant 2, request {id}");
+            c.forget(addr(2), id);
+        }
+        // Past the retention time its oldest entries go, and it gets room again.
+        let b = c.begin(addr(1), 20_000, 1, RETAIN + 10_000);
+        assert!(matches!(b, Begin::Started | Begin::Expired), "{b:?}");
+    }
+
     #[test]
     fn remembers_in_progress_then_done_then_forgets() {
         let mut c = ReplyCache::new(64, RETAIN);
         assert_eq!(c.lookup(addr(1), 7), Seen::New);
-        assert_eq!(c.begin(addr(1), 7, 0), Begin::Started);
+        assert_eq!(begin(&mut c, addr(1), 7, 0), Begin::Started);
         assert_eq!(c.lookup(addr(1), 7), Seen::InProgress);
         assert_eq!(c.lookup(addr(2), 7), Seen::New, "other client, same id");
         c.complete(addr(1), 7, b"reply", 1);
@@ -575,7 +650,7 @@ mod tests {
         let mut c = ReplyCache::new(16, RETAIN);
         let (mut started, mut refused) = (0, 0);
         for id in 0..3000u64 {
-            match c.begin(addr(1), id, id * 10) {
+            match begin(&mut c, addr(1), id, id * 10) {
                 Begin::Full { retry_after_ns } => {
                     refused += 1;
                     let r = retry_after_ns.expect("some entry completed");
@@ -598,7 +673,10 @@ mod tests {
             .count();
         assert_eq!(kept, started);
         // Once past the retention time the oldest may go (counted by the worker).
-        assert_eq!(c.begin(addr(1), 5000, RETAIN + 30_000), Begin::Expired);
+        assert_eq!(
+            begin(&mut c, addr(1), 5000, RETAIN + 30_000),
+            Begin::Expired
+        );
     }
 
     #[test]
@@ -607,7 +685,7 @@ mod tests {
         // A client with a few requests open at a time, saying so: it never runs out.
         for id in 0..10_000u64 {
             c.retire(addr(1), id, 4);
-            let b = c.begin(addr(1), id, id);
+            let b = begin(&mut c, addr(1), id, id);
             assert!(
                 matches!(b, Begin::Started | Begin::Reused),
                 "id {id}: {b:?}"
@@ -621,13 +699,16 @@ mod tests {
         // Another client's floor frees nothing of this one's.
         let mut c = ReplyCache::new(8, RETAIN);
         for id in 0..8u64 {
-            assert_eq!(c.begin(addr(1), id, 0), Begin::Started);
+            assert_eq!(begin(&mut c, addr(1), id, 0), Begin::Started);
             c.complete(addr(1), id, b"x", 0);
         }
         c.retire(addr(2), 1_000, 1);
-        assert!(matches!(c.begin(addr(2), 1_000, 1), Begin::Full { .. }));
+        assert!(matches!(
+            begin(&mut c, addr(2), 1_000, 1),
+            Begin::Full { .. }
+        ));
         c.retire(addr(1), 100, 1);
-        assert_eq!(c.begin(addr(2), 1_000, 1), Begin::Reused);
+        assert_eq!(begin(&mut c, addr(2), 1_000, 1), Begin::Reused);
     }
 
     #[test]
@@ -638,7 +719,7 @@ mod tests {
             let id = start.wrapping_add(k);
             c.retire(addr(1), id, 2);
             assert!(matches!(
-                c.begin(addr(1), id, 0),
+                begin(&mut c, addr(1), id, 0),
                 Begin::Started | Begin::Reused
             ));
             c.complete(addr(1), id, b"w", 0);
@@ -647,9 +728,9 @@ mod tests {
         // A window at id 4 puts it at 3: every older entry is reused, 3 is kept.
         c.retire(addr(1), 4, 2);
         for k in 0..7u64 {
-            assert_eq!(c.begin(addr(1), 100 + k, 0), Begin::Reused, "{k}");
+            assert_eq!(begin(&mut c, addr(1), 100 + k, 0), Begin::Reused, "{k}");
         }
-        assert!(matches!(c.begin(addr(1), 200, 0), Begin::Full { .. }));
+        assert!(matches!(begin(&mut c, addr(1), 200, 0), Begin::Full { .. }));
         assert_eq!(
             c.lookup(addr(1), 3),
             Seen::Done(b"w"),
@@ -666,24 +747,24 @@ mod tests {
     fn entries_in_progress_are_never_evicted() {
         let mut c = ReplyCache::new(WAYS, RETAIN); // one set
         for id in 0..WAYS as u64 {
-            assert_eq!(c.begin(addr(1), id, 0), Begin::Started);
+            assert_eq!(begin(&mut c, addr(1), id, 0), Begin::Started);
         }
         // The set is full of requests in progress: the next one is refused (no entry will
         // expire by itself), and every one in progress is still there.
         assert_eq!(
-            c.begin(addr(1), 100, RETAIN * 10),
+            begin(&mut c, addr(1), 100, RETAIN * 10),
             Begin::Full {
                 retry_after_ns: None
             }
         );
         c.retire(addr(1), 1_000, 1);
-        assert!(matches!(c.begin(addr(1), 100, 0), Begin::Full { .. }));
+        assert!(matches!(begin(&mut c, addr(1), 100, 0), Begin::Full { .. }));
         for id in 0..WAYS as u64 {
             assert_eq!(c.lookup(addr(1), id), Seen::InProgress);
         }
         // One completes: it is the one the next request replaces (retired by the window).
         c.complete(addr(1), 3, b"three", 0);
-        assert_eq!(c.begin(addr(1), 100, 0), Begin::Reused);
+        assert_eq!(begin(&mut c, addr(1), 100, 0), Begin::Reused);
         assert_eq!(c.lookup(addr(1), 3), Seen::New);
         assert_eq!(c.lookup(addr(1), 100), Seen::InProgress);
         assert_eq!(c.lookup(addr(1), 0), Seen::InProgress);
@@ -696,10 +777,10 @@ mod tests {
         {
             let (mut c, r) = ReplyCache::open(&path, (64, 1), RETAIN, 0).unwrap();
             assert_eq!(r, Restored::default());
-            assert_eq!(c.begin(addr(1), 1, 0), Begin::Started);
+            assert_eq!(begin(&mut c, addr(1), 1, 0), Begin::Started);
             c.complete(addr(1), 1, b"first reply", 10);
-            assert_eq!(c.begin(addr(1), 2, 0), Begin::Started); // the process dies here
-            assert_eq!(c.begin(addr(2), 3, 0), Begin::Started);
+            assert_eq!(begin(&mut c, addr(1), 2, 0), Begin::Started); // the process dies here
+            assert_eq!(begin(&mut c, addr(2), 3, 0), Begin::Started);
             c.complete(addr(2), 3, b"third", 20);
             c.forget(addr(2), 3); // "not executed": nothing to keep
         }
@@ -711,7 +792,7 @@ mod tests {
         // A lost entry is kept like a completed one: until its client is finished with it or
         // the retention time has passed since the restart.
         let started = (100..100 + 10 * WAYS as u64)
-            .filter(|&id| c.begin(addr(1), id, 1_000) == Begin::Started)
+            .filter(|&id| begin(&mut c, addr(1), id, 1_000) == Begin::Started)
             .count();
         assert!(started > 0);
         assert_eq!(
@@ -734,7 +815,7 @@ mod tests {
         let (mut c, r) = ReplyCache::open(&path, (WAYS, 1), RETAIN, 0).unwrap();
         assert_eq!(r, Restored::default());
         assert_eq!(c.lookup(addr(1), 1), Seen::New);
-        assert_eq!(c.begin(addr(1), 1, 0), Begin::Started);
+        assert_eq!(begin(&mut c, addr(1), 1, 0), Begin::Started);
     }
 
     proptest::proptest! {
@@ -767,7 +848,7 @@ mod tests {
             for id in 0..3u64 {
                 let _ = c.lookup(addr(1), id);
             }
-            let b = c.begin(addr(9), 1_000, RETAIN * 100);
+            let b = begin(&mut c, addr(9), 1_000, RETAIN * 100);
             if !matches!(b, Begin::Full { .. }) {
                 c.complete(addr(9), 1_000, b"fresh", RETAIN * 100);
                 proptest::prop_assert_eq!(c.lookup(addr(9), 1_000), Seen::Done(b"fresh"));
@@ -778,7 +859,7 @@ mod tests {
     #[test]
     fn zero_capacity_keeps_nothing() {
         let mut c = ReplyCache::new(0, RETAIN);
-        assert_eq!(c.begin(addr(1), 1, 0), Begin::Started);
+        assert_eq!(begin(&mut c, addr(1), 1, 0), Begin::Started);
         c.complete(addr(1), 1, b"x", 0);
         assert_eq!(c.lookup(addr(1), 1), Seen::New);
     }

@@ -47,7 +47,8 @@ impl Worker {
             return self.send_error(port, info, ErrorCode::Busy, "no free slot", false);
         };
         // Remembered before it leaves: the host may answer before this returns.
-        if dedup && !self.begin_dedup(port, info, i) {
+        let tenant = self.shares.tenant(account);
+        if dedup && !self.begin_dedup(port, info, i, tenant) {
             return;
         }
         let tok = self.slots.slot_ref(i).token();

@@ -462,15 +462,21 @@ impl Worker {
         self.send_error(port, &info, code, d.as_str(), false);
     }
 
-    /// Remembers a mutation as in progress before it runs, in slot `slot`. False when the
-    /// reply cache has no room that would not forget a request still in progress: the slot
-    /// is freed and the request refused with `busy` (counted `dedup_full`), never run
-    /// unremembered.
-    fn begin_dedup<P: Port>(&mut self, port: &mut P, info: &ReqInfo, slot: usize) -> bool {
+    /// Remembers a mutation of `tenant` as in progress before it runs, in slot `slot`. False
+    /// when the reply cache has no room that would not forget a request still in progress, or
+    /// the tenant holds its share of it: the slot is freed and the request refused with `busy`
+    /// (counted `dedup_full`, `dedup_over_share`), never run unremembered.
+    fn begin_dedup<P: Port>(
+        &mut self,
+        port: &mut P,
+        info: &ReqInfo,
+        slot: usize,
+        tenant: u32,
+    ) -> bool {
         match self
             .out
             .cache
-            .begin(info.peer.remote, info.request_id, self.now_ns)
+            .begin(info.peer.remote, info.request_id, tenant, self.now_ns)
         {
             Begin::Started | Begin::Reused => true,
             Begin::Expired => {
@@ -489,6 +495,25 @@ impl Worker {
                     ),
                     None => write!(d, "reply cache full of requests in progress"),
                 };
+                self.send_error_retry_after(
+                    port,
+                    info,
+                    ErrorCode::Busy,
+                    d.as_str(),
+                    false,
+                    Some(retry_after_ns.unwrap_or(BUSY_RETRY_AFTER_NS)),
+                );
+                false
+            }
+            Begin::OverShare { retry_after_ns } => {
+                bump(&self.stats.dedup_over_share, 1);
+                self.slots.release(slot);
+                let mut d = Detail::new();
+                let _ = write!(
+                    d,
+                    "tenant {tenant} holds its share of the reply cache (requests it may still \
+                     retry); say your window to free it sooner"
+                );
                 self.send_error_retry_after(
                     port,
                     info,
@@ -621,7 +646,7 @@ impl Worker {
                 let Some(i) = self.slots.alloc(info, SlotKind::Am) else {
                     return self.send_error(port, info, ErrorCode::Busy, "no free slot", false);
                 };
-                if dedup && !self.begin_dedup(port, info, i) {
+                if dedup && !self.begin_dedup(port, info, i, tenant) {
                     return;
                 }
                 let s = &mut self.slots[i];

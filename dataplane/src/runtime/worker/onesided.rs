@@ -76,7 +76,13 @@ impl Worker {
         let Some(i) = self.slots.alloc(info, SlotKind::OneSided) else {
             return self.send_error(port, info, ErrorCode::Busy, "no free slot", false);
         };
-        if dedup && !self.begin_dedup(port, info, i) {
+        // The share of the reply cache is the tenant's whose region the first op names (each
+        // op's key is checked when it is posted).
+        let tenant = ops
+            .first()
+            .and_then(|o| self.regions.get(o.region))
+            .map_or(u32::MAX, |d| d.tenant);
+        if dedup && !self.begin_dedup(port, info, i, tenant) {
             return;
         }
         let base = (i * DATA_SIZE) as u64;
