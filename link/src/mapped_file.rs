@@ -6,6 +6,7 @@ use crate::error::LinkError;
 use crate::sys;
 use naam_core::memory::RegionMem;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 /// What [`MappedFile::open`] found.
@@ -36,6 +37,8 @@ impl MappedFile {
             .write(true)
             .create(true)
             .truncate(false)
+            // Requests, replies and host memory: this user's only, wherever the file is.
+            .mode(0o600)
             .open(path)
             .map_err(io("open a mapped file"))?;
         // One user at a time (the lock goes with the descriptor, so with the process).
@@ -99,6 +102,9 @@ mod tests {
         let path = dir.path().join("state");
         let (f, o) = MappedFile::open(&path, 4096).unwrap();
         assert_eq!(o, Opened::Created);
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "only its user may read it: {mode:o}");
         f.mem().store_u64(8, 42).unwrap();
         drop(f);
         let (f, o) = MappedFile::open(&path, 4096).unwrap();

@@ -12,6 +12,7 @@ use naam_core::memory::RegionMem;
 use naam_core::region::{RegionId, RegionTable};
 use std::io::ErrorKind;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -125,6 +126,8 @@ impl ShmHost {
             .write(true)
             .create(true)
             .truncate(false)
+            // Requests, replies and host memory: this user's only, wherever the file is.
+            .mode(0o600)
             .open(path)
             .map_err(LinkError::io("open the persistent link area"))?;
         let len = file
