@@ -485,7 +485,6 @@ impl Worker {
             }
             Begin::Full { retry_after_ns } => {
                 bump(&self.stats.dedup_full, 1);
-                self.slots.release(slot);
                 let mut d = Detail::new();
                 let _ = match retry_after_ns {
                     Some(ns) => write!(
@@ -495,36 +494,41 @@ impl Worker {
                     ),
                     None => write!(d, "reply cache full of requests in progress"),
                 };
-                self.send_error_retry_after(
-                    port,
-                    info,
-                    ErrorCode::Busy,
-                    d.as_str(),
-                    false,
-                    Some(retry_after_ns.unwrap_or(BUSY_RETRY_AFTER_NS)),
-                );
-                false
+                self.refuse_undeduplicated(port, info, slot, &d, retry_after_ns)
             }
             Begin::OverShare { retry_after_ns } => {
                 bump(&self.stats.dedup_over_share, 1);
-                self.slots.release(slot);
                 let mut d = Detail::new();
                 let _ = write!(
                     d,
                     "tenant {tenant} holds its share of the reply cache (requests it may still \
                      retry); say your window to free it sooner"
                 );
-                self.send_error_retry_after(
-                    port,
-                    info,
-                    ErrorCode::Busy,
-                    d.as_str(),
-                    false,
-                    Some(retry_after_ns.unwrap_or(BUSY_RETRY_AFTER_NS)),
-                );
-                false
+                self.refuse_undeduplicated(port, info, slot, &d, retry_after_ns)
             }
         }
+    }
+
+    /// Frees slot `slot` and answers `busy` with `detail`, to retry once an entry may go:
+    /// a mutation the reply cache could not remember is never run. Returns false.
+    fn refuse_undeduplicated<P: Port>(
+        &mut self,
+        port: &mut P,
+        info: &ReqInfo,
+        slot: usize,
+        detail: &Detail,
+        retry_after_ns: Option<u64>,
+    ) -> bool {
+        self.slots.release(slot);
+        self.send_error_retry_after(
+            port,
+            info,
+            ErrorCode::Busy,
+            detail.as_str(),
+            false,
+            Some(retry_after_ns.unwrap_or(BUSY_RETRY_AFTER_NS)),
+        );
+        false
     }
 
     /// Checks the reply cache for a request that is de-duplicated; true if it was handled
