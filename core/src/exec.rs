@@ -277,9 +277,9 @@ impl Run {
         mem: &mut M,
         ctx: &mut Ctx,
     ) -> Result<(), MemError> {
-        let n = self.ops().len();
-        (self.first, self.end) = (0, n as u8);
-        apply_ops(mem, &self.ops, 0..n, ctx)
+        // One batch of all of them.
+        (self.first, self.end) = (0, self.ops().len() as u8);
+        self.apply_batch(mem, ctx)
     }
 
     /// The next batch of the current step's checked ops to send away together: the ops after
