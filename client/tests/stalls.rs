@@ -50,6 +50,26 @@ fn every_class(m: &mut Mica, t: &mut BTree, round: u32) -> Location {
     r.executed_at
 }
 
+/// While the host agent is stopped, new clients start: a library client and the `naam` CLI
+/// (with the admin's key) describe MICA first, which the dataplane answers from the host
+/// agent's last answers (the admin's are asked for at connect), and then read a key.
+fn new_clients_start(d: &naam_deploy::Deployment) {
+    let mut m = Mica::new(d.client(patient(ExecMode::Server)).unwrap())
+        .expect("a new client starts while the host agent is stopped");
+    m.put(b"during-stall", b"kept").expect("PUT");
+    assert_eq!(m.get(b"during-stall").expect("GET"), Some(b"kept".to_vec()));
+    let cli = Command::new(env!("CARGO_BIN_EXE_naam"))
+        .args(["--server", &d.data_addr().to_string(), "--key-file"])
+        .arg(d.admin_key_file())
+        .args(["--timeout-ms", "100", "get", "during-stall"])
+        .output()
+        .expect("naam runs");
+    assert!(cli.status.success(), "naam get while stopped: {cli:?}");
+    assert_eq!(String::from_utf8_lossy(&cli.stdout).trim(), "kept");
+    let cached = stat(d, "ctl.describe_cached");
+    assert!(cached >= 2, "answered from the kept descriptions: {cached}");
+}
+
 fn stall(stop_for: Duration) {
     // Classes at home on the host: the case a stall used to break for good.
     let mut d = deploy(|c| c.home = "host".into());
@@ -82,6 +102,9 @@ fn stall(stop_for: Duration) {
     })
     .expect("the stalled host agent becomes suspect");
     println!("stopped {stop_for:?}: suspect after {suspect:?}");
+    if stop_for >= Duration::from_secs(1) {
+        new_clients_start(&d);
+    }
     let mut rounds = 0;
     while !cont.is_finished() {
         rounds += 1;

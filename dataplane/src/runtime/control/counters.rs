@@ -78,6 +78,7 @@ impl ControlPlane {
         v.push(("dp.control_failed".into(), self.failed));
         v.push(("ctl.answered".into(), self.answered));
         v.push(("ctl.ignored".into(), self.ignored));
+        v.push(("ctl.describe_cached".into(), self.described.served));
         v.push(("ctl.kernel_drops".into(), self.kernel_drops));
         for (c, n) in ErrorCode::ALL.iter().zip(self.errors) {
             if n > 0 {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use naam_core::pool::OffloadSpec;
 use naam_core::verifier::verify;
-use naam_core::wire::{Body, ErrorCode, FetchRepr, Message, PageRequestRepr};
+use naam_core::wire::{Body, DescribeRepr, ErrorCode, FetchRepr, Message, PageRequestRepr};
 
 use super::*;
 use crate::runtime::hostctl::HostCtlError;
@@ -90,6 +90,7 @@ impl ControlPlane {
                 }
             }
         }
+        self.describe_bundled_apps();
         Some((removed, added))
     }
 
@@ -122,31 +123,86 @@ impl ControlPlane {
     /// suspect: then the request is refused at once rather than blocking this thread (which
     /// also runs the monitor, the policy and the reconnect) for the socket's timeout.
     pub(super) fn ask_host(&mut self, raw: &[u8]) -> Result<&[u8], HostCtlError> {
-        if self.shared.host_suspect() {
-            return Err(HostCtlError::Unresponsive);
-        }
-        self.host.request(raw)
+        ask(&self.shared, &mut self.host, raw)
     }
 
-    pub(super) fn forward_verbatim(
+    /// DESCRIBE `app` from entry `start`, for `who`: relayed to the host agent; a bundled
+    /// application's answer is kept, and given again while the host agent is unavailable
+    /// (`described`).
+    pub(super) fn describe(
         &mut self,
         msg: &Message<'_>,
+        app: &str,
+        start: u32,
+        who: Principal,
         raw: &[u8],
         out: &mut [u8],
     ) -> usize {
-        match self.ask_host(raw) {
+        let cacheable = described::is_bundled_app(app);
+        // Not `ask_host`: its reply borrows all of `self`, and the answer is kept in `self`.
+        let e = match ask(&self.shared, &mut self.host, raw) {
             Ok(r) if r.len() <= out.len() => {
+                if cacheable {
+                    self.described.store(who, app, start, r);
+                }
                 out[..r.len()].copy_from_slice(r);
-                r.len()
+                return r.len();
             }
-            Ok(_) => emit(
-                &msg.reply(error(ErrorCode::Internal, "host reply too large")),
-                out,
-            ),
-            Err(e) => {
-                let d = e.to_string();
-                emit(&msg.reply(error(ErrorCode::HostUnavailable, &d)), out)
+            Ok(_) => {
+                let d = "host reply too large";
+                return emit(&msg.reply(error(ErrorCode::Internal, d)), out);
+            }
+            Err(e) => e,
+        };
+        let kept = match cacheable {
+            true => self.described.serve(who, app, start),
+            false => None,
+        };
+        if let Some(kept) = kept.and_then(|r| Message::parse(r).ok()) {
+            return emit(&msg.reply(kept.body), out);
+        }
+        let d = e.to_string();
+        emit(&msg.reply(error(ErrorCode::HostUnavailable, &d)), out)
+    }
+
+    /// After a (re)connection: forgets the last host agent's descriptions and asks this one
+    /// for every bundled application's, as the admin (this process's own socket), so that
+    /// the admin's clients can start while the host agent is stalled even if none described
+    /// an application before. Applications the host agent does not run are skipped.
+    pub(super) fn describe_bundled_apps(&mut self) {
+        self.described.clear();
+        for app in described::bundled_apps() {
+            let mut start = 0;
+            loop {
+                let req = Message::new(0, 0, Body::Describe(DescribeRepr { app, start }));
+                let mut buf = [0u8; 64];
+                let Ok(n) = req.emit(&mut buf) else { break };
+                let Ok(reply) = self.host.request(&buf[..n]) else {
+                    return;
+                };
+                let next = match Message::parse(reply).map(|m| m.body) {
+                    Ok(Body::DescribeReply(page)) => page.more.then_some(page.next),
+                    _ => break,
+                };
+                let reply = reply.to_vec();
+                self.described.store(Principal::Admin, app, start, &reply);
+                match next {
+                    Some(n) if n > start => start = n,
+                    _ => break,
+                }
             }
         }
     }
+}
+
+/// [`ControlPlane::ask_host`] on the fields it needs.
+fn ask<'h>(
+    shared: &Shared,
+    host: &'h mut HostControl,
+    raw: &[u8],
+) -> Result<&'h [u8], HostCtlError> {
+    if shared.host_suspect() {
+        return Err(HostCtlError::Unresponsive);
+    }
+    host.request(raw)
 }

@@ -9,7 +9,10 @@
 //! - UNREGISTER: forwarded likewise, then removed here; `ACK` or `UnknownOffload`.
 //! - LIST: this registry, paged. STATS: worker counters (per worker and totals), steering
 //!   counters, per-class placement and leases, the recent policy decisions.
-//! - DESCRIBE: forwarded to the host agent, its reply relayed unchanged, except
+//! - DESCRIBE: forwarded to the host agent, its reply relayed unchanged; while the host agent
+//!   does not answer, a bundled application's description is answered from the host agent's
+//!   last answer to the same principal (`described`: the NIC serves that application's
+//!   messages meanwhile, so new clients must be able to start); except
 //!   `congest-nic:<ms>`, the NIC congestion injector (the shift experiment's counterpart of
 //!   the host agent's `congest:<ms>`): for `<ms>` milliseconds every worker's core is taken by
 //!   other work; a worker then serves one poll per slice (so steering, the eSwitch's job on
@@ -25,6 +28,7 @@
 //! checked here against the offload's tenant.
 
 mod counters;
+mod described;
 mod host;
 
 pub use counters::watch_host_counters;
@@ -84,6 +88,8 @@ pub struct ControlPlane {
     ignored: u64,
     /// Requests the kernel dropped on the control socket (its receive buffer was full).
     pub kernel_drops: u64,
+    /// The host agent's descriptions of the bundled applications, for when it is unavailable.
+    described: described::Described,
     /// The host agent's per-offload counters (`offload.ID.host_*`), as last read by
     /// [`watch_host_counters`] on its own thread (a stalled host never blocks this one).
     pub host_counters: Arc<Mutex<Vec<(String, u64)>>>,
@@ -136,6 +142,7 @@ impl ControlPlane {
             errors: [0; ErrorCode::ALL.len()],
             ignored: 0,
             kernel_drops: 0,
+            described: described::Described::default(),
             host_counters: Arc::default(),
         }
     }
@@ -267,7 +274,7 @@ impl ControlPlane {
             Body::Describe(d) if d.app.starts_with(CONGEST_NIC) => {
                 self.congest_nic(msg, d.app, out)
             }
-            Body::Describe(_) => self.forward_verbatim(msg, sealed, out),
+            Body::Describe(d) => self.describe(msg, d.app, d.start, who, sealed, out),
             _ => emit(
                 &msg.reply(error(
                     ErrorCode::Unsupported,
