@@ -11,11 +11,16 @@ pub enum ClientError {
     /// not have executed). `refused` is the last refusal (`busy`, `host_unavailable`, ...)
     /// the server answered to an earlier attempt, if any.
     #[error(
-        "request {request_id:#x} timed out after {attempts} attempts ({waited:?}){}",
-        refused.as_ref().map(|r| format!("; earlier attempts were refused: {r}")).unwrap_or_default()
+        "request {request_id:#x} to {to} timed out: no {} in {attempts} attempts ({waited:.1?}); {}",
+        awaited.name(),
+        refused.as_ref().map_or("nothing answered (is a server there?)".into(), |r| format!("earlier attempts were refused: {r}"))
     )]
     Timeout {
         request_id: u64,
+        /// Where it was sent (the data port of its class, or the control port).
+        to: std::net::SocketAddr,
+        /// The reply it waited for.
+        awaited: Kind,
         attempts: u32,
         waited: Duration,
         refused: Option<String>,
@@ -63,6 +68,12 @@ pub enum ClientError {
     /// A handler object did not load or verify at the client.
     #[error("invalid program: {detail}")]
     InvalidProgram { detail: String },
+    /// A server address no message can go to.
+    #[error("address {addr}: {reason}")]
+    BadAddress {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
     #[error("no server {server} (the client has {servers})")]
     NoSuchServer { server: usize, servers: usize },
     #[error("{n} ops in one one-sided request; 1 to {max} are allowed", max = naam_core::wire::MAX_REMOTE_OPS)]

@@ -143,6 +143,67 @@ fn an_unreachable_server_is_one_clear_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("timed out"), "{err}");
     assert!(err.contains(&addr.to_string()), "names the server: {err}");
+    // The port the request went to, and what it waited for: STATS goes to the control port.
+    let mut control = addr;
+    control.set_port(addr.port() - 1);
+    assert!(err.contains(&format!("to {control} timed out")), "{err}");
+    assert!(err.contains("no stats reply in 6 attempts"), "{err}");
+}
+
+#[test]
+fn timeouts_and_retries_bound_the_wait() {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    drop(sock);
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_naam"))
+        .args([
+            "--server",
+            &addr.to_string(),
+            "--timeout-ms",
+            "40",
+            "--retries",
+            "2",
+        ])
+        .arg("stats")
+        .output()
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    // 40 + 80 + 160 ms of waiting, then the error.
+    assert!(err.contains("in 3 attempts"), "{err}");
+    assert!(
+        waited >= std::time::Duration::from_millis(280),
+        "{waited:?}"
+    );
+}
+
+#[test]
+fn addresses_and_timings_no_server_can_have_are_refused_at_once() {
+    for args in [
+        &["--server", "127.0.0.1:0"][..],
+        &["--server", "127.0.0.1:1"],
+        &["--server", "0.0.0.0:7000"],
+        &["--server", "127.0.0.1:7000", "--control", "127.0.0.1:0"],
+        &["--timeout-ms", "0"],
+        &["--retries", "1000"],
+    ] {
+        let started = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_naam"))
+            .args(args)
+            .arg("stats")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(!err.contains("timed out"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{args:?}"
+        );
+    }
 }
 
 #[test]

@@ -66,7 +66,11 @@ fn a_lost_request_is_retransmitted_with_backoff_then_times_out() {
     let first = sent(&mut ep);
     assert_eq!(first.len(), 1);
     let (id, dest, bytes) = &first[0];
-    assert_eq!(*dest, server().class_addr(2), "to its class's port");
+    assert_eq!(
+        *dest,
+        server().class_addr(2).unwrap(),
+        "to its class's port"
+    );
     assert_eq!(ep.poll_timeout(), Some(t0 + TIMEOUT));
 
     // Nothing is due before the timer.

@@ -28,9 +28,16 @@ pub struct GlobalArgs {
     /// Execute handlers at the client (their ops sent as one-sided requests).
     #[arg(long, global = true)]
     pub local: bool,
-    /// Milliseconds before the first retransmission (doubling up to 1 s, 5 retries).
-    #[arg(long, global = true, default_value_t = 50, value_name = "MS")]
+    /// Milliseconds to wait for a reply before the first retransmission. The wait doubles at
+    /// each retransmission up to the larger of 1 s and MS, and a request fails after
+    /// --retries of them: with the defaults after about 2.6 s; with MS = 5000, after 30 s.
+    #[arg(long, global = true, default_value_t = 50, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub timeout_ms: u64,
+    /// Retransmissions of a request without a reply before it fails.
+    #[arg(long, global = true, default_value_t = 5, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=30))]
+    pub retries: u32,
     /// Key file to seal control requests with [default: $NAAM_KEY_FILE, else admin.key in
     /// the local deployment's run directory when present] (docs/security.md).
     #[arg(long, global = true, value_name = "FILE")]
@@ -155,7 +162,8 @@ fn connect(g: &GlobalArgs) -> anyhow::Result<Client> {
         } else {
             ExecMode::Server
         },
-        timeout: std::time::Duration::from_millis(g.timeout_ms.max(1)),
+        timeout: std::time::Duration::from_millis(g.timeout_ms),
+        max_retries: g.retries,
         credential: crate::keys::find(g.key_file.as_deref())?,
         ..ClientConfig::default()
     };

@@ -41,11 +41,25 @@ impl ServerAddr {
         Self { data, control }
     }
 
-    /// The address messages of steering class `class` go to.
-    pub fn class_addr(&self, class: u16) -> SocketAddr {
+    /// The address messages of steering class `class` go to; `None` past port 65535.
+    pub fn class_addr(&self, class: u16) -> Option<SocketAddr> {
         let mut a = self.data;
-        a.set_port(self.data.port().wrapping_add(class));
-        a
+        a.set_port(self.data.port().checked_add(class)?);
+        Some(a)
+    }
+
+    /// Why these addresses cannot be a server's, if they cannot: port 0 is nobody's (the
+    /// data port 1 without `control` would make it the control port).
+    pub fn check(&self) -> Result<()> {
+        for (what, a) in [("data", self.data), ("control", self.control)] {
+            if a.port() == 0 || a.ip().is_unspecified() {
+                return Err(ClientError::BadAddress {
+                    addr: a,
+                    reason: format!("no server's {what} port can be there"),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -220,6 +234,9 @@ fn random_start() -> u64 {
 impl Endpoint {
     /// An endpoint for `servers`.
     pub fn new(servers: &[ServerAddr], cfg: ClientConfig) -> Result<Self> {
+        for s in servers {
+            s.check()?;
+        }
         let local = LocalExec::new(cfg.engine, cfg.max_steps)?;
         Ok(Self {
             servers: servers
@@ -405,7 +422,11 @@ impl Endpoint {
                     flags,
                     args,
                 });
-                let dest = self.server(server)?.addr.class_addr(class);
+                let addr = self.server(server)?.addr;
+                let dest = addr.class_addr(class).ok_or(ClientError::BadAddress {
+                    addr: addr.data,
+                    reason: format!("class {class} is past port 65535"),
+                })?;
                 self.send_new(
                     now,
                     ticket,
@@ -431,7 +452,7 @@ impl Endpoint {
         let repr = OneSidedRepr::new(ops).map_err(|_| ClientError::BadOpCount { n: ops.len() })?;
         let ticket = self.ticket();
         // One-sided ops use the class reserved for them: 0.
-        let dest = self.server(server)?.addr.class_addr(0);
+        let dest = self.server(server)?.addr.data;
         self.send_new(
             now,
             ticket,

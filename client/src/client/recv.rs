@@ -34,6 +34,8 @@ impl Endpoint {
                 self.stats.timeouts += 1;
                 let err = ClientError::Timeout {
                     request_id: id,
+                    to: p.dest,
+                    awaited: p.expect,
                     attempts: p.attempts,
                     waited: now - p.first_sent,
                     refused: p.refused.take(),
@@ -147,7 +149,7 @@ impl Endpoint {
             }),
             _ if msg.kind() != p.expect => Err(ClientError::UnexpectedReply {
                 request_id: id,
-                expected: kind_name(p.expect),
+                expected: p.expect.name(),
                 got: msg.kind(),
             }),
             Body::AmReply(r) => {
@@ -214,7 +216,7 @@ impl Endpoint {
             })),
             _ => Err(ClientError::UnexpectedReply {
                 request_id: id,
-                expected: kind_name(p.expect),
+                expected: p.expect.name(),
                 got: msg.kind(),
             }),
         };
@@ -240,7 +242,7 @@ impl Endpoint {
                     let regions = &self.servers[server].regions;
                     self.local.ops_request(run, regions)
                 };
-                let dest = self.servers[server].addr.class_addr(0);
+                let dest = self.servers[server].addr.data;
                 let res = sent.and_then(|(ops, n)| {
                     let repr =
                         OneSidedRepr::new(&ops[..n]).map_err(|_| ClientError::BadOpCount { n })?;
@@ -274,17 +276,5 @@ impl Endpoint {
                 }
             }
         }
-    }
-}
-
-pub(super) fn kind_name(k: Kind) -> &'static str {
-    match k {
-        Kind::AmReply => "am reply",
-        Kind::OneSidedReply => "one-sided reply",
-        Kind::RegisterReply => "register reply",
-        Kind::ListReply => "list reply",
-        Kind::StatsReply => "stats reply",
-        Kind::DescribeReply => "describe reply",
-        _ => "ack",
     }
 }

@@ -111,6 +111,30 @@ impl Kind {
         })
     }
 
+    /// Its name for people: `"describe reply"`, `"one-sided"`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::AmRequest => "am request",
+            Kind::AmReply => "am reply",
+            Kind::Error => "error",
+            Kind::OneSided => "one-sided",
+            Kind::OneSidedReply => "one-sided reply",
+            Kind::Register => "register",
+            Kind::RegisterReply => "register reply",
+            Kind::Unregister => "unregister",
+            Kind::List => "list",
+            Kind::ListReply => "list reply",
+            Kind::Stats => "stats",
+            Kind::StatsReply => "stats reply",
+            Kind::Describe => "describe",
+            Kind::DescribeReply => "describe reply",
+            Kind::Fetch => "fetch",
+            Kind::FetchReply => "fetch reply",
+            Kind::Ack => "ack",
+            Kind::Sealed => "sealed",
+        }
+    }
+
     /// Whether a server sends this kind (as opposed to a client).
     pub fn is_reply(self) -> bool {
         matches!(
