@@ -21,16 +21,16 @@ use std::sync::Arc;
 #[derive(clap::Parser)]
 struct DemoArgs {
     /// Seconds to run (Ctrl-C stops earlier).
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 20.0, value_parser = positive)]
     seconds: f64,
     /// Offered load, operations per second.
-    #[arg(long, default_value_t = 10_000.0)]
+    #[arg(long, default_value_t = 10_000.0, value_parser = positive)]
     rate: f64,
     /// Milliseconds of host congestion, injected half-way [default: a quarter of the run].
     #[arg(long)]
     congest_ms: Option<u64>,
-    /// Keys of MICA and of the B-tree.
-    #[arg(long, default_value_t = 65_536)]
+    /// Keys of MICA and of the B-tree (the load reads and writes both: at least 1).
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
     keys: u64,
     /// Write the processes' logs to this folder.
     #[arg(long)]
@@ -38,6 +38,15 @@ struct DemoArgs {
     /// Folder for the summary's JSON, CSV and plot [default: runs/<UTC time>, git-ignored].
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+/// A finite number above 0.
+fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(_) => Err("must be a number above 0".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Runs the demo until its time is up or Ctrl-C.

@@ -101,3 +101,30 @@ fn demo_stops_cleanly_when_interrupted() {
     assert!(dir.path().join("demo.json").exists());
     assert_eq!(run_dirs(), 0, "the run directory is removed");
 }
+
+#[test]
+fn demo_settings_that_could_not_run_are_refused_before_anything_starts() {
+    for args in [
+        &["--keys", "0"][..],
+        &["--rate", "0"],
+        &["--rate", "nan"],
+        &["--seconds=-1"],
+        &["--seconds", "inf"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_naam-rs"))
+            .arg("demo")
+            .args(args)
+            .output()
+            .expect("naam-rs runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(
+            err.contains(args[0].split('=').next().unwrap()),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.contains("host agent pid"),
+            "{args:?} started a deployment: {err}"
+        );
+    }
+}

@@ -61,12 +61,15 @@ struct Args {
     /// Packets per receive burst.
     #[arg(long, default_value_t = 32, value_parser = at_least_one(4096))]
     burst: usize,
-    /// Requests remembered per worker for de-duplication.
-    #[arg(long, default_value_t = crate::runtime::DEDUP_ENTRIES)]
+    /// Requests remembered per worker for de-duplication (rounded up to whole sets of 8).
+    /// There is no "off": without it a retransmitted mutation could run twice.
+    #[arg(long, default_value_t = crate::runtime::DEDUP_ENTRIES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(8..=1 << 20))]
     dedup: usize,
     /// How long (ms) a completed mutation is remembered when its client does not say it is
     /// finished with it: at least the clients' longest retry time (docs/protocol.md).
-    #[arg(long, default_value_t = crate::runtime::DEDUP_RETAIN_NS / 1_000_000)]
+    #[arg(long, default_value_t = crate::runtime::DEDUP_RETAIN_NS / 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     dedup_retain_ms: u64,
     /// Step budget of a message.
     #[arg(long, default_value_t = naam_core::exec::DEFAULT_MAX_STEPS, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

@@ -150,7 +150,8 @@ fn a_config_file_sets_flags_and_the_command_line_wins() {
 
 #[test]
 fn settings_that_could_not_serve_are_refused_before_anything_starts() {
-    // Zero workers, slots, classes or steps would serve nothing (or fall back to a default
+    // Zero workers, slots, classes or steps would serve nothing, zero de-duplication entries
+    // or retention would break at-most-once (or fall back to a default
     // without saying so); a calm threshold above the congested one would flap. Each is one
     // line naming the flag, and no host agent is needed to hear it.
     for (args, needle) in [
@@ -159,6 +160,9 @@ fn settings_that_could_not_serve_are_refused_before_anything_starts() {
         (&["--burst", "0"][..], "--burst"),
         (&["--classes", "0"][..], "--classes"),
         (&["--max-steps", "0"][..], "--max-steps"),
+        // No de-duplication would let a retransmitted mutation run twice.
+        (&["--dedup", "0"][..], "--dedup"),
+        (&["--dedup-retain-ms", "0"][..], "--dedup-retain-ms"),
         (
             &["--nic-high", "0.2", "--nic-low", "0.5"][..],
             "--nic-low 0.5",
