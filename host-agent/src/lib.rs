@@ -423,6 +423,15 @@ impl HostAgent {
                 .unwrap_or_else(|e| e.into_inner())
                 .counters(),
         );
+        let r = self.host.refused_peers();
+        for (why, n) in [
+            ("malformed", r.malformed),
+            ("silent", r.silent),
+            ("foreign", r.foreign),
+            ("busy", r.busy),
+        ] {
+            v.push((format!("link.refused.{why}"), n));
+        }
         v
     }
 

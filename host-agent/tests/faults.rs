@@ -6,9 +6,9 @@ mod support;
 
 use naam_core::wire::{AmStatus, Body, Message};
 use naam_link::layout::Dir;
-use naam_link::{Completion, Link, RemoteAddr, ShmLink};
+use naam_link::{Completion, ConnectOptions, Link, RemoteAddr, ShmLink};
 use std::os::unix::fs::FileExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::*;
 
 fn digest_reply(d: &[u8]) -> u64 {
@@ -112,6 +112,51 @@ fn a_dead_dataplane_is_replaced_and_the_data_stays() {
     assert_eq!(host_digest(&link, region, 8, 3), expected_digest(8));
     let host = agent.control().describe("host").unwrap();
     assert!(host.contains(&("generation".into(), 2)), "{host:?}");
+}
+
+#[test]
+fn a_stray_client_of_the_link_socket_cannot_take_the_dataplanes_place() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &[]);
+    // Connected first and silent (a probe, `nc -U`), and another speaking nonsense: before the
+    // handshake either one held the link and the dataplane waited behind it until it gave up.
+    let _silent = std::os::unix::net::UnixStream::connect(agent.link_path()).unwrap();
+    let mut junk = std::os::unix::net::UnixStream::connect(agent.link_path()).unwrap();
+    junk.write_all(&[0xff; 16]).unwrap();
+    let started = Instant::now();
+    let link = agent.dataplane();
+    assert_eq!(
+        link.generation(),
+        1,
+        "the dataplane is the first one handed the area"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // A second dataplane is told who holds the link, at once.
+    match ShmLink::connect(&agent.link_path(), ConnectOptions::default()) {
+        Err(e) => assert!(e.to_string().contains("another dataplane"), "{e}"),
+        Ok(_) => panic!("a second dataplane was handed the area"),
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while agent.counter("link.refused.silent") < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the silent connection is never closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(agent.counter("link.refused.malformed"), 1);
+    assert_eq!(agent.counter("link.refused.busy"), 1);
+    drop(link);
+    assert_eq!(
+        agent.dataplane().generation(),
+        2,
+        "the next dataplane is accepted"
+    );
 }
 
 #[test]

@@ -72,6 +72,9 @@ pub enum LinkError {
     LocalOutOfRange { offset: u64, len: u64, size: u64 },
     #[error("region {region} is in the directory but outside the mapped memory")]
     Unmapped { region: RegionId },
+    /// The host agent serves another dataplane (process `pid`); one at a time.
+    #[error("the host agent serves another dataplane (pid {pid}); stop it first")]
+    PeerTaken { pid: u64 },
     #[error("peer gone: {reason}")]
     PeerGone { reason: GoneReason },
     /// The peer's heartbeat is older than the staleness limit: it may be stalled (stopped,

@@ -68,8 +68,8 @@ pub use naam_core::memory::{LocalMemory, RegionMem};
 pub use naam_core::region::{Perms, RegionDesc, RegionId, RegionTable, TenantId};
 pub use ring::{Backoff, BackoffMode, MSG_MAX, REPLY_PREFIX, SLOT_SIZE, TOKEN_LEN};
 pub use shm::{
-    ConnectOptions, LoadPublisher, LoadReport, PeerEvent, ShmConfig, ShmHost, ShmLink, ShmMemory,
-    ShmQp, ShmRegion,
+    ConnectOptions, LoadPublisher, LoadReport, PeerEvent, PeerRefusals, ShmConfig, ShmHost,
+    ShmLink, ShmMemory, ShmQp, ShmRegion,
 };
 pub use sys::wait_readable;
 

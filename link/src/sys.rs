@@ -232,6 +232,34 @@ pub fn peer_hung_up(sock: BorrowedFd<'_>) -> bool {
     r == 0
 }
 
+/// Whether the process at the other end of a connected Unix socket runs as this process's
+/// effective user, or as root (`SO_PEERCRED`, the credentials it had when it connected).
+pub fn peer_is_same_user(sock: BorrowedFd<'_>) -> bool {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: u32::MAX,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED writes at most `len` bytes into `cred`, a live ucred of that size,
+    // and updates `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 || len as usize != std::mem::size_of::<libc::ucred>() {
+        return false;
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    cred.uid == me || cred.uid == 0
+}
+
 /// Sends `data` with descriptors attached (SCM_RIGHTS).
 pub fn send_with_fds(sock: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
     if fds.len() > MAX_FDS || data.is_empty() {

@@ -700,6 +700,86 @@ fn shm_socket_serving_accepts_a_new_dataplane() {
     );
 }
 
+#[test]
+fn only_a_dataplane_that_asks_gets_the_area_and_one_at_a_time() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let path = sock_path("admission");
+    let _cleanup = Cleanup(vec![path.clone()]);
+    let mut host = shm_host(8);
+    host.serve(&path).unwrap();
+    // A silent client of the socket (a probe, a hung process) and one speaking another
+    // protocol: neither is handed the area, and neither holds the dataplane's place.
+    let silent = UnixStream::connect(&path).unwrap();
+    let mut junk = UnixStream::connect(&path).unwrap();
+    junk.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let started = Instant::now();
+    let first = std::thread::spawn({
+        let path = path.clone();
+        move || ShmLink::connect(&path, ConnectOptions::default())
+    });
+    let ev = poll_until(&mut host, |e| e != PeerEvent::Nothing);
+    assert_eq!(ev, PeerEvent::Connected { generation: 1 });
+    let first = first
+        .join()
+        .unwrap()
+        .expect("the dataplane connects past them");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // Closed (or reset: it had sent more than was read) without a byte of answer.
+    let closed = |s: &mut UnixStream| {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        match s.read(&mut [0u8; 64]) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
+    };
+    assert!(closed(&mut junk), "junk is closed, answered nothing");
+    assert_eq!(host.refused_peers().malformed, 1);
+    // The silent one is closed after its second.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while host.refused_peers().silent == 0 {
+        assert_eq!(host.poll_peer().unwrap(), PeerEvent::Nothing);
+        assert!(
+            Instant::now() < deadline,
+            "the silent connection is never closed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut silent = silent;
+    assert!(closed(&mut silent), "closed, handed nothing");
+    // A second dataplane is told at once that one is connected, and which.
+    let second = std::thread::spawn({
+        let path = path.clone();
+        move || ShmLink::connect(&path, ConnectOptions::default())
+    });
+    let asked = Instant::now();
+    while !second.is_finished() {
+        assert_eq!(host.poll_peer().unwrap(), PeerEvent::Nothing);
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "the second one waits"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    match second.join().unwrap() {
+        Err(LinkError::PeerTaken { pid }) => assert_eq!(pid, u64::from(std::process::id())),
+        other => panic!(
+            "expected PeerTaken, got {:?}",
+            other.map(|l| l.generation())
+        ),
+    }
+    assert_eq!(host.refused_peers().busy, 1);
+    // The first one still works.
+    let mut q = first.qp(0).unwrap();
+    q.post_faa(1, rw(0), 1).unwrap();
+    wait_completions(&mut q, 1);
+}
+
 /// Checks the peer the way a worker's poll loop does until it is reported gone; fails unless
 /// that happens within 100 ms.
 fn wait_gone<L: Link>(l: &mut L) -> LinkError {

@@ -1,6 +1,7 @@
 //! The host agent's side: creates the area, registers regions, serves dataplanes on a Unix
 //! socket and hands out queue pairs.
 
+use super::admission::{Admission, PeerRefusals};
 use super::{
     area::{directory_coherent, Area, HostDir},
     ConnectOptions, LoadPublisher, ShmConfig, ShmLink, ShmMemory, ShmQp, HELLO_LEN, HELLO_MAGIC,
@@ -10,7 +11,6 @@ use crate::layout::{self, dir, hdr, Dir, Layout};
 use crate::{sys, DirEntry, RegionSpec};
 use naam_core::memory::RegionMem;
 use naam_core::region::{RegionId, RegionTable};
-use std::io::ErrorKind;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -37,7 +37,10 @@ pub struct ShmHost {
     staging_bytes: usize,
     cq_depth: usize,
     listener: Option<(UnixListener, PathBuf)>,
-    peer: Option<UnixStream>,
+    /// Connections that have not said they are a dataplane yet.
+    admission: Admission,
+    /// The connected dataplane and its pid.
+    peer: Option<(UnixStream, u64)>,
 }
 
 impl ShmHost {
@@ -112,6 +115,7 @@ impl ShmHost {
             staging_bytes: cfg.staging_bytes,
             cq_depth: cfg.cq_depth,
             listener: None,
+            admission: Admission::default(),
             peer: None,
         })
     }
@@ -351,37 +355,45 @@ impl ShmHost {
     }
 
     /// Non-blocking: notices a dataplane that went away, and accepts a new one when none is
-    /// connected (one dataplane at a time: a second one waits in the listen backlog until the
-    /// first disconnects). Call it regularly (every few ms) from the host agent's control loop.
-    /// Replies queued for a dead dataplane stay in the rings and reach its successor, which
-    /// should drop replies to requests it does not know.
+    /// connected (one dataplane at a time: one that asks while another is connected is told
+    /// so, with that one's pid). A connection becomes the dataplane only once it has asked
+    /// (`admission`): a silent or foreign one is closed within
+    /// [`super::admission::ASK_WITHIN`]. Call it
+    /// regularly (every few ms) from the host agent's control loop. Replies queued for a
+    /// dead dataplane stay in the rings and reach its successor, which should drop replies
+    /// to requests it does not know.
     pub fn poll_peer(&mut self) -> Result<PeerEvent, LinkError> {
-        if let Some(s) = &self.peer {
+        if let Some((s, _)) = &self.peer {
             if sys::peer_hung_up(s.as_fd()) {
                 self.peer = None;
                 tracing::warn!("dataplane disconnected; waiting for the next one");
                 return Ok(PeerEvent::Disconnected);
             }
-            return Ok(PeerEvent::Nothing);
         }
         let Some((l, _)) = &self.listener else {
             return Ok(PeerEvent::Nothing);
         };
-        match l.accept() {
-            Ok((s, _)) => {
-                s.set_nonblocking(false)
-                    .map_err(LinkError::io("link socket blocking mode"))?;
-                let generation = self.hand_over(&s)?;
-                self.peer = Some(s);
-                tracing::info!(generation, "dataplane connected");
-                Ok(PeerEvent::Connected { generation })
+        let now = std::time::Instant::now();
+        while let Some(asked) = self
+            .admission
+            .poll(l, now)
+            .map_err(LinkError::io("accept dataplane"))?
+        {
+            if let Some((_, peer_pid)) = self.peer {
+                self.admission.turn_away(asked, peer_pid);
+                continue;
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(PeerEvent::Nothing),
-            Err(e) => Err(LinkError::Io {
-                what: "accept dataplane",
-                source: e,
-            }),
+            let generation = self.hand_over(&asked.sock)?;
+            tracing::info!(generation, pid = asked.pid, "dataplane connected");
+            self.peer = Some((asked.sock, asked.pid));
+            return Ok(PeerEvent::Connected { generation });
         }
+        Ok(PeerEvent::Nothing)
+    }
+
+    /// Connections to the link socket closed without becoming the dataplane, by reason.
+    pub fn refused_peers(&self) -> PeerRefusals {
+        self.admission.refused
     }
 
     /// True while a dataplane is connected (as of the last [`ShmHost::poll_peer`]).
@@ -394,7 +406,7 @@ impl ShmHost {
     pub fn connect_local(&mut self, opts: ConnectOptions) -> Result<ShmLink, LinkError> {
         let (a, b) = UnixStream::pair().map_err(LinkError::io("socketpair"))?;
         self.hand_over(&a)?;
-        self.peer = Some(a);
+        self.peer = Some((a, u64::from(sys::pid())));
         ShmLink::from_stream(b, opts)
     }
 

@@ -2,7 +2,8 @@
 //! NIC workers run handler ops on.
 
 use super::{
-    area::Area, peer::PeerWatch, ConnectOptions, LoadReport, ShmQp, HELLO_LEN, HELLO_MAGIC,
+    area::Area, peer::PeerWatch, ConnectOptions, LoadReport, ShmQp, BUSY_MAGIC, HELLO_LEN,
+    HELLO_MAGIC,
 };
 use crate::error::LinkError;
 use crate::layout::{self, hdr, Dir, Layout};
@@ -34,14 +35,18 @@ impl ShmLink {
     }
 
     /// Completes the setup on an already connected socket.
-    pub fn from_stream(s: UnixStream, opts: ConnectOptions) -> Result<ShmLink, LinkError> {
+    pub fn from_stream(mut s: UnixStream, opts: ConnectOptions) -> Result<ShmLink, LinkError> {
         s.set_read_timeout(Some(Duration::from_secs(5)))
             .map_err(LinkError::io("socket timeout"))?;
+        super::admission::ask(&mut s).map_err(LinkError::io("ask the host agent for its area"))?;
         let mut hello = [0u8; HELLO_LEN];
         let (n, mut fds) = sys::recv_with_fds(&s, &mut hello)
             .map_err(LinkError::io("receive link descriptors"))?;
         let word =
             |i: usize| u64::from_le_bytes(hello[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        if n == HELLO_LEN && word(0) == BUSY_MAGIC {
+            return Err(LinkError::PeerTaken { pid: word(1) });
+        }
         if n != HELLO_LEN || word(0) != HELLO_MAGIC || fds.is_empty() {
             return Err(LinkError::Layout {
                 reason: "bad hello from the host agent",

@@ -4,7 +4,11 @@
 //! The host agent creates the area ([`ShmHost::create`]), registers regions in it, and serves
 //! it on a Unix socket ([`ShmHost::serve`], [`ShmHost::poll_peer`]): the memfd and one eventfd
 //! per ring go to the dataplane with SCM_RIGHTS. The dataplane maps it ([`ShmLink::connect`])
-//! and builds its region table and memory from the directory. The socket stays open: when it
+//! and builds its region table and memory from the directory. The dataplane speaks first (a
+//! short ask with its pid): a connection that does not, within a second, is closed without
+//! being handed anything, so a stray client of the socket cannot hold the dataplane's place;
+//! a dataplane that asks while another is connected is told so at once (its pid) instead of
+//! waiting. The socket stays open: when it
 //! closes, the dataplane reports [`LinkError::PeerGone`] (for good: reconnect); while the
 //! host's heartbeat is late it reports [`LinkError::PeerSuspect`] (until the heartbeat returns;
 //! the mapped memory stays usable). When a dataplane dies, the host accepts the next one and
@@ -79,7 +83,15 @@ impl Default for ConnectOptions {
 /// The setup message that travels with the descriptors.
 const HELLO_MAGIC: u64 = u64::from_le_bytes(*b"NAAMHELO");
 const HELLO_LEN: usize = 24;
+/// What a dataplane says first, before the host agent hands it anything: this magic and its
+/// pid (two little-endian u64). A connection that does not say it in time is closed.
+const ASK_MAGIC: u64 = u64::from_le_bytes(*b"NAAMASK1");
+const ASK_LEN: usize = 16;
+/// The host agent's answer, instead of the hello, while it serves another dataplane: this
+/// magic, that dataplane's pid, and 0 (`HELLO_LEN` bytes, no descriptors).
+const BUSY_MAGIC: u64 = u64::from_le_bytes(*b"NAAMBUSY");
 
+mod admission;
 mod area;
 mod host;
 mod link;
@@ -90,6 +102,7 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
+pub use admission::PeerRefusals;
 pub use host::{PeerEvent, ShmHost, ShmRegion};
 pub use link::{ShmLink, ShmMemory};
 pub use load::{LoadPublisher, LoadReport};

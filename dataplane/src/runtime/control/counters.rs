@@ -38,8 +38,8 @@ pub fn watch_host_counters(
 }
 
 /// The host agent's counters STATS relays: per offload, and what its applications read from
-/// their data (MICA's log and evictions).
-const RELAYED: [&str; 2] = ["offload.", "mica."];
+/// their data (MICA's log and evictions), and the link socket's refused connections.
+const RELAYED: [&str; 3] = ["offload.", "mica.", "link.refused."];
 
 /// The host agent's [`RELAYED`] counters (all STATS pages), or `None` if it did not answer.
 pub(super) fn host_offload_counters(host: &mut HostControl) -> Option<Vec<(String, u64)>> {
