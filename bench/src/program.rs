@@ -44,6 +44,11 @@ enum Command {
         /// Idle workers spin instead of yielding (for dedicated cores).
         #[arg(long)]
         spin: bool,
+        /// Only what one message costs at each N, run inline on one thread (no generator, no
+        /// queue, no OS scheduling), through the pool and natively on the same records:
+        /// medians of 5 rounds of 1 M messages.
+        #[arg(long)]
+        inline: bool,
     },
     /// YCSB on MICA. Without --server: the placement comparison (host-only RPC, client-only
     /// one-sided, NIC-only, NAAM adaptive) on local deployments it starts itself. With
@@ -256,7 +261,24 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
             seconds,
             workers,
             spin,
+            inline,
         } => {
+            if inline {
+                let mut first = None;
+                for &n in &offloads {
+                    let (vm, native) = scale::inline_ns(n, 1_000_000, 5)?;
+                    let (vm0, native0) = *first.get_or_insert((vm, native));
+                    println!(
+                        "scale inline: {n:>5} offloads: pool {vm:>6.1} ns/msg ({:.2}x its {}-offload cost), native {native:>6.1} ns ({:.2}x), pool - native {:>6.1} ns ({:.2}x)",
+                        vm / vm0,
+                        offloads[0],
+                        native / native0,
+                        vm - native,
+                        (vm - native) / (vm0 - native0),
+                    );
+                }
+                return Ok(());
+            }
             let cfg = scale::ScaleConfig {
                 offloads,
                 rate: Some(rate),

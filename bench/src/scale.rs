@@ -129,15 +129,16 @@ struct Msg {
     intended: Instant,
 }
 
-/// NAAM: the shared VM pool, run-to-completion workers.
-pub fn run_naam(n: usize, cfg: &ScaleConfig, total: u64) -> anyhow::Result<ScalePoint> {
-    // The latency log and the queues are the generator's, not the offloads': allocate and
-    // touch them before measuring memory per offload.
-    let log = Arc::new(LatencyLog::new(total as usize));
-    let queues: Vec<Arc<ArrayQueue<Msg>>> = (0..cfg.naam_workers)
-        .map(|_| Arc::new(ArrayQueue::new(1 << 16)))
-        .collect();
-    let before = resident_bytes();
+/// N offloads of the record handler, each its own program (salt) and region, all mapped.
+struct Offloads {
+    registry: Arc<Registry>,
+    regions: RegionTable,
+    mem: LocalMemory,
+    /// The regions' memory, kept alive while the pool runs.
+    owned: Vec<OwnedRegion>,
+}
+
+fn offloads(n: usize) -> anyhow::Result<Offloads> {
     let registry = Registry::new();
     let mut regions = RegionTable::new();
     let mut mem = LocalMemory::new();
@@ -166,6 +167,77 @@ pub fn run_naam(n: usize, cfg: &ScaleConfig, total: u64) -> anyhow::Result<Scale
         };
         registry.register_as(i as u32, spec, prog)?;
     }
+    Ok(Offloads {
+        registry,
+        regions,
+        mem,
+        owned,
+    })
+}
+
+/// What one message costs with `n` offloads, in ns, with no generator, queue or second
+/// thread: `messages` messages run back to back on this thread, each to the offload and
+/// record the open-loop runs would pick, through the VM pool and then as the native twin
+/// (what an iPipe actor runs) on the same records (medians of `rounds`). The native figure
+/// grows with `n` as much as the data does (each offload reads its own region: 4 KiB at
+/// N = 1, 4 MiB at N = 1024); the difference is what the pool adds per message.
+pub fn inline_ns(n: usize, messages: u64, rounds: usize) -> anyhow::Result<(f64, f64)> {
+    let Offloads {
+        registry,
+        regions,
+        mut mem,
+        owned,
+    } = offloads(n)?;
+    let pool = VmPool::new(registry, Engine::native());
+    let mut ex = Executor::default();
+    let mut ctx = Ctx::boxed();
+    let (mut vm_ns, mut native_ns) = (Vec::new(), Vec::new());
+    let mut sink = 0u64;
+    // Round 0 warms the caches and the pool.
+    for round in 0..=rounds {
+        let start = Instant::now();
+        for id in 0..messages {
+            let (o, offset) = pick(id, n);
+            ctx.start(&args(o as u32, offset));
+            let e = pool.get(o as u32).ok_or_else(|| anyhow::anyhow!("offload {o} gone"))?;
+            let out = ex.run(&e.vm, e.offload.tenant, &regions, &mut mem, &mut ctx);
+            anyhow::ensure!(matches!(out, Outcome::Done { .. }), "offload {o}: {out:?}");
+        }
+        let vm = start.elapsed();
+        let start = Instant::now();
+        for id in 0..messages {
+            let (o, offset) = pick(id, n);
+            sink ^= native_record(&owned[o].mem(), offset, salt_of(o));
+        }
+        let native = start.elapsed();
+        if round > 0 {
+            vm_ns.push(vm.as_nanos() as f64 / messages as f64);
+            native_ns.push(native.as_nanos() as f64 / messages as f64);
+        }
+    }
+    std::hint::black_box(sink);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok((median(&mut vm_ns), median(&mut native_ns)))
+}
+
+/// NAAM: the shared VM pool, run-to-completion workers.
+pub fn run_naam(n: usize, cfg: &ScaleConfig, total: u64) -> anyhow::Result<ScalePoint> {
+    // The latency log and the queues are the generator's, not the offloads': allocate and
+    // touch them before measuring memory per offload.
+    let log = Arc::new(LatencyLog::new(total as usize));
+    let queues: Vec<Arc<ArrayQueue<Msg>>> = (0..cfg.naam_workers)
+        .map(|_| Arc::new(ArrayQueue::new(1 << 16)))
+        .collect();
+    let before = resident_bytes();
+    let Offloads {
+        registry,
+        regions,
+        mem,
+        owned,
+    } = offloads(n)?;
     let stop = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
