@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 /// How long a new connection has to send its ask.
 pub const ASK_WITHIN: Duration = Duration::from_secs(1);
-/// Connections waiting to ask at once; the oldest is closed to make room.
+/// Connections waiting to ask at once; the oldest is closed to make room (kept in order of
+/// arrival).
 const WAITING: usize = 8;
 
 /// Why connections to the link socket were closed without becoming the dataplane.
@@ -72,10 +73,10 @@ impl Admission {
             match self.read_ask(i, now) {
                 Progress::Waiting => i += 1,
                 Progress::Refused => {
-                    self.waiting.swap_remove(i);
+                    self.waiting.remove(i);
                 }
                 Progress::Asked(pid) => {
-                    let w = self.waiting.swap_remove(i);
+                    let w = self.waiting.remove(i);
                     w.sock.set_nonblocking(false)?;
                     return Ok(Some(Asked { sock: w.sock, pid }));
                 }
