@@ -199,7 +199,9 @@ pub fn inline_ns(n: usize, messages: u64, rounds: usize) -> anyhow::Result<(f64,
         for id in 0..messages {
             let (o, offset) = pick(id, n);
             ctx.start(&args(o as u32, offset));
-            let e = pool.get(o as u32).ok_or_else(|| anyhow::anyhow!("offload {o} gone"))?;
+            let e = pool
+                .get(o as u32)
+                .ok_or_else(|| anyhow::anyhow!("offload {o} gone"))?;
             let out = ex.run(&e.vm, e.offload.tenant, &regions, &mut mem, &mut ctx);
             anyhow::ensure!(matches!(out, Outcome::Done { .. }), "offload {o}: {out:?}");
         }

@@ -81,7 +81,7 @@ fn naam(d: &naam_deploy::Deployment, args: &[&str]) -> (bool, String, String) {
 fn metrics_move_under_load_and_offloads_show_what_ran() {
     // Placement pinned at home (the NIC): this test counts where the GETs ran, and a debug
     // build serving a closed loop on a loaded machine may rightly find the NIC saturated.
-    let d = deploy(|c| {
+    let mut d = deploy(|c| {
         c.metrics = true;
         c.dataplane_args.push("--pin".into());
     });
@@ -158,6 +158,31 @@ fn metrics_move_under_load_and_offloads_show_what_ran() {
         r.starts_with("HTTP/1.0 404") || r.starts_with("HTTP/1.1 404"),
         "{r}"
     );
+
+    // A request with a huge body announced and a held-open one with a body never sent: both
+    // processes answer 405 at once and live on (one such request used to abort them), and
+    // their control planes are not held up meanwhile.
+    for addr in [host_addr, dp_addr] {
+        let mut held = TcpStream::connect(addr).unwrap();
+        write!(held, "POST /metrics HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n").unwrap();
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "POST /metrics HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\nabc"
+        )
+        .unwrap();
+        let mut r = Vec::new();
+        let _ = s.read_to_end(&mut r);
+        let r = String::from_utf8_lossy(&r);
+        assert!(r.starts_with("HTTP/1.1 405"), "{r}");
+        let started = std::time::Instant::now();
+        let (ok, _, err) = naam(&d, &["stats"]);
+        assert!(ok, "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        let (status, _) = scrape(addr);
+        assert!(status.contains(" 200 "), "{status}");
+    }
+    assert_eq!(d.running(), (true, true), "both processes live on");
 
     // `naam offload show ID --json`: what the metrics say, as one JSON document.
     let (ok, out, err) = naam(&d, &["--json", "offload", "show", &get.id.to_string()]);

@@ -3,10 +3,11 @@
 //! Each process already names every counter for its STATS reply (`w0.rx`, `offload.5.nic_runs`,
 //! `error.busy`, ...). This crate turns those names into Prometheus families with labels
 //! ([`families`]), writes them in the text format with `prometheus-client` ([`encode`]), and
-//! answers `GET /metrics` over HTTP with `tiny_http` ([`Exporter`]). The exporter does not own
-//! a thread that reads the process's state: the process's control loop calls
-//! [`Exporter::poll`] (it never blocks), so the counters are read where they are read for
-//! STATS, and the data path sees no lock and no allocation of the scrape.
+//! answers `GET /metrics` over HTTP ([`Exporter`]: requests parsed with `httparse` on a thread
+//! of the exporter's own, every peer's input bounded, `http.rs`). That thread does not read
+//! the process's state: the process's control loop calls [`Exporter::poll`] (it never blocks),
+//! so the counters are read where they are read for STATS, and the data path sees no lock and
+//! no allocation of the scrape.
 //!
 //! How a STATS name becomes a family and labels (one rule per segment, left to right):
 //! - `w<K>` (a dataplane worker) → family part `worker`, label `worker="K"`;
@@ -30,6 +31,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+mod http;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -215,29 +218,42 @@ impl Collector for Snapshot {
     }
 }
 
-/// The HTTP endpoint: `GET /metrics` answers the text format, anything else 404. The listener
-/// runs on tiny_http's thread; requests wait there until the owner's loop calls
-/// [`Exporter::poll`].
+/// The HTTP endpoint: `GET /metrics` answers the text format; other paths 404, other
+/// methods 405 (no body is ever read), malformed heads 400. Served by a thread of its own
+/// ([`http`], every peer's input bounded); the text is rendered on the owner's loop, which
+/// calls [`Exporter::poll`] (it never blocks).
 pub struct Exporter {
-    server: tiny_http::Server,
     addr: SocketAddr,
+    scrapes: std::sync::mpsc::Receiver<http::Scrape>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Exporter {
     pub fn bind(addr: SocketAddr) -> Result<Exporter, MetricsError> {
-        let server = tiny_http::Server::http(addr).map_err(|e| MetricsError::Bind {
+        let bind_error = |e: std::io::Error| MetricsError::Bind {
             addr,
             reason: e.to_string(),
-        })?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| MetricsError::Bind {
-                addr,
-                reason: "not an IP listener".into(),
-            })?;
+        };
+        let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
+        let (tx, scrapes) = std::sync::mpsc::channel();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn({
+                let stop = stop.clone();
+                move || http::serve(listener, tx, stop)
+            })
+            .map_err(bind_error)?;
         tracing::info!(%addr, "serving metrics at /metrics");
-        Ok(Exporter { server, addr })
+        Ok(Exporter {
+            addr,
+            scrapes,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// The bound address (the port chosen when it was given as 0).
@@ -246,33 +262,18 @@ impl Exporter {
     }
 
     /// Answers every scrape waiting, with the text of `render` (called once, only when a
-    /// scrape waits). Never blocks. Returns how many requests were answered.
+    /// scrape waits). Never blocks. Returns how many scrapes were answered.
     pub fn poll(&mut self, render: impl FnOnce() -> String) -> usize {
-        let mut text: Option<String> = None;
-        let mut render = Some(render);
-        let mut n = 0;
-        while let Ok(Some(req)) = self.server.try_recv() {
-            n += 1;
-            let path = req.url().split('?').next().unwrap_or("");
-            let response = if *req.method() == tiny_http::Method::Get && path == "/metrics" {
-                let body =
-                    text.get_or_insert_with(|| render.take().map_or_else(String::new, |r| r()));
-                tiny_http::Response::from_string(body.as_str()).with_header(
-                    tiny_http::Header::from_bytes(
-                        &b"Content-Type"[..],
-                        &b"text/plain; version=0.0.4; charset=utf-8"[..],
-                    )
-                    .expect("a valid header"),
-                )
-            } else {
-                tiny_http::Response::from_string("not found: try GET /metrics\n")
-                    .with_status_code(404)
-            };
-            if let Err(e) = req.respond(response) {
-                tracing::debug!(error = %e, "metrics reply not sent");
-            }
+        http::hand_over(&self.scrapes, render)
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
-        n
     }
 }
 

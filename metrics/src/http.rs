@@ -1,0 +1,248 @@
+//! The HTTP side of [`crate::Exporter`]: one thread of its own that reads scrapes, parses
+//! their request heads with `httparse`, and asks the owner's loop for the text.
+//!
+//! Everything an unauthenticated peer can send is bounded: the head to [`HEAD_MAX`] bytes,
+//! the time to send it to [`CONNECTION_TIME`], the connections read side by side to
+//! `OPEN_MAX` (non-blocking, on one thread whatever the number of peers: a newer connection
+//! closes the oldest), the time to take an answer to `WRITE_TIME`. A body
+//! is never read: every answer closes the connection, so what follows the head does not
+//! matter (a huge `Content-Length` costs nothing). And nothing here runs on the owner's
+//! thread: its loop only hands over the text when a scrape waits ([`crate::Exporter::poll`]).
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The longest request head read; a longer one is answered 431.
+pub const HEAD_MAX: usize = 8 * 1024;
+/// The most time one connection gets, from accept to the end of the answer.
+pub const CONNECTION_TIME: Duration = Duration::from_secs(2);
+/// How long a scrape waits for the owner's loop to render the text.
+const RENDER_WAIT: Duration = Duration::from_secs(1);
+/// How often the accept loop looks at the stop flag when nobody connects.
+const IDLE: Duration = Duration::from_millis(20);
+
+/// A scrape waiting for the text: the owner's loop sends it here.
+pub type Scrape = SyncSender<Arc<str>>;
+
+/// Connections read at once; a newer one closes the oldest.
+const OPEN_MAX: usize = 16;
+/// How long writing an answer may take (a client that does not read is dropped).
+const WRITE_TIME: Duration = Duration::from_millis(500);
+
+/// A connection whose request head is still coming.
+struct Open {
+    conn: TcpStream,
+    since: Instant,
+    head: Box<[u8; HEAD_MAX]>,
+    got: usize,
+}
+
+/// Serves `listener` (non-blocking) until `stop`, sending each scrape to `scrapes`. Up to
+/// [`OPEN_MAX`] connections are read side by side (non-blocking), so silent or slow ones
+/// delay nobody; each is answered once its head is complete, and closed.
+pub fn serve(listener: TcpListener, scrapes: Sender<Scrape>, stop: Arc<AtomicBool>) {
+    let mut open: Vec<Open> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let mut busy = false;
+        loop {
+            match listener.accept() {
+                Ok((conn, _)) => {
+                    busy = true;
+                    if conn.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    if open.len() == OPEN_MAX {
+                        open.remove(0);
+                    }
+                    open.push(Open {
+                        conn,
+                        since: Instant::now(),
+                        head: Box::new([0; HEAD_MAX]),
+                        got: 0,
+                    });
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Out of descriptors, say: the owner goes on, scrapes wait a moment.
+                    tracing::warn!(error = %e, "metrics listener");
+                    break;
+                }
+            }
+        }
+        let mut i = 0;
+        while i < open.len() {
+            match read_head(&mut open[i]) {
+                None => i += 1,
+                Some(asked) => {
+                    busy = true;
+                    let mut o = open.remove(i);
+                    if let Err(e) = answer(&mut o.conn, asked, &scrapes) {
+                        tracing::debug!(error = %e, "metrics request not answered");
+                    }
+                }
+            }
+        }
+        if !busy {
+            std::thread::sleep(IDLE);
+        }
+    }
+}
+
+/// What a request head asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Asked {
+    Metrics,
+    /// (status, reason, text).
+    Refused(u16, &'static str, &'static str),
+    /// The client closed (or failed) before finishing its head: nothing to answer.
+    Gone,
+}
+
+/// Reads what the connection has; what to answer once its head is complete (or cannot be:
+/// too large, too slow, malformed), `None` while it is still coming.
+fn read_head(o: &mut Open) -> Option<Asked> {
+    loop {
+        if let Some(asked) = parse(&o.head[..o.got]) {
+            return Some(asked);
+        }
+        if o.got == HEAD_MAX {
+            let text = "request head too large\n";
+            return Some(Asked::Refused(431, "Request Header Fields Too Large", text));
+        }
+        match o.conn.read(&mut o.head[o.got..]) {
+            Ok(0) => return Some(Asked::Gone),
+            Ok(n) => o.got += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if o.since.elapsed() > CONNECTION_TIME {
+                    return Some(Asked::Refused(
+                        408,
+                        "Request Timeout",
+                        "request head too slow\n",
+                    ));
+                }
+                return None;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Some(Asked::Gone),
+        }
+    }
+}
+
+/// Answers a complete head; the connection is closed after the answer.
+fn answer(conn: &mut TcpStream, asked: Asked, scrapes: &Sender<Scrape>) -> std::io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_write_timeout(Some(WRITE_TIME))?;
+    match asked {
+        Asked::Metrics => match render(scrapes) {
+            Some(text) => respond(conn, 200, "OK", &text),
+            None => respond(conn, 503, "Service Unavailable", "the process is busy\n"),
+        },
+        Asked::Refused(code, reason, text) => respond(conn, code, reason, text),
+        Asked::Gone => Ok(()),
+    }
+}
+
+/// `None` while the head is incomplete.
+fn parse(head: &[u8]) -> Option<Asked> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Partial) => None,
+        Ok(httparse::Status::Complete(_)) => Some(match (req.method, req.path) {
+            (Some("GET"), Some(p)) if p.split('?').next() == Some("/metrics") => Asked::Metrics,
+            (Some("GET"), _) => Asked::Refused(404, "Not Found", "not found: try GET /metrics\n"),
+            _ => Asked::Refused(405, "Method Not Allowed", "only GET /metrics\n"),
+        }),
+        Err(httparse::Error::TooManyHeaders) => Some(Asked::Refused(
+            431,
+            "Request Header Fields Too Large",
+            "too many headers\n",
+        )),
+        Err(_) => Some(Asked::Refused(400, "Bad Request", "not an HTTP request\n")),
+    }
+}
+
+/// Asks the owner's loop for the text; `None` if it does not answer in time (or is gone).
+fn render(scrapes: &Sender<Scrape>) -> Option<Arc<str>> {
+    let (tx, rx): (Scrape, Receiver<Arc<str>>) = std::sync::mpsc::sync_channel(1);
+    scrapes.send(tx).ok()?;
+    rx.recv_timeout(RENDER_WAIT).ok()
+}
+
+fn respond(conn: &mut TcpStream, code: u16, reason: &str, body: &str) -> std::io::Result<()> {
+    let content_type = if code == 200 {
+        "text/plain; version=0.0.4; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let allow = if code == 405 { "Allow: GET\r\n" } else { "" };
+    let head = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes())?;
+    conn.write_all(body.as_bytes())?;
+    // What the client still sends (a body) is not read: the close may reset it.
+    let _ = conn.shutdown(Shutdown::Write);
+    Ok(())
+}
+
+/// Takes every waiting scrape off `scrapes`; the text is rendered once, when one waits.
+pub fn hand_over(scrapes: &Receiver<Scrape>, render: impl FnOnce() -> String) -> usize {
+    let mut text: Option<Arc<str>> = None;
+    let mut render = Some(render);
+    let mut n = 0;
+    loop {
+        match scrapes.try_recv() {
+            Ok(reply) => {
+                let t = text.get_or_insert_with(|| {
+                    Arc::from(render.take().map_or_else(String::new, |r| r()))
+                });
+                // The scrape may have given up waiting.
+                let _ = reply.try_send(t.clone());
+                n += 1;
+            }
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => return n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_are_answered_by_method_and_path() {
+        assert_eq!(
+            parse(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some(Asked::Metrics)
+        );
+        assert_eq!(
+            parse(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"),
+            Some(Asked::Metrics)
+        );
+        assert_eq!(parse(b"GET /metrics HTTP/1.1\r\nHost"), None, "incomplete");
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\n\r\n"),
+            Some(Asked::Refused(404, ..))
+        ));
+        assert!(matches!(
+            parse(b"POST /metrics HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\nabc"),
+            Some(Asked::Refused(405, ..))
+        ));
+        assert!(matches!(
+            parse(b"\x16\x03\x01\x02\x00"),
+            Some(Asked::Refused(400, ..))
+        ));
+        let many = format!("GET /metrics HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(40));
+        assert!(matches!(
+            parse(many.as_bytes()),
+            Some(Asked::Refused(431, ..))
+        ));
+    }
+}

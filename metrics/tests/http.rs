@@ -1,0 +1,140 @@
+//! The metrics endpoint against what an unauthenticated peer can send: scrapes are answered
+//! while other connections are silent, slow, oversized or carry a huge body, and nothing of it
+//! reaches the owner's loop (which only renders the text).
+
+use naam_metrics::Exporter;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// An exporter whose owner's loop polls every millisecond, counting renders.
+struct Owner {
+    addr: SocketAddr,
+    renders: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Owner {
+    fn start() -> Owner {
+        let mut e = Exporter::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = e.local_addr();
+        let renders = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let (renders, stop) = (renders.clone(), stop.clone());
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    e.poll(|| {
+                        renders.fetch_add(1, Ordering::Relaxed);
+                        "naam_test_total 7\n".into()
+                    });
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        });
+        Owner {
+            addr,
+            renders,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sends `request` and reads the whole answer (the server closes after it).
+fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(request).unwrap();
+    let mut out = Vec::new();
+    // A reset after the answer (the body was not read) still leaves the answer read.
+    let _ = c.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+}
+
+#[test]
+fn a_scrape_gets_the_owners_text() {
+    let o = Owner::start();
+    let r = scrape(o.addr);
+    assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+    assert!(r.contains("Connection: close\r\n"), "{r}");
+    assert!(r.ends_with("\r\n\r\nnaam_test_total 7\n"), "{r}");
+    assert_eq!(o.renders.load(Ordering::Relaxed), 1);
+    let r = exchange(o.addr, b"GET /other HTTP/1.1\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 404 "), "{r}");
+    let r = exchange(o.addr, b"\x16\x03\x01\x00\x05hello");
+    assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
+    assert_eq!(o.renders.load(Ordering::Relaxed), 1, "only scrapes render");
+}
+
+#[test]
+fn a_huge_content_length_is_refused_without_reading_the_body() {
+    // It used to make the HTTP library allocate the announced length (the process aborted),
+    // or wait for the body on the owner's thread.
+    let o = Owner::start();
+    let started = Instant::now();
+    let r = exchange(
+        o.addr,
+        b"POST /metrics HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\nabc",
+    );
+    assert!(r.starts_with("HTTP/1.1 405 "), "{r}");
+    assert!(r.contains("Allow: GET\r\n"), "{r}");
+    // The same with the body never sent: answered at once, not waited for.
+    let r = exchange(
+        o.addr,
+        b"POST /metrics HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 405 "), "{r}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(scrape(o.addr).starts_with("HTTP/1.1 200 "));
+}
+
+#[test]
+fn silent_slow_and_oversized_clients_delay_no_scrape() {
+    let o = Owner::start();
+    // Hundreds of idle connections, one that sends half a head, one that sends a head larger
+    // than the limit.
+    let idle: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(o.addr).unwrap())
+        .collect();
+    let mut half = TcpStream::connect(o.addr).unwrap();
+    half.write_all(b"GET /metrics HTTP/1.1\r\nHost:").unwrap();
+    let big = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
+    let r = exchange(o.addr, big.as_bytes());
+    assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
+    for _ in 0..5 {
+        let started = Instant::now();
+        let r = scrape(o.addr);
+        assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // The half head is dropped after its time (answered 408, or closed for newer ones).
+    half.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = Vec::new();
+    let _ = half.read_to_end(&mut out);
+    drop(idle);
+}
