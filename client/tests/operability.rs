@@ -164,7 +164,11 @@ fn metrics_move_under_load_and_offloads_show_what_ran() {
     // their control planes are not held up meanwhile.
     for addr in [host_addr, dp_addr] {
         let mut held = TcpStream::connect(addr).unwrap();
-        write!(held, "POST /metrics HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n").unwrap();
+        write!(
+            held,
+            "POST /metrics HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n"
+        )
+        .unwrap();
         let mut s = TcpStream::connect(addr).unwrap();
         write!(
             s,
@@ -178,7 +182,11 @@ fn metrics_move_under_load_and_offloads_show_what_ran() {
         let started = std::time::Instant::now();
         let (ok, _, err) = naam(&d, &["stats"]);
         assert!(ok, "{err}");
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
         let (status, _) = scrape(addr);
         assert!(status.contains(" 200 "), "{status}");
     }

@@ -328,3 +328,76 @@ fn a_control_flood_is_answered_or_counted_never_lost_silently() {
         "losses at the socket are counted: {last:?}"
     );
 }
+
+#[test]
+fn a_tenant_key_registers_for_its_own_tenant_and_key_files_are_read_with_care() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = start();
+    let object = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../handlers/test/three_step.bpf.o"
+    );
+    let naam = |key: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_naam"))
+            .args(["--server", &d.data_addr().to_string(), "--key-file"])
+            .arg(key)
+            .args(args)
+            .env_remove("NAAM_KEY_FILE")
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    // Tenant 2's key registers as tenant 2 without saying so (it used to ask for tenant 1
+    // and be refused), and cannot claim another tenant.
+    let t2 = d.tenant_key_file(2);
+    let (ok, id, err) = naam(&t2, &["offload", "add", object, "--name", "t2prog"]);
+    assert!(ok, "{err}");
+    let (ok, ls, err) = naam(&t2, &["offload", "ls"]);
+    assert!(ok, "{err}");
+    let row = ls.lines().find(|l| l.contains("t2prog")).expect("listed");
+    assert_eq!(
+        row.split_whitespace().nth(2),
+        Some("2"),
+        "tenant column: {row}"
+    );
+    let (ok, _, err) = naam(
+        &t2,
+        &["--tenant", "1", "offload", "add", object, "--name", "x"],
+    );
+    assert!(!ok && err.contains("--tenant 1"), "{err}");
+    let (ok, _, err) = naam(&t2, &["offload", "rm", id.trim()]);
+    assert!(ok, "its own offload: {err}");
+    // The admin acts for the tenant it names.
+    let (ok, _, err) = naam(
+        &d.admin_key_file(),
+        &[
+            "--tenant", "2", "offload", "add", object, "--name", "for_t2",
+        ],
+    );
+    assert!(ok, "{err}");
+
+    // Key files: a device, a directory, a file anyone may write are refused at once; one
+    // anyone may read is used, with a warning.
+    for bad in ["/dev/zero", "/tmp"] {
+        let started = std::time::Instant::now();
+        let (ok, _, err) = naam(std::path::Path::new(bad), &["stats"]);
+        assert!(!ok && err.contains("not a regular file"), "{bad}: {err}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{bad}");
+    }
+    let copy = d.run_dir().join("copied-admin.key");
+    std::fs::copy(d.admin_key_file(), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (ok, _, err) = naam(&copy, &["stats"]);
+    assert!(!ok && err.contains("writable by others"), "{err}");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, _, err) = naam(&copy, &["stats"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning") && err.contains("readable by others"),
+        "{err}"
+    );
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (ok, _, err) = naam(&copy, &["stats"]);
+    assert!(ok && err.is_empty(), "{err}");
+}

@@ -60,6 +60,40 @@ pub fn prepare(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The largest key file read (a key line is about 100 bytes; a thousand tenants' keys fit).
+pub const KEY_FILE_MAX: u64 = 256 * 1024;
+
+/// Reads a key file, bounded: a regular file (symlinks followed) of at most
+/// [`KEY_FILE_MAX`] bytes of text. A device (`/dev/zero`), a FIFO or a directory is refused
+/// before it is opened, so reading never blocks or grows without end. `NotFound` stays
+/// `NotFound` (a host agent creates its file then).
+pub fn read_key_file(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    let regular = |m: &std::fs::Metadata| {
+        if !m.is_file() {
+            return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+        }
+        if m.len() > KEY_FILE_MAX {
+            let d = format!("{} bytes, more than a key file's {KEY_FILE_MAX}", m.len());
+            return Err(Error::new(ErrorKind::InvalidData, d));
+        }
+        Ok(())
+    };
+    regular(&std::fs::metadata(path)?)?;
+    let f = std::fs::File::open(path)?;
+    // The file opened may not be the one looked at: look again.
+    regular(&f.metadata()?)?;
+    let mut text = String::new();
+    f.take(KEY_FILE_MAX + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > KEY_FILE_MAX {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            "grew past a key file's size",
+        ));
+    }
+    Ok(text)
+}
+
 /// Checks that a key file can be trusted: a regular file owned by this user that nobody else
 /// can write.
 pub fn check_key_file(path: &Path) -> Result<(), String> {

@@ -41,7 +41,7 @@ fn write_secret(path: &Path, text: &str) -> Result<(), AgentError> {
 /// Loads the key file at `path` (created with fresh keys when absent) and writes the
 /// per-principal key files into `run_dir`.
 pub fn load_or_create(path: &Path, run_dir: &Path) -> Result<Keyring, AgentError> {
-    let keys = match std::fs::read_to_string(path) {
+    let keys = match naam_core::run_dir::read_key_file(path) {
         Ok(text) => {
             naam_core::run_dir::check_key_file(path).map_err(|reason| AgentError::Credentials {
                 path: path.to_owned(),

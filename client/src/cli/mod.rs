@@ -7,6 +7,7 @@ use crate::client::{Client, RegisterOptions, ServerAddr};
 use crate::config::{ClientConfig, ExecMode};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use naam_core::auth::Principal;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +43,10 @@ pub struct GlobalArgs {
     /// the local deployment's run directory when present] (docs/security.md).
     #[arg(long, global = true, value_name = "FILE")]
     pub key_file: Option<std::path::PathBuf>,
+    /// The tenant to act for: registered offloads belong to it, messages run as it
+    /// [default: the key's own tenant for a tenant's key, else 1 (the bundled applications')].
+    #[arg(long, global = true, value_name = "N")]
+    pub tenant: Option<u32>,
     /// Print one JSON document instead of text lines (errors still go to stderr, one line).
     #[arg(long, global = true)]
     pub json: bool,
@@ -156,7 +161,24 @@ pub enum OffloadCommand {
 }
 
 fn connect(g: &GlobalArgs) -> anyhow::Result<Client> {
+    let key_file = crate::keys::locate(g.key_file.as_deref());
+    let credential = key_file.as_deref().map(crate::keys::load).transpose()?;
+    if let Some(warning) = key_file.as_deref().and_then(crate::keys::exposed) {
+        // Not `eprintln!`, which panics when stderr is closed.
+        let _ = writeln!(std::io::stderr(), "naam: warning: {warning}");
+    }
+    // A tenant's key speaks for its tenant; the admin's for the tenant given (default 1).
+    let tenant = match credential.as_ref().map(|c| c.principal) {
+        Some(Principal::Tenant(t)) => match g.tenant {
+            Some(asked) if asked != t => bail!(
+                "--tenant {asked}: the key file is tenant {t}'s, which may act only for itself"
+            ),
+            _ => t,
+        },
+        _ => g.tenant.unwrap_or(ClientConfig::default().tenant),
+    };
     let cfg = ClientConfig {
+        tenant,
         exec_mode: if g.local {
             ExecMode::Local
         } else {
@@ -164,7 +186,7 @@ fn connect(g: &GlobalArgs) -> anyhow::Result<Client> {
         },
         timeout: std::time::Duration::from_millis(g.timeout_ms),
         max_retries: g.retries,
-        credential: crate::keys::find(g.key_file.as_deref())?,
+        credential,
         ..ClientConfig::default()
     };
     Ok(Client::with_servers(

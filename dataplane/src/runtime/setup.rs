@@ -177,7 +177,7 @@ fn load_keys(cfg: &RuntimeConfig) -> Result<Keyring, SetupError> {
         path: path.clone(),
         reason,
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+    let text = run_dir::read_key_file(&path).map_err(|e| fail(e.to_string()))?;
     run_dir::check_key_file(&path).map_err(fail)?;
     Keyring::parse(&text).map_err(|e| fail(e.to_string()))
 }
