@@ -756,3 +756,80 @@ fn a_restart_with_fewer_workers_waits_out_the_reply_caches_and_runs_nothing_twic
         "the stale worker's file is removed"
     );
 }
+
+/// A reboot loses the persisted area (it lives on a tmpfs) but not the snapshot: the
+/// offloads registered at run time come back with the snapshot's data (they were kept only
+/// beside the area). And the host agent is the source of truth for what an id is: a host
+/// agent restarted with a store that says another class and tenant for an id is followed by
+/// the dataplane (it matched ids by name only and kept its own).
+#[test]
+fn run_time_offloads_come_back_from_the_snapshot_and_the_host_agent_decides_what_they_are() {
+    let mut d = deploy(|c| {
+        c.persist = true;
+        c.snapshot = true;
+    });
+    let mut c = d.client(patient(ExecMode::Server)).unwrap();
+    let o = bundled::RECORD;
+    let opts = naam_client::RegisterOptions {
+        name: "kept".into(),
+        section: Some(o.section.into()),
+        class: o.class,
+        read_only: true,
+    };
+    let id = c.register(0, naam_handlers::RECORD_OBJECT, &opts).unwrap();
+    d.describe("snapshot").unwrap();
+    let entry = |c: &mut naam_client::Client| {
+        c.list(0)
+            .unwrap()
+            .into_iter()
+            .find(|e| e.id == id)
+            .map(|e| (e.name, e.tenant, e.class))
+    };
+    assert_eq!(entry(&mut c), Some(("kept".into(), 1, o.class)));
+
+    // The reboot: the host agent dies, and its area (and what was beside it) is gone.
+    d.kill_host();
+    let area = d.persist_path();
+    std::fs::remove_file(&area).unwrap();
+    std::fs::remove_file(area.with_extension("offloads")).unwrap();
+    let reconnected = |d: &naam_deploy::Deployment, generation: u64| {
+        wait_for(Duration::from_secs(5), || {
+            (stat(d, "dp.host_up") == 1 && stat(d, "dp.link_generation") >= generation)
+                .then_some(())
+        })
+        .expect("the dataplane reconnects");
+    };
+    d.start_host().unwrap();
+    reconnected(&d, 2);
+    assert_eq!(
+        d.describe("host").unwrap()["restored"],
+        2,
+        "from the snapshot"
+    );
+    assert_eq!(
+        entry(&mut c),
+        Some(("kept".into(), 1, o.class)),
+        "the offload is back"
+    );
+
+    // Its store edited while the host agent is down: another class and tenant for the id.
+    d.kill_host();
+    let store = d.snapshot_path().with_extension("offloads");
+    let text = std::fs::read_to_string(&store).unwrap();
+    let line = format!("{id} 1 {} 1 ", o.class);
+    assert!(text.contains(&line), "{text}");
+    let edited = text.replace(&line, &format!("{id} 2 7 1 "));
+    for f in [&store, &area.with_extension("offloads")] {
+        std::fs::write(f, &edited).unwrap();
+    }
+    d.start_host().unwrap();
+    reconnected(&d, 3);
+    let host_says = wait_for(Duration::from_secs(5), || {
+        entry(&mut c).filter(|e| e.1 == 2)
+    });
+    assert_eq!(
+        host_says,
+        Some(("kept".into(), 2, 7)),
+        "the dataplane follows"
+    );
+}

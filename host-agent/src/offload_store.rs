@@ -18,15 +18,20 @@ use naam_core::pool::{OffloadSpec, Registry};
 use naam_core::verifier::{verify, VerifierConfig};
 use naam_core::wire::program_digest;
 use std::fmt::Write as _;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const HEADER: &str = "naam-offloads 1";
 
-/// Where the run-time offloads are kept.
+/// Where the run-time offloads are kept: beside the persisted area and beside the snapshot
+/// (a reboot loses the area on its tmpfs, not the snapshot: the offloads must come back with
+/// the data it restores).
 #[derive(Debug, Clone)]
 pub struct OffloadStore {
-    path: PathBuf,
+    /// Written in this order at every change; read from the first that exists.
+    paths: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,14 +54,21 @@ impl OffloadStore {
     /// The store of a host agent whose data lives in `persist` (preferred) or `snapshot`;
     /// `None` when its data does not outlive it.
     pub fn beside(persist: Option<&Path>, snapshot: Option<&Path>) -> Option<OffloadStore> {
-        let data = persist.or(snapshot)?;
-        Some(OffloadStore {
-            path: data.with_extension("offloads"),
-        })
+        let paths: Vec<PathBuf> = [persist, snapshot]
+            .into_iter()
+            .flatten()
+            .map(|data| data.with_extension("offloads"))
+            .collect();
+        (!paths.is_empty()).then_some(OffloadStore { paths })
     }
 
+    /// The file read at start: the first of the files that exists (the persisted area's
+    /// before the snapshot's), else the first.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.paths
+            .iter()
+            .find(|p| p.exists())
+            .unwrap_or(&self.paths[0])
     }
 
     /// Writes every run-time offload of `registry` (ids from [`FIRST_DYNAMIC`]).
@@ -77,13 +89,24 @@ impl OffloadStore {
                 program_digest(insns)
             );
         }
-        let tmp = self.path.with_extension("offloads.tmp");
-        let io = |source| StoreError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)
+        for path in &self.paths {
+            let io = |source| StoreError::Io {
+                path: path.clone(),
+                source,
+            };
+            // 0600, through a temporary file: a reader never sees half of it.
+            let tmp = path.with_extension("offloads.tmp");
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io)?;
+            f.write_all(text.as_bytes()).map_err(io)?;
+            std::fs::rename(&tmp, path).map_err(io)?;
+        }
+        Ok(())
     }
 
     /// Registers the offloads of the file (if there is one) under their ids, each verified
@@ -94,18 +117,14 @@ impl OffloadStore {
         registry: &Registry,
         verifier: &VerifierConfig,
     ) -> Result<usize, StoreError> {
-        let text = match std::fs::read_to_string(&self.path) {
+        let path = self.path().to_owned();
+        let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(source) => {
-                return Err(StoreError::Io {
-                    path: self.path.clone(),
-                    source,
-                })
-            }
+            Err(source) => return Err(StoreError::Io { path, source }),
         };
         let bad = |line: usize, reason: String| StoreError::Bad {
-            path: self.path.clone(),
+            path: path.clone(),
             line,
             reason,
         };
@@ -262,5 +281,32 @@ mod tests {
                 .unwrap(),
             0
         );
+    }
+
+    #[test]
+    fn the_offloads_are_kept_beside_the_snapshot_too_and_privately() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (area, snap) = (dir.path().join("area"), dir.path().join("snap"));
+        let store = OffloadStore::beside(Some(&area), Some(&snap)).unwrap();
+        let r = Registry::new();
+        r.register_as(17, spec("mine"), program()).unwrap();
+        store.save(&r).unwrap();
+        for p in [
+            area.with_extension("offloads"),
+            snap.with_extension("offloads"),
+        ] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", p.display());
+        }
+        // A reboot: the area (on a tmpfs) is gone, the snapshot is not.
+        std::fs::remove_file(area.with_extension("offloads")).unwrap();
+        let restarted = OffloadStore::beside(None, Some(&snap)).unwrap();
+        let back = Registry::new();
+        assert_eq!(
+            restarted.load(&back, &VerifierConfig::default()).unwrap(),
+            1
+        );
+        assert_eq!(back.get(17).unwrap().name, "mine");
     }
 }

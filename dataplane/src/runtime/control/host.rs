@@ -13,7 +13,8 @@ use crate::runtime::hostctl::HostCtlError;
 impl ControlPlane {
     /// After a (re)connection to the host agent, makes the registries agree; the host agent
     /// is the source of truth. Removes the run-time offloads (ids from `FIRST_DYNAMIC_ID`)
-    /// the host agent does not hold under the same id and name (a restarted one without
+    /// the host agent does not hold under the same id, name, tenant, class and mode (a
+    /// restarted one without
     /// `--persist` or `--snapshot` forgot them), and adds those it holds and this dataplane
     /// lacks (a restarted dataplane, or a host agent that restored its offloads), fetching
     /// their verified instructions (FETCH) and verifying them here. Returns (removed,
@@ -46,7 +47,16 @@ impl ControlPlane {
         }
         let mut removed = 0;
         for o in self.shared.registry.list() {
-            let known = host.iter().any(|h| h.id == o.id && h.spec.name == o.name);
+            // The same id must be the same offload: name, owner, class and mode (a host agent
+            // restarted from an older or edited store may hold another under that id).
+            let same = |h: &&OffloadSpecAt| {
+                h.id == o.id
+                    && h.spec.name == o.name
+                    && h.spec.tenant == o.tenant
+                    && h.spec.class == o.class
+                    && h.spec.read_only == o.read_only
+            };
+            let known = host.iter().any(|h| same(&h));
             if o.id >= FIRST_DYNAMIC_ID && !known && self.shared.registry.unregister(o.id).is_ok() {
                 tracing::warn!(
                     id = o.id,
@@ -59,6 +69,16 @@ impl ControlPlane {
         let mut added = 0;
         for h in host {
             if h.id < FIRST_DYNAMIC_ID || self.shared.registry.get(h.id).is_some() {
+                continue;
+            }
+            if h.spec.class >= self.classes {
+                tracing::error!(
+                    id = h.id,
+                    name = h.spec.name,
+                    class = h.spec.class,
+                    classes = self.classes,
+                    "the host agent's offload has a class this dataplane does not serve: not added"
+                );
                 continue;
             }
             match self.fetch_from_host(h.id) {
