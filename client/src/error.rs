@@ -68,6 +68,13 @@ pub enum ClientError {
     /// A handler object did not load or verify at the client.
     #[error("invalid program: {detail}")]
     InvalidProgram { detail: String },
+    /// An object too large for one REGISTER datagram (sealed, with its name and section).
+    #[error("{what} is {len} bytes: at most {max} fit in one sealed REGISTER with this name and section")]
+    TooLarge {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
     /// A server address no message can go to.
     #[error("address {addr}: {reason}")]
     BadAddress {
@@ -102,6 +109,21 @@ impl ClientError {
             ClientError::Server { code, .. } | ClientError::OpFailed { code, .. } => Some(*code),
             _ => None,
         }
+    }
+
+    /// Whether this is about a server: what it answered (or did not), as opposed to a
+    /// request this client refused to send or a local failure.
+    pub fn involves_server(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Timeout { .. }
+                | ClientError::Server { .. }
+                | ClientError::Aborted { .. }
+                | ClientError::OpFailed { .. }
+                | ClientError::UnexpectedReply { .. }
+                | ClientError::Fetch { .. }
+                | ClientError::App { .. }
+        )
     }
 
     /// Whether the request may have been executed although the call failed: it timed out

@@ -281,3 +281,36 @@ fn a_reader_that_goes_away_is_not_an_error() {
         );
     }
 }
+
+#[test]
+fn an_object_too_large_for_a_sealed_register_is_refused_here_with_the_limit() {
+    let s = start_server();
+    let dir = std::env::temp_dir().join(format!("naam-cli-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let max = naam_core::wire::sealed_object_max("big", None);
+    for len in [max + 1, naam_core::wire::OBJECT_MAX, 0] {
+        let f = dir.join(format!("obj{len}.o"));
+        std::fs::write(&f, vec![0u8; len]).unwrap();
+        let r = naam(
+            &s,
+            &["offload", "add", f.to_str().unwrap(), "--name", "big"],
+        );
+        let needle = if len == 0 {
+            "must not be empty"
+        } else {
+            "fit in one sealed REGISTER"
+        };
+        assert_one_line_error(&r, needle);
+        // Refused before anything was sent: not said to be the server's.
+        assert!(!r.stderr.contains("server "), "{}", r.stderr);
+    }
+    // One byte under the limit reaches the server (and its loader says what is wrong).
+    let f = dir.join("fits.o");
+    std::fs::write(&f, vec![0u8; max]).unwrap();
+    let r = naam(
+        &s,
+        &["offload", "add", f.to_str().unwrap(), "--name", "big"],
+    );
+    assert_one_line_error(&r, "invalid_program");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -200,7 +200,11 @@ pub fn run(g: &GlobalArgs, cmd: &ClientCommand, out: &mut dyn Write) -> anyhow::
     // Only what went wrong with the server is said to be the server's: a missing file or a
     // bad argument is not.
     run_inner(g, cmd, out).map_err(|e| {
-        if e.chain().any(|c| c.is::<crate::ClientError>()) {
+        let from_server = e.chain().any(|c| {
+            c.downcast_ref::<crate::ClientError>()
+                .is_some_and(|c| c.involves_server())
+        });
+        if from_server {
             e.context(format!("server {}", g.server))
         } else {
             e

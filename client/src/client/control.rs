@@ -24,6 +24,14 @@ impl Client {
         object: &[u8],
         opts: &RegisterOptions,
     ) -> Result<u32> {
+        let max = naam_core::wire::sealed_object_max(&opts.name, opts.section.as_deref());
+        if object.len() > max {
+            return Err(ClientError::TooLarge {
+                what: "the object",
+                len: object.len(),
+                max,
+            });
+        }
         let body = Body::Register(RegisterRepr {
             name: &opts.name,
             tenant: self.ep.cfg.tenant,

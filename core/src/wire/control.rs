@@ -46,6 +46,15 @@ pub fn congest_ms(command: &str, arg: &str) -> Result<u64, String> {
 /// The largest ELF object a REGISTER datagram carries.
 pub const OBJECT_MAX: usize = MAX_PAYLOAD - reg::NAME;
 
+/// The largest object one REGISTER carries through a control port, which takes only sealed
+/// requests: [`OBJECT_MAX`] less the SEALED wrapping (an outer header and
+/// [`super::SEALED_OVERHEAD`]) and the name and section it carries.
+pub fn sealed_object_max(name: &str, section: Option<&str>) -> usize {
+    OBJECT_MAX
+        .saturating_sub(super::HEADER_LEN + super::SEALED_OVERHEAD)
+        .saturating_sub(name.len() + section.map_or(0, str::len))
+}
+
 /// A view of a REGISTER payload: fixed fields, then name, section name and ELF object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegisterPacket<T: AsRef<[u8]>> {
