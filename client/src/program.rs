@@ -68,7 +68,7 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn verify_cmd(file: &std::path::Path, section: Option<&str>, json: bool) -> ExitCode {
-    let bytes = match std::fs::read(file) {
+    let bytes = match read_object(file) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("naam verify: cannot read {}: {e}", file.display());
@@ -78,7 +78,11 @@ fn verify_cmd(file: &std::path::Path, section: Option<&str>, json: bool) -> Exit
     let program = match load_program(&bytes, section) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("naam verify: {}: {e}", file.display());
+            eprintln!(
+                "naam verify: {}: {}",
+                file.display(),
+                printable(&e.to_string())
+            );
             return ExitCode::from(2);
         }
     };
@@ -95,7 +99,7 @@ fn verify_cmd(file: &std::path::Path, section: Option<&str>, json: bool) -> Exit
             } else {
                 println!(
                     "accepted: {}: {} instructions, worst case {}",
-                    v.name(),
+                    printable(v.name()),
                     v.insn_count(),
                     v.worst_case_insns()
                 );
@@ -123,9 +127,46 @@ fn verify_cmd(file: &std::path::Path, section: Option<&str>, json: bool) -> Exit
                 println!("{doc}");
             } else {
                 // "instruction N (file.c:LINE:COL `source`): reason"
-                println!("rejected: {}: {e}", program.name);
+                println!("rejected: {}", printable(&format!("{}: {e}", program.name)));
             }
             ExitCode::from(1)
         }
     }
+}
+
+/// The largest object `naam verify` reads (a REGISTER carries at most 64 KiB; local files may
+/// be larger, not endless).
+const VERIFY_MAX: u64 = 16 << 20;
+
+/// Reads an object file: a regular file (symlinks followed) of at most [`VERIFY_MAX`] bytes,
+/// so `/dev/zero` or a FIFO is refused at once instead of read without end.
+fn read_object(file: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let m = std::fs::metadata(file)?;
+    if !m.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)?
+        .take(VERIFY_MAX + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > VERIFY_MAX {
+        let d = format!("larger than {VERIFY_MAX} bytes");
+        return Err(Error::new(ErrorKind::InvalidData, d));
+    }
+    Ok(bytes)
+}
+
+/// `text` with its control characters escaped (`\n`, `\u{1b}`): names and source lines come
+/// from the object, and must not move the cursor or colour the terminal.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

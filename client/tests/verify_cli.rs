@@ -151,3 +151,50 @@ fn verify_prints_json_on_request() {
     assert_eq!(v["accepted"], false);
     assert!(v["reason"].as_str().unwrap().contains("read-only"), "{v}");
 }
+
+/// `three_step.bpf.o` with its entry section's name (15 bytes) replaced by `name`.
+fn renamed_three_step(name: &[u8; 15]) -> Vec<u8> {
+    let mut obj = std::fs::read(handler("three_step.bpf.o")).unwrap();
+    let old = b"naam/three_step";
+    let at = obj.windows(15).position(|w| w == old).expect("the name");
+    obj[at..at + 15].copy_from_slice(name);
+    obj
+}
+
+#[test]
+fn what_comes_from_the_object_is_printed_harmlessly_and_errors_say_what_is_wrong() {
+    // A section name with a newline and a terminal escape: printed escaped, on one line.
+    let p = write_temp("ansi.bpf.o", &renamed_three_step(b"naam/a\nb\x1b[31mre"));
+    let (code, out, err) = naam_verify(&[p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().count(), 1, "{out:?}");
+    assert!(!out.contains('\x1b'), "{out:?}");
+    assert!(out.contains(r"a\nb\u{1b}[31mre"), "{out:?}");
+    // A name that is not UTF-8: said so, not "holds no program".
+    let p = write_temp(
+        "nonutf8.bpf.o",
+        &renamed_three_step(b"naam/\xff\xfe\x80xxxxxxx"),
+    );
+    let (code, _, err) = naam_verify(&[p.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("name that cannot be read"), "{err}");
+    // A 32-bit ELF header for eBPF: named as such, not "machine 0".
+    let mut elf32 = vec![0u8; 52];
+    elf32[..7].copy_from_slice(b"\x7fELF\x01\x01\x01");
+    elf32[16] = 1; // ET_REL
+    elf32[18] = 247; // EM_BPF
+    elf32[20] = 1; // EV_CURRENT
+    elf32[40] = 52; // e_ehsize
+    elf32[46] = 40; // e_shentsize
+    let p = write_temp("elf32.bpf.o", &elf32);
+    let (code, _, err) = naam_verify(&[p.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("32-bit ELF"), "{err}");
+    assert!(!err.contains("machine 0"), "{err}");
+    // Not a file to read to its end.
+    let started = std::time::Instant::now();
+    let (code, _, err) = naam_verify(&["/dev/zero"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}

@@ -109,6 +109,12 @@ pub enum ElfError {
     Parse(#[source] object::Error),
     #[error("not an eBPF object (ELF machine {machine}, expected {EM_BPF})")]
     NotBpf { machine: u16 },
+    /// ELF, but not the kind of ELF handlers are: they are 64-bit little-endian (`clang
+    /// -target bpf` on a little-endian machine, or `-target bpfel`).
+    #[error("{what}: eBPF handlers are ELF64 little-endian objects (clang -target bpfel)")]
+    WrongElfKind { what: &'static str },
+    #[error("an executable section (index {index}) has a name that cannot be read (not UTF-8, or outside the string table)")]
+    UnreadableName { index: usize },
     #[error("no section named {name:?} (programs here: {available:?})")]
     NoSuchSection {
         name: String,
@@ -160,13 +166,25 @@ pub struct ElfObject<'data> {
 impl<'data> ElfObject<'data> {
     pub fn parse(bytes: &'data [u8]) -> Result<Self, ElfError> {
         let file = object::File::parse(bytes).map_err(ElfError::Parse)?;
-        if let object::File::Elf64(elf) = &file {
-            let machine = elf.elf_header().e_machine.get(elf.endian());
-            if machine != EM_BPF {
-                return Err(ElfError::NotBpf { machine });
+        match &file {
+            object::File::Elf64(elf) => {
+                if elf.endian() == object::Endianness::Big {
+                    let what = "a big-endian ELF object";
+                    return Err(ElfError::WrongElfKind { what });
+                }
+                let machine = elf.elf_header().e_machine.get(elf.endian());
+                if machine != EM_BPF {
+                    return Err(ElfError::NotBpf { machine });
+                }
             }
-        } else {
-            return Err(ElfError::NotBpf { machine: 0 });
+            object::File::Elf32(_) => {
+                let what = "a 32-bit ELF object";
+                return Err(ElfError::WrongElfKind { what });
+            }
+            _ => {
+                let what = "not an ELF object (another object format)";
+                return Err(ElfError::WrongElfKind { what });
+            }
         }
         Ok(Self { file })
     }
@@ -181,6 +199,16 @@ impl<'data> ElfObject<'data> {
             .collect()
     }
 
+    /// Why no entry section was found: one whose name cannot be read, else none at all.
+    fn no_program(&self) -> ElfError {
+        self.file
+            .sections()
+            .find(|s| s.kind() == SectionKind::Text && s.size() > 0 && s.name().is_err())
+            .map_or(ElfError::NoProgram, |s| ElfError::UnreadableName {
+                index: s.index().0,
+            })
+    }
+
     /// Loads the program in `section`, or the first entry section when `None`.
     pub fn program(&self, section: Option<&str>) -> Result<Program, ElfError> {
         let names = self.program_names();
@@ -192,7 +220,7 @@ impl<'data> ElfObject<'data> {
                     available: names,
                 })
             }
-            None => names.first().cloned().ok_or(ElfError::NoProgram)?,
+            None => names.first().cloned().ok_or_else(|| self.no_program())?,
         };
         let entry = self
             .file
@@ -253,7 +281,7 @@ impl<'data> ElfObject<'data> {
     pub fn programs(&self) -> Result<Vec<Program>, ElfError> {
         let names = self.program_names();
         if names.is_empty() {
-            return Err(ElfError::NoProgram);
+            return Err(self.no_program());
         }
         names.iter().map(|n| self.program(Some(n))).collect()
     }
