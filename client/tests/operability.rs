@@ -322,3 +322,19 @@ fn offload_show_counts_the_runs_at_the_host_too() {
     assert!(doc["host"]["mean_ns"].as_u64().unwrap() > 0, "{doc}");
     assert!(doc["host"]["steps"].as_u64().unwrap() >= 50, "{doc}");
 }
+
+#[test]
+fn a_data_port_in_use_is_named_when_the_dataplane_cannot_start() {
+    let mut d = deploy(|_| {});
+    let port = d.data_addr().port();
+    d.kill_dataplane();
+    // Someone else takes the data port meanwhile.
+    let _squatter = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    assert!(
+        d.start_dataplane().is_err(),
+        "it cannot serve a port in use"
+    );
+    let log = std::fs::read_to_string(d.run_dir().join("dataplane.log")).unwrap();
+    assert!(log.contains(&format!("bind 127.0.0.1:{port}")), "{log}");
+    assert!(log.contains("in use"), "{log}");
+}

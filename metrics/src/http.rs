@@ -176,7 +176,10 @@ fn render(scrapes: &Sender<Scrape>) -> Option<Arc<str>> {
 
 fn respond(conn: &mut TcpStream, code: u16, reason: &str, body: &str) -> std::io::Result<()> {
     let content_type = if code == 200 {
-        "text/plain; version=0.0.4; charset=utf-8"
+        // What prometheus-client writes: counters are `NAME_total` samples of a family
+        // declared `NAME` (`# TYPE NAME counter`), which the older text format (0.0.4)
+        // would read as untyped.
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
     } else {
         "text/plain; charset=utf-8"
     };

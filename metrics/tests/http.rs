@@ -74,6 +74,10 @@ fn a_scrape_gets_the_owners_text() {
     let r = scrape(o.addr);
     assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
     assert!(r.contains("Connection: close\r\n"), "{r}");
+    assert!(
+        r.contains("Content-Type: application/openmetrics-text; version=1.0.0"),
+        "what prometheus-client writes: {r}"
+    );
     assert!(r.ends_with("\r\n\r\nnaam_test_total 7\n"), "{r}");
     assert_eq!(o.renders.load(Ordering::Relaxed), 1);
     let r = exchange(o.addr, b"GET /other HTTP/1.1\r\n\r\n");

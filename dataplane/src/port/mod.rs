@@ -55,6 +55,14 @@ pub enum PortError {
         #[source]
         source: std::io::Error,
     },
+    /// The UDP ports of a range could not be bound (in use, say).
+    #[error("bind {addr} (the {classes} ports of its classes, up to :{})", addr.port().saturating_add(classes.saturating_sub(1)))]
+    Bind {
+        addr: std::net::SocketAddrV4,
+        classes: u16,
+        #[source]
+        source: std::io::Error,
+    },
     /// A DPDK call failed.
     #[cfg(feature = "dpdk")]
     #[error(transparent)]

@@ -173,7 +173,13 @@ impl UdpPort {
                 // Taken in between (by a free-port pick elsewhere): a fixed range is in use,
                 // a picked one is picked again.
                 Err(e) if addr.port() == 0 => last = Some(e),
-                Err(source) => return Err(PortError::Io { op: "bind", source }),
+                Err(source) => {
+                    return Err(PortError::Bind {
+                        addr,
+                        classes,
+                        source,
+                    })
+                }
             }
         }
         Err(PortError::Io {
@@ -185,8 +191,12 @@ impl UdpPort {
     /// Another worker's port on the range a [`UdpPort::bind_shared`] port serves (`addr` is
     /// its [`Port::local_addr`]).
     pub fn join_shared(addr: SocketAddrV4, classes: u16) -> Result<UdpPort, PortError> {
-        let sockets = Self::bind_range(addr, classes.max(1), true)
-            .map_err(|source| PortError::Io { op: "bind", source })?;
+        let classes = classes.max(1);
+        let sockets = Self::bind_range(addr, classes, true).map_err(|source| PortError::Bind {
+            addr,
+            classes,
+            source,
+        })?;
         Self::with_sockets(addr, sockets)
     }
 
@@ -204,8 +214,11 @@ impl UdpPort {
         if addr.port() == 0 {
             Self::bind_free_range(*addr.ip(), classes, reuse)
         } else {
-            Self::bind_range(addr, classes, reuse)
-                .map_err(|source| PortError::Io { op: "bind", source })
+            Self::bind_range(addr, classes, reuse).map_err(|source| PortError::Bind {
+                addr,
+                classes,
+                source,
+            })
         }
     }
 
