@@ -164,7 +164,17 @@ fn with_config_file(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ff
     let table: toml::Table =
         toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
     let mut flags: Vec<std::ffi::OsString> = Vec::new();
+    let cmd = <Args as clap::CommandFactory>::command();
     for (key, value) in table {
+        // A key is a long flag without its dashes; an unknown one is the file's mistake,
+        // named as such (the parser would call it an unexpected command-line argument).
+        let known = key != "config" && cmd.get_arguments().any(|a| a.get_long() == Some(&key));
+        if !known {
+            anyhow::bail!(
+                "config file {}: unknown key {key:?} (the keys are the long flags without \"--\", see --help)",
+                path.display()
+            );
+        }
         let flag = format!("--{key}");
         let bad = || {
             anyhow::anyhow!(

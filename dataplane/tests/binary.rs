@@ -146,6 +146,10 @@ fn a_config_file_sets_flags_and_the_command_line_wins() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no-such-flag"), "{err}");
+    assert!(
+        err.contains("config file") && err.contains("unknown key"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -170,13 +170,13 @@ impl OffloadStore {
             };
             let program = verify(&Program::from_insns(name, insns), verifier)
                 .map_err(|e| bad(n, format!("does not verify: {e}")))?;
-            entries.push((id, spec, Arc::new(program)));
+            entries.push((n, id, spec, Arc::new(program)));
         }
         let count = entries.len();
-        for (id, spec, program) in entries {
+        for (n, id, spec, program) in entries {
             registry
                 .register_as(id, spec, program)
-                .map_err(|e| bad(0, e.to_string()))?;
+                .map_err(|e| bad(n, e.to_string()))?;
         }
         Ok(count)
     }

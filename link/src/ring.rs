@@ -91,17 +91,28 @@ impl Backoff {
         sleep: Duration::from_micros(50),
     };
 
+    /// Sleeping rounds after which an idle loop sleeps [`Backoff::DEEP_SLEEP`] at a time
+    /// (with `POLLING`, about a second of 50 µs sleeps).
+    pub const DEEP_AFTER: u32 = 20_000;
+    /// The sleep of a loop idle that long: an idle NIC worker woke 20 000 times a second
+    /// (9 % of a core each, with nothing to do); the first message after a long idle stretch
+    /// waits at most this long.
+    pub const DEEP_SLEEP: Duration = Duration::from_millis(1);
+
     /// One idle round of a loop without a doorbell; `rounds` counts the idle rounds in a row
     /// (the caller resets it to 0 when it finds work).
     #[inline]
     pub fn idle(&self, rounds: &mut u32) {
         *rounds = rounds.saturating_add(1);
+        let sleeping = self.spins.saturating_add(self.yields);
         if !self.enabled || *rounds <= self.spins {
             std::hint::spin_loop();
-        } else if *rounds <= self.spins.saturating_add(self.yields) {
+        } else if *rounds <= sleeping {
             std::thread::yield_now();
-        } else {
+        } else if *rounds <= sleeping.saturating_add(Self::DEEP_AFTER) {
             std::thread::sleep(self.sleep);
+        } else {
+            std::thread::sleep(self.sleep.max(Self::DEEP_SLEEP));
         }
     }
 }
@@ -597,6 +608,17 @@ mod tests {
         b.idle(&mut rounds);
         assert!(t.elapsed() >= Duration::from_millis(20), "then it sleeps");
         assert_eq!(rounds, 5);
+        // Idle for long: a 1 ms sleep instead of a 50 µs one.
+        let short = Backoff {
+            sleep: Duration::from_micros(50),
+            ..b
+        };
+        let mut long = 4 + Backoff::DEEP_AFTER;
+        let t = std::time::Instant::now();
+        for _ in 0..5 {
+            short.idle(&mut long);
+        }
+        assert!(t.elapsed() >= 5 * Backoff::DEEP_SLEEP, "{:?}", t.elapsed());
         let t = std::time::Instant::now();
         for _ in 0..100 {
             Backoff::DEDICATED.idle(&mut rounds);
