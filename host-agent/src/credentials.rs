@@ -4,8 +4,6 @@
 //! credential alone) and `RUN_DIR/tenant-N.key` (one per tenant), all mode 0600, for the CLI,
 //! the client library and the dataplane (which reads the key file itself).
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use naam_core::auth::{Credential, Keyring, Principal, SECRET_LEN};
@@ -25,17 +23,11 @@ fn fresh(key_id: u32, principal: Principal) -> Credential {
 /// reader never sees half a key).
 fn write_secret(path: &Path, text: &str) -> Result<(), AgentError> {
     let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(crate::io_err(format!("create {}", tmp.display())))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(crate::io_err(format!("write {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(crate::io_err(format!("rename to {}", path.display())))
+    crate::private_file::replace(path, &tmp, text.as_bytes()).map_err(crate::io_err(format!(
+        "write {} (through {})",
+        path.display(),
+        tmp.display()
+    )))
 }
 
 /// Loads the key file at `path` (created with fresh keys when absent) and writes the

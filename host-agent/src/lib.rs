@@ -33,6 +33,7 @@ pub mod config;
 pub mod control;
 pub mod credentials;
 pub mod offload_store;
+mod private_file;
 pub mod program;
 pub mod seqpacket;
 pub mod stats;
@@ -493,7 +494,6 @@ impl HostAgent {
     /// Writes the snapshot file now (workers parked for a consistent cut); returns the
     /// regions and bytes written.
     pub fn write_snapshot(&self) -> Result<(usize, u64), AgentError> {
-        use std::os::unix::fs::OpenOptionsExt as _;
         let path = self
             .cfg
             .snapshot
@@ -501,14 +501,7 @@ impl HostAgent {
             .ok_or(AgentError::NoSnapshotFile)?;
         let _quiet = self.quiesce()?;
         let tmp = path.with_extension("tmp");
-        // 0600: the snapshot holds every tenant's data and the regions' keys.
-        let _ = std::fs::remove_file(&tmp);
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err(format!("create {}", tmp.display())))?;
+        let f = private_file::create(&tmp).map_err(io_err(format!("create {}", tmp.display())))?;
         let mut w = std::io::BufWriter::new(f);
         let n = self.host.write_snapshot(&mut w)?;
         let f = w.into_inner().map_err(|e| AgentError::Io {

@@ -18,8 +18,6 @@ use naam_core::pool::{OffloadSpec, Registry};
 use naam_core::verifier::{verify, VerifierConfig};
 use naam_core::wire::program_digest;
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -94,17 +92,8 @@ impl OffloadStore {
                 path: path.clone(),
                 source,
             };
-            // 0600, through a temporary file: a reader never sees half of it.
             let tmp = path.with_extension("offloads.tmp");
-            let _ = std::fs::remove_file(&tmp);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io)?;
-            f.write_all(text.as_bytes()).map_err(io)?;
-            std::fs::rename(&tmp, path).map_err(io)?;
+            crate::private_file::replace(path, &tmp, text.as_bytes()).map_err(io)?;
         }
         Ok(())
     }
