@@ -11,7 +11,7 @@
 //!
 //! How a STATS name becomes a family and labels (one rule per segment, left to right):
 //! - `w<K>` (a dataplane worker) → family part `worker`, label `worker="K"`;
-//! - `worker`, `offload`, `class` followed by a number → that word, label
+//! - `worker`, `offload`, `class`, `tenant` followed by a number → that word, label
 //!   `<word>="N"`;
 //! - `error.X`, `op_error.X` (last segment) → label `code="X"`; `drop.X`, `port_drop.X` →
 //!   label `reason="X"`;
@@ -140,7 +140,9 @@ fn split(name: &str) -> Option<(String, Vec<(String, String)>)> {
         if let Some(k) = s.strip_prefix('w').filter(|k| is_number(k)) {
             parts.push("worker".into());
             labels.push(("worker".into(), k.into()));
-        } else if matches!(s, "worker" | "offload" | "class") && next.is_some_and(is_number) {
+        } else if matches!(s, "worker" | "offload" | "class" | "tenant")
+            && next.is_some_and(is_number)
+        {
             parts.push(s.into());
             labels.push((s.into(), next.unwrap_or_default().into()));
             i += 1;
@@ -307,6 +309,7 @@ mod tests {
             ("total.rx", 12),
             ("host.messages", 9),
             ("decision.0.c1.nic-host.HostCongested", 123),
+            ("w0.tenant.2.admitted", 8),
         ]));
         let get = |name: &str| f.iter().find(|x| x.name == name).cloned();
         let rx = get("worker_rx").expect("worker_rx");
@@ -321,6 +324,11 @@ mod tests {
         assert_eq!(
             get("worker_error").unwrap().samples,
             vec![(labels(&[("worker", "1"), ("code", "busy")]), 2)]
+        );
+        assert_eq!(
+            get("worker_tenant_admitted").unwrap().samples,
+            vec![(labels(&[("worker", "0"), ("tenant", "2")]), 8)],
+            "one family for every tenant, labelled"
         );
         assert_eq!(
             get("worker_port_drop").unwrap().samples,
