@@ -5,9 +5,10 @@
 //!
 //! An application's parameters are fixed for the life of a host agent (its regions are built
 //! or restored at start), so an answer stays true until the host agent is replaced; the cache
-//! is emptied when the link reconnects and filled again. Answers are kept per principal: the
-//! host agent decides who may describe what, and a principal gets from the cache only what
-//! the host agent answered that principal. Only the bundled applications' names are kept:
+//! is emptied when the link reconnects and filled again, for every principal of the keyring
+//! (the dataplane holds the keys: it seals each request as that principal). Answers are kept
+//! per principal: the host agent decides who may describe what, and a principal gets from
+//! the cache only what the host agent answered that principal. Only the bundled applications' names are kept:
 //! the other DESCRIBE names are commands (`congest:`, `snapshot`, ...) or live values
 //! (`host`), never answered from here.
 

@@ -186,29 +186,47 @@ impl ControlPlane {
     }
 
     /// After a (re)connection: forgets the last host agent's descriptions and asks this one
-    /// for every bundled application's, as the admin (this process's own socket), so that
-    /// the admin's clients can start while the host agent is stalled even if none described
-    /// an application before. Applications the host agent does not run are skipped.
+    /// for every bundled application's on behalf of every principal of the keyring (each
+    /// request sealed with that principal's key, so the host agent answers each as it would
+    /// answer its clients: a tenant gets what it may see, a refusal is not kept). So clients
+    /// can start while the host agent is stalled even if none of them described an
+    /// application before. Applications the host agent does not run are skipped.
     pub(super) fn describe_bundled_apps(&mut self) {
+        /// Principals asked for at most (each costs a few requests at every connect).
+        const PRINCIPALS: usize = 64;
         self.described.clear();
-        for app in described::bundled_apps() {
-            let mut start = 0;
-            loop {
-                let req = Message::new(0, 0, Body::Describe(DescribeRepr { app, start }));
-                let mut buf = [0u8; 64];
-                let Ok(n) = req.emit(&mut buf) else { break };
-                let Ok(reply) = self.host.request(&buf[..n]) else {
-                    return;
-                };
-                let next = match Message::parse(reply).map(|m| m.body) {
-                    Ok(Body::DescribeReply(page)) => page.more.then_some(page.next),
-                    _ => break,
-                };
-                let reply = reply.to_vec();
-                self.described.store(Principal::Admin, app, start, &reply);
-                match next {
-                    Some(n) if n > start => start = n,
-                    _ => break,
+        let mut asked: Vec<Principal> = Vec::new();
+        let keys: Vec<naam_core::auth::Credential> = self.gate.keys().iter().cloned().collect();
+        let mut nonce = wall_clock_ns();
+        for key in keys {
+            if asked.contains(&key.principal) || asked.len() == PRINCIPALS {
+                continue;
+            }
+            asked.push(key.principal);
+            for app in described::bundled_apps() {
+                let mut start = 0;
+                loop {
+                    let req = Message::new(0, 0, Body::Describe(DescribeRepr { app, start }));
+                    let mut buf = [0u8; 64];
+                    let Ok(n) = req.emit(&mut buf) else { break };
+                    // Distinct nonces: the host agent refuses a (key, nonce) it saw before.
+                    nonce += 1;
+                    let Ok(sealed) = key.seal(nonce, &buf[..n]) else {
+                        break;
+                    };
+                    let Ok(reply) = self.host.request(&sealed) else {
+                        return;
+                    };
+                    let next = match Message::parse(reply).map(|m| m.body) {
+                        Ok(Body::DescribeReply(page)) => page.more.then_some(page.next),
+                        _ => break,
+                    };
+                    let reply = reply.to_vec();
+                    self.described.store(key.principal, app, start, &reply);
+                    match next {
+                        Some(n) if n > start => start = n,
+                        _ => break,
+                    }
                 }
             }
         }
