@@ -74,6 +74,9 @@ pub struct ClientStats {
     pub malformed_replies: u64,
     /// Retries after a `busy` / `host_unavailable` error.
     pub busy_retries: u64,
+    /// Of those, data requests retried under a new id (so the refused one stops holding the
+    /// server's de-duplication window open).
+    pub renumbered: u64,
     /// Of those, retries scheduled by the server's retry-after hint.
     pub retry_after_hints: u64,
     pub local_runs: u64,

@@ -52,6 +52,9 @@ pub struct Client {
     recv_buf: Box<[u8]>,
 }
 
+/// The receive buffer a client asks for its socket (bytes).
+const RECV_BUFFER: usize = 2 << 20;
+
 impl Client {
     /// A client of one server with default settings.
     pub fn connect(data: SocketAddr, control: Option<SocketAddr>) -> Result<Self> {
@@ -69,6 +72,10 @@ impl Client {
         let sock = UdpSocket::bind(bind).map_err(|e| ClientError::io("binding a UDP socket", e))?;
         sock.set_nonblocking(true)
             .map_err(|e| ClientError::io("making the socket non-blocking", e))?;
+        // Replies to thousands of outstanding requests arrive in bursts: the default receive
+        // buffer (~270 datagrams) dropped them, and each drop cost a retransmission timeout.
+        // Capped by the kernel at net.core.rmem_max.
+        let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(RECV_BUFFER);
         Ok(Self {
             ep: Endpoint::new(servers, cfg)?,
             sock,

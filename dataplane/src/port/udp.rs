@@ -262,6 +262,9 @@ impl UdpPort {
         self.loss = loss;
     }
 
+    /// The receive buffer asked for each data socket (bytes).
+    const RECV_BUFFER: usize = 2 << 20;
+
     fn bind_one(addr: SocketAddrV4, reuse: bool) -> std::io::Result<UdpSocket> {
         if !reuse {
             return UdpSocket::bind(addr);
@@ -284,6 +287,11 @@ impl UdpPort {
             })?;
             let s = Self::bind_one(SocketAddrV4::new(*addr.ip(), port), reuse)?;
             s.set_nonblocking(true)?;
+            // The default (~200 KiB, ~270 datagrams of kernel bookkeeping) dropped requests of
+            // one client with 512 outstanding; each drop cost a retransmission timeout and held
+            // the client's de-duplication window open meanwhile (the reply cache filled). The
+            // kernel caps this at net.core.rmem_max; memory is taken only while datagrams wait.
+            let _ = socket2::SockRef::from(&s).set_recv_buffer_size(Self::RECV_BUFFER);
             sockets.push(s);
         }
         Ok(sockets)
