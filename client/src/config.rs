@@ -37,7 +37,8 @@ impl std::str::FromStr for ExecMode {
 pub struct ClientConfig {
     /// The tenant this client acts for (bundled applications belong to tenant 1).
     pub tenant: TenantId,
-    /// Time to wait for the first reply before retransmitting.
+    /// Time to wait for the first reply before retransmitting, at least: a server whose
+    /// replies take longer (measured, `crate::rtt`) gets its round trip's timeout instead.
     pub timeout: Duration,
     /// Retransmissions after the first send; then the call fails with a timeout.
     pub max_retries: u32,
@@ -76,10 +77,14 @@ impl Default for ClientConfig {
 impl ClientConfig {
     /// The wait before attempt `attempt` (0 = the first send) times out.
     pub fn backoff(&self, attempt: u32) -> Duration {
+        self.backoff_from(self.timeout, attempt)
+    }
+
+    /// The same from a first wait of `rto` (the server's measured retransmission timeout,
+    /// at least `timeout`): doubling per attempt, up to the larger of `max_backoff` and `rto`.
+    pub fn backoff_from(&self, rto: Duration, attempt: u32) -> Duration {
         let factor = 1u32 << attempt.min(16);
-        self.timeout
-            .saturating_mul(factor)
-            .min(self.max_backoff.max(self.timeout))
+        rto.saturating_mul(factor).min(self.max_backoff.max(rto))
     }
 }
 

@@ -39,6 +39,7 @@ mod local;
 pub mod program;
 pub mod reply;
 pub mod ring;
+pub mod rtt;
 pub mod sharded;
 pub mod window;
 

@@ -159,9 +159,45 @@ fn a_refusal_with_a_hint_is_retried_when_the_server_said() {
     ep.handle_timeout(t1 + Duration::from_millis(3));
     let retry = sent(&mut ep);
     assert_eq!(retry.len(), 1);
-    assert_eq!(retry[0].0, id, "the same request id: never executed twice");
+    // Its only copy was refused, so it did not run: retried under a new id, so that the
+    // old one no longer holds the server's de-duplication window open.
+    assert_ne!(retry[0].0, id, "a new request id");
+    assert_eq!(ep.stats.renumbered, 1);
+    let from: SocketAddr = "10.0.0.1:7002".parse().unwrap();
+    ep.handle(t1, from, &reply(&req, done(b"late")));
+    assert_eq!(
+        ep.stats.stray_replies, 1,
+        "the old id is answered by nothing any more"
+    );
+    ep.handle(t1, from, &reply(&retry[0].2, done(b"ok")));
+    assert!(matches!(ep.take(ticket), Some(Ok(Response::Am(_)))));
+}
+
+#[test]
+fn a_refused_retransmission_keeps_its_id() {
+    // Two copies went out: the refusal may answer the second while the first ran (and its
+    // reply was lost). The retry keeps the id, so the server answers it from its cache.
+    let t0 = Instant::now();
+    let mut ep = endpoint(5, 64);
+    let ticket = call(&mut ep, t0);
+    let (id, _, req) = sent(&mut ep).remove(0);
+    ep.handle_timeout(t0 + TIMEOUT);
+    let again = sent(&mut ep);
+    assert_eq!(again[0].0, id, "a retransmission");
+    let t1 = t0 + TIMEOUT + Duration::from_millis(1);
     ep.handle(
         t1,
+        "10.0.0.1:7002".parse().unwrap(),
+        &reply(&req, busy("queues full")),
+    );
+    let due = ep.poll_timeout().expect("a retry is scheduled");
+    ep.handle_timeout(due);
+    let retry = sent(&mut ep);
+    assert_eq!(retry.len(), 1);
+    assert_eq!(retry[0].0, id, "the same id: its first copy may have run");
+    assert_eq!(ep.stats.renumbered, 0);
+    ep.handle(
+        due,
         "10.0.0.1:7002".parse().unwrap(),
         &reply(&req, done(b"ok")),
     );
@@ -199,24 +235,26 @@ fn busy<'a>(detail: &'a str) -> Body<'a> {
 }
 
 #[test]
-fn refusals_are_retried_soon_with_the_same_id_until_the_retries_run_out() {
+fn refusals_are_retried_soon_under_new_ids_until_the_retries_run_out() {
     let t0 = Instant::now();
     let mut ep = endpoint(2, 64);
     let ticket = call(&mut ep, t0);
-    let (id, _, req) = sent(&mut ep).remove(0);
+    let (mut id, _, mut req) = sent(&mut ep).remove(0);
     let from: SocketAddr = "10.0.0.1:7002".parse().unwrap();
     let mut now = t0;
     // Without a hint, a refused request is retried after a thirty-second of the timeout,
-    // doubling per refusal, long before a retransmission timeout.
+    // doubling per refusal, long before a retransmission timeout; each refused copy was the
+    // only one under its id, so each retry gets a new id.
     for (n, wait) in [(1, TIMEOUT / 32), (2, TIMEOUT / 16)] {
         ep.handle(now, from, &reply(&req, busy("queues full")));
         let due = ep.poll_timeout().expect("a retry is scheduled");
         assert_eq!(due - now, wait, "refusal {n}");
         now = due;
         ep.handle_timeout(now);
-        let again = sent(&mut ep);
+        let mut again = sent(&mut ep);
         assert_eq!(again.len(), 1);
-        assert_eq!(again[0].0, id, "the same request id");
+        assert_ne!(again[0].0, id, "a new request id");
+        (id, _, req) = again.remove(0);
     }
     // A refusal past the last retry is the answer.
     ep.handle(now, from, &reply(&req, busy("queues full")));

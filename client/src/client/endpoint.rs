@@ -101,7 +101,11 @@ pub(super) struct Pending {
     pub(super) datagram: Vec<u8>,
     /// Sends so far.
     pub(super) attempts: u32,
+    /// Sends under its current request id (it may be given a new one: `Endpoint::renumber`).
+    pub(super) copies: u32,
     pub(super) first_sent: Instant,
+    /// When it last went on the wire (for a round-trip sample when it was sent once).
+    pub(super) sent_at: Instant,
     pub(super) deadline: Instant,
     /// The last transient refusal (`busy`, `host_unavailable`) the server answered, named
     /// when the retries run out in silence.
@@ -134,7 +138,9 @@ impl Pending {
             dest,
             datagram,
             attempts: 0,
+            copies: 0,
             first_sent: now,
+            sent_at: now,
             deadline: now,
             refused: None,
             purpose,
@@ -157,6 +163,8 @@ pub(super) struct ServerState {
     pub(super) leases: HashMap<u16, Instant>,
     /// How many requests may be on the wire to this server (congestion control).
     pub(super) window: Window,
+    /// The round trip to it, for the retransmission timeout.
+    pub(super) rtt: crate::rtt::Rtt,
     /// Steering class -> when its current lease began (a lease extended before it ended
     /// keeps its start): fetched programs of the class are checked again after it.
     pub(super) lease_began: HashMap<u16, Instant>,
@@ -250,6 +258,7 @@ impl Endpoint {
                     leases: HashMap::new(),
                     lease_began: HashMap::new(),
                     window: Window::new(cfg.max_window),
+                    rtt: crate::rtt::Rtt::default(),
                 })
                 .collect(),
             cfg,

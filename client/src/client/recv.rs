@@ -61,28 +61,6 @@ impl Endpoint {
         self.next_deadline = self.timers.peek().map(|t| t.0 .0);
     }
 
-    /// The id a data request refused as not executed is retried under: a new one. The server
-    /// keeps the reply of every mutation from the oldest id a client may still retry (the
-    /// window each request carries), so a request retried under its old id held all the
-    /// replies after it: one refusal led to more (the cache filled), and one client's 1 024
-    /// outstanding YCSB-A requests collapsed from 176 K to 11 K ops/s (the second probe,
-    /// 2026-12-06). Safe because nothing of the old id can still run: every earlier copy
-    /// reached the same worker's socket before the refused one (one flow, in order) and was
-    /// refused too, or was lost; a copy that had run would have been answered from the
-    /// cache, not refused. Control requests (sealed, not in the data path's cache) keep
-    /// their id.
-    fn renumber(&mut self, id: u64, p: &mut Pending) -> u64 {
-        if !matches!(p.expect, Kind::AmReply | Kind::OneSidedReply) {
-            return id;
-        }
-        let (new, window) = self.new_request_id();
-        let mut h = naam_core::wire::HeaderPacket::new_unchecked(&mut p.datagram[..]);
-        h.set_request_id(new);
-        h.set_window(window);
-        self.stats.renumbered += 1;
-        new
-    }
-
     /// Pops timers of requests that finished or were rescheduled, so that the top is live.
     fn drop_stale_timers(&mut self) {
         while let Some(&std::cmp::Reverse((at, id))) = self.timers.peek() {
@@ -128,6 +106,9 @@ impl Endpoint {
         // other reply grows the window.
         if p.on_wire {
             p.on_wire = false;
+            if p.attempts == 1 {
+                self.servers[p.server].rtt.sample(now - p.sent_at);
+            }
             let gap = self.cut_gap();
             let w = &mut self.servers[p.server].window;
             w.left();
