@@ -168,3 +168,45 @@ fn host_agent_stopped_for_300_ms_keeps_serving_and_returns() {
 fn host_agent_stopped_for_3_s_keeps_serving_and_returns() {
     stall(Duration::from_secs(3));
 }
+
+/// A control request that reaches the dataplane just after the host agent stopped is
+/// forwarded to it and waits for a reply that cannot come: that wait ended with the 2 s
+/// socket timeout, holding the dataplane's control thread (which also notices the stall), so
+/// `naam` commands took 2 s each and, with a few of them, the stall was never noticed. It
+/// ends once the heartbeat is late now.
+#[test]
+fn a_command_right_after_a_host_stall_does_not_hold_the_control_plane() {
+    let d = deploy(|c| c.home = "host".into());
+    let mut m = Mica::new(d.client(patient(ExecMode::Server)).unwrap()).unwrap();
+    m.put(b"k", b"v").expect("PUT");
+    let pid = d.host_pid().expect("host agent running");
+    signal(pid, "-STOP");
+    let _resume = Resume(pid);
+    let stopped = Instant::now();
+    let get = |d: &naam_deploy::Deployment| {
+        Command::new(env!("CARGO_BIN_EXE_naam"))
+            .args(["--server", &d.data_addr().to_string(), "--key-file"])
+            .arg(d.admin_key_file())
+            .args(["get", "k"])
+            .output()
+            .expect("naam runs")
+    };
+    let mut took = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let out = get(&d);
+        took.push(t.elapsed());
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v");
+    }
+    println!("naam get right after the stop took {took:?}");
+    assert!(
+        took.iter().all(|t| *t < Duration::from_millis(1000)),
+        "{took:?}"
+    );
+    let suspect = wait_for(Duration::from_secs(2), || {
+        (stat(&d, "dp.host_suspect") == 1).then(|| stopped.elapsed())
+    })
+    .expect("the stall is noticed");
+    assert!(suspect < Duration::from_millis(1500), "{suspect:?}");
+}

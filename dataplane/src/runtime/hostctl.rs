@@ -3,13 +3,16 @@
 //! one small module so the forwarding rules live in one place: the dataplane forwards
 //! REGISTER (the host agent picks the id, the dataplane adopts it), UNREGISTER and DESCRIBE.
 
-use std::io::Read;
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use naam_core::wire::MAX_DATAGRAM;
+
+/// How often a wait for a reply checks that the host agent is still answering.
+pub const WAIT_SLICE: Duration = Duration::from_millis(10);
 
 /// Why a forwarded request got no reply.
 #[derive(Debug, thiserror::Error)]
@@ -73,9 +76,22 @@ impl HostControl {
     /// the request was not delivered: a delivered one may be executing, and sending it again
     /// would be refused as a replay (it is sealed) or run it twice.
     pub fn request(&mut self, req: &[u8]) -> Result<&[u8], HostCtlError> {
+        self.request_while(req, &|| true)
+    }
+
+    /// [`HostControl::request`], giving up ([`HostCtlError::Unresponsive`]) as soon as `live`
+    /// says the host agent stopped answering (its heartbeat is late), checked every
+    /// [`WAIT_SLICE`] while the reply is awaited: a host agent stopped just after the request
+    /// went out held the caller for the whole timeout (2 s), and the dataplane's control
+    /// thread, which also notices the stall, with it.
+    pub fn request_while(
+        &mut self,
+        req: &[u8],
+        live: &dyn Fn() -> bool,
+    ) -> Result<&[u8], HostCtlError> {
         let mut last = None;
         for _ in 0..2 {
-            match self.try_request(req) {
+            match self.try_request(req, live) {
                 Ok(n) => return Ok(&self.buf[..n]),
                 Err((e, delivered)) => {
                     self.sock = None;
@@ -92,7 +108,11 @@ impl HostControl {
     }
 
     /// One attempt; on failure, whether the request had been delivered.
-    fn try_request(&mut self, req: &[u8]) -> Result<usize, (HostCtlError, bool)> {
+    fn try_request(
+        &mut self,
+        req: &[u8],
+        live: &dyn Fn() -> bool,
+    ) -> Result<usize, (HostCtlError, bool)> {
         if self.sock.is_none() {
             self.sock = Some(self.connect().map_err(|e| (e, false))?);
         }
@@ -111,18 +131,39 @@ impl HostControl {
                 false,
             )
         })?;
+        let started = Instant::now();
+        let slice = WAIT_SLICE.min(self.timeout);
+        let _ = s.set_read_timeout(Some(slice));
         let mut r: &Socket = s;
-        let n = r.read(&mut self.buf).map_err(|source| {
-            let path = self.path.clone();
-            (
-                HostCtlError::Io {
-                    path,
-                    what: "receive",
-                    source,
-                },
-                true,
-            )
-        })?;
+        let n = loop {
+            match r.read(&mut self.buf) {
+                Ok(n) => break n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if !live() {
+                        return Err((HostCtlError::Unresponsive, true));
+                    }
+                    if started.elapsed() < self.timeout {
+                        continue;
+                    }
+                    let path = self.path.clone();
+                    let what = "receive";
+                    return Err((
+                        HostCtlError::Io {
+                            path,
+                            what,
+                            source: e,
+                        },
+                        true,
+                    ));
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(source) => {
+                    let path = self.path.clone();
+                    let what = "receive";
+                    return Err((HostCtlError::Io { path, what, source }, true));
+                }
+            }
+        };
         if n == 0 {
             let path = self.path.clone();
             return Err((HostCtlError::Closed { path }, true));

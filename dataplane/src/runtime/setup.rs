@@ -420,7 +420,7 @@ impl Runtime {
         for tx in shared_txs {
             let _ = tx.send(shared.clone());
         }
-        let plane = ControlPlane::new(
+        let mut plane = ControlPlane::new(
             shared.clone(),
             stats.clone(),
             switch,
@@ -434,6 +434,12 @@ impl Runtime {
             cfg.classes,
             Gate::new(keys, naam_core::auth::GATE_NONCES),
         );
+        // The control thread's forwards stop waiting once the heartbeat is late (it is also
+        // the thread that notices the stall).
+        plane.host_live = Box::new({
+            let links = links.clone();
+            move || links.get().is_some_and(|l| l.check_peer(now_ns()).is_ok())
+        });
         let watcher = HostControl::new(
             &cfg.run_dir.join(run_dir::CONTROL_SOCKET),
             cfg.host_control_timeout,

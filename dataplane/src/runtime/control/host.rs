@@ -143,7 +143,7 @@ impl ControlPlane {
     /// suspect: then the request is refused at once rather than blocking this thread (which
     /// also runs the monitor, the policy and the reconnect) for the socket's timeout.
     pub(super) fn ask_host(&mut self, raw: &[u8]) -> Result<&[u8], HostCtlError> {
-        ask(&self.shared, &mut self.host, raw)
+        ask(&self.shared, &mut self.host, &*self.host_live, raw)
     }
 
     /// DESCRIBE `app` from entry `start`, for `who`: relayed to the host agent; a bundled
@@ -160,7 +160,7 @@ impl ControlPlane {
     ) -> usize {
         let cacheable = described::is_bundled_app(app);
         // Not `ask_host`: its reply borrows all of `self`, and the answer is kept in `self`.
-        let e = match ask(&self.shared, &mut self.host, raw) {
+        let e = match ask(&self.shared, &mut self.host, &*self.host_live, raw) {
             Ok(r) if r.len() <= out.len() => {
                 if cacheable {
                     self.described.store(who, app, start, r);
@@ -237,10 +237,11 @@ impl ControlPlane {
 fn ask<'h>(
     shared: &Shared,
     host: &'h mut HostControl,
+    live: &dyn Fn() -> bool,
     raw: &[u8],
 ) -> Result<&'h [u8], HostCtlError> {
-    if shared.host_suspect() {
+    if shared.host_suspect() || !live() {
         return Err(HostCtlError::Unresponsive);
     }
-    host.request(raw)
+    host.request_while(raw, live)
 }

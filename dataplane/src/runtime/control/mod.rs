@@ -90,6 +90,9 @@ pub struct ControlPlane {
     pub kernel_drops: u64,
     /// The host agent's descriptions of the bundled applications, for when it is unavailable.
     described: described::Described,
+    /// Whether the host agent answers now (its heartbeat is fresh): a forwarded request stops
+    /// waiting for its reply as soon as it does not. Always true until the runtime sets it.
+    pub host_live: Box<dyn Fn() -> bool + Send>,
     /// The host agent's per-offload counters (`offload.ID.host_*`), as last read by
     /// [`watch_host_counters`] on its own thread (a stalled host never blocks this one).
     pub host_counters: Arc<Mutex<Vec<(String, u64)>>>,
@@ -143,6 +146,7 @@ impl ControlPlane {
             ignored: 0,
             kernel_drops: 0,
             described: described::Described::default(),
+            host_live: Box::new(|| true),
             host_counters: Arc::default(),
         }
     }
