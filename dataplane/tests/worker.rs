@@ -621,6 +621,72 @@ fn full_slot_table_answers_busy() {
     assert!(e.retry_after_us.is_some(), "a refusal says when to retry");
 }
 
+/// A tenant whose messages wait at the host held every slot, and another tenant was
+/// refused `busy` though its fair share was untouched (the second probe, 2026-12-06). While
+/// two tenants use the worker, one holds at most its share of the slots; the refusals are
+/// counted by reason (`slots_full`, `slots_over_share`).
+#[test]
+fn one_tenant_waiting_at_the_host_leaves_slots_for_another() {
+    // Tenant 1 sends more than there are slots (and the host does not answer yet), with one
+    // message of tenant 2 in the same burst. `Ok` for a message forwarded, else the refusal.
+    let run = |with_tenant_2: bool| {
+        let mut r = rig_with(64, 16);
+        r.steer(RECORD_CLASS, Target::Host);
+        r.steer(SPIN_CLASS, Target::Host);
+        for id in 1..=20 {
+            r.am(
+                id,
+                RECORD,
+                RECORD_CLASS,
+                AmFlags::empty(),
+                &record_args(0),
+                Flags::empty(),
+            );
+        }
+        if with_tenant_2 {
+            let seed = 7u64.to_le_bytes();
+            let m = Message::new(
+                1000,
+                SPIN_CLASS,
+                Body::AmRequest(AmRequestRepr {
+                    offload: SPIN_ID,
+                    tenant: 2,
+                    capability: tenant2_key().capability(2),
+                    flags: AmFlags::empty(),
+                    args: &seed,
+                }),
+            );
+            r.send(SPIN_CLASS, &m);
+        }
+        r.poll();
+        let refused: Vec<(u16, String)> = r
+            .replies()
+            .iter()
+            .map(|d| {
+                let m = Message::parse(d).unwrap();
+                let e = expect_error(d);
+                assert_eq!(e.code, ErrorCode::Busy, "{}", e.detail);
+                (m.class, e.detail.to_owned())
+            })
+            .collect();
+        for _ in 0..12 {
+            r.poll();
+        }
+        let c: std::collections::HashMap<String, u64> = r.stats.counters().into_iter().collect();
+        (refused, c["slots_full"], c["slots_over_share"])
+    };
+    // Alone, tenant 1 may take every slot: 16 forwarded, 4 refused for a full table.
+    let (refused, full, over) = run(false);
+    assert_eq!((refused.len(), full, over), (4, 4, 0), "{refused:?}");
+    assert!(refused.iter().all(|(_, d)| d == "no free slot"));
+    // With tenant 2 in the worker, tenant 1 holds at most 14 of the 16: 6 refused, and
+    // tenant 2's message gets a slot.
+    let (refused, full, over) = run(true);
+    assert_eq!((full, over), (0, 6), "{refused:?}");
+    assert!(refused.iter().all(|(class, d)| *class == RECORD_CLASS
+        && d.contains("tenant 1 holds its share of this NIC worker's slots")));
+}
+
 #[test]
 fn host_gone_answers_host_unavailable_and_fails_in_flight_messages() {
     let mut r = rig();

@@ -105,6 +105,13 @@ pub struct TenantAccount {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Account(u8);
 
+impl Account {
+    /// Its index, below [`MAX_TENANTS`].
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
 pub struct TenantShares {
     cfg: FairConfig,
     accounts: [TenantAccount; MAX_TENANTS],

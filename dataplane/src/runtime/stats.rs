@@ -102,6 +102,11 @@ pub struct WorkerStats {
     pub dedup_full: AtomicU64,
     /// Mutations refused `busy` because their tenant held its share of the reply cache.
     pub dedup_over_share: AtomicU64,
+    /// Messages refused `busy` because every slot was held.
+    pub slots_full: AtomicU64,
+    /// Messages refused `busy` because their tenant held its share of the slots while
+    /// another tenant used the worker.
+    pub slots_over_share: AtomicU64,
     /// Requests with the RETRANSMIT flag.
     pub retransmits: AtomicU64,
     /// Replies with a placement hint.
@@ -164,6 +169,8 @@ impl WorkerStats {
             dedup_evicted: AtomicU64::new(0),
             dedup_full: AtomicU64::new(0),
             dedup_over_share: AtomicU64::new(0),
+            slots_full: AtomicU64::new(0),
+            slots_over_share: AtomicU64::new(0),
             retransmits: AtomicU64::new(0),
             hints: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
@@ -306,6 +313,8 @@ impl WorkerStats {
             ("dedup_evicted".into(), l(&self.dedup_evicted)),
             ("dedup_full".into(), l(&self.dedup_full)),
             ("dedup_over_share".into(), l(&self.dedup_over_share)),
+            ("slots_full".into(), l(&self.slots_full)),
+            ("slots_over_share".into(), l(&self.slots_over_share)),
             ("retransmits".into(), l(&self.retransmits)),
             ("hints".into(), l(&self.hints)),
             ("busy_ns".into(), l(&self.busy_ns)),

@@ -43,8 +43,8 @@ impl Worker {
                 false,
             );
         }
-        let Some(i) = self.slots.alloc(info, SlotKind::Am) else {
-            return self.send_error(port, info, ErrorCode::Busy, "no free slot", false);
+        let Some(i) = self.take_slot(port, info, SlotKind::Am, Some(account)) else {
+            return;
         };
         // Remembered before it leaves: the host may answer before this returns.
         let tenant = self.shares.tenant(account);

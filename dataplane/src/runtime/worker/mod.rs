@@ -43,7 +43,7 @@ mod reply;
 mod slots;
 
 use reply::{link_error_code, Detail, Duplicate, Replies};
-use slots::{lost_code, ReqInfo, SlotKind, SlotRef, SlotState, SlotTable, OS_EMPTY};
+use slots::{lost_code, NoSlot, ReqInfo, SlotKind, SlotRef, SlotState, SlotTable, OS_EMPTY};
 
 use super::dedup::{Begin, ReplyCache};
 use super::fair::{Account, BurstQueues, FairConfig, TenantShares};
@@ -466,6 +466,45 @@ impl Worker {
     /// when the reply cache has no room that would not forget a request still in progress, or
     /// the tenant holds its share of it: the slot is freed and the request refused with `busy`
     /// (counted `dedup_full`, `dedup_over_share`), never run unremembered.
+    /// A slot for the message `info` of `account` (`None`: a tenant unknown here, not held
+    /// to a share), or `None` after answering `busy`, counted by reason: every slot held
+    /// (`slots_full`), or the tenant holds its share while another tenant uses the worker
+    /// (`slots_over_share`, and refused in its account).
+    fn take_slot<P: Port>(
+        &mut self,
+        port: &mut P,
+        info: &ReqInfo,
+        kind: SlotKind,
+        account: Option<Account>,
+    ) -> Option<usize> {
+        let shared = account.is_some() && self.shares.accounts().len() > 1;
+        let refusal = match self
+            .slots
+            .alloc(info, kind, account.unwrap_or_default(), shared)
+        {
+            Ok(i) => return Some(i),
+            Err(r) => r,
+        };
+        let mut d = Detail::new();
+        match (refusal, account) {
+            (NoSlot::OverShare, Some(a)) => {
+                bump(&self.stats.slots_over_share, 1);
+                self.shares.count_refused(a);
+                let _ = write!(
+                    d,
+                    "tenant {} holds its share of this NIC worker's slots",
+                    self.shares.tenant(a)
+                );
+            }
+            _ => {
+                bump(&self.stats.slots_full, 1);
+                let _ = write!(d, "no free slot");
+            }
+        }
+        self.send_error(port, info, ErrorCode::Busy, d.as_str(), false);
+        None
+    }
+
     fn begin_dedup<P: Port>(
         &mut self,
         port: &mut P,
@@ -646,10 +685,10 @@ impl Worker {
                     );
                 }
                 let account = self.shares.account(tenant);
-                self.shares.count_admitted(account);
-                let Some(i) = self.slots.alloc(info, SlotKind::Am) else {
-                    return self.send_error(port, info, ErrorCode::Busy, "no free slot", false);
+                let Some(i) = self.take_slot(port, info, SlotKind::Am, Some(account)) else {
+                    return;
                 };
+                self.shares.count_admitted(account);
                 if dedup && !self.begin_dedup(port, info, i, tenant) {
                     return;
                 }

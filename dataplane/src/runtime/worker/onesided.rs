@@ -73,15 +73,16 @@ impl Worker {
                 false,
             );
         }
-        let Some(i) = self.slots.alloc(info, SlotKind::OneSided) else {
-            return self.send_error(port, info, ErrorCode::Busy, "no free slot", false);
-        };
-        // The share of the reply cache is the tenant's whose region the first op names (each
-        // op's key is checked when it is posted).
+        // The shares of the slots and of the reply cache are the tenant's whose region the
+        // first op names (each op's key is checked when it is posted).
         let tenant = ops
             .first()
             .and_then(|o| self.regions.get(o.region))
             .map_or(u32::MAX, |d| d.tenant);
+        let account = (tenant != u32::MAX).then(|| self.shares.account(tenant));
+        let Some(i) = self.take_slot(port, info, SlotKind::OneSided, account) else {
+            return;
+        };
         if dedup && !self.begin_dedup(port, info, i, tenant) {
             return;
         }

@@ -7,7 +7,7 @@ use naam_core::wire::ErrorCode;
 
 use super::*;
 use crate::port::{Peer, Port};
-use crate::runtime::fair::Account;
+use crate::runtime::fair::{Account, MAX_TENANTS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum SlotState {
@@ -159,6 +159,17 @@ pub(super) struct SlotTable {
     free: Vec<u32>,
     /// Slots in state `Host`.
     at_host: usize,
+    /// Slots held per tenant account (for the share, [`SlotTable::alloc`]).
+    held: [u16; MAX_TENANTS],
+}
+
+/// Why [`SlotTable::alloc`] gave no slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NoSlot {
+    /// Every slot is held.
+    Full,
+    /// The tenant holds its share while the worker is shared.
+    OverShare,
 }
 
 impl SlotTable {
@@ -169,6 +180,7 @@ impl SlotTable {
             slots,
             free,
             at_host: 0,
+            held: [0; MAX_TENANTS],
         }
     }
 
@@ -186,10 +198,31 @@ impl SlotTable {
         self.at_host
     }
 
-    /// Takes a free slot for the request `info`; `None` when every slot is held.
-    pub fn alloc(&mut self, info: &ReqInfo, kind: SlotKind) -> Option<usize> {
-        let i = self.free.pop()? as usize;
+    /// The slots one tenant may hold while another uses the worker: all but an eighth (at
+    /// least one), which stays for the others. A heavy tenant whose messages waited at the
+    /// host held every slot, and a light one was refused `busy` though the fair order
+    /// never refused it (the second probe, 2026-12-06).
+    pub fn share(&self) -> usize {
+        self.slots.len() - (self.slots.len() / 8).max(1).min(self.slots.len() - 1)
+    }
+
+    /// Takes a free slot for the request `info` of `account`; refused when every slot is
+    /// held, or when `shared` (another tenant uses the worker) and the account holds its
+    /// [`SlotTable::share`].
+    pub fn alloc(
+        &mut self,
+        info: &ReqInfo,
+        kind: SlotKind,
+        account: Account,
+        shared: bool,
+    ) -> Result<usize, NoSlot> {
+        if shared && usize::from(self.held[account.index()]) >= self.share() {
+            return Err(NoSlot::OverShare);
+        }
+        let i = self.free.pop().ok_or(NoSlot::Full)? as usize;
+        self.held[account.index()] += 1;
         let s = &mut self.slots[i];
+        s.account = account;
         s.generation = s.generation.wrapping_add(1) & GENERATION_MASK;
         // Allocated: `Ops` until the message is posted or forwarded (never `Free` while held).
         s.state = SlotState::Ops;
@@ -205,7 +238,7 @@ impl SlotTable {
         s.pending = 0;
         s.failed = None;
         s.n_ops = 0;
-        Some(i)
+        Ok(i)
     }
 
     /// Returns slot `i` to the free list (once: a free slot is left alone).
@@ -216,6 +249,8 @@ impl SlotTable {
         if self.slots[i].state != SlotState::Free {
             self.slots[i].state = SlotState::Free;
             self.free.push(i as u32);
+            let held = &mut self.held[self.slots[i].account.index()];
+            *held = held.saturating_sub(1);
         }
     }
 
