@@ -6,7 +6,9 @@
 //!
 //! 0. Busy fractions rise as soon as two samples in a row show it and fall smoothly:
 //!    congestion is acted on one sample after its onset, calm only once it has lasted.
-//! 1. A class stays where it is for at least `min_dwell` after a move (no flapping).
+//! 1. A class stays where it is for at least `min_dwell` after a move (no flapping); one that
+//!    had to leave home again within `FLAP_WINDOW` of coming back waits twice as long away
+//!    before its next return, per flap in a row (at most `min_dwell << MAX_FLAPS`).
 //! 2. Host congested (busy fraction, smoothed, above `host_high`, or its queues deeper than
 //!    `queue_high`, or the host is gone): classes on the host move to the NIC while the NIC's
 //!    projected load stays under `nic_target`; read-only classes that do not fit go to the
@@ -166,7 +168,17 @@ struct ClassState {
     home: Location,
     moved_at: Option<Nanos>,
     lease_until: Nanos,
+    /// When it last came home because the load returned to normal.
+    returned_at: Option<Nanos>,
+    /// Flaps in a row: it had to leave again within [`FLAP_WINDOW`] of coming home. Its
+    /// dwell away before the next return is `min_dwell << flaps` (see rule 1).
+    flaps: u32,
 }
+
+/// A class that must leave again this soon after it came home flapped.
+pub const FLAP_WINDOW: Nanos = 100_000_000;
+/// The most a class's dwell away doubles for flapping (`min_dwell << 6`: 1.28 s by default).
+pub const MAX_FLAPS: u32 = 6;
 
 /// The policy's state: current placement per class and smoothed loads.
 #[derive(Debug, Clone)]
@@ -189,6 +201,8 @@ impl Policy {
             home,
             moved_at: None,
             lease_until: 0,
+            returned_at: None,
+            flaps: 0,
         };
         Self {
             cfg,
@@ -358,7 +372,15 @@ impl Policy {
                         }
                     }
                 }
-                at if calm && at != st.home && !dwelling => {
+                // Back home only after a dwell that doubles with each flap: under steady
+                // saturation a class left, the load looked normal without it, it came back
+                // and left again every 40 ms (the second probe: 344 decisions a second).
+                at if calm
+                    && at != st.home
+                    && st.moved_at.is_none_or(|t| {
+                        s.now.saturating_sub(t) >= c.min_dwell << st.flaps.min(MAX_FLAPS)
+                    }) =>
+                {
                     let target = if st.home == Location::Nic {
                         c.nic_target
                     } else {
@@ -391,6 +413,19 @@ impl Policy {
                     Location::Client => {}
                 }
                 let state = &mut self.classes[cl.class as usize];
+                if reason == Reason::LoadReturned && dest == state.home {
+                    state.returned_at = Some(s.now);
+                } else if st.at == state.home {
+                    // Leaving home: a flap if it came back only a moment ago.
+                    let flapped = state
+                        .returned_at
+                        .is_some_and(|t| s.now.saturating_sub(t) < FLAP_WINDOW);
+                    state.flaps = if flapped {
+                        (state.flaps + 1).min(MAX_FLAPS)
+                    } else {
+                        0
+                    };
+                }
                 state.at = dest;
                 state.moved_at = Some(s.now);
                 if dest == Location::Client {
@@ -497,6 +532,40 @@ mod tests {
                 read_only,
             })
             .collect()
+    }
+
+    /// Steady saturation whose cost the class's estimate does not show (the second probe: a
+    /// heavy tenant's handler saturating a NIC worker): away from the NIC the load looks
+    /// normal, so the class came back after each `min_dwell` and left again: 344 decisions
+    /// a second. Each flap in a row now doubles the dwell away.
+    #[test]
+    fn a_class_that_flaps_waits_longer_away_each_time() {
+        let mut sim = Sim::new(classes(1, 0.05, false), Location::Nic);
+        let mut flips_at = Vec::new();
+        for _ in 0..3000 {
+            // The saturation follows the class: 95 % of the NIC while it runs there.
+            let at_nic = sim.policy.placement(0) == Location::Nic;
+            sim.nic_background = if at_nic { 0.95 } else { 0.0 };
+            let before = sim.log.len();
+            sim.run(1);
+            flips_at.extend(sim.log[before..].iter().map(|d| d.at / MS));
+        }
+        // Without damping: a move every ~20-25 ms, over 100 in 3 s.
+        assert!(
+            flips_at.len() <= 16,
+            "{} moves: {flips_at:?}",
+            flips_at.len()
+        );
+        // The first shift and the first return are as quick as ever.
+        assert!(flips_at[0] <= 5, "{flips_at:?}");
+        assert!(flips_at[1] - flips_at[0] <= 30, "{flips_at:?}");
+        // The dwells away grow: each return later than the one before.
+        let away: Vec<u64> = flips_at
+            .chunks(2)
+            .filter_map(|p| Some(p.get(1)? - p[0]))
+            .collect();
+        assert!(away.windows(2).all(|w| w[1] >= w[0]), "{away:?}");
+        assert!(away.last().is_some_and(|a| *a >= 640), "{away:?}");
     }
 
     #[test]
