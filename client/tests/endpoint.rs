@@ -266,6 +266,31 @@ fn refusals_are_retried_soon_under_new_ids_until_the_retries_run_out() {
 }
 
 #[test]
+fn host_unavailable_is_retried_on_the_retransmission_schedule() {
+    // The host agent away lasts about as long as a restart, not a queue's moment: retried
+    // after the timeout, doubling (quick retries gave up after ~50 ms in all).
+    let t0 = Instant::now();
+    let mut ep = endpoint(5, 64);
+    let _ticket = call(&mut ep, t0);
+    let (_, _, mut req) = sent(&mut ep).remove(0);
+    let from: SocketAddr = "10.0.0.1:7002".parse().unwrap();
+    let mut now = t0;
+    for wait in [TIMEOUT, 2 * TIMEOUT, 4 * TIMEOUT] {
+        let gone = Body::Error(ErrorRepr {
+            code: ErrorCode::HostUnavailable,
+            detail: "host agent gone",
+            retry_after_us: None,
+        });
+        ep.handle(now, from, &reply(&req, gone));
+        let due = ep.poll_timeout().expect("a retry is scheduled");
+        assert_eq!(due - now, wait);
+        now = due;
+        ep.handle_timeout(now);
+        req = sent(&mut ep).remove(0).2;
+    }
+}
+
+#[test]
 fn a_timeout_after_a_refusal_names_the_refusal() {
     // Attempt 1 is refused; the later ones get no answer: the outcome is unknown (a timeout),
     // and the error says what the server answered before.

@@ -6,7 +6,7 @@ use crate::local::RunStep;
 use crate::reply::{
     kv_owned, Completion, OffloadInfo, OpOutcome, Page, ProgramPiece, Reply, Response, Ticket,
 };
-use naam_core::wire::{Body, Kind, Location, Message, OneSidedRepr};
+use naam_core::wire::{Body, ErrorCode, Kind, Location, Message, OneSidedRepr};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -136,6 +136,13 @@ impl Endpoint {
                     Some(us) => {
                         self.stats.retry_after_hints += 1;
                         Duration::from_micros(u64::from(us))
+                    }
+                    // The host agent is away (restarting, or gone for good): that lasts about
+                    // a second, not a queue's moment; retried on the retransmission schedule
+                    // (~1.5 s in all at the defaults), so a client rides out a restart. Quick
+                    // retries gave up after 50 ms.
+                    None if e.code == ErrorCode::HostUnavailable => {
+                        self.cfg.backoff(p.attempts - 1)
                     }
                     None => (self.cfg.timeout / 32).saturating_mul(1 << (p.attempts - 1).min(5)),
                 };

@@ -688,10 +688,11 @@ impl Worker {
                 let Some(i) = self.take_slot(port, info, SlotKind::Am, Some(account)) else {
                     return;
                 };
-                self.shares.count_admitted(account);
                 if dedup && !self.begin_dedup(port, info, i, tenant) {
                     return;
                 }
+                // Admitted: it runs (a refusal above is no admission).
+                self.shares.count_admitted(account);
                 let s = &mut self.slots[i];
                 s.offload = req.offload;
                 s.tenant = tenant;
