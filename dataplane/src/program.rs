@@ -74,7 +74,8 @@ struct Args {
     /// Step budget of a message.
     #[arg(long, default_value_t = naam_core::exec::DEFAULT_MAX_STEPS, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_steps: u32,
-    /// Host heartbeat age (ms) after which the host agent counts as gone.
+    /// Host heartbeat age (ms) after which the host agent is suspect (stalled: its classes run
+    /// on the NIC until the heartbeat returns); gone is its link socket closing.
     #[arg(long, default_value_t = 100)]
     stale_ms: u64,
     /// How long to wait for the host agent's link socket at start (ms).

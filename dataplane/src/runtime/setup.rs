@@ -251,27 +251,14 @@ fn open_port(
                 p.set_loss(loss);
                 AnyPort::Udp(p)
             })
-            .map_err(|e| format!("worker {worker}: {}", with_sources(&e)));
+            .map_err(|e| format!("worker {worker}: {}", super::with_sources(&e)));
     }
     if loss != LossInjection::default() {
         return Err(format!(
             "loss injection is implemented by udp: ports only, not {spec:?}"
         ));
     }
-    crate::port::open(spec, &PortOptions { classes }).map_err(|e| with_sources(&e))
-}
-
-/// `e` and each of its sources on one line ("bind failed: Address already in use"): the
-/// port's errors become strings here, and the OS's reason is what an operator needs.
-fn with_sources(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
+    crate::port::open(spec, &PortOptions { classes }).map_err(|e| super::with_sources(&e))
 }
 
 impl Runtime {

@@ -181,7 +181,7 @@ impl ControlPlane {
         if let Some(kept) = kept.and_then(|r| Message::parse(r).ok()) {
             return emit(&msg.reply(kept.body), out);
         }
-        let d = e.to_string();
+        let d = crate::runtime::with_sources(&e);
         emit(&msg.reply(error(ErrorCode::HostUnavailable, &d)), out)
     }
 

@@ -383,8 +383,8 @@ impl ControlPlane {
         let reply = match self.ask_host(raw) {
             Ok(r) => r.to_vec(),
             Err(e) => {
-                tracing::warn!(error = %e, "register: host agent unreachable");
-                let d = e.to_string();
+                let d = crate::runtime::with_sources(&e);
+                tracing::warn!(error = d, "register: host agent unreachable");
                 return emit(&msg.reply(error(ErrorCode::HostUnavailable, &d)), out);
             }
         };
@@ -432,7 +432,7 @@ impl ControlPlane {
         let reply = match self.ask_host(raw) {
             Ok(r) => r.to_vec(),
             Err(e) => {
-                let d = e.to_string();
+                let d = crate::runtime::with_sources(&e);
                 return emit(&msg.reply(error(ErrorCode::HostUnavailable, &d)), out);
             }
         };
