@@ -374,6 +374,23 @@ impl Rig {
         self.send(class, &m);
     }
 
+    /// Tenant 2's spin handler (seeded with `id`), as request `id`.
+    fn tenant2_spin(&mut self, id: u64) {
+        let seed = id.to_le_bytes();
+        let m = Message::new(
+            id,
+            SPIN_CLASS,
+            Body::AmRequest(AmRequestRepr {
+                offload: SPIN_ID,
+                tenant: 2,
+                capability: tenant2_key().capability(2),
+                flags: AmFlags::empty(),
+                args: &seed,
+            }),
+        );
+        self.send(SPIN_CLASS, &m);
+    }
+
     /// Replies sent to the client, as raw datagrams.
     fn replies(&mut self) -> Vec<Vec<u8>> {
         self.port
@@ -644,19 +661,7 @@ fn one_tenant_waiting_at_the_host_leaves_slots_for_another() {
             );
         }
         if with_tenant_2 {
-            let seed = 7u64.to_le_bytes();
-            let m = Message::new(
-                1000,
-                SPIN_CLASS,
-                Body::AmRequest(AmRequestRepr {
-                    offload: SPIN_ID,
-                    tenant: 2,
-                    capability: tenant2_key().capability(2),
-                    flags: AmFlags::empty(),
-                    args: &seed,
-                }),
-            );
-            r.send(SPIN_CLASS, &m);
+            r.tenant2_spin(1000);
         }
         r.poll();
         let refused: Vec<(u16, String)> = r
@@ -1797,21 +1802,7 @@ fn a_mutation_is_applied_once_while_its_client_may_retry_whatever_follows() {
 /// a retry-after; both counted per tenant.
 #[test]
 fn a_burst_is_served_in_fair_order_and_a_worker_behind_refuses_the_excess() {
-    let light = |r: &mut Rig, id: u64| {
-        let seed = id.to_le_bytes();
-        let m = Message::new(
-            id,
-            SPIN_CLASS,
-            Body::AmRequest(AmRequestRepr {
-                offload: SPIN_ID,
-                tenant: 2,
-                capability: tenant2_key().capability(2),
-                flags: AmFlags::empty(),
-                args: &seed,
-            }),
-        );
-        r.send(SPIN_CLASS, &m);
-    };
+    let light = |r: &mut Rig, id: u64| r.tenant2_spin(id);
     // `heavy` messages of tenant 1, then one of tenant 2, in one burst (32 fill it). Returns
     // the classes of the replies in order, and the refusals.
     let burst = |fair: FairConfig, heavy: u64| {
