@@ -106,7 +106,8 @@ impl Endpoint {
         // other reply grows the window.
         if p.on_wire {
             p.on_wire = false;
-            if p.attempts == 1 {
+            // Karn: only a reply to the one copy under its id times a round trip.
+            if p.copies == 1 {
                 self.servers[p.server].rtt.sample(now - p.sent_at);
             }
             let gap = self.cut_gap();

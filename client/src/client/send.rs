@@ -5,7 +5,7 @@
 use super::endpoint::{Endpoint, Pending, Purpose, ServerId, NO_TIMER};
 use crate::error::Result;
 use crate::reply::Ticket;
-use naam_core::wire::{Body, Flags, Kind, Message};
+use naam_core::wire::{Body, Flags, HeaderPacket, Kind, Message};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -119,12 +119,14 @@ impl Endpoint {
         let Some(p) = self.pending.get_mut(&id) else {
             return;
         };
-        if p.attempts > 0 {
-            let flags =
-                u16::from_le_bytes([p.datagram[4], p.datagram[5]]) | Flags::RETRANSMIT.bits();
-            p.datagram[4..6].copy_from_slice(&flags.to_le_bytes());
+        // A retransmission is another copy under the same id (a renumbered retry is not).
+        let mut h = HeaderPacket::new_unchecked(&mut p.datagram[..]);
+        let others = h.flags() & !Flags::RETRANSMIT.bits();
+        if p.copies > 0 {
+            h.set_flags(others | Flags::RETRANSMIT.bits());
             self.stats.retransmits += 1;
         } else {
+            h.set_flags(others);
             self.stats.requests += 1;
         }
         let rto = self.servers[p.server]
@@ -175,7 +177,7 @@ impl Endpoint {
         }
         p.copies = 0;
         let (new, window) = self.new_request_id();
-        let mut h = naam_core::wire::HeaderPacket::new_unchecked(&mut p.datagram[..]);
+        let mut h = HeaderPacket::new_unchecked(&mut p.datagram[..]);
         h.set_request_id(new);
         h.set_window(window);
         self.stats.renumbered += 1;
