@@ -219,6 +219,23 @@ pub fn hand_over(scrapes: &Receiver<Scrape>, render: impl FnOnce() -> String) ->
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Any bytes a peer sends: no panic, and a head that ends (a blank line) is decided.
+        #[test]
+        fn any_head_is_decided_without_panicking(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            // (Blank lines before a request line are skipped, as HTTP says: those wait for
+            // more, and the time limit ends them.)
+            text in "[!-~][ -~]{0,200}",
+        ) {
+            let _ = parse(&bytes);
+            let head = format!("{text}\r\n\r\n");
+            let asked = parse(head.as_bytes());
+            proptest::prop_assert!(asked.is_some(), "{head:?}");
+        }
+    }
+
     #[test]
     fn heads_are_answered_by_method_and_path() {
         assert_eq!(
