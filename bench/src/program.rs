@@ -77,9 +77,10 @@ enum Command {
         /// Zipfian constant.
         #[arg(long, default_value_t = 0.99)]
         theta: f64,
-        /// Number of keys (the comparison's host agents build this many).
-        #[arg(long, default_value_t = 100_000)]
-        keys: u64,
+        /// Number of keys (the comparison's host agents build this many) [default: 100 000;
+        /// with --server and --no-load, the keys the server's MICA was filled with].
+        #[arg(long)]
+        keys: Option<u64>,
         /// Value size in bytes (1..=1024).
         #[arg(long, default_value_t = 64)]
         value_size: usize,
@@ -248,6 +249,9 @@ enum Command {
     },
 }
 
+/// Keys of a YCSB run unless told (or, against a filled server, unless it says).
+const YCSB_KEYS: u64 = 100_000;
+
 /// The program with these arguments (the first is the program name): what its own binary
 /// runs, and what the `naam-rs` program of the repository root runs for this role.
 pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
@@ -317,7 +321,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                     systems,
                     dist: distribution,
                     theta,
-                    keys,
+                    keys: keys.unwrap_or(YCSB_KEYS),
                     value_size,
                     duration: Duration::from_secs_f64(duration),
                     warmup: Duration::from_secs_f64(warmup),
@@ -332,7 +336,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                 return Ok(());
             }
             let workload = workload.first().copied().unwrap_or(ycsb::Workload::B);
-            let cfg = ycsb::YcsbConfig {
+            let mut cfg = ycsb::YcsbConfig {
                 servers: server
                     .iter()
                     .map(|&a| naam_client::ServerAddr::new(a, None))
@@ -340,7 +344,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                 workload,
                 dist: distribution,
                 theta,
-                keys,
+                keys: keys.unwrap_or(YCSB_KEYS),
                 value_size,
                 placement,
                 duration: Duration::from_secs_f64(duration),
@@ -354,6 +358,13 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                 credential: naam_client::keys::find(None)?,
                 max_window: naam_client::ClientConfig::default().max_window,
             };
+            if keys.is_none() && no_load {
+                // The keys the server filled, not a default that may name absent ones.
+                if let Some(n) = ycsb::server_keys(&cfg)? {
+                    cfg.keys = n;
+                }
+            }
+            let keys = cfg.keys;
             println!(
                 "ycsb: workload {workload:?}, {distribution:?} (theta {theta}), {keys} keys of \
                  {value_size} B, placement {placement:?}, {threads} thread(s), {}",
