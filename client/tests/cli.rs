@@ -314,3 +314,27 @@ fn an_object_too_large_for_a_sealed_register_is_refused_here_with_the_limit() {
     assert_one_line_error(&r, "invalid_program");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn describe_prints_parameters_and_runs_admin_commands() {
+    let s = start_server();
+    let r = naam(&s, &["describe", "mica"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(
+        r.stdout.lines().any(|l| l.starts_with("buckets ")),
+        "{}",
+        r.stdout
+    );
+    let r = naam(&s, &["describe", "host"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(
+        r.stdout.lines().any(|l| l.starts_with("pid ")),
+        "{}",
+        r.stdout
+    );
+    let r = naam(&s, &["--json", "describe", "congest-nic:0"]);
+    assert!(r.ok, "{}", r.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(doc["congest_ms"], 0);
+    assert_one_line_error(&naam(&s, &["describe", "nosuch"]), "unknown_app");
+}

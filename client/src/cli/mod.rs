@@ -69,6 +69,11 @@ pub enum ClientCommand {
     Offload(OffloadCommand),
     /// Print the server's counters, one "name value" per line.
     Stats,
+    /// DESCRIBE NAME, one "name value" per line: an application's parameters (`mica`,
+    /// `btree`, `record`), the host agent (`host`), or an admin command: `snapshot`,
+    /// `congest:MS` (the host's cores taken for MS ms), `congest-nic:MS` (the NIC's), `shutdown`
+    /// (docs/runtime.md).
+    Describe { name: String },
     /// Send one active message to offload ID and print where it ran and its output.
     Call {
         id: u32,
@@ -392,13 +397,21 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
         }
         ClientCommand::Stats => {
             let mut client = client;
-            let stats = client.server_stats(0)?;
-            let text = stats.iter().map(|(n, v)| format!("{n} {v}\n")).collect();
-            let map: serde_json::Map<String, serde_json::Value> =
-                stats.into_iter().map(|(n, v)| (n, v.into())).collect();
-            Answer::new(text, serde_json::Value::Object(map))
+            name_values(client.server_stats(0)?)
+        }
+        ClientCommand::Describe { name } => {
+            let mut client = client;
+            name_values(client.describe(0, name)?)
         }
     })
+}
+
+/// "name value" lines, or one JSON object.
+fn name_values(pairs: Vec<(String, u64)>) -> Answer {
+    let text = pairs.iter().map(|(n, v)| format!("{n} {v}\n")).collect();
+    let map: serde_json::Map<String, serde_json::Value> =
+        pairs.into_iter().map(|(n, v)| (n, v.into())).collect();
+    Answer::new(text, serde_json::Value::Object(map))
 }
 
 /// `naam offload show`: the LIST entries joined with the dataplane's per-offload counters
