@@ -643,7 +643,10 @@ impl Drop for Deployment {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(3));
         if self.cfg.persist {
-            let _ = std::fs::remove_file(self.persist_path());
+            // The area, and the run-time offloads the host agent keeps beside it.
+            let area = self.persist_path();
+            let _ = std::fs::remove_file(area.with_extension("offloads"));
+            let _ = std::fs::remove_file(area);
         }
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }
