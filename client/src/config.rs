@@ -44,6 +44,13 @@ pub struct ClientConfig {
     pub max_retries: u32,
     /// The back-off doubles the timeout per retransmission up to this.
     pub max_backoff: Duration,
+    /// The longest time between the first and the last copy of one request id: a call gives
+    /// up (a timeout, outcome unknown) rather than retransmit later. It must stay below the
+    /// servers' retention of replies (`naam-dataplane --dedup-retain-ms`, 3 s by default):
+    /// a retransmission of a mutation whose reply was lost, arriving after its reply was
+    /// forgotten, would run it again. With the round trip's timeout (`crate::rtt`) the
+    /// retries alone no longer bound that time.
+    pub max_retry_span: Duration,
     pub exec_mode: ExecMode,
     /// Step budget of locally executed messages (the servers' default is 32).
     pub max_steps: u32,
@@ -65,6 +72,7 @@ impl Default for ClientConfig {
             timeout: Duration::from_millis(50),
             max_retries: 5,
             max_backoff: Duration::from_secs(1),
+            max_retry_span: Duration::from_millis(2500),
             exec_mode: ExecMode::Auto,
             max_steps: naam_core::exec::DEFAULT_MAX_STEPS,
             engine: Engine::native(),

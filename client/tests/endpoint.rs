@@ -361,3 +361,38 @@ fn a_placement_hint_leases_the_class_to_the_client_until_another_hint_ends_it() 
     assert!(!ep.lease_active(t0, 0, 2));
     assert_eq!(ep.stats.hints, 2);
 }
+
+#[test]
+fn no_copy_of_an_id_goes_out_later_than_the_retry_span() {
+    // The servers keep a reply for their retention time only: a retransmission after it
+    // could run a mutation whose reply was lost a second time. However many retries are
+    // left, no copy of an id is sent later than `max_retry_span` after its first.
+    let cfg = ClientConfig {
+        timeout: Duration::from_millis(100),
+        max_retries: 50,
+        max_backoff: Duration::from_millis(100),
+        max_retry_span: Duration::from_millis(250),
+        exec_mode: ExecMode::Server,
+        ..ClientConfig::default()
+    };
+    let mut ep = Endpoint::new(&[server()], cfg).unwrap();
+    let t0 = Instant::now();
+    let ticket = ep
+        .submit_call_on(t0, 0, 0, 2, b"args", ExecMode::Server)
+        .unwrap();
+    let mut copies = vec![Duration::ZERO];
+    sent(&mut ep);
+    while let Some(at) = ep.poll_timeout() {
+        ep.handle_timeout(at);
+        copies.extend(sent(&mut ep).iter().map(|_| at - t0));
+    }
+    assert_eq!(
+        copies,
+        [0, 100, 200].map(Duration::from_millis),
+        "sent at 0, 100, 200 ms; the next (300 ms) would be past the span"
+    );
+    match ep.take(ticket) {
+        Some(Err(ClientError::Timeout { attempts, .. })) => assert_eq!(attempts, 3),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}

@@ -833,3 +833,92 @@ fn run_time_offloads_come_back_from_the_snapshot_and_the_host_agent_decides_what
         "the dataplane follows"
     );
 }
+
+/// At most once when refusals and losses mix (the client's renumbering, docs/client.md): a
+/// reply cache of two sets (16 entries) refuses many of 16 pipelined FAAs `busy` (not executed),
+/// and the dataplane drops every 7th request and every 5th reply. A request whose only copy
+/// under its id was refused is retried under a new id; one refused after a retransmission
+/// keeps its id (its first copy may have run, its reply lost). The word must grow by exactly
+/// the acknowledged FAAs, give or take those whose outcome stayed unknown.
+#[test]
+fn faas_refused_and_lost_are_renumbered_only_when_safe_and_applied_as_acknowledged() {
+    const N: u64 = 1_000;
+    const IN_FLIGHT: usize = 16;
+    let d = deploy(|c| {
+        c.dataplane_args = [
+            "--dedup",
+            "16",
+            // Longer than the client's copies of an id may span (300 ms below): the contract
+            // that makes a retransmission find its reply.
+            "--dedup-retain-ms",
+            "400",
+            "--drop-rx-every",
+            "7",
+            "--drop-tx-every",
+            "5",
+        ]
+        .map(String::from)
+        .to_vec();
+    });
+    let mut cfg = patient(ExecMode::Server);
+    cfg.timeout = Duration::from_millis(20);
+    cfg.max_retries = 9;
+    cfg.max_backoff = Duration::from_millis(100);
+    cfg.max_retry_span = Duration::from_millis(300);
+    let mut c = d.client(cfg).unwrap();
+    c.describe(0, "record").unwrap();
+    let r = region::RECORD;
+    let key = c.region_key(0, r).unwrap();
+    let word = 64 * 13;
+    let read = |c: &mut naam_client::Client| {
+        u64::from_le_bytes(c.read(0, r, word, 8).unwrap().try_into().unwrap())
+    };
+    let start = read(&mut c);
+    let faa = RemoteOp {
+        region: r,
+        key,
+        offset: word,
+        body: OpBody::Faa { addend: 1 },
+    };
+    let (mut sent, mut acked, mut unknown, mut open) = (0u64, 0u64, 0u64, 0usize);
+    let began = Instant::now();
+    while acked + unknown < N {
+        while open < IN_FLIGHT && sent < N {
+            c.submit_ops(0, &[faa]).unwrap();
+            sent += 1;
+            open += 1;
+        }
+        if let Some(done) = c.poll(Some(Duration::from_millis(100))).unwrap() {
+            open -= 1;
+            match done.result {
+                Ok(naam_client::Response::OneSided(out)) => {
+                    assert_eq!(out[0].error, None);
+                    acked += 1;
+                }
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(_) => unknown += 1,
+            }
+        }
+        assert!(began.elapsed() < Duration::from_secs(120), "{acked} acked");
+    }
+    let applied = read(&mut c) - start;
+    let st = c.endpoint().stats.clone();
+    let refused = stat(&d, "total.busy");
+    println!(
+        "{N} FAAs in {:?}: {acked} acknowledged, {unknown} unknown, {applied} applied; \
+         {refused} refusals, {} renumbered, {} retransmissions, {} evicted",
+        began.elapsed(),
+        st.renumbered,
+        st.retransmits,
+        stat(&d, "total.dedup_evicted"),
+    );
+    assert!(
+        refused > 0 && st.renumbered > 0,
+        "the refusal path was exercised"
+    );
+    assert!(st.retransmits > 0, "and the loss path");
+    assert!(
+        applied >= acked && applied <= acked + unknown,
+        "applied {applied}, acknowledged {acked}, unknown {unknown}"
+    );
+}

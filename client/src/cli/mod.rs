@@ -29,9 +29,11 @@ pub struct GlobalArgs {
     /// Execute handlers at the client (their ops sent as one-sided requests).
     #[arg(long, global = true)]
     pub local: bool,
-    /// Milliseconds to wait for a reply before the first retransmission. The wait doubles at
-    /// each retransmission up to the larger of 1 s and MS, and a request fails after
-    /// --retries of them: with the defaults after about 2.6 s; with MS = 5000, after 30 s.
+    /// Milliseconds to wait for a reply before the first retransmission (longer when the
+    /// server's measured round trip is). The wait doubles at each retransmission up to the
+    /// larger of 1 s and MS; a request fails after --retries of them, and is never sent again
+    /// later than 2.5 s after its first copy (the servers keep replies 3 s): with the
+    /// defaults after about 2.6 s; with MS = 5000, after 5 s (no retransmission).
     #[arg(long, global = true, default_value_t = 50, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub timeout_ms: u64,

@@ -106,6 +106,8 @@ pub(super) struct Pending {
     pub(super) first_sent: Instant,
     /// When it last went on the wire (for a round-trip sample when it was sent once).
     pub(super) sent_at: Instant,
+    /// When the first copy under its current id went on the wire.
+    pub(super) id_first_sent: Instant,
     pub(super) deadline: Instant,
     /// The last transient refusal (`busy`, `host_unavailable`) the server answered, named
     /// when the retries run out in silence.
@@ -141,6 +143,7 @@ impl Pending {
             copies: 0,
             first_sent: now,
             sent_at: now,
+            id_first_sent: now,
             deadline: now,
             refused: None,
             purpose,

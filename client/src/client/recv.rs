@@ -21,26 +21,11 @@ impl Endpoint {
             self.timers.pop();
             let retries = self.cfg.max_retries;
             // A finished request, or one whose deadline moved: a stale timer.
-            let Some(p) = self.pending.get_mut(&id).filter(|p| p.deadline == at) else {
+            let Some(p) = self.pending.get(&id).filter(|p| p.deadline == at) else {
                 continue;
             };
-            if p.attempts > retries {
-                let mut p = self.pending.remove(&id).expect("due id is pending");
-                self.recycle(std::mem::take(&mut p.datagram));
-                if p.on_wire {
-                    self.servers[p.server].window.left();
-                    self.release(p.server, now);
-                }
-                self.stats.timeouts += 1;
-                let err = ClientError::Timeout {
-                    request_id: id,
-                    to: p.dest,
-                    awaited: p.expect,
-                    attempts: p.attempts,
-                    waited: now - p.first_sent,
-                    refused: p.refused.take(),
-                };
-                self.finish(p.ticket, p.purpose, Err(err));
+            if p.attempts > retries || self.past_retry_span(p, now) {
+                self.give_up(id, now);
                 continue;
             }
             let (server, on_wire) = (p.server, p.on_wire);
@@ -59,6 +44,38 @@ impl Endpoint {
         }
         self.drop_stale_timers();
         self.next_deadline = self.timers.peek().map(|t| t.0 .0);
+    }
+
+    /// Whether sending request `p` again now would put another copy of its id on the wire
+    /// later than [`ClientConfig::max_retry_span`] after the first: past the servers'
+    /// retention of a reply, where a retransmission of a mutation whose reply was lost could
+    /// run it again. (A request renumbered since has no copy under its new id yet.)
+    ///
+    /// [`ClientConfig::max_retry_span`]: crate::ClientConfig::max_retry_span
+    pub(super) fn past_retry_span(&self, p: &Pending, now: Instant) -> bool {
+        p.copies > 0 && now.saturating_duration_since(p.id_first_sent) >= self.cfg.max_retry_span
+    }
+
+    /// Ends request `id` with a timeout: no reply came, its outcome is unknown.
+    pub(super) fn give_up(&mut self, id: u64, now: Instant) {
+        let Some(mut p) = self.pending.remove(&id) else {
+            return;
+        };
+        self.recycle(std::mem::take(&mut p.datagram));
+        if p.on_wire {
+            self.servers[p.server].window.left();
+            self.release(p.server, now);
+        }
+        self.stats.timeouts += 1;
+        let err = ClientError::Timeout {
+            request_id: id,
+            to: p.dest,
+            awaited: p.expect,
+            attempts: p.attempts,
+            waited: now - p.first_sent,
+            refused: p.refused.take(),
+        };
+        self.finish(p.ticket, p.purpose, Err(err));
     }
 
     /// Pops timers of requests that finished or were rescheduled, so that the top is live.

@@ -134,6 +134,9 @@ impl Endpoint {
             .rto(self.cfg.timeout, self.cfg.max_backoff);
         p.deadline = now + self.cfg.backoff_from(rto, p.attempts);
         p.sent_at = now;
+        if p.copies == 0 {
+            p.id_first_sent = now;
+        }
         p.attempts += 1;
         p.copies += 1;
         p.on_wire = true;
@@ -152,6 +155,13 @@ impl Endpoint {
             // It waited here with the id it got when it was made (or refused): a new one
             // now, or the wait would have held the server's de-duplication window open.
             let id = self.renumber(id, &mut p);
+            if self.past_retry_span(&p, now) {
+                // Another copy of a kept id, too late to be safe: it ends here.
+                self.pending.insert(id, p);
+                self.servers[server].window.left();
+                self.give_up(id, now);
+                continue;
+            }
             self.pending.insert(id, p);
             self.send_pending(id, now);
         }
