@@ -13,8 +13,10 @@
 //! - [`Client`]: one UDP socket (one client per thread), one or more servers; `submit_*` +
 //!   [`Client::poll`] keep many requests in flight, `call`/`read`/... block. Lost datagrams are
 //!   retransmitted with the same request id and the `RETRANSMIT` flag, with exponential
-//!   back-off, up to [`ClientConfig::max_retries`]; then the call fails with
-//!   [`ClientError::Timeout`].
+//!   back-off from the server's measured round trip ([`rtt`]), up to
+//!   [`ClientConfig::max_retries`] and [`ClientConfig::max_retry_span`]; then the call fails
+//!   with [`ClientError::Timeout`]. A request refused as not executed may be retried under a
+//!   new id (docs/client.md).
 //! - [`Endpoint`]: the client's protocol with no socket and no clock (what [`Client`] wraps):
 //!   requests and the time in, datagrams to send ([`Endpoint::poll_transmit`]), datagrams
 //!   received ([`Endpoint::handle`]) and timers ([`Endpoint::poll_timeout`],
