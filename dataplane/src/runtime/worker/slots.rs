@@ -159,8 +159,8 @@ pub(super) struct SlotTable {
     free: Vec<u32>,
     /// Slots in state `Host`.
     at_host: usize,
-    /// Slots held per tenant account (for the share, [`SlotTable::alloc`]).
-    held: [u16; MAX_TENANTS],
+    /// Slots held per tenant account (for the share, [`SlotTable::alloc`]; up to 65 536).
+    held: [u32; MAX_TENANTS],
 }
 
 /// Why [`SlotTable::alloc`] gave no slot.
@@ -216,7 +216,7 @@ impl SlotTable {
         account: Account,
         shared: bool,
     ) -> Result<usize, NoSlot> {
-        if shared && usize::from(self.held[account.index()]) >= self.share() {
+        if shared && self.held[account.index()] as usize >= self.share() {
             return Err(NoSlot::OverShare);
         }
         let i = self.free.pop().ok_or(NoSlot::Full)? as usize;
