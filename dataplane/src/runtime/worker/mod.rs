@@ -462,10 +462,6 @@ impl Worker {
         self.send_error(port, &info, code, d.as_str(), false);
     }
 
-    /// Remembers a mutation of `tenant` as in progress before it runs, in slot `slot`. False
-    /// when the reply cache has no room that would not forget a request still in progress, or
-    /// the tenant holds its share of it: the slot is freed and the request refused with `busy`
-    /// (counted `dedup_full`, `dedup_over_share`), never run unremembered.
     /// A slot for the message `info` of `account` (`None`: a tenant unknown here, not held
     /// to a share), or `None` after answering `busy`, counted by reason: every slot held
     /// (`slots_full`), or the tenant holds its share while another tenant uses the worker
@@ -505,6 +501,10 @@ impl Worker {
         None
     }
 
+    /// Remembers a mutation of `tenant` as in progress before it runs, in slot `slot`. False
+    /// when the reply cache has no room that would not forget a request still in progress, or
+    /// the tenant holds its share of it: the slot is freed and the request refused with `busy`
+    /// (counted `dedup_full`, `dedup_over_share`), never run unremembered.
     fn begin_dedup<P: Port>(
         &mut self,
         port: &mut P,
