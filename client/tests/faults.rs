@@ -488,6 +488,62 @@ fn run_time_offloads_survive_restarts_of_either_process_with_persist() {
     assert_eq!(stat(&d, "ctl.error.internal"), 0);
 }
 
+/// An FAA of 1 on the word at `word` of the record region, whose key `c` learns here.
+fn record_faa(c: &mut naam_client::Client, word: u64) -> RemoteOp<'static> {
+    c.describe(0, "record").unwrap();
+    let region = region::RECORD;
+    RemoteOp {
+        region,
+        key: c.region_key(0, region).unwrap(),
+        offset: word,
+        body: OpBody::Faa { addend: 1 },
+    }
+}
+
+/// The word at `word` of the record region (`c` knows its key).
+fn record_word(c: &mut naam_client::Client, word: u64) -> u64 {
+    let bytes = c.read(0, region::RECORD, word, 8).unwrap();
+    u64::from_le_bytes(bytes.try_into().unwrap())
+}
+
+/// FAAs kept in flight on one client: how many were sent, acknowledged, and ended without an
+/// answer (timed out after every retry, or refused: they may or may not have run).
+#[derive(Default)]
+struct Faas {
+    sent: u64,
+    acked: u64,
+    unknown: u64,
+    open: usize,
+}
+
+impl Faas {
+    /// Keeps up to `in_flight` of `n` FAAs on the wire and takes at most one completion
+    /// (waiting up to 100 ms for it).
+    fn step(&mut self, c: &mut naam_client::Client, faa: RemoteOp, n: u64, in_flight: usize) {
+        while self.open < in_flight && self.sent < n {
+            c.submit_ops(0, &[faa]).unwrap();
+            self.sent += 1;
+            self.open += 1;
+        }
+        if let Some(done) = c.poll(Some(Duration::from_millis(100))).unwrap() {
+            self.open -= 1;
+            match done.result {
+                Ok(naam_client::Response::OneSided(out)) => {
+                    assert_eq!(out[0].error, None);
+                    self.acked += 1;
+                }
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(_) => self.unknown += 1,
+            }
+        }
+    }
+
+    /// Those that ended, answered or not.
+    fn ended(&self) -> u64 {
+        self.acked + self.unknown
+    }
+}
+
 /// Issue 14: at most once, measured. FAAs on one word, pipelined, through a dataplane that
 /// drops every 7th request and every 5th reply and is killed (SIGKILL) and restarted every
 /// 4 000 acknowledged FAAs: every retransmission of an FAA that ran must be answered from
@@ -517,23 +573,15 @@ fn faas_under_request_and_reply_loss_are_applied_exactly_as_acknowledged() {
     cfg.max_retries = 12;
     cfg.max_backoff = Duration::from_millis(200);
     let mut c = d.client(cfg).unwrap();
-    c.describe(0, "record").unwrap();
-    let r = region::RECORD;
-    let key = c.region_key(0, r).unwrap();
     let word = 64 * 7;
-    let start = u64::from_le_bytes(c.read(0, r, word, 8).unwrap().try_into().unwrap());
-    let faa = RemoteOp {
-        region: r,
-        key,
-        offset: word,
-        body: OpBody::Faa { addend: 1 },
-    };
-    let (mut sent, mut acked, mut unknown, mut open) = (0u64, 0u64, 0u64, 0usize);
+    let faa = record_faa(&mut c, word);
+    let start = record_word(&mut c, word);
+    let mut f = Faas::default();
     let (mut restarts, mut replayed) = (0u64, 0u64);
     let limit = Duration::from_secs(300.max(n / 300));
     let began = Instant::now();
-    while acked + unknown < n {
-        if restart_every > 0 && acked >= (restarts + 1) * restart_every {
+    while f.ended() < n {
+        if restart_every > 0 && f.acked >= (restarts + 1) * restart_every {
             // The counters start again with the new process: keep the old one's.
             replayed += d
                 .stats()
@@ -545,26 +593,11 @@ fn faas_under_request_and_reply_loss_are_applied_exactly_as_acknowledged() {
             d.start_dataplane().unwrap();
             restarts += 1;
         }
-        while open < IN_FLIGHT && sent < n {
-            c.submit_ops(0, &[faa]).unwrap();
-            sent += 1;
-            open += 1;
-        }
-        if let Some(done) = c.poll(Some(Duration::from_millis(100))).unwrap() {
-            open -= 1;
-            match done.result {
-                Ok(naam_client::Response::OneSided(out)) => {
-                    assert_eq!(out[0].error, None);
-                    acked += 1;
-                }
-                // Timed out after every retry, or refused: it may or may not have run.
-                Ok(other) => panic!("unexpected {other:?}"),
-                Err(_) => unknown += 1,
-            }
-        }
-        assert!(began.elapsed() < limit, "{acked} acked");
+        f.step(&mut c, faa, n, IN_FLIGHT);
+        assert!(began.elapsed() < limit, "{} acked", f.acked);
     }
-    let end = u64::from_le_bytes(c.read(0, r, word, 8).unwrap().try_into().unwrap());
+    let (acked, unknown) = (f.acked, f.unknown);
+    let end = record_word(&mut c, word);
     let applied = end - start;
     let stats = d.stats().unwrap();
     let s = |k: &str| stats.get(k).copied().unwrap_or(0);
@@ -603,26 +636,16 @@ fn faas_under_request_and_reply_loss_are_applied_exactly_as_acknowledged() {
 fn a_retransmission_after_a_dataplane_restart_gets_the_first_reply_and_does_not_run_again() {
     let mut d = deploy(|_| {});
     let mut setup = d.client(patient(ExecMode::Server)).unwrap();
-    setup.describe(0, "record").unwrap();
-    let r = region::RECORD;
-    let key = setup.region_key(0, r).unwrap();
     let word = 64 * 9;
+    let faa = record_faa(&mut setup, word);
     let mut cfg = patient(ExecMode::Server);
     // Retransmit for long enough to span the restart.
     cfg.timeout = Duration::from_millis(100);
     cfg.max_retries = 60;
     cfg.max_backoff = Duration::from_millis(200);
     let mut c = d.client(cfg).unwrap();
-    c.set_region_key(0, r, key).unwrap();
-    let faa = RemoteOp {
-        region: r,
-        key,
-        offset: word,
-        body: OpBody::Faa { addend: 1 },
-    };
-    let read = |c: &mut naam_client::Client| {
-        u64::from_le_bytes(c.read(0, r, word, 8).unwrap().try_into().unwrap())
-    };
+    c.set_region_key(0, faa.region, faa.key).unwrap();
+    let read = |c: &mut naam_client::Client| record_word(c, word);
     let start = read(&mut setup);
     // The next dataplane executes but answers nothing.
     d.kill_dataplane();
@@ -673,20 +696,10 @@ fn a_restart_with_fewer_workers_waits_out_the_reply_caches_and_runs_nothing_twic
     // must not serve until those retransmissions can no longer come, so each FAA runs once.
     let mut d = deploy(|c| c.nic_workers = 2);
     let mut setup = d.client(patient(ExecMode::Server)).unwrap();
-    setup.describe(0, "record").unwrap();
-    let r = region::RECORD;
-    let key = setup.region_key(0, r).unwrap();
     let word = 64 * 11;
-    let read = |c: &mut naam_client::Client| {
-        u64::from_le_bytes(c.read(0, r, word, 8).unwrap().try_into().unwrap())
-    };
+    let faa = record_faa(&mut setup, word);
+    let read = |c: &mut naam_client::Client| record_word(c, word);
     let start = read(&mut setup);
-    let faa = RemoteOp {
-        region: r,
-        key,
-        offset: word,
-        body: OpBody::Faa { addend: 1 },
-    };
     d.kill_dataplane();
     d.set_dataplane_args(["--drop-tx-every", "1"].map(String::from).to_vec());
     d.start_dataplane().unwrap();
@@ -699,7 +712,7 @@ fn a_restart_with_fewer_workers_waits_out_the_reply_caches_and_runs_nothing_twic
                 ..patient(ExecMode::Server)
             };
             let mut c = d.client(cfg).unwrap();
-            c.set_region_key(0, r, key).unwrap();
+            c.set_region_key(0, faa.region, faa.key).unwrap();
             let t = c.submit_ops(0, &[faa]).unwrap();
             (c, t)
         })
@@ -866,42 +879,21 @@ fn faas_refused_and_lost_are_renumbered_only_when_safe_and_applied_as_acknowledg
     cfg.max_backoff = Duration::from_millis(100);
     cfg.max_retry_span = Duration::from_millis(300);
     let mut c = d.client(cfg).unwrap();
-    c.describe(0, "record").unwrap();
-    let r = region::RECORD;
-    let key = c.region_key(0, r).unwrap();
     let word = 64 * 13;
-    let read = |c: &mut naam_client::Client| {
-        u64::from_le_bytes(c.read(0, r, word, 8).unwrap().try_into().unwrap())
-    };
-    let start = read(&mut c);
-    let faa = RemoteOp {
-        region: r,
-        key,
-        offset: word,
-        body: OpBody::Faa { addend: 1 },
-    };
-    let (mut sent, mut acked, mut unknown, mut open) = (0u64, 0u64, 0u64, 0usize);
+    let faa = record_faa(&mut c, word);
+    let start = record_word(&mut c, word);
+    let mut f = Faas::default();
     let began = Instant::now();
-    while acked + unknown < N {
-        while open < IN_FLIGHT && sent < N {
-            c.submit_ops(0, &[faa]).unwrap();
-            sent += 1;
-            open += 1;
-        }
-        if let Some(done) = c.poll(Some(Duration::from_millis(100))).unwrap() {
-            open -= 1;
-            match done.result {
-                Ok(naam_client::Response::OneSided(out)) => {
-                    assert_eq!(out[0].error, None);
-                    acked += 1;
-                }
-                Ok(other) => panic!("unexpected {other:?}"),
-                Err(_) => unknown += 1,
-            }
-        }
-        assert!(began.elapsed() < Duration::from_secs(120), "{acked} acked");
+    while f.ended() < N {
+        f.step(&mut c, faa, N, IN_FLIGHT);
+        assert!(
+            began.elapsed() < Duration::from_secs(120),
+            "{} acked",
+            f.acked
+        );
     }
-    let applied = read(&mut c) - start;
+    let (acked, unknown) = (f.acked, f.unknown);
+    let applied = record_word(&mut c, word) - start;
     let st = c.endpoint().stats.clone();
     let refused = stat(&d, "total.busy");
     println!(

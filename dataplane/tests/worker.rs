@@ -374,6 +374,15 @@ impl Rig {
         self.send(class, &m);
     }
 
+    /// The worker's counters by name, once it has published them (every 10 ms of worker
+    /// time: each poll here advances 1 ms).
+    fn published_counters(&mut self) -> std::collections::HashMap<String, u64> {
+        for _ in 0..12 {
+            self.poll();
+        }
+        self.stats.counters().into_iter().collect()
+    }
+
     /// Tenant 2's spin handler (seeded with `id`), as request `id`.
     fn tenant2_spin(&mut self, id: u64) {
         let seed = id.to_le_bytes();
@@ -674,10 +683,7 @@ fn one_tenant_waiting_at_the_host_leaves_slots_for_another() {
                 (m.class, e.detail.to_owned())
             })
             .collect();
-        for _ in 0..12 {
-            r.poll();
-        }
-        let c: std::collections::HashMap<String, u64> = r.stats.counters().into_iter().collect();
+        let c = r.published_counters();
         (refused, c["slots_full"], c["slots_over_share"])
     };
     // Alone, tenant 1 may take every slot: 16 forwarded, 4 refused for a full table.
@@ -1838,13 +1844,7 @@ fn a_burst_is_served_in_fair_order_and_a_worker_behind_refuses_the_excess() {
                 b => panic!("unexpected {b:?}"),
             }
         }
-        // The counters are published every 10 ms of worker time.
-        for _ in 0..12 {
-            r.poll();
-        }
-        let counters: std::collections::HashMap<String, u64> =
-            r.stats.counters().into_iter().collect();
-        (order, refused, counters)
+        (order, refused, r.published_counters())
     };
     let spent = FairConfig {
         poll_budget_ns: 0,
