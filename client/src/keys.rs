@@ -26,12 +26,7 @@ pub fn load(path: &Path) -> Result<Credential> {
     let mode = std::fs::metadata(path)
         .map_err(|e| fail(e.to_string()))?
         .mode();
-    if mode & 0o022 != 0 {
-        return Err(fail(format!(
-            "writable by others (mode {:o}): chmod 600 it",
-            mode & 0o777
-        )));
-    }
+    naam_core::run_dir::not_writable_by_others(mode).map_err(fail)?;
     let ring = Keyring::parse(&text).map_err(|e| fail(e.to_string()))?;
     let first = ring.iter().next().cloned();
     first.ok_or_else(|| fail("no key".into()))

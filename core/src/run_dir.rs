@@ -109,11 +109,16 @@ pub fn check_key_file(path: &Path) -> Result<(), String> {
             m.uid()
         ));
     }
-    if m.mode() & 0o022 != 0 {
+    not_writable_by_others(m.mode()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Refuses the mode of a key file that users other than its owner may write: whoever can
+/// write it chooses the keys.
+pub fn not_writable_by_others(mode: u32) -> Result<(), String> {
+    if mode & 0o022 != 0 {
         return Err(format!(
-            "{} is writable by others (mode {:o}): anyone could plant a key",
-            path.display(),
-            m.mode() & 0o777
+            "writable by others (mode {:o}): anyone could plant a key; chmod 600 it",
+            mode & 0o777
         ));
     }
     Ok(())
