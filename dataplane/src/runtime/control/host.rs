@@ -49,14 +49,13 @@ impl ControlPlane {
         for o in self.shared.registry.list() {
             // The same id must be the same offload: name, owner, class and mode (a host agent
             // restarted from an older or edited store may hold another under that id).
-            let same = |h: &&OffloadSpecAt| {
+            let known = host.iter().any(|h| {
                 h.id == o.id
                     && h.spec.name == o.name
                     && h.spec.tenant == o.tenant
                     && h.spec.class == o.class
                     && h.spec.read_only == o.read_only
-            };
-            let known = host.iter().any(|h| same(&h));
+            });
             if o.id >= FIRST_DYNAMIC_ID && !known && self.shared.registry.unregister(o.id).is_ok() {
                 tracing::warn!(
                     id = o.id,
