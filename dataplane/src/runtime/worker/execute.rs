@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use naam_core::abi::{OpKind, DATA_SIZE};
 use naam_core::exec::StepOutcome;
+use naam_core::region::OpError;
 use naam_core::wire::ErrorCode;
 use naam_link::{Completion, CompletionStatus, Link, LinkError, RemoteAddr};
 
@@ -32,78 +33,100 @@ impl Worker {
     /// ([`Link::direct`]) the ops of each step run at once, in order, straight into the
     /// context, and the next step follows in this call; otherwise they are posted.
     pub(super) fn run_steps<P: Port, L: Link>(&mut self, i: usize, port: &mut P, link: &mut L) {
-        loop {
+        let Some(mut n) = self.next_step(i, port) else {
+            return;
+        };
+        // Asked once a message (or a resumption): the mapping stays for its later steps.
+        let direct = match link.direct() {
+            Ok(d) => d,
+            Err(e) => {
+                if e.is_peer_gone() {
+                    self.host_ok = false;
+                }
+                return self.finish_error(i, port, link_error_code(&e), "host memory unreachable");
+            }
+        };
+        let Some(direct) = direct else {
             let s = &mut self.slots[i];
-            let Some(entry) = self.pool.get(s.offload) else {
-                return self.finish_error(
-                    i,
-                    port,
-                    ErrorCode::UnknownOffload,
-                    "offload unregistered",
-                );
-            };
-            let before = s.run.steps();
-            let out = if self.cfg.run_time {
-                let t = self.clock.raw();
-                let out = s.run.step(&entry.vm, &mut s.ctx, self.cfg.max_steps);
-                bump(
-                    &entry.runs.run_ns,
-                    self.clock.delta_as_nanos(t, self.clock.raw()),
-                );
-                out
-            } else {
-                s.run.step(&entry.vm, &mut s.ctx, self.cfg.max_steps)
-            };
-            // A spent budget ran no step.
-            let ran = u64::from(s.run.steps() - before);
-            bump(&self.stats.steps, ran);
-            bump(&entry.runs.steps, ran);
-            let n = match out {
-                Ok(StepOutcome::Done) => return self.finish_am(i, None, port),
-                Ok(StepOutcome::Abort(code)) => return self.finish_am(i, Some(code), port),
-                Ok(StepOutcome::Ops(n)) => n,
-                Err(e) => {
-                    let mut d = Detail::new();
-                    let _ = write!(d, "{e}");
-                    return self.finish_error(i, port, ErrorCode::from(&e), d.as_str());
-                }
-            };
-            let direct = match link.direct() {
-                Ok(d) => d,
-                Err(e) => {
-                    if e.is_peer_gone() {
-                        self.host_ok = false;
-                    }
-                    return self.finish_error(
-                        i,
-                        port,
-                        link_error_code(&e),
-                        "host memory unreachable",
-                    );
-                }
-            };
-            let table = direct.as_ref().map_or(&*self.regions, |d| d.table);
-            if let Err(e) = s.run.check(table, s.tenant, &s.ctx) {
-                let mut d = Detail::new();
-                let _ = write!(d, "{e}");
-                return self.finish_error(i, port, e.code().into(), d.as_str());
+            if let Err(e) = s.run.check(&self.regions, s.tenant, &s.ctx) {
+                return self.refuse_ops(i, &e, port);
             }
             bump(&self.stats.ops, n as u64);
-            let Some(direct) = direct else {
-                // Parked when at least one op is outstanding; otherwise the failure is
-                // recorded in the slot.
-                if !self.post_ops(i, link) {
-                    let code = self.slots[i].failed.unwrap_or(ErrorCode::Memory);
-                    self.finish_error(i, port, code, "link refused the ops");
-                }
-                return;
-            };
-            if let Err(e) = s.run.apply(direct.mem, &mut s.ctx) {
+            // Parked when at least one op is outstanding; otherwise the failure is recorded
+            // in the slot.
+            if !self.post_ops(i, link) {
+                let code = self.slots[i].failed.unwrap_or(ErrorCode::Memory);
+                self.finish_error(i, port, code, "link refused the ops");
+            }
+            return;
+        };
+        loop {
+            let s = &mut self.slots[i];
+            if let Err(e) = s.run.check(direct.table, s.tenant, &s.ctx) {
+                return self.refuse_ops(i, &e, port);
+            }
+            bump(&self.stats.ops, n as u64);
+            if let Err(e) = s.run.apply(&mut *direct.mem, &mut s.ctx) {
                 let mut d = Detail::new();
                 let _ = write!(d, "{e}");
                 return self.finish_error(i, port, ErrorCode::Memory, d.as_str());
             }
+            let Some(next) = self.next_step(i, port) else {
+                return;
+            };
+            n = next;
         }
+    }
+
+    /// Runs slot `i`'s next step: the number of ops it asked for, or `None` when the message
+    /// ended (its reply or error is sent).
+    fn next_step<P: Port>(&mut self, i: usize, port: &mut P) -> Option<usize> {
+        let s = &mut self.slots[i];
+        let Some(entry) = self.pool.get(s.offload) else {
+            self.finish_error(i, port, ErrorCode::UnknownOffload, "offload unregistered");
+            return None;
+        };
+        let before = s.run.steps();
+        let out = if self.cfg.run_time {
+            let t = self.clock.raw();
+            let out = s.run.step(&entry.vm, &mut s.ctx, self.cfg.max_steps);
+            bump(
+                &entry.runs.run_ns,
+                self.clock.delta_as_nanos(t, self.clock.raw()),
+            );
+            out
+        } else {
+            s.run.step(&entry.vm, &mut s.ctx, self.cfg.max_steps)
+        };
+        // A spent budget ran no step.
+        let ran = u64::from(s.run.steps() - before);
+        bump(&self.stats.steps, ran);
+        bump(&entry.runs.steps, ran);
+        match out {
+            Ok(StepOutcome::Ops(n)) => Some(n),
+            Ok(StepOutcome::Done) => {
+                self.finish_am(i, None, port);
+                None
+            }
+            Ok(StepOutcome::Abort(code)) => {
+                self.finish_am(i, Some(code), port);
+                None
+            }
+            Err(e) => {
+                let mut d = Detail::new();
+                let _ = write!(d, "{e}");
+                self.finish_error(i, port, ErrorCode::from(&e), d.as_str());
+                None
+            }
+        }
+    }
+
+    /// Answers slot `i`'s message with why an op of its step was refused (bounds, tenant,
+    /// permission).
+    fn refuse_ops<P: Port>(&mut self, i: usize, e: &OpError, port: &mut P) {
+        let mut d = Detail::new();
+        let _ = write!(d, "{e}");
+        self.finish_error(i, port, e.code().into(), d.as_str());
     }
 
     /// Posts the next batch of slot `i`'s checked handler ops ([`Run::next_batch`]); true if
