@@ -1480,6 +1480,95 @@ fn one_sided_mutations_are_de_duplicated() {
     assert_eq!(r.region_word(8), 3, "the FAA ran once");
 }
 
+/// The finding of the attacker probe of 2026-12-06: a one-sided WRITE with a wrong key, sent
+/// from a client's address with the id its next request will use, took a reply-cache entry,
+/// and the client's real request under that id got the stored `bad_key` back and never ran.
+#[test]
+fn a_request_without_its_key_takes_nothing_its_client_needs() {
+    let mut r = rig();
+    r.region_write(8, &0u64.to_le_bytes());
+    let forged = RemoteOp {
+        region: REGION,
+        key: KEY ^ 0x5a5a,
+        offset: 8,
+        body: OpBody::Write { data: &[0xee; 8] },
+    };
+    for _ in 0..3 {
+        r.send(
+            0,
+            &Message::new(9, 0, Body::OneSided(OneSidedRepr::single(forged))),
+        );
+        r.poll();
+        let replies = r.replies();
+        let Body::OneSidedReply(rep) = Message::parse(&replies[0]).unwrap().body else {
+            panic!("expected a one-sided reply")
+        };
+        assert_eq!(rep.results()[0].error, Some(ErrorCode::BadKey));
+        assert_eq!(r.worker.in_flight(), 0, "no slot held for it");
+    }
+    let real = RemoteOp {
+        region: REGION,
+        key: KEY,
+        offset: 8,
+        body: OpBody::Faa { addend: 3 },
+    };
+    r.send(
+        0,
+        &Message::new(9, 0, Body::OneSided(OneSidedRepr::single(real))),
+    );
+    r.poll();
+    let replies = r.replies();
+    let Body::OneSidedReply(rep) = Message::parse(&replies[0]).unwrap().body else {
+        panic!("expected a one-sided reply")
+    };
+    assert_eq!(rep.results()[0].error, None, "the real request ran");
+    assert_eq!(r.region_word(8), 3);
+    let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(l(&r.stats.bad_key), 3);
+    assert_eq!(l(&r.stats.dup_replayed), 0);
+}
+
+/// A proven request whose id the reply cache remembers for another kind of request of the
+/// same client is refused, named, counted, and not run; the first request's reply is not
+/// handed to it.
+#[test]
+fn an_id_remembered_for_another_kind_of_request_is_refused_not_replayed() {
+    let mut r = rig();
+    r.region_write(8, &0u64.to_le_bytes());
+    r.region_write(0, &10u64.to_le_bytes());
+    let faa = RemoteOp {
+        region: REGION,
+        key: KEY,
+        offset: 8,
+        body: OpBody::Faa { addend: 3 },
+    };
+    r.send(
+        0,
+        &Message::new(21, 0, Body::OneSided(OneSidedRepr::single(faa))),
+    );
+    r.poll();
+    assert_eq!(r.replies().len(), 1);
+    let args = three_args(0, 5);
+    r.am(
+        21,
+        THREE,
+        THREE_CLASS,
+        AmFlags::empty(),
+        &args,
+        Flags::empty(),
+    );
+    r.poll();
+    let replies = r.replies();
+    let e = expect_error(&replies[0]);
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert!(e.detail.contains("another request"), "{}", e.detail);
+    assert_eq!(r.region_word(0), 10, "the active message did not run");
+    assert_eq!(r.region_word(8), 3, "nor did the FAA again");
+    let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(l(&r.stats.dup_other), 1);
+    assert_eq!(l(&r.stats.dup_replayed), 0);
+}
+
 #[test]
 fn link_reset_answers_everything_in_flight() {
     let mut r = rig();

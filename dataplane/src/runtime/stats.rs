@@ -96,6 +96,9 @@ pub struct WorkerStats {
     /// Retransmissions of requests a previous dataplane process had begun and not finished:
     /// answered `outcome_unknown`, not run again.
     pub dup_lost: AtomicU64,
+    /// Requests whose id the reply cache remembers for another tenant's or kind of request:
+    /// refused, not run.
+    pub dup_other: AtomicU64,
     /// Completed mutations forgotten to make room (a retransmission of one would run again).
     pub dedup_evicted: AtomicU64,
     /// Mutations refused (`busy`) because the reply cache held only requests in progress.
@@ -166,6 +169,7 @@ impl WorkerStats {
             bad_capability: AtomicU64::new(0),
             dup_replayed: AtomicU64::new(0),
             dup_lost: AtomicU64::new(0),
+            dup_other: AtomicU64::new(0),
             dedup_evicted: AtomicU64::new(0),
             dedup_full: AtomicU64::new(0),
             dedup_over_share: AtomicU64::new(0),
@@ -310,6 +314,7 @@ impl WorkerStats {
             ("bad_capability".into(), l(&self.bad_capability)),
             ("dup_replayed".into(), l(&self.dup_replayed)),
             ("dup_lost".into(), l(&self.dup_lost)),
+            ("dup_other".into(), l(&self.dup_other)),
             ("dedup_evicted".into(), l(&self.dedup_evicted)),
             ("dedup_full".into(), l(&self.dedup_full)),
             ("dedup_over_share".into(), l(&self.dedup_over_share)),

@@ -110,6 +110,8 @@ struct Entry {
     len: u16,
     /// Whose request it is (the share of [`TENANT_WAYS`]).
     tenant: u32,
+    /// The request's kind (`Kind as u8`; 0 in files of earlier versions: any).
+    kind: u8,
 }
 
 impl Entry {
@@ -121,6 +123,7 @@ impl Entry {
             state: State::from_code(w[2] & 0xff),
             len: ((w[2] >> 8) as u16).min(MAX_PAYLOAD as u16),
             tenant: (w[2] >> 32) as u32,
+            kind: (w[2] >> 24) as u8,
             done_ns: w[3],
         }
     }
@@ -133,6 +136,7 @@ const EMPTY: Entry = Entry {
     done_ns: 0,
     len: 0,
     tenant: 0,
+    kind: 0,
 };
 
 /// What the cache knows about a request.
@@ -146,6 +150,10 @@ pub enum Seen<'a> {
     Done(&'a [u8]),
     /// Begun by the dataplane before a restart and never finished: it may have run.
     Lost,
+    /// Remembered for another tenant or another kind of request under the same client and
+    /// id: not a retransmission of this one, and not its reply (a client reusing an id, or
+    /// a peer forging its address). Neither run nor answered from the cache.
+    Other,
 }
 
 /// What [`ReplyCache::begin`] did.
@@ -317,7 +325,10 @@ impl ReplyCache {
 
     fn set_entry(&self, i: usize, e: Entry) {
         let at = HEADER + i as u64 * ENTRY;
-        let meta = e.state.code() | u64::from(e.len) << 8 | u64::from(e.tenant) << 32;
+        let meta = e.state.code()
+            | u64::from(e.len) << 8
+            | u64::from(e.kind) << 24
+            | u64::from(e.tenant) << 32;
         for (k, w) in [e.client, e.request_id, meta, e.done_ns]
             .into_iter()
             .enumerate()
@@ -349,11 +360,22 @@ impl ReplyCache {
         })
     }
 
-    pub fn lookup(&mut self, client: SocketAddrV4, request_id: u64) -> Seen<'_> {
+    /// What the cache holds for request `request_id` of `client`, a request of `kind`
+    /// (`Kind as u8`) by `tenant`.
+    pub fn lookup(
+        &mut self,
+        client: SocketAddrV4,
+        request_id: u64,
+        tenant: u32,
+        kind: u8,
+    ) -> Seen<'_> {
         match self.find(client_key(client), request_id) {
             None => Seen::New,
             Some(i) => {
                 let e = self.entry(i);
+                if e.tenant != tenant || (e.kind != 0 && e.kind != kind) {
+                    return Seen::Other;
+                }
                 match e.state {
                     State::Done => {
                         let n = e.len as usize;
@@ -378,13 +400,15 @@ impl ReplyCache {
 
     /// Remembers that the request is being executed: in a free entry, else in place of a
     /// completed one whose client is finished with it, else of one completed more than
-    /// `retain_ns` before `now_ns`; never in place of one that may still be retried.
+    /// `retain_ns` before `now_ns`; never in place of one that may still be retried. `tenant`
+    /// and `kind` (`Kind as u8`) are whose and what the request is ([`ReplyCache::lookup`]).
     #[must_use]
     pub fn begin(
         &mut self,
         client: SocketAddrV4,
         request_id: u64,
         tenant: u32,
+        kind: u8,
         now_ns: u64,
     ) -> Begin {
         if self.sets == 0 {
@@ -469,6 +493,7 @@ impl ReplyCache {
                 done_ns: 0,
                 len: 0,
                 tenant,
+                kind,
             },
         );
         outcome
@@ -598,8 +623,16 @@ mod tests {
     /// `begin` for a request of a tenant of its own (the id), so that no share applies: the
     /// tests of the share name their tenants.
     fn begin(c: &mut ReplyCache, client: SocketAddrV4, id: u64, now: u64) -> Begin {
-        c.begin(client, id, id as u32, now)
+        c.begin(client, id, id as u32, AM, now)
     }
+
+    /// `lookup` of a request as [`begin`] remembers it.
+    fn lookup(c: &mut ReplyCache, client: SocketAddrV4, id: u64) -> Seen<'_> {
+        c.lookup(client, id, id as u32, AM)
+    }
+
+    /// The kind of the requests of these tests.
+    const AM: u8 = naam_core::wire::Kind::AmRequest as u8;
 
     #[test]
     fn one_tenant_that_never_says_its_window_cannot_take_the_whole_cache() {
@@ -608,7 +641,7 @@ mod tests {
         let mut c = ReplyCache::new(64, RETAIN);
         let (mut kept, mut over) = (0, 0);
         for id in 0..10_000u64 {
-            match c.begin(addr(1), id, 1, id) {
+            match c.begin(addr(1), id, 1, AM, id) {
                 Begin::Started => {
                     kept += 1;
                     c.complete(addr(1), id, b"ok", id);
@@ -622,26 +655,46 @@ mod tests {
         }
         assert_eq!(kept, c.capacity() / WAYS * TENANT_WAYS, "{over} refused");
         for id in 0..1_000u64 {
-            let b = c.begin(addr(2), id, 2, 20_000);
+            let b = c.begin(addr(2), id, 2, AM, 20_000);
             assert_eq!(b, Begin::Started, "tenant 2, request {id}");
             c.forget(addr(2), id);
         }
         // Past the retention time its oldest entries go, and it gets room again.
-        let b = c.begin(addr(1), 20_000, 1, RETAIN + 10_000);
+        let b = c.begin(addr(1), 20_000, 1, AM, RETAIN + 10_000);
         assert!(matches!(b, Begin::Started | Begin::Expired), "{b:?}");
     }
 
     #[test]
     fn remembers_in_progress_then_done_then_forgets() {
         let mut c = ReplyCache::new(64, RETAIN);
-        assert_eq!(c.lookup(addr(1), 7), Seen::New);
+        assert_eq!(lookup(&mut c, addr(1), 7), Seen::New);
         assert_eq!(begin(&mut c, addr(1), 7, 0), Begin::Started);
-        assert_eq!(c.lookup(addr(1), 7), Seen::InProgress);
-        assert_eq!(c.lookup(addr(2), 7), Seen::New, "other client, same id");
+        assert_eq!(lookup(&mut c, addr(1), 7), Seen::InProgress);
+        assert_eq!(
+            lookup(&mut c, addr(2), 7),
+            Seen::New,
+            "other client, same id"
+        );
         c.complete(addr(1), 7, b"reply", 1);
-        assert_eq!(c.lookup(addr(1), 7), Seen::Done(b"reply"));
+        assert_eq!(lookup(&mut c, addr(1), 7), Seen::Done(b"reply"));
         c.forget(addr(1), 7);
-        assert_eq!(c.lookup(addr(1), 7), Seen::New);
+        assert_eq!(lookup(&mut c, addr(1), 7), Seen::New);
+    }
+
+    #[test]
+    fn an_entry_answers_only_its_own_tenant_and_kind() {
+        let mut c = ReplyCache::new(64, RETAIN);
+        let one_sided = naam_core::wire::Kind::OneSided as u8;
+        assert_eq!(c.begin(addr(1), 7, 1, one_sided, 0), Begin::Started);
+        c.complete(addr(1), 7, b"reply", 1);
+        assert_eq!(c.lookup(addr(1), 7, 1, one_sided), Seen::Done(b"reply"));
+        assert_eq!(
+            c.lookup(addr(1), 7, 2, one_sided),
+            Seen::Other,
+            "another tenant"
+        );
+        assert_eq!(c.lookup(addr(1), 7, 1, AM), Seen::Other, "another kind");
+        assert_eq!(c.lookup(addr(2), 7, 2, AM), Seen::New, "another client");
     }
 
     #[test]
@@ -669,7 +722,7 @@ mod tests {
         );
         // Every request that ran is still remembered, its reply ready for a retransmission.
         let kept = (0..3000u64)
-            .filter(|id| c.lookup(addr(1), *id) != Seen::New)
+            .filter(|id| lookup(&mut c, addr(1), *id) != Seen::New)
             .count();
         assert_eq!(kept, started);
         // Once past the retention time the oldest may go (counted by the worker).
@@ -694,7 +747,7 @@ mod tests {
         }
         // The open ones are all still remembered.
         for id in 9_997..10_000u64 {
-            assert_eq!(c.lookup(addr(1), id), Seen::Done(b"ok"));
+            assert_eq!(lookup(&mut c, addr(1), id), Seen::Done(b"ok"));
         }
         // Another client's floor frees nothing of this one's.
         let mut c = ReplyCache::new(8, RETAIN);
@@ -732,12 +785,12 @@ mod tests {
         }
         assert!(matches!(begin(&mut c, addr(1), 200, 0), Begin::Full { .. }));
         assert_eq!(
-            c.lookup(addr(1), 3),
+            lookup(&mut c, addr(1), 3),
             Seen::Done(b"w"),
             "not before the floor"
         );
         assert_eq!(
-            c.lookup(addr(1), u64::MAX),
+            lookup(&mut c, addr(1), u64::MAX),
             Seen::New,
             "before it, across the wrap"
         );
@@ -760,14 +813,14 @@ mod tests {
         c.retire(addr(1), 1_000, 1);
         assert!(matches!(begin(&mut c, addr(1), 100, 0), Begin::Full { .. }));
         for id in 0..WAYS as u64 {
-            assert_eq!(c.lookup(addr(1), id), Seen::InProgress);
+            assert_eq!(lookup(&mut c, addr(1), id), Seen::InProgress);
         }
         // One completes: it is the one the next request replaces (retired by the window).
         c.complete(addr(1), 3, b"three", 0);
         assert_eq!(begin(&mut c, addr(1), 100, 0), Begin::Reused);
-        assert_eq!(c.lookup(addr(1), 3), Seen::New);
-        assert_eq!(c.lookup(addr(1), 100), Seen::InProgress);
-        assert_eq!(c.lookup(addr(1), 0), Seen::InProgress);
+        assert_eq!(lookup(&mut c, addr(1), 3), Seen::New);
+        assert_eq!(lookup(&mut c, addr(1), 100), Seen::InProgress);
+        assert_eq!(lookup(&mut c, addr(1), 0), Seen::InProgress);
     }
 
     #[test]
@@ -786,9 +839,9 @@ mod tests {
         }
         let (mut c, r) = ReplyCache::open(&path, (64, 1), RETAIN, 1_000).unwrap();
         assert_eq!(r, Restored { done: 1, lost: 1 });
-        assert_eq!(c.lookup(addr(1), 1), Seen::Done(b"first reply"));
-        assert_eq!(c.lookup(addr(1), 2), Seen::Lost);
-        assert_eq!(c.lookup(addr(2), 3), Seen::New);
+        assert_eq!(lookup(&mut c, addr(1), 1), Seen::Done(b"first reply"));
+        assert_eq!(lookup(&mut c, addr(1), 2), Seen::Lost);
+        assert_eq!(lookup(&mut c, addr(2), 3), Seen::New);
         // A lost entry is kept like a completed one: until its client is finished with it or
         // the retention time has passed since the restart.
         let started = (100..100 + 10 * WAYS as u64)
@@ -796,7 +849,7 @@ mod tests {
             .count();
         assert!(started > 0);
         assert_eq!(
-            c.lookup(addr(1), 2),
+            lookup(&mut c, addr(1), 2),
             Seen::Lost,
             "not replaced by younger requests"
         );
@@ -804,7 +857,7 @@ mod tests {
         // Another capacity: the file starts empty (the old entries do not fit its sets).
         let (mut c, r) = ReplyCache::open(&path, (128, 1), RETAIN, 2_000).unwrap();
         assert_eq!(r, Restored::default());
-        assert_eq!(c.lookup(addr(1), 1), Seen::New);
+        assert_eq!(lookup(&mut c, addr(1), 1), Seen::New);
     }
 
     #[test]
@@ -814,7 +867,7 @@ mod tests {
         std::fs::write(&path, vec![0xa5u8; bytes_for(1) as usize]).unwrap();
         let (mut c, r) = ReplyCache::open(&path, (WAYS, 1), RETAIN, 0).unwrap();
         assert_eq!(r, Restored::default());
-        assert_eq!(c.lookup(addr(1), 1), Seen::New);
+        assert_eq!(lookup(&mut c, addr(1), 1), Seen::New);
         assert_eq!(begin(&mut c, addr(1), 1, 0), Begin::Started);
     }
 
@@ -846,12 +899,12 @@ mod tests {
             let (mut c, r) = ReplyCache::open(&path, (WAYS, 1), RETAIN, 5).unwrap();
             proptest::prop_assert!(r.done + r.lost <= WAYS);
             for id in 0..3u64 {
-                let _ = c.lookup(addr(1), id);
+                let _ = lookup(&mut c, addr(1), id);
             }
             let b = begin(&mut c, addr(9), 1_000, RETAIN * 100);
             if !matches!(b, Begin::Full { .. }) {
                 c.complete(addr(9), 1_000, b"fresh", RETAIN * 100);
-                proptest::prop_assert_eq!(c.lookup(addr(9), 1_000), Seen::Done(b"fresh"));
+                proptest::prop_assert_eq!(lookup(&mut c, addr(9), 1_000), Seen::Done(b"fresh"));
             }
         }
     }
@@ -861,6 +914,6 @@ mod tests {
         let mut c = ReplyCache::new(0, RETAIN);
         assert_eq!(begin(&mut c, addr(1), 1, 0), Begin::Started);
         c.complete(addr(1), 1, b"x", 0);
-        assert_eq!(c.lookup(addr(1), 1), Seen::New);
+        assert_eq!(lookup(&mut c, addr(1), 1), Seen::New);
     }
 }

@@ -198,9 +198,15 @@ mod tests {
     fn left_behind(dir: &Path, w: usize, workers: usize, t: u64) {
         let path = dir.join(format!("reply-cache.{w}"));
         let (mut c, _) = ReplyCache::open(&path, (64, workers), RETAIN, t).unwrap();
-        assert_eq!(c.begin(client(), 1, 1, t), super::super::Begin::Started);
+        assert_eq!(
+            c.begin(client(), 1, 1, naam_core::wire::Kind::AmRequest as u8, t),
+            super::super::Begin::Started
+        );
         c.complete(client(), 1, b"reply", t);
-        assert_eq!(c.begin(client(), 2, 1, t), super::super::Begin::Started);
+        assert_eq!(
+            c.begin(client(), 2, 1, naam_core::wire::Kind::AmRequest as u8, t),
+            super::super::Begin::Started
+        );
     }
 
     #[test]
@@ -235,7 +241,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("reply-cache.3");
         let (mut c, _) = ReplyCache::open(&path, (64, 4), RETAIN, 10).unwrap();
-        assert_eq!(c.begin(client(), 1, 1, 10), super::super::Begin::Started);
+        assert_eq!(
+            c.begin(client(), 1, 1, naam_core::wire::Kind::AmRequest as u8, 10),
+            super::super::Begin::Started
+        );
         c.complete(client(), 1, b"reply", 10);
         drop(c);
         let s = survey(&std::fs::read(&path).unwrap(), RETAIN, 20);

@@ -48,7 +48,7 @@ impl Worker {
         };
         // Remembered before it leaves: the host may answer before this returns.
         let tenant = self.shares.tenant(account);
-        if dedup && !self.begin_dedup(port, info, i, tenant) {
+        if dedup && !self.begin_dedup(port, info, i, (tenant, Kind::AmRequest)) {
             return;
         }
         let tok = self.slots.slot_ref(i).token();

@@ -501,21 +501,23 @@ impl Worker {
         None
     }
 
-    /// Remembers a mutation of `tenant` as in progress before it runs, in slot `slot`. False
-    /// when the reply cache has no room that would not forget a request still in progress, or
-    /// the tenant holds its share of it: the slot is freed and the request refused with `busy`
-    /// (counted `dedup_full`, `dedup_over_share`), never run unremembered.
+    /// Remembers a mutation (a request of `kind`) of `tenant` as in progress before it runs,
+    /// in slot `slot`. False when the reply cache has no room that would not forget a request
+    /// still in progress, or the tenant holds its share of it: the slot is freed and the
+    /// request refused with `busy` (counted `dedup_full`, `dedup_over_share`), never run
+    /// unremembered.
     fn begin_dedup<P: Port>(
         &mut self,
         port: &mut P,
         info: &ReqInfo,
         slot: usize,
-        tenant: u32,
+        (tenant, kind): (u32, Kind),
     ) -> bool {
+        let (client, id) = (info.peer.remote, info.request_id);
         match self
             .out
             .cache
-            .begin(info.peer.remote, info.request_id, tenant, self.now_ns)
+            .begin(client, id, tenant, kind as u8, self.now_ns)
         {
             Begin::Started | Begin::Reused => true,
             Begin::Expired => {
@@ -570,12 +572,13 @@ impl Worker {
         false
     }
 
-    /// Checks the reply cache for a request that is de-duplicated; true if it was handled
-    /// (replayed or dropped as in progress).
-    fn replayed<P: Port>(&mut self, port: &mut P, info: &ReqInfo) -> bool {
+    /// Checks the reply cache for a request (of `kind`, by `tenant`, proven) that is
+    /// de-duplicated; true if it was handled (replayed, dropped as in progress, or refused
+    /// since its id is remembered for another request).
+    fn replayed<P: Port>(&mut self, port: &mut P, info: &ReqInfo, owner: (u32, Kind)) -> bool {
         match self
             .out
-            .duplicate(port, &self.stats, &info.peer, info.request_id)
+            .duplicate(port, &self.stats, (&info.peer, info.request_id), owner)
         {
             Duplicate::New => false,
             Duplicate::InProgress => {
@@ -586,6 +589,22 @@ impl Worker {
                 if sent {
                     bump(&self.stats.dup_replayed, 1);
                 }
+                true
+            }
+            Duplicate::Other => {
+                // Only one that proved its tenant gets this far: a client that reused an id
+                // within the retention, or a tenant forging another client's address. The
+                // remembered reply is not this request's, and running it could undo the
+                // first request's at-most-once promise.
+                bump(&self.stats.dup_other, 1);
+                let mut d = Detail::new();
+                let _ = write!(
+                    d,
+                    "request id {} of this client is remembered for another request (of another \
+                     tenant or kind): not run; use a new id",
+                    info.request_id
+                );
+                self.send_error(port, info, ErrorCode::BadRequest, d.as_str(), false);
                 true
             }
             Duplicate::Lost => {
@@ -663,7 +682,7 @@ impl Worker {
             return self.stats.count_drop(Dropped::Steered);
         }
         let dedup = !read_only;
-        if dedup && self.replayed(port, info) {
+        if dedup && self.replayed(port, info, (tenant, Kind::AmRequest)) {
             return;
         }
         let exec_hint = req.flags.contains(naam_core::wire::AmFlags::EXEC_HINT);
@@ -688,7 +707,7 @@ impl Worker {
                 let Some(i) = self.take_slot(port, info, SlotKind::Am, Some(account)) else {
                     return;
                 };
-                if dedup && !self.begin_dedup(port, info, i, tenant) {
+                if dedup && !self.begin_dedup(port, info, i, (tenant, Kind::AmRequest)) {
                     return;
                 }
                 // Admitted: it runs (a refusal above is no admission).

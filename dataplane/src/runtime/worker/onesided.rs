@@ -10,14 +10,41 @@
 //! READs would not fit one reply packet is refused as a whole (`BadRequest`).
 
 use naam_core::abi::{OpKind, RawOp, DATA_SIZE, MAX_OPS};
-use naam_core::region::OpError;
-use naam_core::wire::{ErrorCode, OneSidedRepr, OpBody, OpResult, HEADER_LEN};
+use naam_core::region::{CheckedOp, OpError};
+use naam_core::wire::{ErrorCode, Kind, OneSidedRepr, OpBody, OpResult, RemoteOp, HEADER_LEN};
 use naam_link::{Link, RemoteAddr};
 
 use super::{link_error_code, Detail, ReqInfo, SlotKind, SlotState, Worker, OS_EMPTY};
 use crate::port::{Port, MAX_PAYLOAD};
 use crate::runtime::stats::bump;
 use std::fmt::Write as _;
+
+/// A result before it is filled in.
+const OP_REFUSED: OpResult<'static> = OpResult {
+    kind: OpKind::Read,
+    error: None,
+    previous: 0,
+    data: &[],
+};
+
+/// `op` as the region table checks it (`data_off` is the runtime's business).
+fn raw_op(op: &RemoteOp<'_>) -> RawOp {
+    let (len, arg0, arg1) = match op.body {
+        OpBody::Read { len } => (len, 0, 0),
+        OpBody::Write { data } => (data.len() as u32, 0, 0),
+        OpBody::Cas { expected, desired } => (8, expected, desired),
+        OpBody::Faa { addend } => (8, addend, 0),
+    };
+    RawOp {
+        kind: op.body.kind() as u8,
+        region: op.region,
+        offset: op.offset,
+        len,
+        data_off: 0,
+        arg0,
+        arg1,
+    }
+}
 
 /// Bytes of a one-sided reply before its READ data: header, count + reserved, results.
 fn reply_overhead(n: usize) -> usize {
@@ -34,10 +61,6 @@ impl Worker {
     ) {
         bump(&self.stats.one_sided, 1);
         let ops = req.ops();
-        let dedup = ops.iter().any(|o| o.body.kind().is_mutation());
-        if dedup && self.replayed(port, info) {
-            return;
-        }
         let staged: usize = ops
             .iter()
             .map(|o| match o.body {
@@ -73,17 +96,50 @@ impl Worker {
                 false,
             );
         }
+        // Every op's key, bounds and permission first: a request none of whose ops shows its
+        // region's key is answered at once, and takes no slot, no share and no entry of the
+        // reply cache (where a forged one would stand in for its client's real request).
+        let mut checked: [Result<CheckedOp, OpError>; MAX_OPS] =
+            std::array::from_fn(|_| Ok(CheckedOp::EMPTY));
+        let mut owner = None;
+        let mut dedup = false;
+        for (k, op) in ops.iter().enumerate().take(MAX_OPS) {
+            bump(&self.stats.one_sided_ops, 1);
+            checked[k] = self.regions.check_keyed(op.key, &raw_op(op));
+            match &checked[k] {
+                Ok(c) => {
+                    owner = owner.or(self.regions.get(c.region).map(|d| d.tenant));
+                    dedup |= c.kind.is_mutation();
+                }
+                Err(OpError::BadKey { .. }) => bump(&self.stats.bad_key, 1),
+                Err(_) => {}
+            }
+        }
+        let Some(tenant) = owner else {
+            let mut results = [OP_REFUSED; MAX_OPS];
+            for (r, (op, c)) in results.iter_mut().zip(ops.iter().zip(&checked)) {
+                r.kind = op.body.kind();
+                r.error = c.as_ref().err().map(|e| e.code().into());
+            }
+            let n = ops.len().min(MAX_OPS);
+            let to = (&info.peer, info.request_id, info.class);
+            return self.send_one_sided_reply(port, to, &results[..n], false);
+        };
+        // Proven: what its window says about the client's finished requests counts.
+        self.out
+            .cache
+            .retire(info.peer.remote, info.request_id, info.window);
+        let owner = (tenant, Kind::OneSided);
+        if dedup && self.replayed(port, info, owner) {
+            return;
+        }
         // The shares of the slots and of the reply cache are the tenant's whose region the
-        // first op names (each op's key is checked when it is posted).
-        let tenant = ops
-            .first()
-            .and_then(|o| self.regions.get(o.region))
-            .map_or(u32::MAX, |d| d.tenant);
-        let account = (tenant != u32::MAX).then(|| self.shares.account(tenant));
+        // first op with its key names.
+        let account = Some(self.shares.account(tenant));
         let Some(i) = self.take_slot(port, info, SlotKind::OneSided, account) else {
             return;
         };
-        if dedup && !self.begin_dedup(port, info, i, tenant) {
+        if dedup && !self.begin_dedup(port, info, i, owner) {
             return;
         }
         let base = (i * DATA_SIZE) as u64;
@@ -94,36 +150,14 @@ impl Worker {
         s.state = SlotState::Ops;
         s.n_ops = ops.len().min(MAX_OPS) as u8;
         s.pending = 0;
-        // Whether any op showed its region's key: only then does the window count.
-        let mut proven = false;
-        for (k, op) in ops.iter().enumerate().take(MAX_OPS) {
-            bump(&self.stats.one_sided_ops, 1);
+        for (k, (op, c)) in ops.iter().zip(&checked).enumerate() {
             let kind = op.body.kind();
-            let (len, arg0, arg1) = match op.body {
-                OpBody::Read { len } => (len, 0, 0),
-                OpBody::Write { data } => (data.len() as u32, 0, 0),
-                OpBody::Cas { expected, desired } => (8, expected, desired),
-                OpBody::Faa { addend } => (8, addend, 0),
-            };
             s.os[k] = OS_EMPTY;
             s.os[k].kind = kind;
-            let raw = RawOp {
-                kind: kind as u8,
-                region: op.region,
-                offset: op.offset,
-                len,
-                data_off: 0,
-                arg0,
-                arg1,
-            };
-            if let Err(e) = self.regions.check_keyed(op.key, &raw) {
-                if matches!(e, OpError::BadKey { .. }) {
-                    bump(&self.stats.bad_key, 1);
-                }
+            if let Err(e) = c {
                 s.os[k].error = Some(e.code().into());
                 continue;
             }
-            proven = true;
             let remote = RemoteAddr {
                 region: op.region,
                 offset: op.offset,
@@ -169,11 +203,6 @@ impl Worker {
                 }
             }
         }
-        if proven {
-            self.out
-                .cache
-                .retire(info.peer.remote, info.request_id, info.window);
-        }
         if self.slots[i].pending == 0 {
             self.finish_one_sided(i, port, link);
         }
@@ -207,18 +236,10 @@ impl Worker {
                 }
             }
         }
-        let mut results = [OpResult {
-            kind: OpKind::Read,
-            error: None,
-            previous: 0,
-            data: &[],
-        }; MAX_OPS];
+        let mut results = [OP_REFUSED; MAX_OPS];
         for k in 0..n {
             let r = &os[k];
             let ok = r.error.is_none();
-            if let Some(code) = r.error {
-                self.stats.op_error(code);
-            }
             results[k] = OpResult {
                 kind: r.kind,
                 error: r.error,

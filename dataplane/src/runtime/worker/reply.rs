@@ -96,22 +96,26 @@ impl Replies {
         }
     }
 
-    /// Looks a de-duplicated request up in the reply cache; a completed one has its
-    /// remembered reply sent again.
+    /// Looks a de-duplicated request (of `kind`, by `tenant`) up in the reply cache; a
+    /// completed one has its remembered reply sent again.
     pub fn duplicate<P: Port>(
         &mut self,
         port: &mut P,
         stats: &WorkerStats,
-        peer: &Peer,
-        request_id: u64,
+        (peer, request_id): (&Peer, u64),
+        (tenant, kind): (u32, Kind),
     ) -> Duplicate {
         if self.tx.spare() == 0 {
             self.flush(port, stats);
         }
-        let bytes = match self.cache.lookup(peer.remote, request_id) {
+        let bytes = match self
+            .cache
+            .lookup(peer.remote, request_id, tenant, kind as u8)
+        {
             Seen::New => return Duplicate::New,
             Seen::InProgress => return Duplicate::InProgress,
             Seen::Lost => return Duplicate::Lost,
+            Seen::Other => return Duplicate::Other,
             Seen::Done(bytes) => bytes,
         };
         let Some(p) = self.tx.push() else {
@@ -138,6 +142,8 @@ pub(super) enum Duplicate {
     Replayed { sent: bool },
     /// Begun before a dataplane restart and never finished: it may have run.
     Lost,
+    /// The id is remembered for another tenant's or another kind of request.
+    Other,
 }
 
 impl Worker {
@@ -300,6 +306,21 @@ impl Worker {
         let s = &self.slots[i];
         let (peer, request_id, class, dedup) = (s.peer, s.request_id, s.class, s.dedup);
         self.slots.release(i);
+        self.send_one_sided_reply(port, (&peer, request_id, class), results, dedup);
+    }
+
+    /// Sends the `ONE_SIDED_REPLY` of `results` for request `request_id` of `peer`, and
+    /// counts the ops' errors.
+    pub(super) fn send_one_sided_reply<P: Port>(
+        &mut self,
+        port: &mut P,
+        (peer, request_id, class): (&Peer, u64, u16),
+        results: &[OpResult<'_>],
+        remember: bool,
+    ) {
+        for code in results.iter().filter_map(|r| r.error) {
+            self.stats.op_error(code);
+        }
         let body = match naam_core::wire::OneSidedReplyRepr::new(results) {
             Ok(r) => Body::OneSidedReply(r),
             Err(_) => {
@@ -308,7 +329,7 @@ impl Worker {
             }
         };
         let msg = Message::new(request_id, class, body);
-        self.send(port, &peer, &msg, dedup);
+        self.send(port, peer, &msg, remember);
     }
 }
 
