@@ -1068,18 +1068,22 @@ fn wrong_class_unknown_offload_and_wrong_tenant_are_refused() {
         Flags::empty(),
     );
     r.am(3, 999, 3, AmFlags::empty(), &[], Flags::empty());
-    let m = Message::new(
-        4,
-        RECORD_CLASS,
-        Body::AmRequest(AmRequestRepr {
-            offload: RECORD,
-            tenant: 2,
-            capability: cap(),
-            flags: AmFlags::empty(),
-            args: ARGS0,
-        }),
-    );
-    r.send(RECORD_CLASS, &m);
+    // Tenant 2, proven, naming tenant 1's offload; then tenant 1's capability claiming
+    // tenant 2 (refused before anything about the offload is said).
+    for (id, capability) in [(4, tenant2_key().capability(2)), (5, cap())] {
+        let m = Message::new(
+            id,
+            RECORD_CLASS,
+            Body::AmRequest(AmRequestRepr {
+                offload: RECORD,
+                tenant: 2,
+                capability,
+                flags: AmFlags::empty(),
+                args: ARGS0,
+            }),
+        );
+        r.send(RECORD_CLASS, &m);
+    }
     r.poll();
     let mut got: Vec<(u64, ErrorCode)> = r
         .replies()
@@ -1093,7 +1097,8 @@ fn wrong_class_unknown_offload_and_wrong_tenant_are_refused() {
             (1, ErrorCode::BadRequest),
             (2, ErrorCode::BadRequest),
             (3, ErrorCode::UnknownOffload),
-            (4, ErrorCode::WrongTenant)
+            (4, ErrorCode::WrongTenant),
+            (5, ErrorCode::Unauthorized)
         ]
     );
 }
@@ -1567,6 +1572,59 @@ fn an_id_remembered_for_another_kind_of_request_is_refused_not_replayed() {
     let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(l(&r.stats.dup_other), 1);
     assert_eq!(l(&r.stats.dup_replayed), 0);
+}
+
+/// Two findings of the attacker probe of 2026-12-06: active messages with a wrong capability
+/// (1) took the fair scheduler's tenant accounts (32 invented tenant ids left every real
+/// tenant sharing the last one) and (2) learnt which offloads exist and their classes.
+#[test]
+fn a_sender_that_proves_no_tenant_takes_no_account_and_learns_nothing() {
+    let mut r = rig_fair(64, 64, FairConfig::default());
+    for round in 0..4u32 {
+        for k in 0..16u32 {
+            let m = Message::new(
+                u64::from(round * 16 + k + 1),
+                THREE_CLASS,
+                Body::AmRequest(AmRequestRepr {
+                    offload: THREE,
+                    tenant: 100 + round * 16 + k,
+                    capability: 0x1234_5678,
+                    flags: AmFlags::empty(),
+                    args: &[],
+                }),
+            );
+            r.send(THREE_CLASS, &m);
+        }
+        r.poll();
+        for d in r.replies() {
+            let e = expect_error(&d);
+            assert_eq!(e.code, ErrorCode::Unauthorized, "{}", e.detail);
+            assert!(!e.detail.contains("class"), "{}", e.detail);
+        }
+    }
+    r.region_write(0, &10u64.to_le_bytes());
+    r.am(
+        900,
+        THREE,
+        THREE_CLASS,
+        AmFlags::empty(),
+        &three_args(0, 5),
+        Flags::empty(),
+    );
+    r.am(
+        901,
+        THREE,
+        THREE_CLASS,
+        AmFlags::empty(),
+        &three_args(0, 5),
+        Flags::empty(),
+    );
+    r.poll();
+    assert_eq!(r.region_word(0), 20);
+    let counters = r.published_counters();
+    let tenants: Vec<u32> = r.stats.tenant_counts().iter().map(|(t, _)| *t).collect();
+    assert_eq!(tenants, vec![1], "only the proven tenant has an account");
+    assert_eq!(counters["bad_capability"], 64);
 }
 
 #[test]

@@ -179,17 +179,19 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> AmRequestPacket<T> {
     }
 }
 
-/// The tenant an active-message request names, read from a whole datagram without parsing
-/// the rest (a worker orders a burst by tenant before it handles it); `None` for any other
-/// kind, or a datagram whose lengths do not check. Self-declared: the capability proves it
-/// when the request is handled.
-pub fn peek_am_tenant(datagram: &[u8]) -> Option<u32> {
+/// The tenant an active-message request names and the capability meant to prove it, read
+/// from a whole datagram without parsing the rest (a worker orders a burst by tenant before it
+/// handles it); `None` for any other kind, or a datagram whose lengths do not check.
+/// Self-declared: check the capability before the tenant counts for anything.
+pub fn peek_am_tenant(datagram: &[u8]) -> Option<(u32, u64)> {
     let h = super::HeaderPacket::new_checked(datagram).ok()?;
     if h.kind() != super::Kind::AmRequest as u8 {
         return None;
     }
     let body = datagram.get(super::HEADER_LEN..)?;
-    AmRequestPacket::new_checked(body).ok().map(|p| p.tenant())
+    AmRequestPacket::new_checked(body)
+        .ok()
+        .map(|p| (p.tenant(), p.capability()))
 }
 
 /// An active-message request: run `offload` with `args`.

@@ -931,13 +931,13 @@ fn fetch_replies_stay_inside_the_program_and_page_through_it() {
     assert_ne!(program_digest(&insns), program_digest(&insns[1..]));
 }
 
-/// `peek_am_tenant` agrees with the full parse on every sample, and finds nothing in a cut one.
+/// `peek_am_tenant` (tenant and capability) agrees with the full parse on every sample, and finds nothing in a cut one.
 #[test]
 fn peeked_tenant_is_the_parsed_one() {
     for m in samples() {
         let bytes = encode(&m);
         let want = match Message::parse(&bytes).unwrap().body {
-            Body::AmRequest(r) => Some(r.tenant),
+            Body::AmRequest(r) => Some((r.tenant, r.capability)),
             _ => None,
         };
         assert_eq!(peek_am_tenant(&bytes), want, "{:?}", m.kind());

@@ -313,7 +313,11 @@ impl Worker {
         self.shares.start_poll(self.now_ns);
         self.queues.clear();
         for (i, p) in rx.iter().enumerate() {
-            let account = peek_am_tenant(p.payload()).map(|t| self.shares.account(t));
+            // Only a tenant its capability proves opens an account: the accounts are few,
+            // and invented tenant ids would take them from the real ones.
+            let account = peek_am_tenant(p.payload())
+                .filter(|&(t, cap)| self.shared.capabilities.check(t, cap))
+                .map(|(t, _)| self.shares.account(t));
             self.queues.push(i, account);
         }
         if self.queues.tenants() <= 1 {
@@ -635,6 +639,18 @@ impl Worker {
         if self.pool.sync() {
             self.stats.publish_offloads(self.pool.run_counters());
         }
+        // The tenant is named by the sender; the capability proves it (docs/security.md).
+        // Checked first: a sender that proves nothing learns nothing of the offloads.
+        if !self.shared.capabilities.check(req.tenant, req.capability) {
+            bump(&self.stats.bad_capability, 1);
+            return self.send_error(
+                port,
+                info,
+                ErrorCode::Unauthorized,
+                "the capability does not prove the tenant (seal with the tenant's key)",
+                false,
+            );
+        }
         let Some(entry) = self.pool.get(req.offload) else {
             let mut d = Detail::new();
             let _ = write!(d, "no offload {}", req.offload);
@@ -645,11 +661,6 @@ impl Worker {
             entry.offload.tenant,
             entry.offload.read_only,
         );
-        if class != info.class {
-            let mut d = Detail::new();
-            let _ = write!(d, "offload {} belongs to class {class}", req.offload);
-            return self.send_error(port, info, ErrorCode::BadRequest, d.as_str(), false);
-        }
         if tenant != req.tenant {
             return self.send_error(
                 port,
@@ -659,16 +670,10 @@ impl Worker {
                 false,
             );
         }
-        // The tenant is named by the sender; the capability proves it (docs/security.md).
-        if !self.shared.capabilities.check(req.tenant, req.capability) {
-            bump(&self.stats.bad_capability, 1);
-            return self.send_error(
-                port,
-                info,
-                ErrorCode::Unauthorized,
-                "the capability does not prove the tenant (seal with the tenant's key)",
-                false,
-            );
+        if class != info.class {
+            let mut d = Detail::new();
+            let _ = write!(d, "offload {} belongs to class {class}", req.offload);
+            return self.send_error(port, info, ErrorCode::BadRequest, d.as_str(), false);
         }
         // Proven: what its window says about the client's finished requests counts.
         self.out
