@@ -188,6 +188,8 @@ pub struct Run {
     asked: u8,
     /// Whether `ops[..asked]` hold them, checked.
     checked: bool,
+    /// Whether the VM of the last step may ask for READs only ([`CompiledVm::is_read_only`]).
+    read_only: bool,
     /// `ops[first..end]`: the batch in flight (or executed last); the ops before `end` left.
     first: u8,
     end: u8,
@@ -206,6 +208,7 @@ impl Run {
             steps: 0,
             asked: 0,
             checked: false,
+            read_only: false,
             first: 0,
             end: 0,
             ops: [CheckedOp::EMPTY; MAX_OPS],
@@ -237,6 +240,7 @@ impl Run {
         }
         ctx.set_step(self.steps);
         self.steps += 1;
+        self.read_only = vm.is_read_only();
         let out = run_step(vm, ctx)?;
         if let StepOutcome::Ops(n) = out {
             // `run_step` bounds n by MAX_OPS.
@@ -246,7 +250,8 @@ impl Run {
     }
 
     /// Checks the ops the last step asked for, for `tenant`: their bounds in their regions,
-    /// the tenant's ownership and the regions' permissions.
+    /// the tenant's ownership and the regions' permissions, and that a read-only offload asks
+    /// for READs only.
     #[inline]
     pub fn check(
         &mut self,
@@ -255,6 +260,13 @@ impl Run {
         ctx: &Ctx,
     ) -> Result<(), OpError> {
         check_ops(regions, tenant, ctx, self.asked as usize, &mut self.ops)?;
+        if self.read_only {
+            let ops = &self.ops[..self.asked as usize];
+            if let Some(index) = ops.iter().position(|op| op.kind != OpKind::Read) {
+                let kind = ops[index].kind;
+                return Err(OpError::ReadOnlyOffload { index, kind });
+            }
+        }
         self.checked = true;
         Ok(())
     }

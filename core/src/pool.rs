@@ -68,7 +68,7 @@ impl Offload {
         self.compiled[engine.index()]
             .get_or_init(|| {
                 CompiledVm::new(self.program.clone(), engine)
-                    .map(Arc::new)
+                    .map(|vm| Arc::new(vm.read_only(self.read_only)))
                     .map_err(|e| e.to_string())
             })
             .clone()

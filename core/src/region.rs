@@ -125,6 +125,12 @@ pub enum OpError {
     TooManyOps { n: u32, max: usize },
     #[error("wrong key for region {region}")]
     BadKey { region: RegionId },
+    #[error(
+        "op {index}: {kind:?} asked for by an offload registered read-only (its requests are \
+         not de-duplicated, so a retransmission would run it again): register it without \
+         --read-only"
+    )]
+    ReadOnlyOffload { index: usize, kind: OpKind },
 }
 
 impl OpError {
@@ -136,7 +142,9 @@ impl OpError {
             }
             OpError::NoSuchRegion { .. } => OpErrorCode::NoSuchRegion,
             OpError::WrongTenant { .. } => OpErrorCode::WrongTenant,
-            OpError::PermissionDenied { .. } => OpErrorCode::PermissionDenied,
+            OpError::PermissionDenied { .. } | OpError::ReadOnlyOffload { .. } => {
+                OpErrorCode::PermissionDenied
+            }
             OpError::OutOfBounds { .. } | OpError::BadWindow { .. } => OpErrorCode::OutOfBounds,
             OpError::BadAtomic { .. } => OpErrorCode::Misaligned,
             OpError::BadKey { .. } => OpErrorCode::BadKey,

@@ -109,6 +109,9 @@ pub struct CompiledVm {
     /// Unique among the VMs of this process (never reused): how a context tells that it
     /// already holds this program's store footprint ([`Ctx::for_program`]).
     id: u64,
+    /// The offload it runs was registered read-only: its steps may ask for READs only
+    /// ([`CompiledVm::read_only`]).
+    read_only: bool,
 }
 
 // SAFETY: Send: of rbpf's VM, only two parts are not `Send` by their types: the stack
@@ -180,7 +183,21 @@ impl CompiledVm {
             engine,
             prog,
             id: NEXT_VM_ID.fetch_add(1, Ordering::Relaxed),
+            read_only: false,
         })
+    }
+
+    /// This VM for an offload registered read-only, whose requests are not de-duplicated (a
+    /// retransmission runs again): a step of it that asks for anything but READs is refused
+    /// ([`crate::exec::Run::check`]), wherever it runs, so a mutation never runs twice.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    /// Whether its steps may ask for READs only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     pub fn engine(&self) -> Engine {

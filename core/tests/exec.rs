@@ -205,6 +205,35 @@ fn isolation_violations_end_the_message_and_are_counted() {
     }
 }
 
+/// The finding of the operator probe of 2026-12-06: a writing handler registered
+/// `--read-only` (no de-duplication) ran its writes again on every retransmission. Its VM now
+/// refuses any op but READ, wherever it runs; the READ step before it still runs.
+#[test]
+fn an_offload_registered_read_only_may_not_write() {
+    for engine in engines() {
+        let vm = compile(three_step(), engine).unwrap().read_only(true);
+        let mut w = World::new();
+        w.mem.get(1).unwrap().store_u64(64, 1000).unwrap();
+        let (out, _, ex) = run_on(&vm, &mut w, 1, &three_step_args(1, 64, 5));
+        match out {
+            Outcome::Failed {
+                error: ExecError::Op(e @ OpError::ReadOnlyOffload { index: 0, .. }),
+                steps: 2,
+            } => assert!(e.to_string().contains("read-only"), "{e}"),
+            other => panic!("{engine:?}: expected the CAS refused, got {other:?}"),
+        }
+        assert_eq!(
+            w.mem.get(1).unwrap().load_u64(64),
+            Some(1000),
+            "not written"
+        );
+        assert_eq!(
+            ex.stats.op_errors[OpErrorCode::PermissionDenied as usize],
+            1
+        );
+    }
+}
+
 #[test]
 fn misaligned_cas_is_refused() {
     let mut w = World::new();
