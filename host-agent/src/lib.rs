@@ -354,10 +354,10 @@ impl HostAgent {
             generation: 0,
             restored,
             stopped: false,
-            gate: std::sync::Mutex::new(naam_core::auth::Gate::new(
-                keys,
-                naam_core::auth::GATE_NONCES,
-            )),
+            gate: std::sync::Mutex::new(
+                naam_core::auth::Gate::new(keys, naam_core::auth::GATE_NONCES)
+                    .serving_since(naam_core::auth::wall_clock_ns()),
+            ),
             metrics,
             offloads,
             next_offload: std::sync::atomic::AtomicU32::new(next_offload),

@@ -363,16 +363,20 @@ pub enum Refusal {
     Expired,
     /// The window's every remembered nonce is still live: try again shortly.
     Full,
+    /// Sealed before this gate started ([`Gate::serving_since`]): the nonces seen before are
+    /// not known here, so it could be a replay of a request that already ran.
+    BeforeStart,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 6] = [
+    pub const ALL: [Refusal; 7] = [
         Refusal::Unsealed,
         Refusal::UnknownKey,
         Refusal::BadMac,
         Refusal::Mismatch,
         Refusal::Expired,
         Refusal::Full,
+        Refusal::BeforeStart,
     ];
 
     /// A short stable name (counters: `auth.refused.NAME`).
@@ -384,6 +388,7 @@ impl Refusal {
             Refusal::Mismatch => "mismatch",
             Refusal::Expired => "expired",
             Refusal::Full => "full",
+            Refusal::BeforeStart => "before_start",
         }
     }
 
@@ -407,6 +412,10 @@ impl Refusal {
             Refusal::Mismatch => "the sealed request's id or class differs from its envelope's",
             Refusal::Expired => "nonce outside the time window: check the clocks, then resend",
             Refusal::Full => "too many recent control requests: retry shortly",
+            Refusal::BeforeStart => {
+                "sealed before this server started (a replay, or a retransmission across a \
+                 restart): not run; send it again"
+            }
         }
     }
 }
@@ -449,6 +458,8 @@ pub struct Gate {
     /// window for the others (the admin's requests still open).
     live: std::collections::HashMap<u32, usize>,
     per_key: usize,
+    /// Nonces below this were sealed before the gate started ([`Gate::serving_since`]).
+    since: u64,
     refused: [u64; Refusal::ALL.len()],
     opened: u64,
     repeats: u64,
@@ -468,11 +479,23 @@ impl Gate {
             capacity: capacity.max(1),
             live: std::collections::HashMap::new(),
             per_key,
+            since: 0,
             refused: [0; Refusal::ALL.len()],
             opened: 0,
             repeats: 0,
             forbidden: 0,
         }
+    }
+
+    /// This gate for a server that started serving at `unix_ns` (its wall clock): a request
+    /// sealed before then is refused ([`Refusal::BeforeStart`]). A restarted server does not
+    /// know the nonces its previous process saw, so without this a request captured within
+    /// the last [`WINDOW_NS`] could be replayed to it and run a second time. The cost: a
+    /// retransmission that crosses the restart is refused (its sender seals it again), as is,
+    /// for as long as its clock lags, a client whose clock is behind the server's.
+    pub fn serving_since(mut self, unix_ns: u64) -> Gate {
+        self.since = unix_ns;
+        self
     }
 
     pub fn keys(&self) -> &Keyring {
@@ -506,6 +529,9 @@ impl Gate {
         }
         if now.saturating_sub(s.nonce) > WINDOW_NS || s.nonce.saturating_sub(now) > FUTURE_NS {
             return Err(Refusal::Expired);
+        }
+        if s.nonce < self.since {
+            return Err(Refusal::BeforeStart);
         }
         let principal = key.principal;
         while let Some(&(k, n, until)) = self.order.front() {

@@ -241,3 +241,23 @@ fn key_lines_round_trip_and_bad_ones_say_why() {
     let shown = format!("{:?}", key(5, Principal::Admin));
     assert!(!shown.contains("5, 5, 5"), "{shown}");
 }
+
+/// The finding of the attacker probe of 2026-12-06: a restarted server did not know the
+/// nonces its previous process had seen, so a sealed request captured within the window ran
+/// again. A gate serving since a time refuses what was sealed before it, and opens what was
+/// sealed after.
+#[test]
+fn a_request_sealed_before_the_gate_started_is_refused() {
+    let mut g = gate().serving_since(NOW);
+    let k = key(7, Principal::Tenant(1));
+    let old = k.seal(NOW - 1, &request(5)).unwrap();
+    assert_eq!(open(&mut g, &old, NOW + 10), Err(Refusal::BeforeStart));
+    assert_eq!(Refusal::BeforeStart.code(), ErrorCode::Unauthorized);
+    let new = k.seal(NOW + 1, &request(6)).unwrap();
+    assert_eq!(
+        open(&mut g, &new, NOW + 10),
+        Ok((Principal::Tenant(1), true))
+    );
+    let counters: std::collections::HashMap<String, u64> = g.counters().into_iter().collect();
+    assert_eq!(counters["auth.refused.before_start"], 1);
+}

@@ -419,7 +419,8 @@ impl Runtime {
             cfg.verifier,
             cfg.engine,
             cfg.classes,
-            Gate::new(keys, naam_core::auth::GATE_NONCES),
+            Gate::new(keys, naam_core::auth::GATE_NONCES)
+                .serving_since(naam_core::auth::wall_clock_ns()),
         );
         // The control thread's forwards stop waiting once the heartbeat is late (it is also
         // the thread that notices the stall).
