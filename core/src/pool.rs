@@ -336,12 +336,18 @@ impl VmPool {
         }
         let current = self.registry.list();
         let max = current.iter().map(|o| o.id as usize + 1).max().unwrap_or(0);
+        // Indexed by id, so that catching up is linear in the offloads (comparing every slot
+        // with the whole list made each registration cost every worker O(n²): 45 ms at 12 000
+        // offloads, the probe of 2026-12-06).
+        let mut registered: Vec<Option<&Arc<Offload>>> = vec![None; max];
+        for o in &current {
+            registered[o.id as usize] = Some(o);
+        }
         for (id, slot) in self.slots.iter_mut().enumerate() {
-            let keep = slot.as_ref().is_some_and(|e| {
-                current
-                    .iter()
-                    .any(|o| o.id as usize == id && Arc::ptr_eq(o, &e.offload))
-            });
+            let keep = match (slot.as_ref(), registered.get(id).copied().flatten()) {
+                (Some(e), Some(o)) => Arc::ptr_eq(o, &e.offload),
+                _ => false,
+            };
             if !keep {
                 *slot = None;
             }

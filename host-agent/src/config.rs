@@ -49,6 +49,12 @@ impl<'de> Deserialize<'de> for HandlerSpec {
     }
 }
 
+/// Offloads a tenant may have registered at once, by default: each costs every process a
+/// compiled program (two memory mappings per JIT program) and a slot of every worker's pool,
+/// so one tenant's key must not be able to register without bound (the attacker probe of
+/// 2026-12-06 registered 13 900 before the host agent's heartbeat went late).
+pub const DEFAULT_MAX_OFFLOADS_PER_TENANT: u32 = 1024;
+
 /// Everything the host agent is started with.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -92,6 +98,8 @@ pub struct Config {
     pub credentials: Option<PathBuf>,
     /// Serve Prometheus metrics at `http://ADDR/metrics` (off when `None`).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Offloads one tenant may have registered at once (REGISTER past it: `no_space`).
+    pub max_offloads_per_tenant: u32,
 }
 
 impl Default for Config {
@@ -115,6 +123,7 @@ impl Default for Config {
             ring_slots: 256,
             credentials: None,
             metrics_addr: None,
+            max_offloads_per_tenant: DEFAULT_MAX_OFFLOADS_PER_TENANT,
         }
     }
 }
@@ -181,6 +190,27 @@ impl Config {
         }
         if !self.ring_slots.is_power_of_two() || self.ring_slots < 2 {
             return bad("ring-slots", "must be a power of two, at least 2");
+        }
+        if self.max_offloads_per_tenant == 0
+            || self.max_offloads_per_tenant as usize > naam_core::pool::MAX_OFFLOADS
+        {
+            return bad("max-offloads-per-tenant", "must be in 1..=65536");
+        }
+        if let Some(path) = &self.snapshot {
+            // Found out at start, not at shutdown, when the snapshot could not be written.
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => std::path::Path::new("."),
+            };
+            if !dir.is_dir() {
+                return bad(
+                    "snapshot",
+                    &format!("its directory {} does not exist", dir.display()),
+                );
+            }
+            if path.is_dir() {
+                return bad("snapshot", &format!("{} is a directory", path.display()));
+            }
         }
         Ok(())
     }

@@ -371,6 +371,31 @@ fn header_echo(d: &[u8]) -> (u64, u16) {
 }
 
 fn register(agent: &HostAgent, r: &RegisterRepr<'_>) -> Result<u32, crate::RegisterError> {
+    let refuse = |code, detail: String| Err(crate::RegisterError { code, detail });
+    if r.tenant == u32::MAX {
+        // What the admin's key stands for on the data path: no offload may belong to it.
+        return refuse(
+            ErrorCode::BadRequest,
+            format!("tenant {} is reserved (the admin's 'any tenant')", r.tenant),
+        );
+    }
+    let held = agent
+        .registry
+        .list()
+        .iter()
+        .filter(|o| o.tenant == r.tenant)
+        .count();
+    let max = agent.cfg.max_offloads_per_tenant;
+    if held >= max as usize {
+        return refuse(
+            ErrorCode::NoSpace,
+            format!(
+                "tenant {} has {held} offloads registered, its limit \
+                 (--max-offloads-per-tenant {max}): remove some first",
+                r.tenant
+            ),
+        );
+    }
     let from = agent
         .next_offload
         .load(std::sync::atomic::Ordering::Relaxed);

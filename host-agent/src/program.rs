@@ -80,6 +80,9 @@ struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (off by default; port 0 picks one).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Offloads one tenant may have registered at once [default: 1024].
+    #[arg(long, value_name = "N")]
+    max_offloads_per_tenant: Option<u32>,
 }
 
 impl Args {
@@ -101,7 +104,8 @@ impl Args {
             btree_keys,
             records,
             seed,
-            ring_slots
+            ring_slots,
+            max_offloads_per_tenant
         );
         if self.snapshot.is_some() {
             c.snapshot = self.snapshot;

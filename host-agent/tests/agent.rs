@@ -587,3 +587,67 @@ fn a_control_client_that_never_reads_its_replies_is_disconnected_once() {
         "one line per closed connection"
     );
 }
+
+/// Findings of the probe of 2026-12-06: any tenant key could register offloads without bound
+/// (the host agent's heartbeat went late near 12 500), the admin could register one for the
+/// reserved "any tenant" id, and a snapshot path in a missing directory was found out only
+/// at shutdown, when the snapshot was lost.
+#[test]
+fn registration_limits_and_a_snapshot_directory_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    // Tenant 1 already has the bundled applications' offloads; its limit leaves room for two.
+    let agent = Agent::start(dir.path(), &[]);
+    let bundled = agent
+        .control()
+        .list()
+        .unwrap()
+        .iter()
+        .filter(|o| o.tenant == TENANT)
+        .count();
+    drop(agent);
+    let limit = (bundled + 2).to_string();
+    let agent = Agent::start(dir.path(), &["--max-offloads-per-tenant", &limit]);
+    let mut c = agent.control();
+    let reg = |tenant, name| RegisterRepr {
+        name,
+        tenant,
+        class: 16,
+        read_only: true,
+        section: Some("naam/record"),
+        object: naam_handlers::RECORD_OBJECT,
+    };
+    c.register(reg(TENANT, "a")).unwrap();
+    c.register(reg(TENANT, "b")).unwrap();
+    match c.register(reg(TENANT, "c")) {
+        Err(ControlError::Remote { code, detail }) => {
+            assert_eq!(code, ErrorCode::NoSpace);
+            assert!(detail.contains("--max-offloads-per-tenant"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another tenant has its own allowance.
+    c.register(reg(2, "c")).unwrap();
+    match c.register(reg(u32::MAX, "any")) {
+        Err(ControlError::Remote { code, detail }) => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(detail.contains("reserved"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(agent);
+
+    let run = dir.path().join("run-snap");
+    let mut args = base_args(&run);
+    let missing = dir.path().join("no-such-dir").join("snap.bin");
+    args.extend(["--snapshot".to_string(), missing.display().to_string()]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_naam-host-agent"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-such-dir") && err.contains("snapshot"),
+        "{err}"
+    );
+}

@@ -170,8 +170,8 @@ impl ControlPlane {
         naam_metrics::render("naam_dp", &self.counters(), &self.shared.registry.list())
     }
 
-    /// Per offload, summed over the NIC workers: `offload.ID.nic_runs`, `nic_steps`,
-    /// `nic_errors`, `nic_run_ns` (the last stays 0 unless run time is measured).
+    /// Per offload that ran on the NIC, summed over the NIC workers: `offload.ID.nic_runs`,
+    /// `nic_steps`, `nic_errors`, `nic_run_ns` (the last stays 0 unless run time is measured).
     pub(super) fn offload_counters(&self) -> Vec<(String, u64)> {
         let mut sums: std::collections::BTreeMap<OffloadId, [u64; 4]> = Default::default();
         for w in &self.workers {
@@ -183,7 +183,9 @@ impl ControlPlane {
             }
         }
         let mut v = Vec::new();
-        for (id, c) in sums {
+        // Offloads that never ran on the NIC say nothing (thousands of idle ones made every
+        // STATS rebuild tens of thousands of names).
+        for (id, c) in sums.into_iter().filter(|(_, c)| c.iter().any(|&x| x != 0)) {
             for (name, x) in ["nic_runs", "nic_steps", "nic_errors", "nic_run_ns"]
                 .iter()
                 .zip(c)
