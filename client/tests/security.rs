@@ -9,7 +9,7 @@ use naam_client::{BTree, ExecMode, Mica};
 use naam_core::auth::{wall_clock_ns, Credential, Keyring, Principal};
 use naam_core::wire::{Body, DescribeRepr, ErrorCode, Message, OffloadIdRepr, RegisterRepr};
 use naam_deploy::Deployment;
-use real::{deploy, patient, stat};
+use real::{deploy, patient, stat, wait_for};
 use std::net::UdpSocket;
 use std::time::Duration;
 
@@ -400,4 +400,20 @@ fn a_tenant_key_registers_for_its_own_tenant_and_key_files_are_read_with_care() 
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
     let (ok, _, err) = naam(&copy, &["stats"]);
     assert!(ok && err.is_empty(), "{err}");
+}
+
+/// The dataplane asks the host agent for the bundled applications' descriptions at every
+/// connect, on behalf of the principals that may see them; it used to ask for every key of
+/// the keyring, and each tenant without the applications was logged and counted as a
+/// forbidden request at the host agent (the probe of 2026-12-06). The host agent's gate
+/// counters are relayed as `host.auth.*`.
+#[test]
+fn connecting_counts_no_forbidden_request_at_the_host_agent() {
+    let d = start();
+    let opened = wait_for(Duration::from_secs(5), || {
+        let s = d.stats().ok()?;
+        (s.get("host.auth.opened").copied().unwrap_or(0) > 0).then_some(s)
+    })
+    .expect("the host agent's gate counters are relayed");
+    assert_eq!(opened.get("host.auth.forbidden"), Some(&0), "{opened:?}");
 }

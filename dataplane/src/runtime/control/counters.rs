@@ -41,6 +41,11 @@ pub fn watch_host_counters(
 /// their data (MICA's log and evictions), and the link socket's refused connections.
 const RELAYED: [&str; 3] = ["offload.", "mica.", "link.refused."];
 
+/// The host agent's counters STATS relays under `host.`, since this process has its own of
+/// the same names: its gate's (`host.auth.refused.full`: a key's requests refused at the host
+/// agent, which forwarded control requests meet after this process's gate).
+const RELAYED_AS_HOST: [&str; 1] = ["auth."];
+
 /// The host agent's [`RELAYED`] counters (all STATS pages), or `None` if it did not answer.
 pub(super) fn host_offload_counters(host: &mut HostControl) -> Option<Vec<(String, u64)>> {
     let mut v = Vec::new();
@@ -54,12 +59,13 @@ pub(super) fn host_offload_counters(host: &mut HostControl) -> Option<Vec<(Strin
         let Ok(Body::StatsReply(page)) = Message::parse(reply).map(|m| m.body) else {
             return None;
         };
-        v.extend(
-            page.entries
-                .iter()
-                .filter(|e| RELAYED.iter().any(|p| e.name.starts_with(p)))
-                .map(|e| (e.name.to_owned(), e.value)),
-        );
+        for e in page.entries.iter() {
+            if RELAYED.iter().any(|p| e.name.starts_with(p)) {
+                v.push((e.name.to_owned(), e.value));
+            } else if RELAYED_AS_HOST.iter().any(|p| e.name.starts_with(p)) {
+                v.push((format!("host.{}", e.name), e.value));
+            }
+        }
         if !page.more {
             return Some(v);
         }

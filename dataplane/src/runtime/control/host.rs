@@ -185,9 +185,9 @@ impl ControlPlane {
     }
 
     /// After a (re)connection: forgets the last host agent's descriptions and asks this one
-    /// for every bundled application's on behalf of every principal of the keyring (each
-    /// request sealed with that principal's key, so the host agent answers each as it would
-    /// answer its clients: a tenant gets what it may see, a refusal is not kept). So clients
+    /// for every bundled application's on behalf of every principal of the keyring that may
+    /// see them (the admin and their tenant; each request sealed with that principal's key,
+    /// so the host agent answers each as it would answer its clients). So clients
     /// can start while the host agent is stalled even if none of them described an
     /// application before. Applications the host agent does not run are skipped.
     pub(super) fn describe_bundled_apps(&mut self) {
@@ -198,7 +198,11 @@ impl ControlPlane {
         let keys: Vec<naam_core::auth::Credential> = self.gate.keys().iter().cloned().collect();
         let mut nonce = wall_clock_ns();
         for key in keys {
-            if asked.contains(&key.principal) || asked.len() == PRINCIPALS {
+            // Only those the bundled applications' tenant lets see them: asking for the
+            // others made the host agent log and count a forbidden request per application
+            // at every connect, polluting a security counter (the probe of 2026-12-06).
+            let may_see = key.principal.may_act_for(naam_handlers::bundled::TENANT);
+            if !may_see || asked.contains(&key.principal) || asked.len() == PRINCIPALS {
                 continue;
             }
             asked.push(key.principal);
