@@ -34,7 +34,7 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Data port: `udp:IP:BASE` (classes on BASE .. BASE+classes) or `dpdk:EAL-ARGS` (feature dpdk).
-    #[arg(long, default_value = "udp:127.0.0.1:7000")]
+    #[arg(long, default_value = "udp:127.0.0.1:7000", value_parser = port_spec)]
     port: String,
     /// Worker threads (one link queue pair each; UDP workers share the ports with SO_REUSEPORT).
     #[arg(long, default_value_t = 1, value_parser = at_least_one(256))]
@@ -183,12 +183,15 @@ fn with_config_file(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ff
                 path.display()
             )
         };
+        // `--flag=value`, one word: a value that begins with a dash (`workers = -1`) stays
+        // the flag's value instead of reading as another flag.
+        let with = |v: &str| std::ffi::OsString::from(format!("{flag}={v}"));
         match &value {
-            toml::Value::Boolean(true) => flags.push(flag.into()),
+            toml::Value::Boolean(true) => flags.push(flag.clone().into()),
             toml::Value::Boolean(false) => {}
-            toml::Value::String(s) => flags.extend([flag.into(), s.into()]),
-            toml::Value::Integer(n) => flags.extend([flag.into(), n.to_string().into()]),
-            toml::Value::Float(x) => flags.extend([flag.into(), x.to_string().into()]),
+            toml::Value::String(s) => flags.push(with(s)),
+            toml::Value::Integer(n) => flags.push(with(&n.to_string())),
+            toml::Value::Float(x) => flags.push(with(&x.to_string())),
             // A list: the flag once per item (`tenant-weight = ["2=3", "5=1"]`).
             toml::Value::Array(items) => {
                 for item in items {
@@ -197,10 +200,29 @@ fn with_config_file(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ff
                         toml::Value::Integer(n) => n.to_string(),
                         _ => return Err(bad()),
                     };
-                    flags.extend([flag.clone().into(), v.into()]);
+                    flags.push(with(&v));
                 }
             }
             _ => return Err(bad()),
+        }
+    }
+    // The file's settings alone first, so that a wrong value is named as the file's, not as
+    // the command line's.
+    let program = args.first().cloned().unwrap_or_default();
+    if let Err(e) =
+        <Args as clap::Parser>::try_parse_from(std::iter::once(program).chain(flags.clone()))
+    {
+        if !matches!(
+            e.kind(),
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+        ) {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            anyhow::bail!(
+                "config file {}: {}",
+                path.display(),
+                first.strip_prefix("error: ").unwrap_or(first)
+            );
         }
     }
     let mut out = Vec::with_capacity(args.len() + flags.len());
@@ -209,6 +231,13 @@ fn with_config_file(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ff
     out.extend(flags);
     out.extend(rest);
     Ok(out)
+}
+
+/// A `--port` whose form this build can open (checked before connecting to anything).
+fn port_spec(s: &str) -> Result<String, String> {
+    crate::port::check_spec(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// A count from 1 to `max` (0 would serve nothing, or silently mean the default).

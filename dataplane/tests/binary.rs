@@ -150,6 +150,29 @@ fn a_config_file_sets_flags_and_the_command_line_wins() {
         err.contains("config file") && err.contains("unknown key"),
         "{err}"
     );
+    // A value of the wrong type or form is the file's mistake too, named with its key (it
+    // read as an unexpected command-line argument: `-1` as a flag, `1` after a switch).
+    for (text, needle) in [
+        ("workers = -1\n", "'-1' for '--workers"),
+        ("pin = 1\n", "'1' for '--pin'"),
+        ("engine = \"--pin\"\n", "'--pin' for '--engine"),
+        ("port = \"bogus:1\"\n", "'bogus:1' for '--port"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
+            .arg("--config")
+            .arg(&file)
+            .args(["--run-dir", "/nonexistent/naam-run"])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("config file") && err.contains(needle),
+            "{text}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -172,6 +195,9 @@ fn settings_that_could_not_serve_are_refused_before_anything_starts() {
             "--nic-low 0.5",
         ),
         (&["--host-low=-1"][..], "--host-low -1"),
+        // A port of no known form (it was found out only after connecting to the host).
+        (&["--port", "bogus:1"][..], "--port"),
+        (&["--port", "udp:1.2.3:5"][..], "udp:IPV4:PORT"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
             .args(args)

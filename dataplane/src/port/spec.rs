@@ -38,14 +38,9 @@ pub enum AnyPort {
 ///   EAL arguments, plus `--naam-addr=IP:PORT` and `--naam-port-id=N` (see
 ///   `DpdkPort::open`); needs the `dpdk` feature.
 pub fn open(spec: &str, options: &PortOptions) -> Result<AnyPort, PortError> {
-    let bad = |reason: &str| PortError::Spec {
-        spec: spec.to_owned(),
-        reason: reason.to_owned(),
-    };
+    check(spec)?;
     if let Some(addr) = spec.strip_prefix("udp:") {
-        let addr: SocketAddrV4 = addr
-            .parse()
-            .map_err(|_| bad("expected udp:IPV4:PORT (IPv4 only)"))?;
+        let addr: SocketAddrV4 = addr.parse().map_err(|_| bad_spec(spec, UDP_FORM))?;
         return Ok(AnyPort::Udp(UdpPort::bind(addr, options.classes)?));
     }
     if let Some(args) = spec.strip_prefix("dpdk:") {
@@ -59,7 +54,35 @@ pub fn open(spec: &str, options: &PortOptions) -> Result<AnyPort, PortError> {
             return Err(PortError::NotBuilt("dpdk"));
         }
     }
-    Err(bad("expected udp:ADDR or dpdk:EAL-ARGS"))
+    Err(bad_spec(spec, "expected udp:ADDR or dpdk:EAL-ARGS"))
+}
+
+const UDP_FORM: &str = "expected udp:IPV4:PORT (IPv4 only)";
+
+fn bad_spec(spec: &str, reason: &str) -> PortError {
+    PortError::Spec {
+        spec: spec.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// Whether `spec` names a port this build can open (its form only: nothing is bound), so a
+/// program can refuse a wrong `--port` before it connects to anything.
+pub fn check(spec: &str) -> Result<(), PortError> {
+    if let Some(addr) = spec.strip_prefix("udp:") {
+        return addr
+            .parse::<SocketAddrV4>()
+            .map(|_| ())
+            .map_err(|_| bad_spec(spec, UDP_FORM));
+    }
+    if spec.starts_with("dpdk:") {
+        return if cfg!(feature = "dpdk") {
+            Ok(())
+        } else {
+            Err(PortError::NotBuilt("dpdk"))
+        };
+    }
+    Err(bad_spec(spec, "expected udp:ADDR or dpdk:EAL-ARGS"))
 }
 
 macro_rules! each {
