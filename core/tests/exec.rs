@@ -430,3 +430,28 @@ fn conditional_jumps_compare_what_their_class_says_under_every_engine() {
     }
     assert!(checked > 0);
 }
+
+/// The x86 JIT's code is never writable and executable at once (rbpf patched: it kept every
+/// program's code pages `-wx` for the program's life; the probe of 2026-12-06).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn jit_code_is_never_writable_and_executable() {
+    let vms: Vec<_> = (0..8)
+        .map(|_| compile(three_step(), Engine::Jit).unwrap())
+        .collect();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let wx: Vec<&str> = maps
+        .lines()
+        .filter(|l| {
+            let perms = l.split_whitespace().nth(1).unwrap_or("");
+            perms.contains('w') && perms.contains('x')
+        })
+        .collect();
+    assert!(wx.is_empty(), "{wx:#?}");
+    // Still runs, and dropping them gives the pages back without a fault.
+    let mut w = World::new();
+    w.mem.get(1).unwrap().store_u64(64, 7).unwrap();
+    let (out, _, _) = run_on(&vms[3], &mut w, 1, &three_step_args(1, 64, 1));
+    assert!(matches!(out, Outcome::Done { steps: 3 }), "{out:?}");
+    drop(vms);
+}

@@ -1036,8 +1036,13 @@ impl<'a> JitMemory<'a> {
                 return Err(Error::from(std::io::ErrorKind::OutOfMemory));
             }
 
-            // Protect it.
-            libc::mprotect(ptr.cast(), size, libc::PROT_EXEC | libc::PROT_WRITE);
+            // Writable while the code is written, never writable and executable at once
+            // (NAAM patch, PATCHED.md); a refusal (the process's mapping limit) is an error.
+            if libc::mprotect(ptr.cast(), size, libc::PROT_READ | libc::PROT_WRITE) != 0 {
+                let e = std::io::Error::last_os_error();
+                std::alloc::dealloc(ptr, layout);
+                return Err(e);
+            }
 
             // Convert to a slice.
             std::slice::from_raw_parts_mut(ptr, size)
@@ -1052,6 +1057,12 @@ impl<'a> JitMemory<'a> {
         let mut jit = JitCompiler::new();
         jit.jit_compile(&mut mem, prog, use_mbuff, update_data_ptr, helpers)?;
         jit.resolve_jumps(&mut mem)?;
+
+        // Executable, no longer writable. On failure `mem` drops and its pages go back.
+        let size = mem.contents.len();
+        if unsafe { libc::mprotect(mem.contents.as_mut_ptr().cast(), size, libc::PROT_READ | libc::PROT_EXEC) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
 
         Ok(mem)
     }
@@ -1113,7 +1124,12 @@ impl IndexMut<usize> for JitMemory<'_> {
 impl Drop for JitMemory<'_> {
     fn drop(&mut self) {
         unsafe {
-            std::alloc::dealloc(self.contents.as_mut_ptr(), self.layout);
+            // The allocator writes to what it gets back: writable again first (NAAM patch);
+            // pages that cannot be made writable are leaked rather than handed back.
+            let ptr = self.contents.as_mut_ptr();
+            if libc::mprotect(ptr.cast(), self.contents.len(), libc::PROT_READ | libc::PROT_WRITE) == 0 {
+                std::alloc::dealloc(ptr, self.layout);
+            }
         }
     }
 }
