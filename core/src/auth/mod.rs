@@ -85,6 +85,10 @@ pub enum AuthError {
     BadKeyLine { line: usize, reason: &'static str },
     #[error("key id {key_id} appears twice")]
     DuplicateKey { key_id: u32 },
+    /// A tenant key for the id that stands for every tenant on the data path: its holder
+    /// would act as the admin for every tenant.
+    #[error("key id {key_id}: tenant {ANY_TENANT} is reserved (it stands for every tenant)")]
+    ReservedTenant { key_id: u32 },
     #[error("no key in the file")]
     Empty,
 }
@@ -129,6 +133,11 @@ impl Credential {
         let principal = match who {
             "admin" => Principal::Admin,
             _ => match who.strip_prefix("tenant:").map(str::parse::<u32>) {
+                Some(Ok(ANY_TENANT)) => {
+                    return Err(bad(
+                        "tenant 4294967295 is reserved (it stands for every tenant)",
+                    ))
+                }
                 Some(Ok(t)) => Principal::Tenant(t),
                 _ => return Err(bad("principal is neither admin nor tenant:N")),
             },
@@ -226,6 +235,9 @@ impl Keyring {
         for k in &keys {
             if !ids.insert(k.key_id) {
                 return Err(AuthError::DuplicateKey { key_id: k.key_id });
+            }
+            if k.principal == Principal::Tenant(ANY_TENANT) {
+                return Err(AuthError::ReservedTenant { key_id: k.key_id });
             }
         }
         Ok(Keyring { keys })

@@ -261,3 +261,27 @@ fn a_request_sealed_before_the_gate_started_is_refused() {
     let counters: std::collections::HashMap<String, u64> = g.counters().into_iter().collect();
     assert_eq!(counters["auth.refused.before_start"], 1);
 }
+
+/// The finding of the probe of 2026-12-06: a key line for `tenant:4294967295` was accepted,
+/// and its capability stood for every tenant, as the admin's does.
+#[test]
+fn a_tenant_key_for_the_reserved_any_tenant_id_is_refused() {
+    let line = format!(
+        "{} 1 9 tenant:4294967295 {}",
+        KEY_LINE,
+        "ab".repeat(SECRET_LEN)
+    );
+    let e = Credential::from_line(&line, 3).unwrap_err();
+    assert!(e.to_string().contains("reserved"), "{e}");
+    let k = Credential::new(9, Principal::Tenant(ANY_TENANT), [1; SECRET_LEN]);
+    assert_eq!(
+        Keyring::new(vec![k]).unwrap_err(),
+        AuthError::ReservedTenant { key_id: 9 }
+    );
+    let ok = format!(
+        "{} 1 9 tenant:4294967294 {}",
+        KEY_LINE,
+        "ab".repeat(SECRET_LEN)
+    );
+    assert!(Credential::from_line(&ok, 3).is_ok());
+}
