@@ -88,6 +88,10 @@ pub enum ClientError {
     /// A bundled application's arguments or reply were invalid.
     #[error("{app}: {reason}")]
     App { app: &'static str, reason: String },
+    /// A paged answer that never ended (its pages did not move on, or went past what any
+    /// server holds).
+    #[error("the server's {what} did not end: its pages do not move on, or go past any real size")]
+    EndlessPages { what: &'static str },
     /// A program fetched from a server kept changing (or did not match its digest).
     #[error("offload {offload}'s program changed while it was fetched, {attempts} times")]
     Fetch { offload: u32, attempts: usize },
@@ -122,6 +126,7 @@ impl ClientError {
                 | ClientError::OpFailed { .. }
                 | ClientError::UnexpectedReply { .. }
                 | ClientError::Fetch { .. }
+                | ClientError::EndlessPages { .. }
                 | ClientError::App { .. }
         )
     }

@@ -411,3 +411,74 @@ fn register_record_everywhere(sc: &mut ShardedClient) -> u32 {
     assert!(id >= bundled::FIRST_DYNAMIC_ID);
     id
 }
+
+/// A server (here a thread with a UDP socket) that answers every LIST, STATS and FETCH with
+/// pages that never end: the probe of 2026-12-06 made `naam offload ls` loop forever and
+/// `naam stats` grow to gigabytes this way. The client now stops with an error.
+#[test]
+fn a_server_whose_pages_never_end_is_refused_not_followed_forever() {
+    use naam_core::wire::{
+        Body, EntryList, FetchReplyRepr, KvEntry, KvListRepr, ListReplyRepr, Message,
+    };
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let t = std::thread::spawn(move || {
+        server
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let (mut buf, mut out) = (vec![0u8; 70_000], vec![0u8; 70_000]);
+        let entries = [KvEntry {
+            name: "x",
+            value: 1,
+        }];
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            let Ok((n, from)) = server.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(req) = Message::parse(&buf[..n]) else {
+                continue;
+            };
+            let body = match req.body {
+                // An empty page that says "more" from the start again.
+                Body::List(_) => Body::ListReply(ListReplyRepr {
+                    more: true,
+                    next: 0,
+                    entries: EntryList::from_slice(&[]),
+                }),
+                // One entry a page, always one further.
+                Body::Stats(p) => Body::StatsReply(KvListRepr {
+                    more: true,
+                    next: p.start + 1,
+                    entries: EntryList::from_slice(&entries),
+                }),
+                // A program of 4 GiB, eight bytes at a time.
+                Body::Fetch(f) => Body::FetchReply(FetchReplyRepr {
+                    id: f.id,
+                    total: u32::MAX,
+                    start: f.start,
+                    digest: 7,
+                    bytes: &[0; 8],
+                }),
+                _ => continue,
+            };
+            let len = req.reply(body).emit(&mut out).unwrap();
+            let _ = server.send_to(&out[..len], from);
+        }
+    });
+    let mut c = Client::with_servers(&[ServerAddr::new(addr, Some(addr))], quick()).unwrap();
+    let started = std::time::Instant::now();
+    assert!(matches!(c.list(0), Err(ClientError::EndlessPages { .. })));
+    let e = c.server_stats(0).unwrap_err();
+    assert!(matches!(e, ClientError::EndlessPages { .. }), "{e}");
+    let e = c.fetch_program(0, 16).unwrap_err();
+    assert!(matches!(e, ClientError::TooLarge { .. }), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    t.join().unwrap();
+}

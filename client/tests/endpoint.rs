@@ -396,3 +396,76 @@ fn no_copy_of_an_id_goes_out_later_than_the_retry_span() {
         other => panic!("expected a timeout, got {other:?}"),
     }
 }
+
+/// A restarted server refuses what was sealed before it started (a replay of the previous
+/// process's traffic could run again otherwise). A query refused so is sealed again with a
+/// fresh nonce and sent at once (the probe of 2026-12-06 saw `naam put` fail "unauthorized"
+/// when it started during a dataplane restart); a mutation is not, since its first copy may
+/// have run before the restart: its caller gets the refusal.
+#[test]
+fn a_query_sealed_before_a_restart_is_sealed_again_and_a_mutation_is_not() {
+    use naam_core::auth::{Credential, Principal, Refusal};
+    use naam_core::wire::{DescribeRepr, EntryList, KvEntry, KvListRepr, OffloadIdRepr};
+    let cred = Credential::new(0, Principal::Admin, [9; 32]);
+    let cfg = ClientConfig {
+        timeout: TIMEOUT,
+        max_retries: 3,
+        credential: Some(cred),
+        ..ClientConfig::default()
+    };
+    let mut ep = Endpoint::new(&[server()], cfg).unwrap();
+    let t0 = Instant::now();
+    let from: SocketAddr = "10.0.0.1:7000".parse().unwrap();
+    let refused = |req: &[u8]| {
+        let e = ErrorRepr::new(ErrorCode::Unauthorized, Refusal::BeforeStart.detail());
+        reply(req, Body::Error(e))
+    };
+    let nonce = |d: &[u8]| match Message::parse(d).unwrap().body {
+        Body::Sealed(s) => s.nonce,
+        other => panic!("not sealed: {other:?}"),
+    };
+
+    let q = ep
+        .submit_control(
+            t0,
+            0,
+            Body::Describe(DescribeRepr {
+                app: "mica",
+                start: 0,
+            }),
+        )
+        .unwrap();
+    let first = sent(&mut ep);
+    assert_eq!(first.len(), 1);
+    ep.handle(t0, from, &refused(&first[0].2));
+    let again = sent(&mut ep);
+    assert_eq!(again.len(), 1, "sent again at once");
+    assert_ne!(nonce(&again[0].2), nonce(&first[0].2), "with a fresh nonce");
+    let entries = [KvEntry {
+        name: "keys",
+        value: 5,
+    }];
+    let page = Body::DescribeReply(KvListRepr {
+        more: false,
+        next: 0,
+        entries: EntryList::from_slice(&entries),
+    });
+    ep.handle(t0, from, &reply(&again[0].2, page));
+    assert!(matches!(ep.take(q), Some(Ok(Response::Describe(_)))));
+    assert_eq!(ep.stats.resealed, 1);
+
+    let m = ep
+        .submit_control(t0, 0, Body::Unregister(OffloadIdRepr { id: 16 }))
+        .unwrap();
+    let first = sent(&mut ep);
+    ep.handle(t0, from, &refused(&first[0].2));
+    assert!(sent(&mut ep).is_empty(), "a mutation is not sealed again");
+    match ep.take(m) {
+        Some(Err(ClientError::Server { code, detail, .. })) => {
+            assert_eq!(code, ErrorCode::Unauthorized);
+            assert!(detail.contains("before this server started"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ep.stats.resealed, 1);
+}

@@ -92,19 +92,23 @@ impl Client {
     pub fn list(&mut self, server: ServerId) -> Result<Vec<OffloadInfo>> {
         let mut all = Vec::new();
         let mut start = 0;
-        loop {
+        for _ in 0..MAX_PAGES {
             let body = Body::List(PageRequestRepr { start, max: 0 });
             match self.control(server, body)? {
                 Response::List(page) => {
                     all.extend(page.entries);
                     match page.next {
-                        Some(n) if n > start || all.is_empty() => start = n,
-                        Some(_) | None => return Ok(all),
+                        None => return Ok(all),
+                        // Every page must move on: a server that answers "more" from the
+                        // same place would be asked forever.
+                        Some(n) if n > start && all.len() <= MAX_ENTRIES => start = n,
+                        Some(_) => return Err(endless("offload list")),
                     }
                 }
                 other => return Err(unexpected(0, "list reply", &other)),
             }
         }
+        Err(endless("offload list"))
     }
 
     /// Offload `id`'s verified instructions, as `server` holds them, and their digest
@@ -124,6 +128,13 @@ impl Client {
                     Response::Fetched(p) => p,
                     other => return Err(unexpected(0, "fetch reply", &other)),
                 };
+                if piece.total as usize > MAX_PROGRAM_BYTES {
+                    return Err(ClientError::TooLarge {
+                        what: "the fetched program",
+                        len: piece.total as usize,
+                        max: MAX_PROGRAM_BYTES,
+                    });
+                }
                 if *digest.get_or_insert(piece.digest) != piece.digest
                     || piece.start as usize != insns.len()
                 {
@@ -178,19 +189,35 @@ impl Client {
     ) -> Result<Vec<(String, u64)>> {
         let mut all = Vec::new();
         let mut start = 0;
-        loop {
+        for _ in 0..MAX_PAGES {
             match self.control(server, body(start))? {
                 Response::Stats(page) | Response::Describe(page) => {
                     all.extend(page.entries);
                     match page.next {
-                        Some(n) if n > start => start = n,
-                        Some(_) | None => return Ok(all),
+                        None => return Ok(all),
+                        Some(n) if n > start && all.len() <= MAX_ENTRIES => start = n,
+                        Some(_) => return Err(endless("counter or parameter list")),
                     }
                 }
                 other => return Err(unexpected(0, "paged reply", &other)),
             }
         }
+        Err(endless("counter or parameter list"))
     }
+}
+
+/// Pages of one paged answer the client follows at most, and entries it collects at most:
+/// far beyond what a server holds (65 536 offloads; a few thousand counters), so that a
+/// broken or hostile server cannot keep it asking, or growing, forever.
+const MAX_PAGES: usize = 1 << 14;
+const MAX_ENTRIES: usize = 1 << 18;
+
+/// The largest program a client fetches: a verified program is at most a few thousand
+/// instruction slots of 8 bytes.
+const MAX_PROGRAM_BYTES: usize = 1 << 16;
+
+fn endless(what: &'static str) -> ClientError {
+    ClientError::EndlessPages { what }
 }
 
 pub(super) fn unexpected(request_id: u64, expected: &'static str, got: &Response) -> ClientError {

@@ -79,6 +79,9 @@ pub struct ClientStats {
     pub renumbered: u64,
     /// Of those, retries scheduled by the server's retry-after hint.
     pub retry_after_hints: u64,
+    /// Queries (LIST, STATS, FETCH, DESCRIBE of an application) sealed again with a fresh
+    /// nonce after a restarted server refused them as sealed before it started.
+    pub resealed: u64,
     pub local_runs: u64,
     pub local_steps: u64,
     /// Messages sent with `EXEC_HINT` whose reply carried a hint.

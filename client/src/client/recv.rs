@@ -6,6 +6,7 @@ use crate::local::RunStep;
 use crate::reply::{
     kv_owned, Completion, OffloadInfo, OpOutcome, Page, ProgramPiece, Reply, Response, Ticket,
 };
+use naam_core::auth::Refusal;
 use naam_core::wire::{Body, ErrorCode, Kind, Location, Message, OneSidedRepr};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -170,6 +171,16 @@ impl Endpoint {
                 self.pending.insert(id, p);
                 self.schedule(id, at);
                 return;
+            }
+            Body::Error(e)
+                if e.code == ErrorCode::Unauthorized
+                    && e.detail == Refusal::BeforeStart.detail()
+                    && p.attempts <= self.cfg.max_retries
+                    && self.reseal_query(&mut p) =>
+            {
+                // A restarted server refuses what was sealed before it started; a query
+                // changes nothing, so it is sealed again and sent at once.
+                return self.enqueue(id, p, now);
             }
             Body::Error(e) => Err(ClientError::Server {
                 request_id: id,

@@ -194,8 +194,46 @@ impl Endpoint {
         new
     }
 
+    /// Seals control request `p` again with a fresh nonce when it is a query, which changes
+    /// nothing at the server (LIST, STATS, FETCH, DESCRIBE of an application, not of a
+    /// command such as `congest:MS`, `snapshot` or `shutdown`); false otherwise. A mutation is
+    /// never sealed again: its first copy may have run before the server restarted (a
+    /// REGISTER forwarded to a host agent that outlived the dataplane).
+    pub(super) fn reseal_query(&mut self, p: &mut Pending) -> bool {
+        let Some(cred) = &self.cfg.credential else {
+            return false;
+        };
+        let Ok(Body::Sealed(sealed)) = Message::parse(&p.datagram).map(|m| m.body) else {
+            return false;
+        };
+        let query = match Message::parse(sealed.inner).map(|m| m.body) {
+            Ok(Body::List(_) | Body::Stats(_) | Body::Fetch(_)) => true,
+            Ok(Body::Describe(d)) => !is_command(d.app),
+            _ => false,
+        };
+        if !query {
+            return false;
+        }
+        let Ok(again) = cred.seal(naam_core::auth::wall_clock_ns(), sealed.inner) else {
+            return false;
+        };
+        p.datagram = again;
+        p.copies = 0;
+        self.stats.resealed += 1;
+        true
+    }
+
     /// The gap between two halvings of a window: one burst of refusals is one signal.
     pub(super) fn cut_gap(&self) -> Duration {
         self.cfg.timeout / 2
     }
+}
+
+/// Whether a DESCRIBE of `app` is a command that acts (the congestion injectors, a snapshot,
+/// a shutdown) rather than a query of an application's parameters.
+fn is_command(app: &str) -> bool {
+    use naam_core::wire::{CONGEST_HOST, CONGEST_NIC};
+    app.starts_with(CONGEST_HOST)
+        || app.starts_with(CONGEST_NIC)
+        || ["snapshot", "shutdown"].contains(&app)
 }
