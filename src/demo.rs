@@ -149,7 +149,7 @@ fn pct(x: f64) -> String {
 pub fn run(bins: Binaries, cfg: &DemoConfig, stop: Arc<AtomicBool>) -> anyhow::Result<DemoReport> {
     let say = |s: String| {
         if !cfg.quiet {
-            println!("{s}");
+            out(&stop, format_args!("{s}\n"));
         }
     };
     say(
@@ -270,14 +270,14 @@ pub fn run(bins: Binaries, cfg: &DemoConfig, stop: Arc<AtomicBool>) -> anyhow::R
                 ),
                 Err(e) => format!("  ! {t_s:6.3}s  could not inject host congestion: {e}"),
             };
-            print_above(tty, &status, &line, cfg.quiet);
+            print_above(&stop, tty, &status, &line, cfg.quiet);
         }
         if now >= next || now >= end {
             next += cfg.refresh;
             // New decisions first, each on its own line.
             if let Ok(stats) = ctl.server_stats(0) {
                 for line in decision_lines(&log.absorb(&stats, mono0)) {
-                    print_above(tty, &status, &format!("  > {line}"), cfg.quiet);
+                    print_above(&stop, tty, &status, &format!("  > {line}"), cfg.quiet);
                 }
             }
             let w = {
@@ -314,10 +314,9 @@ pub fn run(bins: Binaries, cfg: &DemoConfig, stop: Arc<AtomicBool>) -> anyhow::R
             }
             if !cfg.quiet {
                 if tty {
-                    print!("\r\x1b[2K{status}");
-                    let _ = std::io::stdout().flush();
+                    out(&stop, format_args!("\r\x1b[2K{status}"));
                 } else {
-                    println!("{status}");
+                    out(&stop, format_args!("{status}\n"));
                 }
             }
             rows.push(row);
@@ -328,7 +327,7 @@ pub fn run(bins: Binaries, cfg: &DemoConfig, stop: Arc<AtomicBool>) -> anyhow::R
         std::thread::sleep(Duration::from_millis(20));
     };
     if tty {
-        println!();
+        out(&stop, format_args!("\n"));
     }
     load_stop.store(true, Ordering::Relaxed);
     let load_result = loader
@@ -428,15 +427,23 @@ pub fn decision_lines(ds: &[PolicyDecision]) -> Vec<String> {
 }
 
 /// Prints `line` above the live status line (redrawn after it on a terminal).
-fn print_above(tty: bool, status: &str, line: &str, quiet: bool) {
+fn print_above(stop: &AtomicBool, tty: bool, status: &str, line: &str, quiet: bool) {
     if quiet {
         return;
     }
     if tty {
-        print!("\r\x1b[2K{line}\n{status}");
-        let _ = std::io::stdout().flush();
+        out(stop, format_args!("\r\x1b[2K{line}\n{status}"));
     } else {
-        println!("{line}");
+        out(stop, format_args!("{line}\n"));
+    }
+}
+
+/// Writes to stdout. A stdout nobody reads any more (`naam-rs demo | head -1`) stops the
+/// demo as Ctrl-C does, so that it winds its processes down, where `println!` panicked.
+fn out(stop: &AtomicBool, text: std::fmt::Arguments<'_>) {
+    let mut o = std::io::stdout().lock();
+    if o.write_fmt(text).and_then(|()| o.flush()).is_err() {
+        stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -578,13 +585,20 @@ fn write(r: &DemoReport, cfg: &DemoConfig, congest_end: f64) -> anyhow::Result<V
 
 /// Prints the summary after a run.
 pub fn print_summary(r: &DemoReport) {
-    println!();
-    println!(
+    // After the run: a closed stdout only loses the summary.
+    let _ = write_summary(&mut std::io::stdout().lock(), r);
+}
+
+fn write_summary(o: &mut impl Write, r: &DemoReport) -> std::io::Result<()> {
+    writeln!(o)?;
+    writeln!(
+        o,
         "{:<18} {:>7} {:>9} {:>8} {:>8} {:>7} {:>5} {:>5} {:>6}",
         "phase", "seconds", "ops/s", "p50 us", "p99 us", "client", "NIC", "host", "errors"
-    );
+    )?;
     for p in &r.phases {
-        println!(
+        writeln!(
+            o,
             "{:<18} {:>7.1} {:>9.0} {:>8.0} {:>8.0} {:>7} {:>5} {:>5} {:>6}",
             p.phase,
             p.seconds,
@@ -595,13 +609,15 @@ pub fn print_summary(r: &DemoReport) {
             pct(p.nic),
             pct(p.host),
             p.errors
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        o,
         "{} placement decisions (class: from -> to, reason):",
         r.decisions.len()
-    );
+    )?;
     for line in decision_lines(&r.decisions) {
-        println!("  {line}");
+        writeln!(o, "  {line}")?;
     }
+    Ok(())
 }

@@ -71,10 +71,14 @@ fn demo(args: Vec<OsString>) -> anyhow::Result<()> {
     };
     let r = naam_rs::demo::run(naam_bench::shift::binaries()?, &cfg, stop)?;
     naam_rs::demo::print_summary(&r);
+    // A closed stdout (`| head`) only loses these lines.
+    use std::io::Write as _;
+    let mut o = std::io::stdout().lock();
     for p in &r.files {
-        println!("wrote {}", p.display());
+        let _ = writeln!(o, "wrote {}", p.display());
     }
-    println!(
+    let _ = writeln!(
+        o,
         "{}host agent and dataplane stopped{}, run directory removed",
         if r.interrupted { "interrupted: " } else { "" },
         if r.clean_stop {

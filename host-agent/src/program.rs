@@ -146,6 +146,9 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // A closed log pipe (`| head`, a collector restarting) loses lines, not the process:
+        // reporting the failed write would print to the same closed stderr, and panic.
+        .log_internal_errors(false)
         .init();
     let cfg = Args::parse_from(args).into_config()?;
 

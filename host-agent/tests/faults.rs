@@ -330,3 +330,48 @@ fn a_reply_ring_nobody_reads_does_not_burn_a_core() {
         assert_eq!(tok, t);
     }
 }
+
+/// The finding of the second probe of 2026-12-06: with its log pipe closed by the reader
+/// (`naam-host-agent ... 2>&1 | head -1`, a log collector restarting) the host agent exited
+/// with a panic at its next log line (tracing reported the failed write on the same stderr).
+/// It loses the lines and keeps serving.
+#[test]
+fn a_closed_log_pipe_does_not_stop_the_host_agent() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_naam-host-agent"))
+        .args(base_args(&run))
+        .env("RUST_LOG", "debug")
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader is gone. Make the agent log: connections that never speak are refused and
+    // logged, one line each.
+    let sock = run.join("link.sock");
+    for _ in 0..50 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for _ in 0..3 {
+        let _ = std::os::unix::net::UnixStream::connect(&sock)
+            .map(|s| s.shutdown(std::net::Shutdown::Both));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = child.try_wait().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        status.is_none(),
+        "the host agent exited: {status:?} (first line {first:?})"
+    );
+}
