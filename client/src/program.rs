@@ -51,8 +51,10 @@ pub fn run(args: Vec<std::ffi::OsString>) -> ExitCode {
                 Err(e) => {
                     // One line: the error and its causes, separated by ": ". Not `eprintln!`,
                     // which panics when stderr is closed too.
+                    // Escaped: the detail of a server's error is the server's text, which
+                    // must not move the cursor or forge lines of output.
                     use std::io::Write as _;
-                    let _ = writeln!(std::io::stderr(), "naam: {e:#}");
+                    let _ = writeln!(std::io::stderr(), "naam: {}", printable(&format!("{e:#}")));
                     ExitCode::FAILURE
                 }
             }
@@ -140,7 +142,7 @@ const VERIFY_MAX: u64 = 16 << 20;
 
 /// Reads an object file: a regular file (symlinks followed) of at most [`VERIFY_MAX`] bytes,
 /// so `/dev/zero` or a FIFO is refused at once instead of read without end.
-fn read_object(file: &std::path::Path) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_object(file: &std::path::Path) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, ErrorKind, Read};
     let m = std::fs::metadata(file)?;
     if !m.is_file() {

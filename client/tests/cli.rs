@@ -104,6 +104,9 @@ fn offload_add_with_section_and_bad_objects() {
         "a missing file is not the server's fault: {}",
         missing.stderr
     );
+    // Not a regular file: refused at once (it was read without end, 4 GB in 5 s).
+    let zero = naam(&s, &["offload", "add", "/dev/zero"]);
+    assert_one_line_error(&zero, "not a regular file");
     // A name that would forge rows of `offload ls`, and a server's refusal said once.
     let forged = naam(&s, &["offload", "add", THREE_STEP, "--name", "a\tb\nc"]);
     assert_one_line_error(&forged, "register.name holds a control character");
@@ -337,4 +340,44 @@ fn describe_prints_parameters_and_runs_admin_commands() {
     let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(doc["congest_ms"], 0);
     assert_one_line_error(&naam(&s, &["describe", "nosuch"]), "unknown_app");
+}
+
+/// A server's error text is the server's: printed with its control characters escaped, so
+/// a hostile server cannot forge lines of output or colour the terminal (the second probe
+/// of 2026-12-06: `naam stats` printed a detail with a newline and escape codes raw).
+#[test]
+fn a_servers_error_text_cannot_forge_output() {
+    use naam_core::wire::{Body, ErrorCode, ErrorRepr, Message};
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        server
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let (mut buf, mut out) = (vec![0u8; 70_000], vec![0u8; 2048]);
+        if let Ok((n, from)) = server.recv_from(&mut buf) {
+            let req = Message::parse(&buf[..n]).unwrap();
+            let e = ErrorRepr::new(ErrorCode::Internal, "oops\nnaam: all is well\u{1b}[31m");
+            let len = req.reply(Body::Error(e)).emit(&mut out).unwrap();
+            server.send_to(&out[..len], from).unwrap();
+        }
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_naam"))
+        .args([
+            "--server",
+            &addr.to_string(),
+            "--control",
+            &addr.to_string(),
+        ])
+        .args(["--timeout-ms", "2000", "stats"])
+        .env_remove("NAAM_KEY_FILE")
+        .output()
+        .unwrap();
+    t.join().unwrap();
+    let r = Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_one_line_error(&r, "oops\\nnaam: all is well\\u{1b}[31m");
 }

@@ -208,8 +208,15 @@ impl Config {
                     &format!("its directory {} does not exist", dir.display()),
                 );
             }
-            if path.is_dir() {
-                return bad("snapshot", &format!("{} is a directory", path.display()));
+            // A FIFO or a device would block the start (opening a FIFO waits for a writer)
+            // or be read without end.
+            if let Ok(m) = std::fs::metadata(path) {
+                if !m.is_file() {
+                    return bad(
+                        "snapshot",
+                        &format!("{} is not a regular file", path.display()),
+                    );
+                }
             }
         }
         Ok(())

@@ -650,4 +650,24 @@ fn registration_limits_and_a_snapshot_directory_are_checked() {
         err.contains("no-such-dir") && err.contains("snapshot"),
         "{err}"
     );
+
+    // A FIFO (or a directory) as the snapshot is refused at start: opening a FIFO blocked
+    // the start for good, and SIGTERM did not end it (the second probe).
+    let fifo = dir.path().join("snap.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    for path in [fifo.clone(), dir.path().to_path_buf()] {
+        let mut args = base_args(&run);
+        args.extend(["--snapshot".to_string(), path.display().to_string()]);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_naam-host-agent"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not a regular file"), "{err}");
+    }
 }

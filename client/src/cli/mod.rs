@@ -286,8 +286,9 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
             name,
             read_only,
         }) => {
-            let object =
-                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            // Bounded and regular files only: `/dev/zero` was read without end.
+            let object = crate::program::read_object(file)
+                .with_context(|| format!("reading {}", file.display()))?;
             let name = name.clone().unwrap_or_else(|| {
                 let stem = file
                     .file_name()
