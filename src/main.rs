@@ -35,7 +35,7 @@ struct DemoArgs {
     /// Write the processes' logs to this folder.
     #[arg(long)]
     log_dir: Option<PathBuf>,
-    /// Folder for the summary's JSON, CSV and plot [default: runs/<UTC time>, git-ignored].
+    /// Folder for the summary's JSON, CSV and plot [default: runs/<UTC time>-<pid>, git-ignored].
     #[arg(long)]
     out: Option<PathBuf>,
 }

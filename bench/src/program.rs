@@ -14,7 +14,7 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(name = "naam-bench", about = "NAAM-rs experiments")]
 struct Cli {
-    /// Folder for JSON, CSV and plots [default: runs/<UTC time>, git-ignored; `results` is
+    /// Folder for JSON, CSV and plots [default: runs/<UTC time>-<pid>, git-ignored; `results` is
     /// the committed reference].
     #[arg(long, global = true)]
     out: Option<PathBuf>,

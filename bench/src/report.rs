@@ -1,6 +1,6 @@
 //! Writing experiment results: JSON and CSV under a results folder.
 //!
-//! A run writes into a folder of its own, `runs/<UTC time>` (git-ignored) unless `--out` says
+//! A run writes into a folder of its own, `runs/<UTC time>-<pid>` (git-ignored) unless `--out` says
 //! otherwise, so running an experiment or the demo never changes the checkout; `results/`
 //! holds the committed reference figures, rewritten only with `--out results`.
 
@@ -9,12 +9,15 @@ use std::path::{Path, PathBuf};
 /// The committed reference results.
 pub const REFERENCE: &str = "results";
 
-/// `runs/YYYYMMDD-HHMMSS` (UTC, now): where a run writes when `--out` is not given.
+/// `runs/YYYYMMDD-HHMMSS-PID` (UTC, now; this process): where a run writes when `--out` is
+/// not given.
 pub fn run_folder() -> PathBuf {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    PathBuf::from("runs").join(utc_stamp(secs))
+    // With the process id: two runs started in the same second (two demos at once) wrote
+    // over each other's results.
+    PathBuf::from("runs").join(format!("{}-{}", utc_stamp(secs), std::process::id()))
 }
 
 /// `YYYYMMDD-HHMMSS` for `secs` since the Unix epoch (civil-from-days, proleptic Gregorian).

@@ -268,6 +268,21 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         )
         .init();
     let a = Args::parse_from(with_config_file(args)?);
+    // Class `c` is served on UDP port `base + c`: found out here, not after connecting.
+    let udp_base = a
+        .port
+        .strip_prefix("udp:")
+        .and_then(|s| s.parse::<std::net::SocketAddrV4>().ok());
+    if let Some(base) = udp_base.filter(|b| b.port() != 0) {
+        let last = u32::from(base.port()) + u32::from(a.classes) - 1;
+        anyhow::ensure!(
+            last <= u32::from(u16::MAX),
+            "--port {}: its {} classes would need UDP ports up to {last}, past 65535 (lower the \
+             base port or --classes)",
+            a.port,
+            a.classes
+        );
+    }
     if !a.engine.available() {
         anyhow::bail!(
             "engine {} is not available on this machine",

@@ -198,6 +198,7 @@ fn settings_that_could_not_serve_are_refused_before_anything_starts() {
         // A port of no known form (it was found out only after connecting to the host).
         (&["--port", "bogus:1"][..], "--port"),
         (&["--port", "udp:1.2.3:5"][..], "udp:IPV4:PORT"),
+        (&["--port", "udp:127.0.0.1:65500"][..], "past 65535"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
             .args(args)

@@ -30,7 +30,7 @@ use naam_bench::report;
 #[command(name = "naam-memif-bench")]
 struct Bench {
     /// Folder for JSON and CSV (`memif.json`, `memif.csv`) and the processes' logs
-    /// [default: runs/<UTC time>, git-ignored; `results` is the committed reference].
+    /// [default: runs/<UTC time>-<pid>, git-ignored; `results` is the committed reference].
     #[arg(long)]
     out: Option<PathBuf>,
     /// Runs to make, in order.
