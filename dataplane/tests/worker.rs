@@ -447,6 +447,19 @@ impl Rig {
         let r = self.host.as_ref().unwrap().region(REGION).unwrap();
         r.mem().load_u64(off).unwrap()
     }
+
+    /// Sends `op` alone as one-sided request `id` from the test client and returns its
+    /// result's error (`None`: it ran).
+    fn one_sided(&mut self, id: u64, op: RemoteOp<'_>) -> Option<ErrorCode> {
+        let m = Message::new(id, 0, Body::OneSided(OneSidedRepr::single(op)));
+        self.send(0, &m);
+        self.poll();
+        let replies = self.replies();
+        let Body::OneSidedReply(rep) = Message::parse(&replies[0]).unwrap().body else {
+            panic!("expected a one-sided reply")
+        };
+        rep.results()[0].error
+    }
 }
 
 /// `record_args(0)`: region 4, offset 0.
@@ -1499,16 +1512,7 @@ fn a_request_without_its_key_takes_nothing_its_client_needs() {
         body: OpBody::Write { data: &[0xee; 8] },
     };
     for _ in 0..3 {
-        r.send(
-            0,
-            &Message::new(9, 0, Body::OneSided(OneSidedRepr::single(forged))),
-        );
-        r.poll();
-        let replies = r.replies();
-        let Body::OneSidedReply(rep) = Message::parse(&replies[0]).unwrap().body else {
-            panic!("expected a one-sided reply")
-        };
-        assert_eq!(rep.results()[0].error, Some(ErrorCode::BadKey));
+        assert_eq!(r.one_sided(9, forged), Some(ErrorCode::BadKey));
         assert_eq!(r.worker.in_flight(), 0, "no slot held for it");
     }
     let real = RemoteOp {
@@ -1517,16 +1521,7 @@ fn a_request_without_its_key_takes_nothing_its_client_needs() {
         offset: 8,
         body: OpBody::Faa { addend: 3 },
     };
-    r.send(
-        0,
-        &Message::new(9, 0, Body::OneSided(OneSidedRepr::single(real))),
-    );
-    r.poll();
-    let replies = r.replies();
-    let Body::OneSidedReply(rep) = Message::parse(&replies[0]).unwrap().body else {
-        panic!("expected a one-sided reply")
-    };
-    assert_eq!(rep.results()[0].error, None, "the real request ran");
+    assert_eq!(r.one_sided(9, real), None, "the real request ran");
     assert_eq!(r.region_word(8), 3);
     let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(l(&r.stats.bad_key), 3);
@@ -1547,12 +1542,7 @@ fn an_id_remembered_for_another_kind_of_request_is_refused_not_replayed() {
         offset: 8,
         body: OpBody::Faa { addend: 3 },
     };
-    r.send(
-        0,
-        &Message::new(21, 0, Body::OneSided(OneSidedRepr::single(faa))),
-    );
-    r.poll();
-    assert_eq!(r.replies().len(), 1);
+    assert_eq!(r.one_sided(21, faa), None);
     let args = three_args(0, 5);
     r.am(
         21,

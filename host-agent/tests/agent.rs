@@ -636,30 +636,21 @@ fn registration_limits_and_a_snapshot_directory_are_checked() {
     }
     drop(agent);
 
+    // A snapshot in a missing directory, a FIFO (opening it blocked the start for good, and
+    // SIGTERM did not end it: the second probe) and a directory are refused at start.
     let run = dir.path().join("run-snap");
-    let mut args = base_args(&run);
-    let missing = dir.path().join("no-such-dir").join("snap.bin");
-    args.extend(["--snapshot".to_string(), missing.display().to_string()]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_naam-host-agent"))
-        .args(&args)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("no-such-dir") && err.contains("snapshot"),
-        "{err}"
-    );
-
-    // A FIFO (or a directory) as the snapshot is refused at start: opening a FIFO blocked
-    // the start for good, and SIGTERM did not end it (the second probe).
     let fifo = dir.path().join("snap.fifo");
     let made = std::process::Command::new("mkfifo")
         .arg(&fifo)
         .status()
         .unwrap();
     assert!(made.success());
-    for path in [fifo.clone(), dir.path().to_path_buf()] {
+    let missing = dir.path().join("no-such-dir").join("snap.bin");
+    for (path, says) in [
+        (missing, "no-such-dir"),
+        (fifo, "not a regular file"),
+        (dir.path().to_path_buf(), "not a regular file"),
+    ] {
         let mut args = base_args(&run);
         args.extend(["--snapshot".to_string(), path.display().to_string()]);
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_naam-host-agent"))
@@ -668,6 +659,6 @@ fn registration_limits_and_a_snapshot_directory_are_checked() {
             .unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("not a regular file"), "{err}");
+        assert!(err.contains(says) && err.contains("snapshot"), "{err}");
     }
 }

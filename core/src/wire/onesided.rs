@@ -187,6 +187,17 @@ impl OpBody<'_> {
             OpBody::Faa { .. } => OpKind::Faa,
         }
     }
+
+    /// The op's length and arguments as an op slot holds them: `(len, arg0, arg1)` (a
+    /// WRITE's length is its data's; CAS and FAA are one word).
+    pub fn operands(&self) -> (u32, u64, u64) {
+        match *self {
+            OpBody::Read { len } => (len, 0, 0),
+            OpBody::Write { data } => (data.len() as u32, 0, 0),
+            OpBody::Cas { expected, desired } => (8, expected, desired),
+            OpBody::Faa { addend } => (8, addend, 0),
+        }
+    }
 }
 
 /// One one-sided op.
@@ -216,12 +227,7 @@ impl RemoteOp<'_> {
     }
 
     fn raw(&self) -> RawRemoteOp {
-        let (len, arg0, arg1) = match self.body {
-            OpBody::Read { len } => (len, 0, 0),
-            OpBody::Write { data } => (data.len() as u32, 0, 0),
-            OpBody::Cas { expected, desired } => (8, expected, desired),
-            OpBody::Faa { addend } => (8, addend, 0),
-        };
+        let (len, arg0, arg1) = self.body.operands();
         RawRemoteOp {
             kind: self.body.kind() as u8,
             region: self.region,

@@ -29,12 +29,7 @@ const OP_REFUSED: OpResult<'static> = OpResult {
 
 /// `op` as the region table checks it (`data_off` is the runtime's business).
 fn raw_op(op: &RemoteOp<'_>) -> RawOp {
-    let (len, arg0, arg1) = match op.body {
-        OpBody::Read { len } => (len, 0, 0),
-        OpBody::Write { data } => (data.len() as u32, 0, 0),
-        OpBody::Cas { expected, desired } => (8, expected, desired),
-        OpBody::Faa { addend } => (8, addend, 0),
-    };
+    let (len, arg0, arg1) = op.body.operands();
     RawOp {
         kind: op.body.kind() as u8,
         region: op.region,
