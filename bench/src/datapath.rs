@@ -214,7 +214,7 @@ fn keyring() -> anyhow::Result<Keyring> {
     ];
     keys.extend(
         (0..OTHER_TENANTS)
-            .map(|i| Credential::new(3 + i, Principal::Tenant(TENANT + 1 + i), [i as u8; 32])),
+            .map(|i| Credential::new(3 + i, Principal::Tenant(TENANT + 1 + i), [i as u8 + 1; 32])),
     );
     Ok(Keyring::new(keys)?)
 }

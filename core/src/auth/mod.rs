@@ -89,6 +89,15 @@ pub enum AuthError {
     /// would act as the admin for every tenant.
     #[error("key id {key_id}: tenant {ANY_TENANT} is reserved (it stands for every tenant)")]
     ReservedTenant { key_id: u32 },
+    /// A secret anyone can guess.
+    #[error("key id {key_id}: its secret is all zeros")]
+    ZeroSecret { key_id: u32 },
+    /// Two keys with one secret: the holder of either can compute the other's MACs and
+    /// capabilities (a tenant the admin's).
+    #[error(
+        "key ids {first} and {second} have the same secret: each holder could act as the other"
+    )]
+    SharedSecret { first: u32, second: u32 },
     #[error("no key in the file")]
     Empty,
 }
@@ -238,6 +247,17 @@ impl Keyring {
             }
             if k.principal == Principal::Tenant(ANY_TENANT) {
                 return Err(AuthError::ReservedTenant { key_id: k.key_id });
+            }
+            if k.secret == [0; SECRET_LEN] {
+                return Err(AuthError::ZeroSecret { key_id: k.key_id });
+            }
+        }
+        for (i, a) in keys.iter().enumerate() {
+            if let Some(b) = keys[i + 1..].iter().find(|b| b.secret == a.secret) {
+                return Err(AuthError::SharedSecret {
+                    first: a.key_id,
+                    second: b.key_id,
+                });
             }
         }
         Ok(Keyring { keys })

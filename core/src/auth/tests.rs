@@ -4,7 +4,7 @@ use crate::wire::DescribeRepr;
 const NOW: u64 = 1_800_000_000_000_000_000;
 
 fn key(id: u32, p: Principal) -> Credential {
-    Credential::new(id, p, [id as u8; SECRET_LEN])
+    Credential::new(id, p, [(id as u8).wrapping_add(0x40); SECRET_LEN])
 }
 
 fn request(id: u64) -> Vec<u8> {
@@ -180,7 +180,7 @@ fn capabilities_of_many_tenants_are_each_found_and_nothing_else_is() {
     );
     let keys: Vec<Credential> = (0..1000u32)
         .map(|i| {
-            let mut secret = [0u8; SECRET_LEN];
+            let mut secret = [0x5au8; SECRET_LEN];
             secret[..4].copy_from_slice(&i.to_le_bytes());
             Credential::new(i, Principal::Tenant(i / 2), secret)
         })
@@ -284,4 +284,26 @@ fn a_tenant_key_for_the_reserved_any_tenant_id_is_refused() {
         "ab".repeat(SECRET_LEN)
     );
     assert!(Credential::from_line(&ok, 3).is_ok());
+}
+
+/// Found by the second probe: an all-zero secret, and one secret for the admin and a tenant
+/// (whose holder could then compute the admin's capability), were accepted.
+#[test]
+fn a_keyring_refuses_a_zero_secret_and_a_secret_used_twice() {
+    let zero = Credential::new(3, Principal::Tenant(1), [0; SECRET_LEN]);
+    assert_eq!(
+        Keyring::new(vec![key(0, Principal::Admin), zero]).unwrap_err(),
+        AuthError::ZeroSecret { key_id: 3 }
+    );
+    let admin = Credential::new(0, Principal::Admin, [5; SECRET_LEN]);
+    let tenant = Credential::new(4, Principal::Tenant(1), [5; SECRET_LEN]);
+    let e = Keyring::new(vec![admin, key(1, Principal::Tenant(2)), tenant]).unwrap_err();
+    assert_eq!(
+        e,
+        AuthError::SharedSecret {
+            first: 0,
+            second: 4
+        }
+    );
+    assert!(e.to_string().contains("same secret"), "{e}");
 }
