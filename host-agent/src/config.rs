@@ -53,7 +53,7 @@ impl<'de> Deserialize<'de> for HandlerSpec {
 /// compiled program (two memory mappings per JIT program) and a slot of every worker's pool,
 /// so one tenant's key must not be able to register without bound (the attacker probe of
 /// 2026-12-06 registered 13 900 before the host agent's heartbeat went late).
-pub const DEFAULT_MAX_OFFLOADS_PER_TENANT: u32 = 1024;
+pub const DEFAULT_MAX_OFFLOADS_PER_TENANT: u32 = 4096;
 
 /// Everything the host agent is started with.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

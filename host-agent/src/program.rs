@@ -80,7 +80,7 @@ struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (off by default; port 0 picks one).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
-    /// Offloads one tenant may have registered at once [default: 1024].
+    /// Offloads one tenant may have registered at once [default: 4096].
     #[arg(long, value_name = "N")]
     max_offloads_per_tenant: Option<u32>,
 }
