@@ -13,7 +13,11 @@ pub enum ClientError {
     #[error(
         "request {request_id:#x} to {to} timed out: no {} in {attempts} attempts ({waited:.1?}); {}",
         awaited.name(),
-        refused.as_ref().map_or("nothing answered (is a server there?)".into(), |r| format!("earlier attempts were refused: {r}"))
+        match (refused, unmatched) {
+            (Some(r), _) => format!("earlier attempts were refused: {r}"),
+            (None, 0) => "nothing answered (is a server there?)".to_owned(),
+            (None, n) => format!("{n} datagrams came from its address meanwhile, none an answer to an open request (malformed, or for other requests)"),
+        }
     )]
     Timeout {
         request_id: u64,
@@ -24,6 +28,8 @@ pub enum ClientError {
         attempts: u32,
         waited: Duration,
         refused: Option<String>,
+        /// Datagrams from the server's address meanwhile that answered nothing open here.
+        unmatched: u64,
     },
     /// The server answered with an ERROR reply.
     #[error("server error {}{}{detail}", code.name(), if detail.is_empty() { "" } else { ": " })]

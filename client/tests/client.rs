@@ -482,3 +482,34 @@ fn a_server_whose_pages_never_end_is_refused_not_followed_forever() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     t.join().unwrap();
 }
+
+/// A server that answers only with what matches nothing (malformed datagrams, replies to
+/// other ids): the timeout says that something did answer, instead of "nothing answered (is
+/// a server there?)" (the second probe of 2026-12-06).
+#[test]
+fn a_timeout_says_when_the_server_answered_only_with_what_matched_nothing() {
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let t = std::thread::spawn(move || {
+        server
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let mut buf = vec![0u8; 70_000];
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok((_, from)) = server.recv_from(&mut buf) {
+                let _ = server.send_to(b"\x00not a naam reply", from);
+            }
+        }
+    });
+    let mut c = Client::with_servers(&[ServerAddr::new(addr, Some(addr))], quick()).unwrap();
+    let e = c.server_stats(0).unwrap_err();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    t.join().unwrap();
+    match &e {
+        ClientError::Timeout { unmatched, .. } => assert!(*unmatched >= 1, "{e}"),
+        other => panic!("{other}"),
+    }
+    assert!(e.to_string().contains("came from its address"), "{e}");
+}

@@ -122,6 +122,8 @@ pub(super) struct Pending {
     /// Counted in its server's window (sent and not answered); else waiting for room there
     /// or for the retry after a refusal.
     pub(super) on_wire: bool,
+    /// Its server's [`ServerState::unmatched`] when it was submitted.
+    pub(super) unmatched_before: u64,
 }
 
 impl Pending {
@@ -153,6 +155,7 @@ impl Pending {
             offload,
             expect,
             on_wire: false,
+            unmatched_before: 0,
         }
     }
 }
@@ -174,6 +177,9 @@ pub(super) struct ServerState {
     /// Steering class -> when its current lease began (a lease extended before it ended
     /// keeps its start): fetched programs of the class are checked again after it.
     pub(super) lease_began: HashMap<u16, Instant>,
+    /// Datagrams from its address that answered nothing open here (malformed, or for no
+    /// request still waiting), so that a timeout can say the server did answer.
+    pub(super) unmatched: u64,
 }
 
 /// A program this client fetched from a server (FETCH) to run it itself.
@@ -265,6 +271,7 @@ impl Endpoint {
                     lease_began: HashMap::new(),
                     window: Window::new(cfg.max_window),
                     rtt: crate::rtt::Rtt::default(),
+                    unmatched: 0,
                 })
                 .collect(),
             cfg,

@@ -75,8 +75,22 @@ impl Endpoint {
             attempts: p.attempts,
             waited: now - p.first_sent,
             refused: p.refused.take(),
+            unmatched: self.servers[p.server].unmatched - p.unmatched_before,
         };
         self.finish(p.ticket, p.purpose, Err(err));
+    }
+
+    /// A datagram from `src` that answered nothing open, counted for the server at that
+    /// address (a timeout then says that it did answer).
+    fn count_unmatched(&mut self, src: SocketAddr) {
+        let from = |a: &SocketAddr| a.ip() == src.ip();
+        if let Some(s) = self
+            .servers
+            .iter_mut()
+            .find(|s| from(&s.addr.data) || from(&s.addr.control))
+        {
+            s.unmatched += 1;
+        }
     }
 
     /// Pops timers of requests that finished or were rescheduled, so that the top is live.
@@ -105,6 +119,7 @@ impl Endpoint {
             Ok(m) => m,
             Err(_) => {
                 self.stats.malformed_replies += 1;
+                self.count_unmatched(src);
                 return;
             }
         };
@@ -116,6 +131,7 @@ impl Endpoint {
             Some(p) if p.dest.ip() == src.ip() => {}
             _ => {
                 self.stats.stray_replies += 1;
+                self.count_unmatched(src);
                 return;
             }
         }

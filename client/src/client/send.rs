@@ -87,8 +87,11 @@ impl Endpoint {
 
     /// A new request: on the wire now if its server's window has room, else held until it
     /// has.
-    pub(super) fn enqueue(&mut self, id: u64, p: Pending, now: Instant) {
+    pub(super) fn enqueue(&mut self, id: u64, mut p: Pending, now: Instant) {
         let server = p.server;
+        if p.attempts == 0 {
+            p.unmatched_before = self.servers[server].unmatched;
+        }
         self.pending.insert(id, p);
         if self.servers[server].window.admit() {
             self.send_pending(id, now);
