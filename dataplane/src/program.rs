@@ -235,8 +235,8 @@ fn with_config_file(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ff
 
 /// A `--port` whose form this build can open (checked before connecting to anything).
 fn port_spec(s: &str) -> Result<String, String> {
-    crate::port::check_spec(s)
-        .map(|()| s.to_owned())
+    crate::port::parse_spec(s)
+        .map(|_| s.to_owned())
         .map_err(|e| e.to_string())
 }
 
@@ -269,14 +269,10 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         .init();
     let a = Args::parse_from(with_config_file(args)?);
     // Class `c` is served on UDP port `base + c`: found out here, not after connecting.
-    let udp_base = a
-        .port
-        .strip_prefix("udp:")
-        .and_then(|s| s.parse::<std::net::SocketAddrV4>().ok());
-    if let Some(base) = udp_base.filter(|b| b.port() != 0) {
+    if let Ok(crate::port::PortSpec::Udp(base)) = crate::port::parse_spec(&a.port) {
         let last = u32::from(base.port()) + u32::from(a.classes) - 1;
         anyhow::ensure!(
-            last <= u32::from(u16::MAX),
+            base.port() == 0 || last <= u32::from(u16::MAX),
             "--port {}: its {} classes would need UDP ports up to {last}, past 65535 (lower the \
              base port or --classes)",
             a.port,

@@ -30,6 +30,38 @@ pub enum AnyPort {
     Dpdk(Box<super::DpdkPort>),
 }
 
+/// A port spec, parsed (its form only: nothing is bound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortSpec<'a> {
+    /// `udp:IP:BASE`: class `c` on UDP port `BASE + c` (`BASE` 0: any free range).
+    Udp(SocketAddrV4),
+    /// `dpdk:EAL-ARGS` (a build with the `dpdk` feature).
+    Dpdk(&'a str),
+}
+
+/// Parses `spec`, refusing what this build cannot open, so that a program can refuse a wrong
+/// `--port` before it connects to anything.
+pub fn parse(spec: &str) -> Result<PortSpec<'_>, PortError> {
+    let bad = |reason: &str| PortError::Spec {
+        spec: spec.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if let Some(addr) = spec.strip_prefix("udp:") {
+        return addr
+            .parse()
+            .map(PortSpec::Udp)
+            .map_err(|_| bad("expected udp:IPV4:PORT (IPv4 only)"));
+    }
+    if let Some(args) = spec.strip_prefix("dpdk:") {
+        return if cfg!(feature = "dpdk") {
+            Ok(PortSpec::Dpdk(args))
+        } else {
+            Err(PortError::NotBuilt("dpdk"))
+        };
+    }
+    Err(bad("expected udp:ADDR or dpdk:EAL-ARGS"))
+}
+
 /// Opens a port from `spec`:
 ///
 /// - `udp:127.0.0.1:7000` — UDP sockets on ports 7000 .. 7000 + classes (port 0: any free
@@ -38,51 +70,15 @@ pub enum AnyPort {
 ///   EAL arguments, plus `--naam-addr=IP:PORT` and `--naam-port-id=N` (see
 ///   `DpdkPort::open`); needs the `dpdk` feature.
 pub fn open(spec: &str, options: &PortOptions) -> Result<AnyPort, PortError> {
-    check(spec)?;
-    if let Some(addr) = spec.strip_prefix("udp:") {
-        let addr: SocketAddrV4 = addr.parse().map_err(|_| bad_spec(spec, UDP_FORM))?;
-        return Ok(AnyPort::Udp(UdpPort::bind(addr, options.classes)?));
-    }
-    if let Some(args) = spec.strip_prefix("dpdk:") {
+    match parse(spec)? {
+        PortSpec::Udp(addr) => Ok(AnyPort::Udp(UdpPort::bind(addr, options.classes)?)),
         #[cfg(feature = "dpdk")]
-        return Ok(AnyPort::Dpdk(Box::new(super::DpdkPort::open(
+        PortSpec::Dpdk(args) => Ok(AnyPort::Dpdk(Box::new(super::DpdkPort::open(
             args, options,
-        )?)));
+        )?))),
         #[cfg(not(feature = "dpdk"))]
-        {
-            let _ = args;
-            return Err(PortError::NotBuilt("dpdk"));
-        }
+        PortSpec::Dpdk(_) => Err(PortError::NotBuilt("dpdk")),
     }
-    Err(bad_spec(spec, "expected udp:ADDR or dpdk:EAL-ARGS"))
-}
-
-const UDP_FORM: &str = "expected udp:IPV4:PORT (IPv4 only)";
-
-fn bad_spec(spec: &str, reason: &str) -> PortError {
-    PortError::Spec {
-        spec: spec.to_owned(),
-        reason: reason.to_owned(),
-    }
-}
-
-/// Whether `spec` names a port this build can open (its form only: nothing is bound), so a
-/// program can refuse a wrong `--port` before it connects to anything.
-pub fn check(spec: &str) -> Result<(), PortError> {
-    if let Some(addr) = spec.strip_prefix("udp:") {
-        return addr
-            .parse::<SocketAddrV4>()
-            .map(|_| ())
-            .map_err(|_| bad_spec(spec, UDP_FORM));
-    }
-    if spec.starts_with("dpdk:") {
-        return if cfg!(feature = "dpdk") {
-            Ok(())
-        } else {
-            Err(PortError::NotBuilt("dpdk"))
-        };
-    }
-    Err(bad_spec(spec, "expected udp:ADDR or dpdk:EAL-ARGS"))
 }
 
 macro_rules! each {

@@ -27,7 +27,7 @@ use super::monitor::{HostLoad, Monitor, MonitorConfig};
 use super::shared::Shared;
 use super::stats::WorkerStats;
 use super::worker::{Worker, WorkerConfig};
-use crate::port::{AnyPort, LossInjection, Port, PortOptions, UdpPort};
+use crate::port::{AnyPort, LossInjection, Port, PortOptions, PortSpec, UdpPort};
 use crate::steering::{SoftSwitch, Target};
 
 /// The NIC congestion injector's slice: a congested worker is taken for this long, then
@@ -232,13 +232,9 @@ fn open_port(
     classes: u16,
     loss: LossInjection,
 ) -> Result<AnyPort, String> {
-    if let Some(addr) = spec.strip_prefix("udp:") {
-        let addr: SocketAddrV4 = match base {
-            Some(b) => b,
-            None => addr
-                .parse()
-                .map_err(|_| format!("bad port spec {spec:?}: expected udp:IPV4:PORT"))?,
-        };
+    let parsed = crate::port::parse_spec(spec).map_err(|e| super::with_sources(&e))?;
+    if let PortSpec::Udp(addr) = parsed {
+        let addr = base.unwrap_or(addr);
         let p = if workers == 1 {
             UdpPort::bind(addr, classes)
         } else if base.is_none() {
@@ -506,9 +502,7 @@ const HOST_COUNTERS_EVERY: Duration = Duration::from_millis(250);
 
 /// Whether the data port spec asked for any free ports (`udp:IP:0`).
 fn port_was_picked(spec: &str) -> bool {
-    spec.strip_prefix("udp:")
-        .and_then(|a| a.parse::<SocketAddrV4>().ok())
-        .is_some_and(|a| a.port() == 0)
+    matches!(crate::port::parse_spec(spec), Ok(PortSpec::Udp(a)) if a.port() == 0)
 }
 
 fn run_worker(
