@@ -372,7 +372,7 @@ fn header_echo(d: &[u8]) -> (u64, u16) {
 
 fn register(agent: &HostAgent, r: &RegisterRepr<'_>) -> Result<u32, crate::RegisterError> {
     let refuse = |code, detail: String| Err(crate::RegisterError { code, detail });
-    if r.tenant == u32::MAX {
+    if r.tenant == naam_core::auth::ANY_TENANT {
         // What the admin's key stands for on the data path: no offload may belong to it.
         return refuse(
             ErrorCode::BadRequest,

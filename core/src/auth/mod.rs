@@ -33,8 +33,9 @@ const KEY_LINE: &str = "naam-key";
 const SEAL_DOMAIN: &[u8] = b"naam-seal-v1\0";
 /// Domain separation for data-path capabilities.
 const CAP_DOMAIN: &[u8] = b"naam-cap-v1\0";
-/// The tenant an admin capability is made for: it stands for every tenant.
-const ANY_TENANT: u32 = u32::MAX;
+/// The tenant an admin capability is made for: it stands for every tenant, so no key and no
+/// offload may belong to it.
+pub const ANY_TENANT: u32 = u32::MAX;
 
 /// The wall clock in nanoseconds since the Unix epoch: the nonce a sender seals with and the
 /// time a receiver checks it against (0 if the clock is before 1970).
