@@ -219,12 +219,12 @@ pub struct YcsbConfig {
     pub max_window: usize,
 }
 
-/// The key set to use: the configured one, the server's, or 1.
 /// How many keys the first server's MICA was filled with (`describe(mica).keys`), if it says.
 pub fn server_keys(cfg: &YcsbConfig) -> anyhow::Result<Option<u64>> {
     Ok(client(cfg)?.param(0, "keys"))
 }
 
+/// The key set to use: the configured one, the server's, or 1.
 pub fn key_seed(cfg: &YcsbConfig, mica: &Mica<ShardedClient>) -> u64 {
     cfg.key_seed.or_else(|| mica.param(0, "seed")).unwrap_or(1)
 }
