@@ -11,6 +11,16 @@ struct Run {
     stderr: String,
 }
 
+impl Run {
+    fn of(out: &std::process::Output) -> Run {
+        Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 fn naam(s: &common::TestServer, args: &[&str]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_naam"))
         .arg("--server")
@@ -21,11 +31,7 @@ fn naam(s: &common::TestServer, args: &[&str]) -> Run {
         .args(args)
         .output()
         .expect("naam runs");
-    Run {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::of(&out)
 }
 
 /// A failed run: non-zero exit, nothing on stdout, one line on stderr naming the problem.
@@ -348,36 +354,18 @@ fn describe_prints_parameters_and_runs_admin_commands() {
 #[test]
 fn a_servers_error_text_cannot_forge_output() {
     use naam_core::wire::{Body, ErrorCode, ErrorRepr, Message};
-    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = server.local_addr().unwrap();
-    let t = std::thread::spawn(move || {
-        server
-            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        let (mut buf, mut out) = (vec![0u8; 70_000], vec![0u8; 2048]);
-        if let Ok((n, from)) = server.recv_from(&mut buf) {
-            let req = Message::parse(&buf[..n]).unwrap();
-            let e = ErrorRepr::new(ErrorCode::Internal, "oops\nnaam: all is well\u{1b}[31m");
-            let len = req.reply(Body::Error(e)).emit(&mut out).unwrap();
-            server.send_to(&out[..len], from).unwrap();
-        }
+    let server = common::scripted_server(|d| {
+        let req = Message::parse(d).ok()?;
+        let e = ErrorRepr::new(ErrorCode::Internal, "oops\nnaam: all is well\u{1b}[31m");
+        Some(common::reply_to(&req, Body::Error(e)))
     });
+    let addr = server.addr.to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_naam"))
-        .args([
-            "--server",
-            &addr.to_string(),
-            "--control",
-            &addr.to_string(),
-        ])
+        .args(["--server", &addr, "--control", &addr])
         .args(["--timeout-ms", "2000", "stats"])
         .env_remove("NAAM_KEY_FILE")
         .output()
         .unwrap();
-    t.join().unwrap();
-    let r = Run {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let r = Run::of(&out);
     assert_one_line_error(&r, "oops\\nnaam: all is well\\u{1b}[31m");
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{start_server, start_server_n};
+use common::{reply_to, scripted_server, start_server, start_server_n};
 use naam_client::bundled::{self, region};
 use naam_client::{
     Client, ClientConfig, ClientError, ExecMode, RegisterOptions, Response, ServerAddr,
@@ -420,53 +420,38 @@ fn a_server_whose_pages_never_end_is_refused_not_followed_forever() {
     use naam_core::wire::{
         Body, EntryList, FetchReplyRepr, KvEntry, KvListRepr, ListReplyRepr, Message,
     };
-    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = server.local_addr().unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let s = stop.clone();
-    let t = std::thread::spawn(move || {
-        server
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let (mut buf, mut out) = (vec![0u8; 70_000], vec![0u8; 70_000]);
+    let server = scripted_server(|d| {
+        let req = Message::parse(d).ok()?;
         let entries = [KvEntry {
             name: "x",
             value: 1,
         }];
-        while !s.load(std::sync::atomic::Ordering::Relaxed) {
-            let Ok((n, from)) = server.recv_from(&mut buf) else {
-                continue;
-            };
-            let Ok(req) = Message::parse(&buf[..n]) else {
-                continue;
-            };
-            let body = match req.body {
-                // An empty page that says "more" from the start again.
-                Body::List(_) => Body::ListReply(ListReplyRepr {
-                    more: true,
-                    next: 0,
-                    entries: EntryList::from_slice(&[]),
-                }),
-                // One entry a page, always one further.
-                Body::Stats(p) => Body::StatsReply(KvListRepr {
-                    more: true,
-                    next: p.start + 1,
-                    entries: EntryList::from_slice(&entries),
-                }),
-                // A program of 4 GiB, eight bytes at a time.
-                Body::Fetch(f) => Body::FetchReply(FetchReplyRepr {
-                    id: f.id,
-                    total: u32::MAX,
-                    start: f.start,
-                    digest: 7,
-                    bytes: &[0; 8],
-                }),
-                _ => continue,
-            };
-            let len = req.reply(body).emit(&mut out).unwrap();
-            let _ = server.send_to(&out[..len], from);
-        }
+        let body = match req.body {
+            // An empty page that says "more" from the start again.
+            Body::List(_) => Body::ListReply(ListReplyRepr {
+                more: true,
+                next: 0,
+                entries: EntryList::from_slice(&[]),
+            }),
+            // One entry a page, always one further.
+            Body::Stats(p) => Body::StatsReply(KvListRepr {
+                more: true,
+                next: p.start + 1,
+                entries: EntryList::from_slice(&entries),
+            }),
+            // A program of 4 GiB, eight bytes at a time.
+            Body::Fetch(f) => Body::FetchReply(FetchReplyRepr {
+                id: f.id,
+                total: u32::MAX,
+                start: f.start,
+                digest: 7,
+                bytes: &[0; 8],
+            }),
+            _ => return None,
+        };
+        Some(reply_to(&req, body))
     });
+    let addr = server.addr;
     let mut c = Client::with_servers(&[ServerAddr::new(addr, Some(addr))], quick()).unwrap();
     let started = std::time::Instant::now();
     assert!(matches!(c.list(0), Err(ClientError::EndlessPages { .. })));
@@ -479,8 +464,6 @@ fn a_server_whose_pages_never_end_is_refused_not_followed_forever() {
         "{:?}",
         started.elapsed()
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    t.join().unwrap();
 }
 
 /// A server that answers only with what matches nothing (malformed datagrams, replies to
@@ -488,25 +471,10 @@ fn a_server_whose_pages_never_end_is_refused_not_followed_forever() {
 /// a server there?)" (the second probe of 2026-12-06).
 #[test]
 fn a_timeout_says_when_the_server_answered_only_with_what_matched_nothing() {
-    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = server.local_addr().unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let s = stop.clone();
-    let t = std::thread::spawn(move || {
-        server
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let mut buf = vec![0u8; 70_000];
-        while !s.load(std::sync::atomic::Ordering::Relaxed) {
-            if let Ok((_, from)) = server.recv_from(&mut buf) {
-                let _ = server.send_to(b"\x00not a naam reply", from);
-            }
-        }
-    });
+    let server = scripted_server(|_| Some(b"\x00not a naam reply".to_vec()));
+    let addr = server.addr;
     let mut c = Client::with_servers(&[ServerAddr::new(addr, Some(addr))], quick()).unwrap();
     let e = c.server_stats(0).unwrap_err();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    t.join().unwrap();
     match &e {
         ClientError::Timeout { unmatched, .. } => assert!(*unmatched >= 1, "{e}"),
         other => panic!("{other}"),

@@ -422,15 +422,10 @@ fn handler_objects_on_the_command_line_are_verified_and_registered() {
     // An object that does not load: the agent refuses to start and says why.
     let bad = dir.path().join("bad.o");
     std::fs::write(&bad, b"not an ELF object").unwrap();
-    let run = dir.path().join("run2");
-    let mut args = base_args(&run);
-    args.extend(["--handler".to_string(), bad.to_str().unwrap().to_string()]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_naam-host-agent"))
-        .args(&args)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(
+        &dir.path().join("run2"),
+        &["--handler", bad.to_str().unwrap()],
+    );
     assert!(err.contains("bad.o"), "{err}");
 }
 
@@ -651,14 +646,7 @@ fn registration_limits_and_a_snapshot_directory_are_checked() {
         (fifo, "not a regular file"),
         (dir.path().to_path_buf(), "not a regular file"),
     ] {
-        let mut args = base_args(&run);
-        args.extend(["--snapshot".to_string(), path.display().to_string()]);
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_naam-host-agent"))
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = refused_start(&run, &["--snapshot", path.to_str().unwrap()]);
         assert!(err.contains(says) && err.contains("snapshot"), "{err}");
     }
 }

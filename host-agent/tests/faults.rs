@@ -290,12 +290,7 @@ fn sigterm_stops_cleanly() {
 fn a_second_agent_in_the_same_run_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::start(dir.path(), &[]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_naam-host-agent"))
-        .args(base_args(&agent.run_dir))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("another host agent"));
+    assert!(refused_start(&agent.run_dir, &[]).contains("another host agent"));
     // The first one still serves.
     assert_eq!(agent.param("host", "workers"), 1);
 }

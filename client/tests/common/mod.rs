@@ -112,3 +112,60 @@ pub fn start_server_n(n: usize) -> TestServer {
 pub fn start_server() -> TestServer {
     start_server_n(0)
 }
+
+/// A stand-in server on a loopback UDP socket that answers each datagram with what `answer`
+/// makes of it (`None`: no answer), until dropped: for clients facing a broken or hostile
+/// server.
+pub struct ScriptedServer {
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+pub fn scripted_server(
+    mut answer: impl FnMut(&[u8]) -> Option<Vec<u8>> + Send + 'static,
+) -> ScriptedServer {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(20)))
+        .unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 70_000];
+        while !s.load(Ordering::Relaxed) {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            if let Some(reply) = answer(&buf[..n]) {
+                let _ = sock.send_to(&reply, from);
+            }
+        }
+    });
+    ScriptedServer {
+        addr,
+        stop,
+        thread: Some(thread),
+    }
+}
+
+impl Drop for ScriptedServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The datagram of the reply to `request` with `body`.
+pub fn reply_to(
+    request: &naam_core::wire::Message<'_>,
+    body: naam_core::wire::Body<'_>,
+) -> Vec<u8> {
+    let m = request.reply(body);
+    let mut out = vec![0u8; m.buffer_len()];
+    m.emit(&mut out).unwrap();
+    out
+}

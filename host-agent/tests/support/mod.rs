@@ -41,6 +41,18 @@ pub fn base_args(run_dir: &Path) -> Vec<String> {
     .collect()
 }
 
+/// Runs `naam-host-agent` with the base flags plus `extra`, expects it to refuse to start,
+/// and returns what it said on stderr.
+pub fn refused_start(run_dir: &Path, extra: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_naam-host-agent"))
+        .args(base_args(run_dir))
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "it started with {extra:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 impl Agent {
     /// Starts `naam-host-agent` with the base flags plus `extra`, and waits (bounded) until
     /// its control socket answers.
