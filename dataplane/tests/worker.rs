@@ -326,13 +326,21 @@ fn rig() -> Rig {
 }
 
 impl Rig {
+    /// One poll, and more while datagrams wait at the port: under the tenants' shares a poll
+    /// takes only what its budget pays for (here, unoptimised, that can be one packet).
     fn poll(&mut self) -> usize {
-        self.now += 1_000_000;
-        if self.posted {
-            self.worker
-                .poll(self.now, &mut self.port, &mut Posted(&mut self.qp))
-        } else {
-            self.worker.poll(self.now, &mut self.port, &mut self.qp)
+        let mut work = 0;
+        loop {
+            self.now += 1_000_000;
+            work += if self.posted {
+                self.worker
+                    .poll(self.now, &mut self.port, &mut Posted(&mut self.qp))
+            } else {
+                self.worker.poll(self.now, &mut self.port, &mut self.qp)
+            };
+            if self.port.pending() == 0 {
+                return work;
+            }
         }
     }
 
@@ -1938,6 +1946,47 @@ fn a_mutation_is_applied_once_while_its_client_may_retry_whatever_follows() {
     assert_eq!(r.region_word(WORD), before + 3000);
 }
 
+/// Issue 17: a datagram that arrives during a poll waits for the poll to end, so under the
+/// tenants' shares a poll takes from the port only as many packets as its budget pays for at
+/// what packets have lately cost; the rest wait at the port for the next poll. First come,
+/// first served takes full bursts.
+#[test]
+fn a_poll_takes_what_its_budget_pays_for() {
+    let taken = |fair: FairConfig| {
+        let mut r = rig_fair(64, 64, fair);
+        for id in 1..=40 {
+            r.am(
+                id,
+                RECORD,
+                RECORD_CLASS,
+                AmFlags::empty(),
+                &record_args(0),
+                Flags::empty(),
+            );
+        }
+        let mut per_poll = Vec::new();
+        for _ in 0..3 {
+            r.now += 1_000_000;
+            r.worker.poll(r.now, &mut r.port, &mut r.qp);
+            per_poll.push(r.replies().len());
+        }
+        per_poll
+    };
+    // A budget of 1 ns pays for one packet once one has been measured (the first poll has
+    // nothing to go by and takes a full burst).
+    let tiny = FairConfig {
+        poll_budget_ns: 1,
+        ..FairConfig::default()
+    };
+    assert_eq!(taken(tiny), [32, 1, 1]);
+    let fcfs = FairConfig {
+        enabled: false,
+        poll_budget_ns: 1,
+        ..FairConfig::default()
+    };
+    assert_eq!(taken(fcfs), [32, 8, 0]);
+}
+
 /// Issue 17: under first come, first served a tenant that fills the bursts makes another
 /// tenant's message wait for all of them. With the tenants' shares, a burst is served in fair
 /// order (the tenant that used the least goes next), and a worker that is behind (the burst
@@ -1962,6 +2011,7 @@ fn a_burst_is_served_in_fair_order_and_a_worker_behind_refuses_the_excess() {
         }
         light(&mut r, 1000);
         r.poll();
+        let bursts = r.port.take_burst_sizes();
         let mut order = Vec::new();
         let mut refused = 0u64;
         for d in r.replies() {
@@ -1981,7 +2031,7 @@ fn a_burst_is_served_in_fair_order_and_a_worker_behind_refuses_the_excess() {
                 b => panic!("unexpected {b:?}"),
             }
         }
-        (order, refused, r.published_counters())
+        (order, refused, bursts, r.published_counters())
     };
     let spent = FairConfig {
         poll_budget_ns: 0,
@@ -1990,9 +2040,12 @@ fn a_burst_is_served_in_fair_order_and_a_worker_behind_refuses_the_excess() {
 
     // Behind, budget spent at once: each tenant gets its first message, the rest of tenant
     // 1's are refused.
-    let (order, refused, c) = burst(spent.clone(), 31);
+    let (order, refused, bursts, c) = burst(spent.clone(), 31);
     assert_eq!(order, [RECORD_CLASS, SPIN_CLASS]);
     assert_eq!(refused, 30);
+    // Each tenant's replies leave before the next tenant's run: tenant 2's alone, not after
+    // whatever tenant 1's messages cost.
+    assert_eq!(bursts, [1, 1, 30]);
     assert_eq!(c["tenant.1.refused"], 30);
     assert_eq!(c["tenant.1.admitted"], 1);
     assert_eq!(c["tenant.2.admitted"], 1);
@@ -2001,10 +2054,11 @@ fn a_burst_is_served_in_fair_order_and_a_worker_behind_refuses_the_excess() {
 
     // Not behind (the burst did not fill the batch): everything is served, tenant 2's
     // message second, not last.
-    let (order, refused, _) = burst(spent, 20);
+    let (order, refused, bursts, _) = burst(spent, 20);
     assert_eq!(refused, 0);
     assert_eq!(order.len(), 21);
     assert_eq!(order[1], SPIN_CLASS);
+    assert_eq!(bursts, [1, 1, 19]);
 
     // First come, first served: everything, in arrival order.
     let fcfs = FairConfig {
@@ -2012,9 +2066,10 @@ fn a_burst_is_served_in_fair_order_and_a_worker_behind_refuses_the_excess() {
         poll_budget_ns: 0,
         ..FairConfig::default()
     };
-    let (order, refused, c) = burst(fcfs, 31);
+    let (order, refused, bursts, c) = burst(fcfs, 31);
     assert_eq!(refused, 0);
     assert_eq!(order.len(), 32);
+    assert_eq!(bursts, [32]);
     assert_eq!(order[31], SPIN_CLASS);
     assert_eq!(c["tenant.1.admitted"], 31);
 }

@@ -16,6 +16,8 @@ pub struct MemPort {
     /// Buffers of received datagrams, for the next injections.
     spare: Vec<Vec<u8>>,
     sent: Vec<(Peer, Vec<u8>)>,
+    /// How many of `sent` each `tx_burst` call handed on.
+    bursts: Vec<usize>,
     /// Count what is sent without keeping it (no allocation per packet: for measuring the
     /// worker's own allocations).
     discard_sent: bool,
@@ -30,6 +32,7 @@ impl MemPort {
             inbox: VecDeque::new(),
             spare: Vec::new(),
             sent: Vec::new(),
+            bursts: Vec::new(),
             discard_sent: false,
             stats: PortStats::default(),
         }
@@ -80,6 +83,12 @@ impl MemPort {
     pub fn take_sent(&mut self) -> Vec<(Peer, Vec<u8>)> {
         std::mem::take(&mut self.sent)
     }
+
+    /// The sizes of the `tx_burst` calls since the last call (when sent datagrams are kept):
+    /// which replies left together.
+    pub fn take_burst_sizes(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.bursts)
+    }
 }
 
 impl Port for MemPort {
@@ -108,6 +117,9 @@ impl Port for MemPort {
             if !self.discard_sent {
                 self.sent.push((*p.peer(), p.payload().to_vec()));
             }
+        }
+        if !self.discard_sent {
+            self.bursts.push(batch.len());
         }
         Ok(batch.len())
     }

@@ -223,6 +223,9 @@ impl Packet {
 pub struct PacketBatch {
     packets: Box<[Packet]>,
     len: usize,
+    /// Packets the batch takes (at most its capacity): a receive burst can be kept shorter
+    /// than the buffers allow ([`PacketBatch::set_limit`]).
+    limit: usize,
 }
 
 impl PacketBatch {
@@ -231,6 +234,7 @@ impl PacketBatch {
         PacketBatch {
             packets: vec![Packet::empty(); capacity].into_boxed_slice(),
             len: 0,
+            limit: capacity,
         }
     }
 
@@ -252,10 +256,22 @@ impl PacketBatch {
         self.packets.len()
     }
 
-    /// Buffers free.
+    /// Packets it may still take: up to its limit.
     #[inline]
     pub fn spare(&self) -> usize {
-        self.packets.len() - self.len
+        self.limit.saturating_sub(self.len)
+    }
+
+    /// Takes at most `n` packets (1 ..= capacity) from now on; the packets held stay.
+    #[inline]
+    pub fn set_limit(&mut self, n: usize) {
+        self.limit = n.max(1).min(self.packets.len());
+    }
+
+    /// Packets it takes at most (its capacity unless [`PacketBatch::set_limit`] said less).
+    #[inline]
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 
     /// Empties the batch (the buffers stay).
@@ -274,6 +290,9 @@ impl PacketBatch {
     /// `None` if the batch is full.
     #[inline]
     pub fn push(&mut self) -> Option<&mut Packet> {
+        if self.len >= self.limit {
+            return None;
+        }
         let p = self.packets.get_mut(self.len)?;
         self.len += 1;
         p.len = 0;
@@ -317,13 +336,16 @@ impl PacketBatch {
     /// The next free buffer, for a port filling the batch; commit it with `commit_one`.
     #[inline]
     fn next_free(&mut self) -> Option<&mut Packet> {
+        if self.len >= self.limit {
+            return None;
+        }
         self.packets.get_mut(self.len)
     }
 
     #[inline]
     fn commit_one(&mut self) {
-        debug_assert!(self.len < self.packets.len());
-        self.len = (self.len + 1).min(self.packets.len());
+        debug_assert!(self.len < self.limit);
+        self.len = (self.len + 1).min(self.limit);
     }
 
     /// All buffers, held and free (for ports that receive into several at once).

@@ -88,6 +88,56 @@ impl FairConfig {
     }
 }
 
+/// How many packets a poll takes from the port under the tenants' shares: as many as the
+/// poll budget pays for at what a packet has lately cost this worker (its handler, its reply,
+/// the port's system calls), at most the batch's capacity. A datagram that arrives during a
+/// poll waits for that poll to end; a burst of expensive messages read whole (and their
+/// replies sent) is a poll of hundreds of µs, so the light tenant's message waited that long
+/// before the worker even saw it (`docs/profiles/fairness-2026-12-07.md`). Cheap messages
+/// still come in full bursts. The packets not taken wait at the port, in their tenant's
+/// class queue, not in a queue of the worker's.
+#[derive(Debug, Clone)]
+pub struct BurstSize {
+    max: usize,
+    budget_ns: u64,
+    /// Moving average of the ns a received packet cost (0: nothing seen yet).
+    ns_per_packet: u64,
+}
+
+impl BurstSize {
+    pub fn new(max: usize, budget_ns: u64) -> Self {
+        Self {
+            max: max.max(1),
+            budget_ns,
+            ns_per_packet: 0,
+        }
+    }
+
+    /// A poll took `ns` for `packets` received packets (everything from the receive burst to
+    /// the replies' send). Averaged over about the last eight polls.
+    pub fn observe(&mut self, packets: usize, ns: u64) {
+        if packets == 0 {
+            return;
+        }
+        let sample = ns / packets as u64;
+        self.ns_per_packet = if self.ns_per_packet == 0 {
+            sample.max(1)
+        } else {
+            // Weight 1/8, rounded up: it never returns to 0 ("nothing seen").
+            (self.ns_per_packet * 7 + sample).div_ceil(8)
+        };
+    }
+
+    /// Packets the next poll takes.
+    pub fn limit(&self) -> usize {
+        if self.ns_per_packet == 0 {
+            return self.max;
+        }
+        let n = self.budget_ns / self.ns_per_packet;
+        (n.min(self.max as u64) as usize).max(1)
+    }
+}
+
 /// One tenant's account on this worker.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TenantAccount {
@@ -280,6 +330,32 @@ impl BurstQueues {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_is_sized_to_the_poll_budget_at_what_packets_cost() {
+        let mut b = BurstSize::new(32, 50_000);
+        assert_eq!(b.limit(), 32, "nothing measured yet: a full burst");
+        // Expensive messages (8 µs each, reply included): six fill the 50 µs budget.
+        for _ in 0..40 {
+            b.observe(6, 6 * 8_000);
+        }
+        assert_eq!(b.limit(), 6);
+        // Cheap ones (300 ns): a full burst again within a few dozen polls.
+        let mut polls = 0;
+        while b.limit() < 32 {
+            b.observe(32, 32 * 300);
+            polls += 1;
+            assert!(polls < 40, "still {} after {polls} polls", b.limit());
+        }
+        // A message dearer than the whole budget: one at a time, never none.
+        for _ in 0..60 {
+            b.observe(1, 200_000);
+        }
+        assert_eq!(b.limit(), 1);
+        // Polls that received nothing say nothing of a packet's cost.
+        b.observe(0, 1_000_000);
+        assert_eq!(b.limit(), 1);
+    }
 
     #[test]
     fn the_least_served_tenant_goes_first_and_each_tenant_in_arrival_order() {

@@ -46,7 +46,7 @@ use reply::{link_error_code, Detail, Duplicate, Replies};
 use slots::{lost_code, NoSlot, ReqInfo, SlotKind, SlotRef, SlotState, SlotTable, OS_EMPTY};
 
 use super::dedup::{Begin, ReplyCache};
-use super::fair::{Account, BurstQueues, FairConfig, TenantShares};
+use super::fair::{Account, BurstQueues, BurstSize, FairConfig, TenantShares};
 use super::shared::Shared;
 use super::stats::{bump, Dropped, WorkerStats};
 use crate::port::{Packet, PacketBatch, Port, MAX_PAYLOAD};
@@ -139,6 +139,8 @@ pub struct Worker {
     /// The handler time each tenant used, and a burst's packets queued per tenant.
     shares: TenantShares,
     queues: BurstQueues,
+    /// Packets a poll takes under the shares, by what they have lately cost.
+    burst_size: BurstSize,
     /// When the tenants' counters were last published.
     shares_published: u64,
     /// A ring entry being built or received.
@@ -173,6 +175,7 @@ impl Worker {
             ring_buf: Box::new([0; MSG_MAX]),
             shares: TenantShares::new(cfg.fair.clone()),
             queues: BurstQueues::new(cfg.burst.max(1)),
+            burst_size: BurstSize::new(cfg.burst.max(1), cfg.fair.poll_budget_ns),
             shares_published: 0,
             host_ok: true,
             host_fresh: true,
@@ -223,12 +226,18 @@ impl Worker {
         // The batch is taken out while its packets are handled (they borrow it, the handlers
         // borrow the worker); it is always put back.
         let mut got = 0;
+        let fair = self.cfg.fair.enabled;
+        // What this poll costs from here on is what its packets cost (under the shares).
+        let started = fair.then(|| self.clock.raw());
         if let Some(mut rx) = self.rx.take() {
             rx.clear();
+            if fair {
+                rx.set_limit(self.burst_size.limit());
+            }
             got = port.rx_burst(&mut rx).unwrap_or(0);
-            if self.cfg.fair.enabled && got > 1 {
-                // A burst that filled the batch: more is waiting in the kernel.
-                let behind = got == rx.capacity();
+            if fair && got > 1 {
+                // A burst that took all it could: more is waiting at the port.
+                let behind = got == rx.limit();
                 self.serve_fair(&rx, behind, port, link);
             } else {
                 for p in rx.iter() {
@@ -242,6 +251,10 @@ impl Worker {
             work += self.drain_completions(port, link);
         }
         self.flush(port);
+        if let Some(t) = started.filter(|_| got > 0) {
+            let ns = self.clock.delta_as_nanos(t, self.clock.raw());
+            self.burst_size.observe(got, ns);
+        }
         if work > 0 {
             self.stats.publish_port(port.stats());
         }
@@ -299,7 +312,9 @@ impl Worker {
     }
 
     /// Serves a burst in fair order between tenants ([`super::fair`]): the next packet is
-    /// always one of the tenant that used the least of this worker this round. When the
+    /// always one of the tenant that used the least of this worker this round, and the
+    /// replies of one tenant's run of packets are sent before the next tenant's run starts
+    /// (the light tenant's reply does not wait for the heavy tenant's handlers). When the
     /// worker is `behind`, it spends at most the poll budget on the burst; after that, a
     /// tenant that was already served in it is refused its further messages (`busy`, retry
     /// after a round), so the next burst comes soon.
@@ -328,7 +343,12 @@ impl Worker {
             return;
         }
         let deadline = behind.then(|| now_ns() + self.cfg.fair.poll_budget_ns);
+        let mut previous = None;
         while let Some((i, account, served)) = self.queues.pop(&self.shares) {
+            if previous.is_some_and(|a| a != account) {
+                self.flush(port);
+            }
+            previous = Some(account);
             let p = &rx.as_slice()[i];
             let over = served && deadline.is_some_and(|d| now_ns() >= d);
             match account {
