@@ -553,6 +553,11 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                 "p99 ratio spread over rounds: {:.2}x .. {:.2}x",
                 s.p99_ratio_spread.0, s.p99_ratio_spread.1
             );
+            if !s.light_realtime {
+                println!(
+                    "note: the light client could not run at a real-time priority (SCHED_FIFO needs CAP_SYS_NICE): its wake-ups share the cores with the heavy client's work"
+                );
+            }
             println!("{}", fairness::last_line(&s));
         }
         Command::Btree {
