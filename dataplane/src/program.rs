@@ -135,8 +135,9 @@ struct Args {
     /// (docs/dataplane.md, "Tenants' shares").
     #[arg(long)]
     fcfs: bool,
-    /// What a NIC worker that is behind spends on one burst (µs) before refusing a tenant's
-    /// further messages in it.
+    /// What one poll of a NIC worker may take (µs): it receives as many packets as that pays
+    /// for at what packets have lately cost, and when it is behind it refuses a tenant's
+    /// further messages of the burst once this is spent.
     #[arg(long, default_value_t = crate::runtime::fair::DEFAULT_POLL_BUDGET_NS / 1000)]
     poll_budget_us: u64,
     /// A tenant's weight in the NIC workers' fair order, as TENANT=WEIGHT (repeat the flag; in

@@ -15,11 +15,17 @@
 //!   worker always takes the next packet of the tenant with the least virtual time (start-time
 //!   fair queueing within the burst; packets that name no tenant — one-sided ops, control —
 //!   first). A light tenant's message is served next, not after the heavy tenant's burst.
-//! - When the burst filled the batch (more is waiting in the kernel: the worker is behind),
-//!   the worker spends at most `poll_budget_ns` on it; once that is spent, each tenant's
-//!   further messages of the burst are refused (`busy`, retry after a round), so the next
-//!   burst, which may hold another tenant's message, comes soon. A worker that keeps up
-//!   serves everything, and a burst of one tenant is served whole: nobody else is waiting.
+//! - One tenant's replies leave before the next tenant's run of the burst starts: a light
+//!   tenant's reply does not wait for the heavy tenant's handlers to send with theirs.
+//! - A poll takes from the port only as many packets as `poll_budget_ns` pays for at what
+//!   a packet has lately cost ([`BurstSize`]): a datagram that arrives during a poll waits
+//!   for it to end, and a whole burst of expensive messages was a poll of hundreds of µs.
+//!   The rest waits at the port, in its own class's queue.
+//! - When the burst took all it could (more is waiting: the worker is behind), the worker
+//!   spends at most `poll_budget_ns` on it; once that is spent, each tenant's further
+//!   messages of the burst are refused (`busy`, retry after a round), so the next burst,
+//!   which may hold another tenant's message, comes soon. A worker that keeps up serves
+//!   everything, and a burst of one tenant is served whole: nobody else is waiting.
 //!
 //! Refusing rather than carrying packets over keeps the data path as it is (no copies, no
 //! queues across polls): a refused message costs a parse and a short reply, and the client
@@ -34,8 +40,9 @@ pub const MAX_TENANTS: usize = 32;
 /// Rounds of one millisecond: virtual times start again at each.
 pub const DEFAULT_WINDOW_NS: u64 = 1_000_000;
 
-/// What a worker that is behind spends on one burst before refusing the rest: next to the
-/// light tenant's own latency (tens of µs), and a few heavy messages long.
+/// What one poll may take (the packets it receives are sized to it; a worker that is behind
+/// refuses the rest of a burst past it): next to the light tenant's own latency (tens of
+/// µs), and a few heavy messages long.
 pub const DEFAULT_POLL_BUDGET_NS: u64 = 50_000;
 
 #[derive(Debug, Clone, PartialEq)]
