@@ -128,3 +128,72 @@ fn demo_settings_that_could_not_run_are_refused_before_anything_starts() {
         );
     }
 }
+
+/// The pids of `parent`'s children still running (a zombie, waiting for init to reap it, has
+/// stopped running).
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // After the command name (which may hold spaces) in parentheses: state, ppid.
+            let mut f = stat[stat.rfind(')').map_or(0, |i| i + 2)..].split(' ');
+            let state = f.next().unwrap_or("");
+            let ppid = f.next().and_then(|p| p.parse::<u32>().ok());
+            ppid == Some(parent) && state != "Z"
+        })
+        .collect()
+}
+
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        let state = s[s.rfind(')').map_or(0, |i| i + 2)..].split(' ').next();
+        state != Some("Z")
+    })
+}
+
+/// SIGKILL gives the demo no chance to stop its host agent and dataplane: they notice that
+/// their parent is gone and stop themselves, rather than polling a core for good.
+#[test]
+fn a_demo_killed_outright_leaves_no_process_behind() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = std::process::Command::new(env!("CARGO_BIN_EXE_naam-rs"))
+        .args(["demo", "--seconds", "60", "--keys", "1024", "--rate", "500"])
+        .arg("--out")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("naam-rs runs");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let children = loop {
+        let c = children_of(demo.id());
+        if c.len() >= 2 {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the demo started no deployment");
+        assert!(demo.try_wait().unwrap().is_none(), "the demo exited early");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    demo.kill().unwrap(); // SIGKILL
+    demo.wait().unwrap();
+    let killed = Instant::now();
+    while children.iter().any(|&p| running(p)) {
+        if killed.elapsed() > Duration::from_secs(10) {
+            let left: Vec<u32> = children.iter().copied().filter(|&p| running(p)).collect();
+            for p in &left {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &p.to_string()])
+                    .status();
+            }
+            panic!("processes {left:?} still run 10 s after their demo was killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -33,6 +33,11 @@ struct Args {
     /// `port = "udp:0.0.0.0:7000"`, `no-client-hints = true`); flags on the command line win.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Stop (as on SIGTERM) once process PID is no longer this one's parent: for a dataplane
+    /// started by another program (the local deployment passes its own), which may be killed
+    /// without a chance to stop it.
+    #[arg(long, value_name = "PID")]
+    parent_pid: Option<u32>,
     /// Data port: `udp:IP:BASE` (classes on BASE .. BASE+classes) or `dpdk:EAL-ARGS` (feature dpdk).
     #[arg(long, default_value = "udp:127.0.0.1:7000", value_parser = port_spec)]
     port: String,
@@ -345,6 +350,10 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
     let s = stop.clone();
     ctrlc::set_handler(move || s.store(true, Ordering::Release))
         .context("installing the SIGINT/SIGTERM handler")?;
+    if let Some(pid) = a.parent_pid {
+        naam_link::parent::stop_without_parent(pid, stop.clone())
+            .context("starting the parent watch")?;
+    }
     let rt = Runtime::start(cfg).context("starting the dataplane")?;
     // One line, read by whoever started this process to learn the addresses.
     let metrics = rt
@@ -359,7 +368,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    tracing::info!("signal received: stopping");
+    tracing::info!("stopping");
     rt.stop();
     Ok(())
 }

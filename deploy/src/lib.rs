@@ -162,6 +162,9 @@ impl Binaries {
     fn command(which: &(PathBuf, Vec<String>)) -> Command {
         let mut c = Command::new(&which.0);
         c.args(&which.1);
+        // A starter killed with SIGKILL cannot stop its deployment: the processes stop
+        // themselves once it is gone.
+        c.args(["--parent-pid", &std::process::id().to_string()]);
         // An error's backtrace would push the error itself out of the log tail a failed start
         // reports (panics keep theirs: that is RUST_BACKTRACE).
         c.env("RUST_LIB_BACKTRACE", "0");
@@ -242,8 +245,13 @@ impl Deployment {
     /// Starts the host agent, waits for its sockets, then the dataplane, and waits for it to
     /// print where it serves.
     pub fn start(bins: Binaries, cfg: DeployConfig) -> Result<Self, DeployError> {
-        let run_dir =
-            std::env::temp_dir().join(format!("naam-deploy-{}-{}", std::process::id(), unique()));
+        sweep_abandoned(&std::env::temp_dir());
+        sweep_abandoned(Path::new("/dev/shm"));
+        let run_dir = std::env::temp_dir().join(format!(
+            "{RUN_DIR_PREFIX}{}-{}",
+            std::process::id(),
+            unique()
+        ));
         std::fs::create_dir_all(&run_dir).map_err(|source| DeployError::RunDir {
             path: run_dir.clone(),
             source,
@@ -660,6 +668,44 @@ fn tail_suffix(tail: &str) -> String {
     }
 }
 
+/// Run folders are `naam-deploy-<pid of the starting program>-<n>`, and a persisted area
+/// beside them on /dev/shm `naam-deploy-<pid>-<n>.area`.
+const RUN_DIR_PREFIX: &str = "naam-deploy-";
+
+/// Removes, from `dir`, the run folders and persisted areas of deployments whose starting
+/// program is gone: killed outright (SIGKILL, an interrupted benchmark), it could not remove
+/// them, and a persisted area holds the whole shared memory (tens of MB). Their processes
+/// stop by themselves (`--parent-pid`). A pid that runs again (reused) keeps its entries.
+/// Returns how many entries were removed.
+pub fn sweep_abandoned(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(RUN_DIR_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = e.path();
+        let gone = match e.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(err) => Err(err),
+        };
+        removed += usize::from(gone.is_ok());
+    }
+    removed
+}
+
 fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -669,4 +715,37 @@ fn unique() -> u64 {
 /// A loopback TCP port nobody listens on now.
 fn free_tcp_port() -> std::io::Result<SocketAddr> {
     std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_folders_of_programs_gone_are_swept_and_no_other() {
+        let base = tempfile::tempdir().unwrap();
+        let mut child = Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap(); // reaped: the pid runs nothing now
+        let me = std::process::id();
+        let dir = |n: String| {
+            let p = base.path().join(n);
+            std::fs::create_dir(&p).unwrap();
+            std::fs::write(p.join("link.sock"), b"").unwrap();
+            p
+        };
+        let abandoned = dir(format!("{RUN_DIR_PREFIX}{dead}-0"));
+        let area = base.path().join(format!("{RUN_DIR_PREFIX}{dead}-0.area"));
+        std::fs::write(&area, [0u8; 64]).unwrap();
+        let mine = dir(format!("{RUN_DIR_PREFIX}{me}-3"));
+        let running = dir(format!("{RUN_DIR_PREFIX}1-0")); // init runs
+        let other = dir(format!("naam-other-{dead}-0"));
+        let odd = dir(format!("{RUN_DIR_PREFIX}x{dead}-0"));
+        assert_eq!(sweep_abandoned(base.path()), 2);
+        assert!(!abandoned.exists() && !area.exists());
+        for kept in [&mine, &running, &other, &odd] {
+            assert!(kept.exists(), "{} removed", kept.display());
+        }
+        assert_eq!(sweep_abandoned(&base.path().join("missing")), 0);
+    }
 }

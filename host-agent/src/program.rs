@@ -24,6 +24,11 @@ struct Args {
     /// TOML file whose keys mirror the flags (`nic-workers = 2`); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Stop (as on SIGTERM) once process PID is no longer this one's parent: for a host agent
+    /// started by another program (the local deployment passes its own), which may be killed
+    /// without a chance to stop it.
+    #[arg(long, value_name = "PID")]
+    parent_pid: Option<u32>,
     /// Run directory for link.sock and control.sock [default: $XDG_RUNTIME_DIR/naam or /tmp/naam-$UID].
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -150,11 +155,17 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         // reporting the failed write would print to the same closed stderr, and panic.
         .log_internal_errors(false)
         .init();
-    let cfg = Args::parse_from(args).into_config()?;
+    let args = Args::parse_from(args);
+    let parent = args.parent_pid;
+    let cfg = args.into_config()?;
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("install signal handler")?;
+    }
+    if let Some(pid) = parent {
+        naam_link::parent::stop_without_parent(pid, stop.clone())
+            .context("starting the parent watch")?;
     }
     let mut agent = HostAgent::start(cfg).context("starting the host agent")?;
     if let Some(m) = agent.metrics_addr() {

@@ -55,6 +55,7 @@ mod cq;
 pub mod error;
 pub mod layout;
 pub mod mapped_file;
+pub mod parent;
 pub mod ring;
 pub mod shm;
 #[allow(unsafe_code)]

@@ -1,0 +1,60 @@
+//! A daemon started by another program (the local deployment, a test, a benchmark) stops when
+//! that program is gone: otherwise a starter killed with SIGKILL, which cannot clean up, left
+//! a host agent and a busy-polling dataplane running for good, holding their ports and a
+//! core. Both ends of the link run it when given `--parent-pid`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the parent is looked at: a stopped starter's daemons follow within this.
+pub const PARENT_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Sets `stop` (as SIGTERM does) once process `parent` is no longer this process's parent —
+/// it exited and this one was handed to init or a subreaper — or at once when it already is
+/// not (it died before this process looked). Watches from a thread of its own, which ends
+/// with `stop`.
+pub fn stop_without_parent(
+    parent: u32,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("naam-parent".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                let now = std::os::unix::process::parent_id();
+                if now != parent {
+                    tracing::warn!(
+                        parent,
+                        now,
+                        "the process that started this one is gone: stopping"
+                    );
+                    stop.store(true, Ordering::Release);
+                    return;
+                }
+                std::thread::sleep(PARENT_CHECK_EVERY);
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stops_when_the_parent_is_not_the_one_named() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let me = std::os::unix::process::parent_id();
+        // The real parent: nothing happens until `stop` is set by someone else.
+        let t = stop_without_parent(me, stop.clone()).unwrap();
+        std::thread::sleep(PARENT_CHECK_EVERY * 2);
+        assert!(!stop.load(Ordering::Acquire));
+        stop.store(true, Ordering::Release);
+        t.join().unwrap();
+        // Another process named: stopped at the first look.
+        let stop = Arc::new(AtomicBool::new(false));
+        let t = stop_without_parent(me.wrapping_add(1), stop.clone()).unwrap();
+        t.join().unwrap();
+        assert!(stop.load(Ordering::Acquire));
+    }
+}
