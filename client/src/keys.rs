@@ -32,19 +32,9 @@ pub fn load(path: &Path) -> Result<Credential> {
     first.ok_or_else(|| fail("no key".into()))
 }
 
-/// Why the key file at `path` should be looked at, if it should: readable by other users,
-/// who can then act as its principal (`ssh` refuses such a private key; the CLI warns).
-pub fn exposed(path: &Path) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let mode = std::fs::metadata(path).ok()?.mode();
-    (mode & 0o044 != 0).then(|| {
-        format!(
-            "key file {} is readable by others (mode {:o}): anyone who reads it can act as its principal; chmod 600 it",
-            path.display(),
-            mode & 0o777
-        )
-    })
-}
+/// Why the key file at `path` should be looked at, if it should
+/// ([`naam_core::run_dir::exposed`]: readable by other users).
+pub use naam_core::run_dir::exposed;
 
 /// The key file to use: `explicit`, else `NAAM_KEY_FILE`, else the default run directory's
 /// `admin.key` if there is one; `None` when none of them applies.

@@ -112,6 +112,21 @@ pub fn check_key_file(path: &Path) -> Result<(), String> {
     not_writable_by_others(m.mode()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Why the key file at `path` should be looked at, if it should: readable by other users,
+/// who can then act as its principals (`ssh` refuses such a private key; the CLI and both
+/// servers warn, since test setups and provisioning tools often write keys 0644).
+pub fn exposed(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = std::fs::metadata(path).ok()?.mode();
+    (mode & 0o044 != 0).then(|| {
+        format!(
+            "key file {} is readable by others (mode {:o}): anyone who reads it can act as its principal; chmod 600 it",
+            path.display(),
+            mode & 0o777
+        )
+    })
+}
+
 /// Refuses the mode of a key file that users other than its owner may write: whoever can
 /// write it chooses the keys.
 pub fn not_writable_by_others(mode: u32) -> Result<(), String> {
@@ -142,6 +157,14 @@ mod tests {
         std::fs::write(&key, "x").unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         check_key_file(&key).unwrap();
+        assert_eq!(exposed(&key), None);
+        // Readable by the group or by everyone: accepted, with a reason to look at it.
+        for mode in [0o640, 0o604, 0o644] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            check_key_file(&key).unwrap();
+            let why = exposed(&key).expect("a readable key file is pointed out");
+            assert!(why.contains("readable by others"), "{why}");
+        }
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o666)).unwrap();
         assert!(check_key_file(&key)
             .unwrap_err()

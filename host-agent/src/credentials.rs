@@ -39,6 +39,9 @@ pub fn load_or_create(path: &Path, run_dir: &Path) -> Result<Keyring, AgentError
                 path: path.to_owned(),
                 reason,
             })?;
+            if let Some(warning) = naam_core::run_dir::exposed(path) {
+                tracing::warn!("{warning}");
+            }
             Keyring::parse(&text).map_err(|e| AgentError::Credentials {
                 path: path.to_owned(),
                 reason: e.to_string(),

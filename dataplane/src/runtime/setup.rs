@@ -179,6 +179,9 @@ fn load_keys(cfg: &RuntimeConfig) -> Result<Keyring, SetupError> {
     };
     let text = run_dir::read_key_file(&path).map_err(|e| fail(e.to_string()))?;
     run_dir::check_key_file(&path).map_err(fail)?;
+    if let Some(warning) = run_dir::exposed(&path) {
+        tracing::warn!("{warning}");
+    }
     Keyring::parse(&text).map_err(|e| fail(e.to_string()))
 }
 
