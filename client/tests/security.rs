@@ -29,11 +29,11 @@ fn key(p: Principal) -> Credential {
 }
 
 fn start() -> Deployment {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let file = std::env::temp_dir().join(format!("naam-sec-keys-{}-{n}", std::process::id()));
-    std::fs::write(&file, keys().to_text()).unwrap();
-    deploy(|c| c.credentials = Some(file))
+    // A private file (0600), removed once both processes have read it: they read it when
+    // they start, and these tests restart neither.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), keys().to_text()).unwrap();
+    deploy(|c| c.credentials = Some(file.path().to_owned()))
 }
 
 fn encode(id: u64, body: Body<'_>) -> Vec<u8> {

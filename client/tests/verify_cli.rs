@@ -74,12 +74,15 @@ fn patched_three_step(insns: &[u8]) -> Vec<u8> {
     out
 }
 
-fn write_temp(name: &str, bytes: &[u8]) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("naam-verify-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, bytes).unwrap();
-    p
+/// A file holding `bytes`, removed when the guard drops.
+fn write_temp(name: &str, bytes: &[u8]) -> tempfile::TempPath {
+    let file = tempfile::Builder::new()
+        .prefix("naam-verify-cli-")
+        .suffix(&format!("-{name}"))
+        .tempfile()
+        .unwrap();
+    std::fs::write(file.path(), bytes).unwrap();
+    file.into_temp_path()
 }
 
 #[test]

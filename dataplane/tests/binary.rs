@@ -13,7 +13,8 @@ use naam_core::wire::{Body, Location, Message, PageRequestRepr};
 
 #[test]
 fn binary_serves_udp_and_stops_on_sigterm() {
-    let dir = run_dir("bin");
+    let tmp = run_dir("bin");
+    let dir = tmp.path().to_owned();
     let host = TestHost::start(&dir);
     let mut child = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
         .args([
@@ -82,12 +83,12 @@ fn binary_serves_udp_and_stops_on_sigterm() {
     assert!(exit.success(), "exit status {exit:?}");
     drop(out);
     host.kill();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_config_file_sets_flags_and_the_command_line_wins() {
-    let dir = run_dir("cfg");
+    let tmp = run_dir("cfg");
+    let dir = tmp.path().to_owned();
     let host = TestHost::start(&dir);
     let file = dir.join("dataplane.toml");
     std::fs::write(

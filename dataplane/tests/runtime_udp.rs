@@ -15,7 +15,8 @@ use naam_dataplane::runtime::{BackoffMode, Runtime, RuntimeConfig};
 
 #[test]
 fn udp_end_to_end_nic_execution_control_and_host_restart() {
-    let dir = run_dir("e2e");
+    let tmp = run_dir("e2e");
+    let dir = tmp.path().to_owned();
     let host = TestHost::start(&dir);
     let rt = Runtime::start(RuntimeConfig {
         port: "udp:127.0.0.1:0".into(),
@@ -157,5 +158,4 @@ fn udp_end_to_end_nic_execution_control_and_host_restart() {
     }
     rt.stop();
     host.kill();
-    let _ = std::fs::remove_dir_all(&dir);
 }

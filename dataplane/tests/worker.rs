@@ -382,6 +382,32 @@ impl Rig {
         self.send(class, &m);
     }
 
+    /// Tenant 1's RECORD handler on the record at `offset`, as request `id`.
+    fn record(&mut self, id: u64, offset: u64) {
+        let args = record_args(offset);
+        self.am(
+            id,
+            RECORD,
+            RECORD_CLASS,
+            AmFlags::empty(),
+            &args,
+            Flags::empty(),
+        );
+    }
+
+    /// Tenant 1's THREE handler (a read, then a CAS adding `add`) on `offset`, as request `id`.
+    fn three(&mut self, id: u64, offset: u64, add: u64) {
+        let args = three_args(offset, add);
+        self.am(
+            id,
+            THREE,
+            THREE_CLASS,
+            AmFlags::empty(),
+            &args,
+            Flags::empty(),
+        );
+    }
+
     /// The worker's counters by name, once it has published them (every 10 ms of worker
     /// time: each poll here advances 1 ms).
     fn published_counters(&mut self) -> std::collections::HashMap<String, u64> {
@@ -507,14 +533,7 @@ fn executes_record_handler_at_the_nic_through_the_link() {
     let words: Vec<u64> = (0..8).map(|i| 0x1000 + i * 7).collect();
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     r.region_write(128, &bytes);
-    r.am(
-        11,
-        RECORD,
-        RECORD_CLASS,
-        AmFlags::empty(),
-        &record_args(128),
-        Flags::empty(),
-    );
+    r.record(11, 128);
     r.poll();
     let replies = r.replies();
     assert_eq!(replies.len(), 1);
@@ -541,14 +560,7 @@ fn forwards_to_the_host_and_relays_the_reply_by_token() {
     let mut r = rig();
     r.steer(RECORD_CLASS, Target::Host);
     for id in 1..=3 {
-        r.am(
-            id,
-            RECORD,
-            RECORD_CLASS,
-            AmFlags::empty(),
-            &record_args(0),
-            Flags::empty(),
-        );
+        r.record(id, 0);
     }
     r.poll();
     assert!(r.replies().is_empty(), "nothing until the host answers");
@@ -619,14 +631,7 @@ fn full_host_ring_answers_busy() {
     let mut r = rig_with(4, 16);
     r.steer(RECORD_CLASS, Target::Host);
     for id in 1..=6 {
-        r.am(
-            id,
-            RECORD,
-            RECORD_CLASS,
-            AmFlags::empty(),
-            &record_args(0),
-            Flags::empty(),
-        );
+        r.record(id, 0);
     }
     r.poll();
     let replies = r.replies();
@@ -651,14 +656,7 @@ fn full_slot_table_answers_busy() {
     let mut r = rig_with(64, 2);
     r.steer(RECORD_CLASS, Target::Host);
     for id in 1..=3 {
-        r.am(
-            id,
-            RECORD,
-            RECORD_CLASS,
-            AmFlags::empty(),
-            &record_args(0),
-            Flags::empty(),
-        );
+        r.record(id, 0);
     }
     r.poll();
     let replies = r.replies();
@@ -681,14 +679,7 @@ fn one_tenant_waiting_at_the_host_leaves_slots_for_another() {
         r.steer(RECORD_CLASS, Target::Host);
         r.steer(SPIN_CLASS, Target::Host);
         for id in 1..=20 {
-            r.am(
-                id,
-                RECORD,
-                RECORD_CLASS,
-                AmFlags::empty(),
-                &record_args(0),
-                Flags::empty(),
-            );
+            r.record(id, 0);
         }
         if with_tenant_2 {
             r.tenant2_spin(1000);
@@ -723,14 +714,7 @@ fn one_tenant_waiting_at_the_host_leaves_slots_for_another() {
 fn host_gone_answers_host_unavailable_and_fails_in_flight_messages() {
     let mut r = rig();
     r.steer(RECORD_CLASS, Target::Host);
-    r.am(
-        1,
-        RECORD,
-        RECORD_CLASS,
-        AmFlags::empty(),
-        &record_args(0),
-        Flags::empty(),
-    );
+    r.record(1, 0);
     r.poll();
     assert_eq!(r.worker.in_flight(), 1);
     // The host agent dies: its socket closes.
@@ -746,22 +730,8 @@ fn host_gone_answers_host_unavailable_and_fails_in_flight_messages() {
     assert_eq!(expect_error(&replies[0]).code, ErrorCode::HostUnavailable);
     assert_eq!(r.worker.in_flight(), 0);
     // New messages for the host, and NIC messages whose ops need host memory, too.
-    r.am(
-        2,
-        RECORD,
-        RECORD_CLASS,
-        AmFlags::empty(),
-        &record_args(0),
-        Flags::empty(),
-    );
-    r.am(
-        3,
-        THREE,
-        THREE_CLASS,
-        AmFlags::empty(),
-        &three_args(0, 1),
-        Flags::empty(),
-    );
+    r.record(2, 0);
+    r.three(3, 0, 1);
     r.poll();
     let replies = r.replies();
     assert_eq!(replies.len(), 2);
@@ -791,14 +761,7 @@ fn a_mutation_lost_with_the_host_has_an_unknown_outcome_and_is_not_run_again() {
         )
     };
     mutation(&mut r, Flags::empty());
-    r.am(
-        8,
-        RECORD,
-        RECORD_CLASS,
-        AmFlags::empty(),
-        &record_args(0),
-        Flags::empty(),
-    );
+    r.record(8, 0);
     r.poll();
     assert_eq!(r.worker.in_flight(), 2, "both at the host");
     r.host_qp = None;
@@ -976,14 +939,7 @@ fn retransmitted_mutation_runs_once_and_gets_the_same_reply() {
 #[test]
 fn read_only_requests_are_not_remembered() {
     let mut r = rig();
-    r.am(
-        5,
-        RECORD,
-        RECORD_CLASS,
-        AmFlags::empty(),
-        &record_args(0),
-        Flags::empty(),
-    );
+    r.record(5, 0);
     r.am(
         5,
         RECORD,
@@ -1016,14 +972,7 @@ fn placement_hint_on_replies_when_the_class_runs_at_clients() {
         &record_args(0),
         Flags::empty(),
     );
-    r.am(
-        2,
-        RECORD,
-        RECORD_CLASS,
-        AmFlags::empty(),
-        &record_args(0),
-        Flags::empty(),
-    );
+    r.record(2, 0);
     r.poll();
     let mut replies = r.replies();
     replies.sort_by_key(|d| expect_am(d).0);
@@ -1179,14 +1128,7 @@ fn malformed_floods_leave_the_worker_serving() {
         }
         let _ = r.replies();
         if round % 10 == 0 {
-            r.am(
-                1000 + round,
-                RECORD,
-                RECORD_CLASS,
-                AmFlags::empty(),
-                &record_args(0),
-                Flags::empty(),
-            );
+            r.record(1000 + round, 0);
             r.poll();
             let replies = r.replies();
             assert!(
@@ -1232,14 +1174,7 @@ fn foreign_version_is_answered_with_bad_version() {
 #[test]
 fn replies_come_from_the_class_port_they_were_sent_to() {
     let mut r = rig();
-    r.am(
-        1,
-        RECORD,
-        RECORD_CLASS,
-        AmFlags::empty(),
-        &record_args(0),
-        Flags::empty(),
-    );
+    r.record(1, 0);
     r.poll();
     let sent = r.port.take_sent();
     let peer: Peer = sent[0].0;
@@ -1601,22 +1536,8 @@ fn a_sender_that_proves_no_tenant_takes_no_account_and_learns_nothing() {
         }
     }
     r.region_write(0, &10u64.to_le_bytes());
-    r.am(
-        900,
-        THREE,
-        THREE_CLASS,
-        AmFlags::empty(),
-        &three_args(0, 5),
-        Flags::empty(),
-    );
-    r.am(
-        901,
-        THREE,
-        THREE_CLASS,
-        AmFlags::empty(),
-        &three_args(0, 5),
-        Flags::empty(),
-    );
+    r.three(900, 0, 5);
+    r.three(901, 0, 5);
     r.poll();
     assert_eq!(r.region_word(0), 20);
     let counters = r.published_counters();
@@ -1630,14 +1551,7 @@ fn link_reset_answers_everything_in_flight() {
     let mut r = rig();
     r.steer(RECORD_CLASS, Target::Host);
     for id in 1..=3 {
-        r.am(
-            id,
-            RECORD,
-            RECORD_CLASS,
-            AmFlags::empty(),
-            &record_args(0),
-            Flags::empty(),
-        );
+        r.record(id, 0);
     }
     r.poll();
     assert_eq!(r.worker.in_flight(), 3);
@@ -1659,22 +1573,8 @@ fn link_reset_answers_everything_in_flight() {
 fn replies_queued_before_the_host_died_are_still_delivered() {
     let mut r = rig();
     r.steer(RECORD_CLASS, Target::Host);
-    r.am(
-        1,
-        RECORD,
-        RECORD_CLASS,
-        AmFlags::empty(),
-        &record_args(0),
-        Flags::empty(),
-    );
-    r.am(
-        2,
-        RECORD,
-        RECORD_CLASS,
-        AmFlags::empty(),
-        &record_args(0),
-        Flags::empty(),
-    );
+    r.record(1, 0);
+    r.record(2, 0);
     r.poll();
     // The host answers the first only, then dies.
     {
@@ -1955,14 +1855,7 @@ fn a_poll_takes_what_its_budget_pays_for() {
     let taken = |fair: FairConfig| {
         let mut r = rig_fair(64, 64, fair);
         for id in 1..=40 {
-            r.am(
-                id,
-                RECORD,
-                RECORD_CLASS,
-                AmFlags::empty(),
-                &record_args(0),
-                Flags::empty(),
-            );
+            r.record(id, 0);
         }
         let mut per_poll = Vec::new();
         for _ in 0..3 {
@@ -2000,14 +1893,7 @@ fn a_burst_is_served_in_fair_order_and_a_worker_behind_refuses_the_excess() {
     let burst = |fair: FairConfig, heavy: u64| {
         let mut r = rig_fair(64, 64, fair);
         for id in 1..=heavy {
-            r.am(
-                id,
-                RECORD,
-                RECORD_CLASS,
-                AmFlags::empty(),
-                &record_args(0),
-                Flags::empty(),
-            );
+            r.record(id, 0);
         }
         light(&mut r, 1000);
         r.poll();

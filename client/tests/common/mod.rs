@@ -21,6 +21,8 @@ pub struct TestServer {
     /// The admin key file control requests are sealed with.
     pub key_file: Option<PathBuf>,
     deployment: Option<Deployment>,
+    /// The key file the deployment's processes read when they (re)start.
+    _keys: Option<tempfile::NamedTempFile>,
 }
 
 impl TestServer {
@@ -46,26 +48,23 @@ impl TestServer {
     }
 }
 
-/// The key file every deployment of this test process shares, as an operator provisions one
-/// admin key for a cluster (so one client reaches both servers of the sharding tests).
-fn cluster_keys() -> PathBuf {
-    static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    FILE.get_or_init(|| {
-        let p = std::env::temp_dir().join(format!("naam-test-keys-{}", std::process::id()));
-        let secret = |b: u8| {
-            let mut s = [b; 32];
-            s[..8].copy_from_slice(&(std::process::id() as u64).to_le_bytes());
-            s
-        };
-        let keys = Keyring::new(vec![
-            Credential::new(0, Principal::Admin, secret(0xad)),
-            Credential::new(1, Principal::Tenant(1), secret(0x01)),
-        ])
-        .unwrap();
-        std::fs::write(&p, keys.to_text()).unwrap();
-        p
-    })
-    .clone()
+/// The keys every deployment of this test process shares, as an operator provisions one
+/// admin key for a cluster (so one client reaches both servers of the sharding tests), in a
+/// private file of the deployment's own (0600), removed with it.
+fn cluster_keys() -> tempfile::NamedTempFile {
+    let secret = |b: u8| {
+        let mut s = [b; 32];
+        s[..8].copy_from_slice(&(std::process::id() as u64).to_le_bytes());
+        s
+    };
+    let keys = Keyring::new(vec![
+        Credential::new(0, Principal::Admin, secret(0xad)),
+        Credential::new(1, Principal::Tenant(1), secret(0x01)),
+    ])
+    .unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), keys.to_text()).unwrap();
+    file
 }
 
 fn from_env(var: &str) -> Option<TestServer> {
@@ -77,17 +76,19 @@ fn from_env(var: &str) -> Option<TestServer> {
         control,
         key_file: std::env::var_os(naam_client::keys::KEY_FILE_ENV).map(PathBuf::from),
         deployment: None,
+        _keys: None,
     })
 }
 
 fn deployed() -> TestServer {
+    let keys = cluster_keys();
     let bins = Binaries::locate_or_build().expect("the host agent and dataplane programs");
     let cfg = DeployConfig {
         mica_keys: 1024,
         btree_keys: 1024,
         // Classes for run-time offloads besides the bundled ones (0..=5).
         dataplane_args: vec!["--classes".into(), CLASSES.to_string()],
-        credentials: Some(cluster_keys()),
+        credentials: Some(keys.path().to_owned()),
         ..DeployConfig::default()
     };
     let d = Deployment::start(bins, cfg).expect("deployment starts");
@@ -96,6 +97,7 @@ fn deployed() -> TestServer {
         control: d.control_addr(),
         key_file: Some(d.admin_key_file()),
         deployment: Some(d),
+        _keys: Some(keys),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::io::Read;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -140,10 +140,13 @@ impl TestHost {
     }
 }
 
-pub fn run_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("naam-dp-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh private run directory, removed when the guard drops (a failed test leaves nothing
+/// behind either).
+pub fn run_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("naam-dp-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// Sends `msg` (control requests sealed with [`admin`]) and returns the reply.
