@@ -49,7 +49,7 @@ pub enum ClientError {
     #[error("wire format: {0}")]
     Wire(WireError),
     /// The reply was well formed but not what the request asks for.
-    #[error("request {request_id:#x}: expected {expected}, got a {got:?} reply")]
+    #[error("request {request_id:#x}: expected {expected}, got {}", got.name())]
     UnexpectedReply {
         request_id: u64,
         expected: &'static str,
@@ -154,5 +154,23 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 impl From<WireError> for ClientError {
     fn from(e: WireError) -> Self {
         ClientError::Wire(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unexpected_reply_is_named_for_people() {
+        let e = ClientError::UnexpectedReply {
+            request_id: 7,
+            expected: "describe reply",
+            got: Kind::StatsReply,
+        };
+        assert_eq!(
+            e.to_string(),
+            "request 0x7: expected describe reply, got stats reply"
+        );
     }
 }

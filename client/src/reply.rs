@@ -83,16 +83,18 @@ pub struct ProgramPiece {
 }
 
 impl Response {
-    pub(crate) fn name(&self) -> &'static str {
+    /// The kind of reply it came in.
+    pub(crate) fn kind(&self) -> naam_core::wire::Kind {
+        use naam_core::wire::Kind;
         match self {
-            Response::Am(_) => "am reply",
-            Response::OneSided(_) => "one-sided reply",
-            Response::Registered(_) => "register reply",
-            Response::Ack => "ack",
-            Response::List(_) => "list reply",
-            Response::Stats(_) => "stats reply",
-            Response::Describe(_) => "describe reply",
-            Response::Fetched(_) => "fetch reply",
+            Response::Am(_) => Kind::AmReply,
+            Response::OneSided(_) => Kind::OneSidedReply,
+            Response::Registered(_) => Kind::RegisterReply,
+            Response::Ack => Kind::Ack,
+            Response::List(_) => Kind::ListReply,
+            Response::Stats(_) => Kind::StatsReply,
+            Response::Describe(_) => Kind::DescribeReply,
+            Response::Fetched(_) => Kind::FetchReply,
         }
     }
 }

@@ -4,7 +4,7 @@ use super::{Client, RegisterOptions, ServerId};
 use crate::error::{ClientError, Result};
 use crate::reply::{OffloadInfo, Response};
 use naam_core::wire::{
-    Body, DescribeRepr, FetchRepr, Kind, OffloadIdRepr, PageRequestRepr, RegisterRepr,
+    Body, DescribeRepr, FetchRepr, OffloadIdRepr, PageRequestRepr, RegisterRepr,
 };
 
 impl Client {
@@ -221,19 +221,9 @@ fn endless(what: &'static str) -> ClientError {
 }
 
 pub(super) fn unexpected(request_id: u64, expected: &'static str, got: &Response) -> ClientError {
-    let _ = got.name();
     ClientError::UnexpectedReply {
         request_id,
         expected,
-        got: match got {
-            Response::Am(_) => Kind::AmReply,
-            Response::OneSided(_) => Kind::OneSidedReply,
-            Response::Registered(_) => Kind::RegisterReply,
-            Response::Ack => Kind::Ack,
-            Response::List(_) => Kind::ListReply,
-            Response::Stats(_) => Kind::StatsReply,
-            Response::Describe(_) => Kind::DescribeReply,
-            Response::Fetched(_) => Kind::FetchReply,
-        },
+        got: got.kind(),
     }
 }
