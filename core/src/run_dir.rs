@@ -35,12 +35,35 @@ fn my_uid() -> Option<u32> {
     std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 
+/// The longest path a Unix socket can be bound or connected at (`sun_path` is 108 bytes on
+/// Linux, the last one a NUL).
+pub const SOCKET_PATH_MAX: usize = 107;
+
+/// Refuses a run directory whose sockets' paths would be too long for a Unix socket, with
+/// the lengths (the system's own error says only "path must be shorter than SUN_LEN").
+pub fn check_socket_room(dir: &Path) -> Result<(), String> {
+    let longest = [LINK_SOCKET, CONTROL_SOCKET]
+        .iter()
+        .map(|name| dir.join(name).as_os_str().len())
+        .max()
+        .unwrap_or(0);
+    if longest > SOCKET_PATH_MAX {
+        return Err(format!(
+            "run directory {} is {} bytes long: its sockets' paths would be {longest} bytes, past the {SOCKET_PATH_MAX} a Unix socket path may have; choose a shorter one",
+            dir.display(),
+            dir.as_os_str().len()
+        ));
+    }
+    Ok(())
+}
+
 /// Creates the run directory if needed and makes sure only this user can use it: it must be
 /// a real directory (not a symlink) owned by this user; its group and other permission bits
 /// are cleared (mode 0700). A predictable `/tmp/naam-$UID` made by someone else first, with
 /// their keys and sockets in it, is refused (docs/security.md).
 pub fn prepare(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    check_socket_room(dir)?;
     std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let m = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if !m.file_type().is_dir() {
@@ -171,6 +194,10 @@ mod tests {
             .contains("writable by others"));
         let link = base.join("link");
         std::os::unix::fs::symlink(&dir, &link).unwrap();
+        let deep = base.join("d".repeat(120));
+        let e = prepare(&deep).unwrap_err();
+        assert!(e.contains("past the 107"), "{e}");
+        assert!(!deep.exists(), "refused before anything is created");
         assert!(prepare(&link).is_err(), "a symlinked run dir is refused");
         std::fs::remove_dir_all(&base).unwrap();
     }

@@ -216,3 +216,20 @@ fn settings_that_could_not_serve_are_refused_before_anything_starts() {
         );
     }
 }
+
+/// A run directory too deep for the host agent's sockets' paths: said with the lengths, not
+/// as the system's "path must be shorter than SUN_LEN" after a wait for the host agent.
+#[test]
+fn a_run_directory_too_long_for_its_sockets_is_refused_with_the_lengths() {
+    let run = format!("/nonexistent/{}", "r".repeat(110));
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
+        .args(["--port", "udp:127.0.0.1:0", "--run-dir", &run])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("the binary runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("past the 107"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}

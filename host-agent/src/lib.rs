@@ -145,8 +145,8 @@ impl HostAgent {
     pub fn start(cfg: Config) -> Result<HostAgent, AgentError> {
         cfg.validate()?;
         // Keys and sockets go there: only this user may use it (docs/security.md).
-        naam_core::run_dir::prepare(&cfg.run_dir).map_err(|reason| AgentError::Credentials {
-            path: cfg.run_dir.clone(),
+        naam_core::run_dir::prepare(&cfg.run_dir).map_err(|reason| ConfigError::Invalid {
+            key: "run-dir",
             reason,
         })?;
         // Two agents in one run directory would steal each other's sockets.

@@ -650,3 +650,17 @@ fn registration_limits_and_a_snapshot_directory_are_checked() {
         assert!(err.contains(says) && err.contains("snapshot"), "{err}");
     }
 }
+
+/// A run directory too deep for its sockets' paths is refused with the lengths, before
+/// anything is created (the system said only "path must be shorter than SUN_LEN").
+#[test]
+fn a_run_directory_too_long_for_its_sockets_is_refused_with_the_lengths() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("r".repeat(110));
+    let err = refused_start(&run, &[]);
+    assert!(
+        err.contains("run-dir") && err.contains("past the 107"),
+        "{err}"
+    );
+    assert!(!run.exists());
+}

@@ -270,6 +270,7 @@ impl Runtime {
                     .into(),
             ));
         }
+        run_dir::check_socket_room(&cfg.run_dir).map_err(SetupError::Config)?;
         let link_path = cfg.run_dir.join(run_dir::LINK_SOCKET);
         let link = Arc::new(connect_with_wait(
             &link_path,
