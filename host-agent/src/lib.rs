@@ -244,6 +244,19 @@ impl HostAgent {
                 );
             } else {
                 tracing::info!(app = app.name(), "application data kept");
+                // Kept data was built under the settings of its time: these flags do not
+                // resize or refill it, and the operator should hear that they differ.
+                for (p, r) in plan.iter().zip(&regions) {
+                    if p.len != r.desc.len {
+                        tracing::warn!(
+                            app = app.name(),
+                            region = p.id,
+                            kept_bytes = r.desc.len,
+                            flags_bytes = p.len,
+                            "the kept data was built with other settings than this start's flags (--mica-keys, --value-size, --btree-keys, --records): the flags do not apply to it; start without --persist/--snapshot data, or with the flags it was built with"
+                        );
+                    }
+                }
             }
             app_params.push((app.name(), app.describe(&cfg, &regions)?));
             for o in app.offloads() {

@@ -370,3 +370,31 @@ fn a_closed_log_pipe_does_not_stop_the_host_agent() {
         "the host agent exited: {status:?} (first line {first:?})"
     );
 }
+
+/// Kept data (a persisted area reopened) is not rebuilt under this start's flags: when they
+/// would build other regions, the operator is told, not left to find out from DESCRIBE.
+#[test]
+fn kept_data_built_with_other_flags_is_pointed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let area = dir.path().join("area");
+    let persist = ["--persist", area.to_str().unwrap()];
+    let mut agent = Agent::start(dir.path(), &persist);
+    agent.kill9();
+    let agent = Agent::start(dir.path(), &persist);
+    assert_eq!(agent.param("host", "restored"), 1);
+    assert!(
+        !agent.log_text().contains("other settings"),
+        "{}",
+        agent.log_text()
+    );
+    drop(agent);
+    let bigger = [&persist[..], &["--value-size", "512"]].concat();
+    let agent = Agent::start(dir.path(), &bigger);
+    assert_eq!(agent.param("host", "restored"), 1, "the data is kept");
+    let log = agent.log_text();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("other settings"))
+        .unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert!(warning.contains("\"mica\""), "{warning}");
+}
