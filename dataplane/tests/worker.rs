@@ -13,7 +13,7 @@ use naam_core::verifier::{verify, VerifierConfig};
 use naam_core::vm::Engine;
 use naam_core::wire::{
     AmFlags, AmReplyRepr, AmRequestRepr, AmStatus, Body, ErrorCode, ErrorRepr, Flags, Location,
-    Message, OneSidedRepr, OpBody, RemoteOp,
+    Message, OneSidedRepr, OpBody, PageRequestRepr, RemoteOp, HEADER_LEN,
 };
 use naam_dataplane::port::{MemPort, Peer};
 use naam_dataplane::runtime::fair::FairConfig;
@@ -1958,4 +1958,67 @@ fn a_burst_is_served_in_fair_order_and_a_worker_behind_refuses_the_excess() {
     assert_eq!(bursts, [32]);
     assert_eq!(order[31], SPIN_CLASS);
     assert_eq!(c["tenant.1.admitted"], 31);
+}
+
+/// A forged source address must not make a NIC worker an amplifier: a sender that proved no
+/// capability or key gets back no more bytes than it sent (the detail is cut), while a
+/// proven sender's error keeps its whole detail.
+#[test]
+fn senders_that_prove_nothing_get_no_more_bytes_than_they_sent() {
+    let mut r = rig();
+    let request = |id: u64, tenant: u32, capability: u64, offload: u32| {
+        let m = Message::new(
+            id,
+            RECORD_CLASS,
+            Body::AmRequest(AmRequestRepr {
+                offload,
+                tenant,
+                capability,
+                flags: AmFlags::empty(),
+                args: &[],
+            }),
+        );
+        let mut b = vec![0u8; m.buffer_len()];
+        m.emit(&mut b).unwrap();
+        b
+    };
+    // A bare header (an AM request cut to its first 24 bytes), an unproven capability, a
+    // control request sent to a data port: each answered, each no larger than itself.
+    let mut header = request(1, 1, cap(), RECORD);
+    header.truncate(HEADER_LEN);
+    let forged = request(2, 1, cap() ^ 1, RECORD);
+    let control = {
+        let m = Message::new(
+            3,
+            RECORD_CLASS,
+            Body::Stats(PageRequestRepr { start: 0, max: 0 }),
+        );
+        let mut b = vec![0u8; m.buffer_len()];
+        m.emit(&mut b).unwrap();
+        b
+    };
+    for d in [&header, &forged, &control] {
+        r.port.inject(client(), RECORD_CLASS, d);
+    }
+    // Proven, naming no offload: the whole detail.
+    let unknown = request(4, 1, cap(), 999);
+    r.port.inject(client(), RECORD_CLASS, &unknown);
+    r.poll();
+    let mut replies = r.replies();
+    replies.sort_by_key(|d| Message::parse(d).unwrap().request_id);
+    let sizes: Vec<(usize, ErrorCode)> = replies
+        .iter()
+        .map(|d| (d.len(), expect_error(d).code))
+        .collect();
+    assert_eq!(sizes.len(), 4, "{sizes:?}");
+    let sent = [header.len(), forged.len(), control.len()];
+    for ((len, code), sent) in sizes.iter().zip(sent) {
+        // An empty detail is the floor: 4 bytes past the header.
+        assert!(
+            *len <= sent.max(HEADER_LEN + 4),
+            "{code:?}: {len} bytes for {sent}"
+        );
+    }
+    assert_eq!(sizes[1].1, ErrorCode::Unauthorized);
+    assert_eq!(expect_error(&replies[3]).detail, "no offload 999");
 }

@@ -425,6 +425,16 @@ impl Refusal {
         }
     }
 
+    /// Whether the request carried a valid MAC (a key holder sealed it, though perhaps long
+    /// ago: a replay): the refusals found after the MAC was checked. Before, the sender
+    /// proved nothing, and is answered with no more bytes than it sent.
+    pub fn after_mac(self) -> bool {
+        !matches!(
+            self,
+            Refusal::Unsealed | Refusal::UnknownKey | Refusal::BadMac
+        )
+    }
+
     /// The error code the requester is answered with: `busy` (retry) for a full window,
     /// `unauthorized` otherwise.
     pub fn code(self) -> ErrorCode {

@@ -333,6 +333,21 @@ impl<'a> ErrorRepr<'a> {
         }
     }
 
+    /// The error as it is when the whole datagram, header included, takes at most
+    /// `datagram_max` bytes; else without its detail (a detail cut short reads as a
+    /// different one; the code says what happened). A server answers a sender that proved
+    /// no key with at most as many bytes as it sent, or an empty-detail error when even that
+    /// is more: a forged source address must not make it an amplifier.
+    pub fn within(self, datagram_max: usize) -> Self {
+        let fixed = super::HEADER_LEN
+            + field::DETAIL
+            + self.retry_after_us.map_or(0, |_| field::RETRY_AFTER_LEN);
+        if fixed + self.detail.len() <= datagram_max {
+            return self;
+        }
+        Self { detail: "", ..self }
+    }
+
     pub fn parse<T: AsRef<[u8]> + ?Sized>(packet: &ErrorPacket<&'a T>) -> Result<Self, WireError> {
         packet.check_len()?;
         let code = ErrorCode::from_u16(packet.code()).ok_or(WireError::BadValue {

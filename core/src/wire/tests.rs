@@ -946,3 +946,25 @@ fn peeked_tenant_is_the_parsed_one() {
         }
     }
 }
+
+#[test]
+fn an_error_fits_the_bytes_it_is_given_and_never_below_an_empty_detail() {
+    let e = ErrorRepr::new(ErrorCode::BadRequest, "déjà vu: a detail of some length");
+    let len = |e: ErrorRepr<'_>| Message::new(1, 0, Body::Error(e)).buffer_len();
+    let whole = len(e);
+    assert_eq!(e.within(usize::MAX), e);
+    assert_eq!(e.within(whole), e, "exactly enough room: unchanged");
+    for max in 0..whole {
+        let cut = e.within(max);
+        assert_eq!(
+            (cut.code, cut.detail),
+            (e.code, ""),
+            "{max}: all of it or none"
+        );
+        assert!(len(cut) <= max.max(HEADER_LEN + 4), "{max}: {}", len(cut));
+    }
+    let busy = ErrorRepr::new(ErrorCode::Busy, "behind").retry_after_ns(1500);
+    assert_eq!(busy.within(HEADER_LEN + 8 + 6), busy);
+    let cut = busy.within(HEADER_LEN + 8 + 5);
+    assert_eq!((cut.detail, cut.retry_after_us), ("", Some(2)));
+}

@@ -74,8 +74,10 @@ pub struct ControlPlane {
     pub engine: Engine,
     pub classes: u16,
     gate: Gate,
-    /// Replies to sealed requests by (key id, nonce), for their retransmissions.
-    done: VecDeque<((u32, u64), Vec<u8>)>,
+    /// Replies to sealed requests by (key id, nonce), for their retransmissions, with the
+    /// address each came from: only that address gets a reply again (a captured request
+    /// replayed from a forged address would have a page of counters sent to someone else).
+    done: VecDeque<((u32, u64), SocketAddr, Vec<u8>)>,
     /// Requests that failed inside this process (a bug): answered `Internal`, counted, and the
     /// control thread goes on (it also runs the monitor, the policy and the reconnect).
     failed: u64,
@@ -114,6 +116,15 @@ fn error<'a>(code: ErrorCode, detail: &'a str) -> Body<'a> {
         code,
         clip_utf8(detail, naam_core::wire::DETAIL_MAX),
     ))
+}
+
+/// An error for a sender that proved no key: no larger than what it sent (`request_len`), so
+/// a forged source address does not make this port an amplifier.
+fn refusal(code: ErrorCode, detail: &str, request_len: usize) -> Body<'_> {
+    match error(code, detail) {
+        Body::Error(e) => Body::Error(e.within(request_len)),
+        b => b,
+    }
 }
 
 impl ControlPlane {
@@ -180,17 +191,28 @@ impl ControlPlane {
             Ok(o) => o,
             Err(r) => {
                 tracing::debug!(%from, reason = r.name(), "control request refused");
-                return emit(&msg.reply(error(r.code(), r.detail())), out);
+                // After a valid MAC the client reads the detail (a query refused as sealed
+                // before this start is sealed again): only an unproven sender's is cut.
+                let body = if r.after_mac() {
+                    error(r.code(), r.detail())
+                } else {
+                    refusal(r.code(), r.detail(), req.len())
+                };
+                return emit(&msg.reply(body), out);
             }
         };
         let key = (opened.key_id, opened.nonce);
         if !opened.fresh {
-            if let Some((_, reply)) = self.done.iter().find(|(k, _)| *k == key) {
+            let first = self.done.iter().find(|(k, _, _)| *k == key);
+            if let Some((_, _, reply)) = first.filter(|(_, by, _)| *by == from) {
                 out[..reply.len()].copy_from_slice(reply);
                 return reply.len();
             }
             let d = "replayed: this sealed request was received before";
-            return emit(&msg.reply(error(ErrorCode::Unauthorized, d)), out);
+            return emit(
+                &msg.reply(refusal(ErrorCode::Unauthorized, d, req.len())),
+                out,
+            );
         }
         let inner = match opened.request() {
             Ok(m) => m,
@@ -218,7 +240,7 @@ impl ControlPlane {
             if self.done.len() == DEDUP {
                 self.done.pop_front();
             }
-            self.done.push_back((key, out[..n].to_vec()));
+            self.done.push_back((key, from, out[..n].to_vec()));
         } else if transient {
             // Not executed: the retransmission (same nonce) must run, not be a "replay".
             self.gate.forget(key.0, key.1);
@@ -343,10 +365,8 @@ impl ControlPlane {
             ErrorCode::BadRequest
         };
         let detail = e.to_string();
-        emit(
-            &Message::new(h.request_id(), h.class(), error(code, &detail)),
-            out,
-        )
+        let body = refusal(code, &detail, req.len());
+        emit(&Message::new(h.request_id(), h.class(), body), out)
     }
 
     fn register(

@@ -3,7 +3,7 @@ use crate::runtime::monitor::MonitorConfig;
 use crate::steering::Target;
 use naam_core::auth::{Credential, Keyring};
 use naam_core::pool::Registry;
-use naam_core::wire::DescribeRepr;
+use naam_core::wire::{DescribeRepr, PageRequestRepr};
 
 fn admin() -> Credential {
     Credential::new(0, Principal::Admin, [7; 32])
@@ -53,8 +53,12 @@ fn describe_as(p: &mut ControlPlane, key: Option<&Credential>, app: &str) -> Vec
 }
 
 fn send(p: &mut ControlPlane, req: &[u8]) -> Vec<u8> {
+    send_from(p, "127.0.0.1:5555", req)
+}
+
+fn send_from(p: &mut ControlPlane, from: &str, req: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8; naam_core::wire::MAX_DATAGRAM];
-    let from: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+    let from: SocketAddr = from.parse().unwrap();
     let len = p.handle(from, req, &mut out);
     out.truncate(len);
     out
@@ -221,4 +225,43 @@ fn datagrams_that_are_no_request_get_no_answer_and_are_counted() {
     let c: std::collections::HashMap<_, _> = p.counters().into_iter().collect();
     assert_eq!(c["ctl.ignored"], 5);
     assert_eq!(c["ctl.answered"], 0);
+}
+
+/// A forged source address must not make the control port an amplifier: what a sender that
+/// proved no key gets back is no larger than what it sent, and a captured sealed request
+/// replayed from another address gets no copy of its reply (a page of counters).
+#[test]
+fn senders_that_prove_nothing_get_no_more_bytes_than_they_sent() {
+    let mut p = plane();
+    // A bare header (a STATS request without its page) and an unsealed request.
+    let mut req = vec![0u8; 256];
+    let n = Message::new(3, 0, Body::Stats(PageRequestRepr { start: 0, max: 0 }))
+        .emit(&mut req)
+        .unwrap();
+    for datagram in [&req[..HEADER_LEN], &req[..n]] {
+        let r = send(&mut p, datagram);
+        assert!(error_code(&r).is_some());
+        assert!(
+            r.len() <= datagram.len().max(HEADER_LEN + 4),
+            "{} > {}",
+            r.len(),
+            datagram.len()
+        );
+    }
+    // A sealed STATS: its reply is far larger than the request.
+    let sealed = admin().seal(wall_clock_ns(), &req[..n]).unwrap();
+    let first = send_from(&mut p, "127.0.0.1:5555", &sealed);
+    assert_eq!(error_code(&first), None);
+    assert!(
+        first.len() > 2 * sealed.len(),
+        "{} vs {}",
+        first.len(),
+        sealed.len()
+    );
+    // Replayed from elsewhere: refused, within the request's size; from its sender (a
+    // retransmission), the first reply again.
+    let replayed = send_from(&mut p, "10.9.8.7:4000", &sealed);
+    assert_eq!(error_code(&replayed), Some(ErrorCode::Unauthorized));
+    assert!(replayed.len() <= sealed.len());
+    assert_eq!(send_from(&mut p, "127.0.0.1:5555", &sealed), first);
 }

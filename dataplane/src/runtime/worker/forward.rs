@@ -182,6 +182,7 @@ impl Worker {
                     request_id,
                     class,
                     window: 0,
+                    reply_max: ReqInfo::PROVEN,
                 };
                 self.send_error(
                     port,

@@ -376,6 +376,8 @@ impl Worker {
             request_id: msg.request_id,
             class: msg.class,
             window: msg.window,
+            // Only a tenant its capability proved has an account.
+            reply_max: ReqInfo::PROVEN,
         };
         let mut d = Detail::new();
         let _ = write!(
@@ -406,6 +408,7 @@ impl Worker {
             request_id: msg.request_id,
             class: msg.class,
             window: msg.window,
+            reply_max: pkt.payload().len(),
         };
         if msg.kind().is_reply() {
             self.stats.count_drop(Dropped::UnexpectedKind);
@@ -449,6 +452,7 @@ impl Worker {
             request_id: h.request_id(),
             class: h.class(),
             window: 0,
+            reply_max: data.len(),
         };
         let mut d = Detail::new();
         let _ = write!(
@@ -480,6 +484,7 @@ impl Worker {
             request_id: h.request_id(),
             class: h.class(),
             window: 0,
+            reply_max: data.len(),
         };
         let mut d = Detail::new();
         let _ = write!(d, "{e}");
@@ -671,6 +676,7 @@ impl Worker {
                 false,
             );
         }
+        let info = &info.proven();
         let Some(entry) = self.pool.get(req.offload) else {
             let mut d = Detail::new();
             let _ = write!(d, "no offload {}", req.offload);

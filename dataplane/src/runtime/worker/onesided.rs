@@ -121,6 +121,7 @@ impl Worker {
             return self.send_one_sided_reply(port, to, &results[..n], false);
         };
         // Proven: what its window says about the client's finished requests counts.
+        let info = &info.proven();
         self.out
             .cache
             .retire(info.peer.remote, info.request_id, info.window);

@@ -214,6 +214,7 @@ impl Worker {
                     Some(ns) => e.retry_after_ns(ns),
                     None => e,
                 }
+                .within(info.reply_max)
             }),
         );
         self.send(port, &info.peer, &msg, remember);
@@ -239,6 +240,7 @@ impl Worker {
             request_id: s.request_id,
             class: s.class,
             window: 0,
+            reply_max: ReqInfo::PROVEN,
         };
         let dedup = s.dedup;
         self.slots.release(i);

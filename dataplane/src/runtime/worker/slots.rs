@@ -106,6 +106,23 @@ pub(super) struct ReqInfo {
     pub class: u16,
     /// The client's window (docs/protocol.md, "De-duplication"); 0: not said.
     pub window: u32,
+    /// The most bytes an error reply to it may take: the request's own length until its
+    /// sender proved a capability or a key (a forged source address must not make this
+    /// worker an amplifier), then no limit ([`ReqInfo::PROVEN`]).
+    pub reply_max: usize,
+}
+
+impl ReqInfo {
+    /// `reply_max` of a request whose sender proved who it is.
+    pub const PROVEN: usize = usize::MAX;
+
+    /// The same request, its sender proven.
+    pub fn proven(&self) -> ReqInfo {
+        ReqInfo {
+            reply_max: Self::PROVEN,
+            ..*self
+        }
+    }
 }
 
 /// Names a slot outside the worker: in a link work-request id and in a host ring entry's
