@@ -46,6 +46,38 @@ fn reply_overhead(n: usize) -> usize {
     HEADER_LEN + 8 + 16 * n
 }
 
+/// Why one-sided `ops` cannot be served by one request, if they cannot: their data must fit
+/// the slot's staging and their READ data one reply datagram.
+fn over_limits(ops: &[RemoteOp<'_>]) -> Option<Detail> {
+    let staged: usize = ops
+        .iter()
+        .map(|o| match o.body {
+            OpBody::Read { len } => len as usize,
+            OpBody::Write { data } => data.len(),
+            _ => 0,
+        })
+        .sum();
+    let read: usize = ops
+        .iter()
+        .map(|o| match o.body {
+            OpBody::Read { len } => len as usize,
+            _ => 0,
+        })
+        .sum();
+    if staged <= DATA_SIZE && reply_overhead(ops.len()) + read <= MAX_PAYLOAD {
+        return None;
+    }
+    let mut d = Detail::new();
+    let _ = write!(
+        d,
+        "one-sided data of {staged} bytes ({read} read): the NIC takes at most {} bytes of \
+         READ data per request (one {MAX_PAYLOAD}-byte reply) and {DATA_SIZE} in all; split \
+         the request",
+        MAX_PAYLOAD - reply_overhead(ops.len()),
+    );
+    Some(d)
+}
+
 impl Worker {
     pub(super) fn on_one_sided<P: Port, L: Link>(
         &mut self,
@@ -56,41 +88,6 @@ impl Worker {
     ) {
         bump(&self.stats.one_sided, 1);
         let ops = req.ops();
-        let staged: usize = ops
-            .iter()
-            .map(|o| match o.body {
-                OpBody::Read { len } => len as usize,
-                OpBody::Write { data } => data.len(),
-                _ => 0,
-            })
-            .sum();
-        let read: usize = ops
-            .iter()
-            .map(|o| match o.body {
-                OpBody::Read { len } => len as usize,
-                _ => 0,
-            })
-            .sum();
-        if staged > DATA_SIZE || reply_overhead(ops.len()) + read > MAX_PAYLOAD {
-            let mut d = Detail::new();
-            let _ = write!(
-                d,
-                "one-sided data of {staged} bytes ({read} read): the NIC takes at most {} \
-                 bytes of READ data per request (one {MAX_PAYLOAD}-byte reply) and {DATA_SIZE} \
-                 in all; split the request",
-                MAX_PAYLOAD - reply_overhead(ops.len()),
-            );
-            return self.send_error(port, info, ErrorCode::BadRequest, d.as_str(), false);
-        }
-        if !self.host_ok {
-            return self.send_error(
-                port,
-                info,
-                ErrorCode::HostUnavailable,
-                "host agent gone",
-                false,
-            );
-        }
         // Every op's key, bounds and permission first: a request none of whose ops shows its
         // region's key is answered at once, and takes no slot, no share and no entry of the
         // reply cache (where a forged one would stand in for its client's real request).
@@ -98,6 +95,8 @@ impl Worker {
             std::array::from_fn(|_| Ok(CheckedOp::EMPTY));
         let mut owner = None;
         let mut dedup = false;
+        // Whether some op showed its region's key (run or refused after the key check).
+        let mut keyed = false;
         for (k, op) in ops.iter().enumerate().take(MAX_OPS) {
             bump(&self.stats.one_sided_ops, 1);
             checked[k] = self.regions.check_keyed(op.key, &raw_op(op));
@@ -105,9 +104,19 @@ impl Worker {
                 Ok(c) => {
                     owner = owner.or(self.regions.get(c.region).map(|d| d.tenant));
                     dedup |= c.kind.is_mutation();
+                    keyed = true;
                 }
                 Err(OpError::BadKey { .. }) => bump(&self.stats.bad_key, 1),
-                Err(_) => {}
+                Err(OpError::NoSuchRegion { .. } | OpError::UnknownKind { .. }) => {}
+                Err(_) => keyed = true,
+            }
+        }
+        // A sender that showed a key is told the limits in numbers (to one that did not, the
+        // error could not say them in as few bytes as it sent).
+        if keyed {
+            if let Some(d) = over_limits(ops) {
+                let info = &info.proven();
+                return self.send_error(port, info, ErrorCode::BadRequest, d.as_str(), false);
             }
         }
         let Some(tenant) = owner else {
@@ -120,8 +129,18 @@ impl Worker {
             let to = (&info.peer, info.request_id, info.class);
             return self.send_one_sided_reply(port, to, &results[..n], false);
         };
-        // Proven: what its window says about the client's finished requests counts.
+        // Proven: its errors may say all they have to.
         let info = &info.proven();
+        if !self.host_ok {
+            return self.send_error(
+                port,
+                info,
+                ErrorCode::HostUnavailable,
+                "host agent gone",
+                false,
+            );
+        }
+        // What its window says about the client's finished requests counts.
         self.out
             .cache
             .retire(info.peer.remote, info.request_id, info.window);
