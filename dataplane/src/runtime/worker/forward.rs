@@ -26,13 +26,7 @@ impl Worker {
         link: &mut L,
     ) {
         if !self.host_ok {
-            return self.send_error(
-                port,
-                info,
-                ErrorCode::HostUnavailable,
-                "host agent gone",
-                false,
-            );
+            return self.host_gone(port, info);
         }
         if TOKEN_LEN + datagram.len() > MSG_MAX {
             return self.send_error(
@@ -80,13 +74,7 @@ impl Worker {
                     }
                     e if e.is_peer_gone() => {
                         self.host_ok = false;
-                        self.send_error(
-                            port,
-                            info,
-                            ErrorCode::HostUnavailable,
-                            "host agent gone",
-                            false,
-                        )
+                        self.host_gone(port, info)
                     }
                     _ => self.send_error(
                         port,

@@ -726,13 +726,7 @@ impl Worker {
             _ => {
                 if !self.host_ok {
                     // Handler ops reach host memory over the link: nothing to run them on.
-                    return self.send_error(
-                        port,
-                        info,
-                        ErrorCode::HostUnavailable,
-                        "host agent gone",
-                        false,
-                    );
+                    return self.host_gone(port, info);
                 }
                 let account = self.shares.account(tenant);
                 let Some(i) = self.take_slot(port, info, SlotKind::Am, Some(account)) else {

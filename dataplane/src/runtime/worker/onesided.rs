@@ -132,13 +132,7 @@ impl Worker {
         // Proven: its errors may say all they have to.
         let info = &info.proven();
         if !self.host_ok {
-            return self.send_error(
-                port,
-                info,
-                ErrorCode::HostUnavailable,
-                "host agent gone",
-                false,
-            );
+            return self.host_gone(port, info);
         }
         // What its window says about the client's finished requests counts.
         self.out

@@ -177,6 +177,18 @@ impl Worker {
         self.send_error_retry_after(port, info, code, detail, dedup, retry_after)
     }
 
+    /// Answers a request that needs host memory or the host agent while they are gone
+    /// (`host_unavailable`: not executed, retry).
+    pub(super) fn host_gone<P: Port>(&mut self, port: &mut P, info: &ReqInfo) {
+        self.send_error(
+            port,
+            info,
+            ErrorCode::HostUnavailable,
+            "host agent gone",
+            false,
+        )
+    }
+
     /// [`Worker::send_error`] with the retry-after hint the reply carries (`busy` only).
     pub(super) fn send_error_retry_after<P: Port>(
         &mut self,
