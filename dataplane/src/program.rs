@@ -83,8 +83,10 @@ struct Args {
     /// on the NIC until the heartbeat returns); gone is its link socket closing.
     #[arg(long, default_value_t = 100)]
     stale_ms: u64,
-    /// How long to wait for the host agent's link socket at start (ms).
-    #[arg(long, default_value_t = 10_000)]
+    /// How long to wait for the host agent's link socket at start (ms; at most an hour).
+    /// SIGINT, SIGTERM or --parent-pid stop the wait at once.
+    #[arg(long, default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     connect_wait_ms: u64,
     /// Policy: NIC busy fraction above which the NIC is congested.
     #[arg(long, default_value_t = PolicyConfig::default().nic_high)]
@@ -354,7 +356,14 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         naam_link::parent::stop_without_parent(pid, stop.clone())
             .context("starting the parent watch")?;
     }
-    let rt = Runtime::start(cfg).context("starting the dataplane")?;
+    let rt = match Runtime::start_unless(cfg, &stop) {
+        Ok(rt) => rt,
+        Err(crate::runtime::SetupError::Stopped) => {
+            tracing::info!("stopped while waiting for the host agent");
+            return Ok(());
+        }
+        Err(e) => return Err(e).context("starting the dataplane"),
+    };
     // One line, read by whoever started this process to learn the addresses.
     let metrics = rt
         .metrics_addr()

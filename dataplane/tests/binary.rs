@@ -191,6 +191,11 @@ fn settings_that_could_not_serve_are_refused_before_anything_starts() {
         // No de-duplication would let a retransmitted mutation run twice.
         (&["--dedup", "0"][..], "--dedup"),
         (&["--dedup-retain-ms", "0"][..], "--dedup-retain-ms"),
+        // A wait without end for the host agent.
+        (
+            &["--connect-wait-ms", "9223372036854775807"][..],
+            "--connect-wait-ms",
+        ),
         (
             &["--nic-high", "0.2", "--nic-low", "0.5"][..],
             "--nic-low 0.5",
@@ -232,4 +237,48 @@ fn a_run_directory_too_long_for_its_sockets_is_refused_with_the_lengths() {
     assert!(!out.status.success());
     assert!(err.contains("past the 107"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+/// A dataplane still waiting for its host agent stops as promptly as one serving: on
+/// SIGTERM, and when its starter is gone (`--parent-pid` naming a process that is not its
+/// parent). It waited out `--connect-wait-ms` (10 s here) before.
+#[test]
+fn a_dataplane_waiting_for_its_host_agent_stops_at_once_when_asked() {
+    let tmp = run_dir("wait");
+    let start = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
+            .args(["--port", "udp:127.0.0.1:0", "--connect-wait-ms", "10000"])
+            .arg("--run-dir")
+            .arg(tmp.path())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary runs")
+    };
+    let waited = |child: &mut std::process::Child| {
+        let t = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status, t.elapsed());
+            }
+            if t.elapsed() > Duration::from_secs(8) {
+                let _ = child.kill();
+                panic!("still waiting for the host agent 8 s later");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut child = start(&[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let (status, after) = waited(&mut child);
+    assert!(status.success(), "{status}");
+    assert!(after < Duration::from_secs(2), "{after:?}");
+    let mut orphan = start(&["--parent-pid", "1"]);
+    let (status, after) = waited(&mut orphan);
+    assert!(status.success(), "{status}");
+    assert!(after < Duration::from_secs(2), "{after:?}");
 }

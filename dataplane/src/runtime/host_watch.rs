@@ -2,7 +2,7 @@
 //! off the control thread, its liveness and its published load.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -38,14 +38,21 @@ pub(super) fn connect_opts(cfg: &RuntimeConfig) -> ConnectOptions {
     }
 }
 
+/// Connects to the host agent's link socket, trying again for up to `wait` while it is not
+/// there; gives up at once when `stop` is set (a signal, or the starter gone), since a
+/// dataplane waiting for a host agent must stop as promptly as one serving.
 pub(super) fn connect_with_wait(
     path: &Path,
     opts: ConnectOptions,
     wait: Duration,
+    stop: &AtomicBool,
 ) -> Result<ShmLink, SetupError> {
     let start = std::time::Instant::now();
     let mut logged = false;
     loop {
+        if stop.load(Ordering::Acquire) {
+            return Err(SetupError::Stopped);
+        }
         match ShmLink::connect(path, opts) {
             Ok(l) => return Ok(l),
             Err(e) if start.elapsed() < wait => {

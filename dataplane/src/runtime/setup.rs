@@ -5,7 +5,7 @@
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -108,6 +108,9 @@ impl Default for RuntimeConfig {
 /// Why the dataplane did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
+    /// Asked to stop (a signal, the starter gone) before it served.
+    #[error("stopped before serving")]
+    Stopped,
     #[error("host agent link socket {path}")]
     Link {
         path: PathBuf,
@@ -263,6 +266,12 @@ fn open_port(
 impl Runtime {
     /// Starts everything; returns when the workers serve.
     pub fn start(cfg: RuntimeConfig) -> Result<Runtime, SetupError> {
+        Self::start_unless(cfg, &AtomicBool::new(false))
+    }
+
+    /// [`Runtime::start`], giving up ([`SetupError::Stopped`]) as soon as `stop` is set while
+    /// it waits for the host agent.
+    pub fn start_unless(cfg: RuntimeConfig, stop: &AtomicBool) -> Result<Runtime, SetupError> {
         let workers = cfg.workers.max(1);
         if cfg.port.starts_with("dpdk:") && workers > 1 {
             return Err(SetupError::Config(
@@ -276,6 +285,7 @@ impl Runtime {
             &link_path,
             connect_opts(&cfg),
             cfg.connect_wait,
+            stop,
         )?);
         if (link.layout().qps as usize) < workers {
             return Err(SetupError::TooFewQps {
