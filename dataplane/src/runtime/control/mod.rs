@@ -118,13 +118,22 @@ fn error<'a>(code: ErrorCode, detail: &'a str) -> Body<'a> {
     ))
 }
 
-/// An error for a sender that proved no key: no larger than what it sent (`request_len`), so
-/// a forged source address does not make this port an amplifier.
-fn refusal(code: ErrorCode, detail: &str, request_len: usize) -> Body<'_> {
-    match error(code, detail) {
-        Body::Error(e) => Body::Error(e.within(request_len)),
-        b => b,
+/// Answers a request (id, class) of a sender that proved no key with an error no larger than
+/// `req`, what it sent, so a forged source address does not make this port an amplifier:
+/// without the detail when that does not fit, not at all (0) when even a bare error does not.
+fn refuse(
+    (id, class): (u64, u16),
+    code: ErrorCode,
+    detail: &str,
+    req: &[u8],
+    out: &mut [u8],
+) -> usize {
+    let e = ErrorRepr::new(code, clip_utf8(detail, naam_core::wire::DETAIL_MAX)).within(req.len());
+    let reply = Message::new(id, class, Body::Error(e));
+    if reply.buffer_len() > req.len() {
+        return 0;
     }
+    emit(&reply, out)
 }
 
 impl ControlPlane {
@@ -193,12 +202,10 @@ impl ControlPlane {
                 tracing::debug!(%from, reason = r.name(), "control request refused");
                 // After a valid MAC the client reads the detail (a query refused as sealed
                 // before this start is sealed again): only an unproven sender's is cut.
-                let body = if r.after_mac() {
-                    error(r.code(), r.detail())
-                } else {
-                    refusal(r.code(), r.detail(), req.len())
-                };
-                return emit(&msg.reply(body), out);
+                if r.after_mac() {
+                    return emit(&msg.reply(error(r.code(), r.detail())), out);
+                }
+                return refuse((msg.request_id, msg.class), r.code(), r.detail(), req, out);
             }
         };
         let key = (opened.key_id, opened.nonce);
@@ -209,8 +216,11 @@ impl ControlPlane {
                 return reply.len();
             }
             let d = "replayed: this sealed request was received before";
-            return emit(
-                &msg.reply(refusal(ErrorCode::Unauthorized, d, req.len())),
+            return refuse(
+                (msg.request_id, msg.class),
+                ErrorCode::Unauthorized,
+                d,
+                req,
                 out,
             );
         }
@@ -365,8 +375,9 @@ impl ControlPlane {
             ErrorCode::BadRequest
         };
         let detail = e.to_string();
-        let body = refusal(code, &detail, req.len());
-        emit(&Message::new(h.request_id(), h.class(), body), out)
+        let n = refuse((h.request_id(), h.class()), code, &detail, req, out);
+        self.ignored += u64::from(n == 0);
+        n
     }
 
     fn register(

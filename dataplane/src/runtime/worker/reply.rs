@@ -229,6 +229,11 @@ impl Worker {
                 .within(info.reply_max)
             }),
         );
+        if msg.buffer_len() > info.reply_max {
+            // Shorter than even a bare error (no request is): answering would send more
+            // than a sender that proved nothing sent.
+            return self.stats.count_drop(Dropped::Malformed);
+        }
         self.send(port, &info.peer, &msg, remember);
     }
 
