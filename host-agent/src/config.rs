@@ -143,6 +143,11 @@ pub enum ConfigError {
     Invalid { key: &'static str, reason: String },
 }
 
+/// The largest shared area (`--arena-mb`): 1 TiB.
+const ARENA_MB_MAX: u64 = 1 << 20;
+/// The most keys or records an application is built with.
+const COUNT_MAX: u64 = 1 << 32;
+
 impl Config {
     /// Reads a TOML file; keys are the long flag names (`nic-workers`, `arena-mb`, ...), and
     /// missing keys keep their defaults.
@@ -181,8 +186,17 @@ impl Config {
                 "more host workers than queue pairs would leave some idle",
             );
         }
-        if self.arena_mb == 0 {
-            return bad("arena-mb", "must be at least 1");
+        if self.arena_mb == 0 || self.arena_mb > ARENA_MB_MAX {
+            return bad("arena-mb", "must be in 1..=1048576 (1 TiB)");
+        }
+        for (key, n) in [
+            ("mica-keys", self.mica_keys),
+            ("btree-keys", self.btree_keys),
+            ("records", self.records),
+        ] {
+            if n > COUNT_MAX {
+                return bad(key, "must be at most 4294967296");
+            }
         }
         if self.value_size == 0 || self.value_size as usize > naam_handlers::mica::layout::VALUE_MAX
         {
@@ -195,6 +209,28 @@ impl Config {
             || self.max_offloads_per_tenant as usize > naam_core::pool::MAX_OFFLOADS
         {
             return bad("max-offloads-per-tenant", "must be in 1..=65536");
+        }
+        // The applications' data must fit the shared area (found out here, not half-way
+        // through building it, and named by the settings that size it).
+        let data: u64 = crate::apps::bundled()
+            .iter()
+            .flat_map(|a| a.regions(self))
+            .map(|p| p.len)
+            .sum();
+        if data > self.arena_mb << 20 {
+            return bad(
+                "arena-mb",
+                &format!(
+                    "{} MiB is too small for the applications' data: {} MiB for --mica-keys {}, \
+                     --value-size {}, --btree-keys {} and --records {}",
+                    self.arena_mb,
+                    data.div_ceil(1 << 20),
+                    self.mica_keys,
+                    self.value_size,
+                    self.btree_keys,
+                    self.records
+                ),
+            );
         }
         if let Some(path) = &self.snapshot {
             // Found out at start, not at shutdown, when the snapshot could not be written.
@@ -258,6 +294,38 @@ mod tests {
         assert_eq!(h.section.as_deref(), Some("naam/record"));
         assert_eq!(HandlerSpec::parse("z.o").section, None);
         assert_eq!(HandlerSpec::parse("z.o:").section, None);
+    }
+
+    #[test]
+    fn data_past_any_area_or_the_configured_one_is_refused_naming_the_setting() {
+        let refused = |c: &Config| match c.validate() {
+            Err(ConfigError::Invalid { key, reason }) => format!("{key}: {reason}"),
+            other => panic!("accepted: {other:?}"),
+        };
+        for (set, key) in [
+            (
+                &(|c: &mut Config| c.records = u64::MAX) as &dyn Fn(&mut Config),
+                "records",
+            ),
+            (&|c: &mut Config| c.mica_keys = u64::MAX, "mica-keys"),
+            (&|c: &mut Config| c.btree_keys = 1 << 40, "btree-keys"),
+            (&|c: &mut Config| c.arena_mb = u64::MAX, "arena-mb"),
+        ] {
+            let mut c = Config::default();
+            set(&mut c);
+            assert!(refused(&c).starts_with(key), "{}", refused(&c));
+        }
+        let mut c = Config {
+            mica_keys: 10_000_000,
+            ..Config::default()
+        };
+        let why = refused(&c);
+        assert!(
+            why.starts_with("arena-mb") && why.contains("--mica-keys 10000000"),
+            "{why}"
+        );
+        c.arena_mb = 4096;
+        assert!(c.validate().is_ok());
     }
 
     #[test]
