@@ -145,6 +145,8 @@ pub enum ConfigError {
 
 /// The largest shared area (`--arena-mb`): 1 TiB.
 const ARENA_MB_MAX: u64 = 1 << 20;
+/// The most entries of a link ring (`--ring-slots`).
+const RING_SLOTS_MAX: u32 = 1 << 16;
 /// The most keys or records an application is built with.
 const COUNT_MAX: u64 = 1 << 32;
 
@@ -202,8 +204,8 @@ impl Config {
         {
             return bad("value-size", "must be in 1..=1024 (a MICA value)");
         }
-        if !self.ring_slots.is_power_of_two() || self.ring_slots < 2 {
-            return bad("ring-slots", "must be a power of two, at least 2");
+        if !self.ring_slots.is_power_of_two() || !(2..=RING_SLOTS_MAX).contains(&self.ring_slots) {
+            return bad("ring-slots", "must be a power of two in 2..=65536");
         }
         if self.max_offloads_per_tenant == 0
             || self.max_offloads_per_tenant as usize > naam_core::pool::MAX_OFFLOADS

@@ -303,6 +303,11 @@ impl HostAgent {
             }
         }
 
+        // Before the sockets: a metrics address in use leaves no socket file behind.
+        let metrics = cfg
+            .metrics_addr
+            .map(naam_metrics::Exporter::bind)
+            .transpose()?;
         let stats = Stats::new(cfg.workers as usize);
         let shared = Shared::new(registry.clone(), stats);
         host.serve(&cfg.link_socket())?;
@@ -339,10 +344,6 @@ impl HostAgent {
             workers.push(h);
         }
 
-        let metrics = cfg
-            .metrics_addr
-            .map(naam_metrics::Exporter::bind)
-            .transpose()?;
         tracing::info!(
             run_dir = %cfg.run_dir.display(),
             workers = cfg.workers,

@@ -664,3 +664,18 @@ fn a_run_directory_too_long_for_its_sockets_is_refused_with_the_lengths() {
     );
     assert!(!run.exists());
 }
+
+/// A metrics address already in use is refused before any socket is made: a failed start
+/// leaves no `control.sock` or `link.sock` behind.
+#[test]
+fn a_metrics_address_in_use_leaves_no_socket_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = refused_start(&run, &["--metrics-addr", &addr]);
+    assert!(err.contains("cannot serve metrics"), "{err}");
+    for sock in ["control.sock", "link.sock"] {
+        assert!(!run.join(sock).exists(), "{sock} left behind");
+    }
+}
