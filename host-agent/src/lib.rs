@@ -94,6 +94,42 @@ pub enum AgentError {
     Credentials { path: PathBuf, reason: String },
 }
 
+/// Looks, once a second, whether this host agent's sockets are still where clients and
+/// dataplanes find them. Someone who deletes the run directory (a cleanup script, a second
+/// deployment's) leaves it running, still serving an attached dataplane, but nobody can
+/// reach it any more and a second host agent could start there: said once, loudly.
+#[derive(Default)]
+struct SocketWatch {
+    next: Option<std::time::Instant>,
+    said: bool,
+}
+
+impl SocketWatch {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    fn look(&mut self, cfg: &Config) {
+        let now = std::time::Instant::now();
+        if self.next.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next = Some(now + Self::EVERY);
+        let gone = [cfg.link_socket(), cfg.control_socket()]
+            .into_iter()
+            .find(|p| std::fs::symlink_metadata(p).is_err());
+        match gone {
+            Some(p) if !self.said => {
+                self.said = true;
+                tracing::error!(
+                    socket = %p.display(),
+                    "this host agent's socket was removed (its run directory deleted?): no dataplane or client can connect any more, and another host agent could start there; an attached dataplane is still served. Stop this one and start it again"
+                );
+            }
+            None => self.said = false,
+            _ => {}
+        }
+    }
+}
+
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
     let what = what.into();
     move |source| AgentError::Io { what, source }
@@ -472,7 +508,9 @@ impl HostAgent {
     /// (signals) or a shutdown request arrived.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), AgentError> {
         let publisher = self.host.load_publisher();
+        let mut sockets = SocketWatch::default();
         while !stop.load(Ordering::Relaxed) && !self.shared.stop.load(Ordering::Relaxed) {
+            sockets.look(&self.cfg);
             match self.host.poll_peer() {
                 Ok(naam_link::PeerEvent::Connected { generation }) => {
                     self.generation = generation;

@@ -398,3 +398,19 @@ fn kept_data_built_with_other_flags_is_pointed_out() {
         .unwrap_or_else(|| panic!("no warning:\n{log}"));
     assert!(warning.contains("\"mica\""), "{warning}");
 }
+
+/// A run directory deleted under a running host agent: it says so (once), instead of
+/// running on unreachable without a word.
+#[test]
+fn a_deleted_run_directory_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &[]);
+    std::fs::remove_dir_all(&agent.run_dir).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !agent.log_text().contains("socket was removed") {
+        assert!(Instant::now() < deadline, "{}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(agent.log_text().matches("socket was removed").count(), 1);
+}
