@@ -97,9 +97,10 @@ pub fn encode_args(args: &[String]) -> anyhow::Result<Vec<u8>> {
         })?;
         let num = |v: &str| -> anyhow::Result<u64> {
             match v.strip_prefix("0x") {
-                Some(h) => Ok(u64::from_str_radix(h, 16)?),
-                None => Ok(v.parse()?),
+                Some(h) => u64::from_str_radix(h, 16),
+                None => v.parse(),
             }
+            .with_context(|| format!("argument {a:?}: not a number from 0 to 2^64 - 1"))
         };
         match kind {
             "u8" => {
@@ -113,6 +114,7 @@ pub fn encode_args(args: &[String]) -> anyhow::Result<Vec<u8>> {
             "u64" => out.extend_from_slice(&num(v)?.to_le_bytes()),
             "str" => out.extend_from_slice(v.as_bytes()),
             "hex" => {
+                anyhow::ensure!(v.is_ascii(), "argument {a:?}: not hex");
                 anyhow::ensure!(v.len() % 2 == 0, "argument {a:?}: odd number of hex digits");
                 for i in (0..v.len()).step_by(2) {
                     out.push(
@@ -501,8 +503,15 @@ mod tests {
             b,
             [4, 0, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 0, 0, 0, 0, 0, 0xff, 0, b'a', b'b', 7]
         );
-        for bad in ["u32", "u8:256", "u32:x", "hex:f", "hex:zz", "f64:1"] {
+        for bad in [
+            "u32", "u8:256", "u32:x", "hex:f", "hex:zz", "f64:1", "hex:€a", "hex:aéb",
+        ] {
             assert!(encode_args(&[bad.to_string()]).is_err(), "{bad}");
+        }
+        // Every refusal names the argument.
+        for bad in ["u64:-1", "u8:x", "u32:0xzz"] {
+            let e = format!("{:#}", encode_args(&[bad.to_string()]).unwrap_err());
+            assert!(e.contains(bad), "{bad}: {e}");
         }
     }
 }
