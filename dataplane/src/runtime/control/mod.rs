@@ -111,11 +111,13 @@ fn emit(m: &Message<'_>, out: &mut [u8]) -> usize {
     m.emit_or_internal_error(out)
 }
 
+/// An error reply's body, its detail cut to what the wire carries.
+fn error_repr(code: ErrorCode, detail: &str) -> ErrorRepr<'_> {
+    ErrorRepr::new(code, clip_utf8(detail, naam_core::wire::DETAIL_MAX))
+}
+
 fn error<'a>(code: ErrorCode, detail: &'a str) -> Body<'a> {
-    Body::Error(ErrorRepr::new(
-        code,
-        clip_utf8(detail, naam_core::wire::DETAIL_MAX),
-    ))
+    Body::Error(error_repr(code, detail))
 }
 
 /// Answers a request (id, class) of a sender that proved no key with an error no larger than
@@ -128,7 +130,7 @@ fn refuse(
     req: &[u8],
     out: &mut [u8],
 ) -> usize {
-    let e = ErrorRepr::new(code, clip_utf8(detail, naam_core::wire::DETAIL_MAX)).within(req.len());
+    let e = error_repr(code, detail).within(req.len());
     let reply = Message::new(id, class, Body::Error(e));
     if reply.buffer_len() > req.len() {
         return 0;
