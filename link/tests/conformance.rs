@@ -1205,12 +1205,70 @@ fn shm_snapshot_round_trip() {
     assert!(other.directory().is_empty(), "nothing of it is kept");
     // The intact snapshot still restores into the same host afterwards.
     assert_eq!(other.restore_snapshot(&mut snap.as_slice()).unwrap(), 2);
+    // Bytes after the checksum (two snapshots concatenated, an append by mistake) are not
+    // part of it: refused, not ignored.
+    for extra in [&b"x"[..], &snap[..]] {
+        let mut longer = snap.clone();
+        longer.extend_from_slice(extra);
+        match fresh_host_restore(&longer) {
+            Err(LinkError::Snapshot { reason }) => {
+                assert!(reason.contains("after the checksum"), "{reason}")
+            }
+            r => panic!("trailing bytes accepted: {r:?}"),
+        }
+    }
     // Format 1 (no checksum) is refused with a message saying so.
     let mut v1 = snap.clone();
     v1[..8].copy_from_slice(b"NAAMSNP1");
     match fresh_host_restore(&v1) {
         Err(LinkError::Snapshot { reason }) => assert!(reason.contains("format 1"), "{reason}"),
         r => panic!("{r:?}"),
+    }
+}
+
+/// A small snapshot of two regions with some bytes in them.
+fn small_snapshot() -> Vec<u8> {
+    let host = shm_host(8);
+    assert!(host.region(1).unwrap().mem().write(100, b"kept"));
+    let mut snap = Vec::new();
+    host.write_snapshot(&mut snap).unwrap();
+    snap
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// The loader never panics on a damaged snapshot (bytes changed, cut, added, or none of
+    /// it a snapshot), refuses every one of them whole, and restores only the intact file.
+    /// (CRC-32 lets one damage in 2^32 through; a damaged region header is refused anyway.)
+    #[test]
+    fn a_damaged_snapshot_is_refused_whole_and_never_panics(
+        flips in proptest::collection::vec((proptest::prelude::any::<usize>(), 1u8..), 0..4),
+        cut in proptest::option::of(proptest::prelude::any::<usize>()),
+        tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3),
+        noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        use_noise in proptest::prelude::any::<bool>(),
+    ) {
+        let snap = small_snapshot();
+        let mut bytes = if use_noise { noise } else { snap.clone() };
+        for (at, x) in flips {
+            if !bytes.is_empty() {
+                let at = at % bytes.len();
+                bytes[at] ^= x;
+            }
+        }
+        if let Some(c) = cut {
+            bytes.truncate(c % (bytes.len() + 1));
+        }
+        bytes.extend_from_slice(&tail);
+        let mut target = restore_target().unwrap();
+        let r = target.restore_snapshot(&mut bytes.as_slice());
+        if bytes == snap {
+            proptest::prop_assert_eq!(r.unwrap(), 2);
+        } else {
+            proptest::prop_assert!(r.is_err(), "damaged snapshot accepted");
+            proptest::prop_assert!(target.directory().is_empty(), "a refused snapshot left regions");
+        }
     }
 }
 

@@ -95,7 +95,7 @@ impl ShmHost {
 
     /// Registers the regions saved by [`ShmHost::write_snapshot`] and fills them; returns how
     /// many. Ids already registered are refused. A snapshot that is cut short, corrupt (its
-    /// checksum) or of another format is refused whole: the regions it had registered are
+    /// checksum), followed by other bytes or of another format is refused whole: the regions it had registered are
     /// removed again.
     pub fn restore_snapshot(&mut self, r: &mut dyn std::io::Read) -> Result<usize, LinkError> {
         let mut added = Vec::new();
@@ -168,6 +168,20 @@ impl ShmHost {
         if word(&mut r.inner)? != sum {
             return Err(refuse("checksum mismatch: the file is corrupt"));
         }
-        Ok(added.len())
+        // The checksum ends the file: anything after it was not written by a snapshot (two
+        // files concatenated, an append by mistake), and would be lost in silence.
+        let mut more = [0u8; 1];
+        loop {
+            return match r.inner.read(&mut more) {
+                Ok(0) => Ok(added.len()),
+                Ok(_) => Err(refuse(
+                    "bytes after the checksum: the file is not one snapshot",
+                )),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(LinkError::Snapshot {
+                    reason: format!("reading past the checksum ({e})"),
+                }),
+            };
+        }
     }
 }
