@@ -140,8 +140,13 @@ pub enum SetupError {
 /// Before the workers take their reply-cache files over: when an earlier dataplane left files
 /// of another layout (workers, capacity) with requests that may still be retransmitted, waits
 /// until none may (at most the retention), so that no retransmission runs twice; then removes
-/// the files no worker of this one opens (dedup/restart.rs).
-fn settle_reply_caches(cfg: &RuntimeConfig, workers: usize) -> Result<(), SetupError> {
+/// the files no worker of this one opens (dedup/restart.rs). Gives up at once when `stop` is
+/// set: the wait can be as long as `--dedup-retain-ms` (up to an hour).
+fn settle_reply_caches(
+    cfg: &RuntimeConfig,
+    workers: usize,
+    stop: &AtomicBool,
+) -> Result<(), SetupError> {
     use super::dedup::restart;
     let io = |what: &str| {
         let what = format!("{what} {}", cfg.run_dir.display());
@@ -159,7 +164,13 @@ fn settle_reply_caches(cfg: &RuntimeConfig, workers: usize) -> Result<(), SetupE
             "waiting before serving: {}",
             w.reason
         );
-        std::thread::sleep(w.duration);
+        let until = std::time::Instant::now() + w.duration;
+        while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+            if stop.load(Ordering::Acquire) {
+                return Err(SetupError::Stopped);
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
     }
     for (w, path) in files {
         if w >= workers {
@@ -293,7 +304,7 @@ impl Runtime {
                 workers,
             });
         }
-        settle_reply_caches(&cfg, workers)?;
+        settle_reply_caches(&cfg, workers, stop)?;
         // The host agent wrote its key file before it served the link.
         let keys = load_keys(&cfg)?;
         let registry = Registry::for_engine(cfg.engine);
@@ -670,6 +681,47 @@ fn run_control(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An earlier dataplane of two workers left a live request in worker 1's cache, kept an
+    /// hour: a one-worker dataplane waits before it serves, and a stop ends that wait at once.
+    #[test]
+    fn a_stop_ends_the_wait_for_an_earlier_dataplanes_reply_caches() {
+        use super::super::dedup::{Begin, ReplyCache};
+        let dir = tempfile::tempdir().unwrap();
+        let hour = Duration::from_secs(3600);
+        let client: SocketAddrV4 = "10.0.0.1:5000".parse().unwrap();
+        let (mut cache, _) = ReplyCache::open(
+            &dir.path().join("reply-cache.1"),
+            (64, 2),
+            hour.as_nanos() as u64,
+            now_ns(),
+        )
+        .unwrap();
+        let am = naam_core::wire::Kind::AmRequest as u8;
+        assert_eq!(cache.begin(client, 1, 1, am, now_ns()), Begin::Started);
+        drop(cache);
+        let cfg = RuntimeConfig {
+            run_dir: dir.path().to_owned(),
+            dedup_entries: 64,
+            dedup_retain: hour,
+            ..RuntimeConfig::default()
+        };
+        let stop = AtomicBool::new(false);
+        let start = std::time::Instant::now();
+        let r = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(200));
+                stop.store(true, Ordering::Release);
+            });
+            settle_reply_caches(&cfg, 1, &stop)
+        });
+        assert!(matches!(r, Err(SetupError::Stopped)), "{r:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+    }
 
     #[test]
     fn bundled_offloads_register_under_their_fixed_ids() {
