@@ -254,6 +254,45 @@ fn put_get_delete() {
 }
 
 #[test]
+fn keys_and_values_that_are_not_text_go_through_hex() {
+    let s = start_server();
+    // A key and a value with a zero byte and bytes that are not UTF-8, as the bundled data's.
+    let put = naam(&s, &["put", "--hex", "00ff6b", "c3289f00"]);
+    assert!(put.ok, "{}", put.stderr);
+    let get = naam(&s, &["get", "--hex", "00FF6B"]);
+    assert!(get.ok, "{}", get.stderr);
+    assert_eq!(get.stdout, "c3289f00\n");
+    assert_eq!(
+        naam(&s, &["--local", "get", "--hex", "00ff6b"]).stdout,
+        "c3289f00\n"
+    );
+    // Printed as text it would be changed: refused, with the way to read it.
+    let text = naam(&s, &["put", "--hex", "6b", "c328"]);
+    assert!(text.ok, "{}", text.stderr);
+    assert_one_line_error(
+        &naam(&s, &["get", "k"]),
+        "not UTF-8 text (2 bytes); print it with --hex",
+    );
+    // A text value read with --hex is its bytes.
+    assert!(naam(&s, &["put", "t", "hi"]).ok);
+    assert_eq!(naam(&s, &["get", "--hex", "74"]).stdout, "6869\n");
+    assert_one_line_error(
+        &naam(&s, &["get", "--hex", "0g"]),
+        "key \"0g\" (--hex): not hex",
+    );
+    assert_one_line_error(
+        &naam(&s, &["put", "--hex", "00", "abc"]),
+        "value \"abc\" (--hex): odd number of hex digits",
+    );
+    let del = naam(&s, &["delete", "--hex", "00ff6b"]);
+    assert!(del.ok, "{}", del.stderr);
+    assert_one_line_error(
+        &naam(&s, &["get", "--hex", "00ff6b"]),
+        "key not found: 00ff6b",
+    );
+}
+
+#[test]
 fn a_reader_that_goes_away_is_not_an_error() {
     // `naam btree scan 1 1000 | head -0`: the output's reader is gone before it is written.
     // That ends the command quietly, as for other command-line tools, instead of a

@@ -58,11 +58,28 @@ pub struct GlobalArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum ClientCommand {
     /// Print the value of KEY (MICA).
-    Get { key: String },
+    Get {
+        key: String,
+        /// KEY is given and the value printed as hex digits (keys and values are bytes: the
+        /// bundled data's are not text).
+        #[arg(long)]
+        hex: bool,
+    },
     /// Store KEY = VALUE (MICA).
-    Put { key: String, value: String },
+    Put {
+        key: String,
+        value: String,
+        /// KEY and VALUE are hex digits.
+        #[arg(long)]
+        hex: bool,
+    },
     /// Remove KEY (MICA); fails when it is not there.
-    Delete { key: String },
+    Delete {
+        key: String,
+        /// KEY is hex digits.
+        #[arg(long)]
+        hex: bool,
+    },
     /// The B-tree.
     #[command(subcommand)]
     Btree(BTreeCommand),
@@ -113,20 +130,36 @@ pub fn encode_args(args: &[String]) -> anyhow::Result<Vec<u8>> {
             ),
             "u64" => out.extend_from_slice(&num(v)?.to_le_bytes()),
             "str" => out.extend_from_slice(v.as_bytes()),
-            "hex" => {
-                anyhow::ensure!(v.is_ascii(), "argument {a:?}: not hex");
-                anyhow::ensure!(v.len() % 2 == 0, "argument {a:?}: odd number of hex digits");
-                for i in (0..v.len()).step_by(2) {
-                    out.push(
-                        u8::from_str_radix(&v[i..i + 2], 16)
-                            .with_context(|| format!("argument {a:?}: not hex"))?,
-                    );
-                }
-            }
+            "hex" => out.extend(from_hex(v).with_context(|| format!("argument {a:?}"))?),
             _ => bail!("argument {a:?}: unknown kind {kind:?} (u8, u32, u64, hex, str)"),
         }
     }
     Ok(out)
+}
+
+/// Bytes from hex digits (two a byte, either case).
+pub fn from_hex(v: &str) -> anyhow::Result<Vec<u8>> {
+    anyhow::ensure!(v.is_ascii(), "not hex");
+    anyhow::ensure!(v.len() % 2 == 0, "odd number of hex digits");
+    (0..v.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&v[i..i + 2], 16).context("not hex"))
+        .collect()
+}
+
+/// Lower-case hex digits of `b`.
+pub fn to_hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A MICA key or value as given on the command line: its text's bytes, or with `--hex` the
+/// bytes its digits spell.
+fn cli_bytes(what: &str, v: &str, hex: bool) -> anyhow::Result<Vec<u8>> {
+    if hex {
+        from_hex(v).with_context(|| format!("{what} {v:?} (--hex)"))
+    } else {
+        Ok(v.as_bytes().to_vec())
+    }
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -246,24 +279,41 @@ impl Answer {
 fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result<Answer> {
     use serde_json::json;
     Ok(match cmd {
-        ClientCommand::Get { key } => {
+        ClientCommand::Get { key, hex } => {
+            let k = cli_bytes("key", key, *hex)?;
             let mut mica = Mica::new(client)?;
-            match mica.get(key.as_bytes())? {
+            match mica.get(&k)? {
                 Some(v) => {
-                    let value = String::from_utf8_lossy(&v).into_owned();
+                    // Printed as it is or not at all: a value that is not text would be
+                    // changed by printing it as text.
+                    let value = if *hex {
+                        to_hex(&v)
+                    } else {
+                        String::from_utf8(v).map_err(|e| {
+                            anyhow::anyhow!(
+                                "the value of {key:?} is not UTF-8 text ({} bytes); print it with --hex",
+                                e.as_bytes().len()
+                            )
+                        })?
+                    };
                     Answer::new(format!("{value}\n"), json!({ "key": key, "value": value }))
                 }
                 None => bail!("key not found: {key}"),
             }
         }
-        ClientCommand::Put { key, value } => {
+        ClientCommand::Put { key, value, hex } => {
+            let (k, v) = (
+                cli_bytes("key", key, *hex)?,
+                cli_bytes("value", value, *hex)?,
+            );
             let mut mica = Mica::new(client)?;
-            mica.put(key.as_bytes(), value.as_bytes())?;
+            mica.put(&k, &v)?;
             Answer::new(String::new(), json!({ "key": key, "stored": true }))
         }
-        ClientCommand::Delete { key } => {
+        ClientCommand::Delete { key, hex } => {
+            let k = cli_bytes("key", key, *hex)?;
             let mut mica = Mica::new(client)?;
-            if !mica.delete(key.as_bytes())? {
+            if !mica.delete(&k)? {
                 bail!("key not found: {key}");
             }
             Answer::new(String::new(), json!({ "key": key, "deleted": true }))
@@ -381,7 +431,7 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
             let at = reply.executed_at.name();
             let steps = reply.steps;
             let output = reply.into_output()?;
-            let hex: String = output.iter().map(|b| format!("{b:02x}")).collect();
+            let hex = to_hex(&output);
             let mut text = format!("executed at {at} in {steps} steps\noutput {hex}\n");
             let words: Vec<u64> = if !output.is_empty() && output.len() % 8 == 0 {
                 output
