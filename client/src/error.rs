@@ -91,9 +91,12 @@ pub enum ClientError {
     NoSuchServer { server: usize, servers: usize },
     #[error("{n} ops in one one-sided request; 1 to {max} are allowed", max = naam_core::wire::MAX_REMOTE_OPS)]
     BadOpCount { n: usize },
-    /// A bundled application's arguments or reply were invalid.
+    /// A bundled application's reply (or the server's description of it) was invalid.
     #[error("{app}: {reason}")]
     App { app: &'static str, reason: String },
+    /// Arguments a bundled application refuses before anything is sent (a key too long).
+    #[error("{app}: {reason}")]
+    Argument { app: &'static str, reason: String },
     /// A paged answer that never ended (its pages did not move on, or went past what any
     /// server holds).
     #[error("the server's {what} did not end: its pages do not move on, or go past any real size")]

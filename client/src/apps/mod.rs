@@ -24,6 +24,14 @@ fn param(params: &[(String, u64)], app: &'static str, name: &str) -> Result<u64>
         })
 }
 
+/// Arguments MICA refuses here, before anything is sent.
+fn mica_args_err(e: MicaError) -> ClientError {
+    ClientError::Argument {
+        app: "mica",
+        reason: e.to_string(),
+    }
+}
+
 fn mica_err(e: MicaError) -> ClientError {
     ClientError::App {
         app: "mica",
@@ -117,17 +125,17 @@ impl<S: Shards> Mica<S> {
 
     /// Starts a GET; finish it with [`Self::decode`] on the polled reply.
     pub fn submit_get(&mut self, key: &[u8]) -> Result<Ticket> {
-        let args = MicaArgs::get(self.geom(key), key).map_err(mica_err)?;
+        let args = MicaArgs::get(self.geom(key), key).map_err(mica_args_err)?;
         self.submit(bundled::MICA_GET, key, args.as_bytes())
     }
 
     pub fn submit_put(&mut self, key: &[u8], value: &[u8]) -> Result<Ticket> {
-        let args = MicaArgs::put(self.geom(key), key, value).map_err(mica_err)?;
+        let args = MicaArgs::put(self.geom(key), key, value).map_err(mica_args_err)?;
         self.submit(bundled::MICA_PUT, key, args.as_bytes())
     }
 
     pub fn submit_delete(&mut self, key: &[u8]) -> Result<Ticket> {
-        let args = MicaArgs::delete(self.geom(key), key).map_err(mica_err)?;
+        let args = MicaArgs::delete(self.geom(key), key).map_err(mica_args_err)?;
         self.submit(bundled::MICA_DELETE, key, args.as_bytes())
     }
 

@@ -357,7 +357,7 @@ impl Endpoint {
                 perms: Perms::ALL,
                 key,
             })
-            .map_err(|_| ClientError::App {
+            .map_err(|_| ClientError::Argument {
                 app: "regions",
                 reason: format!("region id {region} is too large"),
             })

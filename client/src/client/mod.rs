@@ -324,7 +324,7 @@ impl Client {
                 return result;
             }
             if !self.ep.in_progress(ticket) {
-                return Err(ClientError::App {
+                return Err(ClientError::Argument {
                     app: "client",
                     reason: format!("ticket {} is not outstanding", ticket.0),
                 });
