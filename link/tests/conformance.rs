@@ -1217,6 +1217,17 @@ fn shm_snapshot_round_trip() {
             r => panic!("trailing bytes accepted: {r:?}"),
         }
     }
+    // A region claiming nearly 2^64 bytes (found by the fuzz target: its length rounded up
+    // to pages overflowed) is refused as too large for the arena.
+    let mut huge = snap[..16].to_vec();
+    huge[8..16].copy_from_slice(&1u64.to_le_bytes());
+    for v in [9u64, 1, 0, 0, u64::MAX - 1] {
+        huge.extend_from_slice(&v.to_le_bytes());
+    }
+    match fresh_host_restore(&huge) {
+        Err(LinkError::Directory { reason }) => assert!(reason.contains("arena"), "{reason}"),
+        r => panic!("a region of 2^64 bytes: {r:?}"),
+    }
     // Format 1 (no checksum) is refused with a message saying so.
     let mut v1 = snap.clone();
     v1[..8].copy_from_slice(b"NAAMSNP1");

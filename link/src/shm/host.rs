@@ -242,12 +242,15 @@ impl ShmHost {
                 reason: "directory full",
             })?;
         let used = a.host_dir().map_or(0, |d| d.arena_used);
-        let len = spec.len.div_ceil(layout::PAGE) * layout::PAGE;
-        if used.checked_add(len).is_none_or(|end| end > l.arena_len) {
+        // Checked: a length near 2^64 (a damaged snapshot's) would round up past it.
+        let len = spec.len.div_ceil(layout::PAGE).checked_mul(layout::PAGE);
+        let Some(len) =
+            len.filter(|len| used.checked_add(*len).is_some_and(|end| end <= l.arena_len))
+        else {
             return Err(LinkError::Directory {
                 reason: "arena exhausted",
             });
-        }
+        };
         let offset = l.arena_off + used;
         a.hdr.store_u64(hdr::ARENA_USED, used + len);
         let e = slot * dir::SIZE;
