@@ -160,7 +160,13 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
     let cfg = args.into_config()?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    // SIGHUP too (its terminal closed), as the dataplane's handler does: by default it would
+    // end the process without its snapshot and with its sockets left behind.
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
         signal_hook::flag::register(sig, stop.clone()).context("install signal handler")?;
     }
     if let Some(pid) = parent {

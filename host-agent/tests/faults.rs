@@ -273,17 +273,23 @@ fn shutdown_request_writes_the_snapshot_and_removes_the_sockets() {
     assert_eq!(host_digest(&link, region, 1, 1), digest_of(&WRITTEN));
 }
 
+/// SIGTERM, SIGINT and SIGHUP (the terminal it was started from closed) stop it as a
+/// shutdown request does: the snapshot written, the sockets removed.
 #[test]
-fn sigterm_stops_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &[]);
-    let _link = agent.dataplane();
-    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
-    let r = unsafe { libc::kill(agent.pid() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(r, 0);
-    let st = agent.wait_exit(Duration::from_secs(5));
-    assert!(st.success(), "{st}");
-    assert!(!agent.control_path().exists() && !agent.link_path().exists());
+fn a_signal_stops_it_cleanly_with_its_snapshot() {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = dir.path().join("snap");
+        let mut agent = Agent::start(dir.path(), &["--snapshot", snap.to_str().unwrap()]);
+        let _link = agent.dataplane();
+        // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+        let r = unsafe { libc::kill(agent.pid() as libc::pid_t, sig) };
+        assert_eq!(r, 0);
+        let st = agent.wait_exit(Duration::from_secs(5));
+        assert!(st.success(), "signal {sig}: {st}");
+        assert!(!agent.control_path().exists() && !agent.link_path().exists());
+        assert!(snap.exists(), "signal {sig}: no snapshot");
+    }
 }
 
 #[test]
