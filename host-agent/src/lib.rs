@@ -90,6 +90,13 @@ pub enum AgentError {
     Running { run_dir: PathBuf },
     #[error("no snapshot file is configured (--snapshot)")]
     NoSnapshotFile,
+    /// The snapshot file could not be restored (nothing of it is kept).
+    #[error("snapshot {path} (move it away to start afresh)")]
+    Restore {
+        path: PathBuf,
+        #[source]
+        source: naam_link::LinkError,
+    },
     #[error("credentials {path}: {reason}")]
     Credentials { path: PathBuf, reason: String },
 }
@@ -217,7 +224,12 @@ impl HostAgent {
             if let Some(path) = cfg.snapshot.as_ref().filter(|p| p.exists()) {
                 let f = std::fs::File::open(path)
                     .map_err(io_err(format!("open snapshot {}", path.display())))?;
-                let n = host.restore_snapshot(&mut std::io::BufReader::new(f))?;
+                let n = host
+                    .restore_snapshot(&mut std::io::BufReader::new(f))
+                    .map_err(|source| AgentError::Restore {
+                        path: path.clone(),
+                        source,
+                    })?;
                 tracing::info!(path = %path.display(), regions = n, "snapshot loaded");
                 restored = Restored::Snapshot;
             }

@@ -273,6 +273,31 @@ fn shutdown_request_writes_the_snapshot_and_removes_the_sockets() {
     assert_eq!(host_digest(&link, region, 1, 1), digest_of(&WRITTEN));
 }
 
+/// A snapshot with bytes after its end (another file appended to it) is refused at start,
+/// naming the file and why, and kept as it is for the operator.
+#[test]
+fn a_snapshot_with_bytes_after_its_end_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snap");
+    let args = ["--snapshot", snap.to_str().unwrap()];
+    let mut agent = Agent::start(dir.path(), &args);
+    agent.control().shutdown().unwrap();
+    assert!(agent.wait_exit(Duration::from_secs(5)).success());
+    let mut bytes = std::fs::read(&snap).unwrap();
+    bytes.extend_from_slice(b"appended");
+    std::fs::write(&snap, &bytes).unwrap();
+    let err = refused_start(&agent.run_dir, &args);
+    assert!(
+        err.contains(snap.to_str().unwrap()) && err.contains("bytes after the checksum"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&snap).unwrap(),
+        bytes,
+        "the file is left alone"
+    );
+}
+
 /// SIGTERM, SIGINT and SIGHUP (the terminal it was started from closed) stop it as a
 /// shutdown request does: the snapshot written, the sockets removed.
 #[test]
