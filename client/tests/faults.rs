@@ -804,7 +804,7 @@ fn run_time_offloads_come_back_from_the_snapshot_and_the_host_agent_decides_what
     d.kill_host();
     let area = d.persist_path();
     std::fs::remove_file(&area).unwrap();
-    std::fs::remove_file(area.with_extension("offloads")).unwrap();
+    std::fs::remove_file(naam_core::run_dir::beside(&area, ".offloads")).unwrap();
     let reconnected = |d: &naam_deploy::Deployment, generation: u64| {
         wait_for(Duration::from_secs(5), || {
             (stat(d, "dp.host_up") == 1 && stat(d, "dp.link_generation") >= generation)
@@ -827,12 +827,12 @@ fn run_time_offloads_come_back_from_the_snapshot_and_the_host_agent_decides_what
 
     // Its store edited while the host agent is down: another class and tenant for the id.
     d.kill_host();
-    let store = d.snapshot_path().with_extension("offloads");
+    let store = naam_core::run_dir::beside(&d.snapshot_path(), ".offloads");
     let text = std::fs::read_to_string(&store).unwrap();
     let line = format!("{id} 1 {} 1 ", o.class);
     assert!(text.contains(&line), "{text}");
     let edited = text.replace(&line, &format!("{id} 2 7 1 "));
-    for f in [&store, &area.with_extension("offloads")] {
+    for f in [&store, &naam_core::run_dir::beside(&area, ".offloads")] {
         std::fs::write(f, &edited).unwrap();
     }
     d.start_host().unwrap();

@@ -24,3 +24,17 @@ pub mod verifier;
 #[allow(unsafe_code)]
 pub mod vm;
 pub mod wire;
+
+/// `e` and each of its sources on one line ("bind failed: Address already in use"): where an
+/// error becomes a string (a log line, an error reply's detail, a wrapping error's reason),
+/// the OS's reason is what an operator needs.
+pub fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -86,18 +86,26 @@ pub fn prepare(dir: &Path) -> Result<(), String> {
 /// The largest key file read (a key line is about 100 bytes; a thousand tenants' keys fit).
 pub const KEY_FILE_MAX: u64 = 256 * 1024;
 
-/// Reads a key file, bounded: a regular file (symlinks followed) of at most
-/// [`KEY_FILE_MAX`] bytes of text. A device (`/dev/zero`), a FIFO or a directory is refused
-/// before it is opened, so reading never blocks or grows without end. `NotFound` stays
-/// `NotFound` (a host agent creates its file then).
+/// Reads a key file, bounded: [`read_regular`] of at most [`KEY_FILE_MAX`] bytes of text.
+/// `NotFound` stays `NotFound` (a host agent creates its file then).
 pub fn read_key_file(path: &Path) -> std::io::Result<String> {
+    let bytes = read_regular(path, KEY_FILE_MAX, "a key file")?;
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+/// Reads a file a server takes at start (a key file, the run-time offloads), bounded: a
+/// regular file (symlinks followed) of at most `max` bytes (`what` names the kind in the
+/// error). A device (`/dev/zero`), a FIFO or a directory is refused before it is opened, so
+/// reading never blocks or grows without end. `NotFound` stays `NotFound`.
+pub fn read_regular(path: &Path, max: u64, what: &str) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, ErrorKind, Read};
     let regular = |m: &std::fs::Metadata| {
         if !m.is_file() {
             return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
         }
-        if m.len() > KEY_FILE_MAX {
-            let d = format!("{} bytes, more than a key file's {KEY_FILE_MAX}", m.len());
+        if m.len() > max {
+            let d = format!("{} bytes, more than {what}'s {max}", m.len());
             return Err(Error::new(ErrorKind::InvalidData, d));
         }
         Ok(())
@@ -106,15 +114,15 @@ pub fn read_key_file(path: &Path) -> std::io::Result<String> {
     let f = std::fs::File::open(path)?;
     // The file opened may not be the one looked at: look again.
     regular(&f.metadata()?)?;
-    let mut text = String::new();
-    f.take(KEY_FILE_MAX + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > KEY_FILE_MAX {
+    let mut bytes = Vec::new();
+    f.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
         return Err(Error::new(
             ErrorKind::InvalidData,
-            "grew past a key file's size",
+            format!("grew past {what}'s size"),
         ));
     }
-    Ok(text)
+    Ok(bytes)
 }
 
 /// Checks that a key file can be trusted: a regular file owned by this user that nobody else
@@ -160,6 +168,15 @@ pub fn not_writable_by_others(mode: u32) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `path` with `suffix` appended to its file name (`data/node.a` + `.tmp` = `data/node.a.tmp`).
+/// Not `Path::with_extension`, which replaces an extension: `node.a` and `node.b` would share
+/// `node.tmp`, and a `--snapshot s.tmp` would be its own temporary file.
+pub fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 #[cfg(test)]

@@ -653,7 +653,7 @@ impl Drop for Deployment {
         if self.cfg.persist {
             // The area, and the run-time offloads the host agent keeps beside it.
             let area = self.persist_path();
-            let _ = std::fs::remove_file(area.with_extension("offloads"));
+            let _ = std::fs::remove_file(naam_core::run_dir::beside(&area, ".offloads"));
             let _ = std::fs::remove_file(area);
         }
         let _ = std::fs::remove_dir_all(&self.run_dir);

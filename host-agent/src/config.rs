@@ -234,6 +234,18 @@ impl Config {
                 ),
             );
         }
+        if let (Some(persist), Some(snapshot)) = (&self.persist, &self.snapshot) {
+            // The shutdown's snapshot would be renamed over the live area.
+            if persist == snapshot || same_file(persist, snapshot) {
+                return bad(
+                    "snapshot",
+                    &format!(
+                        "{} is also the persisted area (--persist): name two files",
+                        snapshot.display()
+                    ),
+                );
+            }
+        }
         if let Some(path) = &self.snapshot {
             // Found out at start, not at shutdown, when the snapshot could not be written.
             let dir = match path.parent() {
@@ -269,6 +281,16 @@ impl Config {
     }
 }
 
+/// Whether `a` and `b` are one existing file (by device and inode: through a symlink, or
+/// spelled differently).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,12 +320,16 @@ mod tests {
         assert_eq!(HandlerSpec::parse("z.o:").section, None);
     }
 
-    #[test]
-    fn data_past_any_area_or_the_configured_one_is_refused_naming_the_setting() {
-        let refused = |c: &Config| match c.validate() {
+    /// Why `c` is refused, as "key: reason".
+    fn refused(c: &Config) -> String {
+        match c.validate() {
             Err(ConfigError::Invalid { key, reason }) => format!("{key}: {reason}"),
             other => panic!("accepted: {other:?}"),
-        };
+        }
+    }
+
+    #[test]
+    fn data_past_any_area_or_the_configured_one_is_refused_naming_the_setting() {
         for (set, key) in [
             (
                 &(|c: &mut Config| c.records = u64::MAX) as &dyn Fn(&mut Config),
@@ -327,6 +353,30 @@ mod tests {
             "{why}"
         );
         c.arena_mb = 4096;
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn the_snapshot_cannot_be_the_persisted_area() {
+        let dir = tempfile::tempdir().unwrap();
+        let area = dir.path().join("area");
+        let mut c = Config {
+            persist: Some(area.clone()),
+            snapshot: Some(area.clone()),
+            ..Config::default()
+        };
+        assert!(refused(&c).starts_with("snapshot"), "{}", refused(&c));
+        // The same file by another name.
+        std::fs::write(&area, b"").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&area, &link).unwrap();
+        c.snapshot = Some(link);
+        assert!(
+            refused(&c).contains("also the persisted area"),
+            "{}",
+            refused(&c)
+        );
+        c.snapshot = Some(dir.path().join("snap"));
         assert!(c.validate().is_ok());
     }
 

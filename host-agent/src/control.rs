@@ -192,10 +192,15 @@ pub(crate) fn handle(agent: &HostAgent, req: &[u8], out: &mut [u8]) -> (usize, A
     let detail: String;
     let body = match msg.body {
         Body::Register(r) => match register(agent, &r) {
-            Ok(id) => {
-                agent.save_offloads();
-                Body::RegisterReply(OffloadIdRepr { id })
-            }
+            Ok(id) => match agent.save_offloads(None) {
+                Ok(()) => Body::RegisterReply(OffloadIdRepr { id }),
+                Err(e) => {
+                    let _ = agent.registry.unregister(id);
+                    agent.shared.stats.remove_offload(id);
+                    detail = format!("not registered: it could not be kept for restarts ({e})");
+                    error_body(ErrorCode::Internal, &detail)
+                }
+            },
             Err(e) => {
                 detail = e.detail;
                 error_body(e.code, &detail)
@@ -209,18 +214,32 @@ pub(crate) fn handle(agent: &HostAgent, req: &[u8], out: &mut [u8]) -> (usize, A
             );
             error_body(ErrorCode::BadRequest, &detail)
         }
-        Body::Unregister(r) => match agent.registry.unregister(r.id) {
-            Ok(o) => {
-                agent.save_offloads();
-                agent.shared.stats.remove_offload(r.id);
-                tracing::info!(id = r.id, name = o.name, "offload unregistered");
-                Body::Ack
+        Body::Unregister(r) => {
+            // Saved without it first: if that fails, it stays registered and kept.
+            let saved = match agent.registry.get(r.id) {
+                Some(_) => agent.save_offloads(Some(r.id)),
+                None => Ok(()),
+            };
+            match saved.map(|()| agent.registry.unregister(r.id)) {
+                Ok(Ok(o)) => {
+                    agent.shared.stats.remove_offload(r.id);
+                    tracing::info!(id = r.id, name = o.name, "offload unregistered");
+                    Body::Ack
+                }
+                Ok(Err(e)) => {
+                    detail = e.to_string();
+                    error_body(ErrorCode::UnknownOffload, &detail)
+                }
+                Err(e) => {
+                    detail = format!(
+                        "offload {} not removed: the offloads kept for restarts could not be \
+                         rewritten ({e})",
+                        r.id
+                    );
+                    error_body(ErrorCode::Internal, &detail)
+                }
             }
-            Err(e) => {
-                detail = e.to_string();
-                error_body(ErrorCode::UnknownOffload, &detail)
-            }
-        },
+        }
         Body::Fetch(f) => {
             fetched = agent.registry.get(f.id);
             match &fetched {

@@ -22,7 +22,7 @@ fn fresh(key_id: u32, principal: Principal) -> Credential {
 /// Writes `text` to `path` with mode 0600, replacing it (through a temporary file, so a
 /// reader never sees half a key).
 fn write_secret(path: &Path, text: &str) -> Result<(), AgentError> {
-    let tmp = path.with_extension("tmp");
+    let tmp = naam_core::run_dir::beside(path, ".tmp");
     crate::private_file::replace(path, &tmp, text.as_bytes()).map_err(crate::io_err(format!(
         "write {} (through {})",
         path.display(),

@@ -312,11 +312,30 @@ impl HostAgent {
             }
             live_apps.push((app, regions));
         }
+        // Offloads registered at run time by an earlier host agent with this data, under
+        // their ids; this start's --handler objects are registered after them.
+        let mut offloads =
+            offload_store::OffloadStore::beside(cfg.persist.as_deref(), cfg.snapshot.as_deref());
+        if let Some(store) = &offloads {
+            let n = store
+                .load(&registry, &VerifierConfig::default())
+                .map_err(|e| AgentError::Offload {
+                    name: store.path().display().to_string(),
+                    reason: naam_core::with_sources(&e),
+                })?;
+            if n > 0 {
+                tracing::info!(offloads = n, path = %store.path().display(), "run-time offloads restored");
+            }
+        }
+
+        let mut from_flags = Vec::new();
         for h in &cfg.handler {
             let bytes = std::fs::read(&h.path)
                 .map_err(io_err(format!("read handler {}", h.path.display())))?;
             let name = h.path.display().to_string();
-            let from = first_free_after(&registry);
+            // The lowest id free after the kept ones: a restart with the same flags and
+            // the same kept offloads gives each the same id again.
+            let from = apps::offload::FIRST_DYNAMIC;
             let (id, prog_name) = register_object(
                 &registry,
                 &bytes,
@@ -334,21 +353,10 @@ impl HostAgent {
                 reason: e.detail,
             })?;
             tracing::info!(id, name = prog_name, path = %h.path.display(), "handler registered");
+            from_flags.push(id);
         }
-
-        // Offloads registered at run time by an earlier host agent with this data.
-        let offloads =
-            offload_store::OffloadStore::beside(cfg.persist.as_deref(), cfg.snapshot.as_deref());
-        if let Some(store) = &offloads {
-            let n = store
-                .load(&registry, &VerifierConfig::default())
-                .map_err(|e| AgentError::Offload {
-                    name: store.path().display().to_string(),
-                    reason: e.to_string(),
-                })?;
-            if n > 0 {
-                tracing::info!(offloads = n, path = %store.path().display(), "run-time offloads restored");
-            }
+        if let Some(store) = &mut offloads {
+            store.set_from_flags(from_flags);
         }
 
         // Before the sockets: a metrics address in use leaves no socket file behind.
@@ -426,14 +434,18 @@ impl HostAgent {
         })
     }
 
-    /// Saves the run-time offloads after a change (when the data outlives this process). A
-    /// failure is logged: the change itself stands, but would not survive a restart.
-    pub(crate) fn save_offloads(&self) {
-        if let Some(store) = &self.offloads {
-            if let Err(e) = store.save(&self.registry) {
-                tracing::error!(error = %e, "run-time offloads not saved");
-            }
-        }
+    /// Saves the run-time offloads (when the data outlives this process), `without` one
+    /// about to be removed. On failure the caller undoes (or does not make) its change and
+    /// answers the error: a change that would not survive a restart is not acknowledged.
+    pub(crate) fn save_offloads(&self, without: Option<u32>) -> Result<(), String> {
+        let Some(store) = &self.offloads else {
+            return Ok(());
+        };
+        store.save(&self.registry, without).map_err(|e| {
+            let e = naam_core::with_sources(&e);
+            tracing::error!(error = %e, "run-time offloads not saved");
+            e
+        })
     }
 
     /// Where Prometheus metrics are served (`--metrics-addr`), if they are.
@@ -564,7 +576,7 @@ impl HostAgent {
             .as_ref()
             .ok_or(AgentError::NoSnapshotFile)?;
         let _quiet = self.quiesce()?;
-        let tmp = path.with_extension("tmp");
+        let tmp = naam_core::run_dir::beside(path, ".tmp");
         let f = private_file::create(&tmp).map_err(io_err(format!("create {}", tmp.display())))?;
         let mut w = std::io::BufWriter::new(f);
         let n = self.host.write_snapshot(&mut w)?;

@@ -3,9 +3,10 @@
 //! With `--persist` or `--snapshot` the data outlives the host agent; so must the offloads
 //! registered over the control socket, or a restarted host agent would serve the data
 //! without the handlers its clients registered for it (and the dataplane would have to drop
-//! them). The file sits next to the persisted area (or the snapshot), with the extension
-//! `offloads`, and is rewritten (to a temporary file, then renamed) after every REGISTER and
-//! UNREGISTER. It holds each offload's verified instructions, not its ELF object: what runs is
+//! them). The file sits next to the persisted area (or the snapshot): its name with
+//! `.offloads` appended (`node.a` keeps `node.a.offloads`), and is rewritten (to
+//! `….offloads.tmp`, then renamed) after every REGISTER and UNREGISTER. Offloads of `--handler`
+//! flags are not in it: each start registers those from its flags. It holds each offload's verified instructions, not its ELF object: what runs is
 //! what was verified, and it is verified again when loaded.
 //!
 //! Format, one offload per line after a header line `naam-offloads 1`:
@@ -30,7 +31,13 @@ const HEADER: &str = "naam-offloads 1";
 pub struct OffloadStore {
     /// Written in this order at every change; read from the first that exists.
     paths: Vec<PathBuf>,
+    /// Offloads not kept here: registered from this start's flags (`--handler`).
+    from_flags: Vec<u32>,
 }
+
+/// The largest offloads file read: every offload the registry holds at the verifier's largest
+/// program, in hex, with room to spare.
+const STORE_MAX: u64 = 1 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -55,9 +62,33 @@ impl OffloadStore {
         let paths: Vec<PathBuf> = [persist, snapshot]
             .into_iter()
             .flatten()
-            .map(|data| data.with_extension("offloads"))
+            .map(|data| naam_core::run_dir::beside(data, ".offloads"))
             .collect();
-        (!paths.is_empty()).then_some(OffloadStore { paths })
+        // Before 2026-12-07 the file replaced the data file's extension instead, so that
+        // `node.a` and `node.b` shared `node.offloads`. Such a file is not read (it may be
+        // another deployment's); the operator hears of it.
+        for data in [persist, snapshot].into_iter().flatten() {
+            let old = data.with_extension("offloads");
+            let new = naam_core::run_dir::beside(data, ".offloads");
+            if old != new && old.is_file() && !new.exists() {
+                tracing::warn!(
+                    old = %old.display(),
+                    new = %new.display(),
+                    "an offloads file of the old name is not read (data files differing only by \
+                     extension shared it); if it holds this deployment's offloads, rename it"
+                );
+            }
+        }
+        (!paths.is_empty()).then_some(OffloadStore {
+            paths,
+            from_flags: Vec::new(),
+        })
+    }
+
+    /// Offloads registered from this start's flags: not kept in the file (the next start
+    /// registers them from its own flags, after the file's).
+    pub fn set_from_flags(&mut self, ids: Vec<u32>) {
+        self.from_flags = ids;
     }
 
     /// The file read at start: the first of the files that exists (the persisted area's
@@ -69,11 +100,15 @@ impl OffloadStore {
             .unwrap_or(&self.paths[0])
     }
 
-    /// Writes every run-time offload of `registry` (ids from [`FIRST_DYNAMIC`]).
-    pub fn save(&self, registry: &Registry) -> Result<(), StoreError> {
+    /// Writes every run-time offload of `registry` (ids from [`FIRST_DYNAMIC`]) but `without`
+    /// (one about to be removed: saved first, so that a failure leaves it registered).
+    pub fn save(&self, registry: &Registry, without: Option<u32>) -> Result<(), StoreError> {
         let mut text = String::from(HEADER);
         text.push('\n');
-        for o in registry.list().iter().filter(|o| o.id >= FIRST_DYNAMIC) {
+        let kept = registry.list().into_iter().filter(|o| {
+            o.id >= FIRST_DYNAMIC && !self.from_flags.contains(&o.id) && Some(o.id) != without
+        });
+        for o in kept {
             let insns = o.program.insns();
             let _ = writeln!(
                 text,
@@ -92,7 +127,7 @@ impl OffloadStore {
                 path: path.clone(),
                 source,
             };
-            let tmp = path.with_extension("offloads.tmp");
+            let tmp = naam_core::run_dir::beside(path, ".tmp");
             crate::private_file::replace(path, &tmp, text.as_bytes()).map_err(io)?;
         }
         Ok(())
@@ -107,8 +142,8 @@ impl OffloadStore {
         verifier: &VerifierConfig,
     ) -> Result<usize, StoreError> {
         let path = self.path().to_owned();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
+        let bytes = match naam_core::run_dir::read_regular(&path, STORE_MAX, "an offloads file") {
+            Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(source) => return Err(StoreError::Io { path, source }),
         };
@@ -117,13 +152,19 @@ impl OffloadStore {
             line,
             reason,
         };
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+            bad(line, "not UTF-8 text".into())
+        })?;
         let mut lines = text.lines().enumerate();
         match lines.next() {
             Some((_, HEADER)) => {}
             _ => return Err(bad(1, format!("the first line is not {HEADER:?}"))),
         }
         let mut entries = Vec::new();
-        for (i, line) in lines {
+        // Blank lines (an editor's last newline) are nothing.
+        for (i, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
             let n = i + 1;
             let f: Vec<&str> = line.split(' ').collect();
             let [id, tenant, class, ro, name, insns, digest] = f[..] else {
@@ -139,16 +180,26 @@ impl OffloadStore {
             }
             let name = String::from_utf8(unhex(name).ok_or_else(|| bad(n, "name not hex".into()))?)
                 .map_err(|_| bad(n, "name not UTF-8".into()))?;
+            // What a REGISTER would have been refused is refused here too.
+            naam_core::wire::check_offload_name(&name).map_err(|e| bad(n, e.to_string()))?;
             let insns = unhex(insns).ok_or_else(|| bad(n, "instructions not hex".into()))?;
             let digest =
                 u64::from_str_radix(digest, 16).map_err(|_| bad(n, "digest not hex".into()))?;
             if program_digest(&insns) != digest {
                 return Err(bad(n, "the instructions do not match their digest".into()));
             }
+            let tenant = u32::try_from(num(tenant, "tenant")?)
+                .ok()
+                .filter(|&t| t != naam_core::auth::ANY_TENANT)
+                .ok_or_else(|| {
+                    bad(
+                        n,
+                        "tenant out of range (or the admin's reserved one)".into(),
+                    )
+                })?;
             let spec = OffloadSpec {
                 name: name.clone(),
-                tenant: u32::try_from(num(tenant, "tenant")?)
-                    .map_err(|_| bad(n, "tenant too large".into()))?,
+                tenant,
                 class: u16::try_from(num(class, "class")?)
                     .map_err(|_| bad(n, "class too large".into()))?,
                 read_only: match ro {
@@ -224,7 +275,7 @@ mod tests {
         r.register_as(3, spec("bundled"), program()).unwrap();
         r.register_as(17, spec("mine ünï"), program()).unwrap();
         r.register_as(21, spec("other"), program()).unwrap();
-        store.save(&r).unwrap();
+        store.save(&r, None).unwrap();
 
         let back = Registry::new();
         assert_eq!(store.load(&back, &VerifierConfig::default()).unwrap(), 2);
@@ -272,6 +323,96 @@ mod tests {
         );
     }
 
+    /// Found by probing (2026-12-07): data files differing only by extension shared one
+    /// offloads file; a FIFO or /dev/zero in its place hung the start or ate memory; a
+    /// blank last line or a name a REGISTER would refuse were taken as they came.
+    #[test]
+    fn each_data_file_has_its_own_store_and_odd_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("node.a"), dir.path().join("node.b"));
+        let (sa, sb) = (
+            OffloadStore::beside(Some(&a), None).unwrap(),
+            OffloadStore::beside(Some(&b), None).unwrap(),
+        );
+        assert_eq!(sa.path(), dir.path().join("node.a.offloads"));
+        assert_ne!(sa.path(), sb.path());
+        let r = Registry::new();
+        r.register_as(17, spec("only-a"), program()).unwrap();
+        sa.save(&r, None).unwrap();
+        assert_eq!(
+            sb.load(&Registry::new(), &VerifierConfig::default())
+                .unwrap(),
+            0
+        );
+
+        // Not regular files: refused at once, never read.
+        let fifo = dir.path().join("fifo.offloads");
+        let st = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let zero = dir.path().join("zero.offloads");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        for data in ["fifo", "zero"] {
+            let store = OffloadStore::beside(Some(&dir.path().join(data)), None).unwrap();
+            let e = store
+                .load(&Registry::new(), &VerifierConfig::default())
+                .unwrap_err();
+            assert!(
+                with_sources_of(&e).contains("not a regular file"),
+                "{data}: {e}"
+            );
+        }
+
+        // A blank last line is nothing; a name or tenant a REGISTER refuses is refused.
+        let text = std::fs::read_to_string(sa.path()).unwrap();
+        std::fs::write(sa.path(), format!("{text}\n  \n")).unwrap();
+        assert_eq!(
+            sa.load(&Registry::new(), &VerifierConfig::default())
+                .unwrap(),
+            1
+        );
+        let line = text.lines().nth(1).unwrap().to_owned();
+        let name_hex = hex(b"only-a");
+        for (from, to, why) in [
+            (name_hex.clone(), String::new(), "empty"),
+            (name_hex.clone(), hex(b"bad\x07name"), "control character"),
+            (" 2 3 1 ".into(), " 4294967295 3 1 ".into(), "tenant"),
+        ] {
+            let edited = line.replacen(&from, &to, 1);
+            assert_ne!(edited, line);
+            std::fs::write(sa.path(), format!("{HEADER}\n{edited}\n")).unwrap();
+            let e = sa
+                .load(&Registry::new(), &VerifierConfig::default())
+                .unwrap_err();
+            assert!(e.to_string().contains(why), "{why}: {e}");
+        }
+    }
+
+    #[test]
+    fn offloads_of_the_flags_and_one_being_removed_are_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = OffloadStore::beside(Some(&dir.path().join("area")), None).unwrap();
+        let r = Registry::new();
+        for id in [16, 17, 18] {
+            r.register_as(id, spec(&format!("o{id}")), program())
+                .unwrap();
+        }
+        store.set_from_flags(vec![16]);
+        store.save(&r, Some(18)).unwrap();
+        let back = Registry::new();
+        assert_eq!(store.load(&back, &VerifierConfig::default()).unwrap(), 1);
+        assert_eq!(
+            back.list().iter().map(|o| o.id).collect::<Vec<_>>(),
+            vec![17]
+        );
+    }
+
+    fn with_sources_of(e: &StoreError) -> String {
+        naam_core::with_sources(e)
+    }
+
     #[test]
     fn the_offloads_are_kept_beside_the_snapshot_too_and_privately() {
         use std::os::unix::fs::PermissionsExt;
@@ -280,16 +421,16 @@ mod tests {
         let store = OffloadStore::beside(Some(&area), Some(&snap)).unwrap();
         let r = Registry::new();
         r.register_as(17, spec("mine"), program()).unwrap();
-        store.save(&r).unwrap();
+        store.save(&r, None).unwrap();
         for p in [
-            area.with_extension("offloads"),
-            snap.with_extension("offloads"),
+            naam_core::run_dir::beside(&area, ".offloads"),
+            naam_core::run_dir::beside(&snap, ".offloads"),
         ] {
             let mode = std::fs::metadata(&p).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{}", p.display());
         }
         // A reboot: the area (on a tmpfs) is gone, the snapshot is not.
-        std::fs::remove_file(area.with_extension("offloads")).unwrap();
+        std::fs::remove_file(naam_core::run_dir::beside(&area, ".offloads")).unwrap();
         let restarted = OffloadStore::beside(None, Some(&snap)).unwrap();
         let back = Registry::new();
         assert_eq!(

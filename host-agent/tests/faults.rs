@@ -445,3 +445,127 @@ fn a_deleted_run_directory_is_reported() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(agent.log_text().matches("socket was removed").count(), 1);
 }
+
+fn record_offload(name: &str) -> naam_core::wire::RegisterRepr<'_> {
+    naam_core::wire::RegisterRepr {
+        name,
+        tenant: TENANT,
+        class: 5,
+        read_only: true,
+        section: Some("naam/record"),
+        object: naam_handlers::RECORD_OBJECT,
+    }
+}
+
+fn offload_ids(agent: &Agent) -> Vec<(u32, String)> {
+    let mut c = agent.control();
+    c.list()
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.id >= 16)
+        .map(|o| (o.id, o.name))
+        .collect()
+}
+
+/// Found by probing (2026-12-07): a host agent started with `--handler` and given an offload
+/// at run time could not be restarted with the same flags (the handler's offload was kept
+/// in the offloads file, and took its id again before the file was read).
+#[test]
+fn a_restart_with_the_same_handler_flags_keeps_every_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let area = dir.path().join("area");
+    let object = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../handlers/test/three_step.bpf.o"
+    );
+    let args = ["--persist", area.to_str().unwrap(), "--handler", object];
+    let mut agent = Agent::start(dir.path(), &args);
+    let mut c = agent.control();
+    let added = c.register(record_offload("added")).unwrap();
+    let before = offload_ids(&agent);
+    assert_eq!(before.len(), 2, "{before:?}");
+    agent.kill9();
+    let agent = Agent::start(dir.path(), &args);
+    assert_eq!(
+        offload_ids(&agent),
+        before,
+        "the same offloads under the same ids"
+    );
+    assert!(before.iter().any(|(id, n)| *id == added && n == "added"));
+}
+
+/// A registration (or removal) that cannot be kept for restarts is refused, not acknowledged
+/// and then lost: its offloads file cannot be rewritten (here its temporary file is a
+/// directory; a full disk does the same).
+#[test]
+fn a_change_that_cannot_be_kept_for_restarts_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let area = dir.path().join("area");
+    let agent = Agent::start(dir.path(), &["--persist", area.to_str().unwrap()]);
+    let mut c = agent.control();
+    let kept = c.register(record_offload("kept")).unwrap();
+    let blocker = naam_core::run_dir::beside(&area, ".offloads.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    match c.register(record_offload("lost")) {
+        Err(naam_host_agent::control::ControlError::Remote { detail, .. }) => {
+            assert!(detail.contains("not registered"), "{detail}")
+        }
+        r => panic!("acknowledged: {r:?}"),
+    }
+    match c.unregister(kept) {
+        Err(naam_host_agent::control::ControlError::Remote { detail, .. }) => {
+            assert!(detail.contains("not removed"), "{detail}")
+        }
+        r => panic!("acknowledged: {r:?}"),
+    }
+    assert_eq!(offload_ids(&agent), vec![(kept, "kept".to_string())]);
+    std::fs::remove_dir(&blocker).unwrap();
+    c.unregister(kept).unwrap();
+    assert!(offload_ids(&agent).is_empty());
+}
+
+/// A persisted area created in a file made beforehand (`touch`, mode 0644) would show every
+/// tenant's data and the regions' keys to other users: its mode is set to 0600, said in the
+/// log. A snapshot's temporary file is the snapshot's name with `.tmp` appended: a file
+/// named like the snapshot with another extension is not touched, and a snapshot named
+/// `s.tmp` is still written whole or not at all.
+#[test]
+fn the_area_is_private_and_the_snapshot_has_its_own_temporary_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let area = dir.path().join("area");
+    std::fs::write(&area, b"").unwrap();
+    std::fs::set_permissions(&area, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let notes = dir.path().join("node.tmp");
+    std::fs::write(&notes, b"the operator's notes").unwrap();
+    let snap = dir.path().join("node.a");
+    let args = [
+        "--persist",
+        area.to_str().unwrap(),
+        "--snapshot",
+        snap.to_str().unwrap(),
+    ];
+    let mut agent = Agent::start(dir.path(), &args);
+    let mode = std::fs::metadata(&area).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        agent.log_text().contains("now 0600"),
+        "{}",
+        agent.log_text()
+    );
+    agent.control().snapshot().unwrap();
+    assert_eq!(std::fs::read(&notes).unwrap(), b"the operator's notes");
+    assert!(snap.exists());
+    agent.control().shutdown().unwrap();
+    assert!(agent.wait_exit(Duration::from_secs(5)).success());
+
+    let snap = dir.path().join("s.tmp");
+    let mut agent = Agent::start(dir.path(), &["--snapshot", snap.to_str().unwrap()]);
+    agent.control().snapshot().unwrap();
+    assert!(snap.exists());
+    assert!(!naam_core::run_dir::beside(&snap, ".tmp").exists());
+    agent.control().shutdown().unwrap();
+    assert!(agent.wait_exit(Duration::from_secs(5)).success());
+    let agent = Agent::start(dir.path(), &["--snapshot", snap.to_str().unwrap()]);
+    assert_eq!(agent.param("host", "restored"), 2, "restored from s.tmp");
+}

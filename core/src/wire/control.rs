@@ -171,6 +171,18 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> RegisterPacket<T> {
     }
 }
 
+/// The rules of an offload's name, wherever one comes from (a REGISTER, the host agent's
+/// offloads file): non-empty, at most [`NAME_MAX`] bytes, printable.
+pub fn check_offload_name(name: &str) -> Result<(), WireError> {
+    if name.is_empty() {
+        return Err(WireError::Empty {
+            field: "register.name",
+        });
+    }
+    at_most("register.name", name.len(), NAME_MAX)?;
+    printable("register.name", name)
+}
+
 /// Register an offload: load `object` (an eBPF ELF object), verify it, and give it an id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegisterRepr<'a> {
@@ -217,13 +229,7 @@ impl<'a> RegisterRepr<'a> {
     }
 
     pub fn check(&self) -> Result<(), WireError> {
-        if self.name.is_empty() {
-            return Err(WireError::Empty {
-                field: "register.name",
-            });
-        }
-        at_most("register.name", self.name.len(), NAME_MAX)?;
-        printable("register.name", self.name)?;
+        check_offload_name(self.name)?;
         if let Some(s) = self.section {
             if s.is_empty() {
                 return Err(WireError::Empty {

@@ -30,9 +30,9 @@ pub use am::{
     Location, PlacementHint,
 };
 pub use control::{
-    congest_ms, sealed_object_max, DescribePacket, DescribeRepr, OffloadIdPacket, OffloadIdRepr,
-    PageRequestPacket, PageRequestRepr, RegisterPacket, RegisterRepr, CONGEST_HOST, CONGEST_MAX_MS,
-    CONGEST_NIC, OBJECT_MAX,
+    check_offload_name, congest_ms, sealed_object_max, DescribePacket, DescribeRepr,
+    OffloadIdPacket, OffloadIdRepr, PageRequestPacket, PageRequestRepr, RegisterPacket,
+    RegisterRepr, CONGEST_HOST, CONGEST_MAX_MS, CONGEST_NIC, OBJECT_MAX,
 };
 pub use error::{ErrorCode, ErrorPacket, ErrorRepr};
 pub use fetch::{program_digest, FetchReplyRepr, FetchRepr, FETCH_CHUNK};

@@ -30,16 +30,4 @@ pub use shared::{HintTable, RegionsCell, Shared};
 pub use stats::{Dropped, WorkerStats};
 pub use worker::{Worker, WorkerConfig};
 
-/// `e` and each of its sources on one line ("bind failed: Address already in use"): where an
-/// error becomes a string (a log line, an error reply's detail), the OS's reason is what an
-/// operator needs.
-pub(crate) fn with_sources(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub(crate) use naam_core::with_sources;

@@ -12,7 +12,7 @@ use crate::{sys, DirEntry, RegionSpec};
 use naam_core::memory::RegionMem;
 use naam_core::region::{RegionId, RegionTable};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -125,6 +125,13 @@ impl ShmHost {
         path: &Path,
         layout: &Layout,
     ) -> Result<(OwnedFd, Arc<sys::Mapping>, bool), LinkError> {
+        // Every failure names the file.
+        let io = |what: &'static str| {
+            move |e: std::io::Error| LinkError::Persist {
+                path: path.to_owned(),
+                reason: format!("{what}: {e}"),
+            }
+        };
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -133,11 +140,23 @@ impl ShmHost {
             // Requests, replies and host memory: this user's only, wherever the file is.
             .mode(0o600)
             .open(path)
-            .map_err(LinkError::io("open the persistent link area"))?;
-        let len = file
-            .metadata()
-            .map_err(LinkError::io("stat the persistent link area"))?
-            .len();
+            .map_err(io("open"))?;
+        let meta = file.metadata().map_err(io("stat"))?;
+        if !meta.is_file() {
+            return Err(LinkError::Persist {
+                path: path.to_owned(),
+                reason: "not a regular file".into(),
+            });
+        }
+        // The mode of `open` applies only to a file it creates: one made beforehand (`touch`)
+        // keeps its own, and would show every tenant's data and the regions' keys to others.
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(io("chmod 0600"))?;
+            tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the persistent link area was open to other users: its mode is now 0600");
+        }
+        let len = meta.len();
         let fd = OwnedFd::from(file);
         let refuse = |reason: String| LinkError::Persist {
             path: path.to_owned(),
@@ -151,8 +170,7 @@ impl ShmHost {
                     "{len} bytes, shorter than its header page: truncated"
                 )));
             }
-            let map = sys::Mapping::map(fd.as_fd(), len as usize, false)
-                .map_err(LinkError::io("mmap the persistent link area"))?;
+            let map = sys::Mapping::map(fd.as_fd(), len as usize, false).map_err(io("mmap"))?;
             let hdr_view = map.view(0, layout::PAGE).ok_or(LinkError::Layout {
                 reason: "no header page",
             })?;
@@ -167,10 +185,10 @@ impl ShmHost {
         let file = std::fs::File::from(fd);
         file.set_len(0)
             .and_then(|_| file.set_len(layout.total_len))
-            .map_err(LinkError::io("size the persistent link area"))?;
+            .map_err(io("size"))?;
         let fd = OwnedFd::from(file);
-        let map = sys::Mapping::map(fd.as_fd(), layout.total_len as usize, false)
-            .map_err(LinkError::io("mmap the persistent link area"))?;
+        let map =
+            sys::Mapping::map(fd.as_fd(), layout.total_len as usize, false).map_err(io("mmap"))?;
         tracing::info!(path = %path.display(), bytes = layout.total_len, "persistent link area created");
         Ok((fd, map, false))
     }
