@@ -29,9 +29,17 @@ pub struct MappedFile {
 
 impl MappedFile {
     /// Opens `path` (creating it) as `len` bytes, locks it (a second process opening it gets
-    /// an error until this one exits) and maps it.
+    /// an error until this one exits) and maps it. Only a regular file is taken, and not
+    /// through a symlink: the file is resized and written, and a link could name any file of
+    /// this user's (a FIFO or a device would block the open or not map).
     pub fn open(path: &Path, len: u64) -> Result<(MappedFile, Opened), LinkError> {
         let io = |what| LinkError::io(what);
+        let refuse = |why: &str| {
+            LinkError::io("open a mapped file")(std::io::Error::other(format!(
+                "{}: {why}",
+                path.display()
+            )))
+        };
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -39,8 +47,15 @@ impl MappedFile {
             .truncate(false)
             // Requests, replies and host memory: this user's only, wherever the file is.
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
-            .map_err(io("open a mapped file"))?;
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => refuse("a symbolic link, not followed"),
+                _ => io("open a mapped file")(e),
+            })?;
+        if !file.metadata().map_err(io("stat a mapped file"))?.is_file() {
+            return Err(refuse("not a regular file"));
+        }
         // One user at a time (the lock goes with the descriptor, so with the process).
         if !sys::try_lock_exclusive(file.as_fd()).map_err(io("lock a mapped file"))? {
             return Err(LinkError::io("lock a mapped file")(std::io::Error::other(
@@ -116,5 +131,31 @@ mod tests {
         assert_eq!(o, Opened::Resized);
         assert_eq!(f.mem().load_u64(8), Some(0));
         assert_eq!(f.len(), 8192);
+    }
+
+    /// Found by probing (2026-12-07): a symlink in a reply cache's place made the dataplane
+    /// resize and overwrite the file it named; a FIFO there blocked its start for good.
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_symlink_or_a_fifo_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"someone's").unwrap();
+        let link = dir.path().join("state");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let e = MappedFile::open(&link, 4096).unwrap_err();
+        assert!(naam_core::with_sources(&e).contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"someone's");
+        let fifo = dir.path().join("fifo");
+        // Not `mkfifo` the program: a fork while another test holds a file's lock makes the
+        // child hold it too until it execs (the other test's reopen would be refused).
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo(3) with a NUL-terminated path that lives through the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = MappedFile::open(&fifo, 4096).unwrap_err();
+        assert!(
+            naam_core::with_sources(&e).contains("not a regular file"),
+            "{e}"
+        );
     }
 }

@@ -106,7 +106,19 @@ pub struct Wait {
 /// What [`survey`] needs of the file at `path`: its header and entries, not the replies
 /// after them (most of the file: 16 of its 16.3 MiB by default).
 pub fn read_entries(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut file = std::fs::File::open(path)?;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // As the reply cache opens it (`MappedFile::open`): no symlink, nothing but a regular
+    // file (a FIFO would block the start).
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{}: not a regular file",
+            path.display()
+        )));
+    }
     let mut bytes = Vec::new();
     (&mut file).take(HEADER).read_to_end(&mut bytes)?;
     // A header that is not a reply cache's is judged on itself; one that claims more entries
@@ -207,6 +219,23 @@ mod tests {
             c.begin(client(), 2, 1, naam_core::wire::Kind::AmRequest as u8, t),
             super::super::Begin::Started
         );
+    }
+
+    /// A FIFO or a symlink in a reply cache's place is refused when the caches are looked
+    /// at before serving (the FIFO blocked the start for good).
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_fifo_or_a_symlink_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("reply-cache.0");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo(3) with a NUL-terminated path that lives through the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = read_entries(&fifo).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let link = dir.path().join("reply-cache.1");
+        std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
+        assert!(read_entries(&link).is_err());
     }
 
     #[test]
