@@ -273,6 +273,17 @@ fn keys_and_values_that_are_not_text_go_through_hex() {
         &naam(&s, &["get", "k"]),
         "not UTF-8 text (2 bytes); print it with --hex",
     );
+    // Terminal escapes stored in a value are not written to the terminal (JSON escapes them).
+    assert!(naam(&s, &["put", "esc", "red\x1b[31m\rover"]).ok);
+    assert_one_line_error(&naam(&s, &["get", "esc"]), "holds control characters");
+    let json = naam(&s, &["--json", "get", "esc"]);
+    assert!(
+        json.ok && json.stdout.contains("\\u001b[31m\\r"),
+        "{}",
+        json.stdout
+    );
+    assert!(naam(&s, &["put", "tab", "a\tb"]).ok);
+    assert_eq!(naam(&s, &["get", "tab"]).stdout, "a\tb\n");
     // A text value read with --hex is its bytes.
     assert!(naam(&s, &["put", "t", "hi"]).ok);
     assert_eq!(naam(&s, &["get", "--hex", "74"]).stdout, "6869\n");

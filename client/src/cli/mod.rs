@@ -289,12 +289,20 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
                     let value = if *hex {
                         to_hex(&v)
                     } else {
-                        String::from_utf8(v).map_err(|e| {
+                        let len = v.len();
+                        let text = String::from_utf8(v).map_err(|_| {
                             anyhow::anyhow!(
-                                "the value of {key:?} is not UTF-8 text ({} bytes); print it with --hex",
-                                e.as_bytes().len()
+                                "the value of {key:?} is not UTF-8 text ({len} bytes); print it with --hex"
                             )
-                        })?
+                        })?;
+                        // Written to a terminal, escapes and carriage returns stored by
+                        // whoever wrote the value would act on it (JSON escapes them).
+                        let acts = |c: char| c.is_control() && c != '\t' && c != '\n';
+                        anyhow::ensure!(
+                            g.json || !text.chars().any(acts),
+                            "the value of {key:?} holds control characters ({len} bytes); print it with --hex or --json"
+                        );
+                        text
                     };
                     Answer::new(format!("{value}\n"), json!({ "key": key, "value": value }))
                 }
