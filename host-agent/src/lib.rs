@@ -78,9 +78,14 @@ pub enum AgentError {
     },
     #[error("offload {name:?}: {reason}")]
     Offload { name: String, reason: String },
-    #[error("application {app}: regions {present:?} exist but {missing:?} do not")]
+    #[error(
+        "application {app}: the kept data ({kept}) holds its regions {present:?} but not \
+         {missing:?}: damaged, or written by another version; move it away to start afresh"
+    )]
     PartialApp {
         app: &'static str,
+        /// Where the data came from: the persisted area or the snapshot, named.
+        kept: String,
         present: Vec<u32>,
         missing: Vec<u32>,
     },
@@ -252,8 +257,17 @@ impl HostAgent {
                 .map(|p| p.id)
                 .partition(|id| dir.iter().any(|e| e.desc.id == *id));
             if !present.is_empty() && !missing.is_empty() {
+                let file = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+                let kept = match restored {
+                    Restored::Persisted => {
+                        file(&cfg.persist).map(|p| format!("persisted area {p}"))
+                    }
+                    Restored::Snapshot => file(&cfg.snapshot).map(|p| format!("snapshot {p}")),
+                    Restored::Built => None,
+                };
                 return Err(AgentError::PartialApp {
                     app: app.name(),
+                    kept: kept.unwrap_or_else(|| "built at this start".into()),
                     present,
                     missing,
                 });

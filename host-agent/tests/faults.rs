@@ -569,3 +569,25 @@ fn the_area_is_private_and_the_snapshot_has_its_own_temporary_file() {
     let agent = Agent::start(dir.path(), &["--snapshot", snap.to_str().unwrap()]);
     assert_eq!(agent.param("host", "restored"), 2, "restored from s.tmp");
 }
+
+/// A persisted area whose directory lost one of an application's regions (a damaged file)
+/// is refused naming the file and saying what to do, not as "regions [2] exist but [1] do
+/// not" (found by probe 4).
+#[test]
+fn a_damaged_area_directory_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let area = dir.path().join("area");
+    let args = ["--persist", area.to_str().unwrap()];
+    let mut agent = Agent::start(dir.path(), &args);
+    agent.kill9();
+    // The first directory entry (the page after the header) marked free.
+    let f = std::fs::OpenOptions::new().write(true).open(&area).unwrap();
+    let at = 4096 + naam_link::layout::dir::STATE;
+    f.write_all_at(&0u64.to_le_bytes(), at).unwrap();
+    let err = refused_start(&agent.run_dir, &args);
+    assert!(
+        err.contains(&format!("persisted area {}", area.display()))
+            && err.contains("move it away"),
+        "{err}"
+    );
+}
