@@ -207,11 +207,19 @@ pub(crate) fn handle(agent: &HostAgent, req: &[u8], out: &mut [u8]) -> (usize, A
             }
         },
         Body::Unregister(r) if r.id < crate::apps::offload::FIRST_DYNAMIC => {
-            detail = format!(
-                "offload {} is bundled with its application, whose commands call it by this id: \
-                 it cannot be removed",
-                r.id
-            );
+            detail = if agent.registry.get(r.id).is_some() {
+                format!(
+                    "offload {} is bundled with its application, whose commands call it by this \
+                     id: it cannot be removed",
+                    r.id
+                )
+            } else {
+                format!(
+                    "no offload {} (ids below {} are the bundled applications')",
+                    r.id,
+                    crate::apps::offload::FIRST_DYNAMIC
+                )
+            };
             error_body(ErrorCode::BadRequest, &detail)
         }
         Body::Unregister(r) => {

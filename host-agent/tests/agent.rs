@@ -245,6 +245,13 @@ fn control_socket_registers_lists_describes_and_counts() {
         other => panic!("{other:?}"),
     }
     assert!(c.list().unwrap().iter().any(|o| o.id == 0));
+    // An id of that range nothing holds is not said to be bundled.
+    match c.unregister(12) {
+        Err(ControlError::Remote { detail, .. }) => {
+            assert!(detail.contains("no offload 12"), "{detail}")
+        }
+        other => panic!("{other:?}"),
+    }
 
     let bad = RegisterRepr {
         object: b"\x7fELF not really",
