@@ -380,6 +380,8 @@ impl HostAgent {
             .transpose()?;
         let stats = Stats::new(cfg.workers as usize);
         let shared = Shared::new(registry.clone(), stats);
+        // Built (or kept, or restored) whole: from here a persisted area is data to keep
+        // (serving says so in its header).
         host.serve(&cfg.link_socket())?;
         // Before the workers start, so a failure here leaves no thread behind.
         let control = control::ControlServer::bind(&cfg.control_socket())?;

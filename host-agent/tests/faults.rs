@@ -590,3 +590,34 @@ fn a_damaged_area_directory_is_refused_naming_the_file() {
         "{err}"
     );
 }
+
+/// A persisted area whose host agent was stopped while building its data (SIGKILL of a slow
+/// start) was reopened as kept data: half a MICA table served as if whole (found 2026-12-07
+/// by killing a start with 8 M keys). It is built afresh; one that was served is kept.
+#[test]
+fn an_area_whose_build_was_cut_short_is_built_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let area = dir.path().join("area");
+    let args = ["--persist", area.to_str().unwrap()];
+    let mut agent = Agent::start(dir.path(), &args);
+    agent.kill9();
+    let state = |s: u64| {
+        let f = std::fs::OpenOptions::new().write(true).open(&area).unwrap();
+        f.write_all_at(&s.to_le_bytes(), naam_link::layout::hdr::DATA_STATE)
+            .unwrap();
+    };
+    // As the file is while its data is being built.
+    state(naam_link::layout::hdr::DATA_BUILDING);
+    let mut agent = Agent::start(dir.path(), &args);
+    assert_eq!(agent.param("host", "restored"), 0, "built afresh");
+    assert!(agent.log_text().contains("never completely built"));
+    agent.kill9();
+    // Served once: kept.
+    let agent = Agent::start(dir.path(), &args);
+    assert_eq!(agent.param("host", "restored"), 1, "kept");
+    drop(agent);
+    // An area of a version before the flag (0 there) is kept as it always was.
+    state(0);
+    let agent = Agent::start(dir.path(), &args);
+    assert_eq!(agent.param("host", "restored"), 1, "kept");
+}

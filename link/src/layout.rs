@@ -38,6 +38,13 @@ pub mod hdr {
     /// CRC-32 of the geometry words `VERSION ..= TOTAL_LEN` (a persisted file whose header
     /// was damaged is refused, not trusted).
     pub const GEOMETRY_SUM: u64 = 104;
+    /// Whether the host agent finished building the data of a new area: [`DATA_BUILDING`]
+    /// from its creation until the host serves it, then [`DATA_READY`] (0 in areas of
+    /// versions before it, taken as ready). A persisted area still building was never
+    /// served (its host stopped while building it) and is built afresh when reopened.
+    pub const DATA_STATE: u64 = 112;
+    pub const DATA_BUILDING: u64 = u64::from_le_bytes(*b"BUILDING");
+    pub const DATA_READY: u64 = u64::from_le_bytes(*b"READY\0\0\0");
     /// Bumped by the host after every directory change.
     pub const DIR_EPOCH: u64 = 128;
     /// Bytes of the arena handed out so far.

@@ -1012,6 +1012,30 @@ fn shm_two_process_host_restart_keeps_acknowledged_writes() {
     let _ = std::fs::remove_file(&area);
 }
 
+/// An area whose host never served it (stopped while building its data) is built afresh
+/// when reopened, not kept as data; one it served is kept.
+#[test]
+fn shm_a_persisted_area_never_served_is_built_afresh() {
+    let area = std::env::temp_dir().join(format!("naam-link-unserved-{}.area", std::process::id()));
+    let _ = std::fs::remove_file(&area);
+    let _cleanup = Cleanup(vec![area.clone()]);
+    let host = shm_host_with(8, Some(area.clone()));
+    assert!(host.region(1).unwrap().mem().write(64, b"half built"));
+    drop(host);
+    let mut host = shm_host_with(8, Some(area.clone()));
+    assert!(!host.is_restored(), "never served: built afresh");
+    let mut back = [0u8; 10];
+    assert!(host.region(1).unwrap().mem().read(64, &mut back));
+    assert_eq!(back, [0; 10]);
+    assert!(host.region(1).unwrap().mem().write(64, b"served now"));
+    let _link = host.connect_local(ConnectOptions::default()).unwrap();
+    drop((_link, host));
+    let host = shm_host_with(8, Some(area.clone()));
+    assert!(host.is_restored());
+    assert!(host.region(1).unwrap().mem().read(64, &mut back));
+    assert_eq!(&back, b"served now");
+}
+
 #[test]
 fn shm_persistent_area_reopens_with_its_contents() {
     let area = std::env::temp_dir().join(format!("naam-link-persist-{}.area", std::process::id()));
@@ -1142,6 +1166,7 @@ fn shm_a_persisted_directory_that_is_not_coherent_is_refused() {
     let _cleanup = Cleanup(vec![area.clone()]);
     {
         let host = shm_host_with(8, Some(area.clone()));
+        host.data_ready();
         // Region 2's entry made to cover region 1's bytes (a dataplane wrote it).
         let l = *host.layout();
         let raw = host.raw();

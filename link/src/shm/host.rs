@@ -105,6 +105,7 @@ impl ShmHost {
             );
         } else {
             layout.write_header(&area.hdr);
+            area.hdr.store_u64(hdr::DATA_STATE, hdr::DATA_BUILDING);
         }
         area.hdr.store_u64(hdr::HOST_PID, sys::pid() as u64);
         area.hdr.store_u64(hdr::HEARTBEAT_NS, sys::monotonic_ns());
@@ -174,13 +175,22 @@ impl ShmHost {
             let hdr_view = map.view(0, layout::PAGE).ok_or(LinkError::Layout {
                 reason: "no header page",
             })?;
-            return match Layout::parse(&hdr_view, len) {
-                Ok(old) if old == *layout => Ok((fd, map, true)),
-                Ok(_) => Err(refuse(
-                    "it has another geometry than this configuration".into(),
-                )),
-                Err(e) => Err(refuse(format!("not a valid link area: {e}"))),
-            };
+            match Layout::parse(&hdr_view, len) {
+                Ok(old) if old == *layout => {
+                    if hdr_view.load_u64(hdr::DATA_STATE) != Some(hdr::DATA_BUILDING) {
+                        return Ok((fd, map, true));
+                    }
+                    // Its host stopped while building the data, before it served it: half a
+                    // table kept as data would be served as if whole.
+                    tracing::warn!(path = %path.display(), "the persisted area was never completely built (its host agent stopped while building it): built afresh");
+                }
+                Ok(_) => {
+                    return Err(refuse(
+                        "it has another geometry than this configuration".into(),
+                    ))
+                }
+                Err(e) => return Err(refuse(format!("not a valid link area: {e}"))),
+            }
         }
         let file = std::fs::File::from(fd);
         file.set_len(0)
@@ -222,6 +232,13 @@ impl ShmHost {
 
     pub fn is_hugetlb(&self) -> bool {
         self.hugetlb
+    }
+
+    /// Says that the data of the area is built ([`hdr::DATA_STATE`]); serving it
+    /// ([`ShmHost::serve`], [`ShmHost::connect_local`]) says so too. Until then a persisted
+    /// area reopened is built afresh: its host stopped while building it.
+    pub fn data_ready(&self) {
+        self.area.hdr.store_u64(hdr::DATA_STATE, hdr::DATA_READY);
     }
 
     /// True when the area was reopened from `ShmConfig::persist` with its previous contents.
@@ -366,6 +383,7 @@ impl ShmHost {
 
     /// Listens for dataplanes on a Unix socket at `path` (a stale socket file is replaced).
     pub fn serve(&mut self, path: &Path) -> Result<(), LinkError> {
+        self.data_ready();
         let _ = std::fs::remove_file(path);
         let l = UnixListener::bind(path).map_err(LinkError::io("bind link socket"))?;
         l.set_nonblocking(true)
@@ -425,6 +443,7 @@ impl ShmHost {
     /// Connects a dataplane in this process through a socket pair (tests, single-process runs).
     /// It replaces any connected dataplane.
     pub fn connect_local(&mut self, opts: ConnectOptions) -> Result<ShmLink, LinkError> {
+        self.data_ready();
         let (a, b) = UnixStream::pair().map_err(LinkError::io("socketpair"))?;
         self.hand_over(&a)?;
         self.peer = Some((a, u64::from(sys::pid())));
