@@ -57,7 +57,13 @@ pub(super) fn connect_with_wait(
             Ok(l) => return Ok(l),
             Err(e) if start.elapsed() < wait => {
                 if !logged {
-                    tracing::info!(path = %path.display(), error = %e, "waiting for the host agent");
+                    // Another dataplane attached is not a host agent starting: said louder,
+                    // it lasts until that one stops.
+                    if matches!(e, naam_link::LinkError::PeerTaken { .. }) {
+                        tracing::warn!(path = %path.display(), error = %e, wait_ms = wait.as_millis() as u64, "waiting for the other dataplane to stop");
+                    } else {
+                        tracing::info!(path = %path.display(), error = %e, "waiting for the host agent");
+                    }
                     logged = true;
                 }
                 std::thread::sleep(Duration::from_millis(50));
