@@ -1,9 +1,10 @@
 //! Offloads and the shared VM pool.
 //!
 //! The [`Registry`] is the one list of offloads a process runs, shared by all its workers.
-//! Registering or unregistering bumps an epoch; each worker's [`VmPool`] notices the new epoch
-//! at the top of its poll loop and catches up (taking new programs, dropping removed ones)
-//! without stopping. A program is compiled once per engine, by the registering thread when the
+//! Registering or unregistering bumps an epoch; each worker's [`VmPool`] looks at the epoch
+//! before each message it runs and catches up (taking new programs, dropping removed ones)
+//! without stopping: looked at after the message was received, so a message sent once a
+//! REGISTER or UNREGISTER was answered always finds it done. A program is compiled once per engine, by the registering thread when the
 //! registry knows its process's engine ([`Registry::for_engine`]), and every pool shares that
 //! one [`CompiledVm`]: no worker compiles in its poll loop. Dispatch on the data path is an
 //! array index and never allocates.

@@ -84,6 +84,8 @@ struct Runner {
     ctx: Box<Ctx>,
     /// Counters of the registered offloads, by id (rebuilt when the pool changes).
     offloads: Vec<Option<Arc<OffloadCounters>>>,
+    /// This worker's index (for its log lines).
+    index: u32,
 }
 
 /// One queue pair and the reply it may be holding back.
@@ -114,6 +116,7 @@ pub fn run(setup: WorkerSetup) {
         mem,
         ctx: Ctx::boxed(),
         offloads: Vec::new(),
+        index,
     };
     runner.refresh_offloads(&shared.stats);
     let mut ports: Vec<Port> = qps
@@ -148,17 +151,19 @@ pub fn run(setup: WorkerSetup) {
             load = LoadWindow::new(naam_link::now_ns());
             continue;
         }
-        if runner.pool.sync() {
-            runner.refresh_offloads(&shared.stats);
-            for (id, e) in runner.pool.compile_errors.drain(..) {
-                tracing::error!(worker = index, offload = id, error = %e, "offload failed to compile");
-            }
-        }
+        runner.sync(&shared.stats);
 
         let mut work = 0usize;
         let mut holding = false;
         for port in ports.iter_mut() {
-            work += serve(port, &mut runner, counters, &mut rx[..], &mut load);
+            work += serve(
+                port,
+                &mut runner,
+                &shared.stats,
+                counters,
+                &mut rx[..],
+                &mut load,
+            );
             holding |= port.held.is_some();
         }
 
@@ -216,6 +221,18 @@ impl LoadWindow {
 }
 
 impl Runner {
+    /// Catches up with the registry: one atomic load when nothing changed. Called again for
+    /// each message received: a REGISTER or UNREGISTER answered after this poll began must
+    /// hold for the messages sent once the answer was read.
+    fn sync(&mut self, stats: &Stats) {
+        if self.pool.sync() {
+            self.refresh_offloads(stats);
+            for (id, e) in self.pool.compile_errors.drain(..) {
+                tracing::error!(worker = self.index, offload = id, error = %e, "offload failed to compile");
+            }
+        }
+    }
+
     fn refresh_offloads(&mut self, stats: &Stats) {
         let ids: Vec<u32> = stats_ids(&self.pool);
         let max = ids.iter().map(|&i| i as usize + 1).max().unwrap_or(0);
@@ -239,6 +256,7 @@ fn stats_ids(pool: &VmPool) -> Vec<u32> {
 fn serve(
     port: &mut Port,
     runner: &mut Runner,
+    stats: &Stats,
     counters: &WorkerCounters,
     rx: &mut [u8],
     load: &mut LoadWindow,
@@ -282,6 +300,7 @@ fn serve(
             bump(&counters.doorbells, 1);
             continue;
         }
+        runner.sync(stats);
         let t0 = naam_link::now_ns();
         let reply = handle(runner, counters, &rx[..got.len], &mut port.tx[..]);
         let spent = naam_link::now_ns().saturating_sub(t0);
@@ -364,6 +383,7 @@ fn run_request(
         mem,
         ctx,
         offloads,
+        ..
     } = runner;
     let Some(entry) = pool.get(req.offload) else {
         bump(&counters.unknown_offload, 1);

@@ -184,6 +184,63 @@ fn full_reply_ring_keeps_replies_in_order() {
     assert!(recv_reply(&mut qp, Duration::from_millis(50)).is_none());
 }
 
+/// Once UNREGISTER is acknowledged, no message runs the offload: a worker that caught up with
+/// the registry at the top of its poll, just before the removal, must look again before it
+/// runs what it then receives. CI saw it once, under load; here spinning workers (always in
+/// the middle of a poll) share the cores with two busy threads, so that they are often
+/// preempted inside that window.
+#[test]
+fn an_offload_is_never_run_after_its_removal_was_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &["--backoff", "spin", "--workers", "2"]);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let mut c = agent.control();
+    let region = agent.param("record", "region") as u32;
+    let link = agent.dataplane();
+    let mut qp = link.qp(0).unwrap();
+    let args = record_args(region, 64);
+    for round in 0..300u64 {
+        let id = c
+            .register(RegisterRepr {
+                name: "short_lived",
+                tenant: TENANT,
+                class: 16,
+                read_only: true,
+                section: Some("naam/record"),
+                object: naam_handlers::RECORD_OBJECT,
+            })
+            .unwrap();
+        let d = call(&mut qp, 2 * round, &am(2 * round, id, 16, TENANT, &args));
+        assert_eq!(
+            reply_output(&d).0,
+            AmStatus::Done,
+            "round {round}: registered"
+        );
+        c.unregister(id).unwrap();
+        let d = call(
+            &mut qp,
+            2 * round + 1,
+            &am(2 * round + 1, id, 16, TENANT, &args),
+        );
+        match Message::parse(&d).expect("reply parses").body {
+            Body::Error(e) => assert_eq!(e.code, ErrorCode::UnknownOffload, "round {round}"),
+            other => panic!("round {round}: offload {id} ran after its removal: {other:?}"),
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    busy.into_iter().for_each(|t| t.join().unwrap());
+}
+
 #[test]
 fn control_socket_registers_lists_describes_and_counts() {
     let dir = tempfile::tempdir().unwrap();
