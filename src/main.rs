@@ -12,6 +12,8 @@
 //! binary runs too), so `cargo run --release -- demo` builds one binary, and the demo starts
 //! the host agent and the dataplane as separate processes of this same binary.
 
+use naam_core::arg::positive;
+use naam_core::wire::CONGEST_MAX_MS;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,14 +22,15 @@ use std::sync::Arc;
 /// The demo: a local deployment, YCSB-B, host congestion half-way, a live view.
 #[derive(clap::Parser)]
 struct DemoArgs {
-    /// Seconds to run (Ctrl-C stops earlier).
-    #[arg(long, default_value_t = 20.0, value_parser = positive)]
+    /// Seconds to run (Ctrl-C stops earlier; at most a day).
+    #[arg(long, default_value_t = 20.0, value_parser = positive(86_400.0))]
     seconds: f64,
     /// Offered load, operations per second.
-    #[arg(long, default_value_t = 10_000.0, value_parser = positive)]
+    #[arg(long, default_value_t = 10_000.0, value_parser = positive(1e9))]
     rate: f64,
-    /// Milliseconds of host congestion, injected half-way [default: a quarter of the run].
-    #[arg(long)]
+    /// Milliseconds of host congestion, injected half-way [default: a quarter of the run, at
+    /// most a minute].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=CONGEST_MAX_MS))]
     congest_ms: Option<u64>,
     /// Keys of MICA and of the B-tree (the load reads and writes both: at least 1).
     #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
@@ -38,15 +41,6 @@ struct DemoArgs {
     /// Folder for the summary's JSON, CSV and plot [default: runs/<UTC time>-<pid>, git-ignored].
     #[arg(long)]
     out: Option<PathBuf>,
-}
-
-/// A finite number above 0.
-fn positive(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        Ok(_) => Err("must be a number above 0".into()),
-        Err(e) => Err(e.to_string()),
-    }
 }
 
 /// Runs the demo until its time is up or Ctrl-C.
@@ -62,7 +56,7 @@ fn demo(args: Vec<OsString>) -> anyhow::Result<()> {
         rate: a.rate,
         congest_ms: a
             .congest_ms
-            .unwrap_or((a.seconds * 250.0).max(100.0) as u64),
+            .unwrap_or(((a.seconds * 250.0) as u64).clamp(100, CONGEST_MAX_MS)),
         mica_keys: a.keys,
         btree_keys: a.keys,
         out: a.out.unwrap_or_else(naam_bench::report::run_folder),

@@ -110,6 +110,9 @@ fn demo_settings_that_could_not_run_are_refused_before_anything_starts() {
         &["--rate", "nan"],
         &["--seconds=-1"],
         &["--seconds", "inf"],
+        // Past what a duration holds (it panicked), and a congestion the host agent refuses.
+        &["--seconds", "1e300"],
+        &["--congest-ms", "60001"],
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_naam-rs"))
             .arg("demo")

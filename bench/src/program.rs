@@ -7,6 +7,7 @@
 
 use crate::{all, btree, placement, report, scale, shift, ycsb};
 use clap::{Parser, Subcommand};
+use naam_core::arg::{non_negative, positive};
 use naam_link::BackoffMode;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,19 +28,19 @@ enum Command {
     /// N distinct offloads: NAAM's shared VM pool vs an iPipe-style actor per offload.
     Scale {
         /// Offload counts to measure.
-        #[arg(long, value_delimiter = ',', default_value = "1,8,16,64,256,1024")]
+        #[arg(long, value_delimiter = ',', default_value = "1,8,16,64,256,1024", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16_384))]
         offloads: Vec<usize>,
         /// Offered load, messages per second.
-        #[arg(long, default_value_t = 100_000.0)]
+        #[arg(long, default_value_t = 100_000.0, value_parser = positive(1e9))]
         rate: f64,
         /// Also measure saturation throughput (no rate limit).
         #[arg(long)]
         saturate: bool,
         /// Seconds per point.
-        #[arg(long, default_value_t = 2.0)]
+        #[arg(long, default_value_t = 2.0, value_parser = positive(86_400.0))]
         seconds: f64,
         /// NAAM worker threads.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
         workers: usize,
         /// Idle workers spin instead of yielding (for dedicated cores).
         #[arg(long)]
@@ -69,41 +70,41 @@ enum Command {
         )]
         systems: Vec<placement::System>,
         /// Comparison: seconds of discarded warm-up before each run.
-        #[arg(long, default_value_t = 0.5)]
+        #[arg(long, default_value_t = 0.5, value_parser = non_negative(3_600.0))]
         warmup: f64,
         /// Key choice.
         #[arg(long, value_enum, default_value = "zipfian")]
         distribution: ycsb::KeyDist,
         /// Zipfian constant.
-        #[arg(long, default_value_t = 0.99)]
+        #[arg(long, default_value_t = 0.99, value_parser = ycsb::parse_theta)]
         theta: f64,
         /// Number of keys (the comparison's host agents build this many) [default: 100 000;
         /// with --server and --no-load, the keys the server's MICA was filled with].
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
         keys: Option<u64>,
         /// Value size in bytes (1..=1024).
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
         value_size: usize,
         /// Where handlers run: server, client (one-sided only), auto (follow hints).
         #[arg(long, value_enum, default_value = "server")]
         placement: ycsb::Placement,
         /// Seconds of measurement.
-        #[arg(long, default_value_t = 5.0)]
+        #[arg(long, default_value_t = 5.0, value_parser = positive(86_400.0))]
         duration: f64,
         /// Client threads (one socket each).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
         threads: usize,
         /// Open loop at this total rate (ops/s); without it, closed loop.
-        #[arg(long)]
+        #[arg(long, value_parser = positive(1e9))]
         rate: Option<f64>,
         /// Requests outstanding per thread (closed loop), or the cap on them (open loop).
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 16, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
         outstanding: usize,
         /// Skip the load phase (the keys are already there).
         #[arg(long)]
         no_load: bool,
         /// Milliseconds before the first retransmission.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=600_000))]
         timeout_ms: u64,
         /// Seed of the operation mix and key choice.
         #[arg(long, default_value_t = 1)]
@@ -117,10 +118,10 @@ enum Command {
     /// shared-memory link, against the same operations in native Rust (issue 12).
     Datapath {
         /// Messages per operation per round.
-        #[arg(long, default_value_t = 50_000)]
+        #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
         messages: u64,
         /// Rounds (medians and spread are reported).
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
         rounds: usize,
         /// Only these operations (for profiling one).
         #[arg(
@@ -136,31 +137,31 @@ enum Command {
     /// past capacity, with the clients' congestion window (AIMD) and without (issue 14).
     Overload {
         /// Requests outstanding per client thread, one point each.
-        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,256,1024")]
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,256,1024", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
         outstanding: Vec<usize>,
         /// Client threads.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
         threads: usize,
         /// Seconds per point.
-        #[arg(long, default_value_t = 2.0)]
+        #[arg(long, default_value_t = 2.0, value_parser = positive(86_400.0))]
         seconds: f64,
         /// MICA keys.
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
         keys: u64,
         /// Milliseconds before the first retransmission.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=600_000))]
         timeout_ms: u64,
     },
     /// YCSB-A and FAAs with loss injection while the host agent and the dataplane are killed
     /// in turn; ends with every acknowledged write readable and no FAA run twice (issue 14).
     Soak {
-        #[arg(long, default_value_t = 10.0)]
+        #[arg(long, default_value_t = 10.0, value_parser = positive(10_080.0))]
         minutes: f64,
         /// Seconds between kills (host agent and dataplane in turn).
-        #[arg(long, default_value_t = 60.0)]
+        #[arg(long, default_value_t = 60.0, value_parser = positive(86_400.0))]
         kill_every_s: f64,
         /// Keys the soak writes.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
         keys: u64,
         /// The dataplane drops every Nth request (0: none).
         #[arg(long, default_value_t = 29)]
@@ -174,37 +175,37 @@ enum Command {
     /// served vs the tenants' shares.
     Fairness {
         /// Seconds per point.
-        #[arg(long, default_value_t = 2.0)]
+        #[arg(long, default_value_t = 2.0, value_parser = positive(86_400.0))]
         seconds: f64,
         /// The light tenant's rate (requests per second).
-        #[arg(long, default_value_t = 2_000.0)]
+        #[arg(long, default_value_t = 2_000.0, value_parser = positive(1e9))]
         light_rate: f64,
         /// Requests the heavy tenant keeps outstanding.
-        #[arg(long, default_value_t = 512)]
+        #[arg(long, default_value_t = 512, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
         heavy_outstanding: usize,
         /// Steps of each heavy request (1..=30; each reads a record and hashes it).
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=30))]
         heavy_steps: u32,
         /// Rounds of every point (medians and spread are reported).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
         rounds: usize,
         /// The dataplane's poll budget (µs) [default: the dataplane's].
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         poll_budget_us: Option<u64>,
     },
     /// B-tree lookups: client-side traversal (one round trip per level) vs one active message.
     Btree {
         /// Tree depths to measure (one local deployment each).
-        #[arg(long, value_delimiter = ',', default_value = "2,3,4,5")]
+        #[arg(long, value_delimiter = ',', default_value = "2,3,4,5", value_parser = clap::value_parser!(u32).range(1..=7))]
         depths: Vec<u32>,
         /// Seconds per point.
-        #[arg(long, default_value_t = 3.0)]
+        #[arg(long, default_value_t = 3.0, value_parser = positive(86_400.0))]
         seconds: f64,
         /// Lookups in flight.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
         outstanding: usize,
         /// Milliseconds before the first retransmission.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=600_000))]
         timeout_ms: u64,
         /// Seed of the key choice.
         #[arg(long, default_value_t = 1)]
@@ -213,7 +214,7 @@ enum Command {
     /// Every experiment (scale, ycsb, btree, shift) sized for this machine, then summary.md.
     All {
         /// Multiplies every experiment's duration (1.0: about 3 minutes on 2 cores).
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, default_value_t = 1.0, value_parser = positive(1_000.0))]
         time_scale: f64,
         /// Skip the shift experiment.
         #[arg(long)]
@@ -223,25 +224,25 @@ enum Command {
     /// own local deployment).
     Shift {
         /// Offered load, messages per second (half MICA GETs, half B-tree lookups).
-        #[arg(long, default_value_t = 8_000.0)]
+        #[arg(long, default_value_t = 8_000.0, value_parser = positive(1e9))]
         rate: f64,
         /// Repetitions of the injection cycle.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
         reps: usize,
         /// Calm milliseconds before and after each host congestion.
-        #[arg(long, default_value_t = 700)]
+        #[arg(long, default_value_t = 700, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
         calm_ms: u64,
         /// Milliseconds of host congestion.
-        #[arg(long, default_value_t = 1500)]
+        #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
         host_ms: u64,
         /// NIC congestion starts this long after the host's.
-        #[arg(long, default_value_t = 500)]
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
         nic_after_ms: u64,
         /// Milliseconds of NIC congestion.
-        #[arg(long, default_value_t = 500)]
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
         nic_ms: u64,
         /// Keys of MICA and of the B-tree.
-        #[arg(long, default_value_t = 16_384)]
+        #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
         keys: u64,
         /// Write the processes' logs to this folder.
         #[arg(long)]

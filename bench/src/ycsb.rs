@@ -101,6 +101,18 @@ fn zeta(n: u64, theta: f64) -> f64 {
     (1..=n).map(|i| 1.0 / (i as f64).powf(theta)).sum()
 }
 
+/// A Zipfian constant from the command line: `0 <= theta < 1` (0 is uniform; at 1 and above
+/// the generator's `1 / (1 - theta)` has no meaning).
+pub fn parse_theta(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(t) if (0.0..1.0).contains(&t) => Ok(t),
+        Ok(_) => Err(format!(
+            "{s}: the Zipfian constant must be from 0 up to, not including, 1"
+        )),
+        Err(e) => Err(format!("{s}: {e}")),
+    }
+}
+
 /// YCSB's `ZipfianGenerator`: ranks `0..n`, rank 0 the most popular.
 #[derive(Debug, Clone)]
 pub struct Zipfian {

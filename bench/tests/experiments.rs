@@ -218,3 +218,40 @@ fn datapath_runs_every_operation_through_the_worker_and_natively() {
         assert!((r.ratio - r.ns_per_msg / r.native_ns).abs() < 1e-9, "{r:?}");
     }
 }
+
+#[test]
+fn settings_no_experiment_could_run_are_refused_naming_the_flag() {
+    // Each was accepted: some panicked (a count of 0 divided by, seconds past what a duration
+    // holds, a depth whose key count overflowed), others ran and printed NaN figures.
+    for args in [
+        &["scale", "--offloads", "0"][..],
+        &["scale", "--seconds", "inf"],
+        &["scale", "--rate", "nan"],
+        &["datapath", "--messages", "0"],
+        &["datapath", "--rounds", "0"],
+        &["ycsb", "--theta", "1"],
+        &["ycsb", "--value-size", "0"],
+        &["ycsb", "--outstanding", "0"],
+        &["btree", "--depths", "2,20"],
+        &["fairness", "--heavy-steps", "31"],
+        &["overload", "--seconds", "1e300"],
+        &["soak", "--keys", "0"],
+        &["all", "--time-scale", "0"],
+        &["shift", "--reps", "0"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_naam-bench"))
+            .args(["--out", "/nonexistent/naam-bench-out"])
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("naam-bench runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?} was not refused: {err}"
+        );
+        assert!(err.contains(args[1]), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -2,12 +2,15 @@
 //!
 //! The handler ABI ([`abi`]), regions and their checks ([`region`]), memory backends
 //! ([`memory`]), loading ([`elf`]) and verifying ([`verifier`]) handler programs, compiling them
-//! ([`vm`]) into per-worker pools ([`pool`]), and running messages step by step ([`exec`]), and the datagrams they travel in ([`wire`]).
+//! ([`vm`]) into per-worker pools ([`pool`]), running messages step by step ([`exec`]), and the
+//! datagrams they travel in ([`wire`]); for the programs around them, their run directory
+//! ([`run_dir`]) and the numbers of their flags ([`arg`]).
 //! Nothing here opens a socket or reads a clock: time, when needed, is passed in.
 
 #![deny(unsafe_code)]
 
 pub mod abi;
+pub mod arg;
 pub mod auth;
 pub mod btf;
 pub mod counter;

@@ -81,7 +81,7 @@ struct Args {
     max_steps: u32,
     /// Host heartbeat age (ms) after which the host agent is suspect (stalled: its classes run
     /// on the NIC until the heartbeat returns); gone is its link socket closing.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     stale_ms: u64,
     /// How long to wait for the host agent's link socket at start (ms; at most an hour).
     /// SIGINT, SIGTERM or --parent-pid stop the wait at once.
@@ -101,14 +101,14 @@ struct Args {
     #[arg(long, default_value_t = PolicyConfig::default().host_low)]
     host_low: f64,
     /// Policy: queue depth that counts as congestion.
-    #[arg(long, default_value_t = PolicyConfig::default().queue_high)]
+    #[arg(long, default_value_t = PolicyConfig::default().queue_high, value_parser = clap::value_parser!(u32).range(1..))]
     queue_high: u32,
     /// Policy: minimum time between two moves of a class (ms).
-    #[arg(long, default_value_t = PolicyConfig::default().min_dwell / 1_000_000)]
+    #[arg(long, default_value_t = PolicyConfig::default().min_dwell / 1_000_000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     min_dwell_ms: u64,
     /// Policy: client lease (ms) of a placement hint; a class comes back from the clients at
     /// most this long after the reason ends, and each client asks the server once per lease.
-    #[arg(long, default_value_t = PolicyConfig::default().client_lease / 1_000_000)]
+    #[arg(long, default_value_t = PolicyConfig::default().client_lease / 1_000_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     client_lease_ms: u64,
     /// Policy: never send classes to clients.
     #[arg(long)]
@@ -120,7 +120,7 @@ struct Args {
     #[arg(long)]
     pin: bool,
     /// Host cores run handlers this many times faster than NIC cores (cost model).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = naam_core::arg::positive(1_000.0))]
     host_speedup: f64,
     /// Tests only: drop every Nth datagram a UDP worker receives (counted as
     /// `port_drop.injected_rx`; 0 = never).
@@ -145,7 +145,7 @@ struct Args {
     /// What one poll of a NIC worker may take (µs): it receives as many packets as that pays
     /// for at what packets have lately cost, and when it is behind it refuses a tenant's
     /// further messages of the burst once this is spent.
-    #[arg(long, default_value_t = crate::runtime::fair::DEFAULT_POLL_BUDGET_NS / 1000)]
+    #[arg(long, default_value_t = crate::runtime::fair::DEFAULT_POLL_BUDGET_NS / 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     poll_budget_us: u64,
     /// A tenant's weight in the NIC workers' fair order, as TENANT=WEIGHT (repeat the flag; in
     /// --config, a list); tenants not named weigh 1.

@@ -201,6 +201,25 @@ fn settings_that_could_not_serve_are_refused_before_anything_starts() {
             "--nic-low 0.5",
         ),
         (&["--host-low=-1"][..], "--host-low -1"),
+        // Milliseconds turned into nanoseconds overflowed (a panic in a debug build, a
+        // wrapped, tiny dwell in a release build); a speed-up of 0 or NaN broke the cost model.
+        (
+            &["--min-dwell-ms", "18446744073709551615"][..],
+            "--min-dwell-ms",
+        ),
+        (
+            &["--client-lease-ms", "18446744073709551615"][..],
+            "--client-lease-ms",
+        ),
+        (
+            &["--poll-budget-us", "18446744073709551615"][..],
+            "--poll-budget-us",
+        ),
+        (&["--poll-budget-us", "0"][..], "--poll-budget-us"),
+        (&["--stale-ms", "0"][..], "--stale-ms"),
+        (&["--queue-high", "0"][..], "--queue-high"),
+        (&["--host-speedup", "nan"][..], "--host-speedup"),
+        (&["--host-speedup", "0"][..], "--host-speedup"),
         // A port of no known form (it was found out only after connecting to the host).
         (&["--port", "bogus:1"][..], "--port"),
         (&["--port", "udp:1.2.3:5"][..], "udp:IPV4:PORT"),

@@ -23,6 +23,7 @@ use naam_bench::memif::runs::{default_log_dir, print_table, run_all};
 use naam_bench::memif::udp::{echo, UdpLoad};
 use naam_bench::memif::{drive, BenchConfig, GenConfig, RequestSet, RunKind};
 use naam_bench::report;
+use naam_core::arg::{non_negative, positive};
 
 /// Messages per second per worker core of NIC-executed MICA GET over net_memif and kernel
 /// UDP, against dpdk-testpmd io forwarding (memif) and a plain UDP echo (UDP) in the same run.
@@ -42,31 +43,31 @@ struct Bench {
     )]
     runs: Vec<RunKind>,
     /// Seconds measured per run (after the warm-up).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = positive(86_400.0))]
     seconds: f64,
     /// Seconds of warm-up per run.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative(3_600.0))]
     warmup: f64,
     /// Requests per burst (generator, testpmd, echo).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=512))]
     burst: usize,
     /// Requests outstanding over memif.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
     window: usize,
     /// Requests outstanding over kernel UDP.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
     udp_window: usize,
     /// Distinct GET requests cycled through (keys spread over the table).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1 << 20))]
     requests: usize,
     /// Check every N-th reply in full (request id, status, place of execution, value).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     sample: u64,
     /// MICA keys the host agent builds.
-    #[arg(long, default_value_t = 65_536)]
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
     keys: u64,
     /// MICA value size in bytes.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     value_size: usize,
     /// CPU of the generators (and of the idle host agent, and testpmd's main lcore).
     #[arg(long, default_value_t = 0)]
@@ -79,7 +80,7 @@ struct Bench {
     engine: String,
     /// Times the whole set of runs is made (each NAAM run is divided by its reference of the
     /// same round; the table ends with the median ratios).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     rounds: u32,
     /// The testpmd program.
     #[arg(long, default_value = "dpdk-testpmd")]
