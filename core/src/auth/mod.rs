@@ -425,16 +425,6 @@ impl Refusal {
         }
     }
 
-    /// Whether the request carried a valid MAC (a key holder sealed it, though perhaps long
-    /// ago: a replay): the refusals found after the MAC was checked. Before, the sender
-    /// proved nothing, and is answered with no more bytes than it sent.
-    pub fn after_mac(self) -> bool {
-        !matches!(
-            self,
-            Refusal::Unsealed | Refusal::UnknownKey | Refusal::BadMac
-        )
-    }
-
     /// The error code the requester is answered with: `busy` (retry) for a full window,
     /// `unauthorized` otherwise.
     pub fn code(self) -> ErrorCode {
@@ -455,10 +445,7 @@ impl Refusal {
             Refusal::Mismatch => "the sealed request's id or class differs from its envelope's",
             Refusal::Expired => "nonce outside the time window: check the clocks, then resend",
             Refusal::Full => "too many recent control requests: retry shortly",
-            Refusal::BeforeStart => {
-                "sealed before this server started (a replay, or a retransmission across a \
-                 restart): not run; send it again"
-            }
+            Refusal::BeforeStart => "sealed before this server started: not run; seal it anew",
         }
     }
 }

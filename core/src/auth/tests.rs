@@ -307,3 +307,23 @@ fn a_keyring_refuses_a_zero_secret_and_a_secret_used_twice() {
     );
     assert!(e.to_string().contains("same secret"), "{e}");
 }
+
+#[test]
+fn every_refusal_of_a_validly_sealed_request_fits_in_the_smallest_one() {
+    // A capture replayed to a restarted server (sealed before it started), or past the time
+    // window, carries a valid MAC but proves nothing of its sender: its refusal must not be
+    // larger than it, with the detail the client reads (to seal a query anew) intact.
+    let smallest_sealed =
+        crate::wire::HEADER_LEN + crate::wire::SEALED_OVERHEAD + crate::wire::HEADER_LEN;
+    for r in Refusal::ALL {
+        let e = crate::wire::ErrorRepr {
+            code: r.code(),
+            detail: r.detail(),
+            retry_after_us: None,
+        };
+        let refusal = e.within(smallest_sealed);
+        if !matches!(r, Refusal::Unsealed) {
+            assert_eq!(refusal.detail, r.detail(), "{}: cut", r.name());
+        }
+    }
+}

@@ -63,6 +63,24 @@ pub const FIRST_DYNAMIC_ID: u32 = 16;
 /// Control requests remembered for de-duplication.
 const DEDUP: usize = 256;
 
+/// Times one remembered reply is sent again: as many as a client's retransmissions of one
+/// request at the library's default (`ClientConfig::max_retries`). Past that, a copy of the
+/// sealed request is more likely a capture replayed from its sender's forged address than a
+/// retransmission, and each answer would be a page of counters for 100 bytes sent.
+const RESENDS: u32 = 5;
+
+/// A reply to a sealed request, kept for its retransmissions.
+struct Answered {
+    /// (key id, nonce) of the request.
+    key: (u32, u64),
+    /// The address it came from: only that address gets the reply again (a captured
+    /// request replayed from another address would have it sent to someone else).
+    by: SocketAddr,
+    reply: Vec<u8>,
+    /// Times it was sent again, at most [`RESENDS`].
+    resent: u32,
+}
+
 /// Everything the control port answers from.
 pub struct ControlPlane {
     pub shared: Arc<Shared>,
@@ -74,10 +92,8 @@ pub struct ControlPlane {
     pub engine: Engine,
     pub classes: u16,
     gate: Gate,
-    /// Replies to sealed requests by (key id, nonce), for their retransmissions, with the
-    /// address each came from: only that address gets a reply again (a captured request
-    /// replayed from a forged address would have a page of counters sent to someone else).
-    done: VecDeque<((u32, u64), SocketAddr, Vec<u8>)>,
+    /// Replies to sealed requests, for their retransmissions.
+    done: VecDeque<Answered>,
     /// Requests that failed inside this process (a bug): answered `Internal`, counted, and the
     /// control thread goes on (it also runs the monitor, the policy and the reconnect).
     failed: u64,
@@ -202,20 +218,19 @@ impl ControlPlane {
             Ok(o) => o,
             Err(r) => {
                 tracing::debug!(%from, reason = r.name(), "control request refused");
-                // After a valid MAC the client reads the detail (a query refused as sealed
-                // before this start is sealed again): only an unproven sender's is cut.
-                if r.after_mac() {
-                    return emit(&msg.reply(error(r.code(), r.detail())), out);
-                }
+                // Even after a valid MAC (a capture replayed to a restarted server) no larger
+                // than the request: the details a client reads (sealed before this start)
+                // fit in any sealed request, and are only cut for shorter datagrams.
                 return refuse((msg.request_id, msg.class), r.code(), r.detail(), req, out);
             }
         };
         let key = (opened.key_id, opened.nonce);
         if !opened.fresh {
-            let first = self.done.iter().find(|(k, _, _)| *k == key);
-            if let Some((_, _, reply)) = first.filter(|(_, by, _)| *by == from) {
-                out[..reply.len()].copy_from_slice(reply);
-                return reply.len();
+            let first = self.done.iter_mut().find(|a| a.key == key && a.by == from);
+            if let Some(a) = first.filter(|a| a.resent < RESENDS) {
+                a.resent += 1;
+                out[..a.reply.len()].copy_from_slice(&a.reply);
+                return a.reply.len();
             }
             let d = "replayed: this sealed request was received before";
             return refuse(
@@ -252,7 +267,12 @@ impl ControlPlane {
             if self.done.len() == DEDUP {
                 self.done.pop_front();
             }
-            self.done.push_back((key, from, out[..n].to_vec()));
+            self.done.push_back(Answered {
+                key,
+                by: from,
+                reply: out[..n].to_vec(),
+                resent: 0,
+            });
         } else if transient {
             // Not executed: the retransmission (same nonce) must run, not be a "replay".
             self.gate.forget(key.0, key.1);

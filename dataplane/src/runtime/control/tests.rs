@@ -258,5 +258,29 @@ fn senders_that_prove_nothing_get_no_more_bytes_than_they_sent() {
     let replayed = send_from(&mut p, "10.9.8.7:4000", &sealed);
     assert_eq!(error_code(&replayed), Some(ErrorCode::Unauthorized));
     assert!(replayed.len() <= sealed.len());
-    assert_eq!(send_from(&mut p, "127.0.0.1:5555", &sealed), first);
+    // From its sender's address (a retransmission, or a capture replayed from that forged
+    // address: the same datagram), the first reply again, as often as a client retransmits
+    // one request, then no more than the request's size.
+    for _ in 0..RESENDS {
+        assert_eq!(send_from(&mut p, "127.0.0.1:5555", &sealed), first);
+    }
+    for _ in 0..100 {
+        let r = send_from(&mut p, "127.0.0.1:5555", &sealed);
+        assert_eq!(error_code(&r), Some(ErrorCode::Unauthorized));
+        assert!(r.len() <= sealed.len(), "{} > {}", r.len(), sealed.len());
+    }
+    // A capture replayed to a restarted server: its refusal, with the detail the client
+    // reads, is no larger than the capture.
+    let restarted = &mut plane();
+    restarted.gate = std::mem::replace(
+        &mut restarted.gate,
+        Gate::new(Keyring::new(vec![admin()]).unwrap(), 1),
+    )
+    .serving_since(wall_clock_ns() + 1_000_000_000);
+    let r = send_from(restarted, "127.0.0.1:5555", &sealed);
+    assert!(r.len() <= sealed.len(), "{} > {}", r.len(), sealed.len());
+    match Message::parse(&r).unwrap().body {
+        Body::Error(e) => assert_eq!(e.detail, naam_core::auth::Refusal::BeforeStart.detail()),
+        other => panic!("{other:?}"),
+    }
 }
