@@ -4,7 +4,9 @@
 //! Everything an unauthenticated peer can send is bounded: the head to [`HEAD_MAX`] bytes,
 //! the time to send it to [`CONNECTION_TIME`], the connections read side by side to
 //! `OPEN_MAX` (non-blocking, on one thread whatever the number of peers: a newer connection
-//! closes the oldest), the time to take an answer to `WRITE_TIME`. A body
+//! closes the oldest silent one; each is read as soon as it is taken, so a scrape waiting
+//! behind a flood of silent connections is answered), the time to take an answer to
+//! `WRITE_TIME`. A body
 //! is never read: every answer closes the connection, so what follows the head does not
 //! matter (a huge `Content-Length` costs nothing). And nothing here runs on the owner's
 //! thread: its loop only hands over the text when a scrape waits ([`crate::Exporter::poll`]).
@@ -28,9 +30,10 @@ const IDLE: Duration = Duration::from_millis(20);
 /// A scrape waiting for the text: the owner's loop sends it here.
 pub type Scrape = SyncSender<Arc<str>>;
 
-/// Connections read at once; a newer one closes the oldest.
+/// Connections read at once; a newer one closes the oldest that has sent nothing (or the
+/// oldest, when all have sent something).
 const OPEN_MAX: usize = 16;
-/// How long writing an answer may take (a client that does not read is dropped).
+/// How long writing a whole answer may take (a client that does not take it is dropped).
 const WRITE_TIME: Duration = Duration::from_millis(500);
 
 /// A connection whose request head is still coming.
@@ -55,15 +58,26 @@ pub fn serve(listener: TcpListener, scrapes: Sender<Scrape>, stop: Arc<AtomicBoo
                     if conn.set_nonblocking(true).is_err() {
                         continue;
                     }
-                    if open.len() == OPEN_MAX {
-                        open.remove(0);
-                    }
-                    open.push(Open {
+                    let mut o = Open {
                         conn,
                         since: Instant::now(),
                         head: Box::new([0; HEAD_MAX]),
                         got: 0,
-                    });
+                    };
+                    // Read at once: a scrape that waited in the backlog behind a flood of
+                    // silent connections has its request there, and is answered before the
+                    // connections after it could close it.
+                    if let Some(asked) = read_head(&mut o) {
+                        reply(o, asked, &scrapes);
+                        continue;
+                    }
+                    if open.len() == OPEN_MAX {
+                        // The oldest that has sent nothing goes first; one that is sending
+                        // its head only when all are.
+                        let silent = open.iter().position(|o| o.got == 0);
+                        open.remove(silent.unwrap_or(0));
+                    }
+                    open.push(o);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -80,16 +94,20 @@ pub fn serve(listener: TcpListener, scrapes: Sender<Scrape>, stop: Arc<AtomicBoo
                 None => i += 1,
                 Some(asked) => {
                     busy = true;
-                    let mut o = open.remove(i);
-                    if let Err(e) = answer(&mut o.conn, asked, &scrapes) {
-                        tracing::debug!(error = %e, "metrics request not answered");
-                    }
+                    reply(open.remove(i), asked, &scrapes);
                 }
             }
         }
         if !busy {
             std::thread::sleep(IDLE);
         }
+    }
+}
+
+/// Answers a connection whose head is complete, and closes it.
+fn reply(mut o: Open, asked: Asked, scrapes: &Sender<Scrape>) {
+    if let Err(e) = answer(&mut o.conn, asked, scrapes) {
+        tracing::debug!(error = %e, "metrics request not answered");
     }
 }
 
@@ -136,7 +154,6 @@ fn read_head(o: &mut Open) -> Option<Asked> {
 /// Answers a complete head; the connection is closed after the answer.
 fn answer(conn: &mut TcpStream, asked: Asked, scrapes: &Sender<Scrape>) -> std::io::Result<()> {
     conn.set_nonblocking(false)?;
-    conn.set_write_timeout(Some(WRITE_TIME))?;
     match asked {
         Asked::Metrics => match render(scrapes) {
             Some(text) => respond(conn, 200, "OK", &text),
@@ -188,10 +205,32 @@ fn respond(conn: &mut TcpStream, code: u16, reason: &str, body: &str) -> std::io
         "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
         body.len()
     );
-    conn.write_all(head.as_bytes())?;
-    conn.write_all(body.as_bytes())?;
+    // The whole answer within WRITE_TIME: a timeout per write call would let a client that
+    // reads a little now and then hold this thread (and every other scrape) for as long as
+    // it likes.
+    let by = Instant::now() + WRITE_TIME;
+    write_by(conn, head.as_bytes(), by)?;
+    write_by(conn, body.as_bytes(), by)?;
     // What the client still sends (a body) is not read: the close may reset it.
     let _ = conn.shutdown(Shutdown::Write);
+    Ok(())
+}
+
+/// Writes all of `bytes` before `deadline`, or fails (`TimedOut`).
+fn write_by(conn: &mut TcpStream, mut bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        conn.set_write_timeout(Some(left))?;
+        match conn.write(bytes) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }
 

@@ -19,6 +19,11 @@ struct Owner {
 
 impl Owner {
     fn start() -> Owner {
+        Owner::with_page("naam_test_total 7\n")
+    }
+
+    /// An owner whose metrics text is `page`.
+    fn with_page(page: &'static str) -> Owner {
         let mut e = Exporter::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = e.local_addr();
         let renders = Arc::new(AtomicU64::new(0));
@@ -29,7 +34,7 @@ impl Owner {
                 while !stop.load(Ordering::Relaxed) {
                     e.poll(|| {
                         renders.fetch_add(1, Ordering::Relaxed);
-                        "naam_test_total 7\n".into()
+                        page.into()
                     });
                     std::thread::sleep(Duration::from_millis(1));
                 }
@@ -141,4 +146,76 @@ fn silent_slow_and_oversized_clients_delay_no_scrape() {
     let mut out = Vec::new();
     let _ = half.read_to_end(&mut out);
     drop(idle);
+}
+
+/// A flood of connections that send nothing (an unauthenticated peer can open them faster
+/// than one thread reads them) must not close a scrape whose request is already there: the
+/// server read heads only after taking the whole backlog, so by then sixteen newer silent
+/// connections had closed the scrape unread (curl saw a reset; probe 6 made 3 scrapes of 6
+/// fail at 1 500 connections a second).
+#[test]
+fn a_flood_of_silent_connections_does_not_close_a_waiting_scrape() {
+    let o = Owner::start();
+    for round in 0..20 {
+        let mut silent = Vec::new();
+        // The server's thread sleeps 20 ms when idle: all of these wait in its backlog.
+        for _ in 0..40 {
+            silent.push(TcpStream::connect(o.addr).unwrap());
+        }
+        let mut c = TcpStream::connect(o.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        for _ in 0..40 {
+            silent.push(TcpStream::connect(o.addr).unwrap());
+        }
+        let mut answer = String::new();
+        let read = c.read_to_string(&mut answer);
+        assert!(
+            read.is_ok() && answer.contains("naam_test_total 7"),
+            "round {round}: {read:?} {answer:?}"
+        );
+    }
+}
+
+/// A client that takes its answer a little at a time must not hold the one server thread
+/// (and every other scrape) for longer than the write time of a whole answer: the timeout was
+/// per write call, so each small read bought it another half second.
+#[test]
+fn a_client_reading_its_answer_slowly_holds_other_scrapes_back_briefly() {
+    // A page far larger than the sockets' buffers, so that writing it waits on the reader.
+    let page: &'static str =
+        Box::leak(format!("{}naam_test_total 7\n", "# x\n".repeat(4 << 20)).into_boxed_str());
+    let o = Owner::with_page(page);
+    let mut slow = TcpStream::connect(o.addr).unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut got = 0;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(4) {
+            match slow.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        got
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    let answer = scrape(o.addr);
+    let took = t.elapsed();
+    assert!(
+        answer.ends_with("naam_test_total 7\n"),
+        "{} bytes",
+        answer.len()
+    );
+    assert!(took < Duration::from_secs(2), "the scrape waited {took:?}");
+    let slow_got = reader.join().unwrap();
+    assert!(
+        slow_got < page.len(),
+        "the slow client got the whole page: nothing was bounded"
+    );
 }
