@@ -248,6 +248,43 @@ fn unsafe_bytecode() -> Vec<(&'static str, Vec<I>, K)> {
             vec![st(B, 1, ARGS, 1), mov_imm(0, 0), exit()],
             K::ReadOnlyCtx,
         ),
+        // A pointer on a stride (ctx + {0, 2048}) moved by a constant lands at the constant
+        // modulo the stride: the verifier dropped the constant's remainder and checked the
+        // store at 2048 (writable data) while it lands on `step` (probe 7: a tenant planted
+        // bytes in read-only fields and outside its store footprint, where the next message,
+        // another tenant's, read them).
+        (
+            "store through a strided pointer moved by a constant, to step (read-only)",
+            vec![
+                ldx(W, 2, 1, ARGS),
+                alu64_imm(AND, 2, 1),
+                alu64_imm(LSH, 2, 11),
+                mov_reg(3, 1),
+                alu64_reg(ADD, 3, 2),
+                alu64_imm(ADD, 3, ctx::STEP as i32),
+                st(W, 3, 0, 7),
+                mov_imm(0, 0),
+                exit(),
+            ],
+            K::ReadOnlyCtx,
+        ),
+        (
+            "store through a strided pointer moved back by a constant, to args (read-only)",
+            vec![
+                ldx(W, 2, 1, ARGS),
+                alu64_imm(AND, 2, 1),
+                alu64_imm(LSH, 2, 11),
+                mov_reg(3, 1),
+                alu64_imm(ADD, 3, 2048 + ARGS as i32 + 8),
+                alu64_reg(ADD, 3, 2),
+                // Lands at args + 16 or 2048 later.
+                alu64_imm(SUB, 3, 2040),
+                st(DW, 3, 0, 7),
+                mov_imm(0, 0),
+                exit(),
+            ],
+            K::ReadOnlyCtx,
+        ),
         (
             "store straddling an op's result",
             vec![st(DW, 1, (ctx::OPS + 36) as i16, 1), mov_imm(0, 0), exit()],

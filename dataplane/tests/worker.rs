@@ -64,6 +64,10 @@ const ORDERED_OPS: &[u8] = include_bytes!("../../handlers/test/ordered_ops.bpf.o
 const SPIN: &[u8] = include_bytes!("../../handlers/examples/spin.bpf.o");
 const SPIN_ID: u32 = 18;
 const SPIN_CLASS: u16 = 7;
+/// Tenant 2's look at its own context (`handlers/test/peek.bpf.c`), registered by the
+/// isolation test.
+const PEEK: &[u8] = include_bytes!("../../handlers/test/peek.bpf.o");
+const PEEK_ID: u32 = 19;
 
 fn client() -> SocketAddrV4 {
     "127.0.0.1:40000".parse().unwrap()
@@ -1317,6 +1321,79 @@ fn btree_lookup_at_the_nic_one_node_per_step() {
         assert_eq!(got, want, "key {k}");
     }
     assert_eq!(r.worker.in_flight(), 0);
+}
+
+/// No tenant sees another's bytes: tenant 2's handler, run on the context tenant 1's MICA
+/// GETs (their keys and values) and PUTs just used, finds none of them in any of its bytes.
+/// The verifier once took the store footprint of `mica_get`'s value copy (`out + 8 + i*8`,
+/// a strided pointer moved by a constant) at the wrong offsets, so clearing the footprint
+/// left the value in the context for the next message (probe 7).
+#[test]
+fn a_tenant_finds_nothing_of_the_previous_tenants_message_in_its_context() {
+    // One slot: every message runs in the same context.
+    let mut r = rig_with(64, 1);
+    let peek = verify(
+        &load_program(PEEK, None).unwrap(),
+        &VerifierConfig::default(),
+    )
+    .unwrap();
+    let spec = OffloadSpec {
+        name: "peek".into(),
+        tenant: 2,
+        class: SPIN_CLASS,
+        read_only: true,
+    };
+    r.shared
+        .registry
+        .register_as(PEEK_ID, spec, Arc::new(peek))
+        .unwrap();
+    let (key, value) = (b"tenant-one-key-A", b"TENANT-ONE-SECRET-VALUE-0123456789");
+    let put = MicaArgs::put(&MICA, key, value).unwrap();
+    let get = MicaArgs::get(&MICA, key).unwrap();
+    let mut id = 100;
+    let ctx_size = naam_core::abi::CTX_SIZE as u32;
+    for off in (0..ctx_size - 1088).step_by(544).chain([ctx_size - 1088]) {
+        for (offload, args) in [(1, put.as_bytes()), (0, get.as_bytes())] {
+            id += 1;
+            r.am(
+                id,
+                offload,
+                offload as u16,
+                AmFlags::empty(),
+                args,
+                Flags::empty(),
+            );
+            r.poll();
+            let replies = r.replies();
+            assert_eq!(expect_am(&replies[0]).1.status, AmStatus::Done);
+        }
+        id += 1;
+        let args = off.to_le_bytes();
+        let m = Message::new(
+            id,
+            SPIN_CLASS,
+            Body::AmRequest(AmRequestRepr {
+                offload: PEEK_ID,
+                tenant: 2,
+                capability: tenant2_key().capability(2),
+                flags: AmFlags::empty(),
+                args: &args,
+            }),
+        );
+        r.send(SPIN_CLASS, &m);
+        r.poll();
+        let replies = r.replies();
+        let (_, rep) = expect_am(&replies[0]);
+        assert_eq!(rep.status, AmStatus::Done, "{rep:?}");
+        for secret in [&value[..12], &value[12..24], &key[..8], &key[8..]] {
+            assert!(
+                !rep.output.windows(secret.len()).any(|w| w == secret),
+                "tenant 2 read {:?} of tenant 1's at context offset {off}..{}",
+                String::from_utf8_lossy(secret),
+                off + 1088
+            );
+        }
+    }
 }
 
 #[test]

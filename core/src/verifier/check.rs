@@ -476,7 +476,11 @@ impl Step {
             let (mp, rp) = Reg::ptr_congruence(min, max, stride, rem);
             let (ms, rs) = s.congruence();
             let (m, r) = if s.smin >= 0 && (ms == 0 || ms <= i64::MAX as u64) {
-                let rs = (rs % ms.max(1)) as i64;
+                // A constant (modulus 0) moves the remainder by all of itself: reducing it
+                // modulo 1 dropped it, and the stores of `ctx + i * 2^k + c` were checked
+                // (and their footprint taken) at the wrong offsets. The bounds check above
+                // keeps a constant below 2^40.
+                let rs = if ms == 0 { rs as i64 } else { (rs % ms) as i64 };
                 (gcd(mp, ms), if neg { rp - rs } else { rp + rs })
             } else {
                 (1, 0)

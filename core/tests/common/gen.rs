@@ -147,6 +147,19 @@ pub fn program(s: &mut Src, max: usize) -> Vec<u8> {
                 ][s.below(6) as usize];
                 raw(op, dst, 0, 0, k)
             }
+            // A context pointer on a stride, then moved by a constant, as
+            // `&ctx->ops[i].arg0 + c` compiles (the verifier once dropped the constant's
+            // remainder here and checked the stores at the wrong offsets)
+            6 | 7 if s.u8() % 3 == 0 => {
+                let (dst, idx) = (2 + s.u8() % 4, 6 + s.u8() % 4);
+                out.push(raw(0x57, idx, 0, 0, [1, 3, 7][s.below(3) as usize]));
+                out.push(raw(0x67, idx, 0, 0, [3, 6, 9, 11][s.below(4) as usize]));
+                out.push(raw(0xbf, dst, 1, 0, 0));
+                out.push(raw(0x0f, dst, idx, 0, 0));
+                let op = if s.u8() % 2 == 0 { 0x07 } else { 0x17 };
+                out.push(raw(op, dst, 0, 0, imm(s)));
+                raw(0x62 | SIZES[s.below(4) as usize], dst, 0, 0, imm(s))
+            }
             // Pointer setup: rX = r1 or r10, then moved by a constant or a register
             6 | 7 => {
                 let dst = 2 + s.u8() % 8;
