@@ -23,7 +23,7 @@ fn mica(c: &mut Criterion) {
     let index = OwnedRegion::zeroed(geom.index_len() as usize);
     let log = OwnedRegion::zeroed(geom.log_len() as usize);
     let table = MicaTable::format(geom, index.mem(), log.mem()).expect("format");
-    table.fill(KEYS, 42, VALUE_LEN).expect("fill");
+    table.fill(0..KEYS, 42, VALUE_LEN).expect("fill");
     let mut regions = RegionTable::new();
     let mut mem = LocalMemory::new();
     for (id, r) in [(geom.index_region, &index), (geom.log_region, &log)] {

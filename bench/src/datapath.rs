@@ -136,7 +136,7 @@ fn rig(cfg: &DatapathConfig) -> anyhow::Result<Rig> {
         anyhow::bail!("regions missing after registration");
     };
     let table = MicaTable::format(geom, index, log)?;
-    table.fill(cfg.mica_keys, 42, cfg.value_size)?;
+    table.fill(0..cfg.mica_keys, 42, cfg.value_size)?;
     let tree = BTree::bulk_load(
         tree_mem.clone(),
         tree_cfg,

@@ -409,7 +409,7 @@ fn geometry_scales_to_ten_million_keys_and_fill_is_readable() {
     // A smaller table of the same shape, filled by the builder, reads back through the VM.
     let n = 20_000;
     let mut s = Store::new(MicaGeometry::for_keys(n, 8));
-    s.table.fill(n, 11, 8).unwrap();
+    s.table.fill(0..n, 11, 8).unwrap();
     let p = programs();
     let mut vm = vm(&p, engines()[0]);
     let (mut out, mut want) = ([0u8; 8], [0u8; 8]);

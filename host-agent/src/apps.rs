@@ -11,6 +11,7 @@ use naam_core::memory::RegionMem;
 use naam_core::region::{Perms, RegionDesc, RegionId};
 use naam_handlers::btree::{BTree, BTreeConfig};
 use naam_handlers::mica::{self, MicaGeometry, MicaTable};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Tenant of every bundled application.
 pub const BUNDLED_TENANT: u32 = naam_handlers::bundled::TENANT;
@@ -47,6 +48,20 @@ pub struct AppRegion {
 pub enum AppError {
     #[error("{app}: {reason}")]
     Invalid { app: &'static str, reason: String },
+    /// A stop (SIGTERM, SIGINT, SIGHUP, the parent gone) came while its data was built.
+    #[error("{app}: stopped while its data was built")]
+    Stopped { app: &'static str },
+}
+
+/// Items a build writes between two looks at the stop flag (a few ms of work).
+const BUILD_PIECE: u64 = 1 << 16;
+
+/// `Err(Stopped)` once `stop` is set.
+fn go_on(app: &'static str, stop: &AtomicBool) -> Result<(), AppError> {
+    match stop.load(Ordering::Relaxed) {
+        true => Err(AppError::Stopped { app }),
+        false => Ok(()),
+    }
 }
 
 /// Describe parameters: `(name, value)`.
@@ -57,8 +72,11 @@ pub trait App: Send + Sync {
     fn name(&self) -> &'static str;
     /// The regions it needs under `cfg`; empty when it is disabled (say, zero keys).
     fn regions(&self, cfg: &Config) -> Vec<RegionPlan>;
-    /// Writes the initial data into freshly registered (zeroed) regions, in `regions()` order.
-    fn build(&self, cfg: &Config, regions: &[AppRegion]) -> Result<(), AppError>;
+    /// Writes the initial data into freshly registered (zeroed) regions, in `regions()` order;
+    /// gives up with [`AppError::Stopped`] soon after `stop` is set (millions of keys take
+    /// seconds, and a SIGTERM must not wait for them).
+    fn build(&self, cfg: &Config, regions: &[AppRegion], stop: &AtomicBool)
+        -> Result<(), AppError>;
     /// What `Describe(name)` answers, read from the regions as they are (built or restored).
     fn describe(&self, cfg: &Config, regions: &[AppRegion]) -> Result<Params, AppError>;
     /// Counters read from its data at each STATS (`APP.NAME value`).
@@ -146,15 +164,25 @@ impl App for Mica {
         ]
     }
 
-    fn build(&self, cfg: &Config, regions: &[AppRegion]) -> Result<(), AppError> {
+    fn build(
+        &self,
+        cfg: &Config,
+        regions: &[AppRegion],
+        stop: &AtomicBool,
+    ) -> Result<(), AppError> {
         let t = MicaTable::format(
             Mica::geometry(cfg),
             regions[0].mem.clone(),
             regions[1].mem.clone(),
         )
         .map_err(Mica::err)?;
-        t.fill(cfg.mica_keys, cfg.seed, cfg.value_size as usize)
-            .map_err(Mica::err)
+        for first in (0..cfg.mica_keys).step_by(BUILD_PIECE as usize) {
+            go_on(self.name(), stop)?;
+            let piece = first..cfg.mica_keys.min(first + BUILD_PIECE);
+            t.fill(piece, cfg.seed, cfg.value_size as usize)
+                .map_err(Mica::err)?;
+        }
+        Ok(())
     }
 
     fn describe(&self, cfg: &Config, regions: &[AppRegion]) -> Result<Params, AppError> {
@@ -239,15 +267,23 @@ impl App for Btree {
         }]
     }
 
-    fn build(&self, cfg: &Config, regions: &[AppRegion]) -> Result<(), AppError> {
+    fn build(
+        &self,
+        cfg: &Config,
+        regions: &[AppRegion],
+        stop: &AtomicBool,
+    ) -> Result<(), AppError> {
         let seed = cfg.seed;
-        let pairs = (0..cfg.btree_keys).map(|i| {
-            let k = Btree::key(i);
-            (k, Btree::value(seed, k))
-        });
+        // A stop ends the keys early: the tree built of the first ones is then thrown away.
+        let pairs = (0..cfg.btree_keys)
+            .take_while(|i| i % BUILD_PIECE != 0 || !stop.load(Ordering::Relaxed))
+            .map(|i| {
+                let k = Btree::key(i);
+                (k, Btree::value(seed, k))
+            });
         BTree::bulk_load(regions[0].mem.clone(), BTreeConfig::default(), pairs)
             .map_err(Btree::err)?;
-        Ok(())
+        go_on(self.name(), stop)
     }
 
     fn describe(&self, cfg: &Config, regions: &[AppRegion]) -> Result<Params, AppError> {
@@ -303,9 +339,17 @@ impl App for Records {
         }]
     }
 
-    fn build(&self, cfg: &Config, regions: &[AppRegion]) -> Result<(), AppError> {
+    fn build(
+        &self,
+        cfg: &Config,
+        regions: &[AppRegion],
+        stop: &AtomicBool,
+    ) -> Result<(), AppError> {
         let mem = &regions[0].mem;
         for i in 0..cfg.records {
+            if i % BUILD_PIECE == 0 {
+                go_on(self.name(), stop)?;
+            }
             for w in 0..8 {
                 mem.store_u64(i * RECORD_SIZE + w * 8, Records::word(cfg.seed, i, w));
             }
@@ -350,7 +394,7 @@ mod tests {
             mem: owned.mem(),
         };
         let r = [r];
-        Records.build(&cfg, &r).unwrap();
+        Records.build(&cfg, &r, &AtomicBool::new(false)).unwrap();
         assert_eq!(r[0].mem.load_u64(3 * 64 + 8), Some(Records::word(9, 3, 1)));
         let p = Records.describe(&cfg, &r).unwrap();
         assert!(p.contains(&("key".into(), 77)));
@@ -378,7 +422,7 @@ mod tests {
             mem: owned.mem(),
         };
         let r = [r];
-        Btree.build(&cfg, &r).unwrap();
+        Btree.build(&cfg, &r, &AtomicBool::new(false)).unwrap();
         let p = Btree.describe(&cfg, &r).unwrap();
         let get = |n: &str| p.iter().find(|(k, _)| k == n).unwrap().1;
         assert_eq!(get("keys"), 500);
@@ -424,7 +468,7 @@ mod tests {
                 mem: o.mem(),
             })
             .collect();
-        Mica.build(&cfg, &regions).unwrap();
+        Mica.build(&cfg, &regions, &AtomicBool::new(false)).unwrap();
         let g = Mica::read_geometry(&regions[0].mem, &regions[1].mem).unwrap();
         assert_eq!(g, Mica::geometry(&cfg));
         let t = MicaTable::attach(g, regions[0].mem.clone(), regions[1].mem.clone()).unwrap();

@@ -191,6 +191,13 @@ pub enum Restored {
 impl HostAgent {
     /// Sets everything up and starts the workers; see the crate docs for the order.
     pub fn start(cfg: Config) -> Result<HostAgent, AgentError> {
+        HostAgent::start_unless(cfg, &AtomicBool::new(false))
+    }
+
+    /// [`HostAgent::start`], given up with [`apps::AppError::Stopped`] when `stop` is set
+    /// while the applications' data is built (what takes long: seconds at millions of keys).
+    /// A persisted area left half-built says so in its header and is built afresh next time.
+    pub fn start_unless(cfg: Config, stop: &AtomicBool) -> Result<HostAgent, AgentError> {
         cfg.validate()?;
         // Keys and sockets go there: only this user may use it (docs/security.md).
         naam_core::run_dir::prepare(&cfg.run_dir).map_err(|reason| ConfigError::Invalid {
@@ -298,7 +305,7 @@ impl HostAgent {
                 .collect::<Result<Vec<_>, naam_link::LinkError>>()?;
             if fresh {
                 let t = Instant::now();
-                app.build(&cfg, &regions)?;
+                app.build(&cfg, &regions, stop)?;
                 tracing::info!(
                     app = app.name(),
                     ms = t.elapsed().as_millis() as u64,

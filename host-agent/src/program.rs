@@ -7,7 +7,8 @@
 //! own binary (`src/main.rs`, a one-line `main`) and the `naam-rs` program of the repository
 //! root run the same code; errors end here, as `anyhow` reports or an exit code.
 
-use crate::{BackoffMode, Config, HandlerSpec, HostAgent};
+use crate::apps::AppError;
+use crate::{AgentError, BackoffMode, Config, HandlerSpec, HostAgent};
 use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
@@ -173,7 +174,14 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         naam_link::parent::stop_without_parent(pid, stop.clone())
             .context("starting the parent watch")?;
     }
-    let mut agent = HostAgent::start(cfg).context("starting the host agent")?;
+    let mut agent = match HostAgent::start_unless(cfg, &stop) {
+        Ok(a) => a,
+        Err(AgentError::App(AppError::Stopped { app })) => {
+            tracing::info!(app, "stopped while building the data");
+            return Ok(());
+        }
+        Err(e) => return Err(e).context("starting the host agent"),
+    };
     if let Some(m) = agent.metrics_addr() {
         println!("naam-host-agent metrics http://{m}/metrics");
     }

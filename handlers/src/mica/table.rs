@@ -272,11 +272,16 @@ impl MicaTable {
         Err(MicaError::Contended)
     }
 
-    /// Fills the table with keys `key_for(seed, 0..n)` and values `value_for(seed, i, len)`;
-    /// O(n).
-    pub fn fill(&self, n: u64, seed: u64, value_len: usize) -> Result<(), MicaError> {
+    /// Puts the keys `key_for(seed, i)` with values `value_for(seed, i, len)` for each `i` of
+    /// `keys`; O(keys). A table is filled with `0..n`, in one call or in pieces.
+    pub fn fill(
+        &self,
+        keys: std::ops::Range<u64>,
+        seed: u64,
+        value_len: usize,
+    ) -> Result<(), MicaError> {
         let mut v = [0u8; VALUE_MAX];
-        for i in 0..n {
+        for i in keys {
             value_for(seed, i, &mut v[..value_len]);
             self.put(&key_for(seed, i), &v[..value_len])?;
         }
