@@ -10,7 +10,7 @@ mod common;
 
 use common::gen::{engines_may_disagree, program, Src};
 use common::{engines, random_ctx, run_one};
-use naam_core::abi::{Ctx, CTX_SIZE};
+use naam_core::abi::{is_writable, Ctx, CTX_SIZE};
 use naam_core::elf::Program;
 use naam_core::verifier::{verify, VerifierConfig};
 use proptest::prelude::*;
@@ -42,6 +42,11 @@ fn check(input: &[u8]) {
             assert!(
                 a == b || v.ctx_writes().contains(k),
                 "byte {k} changed outside the store footprint of {:02x?}",
+                prog.insns
+            );
+            assert!(
+                a == b || is_writable(k, 1),
+                "byte {k}, in a read-only field, changed by {:02x?}",
                 prog.insns
             );
         }

@@ -3,11 +3,12 @@
 //! compile under the JIT, run under the interpreter (which bounds-checks every access against
 //! the context and the stack) without an error, and JIT and interpreter must agree on r0 and
 //! the context bytes (unless it holds the one accepted construct they read differently, see
-//! `engines_may_disagree`).
+//! `engines_may_disagree`); and no store may change a byte outside the program's verified
+//! store footprint or in a read-only field of the context.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use naam_core::abi::Ctx;
+use naam_core::abi::{is_writable, Ctx};
 use naam_core::elf::Program;
 use naam_core::verifier::{verify, VerifierConfig};
 use naam_core::vm::{CompiledVm, Engine};
@@ -35,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let v = Arc::new(v);
+    let v_writes = *v.ctx_writes();
     let jit =
         CompiledVm::new(v.clone(), native).expect("a verified program compiles under the JIT");
     let interp = CompiledVm::new(v, Engine::Interpreter).expect("a verified program loads");
@@ -50,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
             };
         }
         let mut a = ctx.clone();
-        let mut b = ctx;
+        let mut b = ctx.clone();
         let r_jit = jit.run(&mut a).expect("the JIT runs");
         let r_int = interp.run(&mut b).unwrap_or_else(|e| {
             panic!(
@@ -58,6 +60,15 @@ fuzz_target!(|data: &[u8]| {
                 prog.insns
             )
         });
+        // What makes a reused context safe for the next tenant: no store lands outside the
+        // verified footprint (only it is cleared) or in a read-only field.
+        for (k, (was, is)) in ctx.as_bytes().iter().zip(b.as_bytes()).enumerate() {
+            assert!(
+                was == is || (v_writes.contains(k) && is_writable(k, 1)),
+                "byte {k} changed outside the footprint or in a read-only field: {:02x?}",
+                prog.insns
+            );
+        }
         if gen::engines_may_disagree(jit.program().insns()) {
             continue;
         }
