@@ -600,6 +600,27 @@ fn shm_memory_executes_checked_ops() {
     );
 }
 
+/// What a host agent's shutdown does before its last snapshot: the connected dataplane sees
+/// the host gone (its ops refused from then on, none reaching the memory after the cut) and
+/// no other dataplane can connect.
+#[test]
+fn shm_stop_serving_detaches_the_dataplane_and_takes_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("link.sock");
+    let mut host = shm_host(8);
+    host.serve(&path).unwrap();
+    let link = host.connect_local(ConnectOptions::default()).unwrap();
+    let mut nic = link.qp(0).unwrap();
+    nic.post_faa(1, rw(0), 1).unwrap();
+    wait_completions(&mut nic, 1);
+    assert!(host.stop_serving(), "a dataplane was connected");
+    let e = wait_gone(&mut nic);
+    assert!(e.is_peer_gone(), "{e}");
+    assert!(nic.post_faa(2, rw(0), 1).unwrap_err().is_peer_gone());
+    assert!(!path.exists(), "the link socket is still there");
+    assert!(!host.stop_serving(), "nobody left to detach");
+}
+
 #[test]
 fn shm_peer_death_in_process() {
     let mut host = shm_host(8);

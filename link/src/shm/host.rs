@@ -430,6 +430,24 @@ impl ShmHost {
         Ok(PeerEvent::Nothing)
     }
 
+    /// Stops serving dataplanes: no new one is accepted (the listening socket is closed and its
+    /// file removed) and the connected one's connection is closed, which it notices within
+    /// about a millisecond of polling (its workers then stop reaching host memory and answer
+    /// "host agent gone"). True when a dataplane was connected. A shutdown calls it before its
+    /// last snapshot, so that no write acknowledged by the dataplane lands after the cut.
+    pub fn stop_serving(&mut self) -> bool {
+        if let Some((_, path)) = self.listener.take() {
+            let _ = std::fs::remove_file(path);
+        }
+        match self.peer.take() {
+            Some((s, _)) => {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Connections to the link socket closed without becoming the dataplane, by reason.
     pub fn refused_peers(&self) -> PeerRefusals {
         self.admission.refused
