@@ -136,27 +136,11 @@ fn verify_cmd(file: &std::path::Path, section: Option<&str>, json: bool) -> Exit
     }
 }
 
-/// The largest object `naam verify` reads (a REGISTER carries at most 64 KiB; local files may
-/// be larger, not endless).
-const VERIFY_MAX: u64 = 16 << 20;
-
-/// Reads an object file: a regular file (symlinks followed) of at most [`VERIFY_MAX`] bytes,
-/// so `/dev/zero` or a FIFO is refused at once instead of read without end.
+/// Reads an object file: a regular file (symlinks followed) of at most
+/// [`naam_core::elf::OBJECT_FILE_MAX`] bytes, so `/dev/zero` or a FIFO is refused at once
+/// instead of read without end.
 pub(crate) fn read_object(file: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    use std::io::{Error, ErrorKind, Read};
-    let m = std::fs::metadata(file)?;
-    if !m.is_file() {
-        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
-    }
-    let mut bytes = Vec::new();
-    std::fs::File::open(file)?
-        .take(VERIFY_MAX + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > VERIFY_MAX {
-        let d = format!("larger than {VERIFY_MAX} bytes");
-        return Err(Error::new(ErrorKind::InvalidData, d));
-    }
-    Ok(bytes)
+    naam_core::run_dir::read_regular(file, naam_core::elf::OBJECT_FILE_MAX, "an object file")
 }
 
 /// `text` with its control characters escaped (`\n`, `\u{1b}`): names and source lines come

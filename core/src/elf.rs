@@ -14,6 +14,9 @@ use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTar
 pub use crate::btf::SourceLine;
 
 pub const INSN_SIZE: usize = 8;
+/// The largest object file a program reads from disk (a REGISTER carries at most 64 KiB;
+/// local files may be larger, not endless: `/dev/zero` given as a handler ate the memory).
+pub const OBJECT_FILE_MAX: u64 = 16 << 20;
 const EM_BPF: u16 = 247;
 const R_BPF_64_64: u32 = 1;
 const R_BPF_64_32: u32 = 10;

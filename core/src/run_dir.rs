@@ -10,6 +10,8 @@ pub const LINK_SOCKET: &str = "link.sock";
 pub const CONTROL_SOCKET: &str = "control.sock";
 /// The key file of the admin and the tenants (docs/security.md).
 pub const CREDENTIALS: &str = "credentials";
+/// The largest `--config` file the servers read (TOML of a few flags).
+pub const CONFIG_FILE_MAX: u64 = 1 << 20;
 /// The admin's key alone.
 pub const ADMIN_KEY: &str = "admin.key";
 

@@ -168,8 +168,11 @@ fn with_config_file(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ff
     let Some(path) = path else {
         return Ok(args);
     };
-    let text = std::fs::read_to_string(&path)
+    let max = naam_core::run_dir::CONFIG_FILE_MAX;
+    let bytes = naam_core::run_dir::read_regular(&path, max, "a config file")
         .with_context(|| format!("reading config file {}", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .with_context(|| format!("config file {}: not UTF-8 text", path.display()))?;
     let table: toml::Table =
         toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
     let mut flags: Vec<std::ffi::OsString> = Vec::new();

@@ -220,6 +220,8 @@ fn settings_that_could_not_serve_are_refused_before_anything_starts() {
         (&["--queue-high", "0"][..], "--queue-high"),
         (&["--host-speedup", "nan"][..], "--host-speedup"),
         (&["--host-speedup", "0"][..], "--host-speedup"),
+        // Read until memory ran out (probe 9).
+        (&["--config", "/dev/zero"][..], "not a regular file"),
         // A port of no known form (it was found out only after connecting to the host).
         (&["--port", "bogus:1"][..], "--port"),
         (&["--port", "udp:1.2.3:5"][..], "udp:IPV4:PORT"),

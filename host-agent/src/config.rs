@@ -154,9 +154,17 @@ impl Config {
     /// Reads a TOML file; keys are the long flag names (`nic-workers`, `arena-mb`, ...), and
     /// missing keys keep their defaults.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let max = naam_core::run_dir::CONFIG_FILE_MAX;
+        let read = |source| ConfigError::Read {
             path: path.to_owned(),
             source,
+        };
+        let bytes = naam_core::run_dir::read_regular(path, max, "a config file").map_err(read)?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            read(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.utf8_error(),
+            ))
         })?;
         Config::from_toml(&text).map_err(|message| ConfigError::Parse {
             path: path.to_owned(),

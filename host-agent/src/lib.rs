@@ -351,7 +351,8 @@ impl HostAgent {
 
         let mut from_flags = Vec::new();
         for h in &cfg.handler {
-            let bytes = std::fs::read(&h.path)
+            let max = naam_core::elf::OBJECT_FILE_MAX;
+            let bytes = naam_core::run_dir::read_regular(&h.path, max, "a handler object")
                 .map_err(io_err(format!("read handler {}", h.path.display())))?;
             let name = h.path.display().to_string();
             // The lowest id free after the kept ones: a restart with the same flags and

@@ -715,6 +715,21 @@ fn registration_limits_and_a_snapshot_directory_are_checked() {
     }
 }
 
+/// A handler object or a config file that is not a regular file is refused at once:
+/// `--handler /dev/zero` read until the machine ran out of memory (probe 9), a FIFO blocked.
+#[test]
+fn a_handler_or_config_that_is_not_a_regular_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run-files");
+    for (flag, what) in [("--handler", "read handler"), ("--config", "config file")] {
+        let err = refused_start(&run, &[flag, "/dev/zero"]);
+        assert!(
+            err.contains(what) && err.contains("not a regular file"),
+            "{flag}: {err}"
+        );
+    }
+}
+
 /// A run directory too deep for its sockets' paths is refused with the lengths, before
 /// anything is created (the system said only "path must be shorter than SUN_LEN").
 #[test]
