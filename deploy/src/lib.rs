@@ -651,9 +651,11 @@ impl Drop for Deployment {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(3));
         if self.cfg.persist {
-            // The area, and the run-time offloads the host agent keeps beside it.
+            // The area, and the run-time offloads and the lock the host agent keeps beside it.
             let area = self.persist_path();
-            let _ = std::fs::remove_file(naam_core::run_dir::beside(&area, ".offloads"));
+            for beside in [".offloads", ".lock"] {
+                let _ = std::fs::remove_file(naam_core::run_dir::beside(&area, beside));
+            }
             let _ = std::fs::remove_file(area);
         }
         let _ = std::fs::remove_dir_all(&self.run_dir);

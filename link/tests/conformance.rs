@@ -1057,6 +1057,31 @@ fn shm_a_persisted_area_never_served_is_built_afresh() {
     assert_eq!(&back, b"served now");
 }
 
+/// Two host agents on one persisted area would serve the same memory to two dataplanes
+/// (probe 9: writes through one read through the other, stale replies): the second is refused
+/// while the first holds the area, and the area is free again once it is gone.
+#[test]
+fn shm_a_persisted_area_is_served_by_one_host_at_a_time() {
+    let area = std::env::temp_dir().join(format!("naam-link-twice-{}.area", std::process::id()));
+    let lock = naam_core::run_dir::beside(&area, ".lock");
+    let _ = std::fs::remove_file(&area);
+    let _cleanup = Cleanup(vec![area.clone(), lock]);
+    let first = shm_host_with(8, Some(area.clone()));
+    let cfg = ShmConfig {
+        persist: Some(area.clone()),
+        ..test_geometry()
+    };
+    match ShmHost::create(&cfg) {
+        Err(LinkError::Persist { reason, .. }) => {
+            assert!(reason.contains("in use by another host agent"), "{reason}")
+        }
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a second host on the same area"),
+    }
+    drop(first);
+    shm_host_with(8, Some(area.clone()));
+}
+
 #[test]
 fn shm_persistent_area_reopens_with_its_contents() {
     let area = std::env::temp_dir().join(format!("naam-link-persist-{}.area", std::process::id()));

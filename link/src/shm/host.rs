@@ -41,6 +41,9 @@ pub struct ShmHost {
     admission: Admission,
     /// The connected dataplane and its pid.
     peer: Option<(UnixStream, u64)>,
+    /// With a persisted area, `FILE.lock`, locked while this host serves the file: a second
+    /// host agent on the same file would serve the same memory to another dataplane.
+    _persist_lock: Option<std::fs::File>,
 }
 
 impl ShmHost {
@@ -56,6 +59,7 @@ impl ShmHost {
             cfg.load_slots,
             cfg.arena_bytes,
         )?;
+        let persist_lock = cfg.persist.as_deref().map(Self::lock_file).transpose()?;
         let (fd, map, hugetlb, restored) = match &cfg.persist {
             Some(path) => {
                 let (fd, map, restored) = Self::open_file(path, &layout)?;
@@ -118,7 +122,36 @@ impl ShmHost {
             listener: None,
             admission: Admission::default(),
             peer: None,
+            _persist_lock: persist_lock,
         })
+    }
+
+    /// Takes `FILE.lock` beside a persisted area (its own file: the area's descriptor is
+    /// handed to the dataplane, whose copy would keep a lock on the area itself after this
+    /// process is gone, and refuse the restarted host agent).
+    fn lock_file(path: &Path) -> Result<std::fs::File, LinkError> {
+        let lock = naam_core::run_dir::beside(path, ".lock");
+        let refuse = |reason: String| LinkError::Persist {
+            path: path.to_owned(),
+            reason,
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&lock)
+            .map_err(|e| refuse(format!("open {}: {e}", lock.display())))?;
+        match sys::try_lock_exclusive(file.as_fd()) {
+            Ok(true) => Ok(file),
+            Ok(false) => Err(refuse(format!(
+                "in use by another host agent ({} is locked)",
+                lock.display()
+            ))),
+            Err(e) => Err(refuse(format!("lock {}: {e}", lock.display()))),
+        }
     }
 
     /// Opens (or creates) a file-backed area. Returns whether existing contents were kept.
