@@ -127,6 +127,24 @@ pub fn read_regular(path: &Path, max: u64, what: &str) -> std::io::Result<Vec<u8
     Ok(bytes)
 }
 
+/// A file's identity (device, inode): what a process made, told apart from a file another
+/// one made later under the same name.
+pub type FileId = (u64, u64);
+
+/// The identity of what is at `path` now (a symlink's own).
+pub fn file_id(path: &Path) -> std::io::Result<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).map(|m| (m.dev(), m.ino()))
+}
+
+/// Removes `path` if it is still the file `id` names: a process stopping after its run
+/// directory was deleted and taken by another must not remove that one's sockets.
+pub fn remove_own(path: &Path, id: FileId) {
+    if file_id(path).is_ok_and(|now| now == id) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Checks that a key file can be trusted: a regular file owned by this user that nobody else
 /// can write.
 pub fn check_key_file(path: &Path) -> Result<(), String> {

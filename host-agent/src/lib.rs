@@ -160,6 +160,9 @@ pub struct HostAgent {
     live_apps: Vec<(Box<dyn apps::App>, Vec<AppRegion>)>,
     /// Taken out while a request is served (the handlers read the rest of the agent).
     control: Option<control::ControlServer>,
+    /// The control socket's file as this agent made it: removed at the end only if it is
+    /// still that one (not another agent's, started after the run directory was deleted).
+    control_file: naam_core::run_dir::FileId,
     started: Instant,
     /// Dataplane connections so far (as of the last poll).
     generation: u64,
@@ -393,6 +396,8 @@ impl HostAgent {
         host.serve(&cfg.link_socket())?;
         // Before the workers start, so a failure here leaves no thread behind.
         let control = control::ControlServer::bind(&cfg.control_socket())?;
+        let control_file = naam_core::run_dir::file_id(&cfg.control_socket())
+            .map_err(io_err("stat the control socket".to_string()))?;
         // Whoever connects to the link socket gets all host memory, and the control socket
         // takes unsealed requests as the admin's: both are for this user alone.
         for sock in [cfg.link_socket(), cfg.control_socket()] {
@@ -444,6 +449,7 @@ impl HostAgent {
             apps: app_params,
             live_apps,
             control: Some(control),
+            control_file,
             started: Instant::now(),
             generation: 0,
             restored,
@@ -658,8 +664,8 @@ impl HostAgent {
         } else {
             Ok(())
         };
-        let _ = std::fs::remove_file(self.cfg.control_socket());
-        let _ = std::fs::remove_file(self.cfg.link_socket());
+        naam_core::run_dir::remove_own(&self.cfg.control_socket(), self.control_file);
+        self.host.stop_serving();
         tracing::info!(
             uptime_s = self.started.elapsed().as_secs(),
             "host agent stopped"
@@ -675,7 +681,7 @@ impl Drop for HostAgent {
             for h in self.workers.drain(..) {
                 let _ = h.join();
             }
-            let _ = std::fs::remove_file(self.cfg.control_socket());
+            naam_core::run_dir::remove_own(&self.cfg.control_socket(), self.control_file);
         }
     }
 }

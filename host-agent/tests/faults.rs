@@ -678,3 +678,20 @@ fn a_signal_during_the_data_build_stops_it_at_once() {
     assert!(text.contains("stopped while building the data"), "{text}");
     assert!(!run_dir.join("control.sock").exists() && !run_dir.join("link.sock").exists());
 }
+
+/// A host agent whose run directory was deleted, and taken by a new host agent, leaves the
+/// new one's sockets alone when it stops: it removed them by name, and the new one could no
+/// longer be reached (probe 9).
+#[test]
+fn a_stopping_host_agent_leaves_a_newer_ones_sockets_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut old = Agent::start(dir.path(), &[]);
+    std::fs::remove_dir_all(&old.run_dir).unwrap();
+    let new = Agent::start(dir.path(), &[]);
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    let sent = unsafe { libc::kill(old.pid() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    assert!(old.wait_exit(Duration::from_secs(5)).success());
+    assert!(new.control_path().exists() && new.link_path().exists());
+    assert_eq!(new.param("host", "workers"), 1, "the new one still answers");
+}

@@ -36,7 +36,8 @@ pub struct ShmHost {
     restored: bool,
     staging_bytes: usize,
     cq_depth: usize,
-    listener: Option<(UnixListener, PathBuf)>,
+    /// The link socket, where it is and the file it made there.
+    listener: Option<(UnixListener, PathBuf, naam_core::run_dir::FileId)>,
     /// Connections that have not said they are a dataplane yet.
     admission: Admission,
     /// The connected dataplane and its pid.
@@ -422,7 +423,8 @@ impl ShmHost {
         l.set_nonblocking(true)
             .map_err(LinkError::io("set link socket non-blocking"))?;
         tracing::info!(path = %path.display(), "link socket listening");
-        self.listener = Some((l, path.to_owned()));
+        let id = naam_core::run_dir::file_id(path).map_err(LinkError::io("stat link socket"))?;
+        self.listener = Some((l, path.to_owned(), id));
         Ok(())
     }
 
@@ -442,7 +444,7 @@ impl ShmHost {
                 return Ok(PeerEvent::Disconnected);
             }
         }
-        let Some((l, _)) = &self.listener else {
+        let Some((l, _, _)) = &self.listener else {
             return Ok(PeerEvent::Nothing);
         };
         let now = std::time::Instant::now();
@@ -469,8 +471,8 @@ impl ShmHost {
     /// "host agent gone"). True when a dataplane was connected. A shutdown calls it before its
     /// last snapshot, so that no write acknowledged by the dataplane lands after the cut.
     pub fn stop_serving(&mut self) -> bool {
-        if let Some((_, path)) = self.listener.take() {
-            let _ = std::fs::remove_file(path);
+        if let Some((_, path, id)) = self.listener.take() {
+            naam_core::run_dir::remove_own(&path, id);
         }
         match self.peer.take() {
             Some((s, _)) => {
@@ -538,8 +540,8 @@ impl crate::LinkHost for ShmHost {
 
 impl Drop for ShmHost {
     fn drop(&mut self) {
-        if let Some((_, path)) = &self.listener {
-            let _ = std::fs::remove_file(path);
+        if let Some((_, path, id)) = &self.listener {
+            naam_core::run_dir::remove_own(path, *id);
         }
     }
 }
