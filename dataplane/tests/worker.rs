@@ -423,16 +423,20 @@ impl Rig {
 
     /// Tenant 2's spin handler (seeded with `id`), as request `id`.
     fn tenant2_spin(&mut self, id: u64) {
-        let seed = id.to_le_bytes();
+        self.tenant2(id, SPIN_ID, &id.to_le_bytes());
+    }
+
+    /// Tenant 2's `offload` (of its class, [`SPIN_CLASS`]) with `args`, as request `id`.
+    fn tenant2(&mut self, id: u64, offload: u32, args: &[u8]) {
         let m = Message::new(
             id,
             SPIN_CLASS,
             Body::AmRequest(AmRequestRepr {
-                offload: SPIN_ID,
+                offload,
                 tenant: 2,
                 capability: tenant2_key().capability(2),
                 flags: AmFlags::empty(),
-                args: &seed,
+                args,
             }),
         );
         self.send(SPIN_CLASS, &m);
@@ -1368,19 +1372,7 @@ fn a_tenant_finds_nothing_of_the_previous_tenants_message_in_its_context() {
             assert_eq!(expect_am(&replies[0]).1.status, AmStatus::Done);
         }
         id += 1;
-        let args = off.to_le_bytes();
-        let m = Message::new(
-            id,
-            SPIN_CLASS,
-            Body::AmRequest(AmRequestRepr {
-                offload: PEEK_ID,
-                tenant: 2,
-                capability: tenant2_key().capability(2),
-                flags: AmFlags::empty(),
-                args: &args,
-            }),
-        );
-        r.send(SPIN_CLASS, &m);
+        r.tenant2(id, PEEK_ID, &off.to_le_bytes());
         r.poll();
         let replies = r.replies();
         let (_, rep) = expect_am(&replies[0]);
