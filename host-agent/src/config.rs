@@ -65,8 +65,9 @@ pub struct Config {
     pub workers: u32,
     /// Link queue pairs (one per dataplane worker, N).
     pub nic_workers: u32,
-    /// Region memory of the shared area, in MiB.
-    pub arena_mb: u64,
+    /// Region memory of the shared area, in MiB; `None`: what the applications' data need
+    /// (at least [`ARENA_MB_DEFAULT`]), so that `--mica-keys` alone sizes it.
+    pub arena_mb: Option<u64>,
     /// Keys of the MICA table built at start.
     pub mica_keys: u64,
     /// Value size of the MICA items built at start.
@@ -108,7 +109,7 @@ impl Default for Config {
             run_dir: run_dir::default_run_dir(),
             workers: 1,
             nic_workers: 2,
-            arena_mb: 64,
+            arena_mb: None,
             mica_keys: 1 << 16,
             value_size: 64,
             mica_lossless: false,
@@ -145,12 +146,37 @@ pub enum ConfigError {
 
 /// The largest shared area (`--arena-mb`): 1 TiB.
 const ARENA_MB_MAX: u64 = 1 << 20;
+/// The least region memory of a shared area sized by its data, in MiB.
+pub const ARENA_MB_DEFAULT: u64 = 64;
 /// The most entries of a link ring (`--ring-slots`).
 const RING_SLOTS_MAX: u32 = 1 << 16;
 /// The most keys or records an application is built with.
 const COUNT_MAX: u64 = 1 << 32;
 
 impl Config {
+    /// The applications' data in MiB, each region rounded up to a page as the shared area
+    /// carves it.
+    fn data_mb(&self) -> u64 {
+        crate::apps::bundled()
+            .iter()
+            .flat_map(|a| a.regions(self))
+            .map(|p| {
+                p.len
+                    .div_ceil(naam_link::layout::PAGE)
+                    .saturating_mul(naam_link::layout::PAGE)
+            })
+            .fold(0u64, u64::saturating_add)
+            .div_ceil(1 << 20)
+    }
+
+    /// The shared area's region memory in bytes: `--arena-mb`, or what the data need (at
+    /// least [`ARENA_MB_DEFAULT`]). Valid after [`Config::validate`].
+    pub fn arena_bytes(&self) -> u64 {
+        self.arena_mb
+            .unwrap_or_else(|| self.data_mb().max(ARENA_MB_DEFAULT))
+            << 20
+    }
+
     /// Reads a TOML file; keys are the long flag names (`nic-workers`, `arena-mb`, ...), and
     /// missing keys keep their defaults.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
@@ -196,7 +222,7 @@ impl Config {
                 "more host workers than queue pairs would leave some idle",
             );
         }
-        if self.arena_mb == 0 || self.arena_mb > ARENA_MB_MAX {
+        if self.arena_mb.is_some_and(|mb| mb == 0 || mb > ARENA_MB_MAX) {
             return bad("arena-mb", "must be in 1..=1048576 (1 TiB)");
         }
         for (key, n) in [
@@ -222,23 +248,21 @@ impl Config {
         }
         // The applications' data must fit the shared area (found out here, not half-way
         // through building it, and named by the settings that size it).
-        let data: u64 = crate::apps::bundled()
-            .iter()
-            .flat_map(|a| a.regions(self))
-            .map(|p| p.len)
-            .sum();
-        if data > self.arena_mb << 20 {
+        let data_mb = self.data_mb();
+        let (arena_mb, limit) = match self.arena_mb {
+            Some(mb) => (mb, format!("{mb} MiB is too small")),
+            None => (
+                ARENA_MB_MAX,
+                "more than the largest area, 1 TiB, is needed".into(),
+            ),
+        };
+        if data_mb > arena_mb {
             return bad(
                 "arena-mb",
                 &format!(
-                    "{} MiB is too small for the applications' data: {} MiB for --mica-keys {}, \
+                    "{limit} for the applications' data: {data_mb} MiB for --mica-keys {}, \
                      --value-size {}, --btree-keys {} and --records {}",
-                    self.arena_mb,
-                    data.div_ceil(1 << 20),
-                    self.mica_keys,
-                    self.value_size,
-                    self.btree_keys,
-                    self.records
+                    self.mica_keys, self.value_size, self.btree_keys, self.records
                 ),
             );
         }
@@ -310,7 +334,7 @@ mod tests {
              handler = [\"a.o:naam/x\", \"b.o\"]\nsnapshot = \"/tmp/s\"\n",
         )
         .unwrap();
-        assert_eq!((c.workers, c.nic_workers, c.arena_mb), (2, 4, 8));
+        assert_eq!((c.workers, c.nic_workers, c.arena_mb), (2, 4, Some(8)));
         assert_eq!(c.backoff, BackoffMode::Spin);
         assert_eq!(c.handler[0].section.as_deref(), Some("naam/x"));
         assert_eq!(c.handler[1].section, None);
@@ -345,7 +369,8 @@ mod tests {
             ),
             (&|c: &mut Config| c.mica_keys = u64::MAX, "mica-keys"),
             (&|c: &mut Config| c.btree_keys = 1 << 40, "btree-keys"),
-            (&|c: &mut Config| c.arena_mb = u64::MAX, "arena-mb"),
+            (&|c: &mut Config| c.arena_mb = Some(u64::MAX), "arena-mb"),
+            (&|c: &mut Config| c.arena_mb = Some(0), "arena-mb"),
         ] {
             let mut c = Config::default();
             set(&mut c);
@@ -353,6 +378,7 @@ mod tests {
         }
         let mut c = Config {
             mica_keys: 10_000_000,
+            arena_mb: Some(64),
             ..Config::default()
         };
         let why = refused(&c);
@@ -360,8 +386,22 @@ mod tests {
             why.starts_with("arena-mb") && why.contains("--mica-keys 10000000"),
             "{why}"
         );
-        c.arena_mb = 4096;
+        c.arena_mb = Some(4096);
         assert!(c.validate().is_ok());
+        // Unset, the area is sized by the data (the README's `--mica-keys 1000000` was
+        // refused with the 64 MiB default), and is never smaller than the default.
+        c.arena_mb = None;
+        assert!(c.validate().is_ok());
+        assert!(c.arena_bytes() >= 10_000_000 * 64, "{}", c.arena_bytes());
+        assert_eq!(Config::default().arena_bytes(), ARENA_MB_DEFAULT << 20);
+        // Data past the largest area are refused by what sizes them.
+        c.mica_keys = 1 << 32;
+        c.value_size = 1024;
+        let why = refused(&c);
+        assert!(
+            why.starts_with("arena-mb") && why.contains("1 TiB"),
+            "{why}"
+        );
     }
 
     #[test]

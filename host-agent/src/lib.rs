@@ -12,7 +12,7 @@
 //!
 //! The binary, `naam-host-agent`, takes these flags (and a TOML file with the same keys,
 //! `--config FILE`): `--run-dir DIR`, `--workers K` (host workers, 1), `--nic-workers N` (queue
-//! pairs, 2), `--arena-mb` (64), `--mica-keys`, `--value-size`, `--mica-lossless`,
+//! pairs, 2), `--arena-mb` (what the data need, at least 64), `--mica-keys`, `--value-size`, `--mica-lossless`,
 //! `--btree-keys`, `--records`, `--seed`, `--handler FILE.o[:SECTION]` (repeatable),
 //! `--snapshot FILE`, `--persist FILE`, `--backoff spin|yield` (yield), `--no-hugetlb`,
 //! `--ring-slots` (256). Logs: `RUST_LOG`.
@@ -223,7 +223,7 @@ impl HostAgent {
             qps: cfg.nic_workers,
             ring_slots: cfg.ring_slots,
             load_slots: cfg.workers,
-            arena_bytes: cfg.arena_mb << 20,
+            arena_bytes: cfg.arena_bytes(),
             hugetlb: cfg.hugetlb,
             // Host workers post no one-sided ops: a small staging buffer each.
             staging_bytes: 4096,

@@ -39,7 +39,7 @@ struct Args {
     /// Link queue pairs, at least the dataplane's worker count [default: 2].
     #[arg(long)]
     nic_workers: Option<u32>,
-    /// Region memory of the shared area in MiB [default: 64].
+    /// Region memory of the shared area in MiB [default: what the data need, at least 64].
     #[arg(long)]
     arena_mb: Option<u64>,
     /// Keys of the MICA table built at start [default: 65536].
@@ -104,7 +104,6 @@ impl Args {
             run_dir,
             workers,
             nic_workers,
-            arena_mb,
             mica_keys,
             value_size,
             btree_keys,
@@ -113,6 +112,9 @@ impl Args {
             ring_slots,
             max_offloads_per_tenant
         );
+        if self.arena_mb.is_some() {
+            c.arena_mb = self.arena_mb;
+        }
         if self.snapshot.is_some() {
             c.snapshot = self.snapshot;
         }

@@ -130,7 +130,7 @@ fn the_host_worker_allocates_nothing_per_message() {
         run_dir: dir.path().join("run"),
         workers: 1,
         nic_workers: 1,
-        arena_mb: 8,
+        arena_mb: Some(8),
         mica_keys: 1024,
         btree_keys: 1024,
         records: 64,
