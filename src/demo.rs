@@ -12,7 +12,7 @@ use naam_bench::shift::{class_name, control_client, Apps, DecisionLog, PolicyDec
 use naam_bench::ycsb::{fill_value, key, KeyChooser, KeyDist, Rng};
 use naam_client::{ExecMode, Mica, Response};
 use naam_core::wire::Location;
-use naam_deploy::{Binaries, Deployment};
+use naam_deploy::{Binaries, DeployError, Deployment};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -141,6 +141,21 @@ pub struct DemoReport {
     pub clean_stop: bool,
 }
 
+impl DemoReport {
+    /// Stopped (Ctrl-C) before the load started: nothing measured, nothing written.
+    fn interrupted_at_start() -> Self {
+        Self {
+            rows: Vec::new(),
+            phases: Vec::new(),
+            decisions: Vec::new(),
+            interrupted: true,
+            congested_at_s: 0.0,
+            files: Vec::new(),
+            clean_stop: true,
+        }
+    }
+}
+
 fn pct(x: f64) -> String {
     format!("{:>3.0}%", x * 100.0)
 }
@@ -157,11 +172,19 @@ pub fn run(bins: Binaries, cfg: &DemoConfig, stop: Arc<AtomicBool>) -> anyhow::R
          127.0.0.1, shared-memory link, software eSwitch, idle back-off on)"
             .to_owned(),
     );
+    // The results' folder is made now: one that cannot be made would lose a whole run.
+    std::fs::create_dir_all(&cfg.out)
+        .map_err(|e| anyhow::anyhow!("results folder {}: {e}", cfg.out.display()))?;
     let t = Instant::now();
-    let mut dep = Deployment::start(
+    let mut dep = match Deployment::start_until(
         bins,
         naam_bench::shift::deploy_config(cfg.mica_keys, cfg.btree_keys, cfg.log_dir.clone()),
-    )?;
+        stop.clone(),
+    ) {
+        Ok(d) => d,
+        Err(DeployError::Cancelled { .. }) => return Ok(DemoReport::interrupted_at_start()),
+        Err(e) => return Err(e.into()),
+    };
     say(format!(
         "  host agent pid {} built MICA ({} keys) and the B-tree ({} keys); dataplane pid {} \
          serves {} (control {}); ready in {:.1} s",
@@ -238,6 +261,14 @@ pub fn run(bins: Binaries, cfg: &DemoConfig, stop: Arc<AtomicBool>) -> anyhow::R
 
     match ready_rx.recv() {
         Ok(Ok(())) => {}
+        // The terminal's Ctrl-C reaches the host agent and the dataplane too: a client that
+        // found them gone is part of the stop.
+        _ if stop.load(Ordering::Relaxed) => {
+            let _ = loader.join();
+            let mut r = DemoReport::interrupted_at_start();
+            r.clean_stop = dep.stop(Duration::from_secs(3));
+            return Ok(r);
+        }
         Ok(Err(e)) => anyhow::bail!("client: {e}"),
         Err(_) => anyhow::bail!("the load thread ended early"),
     }

@@ -64,9 +64,17 @@ fn demo(args: Vec<OsString>) -> anyhow::Result<()> {
         ..naam_rs::demo::DemoConfig::default()
     };
     let r = naam_rs::demo::run(naam_bench::shift::binaries()?, &cfg, stop)?;
-    naam_rs::demo::print_summary(&r);
     // A closed stdout (`| head`) only loses these lines.
     use std::io::Write as _;
+    if r.phases.is_empty() {
+        let _ = writeln!(
+            std::io::stdout(),
+            "interrupted before the load started: nothing measured; host agent and dataplane \
+             stopped, run directory removed"
+        );
+        return Ok(());
+    }
+    naam_rs::demo::print_summary(&r);
     let mut o = std::io::stdout().lock();
     for p in &r.files {
         let _ = writeln!(o, "wrote {}", p.display());

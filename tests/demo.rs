@@ -200,3 +200,80 @@ fn a_demo_killed_outright_leaves_no_process_behind() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A results or log folder that cannot be made is refused before anything starts: the results
+/// were lost after the whole run, the logs silently sent nowhere.
+#[test]
+fn unusable_results_and_log_folders_are_refused_before_anything_starts() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a folder").unwrap();
+    let under_file = file.join("sub");
+    for (flag, what) in [("--out", "results folder"), ("--log-dir", "log folder")] {
+        let t = Instant::now();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_naam-rs"))
+            .args(["demo", "--seconds", "30", "--keys", "1024"])
+            .arg(flag)
+            .arg(&under_file)
+            .output()
+            .expect("naam-rs runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{flag}: accepted\n{stdout}");
+        assert!(err.contains(what), "{flag}: {err}");
+        assert!(
+            !stdout.contains("host agent pid"),
+            "{flag} started: {stdout}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{flag}: {:?}",
+            t.elapsed()
+        );
+    }
+    assert_eq!(run_dirs(), 0);
+}
+
+/// Ctrl-C in a terminal reaches the demo's whole process group, the host agent still building
+/// its data included: a stop, not a failure ("the host agent exited early", exit 1 before).
+#[test]
+fn ctrl_c_to_the_process_group_while_starting_is_a_clean_stop() {
+    use std::os::unix::process::CommandExt as _;
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let demo = std::process::Command::new(env!("CARGO_BIN_EXE_naam-rs"))
+        // A million keys: seconds of building, in which the signal comes.
+        .args(["demo", "--seconds", "60", "--keys", "1048576"])
+        .arg("--out")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("naam-rs runs");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let host = loop {
+        if let Some(&pid) = children_of(demo.id()).first() {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the demo started no host agent");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", "--", &format!("-{}", demo.id())])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = demo.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{:?}\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    assert!(stdout.contains("interrupted"), "{stdout}");
+    assert!(!running(host), "the host agent still runs");
+}

@@ -14,6 +14,9 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Why a deployment could not be started or driven.
@@ -41,6 +44,14 @@ pub enum DeployError {
         /// The last lines it logged, when there is a log.
         log_tail: String,
     },
+    #[error("log folder {path}")]
+    LogDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("stopped while starting {what}")]
+    Cancelled { what: &'static str },
     #[error("run directory {path}")]
     RunDir {
         path: PathBuf,
@@ -237,6 +248,9 @@ pub struct Deployment {
     /// Where the host agent and the dataplane serve metrics, with [`DeployConfig::metrics`].
     host_metrics: Option<SocketAddr>,
     dataplane_metrics: Option<SocketAddr>,
+    /// Set by whoever started the deployment to give up waiting for a process to become
+    /// ready ([`Deployment::start_until`]).
+    cancel: Arc<AtomicBool>,
 }
 
 const READY_WAIT: Duration = Duration::from_secs(30);
@@ -245,6 +259,24 @@ impl Deployment {
     /// Starts the host agent, waits for its sockets, then the dataplane, and waits for it to
     /// print where it serves.
     pub fn start(bins: Binaries, cfg: DeployConfig) -> Result<Self, DeployError> {
+        Self::start_until(bins, cfg, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// [`Deployment::start`], giving up with [`DeployError::Cancelled`] as soon as `cancel`
+    /// is set (a Ctrl-C while the host agent builds its data), here and in later restarts.
+    pub fn start_until(
+        bins: Binaries,
+        cfg: DeployConfig,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<Self, DeployError> {
+        if let Some(dir) = &cfg.log_dir {
+            // An unusable folder is an error here or when a log is opened in it, not logs
+            // silently lost.
+            std::fs::create_dir_all(dir).map_err(|source| DeployError::LogDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
         sweep_abandoned(&std::env::temp_dir());
         sweep_abandoned(Path::new("/dev/shm"));
         let run_dir = std::env::temp_dir().join(format!(
@@ -266,6 +298,7 @@ impl Deployment {
             control: ([0, 0, 0, 0], 0).into(),
             host_metrics: None,
             dataplane_metrics: None,
+            cancel,
         };
         d.start_host()?;
         d.start_dataplane()?;
@@ -301,13 +334,42 @@ impl Deployment {
             .join(format!("{name}.log"))
     }
 
-    fn log(&self, name: &str) -> Stdio {
+    fn log(&self, name: &str) -> Result<Stdio, DeployError> {
+        let path = self.log_path(name);
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.log_path(name))
+            .open(&path)
             .map(Stdio::from)
-            .unwrap_or_else(|_| Stdio::null())
+            .map_err(|source| DeployError::LogDir { path, source })
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Why `child` (`what`) exited before it was ready: stopped on purpose when the starter
+    /// is cancelling (a terminal's Ctrl-C reaches the whole process group, and the handler
+    /// that sets the flag may run just after the child has gone), else early.
+    fn exited_early(
+        &self,
+        what: &'static str,
+        log: &str,
+        status: std::process::ExitStatus,
+    ) -> DeployError {
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while !self.cancelled() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.cancelled() {
+            DeployError::Cancelled { what }
+        } else {
+            DeployError::Exited {
+                what,
+                status,
+                log_tail: self.log_tail(log),
+            }
+        }
     }
 
     /// The last lines of a process's log, for an error that says why it did not start.
@@ -355,8 +417,8 @@ impl Deployment {
         let c = &self.cfg;
         cmd.env("RUST_LOG", &c.log_filter)
             .stdin(Stdio::null())
-            .stdout(self.log("host-agent"))
-            .stderr(self.log("host-agent"));
+            .stdout(self.log("host-agent")?)
+            .stderr(self.log("host-agent")?);
         let _ = std::fs::remove_file(self.run_dir.join(run_dir::CONTROL_SOCKET));
         let _ = std::fs::remove_file(self.run_dir.join(run_dir::LINK_SOCKET));
         let mut child = cmd.spawn().map_err(|source| DeployError::Spawn {
@@ -368,10 +430,12 @@ impl Deployment {
             && self.run_dir.join(run_dir::LINK_SOCKET).exists())
         {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(DeployError::Exited {
+                return Err(self.exited_early("the host agent", "host-agent", status));
+            }
+            if self.cancelled() {
+                let _ = terminate(child, Duration::from_secs(3));
+                return Err(DeployError::Cancelled {
                     what: "the host agent",
-                    status,
-                    log_tail: self.log_tail("host-agent"),
                 });
             }
             if start.elapsed() > READY_WAIT {
@@ -415,7 +479,7 @@ impl Deployment {
             .env("RUST_LOG", &c.log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(self.log("dataplane"));
+            .stderr(self.log("dataplane")?);
         let mut child = cmd.spawn().map_err(|source| DeployError::Spawn {
             what: "the dataplane",
             source,
@@ -428,16 +492,26 @@ impl Deployment {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let line = match rx.recv_timeout(READY_WAIT) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                return Err(DeployError::NotReady {
-                    what: "the dataplane",
-                    waited: READY_WAIT,
-                    detail: "no serving line".into(),
-                    log_tail: self.log_tail("dataplane"),
-                });
+        let start = Instant::now();
+        let line = loop {
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(l) => break l,
+                Err(RecvTimeoutError::Timeout) if self.cancelled() => {
+                    let _ = terminate(child, Duration::from_secs(3));
+                    return Err(DeployError::Cancelled {
+                        what: "the dataplane",
+                    });
+                }
+                Err(RecvTimeoutError::Timeout) if start.elapsed() < READY_WAIT => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    return Err(DeployError::NotReady {
+                        what: "the dataplane",
+                        waited: READY_WAIT,
+                        detail: "no serving line".into(),
+                        log_tail: self.log_tail("dataplane"),
+                    });
+                }
             }
         };
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -469,18 +543,13 @@ impl Deployment {
                     }
                 };
                 let _ = child.kill();
-                let log_tail = self.log_tail("dataplane");
                 match status {
-                    Some(status) => Err(DeployError::Exited {
-                        what: "the dataplane",
-                        status,
-                        log_tail,
-                    }),
+                    Some(status) => Err(self.exited_early("the dataplane", "dataplane", status)),
                     None => Err(DeployError::NotReady {
                         what: "the dataplane",
                         waited: READY_WAIT,
                         detail: format!("unexpected line {line:?}"),
-                        log_tail,
+                        log_tail: self.log_tail("dataplane"),
                     }),
                 }
             }
