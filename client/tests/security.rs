@@ -199,6 +199,30 @@ fn the_host_agent_writes_secret_key_files_and_the_cli_uses_them() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unauthorized"), "{err}");
+    // What to do about it: where keys come from.
+    assert!(
+        err.contains("no key file") && err.contains("--key-file"),
+        "{err}"
+    );
+    // A key the servers do not know (another deployment's) is named.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.key");
+    let admin = std::fs::read_to_string(d.admin_key_file()).unwrap();
+    let mut fields: Vec<&str> = admin.split_whitespace().collect();
+    let secret = "07".repeat(32);
+    *fields.last_mut().unwrap() = &secret;
+    std::fs::write(&other, fields.join(" ") + "\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let out = naam(&["stats"], Some(&other));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unauthorized") && err.contains(&other.display().to_string()),
+        "{err}"
+    );
     let out = naam(&["stats"], Some(&d.admin_key_file()));
     assert!(
         out.status.success(),

@@ -8,6 +8,7 @@ use crate::config::{ClientConfig, ExecMode};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use naam_core::auth::Principal;
+use naam_core::wire::ErrorCode;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -242,11 +243,26 @@ pub fn run(g: &GlobalArgs, cmd: &ClientCommand, out: &mut dyn Write) -> anyhow::
     // Only what went wrong with the server is said to be the server's: a missing file or a
     // bad argument is not.
     run_inner(g, cmd, out).map_err(|e| {
-        let from_server = e.chain().any(|c| {
-            c.downcast_ref::<crate::ClientError>()
-                .is_some_and(|c| c.involves_server())
-        });
-        if from_server {
+        let errors = || {
+            e.chain()
+                .filter_map(|c| c.downcast_ref::<crate::ClientError>())
+        };
+        if errors().any(|c| c.code() == Some(ErrorCode::Unauthorized)) {
+            // The server says no more (an attacker learns nothing of why): what the user
+            // can check is which key this command sealed with.
+            let key = match crate::keys::locate(g.key_file.as_deref()) {
+                None => format!(
+                    "no key file (give one with --key-file FILE or {}: the host agent \
+                     writes admin.key and tenant-N.key in its run directory)",
+                    crate::keys::KEY_FILE_ENV
+                ),
+                Some(p) => format!(
+                    "its keys do not include the one in {} (another deployment's, or revoked)",
+                    p.display()
+                ),
+            };
+            e.context(format!("server {} refused the request: {key}", g.server))
+        } else if errors().any(|c| c.involves_server()) {
             e.context(format!("server {}", g.server))
         } else {
             e

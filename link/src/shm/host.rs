@@ -66,7 +66,7 @@ impl ShmHost {
                 let (fd, map, restored) = Self::open_file(path, &layout)?;
                 tracing::warn!(
                     path = %path.display(),
-                    "a persistent area is a tmpfs file, which cannot be sealed: a dataplane could shrink it"
+                    "a persisted area is a plain file, which cannot be sealed as a memfd is: a dataplane could shrink it (keep it on a tmpfs such as /dev/shm, writable only by the host agent)"
                 );
                 (fd, map, false, restored)
             }
