@@ -142,6 +142,31 @@ fn udp_end_to_end_nic_execution_control_and_host_restart() {
         noticed < Duration::from_millis(500),
         "noticed after {noticed:?}"
     );
+    // A control request that needs it says it is gone, not that its heartbeat is late (which
+    // tells the user to try again at once).
+    let reg = call(
+        &client,
+        ctl,
+        &Message::new(
+            6,
+            0,
+            Body::Register(RegisterRepr {
+                name: "record3",
+                tenant: 1,
+                class: 6,
+                read_only: true,
+                section: None,
+                object: naam_handlers::RECORD_OBJECT,
+            }),
+        ),
+    );
+    match Message::parse(&reg).unwrap().body {
+        Body::Error(e) => {
+            assert_eq!(e.code, ErrorCode::HostUnavailable);
+            assert!(e.detail.contains("gone"), "{}", e.detail);
+        }
+        other => panic!("expected host_unavailable, got {other:?}"),
+    }
 
     // It comes back: the dataplane reconnects and serves again.
     let host = TestHost::start(&dir);

@@ -28,6 +28,8 @@ pub enum HostCtlError {
     Closed { path: PathBuf },
     #[error("host agent not responding (its heartbeat is late); try again")]
     Unresponsive,
+    #[error("host agent gone (the dataplane reconnects when one serves the run directory again)")]
+    Gone,
 }
 
 /// A connection to `control.sock`, made on first use and remade after a failure.

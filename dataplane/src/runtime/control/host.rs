@@ -243,8 +243,17 @@ fn ask<'h>(
     live: &dyn Fn() -> bool,
     raw: &[u8],
 ) -> Result<&'h [u8], HostCtlError> {
+    // Gone (stopped, crashed: the monitor has seen its link close) is not late: a client
+    // told to try again soon would wait for nothing.
+    let gone = || !shared.host_up.load(Ordering::Relaxed);
+    if gone() {
+        return Err(HostCtlError::Gone);
+    }
     if shared.host_suspect() || !live() {
         return Err(HostCtlError::Unresponsive);
     }
-    host.request_while(raw, live)
+    match host.request_while(raw, live) {
+        Err(HostCtlError::Unresponsive) if gone() => Err(HostCtlError::Gone),
+        r => r,
+    }
 }
