@@ -258,6 +258,58 @@ fn dataplane_killed_host_keeps_its_data_and_serves_a_new_dataplane() {
     assert_eq!(m.get(b"new").unwrap().as_deref(), Some(&b"dataplane"[..]));
 }
 
+/// A host agent restarted with fewer queue pairs than the dataplane has workers cannot be
+/// used: the dataplane says why once, with what to change, counts its attempts and spaces
+/// them out (it logged an ERROR without a hint ten times a second, for good), and takes the
+/// host agent as soon as one with enough queue pairs serves again.
+#[test]
+fn a_host_agent_with_too_few_queue_pairs_is_refused_once_with_a_hint() {
+    let mut d = deploy(|c| c.nic_workers = 2);
+    let mut m = Mica::new(d.client(patient(ExecMode::Server)).unwrap()).unwrap();
+    m.put(b"before", b"restart").unwrap();
+    assert!(d.stop_host(Duration::from_secs(3)));
+    d.set_nic_workers(1); // the host agent's --nic-workers; the dataplane keeps its 2 workers
+    d.start_host().unwrap();
+    let refused = wait_for(Duration::from_secs(10), || {
+        Some(stat(&d, "dp.link_refused")).filter(|&n| n > 0)
+    })
+    .expect("the restarted host agent is found unusable");
+    assert_eq!(refused, 1);
+    std::thread::sleep(Duration::from_secs(3));
+    let attempts = stat(&d, "dp.link_refused");
+    // 100 ms, then doubling up to 2 s: 4 or 5 more in 3 s (30 at 100 ms).
+    assert!((2..=8).contains(&attempts), "{attempts} attempts in 3 s");
+    let log = std::fs::read_to_string(d.run_dir().join("dataplane.log")).unwrap();
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cannot use the host agent"))
+        .collect();
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert!(
+        said[0].contains("--nic-workers 2") && said[0].contains("--workers 1"),
+        "{}",
+        said[0]
+    );
+    assert!(d.running().1, "the dataplane keeps serving");
+    // Fixed by the operator: taken within the spaced-out attempts.
+    assert!(d.stop_host(Duration::from_secs(3)));
+    d.set_nic_workers(2);
+    d.start_host().unwrap();
+    let fixed = Instant::now();
+    wait_for(Duration::from_secs(10), || {
+        (stat(&d, "dp.host_up") == 1).then_some(())
+    })
+    .expect("the dataplane takes the fixed host agent");
+    println!("reconnected {:?} after the fix", fixed.elapsed());
+    assert_eq!(
+        m.get(b"before").unwrap(),
+        None,
+        "a new host agent, new data"
+    );
+    m.put(b"after", b"fix").unwrap();
+    assert_eq!(m.get(b"after").unwrap().as_deref(), Some(&b"fix"[..]));
+}
+
 #[test]
 fn garbage_wrong_keys_and_bad_ops_get_errors_and_counters_and_everything_keeps_serving() {
     let mut d = deploy(|_| {});

@@ -14,6 +14,11 @@ use crate::runtime::monitor::HostLoad;
 use crate::runtime::setup::{RuntimeConfig, SetupError};
 use crate::runtime::shared::Shared;
 
+/// The longest wait between two attempts that found the host agent unusable (another
+/// dataplane attached, too few queue pairs): how late this dataplane notices that an operator
+/// fixed it.
+const REFUSED_EVERY_MAX: Duration = Duration::from_secs(2);
+
 /// The current link, replaced on reconnection.
 #[derive(Default)]
 pub(super) struct LinkSlot {
@@ -114,6 +119,11 @@ pub(super) struct HostWatch {
     dir_epoch: u64,
     last_attempt_ns: u64,
     reconnect: Option<mpsc::Receiver<Result<ShmLink, naam_link::LinkError>>>,
+    /// Why the last attempts found a host agent this dataplane cannot use (another dataplane
+    /// holds its link; too few queue pairs), said once when it starts, and how many attempts
+    /// in a row did: they are spaced out, since only an operator ends them.
+    refused: Option<String>,
+    refused_in_a_row: u32,
     /// Whether the offload registry was reconciled with the host agent since the last
     /// (re)connection.
     pub(super) reconciled: bool,
@@ -125,6 +135,8 @@ impl HostWatch {
             dir_epoch,
             last_attempt_ns: 0,
             reconnect: None,
+            refused: None,
+            refused_in_a_row: 0,
             reconciled: false,
         }
     }
@@ -178,6 +190,17 @@ impl HostWatch {
         !gone && suspect.is_none()
     }
 
+    /// An attempt found a host agent this dataplane cannot use: counted, said once per
+    /// reason, and the next attempts spaced out.
+    fn refuse(&mut self, why: String, shared: &Shared) {
+        shared.link_refused.fetch_add(1, Ordering::Relaxed);
+        self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
+        if self.refused.as_deref() != Some(why.as_str()) {
+            tracing::error!("cannot use the host agent: {why}");
+            self.refused = Some(why);
+        }
+    }
+
     /// Starts a connection attempt every `reconnect_every`, and installs the one that succeeds.
     pub(super) fn reconnect(
         &mut self,
@@ -192,19 +215,40 @@ impl HostWatch {
             match rx.try_recv() {
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => self.reconnect = None,
+                Ok(Err(naam_link::LinkError::PeerTaken { pid })) => {
+                    self.reconnect = None;
+                    self.refuse(
+                        format!(
+                            "the host agent serves another dataplane (pid {pid}): this one \
+                             answers host-bound messages host_unavailable until that one stops"
+                        ),
+                        shared,
+                    );
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "reconnect attempt failed");
                     self.reconnect = None;
+                    self.refused = None;
+                    self.refused_in_a_row = 0;
                 }
                 Ok(Ok(l)) => {
                     self.reconnect = None;
-                    if (l.layout().qps as usize) < cfg.workers.max(1) {
-                        tracing::error!(
-                            qps = l.layout().qps,
-                            "reconnected host agent has too few queue pairs"
+                    let qps = l.layout().qps;
+                    if (qps as usize) < cfg.workers.max(1) {
+                        // Dropping `l` hands the link back.
+                        self.refuse(
+                            format!(
+                                "the host agent has {qps} queue pairs for this dataplane's {} \
+                                 workers: restart it with --nic-workers {} or more, or this \
+                                 dataplane with --workers {qps}",
+                                cfg.workers, cfg.workers
+                            ),
+                            shared,
                         );
                         return;
                     }
+                    self.refused = None;
+                    self.refused_in_a_row = 0;
                     self.dir_epoch = l.directory_epoch();
                     shared.regions.publish(l.region_table());
                     links.set(Arc::new(l));
@@ -217,7 +261,12 @@ impl HostWatch {
                 }
             }
         }
-        if now.saturating_sub(self.last_attempt_ns) < cfg.reconnect_every.as_nanos() as u64 {
+        // Refused attempts are spaced out to at most one every REFUSED_EVERY_MAX.
+        let every = cfg
+            .reconnect_every
+            .saturating_mul(1 << self.refused_in_a_row.min(5))
+            .min(REFUSED_EVERY_MAX.max(cfg.reconnect_every));
+        if now.saturating_sub(self.last_attempt_ns) < every.as_nanos() as u64 {
             return;
         }
         self.last_attempt_ns = now;

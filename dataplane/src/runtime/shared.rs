@@ -86,6 +86,9 @@ pub struct Shared {
     /// Bumped when the monitor has connected a new link; worker threads then take their queue
     /// pair from it.
     pub link_generation: AtomicU64,
+    /// Connection attempts that found a host agent this dataplane cannot use (it serves
+    /// another dataplane, or has too few queue pairs).
+    pub link_refused: AtomicU64,
     /// Set to stop every thread.
     pub stop: AtomicBool,
     /// The NIC congestion injector (`DESCRIBE("congest-nic:<ms>")` on the control port):
@@ -109,6 +112,7 @@ impl Shared {
             host_suspect: AtomicBool::new(false),
             capabilities,
             link_generation: AtomicU64::new(0),
+            link_refused: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             nic_congest_until_ns: AtomicU64::new(0),
         })

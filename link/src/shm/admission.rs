@@ -43,6 +43,9 @@ struct Waiting {
 pub struct Admission {
     waiting: Vec<Waiting>,
     pub refused: PeerRefusals,
+    /// The (asking, connected) pids last turned away: a dataplane that keeps asking is
+    /// logged once, not at every attempt (the counter has them all).
+    turned_away: Option<(u64, u64)>,
 }
 
 /// A connection that asked to be the dataplane.
@@ -93,11 +96,14 @@ impl Admission {
         // Best effort: it may already be gone.
         let _ = asked.sock.write_all(&busy);
         self.refused.busy += 1;
-        tracing::warn!(
-            pid = asked.pid,
-            peer_pid,
-            "a dataplane asked to connect while another is connected; turned away"
-        );
+        if self.turned_away.replace((asked.pid, peer_pid)) != Some((asked.pid, peer_pid)) {
+            tracing::warn!(
+                pid = asked.pid,
+                peer_pid,
+                "a dataplane asked to connect while another is connected; turned away (its \
+                 further attempts are counted in link.refused.busy, not logged)"
+            );
+        }
     }
 
     fn admit(&mut self, sock: UnixStream, now: Instant) -> std::io::Result<()> {

@@ -96,6 +96,10 @@ impl ControlPlane {
             "dp.link_generation".into(),
             self.shared.link_generation.load(Ordering::Relaxed),
         ));
+        v.push((
+            "dp.link_refused".into(),
+            self.shared.link_refused.load(Ordering::Relaxed),
+        ));
         v.push(("dp.nic_busy_ppm".into(), (m.last_nic_busy * 1e6) as u64));
         v.push(("dp.nic_queue".into(), m.last_nic_queue as u64));
         v.push(("dp.host_busy_ppm".into(), (m.last_host.busy * 1e6) as u64));
