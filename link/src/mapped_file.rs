@@ -6,7 +6,6 @@ use crate::error::LinkError;
 use crate::sys;
 use naam_core::memory::RegionMem;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 /// What [`MappedFile::open`] found.
@@ -40,18 +39,12 @@ impl MappedFile {
                 path.display()
             )))
         };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            // Requests, replies and host memory: this user's only, wherever the file is.
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => refuse("a symbolic link, not followed"),
-                _ => io("open a mapped file")(e),
+        let file =
+            sys::open_private(path, libc::O_NOFOLLOW | libc::O_NONBLOCK).map_err(|e| {
+                match e.raw_os_error() {
+                    Some(libc::ELOOP) => refuse("a symbolic link, not followed"),
+                    _ => io("open a mapped file")(e),
+                }
             })?;
         if !file.metadata().map_err(io("stat a mapped file"))?.is_file() {
             return Err(refuse("not a regular file"));

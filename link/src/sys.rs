@@ -61,6 +61,21 @@ pub fn file_len(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(st.st_size as u64)
 }
 
+/// Opens `path` for reading and writing, created with mode 0600 when it is not there (kept
+/// as it is when it is), with the extra open `flags` (`O_NOFOLLOW`, ...): the link's files
+/// hold requests, replies and host memory, this user's only wherever they are.
+pub fn open_private(path: &std::path::Path, flags: i32) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(flags)
+        .open(path)
+}
+
 /// Takes an exclusive advisory lock on `fd`'s file without waiting (flock(2)); it is released
 /// when the last descriptor of this open file closes. `Ok(false)`: another holds it.
 pub fn try_lock_exclusive(fd: BorrowedFd<'_>) -> io::Result<bool> {

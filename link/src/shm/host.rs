@@ -12,7 +12,7 @@ use crate::{sys, DirEntry, RegionSpec};
 use naam_core::memory::RegionMem;
 use naam_core::region::{RegionId, RegionTable};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -136,14 +136,7 @@ impl ShmHost {
             path: path.to_owned(),
             reason,
         };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&lock)
+        let file = sys::open_private(&lock, libc::O_NOFOLLOW)
             .map_err(|e| refuse(format!("open {}: {e}", lock.display())))?;
         match sys::try_lock_exclusive(file.as_fd()) {
             Ok(true) => Ok(file),
@@ -167,15 +160,7 @@ impl ShmHost {
                 reason: format!("{what}: {e}"),
             }
         };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            // Requests, replies and host memory: this user's only, wherever the file is.
-            .mode(0o600)
-            .open(path)
-            .map_err(io("open"))?;
+        let file = sys::open_private(path, 0).map_err(io("open"))?;
         let meta = file.metadata().map_err(io("stat"))?;
         if !meta.is_file() {
             return Err(LinkError::Persist {
