@@ -234,6 +234,84 @@ fn a_host_agent_stopped_under_writes_keeps_every_acknowledged_one_in_its_snapsho
     }
 }
 
+/// The words at `offsets` of region `id` in a snapshot file (its format: magic, region
+/// count, then per region id, tenant, perms, key, length and the bytes).
+fn snapshot_words(path: &std::path::Path, id: u64, offsets: &[u64]) -> Vec<u64> {
+    let bytes = std::fs::read(path).unwrap();
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+    let mut at = 16;
+    for _ in 0..word(8) {
+        let (rid, len) = (word(at), word(at + 32) as usize);
+        at += 40;
+        if rid == id {
+            return offsets.iter().map(|&o| word(at + o as usize)).collect();
+        }
+        at += len;
+    }
+    panic!("region {id} not in the snapshot");
+}
+
+/// A live snapshot is a cut between the dataplane's ops, not a copy its writes run through:
+/// the dataplane writes host memory itself (NIC-executed ops), so the host parking its own
+/// workers did not stop them. One-sided requests write the same number to the first and the
+/// last word of a 4 MiB region, each request both at once; in every snapshot taken meanwhile
+/// the two words must be equal (the copy, in address order, took the first word before a
+/// request and the last after it).
+#[test]
+fn a_live_snapshot_is_a_cut_between_the_dataplanes_writes() {
+    // 64-byte records: 4 MiB, copied within the second a dataplane holds in a debug build.
+    const RECORDS: u64 = 1 << 16;
+    let d = deploy(|c| {
+        c.snapshot = true;
+        c.host_args = vec!["--records".into(), RECORDS.to_string()];
+    });
+    let last = RECORDS * 64 - 8;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let done = std::sync::Arc::new(AtomicU64::new(0));
+    let writer = {
+        let mut c = d.client(patient(ExecMode::Server)).unwrap();
+        c.describe(0, "record").unwrap();
+        let key = c.region_key(0, region::RECORD).unwrap();
+        let (stop, done) = (stop.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let v = n.to_le_bytes();
+                let op = |offset| RemoteOp {
+                    region: region::RECORD,
+                    key,
+                    offset,
+                    body: OpBody::Write { data: &v },
+                };
+                let out = c.ops(0, &[op(0), op(last)]).unwrap();
+                assert!(out.iter().all(|o| o.error.is_none()), "{out:?}");
+                done.store(n, Ordering::Relaxed);
+            }
+            n
+        })
+    };
+    wait_for(Duration::from_secs(10), || {
+        (done.load(Ordering::Relaxed) >= 10).then_some(())
+    })
+    .expect("the writes run");
+    for round in 0..4 {
+        let snap = d.describe("snapshot").unwrap();
+        assert!(snap["bytes"] > RECORDS * 64, "{snap:?}");
+        let w = snapshot_words(&d.snapshot_path(), u64::from(region::RECORD), &[0, last]);
+        assert_eq!(
+            w[0], w[1],
+            "round {round}: the snapshot cut through a request"
+        );
+        assert!(w[0] > 0, "round {round}: no write before the snapshot");
+        assert_eq!(snap["cut"], 1, "{snap:?}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let n = writer.join().unwrap();
+    println!("{n} requests of two writes");
+}
+
 #[test]
 fn dataplane_killed_host_keeps_its_data_and_serves_a_new_dataplane() {
     let mut d = deploy(|_| {});

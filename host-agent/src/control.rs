@@ -464,8 +464,12 @@ fn describe(agent: &HostAgent, d: &DescribeRepr<'_>) -> Described {
     }
     match app {
         SNAPSHOT => match agent.write_snapshot() {
-            Ok((regions, bytes)) => Ok((
-                vec![("regions".into(), regions as u64), ("bytes".into(), bytes)],
+            Ok(w) => Ok((
+                vec![
+                    ("regions".into(), w.regions as u64),
+                    ("bytes".into(), w.bytes),
+                    ("cut".into(), w.cut as u64),
+                ],
                 Action::Continue,
             )),
             Err(e @ AgentError::NoSnapshotFile) => Err((ErrorCode::Unsupported, e.to_string())),

@@ -597,28 +597,50 @@ impl HostAgent {
         tracing::info!(ms, "congestion injected");
     }
 
-    /// Writes the snapshot file now (workers parked for a consistent cut); returns the
-    /// regions and bytes written.
-    pub fn write_snapshot(&self) -> Result<(usize, u64), AgentError> {
+    /// Writes the snapshot file now, a consistent cut: the host workers parked and the
+    /// dataplane's queue pairs holding (`SnapshotWritten::cut` says whether they did
+    /// throughout).
+    pub fn write_snapshot(&self) -> Result<SnapshotWritten, AgentError> {
         let path = self
             .cfg
             .snapshot
             .as_ref()
             .ok_or(AgentError::NoSnapshotFile)?;
-        let _quiet = self.quiesce()?;
         let tmp = naam_core::run_dir::beside(path, ".tmp");
         let f = private_file::create(&tmp).map_err(io_err(format!("create {}", tmp.display())))?;
         let mut w = std::io::BufWriter::new(f);
-        let n = self.host.write_snapshot(&mut w)?;
-        let f = w.into_inner().map_err(|e| AgentError::Io {
-            what: "flush snapshot".into(),
-            source: e.into_error(),
-        })?;
+        let (regions, cut, f) = {
+            // The cut: the host workers parked, and the dataplane (whose handlers write host
+            // memory themselves) holding between two polls, until the copy is in the file's
+            // pages; syncing them to the disk needs neither.
+            let _quiet = self.quiesce()?;
+            let hold = self.host.hold_dataplane(DATAPLANE_HOLD_WAIT);
+            let regions = self.host.write_snapshot(&mut w)?;
+            let f = w.into_inner().map_err(|e| AgentError::Io {
+                what: "flush snapshot".into(),
+                source: e.into_error(),
+            })?;
+            let cut = hold.kept();
+            if !cut {
+                tracing::warn!(
+                    held_when_asked = hold.complete(),
+                    "the dataplane did not hold still for the whole copy (it holds at most 1 s, \
+                     and answers within {} ms): its writes meanwhile may be half in this \
+                     snapshot",
+                    DATAPLANE_HOLD_WAIT.as_millis()
+                );
+            }
+            (regions, cut, f)
+        };
         f.sync_all().map_err(io_err("sync snapshot"))?;
         let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
         std::fs::rename(&tmp, path).map_err(io_err(format!("rename to {}", path.display())))?;
-        tracing::info!(path = %path.display(), regions = n, bytes, "snapshot written");
-        Ok((n, bytes))
+        tracing::info!(path = %path.display(), regions, bytes, cut, "snapshot written");
+        Ok(SnapshotWritten {
+            regions,
+            bytes,
+            cut,
+        })
     }
 
     /// Parks the workers until the guard drops.
@@ -687,6 +709,19 @@ impl Drop for HostAgent {
 }
 
 const QUIESCE_TIMEOUT: Duration = Duration::from_secs(2);
+/// What [`HostAgent::write_snapshot`] wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotWritten {
+    pub regions: usize,
+    pub bytes: u64,
+    /// Nothing wrote host memory during the copy (false: the dataplane did not hold
+    /// throughout, and its writes meanwhile may be half in the file).
+    pub cut: bool,
+}
+
+/// How long a snapshot waits for the dataplane's queue pairs to hold (each does between two
+/// polls: tens of µs, a few ms when its thread sleeps idle).
+const DATAPLANE_HOLD_WAIT: Duration = Duration::from_millis(250);
 
 /// How long a shutdown waits, after closing the dataplane's connection, before its last
 /// snapshot: the dataplane looks at the connection every millisecond it polls, and an op it

@@ -52,6 +52,16 @@ pub mod hdr {
     pub const HOST_PID: u64 = 144;
     /// Bumped each time a dataplane connects.
     pub const GENERATION: u64 = 152;
+    /// A snapshot's cut (the host's [`crate::shm::ShmHost::hold_dataplane`]): while nonzero,
+    /// the dataplane's queue pairs execute nothing on host memory, each once it has answered
+    /// with this number in [`held`]. 0: no hold.
+    pub const HOLD: u64 = 160;
+    /// A dataplane queue pair's answer to [`HOLD`], one word per queue pair: 0 unused,
+    /// [`HELD_NONE`] in use and not holding, else the `HOLD` number it held for.
+    pub const fn held(qp: u32) -> u64 {
+        1024 + 8 * qp as u64
+    }
+    pub const HELD_NONE: u64 = u64::MAX;
     /// The host's last heartbeat (CLOCK_MONOTONIC ns), on its own cache line.
     pub const HEARTBEAT_NS: u64 = 192;
 }
@@ -117,6 +127,8 @@ const fn align_up(v: u64, a: u64) -> u64 {
 
 /// Limits that keep a parsed layout's arithmetic far from overflow.
 const MAX_QPS: u32 = 120;
+// Every queue pair's answer to a hold fits the header page.
+const _: () = assert!(hdr::held(MAX_QPS) <= PAGE - 8);
 const MAX_SLOTS: u32 = 1 << 16;
 const MAX_REGIONS: u32 = 1 << 16;
 const MAX_LOAD_SLOTS: u32 = 1 << 12;

@@ -621,6 +621,54 @@ fn shm_stop_serving_detaches_the_dataplane_and_takes_no_other() {
     assert!(!host.stop_serving(), "nobody left to detach");
 }
 
+/// A snapshot's hold: the host waits for every dataplane queue pair in use to answer between
+/// two of its polls (`check_peer`), which then holds until the hold is dropped; a queue pair
+/// that does not poll leaves it incomplete; unused ones are not waited for.
+#[test]
+fn shm_hold_waits_for_the_queue_pairs_in_use_between_their_polls() {
+    let mut host = shm_host(8);
+    let link = host.connect_local(ConnectOptions::default()).unwrap();
+    let wait = Duration::from_millis(100);
+    {
+        let hold = host.hold_dataplane(wait);
+        assert!(hold.complete() && hold.kept(), "no queue pair in use yet");
+    }
+    let mut nic = link.qp(0).unwrap();
+    {
+        let hold = host.hold_dataplane(wait);
+        assert!(!hold.complete(), "queue pair 0 never polled");
+        assert!(!hold.kept());
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let polls = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Suspect after a while: nobody stamps the heartbeat here.
+                let _ = nic.check_peer(naam_link::now_ns());
+                polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        let hold = host.hold_dataplane(Duration::from_secs(5));
+        assert!(hold.complete(), "the polling queue pair holds");
+        let held_at = polls.load(std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            polls.load(std::sync::atomic::Ordering::Relaxed),
+            held_at,
+            "no poll while held"
+        );
+        assert!(hold.kept());
+        drop(hold);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while polls.load(std::sync::atomic::Ordering::Relaxed) == held_at {
+            assert!(Instant::now() < deadline, "the hold was not lifted");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}
+
 #[test]
 fn shm_peer_death_in_process() {
     let mut host = shm_host(8);

@@ -17,6 +17,42 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// A hold on the dataplane's use of host memory ([`ShmHost::hold_dataplane`]), lifted on
+/// drop.
+pub struct DataplaneHold<'a> {
+    area: Option<&'a Arc<Area>>,
+    n: u64,
+    complete: bool,
+}
+
+impl DataplaneHold<'_> {
+    /// Whether every queue pair of the dataplane in use held when asked (or none is
+    /// connected).
+    pub fn complete(&self) -> bool {
+        self.complete
+    }
+
+    /// Whether every queue pair in use still holds: one that held longer than it may (1 s)
+    /// has gone on, and what was copied since is no cut.
+    pub fn kept(&self) -> bool {
+        let Some(a) = self.area else {
+            return true;
+        };
+        self.complete
+            && (0..a.layout.qps)
+                .map(|qp| a.get(hdr::held(qp)))
+                .all(|v| v == 0 || v == self.n)
+    }
+}
+
+impl Drop for DataplaneHold<'_> {
+    fn drop(&mut self) {
+        if let Some(a) = self.area {
+            a.hdr.store_u64(hdr::HOLD, 0);
+        }
+    }
+}
+
 /// What [`ShmHost::poll_peer`] saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerEvent {
@@ -468,6 +504,44 @@ impl ShmHost {
         }
     }
 
+    /// Asks the connected dataplane to execute nothing on host memory until the returned
+    /// hold is dropped (a snapshot's consistent cut: its handlers write host memory
+    /// themselves, without the host's workers). Each of its queue pairs in use answers
+    /// between two of its polls, within a poll's time; [`DataplaneHold::complete`] says
+    /// whether all did within `wait`. A dataplane holds at most 1 s, and not at all without
+    /// this request: a hostile one gains nothing from it.
+    pub fn hold_dataplane(&self, wait: std::time::Duration) -> DataplaneHold<'_> {
+        let a = &self.area;
+        if self.peer.is_none() {
+            return DataplaneHold {
+                area: None,
+                n: 0,
+                complete: true,
+            };
+        }
+        // Unique per hold, never 0 or HELD_NONE.
+        let n = sys::monotonic_ns().clamp(1, hdr::HELD_NONE - 1);
+        a.hdr.store_u64(hdr::HOLD, n);
+        let start = std::time::Instant::now();
+        let complete = loop {
+            let waiting = (0..a.layout.qps)
+                .map(|qp| a.get(hdr::held(qp)))
+                .any(|v| v != 0 && v != n);
+            if !waiting {
+                break true;
+            }
+            if start.elapsed() > wait {
+                break false;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(20));
+        };
+        DataplaneHold {
+            area: Some(a),
+            n,
+            complete,
+        }
+    }
+
     /// Connections to the link socket closed without becoming the dataplane, by reason.
     pub fn refused_peers(&self) -> PeerRefusals {
         self.admission.refused
@@ -491,6 +565,11 @@ impl ShmHost {
     /// Sends the area to a connected dataplane: a hello and the memfd plus doorbells.
     fn hand_over(&self, s: &UnixStream) -> Result<u64, LinkError> {
         let a = &self.area;
+        // The last dataplane's queue pairs answer no more.
+        a.hdr.store_u64(hdr::HOLD, 0);
+        for qp in 0..a.layout.qps {
+            a.hdr.store_u64(hdr::held(qp), 0);
+        }
         let generation = a.hdr.faa(hdr::GENERATION, 1).unwrap_or(0) + 1;
         a.hdr.store_u64(hdr::HEARTBEAT_NS, sys::monotonic_ns());
         let mut hello = [0u8; HELLO_LEN];

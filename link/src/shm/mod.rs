@@ -103,7 +103,7 @@ mod snapshot;
 mod tests;
 
 pub use admission::PeerRefusals;
-pub use host::{PeerEvent, ShmHost, ShmRegion};
+pub use host::{DataplaneHold, PeerEvent, ShmHost, ShmRegion};
 pub use link::{ShmLink, ShmMemory};
 pub use load::{LoadPublisher, LoadReport};
 pub use qp::ShmQp;

@@ -32,7 +32,13 @@ pub struct ShmQp {
     mem: LocalMemory,
     cq: CompletionQueue,
     counters: LinkCounters,
+    /// The last [`hdr::HOLD`] this queue pair held for (the dataplane's side).
+    held: u64,
 }
+
+/// The longest a dataplane queue pair holds still for the host's snapshot: a host agent
+/// stopped with a hold set must not stop its dataplane for good.
+const HOLD_MAX_NS: u64 = 1_000_000_000;
 
 impl ShmQp {
     pub(super) fn new(
@@ -57,6 +63,9 @@ impl ShmQp {
         let local = staging.mem();
         let epoch = area.get(hdr::DIR_EPOCH);
         let (table, mem) = area.table_and_memory();
+        if peer.is_some() {
+            area.hdr.store_u64(hdr::held(qp), hdr::HELD_NONE);
+        }
         Ok(ShmQp {
             qp,
             peer,
@@ -69,8 +78,41 @@ impl ShmQp {
             mem,
             cq: CompletionQueue::new(cq_depth),
             counters: LinkCounters::default(),
+            held: 0,
             area,
         })
+    }
+
+    /// The dataplane's side of [`hdr::HOLD`]: between two polls (no op of this queue pair
+    /// under way), says it holds, then waits until the host lifts the hold, the host is gone,
+    /// or [`HOLD_MAX_NS`] passed. Its ops so far were done before the answer is seen
+    /// (release), so the host's copy is a cut between two of its polls.
+    fn hold_if_asked(&mut self) {
+        let n = self.area.get(hdr::HOLD);
+        if n == 0 || n == self.held {
+            return;
+        }
+        let Some(peer) = self.peer.as_deref() else {
+            return;
+        };
+        self.held = n;
+        self.area.hdr.store_u64(hdr::held(self.qp), n);
+        let start = crate::sys::monotonic_ns();
+        loop {
+            let now = crate::sys::monotonic_ns();
+            if self.area.get(hdr::HOLD) != n || peer.check(now).is_err_and(|e| e.is_peer_gone()) {
+                break;
+            }
+            if now.saturating_sub(start) > HOLD_MAX_NS {
+                tracing::warn!(
+                    qp = self.qp,
+                    "the host's snapshot hold outlasted 1 s; going on"
+                );
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+        self.area.hdr.store_u64(hdr::held(self.qp), hdr::HELD_NONE);
     }
 
     pub fn index(&self) -> u32 {
@@ -224,6 +266,9 @@ impl ShmQp {
 
 impl Drop for ShmQp {
     fn drop(&mut self) {
+        if self.peer.is_some() {
+            self.area.hdr.store_u64(hdr::held(self.qp), 0);
+        }
         self.area.taken[self.qp as usize].store(false, Ordering::Release);
     }
 }
@@ -370,14 +415,15 @@ impl Link for ShmQp {
     }
 
     fn check_peer(&mut self, now_ns: u64) -> Result<(), LinkError> {
-        match &self.peer {
-            None => Ok(()),
-            Some(p) => p.check(now_ns).inspect_err(|e| {
-                if e.is_peer_gone() {
-                    self.counters.peer_gone += 1;
-                }
-            }),
+        let Some(p) = &self.peer else {
+            return Ok(());
+        };
+        let r = p.check(now_ns);
+        match &r {
+            Err(e) if e.is_peer_gone() => self.counters.peer_gone += 1,
+            _ => self.hold_if_asked(),
         }
+        r
     }
 
     fn counters(&self) -> LinkCounters {
