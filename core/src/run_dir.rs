@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 pub const LINK_SOCKET: &str = "link.sock";
 /// The host agent's control socket (mode 0600).
 pub const CONTROL_SOCKET: &str = "control.sock";
+/// Locked by the host agent serving the run directory (one at a time).
+pub const HOST_AGENT_LOCK: &str = "host-agent.lock";
 /// The key file of the admin and the tenants (docs/security.md).
 pub const CREDENTIALS: &str = "credentials";
 /// The largest `--config` file the servers read (TOML of a few flags).

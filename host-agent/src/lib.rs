@@ -178,6 +178,8 @@ pub struct HostAgent {
     /// only once the id space wraps, so a client still calling a removed offload is told it
     /// is gone instead of running the next registration's program.
     next_offload: std::sync::atomic::AtomicU32,
+    /// `RUN_DIR/host-agent.lock`, locked while this agent runs.
+    _run_lock: std::fs::File,
 }
 
 /// Where the data came from at start.
@@ -207,12 +209,20 @@ impl HostAgent {
             key: "run-dir",
             reason,
         })?;
-        // Two agents in one run directory would steal each other's sockets.
-        if seqpacket::SeqConn::connect(&cfg.control_socket()).is_ok() {
+        // Two agents in one run directory would steal each other's sockets and write over
+        // each other's key files: the one that locks `host-agent.lock` first runs (two
+        // started at once both found no control socket answering, and both ran). An agent
+        // of a version before the lock is still found by its control socket.
+        let lock_path = cfg.run_dir.join(naam_core::run_dir::HOST_AGENT_LOCK);
+        let run_lock = private_file::try_lock(&lock_path)
+            .map_err(io_err(format!("lock {}", lock_path.display())))?;
+        let Some(run_lock) =
+            run_lock.filter(|_| seqpacket::SeqConn::connect(&cfg.control_socket()).is_err())
+        else {
             return Err(AgentError::Running {
                 run_dir: cfg.run_dir.clone(),
             });
-        }
+        };
         let key_file = cfg
             .credentials
             .clone()
@@ -461,6 +471,7 @@ impl HostAgent {
             metrics,
             offloads,
             next_offload: std::sync::atomic::AtomicU32::new(next_offload),
+            _run_lock: run_lock,
         })
     }
 

@@ -25,3 +25,22 @@ pub(crate) fn replace(path: &Path, tmp: &Path, bytes: &[u8]) -> std::io::Result<
     f.sync_all()?;
     std::fs::rename(tmp, path)
 }
+
+/// Opens (creating, mode 0600) and locks `path` for this process (`flock`, released when the
+/// file is closed, so when the process is gone however it ended); `None` when another
+/// process holds it.
+pub(crate) fn try_lock(path: &Path) -> std::io::Result<Option<File>> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(f)),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}

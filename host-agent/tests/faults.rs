@@ -331,6 +331,71 @@ fn a_second_agent_in_the_same_run_dir_is_refused() {
     assert_eq!(agent.param("host", "workers"), 1);
 }
 
+/// Two agents started at the same moment on one run directory: both found no control socket
+/// answering, and in one try of four both ran (each listening on the same sockets); in others
+/// the loser wrote over the winner's key files (the admin key on disk no longer matched).
+/// Exactly one runs now, the other is refused, and the key files are the winner's.
+#[test]
+fn two_agents_started_at_once_in_one_run_dir_leave_exactly_one_running() {
+    for round in 0..4 {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = dir.path().join("run");
+        let spawn = || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_naam-host-agent"))
+                .args(base_args(&run_dir))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let mut agents = [spawn(), spawn()];
+        // The loser exits; the winner runs until it is stopped.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let loser = loop {
+            if let Some(i) = (0..2).find(|&i| agents[i].try_wait().unwrap().is_some()) {
+                break i;
+            }
+            assert!(Instant::now() < deadline, "round {round}: both still run");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut winner = agents.into_iter().collect::<Vec<_>>();
+        let lost = winner.remove(loser);
+        let mut winner = winner.pop().unwrap();
+        let out = lost.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "round {round}");
+        assert!(err.contains("another host agent"), "round {round}: {err}");
+        // The winner serves, and the admin key on disk is one it knows.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut control = loop {
+            if let Ok(c) = naam_host_agent::control::ControlClient::connect(
+                &run_dir.join("control.sock"),
+                Duration::from_secs(2),
+            ) {
+                break c;
+            }
+            assert!(
+                winner.try_wait().unwrap().is_none(),
+                "round {round}: the winner exited"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the winner never served"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(control.describe("host").is_ok(), "round {round}");
+        let admin = std::fs::read_to_string(run_dir.join("admin.key")).unwrap();
+        let keys = std::fs::read_to_string(run_dir.join("credentials")).unwrap();
+        assert!(
+            keys.lines().any(|l| l.trim() == admin.trim()),
+            "round {round}: admin.key is not among the credentials"
+        );
+        winner.kill().unwrap();
+        winner.wait().unwrap();
+    }
+}
+
 #[test]
 fn a_reply_ring_nobody_reads_does_not_burn_a_core() {
     let dir = tempfile::tempdir().unwrap();
