@@ -65,7 +65,6 @@ fn demo(args: Vec<OsString>) -> anyhow::Result<()> {
     };
     let r = naam_rs::demo::run(naam_bench::shift::binaries()?, &cfg, stop)?;
     // A closed stdout (`| head`) only loses these lines.
-    use std::io::Write as _;
     if r.phases.is_empty() {
         let _ = writeln!(
             std::io::stdout(),
@@ -95,11 +94,14 @@ fn demo(args: Vec<OsString>) -> anyhow::Result<()> {
 const USAGE: &str =
     "usage: naam-rs demo | host-agent | dataplane | naam | bench [ARGS...] (--help on each)";
 
+// Not `println!`/`eprintln!` in this file: they panic when the output is closed or full.
+use std::io::Write as _;
+
 fn report(r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("naam-rs: {e:#}");
+            let _ = writeln!(std::io::stderr(), "naam-rs: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -108,7 +110,7 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
 fn main() -> ExitCode {
     let mut args: Vec<OsString> = std::env::args_os().collect();
     if args.len() < 2 {
-        eprintln!("{USAGE}");
+        let _ = writeln!(std::io::stderr(), "{USAGE}");
         return ExitCode::from(2);
     }
     let role = args.remove(1);
@@ -124,11 +126,11 @@ fn main() -> ExitCode {
         Some("bench") => report(naam_bench::program::run(with_name("bench", args))),
         Some("demo") => report(demo(with_name("demo", args))),
         Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
+            let _ = writeln!(std::io::stdout(), "{USAGE}");
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("naam-rs: unknown role {role:?}\n{USAGE}");
+            let _ = writeln!(std::io::stderr(), "naam-rs: unknown role {role:?}\n{USAGE}");
             ExitCode::from(2)
         }
     }

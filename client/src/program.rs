@@ -25,7 +25,8 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Client(ClientCommand),
-    /// Runs the static verifier on a handler object: exit 0 accepted, 1 rejected, 2 unreadable.
+    /// Runs the static verifier on a handler object: exit 0 accepted, 1 rejected, 2 unreadable
+    /// (or its result could not be written).
     Verify {
         /// A `clang -target bpf` object.
         file: PathBuf,
@@ -70,46 +71,56 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn verify_cmd(file: &std::path::Path, section: Option<&str>, json: bool) -> ExitCode {
-    let bytes = match read_object(file) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("naam verify: cannot read {}: {e}", file.display());
-            return ExitCode::from(2);
-        }
+    use std::io::Write as _;
+    // Not `println!`/`eprintln!`, which panic when the output is closed or full.
+    let fail = |what: String| {
+        let _ = writeln!(std::io::stderr(), "naam verify: {what}");
+        ExitCode::from(2)
     };
-    let program = match load_program(&bytes, section) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!(
-                "naam verify: {}: {}",
-                file.display(),
-                printable(&e.to_string())
-            );
-            return ExitCode::from(2);
-        }
+    let (line, code) = match verify_file(file, section, json) {
+        Ok(v) => v,
+        Err(what) => return fail(what),
     };
-    match verify(&program, &VerifierConfig::default()) {
+    match writeln!(std::io::stdout(), "{line}") {
+        Ok(()) => code,
+        // The reader went away (`| head`, `| true`): the exit status still says the result.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
+        Err(e) => fail(format!("cannot write the result: {e}")),
+    }
+}
+
+/// The result line of `naam verify` and its exit status (0 accepted, 1 rejected), or why the
+/// file could not be read (exit 2).
+fn verify_file(
+    file: &std::path::Path,
+    section: Option<&str>,
+    json: bool,
+) -> Result<(String, ExitCode), String> {
+    let bytes = read_object(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let program = load_program(&bytes, section)
+        .map_err(|e| format!("{}: {}", file.display(), printable(&e.to_string())))?;
+    Ok(match verify(&program, &VerifierConfig::default()) {
         Ok(v) => {
-            if json {
-                let doc = serde_json::json!({
+            let line = if json {
+                serde_json::json!({
                     "accepted": true,
                     "name": v.name(),
                     "insns": v.insn_count(),
                     "worst_case": v.worst_case_insns(),
-                });
-                println!("{doc}");
+                })
+                .to_string()
             } else {
-                println!(
+                format!(
                     "accepted: {}: {} instructions, worst case {}",
                     printable(v.name()),
                     v.insn_count(),
                     v.worst_case_insns()
-                );
-            }
-            ExitCode::SUCCESS
+                )
+            };
+            (line, ExitCode::SUCCESS)
         }
         Err(e) => {
-            if json {
+            let line = if json {
                 let line = e.line.as_ref().map(|l| {
                     serde_json::json!({
                         "file": l.file,
@@ -118,22 +129,22 @@ fn verify_cmd(file: &std::path::Path, section: Option<&str>, json: bool) -> Exit
                         "text": l.text.trim(),
                     })
                 });
-                let doc = serde_json::json!({
+                serde_json::json!({
                     "accepted": false,
                     "name": program.name,
                     "insn": e.insn,
                     "kind": format!("{:?}", e.kind),
                     "reason": e.reason,
                     "line": line,
-                });
-                println!("{doc}");
+                })
+                .to_string()
             } else {
                 // "instruction N (file.c:LINE:COL `source`): reason"
-                println!("rejected: {}", printable(&format!("{}: {e}", program.name)));
-            }
-            ExitCode::from(1)
+                format!("rejected: {}", printable(&format!("{}: {e}", program.name)))
+            };
+            (line, ExitCode::from(1))
         }
-    }
+    })
 }
 
 /// Reads an object file: a regular file (symlinks followed) of at most

@@ -201,3 +201,39 @@ fn what_comes_from_the_object_is_printed_harmlessly_and_errors_say_what_is_wrong
     assert!(err.contains("not a regular file"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
 }
+
+/// An output that cannot be written (full, or its reader gone) is an error or nothing, never
+/// a panic (exit 101 before); a reader that went away still gets the verdict's exit status.
+#[test]
+fn closed_or_full_outputs_do_not_panic() {
+    use std::process::Stdio;
+    let run = |stdout: Stdio, stderr: Stdio, file: &str| {
+        let full = Command::new(env!("CARGO_BIN_EXE_naam"))
+            .args(["verify", file])
+            .stdout(stdout)
+            .stderr(stderr)
+            .status()
+            .expect("naam runs");
+        full.code().expect("exit code")
+    };
+    let dev_full = || Stdio::from(std::fs::File::create("/dev/full").unwrap());
+    let good = handler("three_step.bpf.o");
+    let bad = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    assert_eq!(run(dev_full(), Stdio::null(), &good), 2, "stdout full");
+    assert_eq!(run(Stdio::null(), dev_full(), bad), 2, "stderr full");
+    // A reader gone before the verdict is written: `naam verify x | true`.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_naam"))
+        .args(["verify", &good])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
