@@ -36,8 +36,12 @@ impl HandlerSpec {
                 };
             }
         }
+        // `FILE.o:` (no section after the colon) names FILE.o.
         HandlerSpec {
-            path: s.into(),
+            path: s
+                .strip_suffix(".o:")
+                .map_or(s, |p| &s[..p.len() + 2])
+                .into(),
             section: None,
         }
     }
@@ -213,8 +217,26 @@ impl Config {
         if self.workers == 0 || self.workers > 256 {
             return bad("workers", "must be in 1..=256");
         }
-        if self.nic_workers == 0 || self.nic_workers > 256 {
-            return bad("nic-workers", "must be in 1..=256");
+        let max_qps = naam_link::layout::MAX_QPS;
+        if self.nic_workers == 0 || self.nic_workers > max_qps {
+            return bad("nic-workers", &format!("must be in 1..={max_qps}"));
+        }
+        // An empty path (`snapshot = ""` in a config file; the flags refuse it) named the
+        // current directory's `.tmp` and `.lock`: the shutdown's snapshot was lost, a key
+        // file was left there.
+        let empty = |p: &std::path::Path| p.as_os_str().is_empty();
+        for (key, path) in [
+            ("run-dir", Some(&self.run_dir)),
+            ("snapshot", self.snapshot.as_ref()),
+            ("persist", self.persist.as_ref()),
+            ("credentials", self.credentials.as_ref()),
+        ] {
+            if path.is_some_and(|p| empty(p)) {
+                return bad(key, "an empty path");
+            }
+        }
+        if self.handler.iter().any(|h| empty(&h.path)) {
+            return bad("handler", "an empty path");
         }
         if self.workers > self.nic_workers {
             return bad(
@@ -350,6 +372,27 @@ mod tests {
         assert_eq!(h.section.as_deref(), Some("naam/record"));
         assert_eq!(HandlerSpec::parse("z.o").section, None);
         assert_eq!(HandlerSpec::parse("z.o:").section, None);
+        assert_eq!(HandlerSpec::parse("z.o:").path, Path::new("z.o"));
+    }
+
+    /// Settings a config file can give that the flags could not (probe 10): empty paths
+    /// (the snapshot was then lost at shutdown, a key file left in the current directory) and
+    /// more queue pairs than an area holds (refused later, without naming the setting).
+    #[test]
+    fn empty_paths_and_too_many_queue_pairs_are_refused_by_name() {
+        for (toml, key) in [
+            ("snapshot = \"\"", "snapshot"),
+            ("persist = \"\"", "persist"),
+            ("credentials = \"\"", "credentials"),
+            ("run-dir = \"\"", "run-dir"),
+            ("handler = [\"\"]", "handler"),
+            ("nic-workers = 121\nworkers = 1", "nic-workers"),
+        ] {
+            let c = Config::from_toml(toml).unwrap();
+            assert!(refused(&c).starts_with(key), "{toml}: {}", refused(&c));
+        }
+        let c = Config::from_toml("nic-workers = 120").unwrap();
+        assert!(c.validate().is_ok());
     }
 
     /// Why `c` is refused, as "key: reason".

@@ -406,19 +406,21 @@ fn register(agent: &HostAgent, r: &RegisterRepr<'_>) -> Result<u32, crate::Regis
             format!("tenant {} is reserved (the admin's 'any tenant')", r.tenant),
         );
     }
+    // The bundled applications' offloads are the deployment's, which the tenant cannot
+    // remove: counted, a limit below their number left it unable to register anything.
     let held = agent
         .registry
         .list()
         .iter()
-        .filter(|o| o.tenant == r.tenant)
+        .filter(|o| o.tenant == r.tenant && o.id >= crate::apps::offload::FIRST_DYNAMIC)
         .count();
     let max = agent.cfg.max_offloads_per_tenant;
     if held >= max as usize {
         return refuse(
             ErrorCode::NoSpace,
             format!(
-                "tenant {} has {held} offloads registered, its limit \
-                 (--max-offloads-per-tenant {max}): remove some first",
+                "tenant {} has {held} offloads registered besides the bundled ones, its \
+                 limit (--max-offloads-per-tenant {max}): remove some first",
                 r.tenant
             ),
         );

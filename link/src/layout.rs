@@ -126,7 +126,8 @@ const fn align_up(v: u64, a: u64) -> u64 {
 }
 
 /// Limits that keep a parsed layout's arithmetic far from overflow.
-const MAX_QPS: u32 = 120;
+/// The most queue pairs of an area (the header page holds each one's answer to a snapshot hold).
+pub const MAX_QPS: u32 = 120;
 // Every queue pair's answer to a hold fits the header page.
 const _: () = assert!(hdr::held(MAX_QPS) <= PAGE - 8);
 const MAX_SLOTS: u32 = 1 << 16;
