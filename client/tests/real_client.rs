@@ -249,3 +249,22 @@ fn cli_json_output_against_a_real_deployment() {
     assert_eq!(scan["pairs"].as_array().unwrap().len(), 3, "{scan}");
     assert_eq!(json(&["delete", "k1"])["deleted"], true);
 }
+
+/// A port that drops everything it receives still counts it: the port's counters were
+/// published only after a poll that got a packet through, so `--drop-rx-every 1` (or a flood
+/// of frames all dropped at the port) showed nothing (probe 10).
+#[test]
+fn a_port_that_drops_every_datagram_still_counts_them() {
+    let d = deploy(|c| c.dataplane_args = vec!["--drop-rx-every".into(), "1".into()]);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..50u8 {
+        sock.send_to(&[i; 64], d.data_addr()).unwrap();
+    }
+    let counted = real::wait_for(Duration::from_secs(5), || {
+        let s = d.stats().unwrap();
+        let n = s.get("total.port_drop.injected_rx").copied().unwrap_or(0);
+        (n >= 50).then_some(n)
+    });
+    assert_eq!(counted, Some(50));
+    assert_eq!(d.stats().unwrap()["total.rx"], 0);
+}

@@ -120,7 +120,8 @@ impl WorkerConfig {
 /// retries arrive (the client's window, cut by the refusal, lowers its rate meanwhile).
 pub(super) const BUSY_RETRY_AFTER_NS: u64 = 1_000_000;
 
-/// How often the tenants' counters are copied to the shared stats.
+/// How often the tenants' and the port's counters are copied to the shared stats (the port's
+/// also after every poll that found work).
 const TENANTS_PUBLISH_NS: u64 = 10_000_000;
 
 /// One NIC worker's state. Cache-line aligned; everything it uses on the data path is
@@ -261,6 +262,9 @@ impl Worker {
         if now_ns.saturating_sub(self.shares_published) >= TENANTS_PUBLISH_NS {
             self.shares_published = now_ns;
             self.stats.publish_tenants(self.shares.accounts());
+            // Also when no packet got through: a port that drops everything it receives
+            // (all malformed, `--drop-rx-every 1`) showed none of it.
+            self.stats.publish_port(port.stats());
         }
         bump(&self.stats.polls, 1);
         self.stats.at_host.store(
