@@ -99,6 +99,12 @@ pub enum LinkError {
         path: std::path::PathBuf,
         reason: String,
     },
+    /// A persistent area another host agent serves (its lock file is held).
+    #[error("persistent link area {}: in use by another host agent ({} is locked); stop that one first", path.display(), lock.display())]
+    PersistInUse {
+        path: std::path::PathBuf,
+        lock: std::path::PathBuf,
+    },
     #[error("{what}")]
     Io {
         what: &'static str,

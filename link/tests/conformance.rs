@@ -1120,8 +1120,11 @@ fn shm_a_persisted_area_is_served_by_one_host_at_a_time() {
         ..test_geometry()
     };
     match ShmHost::create(&cfg) {
-        Err(LinkError::Persist { reason, .. }) => {
-            assert!(reason.contains("in use by another host agent"), "{reason}")
+        Err(e @ LinkError::PersistInUse { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("in use by another host agent"), "{msg}");
+            // Moving a live area away would lose it.
+            assert!(!msg.contains("move it away"), "{msg}");
         }
         Err(e) => panic!("refused for another reason: {e}"),
         Ok(_) => panic!("a second host on the same area"),
@@ -1193,8 +1196,12 @@ fn shm_corrupt_truncated_or_foreign_persistent_areas_are_refused_not_wiped() {
         ("wrong magic", wrong_magic),
         ("garbage", vec![0xab; 3 * 4096]),
     ];
+    let lock = naam_core::run_dir::beside(&area, ".lock");
+    let _ = std::fs::remove_file(&lock);
     for (what, bytes) in cases {
+        use std::os::unix::fs::PermissionsExt as _;
         std::fs::write(&area, &bytes).unwrap();
+        std::fs::set_permissions(&area, std::fs::Permissions::from_mode(0o644)).unwrap();
         let cfg = ShmConfig {
             persist: Some(area.clone()),
             ..test_geometry()
@@ -1212,6 +1219,11 @@ fn shm_corrupt_truncated_or_foreign_persistent_areas_are_refused_not_wiped() {
             bytes,
             "{what}: left as it was"
         );
+        // Not taken, so not changed (probe 10: a mistyped --persist made a 0644 text file
+        // 0600 and left a lock file beside it).
+        let mode = std::fs::metadata(&area).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{what}: its mode changed");
+        assert!(!lock.exists(), "{what}: a lock file left beside it");
     }
     // An empty file is a new area.
     std::fs::write(&area, b"").unwrap();

@@ -96,10 +96,25 @@ impl ShmHost {
             cfg.load_slots,
             cfg.arena_bytes,
         )?;
-        let persist_lock = cfg.persist.as_deref().map(Self::lock_file).transpose()?;
+        let lock = cfg
+            .persist
+            .as_deref()
+            .map(|p| naam_core::run_dir::beside(p, ".lock"));
+        let lock_was_there = lock.as_deref().is_some_and(Path::exists);
+        let persist_lock = cfg
+            .persist
+            .as_deref()
+            .zip(lock.as_deref())
+            .map(|(path, lock)| Self::lock_file(path, lock))
+            .transpose()?;
         let (fd, map, hugetlb, restored) = match &cfg.persist {
             Some(path) => {
-                let (fd, map, restored) = Self::open_file(path, &layout)?;
+                let (fd, map, restored) = Self::open_file(path, &layout).inspect_err(|_| {
+                    // A file that is not an area (a mistyped path): no lock left beside it.
+                    if let Some(lock) = lock.as_deref().filter(|_| !lock_was_there) {
+                        let _ = std::fs::remove_file(lock);
+                    }
+                })?;
                 tracing::warn!(
                     path = %path.display(),
                     "a persisted area is a plain file, which cannot be sealed as a memfd is: a dataplane could shrink it (keep it on a tmpfs such as /dev/shm, writable only by the host agent)"
@@ -166,20 +181,19 @@ impl ShmHost {
     /// Takes `FILE.lock` beside a persisted area (its own file: the area's descriptor is
     /// handed to the dataplane, whose copy would keep a lock on the area itself after this
     /// process is gone, and refuse the restarted host agent).
-    fn lock_file(path: &Path) -> Result<std::fs::File, LinkError> {
-        let lock = naam_core::run_dir::beside(path, ".lock");
+    fn lock_file(path: &Path, lock: &Path) -> Result<std::fs::File, LinkError> {
         let refuse = |reason: String| LinkError::Persist {
             path: path.to_owned(),
             reason,
         };
-        let file = sys::open_private(&lock, libc::O_NOFOLLOW)
+        let file = sys::open_private(lock, libc::O_NOFOLLOW)
             .map_err(|e| refuse(format!("open {}: {e}", lock.display())))?;
         match sys::try_lock_exclusive(file.as_fd()) {
             Ok(true) => Ok(file),
-            Ok(false) => Err(refuse(format!(
-                "in use by another host agent ({} is locked)",
-                lock.display()
-            ))),
+            Ok(false) => Err(LinkError::PersistInUse {
+                path: path.to_owned(),
+                lock: lock.to_owned(),
+            }),
             Err(e) => Err(refuse(format!("lock {}: {e}", lock.display()))),
         }
     }
@@ -206,12 +220,18 @@ impl ShmHost {
         }
         // The mode of `open` applies only to a file it creates: one made beforehand (`touch`)
         // keeps its own, and would show every tenant's data and the regions' keys to others.
+        // Changed once the file is taken as an area (a mistyped path's file is left as it is).
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        let restrict = |fd: OwnedFd| -> Result<OwnedFd, LinkError> {
+            if mode & 0o077 == 0 {
+                return Ok(fd);
+            }
+            let file = std::fs::File::from(fd);
             file.set_permissions(std::fs::Permissions::from_mode(0o600))
                 .map_err(io("chmod 0600"))?;
             tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the persistent link area was open to other users: its mode is now 0600");
-        }
+            Ok(OwnedFd::from(file))
+        };
         let len = meta.len();
         let fd = OwnedFd::from(file);
         let refuse = |reason: String| LinkError::Persist {
@@ -233,7 +253,7 @@ impl ShmHost {
             match Layout::parse(&hdr_view, len) {
                 Ok(old) if old == *layout => {
                     if hdr_view.load_u64(hdr::DATA_STATE) != Some(hdr::DATA_BUILDING) {
-                        return Ok((fd, map, true));
+                        return Ok((restrict(fd)?, map, true));
                     }
                     // Its host stopped while building the data, before it served it: half a
                     // table kept as data would be served as if whole.
@@ -247,7 +267,7 @@ impl ShmHost {
                 Err(e) => return Err(refuse(format!("not a valid link area: {e}"))),
             }
         }
-        let file = std::fs::File::from(fd);
+        let file = std::fs::File::from(restrict(fd)?);
         file.set_len(0)
             .and_then(|_| file.set_len(layout.total_len))
             .map_err(io("size"))?;
