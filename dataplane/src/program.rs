@@ -44,7 +44,7 @@ struct Args {
     /// Worker threads (one link queue pair each; UDP workers share the ports with SO_REUSEPORT).
     #[arg(long, default_value_t = 1, value_parser = at_least_one(256))]
     workers: usize,
-    /// Steering classes.
+    /// Steering classes (at least the bundled applications' 6).
     #[arg(long, default_value_t = crate::port::DEFAULT_CLASSES, value_parser = clap::value_parser!(u16).range(1..))]
     classes: u16,
     /// Control port [default: 127.0.0.1 and the data base port minus one]; give an address
@@ -290,6 +290,19 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
             a.classes
         );
     }
+    // The host agent always runs the bundled applications: a class of theirs not served
+    // left their commands timing out ("nothing answered") with only a warning in this log.
+    let bundled = naam_handlers::bundled::ALL
+        .iter()
+        .map(|o| o.class + 1)
+        .max()
+        .unwrap_or(1);
+    anyhow::ensure!(
+        a.classes >= bundled,
+        "--classes {}: the bundled applications' offloads use classes 0 to {} (at least {bundled})",
+        a.classes,
+        bundled - 1
+    );
     if !a.engine.available() {
         anyhow::bail!(
             "engine {} is not available on this machine",

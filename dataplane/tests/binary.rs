@@ -187,6 +187,8 @@ fn settings_that_could_not_serve_are_refused_before_anything_starts() {
         (&["--slots", "0"][..], "--slots"),
         (&["--burst", "0"][..], "--burst"),
         (&["--classes", "0"][..], "--classes"),
+        // Fewer than the bundled applications' classes (their commands timed out).
+        (&["--classes", "2"][..], "--classes 2"),
         (&["--max-steps", "0"][..], "--max-steps"),
         // No de-duplication would let a retransmitted mutation run twice.
         (&["--dedup", "0"][..], "--dedup"),
