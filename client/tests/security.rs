@@ -441,3 +441,39 @@ fn connecting_counts_no_forbidden_request_at_the_host_agent() {
     .expect("the host agent's gate counters are relayed");
     assert_eq!(opened.get("host.auth.forbidden"), Some(&0), "{opened:?}");
 }
+
+/// A dataplane given a key file that is not its host agent's (another deployment's) started
+/// without a word, and every request of the real keys' holders was refused: it now says so
+/// at once in its log and counts it (`dp.keys_refused_by_host`).
+#[test]
+fn a_dataplane_with_other_keys_than_its_host_agent_says_so() {
+    let foreign = Keyring::new(vec![
+        Credential::new(0, Principal::Admin, [0x5e; 32]),
+        Credential::new(1, Principal::Tenant(1), [0x6f; 32]),
+    ])
+    .unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), foreign.to_text()).unwrap();
+    let d = deploy(|c| {
+        c.dataplane_args = vec!["--credentials".into(), file.path().display().to_string()];
+    });
+    // Its own counters, asked with the key it has.
+    let mut c = d
+        .client(naam_client::ClientConfig {
+            credential: foreign.of(Principal::Admin).cloned(),
+            ..patient(ExecMode::Server)
+        })
+        .unwrap();
+    let refused = wait_for(Duration::from_secs(10), || {
+        let s: std::collections::HashMap<String, u64> =
+            c.server_stats(0).unwrap().into_iter().collect();
+        Some(s["dp.keys_refused_by_host"]).filter(|&n| n > 0)
+    })
+    .expect("counted");
+    assert_eq!(refused, 2, "the admin and tenant 1");
+    let log = std::fs::read_to_string(d.run_dir().join("dataplane.log")).unwrap();
+    assert!(
+        log.contains("does not accept this dataplane's key"),
+        "{log}"
+    );
+}

@@ -196,7 +196,16 @@ fn load_keys(cfg: &RuntimeConfig) -> Result<Keyring, SetupError> {
     if let Some(warning) = run_dir::exposed(&path) {
         tracing::warn!("{warning}");
     }
-    Keyring::parse(&text).map_err(|e| fail(e.to_string()))
+    let keys = Keyring::parse(&text).map_err(|e| fail(e.to_string()))?;
+    if keys.len() == 1 {
+        // A client's key file (`admin.key`, `tenant-N.key`) given for the host agent's.
+        tracing::warn!(
+            path = %path.display(),
+            "the key file holds one key: every other principal's requests will be refused \
+             (give the host agent's key file, RUN_DIR/credentials)"
+        );
+    }
+    Ok(keys)
 }
 
 /// Registers the bundled offloads (`naam_handlers::bundled`) under their fixed ids; classes

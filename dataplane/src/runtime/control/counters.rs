@@ -96,6 +96,7 @@ impl ControlPlane {
             "dp.link_generation".into(),
             self.shared.link_generation.load(Ordering::Relaxed),
         ));
+        v.push(("dp.keys_refused_by_host".into(), self.keys_refused_by_host));
         v.push((
             "dp.link_refused".into(),
             self.shared.link_refused.load(Ordering::Relaxed),

@@ -194,10 +194,11 @@ impl ControlPlane {
         /// Principals asked for at most (each costs a few requests at every connect).
         const PRINCIPALS: usize = 64;
         self.described.clear();
+        self.keys_refused_by_host = 0;
         let mut asked: Vec<Principal> = Vec::new();
         let keys: Vec<naam_core::auth::Credential> = self.gate.keys().iter().cloned().collect();
         let mut nonce = wall_clock_ns();
-        for key in keys {
+        'principals: for key in keys {
             // Only those the bundled applications' tenant lets see them: asking for the
             // others made the host agent log and count a forbidden request per application
             // at every connect, polluting a security counter (the probe of 2026-12-06).
@@ -222,6 +223,20 @@ impl ControlPlane {
                     };
                     let next = match Message::parse(reply).map(|m| m.body) {
                         Ok(Body::DescribeReply(page)) => page.more.then_some(page.next),
+                        Ok(Body::Error(e)) if e.code == ErrorCode::Unauthorized => {
+                            // Said once per principal: every request its clients seal will
+                            // be refused the same way.
+                            self.keys_refused_by_host += 1;
+                            tracing::error!(
+                                principal = %key.principal,
+                                key_id = key.key_id,
+                                detail = e.detail,
+                                "the host agent does not accept this dataplane's key: --credentials \
+                                 is not the host agent's key file (its clients' requests will \
+                                 be refused)"
+                            );
+                            continue 'principals;
+                        }
                         _ => break,
                     };
                     let reply = reply.to_vec();

@@ -106,6 +106,9 @@ pub struct ControlPlane {
     ignored: u64,
     /// Requests the kernel dropped on the control socket (its receive buffer was full).
     pub kernel_drops: u64,
+    /// Principals of this dataplane's keyring whose key the host agent refused at the last
+    /// connection (`--credentials` not the host agent's: their requests are all refused).
+    keys_refused_by_host: u64,
     /// The host agent's descriptions of the bundled applications, for when it is unavailable.
     described: described::Described,
     /// Whether the host agent answers now (its heartbeat is fresh): a forwarded request stops
@@ -183,6 +186,7 @@ impl ControlPlane {
             errors: [0; ErrorCode::ALL.len()],
             ignored: 0,
             kernel_drops: 0,
+            keys_refused_by_host: 0,
             described: described::Described::default(),
             host_live: Box::new(|| true),
             host_counters: Arc::default(),
