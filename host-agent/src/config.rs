@@ -191,8 +191,8 @@ impl Config {
             << 20
     }
 
-    /// Reads a TOML file; keys are the long flag names (`nic-workers`, `arena-mb`, ...), and
-    /// missing keys keep their defaults.
+    /// Reads a TOML file; keys are the long flag names (`nic-workers`, `arena-mb`, ...;
+    /// `hugetlb = false` for `--no-hugetlb`), and missing keys keep their defaults.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let max = naam_core::run_dir::CONFIG_FILE_MAX;
         let read = |source| ConfigError::Read {

@@ -22,7 +22,8 @@ use std::sync::Arc;
     about = "The NAAM host agent: regions, application data, host workers, control socket"
 )]
 struct Args {
-    /// TOML file whose keys mirror the flags (`nic-workers = 2`); flags override it.
+    /// TOML file whose keys mirror the flags (`nic-workers = 2`; `hugetlb = false` for
+    /// `--no-hugetlb`); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Stop (as on SIGTERM) once process PID is no longer this one's parent: for a host agent
