@@ -180,13 +180,15 @@ fn with_config_file(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ff
     for (key, value) in table {
         // A key is a long flag without its dashes; an unknown one is the file's mistake,
         // named as such (the parser would call it an unexpected command-line argument).
-        let known = key != "config" && cmd.get_arguments().any(|a| a.get_long() == Some(&key));
-        if !known {
+        let arg = cmd
+            .get_arguments()
+            .find(|a| key != "config" && a.get_long() == Some(&key));
+        let Some(arg) = arg else {
             anyhow::bail!(
                 "config file {}: unknown key {key:?} (the keys are the long flags without \"--\", see --help)",
                 path.display()
             );
-        }
+        };
         let flag = format!("--{key}");
         let bad = || {
             anyhow::anyhow!(
@@ -203,7 +205,14 @@ fn with_config_file(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ff
             toml::Value::String(s) => flags.push(with(s)),
             toml::Value::Integer(n) => flags.push(with(&n.to_string())),
             toml::Value::Float(x) => flags.push(with(&x.to_string())),
-            // A list: the flag once per item (`tenant-weight = ["2=3", "5=1"]`).
+            // A list: the flag once per item (`tenant-weight = ["2=3", "5=1"]`), for the
+            // flags that take several (of another, the last item won without a word).
+            toml::Value::Array(_) if !matches!(arg.get_action(), clap::ArgAction::Append) => {
+                anyhow::bail!(
+                    "config file {}: {key} takes one value, not a list",
+                    path.display()
+                )
+            }
             toml::Value::Array(items) => {
                 for item in items {
                     let v = match item {

@@ -158,6 +158,8 @@ fn a_config_file_sets_flags_and_the_command_line_wins() {
         ("pin = 1\n", "'1' for '--pin'"),
         ("engine = \"--pin\"\n", "'--pin' for '--engine"),
         ("port = \"bogus:1\"\n", "'bogus:1' for '--port"),
+        // A list for a flag of one value: the last item won, without a word (probe 10).
+        ("workers = [1, 3]\n", "workers takes one value"),
     ] {
         std::fs::write(&file, text).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
