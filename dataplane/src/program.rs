@@ -298,6 +298,19 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
             a.port,
             a.classes
         );
+        // Bound after the data ports, it failed with a bare "address already in use".
+        let same_ip = |c: &SocketAddrV4| {
+            c.ip() == base.ip() || c.ip().is_unspecified() || base.ip().is_unspecified()
+        };
+        if let Some(c) = a.control.filter(|c| base.port() != 0 && same_ip(c)) {
+            let data = u32::from(base.port())..=last;
+            anyhow::ensure!(
+                !data.contains(&u32::from(c.port())),
+                "--control {c}: one of the data ports ({}:{}..={last}, one per class)",
+                base.ip(),
+                base.port()
+            );
+        }
     }
     // The host agent always runs the bundled applications: a class of theirs not served
     // left their commands timing out ("nothing answered") with only a warning in this log.

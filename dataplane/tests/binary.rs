@@ -191,6 +191,16 @@ fn settings_that_could_not_serve_are_refused_before_anything_starts() {
         (&["--classes", "0"][..], "--classes"),
         // Fewer than the bundled applications' classes (their commands timed out).
         (&["--classes", "2"][..], "--classes 2"),
+        // A control port among the data ports failed later with a bare "address in use".
+        (
+            &[
+                "--port",
+                "udp:127.0.0.1:7430",
+                "--control",
+                "127.0.0.1:7435",
+            ][..],
+            "one of the data ports",
+        ),
         (&["--max-steps", "0"][..], "--max-steps"),
         // No de-duplication would let a retransmitted mutation run twice.
         (&["--dedup", "0"][..], "--dedup"),

@@ -153,7 +153,12 @@ pub fn machine_memory_mb() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kib = |name: &str| -> Option<u64> {
         let line = text.lines().find(|l| l.starts_with(name))?;
-        line[name.len()..].trim().trim_end_matches("kB").trim().parse().ok()
+        line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
     };
     Some((kib("MemTotal:")? + kib("SwapTotal:").unwrap_or(0)) / 1024)
 }
@@ -476,7 +481,10 @@ mod tests {
                 ..Config::default()
             };
             let why = refused(&c);
-            assert!(why.starts_with("records") && why.contains("memory"), "{why}");
+            assert!(
+                why.starts_with("records") && why.contains("memory"),
+                "{why}"
+            );
         }
         // Data past the largest area are refused by what sizes them.
         c.mica_keys = 1 << 32;
