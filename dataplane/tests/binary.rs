@@ -272,6 +272,21 @@ fn a_run_directory_too_long_for_its_sockets_is_refused_with_the_lengths() {
     assert!(!out.status.success());
     assert!(err.contains("past the 107"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // A run directory that is a file can never hold the host agent's sockets: said at once,
+    // not after the whole wait for a host agent (10 s by default, probe 10).
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
+        .args(["--port", "udp:127.0.0.1:0", "--connect-wait-ms", "20000"])
+        .arg("--run-dir")
+        .arg(file.path())
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("the binary runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("Not a directory"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
 
 /// A dataplane still waiting for its host agent stops as promptly as one serving: on

@@ -130,4 +130,24 @@ impl LinkError {
     pub fn is_peer_suspect(&self) -> bool {
         matches!(self, LinkError::PeerSuspect { .. })
     }
+
+    /// Whether connecting again later can succeed: the host agent is not there yet (no
+    /// socket, nobody listening) or serves another dataplane, as opposed to a path that can
+    /// never hold its socket (not a directory, no permission, too long).
+    pub fn may_pass(&self) -> bool {
+        match self {
+            LinkError::PeerTaken { .. } => true,
+            LinkError::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::NotFound
+                    | io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::TimedOut
+                    | io::ErrorKind::WouldBlock
+                    | io::ErrorKind::Interrupted
+            ),
+            _ => true,
+        }
+    }
 }

@@ -60,7 +60,9 @@ pub(super) fn connect_with_wait(
         }
         match ShmLink::connect(path, opts) {
             Ok(l) => return Ok(l),
-            Err(e) if start.elapsed() < wait => {
+            // Not a path that a host agent starting later would fix (not a directory, no
+            // permission): said now rather than after the whole wait.
+            Err(e) if start.elapsed() < wait && e.may_pass() => {
                 if !logged {
                     // Another dataplane attached is not a host agent starting: said louder,
                     // it lasts until that one stops.
