@@ -298,6 +298,14 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
             a.port,
             a.classes
         );
+        // Clients look for the control port below the data ports: below port 1 there is none
+        // (it was bound anywhere, and `naam --server IP:1` looked at port 0).
+        anyhow::ensure!(
+            base.port() != 1 || a.control.is_some(),
+            "--port {}: the control port, the data base port minus one, would be port 0; \
+             give --control or another base port",
+            a.port
+        );
         // Bound after the data ports, it failed with a bare "address already in use".
         let same_ip = |c: &SocketAddrV4| {
             c.ip() == base.ip() || c.ip().is_unspecified() || base.ip().is_unspecified()

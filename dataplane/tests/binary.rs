@@ -191,6 +191,9 @@ fn settings_that_could_not_serve_are_refused_before_anything_starts() {
         (&["--classes", "0"][..], "--classes"),
         // Fewer than the bundled applications' classes (their commands timed out).
         (&["--classes", "2"][..], "--classes 2"),
+        // Below data port 1 is no control port (it was bound anywhere, and clients looked
+        // at port 0).
+        (&["--port", "udp:127.0.0.1:1"][..], "would be port 0"),
         // A control port among the data ports failed later with a bare "address in use".
         (
             &[
