@@ -143,6 +143,53 @@ fn outsiders_cannot_stop_congest_unregister_or_read_keys() {
     still_serving(&mut d);
 }
 
+/// A steering class is one tenant's (probe 11): tenant 2 registered an offload on tenant 1's
+/// B-tree class and flooded its port, and the kernel dropped tenant 1's lookups with the
+/// flood, before any fair share could apply. Now that REGISTER is refused, naming the owner;
+/// on a class of its own the tenant registers, and another tenant may not join it there.
+#[test]
+fn a_tenant_cannot_register_on_another_tenants_class() {
+    let d = start();
+    let raw = UdpSocket::bind("127.0.0.1:0").unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let reg = |id, tenant, class| {
+        encode(
+            id,
+            Body::Register(RegisterRepr {
+                name: "mine",
+                tenant,
+                class,
+                read_only: true,
+                section: None,
+                object: naam_handlers::RECORD_OBJECT,
+            }),
+        )
+    };
+    // The registered id, or the refusal's code and detail.
+    let ask_register = |datagram: &[u8]| -> Result<u32, (ErrorCode, String)> {
+        raw.send_to(datagram, d.control_addr()).unwrap();
+        let mut buf = vec![0u8; 70_000];
+        let (n, _) = raw.recv_from(&mut buf).expect("an answer");
+        match Message::parse(&buf[..n]).unwrap().body {
+            Body::RegisterReply(r) => Ok(r.id),
+            Body::Error(e) => Err((e.code, e.detail.to_owned())),
+            other => panic!("{other:?}"),
+        }
+    };
+    let btree = naam_client::bundled::BTREE_LOOKUP.class;
+    let (code, detail) =
+        ask_register(&sealed(Principal::Tenant(2), &reg(31, 2, btree))).unwrap_err();
+    assert_eq!(code, ErrorCode::Forbidden);
+    assert!(detail.contains("tenant 1"), "{detail}");
+    // The admin cannot put tenant 2 there either.
+    let r = ask_register(&sealed(Principal::Admin, &reg(32, 2, btree)));
+    assert_eq!(r.map_err(|e| e.0), Err(ErrorCode::Forbidden));
+    // A class of its own: registered; tenant 1 may not join it there.
+    ask_register(&sealed(Principal::Tenant(2), &reg(33, 2, 40))).unwrap();
+    let r = ask_register(&sealed(Principal::Tenant(1), &reg(34, 1, 40)));
+    assert_eq!(r.map_err(|e| e.0), Err(ErrorCode::Forbidden));
+}
+
 #[test]
 fn a_captured_request_replayed_runs_once_and_stale_ones_are_refused() {
     let mut d = start();

@@ -128,6 +128,15 @@ pub struct OffloadSpec {
     pub read_only: bool,
 }
 
+/// Why a REGISTER on `class` was refused: `taken` (another tenant's offload) is there.
+pub fn class_taken_detail(class: u16, taken: &Offload) -> String {
+    format!(
+        "class {class} carries tenant {}'s offload {} ({}): a class is one tenant's; choose \
+         another",
+        taken.tenant, taken.id, taken.name
+    )
+}
+
 impl Registry {
     /// A registry whose offloads are compiled by the first pool that takes them.
     pub fn new() -> Arc<Self> {
@@ -252,6 +261,18 @@ impl Registry {
 
     pub fn list(&self) -> Vec<Arc<Offload>> {
         self.lock().slots.iter().flatten().cloned().collect()
+    }
+
+    /// An offload of another tenant than `tenant` on steering class `class`, if any: a class
+    /// (its port, its queue at the NIC) is one tenant's, so that another tenant flooding its
+    /// own offload there cannot drop this one's messages before any fair share applies.
+    pub fn class_taken(&self, class: u16, tenant: u32) -> Option<Arc<Offload>> {
+        self.lock()
+            .slots
+            .iter()
+            .flatten()
+            .find(|o| o.class == class && o.tenant != tenant)
+            .cloned()
     }
 
     pub fn len(&self) -> usize {

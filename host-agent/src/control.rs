@@ -406,6 +406,12 @@ fn register(agent: &HostAgent, r: &RegisterRepr<'_>) -> Result<u32, crate::Regis
             format!("tenant {} is reserved (the admin's 'any tenant')", r.tenant),
         );
     }
+    if let Some(o) = agent.registry.class_taken(r.class, r.tenant) {
+        return refuse(
+            ErrorCode::Forbidden,
+            naam_core::pool::class_taken_detail(r.class, &o),
+        );
+    }
     // The bundled applications' offloads are the deployment's, which the tenant cannot
     // remove: counted, a limit below their number left it unable to register anything.
     let held = agent

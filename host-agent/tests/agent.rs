@@ -669,7 +669,8 @@ fn registration_limits_and_a_snapshot_directory_are_checked() {
     let reg = |tenant, name| RegisterRepr {
         name,
         tenant,
-        class: 16,
+        // A class is one tenant's.
+        class: 16 + (tenant % 8) as u16,
         read_only: true,
         section: Some("naam/record"),
         object: naam_handlers::RECORD_OBJECT,

@@ -179,9 +179,10 @@ pub enum OffloadCommand {
         /// ELF section of the entry point [default: the first executable one].
         #[arg(long)]
         section: Option<String>,
-        /// Steering class of its messages.
-        #[arg(long, default_value_t = 0)]
-        class: u16,
+        /// Steering class of its messages [default: the lowest class no other tenant's
+        /// offload uses: a class is one tenant's].
+        #[arg(long)]
+        class: Option<u16>,
         /// Offload name [default: the file name without extensions].
         #[arg(long)]
         name: Option<String>,
@@ -372,13 +373,28 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
                     .unwrap_or_default();
                 stem.split('.').next().unwrap_or("offload").to_owned()
             });
+            let mut client = client;
+            let class = match class {
+                Some(c) => *c,
+                None => {
+                    let tenant = client.config().tenant;
+                    let taken: Vec<u16> = client
+                        .list(0)?
+                        .iter()
+                        .filter(|o| o.tenant != tenant)
+                        .map(|o| o.class)
+                        .collect();
+                    (0..=u16::MAX)
+                        .find(|c| !taken.contains(c))
+                        .context("every class holds another tenant's offload")?
+                }
+            };
             let opts = RegisterOptions {
                 name,
                 section: section.clone(),
-                class: *class,
+                class,
                 read_only: *read_only,
             };
-            let mut client = client;
             let id = client.register(0, &object, &opts)?;
             Answer::new(format!("{id}\n"), json!({ "id": id, "name": opts.name }))
         }

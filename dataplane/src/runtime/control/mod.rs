@@ -420,6 +420,11 @@ impl ControlPlane {
             );
             return emit(&msg.reply(error(ErrorCode::BadRequest, &d)), out);
         }
+        // Before the costly part (the host agent checks it too).
+        if let Some(o) = self.shared.registry.class_taken(r.class, r.tenant) {
+            let d = naam_core::pool::class_taken_detail(r.class, &o);
+            return emit(&msg.reply(error(ErrorCode::Forbidden, &d)), out);
+        }
         // A copy: the object sits at any offset of the datagram, and the ELF parser wants its
         // headers aligned. Loaded and verified exactly as the host agent does.
         let object = r.object.to_vec();
