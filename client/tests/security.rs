@@ -524,3 +524,70 @@ fn a_dataplane_with_other_keys_than_its_host_agent_says_so() {
         "{log}"
     );
 }
+
+/// STATS is every principal's, but a tenant's leaves out what is another tenant's business
+/// (probe 11: tenant 2 read the sizes of tenant 1's PUTs from MICA's log tail, its hits and
+/// misses from its offloads' steps, its request counts and CPU time).
+#[test]
+fn a_tenants_stats_leave_out_the_other_tenants_activity() {
+    let d = start();
+    let client = |p: Principal| {
+        d.client(naam_client::ClientConfig {
+            credential: Some(key(p)),
+            tenant: match p {
+                Principal::Tenant(t) => t,
+                _ => 1,
+            },
+            ..patient(ExecMode::Server)
+        })
+        .unwrap()
+    };
+    let mut m = Mica::new(client(Principal::Tenant(1))).unwrap();
+    for i in 0..20u32 {
+        m.put(format!("k{i}").as_bytes(), b"tenant 1's value")
+            .unwrap();
+        m.get(format!("k{i}").as_bytes()).unwrap();
+    }
+    let names = |p: Principal| -> Vec<String> {
+        client(p)
+            .server_stats(0)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    };
+    let tenant_1s = |n: &String| {
+        n.contains("tenant.1.")
+            || n.starts_with("mica.")
+            || n.starts_with("host.mica.")
+            || [
+                "offload.0.",
+                "offload.1.",
+                "class.0.",
+                "class.1.",
+                "steer.class.0.",
+            ]
+            .iter()
+            .any(|p| n.starts_with(p))
+    };
+    // The host agent's counters (MICA's) are relayed every so often.
+    let musts = [
+        "total.tenant.1.admitted",
+        "mica.log_tail_bytes",
+        "offload.0.nic_steps",
+    ];
+    wait_for(Duration::from_secs(10), || {
+        let admin = names(Principal::Admin);
+        musts
+            .iter()
+            .all(|m| admin.iter().any(|n| n == m))
+            .then_some(())
+    })
+    .expect("the admin sees tenant 1's counters");
+    assert!(names(Principal::Tenant(1)).iter().any(tenant_1s));
+    let outsider = names(Principal::Tenant(2));
+    let leaked: Vec<&String> = outsider.iter().filter(|n| tenant_1s(n)).collect();
+    assert!(leaked.is_empty(), "tenant 2 sees {leaked:?}");
+    // The deployment's own counters are still everybody's.
+    assert!(outsider.iter().any(|n| n == "dp.workers"), "{outsider:?}");
+}

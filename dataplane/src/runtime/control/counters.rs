@@ -207,8 +207,21 @@ impl ControlPlane {
         v
     }
 
-    pub(super) fn stats(&self, msg: &Message<'_>, p: PageRequestRepr, out: &mut [u8]) -> usize {
-        let all = self.counters();
+    /// STATS for `who`: a tenant's leaves out what is another tenant's business (probe 11:
+    /// tenant 2 read tenant 1's PUT sizes from MICA's log tail, its hits and misses from its
+    /// offloads' steps, its request counts and CPU time).
+    pub(super) fn stats(
+        &self,
+        who: Principal,
+        msg: &Message<'_>,
+        p: PageRequestRepr,
+        out: &mut [u8],
+    ) -> usize {
+        let mut all = self.counters();
+        if !who.is_admin() {
+            let offloads = self.shared.registry.list();
+            all.retain(|(name, _)| owner(name, &offloads).is_none_or(|t| who.may_act_for(t)));
+        }
         let entries: Vec<KvEntry<'_>> = all
             .iter()
             .skip(p.start as usize)
@@ -226,5 +239,33 @@ impl ControlPlane {
             })),
             out,
         )
+    }
+}
+
+/// The tenant whose business counter `name` is, if one's: its own per-tenant counters, its
+/// offloads', its classes' (the placement log's too) and its applications' (MICA's, the
+/// bundled tenant's). Worker, sum and relay prefixes (`w0.`, `total.`, `host.`) are looked
+/// through. `None`: the deployment's, anybody's to read.
+fn owner(name: &str, offloads: &[Arc<naam_core::pool::Offload>]) -> Option<u32> {
+    let segs: Vec<&str> = name.split('.').collect();
+    let s = match segs.first() {
+        Some(&"total" | &"host") => &segs[1..],
+        Some(w) if w.len() > 1 && w[1..].parse::<u32>().is_ok() && w.starts_with('w') => &segs[1..],
+        _ => &segs[..],
+    };
+    let of_class = |c: &str| -> Option<u32> {
+        let c: u16 = c.parse().ok()?;
+        offloads.iter().find(|o| o.class == c).map(|o| o.tenant)
+    };
+    match s {
+        ["tenant", t, ..] => t.parse().ok(),
+        ["offload", id, ..] => {
+            let id: u32 = id.parse().ok()?;
+            offloads.iter().find(|o| o.id == id).map(|o| o.tenant)
+        }
+        ["class", c, ..] | ["steer", "class", c, ..] => of_class(c),
+        ["decision", _, c, ..] => of_class(c.strip_prefix('c')?),
+        ["mica", ..] => Some(naam_handlers::bundled::TENANT),
+        _ => None,
     }
 }

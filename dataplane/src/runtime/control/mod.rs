@@ -310,7 +310,7 @@ impl ControlPlane {
                 _ => self.unregister(msg, u.id, sealed, out),
             },
             Body::List(p) => self.list(msg, p, out),
-            Body::Stats(p) => self.stats(msg, p, out),
+            Body::Stats(p) => self.stats(who, msg, p, out),
             Body::Fetch(f) => match self.shared.registry.get(f.id) {
                 None => {
                     let d = format!("no offload with id {}", f.id);
