@@ -69,6 +69,51 @@ const DEDUP: usize = 256;
 /// retransmission, and each answer would be a page of counters for 100 bytes sent.
 const RESENDS: u32 = 5;
 
+/// REGISTERs one principal may have verified and compiled per second, and at once. Each
+/// costs this thread milliseconds (the verifier, the JIT), and the thread also runs the
+/// monitor, the policy and every other principal's requests: a tenant's flood of them held
+/// another's DESCRIBE ~100 ms (probe 11). Past it: `busy` with the wait.
+const REGISTERS_PER_S: u64 = 20;
+
+/// A token bucket per principal for [`REGISTERS_PER_S`] (a key file holds few principals).
+#[derive(Default)]
+struct RegisterBudget {
+    /// (principal, tokens in thousandths, when last refilled).
+    buckets: Vec<(Principal, u64, u64)>,
+}
+
+impl RegisterBudget {
+    const FULL: u64 = REGISTERS_PER_S * 1000;
+
+    /// Takes one REGISTER for `who` at `now_ns`; `Err(µs)` until one is available.
+    fn take(&mut self, who: Principal, now_ns: u64) -> Result<(), u32> {
+        let i = match self.buckets.iter().position(|b| b.0 == who) {
+            Some(i) => i,
+            None => {
+                self.buckets.push((who, Self::FULL, now_ns));
+                self.buckets.len() - 1
+            }
+        };
+        let (_, tokens, last) = &mut self.buckets[i];
+        // A thousandth of a REGISTER every UNIT ns; the time of a part not yet earned is kept.
+        const UNIT: u64 = 1_000_000 / REGISTERS_PER_S;
+        let gained = now_ns.saturating_sub(*last) / UNIT;
+        *tokens = (*tokens + gained).min(Self::FULL);
+        *last = if *tokens == Self::FULL {
+            now_ns
+        } else {
+            *last + gained * UNIT
+        };
+        if *tokens >= 1000 {
+            *tokens -= 1000;
+            Ok(())
+        } else {
+            let missing_ns = (1000 - *tokens) * UNIT;
+            Err((missing_ns / 1000).max(1) as u32)
+        }
+    }
+}
+
 /// A reply to a sealed request, kept for its retransmissions.
 struct Answered {
     /// (key id, nonce) of the request.
@@ -106,6 +151,8 @@ pub struct ControlPlane {
     ignored: u64,
     /// Requests the kernel dropped on the control socket (its receive buffer was full).
     pub kernel_drops: u64,
+    /// REGISTERs verified per principal, at most [`REGISTERS_PER_S`].
+    registers: RegisterBudget,
     /// Principals of this dataplane's keyring whose key the host agent refused at the last
     /// connection (`--credentials` not the host agent's: their requests are all refused).
     keys_refused_by_host: u64,
@@ -187,6 +234,7 @@ impl ControlPlane {
             ignored: 0,
             kernel_drops: 0,
             keys_refused_by_host: 0,
+            registers: RegisterBudget::default(),
             described: described::Described::default(),
             host_live: Box::new(|| true),
             host_counters: Arc::default(),
@@ -298,7 +346,18 @@ impl ControlPlane {
                 let d = format!("{who} may not register offloads for tenant {}", r.tenant);
                 self.forbidden(msg, &d, out)
             }
-            Body::Register(r) => self.register(msg, &r, sealed, out),
+            Body::Register(r) => match self.registers.take(who, naam_link::now_ns()) {
+                Ok(()) => self.register(msg, &r, sealed, out),
+                Err(us) => {
+                    let d = format!(
+                        "{who}: more than {REGISTERS_PER_S} registrations a second; retry in \
+                         {us} us"
+                    );
+                    let mut e = error_repr(ErrorCode::Busy, &d);
+                    e.retry_after_us = Some(us);
+                    emit(&msg.reply(Body::Error(e)), out)
+                }
+            },
             Body::Unregister(u) => match self.shared.registry.get(u.id) {
                 Some(o) if !who.may_act_for(o.tenant) => {
                     let d = format!(

@@ -284,3 +284,76 @@ fn senders_that_prove_nothing_get_no_more_bytes_than_they_sent() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A principal's REGISTERs are verified and compiled at most 20 a second (probe 11: a flood
+/// of them held the control thread, and every other principal's requests waited ~100 ms);
+/// past it, `busy` with the wait, before the object is looked at; another principal's are
+/// not held back.
+#[test]
+fn registrations_are_limited_per_principal() {
+    let mut p = plane();
+    let register = |p: &mut ControlPlane, key: &Credential, id: u64| -> Option<ErrorCode> {
+        let mut req = vec![0u8; 256];
+        let n = Message::new(
+            id,
+            0,
+            Body::Register(naam_core::wire::RegisterRepr {
+                name: "junk",
+                tenant: 1,
+                class: 7,
+                read_only: true,
+                section: None,
+                object: b"not an ELF object",
+            }),
+        )
+        .emit(&mut req)
+        .unwrap();
+        req.truncate(n);
+        let sealed = key.seal(wall_clock_ns() + id, &req).unwrap();
+        error_code(&send(p, &sealed))
+    };
+    // The first 20 are looked at (and refused as no program), the rest told to wait.
+    let codes: Vec<_> = (0..30)
+        .map(|i| register(&mut p, &tenant(), 100 + i))
+        .collect();
+    let looked_at = codes
+        .iter()
+        .filter(|c| **c == Some(ErrorCode::InvalidProgram))
+        .count();
+    assert!((20..=21).contains(&looked_at), "{codes:?}");
+    assert!(
+        codes[25..].iter().all(|c| *c == Some(ErrorCode::Busy)),
+        "{codes:?}"
+    );
+    // Another principal has its own budget.
+    assert_eq!(
+        register(&mut p, &admin(), 200),
+        Some(ErrorCode::InvalidProgram)
+    );
+    // And it comes back with time.
+    std::thread::sleep(std::time::Duration::from_millis(120));
+    assert_eq!(
+        register(&mut p, &tenant(), 300),
+        Some(ErrorCode::InvalidProgram)
+    );
+}
+
+#[test]
+fn the_register_budget_refills_at_its_rate_and_says_the_wait() {
+    let mut b = RegisterBudget::default();
+    let who = Principal::Tenant(3);
+    for _ in 0..REGISTERS_PER_S {
+        assert_eq!(b.take(who, 1_000), Ok(()));
+    }
+    let wait = b.take(who, 1_000).unwrap_err();
+    assert_eq!(
+        wait,
+        (1_000_000 / REGISTERS_PER_S) as u32,
+        "one REGISTER's time, in µs"
+    );
+    // Half of it later: still waiting, half as long; all of it: one more.
+    let half = 1_000 + u64::from(wait) * 500;
+    assert_eq!(b.take(who, half), Err(wait / 2));
+    assert_eq!(b.take(who, 1_000 + u64::from(wait) * 1_000), Ok(()));
+    assert!(b.take(who, 1_000 + u64::from(wait) * 1_000).is_err());
+}
