@@ -704,6 +704,13 @@ fn one_tenant_waiting_at_the_host_leaves_slots_for_another() {
             })
             .collect();
         let c = r.published_counters();
+        // Each refusal is also the refused tenant's (a full table's too: probe 11 saw
+        // refusals another tenant caused in no counter of the refused one).
+        assert_eq!(
+            c.get("tenant.1.refused").copied().unwrap_or(0),
+            refused.len() as u64,
+            "{c:?}"
+        );
         (refused, c["slots_full"], c["slots_over_share"])
     };
     // Alone, tenant 1 may take every slot: 16 forwarded, 4 refused for a full table.
@@ -1888,6 +1895,14 @@ fn a_mutation_is_applied_once_while_its_client_may_retry_whatever_follows() {
     // one entry, left for other tenants), before the sets are full.
     assert_eq!(l(&r.stats.dedup_full) + l(&r.stats.dedup_over_share), busy);
     assert!(l(&r.stats.dedup_over_share) > 0);
+    // And in the refused tenant's own counter.
+    let refused: u64 = r
+        .published_counters()
+        .iter()
+        .filter(|(n, _)| n.starts_with("tenant.") && n.ends_with(".refused"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(refused, busy);
     assert_eq!(l(&r.stats.dedup_evicted), 0, "nothing forgotten early");
     r.send(0, &faa(1, 0));
     r.poll();

@@ -525,8 +525,13 @@ impl Worker {
                     self.shares.tenant(a)
                 );
             }
-            _ => {
+            (_, a) => {
                 bump(&self.stats.slots_full, 1);
+                // Its refusals too, whoever holds the slots (probe 11: refusals another
+                // tenant caused showed in no counter of the refused one).
+                if let Some(a) = a {
+                    self.shares.count_refused(a);
+                }
                 let _ = write!(d, "no free slot");
             }
         }
@@ -559,11 +564,13 @@ impl Worker {
             }
             Begin::Full { retry_after_ns } => {
                 bump(&self.stats.dedup_full, 1);
+                let a = self.shares.account(tenant);
+                self.shares.count_refused(a);
                 let mut d = Detail::new();
                 let _ = match retry_after_ns {
                     Some(ns) => write!(
                         d,
-                        "reply cache full of requests that may still be retried; one expires in {} ms",
+                        "reply cache full of requests (of any tenant) that may still be retried; one expires in {} ms",
                         ns.div_ceil(1_000_000)
                     ),
                     None => write!(d, "reply cache full of requests in progress"),
@@ -572,6 +579,8 @@ impl Worker {
             }
             Begin::OverShare { retry_after_ns } => {
                 bump(&self.stats.dedup_over_share, 1);
+                let a = self.shares.account(tenant);
+                self.shares.count_refused(a);
                 let mut d = Detail::new();
                 let _ = write!(
                     d,
