@@ -143,7 +143,30 @@ fn udp_end_to_end_nic_execution_control_and_host_restart() {
         "noticed after {noticed:?}"
     );
     // A control request that needs it says it is gone, not that its heartbeat is late (which
-    // tells the user to try again at once).
+    // tells the user to try again at once), once the control thread has seen it go (the
+    // workers notice on their own queue pairs, a few milliseconds earlier).
+    let host_up = || {
+        let stats = call(
+            &client,
+            ctl,
+            &Message::new(9, 0, Body::Stats(PageRequestRepr { start: 0, max: 0 })),
+        );
+        let Body::StatsReply(page) = Message::parse(&stats).unwrap().body else {
+            panic!("expected stats")
+        };
+        page.entries
+            .iter()
+            .find(|e: &KvEntry<'_>| e.name == "dp.host_up")
+            .map(|e| e.value)
+    };
+    let seen = Instant::now();
+    while host_up() != Some(0) {
+        assert!(
+            seen.elapsed() < Duration::from_secs(2),
+            "dp.host_up stays 1"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let reg = call(
         &client,
         ctl,
