@@ -308,7 +308,9 @@ pub trait Link {
     fn wait_recv(&mut self, backoff: &Backoff);
 
     /// Checks that the peer is alive (cheap: a flag and a heartbeat load; the socket is polled
-    /// at most once per millisecond). Once gone, stays gone: reconnect with a new link.
+    /// at most once per millisecond). Once gone, stays gone: reconnect with a new link. Call
+    /// it between polls, with no op under way: over shared memory it is also where a
+    /// dataplane queue pair holds still while the host takes a snapshot (up to 1 s).
     fn check_peer(&mut self, now_ns: u64) -> Result<(), LinkError>;
 
     fn counters(&self) -> LinkCounters;

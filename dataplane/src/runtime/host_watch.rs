@@ -263,7 +263,7 @@ impl HostWatch {
                 }
             }
         }
-        // Refused attempts are spaced out to at most one every REFUSED_EVERY_MAX.
+        // Attempts refused in a row are spaced out, doubling up to REFUSED_EVERY_MAX.
         let every = cfg
             .reconnect_every
             .saturating_mul(1 << self.refused_in_a_row.min(5))
