@@ -11,6 +11,18 @@ fn deploy(home: &str) -> Deployment {
         home: home.into(),
         mica_keys: 4096,
         btree_keys: 4096,
+        // The classes stay at home: these tests are about where messages execute, not the
+        // policy (on a loaded CI machine it saw the NIC busy and moved a class to the host).
+        dataplane_args: [
+            "--nic-high",
+            "2.0",
+            "--host-high",
+            "2.0",
+            "--queue-high",
+            "1000000",
+        ]
+        .map(String::from)
+        .to_vec(),
         ..DeployConfig::default()
     };
     Deployment::start(bins, cfg).expect("deployment starts")
