@@ -246,11 +246,16 @@ impl ControlPlane {
 /// offloads', its classes' (the placement log's too) and its applications' (MICA's, the
 /// bundled tenant's). Worker, sum and relay prefixes (`w0.`, `total.`, `host.`) are looked
 /// through. `None`: the deployment's, anybody's to read.
-fn owner(name: &str, offloads: &[Arc<naam_core::pool::Offload>]) -> Option<u32> {
+pub(super) fn owner(name: &str, offloads: &[Arc<naam_core::pool::Offload>]) -> Option<u32> {
     let segs: Vec<&str> = name.split('.').collect();
     let s = match segs.first() {
         Some(&"total" | &"host") => &segs[1..],
-        Some(w) if w.len() > 1 && w[1..].parse::<u32>().is_ok() && w.starts_with('w') => &segs[1..],
+        Some(w)
+            if w.strip_prefix('w')
+                .is_some_and(|n| n.parse::<u32>().is_ok()) =>
+        {
+            &segs[1..]
+        }
         _ => &segs[..],
     };
     let of_class = |c: &str| -> Option<u32> {

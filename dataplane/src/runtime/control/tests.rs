@@ -357,3 +357,26 @@ fn the_register_budget_refills_at_its_rate_and_says_the_wait() {
     assert_eq!(b.take(who, 1_000 + u64::from(wait) * 1_000), Ok(()));
     assert!(b.take(who, 1_000 + u64::from(wait) * 1_000).is_err());
 }
+
+/// Whose business a counter is, for a tenant's STATS: any name (the host agent's are relayed
+/// as they come) gets an answer, never a panic.
+#[test]
+fn counter_owners_are_found_through_prefixes_and_odd_names_are_nobodys() {
+    use super::counters::owner;
+    for (name, who) in [
+        ("w3.tenant.7.refused", Some(7)),
+        ("total.tenant.2.run_ns", Some(2)),
+        ("mica.log_tail_bytes", Some(naam_handlers::bundled::TENANT)),
+        ("host.mica.x", Some(naam_handlers::bundled::TENANT)),
+        ("dp.workers", None),
+        ("offload.99.nic_steps", None),
+        ("class.9.placement", None),
+        ("wé.tenant.1.x", None),
+        ("é", None),
+        ("", None),
+        ("tenant.x.refused", None),
+        ("decision.0.cé.nic-host.X", None),
+    ] {
+        assert_eq!(owner(name, &[]), who, "{name}");
+    }
+}
