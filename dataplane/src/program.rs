@@ -277,16 +277,7 @@ fn parse_home(s: &str) -> Result<Location, String> {
 /// runs, and what the `naam-rs` program of the repository root runs for this role.
 pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
     // Logs go to stderr; stdout carries only the "serving" line (scripts read the ports).
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // A closed log pipe (`| head`, a collector restarting) loses lines, not the process:
-        // reporting the failed write would print to the same closed stderr, and panic.
-        .log_internal_errors(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    naam_link::log::init();
     let a = Args::parse_from(with_config_file(args)?);
     // Class `c` is served on UDP port `base + c`: found out here, not after connecting.
     if let Ok(crate::port::PortSpec::Udp(base)) = crate::port::parse_spec(&a.port) {

@@ -335,3 +335,34 @@ fn a_dataplane_waiting_for_its_host_agent_stops_at_once_when_asked() {
     assert!(status.success(), "{status}");
     assert!(after < Duration::from_secs(2), "{after:?}");
 }
+
+/// A log written to a file is plain text: no terminal colour codes around the levels and
+/// fields, so `grep` finds the lines the docs show (it had them whenever stderr was a file,
+/// as in a deployment's `--log-dir`).
+#[test]
+fn a_log_to_a_file_has_no_colour_codes() {
+    let tmp = run_dir("plainlog");
+    let log_path = tmp.path().join("dp.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
+        .args(["--port", "udp:127.0.0.1:0", "--connect-wait-ms", "10000"])
+        .arg("--run-dir")
+        .arg(tmp.path().join("run"))
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("the binary runs");
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.contains(" INFO "), "{text}");
+    assert!(
+        text.contains("stopped while waiting for the host agent"),
+        "{text}"
+    );
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+}

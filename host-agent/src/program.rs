@@ -149,16 +149,7 @@ impl Args {
 /// The program with these arguments (the first is the program name): what its own binary
 /// runs, and what the `naam-rs` program of the repository root runs for this role.
 pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // A closed log pipe (`| head`, a collector restarting) loses lines, not the process:
-        // reporting the failed write would print to the same closed stderr, and panic.
-        .log_internal_errors(false)
-        .init();
+    naam_link::log::init();
     let args = Args::parse_from(args);
     let parent = args.parent_pid;
     let cfg = args.into_config()?;

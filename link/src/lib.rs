@@ -54,6 +54,7 @@
 mod cq;
 pub mod error;
 pub mod layout;
+pub mod log;
 pub mod mapped_file;
 pub mod parent;
 pub mod ring;
