@@ -6,9 +6,10 @@
 //!
 //! 0. Busy fractions rise as soon as two samples in a row show it and fall smoothly:
 //!    congestion is acted on one sample after its onset, calm only once it has lasted.
-//! 1. A class stays where it is for at least `min_dwell` after a move (no flapping); one that
-//!    had to leave home again within `FLAP_WINDOW` of coming back waits twice as long away
-//!    before its next return, per flap in a row (at most `min_dwell << MAX_FLAPS`).
+//! 1. A class stays where it is for at least `min_dwell` after a move (no flapping), at the
+//!    clients too (their lease is renewed meanwhile); one that had to leave again within
+//!    `FLAP_WINDOW` of coming back (home, or wherever a lease's end took it) waits twice as
+//!    long away before its next return, per flap in a row (at most `min_dwell << MAX_FLAPS`).
 //! 2. Host congested (busy fraction, smoothed, above `host_high`, or its queues deeper than
 //!    `queue_high`, or the host is gone): classes on the host move to the NIC while the NIC's
 //!    projected load stays under `nic_target`; read-only classes that do not fit go to the
@@ -168,9 +169,10 @@ struct ClassState {
     home: Location,
     moved_at: Option<Nanos>,
     lease_until: Nanos,
-    /// When it last came home because the load returned to normal.
+    /// When it last moved for relief (the load returned to normal, a client lease ended),
+    /// until it next moves for congestion.
     returned_at: Option<Nanos>,
-    /// Flaps in a row: it had to leave again within [`FLAP_WINDOW`] of coming home. Its
+    /// Flaps in a row: it had to leave again within [`FLAP_WINDOW`] of such a move. Its
     /// dwell away before the next return is `min_dwell << flaps` (see rule 1).
     flaps: u32,
 }
@@ -317,10 +319,15 @@ impl Policy {
                 }
                 Location::Client => {
                     let still_needed = host_hot && nic_hot; // host_hot includes a gone host
-                    if still_needed {
+                                                            // The clients keep a class as long as any other side would (rule 1): it
+                                                            // went out and came back within 5 ms under a load that followed it.
+                    let may_leave = st.moved_at.is_none_or(|t| {
+                        s.now.saturating_sub(t) >= c.min_dwell << st.flaps.min(MAX_FLAPS)
+                    });
+                    if still_needed || (!may_leave && s.now >= st.lease_until) {
                         // Renew the lease; not a move.
                         self.classes[cl.class as usize].lease_until = s.now + c.client_lease;
-                    } else if s.now >= st.lease_until || calm {
+                    } else if may_leave && (s.now >= st.lease_until || calm) {
                         // Home first, the other side second, wherever the class fits; when
                         // the lease has ended and it fits no target, wherever it is bearable,
                         // else it stays at the clients.
@@ -413,12 +420,14 @@ impl Policy {
                     Location::Client => {}
                 }
                 let state = &mut self.classes[cl.class as usize];
-                if reason == Reason::LoadReturned && dest == state.home {
+                if matches!(reason, Reason::LoadReturned | Reason::LeaseEnded) {
                     state.returned_at = Some(s.now);
-                } else if st.at == state.home {
-                    // Leaving home: a flap if it came back only a moment ago.
+                } else {
+                    // Driven out of where relief had brought it a moment ago (home, or the
+                    // side a lease ended on): a flap.
                     let flapped = state
                         .returned_at
+                        .take()
                         .is_some_and(|t| s.now.saturating_sub(t) < FLAP_WINDOW);
                     state.flaps = if flapped {
                         (state.flaps + 1).min(MAX_FLAPS)
@@ -568,6 +577,42 @@ mod tests {
         assert!(away.last().is_some_and(|a| *a >= 640), "{away:?}");
     }
 
+    /// The same from the clients (probe 13): with the NIC forwarding to a host-homed
+    /// read-only class, both sides looked saturated while it ran at the host and calm while
+    /// the clients ran it, so it went out and came back within 5 ms, again and again (the
+    /// clients' placements had neither the dwell nor the flap count).
+    #[test]
+    fn a_class_at_the_clients_dwells_and_flaps_like_any_other() {
+        let mut sim = Sim::new(classes(1, 0.05, true), Location::Host);
+        let mut flips_at = Vec::new();
+        for _ in 0..3000 {
+            let away = sim.policy.placement(0) == Location::Client;
+            (sim.nic_background, sim.host_background) =
+                if away { (0.05, 0.05) } else { (0.95, 0.95) };
+            let before = sim.log.len();
+            sim.run(1);
+            flips_at.extend(sim.log[before..].iter().map(|d| (d.at / MS, d.to)));
+        }
+        assert_eq!(flips_at[0].1, Location::Client, "{flips_at:?}");
+        assert!(flips_at[0].0 <= 5, "{flips_at:?}");
+        let stays: Vec<u64> = flips_at
+            .chunks(2)
+            .filter_map(|p| Some(p.get(1)?.0 - p[0].0))
+            .collect();
+        assert!(
+            stays
+                .iter()
+                .all(|&d| d >= PolicyConfig::default().min_dwell / MS),
+            "{flips_at:?}"
+        );
+        assert!(
+            flips_at.len() <= 16,
+            "{} moves: {flips_at:?}",
+            flips_at.len()
+        );
+        assert!(stays.last().is_some_and(|a| *a >= 640), "{stays:?}");
+    }
+
     #[test]
     fn host_congestion_moves_host_classes_to_the_nic() {
         let mut sim = Sim::new(classes(4, 0.2, false), Location::Host);
@@ -608,7 +653,9 @@ mod tests {
         sim.run(2);
         assert_eq!(sim.count(Location::Client), 4, "{:?}", sim.log);
         assert!(sim.log[before..].iter().all(|d| d.at == onset + 2 * MS));
-        // And back within one lease once the NIC calms (the host is still congested).
+        // And back within one lease once the NIC calms (the host is still congested), after
+        // the dwell every move has.
+        sim.run(PolicyConfig::default().min_dwell / MS);
         let (calm, before) = (sim.now, sim.log.len());
         sim.nic_background = 0.0;
         sim.run(20);
