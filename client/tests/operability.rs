@@ -137,7 +137,24 @@ fn metrics_move_under_load_and_offloads_show_what_ran() {
     assert!(after.keys().any(|k| k.starts_with("naam_dp_offload_info{")
         && k.contains(&format!("offload=\"{}\"", get.id))
         && k.contains("name=\"mica_get\"")));
-    assert_eq!(after.get("naam_dp_dp_host_up"), Some(&1.0));
+    assert_eq!(after.get("naam_dp_host_up"), Some(&1.0));
+    // Each class in use counts its moves (pinned here: none).
+    assert_eq!(
+        after.get(&format!(
+            "naam_dp_class_moves_total{{class=\"{}\"}}",
+            get.class
+        )),
+        Some(&0.0),
+        "{after:?}"
+    );
+    // What the dataplane relays from the host agent in STATS is the host agent's to export:
+    // here it went down when the host agent restarted, and summing both jobs counted it twice.
+    assert!(
+        !after
+            .keys()
+            .any(|k| k.contains("location=\"host\"") || k.starts_with("naam_dp_mica_")),
+        "{after:?}"
+    );
 
     // The host agent's metrics parse and carry its workers and offloads.
     let (status, host) = scrape(host_addr);

@@ -114,9 +114,10 @@ fn reply(mut o: Open, asked: Asked, scrapes: &Sender<Scrape>) {
 /// What a request head asks for.
 #[derive(Debug, PartialEq, Eq)]
 enum Asked {
-    Metrics,
-    /// (status, reason, text).
-    Refused(u16, &'static str, &'static str),
+    /// `/metrics`: by `GET`, or by `HEAD` (`body: false`: the same head, no body).
+    Metrics { body: bool },
+    /// (status, reason, text, whether the text is sent: not to a `HEAD`).
+    Refused(u16, &'static str, &'static str, bool),
     /// The client closed (or failed) before finishing its head: nothing to answer.
     Gone,
 }
@@ -130,7 +131,12 @@ fn read_head(o: &mut Open) -> Option<Asked> {
         }
         if o.got == HEAD_MAX {
             let text = "request head too large\n";
-            return Some(Asked::Refused(431, "Request Header Fields Too Large", text));
+            return Some(Asked::Refused(
+                431,
+                "Request Header Fields Too Large",
+                text,
+                true,
+            ));
         }
         match o.conn.read(&mut o.head[o.got..]) {
             Ok(0) => return Some(Asked::Gone),
@@ -141,6 +147,7 @@ fn read_head(o: &mut Open) -> Option<Asked> {
                         408,
                         "Request Timeout",
                         "request head too slow\n",
+                        true,
                     ));
                 }
                 return None;
@@ -155,11 +162,17 @@ fn read_head(o: &mut Open) -> Option<Asked> {
 fn answer(conn: &mut TcpStream, asked: Asked, scrapes: &Sender<Scrape>) -> std::io::Result<()> {
     conn.set_nonblocking(false)?;
     match asked {
-        Asked::Metrics => match render(scrapes) {
-            Some(text) => respond(conn, 200, "OK", &text),
-            None => respond(conn, 503, "Service Unavailable", "the process is busy\n"),
+        Asked::Metrics { body } => match render(scrapes) {
+            Some(text) => respond(conn, 200, "OK", &text, body),
+            None => respond(
+                conn,
+                503,
+                "Service Unavailable",
+                "the process is busy\n",
+                body,
+            ),
         },
-        Asked::Refused(code, reason, text) => respond(conn, code, reason, text),
+        Asked::Refused(code, reason, text, body) => respond(conn, code, reason, text, body),
         Asked::Gone => Ok(()),
     }
 }
@@ -170,18 +183,39 @@ fn parse(head: &[u8]) -> Option<Asked> {
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
         Ok(httparse::Status::Partial) => None,
-        Ok(httparse::Status::Complete(_)) => Some(match (req.method, req.path) {
-            (Some("GET"), Some(p)) if p.split('?').next() == Some("/metrics") => Asked::Metrics,
-            (Some("GET"), _) => Asked::Refused(404, "Not Found", "not found: try GET /metrics\n"),
-            _ => Asked::Refused(405, "Method Not Allowed", "only GET /metrics\n"),
-        }),
+        Ok(httparse::Status::Complete(_)) => {
+            let body = req.method != Some("HEAD");
+            Some(match (req.method, req.path.map(path_of)) {
+                (Some("GET" | "HEAD"), Some("/metrics")) => Asked::Metrics { body },
+                (Some("GET" | "HEAD"), _) => {
+                    Asked::Refused(404, "Not Found", "not found: try GET /metrics\n", body)
+                }
+                _ => Asked::Refused(405, "Method Not Allowed", "only GET /metrics\n", true),
+            })
+        }
         Err(httparse::Error::TooManyHeaders) => Some(Asked::Refused(
             431,
             "Request Header Fields Too Large",
             "too many headers\n",
+            true,
         )),
-        Err(_) => Some(Asked::Refused(400, "Bad Request", "not an HTTP request\n")),
+        Err(_) => Some(Asked::Refused(
+            400,
+            "Bad Request",
+            "not an HTTP request\n",
+            true,
+        )),
     }
+}
+
+/// The path of a request target, without its query: `/metrics?x` and the absolute form
+/// `http://host:port/metrics` (which a server must accept, RFC 9112 §3.2.2) are `/metrics`.
+fn path_of(target: &str) -> &str {
+    let target = match target.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => target,
+    };
+    target.split(['?', '#']).next().unwrap_or(target)
 }
 
 /// Asks the owner's loop for the text; `None` if it does not answer in time (or is gone).
@@ -191,7 +225,15 @@ fn render(scrapes: &Sender<Scrape>) -> Option<Arc<str>> {
     rx.recv_timeout(RENDER_WAIT).ok()
 }
 
-fn respond(conn: &mut TcpStream, code: u16, reason: &str, body: &str) -> std::io::Result<()> {
+/// Writes the answer; its body only if `send_body` (a `HEAD` gets the head alone, with the
+/// length the body would have).
+fn respond(
+    conn: &mut TcpStream,
+    code: u16,
+    reason: &str,
+    body: &str,
+    send_body: bool,
+) -> std::io::Result<()> {
     let content_type = if code == 200 {
         // What prometheus-client writes: counters are `NAME_total` samples of a family
         // declared `NAME` (`# TYPE NAME counter`), which the older text format (0.0.4)
@@ -200,7 +242,11 @@ fn respond(conn: &mut TcpStream, code: u16, reason: &str, body: &str) -> std::io
     } else {
         "text/plain; charset=utf-8"
     };
-    let allow = if code == 405 { "Allow: GET\r\n" } else { "" };
+    let allow = if code == 405 {
+        "Allow: GET, HEAD\r\n"
+    } else {
+        ""
+    };
     let head = format!(
         "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
         body.len()
@@ -210,7 +256,9 @@ fn respond(conn: &mut TcpStream, code: u16, reason: &str, body: &str) -> std::io
     // it likes.
     let by = Instant::now() + WRITE_TIME;
     write_by(conn, head.as_bytes(), by)?;
-    write_by(conn, body.as_bytes(), by)?;
+    if send_body {
+        write_by(conn, body.as_bytes(), by)?;
+    }
     // What the client still sends (a body) is not read: the close may reset it.
     let _ = conn.shutdown(Shutdown::Write);
     Ok(())
@@ -279,12 +327,29 @@ mod tests {
     fn heads_are_answered_by_method_and_path() {
         assert_eq!(
             parse(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Some(Asked::Metrics)
+            Some(Asked::Metrics { body: true })
         );
         assert_eq!(
             parse(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"),
-            Some(Asked::Metrics)
+            Some(Asked::Metrics { body: true })
         );
+        assert_eq!(
+            parse(b"GET http://x:9/metrics HTTP/1.1\r\n\r\n"),
+            Some(Asked::Metrics { body: true }),
+            "absolute form"
+        );
+        assert_eq!(
+            parse(b"HEAD /metrics HTTP/1.1\r\n\r\n"),
+            Some(Asked::Metrics { body: false })
+        );
+        assert!(matches!(
+            parse(b"HEAD /x HTTP/1.1\r\n\r\n"),
+            Some(Asked::Refused(404, _, _, false))
+        ));
+        assert!(matches!(
+            parse(b"GET http://x/other HTTP/1.1\r\n\r\n"),
+            Some(Asked::Refused(404, ..))
+        ));
         assert_eq!(parse(b"GET /metrics HTTP/1.1\r\nHost"), None, "incomplete");
         assert!(matches!(
             parse(b"GET / HTTP/1.1\r\n\r\n"),

@@ -16,7 +16,10 @@
 //! - `error.X`, `op_error.X` (last segment) → label `code="X"`; `drop.X`, `port_drop.X` →
 //!   label `reason="X"`;
 //! - under `offload.N`, `nic_X` / `host_X` → family part `X`, label `location="nic|host"`, so
-//!   the two processes' families line up (`naam_offload_runs_total{location=...}`);
+//!   the two processes' families line up (`naam_dp_offload_runs_total{location="nic"}`,
+//!   `naam_host_offload_runs_total{location="host"}`);
+//! - a first segment `dp` (the dataplane's own state) is dropped: the prefix says it
+//!   (`dp.host_up` → `naam_dp_host_up`);
 //! - any other segment joins the family name.
 //!
 //! Sums the process also reports (`total.*` of the dataplane, `host.*` of the host agent) are
@@ -53,7 +56,14 @@ pub const GAUGES: &[&str] = &[
     "host_suspect",
     "link_generation",
     "info",
+    "lossless",
 ];
+
+/// What a family's HELP line says where its name does not say enough.
+const HELP: &[(&str, &str)] = &[(
+    "class_placement",
+    "where the class runs now: 0 at the clients, 1 on the NIC, 2 on the host",
+)];
 
 /// Prefixes of sums the process reports besides their parts, and of the placement log
 /// (`decision.K...`, one line per recent decision: a log, not a metric); left out.
@@ -132,7 +142,7 @@ fn split(name: &str) -> Option<(String, Vec<(String, String)>)> {
     }
     let mut parts: Vec<String> = Vec::new();
     let mut labels: Vec<(String, String)> = Vec::new();
-    let mut i = 0;
+    let mut i = usize::from(segs.len() > 1 && segs[0] == "dp");
     while i < segs.len() {
         let s = segs[i];
         let next = segs.get(i + 1).copied();
@@ -205,7 +215,11 @@ impl Collector for Snapshot {
             } else {
                 MetricType::Counter
             };
-            let help = format!("NAAM counter {}", f.name);
+            let help = match HELP.iter().find(|(name, _)| *name == f.name) {
+                Some((_, help)) => (*help).to_owned(),
+                None if f.gauge => format!("NAAM gauge {}", f.name),
+                None => format!("NAAM counter {}", f.name),
+            };
             let mut metric = encoder.encode_descriptor(&f.name, &help, None, kind)?;
             for (labels, v) in &f.samples {
                 let e = metric.encode_family(labels)?;
@@ -343,7 +357,8 @@ mod tests {
         );
         assert!(get("worker_messages").is_some());
         assert!(get("class_placement").unwrap().gauge);
-        assert!(get("dp_host_up").unwrap().gauge);
+        assert!(get("host_up").unwrap().gauge, "the prefix says dp");
+        assert!(get("dp_host_up").is_none());
         assert_eq!(
             get("ctl_error").unwrap().samples,
             vec![(labels(&[("code", "unauthorized")]), 6)]
@@ -366,8 +381,12 @@ mod tests {
             text.contains("naam_dp_offload_runs_total{offload=\"5\",location=\"nic\"} 11"),
             "{text}"
         );
-        assert!(text.contains("# TYPE naam_dp_dp_host_up gauge"), "{text}");
-        assert!(text.contains("naam_dp_dp_host_up 1"), "{text}");
+        assert!(text.contains("# TYPE naam_dp_host_up gauge"), "{text}");
+        assert!(
+            text.contains("# HELP naam_dp_host_up NAAM gauge host_up"),
+            "{text}"
+        );
+        assert!(text.contains("naam_dp_host_up 1"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 

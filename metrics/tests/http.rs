@@ -92,6 +92,30 @@ fn a_scrape_gets_the_owners_text() {
     assert_eq!(o.renders.load(Ordering::Relaxed), 1, "only scrapes render");
 }
 
+/// `HEAD` gets the head a `GET` would, and no body (a body after it broke the next
+/// response on a kept connection: probe 13); a proxy's absolute-form target is a scrape too.
+#[test]
+fn head_gets_no_body_and_an_absolute_target_is_a_scrape() {
+    let o = Owner::start();
+    let r = exchange(o.addr, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+    assert!(
+        r.contains("Content-Length: 18\r\n"),
+        "the GET's length: {r}"
+    );
+    assert!(r.ends_with("\r\n\r\n"), "no body: {r:?}");
+    let r = exchange(o.addr, b"HEAD /other HTTP/1.1\r\n\r\n");
+    assert!(
+        r.starts_with("HTTP/1.1 404 ") && r.ends_with("\r\n\r\n"),
+        "{r:?}"
+    );
+    let r = exchange(
+        o.addr,
+        b"GET http://x:9100/metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(r.ends_with("\r\n\r\nnaam_test_total 7\n"), "{r}");
+}
+
 #[test]
 fn a_huge_content_length_is_refused_without_reading_the_body() {
     // It used to make the HTTP library allocate the announced length (the process aborted),
@@ -103,7 +127,7 @@ fn a_huge_content_length_is_refused_without_reading_the_body() {
         b"POST /metrics HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\nabc",
     );
     assert!(r.starts_with("HTTP/1.1 405 "), "{r}");
-    assert!(r.contains("Allow: GET\r\n"), "{r}");
+    assert!(r.contains("Allow: GET, HEAD\r\n"), "{r}");
     // The same with the body never sent: answered at once, not waited for.
     let r = exchange(
         o.addr,

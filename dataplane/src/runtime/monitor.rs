@@ -145,6 +145,9 @@ pub struct Monitor {
     loads: Vec<ClassLoad>,
     out: Vec<Decision>,
     recent: VecDeque<Decision>,
+    /// Moves per class since the start (the recent ones are a log; these, a counter to alert
+    /// on flapping).
+    moves: Vec<u64>,
     /// The last samples' inputs, for the decision log.
     inputs: VecDeque<Input>,
     /// Last sample's NIC busy fraction and queue depth (for STATS).
@@ -182,6 +185,7 @@ impl Monitor {
             loads: Vec::with_capacity(classes as usize),
             out: Vec::new(),
             recent: VecDeque::new(),
+            moves: vec![0; classes as usize],
             inputs: VecDeque::with_capacity(INPUTS_LOGGED),
             last_nic_busy: 0.0,
             last_nic_queue: 0,
@@ -210,6 +214,11 @@ impl Monitor {
     /// Where `class` runs now.
     pub fn placement(&self, class: u16) -> Location {
         self.policy.placement(class)
+    }
+
+    /// How many times `class` has moved.
+    pub fn moves(&self, class: u16) -> u64 {
+        self.moves.get(class as usize).copied().unwrap_or(0)
     }
 
     /// The most recent decisions, oldest first.
@@ -400,6 +409,9 @@ impl Monitor {
                         }
                     }
                 }
+            }
+            if let Some(n) = self.moves.get_mut(d.class as usize) {
+                *n += 1;
             }
             if self.recent.len() == self.cfg.keep_decisions.max(1) {
                 self.recent.pop_front();

@@ -74,8 +74,22 @@ pub(super) fn host_offload_counters(host: &mut HostControl) -> Option<Vec<(Strin
 }
 
 impl ControlPlane {
-    /// Every counter STATS reports, in a stable order.
+    /// Every counter STATS reports, in a stable order: this process's own, then those it
+    /// relays from the host agent.
     pub fn counters(&self) -> Vec<(String, u64)> {
+        let mut v = self.own_counters();
+        v.extend(
+            self.host_counters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
+        v
+    }
+
+    /// This process's own counters (none relayed from the host agent).
+    fn own_counters(&self) -> Vec<(String, u64)> {
         let mut v = Vec::new();
         let m = &self.monitor;
         v.push(("dp.workers".into(), self.workers.len() as u64));
@@ -123,13 +137,6 @@ impl ControlPlane {
         }
         v.extend(totals.into_iter().map(|(n, x)| (format!("total.{n}"), x)));
         v.extend(self.offload_counters());
-        v.extend(
-            self.host_counters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .cloned(),
-        );
         let table = self.switch.table();
         v.push(("steer.misses".into(), table.misses()));
         let now = naam_link::now_ns();
@@ -151,6 +158,7 @@ impl ControlPlane {
                 continue;
             }
             v.push((format!("class.{c}.placement"), placed as u64));
+            v.push((format!("class.{c}.moves"), m.moves(c)));
             if let Some(ms) = self.shared.hints.lease_ms(c, now) {
                 v.push((format!("class.{c}.lease_ms"), ms as u64));
             }
@@ -176,9 +184,17 @@ impl ControlPlane {
         v
     }
 
-    /// The Prometheus text of [`ControlPlane::counters`] and the offloads registered.
+    /// The Prometheus text of this process's own counters and the offloads registered. What
+    /// STATS relays from the host agent is left out: the host agent exports it itself
+    /// (`naam_host_*`), where it is a counter of that process (here it went down when the
+    /// host agent restarted under a running dataplane, and a sum over both jobs counted it
+    /// twice).
     pub fn metrics_text(&self) -> String {
-        naam_metrics::render("naam_dp", &self.counters(), &self.shared.registry.list())
+        naam_metrics::render(
+            "naam_dp",
+            &self.own_counters(),
+            &self.shared.registry.list(),
+        )
     }
 
     /// Per offload that ran on the NIC, summed over the NIC workers: `offload.ID.nic_runs`,
