@@ -61,6 +61,14 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// A call named a class its offload is not on (the server answers `bad_request` to the
+    /// same call; a client about to run it itself says so before running it).
+    #[error("offload {offload} belongs to class {belongs}, not class {class}")]
+    WrongClass {
+        offload: u32,
+        class: u16,
+        belongs: u16,
+    },
     /// Local execution was asked for but is not possible.
     #[error("offload {offload} cannot run at the client: {reason}")]
     NotLocal { offload: u32, reason: &'static str },

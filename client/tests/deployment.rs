@@ -106,6 +106,26 @@ fn readme_example_sum_handler() {
         .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
         .fold(0u64, u64::wrapping_add);
     assert_eq!(sum, expected);
+    // Without --class the call goes to the offload's own class, at the server and here; a
+    // wrong class is refused the same way at both (`--class` defaulted to 0 before, so a
+    // plain call failed at the server and ran anyway with --local).
+    for local in [&[][..], &["--local"][..]] {
+        let mut args = vec!["call", &id, "u32:4", "u32:0", "u64:128"];
+        args.extend(local);
+        let out = run(&args);
+        assert!(out.contains(&format!("u64 {expected}")), "{local:?}: {out}");
+        let mut wrong = vec!["call", &id, "--class", "8", "u32:4", "u32:0", "u64:128"];
+        wrong.extend(local);
+        let out = std::process::Command::new(naam)
+            .args(["--server", &server])
+            .env("NAAM_KEY_FILE", d.admin_key_file())
+            .args(&wrong)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{local:?}");
+        assert!(err.contains("belongs to class 7"), "{local:?}: {err}");
+    }
     run(&["offload", "rm", &id]);
     assert!(!run(&["offload", "ls"])
         .lines()

@@ -97,9 +97,10 @@ pub enum ClientCommand {
     /// Send one active message to offload ID and print where it ran and its output.
     Call {
         id: u32,
-        /// Steering class of the offload (its UDP port is base + class).
-        #[arg(long, default_value_t = 0)]
-        class: u16,
+        /// Steering class of the offload (its UDP port is base + class) [default: the
+        /// offload's own, from the server's list].
+        #[arg(long)]
+        class: Option<u16>,
         /// Arguments, concatenated in order: u8:N, u32:N, u64:N (little-endian), hex:BYTES,
         /// str:TEXT.
         args: Vec<String>,
@@ -467,7 +468,17 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
                     let _ = client.describe(0, app);
                 }
             }
-            let reply = client.call(*id, *class, &encode_args(args)?)?;
+            let args = encode_args(args)?;
+            let class = match class {
+                Some(c) => *c,
+                None => client
+                    .list(0)?
+                    .iter()
+                    .find(|o| o.id == *id)
+                    .map(|o| o.class)
+                    .with_context(|| format!("the server has no offload {id} (naam offload ls)"))?,
+            };
+            let reply = client.call(*id, class, &args)?;
             let at = reply.executed_at.name();
             let steps = reply.steps;
             let output = reply.into_output()?;

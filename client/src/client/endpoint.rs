@@ -391,10 +391,16 @@ impl Endpoint {
                     reason:
                         "the client knows no region keys of this server (describe the app first)",
                 }),
+                (Some(o), true) if o.class != class => Err(ClientError::WrongClass {
+                    offload,
+                    class,
+                    belongs: o.class,
+                }),
                 (Some(_), true) => Ok(Place::Local),
             },
             ExecMode::Auto => {
-                let capable = keys && local.is_some_and(|o| o.read_only);
+                // (On another class the server answers the call: it refuses it.)
+                let capable = keys && local.is_some_and(|o| o.read_only && o.class == class);
                 let leased = s.leases.get(&class).is_some_and(|&until| now < until);
                 Ok(if capable && leased {
                     Place::Local
