@@ -114,23 +114,21 @@ pub fn encode_args(args: &[String]) -> anyhow::Result<Vec<u8>> {
         let (kind, v) = a.split_once(':').with_context(|| {
             format!("argument {a:?}: expected KIND:VALUE (u8, u32, u64, hex, str)")
         })?;
-        let num = |v: &str| -> anyhow::Result<u64> {
+        // A number of the kind's width, decimal or 0x-hex; the error names that width's range.
+        let num = |v: &str, max: u64, range: &str| -> anyhow::Result<u64> {
             match v.strip_prefix("0x") {
-                Some(h) => u64::from_str_radix(h, 16),
-                None => v.parse(),
+                Some(h) => u64::from_str_radix(h, 16).ok(),
+                None => v.parse().ok(),
             }
-            .with_context(|| format!("argument {a:?}: not a number from 0 to 2^64 - 1"))
+            .filter(|n| *n <= max)
+            .with_context(|| format!("argument {a:?}: not a number from 0 to {range}"))
         };
         match kind {
-            "u8" => {
-                out.push(u8::try_from(num(v)?).with_context(|| format!("{a:?} does not fit u8"))?)
+            "u8" => out.push(num(v, u8::MAX.into(), "255")? as u8),
+            "u32" => {
+                out.extend_from_slice(&(num(v, u32::MAX.into(), "2^32 - 1")? as u32).to_le_bytes())
             }
-            "u32" => out.extend_from_slice(
-                &u32::try_from(num(v)?)
-                    .with_context(|| format!("{a:?} does not fit u32"))?
-                    .to_le_bytes(),
-            ),
-            "u64" => out.extend_from_slice(&num(v)?.to_le_bytes()),
+            "u64" => out.extend_from_slice(&num(v, u64::MAX, "2^64 - 1")?.to_le_bytes()),
             "str" => out.extend_from_slice(v.as_bytes()),
             "hex" => out.extend(from_hex(v).with_context(|| format!("argument {a:?}"))?),
             _ => bail!("argument {a:?}: unknown kind {kind:?} (u8, u32, u64, hex, str)"),
@@ -614,5 +612,20 @@ mod tests {
             let e = format!("{:#}", encode_args(&[bad.to_string()]).unwrap_err());
             assert!(e.contains(bad), "{bad}: {e}");
         }
+        // ... and the range of its own width, in words (not the u64 range, nor Rust's
+        // "out of range integral type conversion attempted").
+        for (bad, range) in [
+            ("u8:256", "0 to 255"),
+            ("u32:-1", "0 to 2^32 - 1"),
+            ("u32:0x100000000", "0 to 2^32 - 1"),
+            ("u64:18446744073709551616", "0 to 2^64 - 1"),
+        ] {
+            let e = format!("{:#}", encode_args(&[bad.to_string()]).unwrap_err());
+            assert!(e.contains(range) && !e.contains("integral"), "{bad}: {e}");
+        }
+        assert_eq!(
+            encode_args(&["u8:255".into(), "u32:0xffffffff".into()]).unwrap(),
+            [255, 255, 255, 255, 255]
+        );
     }
 }
