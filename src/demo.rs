@@ -121,8 +121,9 @@ pub struct PhaseRow {
     pub seconds: f64,
     pub ops: u64,
     pub ops_per_s: f64,
-    pub p50_us: f64,
-    pub p99_us: f64,
+    /// `None` (null in JSON, empty in CSV) when no operation of the phase completed.
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
     pub client: f64,
     pub nic: f64,
     pub host: f64,
@@ -387,9 +388,11 @@ pub fn run(bins: Binaries, cfg: &DemoConfig, stop: Arc<AtomicBool>) -> anyhow::R
         ("after", congest_end.min(elapsed), elapsed),
     ];
     let l = live.lock().unwrap_or_else(|e| e.into_inner());
+    // A phase the run was stopped before is left out (it said 0 ops/s and a 0 us p99).
     let phases: Vec<PhaseRow> = spans
         .iter()
         .zip(l.phases.iter())
+        .filter(|(&(_, a, b), w)| b > a || w.ops() + w.errors > 0)
         .map(|(&(phase, a, b), w)| {
             let secs = (b - a).max(0.0);
             PhaseRow {
@@ -401,8 +404,8 @@ pub fn run(bins: Binaries, cfg: &DemoConfig, stop: Arc<AtomicBool>) -> anyhow::R
                 } else {
                     0.0
                 },
-                p50_us: w.us(0.5),
-                p99_us: w.us(0.99),
+                p50_us: (w.ops() > 0).then(|| w.us(0.5)),
+                p99_us: (w.ops() > 0).then(|| w.us(0.99)),
                 client: w.share(Location::Client),
                 nic: w.share(Location::Nic),
                 host: w.share(Location::Host),
@@ -620,6 +623,11 @@ pub fn print_summary(r: &DemoReport) {
     let _ = write_summary(&mut std::io::stdout().lock(), r);
 }
 
+/// A latency for the summary table: `-` where nothing completed.
+fn us(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
+}
+
 fn write_summary(o: &mut impl Write, r: &DemoReport) -> std::io::Result<()> {
     writeln!(o)?;
     writeln!(
@@ -630,12 +638,12 @@ fn write_summary(o: &mut impl Write, r: &DemoReport) -> std::io::Result<()> {
     for p in &r.phases {
         writeln!(
             o,
-            "{:<18} {:>7.1} {:>9.0} {:>8.0} {:>8.0} {:>7} {:>5} {:>5} {:>6}",
+            "{:<18} {:>7.1} {:>9.0} {:>8} {:>8} {:>7} {:>5} {:>5} {:>6}",
             p.phase,
             p.seconds,
             p.ops_per_s,
-            p.p50_us,
-            p.p99_us,
+            us(p.p50_us),
+            us(p.p99_us),
             pct(p.client),
             pct(p.nic),
             pct(p.host),

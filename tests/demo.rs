@@ -100,6 +100,15 @@ fn demo_stops_cleanly_when_interrupted() {
     assert!(r.clean_stop, "both processes exit 0 on SIGTERM");
     assert!(dir.path().join("demo.json").exists());
     assert_eq!(run_dirs(), 0, "the run directory is removed");
+    // Stopped long before the congestion: only the phase that ran is reported (the others
+    // said 0 ops/s and a p99 of 0 us), with latencies only where operations completed.
+    let phases: Vec<_> = r.phases.iter().map(|p| p.phase).collect();
+    assert_eq!(phases, ["before congestion"], "{phases:?}");
+    for p in &r.phases {
+        assert_eq!(p.p99_us.is_some(), p.ops > 0, "{p:?}");
+    }
+    let written = std::fs::read_to_string(dir.path().join("demo-phases.json")).unwrap();
+    assert!(!written.contains("host congested"), "{written}");
 }
 
 #[test]
