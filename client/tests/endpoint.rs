@@ -468,4 +468,31 @@ fn a_query_sealed_before_a_restart_is_sealed_again_and_a_mutation_is_not() {
         other => panic!("{other:?}"),
     }
     assert_eq!(ep.stats.resealed, 1);
+
+    // Also when the restarted server first sees the query's last retransmission (it failed
+    // then: the retries were used up).
+    let q = ep
+        .submit_control(
+            t0,
+            0,
+            Body::Describe(DescribeRepr {
+                app: "mica",
+                start: 0,
+            }),
+        )
+        .unwrap();
+    let mut last = sent(&mut ep);
+    let mut now = t0;
+    for _ in 0..3 {
+        now = ep.poll_timeout().expect("a retransmission is due");
+        ep.handle_timeout(now);
+        last = sent(&mut ep);
+    }
+    assert_eq!(last.len(), 1, "the last retransmission");
+    ep.handle(now, from, &refused(&last[0].2));
+    let again = sent(&mut ep);
+    assert_eq!(again.len(), 1, "sealed again and sent");
+    ep.handle(now, from, &reply(&again[0].2, page));
+    assert!(matches!(ep.take(q), Some(Ok(Response::Describe(_)))));
+    assert_eq!(ep.stats.resealed, 2);
 }

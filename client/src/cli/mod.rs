@@ -240,34 +240,48 @@ fn connect(g: &GlobalArgs) -> anyhow::Result<Client> {
 
 /// Runs one client command, writing its output to `out`.
 pub fn run(g: &GlobalArgs, cmd: &ClientCommand, out: &mut dyn Write) -> anyhow::Result<()> {
-    // Only what went wrong with the server is said to be the server's: a missing file or a
-    // bad argument is not.
-    run_inner(g, cmd, out).map_err(|e| {
-        let errors = || {
-            e.chain()
-                .filter_map(|c| c.downcast_ref::<crate::ClientError>())
-        };
-        if errors().any(|c| c.code() == Some(ErrorCode::Unauthorized)) {
-            // The server says no more (an attacker learns nothing of why): what the user
-            // can check is which key this command sealed with.
-            let key = match crate::keys::locate(g.key_file.as_deref()) {
-                None => format!(
-                    "no key file (give one with --key-file FILE or {}: the host agent \
+    run_inner(g, cmd, out).map_err(|e| explain(g, e))
+}
+
+/// What the user is told of a failed command. Only what went wrong with the server is said
+/// to be the server's: a missing file or a bad argument is not.
+fn explain(g: &GlobalArgs, e: anyhow::Error) -> anyhow::Error {
+    let errors = || {
+        e.chain()
+            .filter_map(|c| c.downcast_ref::<crate::ClientError>())
+    };
+    let restarted = errors().any(|c| {
+        matches!(c, crate::ClientError::Server { code: ErrorCode::Unauthorized, detail, .. }
+                if *detail == naam_core::auth::Refusal::BeforeStart.detail())
+    });
+    if restarted {
+        // Not the key: the server restarted while this command was under way. A query is
+        // sealed again on its own; a command that changes something may have run before
+        // the restart, so it is not.
+        e.context(format!(
+                "server {} restarted while the request was under way: it may or may not have                  run before the restart (look, e.g. `naam offload ls`), then run it again",
+                g.server
+            ))
+    } else if errors().any(|c| c.code() == Some(ErrorCode::Unauthorized)) {
+        // The server says no more (an attacker learns nothing of why): what the user
+        // can check is which key this command sealed with.
+        let key = match crate::keys::locate(g.key_file.as_deref()) {
+            None => format!(
+                "no key file (give one with --key-file FILE or {}: the host agent \
                      writes admin.key and tenant-N.key in its run directory)",
-                    crate::keys::KEY_FILE_ENV
-                ),
-                Some(p) => format!(
-                    "its keys do not include the one in {} (another deployment's, or revoked)",
-                    p.display()
-                ),
-            };
-            e.context(format!("server {} refused the request: {key}", g.server))
-        } else if errors().any(|c| c.involves_server()) {
-            e.context(format!("server {}", g.server))
-        } else {
-            e
-        }
-    })
+                crate::keys::KEY_FILE_ENV
+            ),
+            Some(p) => format!(
+                "its keys do not include the one in {} (another deployment's, or revoked)",
+                p.display()
+            ),
+        };
+        e.context(format!("server {} refused the request: {key}", g.server))
+    } else if errors().any(|c| c.involves_server()) {
+        e.context(format!("server {}", g.server))
+    } else {
+        e
+    }
 }
 
 fn run_inner(g: &GlobalArgs, cmd: &ClientCommand, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -590,6 +604,35 @@ fn offload_show(
 #[cfg(test)]
 mod tests {
     use super::encode_args;
+
+    /// A command refused because the server restarted while it was under way is not blamed
+    /// on the key file (probe 12: "its keys do not include the one in admin.key").
+    #[test]
+    fn a_refusal_by_a_restarted_server_is_not_blamed_on_the_key() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            g: super::GlobalArgs,
+        }
+        let g = Cli::parse_from(["naam", "--key-file", "/nonexistent/admin.key"]).g;
+        let refused = |detail: &str| {
+            let e = crate::ClientError::Server {
+                request_id: 1,
+                code: super::ErrorCode::Unauthorized,
+                detail: detail.into(),
+            };
+            format!("{:#}", super::explain(&g, anyhow::Error::new(e)))
+        };
+        let restart = refused(naam_core::auth::Refusal::BeforeStart.detail());
+        assert!(
+            restart.contains("restarted while the request was under way"),
+            "{restart}"
+        );
+        assert!(!restart.contains("keys do not include"), "{restart}");
+        let bad = refused(naam_core::auth::Refusal::UnknownKey.detail());
+        assert!(bad.contains("refused the request"), "{bad}");
+    }
 
     #[test]
     fn call_arguments_encode_little_endian_in_order() {

@@ -124,7 +124,14 @@ pub(super) struct Pending {
     pub(super) on_wire: bool,
     /// Its server's [`ServerState::unmatched`] when it was submitted.
     pub(super) unmatched_before: u64,
+    /// Times a query was sealed again after a restarted server refused it
+    /// ([`MAX_RESEALS`]).
+    pub(super) reseals: u32,
 }
+
+/// The most times one query is sealed again for a server that started after it was sealed:
+/// a restart (or two) during a request, not a server whose clock keeps refusing.
+pub(super) const MAX_RESEALS: u32 = 3;
 
 impl Pending {
     /// A request not sent yet, made at `now`.
@@ -156,6 +163,7 @@ impl Pending {
             expect,
             on_wire: false,
             unmatched_before: 0,
+            reseals: 0,
         }
     }
 }

@@ -191,11 +191,13 @@ impl Endpoint {
             Body::Error(e)
                 if e.code == ErrorCode::Unauthorized
                     && e.detail == Refusal::BeforeStart.detail()
-                    && p.attempts <= self.cfg.max_retries
+                    && p.reseals < super::endpoint::MAX_RESEALS
                     && self.reseal_query(&mut p) =>
             {
                 // A restarted server refuses what was sealed before it started; a query
-                // changes nothing, so it is sealed again and sent at once.
+                // changes nothing, so it is sealed again and sent at once: also when the
+                // restarted server first saw its last retransmission (probe 12: `naam stats`
+                // across a restart failed then, "unauthorized").
                 return self.enqueue(id, p, now);
             }
             Body::Error(e) => Err(ClientError::Server {

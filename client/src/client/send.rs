@@ -222,6 +222,7 @@ impl Endpoint {
         };
         p.datagram = again;
         p.copies = 0;
+        p.reseals += 1;
         self.stats.resealed += 1;
         true
     }
