@@ -7,7 +7,8 @@
  *
  * Index region (atomic + read + write):
  *   [0, 64)            header line: u64 magic, u64 bucket_count, u64 overflow_count,
- *                      u64 overflow_next (FAA counter: next free overflow bucket)
+ *                      u64 overflow_next (FAA counter: next free overflow bucket), then
+ *                      what the host agent filled the table with (not read by handlers)
  *   [64, 64 + 64*B)    B = bucket_count (a power of two) home buckets
  *   then 64*O bytes    O = overflow_count overflow buckets, handed out by FAA on overflow_next
  *                      and never freed (a lost link race leaks one)

@@ -23,6 +23,9 @@ pub mod sup {
     pub const FANOUT: usize = 28;
     pub const HEIGHT: usize = 32;
     pub const N_KEYS: usize = 40;
+    /// `[48, 64)`: what the tree's values were made with (the seed, then a tag saying it is
+    /// there), written by whoever loads it; no handler reads it.
+    pub const FILLED_WITH: usize = 48;
 }
 
 /// Node field offsets (`BTREE_NODE_*`).

@@ -18,6 +18,9 @@ pub const INDEX_MAGIC: u64 = 0;
 pub const INDEX_BUCKETS: u64 = 8;
 pub const INDEX_OVERFLOW: u64 = 16;
 pub const INDEX_OVF_NEXT: u64 = 24;
+/// `[32, 64)` of the index header: what the table was filled with (keys, value size, seed,
+/// then a tag saying they are there), written by whoever fills it; no handler reads them.
+pub const INDEX_FILLED_WITH: u64 = 32;
 /// Offsets in the log header line.
 pub const LOG_TAIL: u64 = 0;
 pub const LOG_SIZE: u64 = 8;

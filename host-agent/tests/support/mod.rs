@@ -57,9 +57,21 @@ impl Agent {
     /// Starts `naam-host-agent` with the base flags plus `extra`, and waits (bounded) until
     /// its control socket answers.
     pub fn start(dir: &Path, extra: &[&str]) -> Agent {
+        Agent::start_changed(dir, &[], extra)
+    }
+
+    /// [`Agent::start`] with some base flags given other values (`(flag, value)`).
+    pub fn start_changed(dir: &Path, changed: &[(&str, &str)], extra: &[&str]) -> Agent {
         let run_dir = dir.join("run");
         let log = dir.join(format!("agent-{}.log", std::process::id()));
         let mut args = base_args(&run_dir);
+        for (flag, value) in changed {
+            let at = args
+                .iter()
+                .position(|a| a == flag)
+                .unwrap_or_else(|| panic!("{flag} is not a base flag"));
+            args[at + 1] = value.to_string();
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let logf = std::fs::OpenOptions::new()
             .create(true)
