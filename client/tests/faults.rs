@@ -96,6 +96,38 @@ fn host_agent_killed_in_flight_messages_get_host_unavailable() {
     assert!(d.running().1, "the dataplane survives its host agent");
 }
 
+/// A clean stop of the dataplane (SIGTERM) answers the messages it took: those waiting at
+/// a stalled host get the host's replies when it resumes within the stop's grace, instead
+/// of nothing (probe 12: a rolling restart was a `kill -9` for requests at the host).
+#[test]
+fn a_dataplane_stopped_cleanly_answers_the_messages_it_took() {
+    let mut d = deploy(host_bound);
+    let mut m = Mica::new(d.client(no_retry(Duration::from_secs(3))).unwrap()).unwrap();
+    m.put(b"alpha", b"one").unwrap();
+    // Park GETs at the host: its workers spin without serving for 300 ms.
+    d.congest_host(300).unwrap();
+    let tickets: Vec<_> = (0..4).map(|_| m.submit_get(b"alpha").unwrap()).collect();
+    let parked = wait_for(Duration::from_secs(2), || {
+        (stat(&d, "total.at_host") >= tickets.len() as u64).then_some(())
+    });
+    assert!(parked.is_some(), "the GETs wait at the congested host");
+    assert!(d.stop_dataplane(Duration::from_secs(5)), "exit status 0");
+    for t in tickets {
+        let reply = m
+            .inner_mut()
+            .wait(t)
+            .expect("the host's answer, relayed before the exit");
+        let naam_client::Response::Am(r) = reply else {
+            panic!("unexpected {reply:?}");
+        };
+        assert_eq!(r.executed_at, Location::Host);
+        assert_eq!(
+            Mica::<naam_client::Client>::decode(&r).unwrap(),
+            naam_client::apps::MicaOutcome::Value(b"one".to_vec())
+        );
+    }
+}
+
 #[test]
 fn host_agent_restarted_from_its_persisted_area_keeps_acknowledged_writes() {
     let mut d = deploy(|c| {

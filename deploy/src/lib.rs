@@ -643,6 +643,12 @@ impl Deployment {
         self.host.take().is_some_and(|c| terminate(c, grace))
     }
 
+    /// Stops the dataplane cleanly (SIGTERM; SIGKILL after `grace`). Returns whether it
+    /// exited with status 0.
+    pub fn stop_dataplane(&mut self, grace: Duration) -> bool {
+        self.dataplane.take().is_some_and(|c| terminate(c, grace))
+    }
+
     /// Whether each process is still running: `(host agent, dataplane)`.
     pub fn running(&mut self) -> (bool, bool) {
         let alive =

@@ -594,8 +594,28 @@ fn run_worker(
         }
         idle.polling().idle(&mut idle_polls);
     }
+    // A clean stop answers what it took: the messages in flight finish (bounded), and what
+    // is left is answered as on a lost link (`outcome_unknown` for a mutation that may have
+    // run). It abandoned them, those at the host included, whose clients heard nothing
+    // although they had run (probe 12).
+    let deadline = now_ns() + FINISH_NS;
+    while worker.in_flight() > 0 {
+        let now = now_ns();
+        if now >= deadline {
+            break;
+        }
+        match worker.finish_turn(now, port, &mut qp) {
+            None => break,
+            Some(0) => idle.polling().idle(&mut idle_polls),
+            Some(_) => idle_polls = 0,
+        }
+    }
+    worker.answer_unfinished(port);
     let _ = port.flush();
 }
+
+/// How long a stopping worker lets its messages in flight finish.
+const FINISH_NS: u64 = 500_000_000;
 
 /// One slice of the NIC congestion injector: the core is taken by other work until the
 /// slice (or the congestion) ends. With dedicated cores (`spin`) the worker spins; with the

@@ -43,7 +43,7 @@ mod reply;
 mod slots;
 
 use reply::{link_error_code, Detail, Duplicate, Replies};
-use slots::{lost_code, NoSlot, ReqInfo, SlotKind, SlotRef, SlotState, SlotTable, OS_EMPTY};
+use slots::{lost_code, Lost, NoSlot, ReqInfo, SlotKind, SlotRef, SlotState, SlotTable, OS_EMPTY};
 
 use super::dedup::{Begin, ReplyCache};
 use super::fair::{Account, BurstQueues, BurstSize, FairConfig, TenantShares};
@@ -221,7 +221,7 @@ impl Worker {
             self.shared.host_up() && peer.as_ref().map_or_else(|e| e.is_peer_suspect(), |_| true);
         self.host_fresh = self.host_ok && peer.is_ok();
         if was_ok && !self.host_ok {
-            work += self.fail_in_flight(port);
+            work += self.fail_in_flight(port, Lost::HostGone);
         }
 
         // The batch is taken out while its packets are handled (they borrow it, the handlers
@@ -278,6 +278,34 @@ impl Worker {
         work
     }
 
+    /// One turn of a stopping worker: no message is taken from the port, those in flight go
+    /// on (their ops complete, the host answers those forwarded to it, replies go out).
+    /// Returns how much work it found; `None` once the host is gone (nothing more will
+    /// complete: [`Worker::link_reset`] answers the rest).
+    pub fn finish_turn<P: Port, L: Link>(
+        &mut self,
+        now_ns: u64,
+        port: &mut P,
+        link: &mut L,
+    ) -> Option<usize> {
+        self.now_ns = now_ns;
+        let mut work = self.drain_completions(port, link);
+        work += self.drain_host_ring(port, link);
+        self.flush(port);
+        match link.check_peer(now_ns) {
+            Err(e) if !e.is_peer_suspect() => None,
+            _ => Some(work),
+        }
+    }
+
+    /// The end of a stop: what [`Worker::finish_turn`] did not finish is answered (not
+    /// executed, or outcome unknown) and the replies go out.
+    pub fn answer_unfinished<P: Port>(&mut self, port: &mut P) -> usize {
+        let n = self.fail_in_flight(port, Lost::Stopping);
+        self.flush(port);
+        n
+    }
+
     /// Adds busy time measured by the caller around a poll that found work.
     pub fn add_busy_ns(&self, ns: u64) {
         bump(&self.stats.busy_ns, ns);
@@ -292,7 +320,7 @@ impl Worker {
     /// complete, so every message in flight is answered: `HostUnavailable` (not executed), or
     /// `OutcomeUnknown` for a mutation that may have reached host memory.
     pub fn link_reset<P: Port>(&mut self, port: &mut P) -> usize {
-        let n = self.fail_in_flight(port);
+        let n = self.fail_in_flight(port, Lost::HostGone);
         self.flush(port);
         self.host_ok = true;
         self.host_fresh = true;

@@ -309,29 +309,45 @@ impl std::ops::IndexMut<usize> for SlotTable {
     }
 }
 
+/// Why the messages in flight will not finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lost {
+    /// The host agent (or the link to it) is gone.
+    HostGone,
+    /// This dataplane is stopping and they did not finish in its grace time.
+    Stopping,
+}
+
+impl Lost {
+    /// The error detail of a message answered `code` for this cause.
+    fn detail(self, code: ErrorCode) -> &'static str {
+        match (self, code == ErrorCode::OutcomeUnknown) {
+            (Lost::HostGone, true) => {
+                "host agent gone while this mutation was in flight: it may have been applied"
+            }
+            (Lost::HostGone, false) => "host agent gone",
+            (Lost::Stopping, true) => {
+                "dataplane stopped while this mutation was in flight: it may have been applied"
+            }
+            (Lost::Stopping, false) => "dataplane stopped before it finished: not executed",
+        }
+    }
+}
+
 impl Worker {
-    /// The host is gone: every message in flight is answered, `HostUnavailable` (not
-    /// executed) or `OutcomeUnknown` for a mutation that may have reached host memory.
-    pub(super) fn fail_in_flight<P: Port>(&mut self, port: &mut P) -> usize {
+    /// Every message in flight is answered, `HostUnavailable` (not executed) or
+    /// `OutcomeUnknown` for a mutation that may have reached host memory.
+    pub(super) fn fail_in_flight<P: Port>(&mut self, port: &mut P, why: Lost) -> usize {
         let mut n = 0;
         for i in 0..self.slots.len() {
             if self.slots[i].state != SlotState::Free {
                 let code = lost_code(&self.slots[i]);
-                let detail = if code == ErrorCode::OutcomeUnknown {
-                    "host agent gone while this mutation was in flight: it may have been applied"
-                } else {
-                    "host agent gone"
-                };
-                self.finish_error(i, port, code, detail);
+                self.finish_error(i, port, code, why.detail(code));
                 n += 1;
             }
         }
         if n > 0 {
-            tracing::warn!(
-                worker = self.cfg.id,
-                n,
-                "answered in-flight messages: host agent gone"
-            );
+            tracing::warn!(worker = self.cfg.id, n, cause = ?why, "answered in-flight messages");
         }
         n
     }
