@@ -401,6 +401,28 @@ fn a_host_agent_with_too_few_queue_pairs_is_refused_once_with_a_hint() {
         said[0]
     );
     assert!(d.running().1, "the dataplane keeps serving");
+    // Each attempt is one attach and one leave at the host agent: said once there too (it
+    // logged three lines per attempt), and the dataplane says "connected" only for a link
+    // it uses.
+    let host_log = std::fs::read_to_string(d.run_dir().join("host-agent.log")).unwrap();
+    let count = |log: &str, what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        count(&host_log, "left right after attaching"),
+        1,
+        "{host_log}"
+    );
+    assert!(count(&host_log, "dataplane attached") <= 2, "{host_log}");
+    assert_eq!(count(&log, "connected to the host agent"), 1, "{log}");
+    // A request for the host agent says it is there but unusable, not gone.
+    let err = d
+        .control_client()
+        .unwrap()
+        .describe(0, "host")
+        .expect_err("the host agent cannot be reached through this dataplane");
+    assert!(
+        err.to_string().contains("cannot be used by this dataplane"),
+        "{err}"
+    );
     // Fixed by the operator: taken within the spaced-out attempts.
     assert!(d.stop_host(Duration::from_secs(3)));
     d.set_nic_workers(2);

@@ -106,6 +106,52 @@ pub enum AgentError {
     Credentials { path: PathBuf, reason: String },
 }
 
+/// The log of dataplanes attaching and leaving. One that leaves within [`QUICK_LEAVE`] of
+/// attaching, again and again, is a dataplane that cannot use this host agent (more workers
+/// than queue pairs) and retries every 2 s: said once, not three lines each time (probe 12:
+/// 61 lines in 10 s).
+#[derive(Default)]
+struct AttachLog {
+    since: Option<Instant>,
+    quick_leaves: u32,
+}
+
+/// A dataplane gone this soon after attaching did not start serving.
+const QUICK_LEAVE: Duration = Duration::from_secs(1);
+
+impl AttachLog {
+    fn attached(&mut self, generation: u64, now: Instant) {
+        self.since = Some(now);
+        if self.quick_leaves == 0 {
+            tracing::info!(generation, "dataplane attached");
+        } else {
+            tracing::debug!(generation, "dataplane attached");
+        }
+    }
+
+    fn gone(&mut self, now: Instant) {
+        let quick = self.since.take().is_some_and(|t| now - t < QUICK_LEAVE);
+        if !quick {
+            self.quick_leaves = 0;
+            tracing::warn!("dataplane gone; data kept, waiting for the next one");
+            return;
+        }
+        self.quick_leaves += 1;
+        if self.quick_leaves == 1 {
+            tracing::warn!(
+                "a dataplane left right after attaching (one that cannot use this host agent, \
+                 e.g. more workers than --nic-workers, says why in its own log and retries): \
+                 its next attempts are not logged"
+            );
+        } else {
+            tracing::debug!(
+                n = self.quick_leaves,
+                "a dataplane left right after attaching"
+            );
+        }
+    }
+}
+
 /// Looks, once a second, whether this host agent's sockets are still where clients and
 /// dataplanes find them. Someone who deletes the run directory (a cleanup script, a second
 /// deployment's) leaves it running, still serving an attached dataplane, but nobody can
@@ -574,16 +620,15 @@ impl HostAgent {
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), AgentError> {
         let publisher = self.host.load_publisher();
         let mut sockets = SocketWatch::default();
+        let mut attaches = AttachLog::default();
         while !stop.load(Ordering::Relaxed) && !self.shared.stop.load(Ordering::Relaxed) {
             sockets.look(&self.cfg);
             match self.host.poll_peer() {
                 Ok(naam_link::PeerEvent::Connected { generation }) => {
                     self.generation = generation;
-                    tracing::info!(generation, "dataplane attached");
+                    attaches.attached(generation, Instant::now());
                 }
-                Ok(naam_link::PeerEvent::Disconnected) => {
-                    tracing::warn!("dataplane gone; data kept, waiting for the next one");
-                }
+                Ok(naam_link::PeerEvent::Disconnected) => attaches.gone(Instant::now()),
                 Ok(naam_link::PeerEvent::Nothing) => {}
                 Err(e) => tracing::warn!(error = %e, "link socket"),
             }

@@ -196,6 +196,7 @@ impl HostWatch {
     /// reason, and the next attempts spaced out.
     fn refuse(&mut self, why: String, shared: &Shared) {
         shared.link_refused.fetch_add(1, Ordering::Relaxed);
+        shared.host_refused.store(true, Ordering::Relaxed);
         self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
         if self.refused.as_deref() != Some(why.as_str()) {
             tracing::error!("cannot use the host agent: {why}");
@@ -230,6 +231,7 @@ impl HostWatch {
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "reconnect attempt failed");
                     self.reconnect = None;
+                    shared.host_refused.store(false, Ordering::Relaxed);
                     self.refused = None;
                     self.refused_in_a_row = 0;
                 }
@@ -250,14 +252,16 @@ impl HostWatch {
                         return;
                     }
                     self.refused = None;
+                    shared.host_refused.store(false, Ordering::Relaxed);
                     self.refused_in_a_row = 0;
                     self.dir_epoch = l.directory_epoch();
                     shared.regions.publish(l.region_table());
+                    let generation = l.generation();
                     links.set(Arc::new(l));
                     shared.link_generation.fetch_add(1, Ordering::AcqRel);
                     shared.host_suspect.store(false, Ordering::Release);
                     shared.host_up.store(true, Ordering::Release);
-                    tracing::info!("reconnected to the host agent");
+                    tracing::info!(generation, qps, "reconnected to the host agent");
                     self.reconciled = false;
                     return;
                 }

@@ -30,6 +30,8 @@ pub enum HostCtlError {
     Unresponsive,
     #[error("host agent gone (the dataplane reconnects when one serves the run directory again)")]
     Gone,
+    #[error("the host agent serving the run directory cannot be used by this dataplane (its log says why; counted in dp.link_refused)")]
+    Unusable,
 }
 
 /// A connection to `control.sock`, made on first use and remade after a failure.

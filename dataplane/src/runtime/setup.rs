@@ -313,6 +313,11 @@ impl Runtime {
                 workers,
             });
         }
+        tracing::info!(
+            generation = link.generation(),
+            qps = link.layout().qps,
+            "connected to the host agent"
+        );
         settle_reply_caches(&cfg, workers, stop)?;
         // The host agent wrote its key file before it served the link.
         let keys = load_keys(&cfg)?;

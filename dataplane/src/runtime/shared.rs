@@ -89,6 +89,9 @@ pub struct Shared {
     /// Connection attempts that found a host agent this dataplane cannot use (it serves
     /// another dataplane, or has too few queue pairs).
     pub link_refused: AtomicU64,
+    /// Whether the last connection attempt found such a host agent (a host agent serves the
+    /// run directory: it is not gone, this dataplane cannot use it).
+    pub host_refused: AtomicBool,
     /// Set to stop every thread.
     pub stop: AtomicBool,
     /// The NIC congestion injector (`DESCRIBE("congest-nic:<ms>")` on the control port):
@@ -113,6 +116,7 @@ impl Shared {
             capabilities,
             link_generation: AtomicU64::new(0),
             link_refused: AtomicU64::new(0),
+            host_refused: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             nic_congest_until_ns: AtomicU64::new(0),
         })

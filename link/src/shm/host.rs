@@ -499,7 +499,8 @@ impl ShmHost {
                 continue;
             }
             let generation = self.hand_over(&asked.sock)?;
-            tracing::info!(generation, pid = asked.pid, "dataplane connected");
+            // The host agent says it (once per dataplane that stays).
+            tracing::debug!(generation, pid = asked.pid, "dataplane connected");
             self.peer = Some((asked.sock, asked.pid));
             return Ok(PeerEvent::Connected { generation });
         }

@@ -88,7 +88,9 @@ impl ShmLink {
             gone: AtomicU64::new(0),
             last_poll_ns: AtomicU64::new(0),
         });
-        tracing::info!(
+        // The caller says whether it uses the link (a dataplane with more workers than
+        // queue pairs hands it back at once, and retries).
+        tracing::debug!(
             generation,
             qps = layout.qps,
             bytes = total_len,

@@ -262,7 +262,11 @@ fn ask<'h>(
     // told to try again soon would wait for nothing.
     let gone = || !shared.host_up.load(Ordering::Relaxed);
     if gone() {
-        return Err(HostCtlError::Gone);
+        return Err(if shared.host_refused.load(Ordering::Relaxed) {
+            HostCtlError::Unusable
+        } else {
+            HostCtlError::Gone
+        });
     }
     if shared.host_suspect() || !live() {
         return Err(HostCtlError::Unresponsive);
