@@ -72,7 +72,7 @@ impl Default for ClientConfig {
             timeout: Duration::from_millis(50),
             max_retries: 5,
             max_backoff: Duration::from_secs(1),
-            max_retry_span: Duration::from_millis(2500),
+            max_retry_span: Duration::from_millis(naam_core::wire::DEFAULT_RETRY_SPAN_MS),
             exec_mode: ExecMode::Auto,
             max_steps: naam_core::exec::DEFAULT_MAX_STEPS,
             engine: Engine::native(),

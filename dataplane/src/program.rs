@@ -384,6 +384,15 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         },
         ..defaults
     };
+    if a.dedup_retain_ms < naam_core::wire::DEFAULT_RETRY_SPAN_MS {
+        tracing::warn!(
+            dedup_retain_ms = a.dedup_retain_ms,
+            client_retry_span_ms = naam_core::wire::DEFAULT_RETRY_SPAN_MS,
+            "--dedup-retain-ms is shorter than a client's retries by default: a mutation \
+             retransmitted after its reply was forgotten runs again (counted in dedup_evicted); \
+             keep it above the clients' max_retry_span"
+        );
+    }
     tracing::info!(backoff = ?cfg.idle, engine = cfg.engine.name(), workers = cfg.workers, "starting");
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();

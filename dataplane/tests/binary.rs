@@ -336,18 +336,17 @@ fn a_dataplane_waiting_for_its_host_agent_stops_at_once_when_asked() {
     assert!(after < Duration::from_secs(2), "{after:?}");
 }
 
-/// A log written to a file is plain text: no terminal colour codes around the levels and
-/// fields, so `grep` finds the lines the docs show (it had them whenever stderr was a file,
-/// as in a deployment's `--log-dir`).
-#[test]
-fn a_log_to_a_file_has_no_colour_codes() {
-    let tmp = run_dir("plainlog");
+/// The log of a dataplane started with `extra` that waits for a host agent (there is none)
+/// until it is stopped half a second later; stderr is a file.
+fn log_of_a_waiting_dataplane(name: &str, extra: &[&str]) -> String {
+    let tmp = run_dir(name);
     let log_path = tmp.path().join("dp.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
         .args(["--port", "udp:127.0.0.1:0", "--connect-wait-ms", "10000"])
         .arg("--run-dir")
         .arg(tmp.path().join("run"))
+        .args(extra)
         .env_remove("NO_COLOR")
         .stdout(Stdio::null())
         .stderr(log)
@@ -358,11 +357,33 @@ fn a_log_to_a_file_has_no_colour_codes() {
         .args(["-TERM", &child.id().to_string()])
         .status();
     assert!(child.wait().unwrap().success());
-    let text = std::fs::read_to_string(&log_path).unwrap();
+    std::fs::read_to_string(&log_path).unwrap()
+}
+
+/// A log written to a file is plain text: no terminal colour codes around the levels and
+/// fields, so `grep` finds the lines the docs show (it had them whenever stderr was a file,
+/// as in a deployment's `--log-dir`).
+#[test]
+fn a_log_to_a_file_has_no_colour_codes() {
+    let text = log_of_a_waiting_dataplane("plainlog", &[]);
     assert!(text.contains(" INFO "), "{text}");
     assert!(
         text.contains("stopped while waiting for the host agent"),
         "{text}"
     );
     assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(!text.contains("dedup-retain-ms"), "{text}");
+}
+
+/// A reply retention shorter than the clients' retries is accepted (tests use it) but said:
+/// with it, a late retransmission of a mutation runs again (probe 12: FAAs applied twice
+/// with `--dedup-retain-ms 5`, without a word at start).
+#[test]
+fn a_reply_retention_shorter_than_the_clients_retries_is_warned_about() {
+    let text = log_of_a_waiting_dataplane("retain", &["--dedup-retain-ms", "5"]);
+    let warning = text
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("--dedup-retain-ms is shorter"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(warning.contains("dedup_retain_ms=5"), "{warning}");
 }

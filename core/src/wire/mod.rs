@@ -56,6 +56,10 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 24;
 /// The largest UDP payload over IPv4 (65535 − 20 − 8): no datagram is longer.
 pub const MAX_DATAGRAM: usize = 65507;
+/// The longest time a client sends copies of one request id by default (the client
+/// library's `max_retry_span`): a server that forgets a mutation's reply sooner may run a
+/// late retransmission of it again (docs/protocol.md).
+pub const DEFAULT_RETRY_SPAN_MS: u64 = 2500;
 /// The largest payload after the common header.
 pub const MAX_PAYLOAD: usize = MAX_DATAGRAM - HEADER_LEN;
 /// The longest name (offload, ELF section, counter, parameter, application), in bytes.
