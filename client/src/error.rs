@@ -15,7 +15,7 @@ pub enum ClientError {
         awaited.name(),
         match (refused, unmatched) {
             (Some(r), _) => format!("earlier attempts were refused: {r}"),
-            (None, 0) => "nothing answered (is a server there?)".to_owned(),
+            (None, 0) => "nothing answered (no server there, or a stalled one: a write may still be applied)".to_owned(),
             (None, n) => format!("{n} datagrams came from its address meanwhile, none an answer to an open request (malformed, or for other requests)"),
         }
     )]

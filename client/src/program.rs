@@ -1,5 +1,6 @@
 //! The `naam` command line. Client commands live in `crate::cli`; this file parses
-//! arguments, runs `verify` itself, and reports client errors (one line on stderr, exit 1).
+//! arguments, runs `verify` itself, and reports client errors (one line on stderr, exit 1, or
+//! 3 when a command that changes something may have been applied: [`OUTCOME_UNKNOWN`]).
 //!
 //! The `naam` command line's program body (arguments, start-up, exit status), in the library so
 //! that its own binary (`src/bin/naam.rs`, a one-line `main`) and the `naam-rs` program of the
@@ -56,12 +57,21 @@ pub fn run(args: Vec<std::ffi::OsString>) -> ExitCode {
                     // must not move the cursor or forge lines of output.
                     use std::io::Write as _;
                     let _ = writeln!(std::io::stderr(), "naam: {}", printable(&format!("{e:#}")));
-                    ExitCode::FAILURE
+                    if cli::outcome_unknown(c, &e) {
+                        ExitCode::from(OUTCOME_UNKNOWN)
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
             }
         }
     }
 }
+
+/// The exit status of a command that changes something and failed with its outcome
+/// unknown (timed out, or answered `outcome_unknown`): it may have been applied; read back
+/// before running it again. Other failures exit 1.
+pub const OUTCOME_UNKNOWN: u8 = 3;
 
 fn broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {

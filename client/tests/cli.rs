@@ -159,6 +159,40 @@ fn an_unreachable_server_is_one_clear_line() {
     assert!(err.contains("no stats reply in 6 attempts"), "{err}");
 }
 
+/// A command that changes something and timed out may have been applied: it exits 3, not
+/// 1, so that a script reads back before running it again (probe 12: writes parked at a
+/// stalled host timed out "nothing answered" and were applied later, exit 1 like any
+/// failure). A query that timed out is a plain failure.
+#[test]
+fn a_write_whose_outcome_is_unknown_exits_3() {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    drop(sock);
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_naam"))
+            .args([
+                "--server",
+                &addr.to_string(),
+                "--timeout-ms",
+                "5",
+                "--retries",
+                "1",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let call = run(&["call", "16", "--class", "0", "u32:1"]);
+    assert_eq!(call.status.code(), Some(3), "{call:?}");
+    let err = String::from_utf8_lossy(&call.stderr);
+    assert!(err.contains("a write may still be applied"), "{err}");
+    let stats = run(&["stats"]);
+    assert_eq!(stats.status.code(), Some(1), "{stats:?}");
+    // `put` first reads the table's geometry: when that query times out, nothing was sent.
+    let put = run(&["put", "k", "v"]);
+    assert_eq!(put.status.code(), Some(1), "{put:?}");
+}
+
 #[test]
 fn timeouts_and_retries_bound_the_wait() {
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

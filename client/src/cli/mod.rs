@@ -107,6 +107,44 @@ pub enum ClientCommand {
     },
 }
 
+impl ClientCommand {
+    /// Whether the command changes something at the server (a write, a registration, a
+    /// call of a handler that may write, an admin command): when such a command fails with
+    /// its outcome unknown, it may still have been applied.
+    pub fn mutates(&self) -> bool {
+        match self {
+            ClientCommand::Put { .. }
+            | ClientCommand::Delete { .. }
+            | ClientCommand::Call { .. }
+            | ClientCommand::Offload(OffloadCommand::Add { .. } | OffloadCommand::Rm { .. }) => {
+                true
+            }
+            ClientCommand::Describe { name } => crate::client::is_command(name),
+            ClientCommand::Get { .. }
+            | ClientCommand::Btree(_)
+            | ClientCommand::Offload(_)
+            | ClientCommand::Stats => false,
+        }
+    }
+}
+
+/// Whether a failed command's error leaves its outcome unknown: it timed out waiting for
+/// (or was answered `outcome_unknown` to) a request that changes something, not a query of
+/// its preparation (`put` reads the table's geometry first).
+pub fn outcome_unknown(cmd: &ClientCommand, e: &anyhow::Error) -> bool {
+    use naam_core::wire::Kind;
+    cmd.mutates()
+        && e.chain()
+            .filter_map(|c| c.downcast_ref::<crate::ClientError>())
+            .any(|c| match c {
+                crate::ClientError::Timeout { awaited, .. } => !matches!(
+                    awaited,
+                    Kind::DescribeReply | Kind::StatsReply | Kind::ListReply | Kind::FetchReply
+                ),
+                other => other.may_have_executed(),
+            })
+}
+
 /// Encodes `naam call` arguments.
 pub fn encode_args(args: &[String]) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();

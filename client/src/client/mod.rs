@@ -23,6 +23,7 @@ pub mod endpoint;
 mod placement;
 mod recv;
 mod send;
+pub(crate) use send::is_command;
 
 use control::unexpected;
 pub use endpoint::{ClientStats, Endpoint, ServerAddr, ServerId, Transmit};

@@ -235,7 +235,7 @@ impl Endpoint {
 
 /// Whether a DESCRIBE of `app` is a command that acts (the congestion injectors, a snapshot,
 /// a shutdown) rather than a query of an application's parameters.
-fn is_command(app: &str) -> bool {
+pub(crate) fn is_command(app: &str) -> bool {
     use naam_core::wire::{CONGEST_HOST, CONGEST_NIC};
     app.starts_with(CONGEST_HOST)
         || app.starts_with(CONGEST_NIC)
