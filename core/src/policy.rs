@@ -122,10 +122,24 @@ pub enum Reason {
 }
 
 impl Reason {
+    pub const ALL: [Reason; 6] = [
+        Reason::HostCongested,
+        Reason::HostGone,
+        Reason::NicCongested,
+        Reason::BothCongested,
+        Reason::LoadReturned,
+        Reason::LeaseEnded,
+    ];
+
+    /// The reason whose name (as `{:?}` writes it, in the dataplane's STATS) is `name`.
+    pub fn named(name: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| format!("{r:?}") == name)
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             Reason::HostCongested => "host congested",
-            Reason::HostGone => "host agent unreachable",
+            Reason::HostGone => "host agent unreachable (stalled or gone)",
             Reason::NicCongested => "NIC cores saturated",
             Reason::BothCongested => "NIC and host congested: read-only class runs at clients",
             Reason::LoadReturned => "load returned to normal",
@@ -611,6 +625,15 @@ mod tests {
             flips_at.len()
         );
         assert!(stays.last().is_some_and(|a| *a >= 640), "{stays:?}");
+    }
+
+    #[test]
+    fn reasons_are_found_by_the_names_stats_give_them() {
+        for r in Reason::ALL {
+            assert_eq!(Reason::named(&format!("{r:?}")), Some(r));
+        }
+        assert_eq!(Reason::named("Nonsense"), None);
+        assert!(Reason::HostGone.describe().contains("stalled or gone"));
     }
 
     #[test]

@@ -166,15 +166,7 @@ impl PolicyDecision {
 
     /// The reason in words.
     pub fn reason_text(&self) -> &str {
-        match self.reason.as_str() {
-            "HostCongested" => "host congested",
-            "HostGone" => "host agent unreachable",
-            "NicCongested" => "NIC cores saturated",
-            "BothCongested" => "NIC and host congested: read-only class runs at the clients",
-            "LoadReturned" => "load returned to normal",
-            "LeaseEnded" => "client lease ended",
-            other => other,
-        }
+        naam_core::policy::Reason::named(&self.reason).map_or(&self.reason, |r| r.describe())
     }
 }
 
