@@ -425,16 +425,14 @@ fn a_query_sealed_before_a_restart_is_sealed_again_and_a_mutation_is_not() {
         other => panic!("not sealed: {other:?}"),
     };
 
-    let q = ep
-        .submit_control(
-            t0,
-            0,
-            Body::Describe(DescribeRepr {
-                app: "mica",
-                start: 0,
-            }),
-        )
-        .unwrap();
+    let describe = |ep: &mut Endpoint| {
+        let body = Body::Describe(DescribeRepr {
+            app: "mica",
+            start: 0,
+        });
+        ep.submit_control(t0, 0, body).unwrap()
+    };
+    let q = describe(&mut ep);
     let first = sent(&mut ep);
     assert_eq!(first.len(), 1);
     ep.handle(t0, from, &refused(&first[0].2));
@@ -471,16 +469,7 @@ fn a_query_sealed_before_a_restart_is_sealed_again_and_a_mutation_is_not() {
 
     // Also when the restarted server first sees the query's last retransmission (it failed
     // then: the retries were used up).
-    let q = ep
-        .submit_control(
-            t0,
-            0,
-            Body::Describe(DescribeRepr {
-                app: "mica",
-                start: 0,
-            }),
-        )
-        .unwrap();
+    let q = describe(&mut ep);
     let mut last = sent(&mut ep);
     let mut now = t0;
     for _ in 0..3 {
