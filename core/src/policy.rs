@@ -438,16 +438,16 @@ impl Policy {
                     state.returned_at = Some(s.now);
                 } else {
                     // Driven out of where relief had brought it a moment ago (home, or the
-                    // side a lease ended on): a flap.
+                    // side a lease ended on): a flap. Leaving home calmly ends a series.
                     let flapped = state
                         .returned_at
                         .take()
                         .is_some_and(|t| s.now.saturating_sub(t) < FLAP_WINDOW);
-                    state.flaps = if flapped {
-                        (state.flaps + 1).min(MAX_FLAPS)
-                    } else {
-                        0
-                    };
+                    if flapped {
+                        state.flaps = (state.flaps + 1).min(MAX_FLAPS);
+                    } else if st.at == state.home {
+                        state.flaps = 0;
+                    }
                 }
                 state.at = dest;
                 state.moved_at = Some(s.now);
