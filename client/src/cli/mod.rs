@@ -297,9 +297,10 @@ fn explain(g: &GlobalArgs, e: anyhow::Error) -> anyhow::Error {
         // sealed again on its own; a command that changes something may have run before
         // the restart, so it is not.
         e.context(format!(
-                "server {} restarted while the request was under way: it may or may not have                  run before the restart (look, e.g. `naam offload ls`), then run it again",
-                g.server
-            ))
+            "server {} restarted while the request was under way: it may or may not have \
+             run before the restart (look, e.g. `naam offload ls`), then run it again",
+            g.server
+        ))
     } else if errors().any(|c| c.code() == Some(ErrorCode::Unauthorized)) {
         // The server says no more (an attacker learns nothing of why): what the user
         // can check is which key this command sealed with.
@@ -664,7 +665,7 @@ mod tests {
         };
         let restart = refused(naam_core::auth::Refusal::BeforeStart.detail());
         assert!(
-            restart.contains("restarted while the request was under way"),
+            restart.contains("under way: it may or may not have run before the restart"),
             "{restart}"
         );
         assert!(!restart.contains("keys do not include"), "{restart}");

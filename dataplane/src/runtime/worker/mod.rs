@@ -281,7 +281,7 @@ impl Worker {
     /// One turn of a stopping worker: no message is taken from the port, those in flight go
     /// on (their ops complete, the host answers those forwarded to it, replies go out).
     /// Returns how much work it found; `None` once the host is gone (nothing more will
-    /// complete: [`Worker::link_reset`] answers the rest).
+    /// complete: [`Worker::answer_unfinished`] answers the rest).
     pub fn finish_turn<P: Port, L: Link>(
         &mut self,
         now_ns: u64,
