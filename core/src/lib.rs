@@ -20,6 +20,7 @@ pub mod helpers;
 pub mod memory;
 pub mod policy;
 pub mod pool;
+pub mod rate;
 pub mod region;
 pub mod relayout;
 pub mod run_dir;

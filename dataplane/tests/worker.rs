@@ -1622,6 +1622,64 @@ fn a_sender_that_proves_no_tenant_takes_no_account_and_learns_nothing() {
     assert_eq!(counters["bad_capability"], 64);
 }
 
+/// Probe 14: a flood of requests that prove nothing (40 000 a second) cost the worker a
+/// reply each, and a legitimate client lost 60 % of its throughput. Refusals to such senders
+/// are now rate limited per worker (counted past the limit); proven senders are answered as
+/// ever, and after a quiet second the unproven are told again.
+#[test]
+fn refusals_to_senders_that_prove_nothing_are_rate_limited_and_counted() {
+    use naam_dataplane::runtime::worker::{UNPROVEN_BURST, UNPROVEN_REPLIES_PER_S};
+    let mut r = rig();
+    let junk = |id: u64| {
+        Message::new(
+            id,
+            THREE_CLASS,
+            Body::AmRequest(AmRequestRepr {
+                offload: THREE,
+                tenant: 1,
+                capability: 0x1234_5678,
+                flags: AmFlags::empty(),
+                args: &[],
+            }),
+        )
+    };
+    let start = r.now;
+    let n = 2_000u64;
+    for id in 1..=n {
+        r.send(THREE_CLASS, &junk(id));
+    }
+    r.region_write(0, &10u64.to_le_bytes());
+    r.three(5_000, 0, 5);
+    r.poll();
+    let elapsed_s = (r.now - start) as f64 / 1e9;
+    let replies = r.replies();
+    let answered = replies
+        .iter()
+        .filter(|d| {
+            matches!(Message::parse(d).map(|m| m.body),
+                Ok(Body::Error(e)) if e.code == ErrorCode::Unauthorized)
+        })
+        .count() as u64;
+    let limit = UNPROVEN_BURST + (UNPROVEN_REPLIES_PER_S as f64 * elapsed_s) as u64 + 1;
+    assert!(
+        answered >= UNPROVEN_BURST && answered <= limit,
+        "{answered} refusals sent in {elapsed_s} s (limit {limit})"
+    );
+    // The proven request in the flood was served.
+    assert_eq!(r.region_word(0), 15, "the legitimate message ran");
+    let counters = r.published_counters();
+    assert_eq!(counters["bad_capability"], n);
+    assert_eq!(counters["drop.unproven_unanswered"], n - answered);
+    // A second later a sender with a wrong key hears why again.
+    r.now += 1_000_000_000;
+    let _ = r.replies();
+    r.send(THREE_CLASS, &junk(9_999));
+    r.poll();
+    let again = r.replies();
+    assert_eq!(again.len(), 1);
+    assert_eq!(expect_error(&again[0]).code, ErrorCode::Unauthorized);
+}
+
 #[test]
 fn link_reset_answers_everything_in_flight() {
     let mut r = rig();

@@ -32,10 +32,14 @@ pub enum Dropped {
     ReplyFailed,
     /// A completion whose work request id names no waiting op.
     StaleCompletion,
+    /// A refusal not sent to a sender that proved nothing (no capability, no region key),
+    /// past [`UNPROVEN_REPLIES_PER_S`](crate::runtime::worker::UNPROVEN_REPLIES_PER_S): a
+    /// flood of junk costs the worker its parsing, not a reply each.
+    UnprovenUnanswered,
 }
 
 impl Dropped {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     pub const ALL: [Dropped; Self::COUNT] = [
         Dropped::Malformed,
         Dropped::UnexpectedKind,
@@ -45,6 +49,7 @@ impl Dropped {
         Dropped::DuplicateInProgress,
         Dropped::ReplyFailed,
         Dropped::StaleCompletion,
+        Dropped::UnprovenUnanswered,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +62,7 @@ impl Dropped {
             Dropped::DuplicateInProgress => "duplicate_in_progress",
             Dropped::ReplyFailed => "reply_failed",
             Dropped::StaleCompletion => "stale_completion",
+            Dropped::UnprovenUnanswered => "unproven_unanswered",
         }
     }
 }

@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex};
 use naam_core::auth::{wall_clock_ns, Gate, Principal};
 use naam_core::elf::load_program;
 use naam_core::pool::OffloadSpec;
+use naam_core::rate::TokenBucket;
 use naam_core::verifier::{verify, VerifierConfig};
 use naam_core::vm::{CompiledVm, Engine};
 use naam_core::wire::{clip_utf8, congest_ms, fit_page, CONGEST_NIC};
@@ -78,39 +79,24 @@ const REGISTERS_PER_S: u64 = 20;
 /// A token bucket per principal for [`REGISTERS_PER_S`] (a key file holds few principals).
 #[derive(Default)]
 struct RegisterBudget {
-    /// (principal, tokens in thousandths, when last refilled).
-    buckets: Vec<(Principal, u64, u64)>,
+    buckets: Vec<(Principal, TokenBucket)>,
 }
 
 impl RegisterBudget {
-    const FULL: u64 = REGISTERS_PER_S * 1000;
-
     /// Takes one REGISTER for `who` at `now_ns`; `Err(µs)` until one is available.
     fn take(&mut self, who: Principal, now_ns: u64) -> Result<(), u32> {
         let i = match self.buckets.iter().position(|b| b.0 == who) {
             Some(i) => i,
             None => {
-                self.buckets.push((who, Self::FULL, now_ns));
+                let full = TokenBucket::new(REGISTERS_PER_S, REGISTERS_PER_S, now_ns);
+                self.buckets.push((who, full));
                 self.buckets.len() - 1
             }
         };
-        let (_, tokens, last) = &mut self.buckets[i];
-        // A thousandth of a REGISTER every UNIT ns; the time of a part not yet earned is kept.
-        const UNIT: u64 = 1_000_000 / REGISTERS_PER_S;
-        let gained = now_ns.saturating_sub(*last) / UNIT;
-        *tokens = (*tokens + gained).min(Self::FULL);
-        *last = if *tokens == Self::FULL {
-            now_ns
-        } else {
-            *last + gained * UNIT
-        };
-        if *tokens >= 1000 {
-            *tokens -= 1000;
-            Ok(())
-        } else {
-            let missing_ns = (1000 - *tokens) * UNIT;
-            Err((missing_ns / 1000).max(1) as u32)
-        }
+        self.buckets[i]
+            .1
+            .take(now_ns)
+            .map_err(|ns| (ns / 1000).clamp(1, u64::from(u32::MAX)) as u32)
     }
 }
 

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use naam_core::abi::{DATA_SIZE, MAX_OPS};
 use naam_core::exec::DEFAULT_MAX_STEPS;
 use naam_core::pool::VmPool;
+use naam_core::rate::TokenBucket;
 use naam_core::region::RegionTable;
 use naam_core::vm::Engine;
 use naam_core::wire::{
@@ -43,6 +44,7 @@ mod reply;
 mod slots;
 
 use reply::{link_error_code, Detail, Duplicate, Replies};
+pub use reply::{UNPROVEN_BURST, UNPROVEN_REPLIES_PER_S};
 use slots::{lost_code, Lost, NoSlot, ReqInfo, SlotKind, SlotRef, SlotState, SlotTable, OS_EMPTY};
 
 use super::dedup::{Begin, ReplyCache};
@@ -172,6 +174,7 @@ impl Worker {
             out: Replies {
                 tx: PacketBatch::with_capacity(cfg.burst.max(1) * 2),
                 cache: reply_cache(&cfg),
+                unproven: TokenBucket::new(UNPROVEN_REPLIES_PER_S, UNPROVEN_BURST, 0),
             },
             ring_buf: Box::new([0; MSG_MAX]),
             shares: TenantShares::new(cfg.fair.clone()),
