@@ -332,9 +332,10 @@ impl Policy {
                     }
                 }
                 Location::Client => {
-                    let still_needed = host_hot && nic_hot; // host_hot includes a gone host
-                                                            // The clients keep a class as long as any other side would (rule 1): it
-                                                            // went out and came back within 5 ms under a load that followed it.
+                    // (`host_hot` includes a gone host.)
+                    let still_needed = host_hot && nic_hot;
+                    // The clients keep a class as long as any other side would (rule 1): it
+                    // went out and came back within 5 ms under a load that followed it.
                     let may_leave = st.moved_at.is_none_or(|t| {
                         s.now.saturating_sub(t) >= c.min_dwell << st.flaps.min(MAX_FLAPS)
                     });
