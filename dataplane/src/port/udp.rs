@@ -145,6 +145,42 @@ fn local_port(s: &UdpSocket) -> Result<u16, PortError> {
         })
 }
 
+/// Held while a range of ports is claimed and rebound with `SO_REUSEPORT`: between the two,
+/// another dataplane could claim an overlapping range, and both would then share its ports
+/// (each taking some of the other's datagrams: "header class 0 but sent to the port of class
+/// 63" in a CI run with deployments started side by side). An abstract Unix socket name is
+/// the lock: one socket holds it at a time, it goes with the process, and it is per network
+/// namespace, as the ports are.
+struct RangeLock {
+    _held: std::os::unix::net::UnixDatagram,
+}
+
+impl RangeLock {
+    const NAME: &'static [u8] = b"naam-dataplane-udp-range-pick";
+    /// The longest wait for another dataplane's pick (a pick takes milliseconds).
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn take() -> Result<RangeLock, PortError> {
+        use std::os::linux::net::SocketAddrExt as _;
+        let io = |op, source| PortError::Io { op, source };
+        let name = std::os::unix::net::SocketAddr::from_abstract_name(Self::NAME)
+            .map_err(|e| io("name the port range lock", e))?;
+        let until = std::time::Instant::now() + Self::WAIT;
+        loop {
+            match std::os::unix::net::UnixDatagram::bind_addr(&name) {
+                Ok(s) => return Ok(RangeLock { _held: s }),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < until =>
+                {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                Err(e) => return Err(io("take the port range lock", e)),
+            }
+        }
+    }
+}
+
 impl UdpPort {
     /// Binds `classes` sockets on `addr.port() ..`, non-blocking. With port 0, a free range of
     /// consecutive ports is picked (for tests and clients).
@@ -160,9 +196,11 @@ impl UdpPort {
     /// The range must be free: `SO_REUSEPORT` alone would let this port join a range another
     /// process of the same user (another dataplane) already serves, and the two would split
     /// its clients silently. So the range is first claimed without the option (that fails
-    /// on any socket holding one of its ports) and then rebound with it.
+    /// on any socket holding one of its ports) and then rebound with it, under a lock that
+    /// other dataplanes picking at the same time wait for ([`RangeLock`]).
     pub fn bind_shared(addr: SocketAddrV4, classes: u16) -> Result<UdpPort, PortError> {
         let classes = classes.max(1);
+        let _picking = RangeLock::take()?;
         let mut last = None;
         for _ in 0..BIND_ATTEMPTS {
             let claim = Self::bind_any(addr, classes, false)?;
