@@ -191,6 +191,15 @@ struct ClassState {
     flaps: u32,
 }
 
+impl ClassState {
+    /// Whether it has been away long enough to go back at `now`: `min_dwell` after its last
+    /// move, doubled per flap in a row (rule 1).
+    fn dwelt_away(&self, now: Nanos, min_dwell: Nanos) -> bool {
+        self.moved_at
+            .is_none_or(|t| now.saturating_sub(t) >= min_dwell << self.flaps.min(MAX_FLAPS))
+    }
+}
+
 /// A class that must leave again this soon after it came home flapped.
 pub const FLAP_WINDOW: Nanos = 100_000_000;
 /// The most a class's dwell away doubles for flapping (`min_dwell << 6`: 1.28 s by default).
@@ -336,9 +345,7 @@ impl Policy {
                     let still_needed = host_hot && nic_hot;
                     // The clients keep a class as long as any other side would (rule 1): it
                     // went out and came back within 5 ms under a load that followed it.
-                    let may_leave = st.moved_at.is_none_or(|t| {
-                        s.now.saturating_sub(t) >= c.min_dwell << st.flaps.min(MAX_FLAPS)
-                    });
+                    let may_leave = st.dwelt_away(s.now, c.min_dwell);
                     if still_needed || (!may_leave && s.now >= st.lease_until) {
                         // Renew the lease; not a move.
                         self.classes[cl.class as usize].lease_until = s.now + c.client_lease;
@@ -397,12 +404,7 @@ impl Policy {
                 // Back home only after a dwell that doubles with each flap: under steady
                 // saturation a class left, the load looked normal without it, it came back
                 // and left again every 40 ms (the second probe: 344 decisions a second).
-                at if calm
-                    && at != st.home
-                    && st.moved_at.is_none_or(|t| {
-                        s.now.saturating_sub(t) >= c.min_dwell << st.flaps.min(MAX_FLAPS)
-                    }) =>
-                {
+                at if calm && at != st.home && st.dwelt_away(s.now, c.min_dwell) => {
                     let target = if st.home == Location::Nic {
                         c.nic_target
                     } else {
@@ -537,6 +539,23 @@ mod tests {
             }
         }
 
+        /// Runs `ms` milliseconds under a background load that follows class 0 (`load` of
+        /// where it runs: the NIC's and the host's), and returns its moves: (ms, to).
+        fn run_following(
+            &mut self,
+            ms: u64,
+            load: impl Fn(Location) -> (f64, f64),
+        ) -> Vec<(u64, Location)> {
+            let mut moves = Vec::new();
+            for _ in 0..ms {
+                (self.nic_background, self.host_background) = load(self.policy.placement(0));
+                let before = self.log.len();
+                self.run(1);
+                moves.extend(self.log[before..].iter().map(|d| (d.at / MS, d.to)));
+            }
+            moves
+        }
+
         fn count(&self, at: Location) -> usize {
             self.classes
                 .iter()
@@ -565,15 +584,14 @@ mod tests {
     #[test]
     fn a_class_that_flaps_waits_longer_away_each_time() {
         let mut sim = Sim::new(classes(1, 0.05, false), Location::Nic);
-        let mut flips_at = Vec::new();
-        for _ in 0..3000 {
-            // The saturation follows the class: 95 % of the NIC while it runs there.
-            let at_nic = sim.policy.placement(0) == Location::Nic;
-            sim.nic_background = if at_nic { 0.95 } else { 0.0 };
-            let before = sim.log.len();
-            sim.run(1);
-            flips_at.extend(sim.log[before..].iter().map(|d| d.at / MS));
-        }
+        // The saturation follows the class: 95 % of the NIC while it runs there.
+        let flips_at: Vec<u64> = sim
+            .run_following(3000, |at| {
+                (if at == Location::Nic { 0.95 } else { 0.0 }, 0.0)
+            })
+            .into_iter()
+            .map(|(ms, _)| ms)
+            .collect();
         // Without damping: a move every ~20-25 ms, over 100 in 3 s.
         assert!(
             flips_at.len() <= 16,
@@ -599,15 +617,10 @@ mod tests {
     #[test]
     fn a_class_at_the_clients_dwells_and_flaps_like_any_other() {
         let mut sim = Sim::new(classes(1, 0.05, true), Location::Host);
-        let mut flips_at = Vec::new();
-        for _ in 0..3000 {
-            let away = sim.policy.placement(0) == Location::Client;
-            (sim.nic_background, sim.host_background) =
-                if away { (0.05, 0.05) } else { (0.95, 0.95) };
-            let before = sim.log.len();
-            sim.run(1);
-            flips_at.extend(sim.log[before..].iter().map(|d| (d.at / MS, d.to)));
-        }
+        let flips_at = sim.run_following(3000, |at| match at {
+            Location::Client => (0.05, 0.05),
+            _ => (0.95, 0.95),
+        });
         assert_eq!(flips_at[0].1, Location::Client, "{flips_at:?}");
         assert!(flips_at[0].0 <= 5, "{flips_at:?}");
         let stays: Vec<u64> = flips_at
