@@ -204,6 +204,14 @@ impl HostWatch {
         }
     }
 
+    /// The last attempt did not find an unusable host agent: the next refusal is said again
+    /// and attempts are no longer spaced out.
+    fn not_refused(&mut self, shared: &Shared) {
+        self.refused = None;
+        self.refused_in_a_row = 0;
+        shared.host_refused.store(false, Ordering::Relaxed);
+    }
+
     /// Starts a connection attempt every `reconnect_every`, and installs the one that succeeds.
     pub(super) fn reconnect(
         &mut self,
@@ -231,9 +239,7 @@ impl HostWatch {
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "reconnect attempt failed");
                     self.reconnect = None;
-                    shared.host_refused.store(false, Ordering::Relaxed);
-                    self.refused = None;
-                    self.refused_in_a_row = 0;
+                    self.not_refused(shared);
                 }
                 Ok(Ok(l)) => {
                     self.reconnect = None;
@@ -251,9 +257,7 @@ impl HostWatch {
                         );
                         return;
                     }
-                    self.refused = None;
-                    shared.host_refused.store(false, Ordering::Relaxed);
-                    self.refused_in_a_row = 0;
+                    self.not_refused(shared);
                     self.dir_epoch = l.directory_epoch();
                     shared.regions.publish(l.region_table());
                     let generation = l.generation();

@@ -545,24 +545,23 @@ impl Worker {
             Ok(i) => return Some(i),
             Err(r) => r,
         };
+        // Counted for the refused tenant whoever holds the slots (probe 11: refusals another
+        // tenant caused showed in no counter of the refused one).
+        if let Some(a) = account {
+            self.shares.count_refused(a);
+        }
         let mut d = Detail::new();
         match (refusal, account) {
             (NoSlot::OverShare, Some(a)) => {
                 bump(&self.stats.slots_over_share, 1);
-                self.shares.count_refused(a);
                 let _ = write!(
                     d,
                     "tenant {} holds its share of this NIC worker's slots",
                     self.shares.tenant(a)
                 );
             }
-            (_, a) => {
+            _ => {
                 bump(&self.stats.slots_full, 1);
-                // Its refusals too, whoever holds the slots (probe 11: refusals another
-                // tenant caused showed in no counter of the refused one).
-                if let Some(a) = a {
-                    self.shares.count_refused(a);
-                }
                 let _ = write!(d, "no free slot");
             }
         }
@@ -595,8 +594,6 @@ impl Worker {
             }
             Begin::Full { retry_after_ns } => {
                 bump(&self.stats.dedup_full, 1);
-                let a = self.shares.account(tenant);
-                self.shares.count_refused(a);
                 let mut d = Detail::new();
                 let _ = match retry_after_ns {
                     Some(ns) => write!(
@@ -606,33 +603,34 @@ impl Worker {
                     ),
                     None => write!(d, "reply cache full of requests in progress"),
                 };
-                self.refuse_undeduplicated(port, info, slot, &d, retry_after_ns)
+                self.refuse_undeduplicated(port, info, (slot, tenant), &d, retry_after_ns)
             }
             Begin::OverShare { retry_after_ns } => {
                 bump(&self.stats.dedup_over_share, 1);
-                let a = self.shares.account(tenant);
-                self.shares.count_refused(a);
                 let mut d = Detail::new();
                 let _ = write!(
                     d,
                     "tenant {tenant} holds its share of the reply cache (requests it may still \
                      retry); say your window to free it sooner"
                 );
-                self.refuse_undeduplicated(port, info, slot, &d, retry_after_ns)
+                self.refuse_undeduplicated(port, info, (slot, tenant), &d, retry_after_ns)
             }
         }
     }
 
     /// Frees slot `slot` and answers `busy` with `detail`, to retry once an entry may go:
-    /// a mutation the reply cache could not remember is never run. Returns false.
+    /// a mutation the reply cache could not remember is never run. The refusal is counted
+    /// for `tenant`, whoever filled the cache. Returns false.
     fn refuse_undeduplicated<P: Port>(
         &mut self,
         port: &mut P,
         info: &ReqInfo,
-        slot: usize,
+        (slot, tenant): (usize, u32),
         detail: &Detail,
         retry_after_ns: Option<u64>,
     ) -> bool {
+        let a = self.shares.account(tenant);
+        self.shares.count_refused(a);
         self.slots.release(slot);
         self.send_error_retry_after(
             port,
