@@ -139,6 +139,11 @@ impl Mica {
             .lossless(cfg.mica_lossless)
     }
 
+    /// What `cfg` fills a table with, as its header keeps it: keys, value size, seed.
+    fn filled_with(cfg: &Config) -> [u64; 3] {
+        [cfg.mica_keys, u64::from(cfg.value_size), cfg.seed]
+    }
+
     /// The geometry of a table as its headers describe it.
     pub fn read_geometry(index: &RegionMem, log: &RegionMem) -> Result<MicaGeometry, AppError> {
         let word = |m: &RegionMem, off| m.load_u64(off).unwrap_or(0);
@@ -214,7 +219,7 @@ impl App for Mica {
         FilledWith::keep(
             &regions[0].mem,
             mica::layout::INDEX_FILLED_WITH,
-            [cfg.mica_keys, u64::from(cfg.value_size), cfg.seed],
+            Mica::filled_with(cfg),
         );
         Ok(())
     }
@@ -237,11 +242,8 @@ impl App for Mica {
             ["keys", "value_size", "seed"]
                 .into_iter()
                 .zip(
-                    FilledWith::read(&regions[0].mem, mica::layout::INDEX_FILLED_WITH).unwrap_or([
-                        cfg.mica_keys,
-                        u64::from(cfg.value_size),
-                        cfg.seed,
-                    ]),
+                    FilledWith::read(&regions[0].mem, mica::layout::INDEX_FILLED_WITH)
+                        .unwrap_or(Mica::filled_with(cfg)),
                 )
                 .map(|(name, v)| (name.into(), v)),
         )
