@@ -264,32 +264,27 @@ fn settings_that_could_not_serve_are_refused_before_anything_starts() {
 /// as the system's "path must be shorter than SUN_LEN" after a wait for the host agent.
 #[test]
 fn a_run_directory_too_long_for_its_sockets_is_refused_with_the_lengths() {
+    // Refused within 5 s (not after the wait for a host agent), saying `why`.
+    let refused_at_once = |run: &std::path::Path, why: &str| {
+        let t = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
+            .args(["--port", "udp:127.0.0.1:0", "--connect-wait-ms", "20000"])
+            .arg("--run-dir")
+            .arg(run)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("the binary runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains(why), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    };
     let run = format!("/nonexistent/{}", "r".repeat(110));
-    let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
-        .args(["--port", "udp:127.0.0.1:0", "--run-dir", &run])
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("the binary runs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("past the 107"), "{err}");
-    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    refused_at_once(run.as_ref(), "past the 107");
     // A run directory that is a file can never hold the host agent's sockets: said at once,
     // not after the whole wait for a host agent (10 s by default, probe 10).
     let file = tempfile::NamedTempFile::new().unwrap();
-    let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
-        .args(["--port", "udp:127.0.0.1:0", "--connect-wait-ms", "20000"])
-        .arg("--run-dir")
-        .arg(file.path())
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("the binary runs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("Not a directory"), "{err}");
-    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    refused_at_once(file.path(), "Not a directory");
 }
 
 /// A dataplane still waiting for its host agent stops as promptly as one serving: on

@@ -101,20 +101,22 @@ fn udp_end_to_end_nic_execution_control_and_host_restart() {
         Body::Error(e) => assert_eq!(e.code, ErrorCode::InvalidProgram),
         other => panic!("expected invalid_program, got {other:?}"),
     }
-    let stats = call(
-        &client,
-        ctl,
-        &Message::new(5, 0, Body::Stats(PageRequestRepr { start: 0, max: 0 })),
-    );
-    let Body::StatsReply(page) = Message::parse(&stats).unwrap().body else {
-        panic!("expected stats")
-    };
-    let get = |name: &str| -> Option<u64> {
+    // One counter of a STATS page (request `id`).
+    let stat = |id: u64, name: &str| -> Option<u64> {
+        let stats = call(
+            &client,
+            ctl,
+            &Message::new(id, 0, Body::Stats(PageRequestRepr { start: 0, max: 0 })),
+        );
+        let Body::StatsReply(page) = Message::parse(&stats).unwrap().body else {
+            panic!("expected stats")
+        };
         page.entries
             .iter()
             .find(|e: &KvEntry<'_>| e.name == name)
             .map(|e| e.value)
     };
+    let get = |name: &str| stat(5, name);
     assert_eq!(get("total.nic_executed"), Some(1));
     assert_eq!(get("dp.workers"), Some(2));
     assert_eq!(get("dp.host_up"), Some(1));
@@ -145,22 +147,8 @@ fn udp_end_to_end_nic_execution_control_and_host_restart() {
     // A control request that needs it says it is gone, not that its heartbeat is late (which
     // tells the user to try again at once), once the control thread has seen it go (the
     // workers notice on their own queue pairs, a few milliseconds earlier).
-    let host_up = || {
-        let stats = call(
-            &client,
-            ctl,
-            &Message::new(9, 0, Body::Stats(PageRequestRepr { start: 0, max: 0 })),
-        );
-        let Body::StatsReply(page) = Message::parse(&stats).unwrap().body else {
-            panic!("expected stats")
-        };
-        page.entries
-            .iter()
-            .find(|e: &KvEntry<'_>| e.name == "dp.host_up")
-            .map(|e| e.value)
-    };
     let seen = Instant::now();
-    while host_up() != Some(0) {
+    while stat(9, "dp.host_up") != Some(0) {
         assert!(
             seen.elapsed() < Duration::from_secs(2),
             "dp.host_up stays 1"
