@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""A flood of active messages that prove nothing: tenant 1, random capabilities and request
+ids, to the data ports of classes 0 and 1 of a dataplane (docs/security.md, "No
+amplification": the measurement of the refusal limit). For loopback or a network namespace
+of your own only.
+
+    scripts/junk_flood.py --server 127.0.0.1:7000 --rate 40000 --seconds 9
+"""
+import argparse
+import os
+import random
+import socket
+import struct
+import sys
+import time
+
+MAGIC = b"NA"
+VERSION = 1
+AM_REQUEST = 1
+
+
+def am_request(cls, request_id, offload, tenant, capability, args):
+    """A datagram: the 24-byte header (docs/protocol.md), then the AM request body."""
+    body = struct.pack("<IIQHH", offload, tenant, capability, 0, len(args)) + args
+    header = MAGIC + bytes([VERSION, AM_REQUEST])
+    header += struct.pack("<HHQII", 0, cls, request_id, len(body), 1)
+    return header + body
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--server", default="127.0.0.1:7000", help="data base port IP:PORT")
+    p.add_argument("--rate", type=int, default=40000, help="datagrams a second")
+    p.add_argument("--seconds", type=float, default=9.0)
+    a = p.parse_args()
+    ip, base = a.server.rsplit(":", 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    datagrams = []
+    for _ in range(512):
+        cls = random.choice([0, 1])
+        d = am_request(cls, random.getrandbits(64), cls, 1, random.getrandbits(64), os.urandom(56))
+        datagrams.append((d, (ip, int(base) + cls)))
+    sent, start = 0, time.time()
+    while (elapsed := time.time() - start) < a.seconds:
+        while sent < int(elapsed * a.rate):
+            d, to = datagrams[sent % len(datagrams)]
+            try:
+                s.sendto(d, to)
+            except OSError:
+                pass
+            sent += 1
+        time.sleep(0.0005)
+    print(f"sent {sent} in {time.time() - start:.1f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
