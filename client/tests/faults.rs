@@ -734,6 +734,49 @@ fn run_time_offloads_survive_restarts_of_either_process_with_persist() {
     assert_eq!(stat(&d, "ctl.error.internal"), 0);
 }
 
+#[test]
+fn an_offload_the_restarted_dataplane_cannot_serve_is_listed_as_not_served() {
+    // The host agent holds an offload on class 40; a dataplane restarted with 16 classes
+    // cannot steer it. It used to vanish from LIST while the host agent kept it; now it is
+    // listed, marked, and removing it still works.
+    let mut d = deploy(|_| {});
+    let mut c = d.client(patient(ExecMode::Server)).unwrap();
+    let o = bundled::RECORD;
+    let opts = naam_client::RegisterOptions {
+        name: "record-high".into(),
+        section: Some(o.section.into()),
+        class: 40,
+        read_only: true,
+    };
+    let id = c.register(0, naam_handlers::RECORD_OBJECT, &opts).unwrap();
+    let entry = |c: &mut naam_client::Client| c.list(0).unwrap().into_iter().find(|e| e.id == id);
+    assert!(entry(&mut c).expect("listed").served);
+
+    d.kill_dataplane();
+    d.set_dataplane_args(["--classes", "16"].map(String::from).to_vec());
+    d.start_dataplane().unwrap();
+    let mut c = d.client(patient(ExecMode::Server)).unwrap();
+    let listed = entry(&mut c).expect("still listed after the restart");
+    assert!(!listed.served, "{listed:?}");
+    assert_eq!((listed.class, listed.name.as_str()), (40, "record-high"));
+    assert!(
+        c.list(0)
+            .unwrap()
+            .iter()
+            .filter(|e| e.id != id)
+            .all(|e| e.served),
+        "the others are served"
+    );
+    assert_eq!(
+        d.describe("host").unwrap()["offloads"],
+        c.list(0).unwrap().len() as u64
+    );
+
+    c.unregister(0, id).unwrap();
+    assert!(entry(&mut c).is_none(), "gone from both");
+    assert!(c.unregister(0, id).is_err());
+}
+
 /// An FAA of 1 on the word at `word` of the record region, whose key `c` learns here.
 fn record_faa(c: &mut naam_client::Client, word: u64) -> RemoteOp<'static> {
     c.describe(0, "record").unwrap();

@@ -60,6 +60,7 @@ impl Offload {
             read_only: self.read_only,
             insn_count: self.program.insn_count() as u32,
             worst_case: self.program.worst_case_insns() as u32,
+            served: true,
         }
     }
 

@@ -310,6 +310,7 @@ fn with_message<R>(
                     read_only: *read_only,
                     insn_count: *insn_count,
                     worst_case: insn_count.wrapping_mul(3),
+                    served: insn_count % 2 == 0,
                 },
             )
             .collect(),

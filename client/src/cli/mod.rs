@@ -457,13 +457,18 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
             let mut rows = Vec::new();
             for o in list {
                 text += &format!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\n",
+                    "{}\t{}\t{}\t{}\t{}\t{}{}\n",
                     o.id,
                     o.class,
                     o.tenant,
                     if o.read_only { "yes" } else { "no" },
                     o.insn_count,
-                    o.name
+                    o.name,
+                    if o.served {
+                        ""
+                    } else {
+                        "\t(not served by the dataplane: see its log)"
+                    }
                 );
                 rows.push(json!({
                     "id": o.id,
@@ -472,6 +477,7 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
                     "read_only": o.read_only,
                     "insns": o.insn_count,
                     "name": o.name,
+                    "served": o.served,
                 }));
             }
             Answer::new(text, json!({ "offloads": rows }))
@@ -522,12 +528,21 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
             let args = encode_args(args)?;
             let class = match class {
                 Some(c) => *c,
-                None => client
-                    .list(0)?
-                    .iter()
-                    .find(|o| o.id == *id)
-                    .map(|o| o.class)
-                    .with_context(|| format!("the server has no offload {id} (naam offload ls)"))?,
+                None => {
+                    let list = client.list(0)?;
+                    let o = list.iter().find(|o| o.id == *id).with_context(|| {
+                        format!("the server has no offload {id} (naam offload ls)")
+                    })?;
+                    if !o.served {
+                        bail!(
+                            "offload {id} is the host agent's but the dataplane does not run it \
+                             (class {} past its --classes, or refused by its verifier: see its \
+                             log)",
+                            o.class
+                        );
+                    }
+                    o.class
+                }
             };
             let reply = client.call(*id, class, &args)?;
             let at = reply.executed_at.name();
@@ -610,12 +625,17 @@ fn offload_show(
             .and_then(naam_core::wire::Location::from_u8)
             .map(|l| l.name());
         text += &format!(
-            "{}: {}  tenant {}  class {}{}\n\tinsns {}  worst-case path {}  placed {}\n{nic_text}{host_text}",
+            "{}: {}  tenant {}  class {}{}{}\n\tinsns {}  worst-case path {}  placed {}\n{nic_text}{host_text}",
             o.id,
             o.name,
             o.tenant,
             o.class,
             if o.read_only { "  read-only" } else { "" },
+            if o.served {
+                ""
+            } else {
+                "  not served by the dataplane (see its log)"
+            },
             o.insn_count,
             o.worst_case,
             placed.unwrap_or("unknown"),
@@ -628,6 +648,7 @@ fn offload_show(
             "read_only": o.read_only,
             "insns": o.insn_count,
             "worst_case": o.worst_case,
+            "served": o.served,
             "placed": placed,
             "nic": nic,
             "host": host,

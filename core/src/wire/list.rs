@@ -52,6 +52,10 @@ mod offload {
     pub const NAME: usize = 20;
 
     pub const READ_ONLY: u8 = 0x01;
+    /// Held by the host agent but not run by the dataplane that answered (its class is past
+    /// the dataplane's, or its verifier refused the program).
+    pub const NOT_SERVED: u8 = 0x02;
+    pub const FLAGS_KNOWN: u8 = READ_ONLY | NOT_SERVED;
 }
 
 /// One registered offload, as LIST reports it.
@@ -66,6 +70,9 @@ pub struct OffloadEntry<'a> {
     pub insn_count: u32,
     /// Instructions on the longest path of one step (the verifier's bound).
     pub worst_case: u32,
+    /// Whether the server that answered runs it; a dataplane lists the host agent's offloads
+    /// it does not serve with `false` (the reason is in its log).
+    pub served: bool,
 }
 
 /// An [`OffloadEntry`] owned (what a client or a tool keeps after the reply is gone).
@@ -79,6 +86,34 @@ pub struct OffloadInfo {
     pub insn_count: u32,
     /// Instructions on the longest path of one step.
     pub worst_case: u32,
+    /// Whether the server that answered runs it.
+    pub served: bool,
+}
+
+impl OffloadInfo {
+    /// What registering it again takes (a dataplane adding the host agent's offloads).
+    pub fn spec(&self) -> crate::pool::OffloadSpec {
+        crate::pool::OffloadSpec {
+            name: self.name.clone(),
+            tenant: self.tenant,
+            class: self.class,
+            read_only: self.read_only,
+        }
+    }
+
+    /// The LIST entry describing it.
+    pub fn entry(&self) -> OffloadEntry<'_> {
+        OffloadEntry {
+            id: self.id,
+            name: &self.name,
+            tenant: self.tenant,
+            class: self.class,
+            read_only: self.read_only,
+            insn_count: self.insn_count,
+            worst_case: self.worst_case,
+            served: self.served,
+        }
+    }
 }
 
 impl From<&OffloadEntry<'_>> for OffloadInfo {
@@ -91,6 +126,7 @@ impl From<&OffloadEntry<'_>> for OffloadInfo {
             read_only: e.read_only,
             insn_count: e.insn_count,
             worst_case: e.worst_case,
+            served: e.served,
         }
     }
 }
@@ -99,10 +135,10 @@ impl<'a> ListEntry<'a> for OffloadEntry<'a> {
     fn decode(bytes: &'a [u8]) -> Result<(Self, usize), WireError> {
         need(offload::NAME, bytes.len())?;
         let flags = bytes[offload::FLAGS];
-        if flags & !offload::READ_ONLY != 0 {
+        if flags & !offload::FLAGS_KNOWN != 0 {
             return Err(WireError::UnknownFlags {
                 field: "list.flags",
-                bits: (flags & !offload::READ_ONLY) as u32,
+                bits: (flags & !offload::FLAGS_KNOWN) as u32,
             });
         }
         let name_len = bytes[offload::NAME_LEN] as usize;
@@ -119,6 +155,7 @@ impl<'a> ListEntry<'a> for OffloadEntry<'a> {
             read_only: flags & offload::READ_ONLY != 0,
             insn_count: get_u32(bytes, offload::INSNS),
             worst_case: get_u32(bytes, offload::WORST_CASE),
+            served: flags & offload::NOT_SERVED == 0,
         };
         Ok((entry, offload::NAME + name_len))
     }
@@ -131,11 +168,13 @@ impl<'a> ListEntry<'a> for OffloadEntry<'a> {
         set_u32(out, offload::ID, self.id);
         set_u32(out, offload::TENANT, self.tenant);
         set_u16(out, offload::CLASS, self.class);
-        out[offload::FLAGS] = if self.read_only {
+        let read_only = if self.read_only {
             offload::READ_ONLY
         } else {
             0
         };
+        let not_served = if self.served { 0 } else { offload::NOT_SERVED };
+        out[offload::FLAGS] = read_only | not_served;
         out[offload::NAME_LEN] = self.name.len() as u8;
         set_u32(out, offload::INSNS, self.insn_count);
         set_u32(out, offload::WORST_CASE, self.worst_case);

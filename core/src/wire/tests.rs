@@ -14,6 +14,7 @@ const OFFLOADS: [OffloadEntry<'static>; 2] = [
         read_only: true,
         insn_count: 211,
         worst_case: 40,
+        served: true,
     },
     OffloadEntry {
         id: 2,
@@ -23,6 +24,7 @@ const OFFLOADS: [OffloadEntry<'static>; 2] = [
         read_only: false,
         insn_count: 390,
         worst_case: 77,
+        served: false,
     },
 ];
 const COUNTERS: [KvEntry<'static>; 3] = [

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use naam_core::pool::OffloadSpec;
 use naam_core::verifier::verify;
 use naam_core::wire::{Body, DescribeRepr, ErrorCode, FetchRepr, Message, PageRequestRepr};
 
@@ -20,7 +19,7 @@ impl ControlPlane {
     /// their verified instructions (FETCH) and verifying them here. Returns (removed,
     /// added); `None` when the host agent did not answer.
     pub fn reconcile_with_host(&mut self) -> Option<(usize, usize)> {
-        let mut host: Vec<OffloadSpecAt> = Vec::new();
+        let mut host: Vec<OffloadInfo> = Vec::new();
         let mut start = 0;
         loop {
             let req = Message::new(0, 0, Body::List(PageRequestRepr { start, max: 0 }));
@@ -31,15 +30,7 @@ impl ControlPlane {
             let Ok(Body::ListReply(page)) = Message::parse(reply).map(|m| m.body) else {
                 return None;
             };
-            host.extend(page.entries.iter().map(|e| OffloadSpecAt {
-                id: e.id,
-                spec: OffloadSpec {
-                    name: e.name.to_owned(),
-                    tenant: e.tenant,
-                    class: e.class,
-                    read_only: e.read_only,
-                },
-            }));
+            host.extend(page.entries.iter().map(|e| OffloadInfo::from(&e)));
             if !page.more {
                 break;
             }
@@ -51,10 +42,10 @@ impl ControlPlane {
             // restarted from an older or edited store may hold another under that id).
             let known = host.iter().any(|h| {
                 h.id == o.id
-                    && h.spec.name == o.name
-                    && h.spec.tenant == o.tenant
-                    && h.spec.class == o.class
-                    && h.spec.read_only == o.read_only
+                    && h.name == o.name
+                    && h.tenant == o.tenant
+                    && h.class == o.class
+                    && h.read_only == o.read_only
             });
             if o.id >= FIRST_DYNAMIC_ID && !known && self.shared.registry.unregister(o.id).is_ok() {
                 tracing::warn!(
@@ -66,41 +57,44 @@ impl ControlPlane {
             }
         }
         let mut added = 0;
+        self.unserved.clear();
         for h in host {
             if h.id < FIRST_DYNAMIC_ID || self.shared.registry.get(h.id).is_some() {
                 continue;
             }
-            if h.spec.class >= self.classes {
+            if h.class >= self.classes {
                 tracing::error!(
                     id = h.id,
-                    name = h.spec.name,
-                    class = h.spec.class,
+                    name = h.name,
+                    class = h.class,
                     classes = self.classes,
                     "the host agent's offload has a class this dataplane does not serve: not added"
                 );
+                self.unserved.push(OffloadInfo { served: false, ..h });
                 continue;
             }
             match self.fetch_from_host(h.id) {
                 Ok(insns) => {
-                    let prog = naam_core::elf::Program::from_insns(h.spec.name.clone(), insns);
+                    let prog = naam_core::elf::Program::from_insns(h.name.clone(), insns);
                     let verified = verify(&prog, &self.verifier).map_err(|e| e.to_string());
                     let registered = verified.and_then(|v| {
                         self.shared
                             .registry
-                            .register_as(h.id, h.spec.clone(), Arc::new(v))
+                            .register_as(h.id, h.spec(), Arc::new(v))
                             .map_err(|e| e.to_string())
                     });
                     match registered {
                         Ok(_) => {
                             tracing::info!(
                                 id = h.id,
-                                name = h.spec.name,
+                                name = h.name,
                                 "offload of the host agent added"
                             );
                             added += 1;
                         }
                         Err(e) => {
-                            tracing::error!(id = h.id, name = h.spec.name, error = %e, "the host agent's offload refused here")
+                            tracing::error!(id = h.id, name = h.name, error = %e, "the host agent's offload refused here");
+                            self.unserved.push(OffloadInfo { served: false, ..h });
                         }
                     }
                 }

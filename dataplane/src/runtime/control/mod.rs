@@ -47,8 +47,8 @@ use naam_core::vm::{CompiledVm, Engine};
 use naam_core::wire::{clip_utf8, congest_ms, fit_page, CONGEST_NIC};
 use naam_core::wire::{
     Body, EntryList, ErrorCode, ErrorRepr, FetchReplyRepr, HeaderPacket, KvEntry, KvListRepr,
-    ListReplyRepr, Message, OffloadEntry, OffloadIdRepr, PageRequestRepr, RegisterRepr, WireError,
-    HEADER_LEN, MAGIC,
+    ListReplyRepr, Message, OffloadEntry, OffloadIdRepr, OffloadInfo, PageRequestRepr,
+    RegisterRepr, WireError, HEADER_LEN, MAGIC,
 };
 
 use super::hostctl::HostControl;
@@ -144,18 +144,15 @@ pub struct ControlPlane {
     keys_refused_by_host: u64,
     /// The host agent's descriptions of the bundled applications, for when it is unavailable.
     described: described::Described,
+    /// The host agent's offloads this dataplane refused to run at the last reconciliation
+    /// (class past `--classes`, or refused by its verifier): LIST shows them, marked.
+    unserved: Vec<OffloadInfo>,
     /// Whether the host agent answers now (its heartbeat is fresh): a forwarded request stops
     /// waiting for its reply as soon as it does not. Always true until the runtime sets it.
     pub host_live: Box<dyn Fn() -> bool + Send>,
     /// The host agent's per-offload counters (`offload.ID.host_*`), as last read by
     /// [`watch_host_counters`] on its own thread (a stalled host never blocks this one).
     pub host_counters: Arc<Mutex<Vec<(String, u64)>>>,
-}
-
-/// An offload the host agent lists: its id and description.
-struct OffloadSpecAt {
-    id: u32,
-    spec: OffloadSpec,
 }
 
 /// Writes a control reply (an `Internal` error when it cannot be emitted).
@@ -222,6 +219,7 @@ impl ControlPlane {
             keys_refused_by_host: 0,
             registers: RegisterBudget::default(),
             described: described::Described::default(),
+            unserved: Vec::new(),
             host_live: Box::new(|| true),
             host_counters: Arc::default(),
         }
@@ -553,6 +551,7 @@ impl ControlPlane {
                 return emit(&msg.reply(error(ErrorCode::Internal, d)), out);
             }
         };
+        self.unserved.retain(|o| o.id != id);
         match self.shared.registry.unregister(id) {
             Ok(o) => {
                 tracing::info!(id, name = o.name, "offload unregistered");
@@ -574,7 +573,10 @@ impl ControlPlane {
             .into_iter()
             .filter(|o| o.id >= p.start)
             .collect();
-        let entries: Vec<OffloadEntry<'_>> = all.iter().map(|o| o.list_entry()).collect();
+        let mut entries: Vec<OffloadEntry<'_>> = all.iter().map(|o| o.list_entry()).collect();
+        let unserved = self.unserved.iter().filter(|o| o.id >= p.start);
+        entries.extend(unserved.map(OffloadInfo::entry));
+        entries.sort_by_key(|e| e.id);
         let (n, more) = fit_page(&entries, p.max);
         let next = if more { entries[n].id } else { 0 };
         emit(
