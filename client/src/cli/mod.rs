@@ -128,12 +128,23 @@ impl ClientCommand {
     }
 }
 
+/// The context of a failed call of a read-only offload (which cannot have changed anything).
+#[derive(Debug)]
+struct ReadOnlyCall(u32);
+
+impl std::fmt::Display for ReadOnlyCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "calling read-only offload {}", self.0)
+    }
+}
+
 /// Whether a failed command's error leaves its outcome unknown: it timed out waiting for
 /// (or was answered `outcome_unknown` to) a request that changes something, not a query of
-/// its preparation (`put` reads the table's geometry first).
+/// its preparation (`put` reads the table's geometry first) nor a read-only offload's call.
 pub fn outcome_unknown(cmd: &ClientCommand, e: &anyhow::Error) -> bool {
     use naam_core::wire::Kind;
     cmd.mutates()
+        && e.downcast_ref::<ReadOnlyCall>().is_none()
         && e.chain()
             .filter_map(|c| c.downcast_ref::<crate::ClientError>())
             .any(|c| match c {
@@ -526,25 +537,35 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
                 }
             }
             let args = encode_args(args)?;
-            let class = match class {
-                Some(c) => *c,
-                None => {
-                    let list = client.list(0)?;
-                    let o = list.iter().find(|o| o.id == *id).with_context(|| {
-                        format!("the server has no offload {id} (naam offload ls)")
-                    })?;
-                    if !o.served {
-                        bail!(
-                            "offload {id} is the host agent's but the dataplane does not run it \
-                             (class {} past its --classes, or refused by its verifier: see its \
-                             log)",
-                            o.class
-                        );
-                    }
+            // The offload's own entry decides: a class it is not on would be refused by the
+            // server, or go to a port nobody serves (past `--classes`) and time out.
+            let list = client.list(0)?;
+            let o = list
+                .iter()
+                .find(|o| o.id == *id)
+                .with_context(|| format!("the server has no offload {id} (naam offload ls)"))?;
+            if !o.served {
+                bail!(
+                    "offload {id} is the host agent's but the dataplane does not run it \
+                     (class {} past its --classes, or refused by its verifier: see its log)",
                     o.class
+                );
+            }
+            if let Some(c) = class.filter(|c| *c != o.class) {
+                return Err(crate::ClientError::WrongClass {
+                    offload: *id,
+                    class: c,
+                    belongs: o.class,
                 }
+                .into());
+            }
+            let reply = client.call(*id, o.class, &args);
+            // A read-only offload changes nothing: its failure leaves no outcome unknown.
+            let reply = if o.read_only {
+                reply.context(ReadOnlyCall(*id))?
+            } else {
+                reply?
             };
-            let reply = client.call(*id, class, &args)?;
             let at = reply.executed_at.name();
             let steps = reply.steps;
             let output = reply.into_output()?;
@@ -664,6 +685,29 @@ fn offload_show(
 #[cfg(test)]
 mod tests {
     use super::encode_args;
+
+    /// A call timed out leaves its outcome unknown (exit 3), unless its offload is read-only.
+    #[test]
+    fn a_read_only_call_that_timed_out_changed_nothing() {
+        let cmd = super::ClientCommand::Call {
+            id: 16,
+            class: None,
+            args: Vec::new(),
+        };
+        let timeout = || crate::ClientError::Timeout {
+            request_id: 1,
+            to: "127.0.0.1:7000".parse().unwrap(),
+            awaited: naam_core::wire::Kind::AmReply,
+            attempts: 6,
+            waited: std::time::Duration::from_secs(2),
+            refused: None,
+            unmatched: 0,
+        };
+        assert!(super::outcome_unknown(&cmd, &timeout().into()));
+        let read_only = anyhow::Error::from(timeout()).context(super::ReadOnlyCall(16));
+        assert!(!super::outcome_unknown(&cmd, &read_only));
+        assert!(format!("{read_only:#}").starts_with("calling read-only offload 16: "));
+    }
 
     /// A command refused because the server restarted while it was under way is not blamed
     /// on the key file (probe 12: "its keys do not include the one in admin.key").
