@@ -47,7 +47,7 @@ impl Section {
     /// Writes `<dir>/<name>.md` and adds it to the files.
     fn finish(mut self, dir: &Path, name: &str) -> anyhow::Result<Self> {
         let md = dir.join(format!("{name}.md"));
-        std::fs::write(&md, self.markdown(dir))?;
+        crate::report::write_file(&md, self.markdown(dir))?;
         self.files.push(md);
         for f in &self.files {
             println!("wrote {}", f.display());
@@ -404,7 +404,7 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
 
 /// Every experiment, then `summary.md`.
 pub fn run(cfg: &AllConfig, out: &Path) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(out)?;
+    crate::report::make_folder(out)?;
     let started = Instant::now();
     let mut sections = Vec::new();
     let mut timings = Vec::new();
@@ -438,7 +438,7 @@ pub fn run(cfg: &AllConfig, out: &Path) -> anyhow::Result<PathBuf> {
         s.push('\n');
     }
     let path = out.join("summary.md");
-    std::fs::write(&path, s)?;
+    crate::report::write_file(&path, s)?;
     println!("wrote {}", path.display());
     for (name, t) in timings {
         println!("{name} done at {:.0} s", t.as_secs_f64());

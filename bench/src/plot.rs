@@ -241,11 +241,11 @@ impl Chart {
 
 /// Writes `svg` as `<dir>/<name>.svg` and rendered as `<dir>/<name>.png`; returns the paths.
 pub fn write_svg_png(dir: &Path, name: &str, svg: &str) -> anyhow::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)?;
+    crate::report::make_folder(dir)?;
     let svg_path = dir.join(format!("{name}.svg"));
-    std::fs::write(&svg_path, svg)?;
+    crate::report::write_file(&svg_path, svg)?;
     let png_path = dir.join(format!("{name}.png"));
-    std::fs::write(&png_path, svg_to_png(svg)?)?;
+    crate::report::write_file(&png_path, svg_to_png(svg)?)?;
     Ok(vec![svg_path, png_path])
 }
 

@@ -258,6 +258,12 @@ const YCSB_KEYS: u64 = 100_000;
 pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
     let cli = Cli::parse_from(args);
     let out = cli.out.clone().unwrap_or_else(report::run_folder);
+    // Before the experiment, not after its minutes of work: a folder that cannot be made
+    // fails now, named.
+    let writes = !matches!(cli.command, Command::Scale { inline: true, .. });
+    if writes {
+        report::make_folder(&out)?;
+    }
     match cli.command {
         Command::Scale {
             offloads,
@@ -473,7 +479,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                     );
                 }
             }
-            std::fs::create_dir_all(&out)?;
+            report::make_folder(&out)?;
             for p in report::write_rows(&out, "overload", &rows)? {
                 println!("wrote {}", p.display());
             }
@@ -501,9 +507,9 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                 "soak: {minutes} min, a kill every {kill_every_s} s, {keys} keys, the dataplane dropping 1 in {drop_rx_every} requests and 1 in {drop_tx_every} replies"
             );
             let r = soak::run(&cfg, |line| println!("{line}"))?;
-            std::fs::create_dir_all(&out)?;
+            report::make_folder(&out)?;
             let path = out.join("soak.json");
-            std::fs::write(&path, serde_json::to_string_pretty(&r)?)?;
+            report::write_file(&path, serde_json::to_string_pretty(&r)?)?;
             println!("wrote {}", path.display());
             println!("{}", r.last_line());
             if !r.held() {
@@ -540,12 +546,12 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
             })?;
             let s = fairness::summary(&rows);
             print!("{}", fairness::markdown(&s));
-            std::fs::create_dir_all(&out)?;
+            report::make_folder(&out)?;
             for p in report::write_rows(&out, "fairness", &rows)? {
                 println!("wrote {}", p.display());
             }
             let path = out.join("fairness-summary.json");
-            std::fs::write(&path, serde_json::to_string_pretty(&s)?)?;
+            report::write_file(&path, serde_json::to_string_pretty(&s)?)?;
             println!("wrote {}", path.display());
             for p in fairness::write_chart(&out, &s)? {
                 println!("wrote {}", p.display());

@@ -42,14 +42,26 @@ fn utc_stamp(secs: u64) -> String {
 }
 
 /// Writes `rows` as `<dir>/<name>.json` and `<dir>/<name>.csv`; returns the paths.
+/// Makes the results folder `dir` (and its parents), or says which it could not make.
+pub fn make_folder(dir: &Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("results folder {}", dir.display()))
+}
+
+/// Writes `text` to `path`, or says which file it could not write.
+pub fn write_file(path: &Path, text: impl AsRef<[u8]>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}
+
 pub fn write_rows<T: serde::Serialize>(
     dir: &Path,
     name: &str,
     rows: &[T],
 ) -> anyhow::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)?;
+    make_folder(dir)?;
     let json = dir.join(format!("{name}.json"));
-    std::fs::write(&json, serde_json::to_string_pretty(rows)?)?;
+    write_file(&json, serde_json::to_string_pretty(rows)?)?;
     let csv = dir.join(format!("{name}.csv"));
     let values: Vec<serde_json::Map<String, serde_json::Value>> = rows
         .iter()
@@ -72,7 +84,7 @@ pub fn write_rows<T: serde::Serialize>(
             text.push('\n');
         }
     }
-    std::fs::write(&csv, text)?;
+    write_file(&csv, text)?;
     Ok(vec![json, csv])
 }
 

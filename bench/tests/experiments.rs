@@ -255,3 +255,25 @@ fn settings_no_experiment_could_run_are_refused_naming_the_flag() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// A results folder that cannot be made fails the run at once, named (probe 15: a YCSB run
+/// went its whole duration, then printed "No such file or directory" and no path).
+#[test]
+fn a_results_folder_that_cannot_be_made_fails_before_the_run() {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let server = sock.local_addr().unwrap().to_string();
+    let start = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_naam-bench"))
+        .args(["--out", "/proc/naam-bench-out"])
+        .args(["ycsb", "--server", &server, "--duration", "30", "--no-load"])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("naam-bench runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("/proc/naam-bench-out"), "{err}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "it ran first: {err}"
+    );
+}

@@ -55,7 +55,7 @@ pub fn write(run: &ShiftRun, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         "decisions": run.decisions,
     });
     let p = dir.join("shift-summary.json");
-    std::fs::write(&p, serde_json::to_string_pretty(&doc)?)?;
+    crate::report::write_file(&p, serde_json::to_string_pretty(&doc)?)?;
     paths.push(p);
     paths.extend(chart(run).write(dir, "shift-timeline")?);
     paths.extend(chart_zoom(run).write(dir, "shift-zoom")?);
