@@ -98,13 +98,7 @@ const USAGE: &str =
 use std::io::Write as _;
 
 fn report(r: anyhow::Result<()>) -> ExitCode {
-    match r {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "naam-rs: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    naam_link::log::exit_status("naam-rs", r)
 }
 
 fn main() -> ExitCode {

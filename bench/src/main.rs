@@ -1,5 +1,6 @@
 //! The `naam-bench` program: the experiments (see `naam_bench::program`).
 
-fn main() -> anyhow::Result<()> {
-    naam_bench::program::run(std::env::args_os().collect())
+fn main() -> std::process::ExitCode {
+    let r = naam_bench::program::run(std::env::args_os().collect());
+    naam_link::log::exit_status("naam-bench", r)
 }

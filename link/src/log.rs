@@ -19,3 +19,21 @@ pub fn init() {
         .log_internal_errors(false)
         .init();
 }
+
+/// A daemon's or tool's end: its error on one line of stderr (`PROGRAM: what: why: ...`, the
+/// causes joined as `anyhow`'s `{:#}` prints them) and exit status 1; success is 0. Not the
+/// multi-line `Error: ... Caused by:` (and, with `RUST_BACKTRACE` set, a backtrace) that
+/// `main` returning an error prints.
+pub fn exit_status<E: std::fmt::Display>(
+    program: &str,
+    r: Result<(), E>,
+) -> std::process::ExitCode {
+    use std::io::Write as _;
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "{program}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -47,10 +47,22 @@ pub fn refused_start(run_dir: &Path, extra: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_naam-host-agent"))
         .args(base_args(run_dir))
         .args(extra)
+        // A backtrace would be printed by `main` returning the error: it is not.
+        .env("RUST_BACKTRACE", "1")
         .output()
         .unwrap();
     assert!(!out.status.success(), "it started with {extra:?}");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    // The parser's refusals exit 2 with its usage; the program's own are one line, last.
+    if out.status.code() == Some(1) {
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.starts_with("naam-host-agent: "), "not one line: {err}");
+        assert!(
+            !err.contains("Caused by") && !err.contains("backtrace"),
+            "{err}"
+        );
+    }
+    err
 }
 
 impl Agent {
