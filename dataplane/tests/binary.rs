@@ -338,10 +338,26 @@ fn a_dataplane_waiting_for_its_host_agent_stops_at_once_when_asked() {
     let (status, after) = waited(&mut child);
     assert!(status.success(), "{status}");
     assert!(after < Duration::from_secs(2), "{after:?}");
-    let mut orphan = start(&["--parent-pid", "1"]);
+    // Its starter gone before it looked (a pid of no process now).
+    let mut gone = Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let mut orphan = start(&["--parent-pid", &gone.id().to_string()]);
     let (status, after) = waited(&mut orphan);
     assert!(status.success(), "{status}");
     assert!(after < Duration::from_secs(2), "{after:?}");
+    // A live process that is not its parent is a mistake, said at once (it stopped, exit 0).
+    let out = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
+        .args(["--port", "udp:127.0.0.1:0", "--parent-pid", "1"])
+        .arg("--run-dir")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--parent-pid 1: that process is not this one's parent"),
+        "{err}"
+    );
 }
 
 /// The log of a dataplane started with `extra` that waits for a host agent (there is none)

@@ -12,12 +12,28 @@ pub const PARENT_CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// Sets `stop` (as SIGTERM does) once process `parent` is no longer this process's parent —
 /// it exited and this one was handed to init or a subreaper — or at once when it already is
-/// not (it died before this process looked). Watches from a thread of its own, which ends
-/// with `stop`.
+/// not because it is gone (it died before this process looked). Watches from a thread of its
+/// own, which ends with `stop`. A `parent` that is no process id, or a process that lives and
+/// is not this one's parent (a mistyped pid), is refused here: it would stop the daemon at
+/// once, and exit 0, for no reason the operator could see.
 pub fn stop_without_parent(
     parent: u32,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+    if parent == 0 {
+        return Err(invalid("--parent-pid 0 is no process".into()));
+    }
+    let now = std::os::unix::process::parent_id();
+    if now != parent
+        && std::path::Path::new("/proc")
+            .join(parent.to_string())
+            .exists()
+    {
+        return Err(invalid(format!(
+            "--parent-pid {parent}: that process is not this one's parent (process {now} is)"
+        )));
+    }
     std::thread::Builder::new()
         .name("naam-parent".into())
         .spawn(move || {
@@ -51,10 +67,20 @@ mod tests {
         assert!(!stop.load(Ordering::Acquire));
         stop.store(true, Ordering::Release);
         t.join().unwrap();
-        // Another process named: stopped at the first look.
+        // A process that is gone named (the starter died before this one looked): stopped
+        // at the first look.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let t = stop_without_parent(me.wrapping_add(1), stop.clone()).unwrap();
+        let t = stop_without_parent(gone.id(), stop.clone()).unwrap();
         t.join().unwrap();
         assert!(stop.load(Ordering::Acquire));
+        // A live process that is not the parent, or no process at all: refused.
+        for pid in [std::process::id(), 0] {
+            let stop = Arc::new(AtomicBool::new(false));
+            let e = stop_without_parent(pid, stop.clone()).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{pid}: {e}");
+            assert!(!stop.load(Ordering::Acquire));
+        }
     }
 }
