@@ -68,10 +68,25 @@ pub fn check_socket_room(dir: &Path) -> Result<(), String> {
 pub fn prepare(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     check_socket_room(dir)?;
+    let not_a_dir = |m: &std::fs::Metadata| {
+        let what = if m.file_type().is_symlink() {
+            "a symlink"
+        } else {
+            "a file"
+        };
+        format!("{} is not a directory ({what})", dir.display())
+    };
+    // Something already there that is no directory is named as such ("File exists" said
+    // nothing about what was wrong).
+    if let Ok(m) = std::fs::symlink_metadata(dir) {
+        if !m.file_type().is_dir() {
+            return Err(not_a_dir(&m));
+        }
+    }
     std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let m = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if !m.file_type().is_dir() {
-        return Err(format!("{} is not a directory (a symlink?)", dir.display()));
+        return Err(not_a_dir(&m));
     }
     if Some(m.uid()) != my_uid() {
         return Err(format!(
@@ -237,7 +252,12 @@ mod tests {
         let e = prepare(&deep).unwrap_err();
         assert!(e.contains("past the 107"), "{e}");
         assert!(!deep.exists(), "refused before anything is created");
-        assert!(prepare(&link).is_err(), "a symlinked run dir is refused");
+        let e = prepare(&link).unwrap_err();
+        assert!(e.ends_with("is not a directory (a symlink)"), "{e}");
+        let file = base.join("a-file");
+        std::fs::write(&file, b"").unwrap();
+        let e = prepare(&file).unwrap_err();
+        assert!(e.ends_with("a-file is not a directory (a file)"), "{e}");
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

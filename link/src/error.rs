@@ -99,6 +99,12 @@ pub enum LinkError {
         path: std::path::PathBuf,
         reason: String,
     },
+    /// A persistent area whose folder does not exist (or is not a folder).
+    #[error("persistent link area {}: {} is not a directory (make it first, on a tmpfs such as /dev/shm)", path.display(), dir.display())]
+    PersistDir {
+        path: std::path::PathBuf,
+        dir: std::path::PathBuf,
+    },
     /// A persistent area another host agent serves (its lock file is held).
     #[error("persistent link area {}: in use by another host agent ({} is locked); stop that one first", path.display(), lock.display())]
     PersistInUse {

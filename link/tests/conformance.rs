@@ -1225,6 +1225,30 @@ fn shm_corrupt_truncated_or_foreign_persistent_areas_are_refused_not_wiped() {
         assert_eq!(mode, 0o644, "{what}: its mode changed");
         assert!(!lock.exists(), "{what}: a lock file left beside it");
     }
+    // A folder that does not exist is said as such (not as a lock file "not found", with
+    // the advice to move the area away).
+    let missing = std::env::temp_dir()
+        .join(format!("naam-link-no-dir-{}", std::process::id()))
+        .join("x.area");
+    let cfg = ShmConfig {
+        persist: Some(missing.clone()),
+        ..test_geometry()
+    };
+    match ShmHost::create(&cfg) {
+        Err(e @ LinkError::PersistDir { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("naam-link-no-dir-") && msg.contains("is not a directory"),
+                "{msg}"
+            );
+            assert!(
+                !msg.contains(".lock") && !msg.contains("move it away"),
+                "{msg}"
+            );
+        }
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("accepted"),
+    }
     // An empty file is a new area.
     std::fs::write(&area, b"").unwrap();
     assert!(!shm_host_with(8, Some(area.clone())).is_restored());

@@ -186,6 +186,15 @@ impl ShmHost {
             path: path.to_owned(),
             reason,
         };
+        // Nothing to move away when the folder is missing: said as such, before the lock's
+        // "No such file or directory" names a file the operator never made.
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+            return Err(LinkError::PersistDir {
+                path: path.to_owned(),
+                dir: dir.to_owned(),
+            });
+        }
         let file = sys::open_private(lock, libc::O_NOFOLLOW)
             .map_err(|e| refuse(format!("open {}: {e}", lock.display())))?;
         match sys::try_lock_exclusive(file.as_fd()) {
