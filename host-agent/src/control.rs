@@ -481,7 +481,8 @@ fn describe(agent: &HostAgent, d: &DescribeRepr<'_>) -> Described {
                 Action::Continue,
             )),
             Err(e @ AgentError::NoSnapshotFile) => Err((ErrorCode::Unsupported, e.to_string())),
-            Err(e) => Err((ErrorCode::Internal, e.to_string())),
+            // With its causes: "create S.tmp" alone did not say the folder was gone.
+            Err(e) => Err((ErrorCode::Internal, naam_core::with_sources(&e))),
         },
         SHUTDOWN => {
             agent.shared.stop.store(true, Ordering::Release);

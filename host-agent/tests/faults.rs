@@ -278,6 +278,23 @@ fn shutdown_request_writes_the_snapshot_and_removes_the_sockets() {
     assert_eq!(host_digest(&link, region, 1, 1), digest_of(&WRITTEN));
 }
 
+/// A snapshot that cannot be written says why (probe 15: "create S.tmp" alone, the OS's
+/// reason only in the log).
+#[test]
+fn a_snapshot_that_cannot_be_written_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("snaps");
+    std::fs::create_dir(&folder).unwrap();
+    let snap = folder.join("snap");
+    let agent = Agent::start(dir.path(), &["--snapshot", snap.to_str().unwrap()]);
+    std::fs::remove_dir(&folder).unwrap();
+    let e = agent.control().snapshot().unwrap_err().to_string();
+    assert!(
+        e.contains("snap.tmp") && e.contains("No such file or directory"),
+        "{e}"
+    );
+}
+
 /// A snapshot with bytes after its end (another file appended to it) is refused at start,
 /// naming the file and why, and kept as it is for the operator.
 #[test]
