@@ -51,7 +51,8 @@ struct Args {
     /// to expose it beyond this machine (requests are sealed either way: docs/security.md).
     #[arg(long, visible_alias = "control-addr")]
     control: Option<SocketAddrV4>,
-    /// Run directory holding the host agent's link.sock and control.sock.
+    /// Run directory holding the host agent's link.sock and control.sock [default:
+    /// $XDG_RUNTIME_DIR/naam or /tmp/naam-$UID, as the host agent's].
     #[arg(long)]
     run_dir: Option<PathBuf>,
     /// Idle workers: `spin` (dedicated cores) or `yield` (shared cores; spin, yield, then sleep).

@@ -78,6 +78,10 @@ pub enum AgentError {
     },
     #[error("offload {name:?}: {reason}")]
     Offload { name: String, reason: String },
+    /// The run-time offloads kept for restarts could not be restored (the error names the
+    /// file).
+    #[error(transparent)]
+    OffloadStore(#[from] offload_store::StoreError),
     #[error(
         "application {app}: the kept data ({kept}) holds its regions {present:?} but not \
          {missing:?}: damaged, or written by another version; move it away to start afresh"
@@ -397,12 +401,7 @@ impl HostAgent {
         let mut offloads =
             offload_store::OffloadStore::beside(cfg.persist.as_deref(), cfg.snapshot.as_deref());
         if let Some(store) = &offloads {
-            let n = store
-                .load(&registry, &VerifierConfig::default())
-                .map_err(|e| AgentError::Offload {
-                    name: store.path().display().to_string(),
-                    reason: naam_core::with_sources(&e),
-                })?;
+            let n = store.load(&registry, &VerifierConfig::default())?;
             if n > 0 {
                 tracing::info!(offloads = n, path = %store.path().display(), "run-time offloads restored");
             }

@@ -429,6 +429,12 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
             // Bounded and regular files only: `/dev/zero` was read without end.
             let object = crate::program::read_object(file)
                 .with_context(|| format!("reading {}", file.display()))?;
+            if object.is_empty() {
+                bail!(
+                    "{}: empty file (an eBPF ELF object was expected)",
+                    file.display()
+                );
+            }
             let name = name.clone().unwrap_or_else(|| {
                 let stem = file
                     .file_name()
