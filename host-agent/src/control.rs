@@ -182,6 +182,7 @@ pub(crate) fn handle(agent: &HostAgent, req: &[u8], out: &mut [u8]) -> (usize, A
     let mut action = Action::Continue;
     // Replies borrow from these.
     let kv_owned: Vec<(String, u64)>;
+    let stats: std::sync::Arc<naam_core::counter::Named>;
     let kv: Vec<KvEntry<'_>>;
     let names: Vec<(
         naam_core::pool::OffloadId,
@@ -286,8 +287,15 @@ pub(crate) fn handle(agent: &HostAgent, req: &[u8], out: &mut [u8]) -> (usize, A
             })
         }
         Body::Stats(p) => {
-            kv_owned = agent.control_counters();
-            kv = kv_entries(&kv_owned, p.start as usize);
+            // Built once per walk through the pages (`Snapshots`), not once per page.
+            stats = agent
+                .stats_lists
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(principal, p.start, naam_link::now_ns(), || {
+                    agent.control_counters()
+                });
+            kv = kv_entries(&stats, p.start as usize);
             Body::StatsReply(page(&kv, p))
         }
         Body::Describe(d) => match describe(agent, &d) {

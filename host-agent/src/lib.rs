@@ -220,6 +220,9 @@ pub struct HostAgent {
     stopped: bool,
     /// Opens sealed control requests (docs/security.md).
     gate: std::sync::Mutex<naam_core::auth::Gate>,
+    /// STATS lists being paged through, per principal (the dataplane's counter watch walks
+    /// them four times a second).
+    stats_lists: std::sync::Mutex<naam_core::counter::Snapshots<naam_core::auth::Principal>>,
     /// Prometheus metrics (`--metrics-addr`), answered by the control loop.
     metrics: Option<naam_metrics::Exporter>,
     /// Where run-time offloads are kept, when the data outlives this process.
@@ -513,6 +516,7 @@ impl HostAgent {
                 naam_core::auth::Gate::new(keys, naam_core::auth::GATE_NONCES)
                     .serving_since(naam_core::auth::wall_clock_ns()),
             ),
+            stats_lists: Default::default(),
             metrics,
             offloads,
             next_offload: std::sync::atomic::AtomicU32::new(next_offload),

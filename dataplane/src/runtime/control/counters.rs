@@ -99,6 +99,7 @@ impl ControlPlane {
         v.push(("ctl.answered".into(), self.answered));
         v.push(("ctl.ignored".into(), self.ignored));
         v.push(("ctl.describe_cached".into(), self.described.served));
+        v.push(("ctl.stats_lists_built".into(), self.stats_lists_built));
         v.push(("ctl.kernel_drops".into(), self.kernel_drops));
         for (c, n) in ErrorCode::ALL.iter().zip(self.errors) {
             if n > 0 {
@@ -227,17 +228,25 @@ impl ControlPlane {
     /// tenant 2 read tenant 1's PUT sizes from MICA's log tail, its hits and misses from its
     /// offloads' steps, its request counts and CPU time).
     pub(super) fn stats(
-        &self,
+        &mut self,
         who: Principal,
         msg: &Message<'_>,
         p: PageRequestRepr,
         out: &mut [u8],
     ) -> usize {
-        let mut all = self.counters();
-        if !who.is_admin() {
-            let offloads = self.shared.registry.list();
-            all.retain(|(name, _)| owner(name, &offloads).is_none_or(|t| who.may_act_for(t)));
-        }
+        // Built once per walk through the pages (`Snapshots`), not once per page; taken out
+        // of `self` while the build reads the rest of it.
+        let mut lists = std::mem::take(&mut self.stats_lists);
+        let all = lists.get(who, p.start, naam_link::now_ns(), || {
+            let mut all = self.counters();
+            if !who.is_admin() {
+                let owners = Owners::of(&self.shared.registry.list());
+                all.retain(|(name, _)| owner(name, &owners).is_none_or(|t| who.may_act_for(t)));
+            }
+            all
+        });
+        self.stats_lists_built = lists.built();
+        self.stats_lists = lists;
         let entries: Vec<KvEntry<'_>> = all
             .iter()
             .skip(p.start as usize)
@@ -258,11 +267,27 @@ impl ControlPlane {
     }
 }
 
+/// Which tenant each offload id and each class belongs to, looked up once per counter.
+#[derive(Debug, Default)]
+pub(super) struct Owners {
+    by_id: std::collections::HashMap<u32, u32>,
+    by_class: std::collections::HashMap<u16, u32>,
+}
+
+impl Owners {
+    pub(super) fn of(offloads: &[Arc<naam_core::pool::Offload>]) -> Owners {
+        Owners {
+            by_id: offloads.iter().map(|o| (o.id, o.tenant)).collect(),
+            by_class: offloads.iter().map(|o| (o.class, o.tenant)).collect(),
+        }
+    }
+}
+
 /// The tenant whose business counter `name` is, if one's: its own per-tenant counters, its
 /// offloads', its classes' (the placement log's too) and its applications' (MICA's, the
 /// bundled tenant's). Worker, sum and relay prefixes (`w0.`, `total.`, `host.`) are looked
 /// through. `None`: the deployment's, anybody's to read.
-pub(super) fn owner(name: &str, offloads: &[Arc<naam_core::pool::Offload>]) -> Option<u32> {
+pub(super) fn owner(name: &str, owners: &Owners) -> Option<u32> {
     let segs: Vec<&str> = name.split('.').collect();
     let s = match segs.first() {
         Some(&"total" | &"host") => &segs[1..],
@@ -274,16 +299,10 @@ pub(super) fn owner(name: &str, offloads: &[Arc<naam_core::pool::Offload>]) -> O
         }
         _ => &segs[..],
     };
-    let of_class = |c: &str| -> Option<u32> {
-        let c: u16 = c.parse().ok()?;
-        offloads.iter().find(|o| o.class == c).map(|o| o.tenant)
-    };
+    let of_class = |c: &str| -> Option<u32> { owners.by_class.get(&c.parse().ok()?).copied() };
     match s {
         ["tenant", t, ..] => t.parse().ok(),
-        ["offload", id, ..] => {
-            let id: u32 = id.parse().ok()?;
-            offloads.iter().find(|o| o.id == id).map(|o| o.tenant)
-        }
+        ["offload", id, ..] => owners.by_id.get(&id.parse().ok()?).copied(),
         ["class", c, ..] | ["steer", "class", c, ..] => of_class(c),
         ["decision", _, c, ..] => of_class(c.strip_prefix('c')?),
         ["mica", ..] => Some(naam_handlers::bundled::TENANT),

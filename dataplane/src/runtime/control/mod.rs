@@ -147,6 +147,10 @@ pub struct ControlPlane {
     /// The host agent's offloads this dataplane refused to run at the last reconciliation
     /// (class past `--classes`, or refused by its verifier): LIST shows them, marked.
     unserved: Vec<OffloadInfo>,
+    /// STATS lists being paged through, per principal.
+    stats_lists: naam_core::counter::Snapshots<Principal>,
+    /// How many of them were built (`ctl.stats_lists_built`).
+    stats_lists_built: u64,
     /// Whether the host agent answers now (its heartbeat is fresh): a forwarded request stops
     /// waiting for its reply as soon as it does not. Always true until the runtime sets it.
     pub host_live: Box<dyn Fn() -> bool + Send>,
@@ -220,6 +224,8 @@ impl ControlPlane {
             registers: RegisterBudget::default(),
             described: described::Described::default(),
             unserved: Vec::new(),
+            stats_lists: Default::default(),
+            stats_lists_built: 0,
             host_live: Box::new(|| true),
             host_counters: Arc::default(),
         }
