@@ -59,6 +59,11 @@ impl<'de> Deserialize<'de> for HandlerSpec {
 /// 2026-12-06 registered 13 900 before the host agent's heartbeat went late).
 pub const DEFAULT_MAX_OFFLOADS_PER_TENANT: u32 = 4096;
 
+/// Steering classes one tenant's run-time offloads may be on by default: a class is one
+/// tenant's, so without a limit one tenant took every free class in two seconds (probe 16)
+/// and no other could register anything.
+pub const DEFAULT_MAX_CLASSES_PER_TENANT: u32 = 8;
+
 /// Everything the host agent is started with.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -105,6 +110,9 @@ pub struct Config {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Offloads one tenant may have registered at once (REGISTER past it: `no_space`).
     pub max_offloads_per_tenant: u32,
+    /// Steering classes one tenant's run-time offloads may be on at once (REGISTER on
+    /// another class past it: `no_space`).
+    pub max_classes_per_tenant: u32,
 }
 
 impl Default for Config {
@@ -129,6 +137,7 @@ impl Default for Config {
             credentials: None,
             metrics_addr: None,
             max_offloads_per_tenant: DEFAULT_MAX_OFFLOADS_PER_TENANT,
+            max_classes_per_tenant: DEFAULT_MAX_CLASSES_PER_TENANT,
         }
     }
 }
@@ -282,6 +291,9 @@ impl Config {
             || self.max_offloads_per_tenant as usize > naam_core::pool::MAX_OFFLOADS
         {
             return bad("max-offloads-per-tenant", "must be in 1..=65536");
+        }
+        if self.max_classes_per_tenant == 0 {
+            return bad("max-classes-per-tenant", "must be at least 1");
         }
         // The applications' data must fit the shared area (found out here, not half-way
         // through building it, and named by the settings that size it).

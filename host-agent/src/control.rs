@@ -422,12 +422,29 @@ fn register(agent: &HostAgent, r: &RegisterRepr<'_>) -> Result<u32, crate::Regis
     }
     // The bundled applications' offloads are the deployment's, which the tenant cannot
     // remove: counted, a limit below their number left it unable to register anything.
-    let held = agent
+    let own: Vec<_> = agent
         .registry
         .list()
-        .iter()
+        .into_iter()
         .filter(|o| o.tenant == r.tenant && o.id >= crate::apps::offload::FIRST_DYNAMIC)
-        .count();
+        .collect();
+    let held = own.len();
+    let mut classes: Vec<u16> = own.iter().map(|o| o.class).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    let max_classes = agent.cfg.max_classes_per_tenant;
+    if !classes.contains(&r.class) && classes.len() >= max_classes as usize {
+        return refuse(
+            ErrorCode::NoSpace,
+            format!(
+                "tenant {} has offloads on {} classes ({classes:?}), its limit \
+                 (--max-classes-per-tenant {max_classes}): register on one of them, or \
+                 remove some first",
+                r.tenant,
+                classes.len()
+            ),
+        );
+    }
     let max = agent.cfg.max_offloads_per_tenant;
     if held >= max as usize {
         return refuse(

@@ -90,6 +90,9 @@ struct Args {
     /// Offloads one tenant may have registered at once [default: 4096].
     #[arg(long, value_name = "N")]
     max_offloads_per_tenant: Option<u32>,
+    /// Steering classes one tenant's run-time offloads may be on at once [default: 8].
+    #[arg(long, value_name = "N")]
+    max_classes_per_tenant: Option<u32>,
 }
 
 impl Args {
@@ -111,7 +114,8 @@ impl Args {
             records,
             seed,
             ring_slots,
-            max_offloads_per_tenant
+            max_offloads_per_tenant,
+            max_classes_per_tenant
         );
         if self.arena_mb.is_some() {
             c.arena_mb = self.arena_mb;

@@ -686,6 +686,38 @@ fn registration_limits_and_a_snapshot_directory_are_checked() {
     }
     // Another tenant has its own allowance.
     c.register(reg(2, "c")).unwrap();
+    drop(agent);
+
+    // Classes too: one tenant took every free class (probe 16), and no other could register.
+    let agent = Agent::start(dir.path(), &["--max-classes-per-tenant", "2"]);
+    let mut c = agent.control();
+    let on = |class, name| RegisterRepr {
+        name,
+        tenant: 2,
+        class,
+        read_only: true,
+        section: Some("naam/record"),
+        object: naam_handlers::RECORD_OBJECT,
+    };
+    c.register(on(20, "a")).unwrap();
+    c.register(on(21, "b")).unwrap();
+    c.register(on(21, "b2")).unwrap();
+    match c.register(on(22, "c")) {
+        Err(ControlError::Remote { code, detail }) => {
+            assert_eq!(code, ErrorCode::NoSpace);
+            assert!(
+                detail.contains("--max-classes-per-tenant 2") && detail.contains("[20, 21]"),
+                "{detail}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another tenant still finds a class.
+    c.register(RegisterRepr {
+        tenant: 3,
+        ..on(22, "d")
+    })
+    .unwrap();
     match c.register(reg(u32::MAX, "any")) {
         Err(ControlError::Remote { code, detail }) => {
             assert_eq!(code, ErrorCode::BadRequest);

@@ -463,9 +463,19 @@ impl ControlPlane {
         out: &mut [u8],
     ) -> usize {
         if r.class >= self.classes {
+            // `naam offload add` without --class picks the first class no other tenant
+            // holds: past the last, every class was another's.
+            let all_taken =
+                (0..self.classes).all(|c| self.shared.registry.class_taken(c, r.tenant).is_some());
             let d = format!(
-                "class {} is not below the {} classes",
-                r.class, self.classes
+                "class {} is not below the {} classes this dataplane serves{}",
+                r.class,
+                self.classes,
+                if all_taken {
+                    " (and every one of them holds another tenant's offload)"
+                } else {
+                    ""
+                }
             );
             return emit(&msg.reply(error(ErrorCode::BadRequest, &d)), out);
         }
