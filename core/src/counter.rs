@@ -14,15 +14,17 @@ pub fn bump(c: &AtomicU64, n: u64) {
 /// Named counter values as a STATS reply pages through them.
 pub type Named = Vec<(String, u64)>;
 
-/// The counter lists a server pages STATS replies from, one per reader (`K`, the principal
-/// asking), each built once per walk through its pages. Building the list costs in the
+/// The counter lists a server pages STATS replies from, one per reader (`K`: the dataplane
+/// keys on the principal and the client's address, one walk each; the host agent, whose
+/// readers are the dataplane's counter watch and local admin tools, on the principal), each
+/// built once per walk through its pages. Building the list costs in the
 /// number of counters (tens of thousands with thousands of offloads) and a walk takes one
 /// page per ~100 counters, so building it again for every page made a walk cost the square
 /// of it: a tenant's STATS flood held a dataplane's control thread for seconds per request
 /// (probe 16). A walk's later pages (`start > 0`) are served from the list its first page
-/// was, for up to [`Snapshots::WALK_NS`] (its indices stay meaningful, too: a counter added
-/// meanwhile no longer shifts them); a first page always builds a new one, so that what a
-/// reader asks for after an event counts it.
+/// was, for up to [`Snapshots::WALK_NS`] (so that a counter added meanwhile no longer shifts
+/// the indices, unless another walk of the same reader began meanwhile); a first page always
+/// builds a new one, so that what a reader asks for after an event counts it.
 #[derive(Debug)]
 pub struct Snapshots<K> {
     /// (reader, built at, list), the most recently built last.
@@ -44,7 +46,7 @@ impl<K: PartialEq + Copy> Snapshots<K> {
     /// How long a walk's first list serves its later pages.
     pub const WALK_NS: u64 = 5_000_000_000;
     /// Readers kept at once (the least recently built goes first).
-    pub const READERS: usize = 8;
+    pub const READERS: usize = 16;
 
     /// `who`'s list for a page starting at `start`, at `now_ns`: the one kept, or `build()`.
     pub fn get(
@@ -109,5 +111,10 @@ mod tests {
         assert!(!s.lists.iter().any(|(k, _, _)| *k == 1), "the oldest went");
         assert_eq!(builds, 3 + S::READERS);
         assert_eq!(s.built(), builds as u64);
+        // A later page of a reader whose walk is not kept never gets another's list.
+        let mut s = S::default();
+        assert_eq!(s.get(1, 0, 0, || vec![("admin".into(), 1)])[0].0, "admin");
+        assert_eq!(s.get(2, 5, 1, || vec![("tenant".into(), 2)])[0].0, "tenant");
+        assert_eq!(s.get(1, 5, 2, || vec![("again".into(), 3)])[0].0, "admin");
     }
 }

@@ -139,14 +139,20 @@ impl Client {
 
     /// Fetches offload `id`'s program from `server`, verifies it and loads it for local runs.
     pub(super) fn fetch_local(&mut self, server: ServerId, id: u32, mode: ExecMode) -> Result<()> {
-        let info = self
-            .list(server)?
-            .into_iter()
-            .find(|o| o.id == id && o.served)
-            .ok_or(ClientError::NotLocal {
+        let info =
+            self.list(server)?
+                .into_iter()
+                .find(|o| o.id == id)
+                .ok_or(ClientError::NotLocal {
+                    offload: id,
+                    reason: "the server has no such offload",
+                })?;
+        if !info.served {
+            return Err(ClientError::NotLocal {
                 offload: id,
-                reason: "the server has no such offload",
-            })?;
+                reason: "the dataplane does not run it (see its log), nor hands it out",
+            });
+        }
         if mode == ExecMode::Auto && !info.read_only {
             return Err(ClientError::NotLocal {
                 offload: id,

@@ -229,7 +229,7 @@ impl ControlPlane {
     /// offloads' steps, its request counts and CPU time).
     pub(super) fn stats(
         &mut self,
-        who: Principal,
+        (who, from): (Principal, std::net::SocketAddr),
         msg: &Message<'_>,
         p: PageRequestRepr,
         out: &mut [u8],
@@ -237,10 +237,15 @@ impl ControlPlane {
         // Built once per walk through the pages (`Snapshots`), not once per page; taken out
         // of `self` while the build reads the rest of it.
         let mut lists = std::mem::take(&mut self.stats_lists);
-        let all = lists.get(who, p.start, naam_link::now_ns(), || {
+        let all = lists.get((who, from), p.start, naam_link::now_ns(), || {
             let mut all = self.counters();
             if !who.is_admin() {
-                let owners = Owners::of(&self.shared.registry.list());
+                let offloads = self.shared.registry.list();
+                let listed = offloads.iter().map(|o| (o.id, o.class, o.tenant));
+                // The host agent's offloads this dataplane does not run are someone's too:
+                // their relayed counters (`offload.ID.host_*`) stay their tenant's.
+                let unserved = self.unserved.iter().map(|o| (o.id, o.class, o.tenant));
+                let owners = Owners::of(listed.chain(unserved));
                 all.retain(|(name, _)| owner(name, &owners).is_none_or(|t| who.may_act_for(t)));
             }
             all
@@ -275,11 +280,14 @@ pub(super) struct Owners {
 }
 
 impl Owners {
-    pub(super) fn of(offloads: &[Arc<naam_core::pool::Offload>]) -> Owners {
-        Owners {
-            by_id: offloads.iter().map(|o| (o.id, o.tenant)).collect(),
-            by_class: offloads.iter().map(|o| (o.class, o.tenant)).collect(),
+    /// From (offload id, class, tenant) of every offload known.
+    pub(super) fn of(offloads: impl Iterator<Item = (u32, u16, u32)>) -> Owners {
+        let mut owners = Owners::default();
+        for (id, class, tenant) in offloads {
+            owners.by_id.insert(id, tenant);
+            owners.by_class.insert(class, tenant);
         }
+        owners
     }
 }
 

@@ -99,7 +99,8 @@ impl ControlPlane {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(id = h.id, error = %e, "could not fetch the host agent's offload")
+                    tracing::warn!(id = h.id, error = %e, "could not fetch the host agent's offload");
+                    self.unserved.push(OffloadInfo { served: false, ..h });
                 }
             }
         }

@@ -147,8 +147,8 @@ pub struct ControlPlane {
     /// The host agent's offloads this dataplane refused to run at the last reconciliation
     /// (class past `--classes`, or refused by its verifier): LIST shows them, marked.
     unserved: Vec<OffloadInfo>,
-    /// STATS lists being paged through, per principal.
-    stats_lists: naam_core::counter::Snapshots<Principal>,
+    /// STATS lists being paged through, per principal and client address (one walk each).
+    stats_lists: naam_core::counter::Snapshots<(Principal, SocketAddr)>,
     /// How many of them were built (`ctl.stats_lists_built`).
     stats_lists_built: u64,
     /// Whether the host agent answers now (its heartbeat is fresh): a forwarded request stops
@@ -289,7 +289,7 @@ impl ControlPlane {
         };
         let who = opened.principal;
         let n = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.dispatch(&inner, who, req, out)
+            self.dispatch(&inner, who, from, req, out)
         }))
         .unwrap_or_else(|_| {
             self.failed += 1;
@@ -322,12 +322,13 @@ impl ControlPlane {
         n
     }
 
-    /// Serves an opened request for `who`; `sealed` is the whole datagram as received, which
-    /// requests for the host agent carry verbatim (it checks the seal itself).
+    /// Serves an opened request for `who` from `from`; `sealed` is the whole datagram as
+    /// received, which requests for the host agent carry verbatim (it checks the seal itself).
     fn dispatch(
         &mut self,
         msg: &Message<'_>,
         who: Principal,
+        from: SocketAddr,
         sealed: &[u8],
         out: &mut [u8],
     ) -> usize {
@@ -359,7 +360,7 @@ impl ControlPlane {
                 _ => self.unregister(msg, u.id, sealed, out),
             },
             Body::List(p) => self.list(msg, p, out),
-            Body::Stats(p) => self.stats(who, msg, p, out),
+            Body::Stats(p) => self.stats((who, from), msg, p, out),
             Body::Fetch(f) => match self.shared.registry.get(f.id) {
                 None => {
                     let d = format!("no offload with id {}", f.id);
@@ -534,6 +535,7 @@ impl ControlPlane {
                 "offload the host agent no longer had replaced"
             );
         }
+        self.unserved.retain(|o| o.id != id);
         match self.shared.registry.register_as(id, spec, prog) {
             Ok(o) => {
                 tracing::info!(id, name = o.name, class = o.class, "offload registered");
