@@ -25,11 +25,7 @@ pub fn stop_without_parent(
         return Err(invalid("--parent-pid 0 is no process".into()));
     }
     let now = std::os::unix::process::parent_id();
-    if now != parent
-        && std::path::Path::new("/proc")
-            .join(parent.to_string())
-            .exists()
-    {
+    if now != parent && alive(parent) {
         return Err(invalid(format!(
             "--parent-pid {parent}: that process is not this one's parent (process {now} is)"
         )));
@@ -51,6 +47,20 @@ pub fn stop_without_parent(
                 std::thread::sleep(PARENT_CHECK_EVERY);
             }
         })
+}
+
+/// Whether process `pid` runs: it has a `/proc` entry and is no zombie (a starter killed
+/// outright stays one until its own parent reaps it, and is gone for this purpose).
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) state ...`: the command may hold spaces and parentheses, so the state is
+    // the first field after the last ')'.
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, None | Some("Z" | "X"))
 }
 
 #[cfg(test)]
@@ -75,6 +85,22 @@ mod tests {
         let t = stop_without_parent(gone.id(), stop.clone()).unwrap();
         t.join().unwrap();
         assert!(stop.load(Ordering::Acquire));
+        // A zombie (killed, not yet reaped) is gone too.
+        let mut zombie = std::process::Command::new("true").spawn().unwrap();
+        while !std::fs::read_to_string(format!("/proc/{}/stat", zombie.id()))
+            .is_ok_and(|s| s.contains(") Z"))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!alive(zombie.id()));
+        let stop = Arc::new(AtomicBool::new(false));
+        stop_without_parent(zombie.id(), stop.clone())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(stop.load(Ordering::Acquire));
+        zombie.wait().unwrap();
+        assert!(alive(std::process::id()));
         // A live process that is not the parent, or no process at all: refused.
         for pid in [std::process::id(), 0] {
             let stop = Arc::new(AtomicBool::new(false));
