@@ -619,6 +619,18 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                  loop (MICA GET + B-tree lookup), {reps} x [{calm_ms} ms calm, host congested \
                  {host_ms} ms (NIC too from +{nic_after_ms} ms for {nic_ms} ms), {calm_ms} ms calm]"
             );
+            // A return followed by congestion within the policy's flap window counts as a
+            // flap, and the next return waits twice as long: the "back" times would grow.
+            let gap_ns = calm_ms.saturating_mul(2_000_000);
+            if reps > 1 && gap_ns < naam_core::policy::FLAP_WINDOW {
+                eprintln!(
+                    "naam-bench shift: warning: two calm phases ({} ms) are shorter than the \
+                     policy's flap window ({} ms): from the second repetition on, returns count \
+                     as flaps and the times back grow",
+                    calm_ms.saturating_mul(2),
+                    naam_core::policy::FLAP_WINDOW / 1_000_000
+                );
+            }
             let run = shift::run(shift::binaries()?, &cfg)?;
             shift::print(&run);
             for p in shift::write(&run, &out)? {

@@ -200,12 +200,15 @@ impl ClassState {
     }
 }
 
-/// A class that must leave again this soon after it came home flapped. Half a second: the
-/// load a class brings back shows in the smoothed busy fractions only after 100-200 ms (a
-/// window of 100 ms missed every return of a class another tenant's flood drove out, probe
-/// 16), and it stays below the calm the shift experiment leaves between its repetitions
-/// (700 ms), whose returns must not count.
-pub const FLAP_WINDOW: Nanos = 500_000_000;
+/// A class that must leave again this soon after it came home flapped. A quarter of a
+/// second: the load a class brings back shows in the smoothed busy fractions only 100-200 ms
+/// later (a window of 100 ms missed every return of a class another tenant's flood drove
+/// out, probe 16), while a longer one counted a noisy host's (a debug build's first
+/// messages) moves as flaps and kept classes away for up to 1.28 s; it stays far below the
+/// time the shift experiment leaves between a return and its next repetition's onset (two
+/// calm phases, 1.4 s by default), whose returns must not count (`naam-bench shift` warns
+/// when `--calm-ms` makes that shorter).
+pub const FLAP_WINDOW: Nanos = 250_000_000;
 /// The most a class's dwell away doubles for flapping (`min_dwell << 6`: 1.28 s by default).
 pub const MAX_FLAPS: u32 = 6;
 

@@ -467,6 +467,33 @@ pub fn deploy_config(mica_keys: u64, btree_keys: u64, log_dir: Option<PathBuf>) 
 }
 
 /// Starts a deployment with `bins`, runs the experiment, stops the deployment.
+/// Waits (at most 3 s) until every class runs at its home, the host: the warm-up's first
+/// messages (cold caches, a debug build's slow start) can make the host look congested and
+/// the classes move, and the first repetition must start from where the experiment says the
+/// traffic is (a CI run found it at the NIC when the host congestion was injected).
+fn settle_at_home(apps: &mut Apps) {
+    let home = naam_core::wire::Location::Host as u64;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let away: Vec<String> = match apps.client().server_stats(0) {
+            Ok(stats) => stats
+                .into_iter()
+                .filter(|(n, v)| n.starts_with("class.") && n.ends_with(".placement") && *v != home)
+                .map(|(n, _)| n)
+                .collect(),
+            Err(_) => vec!["(no STATS)".into()],
+        };
+        if away.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            eprintln!("shift: warning: still away from home after the warm-up: {away:?}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn run(bins: Binaries, cfg: &ShiftConfig) -> anyhow::Result<ShiftRun> {
     let dep = Deployment::start(
         bins,
@@ -489,6 +516,7 @@ pub fn run(bins: Binaries, cfg: &ShiftConfig) -> anyhow::Result<ShiftRun> {
         };
         apps.client().wait(t)?;
     }
+    settle_at_home(&mut apps);
 
     let total_ms = cfg.total_ms() as usize;
     let tail_ms = 200usize;
