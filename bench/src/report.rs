@@ -41,7 +41,6 @@ fn utc_stamp(secs: u64) -> String {
     )
 }
 
-/// Writes `rows` as `<dir>/<name>.json` and `<dir>/<name>.csv`; returns the paths.
 /// Makes the results folder `dir` (and its parents), or says which it could not make.
 pub fn make_folder(dir: &Path) -> anyhow::Result<()> {
     use anyhow::Context as _;
@@ -54,6 +53,7 @@ pub fn write_file(path: &Path, text: impl AsRef<[u8]>) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
 }
 
+/// Writes `rows` as `<dir>/<name>.json` and `<dir>/<name>.csv`; returns the paths.
 pub fn write_rows<T: serde::Serialize>(
     dir: &Path,
     name: &str,
