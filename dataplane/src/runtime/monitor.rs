@@ -53,6 +53,11 @@ impl Default for MonitorConfig {
     }
 }
 
+/// Placement decisions logged a second at most, on average, and at once: two moves of every
+/// class of a default deployment. Past that they are counted and said in one line.
+pub const DECISIONS_LOGGED_PER_S: u64 = 20;
+pub const DECISIONS_LOGGED_BURST: u64 = 128;
+
 /// The host's load as read from the link.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HostLoad {
@@ -150,6 +155,12 @@ pub struct Monitor {
     moves: Vec<u64>,
     /// The last samples' inputs, for the decision log.
     inputs: VecDeque<Input>,
+    /// Decisions the log may still take ([`DECISIONS_LOGGED_PER_S`]), and those it did not
+    /// since the last one it took: placement follows the load, which any tenant can make
+    /// (probe 16: a tenant's flood wrote 1 MB of decision lines in 12 s).
+    log_budget: naam_core::rate::TokenBucket,
+    unlogged: u64,
+    unlogged_total: u64,
     /// Last sample's NIC busy fraction and queue depth (for STATS).
     pub last_nic_busy: f64,
     pub last_nic_queue: u32,
@@ -187,10 +198,38 @@ impl Monitor {
             recent: VecDeque::new(),
             moves: vec![0; classes as usize],
             inputs: VecDeque::with_capacity(INPUTS_LOGGED),
+            log_budget: naam_core::rate::TokenBucket::new(
+                DECISIONS_LOGGED_PER_S,
+                DECISIONS_LOGGED_BURST,
+                0,
+            ),
+            unlogged: 0,
+            unlogged_total: 0,
             last_nic_busy: 0.0,
             last_nic_queue: 0,
             last_host: HostLoad::GONE,
         })
+    }
+
+    /// Of `made` decisions at `now_ns`, how many the log takes (the first ones), and how many
+    /// it did not take since it last took one (to be said before the next it takes).
+    fn budget_log(&mut self, made: usize, now_ns: u64) -> (usize, u64) {
+        let mut logged = 0;
+        while logged < made && self.log_budget.take(now_ns).is_ok() {
+            logged += 1;
+        }
+        let before = self.unlogged;
+        if logged > 0 {
+            self.unlogged = 0;
+        }
+        self.unlogged += (made - logged) as u64;
+        self.unlogged_total += (made - logged) as u64;
+        (logged, if logged > 0 { before } else { 0 })
+    }
+
+    /// Decisions the log did not take (the rate limit), since the start.
+    pub fn decisions_unlogged(&self) -> u64 {
+        self.unlogged_total
     }
 
     pub fn base(&self) -> u16 {
@@ -374,7 +413,15 @@ impl Monitor {
             self.policy.update(&sample, &mut self.out);
         }
         let made = self.out.len();
-        if made > 0 {
+        let (logged, unlogged_before) = self.budget_log(made, now_ns);
+        if logged > 0 {
+            if unlogged_before > 0 {
+                tracing::info!(
+                    unlogged = unlogged_before,
+                    "placement decisions not logged (more than {DECISIONS_LOGGED_PER_S} a \
+                     second: STATS keeps the last ones, class.C.moves counts every one)"
+                );
+            }
             // What the policy saw, so the time from an onset to its decision can be read
             // sample by sample (docs/placement.md).
             let (nic, host) = self.policy.smoothed();
@@ -385,8 +432,10 @@ impl Monitor {
             );
         }
         let mut changed = false;
-        for d in self.out.drain(..) {
-            tracing::info!(decision = %d, "placement");
+        for (i, d) in self.out.drain(..).enumerate() {
+            if i < logged {
+                tracing::info!(decision = %d, "placement");
+            }
             match d.to {
                 Location::Client => {
                     if let Some(until) = self.policy.lease_until(d.class) {
@@ -511,6 +560,23 @@ mod tests {
             workers: 2,
             published_ns: 0,
         }
+    }
+
+    /// The decision log takes a burst, then 20 a second; the rest are counted and said once
+    /// before the next line it takes.
+    #[test]
+    fn the_decision_log_is_rate_limited_and_says_what_it_left_out() {
+        let mut t = rig();
+        let now = 5_000 * MS;
+        let burst = DECISIONS_LOGGED_BURST as usize;
+        assert_eq!(t.m.budget_log(1000, now), (burst, 0));
+        assert_eq!(t.m.budget_log(10, now), (0, 0));
+        assert_eq!(t.m.decisions_unlogged(), (1000 - burst + 10) as u64);
+        // A second later: 20 more, after saying the 1000 - burst + 10 left out.
+        let later = now + 1_000 * MS;
+        assert_eq!(t.m.budget_log(25, later), (20, (1000 - burst + 10) as u64));
+        assert_eq!(t.m.budget_log(1, later + 50 * MS), (1, 5));
+        assert_eq!(t.m.decisions_unlogged(), (1000 - burst + 15) as u64);
     }
 
     #[test]

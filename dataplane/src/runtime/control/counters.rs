@@ -116,6 +116,7 @@ impl ControlPlane {
             "dp.link_refused".into(),
             self.shared.link_refused.load(Ordering::Relaxed),
         ));
+        v.push(("dp.decisions_unlogged".into(), m.decisions_unlogged()));
         v.push(("dp.nic_busy_ppm".into(), (m.last_nic_busy * 1e6) as u64));
         v.push(("dp.nic_queue".into(), m.last_nic_queue as u64));
         v.push(("dp.host_busy_ppm".into(), (m.last_host.busy * 1e6) as u64));
