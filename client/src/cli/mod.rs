@@ -553,7 +553,8 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
             if !o.served {
                 bail!(
                     "offload {id} is the host agent's but the dataplane does not run it \
-                     (class {} past its --classes, or refused by its verifier: see its log)",
+                     (its class {} past the dataplane's --classes, refused by its verifier, or \
+                     not fetched: see the dataplane's log)",
                     o.class
                 );
             }
