@@ -77,14 +77,16 @@ impl ControlPlane {
     /// Every counter STATS reports, in a stable order: this process's own, then those it
     /// relays from the host agent.
     pub fn counters(&self) -> Vec<(String, u64)> {
+        self.counters_where(|_| true)
+    }
+
+    /// Those of [`Self::counters`] whose name `keep` keeps; the relayed ones are looked at
+    /// before they are copied (thousands of another tenant's offloads relay tens of thousands).
+    fn counters_where(&self, keep: impl Fn(&str) -> bool) -> Vec<(String, u64)> {
         let mut v = self.own_counters();
-        v.extend(
-            self.host_counters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .cloned(),
-        );
+        v.retain(|(name, _)| keep(name));
+        let relayed = self.host_counters.lock().unwrap_or_else(|e| e.into_inner());
+        v.extend(relayed.iter().filter(|(name, _)| keep(name)).cloned());
         v
     }
 
@@ -239,17 +241,16 @@ impl ControlPlane {
         // of `self` while the build reads the rest of it.
         let mut lists = std::mem::take(&mut self.stats_lists);
         let all = lists.get((who, from), p.start, naam_link::now_ns(), || {
-            let mut all = self.counters();
-            if !who.is_admin() {
-                let offloads = self.shared.registry.list();
-                let listed = offloads.iter().map(|o| (o.id, o.class, o.tenant));
-                // The host agent's offloads this dataplane does not run are someone's too:
-                // their relayed counters (`offload.ID.host_*`) stay their tenant's.
-                let unserved = self.unserved.iter().map(|o| (o.id, o.class, o.tenant));
-                let owners = Owners::of(listed.chain(unserved));
-                all.retain(|(name, _)| owner(name, &owners).is_none_or(|t| who.may_act_for(t)));
+            if who.is_admin() {
+                return self.counters();
             }
-            all
+            let offloads = self.shared.registry.list();
+            let listed = offloads.iter().map(|o| (o.id, o.class, o.tenant));
+            // The host agent's offloads this dataplane does not run are someone's too: their
+            // relayed counters (`offload.ID.host_*`) stay their tenant's.
+            let unserved = self.unserved.iter().map(|o| (o.id, o.class, o.tenant));
+            let owners = Owners::of(listed.chain(unserved));
+            self.counters_where(|name| owner(name, &owners).is_none_or(|t| who.may_act_for(t)))
         });
         self.stats_lists_built = lists.built();
         self.stats_lists = lists;
@@ -297,7 +298,15 @@ impl Owners {
 /// bundled tenant's). Worker, sum and relay prefixes (`w0.`, `total.`, `host.`) are looked
 /// through. `None`: the deployment's, anybody's to read.
 pub(super) fn owner(name: &str, owners: &Owners) -> Option<u32> {
-    let segs: Vec<&str> = name.split('.').collect();
+    // A prefix and the three segments matched below, the rest in the last (no allocation:
+    // this runs for every counter of every tenant's STATS).
+    let mut parts = [""; 5];
+    let mut n = 0;
+    for part in name.splitn(parts.len(), '.') {
+        parts[n] = part;
+        n += 1;
+    }
+    let segs = &parts[..n];
     let s = match segs.first() {
         Some(&"total" | &"host") => &segs[1..],
         Some(w)
@@ -306,7 +315,7 @@ pub(super) fn owner(name: &str, owners: &Owners) -> Option<u32> {
         {
             &segs[1..]
         }
-        _ => &segs[..],
+        _ => segs,
     };
     let of_class = |c: &str| -> Option<u32> { owners.by_class.get(&c.parse().ok()?).copied() };
     match s {
