@@ -17,11 +17,10 @@ pub type Named = Vec<(String, u64)>;
 /// The counter lists a server pages STATS replies from, one per reader (`K`: the dataplane
 /// keys on the principal and the client's address, one walk each; the host agent, whose
 /// readers are the dataplane's counter watch and local admin tools, on the principal), each
-/// built once per walk through its pages. Building the list costs in the
-/// number of counters (tens of thousands with thousands of offloads) and a walk takes one
-/// page per ~100 counters, so building it again for every page made a walk cost the square
-/// of it: a tenant's STATS flood held a dataplane's control thread for seconds per request
-/// (probe 16). A walk's later pages (`start > 0`) are served from the list its first page
+/// built once per walk through its pages. Building the list costs in the number of counters
+/// (tens of thousands with thousands of offloads), and building it again for every page
+/// multiplied that by the pages of a walk (a page holds up to ~2 000 counters): a tenant's
+/// STATS flood held a dataplane's control thread for seconds per request (probe 16). A walk's later pages (`start > 0`) are served from the list its first page
 /// was, for up to [`Snapshots::WALK_NS`] (so that a counter added meanwhile no longer shifts
 /// the indices, unless another walk of the same reader began meanwhile); a first page always
 /// builds a new one, so that what a reader asks for after an event counts it.

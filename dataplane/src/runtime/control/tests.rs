@@ -228,8 +228,9 @@ fn datagrams_that_are_no_request_get_no_answer_and_are_counted() {
 }
 
 /// A walk through STATS's pages is served from the list its first page was built from, not
-/// built again per page (probe 16: with thousands of offloads a walk cost the square of the
-/// counters, and a tenant's STATS flood held the control thread for seconds per request).
+/// built again per page (probe 16: with thousands of offloads each page cost a build of
+/// every counter, and a tenant's STATS flood held the control thread for seconds per
+/// request).
 #[test]
 fn a_stats_walk_builds_its_list_once() {
     let mut p = plane();
