@@ -479,7 +479,6 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                     );
                 }
             }
-            report::make_folder(&out)?;
             for p in report::write_rows(&out, "overload", &rows)? {
                 println!("wrote {}", p.display());
             }
@@ -507,7 +506,6 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
                 "soak: {minutes} min, a kill every {kill_every_s} s, {keys} keys, the dataplane dropping 1 in {drop_rx_every} requests and 1 in {drop_tx_every} replies"
             );
             let r = soak::run(&cfg, |line| println!("{line}"))?;
-            report::make_folder(&out)?;
             let path = out.join("soak.json");
             report::write_file(&path, serde_json::to_string_pretty(&r)?)?;
             println!("wrote {}", path.display());
@@ -546,7 +544,6 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
             })?;
             let s = fairness::summary(&rows);
             print!("{}", fairness::markdown(&s));
-            report::make_folder(&out)?;
             for p in report::write_rows(&out, "fairness", &rows)? {
                 println!("wrote {}", p.display());
             }

@@ -144,12 +144,14 @@ pub struct ControlPlane {
     keys_refused_by_host: u64,
     /// The host agent's descriptions of the bundled applications, for when it is unavailable.
     described: described::Described,
-    /// The host agent's offloads this dataplane refused to run at the last reconciliation
-    /// (class past `--classes`, or refused by its verifier): LIST shows them, marked.
+    /// The host agent's offloads this dataplane does not run since the last reconciliation
+    /// (class past `--classes`, refused by its verifier, or not fetched): LIST shows them,
+    /// marked.
     unserved: Vec<OffloadInfo>,
     /// STATS lists being paged through, per principal and client address (one walk each).
     stats_lists: naam_core::counter::Snapshots<(Principal, SocketAddr)>,
-    /// How many of them were built (`ctl.stats_lists_built`).
+    /// How many of them were built (`ctl.stats_lists_built`), kept here because
+    /// `stats_lists` is out of `self` while a list is built from the counters.
     stats_lists_built: u64,
     /// Whether the host agent answers now (its heartbeat is fresh): a forwarded request stops
     /// waiting for its reply as soon as it does not. Always true until the runtime sets it.
