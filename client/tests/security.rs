@@ -591,3 +591,74 @@ fn a_tenants_stats_leave_out_the_other_tenants_activity() {
     // The deployment's own counters are still everybody's.
     assert!(outsider.iter().any(|n| n == "dp.workers"), "{outsider:?}");
 }
+
+/// Probe 16: the control port served requests in the order they came, so one tenant's burst
+/// held every other principal's requests behind it (64 of tenant 2's STATS outstanding made
+/// 2 of 7 of tenant 1's DESCRIBEs time out). Now each principal's requests are queued apart
+/// and served in turn, and a principal with a full queue is told `busy` at once: tenant 1's
+/// request, sent right behind tenant 2's burst, is served while most of the burst still
+/// waits, and every request of the burst is answered.
+#[test]
+fn a_tenants_burst_of_control_requests_does_not_hold_back_another_tenant() {
+    const N: usize = 100;
+    let d = start();
+    let page = naam_core::wire::PageRequestRepr { start: 0, max: 0 };
+    let stats = |id: u64| encode(id, Body::Stats(page));
+    let burst = UdpSocket::bind("127.0.0.1:0").unwrap();
+    burst
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // Tenant 2's replies, as they arrive: (when, request id, whether it was `busy`).
+    let reader = {
+        let sock = burst.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 70_000];
+            let mut got = Vec::new();
+            while got.len() < N {
+                let Ok((n, _)) = sock.recv_from(&mut buf) else {
+                    break;
+                };
+                let at = std::time::Instant::now();
+                let m = Message::parse(&buf[..n]).unwrap();
+                let busy = match m.body {
+                    Body::Error(e) if e.code == ErrorCode::Busy => {
+                        assert!(e.retry_after_us.is_some(), "{e:?}");
+                        true
+                    }
+                    Body::Error(e) => panic!("{e:?}"),
+                    _ => false,
+                };
+                got.push((at, m.request_id, busy));
+            }
+            got
+        })
+    };
+    let t2 = key(Principal::Tenant(2));
+    for i in 0..N as u64 {
+        let req = t2.seal(wall_clock_ns() + i, &stats(1_000 + i)).unwrap();
+        burst.send_to(&req, d.control_addr()).unwrap();
+    }
+    let one = UdpSocket::bind("127.0.0.1:0").unwrap();
+    one.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    assert_eq!(
+        ask(&one, &d, &sealed(Principal::Tenant(1), &stats(1))),
+        None,
+        "tenant 1's page of counters"
+    );
+    let answered_at = std::time::Instant::now();
+    let replies = reader.join().unwrap();
+    assert_eq!(replies.len(), N, "every request of the burst is answered");
+    let served: Vec<_> = replies.iter().filter(|r| !r.2).collect();
+    let after = served.iter().filter(|r| r.0 > answered_at).count();
+    println!(
+        "tenant 2: {} served ({after} after tenant 1's), {} told busy",
+        served.len(),
+        N - served.len()
+    );
+    assert!(
+        after >= 4,
+        "tenant 1 waited for tenant 2's burst: {after} of {} served after it",
+        served.len()
+    );
+    assert!(stat(&d, "ctl.queue_full") >= 1);
+}

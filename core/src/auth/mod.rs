@@ -545,14 +545,31 @@ impl Gate {
         r
     }
 
-    fn check<'a>(&mut self, msg: &Message<'a>, now: u64) -> Result<Opened<'a>, Refusal> {
+    /// Whose key sealed `msg`, when its MAC is right; nothing else is checked and nothing
+    /// remembered (its time and nonce are [`Gate::open`]'s). A server uses it to queue
+    /// requests per principal before serving them: a sender cannot put its datagrams in
+    /// another principal's queue without that principal's key.
+    pub fn sealed_by(&self, msg: &Message<'_>) -> Option<Principal> {
         let Body::Sealed(s) = msg.body else {
-            return Err(Refusal::Unsealed);
+            return None;
         };
+        self.authentic(&s).ok().map(|k| k.principal)
+    }
+
+    /// The key of a sealed request whose MAC it proves.
+    fn authentic(&self, s: &SealedRepr<'_>) -> Result<&Credential, Refusal> {
         let key = self.keys.get(s.key_id).ok_or(Refusal::UnknownKey)?;
         if !key.verify(s.nonce, s.inner, &s.mac) {
             return Err(Refusal::BadMac);
         }
+        Ok(key)
+    }
+
+    fn check<'a>(&mut self, msg: &Message<'a>, now: u64) -> Result<Opened<'a>, Refusal> {
+        let Body::Sealed(s) = msg.body else {
+            return Err(Refusal::Unsealed);
+        };
+        let key = self.authentic(&s)?;
         let h = HeaderPacket::new_unchecked(s.inner); // SealedRepr checked its length
         if h.request_id() != msg.request_id || h.class() != msg.class {
             return Err(Refusal::Mismatch);

@@ -19,7 +19,7 @@ use naam_core::vm::Engine;
 use naam_core::wire::MAX_DATAGRAM;
 use naam_link::{now_ns, BackoffMode};
 
-use super::control::{watch_host_counters, ControlPlane};
+use super::control::{watch_host_counters, ControlPlane, Intake};
 use super::fair::FairConfig;
 use super::host_watch::{connect_opts, connect_with_wait, host_load, HostWatch, LinkSlot};
 use super::hostctl::HostControl;
@@ -531,12 +531,14 @@ impl Runtime {
     }
 }
 
-/// How often the dataplane reads the host agent's per-offload counters for its STATS.
 /// Longest sleep of the control thread between two looks at the host and the stop flag.
 const CONTROL_WAIT_MAX: Duration = Duration::from_millis(1);
+/// Control datagrams taken from the socket in a row (queued, or answered at once).
+const CONTROL_READ_MAX: usize = 256;
 /// Control requests served in a row before the thread looks at the monitor again.
 const CONTROL_BATCH: usize = 64;
 
+/// How often the dataplane reads the host agent's per-offload counters for its STATS.
 const HOST_COUNTERS_EVERY: Duration = Duration::from_millis(250);
 
 /// Whether the data port spec asked for any free ports (`udp:IP:0`).
@@ -655,29 +657,54 @@ fn run_control(
     let mut host = HostWatch::new(links.get().map_or(0, |l| l.directory_epoch()));
     // Requests the kernel dropped on this socket are counted, read at every monitor tick.
     let drops_at_start = crate::port::kernel_drops(&sock).unwrap_or(0);
+    let mut intake = Intake::default();
+    let send = |reply: &[u8], to: SocketAddr| {
+        if !reply.is_empty() {
+            if let Err(e) = sock.send_to(reply, to) {
+                tracing::warn!(error = %e, %to, "control reply not sent");
+            }
+        }
+    };
     while !shared.stopping() {
         // Sleep until a request arrives or the next sample is due (at most a millisecond, so
-        // stopping and the host watch stay prompt), then serve a bounded batch of requests.
-        let wait = Duration::from_nanos(plane.monitor.until_due(now_ns())).min(CONTROL_WAIT_MAX);
+        // stopping and the host watch stay prompt; not at all while requests wait).
+        let wait = if intake.waiting() > 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(plane.monitor.until_due(now_ns())).min(CONTROL_WAIT_MAX)
+        };
         if let Err(e) = naam_link::wait_readable(sock.as_fd(), wait) {
             tracing::warn!(error = %e, "control port wait");
             std::thread::sleep(wait);
         }
-        for _ in 0..CONTROL_BATCH {
+        // Take what the socket holds into the principals' queues, then serve them in turn,
+        // a bounded batch (the monitor's samples are due every few milliseconds).
+        for _ in 0..CONTROL_READ_MAX {
             match sock.recv_from(&mut buf) {
                 Ok((n, from)) => {
-                    let len = plane.handle(from, &buf[..n], &mut out);
-                    if len > 0 {
-                        if let Err(e) = sock.send_to(&out[..len], from) {
-                            tracing::warn!(error = %e, %from, "control reply not sent");
-                        }
-                    }
+                    let len = plane.admit(&mut intake, from, &buf[..n], &mut out);
+                    send(&out[..len], from);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "control port receive");
                     break;
                 }
+            }
+        }
+        for _ in 0..CONTROL_BATCH {
+            let t0 = now_ns();
+            let served = intake.serve_next(|from, req| {
+                let len = plane.handle(from, req, &mut out);
+                send(&out[..len], from);
+            });
+            let t1 = now_ns();
+            if !served {
+                break;
+            }
+            intake.served_in(t1 - t0);
+            if plane.monitor.due(t1) {
+                break;
             }
         }
         if let Some(m) = &mut metrics {

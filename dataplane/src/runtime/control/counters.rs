@@ -103,6 +103,7 @@ impl ControlPlane {
         v.push(("ctl.describe_cached".into(), self.described.served));
         v.push(("ctl.stats_lists_built".into(), self.stats_lists_built));
         v.push(("ctl.kernel_drops".into(), self.kernel_drops));
+        v.push(("ctl.queue_full".into(), self.queue_full));
         for (c, n) in ErrorCode::ALL.iter().zip(self.errors) {
             if n > 0 {
                 v.push((format!("ctl.error.{}", c.name()), n));

@@ -26,12 +26,17 @@
 //! `congest-nic:` is the admin's; the host agent, which holds the tenants, authorizes what is
 //! forwarded to it (the sealed datagram goes verbatim); UNREGISTER and REGISTER are also
 //! checked here against the offload's tenant.
+//!
+//! Requests are served per principal in turn, not in the order they arrived ([`Intake`]):
+//! one principal's burst delays another's request by at most one of its own.
 
 mod counters;
 mod described;
 mod host;
+mod intake;
 
 pub use counters::watch_host_counters;
+pub use intake::Intake;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -137,6 +142,9 @@ pub struct ControlPlane {
     ignored: u64,
     /// Requests the kernel dropped on the control socket (its receive buffer was full).
     pub kernel_drops: u64,
+    /// Requests answered `busy` as they arrived, their principal having
+    /// [`intake::QUEUED_MAX`] waiting (`ctl.queue_full`).
+    queue_full: u64,
     /// REGISTERs verified per principal, at most [`REGISTERS_PER_S`].
     registers: RegisterBudget,
     /// Principals of this dataplane's keyring whose key the host agent refused at the last
@@ -178,14 +186,8 @@ fn error<'a>(code: ErrorCode, detail: &'a str) -> Body<'a> {
 /// Answers a request (id, class) of a sender that proved no key with an error no larger than
 /// `req`, what it sent, so a forged source address does not make this port an amplifier:
 /// without the detail when that does not fit, not at all (0) when even a bare error does not.
-fn refuse(
-    (id, class): (u64, u16),
-    code: ErrorCode,
-    detail: &str,
-    req: &[u8],
-    out: &mut [u8],
-) -> usize {
-    let e = error_repr(code, detail).within(req.len());
+fn refuse((id, class): (u64, u16), e: ErrorRepr<'_>, req: &[u8], out: &mut [u8]) -> usize {
+    let e = e.within(req.len());
     let reply = Message::new(id, class, Body::Error(e));
     if reply.buffer_len() > req.len() {
         return 0;
@@ -222,6 +224,7 @@ impl ControlPlane {
             errors: [0; ErrorCode::ALL.len()],
             ignored: 0,
             kernel_drops: 0,
+            queue_full: 0,
             keys_refused_by_host: 0,
             registers: RegisterBudget::default(),
             described: described::Described::default(),
@@ -238,15 +241,57 @@ impl ControlPlane {
     /// is counted (`ctl.answered`, `ctl.error.CODE`).
     pub fn handle(&mut self, from: SocketAddr, req: &[u8], out: &mut [u8]) -> usize {
         let n = self.answer(from, req, out);
-        if n > 0 {
-            self.answered += 1;
-            if let Ok(Body::Error(e)) = Message::parse(&out[..n]).map(|m| m.body) {
-                if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == e.code) {
-                    self.errors[i] += 1;
-                }
+        self.count_answer(&out[..n]);
+        n
+    }
+
+    /// Takes a datagram the control socket received from `from`: queues a request sealed by
+    /// one of the keyring's keys in `intake` under its principal (returns 0: [`Intake`]
+    /// serves it later through [`ControlPlane::handle`]), or answers it now into `out`
+    /// (returns the reply's length, 0 for none) when it proves no key (its refusal costs
+    /// less than queueing it) or when its principal already has
+    /// [`intake::QUEUED_MAX`] requests waiting (`busy`, with the wait).
+    pub fn admit(
+        &mut self,
+        intake: &mut Intake,
+        from: SocketAddr,
+        req: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        let Some((msg, who)) = Message::parse(req)
+            .ok()
+            .and_then(|m| Some((m, self.gate.sealed_by(&m)?)))
+        else {
+            return self.handle(from, req, out);
+        };
+        let Err(us) = intake.admit(who, from, req) else {
+            return 0;
+        };
+        self.queue_full += 1;
+        let d = format!(
+            "{who} has {} control requests waiting; retry in {us} us",
+            intake::QUEUED_MAX
+        );
+        let mut e = error_repr(ErrorCode::Busy, &d);
+        e.retry_after_us = Some(us);
+        // No larger than the request: the MAC proves the key, not the source address (a
+        // captured request replayed from a forged one).
+        let n = refuse((msg.request_id, msg.class), e, req, out);
+        self.count_answer(&out[..n]);
+        n
+    }
+
+    /// Counts a reply sent (`ctl.answered`, `ctl.error.CODE`); an empty one is no reply.
+    fn count_answer(&mut self, reply: &[u8]) {
+        if reply.is_empty() {
+            return;
+        }
+        self.answered += 1;
+        if let Ok(Body::Error(e)) = Message::parse(reply).map(|m| m.body) {
+            if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == e.code) {
+                self.errors[i] += 1;
             }
         }
-        n
     }
 
     fn answer(&mut self, from: SocketAddr, req: &[u8], out: &mut [u8]) -> usize {
@@ -265,7 +310,8 @@ impl ControlPlane {
                 // Even after a valid MAC (a capture replayed to a restarted server) no larger
                 // than the request: the details a client reads (sealed before this start)
                 // fit in any sealed request, and are only cut for shorter datagrams.
-                return refuse((msg.request_id, msg.class), r.code(), r.detail(), req, out);
+                let e = error_repr(r.code(), r.detail());
+                return refuse((msg.request_id, msg.class), e, req, out);
             }
         };
         let key = (opened.key_id, opened.nonce);
@@ -277,13 +323,8 @@ impl ControlPlane {
                 return a.reply.len();
             }
             let d = "replayed: this sealed request was received before";
-            return refuse(
-                (msg.request_id, msg.class),
-                ErrorCode::Unauthorized,
-                d,
-                req,
-                out,
-            );
+            let e = error_repr(ErrorCode::Unauthorized, d);
+            return refuse((msg.request_id, msg.class), e, req, out);
         }
         let inner = match opened.request() {
             Ok(m) => m,
@@ -453,7 +494,12 @@ impl ControlPlane {
             ErrorCode::BadRequest
         };
         let detail = e.to_string();
-        let n = refuse((h.request_id(), h.class()), code, &detail, req, out);
+        let n = refuse(
+            (h.request_id(), h.class()),
+            error_repr(code, &detail),
+            req,
+            out,
+        );
         self.ignored += u64::from(n == 0);
         n
     }

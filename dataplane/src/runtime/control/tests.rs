@@ -430,3 +430,64 @@ fn counter_owners_are_found_through_prefixes_and_odd_names_are_nobodys() {
         assert_eq!(owner(name, &Owners::default()), who, "{name}");
     }
 }
+
+/// The control port serves principals in turn (probe 16: one tenant's burst of STATS held
+/// another's DESCRIBE until it timed out). What proves a key is queued under its principal;
+/// anything else is answered as it arrives; a principal with a full queue is told `busy`
+/// and how long to wait, no larger than what it sent.
+#[test]
+fn requests_are_queued_per_principal_and_served_in_turn() {
+    let mut p = plane();
+    let mut intake = Intake::default();
+    let stats = |key: &Credential, id: u64| {
+        let mut req = vec![0u8; 256];
+        let n = Message::new(id, 0, Body::Stats(PageRequestRepr { start: 0, max: 0 }))
+            .emit(&mut req)
+            .unwrap();
+        req.truncate(n);
+        key.seal(wall_clock_ns() + id, &req).unwrap()
+    };
+    let mut out = vec![0u8; naam_core::wire::MAX_DATAGRAM];
+    let from: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+    let (t, a) = (tenant(), admin());
+    // The tenant's burst arrives first: queued, then refused past the queue's bound.
+    for i in 0..intake::QUEUED_MAX as u64 {
+        assert_eq!(p.admit(&mut intake, from, &stats(&t, 100 + i), &mut out), 0);
+    }
+    let sealed = stats(&t, 200);
+    let n = p.admit(&mut intake, from, &sealed, &mut out);
+    assert!(n > 0 && n <= sealed.len(), "{n}");
+    match Message::parse(&out[..n]).unwrap().body {
+        Body::Error(e) => {
+            assert_eq!(e.code, ErrorCode::Busy);
+            assert!(e.retry_after_us.is_some_and(|us| us >= 1_000), "{e:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The admin's request behind the burst is queued in its own name, and served second.
+    assert_eq!(p.admit(&mut intake, from, &stats(&a, 300), &mut out), 0);
+    // Not sealed, or sealed with the tenant's key id but not its key: answered at once, never
+    // queued in the tenant's name.
+    let forged = Credential::new(1, Principal::Tenant(1), [1; 32]);
+    for req in [stats(&forged, 400), b"junk that is no request".to_vec()] {
+        let n = p.admit(&mut intake, from, &req, &mut out);
+        if n > 0 {
+            assert_eq!(error_code(&out[..n]), Some(ErrorCode::Unauthorized));
+        }
+    }
+    assert_eq!(intake.waiting(), intake::QUEUED_MAX + 1);
+    let mut ids = Vec::new();
+    while intake.serve_next(|from, req| {
+        let n = p.handle(from, req, &mut out);
+        let m = Message::parse(&out[..n]).unwrap();
+        assert!(!matches!(m.body, Body::Error(_)), "{:?}", m.body);
+        ids.push(m.request_id);
+    }) {}
+    assert_eq!(ids.len(), intake::QUEUED_MAX + 1);
+    assert_eq!(&ids[..3], &[100, 300, 101], "the admin's is served second");
+    let c: std::collections::HashMap<_, _> = p.counters().into_iter().collect();
+    assert_eq!(c["ctl.queue_full"], 1);
+    assert_eq!(c["ctl.error.busy"], 1);
+    assert_eq!(c["ctl.error.unauthorized"], 1, "the forged one");
+    assert_eq!(c["ctl.ignored"], 1, "the junk");
+}
