@@ -437,8 +437,23 @@ fn a_tenant_key_registers_for_its_own_tenant_and_key_files_are_read_with_care() 
         &["--tenant", "1", "offload", "add", object, "--name", "x"],
     );
     assert!(!ok && err.contains("--tenant 1"), "{err}");
+    // Without `--class`, a tenant's next offload goes on a class it holds (a new class may
+    // be past its `--max-classes-per-tenant`), here the one it chose, not a lower free one.
+    let (ok, high, err) = naam(&t2, &["offload", "add", object, "--class", "9"]);
+    assert!(ok, "{err}");
     let (ok, _, err) = naam(&t2, &["offload", "rm", id.trim()]);
     assert!(ok, "its own offload: {err}");
+    let (ok, _, err) = naam(&t2, &["offload", "add", object, "--name", "t2second"]);
+    assert!(ok, "{err}");
+    let (_, ls, _) = naam(&t2, &["offload", "ls"]);
+    let row = ls.lines().find(|l| l.contains("t2second")).expect("listed");
+    assert_eq!(
+        row.split_whitespace().nth(1),
+        Some("9"),
+        "class column: {row}"
+    );
+    let (ok, _, err) = naam(&t2, &["offload", "rm", high.trim()]);
+    assert!(ok, "{err}");
     // The admin acts for the tenant it names.
     let (ok, _, err) = naam(
         &d.admin_key_file(),

@@ -227,8 +227,9 @@ pub enum OffloadCommand {
         /// ELF section of the entry point [default: the first executable one].
         #[arg(long)]
         section: Option<String>,
-        /// Steering class of its messages [default: the lowest class no other tenant's
-        /// offload uses: a class is one tenant's].
+        /// Steering class of its messages [default: the lowest class the tenant's served
+        /// offloads use, else the lowest class no other tenant's offload uses: a class is
+        /// one tenant's, and a tenant holds a bounded number of them].
         #[arg(long)]
         class: Option<u16>,
         /// Offload name [default: the file name without extensions].
@@ -446,16 +447,22 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
             let class = match class {
                 Some(c) => *c,
                 None => {
+                    // A class the tenant holds first: a new one may be past its
+                    // `--max-classes-per-tenant`, or taken by another tenant meanwhile.
                     let tenant = client.config().tenant;
-                    let taken: Vec<u16> = client
-                        .list(0)?
+                    let list = client.list(0)?;
+                    let mine = list.iter().filter(|o| o.tenant == tenant && o.served);
+                    let taken: Vec<u16> = list
                         .iter()
                         .filter(|o| o.tenant != tenant)
                         .map(|o| o.class)
                         .collect();
-                    (0..=u16::MAX)
-                        .find(|c| !taken.contains(c))
-                        .context("every class holds another tenant's offload")?
+                    match mine.map(|o| o.class).min() {
+                        Some(c) => c,
+                        None => (0..=u16::MAX)
+                            .find(|c| !taken.contains(c))
+                            .context("every class holds another tenant's offload")?,
+                    }
                 }
             };
             let opts = RegisterOptions {

@@ -512,8 +512,9 @@ impl ControlPlane {
         out: &mut [u8],
     ) -> usize {
         if r.class >= self.classes {
-            // `naam offload add` without --class picks the first class no other tenant
-            // holds: past the last, every class was another's.
+            // `naam offload add` without --class, for a tenant that holds no class, picks
+            // the first class no other tenant holds: past the last, every class was
+            // another's.
             let all_taken =
                 (0..self.classes).all(|c| self.shared.registry.class_taken(c, r.tenant).is_some());
             let d = format!(
