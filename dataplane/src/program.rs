@@ -89,13 +89,14 @@ struct Args {
     #[arg(long, default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     connect_wait_ms: u64,
-    /// Policy: NIC busy fraction above which the NIC is congested.
+    /// Policy: NIC busy fraction above which the NIC is congested (above 1: never, the
+    /// benchmarks' way to keep classes where they are).
     #[arg(long, default_value_t = PolicyConfig::default().nic_high)]
     nic_high: f64,
     /// Policy: NIC busy fraction below which it is calm.
     #[arg(long, default_value_t = PolicyConfig::default().nic_low)]
     nic_low: f64,
-    /// Policy: host busy fraction above which the host is congested.
+    /// Policy: host busy fraction above which the host is congested (above 1: never).
     #[arg(long, default_value_t = PolicyConfig::default().host_high)]
     host_high: f64,
     /// Policy: host busy fraction below which it is calm.
@@ -331,14 +332,20 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
             a.engine.name()
         );
     }
-    for (what, low, high) in [
-        ("nic", a.nic_low, a.nic_high),
-        ("host", a.host_low, a.host_high),
+    for (what, whose, low, high) in [
+        ("nic", "NIC", a.nic_low, a.nic_high),
+        ("host", "host", a.host_low, a.host_high),
     ] {
         anyhow::ensure!(
             low.is_finite() && high.is_finite() && 0.0 <= low && low <= high,
             "--{what}-low {low} and --{what}-high {high}: need 0 <= low <= high (busy fractions)"
         );
+        if high > 1.0 {
+            // A busy fraction never exceeds 1: said, since a typo (2 for 0.2) reads the same.
+            tracing::info!(
+                "--{what}-high {high} is above 1: the {whose}'s load never moves a class"
+            );
+        }
     }
     let policy = PolicyConfig {
         nic_high: a.nic_high,
