@@ -735,6 +735,62 @@ fn run_time_offloads_survive_restarts_of_either_process_with_persist() {
 }
 
 #[test]
+fn a_restarted_dataplane_answers_while_it_adds_the_host_agents_offloads() {
+    // Probe 16: a dataplane restarted beside a tenant's thousands of offloads fetched,
+    // verified and compiled them all before its control port answered again (24 s in a
+    // debug build), its monitor and policy stopped meanwhile. Now it adds them a slice at a
+    // time between control requests: STATS is answered during the re-add (which it counts),
+    // LIST waits for the whole list (`busy`, retried by the client), and every offload is
+    // served in the end.
+    const N: usize = 100;
+    let mut d = deploy(|_| {});
+    let mut c = d.client(patient(ExecMode::Server)).unwrap();
+    let o = bundled::RECORD;
+    let mut ids = Vec::new();
+    for i in 0..N {
+        let opts = naam_client::RegisterOptions {
+            name: format!("record-{i}"),
+            section: Some(o.section.into()),
+            class: o.class,
+            read_only: true,
+        };
+        // Past 20 REGISTERs a second the dataplane says `busy` with the wait; the client
+        // retries, and a few more times here.
+        let id = (0..20)
+            .find_map(|_| c.register(0, naam_handlers::RECORD_OBJECT, &opts).ok())
+            .expect("registered");
+        ids.push(id);
+    }
+    let before = c.list(0).unwrap().len();
+
+    d.kill_dataplane();
+    d.start_dataplane().unwrap();
+    let mut c = d.client(patient(ExecMode::Server)).unwrap();
+    let mut most = 0;
+    let done = wait_for(Duration::from_secs(60), || {
+        let s = c.server_stats(0).ok()?;
+        let left = s.iter().find(|(n, _)| n == "ctl.offloads_readding")?.1;
+        most = most.max(left);
+        (left == 0 && most > 0).then_some(())
+    });
+    println!("at most {most} of {N} offloads waiting to be added when STATS answered");
+    assert!(done.is_some(), "STATS answered during the re-add ({most})");
+    let listed = c.list(0).unwrap();
+    assert_eq!(listed.len(), before);
+    assert!(listed.iter().all(|e| e.served), "{listed:?}");
+    let args = {
+        let mut a = vec![0u8; 16];
+        a[..4].copy_from_slice(&region::RECORD.to_le_bytes());
+        a
+    };
+    let last = *ids.last().unwrap();
+    let r = c
+        .call_on(0, last, o.class, &args, ExecMode::Server)
+        .unwrap();
+    assert_eq!(r.status, naam_core::wire::AmStatus::Done);
+}
+
+#[test]
 fn an_offload_the_restarted_dataplane_cannot_serve_is_listed_as_not_served() {
     // The host agent holds an offload on class 40; a dataplane restarted with 16 classes
     // cannot steer it. It used to vanish from LIST while the host agent kept it; now it is

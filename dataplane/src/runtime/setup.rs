@@ -538,6 +538,10 @@ const CONTROL_READ_MAX: usize = 256;
 /// Control requests served in a row before the thread looks at the monitor again.
 const CONTROL_BATCH: usize = 64;
 
+/// Time the control thread spends adding the host agent's offloads between two batches of
+/// requests after a (re)connection (`ControlPlane::readd`).
+const READD_SLICE_NS: u64 = 10_000_000;
+
 /// How often the dataplane reads the host agent's per-offload counters for its STATS.
 const HOST_COUNTERS_EVERY: Duration = Duration::from_millis(250);
 
@@ -668,7 +672,7 @@ fn run_control(
     while !shared.stopping() {
         // Sleep until a request arrives or the next sample is due (at most a millisecond, so
         // stopping and the host watch stay prompt; not at all while requests wait).
-        let wait = if intake.waiting() > 0 {
+        let wait = if intake.waiting() > 0 || plane.readding() {
             Duration::ZERO
         } else {
             Duration::from_nanos(plane.monitor.until_due(now_ns())).min(CONTROL_WAIT_MAX)
@@ -719,6 +723,9 @@ fn run_control(
             if plane.reconcile_with_host().is_none() {
                 tracing::warn!("could not list the host agent's offloads to reconcile with");
             }
+        }
+        if alive && plane.readding() {
+            plane.readd(now_ns() + READD_SLICE_NS);
         }
         if plane.monitor.due(now) {
             if let Some(d) = crate::port::kernel_drops(&sock) {

@@ -104,6 +104,7 @@ impl ControlPlane {
         v.push(("ctl.stats_lists_built".into(), self.stats_lists_built));
         v.push(("ctl.kernel_drops".into(), self.kernel_drops));
         v.push(("ctl.queue_full".into(), self.queue_full));
+        v.push(("ctl.offloads_readding".into(), self.readding.len() as u64));
         for (c, n) in ErrorCode::ALL.iter().zip(self.errors) {
             if n > 0 {
                 v.push((format!("ctl.error.{}", c.name()), n));
@@ -247,9 +248,10 @@ impl ControlPlane {
             }
             let offloads = self.shared.registry.list();
             let listed = offloads.iter().map(|o| (o.id, o.class, o.tenant));
-            // The host agent's offloads this dataplane does not run are someone's too: their
-            // relayed counters (`offload.ID.host_*`) stay their tenant's.
-            let unserved = self.unserved.iter().map(|o| (o.id, o.class, o.tenant));
+            // The host agent's offloads this dataplane does not run (yet) are someone's too:
+            // their relayed counters (`offload.ID.host_*`) stay their tenant's.
+            let unserved = self.unserved.iter().chain(&self.readding);
+            let unserved = unserved.map(|o| (o.id, o.class, o.tenant));
             let owners = Owners::of(listed.chain(unserved));
             self.counters_where(|name| owner(name, &owners).is_none_or(|t| who.may_act_for(t)))
         });

@@ -13,11 +13,10 @@ impl ControlPlane {
     /// After a (re)connection to the host agent, makes the registries agree; the host agent
     /// is the source of truth. Removes the run-time offloads (ids from `FIRST_DYNAMIC_ID`)
     /// the host agent does not hold under the same id, name, tenant, class and mode (a
-    /// restarted one without
-    /// `--persist` or `--snapshot` forgot them), and adds those it holds and this dataplane
-    /// lacks (a restarted dataplane, or a host agent that restored its offloads), fetching
-    /// their verified instructions (FETCH) and verifying them here. Returns (removed,
-    /// added); `None` when the host agent did not answer.
+    /// restarted one without `--persist` or `--snapshot` forgot them), and queues for
+    /// [`ControlPlane::readd`] those it holds and this dataplane lacks (a restarted
+    /// dataplane, or a host agent that restored its offloads). Returns how many were removed
+    /// and queued; `None` when the host agent did not answer.
     pub fn reconcile_with_host(&mut self) -> Option<(usize, usize)> {
         let mut host: Vec<OffloadInfo> = Vec::new();
         let mut start = 0;
@@ -56,8 +55,8 @@ impl ControlPlane {
                 removed += 1;
             }
         }
-        let mut added = 0;
         self.unserved.clear();
+        self.readding.clear();
         for h in host {
             if h.id < FIRST_DYNAMIC_ID || self.shared.registry.get(h.id).is_some() {
                 continue;
@@ -73,6 +72,27 @@ impl ControlPlane {
                 self.unserved.push(OffloadInfo { served: false, ..h });
                 continue;
             }
+            self.readding.push_back(h);
+        }
+        if !self.readding.is_empty() {
+            tracing::info!(
+                offloads = self.readding.len(),
+                "adding the host agent's offloads this dataplane lacks"
+            );
+        }
+        self.describe_bundled_apps();
+        Some((removed, self.readding.len()))
+    }
+
+    /// Adds offloads [`ControlPlane::reconcile_with_host`] queued, until `until_ns` (at
+    /// least one): each is fetched from the host agent (FETCH), verified and compiled here,
+    /// milliseconds each. Done a slice at a time between control requests, so that a
+    /// dataplane restarted beside thousands of offloads serves its control port, its monitor
+    /// and its policy meanwhile (re-adding all of them at once held them ~24 s in a debug
+    /// build, probe 16). Returns how many were added.
+    pub fn readd(&mut self, until_ns: u64) -> usize {
+        let mut added = 0;
+        while let Some(h) = self.readding.pop_front() {
             match self.fetch_from_host(h.id) {
                 Ok(insns) => {
                     let prog = naam_core::elf::Program::from_insns(h.name.clone(), insns);
@@ -85,7 +105,7 @@ impl ControlPlane {
                     });
                     match registered {
                         Ok(_) => {
-                            tracing::info!(
+                            tracing::debug!(
                                 id = h.id,
                                 name = h.name,
                                 "offload of the host agent added"
@@ -103,9 +123,19 @@ impl ControlPlane {
                     self.unserved.push(OffloadInfo { served: false, ..h });
                 }
             }
+            if naam_link::now_ns() >= until_ns {
+                break;
+            }
         }
-        self.describe_bundled_apps();
-        Some((removed, added))
+        if added > 0 && self.readding.is_empty() {
+            tracing::info!("the host agent's offloads are all added");
+        }
+        added
+    }
+
+    /// Whether offloads of the host agent wait to be added ([`ControlPlane::readd`]).
+    pub fn readding(&self) -> bool {
+        !self.readding.is_empty()
     }
 
     /// Offload `id`'s verified instructions from the host agent (all FETCH pieces, the digest

@@ -156,6 +156,9 @@ pub struct ControlPlane {
     /// (class past `--classes`, refused by its verifier, or not fetched): LIST shows them,
     /// marked.
     unserved: Vec<OffloadInfo>,
+    /// The host agent's offloads this dataplane lacked at the last reconciliation, still
+    /// to be added (`readd`): LIST and their FETCH are answered `busy` until they are.
+    readding: VecDeque<OffloadInfo>,
     /// STATS lists being paged through, per principal and client address (one walk each).
     stats_lists: naam_core::counter::Snapshots<(Principal, SocketAddr)>,
     /// How many of them were built (`ctl.stats_lists_built`), kept here because
@@ -229,6 +232,7 @@ impl ControlPlane {
             registers: RegisterBudget::default(),
             described: described::Described::default(),
             unserved: Vec::new(),
+            readding: VecDeque::new(),
             stats_lists: Default::default(),
             stats_lists_built: 0,
             host_live: Box::new(|| true),
@@ -402,6 +406,9 @@ impl ControlPlane {
                 }
                 _ => self.unregister(msg, u.id, sealed, out),
             },
+            Body::List(_) | Body::Fetch(_) if !self.readding.is_empty() => {
+                self.readding_busy(msg, out)
+            }
             Body::List(p) => self.list(msg, p, out),
             Body::Stats(p) => self.stats((who, from), msg, p, out),
             Body::Fetch(f) => match self.shared.registry.get(f.id) {
@@ -438,6 +445,17 @@ impl ControlPlane {
                 out,
             ),
         }
+    }
+
+    /// LIST and FETCH while the host agent's offloads are being added: a list without them
+    /// would tell a client they are gone (`busy`, with about the time left).
+    fn readding_busy(&self, msg: &Message<'_>, out: &mut [u8]) -> usize {
+        let n = self.readding.len();
+        let d = format!("adding {n} offloads of the host agent after a (re)connection");
+        let mut e = error_repr(ErrorCode::Busy, &d);
+        // Each takes a few milliseconds (FETCH, the verifier, the JIT); told at most 1 s.
+        e.retry_after_us = Some((n as u32).saturating_mul(2_000).clamp(1_000, 1_000_000));
+        emit(&msg.reply(Body::Error(e)), out)
     }
 
     fn forbidden(&mut self, msg: &Message<'_>, detail: &str, out: &mut [u8]) -> usize {
@@ -585,6 +603,7 @@ impl ControlPlane {
             );
         }
         self.unserved.retain(|o| o.id != id);
+        self.readding.retain(|o| o.id != id);
         match self.shared.registry.register_as(id, spec, prog) {
             Ok(o) => {
                 tracing::info!(id, name = o.name, class = o.class, "offload registered");
@@ -619,6 +638,7 @@ impl ControlPlane {
             }
         };
         self.unserved.retain(|o| o.id != id);
+        self.readding.retain(|o| o.id != id);
         match self.shared.registry.unregister(id) {
             Ok(o) => {
                 tracing::info!(id, name = o.name, "offload unregistered");
