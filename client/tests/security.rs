@@ -445,15 +445,24 @@ fn a_tenant_key_registers_for_its_own_tenant_and_key_files_are_read_with_care() 
     assert!(ok, "its own offload: {err}");
     let (ok, _, err) = naam(&t2, &["offload", "add", object, "--name", "t2second"]);
     assert!(ok, "{err}");
-    let (_, ls, _) = naam(&t2, &["offload", "ls"]);
-    let row = ls.lines().find(|l| l.contains("t2second")).expect("listed");
-    assert_eq!(
-        row.split_whitespace().nth(1),
-        Some("9"),
-        "class column: {row}"
+    // A read-only one does not join that class (a class goes to the clients only when all
+    // its offloads are read-only): a new class.
+    let (ok, ro, err) = naam(
+        &t2,
+        &["offload", "add", object, "--name", "t2ro", "--read-only"],
     );
-    let (ok, _, err) = naam(&t2, &["offload", "rm", high.trim()]);
     assert!(ok, "{err}");
+    let (_, ls, _) = naam(&t2, &["offload", "ls"]);
+    let class_of = |name: &str| {
+        let row = ls.lines().find(|l| l.contains(name)).expect("listed");
+        row.split_whitespace().nth(1).unwrap().to_owned()
+    };
+    assert_eq!(class_of("t2second"), "9", "{ls}");
+    assert_ne!(class_of("t2ro"), "9", "{ls}");
+    for id in [high.trim(), ro.trim()] {
+        let (ok, _, err) = naam(&t2, &["offload", "rm", id]);
+        assert!(ok, "{err}");
+    }
     // The admin acts for the tenant it names.
     let (ok, _, err) = naam(
         &d.admin_key_file(),
@@ -676,4 +685,61 @@ fn a_tenants_burst_of_control_requests_does_not_hold_back_another_tenant() {
         served.len()
     );
     assert!(stat(&d, "ctl.queue_full") >= 1);
+}
+
+/// `naam offload add` without `--class` for a tenant at the host agent's
+/// `--max-classes-per-tenant`: when no class it holds suits the offload's mode and a new
+/// class is refused (`no_space`), it goes on a class the tenant holds instead of failing.
+#[test]
+fn offload_add_without_a_class_stays_within_the_tenants_classes() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), keys().to_text()).unwrap();
+    let d = deploy(|c| {
+        c.credentials = Some(file.path().to_owned());
+        c.host_args = ["--max-classes-per-tenant", "2"].map(String::from).to_vec();
+    });
+    let object = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../handlers/test/three_step.bpf.o"
+    );
+    let t2 = d.tenant_key_file(2);
+    let naam = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_naam"))
+            .args(["--server", &d.data_addr().to_string(), "--key-file"])
+            .arg(&t2)
+            .args(["offload", "add", object])
+            .args(args)
+            .env_remove("NAAM_KEY_FILE")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), err)
+    };
+    // Classes 20 and 21, each with a read-only and a read-write offload: the tenant's two.
+    for (class, ro) in [("20", false), ("20", true), ("21", false), ("21", true)] {
+        let mut args = vec!["--class", class, "--name", "mixed"];
+        if ro {
+            args.push("--read-only");
+        }
+        let (ok, err) = naam(&args);
+        assert!(ok, "{err}");
+    }
+    let (ok, err) = naam(&["--class", "22", "--name", "third"]);
+    assert!(
+        !ok && err.contains("no_space"),
+        "a third class is refused: {err}"
+    );
+    let (ok, err) = naam(&["--name", "fallback", "--read-only"]);
+    assert!(ok, "{err}");
+    let c = d
+        .client(naam_client::ClientConfig {
+            credential: Some(key(Principal::Tenant(2))),
+            tenant: 2,
+            ..patient(ExecMode::Server)
+        })
+        .unwrap()
+        .list(0)
+        .unwrap();
+    let o = c.iter().find(|o| o.name == "fallback").expect("listed");
+    assert_eq!(o.class, 20, "the lowest class the tenant holds");
 }

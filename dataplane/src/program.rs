@@ -89,14 +89,16 @@ struct Args {
     #[arg(long, default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     connect_wait_ms: u64,
-    /// Policy: NIC busy fraction above which the NIC is congested (above 1: never, the
-    /// benchmarks' way to keep classes where they are).
+    /// Policy: NIC busy fraction above which the NIC is congested (above 1: never by its busy
+    /// fraction; a queue past --queue-high still is. The benchmarks' way, with a large
+    /// --queue-high, to keep classes where they are).
     #[arg(long, default_value_t = PolicyConfig::default().nic_high)]
     nic_high: f64,
     /// Policy: NIC busy fraction below which it is calm.
     #[arg(long, default_value_t = PolicyConfig::default().nic_low)]
     nic_low: f64,
-    /// Policy: host busy fraction above which the host is congested (above 1: never).
+    /// Policy: host busy fraction above which the host is congested (above 1: never by its
+    /// busy fraction; a queue past --queue-high, or a host agent gone, still is).
     #[arg(long, default_value_t = PolicyConfig::default().host_high)]
     host_high: f64,
     /// Policy: host busy fraction below which it is calm.
@@ -343,7 +345,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         if high > 1.0 {
             // A busy fraction never exceeds 1: said, since a typo (2 for 0.2) reads the same.
             tracing::info!(
-                "--{what}-high {high} is above 1: the {whose}'s load never moves a class"
+                "--{what}-high {high} is above 1: the {whose}'s busy fraction never moves a class (its queue past --queue-high still does)"
             );
         }
     }

@@ -227,9 +227,11 @@ pub enum OffloadCommand {
         /// ELF section of the entry point [default: the first executable one].
         #[arg(long)]
         section: Option<String>,
-        /// Steering class of its messages [default: the lowest class the tenant's served
-        /// offloads use, else the lowest class no other tenant's offload uses: a class is
-        /// one tenant's, and a tenant holds a bounded number of them].
+        /// Steering class of its messages [default: the lowest class whose offloads are
+        /// all the tenant's and of the same mode (--read-only or not), else the lowest class
+        /// no other tenant's offload uses, else (past the tenant's number of classes) the
+        /// lowest the tenant holds: a class is one tenant's, and it goes to the clients only
+        /// when all its offloads are read-only].
         #[arg(long)]
         class: Option<u16>,
         /// Offload name [default: the file name without extensions].
@@ -444,34 +446,26 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
                 stem.split('.').next().unwrap_or("offload").to_owned()
             });
             let mut client = client;
-            let class = match class {
-                Some(c) => *c,
-                None => {
-                    // A class the tenant holds first: a new one may be past its
-                    // `--max-classes-per-tenant`, or taken by another tenant meanwhile.
-                    let tenant = client.config().tenant;
-                    let list = client.list(0)?;
-                    let mine = list.iter().filter(|o| o.tenant == tenant && o.served);
-                    let taken: Vec<u16> = list
-                        .iter()
-                        .filter(|o| o.tenant != tenant)
-                        .map(|o| o.class)
-                        .collect();
-                    match mine.map(|o| o.class).min() {
-                        Some(c) => c,
-                        None => (0..=u16::MAX)
-                            .find(|c| !taken.contains(c))
-                            .context("every class holds another tenant's offload")?,
-                    }
-                }
+            let classes = match class {
+                Some(c) => vec![*c],
+                None => default_classes(&mut client, *read_only)?,
             };
-            let opts = RegisterOptions {
+            let mut opts = RegisterOptions {
                 name,
                 section: section.clone(),
-                class,
+                class: classes[0],
                 read_only: *read_only,
             };
-            let id = client.register(0, &object, &opts)?;
+            // The next candidate only when the tenant holds too many classes for this one.
+            let mut id = client.register(0, &object, &opts);
+            for &c in &classes[1..] {
+                if !matches!(&id, Err(e) if e.code() == Some(ErrorCode::NoSpace)) {
+                    break;
+                }
+                opts.class = c;
+                id = client.register(0, &object, &opts);
+            }
+            let id = id?;
             Answer::new(format!("{id}\n"), json!({ "id": id, "name": opts.name }))
         }
         ClientCommand::Offload(OffloadCommand::Ls) => {
@@ -614,6 +608,39 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
 }
 
 /// "name value" lines, or one JSON object.
+/// The classes `naam offload add` tries, in order, when no `--class` is given: the lowest
+/// whose offloads are all the tenant's served ones and of the same mode (a class goes to the
+/// clients only when every offload on it is read-only), the lowest no offload uses (a new
+/// one), and the lowest the tenant holds (a new class is refused past the host agent's
+/// `--max-classes-per-tenant`).
+fn default_classes(client: &mut Client, read_only: bool) -> anyhow::Result<Vec<u16>> {
+    let tenant = client.config().tenant;
+    let list = client.list(0)?;
+    let mine = || list.iter().filter(|o| o.tenant == tenant && o.served);
+    let used = |c: u16| list.iter().any(|o| o.class == c);
+    let same_mode = mine()
+        .map(|o| o.class)
+        .filter(|&c| {
+            mine()
+                .filter(|o| o.class == c)
+                .all(|o| o.read_only == read_only)
+        })
+        .min();
+    let new = (0..=u16::MAX).find(|&c| !used(c));
+    let held = mine().map(|o| o.class).min();
+    let mut classes: Vec<u16> = Vec::new();
+    for c in [same_mode, new, held].into_iter().flatten() {
+        if !classes.contains(&c) {
+            classes.push(c);
+        }
+    }
+    anyhow::ensure!(
+        !classes.is_empty(),
+        "every class holds another tenant's offload"
+    );
+    Ok(classes)
+}
+
 fn name_values(pairs: Vec<(String, u64)>) -> Answer {
     let text = pairs.iter().map(|(n, v)| format!("{n} {v}\n")).collect();
     let map: serde_json::Map<String, serde_json::Value> =

@@ -545,31 +545,36 @@ impl Gate {
         r
     }
 
-    /// Whose key sealed `msg`, when its MAC is right; nothing else is checked and nothing
-    /// remembered (its time and nonce are [`Gate::open`]'s). A server uses it to queue
-    /// requests per principal before serving them: a sender cannot put its datagrams in
-    /// another principal's queue without that principal's key.
-    pub fn sealed_by(&self, msg: &Message<'_>) -> Option<Principal> {
-        let Body::Sealed(s) = msg.body else {
-            return None;
-        };
-        self.authentic(&s).ok().map(|k| k.principal)
+    /// What [`Gate::open`] would find of `msg` at `now`, without counting or remembering
+    /// anything (except that the gate's window being full is not checked). A server uses it
+    /// to queue requests per principal before serving them: only a request that would open
+    /// is queued under its principal, so a sender cannot fill another principal's queue
+    /// without its key, nor with a capture replayed (`fresh` is false) or stale.
+    pub fn peek<'a>(&self, msg: &Message<'a>, now_unix_ns: u64) -> Result<Opened<'a>, Refusal> {
+        let (s, key) = self.verify(msg, now_unix_ns)?;
+        Ok(Opened {
+            principal: key.principal,
+            key_id: s.key_id,
+            nonce: s.nonce,
+            inner: s.inner,
+            fresh: !self.seen.contains(&(s.key_id, s.nonce)),
+        })
     }
 
-    /// The key of a sealed request whose MAC it proves.
-    fn authentic(&self, s: &SealedRepr<'_>) -> Result<&Credential, Refusal> {
+    /// The checks of a sealed request that need no memory of earlier ones: key, MAC, header,
+    /// time; its sealed form and its key.
+    fn verify<'a>(
+        &self,
+        msg: &Message<'a>,
+        now: u64,
+    ) -> Result<(SealedRepr<'a>, &Credential), Refusal> {
+        let Body::Sealed(s) = msg.body else {
+            return Err(Refusal::Unsealed);
+        };
         let key = self.keys.get(s.key_id).ok_or(Refusal::UnknownKey)?;
         if !key.verify(s.nonce, s.inner, &s.mac) {
             return Err(Refusal::BadMac);
         }
-        Ok(key)
-    }
-
-    fn check<'a>(&mut self, msg: &Message<'a>, now: u64) -> Result<Opened<'a>, Refusal> {
-        let Body::Sealed(s) = msg.body else {
-            return Err(Refusal::Unsealed);
-        };
-        let key = self.authentic(&s)?;
         let h = HeaderPacket::new_unchecked(s.inner); // SealedRepr checked its length
         if h.request_id() != msg.request_id || h.class() != msg.class {
             return Err(Refusal::Mismatch);
@@ -580,6 +585,11 @@ impl Gate {
         if s.nonce < self.since {
             return Err(Refusal::BeforeStart);
         }
+        Ok((s, key))
+    }
+
+    fn check<'a>(&mut self, msg: &Message<'a>, now: u64) -> Result<Opened<'a>, Refusal> {
+        let (s, key) = self.verify(msg, now)?;
         let principal = key.principal;
         while let Some(&(k, n, until)) = self.order.front() {
             if until > now {

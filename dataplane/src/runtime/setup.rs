@@ -19,7 +19,7 @@ use naam_core::vm::Engine;
 use naam_core::wire::MAX_DATAGRAM;
 use naam_link::{now_ns, BackoffMode};
 
-use super::control::{watch_host_counters, ControlPlane, Intake};
+use super::control::{watch_host_counters, ControlPlane};
 use super::fair::FairConfig;
 use super::host_watch::{connect_opts, connect_with_wait, host_load, HostWatch, LinkSlot};
 use super::hostctl::HostControl;
@@ -538,10 +538,6 @@ const CONTROL_READ_MAX: usize = 256;
 /// Control requests served in a row before the thread looks at the monitor again.
 const CONTROL_BATCH: usize = 64;
 
-/// Time the control thread spends adding the host agent's offloads between two batches of
-/// requests after a (re)connection (`ControlPlane::readd`).
-const READD_SLICE_NS: u64 = 10_000_000;
-
 /// How often the dataplane reads the host agent's per-offload counters for its STATS.
 const HOST_COUNTERS_EVERY: Duration = Duration::from_millis(250);
 
@@ -661,7 +657,6 @@ fn run_control(
     let mut host = HostWatch::new(links.get().map_or(0, |l| l.directory_epoch()));
     // Requests the kernel dropped on this socket are counted, read at every monitor tick.
     let drops_at_start = crate::port::kernel_drops(&sock).unwrap_or(0);
-    let mut intake = Intake::default();
     let send = |reply: &[u8], to: SocketAddr| {
         if !reply.is_empty() {
             if let Err(e) = sock.send_to(reply, to) {
@@ -669,10 +664,12 @@ fn run_control(
             }
         }
     };
+    // Whether offloads of the host agent are being added (not while it does not answer).
+    let mut readding = false;
     while !shared.stopping() {
         // Sleep until a request arrives or the next sample is due (at most a millisecond, so
-        // stopping and the host watch stay prompt; not at all while requests wait).
-        let wait = if intake.waiting() > 0 || plane.readding() {
+        // stopping and the host watch stay prompt; not at all while there is work).
+        let wait = if plane.waiting() > 0 || readding {
             Duration::ZERO
         } else {
             Duration::from_nanos(plane.monitor.until_due(now_ns())).min(CONTROL_WAIT_MAX)
@@ -686,7 +683,7 @@ fn run_control(
         for _ in 0..CONTROL_READ_MAX {
             match sock.recv_from(&mut buf) {
                 Ok((n, from)) => {
-                    let len = plane.admit(&mut intake, from, &buf[..n], &mut out);
+                    let len = plane.admit(from, &buf[..n], now_ns(), &mut out);
                     send(&out[..len], from);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -697,17 +694,7 @@ fn run_control(
             }
         }
         for _ in 0..CONTROL_BATCH {
-            let t0 = now_ns();
-            let served = intake.serve_next(|from, req| {
-                let len = plane.handle(from, req, &mut out);
-                send(&out[..len], from);
-            });
-            let t1 = now_ns();
-            if !served {
-                break;
-            }
-            intake.served_in(t1 - t0);
-            if plane.monitor.due(t1) {
+            if !plane.serve_next(&mut out, send) {
                 break;
             }
         }
@@ -717,16 +704,6 @@ fn run_control(
         let now = now_ns();
         let link = links.get();
         let alive = host.watch(now, link.as_deref(), &shared, &links, &link_path, &cfg);
-        if alive && !host.reconciled {
-            // Once per (re)connection; a host agent that does not answer LIST is left as is.
-            host.reconciled = true;
-            if plane.reconcile_with_host().is_none() {
-                tracing::warn!("could not list the host agent's offloads to reconcile with");
-            }
-        }
-        if alive && plane.readding() {
-            plane.readd(now_ns() + READD_SLICE_NS);
-        }
         if plane.monitor.due(now) {
             if let Some(d) = crate::port::kernel_drops(&sock) {
                 plane.kernel_drops = u64::from(d.wrapping_sub(drops_at_start));
@@ -742,6 +719,19 @@ fn run_control(
                 ..
             } = &mut plane;
             monitor.tick(now, workers, host, &shared.registry, switch, &shared.hints);
+        }
+        if alive && !host.reconciled {
+            // Once per (re)connection; a host agent that does not answer LIST is left as is.
+            host.reconciled = true;
+            if plane.reconcile_with_host().is_none() {
+                tracing::warn!("could not list the host agent's offloads to reconcile with");
+            }
+        }
+        // Offloads to add: until the monitor's next sample is due, at least one each time.
+        readding = alive && plane.readding();
+        if readding {
+            let t = now_ns();
+            plane.readd(t + plane.monitor.until_due(t));
         }
     }
 }

@@ -18,6 +18,9 @@ impl ControlPlane {
     /// dataplane, or a host agent that restored its offloads). Returns how many were removed
     /// and queued; `None` when the host agent did not answer.
     pub fn reconcile_with_host(&mut self) -> Option<(usize, usize)> {
+        // What an earlier connection left to add is this one's to decide (its host agent
+        // may not hold them).
+        self.readding.clear();
         let mut host: Vec<OffloadInfo> = Vec::new();
         let mut start = 0;
         loop {
@@ -56,7 +59,6 @@ impl ControlPlane {
             }
         }
         self.unserved.clear();
-        self.readding.clear();
         for h in host {
             if h.id < FIRST_DYNAMIC_ID || self.shared.registry.get(h.id).is_some() {
                 continue;
@@ -86,10 +88,11 @@ impl ControlPlane {
 
     /// Adds offloads [`ControlPlane::reconcile_with_host`] queued, until `until_ns` (at
     /// least one): each is fetched from the host agent (FETCH), verified and compiled here,
-    /// milliseconds each. Done a slice at a time between control requests, so that a
-    /// dataplane restarted beside thousands of offloads serves its control port, its monitor
-    /// and its policy meanwhile (re-adding all of them at once held them ~24 s in a debug
-    /// build, probe 16). Returns how many were added.
+    /// a fraction of a millisecond each (several in a debug build). Done between the
+    /// monitor's samples and the batches of control requests, so that a dataplane restarted
+    /// beside thousands of offloads serves its control port, its monitor and its policy
+    /// meanwhile (re-adding all of them at once held them ~24 s in a debug build, probe 16).
+    /// Returns how many were added.
     pub fn readd(&mut self, until_ns: u64) -> usize {
         let mut added = 0;
         while let Some(h) = self.readding.pop_front() {

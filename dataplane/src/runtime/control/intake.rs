@@ -4,12 +4,13 @@
 //! page built over thousands of counters, a REGISTER's verifier and JIT). Served in the
 //! order they arrived, one tenant's burst held every other principal's requests behind it:
 //! with 64 of one tenant's STATS outstanding, 2 of 7 of another tenant's DESCRIBEs timed out
-//! (probe 16). So the control thread reads what the socket holds, queues each request under
-//! the principal whose key sealed it (checked by its MAC: a sender cannot queue in another
-//! principal's name) and serves the queues one request each, in turn. A principal with
-//! [`QUEUED_MAX`] requests waiting is answered `busy` at once, a transient refusal its client
-//! retries: one principal's flood costs each other principal at most one of its requests'
-//! service per turn, and never fills the socket's buffer in front of them.
+//! (probe 16). So the control thread reads what the socket holds, queues each request that
+//! would open (the caller checks it with `Gate::peek`: key, MAC, time, a nonce not seen
+//! before) under its principal, and serves the queues one request each, in turn. A sender
+//! without a principal's key cannot queue in its name, nor can one replaying its captured
+//! requests. A principal with [`QUEUED_MAX`] requests waiting is answered `busy` at once, a
+//! transient refusal its client retries: one principal's flood costs each other principal
+//! one of its requests' service per turn.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -22,15 +23,42 @@ use naam_core::auth::Principal;
 /// benchmarks' clients starting together (one principal) a few dozen.
 pub const QUEUED_MAX: usize = 32;
 
+/// How long a request may wait to be served. Its client has given up on it by then (after
+/// about 2.6 s at the library's defaults, reporting that a mutation may have run): run
+/// later, it would change what the client was told had failed. It is dropped, counted.
+pub const WAIT_MAX_NS: u64 = 2_500_000_000;
+
 /// The bounds of the wait a refused principal is told: at least a millisecond (a client
 /// that retried at once would be refused again), at most a second.
 const RETRY_MIN_US: u64 = 1_000;
 const RETRY_MAX_US: u64 = 1_000_000;
 
+/// Buffers kept for reuse, and the largest kept (a REGISTER carries an object of up to
+/// 64 KiB; most requests are a few hundred bytes).
+const SPARE_MAX: usize = QUEUED_MAX;
+const SPARE_BYTES_MAX: usize = 4096;
+
+/// A request waiting to be served.
+struct Waiting {
+    from: SocketAddr,
+    req: Vec<u8>,
+    /// Its (key id, nonce): a second copy (a retransmission) is not queued again.
+    tag: (u32, u64),
+    since_ns: u64,
+}
+
 /// One principal's waiting requests, oldest first.
 struct Queue {
     who: Principal,
-    waiting: VecDeque<(SocketAddr, Vec<u8>)>,
+    waiting: VecDeque<Waiting>,
+}
+
+/// What [`Intake::admit`] did with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    Queued,
+    /// A copy of one already waiting (a retransmission): that one answers it.
+    Copy,
 }
 
 /// The control port's waiting requests (a key file holds few principals, so one queue each,
@@ -45,14 +73,25 @@ pub struct Intake {
     /// A request's service time, a moving average (ns): what a refused principal is told
     /// to wait.
     service_ns: u64,
+    /// Copies not queued ([`Admitted::Copy`]), and requests dropped after waiting longer
+    /// than [`WAIT_MAX_NS`].
+    pub copies: u64,
+    pub stale: u64,
 }
 
 impl Intake {
-    /// Queues `req` from `from` for `who`; when `who` already has [`QUEUED_MAX`] waiting,
-    /// queues nothing and returns the time (µs) until they are likely all served: the
-    /// requests refused together come back together, and one freed place would take one
-    /// of them only.
-    pub fn admit(&mut self, who: Principal, from: SocketAddr, req: &[u8]) -> Result<(), u32> {
+    /// Queues `req` (sealed by `who`, with (key id, nonce) `tag`) from `from` at `now_ns`;
+    /// when `who` already has [`QUEUED_MAX`] waiting, queues nothing and returns the time
+    /// (µs) until they are likely all served: the requests refused together come back
+    /// together, and one freed place would take one of them only.
+    pub fn admit(
+        &mut self,
+        who: Principal,
+        tag: (u32, u64),
+        from: SocketAddr,
+        req: &[u8],
+        now_ns: u64,
+    ) -> Result<Admitted, u32> {
         let i = match self.queues.iter().position(|q| q.who == who) {
             Some(i) => i,
             None => {
@@ -64,6 +103,10 @@ impl Intake {
             }
         };
         let q = &mut self.queues[i].waiting;
+        if q.iter().any(|w| w.tag == tag) {
+            self.copies += 1;
+            return Ok(Admitted::Copy);
+        }
         if q.len() >= QUEUED_MAX {
             // One of its requests is served a turn, and a turn serves one request of each
             // principal with some waiting.
@@ -75,8 +118,13 @@ impl Intake {
         let mut buf = self.spare.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(req);
-        q.push_back((from, buf));
-        Ok(())
+        q.push_back(Waiting {
+            from,
+            req: buf,
+            tag,
+            since_ns: now_ns,
+        });
+        Ok(Admitted::Queued)
     }
 
     /// Records that serving one request took `ns`.
@@ -90,19 +138,31 @@ impl Intake {
         self.queues.iter().map(|q| q.waiting.len()).sum()
     }
 
-    /// Gives the next principal's oldest request to `serve`; false when none waits.
-    pub fn serve_next(&mut self, serve: impl FnOnce(SocketAddr, &[u8])) -> bool {
+    /// Gives the next principal's oldest request to `serve` at `now_ns`; false when none
+    /// waits. Requests that waited longer than [`WAIT_MAX_NS`] are dropped on the way.
+    pub fn serve_next(&mut self, now_ns: u64, serve: impl FnOnce(SocketAddr, &[u8])) -> bool {
         let n = self.queues.len();
         for k in 0..n {
             let i = (self.turn + k) % n;
-            if let Some((from, req)) = self.queues[i].waiting.pop_front() {
+            while let Some(w) = self.queues[i].waiting.pop_front() {
+                if now_ns.saturating_sub(w.since_ns) > WAIT_MAX_NS {
+                    self.stale += 1;
+                    self.keep(w.req);
+                    continue;
+                }
                 self.turn = (i + 1) % n;
-                serve(from, &req);
-                self.spare.push(req);
+                serve(w.from, &w.req);
+                self.keep(w.req);
                 return true;
             }
         }
         false
+    }
+
+    fn keep(&mut self, buf: Vec<u8>) {
+        if self.spare.len() < SPARE_MAX && buf.capacity() <= SPARE_BYTES_MAX {
+            self.spare.push(buf);
+        }
     }
 }
 
@@ -114,10 +174,17 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    /// Queues a request of `who` from `port` at time 0 whose first byte is `b` (and whose
+    /// nonce is `port`·1000 + `b`).
+    fn put(intake: &mut Intake, who: Principal, port: u16, b: u8) -> Result<Admitted, u32> {
+        let tag = (u32::from(port), u64::from(port) * 1000 + u64::from(b));
+        intake.admit(who, tag, addr(port), &[b], 0)
+    }
+
     /// The order in which `intake` serves what it holds, as (principal's port, first byte).
     fn drain(intake: &mut Intake) -> Vec<(u16, u8)> {
         let mut order = Vec::new();
-        while intake.serve_next(|from, req| order.push((from.port(), req[0]))) {}
+        while intake.serve_next(0, |from, req| order.push((from.port(), req[0]))) {}
         order
     }
 
@@ -127,11 +194,14 @@ mod tests {
         let (a, b) = (Principal::Tenant(1), Principal::Tenant(2));
         // B's burst arrives first, then A's two requests, then the admin's.
         for i in 0..10 {
-            assert!(intake.admit(b, addr(2), &[i]).is_ok());
+            assert_eq!(put(&mut intake, b, 2, i), Ok(Admitted::Queued));
         }
-        assert!(intake.admit(a, addr(1), &[100]).is_ok());
-        assert!(intake.admit(a, addr(1), &[101]).is_ok());
-        assert!(intake.admit(Principal::Admin, addr(9), &[200]).is_ok());
+        assert_eq!(put(&mut intake, a, 1, 100), Ok(Admitted::Queued));
+        assert_eq!(put(&mut intake, a, 1, 101), Ok(Admitted::Queued));
+        assert_eq!(
+            put(&mut intake, Principal::Admin, 9, 200),
+            Ok(Admitted::Queued)
+        );
         assert_eq!(intake.waiting(), 13);
         let order = drain(&mut intake);
         assert_eq!(
@@ -144,7 +214,7 @@ mod tests {
         assert_eq!(bs, (0..10).collect::<Vec<u8>>());
         assert_eq!(order.len(), 13);
         assert_eq!(intake.waiting(), 0);
-        assert!(!intake.serve_next(|_, _| panic!("nothing waits")));
+        assert!(!intake.serve_next(0, |_, _| panic!("nothing waits")));
     }
 
     #[test]
@@ -152,36 +222,80 @@ mod tests {
         let mut intake = Intake::default();
         let (a, b) = (Principal::Tenant(1), Principal::Tenant(2));
         for i in 0..QUEUED_MAX {
-            assert!(intake.admit(b, addr(2), &[i as u8]).is_ok());
+            assert_eq!(put(&mut intake, b, 2, i as u8), Ok(Admitted::Queued));
         }
         assert!(
-            intake.admit(b, addr(2), &[99]).is_err(),
+            put(&mut intake, b, 2, 99).is_err(),
             "B has QUEUED_MAX waiting"
         );
-        assert!(
-            intake.admit(a, addr(1), &[100]).is_ok(),
-            "A's queue is its own"
+        assert_eq!(
+            put(&mut intake, a, 1, 100),
+            Ok(Admitted::Queued),
+            "A's own queue"
         );
-        // Serving one of B's makes room for one more.
+        // Serving B's makes room again.
         let order = drain(&mut intake);
         assert_eq!(order[1], (1, 100), "A's request is served second");
-        assert!(intake.admit(b, addr(2), &[42]).is_ok());
+        assert_eq!(put(&mut intake, b, 2, 42), Ok(Admitted::Queued));
         assert_eq!(drain(&mut intake), vec![(2, 42)]);
     }
 
     #[test]
-    fn a_refused_principal_is_told_to_wait_for_a_turn_of_every_waiting_principal() {
+    fn a_copy_of_a_waiting_request_is_not_queued_again() {
+        let mut intake = Intake::default();
+        let b = Principal::Tenant(2);
+        assert_eq!(put(&mut intake, b, 2, 7), Ok(Admitted::Queued));
+        // A retransmission (same key and nonce), even from elsewhere: the first answers.
+        let tag = (2, 2007);
+        assert_eq!(intake.admit(b, tag, addr(3), &[7], 5), Ok(Admitted::Copy));
+        assert_eq!((intake.waiting(), intake.copies), (1, 1));
+        assert_eq!(drain(&mut intake), vec![(2, 7)]);
+        // Once served, the same tag is the gate's business (a repeat it answers).
+        assert_eq!(put(&mut intake, b, 2, 7), Ok(Admitted::Queued));
+    }
+
+    #[test]
+    fn a_request_waiting_longer_than_its_client_does_is_dropped_and_counted() {
+        let mut intake = Intake::default();
+        let b = Principal::Tenant(2);
+        assert!(intake.admit(b, (2, 1), addr(2), &[1], 0).is_ok());
+        assert!(intake.admit(b, (2, 2), addr(2), &[2], WAIT_MAX_NS).is_ok());
+        let mut served = Vec::new();
+        while intake.serve_next(WAIT_MAX_NS + 1, |_, req| served.push(req[0])) {}
+        assert_eq!(served, vec![2]);
+        assert_eq!(intake.stale, 1);
+    }
+
+    #[test]
+    fn buffers_hold_each_request_whole_when_reused() {
+        let mut intake = Intake::default();
+        let who = Principal::Tenant(3);
+        assert!(intake.admit(who, (3, 1), addr(3), &[7; 300], 0).is_ok());
+        assert_eq!(drain(&mut intake), vec![(3, 7)]);
+        // A shorter request in the reused buffer is not padded by the longer one's bytes.
+        assert!(intake.admit(who, (3, 2), addr(3), &[5, 6], 0).is_ok());
+        let mut seen = Vec::new();
+        assert!(intake.serve_next(0, |_, req| seen.extend_from_slice(req)));
+        assert_eq!(seen, vec![5, 6]);
+        // A large one's buffer is not kept.
+        assert!(intake.admit(who, (3, 3), addr(3), &[1; 60_000], 0).is_ok());
+        drain(&mut intake);
+        assert!(intake.spare.iter().all(|b| b.capacity() <= SPARE_BYTES_MAX));
+    }
+
+    #[test]
+    fn a_refused_principal_is_told_to_wait_until_its_queue_is_served() {
         let mut intake = Intake::default();
         let (a, b) = (Principal::Tenant(1), Principal::Tenant(2));
         for _ in 0..8 {
             intake.served_in(100_000);
         }
-        for _ in 0..QUEUED_MAX {
-            assert!(intake.admit(b, addr(2), &[0]).is_ok());
+        for i in 0..QUEUED_MAX {
+            assert!(put(&mut intake, b, 2, i as u8).is_ok());
         }
-        let alone = intake.admit(b, addr(2), &[0]).unwrap_err();
-        assert!(intake.admit(a, addr(1), &[0]).is_ok());
-        let with_a = intake.admit(b, addr(2), &[0]).unwrap_err();
+        let alone = put(&mut intake, b, 2, 200).unwrap_err();
+        assert!(put(&mut intake, a, 1, 0).is_ok());
+        let with_a = put(&mut intake, b, 2, 201).unwrap_err();
         // ~66 µs a request (the average after 8 of 100 µs), QUEUED_MAX of them.
         let drained = 66 * QUEUED_MAX as u32;
         assert!(
@@ -191,22 +305,9 @@ mod tests {
         assert!(with_a > alone, "{with_a} us, alone {alone} us");
         // Never told to retry at once, nor to go away for long.
         let mut idle = Intake::default();
-        for _ in 0..QUEUED_MAX {
-            assert!(idle.admit(b, addr(2), &[0]).is_ok());
+        for i in 0..QUEUED_MAX {
+            assert!(put(&mut idle, b, 2, i as u8).is_ok());
         }
-        assert_eq!(idle.admit(b, addr(2), &[0]), Err(RETRY_MIN_US as u32));
-    }
-
-    #[test]
-    fn buffers_hold_each_request_whole_when_reused() {
-        let mut intake = Intake::default();
-        let who = Principal::Tenant(3);
-        assert!(intake.admit(who, addr(3), &[7; 300]).is_ok());
-        assert_eq!(drain(&mut intake), vec![(3, 7)]);
-        // A shorter request in the reused buffer is not padded by the longer one's bytes.
-        assert!(intake.admit(who, addr(3), &[5, 6]).is_ok());
-        let mut seen = Vec::new();
-        assert!(intake.serve_next(|_, req| seen.extend_from_slice(req)));
-        assert_eq!(seen, vec![5, 6]);
+        assert_eq!(put(&mut idle, b, 2, 200), Err(RETRY_MIN_US as u32));
     }
 }

@@ -36,7 +36,7 @@ mod host;
 mod intake;
 
 pub use counters::watch_host_counters;
-pub use intake::Intake;
+use intake::Intake;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -130,6 +130,9 @@ pub struct ControlPlane {
     gate: Gate,
     /// Replies to sealed requests, for their retransmissions.
     done: VecDeque<Answered>,
+    /// (key id, nonce) of requests answered "not executed, retry", and the address each came
+    /// from, the only one its retry may come from.
+    retry_from: VecDeque<((u32, u64), SocketAddr)>,
     /// Requests that failed inside this process (a bug): answered `Internal`, counted, and the
     /// control thread goes on (it also runs the monitor, the policy and the reconnect).
     failed: u64,
@@ -142,6 +145,8 @@ pub struct ControlPlane {
     ignored: u64,
     /// Requests the kernel dropped on the control socket (its receive buffer was full).
     pub kernel_drops: u64,
+    /// Requests waiting to be served, per principal (`admit`, `serve_next`).
+    intake: Intake,
     /// Requests answered `busy` as they arrived, their principal having
     /// [`intake::QUEUED_MAX`] waiting (`ctl.queue_full`).
     queue_full: u64,
@@ -157,7 +162,8 @@ pub struct ControlPlane {
     /// marked.
     unserved: Vec<OffloadInfo>,
     /// The host agent's offloads this dataplane lacked at the last reconciliation, still
-    /// to be added (`readd`): LIST and their FETCH are answered `busy` until they are.
+    /// to be added (`readd`): LIST and their FETCH are answered `busy` until they are (their
+    /// active messages, at the workers, `unknown_offload`).
     readding: VecDeque<OffloadInfo>,
     /// STATS lists being paged through, per principal and client address (one walk each).
     stats_lists: naam_core::counter::Snapshots<(Principal, SocketAddr)>,
@@ -222,11 +228,13 @@ impl ControlPlane {
             classes,
             gate,
             done: VecDeque::new(),
+            retry_from: VecDeque::new(),
             failed: 0,
             answered: 0,
             errors: [0; ErrorCode::ALL.len()],
             ignored: 0,
             kernel_drops: 0,
+            intake: Intake::default(),
             queue_full: 0,
             keys_refused_by_host: 0,
             registers: RegisterBudget::default(),
@@ -249,26 +257,22 @@ impl ControlPlane {
         n
     }
 
-    /// Takes a datagram the control socket received from `from`: queues a request sealed by
-    /// one of the keyring's keys in `intake` under its principal (returns 0: [`Intake`]
-    /// serves it later through [`ControlPlane::handle`]), or answers it now into `out`
-    /// (returns the reply's length, 0 for none) when it proves no key (its refusal costs
-    /// less than queueing it) or when its principal already has
-    /// [`intake::QUEUED_MAX`] requests waiting (`busy`, with the wait).
-    pub fn admit(
-        &mut self,
-        intake: &mut Intake,
-        from: SocketAddr,
-        req: &[u8],
-        out: &mut [u8],
-    ) -> usize {
-        let Some((msg, who)) = Message::parse(req)
-            .ok()
-            .and_then(|m| Some((m, self.gate.sealed_by(&m)?)))
-        else {
+    /// Takes a datagram the control socket received from `from` at `now_ns`. A request that
+    /// would open (`Gate::peek`: a known key's MAC, in its time window, a nonce not seen) is
+    /// queued under its principal: returns 0, [`ControlPlane::serve_next`] answers it later
+    /// (a copy of one already waiting is left to that one). The rest is answered now into
+    /// `out` (returns the reply's length, 0 for none): what would not open, a repeat (its
+    /// remembered reply or the replay refusal), and a request of a principal with
+    /// [`intake::QUEUED_MAX`] waiting (`busy`, with the wait).
+    pub fn admit(&mut self, from: SocketAddr, req: &[u8], now_ns: u64, out: &mut [u8]) -> usize {
+        let peeked = Message::parse(req).ok().and_then(|m| {
+            let o = self.gate.peek(&m, wall_clock_ns()).ok()?;
+            o.fresh.then_some((m, o.principal, (o.key_id, o.nonce)))
+        });
+        let Some((msg, who, tag)) = peeked else {
             return self.handle(from, req, out);
         };
-        let Err(us) = intake.admit(who, from, req) else {
+        let Err(us) = self.intake.admit(who, tag, from, req, now_ns) else {
             return 0;
         };
         self.queue_full += 1;
@@ -278,11 +282,32 @@ impl ControlPlane {
         );
         let mut e = error_repr(ErrorCode::Busy, &d);
         e.retry_after_us = Some(us);
-        // No larger than the request: the MAC proves the key, not the source address (a
-        // captured request replayed from a forged one).
+        // No larger than the request: the MAC proves the key, not the source address.
         let n = refuse((msg.request_id, msg.class), e, req, out);
         self.count_answer(&out[..n]);
         n
+    }
+
+    /// Serves the next waiting request, principals in turn, into `out` and gives its reply
+    /// (empty for none) to `send`; false when none waits.
+    pub fn serve_next(&mut self, out: &mut [u8], send: impl FnOnce(&[u8], SocketAddr)) -> bool {
+        // Out of `self` while `handle` serves from the rest of it.
+        let mut intake = std::mem::take(&mut self.intake);
+        let t0 = naam_link::now_ns();
+        let served = intake.serve_next(t0, |from, req| {
+            let n = self.handle(from, req, out);
+            send(&out[..n], from);
+        });
+        if served {
+            intake.served_in(naam_link::now_ns() - t0);
+        }
+        self.intake = intake;
+        served
+    }
+
+    /// Requests waiting to be served.
+    pub fn waiting(&self) -> usize {
+        self.intake.waiting()
     }
 
     /// Counts a reply sent (`ctl.answered`, `ctl.error.CODE`); an empty one is no reply.
@@ -330,6 +355,18 @@ impl ControlPlane {
             let e = error_repr(ErrorCode::Unauthorized, d);
             return refuse((msg.request_id, msg.class), e, req, out);
         }
+        // A retry of a request answered "not executed, retry" runs from its sender's
+        // address only: a capture of it replayed from another would run it there (a full
+        // LIST page sent to a forged address for a 100-byte datagram).
+        if let Some(i) = self.retry_from.iter().position(|r| r.0 == key) {
+            if self.retry_from[i].1 != from {
+                self.gate.forget(key.0, key.1);
+                let d = "replayed: this sealed request came from another address";
+                let e = error_repr(ErrorCode::Unauthorized, d);
+                return refuse((msg.request_id, msg.class), e, req, out);
+            }
+            self.retry_from.remove(i);
+        }
         let inner = match opened.request() {
             Ok(m) => m,
             Err(d) => return emit(&msg.reply(error(ErrorCode::BadRequest, &d)), out),
@@ -365,6 +402,10 @@ impl ControlPlane {
         } else if transient {
             // Not executed: the retransmission (same nonce) must run, not be a "replay".
             self.gate.forget(key.0, key.1);
+            if self.retry_from.len() == DEDUP {
+                self.retry_from.pop_front();
+            }
+            self.retry_from.push_back((key, from));
         }
         n
     }
@@ -406,7 +447,8 @@ impl ControlPlane {
                 }
                 _ => self.unregister(msg, u.id, sealed, out),
             },
-            Body::List(_) | Body::Fetch(_) if !self.readding.is_empty() => {
+            Body::List(_) if !self.readding.is_empty() => self.readding_busy(msg, out),
+            Body::Fetch(f) if self.readding.iter().any(|o| o.id == f.id) => {
                 self.readding_busy(msg, out)
             }
             Body::List(p) => self.list(msg, p, out),
@@ -447,8 +489,9 @@ impl ControlPlane {
         }
     }
 
-    /// LIST and FETCH while the host agent's offloads are being added: a list without them
-    /// would tell a client they are gone (`busy`, with about the time left).
+    /// LIST while the host agent's offloads are being added, and FETCH of one of them: a
+    /// list without them would tell a client they are gone (`busy`, with about the time
+    /// left).
     fn readding_busy(&self, msg: &Message<'_>, out: &mut [u8]) -> usize {
         let n = self.readding.len();
         let d = format!("adding {n} offloads of the host agent after a (re)connection");

@@ -121,6 +121,14 @@ fn a_retransmission_after_a_transient_refusal_runs_again() {
         let r = send(&mut p, &sealed);
         assert_eq!(error_code(&r), Some(ErrorCode::HostUnavailable));
     }
+    // A capture of it replayed from another address does not run there (it would answer a
+    // forged address with what the request asked for), in no more than it sent; and the
+    // sender's own retry still runs.
+    let r = send_from(&mut p, "10.9.8.7:4000", &sealed);
+    assert_eq!(error_code(&r), Some(ErrorCode::Unauthorized));
+    assert!(r.len() <= sealed.len());
+    let r = send(&mut p, &sealed);
+    assert_eq!(error_code(&r), Some(ErrorCode::HostUnavailable));
 }
 
 #[test]
@@ -432,30 +440,35 @@ fn counter_owners_are_found_through_prefixes_and_odd_names_are_nobodys() {
 }
 
 /// The control port serves principals in turn (probe 16: one tenant's burst of STATS held
-/// another's DESCRIBE until it timed out). What proves a key is queued under its principal;
+/// another's DESCRIBE until it timed out). What would open is queued under its principal;
 /// anything else is answered as it arrives; a principal with a full queue is told `busy`
 /// and how long to wait, no larger than what it sent.
 #[test]
 fn requests_are_queued_per_principal_and_served_in_turn() {
     let mut p = plane();
-    let mut intake = Intake::default();
-    let stats = |key: &Credential, id: u64| {
+    let sealed_at = |key: &Credential, id: u64, nonce: u64| {
         let mut req = vec![0u8; 256];
         let n = Message::new(id, 0, Body::Stats(PageRequestRepr { start: 0, max: 0 }))
             .emit(&mut req)
             .unwrap();
         req.truncate(n);
-        key.seal(wall_clock_ns() + id, &req).unwrap()
+        key.seal(nonce, &req).unwrap()
     };
+    let stats = |key: &Credential, id: u64| sealed_at(key, id, wall_clock_ns() + id);
     let mut out = vec![0u8; naam_core::wire::MAX_DATAGRAM];
     let from: SocketAddr = "127.0.0.1:5555".parse().unwrap();
     let (t, a) = (tenant(), admin());
     // The tenant's burst arrives first: queued, then refused past the queue's bound.
-    for i in 0..intake::QUEUED_MAX as u64 {
-        assert_eq!(p.admit(&mut intake, from, &stats(&t, 100 + i), &mut out), 0);
+    let first = stats(&t, 100);
+    assert_eq!(p.admit(from, &first, naam_link::now_ns(), &mut out), 0);
+    for i in 1..intake::QUEUED_MAX as u64 {
+        assert_eq!(
+            p.admit(from, &stats(&t, 100 + i), naam_link::now_ns(), &mut out),
+            0
+        );
     }
     let sealed = stats(&t, 200);
-    let n = p.admit(&mut intake, from, &sealed, &mut out);
+    let n = p.admit(from, &sealed, naam_link::now_ns(), &mut out);
     assert!(n > 0 && n <= sealed.len(), "{n}");
     match Message::parse(&out[..n]).unwrap().body {
         Body::Error(e) => {
@@ -464,30 +477,101 @@ fn requests_are_queued_per_principal_and_served_in_turn() {
         }
         other => panic!("{other:?}"),
     }
+    // A retransmission of a waiting request is left to it (one answer, not two).
+    assert_eq!(p.admit(from, &first, naam_link::now_ns(), &mut out), 0);
     // The admin's request behind the burst is queued in its own name, and served second.
-    assert_eq!(p.admit(&mut intake, from, &stats(&a, 300), &mut out), 0);
-    // Not sealed, or sealed with the tenant's key id but not its key: answered at once, never
-    // queued in the tenant's name.
+    assert_eq!(
+        p.admit(from, &stats(&a, 300), naam_link::now_ns(), &mut out),
+        0
+    );
+    // Not sealed, sealed with the tenant's key id but not its key, or stale: answered at
+    // once, never queued in the tenant's name.
     let forged = Credential::new(1, Principal::Tenant(1), [1; 32]);
-    for req in [stats(&forged, 400), b"junk that is no request".to_vec()] {
-        let n = p.admit(&mut intake, from, &req, &mut out);
+    let stale = sealed_at(&t, 500, wall_clock_ns() - 2 * naam_core::auth::WINDOW_NS);
+    for req in [
+        stats(&forged, 400),
+        stale,
+        b"junk that is no request".to_vec(),
+    ] {
+        let n = p.admit(from, &req, naam_link::now_ns(), &mut out);
         if n > 0 {
             assert_eq!(error_code(&out[..n]), Some(ErrorCode::Unauthorized));
         }
     }
-    assert_eq!(intake.waiting(), intake::QUEUED_MAX + 1);
+    assert_eq!(p.waiting(), intake::QUEUED_MAX + 1);
     let mut ids = Vec::new();
-    while intake.serve_next(|from, req| {
-        let n = p.handle(from, req, &mut out);
-        let m = Message::parse(&out[..n]).unwrap();
+    while p.serve_next(&mut out, |reply, _| {
+        let m = Message::parse(reply).unwrap();
         assert!(!matches!(m.body, Body::Error(_)), "{:?}", m.body);
         ids.push(m.request_id);
     }) {}
     assert_eq!(ids.len(), intake::QUEUED_MAX + 1);
     assert_eq!(&ids[..3], &[100, 300, 101], "the admin's is served second");
+    // Served, the first is a repeat: its remembered reply, answered at once, never queued
+    // again (a capture replayed cannot fill the tenant's queue).
+    let n = p.admit(from, &first, naam_link::now_ns(), &mut out);
+    assert!(n > 0 && error_code(&out[..n]).is_none());
+    assert_eq!(p.waiting(), 0);
     let c: std::collections::HashMap<_, _> = p.counters().into_iter().collect();
     assert_eq!(c["ctl.queue_full"], 1);
+    assert_eq!(c["ctl.queued_copies"], 1);
     assert_eq!(c["ctl.error.busy"], 1);
-    assert_eq!(c["ctl.error.unauthorized"], 1, "the forged one");
+    assert_eq!(
+        c["ctl.error.unauthorized"], 2,
+        "the forged one, the stale one"
+    );
+    assert_eq!(c["auth.refused.expired"], 1);
     assert_eq!(c["ctl.ignored"], 1, "the junk");
+}
+
+/// While the host agent's offloads are being added after a (re)connection, LIST would tell
+/// a client they are gone: it is answered `busy` with the wait, as is the FETCH of one of
+/// them; the FETCH of another offload and the other requests are served.
+#[test]
+fn list_and_the_fetch_of_an_offload_being_added_wait_for_the_re_add() {
+    let mut p = plane();
+    p.readding.push_back(OffloadInfo {
+        id: 40,
+        name: "kept".into(),
+        tenant: 1,
+        class: 2,
+        read_only: true,
+        insn_count: 3,
+        worst_case: 3,
+        served: true,
+    });
+    let ask = |p: &mut ControlPlane, id: u64, body: Body<'_>| {
+        let mut req = vec![0u8; 256];
+        let n = Message::new(id, 0, body).emit(&mut req).unwrap();
+        req.truncate(n);
+        let sealed = admin().seal(wall_clock_ns() + id, &req).unwrap();
+        let reply = send(p, &sealed);
+        match Message::parse(&reply).unwrap().body {
+            Body::Error(e) => Some((e.code, e.retry_after_us)),
+            _ => None,
+        }
+    };
+    let list = Body::List(PageRequestRepr { start: 0, max: 0 });
+    let fetch = |id| Body::Fetch(naam_core::wire::FetchRepr { id, start: 0 });
+    let busy = ask(&mut p, 1, list).unwrap();
+    assert_eq!(busy.0, ErrorCode::Busy);
+    assert!(busy.1.is_some_and(|us| us >= 1_000), "{busy:?}");
+    assert_eq!(
+        ask(&mut p, 2, fetch(40)).map(|e| e.0),
+        Some(ErrorCode::Busy)
+    );
+    assert_eq!(
+        ask(&mut p, 3, fetch(39)).map(|e| e.0),
+        Some(ErrorCode::UnknownOffload),
+        "another id is answered as usual"
+    );
+    assert_eq!(
+        ask(&mut p, 4, Body::Stats(PageRequestRepr { start: 0, max: 0 })),
+        None
+    );
+    let c: std::collections::HashMap<_, _> = p.counters().into_iter().collect();
+    assert_eq!(c["ctl.offloads_readding"], 1);
+    // Once added (or given up), LIST answers.
+    p.readding.clear();
+    assert_eq!(ask(&mut p, 5, list), None);
 }
