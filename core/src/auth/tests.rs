@@ -50,6 +50,52 @@ fn a_sealed_request_opens_once_then_is_a_repeat() {
     assert!(g.counters().contains(&("auth.repeats".into(), 2)));
 }
 
+/// `peek` says what `open` would, and remembers and counts nothing: a server queues what
+/// it peeks at and opens it later.
+#[test]
+fn peeking_finds_what_opening_would_and_changes_nothing() {
+    let mut g = gate().serving_since(NOW - 10);
+    let t = key(7, Principal::Tenant(1));
+    let sealed = t.seal(NOW, &request(5)).unwrap();
+    let m = Message::parse(&sealed).unwrap();
+    for _ in 0..3 {
+        let o = g.peek(&m, NOW + 1).unwrap();
+        assert_eq!(
+            (o.principal, o.key_id, o.nonce, o.fresh),
+            (Principal::Tenant(1), 7, NOW, true)
+        );
+    }
+    assert!(
+        !g.counters().iter().any(|(_, v)| *v > 0),
+        "{:?}",
+        g.counters()
+    );
+    assert_eq!(
+        open(&mut g, &sealed, NOW + 1),
+        Ok((Principal::Tenant(1), true))
+    );
+    assert!(!g.peek(&m, NOW + 2).unwrap().fresh, "opened once: a repeat");
+    // What would be refused is refused alike.
+    let late = Message::parse(&sealed).unwrap();
+    assert_eq!(
+        g.peek(&late, NOW + WINDOW_NS + 1).err(),
+        Some(Refusal::Expired)
+    );
+    let early = t.seal(NOW - 20, &request(6)).unwrap();
+    let early = Message::parse(&early).unwrap();
+    assert_eq!(g.peek(&early, NOW).err(), Some(Refusal::BeforeStart));
+    let forged = Credential::new(7, Principal::Tenant(1), [9; SECRET_LEN])
+        .seal(NOW, &request(7))
+        .unwrap();
+    let forged = Message::parse(&forged).unwrap();
+    assert_eq!(g.peek(&forged, NOW).err(), Some(Refusal::BadMac));
+    let plain = request(8);
+    assert_eq!(
+        g.peek(&Message::parse(&plain).unwrap(), NOW).err(),
+        Some(Refusal::Unsealed)
+    );
+}
+
 #[test]
 fn forged_altered_unknown_expired_and_unsealed_requests_are_refused() {
     let mut g = gate();
