@@ -669,6 +669,50 @@ fn after_a_host_restart_the_registries_agree_and_register_works_again() {
     assert_eq!(stat(&d, "ctl.error.internal"), 0);
 }
 
+/// The shared areas (and their memfds) the dataplane has mapped: one per host agent link.
+fn mapped_areas(pid: u32) -> usize {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let mut inodes: Vec<&str> = maps
+        .lines()
+        .filter(|l| l.contains("naam-link"))
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .collect();
+    inodes.sort();
+    inodes.dedup();
+    inodes.len()
+}
+
+#[test]
+fn a_restarted_host_agents_old_area_is_released_by_the_dataplane() {
+    // Probe 18: each NIC worker kept the first host agent's link, so after a host agent
+    // restart the dataplane kept the dead one's whole area (all of its data) mapped, and its
+    // memfd and eventfds open, for the rest of its life.
+    let mut d = deploy(|_| {});
+    let dp = d.dataplane_pid().unwrap();
+    assert_eq!(mapped_areas(dp), 1, "one link's area");
+    d.kill_host();
+    wait_for(Duration::from_secs(2), || {
+        (stat(&d, "dp.host_up") == 0).then_some(())
+    })
+    .expect("the dataplane notices the kill");
+    d.start_host().unwrap();
+    wait_for(Duration::from_secs(5), || {
+        (stat(&d, "dp.host_up") == 1 && stat(&d, "dp.link_generation") >= 2).then_some(())
+    })
+    .expect("the dataplane reconnects");
+    let released = wait_for(Duration::from_secs(5), || {
+        (mapped_areas(dp) == 1).then_some(())
+    });
+    assert!(
+        released.is_some(),
+        "the old area is still mapped: {} areas",
+        mapped_areas(dp)
+    );
+    let mut m = Mica::new(d.client(patient(ExecMode::Server)).unwrap()).unwrap();
+    m.put(b"after", b"restart").unwrap();
+    assert_eq!(m.get(b"after").unwrap().as_deref(), Some(&b"restart"[..]));
+}
+
 #[test]
 fn run_time_offloads_survive_restarts_of_either_process_with_persist() {
     // Issue 14 item 4: with --persist, the offloads registered at run time are kept beside

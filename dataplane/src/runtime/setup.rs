@@ -556,13 +556,18 @@ fn run_worker(
 ) {
     let w = cfg.id as u32;
     let mut generation = shared.link_generation.load(Ordering::Acquire);
-    let Some(link) = links.get() else { return };
-    let mut qp = match link.qp(w) {
-        Ok(q) => q,
-        Err(e) => {
+    // The queue pair holds what it needs of its link; the link itself is not kept here, so
+    // that a replaced one (a restarted host agent's) is unmapped and closed once every
+    // worker is on the new one. Kept, the first link's area (the whole of the host agent's
+    // data, and its eventfds) stayed mapped for the dataplane's life (probe 18).
+    let first = links.get().map(|link| link.qp(w));
+    let mut qp = match first {
+        Some(Ok(q)) => q,
+        Some(Err(e)) => {
             tracing::error!(worker = w, error = %e, "no link queue pair");
             return;
         }
+        None => return,
     };
     let mut worker = Worker::new(cfg, shared.clone(), stats);
     let mut idle_polls = 0u32;
