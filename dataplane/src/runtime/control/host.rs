@@ -9,6 +9,21 @@ use naam_core::wire::{Body, DescribeRepr, ErrorCode, FetchRepr, Message, PageReq
 use super::*;
 use crate::runtime::hostctl::HostCtlError;
 
+/// Why a program could not be fetched from the host agent.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum FetchError {
+    /// No answer (stalled, gone): it may answer later.
+    #[error(transparent)]
+    Unreachable(HostCtlError),
+    /// Its answer: it will not give that program.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Times in a row the host agent may be unreachable while its offloads are re-added before
+/// the one asked for is given up (listed as not served until the next reconnection).
+pub(super) const READD_TRIES: u32 = 5;
+
 impl ControlPlane {
     /// After a (re)connection to the host agent, makes the registries agree; the host agent
     /// is the source of truth. Removes the run-time offloads (ids from `FIRST_DYNAMIC_ID`)
@@ -21,6 +36,7 @@ impl ControlPlane {
         // What an earlier connection left to add is this one's to decide (its host agent
         // may not hold them).
         self.readding.clear();
+        self.readd_failures = 0;
         let mut host: Vec<OffloadInfo> = Vec::new();
         let mut start = 0;
         loop {
@@ -121,11 +137,21 @@ impl ControlPlane {
                         }
                     }
                 }
+                // The host agent stalled or went away since the last look: tried again
+                // next time (a stall does not reconnect, so marked unserved it would stay
+                // so), unless that keeps failing.
+                Err(FetchError::Unreachable(e)) if self.readd_failures < READD_TRIES => {
+                    tracing::debug!(id = h.id, error = %e, "host agent unreachable; the offload is fetched later");
+                    self.readd_failures += 1;
+                    self.readding.push_front(h);
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(id = h.id, error = %e, "could not fetch the host agent's offload");
                     self.unserved.push(OffloadInfo { served: false, ..h });
                 }
             }
+            self.readd_failures = 0;
             if naam_link::now_ns() >= until_ns {
                 break;
             }
@@ -143,23 +169,29 @@ impl ControlPlane {
 
     /// Offload `id`'s verified instructions from the host agent (all FETCH pieces, the digest
     /// checked).
-    pub(super) fn fetch_from_host(&mut self, id: u32) -> Result<Vec<u8>, String> {
+    pub(super) fn fetch_from_host(&mut self, id: u32) -> Result<Vec<u8>, FetchError> {
+        let refused = |d: String| FetchError::Refused(d);
         let mut insns = Vec::new();
         loop {
             let start = insns.len() as u32;
             let req = Message::new(0, 0, Body::Fetch(FetchRepr { id, start }));
             let mut buf = [0u8; 64];
-            let n = req.emit(&mut buf).map_err(|e| e.to_string())?;
-            let reply = self.host.request(&buf[..n]).map_err(|e| e.to_string())?;
+            let n = req.emit(&mut buf).map_err(|e| refused(e.to_string()))?;
+            let reply = self
+                .host
+                .request(&buf[..n])
+                .map_err(FetchError::Unreachable)?;
             let piece = match Message::parse(reply).map(|m| m.body) {
                 Ok(Body::FetchReply(p)) if p.start == start => p,
-                Ok(Body::Error(e)) => return Err(format!("{}: {}", e.code.name(), e.detail)),
-                _ => return Err("unexpected reply to FETCH".into()),
+                Ok(Body::Error(e)) => {
+                    return Err(refused(format!("{}: {}", e.code.name(), e.detail)))
+                }
+                _ => return Err(refused("unexpected reply to FETCH".into())),
             };
             insns.extend_from_slice(piece.bytes);
             if insns.len() >= piece.total as usize || piece.bytes.is_empty() {
                 if naam_core::wire::program_digest(&insns) != piece.digest {
-                    return Err("the program changed while it was fetched".into());
+                    return Err(refused("the program changed while it was fetched".into()));
                 }
                 return Ok(insns);
             }

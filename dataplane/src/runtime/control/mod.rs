@@ -165,6 +165,8 @@ pub struct ControlPlane {
     /// to be added (`readd`): LIST and their FETCH are answered `busy` until they are (their
     /// active messages, at the workers, `unknown_offload`).
     readding: VecDeque<OffloadInfo>,
+    /// Times in a row the host agent did not answer a FETCH of the re-add.
+    readd_failures: u32,
     /// STATS lists being paged through, per principal and client address (one walk each).
     stats_lists: naam_core::counter::Snapshots<(Principal, SocketAddr)>,
     /// How many of them were built (`ctl.stats_lists_built`), kept here because
@@ -241,6 +243,7 @@ impl ControlPlane {
             described: described::Described::default(),
             unserved: Vec::new(),
             readding: VecDeque::new(),
+            readd_failures: 0,
             stats_lists: Default::default(),
             stats_lists_built: 0,
             host_live: Box::new(|| true),

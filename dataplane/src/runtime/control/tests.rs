@@ -575,3 +575,35 @@ fn list_and_the_fetch_of_an_offload_being_added_wait_for_the_re_add() {
     p.readding.clear();
     assert_eq!(ask(&mut p, 5, list), None);
 }
+
+/// A FETCH of the re-add that the host agent does not answer (stalled: a stall does not
+/// reconnect, so an offload marked unserved then would stay so) is tried again later; only
+/// when it keeps failing is the offload listed as not served.
+#[test]
+fn an_offload_the_unreachable_host_agent_did_not_give_is_fetched_again_later() {
+    let mut p = plane(); // its host agent's control socket does not exist
+    p.readding.push_back(OffloadInfo {
+        id: 41,
+        name: "kept".into(),
+        tenant: 1,
+        class: 2,
+        read_only: true,
+        insn_count: 3,
+        worst_case: 3,
+        served: true,
+    });
+    for _ in 0..host::READD_TRIES {
+        assert_eq!(p.readd(u64::MAX), 0);
+        assert!(p.readding(), "still to add");
+        assert!(p.unserved.is_empty());
+    }
+    assert_eq!(p.readd(u64::MAX), 0);
+    assert!(!p.readding());
+    assert_eq!(
+        p.unserved
+            .iter()
+            .map(|o| (o.id, o.served))
+            .collect::<Vec<_>>(),
+        [(41, false)]
+    );
+}
