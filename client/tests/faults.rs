@@ -634,16 +634,7 @@ fn after_a_host_restart_the_registries_agree_and_register_works_again() {
     };
     let id = c.register(0, naam_handlers::RECORD_OBJECT, &opts).unwrap();
     assert_eq!(id, bundled::FIRST_DYNAMIC_ID);
-    d.kill_host();
-    wait_for(Duration::from_secs(2), || {
-        (stat(&d, "dp.host_up") == 0).then_some(())
-    })
-    .expect("the dataplane notices the kill");
-    d.start_host().unwrap();
-    wait_for(Duration::from_secs(5), || {
-        (stat(&d, "dp.host_up") == 1 && stat(&d, "dp.link_generation") >= 2).then_some(())
-    })
-    .expect("the dataplane reconnects to the restarted host agent");
+    kill_and_restart_host(&mut d);
     // The host agent no longer has it, so neither does the dataplane.
     let gone = wait_for(Duration::from_secs(2), || {
         (!c.list(0).unwrap().iter().any(|e| e.id == id)).then_some(())
@@ -669,6 +660,21 @@ fn after_a_host_restart_the_registries_agree_and_register_works_again() {
     assert_eq!(stat(&d, "ctl.error.internal"), 0);
 }
 
+/// Kills the host agent, waits until the dataplane notices, starts a new one and waits until
+/// the dataplane is connected to it (its second link).
+fn kill_and_restart_host(d: &mut naam_deploy::Deployment) {
+    d.kill_host();
+    wait_for(Duration::from_secs(2), || {
+        (stat(d, "dp.host_up") == 0).then_some(())
+    })
+    .expect("the dataplane notices the kill");
+    d.start_host().unwrap();
+    wait_for(Duration::from_secs(5), || {
+        (stat(d, "dp.host_up") == 1 && stat(d, "dp.link_generation") >= 2).then_some(())
+    })
+    .expect("the dataplane reconnects to the restarted host agent");
+}
+
 /// The shared areas (and their memfds) the dataplane has mapped: one per host agent link.
 fn mapped_areas(pid: u32) -> usize {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
@@ -690,16 +696,7 @@ fn a_restarted_host_agents_old_area_is_released_by_the_dataplane() {
     let mut d = deploy(|_| {});
     let dp = d.dataplane_pid().unwrap();
     assert_eq!(mapped_areas(dp), 1, "one link's area");
-    d.kill_host();
-    wait_for(Duration::from_secs(2), || {
-        (stat(&d, "dp.host_up") == 0).then_some(())
-    })
-    .expect("the dataplane notices the kill");
-    d.start_host().unwrap();
-    wait_for(Duration::from_secs(5), || {
-        (stat(&d, "dp.host_up") == 1 && stat(&d, "dp.link_generation") >= 2).then_some(())
-    })
-    .expect("the dataplane reconnects");
+    kill_and_restart_host(&mut d);
     let released = wait_for(Duration::from_secs(5), || {
         (mapped_areas(dp) == 1).then_some(())
     });
@@ -745,16 +742,7 @@ fn run_time_offloads_survive_restarts_of_either_process_with_persist() {
     let before = listed(&mut c);
 
     // The host agent dies and comes back with its data and its offloads.
-    d.kill_host();
-    wait_for(Duration::from_secs(2), || {
-        (stat(&d, "dp.host_up") == 0).then_some(())
-    })
-    .expect("the dataplane notices the kill");
-    d.start_host().unwrap();
-    wait_for(Duration::from_secs(5), || {
-        (stat(&d, "dp.host_up") == 1 && stat(&d, "dp.link_generation") >= 2).then_some(())
-    })
-    .expect("the dataplane reconnects");
+    kill_and_restart_host(&mut d);
     let r = c.call_on(0, id, o.class, &args, ExecMode::Server).unwrap();
     assert_eq!(r.output, want.output);
     assert_eq!(

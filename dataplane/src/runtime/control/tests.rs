@@ -530,16 +530,7 @@ fn requests_are_queued_per_principal_and_served_in_turn() {
 #[test]
 fn list_and_the_fetch_of_an_offload_being_added_wait_for_the_re_add() {
     let mut p = plane();
-    p.readding.push_back(OffloadInfo {
-        id: 40,
-        name: "kept".into(),
-        tenant: 1,
-        class: 2,
-        read_only: true,
-        insn_count: 3,
-        worst_case: 3,
-        served: true,
-    });
+    p.readding.push_back(held_by_host(40));
     let ask = |p: &mut ControlPlane, id: u64, body: Body<'_>| {
         let mut req = vec![0u8; 256];
         let n = Message::new(id, 0, body).emit(&mut req).unwrap();
@@ -582,16 +573,7 @@ fn list_and_the_fetch_of_an_offload_being_added_wait_for_the_re_add() {
 #[test]
 fn an_offload_the_unreachable_host_agent_did_not_give_is_fetched_again_later() {
     let mut p = plane(); // its host agent's control socket does not exist
-    p.readding.push_back(OffloadInfo {
-        id: 41,
-        name: "kept".into(),
-        tenant: 1,
-        class: 2,
-        read_only: true,
-        insn_count: 3,
-        worst_case: 3,
-        served: true,
-    });
+    p.readding.push_back(held_by_host(41));
     for _ in 0..host::READD_TRIES {
         assert_eq!(p.readd(u64::MAX), 0);
         assert!(p.readding(), "still to add");
@@ -606,4 +588,18 @@ fn an_offload_the_unreachable_host_agent_did_not_give_is_fetched_again_later() {
             .collect::<Vec<_>>(),
         [(41, false)]
     );
+}
+
+/// An offload the host agent holds, as its LIST gives it.
+fn held_by_host(id: u32) -> OffloadInfo {
+    OffloadInfo {
+        id,
+        name: "kept".into(),
+        tenant: 1,
+        class: 2,
+        read_only: true,
+        insn_count: 3,
+        worst_case: 3,
+        served: true,
+    }
 }
