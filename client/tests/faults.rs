@@ -797,6 +797,15 @@ fn a_restarted_dataplane_answers_while_it_adds_the_host_agents_offloads() {
 
     d.kill_dataplane();
     d.start_dataplane().unwrap();
+    // A LIST sent right away, by a client that neither retransmits nor retries `busy` (the
+    // CLI's commands read LIST first, and gave up on `busy` after ~0.6 s, probe 19): held
+    // until the re-add ends, then answered whole.
+    let mut once = d.client(no_retry(Duration::from_secs(20))).unwrap();
+    let listed = once.list(0).expect("the LIST waits for the re-add");
+    assert_eq!(listed.len(), before);
+    assert!(listed.iter().all(|e| e.served), "{listed:?}");
+    d.kill_dataplane();
+    d.start_dataplane().unwrap();
     let mut c = d.client(patient(ExecMode::Server)).unwrap();
     let mut most = 0;
     let done = wait_for(Duration::from_secs(60), || {

@@ -535,14 +535,21 @@ impl Gate {
     /// Checks a control request datagram `msg` received at `now_unix_ns`.
     pub fn open<'a>(&mut self, msg: &Message<'a>, now_unix_ns: u64) -> Result<Opened<'a>, Refusal> {
         let r = self.check(msg, now_unix_ns);
-        match &r {
+        self.count(&r);
+        r
+    }
+
+    /// Counts what [`Gate::open`] or [`Gate::peek`] found (`auth.opened`, `auth.repeats`,
+    /// `auth.refused.REASON`): a server that answers a request from its peek, without
+    /// opening it, counts it here.
+    pub fn count(&mut self, r: &Result<Opened<'_>, Refusal>) {
+        match r {
             Ok(o) => {
                 self.opened += 1;
                 self.repeats += u64::from(!o.fresh);
             }
             Err(e) => self.refused[*e as usize] += 1,
         }
-        r
     }
 
     /// What [`Gate::open`] would find of `msg` at `now`, without counting or remembering

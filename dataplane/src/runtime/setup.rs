@@ -439,6 +439,11 @@ impl Runtime {
                 what: "control port non-blocking".into(),
                 source,
             })?;
+        // Room for a burst while the thread serves one request (the default ~200 KB held a
+        // few hundred datagrams: a flood of them dropped other principals' requests in the
+        // kernel, before the per-principal queues could help; probe 19). As asked of the
+        // data sockets; the kernel caps it at `net.core.rmem_max`.
+        let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(CONTROL_RECV_BUFFER);
         for tx in shared_txs {
             let _ = tx.send(shared.clone());
         }
@@ -533,6 +538,8 @@ impl Runtime {
 
 /// Longest sleep of the control thread between two looks at the host and the stop flag.
 const CONTROL_WAIT_MAX: Duration = Duration::from_millis(1);
+/// The receive buffer asked for the control socket (bytes).
+const CONTROL_RECV_BUFFER: usize = 4 << 20;
 /// Control datagrams taken from the socket in a row (queued, or answered at once).
 const CONTROL_READ_MAX: usize = 256;
 /// Control requests served in a row before the thread looks at the monitor again.
@@ -683,29 +690,8 @@ fn run_control(
             tracing::warn!(error = %e, "control port wait");
             std::thread::sleep(wait);
         }
-        // Take what the socket holds into the principals' queues, then serve them in turn,
-        // a bounded batch (the monitor's samples are due every few milliseconds).
-        for _ in 0..CONTROL_READ_MAX {
-            match sock.recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    let len = plane.admit(from, &buf[..n], now_ns(), &mut out);
-                    send(&out[..len], from);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "control port receive");
-                    break;
-                }
-            }
-        }
-        for _ in 0..CONTROL_BATCH {
-            if !plane.serve_next(&mut out, send) {
-                break;
-            }
-        }
-        if let Some(m) = &mut metrics {
-            m.poll(|| plane.metrics_text());
-        }
+        // The host agent first: a LIST served before the reconciliation of a new link would
+        // leave out the offloads still to be added.
         let now = now_ns();
         let link = links.get();
         let alive = host.watch(now, link.as_deref(), &shared, &links, &link_path, &cfg);
@@ -737,6 +723,29 @@ fn run_control(
         if readding {
             let t = now_ns();
             plane.readd(t + plane.monitor.until_due(t));
+        }
+        // Take what the socket holds into the principals' queues, then serve them in turn,
+        // a bounded batch (the monitor's samples are due every few milliseconds).
+        for _ in 0..CONTROL_READ_MAX {
+            match sock.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let len = plane.admit(from, &buf[..n], now_ns(), &mut out);
+                    send(&out[..len], from);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "control port receive");
+                    break;
+                }
+            }
+        }
+        for _ in 0..CONTROL_BATCH {
+            if !plane.serve_next(&mut out, send) {
+                break;
+            }
+        }
+        if let Some(m) = &mut metrics {
+            m.poll(|| plane.metrics_text());
         }
     }
 }

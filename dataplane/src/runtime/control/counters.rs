@@ -104,8 +104,9 @@ impl ControlPlane {
         v.push(("ctl.stats_lists_built".into(), self.stats_lists_built));
         v.push(("ctl.kernel_drops".into(), self.kernel_drops));
         v.push(("ctl.queue_full".into(), self.queue_full));
-        v.push(("ctl.queued_copies".into(), self.intake.copies));
-        v.push(("ctl.queued_too_long".into(), self.intake.stale));
+        let (intake, held) = (&self.intake, &self.held);
+        v.push(("ctl.queued_copies".into(), intake.copies + held.copies));
+        v.push(("ctl.queued_too_long".into(), intake.stale + held.stale));
         v.push(("ctl.offloads_readding".into(), self.readding.len() as u64));
         for (c, n) in ErrorCode::ALL.iter().zip(self.errors) {
             if n > 0 {

@@ -138,28 +138,28 @@ impl Intake {
         self.queues.iter().map(|q| q.waiting.len()).sum()
     }
 
-    /// Gives the next principal's oldest request to `serve` at `now_ns`; false when none
-    /// waits. Requests that waited longer than [`WAIT_MAX_NS`] are dropped on the way.
-    pub fn serve_next(&mut self, now_ns: u64, serve: impl FnOnce(SocketAddr, &[u8])) -> bool {
+    /// Takes the next principal's oldest request at `now_ns`: where it came from, and the
+    /// request (give the buffer back with [`Intake::recycle`]); `None` when none waits.
+    /// Requests that waited longer than [`WAIT_MAX_NS`] are dropped on the way.
+    pub fn next(&mut self, now_ns: u64) -> Option<(SocketAddr, Vec<u8>)> {
         let n = self.queues.len();
         for k in 0..n {
             let i = (self.turn + k) % n;
             while let Some(w) = self.queues[i].waiting.pop_front() {
                 if now_ns.saturating_sub(w.since_ns) > WAIT_MAX_NS {
                     self.stale += 1;
-                    self.keep(w.req);
+                    self.recycle(w.req);
                     continue;
                 }
                 self.turn = (i + 1) % n;
-                serve(w.from, &w.req);
-                self.keep(w.req);
-                return true;
+                return Some((w.from, w.req));
             }
         }
-        false
+        None
     }
 
-    fn keep(&mut self, buf: Vec<u8>) {
+    /// Takes back the buffer of a request [`Intake::next`] gave, for the next ones.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
         if self.spare.len() < SPARE_MAX && buf.capacity() <= SPARE_BYTES_MAX {
             self.spare.push(buf);
         }
@@ -183,9 +183,20 @@ mod tests {
 
     /// The order in which `intake` serves what it holds, as (principal's port, first byte).
     fn drain(intake: &mut Intake) -> Vec<(u16, u8)> {
-        let mut order = Vec::new();
-        while intake.serve_next(0, |from, req| order.push((from.port(), req[0]))) {}
-        order
+        drain_at(intake, 0)
+            .into_iter()
+            .map(|(from, req)| (from.port(), req[0]))
+            .collect()
+    }
+
+    /// The requests `intake` gives at `now`, in order.
+    fn drain_at(intake: &mut Intake, now: u64) -> Vec<(SocketAddr, Vec<u8>)> {
+        let mut all = Vec::new();
+        while let Some((from, req)) = intake.next(now) {
+            all.push((from, req.clone()));
+            intake.recycle(req);
+        }
+        all
     }
 
     #[test]
@@ -214,7 +225,7 @@ mod tests {
         assert_eq!(bs, (0..10).collect::<Vec<u8>>());
         assert_eq!(order.len(), 13);
         assert_eq!(intake.waiting(), 0);
-        assert!(!intake.serve_next(0, |_, _| panic!("nothing waits")));
+        assert!(intake.next(0).is_none());
     }
 
     #[test]
@@ -260,9 +271,8 @@ mod tests {
         let b = Principal::Tenant(2);
         assert!(intake.admit(b, (2, 1), addr(2), &[1], 0).is_ok());
         assert!(intake.admit(b, (2, 2), addr(2), &[2], WAIT_MAX_NS).is_ok());
-        let mut served = Vec::new();
-        while intake.serve_next(WAIT_MAX_NS + 1, |_, req| served.push(req[0])) {}
-        assert_eq!(served, vec![2]);
+        let served = drain_at(&mut intake, WAIT_MAX_NS + 1);
+        assert_eq!(served, vec![(addr(2), vec![2])]);
         assert_eq!(intake.stale, 1);
     }
 
@@ -274,9 +284,7 @@ mod tests {
         assert_eq!(drain(&mut intake), vec![(3, 7)]);
         // A shorter request in the reused buffer is not padded by the longer one's bytes.
         assert!(intake.admit(who, (3, 2), addr(3), &[5, 6], 0).is_ok());
-        let mut seen = Vec::new();
-        assert!(intake.serve_next(0, |_, req| seen.extend_from_slice(req)));
-        assert_eq!(seen, vec![5, 6]);
+        assert_eq!(drain_at(&mut intake, 0), vec![(addr(3), vec![5, 6])]);
         // A large one's buffer is not kept.
         assert!(intake.admit(who, (3, 3), addr(3), &[1; 60_000], 0).is_ok());
         drain(&mut intake);

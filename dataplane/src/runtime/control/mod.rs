@@ -147,6 +147,9 @@ pub struct ControlPlane {
     pub kernel_drops: u64,
     /// Requests waiting to be served, per principal (`admit`, `serve_next`).
     intake: Intake,
+    /// Requests waiting for the re-add of the host agent's offloads to end
+    /// ([`ControlPlane::waits_for_readd`]), per principal.
+    held: Intake,
     /// Requests answered `busy` as they arrived, their principal having
     /// [`intake::QUEUED_MAX`] waiting (`ctl.queue_full`).
     queue_full: u64,
@@ -237,6 +240,7 @@ impl ControlPlane {
             ignored: 0,
             kernel_drops: 0,
             intake: Intake::default(),
+            held: Intake::default(),
             queue_full: 0,
             keys_refused_by_host: 0,
             registers: RegisterBudget::default(),
@@ -268,14 +272,29 @@ impl ControlPlane {
     /// remembered reply or the replay refusal), and a request of a principal with
     /// [`intake::QUEUED_MAX`] waiting (`busy`, with the wait).
     pub fn admit(&mut self, from: SocketAddr, req: &[u8], now_ns: u64, out: &mut [u8]) -> usize {
-        let peeked = Message::parse(req).ok().and_then(|m| {
-            let o = self.gate.peek(&m, wall_clock_ns()).ok()?;
-            o.fresh.then_some((m, o.principal, (o.key_id, o.nonce)))
-        });
-        let Some((msg, who, tag)) = peeked else {
-            return self.handle(from, req, out);
+        let msg = match Message::parse(req) {
+            Ok(m) if !m.kind().is_reply() => m,
+            _ => return self.handle(from, req, out), // malformed, or no request
         };
-        let Err(us) = self.intake.admit(who, tag, from, req, now_ns) else {
+        // What is not queued is answered from this look (one MAC computed, not two: a flood
+        // of forged or replayed datagrams is what the control thread spends most on).
+        let peeked = self.gate.peek(&msg, wall_clock_ns());
+        let o = match peeked {
+            Ok(o) if o.fresh => o,
+            other => {
+                self.gate.count(&other);
+                let n = self.answer_opened(from, req, &msg, other, out);
+                self.count_answer(&out[..n]);
+                return n;
+            }
+        };
+        let (who, tag) = (o.principal, (o.key_id, o.nonce));
+        let queue = if self.waits_for_readd(o.inner) {
+            &mut self.held
+        } else {
+            &mut self.intake
+        };
+        let Err(us) = queue.admit(who, tag, from, req, now_ns) else {
             return 0;
         };
         self.queue_full += 1;
@@ -293,24 +312,53 @@ impl ControlPlane {
 
     /// Serves the next waiting request, principals in turn, into `out` and gives its reply
     /// (empty for none) to `send`; false when none waits.
+    /// Those held for the end of a re-add first, once it ended: they waited longest.
     pub fn serve_next(&mut self, out: &mut [u8], send: impl FnOnce(&[u8], SocketAddr)) -> bool {
-        // Out of `self` while `handle` serves from the rest of it.
-        let mut intake = std::mem::take(&mut self.intake);
         let t0 = naam_link::now_ns();
-        let served = intake.serve_next(t0, |from, req| {
-            let n = self.handle(from, req, out);
-            send(&out[..n], from);
-        });
-        if served {
-            intake.served_in(naam_link::now_ns() - t0);
-        }
-        self.intake = intake;
-        served
+        let released = self.readding.is_empty();
+        let (from, req, held) = match released.then(|| self.held.next(t0)).flatten() {
+            Some((from, req)) => (from, req, true),
+            None => match self.intake.next(t0) {
+                Some((from, req)) => (from, req, false),
+                None => return false,
+            },
+        };
+        let n = self.handle(from, &req, out);
+        send(&out[..n], from);
+        let queue = if held {
+            &mut self.held
+        } else {
+            &mut self.intake
+        };
+        queue.recycle(req);
+        queue.served_in(naam_link::now_ns() - t0);
+        true
     }
 
-    /// Requests waiting to be served.
+    /// Requests that can be served now (not those held for the end of a re-add).
     pub fn waiting(&self) -> usize {
-        self.intake.waiting()
+        let held = if self.readding.is_empty() {
+            self.held.waiting()
+        } else {
+            0
+        };
+        self.intake.waiting() + held
+    }
+
+    /// Whether the request sealed inside a datagram (`inner`) waits for the re-add of the
+    /// host agent's offloads: a LIST (a list without them would tell a client they are
+    /// gone), or the FETCH of one of them. Held, as the control port held every request
+    /// before the re-add was done between them, it is answered once the re-add ends, while
+    /// its client still waits (its retransmissions are copies of it).
+    fn waits_for_readd(&self, inner: &[u8]) -> bool {
+        if self.readding.is_empty() {
+            return false;
+        }
+        match Message::parse(inner).map(|m| m.body) {
+            Ok(Body::List(_)) => true,
+            Ok(Body::Fetch(f)) => self.readding.iter().any(|o| o.id == f.id),
+            _ => false,
+        }
     }
 
     /// Counts a reply sent (`ctl.answered`, `ctl.error.CODE`); an empty one is no reply.
@@ -335,7 +383,20 @@ impl ControlPlane {
             self.ignored += 1;
             return 0;
         }
-        let opened = match self.gate.open(&msg, wall_clock_ns()) {
+        let opened = self.gate.open(&msg, wall_clock_ns());
+        self.answer_opened(from, req, &msg, opened, out)
+    }
+
+    /// [`ControlPlane::answer`] once the gate has looked at the request.
+    fn answer_opened(
+        &mut self,
+        from: SocketAddr,
+        req: &[u8],
+        msg: &Message<'_>,
+        opened: Result<naam_core::auth::Opened<'_>, naam_core::auth::Refusal>,
+        out: &mut [u8],
+    ) -> usize {
+        let opened = match opened {
             Ok(o) => o,
             Err(r) => {
                 tracing::debug!(%from, reason = r.name(), "control request refused");
