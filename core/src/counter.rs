@@ -20,10 +20,11 @@ pub type Named = Vec<(String, u64)>;
 /// built once per walk through its pages. Building the list costs in the number of counters
 /// (tens of thousands with thousands of offloads), and building it again for every page
 /// multiplied that by the pages of a walk (a page holds up to ~2 000 counters): a tenant's
-/// STATS flood held a dataplane's control thread for seconds per request (probe 16). A walk's later pages (`start > 0`) are served from the list its first page
-/// was, for up to [`Snapshots::WALK_NS`] (so that a counter added meanwhile no longer shifts
-/// the indices, unless another walk of the same reader began meanwhile); a first page always
-/// builds a new one, so that what a reader asks for after an event counts it.
+/// STATS flood held a dataplane's control thread for seconds per request (probe 16). A
+/// walk's later pages (`start > 0`) are served from the list its first page was, for up to
+/// [`Snapshots::WALK_NS`] (so that a counter added meanwhile no longer shifts the indices,
+/// unless another walk of the same reader began meanwhile); a first page always builds a
+/// new one, so that what a reader asks for after an event counts it.
 #[derive(Debug)]
 pub struct Snapshots<K> {
     /// (reader, built at, list), the most recently built last.

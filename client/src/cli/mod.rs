@@ -607,7 +607,6 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
     })
 }
 
-/// "name value" lines, or one JSON object.
 /// The classes `naam offload add` tries, in order, when no `--class` is given: the lowest
 /// whose offloads are all the tenant's served ones and of the same mode (a class goes to the
 /// clients only when every offload on it is read-only), the lowest no offload uses (a new
@@ -641,6 +640,7 @@ fn default_classes(client: &mut Client, read_only: bool) -> anyhow::Result<Vec<u
     Ok(classes)
 }
 
+/// "name value" lines, or one JSON object.
 fn name_values(pairs: Vec<(String, u64)>) -> Answer {
     let text = pairs.iter().map(|(n, v)| format!("{n} {v}\n")).collect();
     let map: serde_json::Map<String, serde_json::Value> =

@@ -165,8 +165,9 @@ pub struct ControlPlane {
     /// marked.
     unserved: Vec<OffloadInfo>,
     /// The host agent's offloads this dataplane lacked at the last reconciliation, still
-    /// to be added (`readd`): LIST and their FETCH are answered `busy` until they are (their
-    /// active messages, at the workers, `unknown_offload`).
+    /// to be added (`readd`): LIST and their FETCH wait until they are
+    /// ([`ControlPlane::waits_for_readd`]; their active messages, at the workers, get
+    /// `unknown_offload`).
     readding: VecDeque<OffloadInfo>,
     /// Times in a row the host agent did not answer a FETCH of the re-add.
     readd_failures: u32,
@@ -289,7 +290,8 @@ impl ControlPlane {
             }
         };
         let (who, tag) = (o.principal, (o.key_id, o.nonce));
-        let queue = if self.waits_for_readd(o.inner) {
+        let inner = Message::parse(o.inner);
+        let queue = if inner.is_ok_and(|m| self.waits_for_readd(&m.body)) {
             &mut self.held
         } else {
             &mut self.intake
@@ -311,8 +313,8 @@ impl ControlPlane {
     }
 
     /// Serves the next waiting request, principals in turn, into `out` and gives its reply
-    /// (empty for none) to `send`; false when none waits.
-    /// Those held for the end of a re-add first, once it ended: they waited longest.
+    /// (empty for none) to `send`; false when none waits. Those held for the end of a re-add
+    /// come first once it ended: they waited longest.
     pub fn serve_next(&mut self, out: &mut [u8], send: impl FnOnce(&[u8], SocketAddr)) -> bool {
         let t0 = naam_link::now_ns();
         let released = self.readding.is_empty();
@@ -345,18 +347,15 @@ impl ControlPlane {
         self.intake.waiting() + held
     }
 
-    /// Whether the request sealed inside a datagram (`inner`) waits for the re-add of the
-    /// host agent's offloads: a LIST (a list without them would tell a client they are
-    /// gone), or the FETCH of one of them. Held, as the control port held every request
-    /// before the re-add was done between them, it is answered once the re-add ends, while
-    /// its client still waits (its retransmissions are copies of it).
-    fn waits_for_readd(&self, inner: &[u8]) -> bool {
-        if self.readding.is_empty() {
-            return false;
-        }
-        match Message::parse(inner).map(|m| m.body) {
-            Ok(Body::List(_)) => true,
-            Ok(Body::Fetch(f)) => self.readding.iter().any(|o| o.id == f.id),
+    /// Whether a request waits for the re-add of the host agent's offloads: a LIST (a list
+    /// without them would tell a client they are gone), or the FETCH of one of them. From
+    /// the socket it is held, as the control port held every request before the re-add was
+    /// done between them, and answered once the re-add ends while its client still waits
+    /// (its retransmissions are copies of it); served otherwise, it is answered `busy`.
+    fn waits_for_readd(&self, body: &Body<'_>) -> bool {
+        match body {
+            Body::List(_) => !self.readding.is_empty(),
+            Body::Fetch(f) => self.readding.iter().any(|o| o.id == f.id),
             _ => false,
         }
     }
@@ -511,10 +510,7 @@ impl ControlPlane {
                 }
                 _ => self.unregister(msg, u.id, sealed, out),
             },
-            Body::List(_) if !self.readding.is_empty() => self.readding_busy(msg, out),
-            Body::Fetch(f) if self.readding.iter().any(|o| o.id == f.id) => {
-                self.readding_busy(msg, out)
-            }
+            ref b if self.waits_for_readd(b) => self.readding_busy(msg, out),
             Body::List(p) => self.list(msg, p, out),
             Body::Stats(p) => self.stats((who, from), msg, p, out),
             Body::Fetch(f) => match self.shared.registry.get(f.id) {
