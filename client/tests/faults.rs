@@ -829,6 +829,32 @@ fn a_restarted_dataplane_answers_while_it_adds_the_host_agents_offloads() {
         .call_on(0, last, o.class, &args, ExecMode::Server)
         .unwrap();
     assert_eq!(r.status, naam_core::wire::AmStatus::Done);
+
+    // An active message for the offload added last, sent right after a restart: it used to
+    // get `unknown_offload` (final) until the re-add reached it; now it is told to retry
+    // (`host_unavailable` before the host agent has listed its offloads, `busy` with the
+    // wait while they are added) and runs. The re-add of 100 takes ~50-100 ms in a debug
+    // build: a client not scheduled in that time sends after it, so up to three restarts.
+    let mut told = 0;
+    for _ in 0..3 {
+        d.kill_dataplane();
+        d.start_dataplane().unwrap();
+        let mut c = d.client(patient(ExecMode::Server)).unwrap();
+        let r = c
+            .call_on(0, last, o.class, &args, ExecMode::Server)
+            .expect("runs once added");
+        assert_eq!(r.status, naam_core::wire::AmStatus::Done);
+        assert_eq!(stat(&d, "total.error.unknown_offload"), 0);
+        told = stat(&d, "total.not_yet_added");
+        println!(
+            "told to retry {told} times ({} retries by the client)",
+            c.stats().busy_retries
+        );
+        if told > 0 {
+            break;
+        }
+    }
+    assert!(told >= 1, "never sent during the re-add");
 }
 
 #[test]

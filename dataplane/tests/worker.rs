@@ -1089,6 +1089,84 @@ fn wrong_class_unknown_offload_and_wrong_tenant_are_refused() {
 }
 
 #[test]
+fn an_offload_of_the_host_agent_not_added_yet_is_retried_not_unknown() {
+    // A restarted dataplane adds the host agent's offloads over seconds after it connects
+    // (thousands: tens of seconds in a debug build). An active message for one of them
+    // meanwhile used to get `unknown_offload`, which a client takes as final; now it is not
+    // executed and its client is told to retry, and once the offload is added it runs.
+    let mut r = rig();
+    let call = |r: &mut Rig, id: u64, offload: u32| {
+        let args = record_args(0);
+        r.am(
+            id,
+            offload,
+            RECORD_CLASS,
+            AmFlags::empty(),
+            &args,
+            Flags::empty(),
+        );
+    };
+    // Per request id: its status, or its error and retry-after.
+    type Answer = (u64, Result<AmStatus, (ErrorCode, Option<u32>)>);
+    let answers = |r: &mut Rig| -> Vec<Answer> {
+        r.poll();
+        let mut got: Vec<_> = r
+            .replies()
+            .iter()
+            .map(|d| match Message::parse(d).unwrap() {
+                Message {
+                    request_id,
+                    body: Body::Error(e),
+                    ..
+                } => (request_id, Err((e.code, e.retry_after_us))),
+                _ => {
+                    let (id, rep) = expect_am(d);
+                    (id, Ok(rep.status))
+                }
+            })
+            .collect();
+        got.sort_by_key(|x| x.0);
+        got
+    };
+    // Before the host agent has listed its offloads: any run-time id may be one of them.
+    r.shared.pending.unlisted();
+    call(&mut r, 1, 40);
+    call(&mut r, 2, 7);
+    assert_eq!(
+        answers(&mut r),
+        [
+            (1, Err((ErrorCode::HostUnavailable, None))),
+            (2, Err((ErrorCode::UnknownOffload, None))),
+        ],
+        "a bundled id is known from the start"
+    );
+    // Listed: 40 is being added, 41 is not the host agent's.
+    r.shared.pending.adding([40], 5_000_000);
+    call(&mut r, 3, 40);
+    call(&mut r, 4, 41);
+    assert_eq!(
+        answers(&mut r),
+        [
+            (3, Err((ErrorCode::Busy, Some(5_000)))),
+            (4, Err((ErrorCode::UnknownOffload, None))),
+        ]
+    );
+    // Added (the registry first, as the control thread does): it runs, the same request id
+    // too (a refusal to retry is not remembered).
+    register(
+        &r.shared.registry,
+        40,
+        naam_handlers::RECORD_OBJECT,
+        RECORD_CLASS,
+        true,
+    );
+    r.shared.pending.done(40, 1_000_000);
+    call(&mut r, 3, 40);
+    assert_eq!(answers(&mut r), [(3, Ok(AmStatus::Done))]);
+    assert_eq!(r.published_counters()["not_yet_added"], 2);
+}
+
+#[test]
 fn malformed_floods_leave_the_worker_serving() {
     use rand::{Rng, SeedableRng};
     let mut r = rig();

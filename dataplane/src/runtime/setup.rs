@@ -399,6 +399,8 @@ impl Runtime {
         );
         shared.regions.publish(link.region_table());
         shared.link_generation.store(1, Ordering::Release);
+        // The host agent's offloads are known once it has listed them to the control thread.
+        shared.pending.unlisted();
         let monitor = Monitor::new(cfg.monitor, data_addr.port(), cfg.classes, &mut switch)?;
         // Loopback unless told otherwise: the control plane is for operators on this machine
         // (docs/security.md), even when the data port faces the network.

@@ -3,7 +3,7 @@
 //! current link, and the host-liveness flag. Workers read it with relaxed atomic loads.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use naam_core::auth::Capabilities;
 use naam_core::pool::Registry;
@@ -68,6 +68,105 @@ impl RegionsCell {
     }
 }
 
+/// What a worker may tell a client about an offload it does not hold: the host agent's
+/// offloads a dataplane lacks (after its start, or the host agent's restart from a store)
+/// are added over a while ([`super::control::ControlPlane::readd`]: seconds for thousands),
+/// and an active message for one of them meanwhile is "not executed, retry", not
+/// `unknown_offload`, which a client takes as final.
+pub struct PendingOffloads {
+    /// Whether anything is pending: the only load a worker pays on the way to
+    /// `unknown_offload` otherwise.
+    any: AtomicBool,
+    /// Read by workers (only while `any`), written by the control thread.
+    state: RwLock<PendingState>,
+}
+
+#[derive(Default)]
+struct PendingState {
+    /// No host agent has listed its offloads to this process yet: any run-time id may be
+    /// one of them.
+    unlisted: bool,
+    /// Listed, being added (sorted).
+    adding: Vec<u32>,
+    /// About how long adding them takes.
+    retry_after_ns: u64,
+}
+
+/// Why an offload a worker does not hold may still come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pending {
+    /// The host agent's offloads are not known yet (`host_unavailable`).
+    Unlisted,
+    /// It is being added; retry in about this long (`busy`).
+    Adding { retry_after_ns: u64 },
+}
+
+impl PendingOffloads {
+    /// Nothing pending (a process that serves its own offloads alone).
+    pub fn none() -> Self {
+        PendingOffloads {
+            any: AtomicBool::new(false),
+            state: RwLock::new(PendingState::default()),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut PendingState)) {
+        let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+        f(&mut s);
+        self.any
+            .store(s.unlisted || !s.adding.is_empty(), Ordering::Release);
+    }
+
+    /// Until [`PendingOffloads::adding`]: every run-time id may be one of the host agent's.
+    pub fn unlisted(&self) {
+        self.update(|s| s.unlisted = true);
+    }
+
+    /// The host agent listed its offloads: `ids` are to be added, in about `retry_after_ns`.
+    pub fn adding(&self, ids: impl IntoIterator<Item = u32>, retry_after_ns: u64) {
+        self.update(|s| {
+            s.unlisted = false;
+            s.adding.clear();
+            s.adding.extend(ids);
+            s.adding.sort_unstable();
+            s.retry_after_ns = retry_after_ns;
+        });
+    }
+
+    /// A reconnection: what an earlier host agent listed is no longer known to come (what is
+    /// unlisted stays so).
+    pub fn forget_adding(&self) {
+        self.update(|s| s.adding.clear());
+    }
+
+    /// `id` was added (call after the registry has it), refused or unregistered.
+    pub fn done(&self, id: u32, retry_after_ns: u64) {
+        self.update(|s| {
+            if let Ok(i) = s.adding.binary_search(&id) {
+                s.adding.remove(i);
+            }
+            s.retry_after_ns = retry_after_ns;
+        });
+    }
+
+    /// Whether `id` (not in the registry) may still come.
+    pub fn get(&self, id: u32) -> Option<Pending> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        if s.adding.binary_search(&id).is_ok() {
+            Some(Pending::Adding {
+                retry_after_ns: s.retry_after_ns,
+            })
+        } else if s.unlisted && id >= super::control::FIRST_DYNAMIC_ID {
+            Some(Pending::Unlisted)
+        } else {
+            None
+        }
+    }
+}
+
 /// Everything the workers share.
 pub struct Shared {
     pub registry: Arc<Registry>,
@@ -97,6 +196,8 @@ pub struct Shared {
     /// The NIC congestion injector (`DESCRIBE("congest-nic:<ms>")` on the control port):
     /// until this instant (monotonic ns) the workers' cores are taken by other work.
     pub nic_congest_until_ns: AtomicU64,
+    /// The host agent's offloads not added yet (set by the control thread).
+    pub pending: PendingOffloads,
 }
 
 impl Shared {
@@ -119,6 +220,7 @@ impl Shared {
             host_refused: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             nic_congest_until_ns: AtomicU64::new(0),
+            pending: PendingOffloads::none(),
         })
     }
 
@@ -138,5 +240,37 @@ impl Shared {
 
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::control::FIRST_DYNAMIC_ID;
+
+    #[test]
+    fn pending_offloads_follow_the_listing_and_the_re_add() {
+        let p = PendingOffloads::none();
+        assert_eq!(
+            p.get(FIRST_DYNAMIC_ID),
+            None,
+            "a process of its own offloads"
+        );
+        p.unlisted();
+        assert_eq!(p.get(FIRST_DYNAMIC_ID), Some(Pending::Unlisted));
+        assert_eq!(p.get(FIRST_DYNAMIC_ID - 1), None, "bundled ids are known");
+        // A reconnection before any listing leaves every run-time id possible.
+        p.forget_adding();
+        assert_eq!(p.get(u32::MAX), Some(Pending::Unlisted));
+        p.adding([50, 20, 30], 7);
+        let adding = Some(Pending::Adding { retry_after_ns: 7 });
+        assert_eq!((p.get(20), p.get(30), p.get(50)), (adding, adding, adding));
+        assert_eq!(p.get(40), None, "listed, and not the host agent's");
+        p.done(30, 5);
+        assert_eq!(p.get(30), None);
+        assert_eq!(p.get(20), Some(Pending::Adding { retry_after_ns: 5 }));
+        p.forget_adding();
+        assert_eq!((p.get(20), p.get(50)), (None, None));
+        assert!(!p.any.load(Ordering::Relaxed), "nothing left to look up");
     }
 }

@@ -97,6 +97,10 @@ pub struct WorkerStats {
     pub bad_key: AtomicU64,
     /// Active messages refused for a capability that does not prove their tenant.
     pub bad_capability: AtomicU64,
+    /// Active messages for an offload of the host agent this dataplane has not added yet
+    /// (after its start, or a reconnection): answered `busy` or `host_unavailable` (retry),
+    /// not `unknown_offload`.
+    pub not_yet_added: AtomicU64,
     /// Duplicates answered from the reply cache.
     pub dup_replayed: AtomicU64,
     /// Retransmissions of requests a previous dataplane process had begun and not finished:
@@ -173,6 +177,7 @@ impl WorkerStats {
             one_sided_ops: AtomicU64::new(0),
             bad_key: AtomicU64::new(0),
             bad_capability: AtomicU64::new(0),
+            not_yet_added: AtomicU64::new(0),
             dup_replayed: AtomicU64::new(0),
             dup_lost: AtomicU64::new(0),
             dup_other: AtomicU64::new(0),
@@ -318,6 +323,7 @@ impl WorkerStats {
             ("one_sided_ops".into(), l(&self.one_sided_ops)),
             ("bad_key".into(), l(&self.bad_key)),
             ("bad_capability".into(), l(&self.bad_capability)),
+            ("not_yet_added".into(), l(&self.not_yet_added)),
             ("dup_replayed".into(), l(&self.dup_replayed)),
             ("dup_lost".into(), l(&self.dup_lost)),
             ("dup_other".into(), l(&self.dup_other)),

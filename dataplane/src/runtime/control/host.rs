@@ -24,6 +24,13 @@ pub(super) enum FetchError {
 /// the one asked for is given up (listed as not served until the next reconnection).
 pub(super) const READD_TRIES: u32 = 5;
 
+/// What adding one offload is taken to cost before one was measured (fetch, verify, compile:
+/// a fraction of a millisecond in a release build, several in a debug build).
+pub(super) const READD_EACH_NS: u64 = 1_000_000;
+
+/// Bounds of the wait a worker tells a client whose offload is being added.
+const READD_WAIT_NS: std::ops::RangeInclusive<u64> = 1_000_000..=1_000_000_000;
+
 impl ControlPlane {
     /// After a (re)connection to the host agent, makes the registries agree; the host agent
     /// is the source of truth. Removes the run-time offloads (ids from `FIRST_DYNAMIC_ID`)
@@ -36,6 +43,7 @@ impl ControlPlane {
         // What an earlier connection left to add is this one's to decide (its host agent
         // may not hold them).
         self.readding.clear();
+        self.shared.pending.forget_adding();
         self.readd_failures = 0;
         let mut host: Vec<OffloadInfo> = Vec::new();
         let mut start = 0;
@@ -92,6 +100,10 @@ impl ControlPlane {
             }
             self.readding.push_back(h);
         }
+        let wait = self.readd_wait_ns();
+        self.shared
+            .pending
+            .adding(self.readding.iter().map(|o| o.id), wait);
         if !self.readding.is_empty() {
             tracing::info!(
                 offloads = self.readding.len(),
@@ -112,6 +124,7 @@ impl ControlPlane {
     pub fn readd(&mut self, until_ns: u64) -> usize {
         let mut added = 0;
         while let Some(h) = self.readding.pop_front() {
+            let (id, began) = (h.id, naam_link::now_ns());
             match self.fetch_from_host(h.id) {
                 Ok(insns) => {
                     let prog = naam_core::elf::Program::from_insns(h.name.clone(), insns);
@@ -152,7 +165,11 @@ impl ControlPlane {
                 }
             }
             self.readd_failures = 0;
-            if naam_link::now_ns() >= until_ns {
+            let now = naam_link::now_ns();
+            self.readd_each_ns = (3 * self.readd_each_ns + now.saturating_sub(began)) / 4;
+            // Added (the registry has it) or given up: no longer pending either way.
+            self.shared.pending.done(id, self.readd_wait_ns());
+            if now >= until_ns {
                 break;
             }
         }
@@ -160,6 +177,13 @@ impl ControlPlane {
             tracing::info!("the host agent's offloads are all added");
         }
         added
+    }
+
+    /// About how long adding what waits takes: what a worker tells a client to wait.
+    pub(super) fn readd_wait_ns(&self) -> u64 {
+        let left = self.readding.len() as u64;
+        let wait = left.saturating_mul(self.readd_each_ns);
+        wait.clamp(*READD_WAIT_NS.start(), *READD_WAIT_NS.end())
     }
 
     /// Whether offloads of the host agent wait to be added ([`ControlPlane::readd`]).

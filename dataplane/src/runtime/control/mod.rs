@@ -36,6 +36,7 @@ mod host;
 mod intake;
 
 pub use counters::watch_host_counters;
+use host::READD_EACH_NS;
 use intake::Intake;
 
 use std::collections::VecDeque;
@@ -166,11 +167,14 @@ pub struct ControlPlane {
     unserved: Vec<OffloadInfo>,
     /// The host agent's offloads this dataplane lacked at the last reconciliation, still
     /// to be added (`readd`): LIST and their FETCH wait until they are
-    /// ([`ControlPlane::waits_for_readd`]; their active messages, at the workers, get
-    /// `unknown_offload`).
+    /// ([`ControlPlane::waits_for_readd`]; their active messages, at the workers, are told
+    /// to retry: `Shared::pending`).
     readding: VecDeque<OffloadInfo>,
     /// Times in a row the host agent did not answer a FETCH of the re-add.
     readd_failures: u32,
+    /// About how long adding one of them takes here (a moving average), for the wait the
+    /// workers tell clients.
+    readd_each_ns: u64,
     /// STATS lists being paged through, per principal and client address (one walk each).
     stats_lists: naam_core::counter::Snapshots<(Principal, SocketAddr)>,
     /// How many of them were built (`ctl.stats_lists_built`), kept here because
@@ -249,6 +253,7 @@ impl ControlPlane {
             unserved: Vec::new(),
             readding: VecDeque::new(),
             readd_failures: 0,
+            readd_each_ns: READD_EACH_NS,
             stats_lists: Default::default(),
             stats_lists_built: 0,
             host_live: Box::new(|| true),
@@ -707,7 +712,10 @@ impl ControlPlane {
         }
         self.unserved.retain(|o| o.id != id);
         self.readding.retain(|o| o.id != id);
-        match self.shared.registry.register_as(id, spec, prog) {
+        let registered = self.shared.registry.register_as(id, spec, prog);
+        // After the registry has it, so that a worker finds it in one or the other.
+        self.shared.pending.done(id, self.readd_wait_ns());
+        match registered {
             Ok(o) => {
                 tracing::info!(id, name = o.name, class = o.class, "offload registered");
                 emit(&msg.reply(Body::RegisterReply(OffloadIdRepr { id })), out)
@@ -742,6 +750,7 @@ impl ControlPlane {
         };
         self.unserved.retain(|o| o.id != id);
         self.readding.retain(|o| o.id != id);
+        self.shared.pending.done(id, self.readd_wait_ns());
         match self.shared.registry.unregister(id) {
             Ok(o) => {
                 tracing::info!(id, name = o.name, "offload unregistered");

@@ -629,13 +629,24 @@ fn a_list_from_the_socket_during_the_re_add_is_answered_when_it_ends() {
 fn an_offload_the_unreachable_host_agent_did_not_give_is_fetched_again_later() {
     let mut p = plane(); // its host agent's control socket does not exist
     p.readding.push_back(held_by_host(41));
+    p.shared.pending.adding([41], p.readd_wait_ns());
     for _ in 0..host::READD_TRIES {
         assert_eq!(p.readd(u64::MAX), 0);
         assert!(p.readding(), "still to add");
         assert!(p.unserved.is_empty());
+        // Its active messages are told to retry meanwhile.
+        assert!(matches!(
+            p.shared.pending.get(41),
+            Some(super::super::shared::Pending::Adding { .. })
+        ));
     }
     assert_eq!(p.readd(u64::MAX), 0);
     assert!(!p.readding());
+    assert_eq!(
+        p.shared.pending.get(41),
+        None,
+        "given up: unknown from now on"
+    );
     assert_eq!(
         p.unserved
             .iter()

@@ -49,7 +49,7 @@ use slots::{lost_code, Lost, NoSlot, ReqInfo, SlotKind, SlotRef, SlotState, Slot
 
 use super::dedup::{Begin, ReplyCache};
 use super::fair::{Account, BurstQueues, BurstSize, FairConfig, TenantShares};
-use super::shared::Shared;
+use super::shared::{Pending, Shared};
 use super::stats::{bump, Dropped, WorkerStats};
 use crate::port::{Packet, PacketBatch, Port, MAX_PAYLOAD};
 use crate::steering::Target;
@@ -692,6 +692,45 @@ impl Worker {
         }
     }
 
+    /// For an active message naming an offload this worker does not hold: whether it has
+    /// come since the poll began (true: look again). Otherwise the client is answered: the
+    /// host agent's offloads not added yet (a dataplane restarted beside thousands adds them
+    /// over seconds) are "not executed, retry", anything else `unknown_offload`, final.
+    #[cold]
+    fn offload_came<P: Port>(&mut self, port: &mut P, info: &ReqInfo, id: u32) -> bool {
+        let mut d = Detail::new();
+        match self.shared.pending.get(id) {
+            Some(Pending::Adding { retry_after_ns }) => {
+                bump(&self.stats.not_yet_added, 1);
+                let _ = write!(
+                    d,
+                    "offload {id} is being added (the host agent's, after a reconnection)"
+                );
+                let after = Some(retry_after_ns);
+                self.send_error_retry_after(port, info, ErrorCode::Busy, d.as_str(), false, after);
+            }
+            Some(Pending::Unlisted) => {
+                bump(&self.stats.not_yet_added, 1);
+                let _ = write!(
+                    d,
+                    "offload {id} not known yet: no host agent has listed its offloads here"
+                );
+                self.send_error(port, info, ErrorCode::HostUnavailable, d.as_str(), false);
+            }
+            // The control thread takes an id out of the pending ones after the registry has
+            // it: when it is no longer pending, a registry changed since the poll began has it.
+            None if self.pool.sync() && self.pool.get(id).is_some() => {
+                self.stats.publish_offloads(self.pool.run_counters());
+                return true;
+            }
+            None => {
+                let _ = write!(d, "no offload {id}");
+                self.send_error(port, info, ErrorCode::UnknownOffload, d.as_str(), false);
+            }
+        }
+        false
+    }
+
     fn on_am<P: Port, L: Link>(
         &mut self,
         pkt: &Packet,
@@ -719,16 +758,19 @@ impl Worker {
             );
         }
         let info = &info.proven();
-        let Some(entry) = self.pool.get(req.offload) else {
-            let mut d = Detail::new();
-            let _ = write!(d, "no offload {}", req.offload);
-            return self.send_error(port, info, ErrorCode::UnknownOffload, d.as_str(), false);
+        let owner = |e: &naam_core::pool::PoolEntry| {
+            (e.offload.class, e.offload.tenant, e.offload.read_only)
         };
-        let (class, tenant, read_only) = (
-            entry.offload.class,
-            entry.offload.tenant,
-            entry.offload.read_only,
-        );
+        let (class, tenant, read_only) = match self.pool.get(req.offload).map(owner) {
+            Some(o) => o,
+            None if self.offload_came(port, info, req.offload) => {
+                match self.pool.get(req.offload).map(owner) {
+                    Some(o) => o,
+                    None => return,
+                }
+            }
+            None => return,
+        };
         if tenant != req.tenant {
             return self.send_error(
                 port,
