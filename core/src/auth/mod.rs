@@ -425,6 +425,15 @@ impl Refusal {
         }
     }
 
+    /// Whether the request proved no key (unsealed, unknown key, wrong MAC): anyone can send
+    /// it, so the answer to it is what a flood would be made of.
+    pub fn proves_nothing(self) -> bool {
+        matches!(
+            self,
+            Refusal::Unsealed | Refusal::UnknownKey | Refusal::BadMac
+        )
+    }
+
     /// The error code the requester is answered with: `busy` (retry) for a full window,
     /// `unauthorized` otherwise.
     pub fn code(self) -> ErrorCode {

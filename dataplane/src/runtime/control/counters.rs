@@ -103,6 +103,7 @@ impl ControlPlane {
         v.push(("ctl.describe_cached".into(), self.described.served));
         v.push(("ctl.stats_lists_built".into(), self.stats_lists_built));
         v.push(("ctl.kernel_drops".into(), self.kernel_drops));
+        v.push(("ctl.unproven_unanswered".into(), self.unproven_unanswered));
         v.push(("ctl.queue_full".into(), self.queue_full));
         let (intake, held) = (&self.intake, &self.held);
         v.push(("ctl.queued_copies".into(), intake.copies + held.copies));

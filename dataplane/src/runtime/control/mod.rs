@@ -61,6 +61,7 @@ use super::hostctl::HostControl;
 use super::monitor::Monitor;
 use super::shared::Shared;
 use super::stats::WorkerStats;
+use super::worker::{UNPROVEN_BURST, UNPROVEN_REPLIES_PER_S};
 use crate::steering::SoftSwitch;
 
 /// The first id the host agent gives offloads registered at run time (docs/runtime.md); the
@@ -146,6 +147,13 @@ pub struct ControlPlane {
     ignored: u64,
     /// Requests the kernel dropped on the control socket (its receive buffer was full).
     pub kernel_drops: u64,
+    /// Refusals to senders that proved no key (malformed, unsealed, unknown key, wrong MAC),
+    /// at most [`UNPROVEN_REPLIES_PER_S`] a second, as at the workers: each costs the
+    /// control thread a send, and a flood of them from two threads left it a quarter of
+    /// what it received (the kernel dropped the rest, the operators' requests among them).
+    unproven: TokenBucket,
+    /// Of those, the ones past that rate: counted (also under `ctl.error.CODE`), not sent.
+    unproven_unanswered: u64,
     /// Requests waiting to be served, per principal (`admit`, `serve_next`).
     intake: Intake,
     /// Requests waiting for the re-add of the host agent's offloads to end
@@ -244,6 +252,8 @@ impl ControlPlane {
             errors: [0; ErrorCode::ALL.len()],
             ignored: 0,
             kernel_drops: 0,
+            unproven: TokenBucket::new(UNPROVEN_REPLIES_PER_S, UNPROVEN_BURST, 0),
+            unproven_unanswered: 0,
             intake: Intake::default(),
             held: Intake::default(),
             queue_full: 0,
@@ -402,6 +412,7 @@ impl ControlPlane {
     ) -> usize {
         let opened = match opened {
             Ok(o) => o,
+            Err(r) if r.proves_nothing() && !self.may_answer_unproven(r.code()) => return 0,
             Err(r) => {
                 tracing::debug!(%from, reason = r.name(), "control request refused");
                 // Even after a valid MAC (a capture replayed to a restarted server) no larger
@@ -603,6 +614,19 @@ impl ControlPlane {
         )
     }
 
+    /// Whether a refusal with `code` to a sender that proved nothing may be sent now; if not
+    /// it is counted, as refused and as unanswered.
+    fn may_answer_unproven(&mut self, code: ErrorCode) -> bool {
+        if self.unproven.take(naam_link::now_ns()).is_ok() {
+            return true;
+        }
+        self.unproven_unanswered += 1;
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.errors[i] += 1;
+        }
+        false
+    }
+
     fn malformed(&mut self, req: &[u8], e: WireError, out: &mut [u8]) -> usize {
         if req.len() < HEADER_LEN {
             self.ignored += 1;
@@ -619,6 +643,9 @@ impl ControlPlane {
         } else {
             ErrorCode::BadRequest
         };
+        if !self.may_answer_unproven(code) {
+            return 0;
+        }
         let detail = e.to_string();
         let n = refuse(
             (h.request_id(), h.class()),

@@ -288,6 +288,69 @@ fn a_stats_walk_builds_its_list_once() {
 /// A forged source address must not make the control port an amplifier: what a sender that
 /// proved no key gets back is no larger than what it sent, and a captured sealed request
 /// replayed from another address gets no copy of its reply (a page of counters).
+/// A flood of datagrams that prove no key (unsealed, forged, malformed) is answered up to
+/// the workers' rate of such refusals; past it each is counted, not sent (a send each cost
+/// the control thread most of its time under a flood, and the kernel then dropped the
+/// operators' requests with the rest). A sealed request is served as ever.
+#[test]
+fn refusals_to_senders_that_prove_nothing_are_rate_limited_and_counted() {
+    use crate::runtime::worker::UNPROVEN_BURST;
+    let mut p = plane();
+    let mut out = vec![0u8; naam_core::wire::MAX_DATAGRAM];
+    let from: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+    let stats = |id| {
+        let mut req = vec![0u8; 256];
+        let n = Message::new(id, 0, Body::Stats(PageRequestRepr { start: 0, max: 0 }))
+            .emit(&mut req)
+            .unwrap();
+        req.truncate(n);
+        req
+    };
+    let unsealed = stats(1);
+    let forged = Credential::new(0, Principal::Admin, [1; 32])
+        .seal(wall_clock_ns(), &stats(2))
+        .unwrap();
+    let mut malformed = unsealed.clone();
+    malformed[HEADER_LEN..].fill(0xff);
+    let sent = 3 * UNPROVEN_BURST;
+    let mut answered = 0;
+    for i in 0..sent {
+        let d = [&unsealed, &forged, &malformed][(i % 3) as usize];
+        let n = p.admit(from, d, naam_link::now_ns(), &mut out);
+        if n > 0 {
+            answered += 1;
+            assert!(error_code(&out[..n]).is_some());
+        }
+    }
+    // The burst, and what the rate earned while the loop ran (a few at most).
+    assert!(
+        (UNPROVEN_BURST..UNPROVEN_BURST + 50).contains(&answered),
+        "{answered} of {sent} answered"
+    );
+    let c: std::collections::HashMap<_, _> = p.counters().into_iter().collect();
+    assert_eq!(c["ctl.unproven_unanswered"], sent - answered);
+    assert_eq!(
+        c["ctl.error.unauthorized"] + c["ctl.error.bad_request"],
+        sent,
+        "each refused, answered or not"
+    );
+    assert_eq!(
+        c["auth.refused.unsealed"] + c["auth.refused.bad_mac"],
+        2 * sent / 3
+    );
+    // The operator's sealed request still gets its answer.
+    let sealed = admin().seal(wall_clock_ns(), &stats(3)).unwrap();
+    assert_eq!(
+        p.admit(from, &sealed, naam_link::now_ns(), &mut out),
+        0,
+        "queued"
+    );
+    let mut replies = Vec::new();
+    while p.serve_next(&mut out, |r, _| replies.push(r.to_vec())) {}
+    assert_eq!(replies.len(), 1);
+    assert_eq!(error_code(&replies[0]), None, "served");
+}
+
 #[test]
 fn senders_that_prove_nothing_get_no_more_bytes_than_they_sent() {
     let mut p = plane();
