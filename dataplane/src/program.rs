@@ -425,19 +425,11 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         .metrics_addr()
         .map(|m| format!(" metrics {m}"))
         .unwrap_or_default();
-    // Not `println!`, which panics (here: with the runtime serving) when stdout is closed or
-    // full; a starter that does not read the line does not need it.
-    {
-        use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(
-            out,
-            "naam-dataplane serving data {} control {}{metrics}",
-            rt.data_addr(),
-            rt.control_addr()
-        )
-        .and_then(|()| out.flush());
-    }
+    naam_link::parent::tell_starter(&format!(
+        "naam-dataplane serving data {} control {}{metrics}",
+        rt.data_addr(),
+        rt.control_addr()
+    ));
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -181,7 +181,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         Err(e) => return Err(e).context("starting the host agent"),
     };
     if let Some(m) = agent.metrics_addr() {
-        println!("naam-host-agent metrics http://{m}/metrics");
+        naam_link::parent::tell_starter(&format!("naam-host-agent metrics http://{m}/metrics"));
     }
     let run = agent.run(&stop);
     let down = agent.shutdown();

@@ -339,6 +339,30 @@ fn a_signal_stops_it_cleanly_with_its_snapshot() {
     }
 }
 
+/// Its one line on standard output (where it serves metrics) was written with `println!`,
+/// which panics when stdout is full or closed: an agent started as `naam-host-agent
+/// --metrics-addr … | true` died right after it was ready (probe 20). It serves on, and
+/// stops cleanly.
+#[test]
+fn a_full_standard_output_does_not_stop_a_serving_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let extra = ["--metrics-addr", "127.0.0.1:0"];
+    let mut agent = Agent::start_to(dir.path(), &[], &extra, std::process::Stdio::from(full));
+    let _link = agent.dataplane();
+    assert!(agent.control().describe("host").is_ok());
+    let alive = agent.child.as_mut().unwrap().try_wait().unwrap();
+    assert!(alive.is_none(), "exited: {alive:?}\n{}", agent.log_text());
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    let r = unsafe { libc::kill(agent.pid() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(r, 0);
+    let st = agent.wait_exit(Duration::from_secs(5));
+    assert!(st.success(), "{st}\n{}", agent.log_text());
+}
+
 #[test]
 fn a_second_agent_in_the_same_run_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();

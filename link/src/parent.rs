@@ -10,6 +10,16 @@ use std::time::Duration;
 /// How often the parent is looked at: a stopped starter's daemons follow within this.
 pub const PARENT_CHECK_EVERY: Duration = Duration::from_millis(100);
 
+/// Writes `line` to stdout for whoever started this process (the addresses it serves),
+/// ignoring a closed or full stdout: `println!` panics then, which killed a daemon already
+/// serving (probe 20: `naam-host-agent --metrics-addr … | true`); a starter that does not
+/// read the line does not need it.
+pub fn tell_starter(line: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
 /// Sets `stop` (as SIGTERM does) once process `parent` is no longer this process's parent —
 /// it exited and this one was handed to init or a subreaper — or at once when it already is
 /// not because it is gone (it died before this process looked). Watches from a thread of its

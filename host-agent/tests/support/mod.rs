@@ -74,6 +74,11 @@ impl Agent {
 
     /// [`Agent::start`] with some base flags given other values (`(flag, value)`).
     pub fn start_changed(dir: &Path, changed: &[(&str, &str)], extra: &[&str]) -> Agent {
+        Agent::start_to(dir, changed, extra, Stdio::null())
+    }
+
+    /// [`Agent::start_changed`] with its standard output sent to `stdout`.
+    pub fn start_to(dir: &Path, changed: &[(&str, &str)], extra: &[&str], stdout: Stdio) -> Agent {
         let run_dir = dir.join("run");
         let log = dir.join(format!("agent-{}.log", std::process::id()));
         let mut args = base_args(&run_dir);
@@ -93,7 +98,7 @@ impl Agent {
         let child = Command::new(env!("CARGO_BIN_EXE_naam-host-agent"))
             .args(&args)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::from(logf))
             .spawn()
             .expect("spawn naam-host-agent");
