@@ -719,7 +719,9 @@ fn a_damaged_area_directory_is_refused_naming_the_file() {
     f.write_all_at(&0u64.to_le_bytes(), at).unwrap();
     let err = refused_start(&agent.run_dir, &args);
     assert!(
-        err.contains(&format!("persisted area {}", area.display())) && err.contains("move it away"),
+        err.contains(&format!("area {}", area.display()))
+            && err.contains("directory is not what its host agent wrote")
+            && err.contains("move it away"),
         "{err}"
     );
 }

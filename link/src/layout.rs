@@ -45,6 +45,10 @@ pub mod hdr {
     pub const DATA_STATE: u64 = 112;
     pub const DATA_BUILDING: u64 = u64::from_le_bytes(*b"BUILDING");
     pub const DATA_READY: u64 = u64::from_le_bytes(*b"READY\0\0\0");
+    /// What the host last wrote in the region directory: the CRC-32 of its entries and of
+    /// [`ARENA_USED`], with bit 32 set (0 in areas of versions before it: not checked). A
+    /// persisted area whose directory was changed otherwise is refused when reopened.
+    pub const DIR_SUM: u64 = 120;
     /// Bumped by the host after every directory change.
     pub const DIR_EPOCH: u64 = 128;
     /// Bytes of the arena handed out so far.

@@ -1291,31 +1291,69 @@ fn shm_the_host_never_takes_bounds_from_the_shared_directory() {
 
 #[test]
 fn shm_a_persisted_directory_that_is_not_coherent_is_refused() {
-    let area = std::env::temp_dir().join(format!("naam-link-dir-{}.area", std::process::id()));
-    let _ = std::fs::remove_file(&area);
-    let _cleanup = Cleanup(vec![area.clone()]);
-    {
-        let host = shm_host_with(8, Some(area.clone()));
-        host.data_ready();
-        // Region 2's entry made to cover region 1's bytes (a dataplane wrote it).
-        let l = *host.layout();
-        let raw = host.raw();
-        let one = host.region(1).unwrap().entry;
-        for i in 0..l.max_regions as u64 {
-            let e = l.dir_off + i * dir::SIZE;
-            if raw.load_u64(e + dir::ID) == Some(2) {
-                raw.store_u64(e + dir::OFFSET, one.offset);
+    // Each way of changing the directory after its host wrote it: another region's bytes
+    // (a dataplane wrote it), an entry cleared or made to reach past the arena (a damaged
+    // file: such an entry used to be skipped, its application built afresh over its data,
+    // probe 20). Refused by the checksum; without one (an area of an older version), the
+    // coherence check still refuses the overlap.
+    type Change = fn(&naam_core::memory::RegionMem, u64, u64);
+    let cases: [(&str, bool, Change, &str); 4] = [
+        (
+            "overlap",
+            true,
+            |raw, e, one| raw.store_u64(e + dir::OFFSET, one).unwrap(),
+            "checksum",
+        ),
+        (
+            "cleared",
+            true,
+            |raw, e, _| raw.store_u64(e + dir::STATE, 0).unwrap(),
+            "checksum",
+        ),
+        (
+            "past the arena",
+            true,
+            |raw, e, _| raw.store_u64(e + dir::LEN, 1 << 40).unwrap(),
+            "checksum",
+        ),
+        (
+            "overlap, no sum",
+            false,
+            |raw, e, one| raw.store_u64(e + dir::OFFSET, one).unwrap(),
+            "overlap",
+        ),
+    ];
+    for (what, keep_sum, change, refusal) in cases {
+        let area = std::env::temp_dir().join(format!("naam-link-dir-{}.area", std::process::id()));
+        let _ = std::fs::remove_file(&area);
+        let _cleanup = Cleanup(vec![area.clone()]);
+        {
+            let host = shm_host_with(8, Some(area.clone()));
+            host.data_ready();
+            let l = *host.layout();
+            let raw = host.raw();
+            let one = host.region(1).unwrap().entry;
+            for i in 0..l.max_regions as u64 {
+                let e = l.dir_off + i * dir::SIZE;
+                if raw.load_u64(e + dir::ID) == Some(2) {
+                    change(&raw, e, one.offset);
+                }
+            }
+            if !keep_sum {
+                raw.store_u64(hdr::DIR_SUM, 0).unwrap();
             }
         }
-    }
-    let cfg = ShmConfig {
-        persist: Some(area.clone()),
-        ..test_geometry()
-    };
-    match ShmHost::create(&cfg) {
-        Err(LinkError::Persist { reason, .. }) => assert!(reason.contains("overlap"), "{reason}"),
-        Err(e) => panic!("refused for another reason: {e}"),
-        Ok(_) => panic!("accepted an incoherent directory"),
+        let cfg = ShmConfig {
+            persist: Some(area.clone()),
+            ..test_geometry()
+        };
+        match ShmHost::create(&cfg) {
+            Err(LinkError::Persist { reason, .. }) => {
+                assert!(reason.contains(refusal), "{what}: {reason}")
+            }
+            Err(e) => panic!("{what}: refused for another reason: {e}"),
+            Ok(_) => panic!("{what}: accepted"),
+        }
     }
 }
 

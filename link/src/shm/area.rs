@@ -101,6 +101,19 @@ impl Area {
             .map(|d| d.write().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// [`hdr::DIR_SUM`] of the directory as it is now.
+    pub(super) fn directory_sum(&self) -> u64 {
+        let l = &self.layout;
+        let mut crc = crc32fast::Hasher::new();
+        if let Ok(d) = self.view(l.dir_off, l.max_regions as u64 * dir::SIZE) {
+            for off in (0..l.max_regions as u64 * dir::SIZE).step_by(8) {
+                crc.update(&d.load_u64(off).unwrap_or(0).to_le_bytes());
+            }
+        }
+        crc.update(&self.get(hdr::ARENA_USED).to_le_bytes());
+        u64::from(crc.finalize()) | 1 << 32
+    }
+
     pub(super) fn get(&self, off: u64) -> u64 {
         self.hdr.load_u64(off).unwrap_or(0)
     }

@@ -132,7 +132,19 @@ impl ShmHost {
         let area = Area::new(map, layout, fd, doorbells, true)?;
         if restored {
             // The file's directory was last written by a host agent, but a dataplane could
-            // write it too: take it only if it is coherent, as the private directory.
+            // write it too, and the file can be damaged: take it only if it is what the host
+            // agent wrote and coherent, as the private directory. An entry skipped here
+            // (damaged) would have its application built afresh over its kept data, and the
+            // next snapshot overwritten with that (probe 20).
+            let sum = area.get(hdr::DIR_SUM);
+            if let (true, Some(path)) = (sum != 0 && sum != area.directory_sum(), &cfg.persist) {
+                return Err(LinkError::Persist {
+                    path: path.clone(),
+                    reason: "its region directory is not what its host agent wrote \
+                             (checksum): damaged, or changed by another process"
+                        .into(),
+                });
+            }
             let entries = area.read_directory();
             let used = area.get(hdr::ARENA_USED);
             let coherent = directory_coherent(&entries, &layout, used);
@@ -389,6 +401,7 @@ impl ShmHost {
             h.entries.push(entry);
             h.arena_used = used + len;
         }
+        a.hdr.store_u64(hdr::DIR_SUM, a.directory_sum());
         a.hdr.faa(hdr::DIR_EPOCH, 1);
         tracing::info!(region = spec.id, tenant = spec.tenant, len = spec.len, perms = %spec.perms, "region registered");
         Ok(entry)
@@ -408,6 +421,7 @@ impl ShmHost {
                 if let Some(mut h) = a.host_dir_mut() {
                     h.entries.retain(|e| e.desc.id != id);
                 }
+                a.hdr.store_u64(hdr::DIR_SUM, a.directory_sum());
                 a.hdr.faa(hdr::DIR_EPOCH, 1);
                 return Ok(());
             }
