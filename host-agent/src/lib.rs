@@ -403,11 +403,13 @@ impl HostAgent {
         // their ids; this start's --handler objects are registered after them.
         let mut offloads =
             offload_store::OffloadStore::beside(cfg.persist.as_deref(), cfg.snapshot.as_deref());
+        let mut kept_next = None;
         if let Some(store) = &offloads {
-            let n = store.load(&registry, &VerifierConfig::default())?;
-            if n > 0 {
-                tracing::info!(offloads = n, path = %store.path().display(), "run-time offloads restored");
+            let loaded = store.load(&registry, &VerifierConfig::default())?;
+            if loaded.count > 0 {
+                tracing::info!(offloads = loaded.count, path = %store.path().display(), "run-time offloads restored");
             }
+            kept_next = loaded.next;
         }
 
         let mut from_flags = Vec::new();
@@ -497,7 +499,9 @@ impl HostAgent {
             hugetlb = host.is_hugetlb(),
             "host agent ready"
         );
-        let next_offload = first_free_after(&registry);
+        // Not below the id the previous host agent would have given next: ids of offloads
+        // it removed are not given again to other programs (runtime.md, "Offloads").
+        let next_offload = first_free_after(&registry).max(kept_next.unwrap_or(0));
         Ok(HostAgent {
             cfg,
             host,
@@ -531,7 +535,8 @@ impl HostAgent {
         let Some(store) = &self.offloads else {
             return Ok(());
         };
-        store.save(&self.registry, without).map_err(|e| {
+        let next = self.next_offload.load(std::sync::atomic::Ordering::Relaxed);
+        store.save(&self.registry, without, next).map_err(|e| {
             let e = naam_core::with_sources(&e);
             tracing::error!(error = %e, "run-time offloads not saved");
             e

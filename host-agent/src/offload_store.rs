@@ -9,9 +9,13 @@
 //! flags are not in it: each start registers those from its flags. It holds each offload's verified instructions, not its ELF object: what runs is
 //! what was verified, and it is verified again when loaded.
 //!
-//! Format, one offload per line after a header line `naam-offloads 1`:
-//! `ID TENANT CLASS READ_ONLY NAME_HEX INSNS_HEX DIGEST_HEX` (the digest is
-//! `wire::program_digest` of the instructions: a damaged line is refused, not run).
+//! Format: a header line `naam-offloads 2`; `next ID`, the id the host agent gives next (a
+//! restart must not give a removed offload's id to another program while clients may still
+//! call it); one offload per line, `ID TENANT CLASS READ_ONLY NAME_HEX INSNS_HEX DIGEST_HEX`
+//! (the digest is `wire::program_digest` of the instructions); and a last line
+//! `end COUNT DIGEST_HEX`, the number of offloads and the digest of every byte before that
+//! line: a file cut short, or with any field changed (an owner, a class), is refused whole,
+//! not run. Files of format 1 (no `next`, no `end`: before 2026-12-08) are still read.
 
 use crate::apps::offload::FIRST_DYNAMIC;
 use naam_core::elf::Program;
@@ -22,7 +26,18 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-const HEADER: &str = "naam-offloads 1";
+const HEADER: &str = "naam-offloads 2";
+/// The format before the `next` and `end` lines, still read.
+const HEADER_V1: &str = "naam-offloads 1";
+
+/// What [`OffloadStore::load`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loaded {
+    /// Offloads registered.
+    pub count: usize,
+    /// The id to give next, when the file says (format 2).
+    pub next: Option<u32>,
+}
 
 /// Where the run-time offloads are kept: beside the persisted area and beside the snapshot
 /// (a reboot loses the area on its tmpfs, not the snapshot: the offloads must come back with
@@ -101,10 +116,16 @@ impl OffloadStore {
     }
 
     /// Writes every run-time offload of `registry` (ids from [`FIRST_DYNAMIC`]) but `without`
-    /// (one about to be removed: saved first, so that a failure leaves it registered).
-    pub fn save(&self, registry: &Registry, without: Option<u32>) -> Result<(), StoreError> {
-        let mut text = String::from(HEADER);
-        text.push('\n');
+    /// (one about to be removed: saved first, so that a failure leaves it registered), and
+    /// `next`, the id the host agent gives next.
+    pub fn save(
+        &self,
+        registry: &Registry,
+        without: Option<u32>,
+        next: u32,
+    ) -> Result<(), StoreError> {
+        let mut text = format!("{HEADER}\nnext {next}\n");
+        let mut count = 0;
         let kept = registry.list().into_iter().filter(|o| {
             o.id >= FIRST_DYNAMIC && !self.from_flags.contains(&o.id) && Some(o.id) != without
         });
@@ -121,7 +142,10 @@ impl OffloadStore {
                 hex(insns),
                 program_digest(insns)
             );
+            count += 1;
         }
+        let digest = program_digest(text.as_bytes());
+        let _ = writeln!(text, "end {count} {digest:016x}");
         for path in &self.paths {
             let io = |source| StoreError::Io {
                 path: path.clone(),
@@ -134,17 +158,23 @@ impl OffloadStore {
     }
 
     /// Registers the offloads of the file (if there is one) under their ids, each verified
-    /// again; returns how many. A damaged or unverifiable entry fails the whole load (the
-    /// operator decides; nothing half-loaded runs).
+    /// again; returns how many and the id to give next. A damaged or unverifiable entry, or
+    /// a file cut short or changed, fails the whole load (the operator decides; nothing
+    /// half-loaded runs).
     pub fn load(
         &self,
         registry: &Registry,
         verifier: &VerifierConfig,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Loaded, StoreError> {
         let path = self.path().to_owned();
         let bytes = match naam_core::run_dir::read_regular(&path, STORE_MAX, "an offloads file") {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Loaded {
+                    count: 0,
+                    next: None,
+                })
+            }
             Err(source) => return Err(StoreError::Io { path, source }),
         };
         let bad = |line: usize, reason: String| StoreError::Bad {
@@ -157,13 +187,18 @@ impl OffloadStore {
             let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
             bad(line, "not UTF-8 text".into())
         })?;
-        let mut lines = text.lines().enumerate();
-        match lines.next() {
-            Some((_, HEADER)) => {}
+        let (body, next) = match text.split_once('\n') {
+            Some((HEADER, _)) => {
+                let (body, next) = checked(&text).map_err(|(line, why)| bad(line, why))?;
+                (body, Some(next))
+            }
+            Some((HEADER_V1, _)) => (text.as_str(), None),
             _ => return Err(bad(1, format!("the first line is not {HEADER:?}"))),
-        }
+        };
         let mut entries = Vec::new();
-        // Blank lines (an editor's last newline) are nothing.
+        // After the header (and `next`); blank lines (an editor's last newline) are nothing.
+        let skip = if next.is_some() { 2 } else { 1 };
+        let lines = body.lines().enumerate().skip(skip);
         for (i, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
             let n = i + 1;
             let f: Vec<&str> = line.split(' ').collect();
@@ -218,8 +253,51 @@ impl OffloadStore {
                 .register_as(id, spec, program)
                 .map_err(|e| bad(n, e.to_string()))?;
         }
-        Ok(count)
+        Ok(Loaded { count, next })
     }
+}
+
+/// A format-2 file's text up to its `end` line, and its `next` id, once the `end` line's
+/// count and digest match what precedes it; else the line and what is wrong.
+fn checked(text: &str) -> Result<(&str, u32), (usize, String)> {
+    let lines = text.lines().count();
+    let trimmed = text.trim_end_matches(['\n', ' ']);
+    let (body, end) = match trimmed.rfind('\n') {
+        Some(at) => (&trimmed[..at + 1], &trimmed[at + 1..]),
+        None => return Err((1, "no `end` line: cut short".into())),
+    };
+    let end_line = body.lines().count() + 1;
+    let f: Vec<&str> = end.split(' ').collect();
+    let ["end", count, digest] = f[..] else {
+        return Err((
+            lines,
+            "the last line is not `end COUNT DIGEST`: cut short".into(),
+        ));
+    };
+    if u64::from_str_radix(digest, 16).ok() != Some(program_digest(body.as_bytes())) {
+        return Err((
+            end_line,
+            "the file does not match its digest: changed or damaged".into(),
+        ));
+    }
+    let entries = body
+        .lines()
+        .skip(2)
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    if count.parse::<usize>().ok() != Some(entries) {
+        return Err((
+            end_line,
+            format!("{entries} offloads, the end line says {count}"),
+        ));
+    }
+    let next = body
+        .lines()
+        .nth(1)
+        .and_then(|l| l.strip_prefix("next "))
+        .and_then(|n| n.parse::<u32>().ok())
+        .ok_or((2, "the second line is not `next ID`".to_string()))?;
+    Ok((body, next))
 }
 
 fn hex(b: &[u8]) -> String {
@@ -275,10 +353,13 @@ mod tests {
         r.register_as(3, spec("bundled"), program()).unwrap();
         r.register_as(17, spec("mine ünï"), program()).unwrap();
         r.register_as(21, spec("other"), program()).unwrap();
-        store.save(&r, None).unwrap();
+        store.save(&r, None, 22).unwrap();
 
         let back = Registry::new();
-        assert_eq!(store.load(&back, &VerifierConfig::default()).unwrap(), 2);
+        assert_eq!(
+            store.load(&back, &VerifierConfig::default()).unwrap().count,
+            2
+        );
         let ids: Vec<(u32, String, u32, u16, bool)> = back
             .list()
             .iter()
@@ -319,7 +400,10 @@ mod tests {
             store
                 .load(&Registry::new(), &VerifierConfig::default())
                 .unwrap(),
-            0
+            Loaded {
+                count: 0,
+                next: None
+            }
         );
     }
 
@@ -338,10 +422,11 @@ mod tests {
         assert_ne!(sa.path(), sb.path());
         let r = Registry::new();
         r.register_as(17, spec("only-a"), program()).unwrap();
-        sa.save(&r, None).unwrap();
+        sa.save(&r, None, 22).unwrap();
         assert_eq!(
             sb.load(&Registry::new(), &VerifierConfig::default())
-                .unwrap(),
+                .unwrap()
+                .count,
             0
         );
 
@@ -370,10 +455,12 @@ mod tests {
         std::fs::write(sa.path(), format!("{text}\n  \n")).unwrap();
         assert_eq!(
             sa.load(&Registry::new(), &VerifierConfig::default())
-                .unwrap(),
+                .unwrap()
+                .count,
             1
         );
-        let line = text.lines().nth(1).unwrap().to_owned();
+        // Each line checked as it is (in a file of format 1, which has no digest over all).
+        let line = text.lines().nth(2).unwrap().to_owned();
         let name_hex = hex(b"only-a");
         for (from, to, why) in [
             (name_hex.clone(), String::new(), "empty"),
@@ -382,7 +469,7 @@ mod tests {
         ] {
             let edited = line.replacen(&from, &to, 1);
             assert_ne!(edited, line);
-            std::fs::write(sa.path(), format!("{HEADER}\n{edited}\n")).unwrap();
+            std::fs::write(sa.path(), format!("{HEADER_V1}\n{edited}\n")).unwrap();
             let e = sa
                 .load(&Registry::new(), &VerifierConfig::default())
                 .unwrap_err();
@@ -400,9 +487,12 @@ mod tests {
                 .unwrap();
         }
         store.set_from_flags(vec![16]);
-        store.save(&r, Some(18)).unwrap();
+        store.save(&r, Some(18), 19).unwrap();
         let back = Registry::new();
-        assert_eq!(store.load(&back, &VerifierConfig::default()).unwrap(), 1);
+        assert_eq!(
+            store.load(&back, &VerifierConfig::default()).unwrap().count,
+            1
+        );
         assert_eq!(
             back.list().iter().map(|o| o.id).collect::<Vec<_>>(),
             vec![17]
@@ -421,7 +511,7 @@ mod tests {
         let store = OffloadStore::beside(Some(&area), Some(&snap)).unwrap();
         let r = Registry::new();
         r.register_as(17, spec("mine"), program()).unwrap();
-        store.save(&r, None).unwrap();
+        store.save(&r, None, 22).unwrap();
         for p in [
             naam_core::run_dir::beside(&area, ".offloads"),
             naam_core::run_dir::beside(&snap, ".offloads"),
@@ -434,9 +524,72 @@ mod tests {
         let restarted = OffloadStore::beside(None, Some(&snap)).unwrap();
         let back = Registry::new();
         assert_eq!(
-            restarted.load(&back, &VerifierConfig::default()).unwrap(),
+            restarted
+                .load(&back, &VerifierConfig::default())
+                .unwrap()
+                .count,
             1
         );
         assert_eq!(back.get(17).unwrap().name, "mine");
+    }
+
+    /// Probe 20: a restart gave the ids of removed offloads again (the next id was not kept),
+    /// a file cut after a whole line lost that offload silently (and its id was given to the
+    /// next registration), and an offload's owner or class could be changed in the file.
+    #[test]
+    fn the_next_id_is_kept_and_a_file_cut_short_or_changed_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OffloadStore::beside(Some(&dir.path().join("area")), None).unwrap();
+        let r = Registry::new();
+        for id in [16, 17, 18] {
+            r.register_as(id, spec(&format!("o{id}")), program())
+                .unwrap();
+        }
+        store.save(&r, Some(18), 19).unwrap();
+        let load = || store.load(&Registry::new(), &VerifierConfig::default());
+        assert_eq!(
+            load().unwrap(),
+            Loaded {
+                count: 2,
+                next: Some(19)
+            }
+        );
+        let text = std::fs::read_to_string(store.path()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        let write = |t: &str| std::fs::write(store.path(), t).unwrap();
+        // Cut after each whole line, and in the middle of the last.
+        for keep in 1..lines.len() {
+            write(&(lines[..keep].join("\n") + "\n"));
+            let e = load().unwrap_err().to_string();
+            assert!(
+                e.contains("cut short") || e.contains("digest"),
+                "{keep}: {e}"
+            );
+        }
+        write(&text[..text.len() - 3]);
+        assert!(load().is_err());
+        // An owner, a class, the next id changed: refused whole.
+        for (from, to) in [
+            (" 2 3 1 ", " 1 3 1 "),
+            (" 2 3 1 ", " 2 9 1 "),
+            ("next 19", "next 17"),
+        ] {
+            let changed = text.replacen(from, to, 1);
+            assert_ne!(changed, text);
+            write(&changed);
+            let e = load().unwrap_err().to_string();
+            assert!(e.contains("digest"), "{from} -> {to}: {e}");
+        }
+        // A file of format 1 (before the next id was kept) is read as before.
+        let v1: String = [HEADER_V1, lines[2], lines[3]].join("\n") + "\n";
+        write(&v1);
+        assert_eq!(
+            load().unwrap(),
+            Loaded {
+                count: 2,
+                next: None
+            }
+        );
     }
 }

@@ -627,6 +627,36 @@ fn a_restart_with_the_same_handler_flags_keeps_every_id() {
     assert!(before.iter().any(|(id, n)| *id == added && n == "added"));
 }
 
+/// Probe 20: a restarted host agent (with its data: `--persist`, or `--snapshot` alone) gave
+/// the ids of offloads removed before the restart to the next registrations, so a client
+/// still calling a removed id ran another program. The next id is kept with the offloads.
+#[test]
+fn a_removed_offloads_id_is_not_given_again_after_a_restart() {
+    for keep in ["--persist", "--snapshot"] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("data");
+        let args = [keep, file.to_str().unwrap()];
+        let mut agent = Agent::start(dir.path(), &args);
+        let mut c = agent.control();
+        let first = c.register(record_offload("first")).unwrap();
+        let removed = c.register(record_offload("removed")).unwrap();
+        c.unregister(removed).unwrap();
+        // A clean stop (the snapshot is written then).
+        // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+        let r = unsafe { libc::kill(agent.pid() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(r, 0);
+        assert!(agent.wait_exit(Duration::from_secs(10)).success());
+        let agent = Agent::start(dir.path(), &args);
+        assert_eq!(
+            offload_ids(&agent),
+            vec![(first, "first".to_string())],
+            "{keep}"
+        );
+        let next = agent.control().register(record_offload("next")).unwrap();
+        assert!(next > removed, "{keep}: {next} after {removed} was removed");
+    }
+}
+
 /// A registration (or removal) that cannot be kept for restarts is refused, not acknowledged
 /// and then lost: its offloads file cannot be rewritten (here its temporary file is a
 /// directory; a full disk does the same).
