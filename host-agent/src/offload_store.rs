@@ -177,84 +177,105 @@ impl OffloadStore {
             }
             Err(source) => return Err(StoreError::Io { path, source }),
         };
-        let bad = |line: usize, reason: String| StoreError::Bad {
-            path: path.clone(),
+        load_bytes(bytes, registry, verifier).map_err(|(line, reason)| StoreError::Bad {
+            path,
             line,
             reason,
-        };
-        let text = String::from_utf8(bytes).map_err(|e| {
-            let at = e.utf8_error().valid_up_to();
-            let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-            bad(line, "not UTF-8 text".into())
-        })?;
-        let (body, next) = match text.split_once('\n') {
-            Some((HEADER, _)) => {
-                let (body, next) = checked(&text).map_err(|(line, why)| bad(line, why))?;
-                (body, Some(next))
-            }
-            Some((HEADER_V1, _)) => (text.as_str(), None),
-            _ => return Err(bad(1, format!("the first line is not {HEADER:?}"))),
-        };
-        let mut entries = Vec::new();
-        // After the header (and `next`); blank lines (an editor's last newline) are nothing.
-        let skip = if next.is_some() { 2 } else { 1 };
-        let lines = body.lines().enumerate().skip(skip);
-        for (i, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
-            let n = i + 1;
-            let f: Vec<&str> = line.split(' ').collect();
-            let [id, tenant, class, ro, name, insns, digest] = f[..] else {
-                return Err(bad(n, format!("{} fields, 7 expected", f.len())));
-            };
-            let num = |s: &str, what: &str| -> Result<u64, StoreError> {
-                s.parse()
-                    .map_err(|_| bad(n, format!("{what} {s:?} is not a number")))
-            };
-            let id = u32::try_from(num(id, "id")?).map_err(|_| bad(n, "id too large".into()))?;
-            if id < FIRST_DYNAMIC {
-                return Err(bad(n, format!("id {id} is a bundled offload's")));
-            }
-            let name = String::from_utf8(unhex(name).ok_or_else(|| bad(n, "name not hex".into()))?)
-                .map_err(|_| bad(n, "name not UTF-8".into()))?;
-            // What a REGISTER would have been refused is refused here too.
-            naam_core::wire::check_offload_name(&name).map_err(|e| bad(n, e.to_string()))?;
-            let insns = unhex(insns).ok_or_else(|| bad(n, "instructions not hex".into()))?;
-            let digest =
-                u64::from_str_radix(digest, 16).map_err(|_| bad(n, "digest not hex".into()))?;
-            if program_digest(&insns) != digest {
-                return Err(bad(n, "the instructions do not match their digest".into()));
-            }
-            let tenant = u32::try_from(num(tenant, "tenant")?)
-                .ok()
-                .filter(|&t| t != naam_core::auth::ANY_TENANT)
-                .ok_or_else(|| {
-                    bad(
-                        n,
-                        "tenant out of range (or the admin's reserved one)".into(),
-                    )
-                })?;
-            let spec = OffloadSpec {
-                name: name.clone(),
-                tenant,
-                class: u16::try_from(num(class, "class")?)
-                    .map_err(|_| bad(n, "class too large".into()))?,
-                read_only: match ro {
-                    "0" => false,
-                    "1" => true,
-                    _ => return Err(bad(n, format!("read-only flag {ro:?}"))),
-                },
-            };
-            let program = verify(&Program::from_insns(name, insns), verifier)
-                .map_err(|e| bad(n, format!("does not verify: {e}")))?;
-            entries.push((n, id, spec, Arc::new(program)));
-        }
-        let count = entries.len();
-        for (n, id, spec, program) in entries {
-            registry
-                .register_as(id, spec, program)
-                .map_err(|e| bad(n, e.to_string()))?;
-        }
-        Ok(Loaded { count, next })
+        })
     }
+}
+
+/// [`OffloadStore::load`] of the file's bytes: the offloads registered, or the line and what
+/// is wrong with it (nothing registered then). Never panics, on any input (fuzzed:
+/// `fuzz/fuzz_targets/offloads_load.rs`).
+pub fn load_bytes(
+    bytes: Vec<u8>,
+    registry: &Registry,
+    verifier: &VerifierConfig,
+) -> Result<Loaded, (usize, String)> {
+    let bad = |line: usize, reason: String| (line, reason);
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        bad(line, "not UTF-8 text".into())
+    })?;
+    let (body, next) = match text.split_once('\n') {
+        Some((HEADER, _)) => {
+            let (body, next) = checked(&text)?;
+            (body, Some(next))
+        }
+        Some((HEADER_V1, _)) => (text.as_str(), None),
+        _ => return Err(bad(1, format!("the first line is not {HEADER:?}"))),
+    };
+    let mut entries = Vec::new();
+    // After the header (and `next`); blank lines (an editor's last newline) are nothing.
+    let skip = if next.is_some() { 2 } else { 1 };
+    let lines = body.lines().enumerate().skip(skip);
+    for (i, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
+        let n = i + 1;
+        let f: Vec<&str> = line.split(' ').collect();
+        let [id, tenant, class, ro, name, insns, digest] = f[..] else {
+            return Err(bad(n, format!("{} fields, 7 expected", f.len())));
+        };
+        let num = |s: &str, what: &str| -> Result<u64, (usize, String)> {
+            s.parse()
+                .map_err(|_| bad(n, format!("{what} {s:?} is not a number")))
+        };
+        let id = u32::try_from(num(id, "id")?).map_err(|_| bad(n, "id too large".into()))?;
+        if id < FIRST_DYNAMIC {
+            return Err(bad(n, format!("id {id} is a bundled offload's")));
+        }
+        // Checked before anything is registered, so that a refused file leaves nothing.
+        if id as usize >= naam_core::pool::MAX_OFFLOADS {
+            return Err(bad(n, format!("id {id} is past the registry's ids")));
+        }
+        if entries
+            .iter()
+            .any(|e: &(usize, u32, OffloadSpec, _)| e.1 == id)
+        {
+            return Err(bad(n, format!("id {id} appears twice")));
+        }
+        let name = String::from_utf8(unhex(name).ok_or_else(|| bad(n, "name not hex".into()))?)
+            .map_err(|_| bad(n, "name not UTF-8".into()))?;
+        // What a REGISTER would have been refused is refused here too.
+        naam_core::wire::check_offload_name(&name).map_err(|e| bad(n, e.to_string()))?;
+        let insns = unhex(insns).ok_or_else(|| bad(n, "instructions not hex".into()))?;
+        let digest =
+            u64::from_str_radix(digest, 16).map_err(|_| bad(n, "digest not hex".into()))?;
+        if program_digest(&insns) != digest {
+            return Err(bad(n, "the instructions do not match their digest".into()));
+        }
+        let tenant = u32::try_from(num(tenant, "tenant")?)
+            .ok()
+            .filter(|&t| t != naam_core::auth::ANY_TENANT)
+            .ok_or_else(|| {
+                bad(
+                    n,
+                    "tenant out of range (or the admin's reserved one)".into(),
+                )
+            })?;
+        let spec = OffloadSpec {
+            name: name.clone(),
+            tenant,
+            class: u16::try_from(num(class, "class")?)
+                .map_err(|_| bad(n, "class too large".into()))?,
+            read_only: match ro {
+                "0" => false,
+                "1" => true,
+                _ => return Err(bad(n, format!("read-only flag {ro:?}"))),
+            },
+        };
+        let program = verify(&Program::from_insns(name, insns), verifier)
+            .map_err(|e| bad(n, format!("does not verify: {e}")))?;
+        entries.push((n, id, spec, Arc::new(program)));
+    }
+    let count = entries.len();
+    for (n, id, spec, program) in entries {
+        registry
+            .register_as(id, spec, program)
+            .map_err(|e| bad(n, e.to_string()))?;
+    }
+    Ok(Loaded { count, next })
 }
 
 /// A format-2 file's text up to its `end` line, and its `next` id, once the `end` line's
@@ -591,5 +612,49 @@ mod tests {
                 next: None
             }
         );
+    }
+
+    /// A file as a host agent writes it: two offloads.
+    fn valid_file() -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OffloadStore::beside(Some(&dir.path().join("area")), None).unwrap();
+        let r = Registry::new();
+        for id in [16, 17] {
+            r.register_as(id, spec(&format!("o{id}")), program())
+                .unwrap();
+        }
+        store.save(&r, None, 18).unwrap();
+        std::fs::read(store.path()).unwrap()
+    }
+
+    fn loads_whole_or_nothing(bytes: Vec<u8>) {
+        let r = Registry::new();
+        match load_bytes(bytes, &r, &VerifierConfig::default()) {
+            Ok(l) => assert_eq!(l.count, r.len()),
+            Err(_) => assert!(r.is_empty(), "a refused file left offloads"),
+        }
+    }
+
+    // The loader refuses what it does not take whole and never panics, on any bytes and on
+    // a valid file with one byte changed, cut or inserted (the fuzz target
+    // `fuzz/fuzz_targets/offloads_load.rs` runs the same for longer).
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        #[test]
+        fn any_bytes_load_whole_or_not_at_all(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            loads_whole_or_nothing(bytes);
+        }
+
+        #[test]
+        fn a_changed_valid_file_loads_whole_or_not_at_all(at in 0usize..2000, byte in proptest::prelude::any::<u8>(), how in 0u8..3) {
+            let mut f = valid_file();
+            let at = at % f.len();
+            match how {
+                0 => f[at] = byte,
+                1 => f.truncate(at),
+                _ => f.insert(at, byte),
+            }
+            loads_whole_or_nothing(f);
+        }
     }
 }
