@@ -97,6 +97,12 @@ pub enum AgentError {
     NotQuiet { ms: u64 },
     #[error("another host agent is serving {run_dir}")]
     Running { run_dir: PathBuf },
+    #[error(
+        "snapshot {}: another host agent uses it (it holds {}); give each its own",
+        path.display(),
+        lock.display()
+    )]
+    SnapshotInUse { path: PathBuf, lock: PathBuf },
     #[error("no snapshot file is configured (--snapshot)")]
     NoSnapshotFile,
     /// The snapshot file could not be restored (nothing of it is kept).
@@ -233,6 +239,8 @@ pub struct HostAgent {
     next_offload: std::sync::atomic::AtomicU32,
     /// `RUN_DIR/host-agent.lock`, locked while this agent runs.
     _run_lock: std::fs::File,
+    /// `SNAPSHOT.lock` beside `--snapshot`, locked while this agent runs.
+    _snapshot_lock: Option<std::fs::File>,
 }
 
 /// Where the data came from at start.
@@ -275,6 +283,26 @@ impl HostAgent {
             return Err(AgentError::Running {
                 run_dir: cfg.run_dir.clone(),
             });
+        };
+        // Two agents given one snapshot file (in two run directories) wrote over each
+        // other's at shutdown and restored the other's data and offloads (probe 20), as
+        // `--persist` prevents with its own lock. Taking it also writes beside the snapshot
+        // at start: a directory where the shutdown could not write it (`/proc`) is found now,
+        // not when everything since the start would be lost.
+        let snapshot_lock = match &cfg.snapshot {
+            Some(path) => {
+                let lock = naam_core::run_dir::beside(path, ".lock");
+                let taken = private_file::try_lock(&lock).map_err(io_err(format!(
+                    "snapshot {}: lock {}",
+                    path.display(),
+                    lock.display()
+                )))?;
+                Some(taken.ok_or_else(|| AgentError::SnapshotInUse {
+                    path: path.clone(),
+                    lock,
+                })?)
+            }
+            None => None,
         };
         let key_file = cfg
             .credentials
@@ -525,6 +553,7 @@ impl HostAgent {
             offloads,
             next_offload: std::sync::atomic::AtomicU32::new(next_offload),
             _run_lock: run_lock,
+            _snapshot_lock: snapshot_lock,
         })
     }
 

@@ -287,7 +287,8 @@ fn a_snapshot_that_cannot_be_written_says_why() {
     std::fs::create_dir(&folder).unwrap();
     let snap = folder.join("snap");
     let agent = Agent::start(dir.path(), &["--snapshot", snap.to_str().unwrap()]);
-    std::fs::remove_dir(&folder).unwrap();
+    // With the snapshot's lock in it.
+    std::fs::remove_dir_all(&folder).unwrap();
     let e = agent.control().snapshot().unwrap_err().to_string();
     assert!(
         e.contains("snap.tmp") && e.contains("No such file or directory"),
@@ -655,6 +656,32 @@ fn a_removed_offloads_id_is_not_given_again_after_a_restart() {
         let next = agent.control().register(record_offload("next")).unwrap();
         assert!(next > removed, "{keep}: {next} after {removed} was removed");
     }
+}
+
+/// Probe 20: two host agents (two run directories) given one `--snapshot` file both started,
+/// wrote over each other's snapshot at shutdown, and the first restarted with the other's
+/// data and offloads; and a snapshot where none can be written (`/proc`) was found out only
+/// at shutdown, losing everything since the start. Both are refused at start now.
+#[test]
+fn a_snapshot_file_is_one_agents_and_must_be_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snap");
+    let args = ["--snapshot", snap.to_str().unwrap()];
+    for d in ["a", "b", "c"] {
+        std::fs::create_dir(dir.path().join(d)).unwrap();
+    }
+    let first = Agent::start(&dir.path().join("a"), &args);
+    let err = refused_start(&dir.path().join("b").join("run"), &args);
+    assert!(err.contains("another host agent uses it"), "{err}");
+    drop(first);
+    // Once the first is gone, the snapshot is free for another.
+    let second = Agent::start(&dir.path().join("b"), &args);
+    drop(second);
+    let err = refused_start(
+        &dir.path().join("c").join("run"),
+        &["--snapshot", "/proc/naam-snap"],
+    );
+    assert!(err.contains("/proc/naam-snap"), "{err}");
 }
 
 /// A registration (or removal) that cannot be kept for restarts is refused, not acknowledged
