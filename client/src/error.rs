@@ -15,6 +15,8 @@ pub enum ClientError {
         awaited.name(),
         match (refused, unmatched) {
             (Some(r), _) => format!("earlier attempts were refused: {r}"),
+            // A query (STATS, LIST, FETCH) changes nothing: no write to speak of.
+            (None, 0) if matches!(awaited, Kind::StatsReply | Kind::ListReply | Kind::FetchReply) => "nothing answered (no server there, or a stalled one)".to_owned(),
             (None, 0) => "nothing answered (no server there, or a stalled one: a write may still be applied)".to_owned(),
             (None, n) => format!("{n} datagrams came from its address meanwhile, none an answer to an open request (malformed, or for other requests)"),
         }

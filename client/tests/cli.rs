@@ -191,6 +191,12 @@ fn a_write_whose_outcome_is_unknown_exits_3() {
     assert_eq!(call.status.code(), Some(1), "{call:?}");
     let stats = run(&["stats"]);
     assert_eq!(stats.status.code(), Some(1), "{stats:?}");
+    // A query changes nothing: its timeout speaks of no write (probe 20).
+    let err = String::from_utf8_lossy(&stats.stderr);
+    assert!(
+        err.contains("nothing answered") && !err.contains("write"),
+        "{err}"
+    );
     // `put` first reads the table's geometry: when that query times out, nothing was sent.
     let put = run(&["put", "k", "v"]);
     assert_eq!(put.status.code(), Some(1), "{put:?}");
@@ -249,6 +255,11 @@ fn addresses_and_timings_no_server_can_have_are_refused_at_once() {
             started.elapsed() < std::time::Duration::from_secs(2),
             "{args:?}"
         );
+        // A control port nobody named is said to be the data port's neighbour (probe 20:
+        // "address 127.0.0.1:0" for `--server 127.0.0.1:1`, an address never given).
+        if args == ["--server", "127.0.0.1:1"] {
+            assert!(err.contains("the data port 1 minus one"), "{err}");
+        }
     }
 }
 

@@ -95,7 +95,8 @@ pub enum OpError {
         allowed: Perms,
     },
     #[error(
-        "op {index}: bytes {offset}..+{len} are outside region {region} of {region_len} bytes"
+        "op {index}: bytes {offset}..+{len} are outside region {region}{}",
+        region_size(*region_len)
     )]
     OutOfBounds {
         index: usize,
@@ -131,6 +132,16 @@ pub enum OpError {
          --read-only"
     )]
     ReadOnlyOffload { index: usize, kind: OpKind },
+}
+
+/// How [`OpError::OutOfBounds`] names a region's size: a client does not know it (its table
+/// holds `u64::MAX`, the server checks the bounds), so its refusal is of bytes past 2^64.
+fn region_size(len: u64) -> String {
+    if len == u64::MAX {
+        " (they pass the end of the address space)".to_owned()
+    } else {
+        format!(" of {len} bytes")
+    }
 }
 
 impl OpError {
@@ -371,6 +382,33 @@ impl RegionTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client's table does not know a region's size (`u64::MAX`): its refusal named one
+    /// of 18446744073709551615 bytes (probe 20).
+    #[test]
+    fn an_out_of_bounds_refusal_names_a_size_only_when_it_is_known() {
+        let e = |region_len| {
+            OpError::OutOfBounds {
+                index: 0,
+                region: 4,
+                offset: u64::MAX - 15,
+                len: 32,
+                region_len,
+            }
+            .to_string()
+        };
+        assert!(
+            e(65536).ends_with("outside region 4 of 65536 bytes"),
+            "{}",
+            e(65536)
+        );
+        let unknown = e(u64::MAX);
+        assert!(
+            unknown.contains("end of the address space")
+                && !unknown.contains("18446744073709551615 bytes"),
+            "{unknown}"
+        );
+    }
 
     fn table() -> RegionTable {
         let mut t = RegionTable::new();

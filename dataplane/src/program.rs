@@ -184,9 +184,13 @@ fn with_config_file(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ff
     for (key, value) in table {
         // A key is a long flag without its dashes; an unknown one is the file's mistake,
         // named as such (the parser would call it an unexpected command-line argument).
-        let arg = cmd
-            .get_arguments()
-            .find(|a| key != "config" && a.get_long() == Some(&key));
+        // Or one of its aliases (`control-addr`, which --help shows).
+        let named = |a: &clap::Arg| {
+            a.get_long() == Some(&key)
+                || a.get_all_aliases()
+                    .is_some_and(|all| all.contains(&key.as_str()))
+        };
+        let arg = cmd.get_arguments().find(|a| key != "config" && named(a));
         let Some(arg) = arg else {
             anyhow::bail!(
                 "config file {}: unknown key {key:?} (the keys are the long flags without \"--\", see --help)",
@@ -332,6 +336,22 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         anyhow::bail!(
             "engine {} is not available on this machine",
             a.engine.name()
+        );
+    }
+    // Two weights for one tenant: the last one won, without a word (probe 20).
+    if let Some((i, (t, _))) = a
+        .tenant_weight
+        .iter()
+        .enumerate()
+        .find(|(i, (t, _))| a.tenant_weight[..*i].iter().any(|(u, _)| u == t))
+    {
+        anyhow::bail!(
+            "--tenant-weight: tenant {t} is given a weight twice ({} and {})",
+            a.tenant_weight
+                .iter()
+                .find(|(u, _)| u == t)
+                .map_or(0, |w| w.1),
+            a.tenant_weight[i].1
         );
     }
     for (what, whose, low, high) in [

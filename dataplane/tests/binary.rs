@@ -160,6 +160,8 @@ fn a_config_file_sets_flags_and_the_command_line_wins() {
         ("port = \"bogus:1\"\n", "'bogus:1' for '--port"),
         // A list for a flag of one value: the last item won, without a word (probe 10).
         ("workers = [1, 3]\n", "workers takes one value"),
+        // A flag's alias is a key too (`control-addr` was refused as unknown, probe 20).
+        ("control-addr = \"nonsense\"\n", "'nonsense' for '--control"),
     ] {
         std::fs::write(&file, text).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
@@ -205,6 +207,13 @@ fn settings_that_could_not_serve_are_refused_before_anything_starts() {
             "one of the data ports",
         ),
         (&["--max-steps", "0"][..], "--max-steps"),
+        (&["--port", "udp:255.255.255.255:45300"][..], "broadcast"),
+        // The reserved tenant, and a tenant weighed twice (the last won, probe 20).
+        (&["--tenant-weight", "4294967295=5"][..], "reserved"),
+        (
+            &["--tenant-weight", "1=2", "--tenant-weight", "1=3"][..],
+            "tenant 1 is given a weight twice (2 and 3)",
+        ),
         // No de-duplication would let a retransmitted mutation run twice.
         (&["--dedup", "0"][..], "--dedup"),
         (&["--dedup-retain-ms", "0"][..], "--dedup-retain-ms"),

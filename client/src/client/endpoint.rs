@@ -53,9 +53,19 @@ impl ServerAddr {
     pub fn check(&self) -> Result<()> {
         for (what, a) in [("data", self.data), ("control", self.control)] {
             if a.port() == 0 || a.ip().is_unspecified() {
+                // The control port nobody named is the data port's neighbour: say so, or the
+                // operator reads of an address they never gave (probe 20).
+                let derived = if what == "control" && self.control.port() == 0 {
+                    format!(
+                        " (the data port {} minus one: give the control port itself)",
+                        self.data.port()
+                    )
+                } else {
+                    String::new()
+                };
                 return Err(ClientError::BadAddress {
                     addr: a,
-                    reason: format!("no server's {what} port can be there"),
+                    reason: format!("no server's {what} port can be there{derived}"),
                 });
             }
         }

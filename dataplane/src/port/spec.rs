@@ -47,10 +47,17 @@ pub fn parse(spec: &str) -> Result<PortSpec<'_>, PortError> {
         reason: reason.to_owned(),
     };
     if let Some(addr) = spec.strip_prefix("udp:") {
-        return addr
+        let addr: SocketAddrV4 = addr
             .parse()
-            .map(PortSpec::Udp)
-            .map_err(|_| bad("expected udp:IPV4:PORT (IPv4 only)"));
+            .map_err(|_| bad("expected udp:IPV4:PORT (IPv4 only)"))?;
+        // Bound, it would serve nobody: no client's datagram is sent from a broadcast or
+        // multicast address, nor answered to one (probe 20: it said it was serving).
+        if addr.ip().is_broadcast() || addr.ip().is_multicast() {
+            return Err(bad(
+                "a broadcast or multicast address: give this machine's address (or 0.0.0.0)",
+            ));
+        }
+        return Ok(PortSpec::Udp(addr));
     }
     if let Some(args) = spec.strip_prefix("dpdk:") {
         return if cfg!(feature = "dpdk") {

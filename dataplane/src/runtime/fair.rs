@@ -80,10 +80,15 @@ impl FairConfig {
         let (t, w) = s
             .split_once('=')
             .ok_or_else(|| format!("{s:?}: expected TENANT=WEIGHT"))?;
-        let t = t
+        let t: u32 = t
             .trim()
             .parse()
             .map_err(|_| format!("{s:?}: tenant {t:?} is not a number"))?;
+        if t == naam_core::auth::ANY_TENANT {
+            return Err(format!(
+                "{s:?}: tenant {t} is reserved (no tenant's messages carry it)"
+            ));
+        }
         let w: u32 = w
             .trim()
             .parse()
