@@ -1166,7 +1166,19 @@ fn shm_persistent_area_reopens_with_its_contents() {
         Some(5),
         "ring positions continue"
     );
+    // An area of a version before the directory's checksum (0 there) is taken as it is,
+    // coherent, and gets one.
+    host.raw().store_u64(hdr::DIR_SUM, 0).unwrap();
     drop((nic, link, worker, host));
+    let host = shm_host_with(8, Some(area.clone()));
+    assert!(host.is_restored());
+    assert_eq!(host.region(1).unwrap().mem().load_u64(8), Some(1234));
+    assert_ne!(
+        host.raw().load_u64(hdr::DIR_SUM),
+        Some(0),
+        "a checksum from now on"
+    );
+    drop(host);
 
     // Another geometry refuses the file rather than destroying it.
     let cfg = ShmConfig {

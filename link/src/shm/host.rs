@@ -160,6 +160,8 @@ impl ShmHost {
                     arena_used: used,
                 };
             }
+            // An area of a version before the checksum gets one now, taken as it was found.
+            area.hdr.store_u64(hdr::DIR_SUM, area.directory_sum());
             // Sleepers of the previous host are gone; their flags would only cost wake-ups.
             for qp in 0..layout.qps {
                 for d in [Dir::ToHost, Dir::ToNic] {
