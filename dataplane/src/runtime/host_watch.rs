@@ -129,6 +129,9 @@ pub(super) struct HostWatch {
     /// Whether the offload registry was reconciled with the host agent since the last
     /// (re)connection.
     pub(super) reconciled: bool,
+    /// Not before this instant (a failed reconciliation is tried again, spaced out: each try
+    /// can wait the host agent's control timeout).
+    pub(super) reconcile_after_ns: u64,
 }
 
 impl HostWatch {
@@ -140,6 +143,7 @@ impl HostWatch {
             refused: None,
             refused_in_a_row: 0,
             reconciled: false,
+            reconcile_after_ns: 0,
         }
     }
 
@@ -267,6 +271,7 @@ impl HostWatch {
                     shared.host_up.store(true, Ordering::Release);
                     tracing::info!(generation, qps, "reconnected to the host agent");
                     self.reconciled = false;
+                    self.reconcile_after_ns = 0;
                     return;
                 }
             }

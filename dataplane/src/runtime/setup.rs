@@ -657,6 +657,10 @@ fn congested_slice(shared: &Shared, idle: BackoffMode, t0: u64) {
     }
 }
 
+/// How long after a failed reconciliation with the host agent (it did not answer its LIST)
+/// the next is tried.
+const RECONCILE_RETRY_NS: u64 = 1_000_000_000;
+
 fn run_control(
     mut plane: ControlPlane,
     sock: UdpSocket,
@@ -713,11 +717,17 @@ fn run_control(
             } = &mut plane;
             monitor.tick(now, workers, host, &shared.registry, switch, &shared.hints);
         }
-        if alive && !host.reconciled {
-            // Once per (re)connection; a host agent that does not answer LIST is left as is.
+        if alive && !host.reconciled && now >= host.reconcile_after_ns {
+            // Once per (re)connection. A host agent that did not answer its LIST (it stalled
+            // right then) is asked again a second later: left as it was, none of its
+            // offloads was ever added (probe 21).
             host.reconciled = true;
             if plane.reconcile_with_host().is_none() {
-                tracing::warn!("could not list the host agent's offloads to reconcile with");
+                tracing::warn!(
+                    "could not list the host agent's offloads to reconcile with; trying again in a second"
+                );
+                host.reconciled = false;
+                host.reconcile_after_ns = now_ns() + RECONCILE_RETRY_NS;
             }
         }
         // Offloads to add: until the monitor's next sample is due, at least one each time.

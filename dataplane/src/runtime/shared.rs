@@ -117,7 +117,8 @@ impl PendingOffloads {
             .store(s.unlisted || !s.adding.is_empty(), Ordering::Release);
     }
 
-    /// Until [`PendingOffloads::adding`]: every run-time id may be one of the host agent's.
+    /// Until [`PendingOffloads::adding`]: every run-time id may be one of the host agent's
+    /// (at start, and when a listing failed; what was listed before stays pending).
     pub fn unlisted(&self) {
         self.update(|s| s.unlisted = true);
     }
@@ -131,12 +132,6 @@ impl PendingOffloads {
             s.adding.sort_unstable();
             s.retry_after_ns = retry_after_ns;
         });
-    }
-
-    /// A reconnection: what an earlier host agent listed is no longer known to come (what is
-    /// unlisted stays so).
-    pub fn forget_adding(&self) {
-        self.update(|s| s.adding.clear());
     }
 
     /// `id` was added (call after the registry has it), refused or unregistered.
@@ -259,8 +254,6 @@ mod tests {
         p.unlisted();
         assert_eq!(p.get(FIRST_DYNAMIC_ID), Some(Pending::Unlisted));
         assert_eq!(p.get(FIRST_DYNAMIC_ID - 1), None, "bundled ids are known");
-        // A reconnection before any listing leaves every run-time id possible.
-        p.forget_adding();
         assert_eq!(p.get(u32::MAX), Some(Pending::Unlisted));
         p.adding([50, 20, 30], 7);
         let adding = Some(Pending::Adding { retry_after_ns: 7 });
@@ -269,8 +262,13 @@ mod tests {
         p.done(30, 5);
         assert_eq!(p.get(30), None);
         assert_eq!(p.get(20), Some(Pending::Adding { retry_after_ns: 5 }));
-        p.forget_adding();
-        assert_eq!((p.get(20), p.get(50)), (None, None));
+        // A listing that failed: what was listed stays pending, the rest may come.
+        p.unlisted();
+        assert_eq!(p.get(20), Some(Pending::Adding { retry_after_ns: 5 }));
+        assert_eq!(p.get(40), Some(Pending::Unlisted));
+        // A new listing replaces all of it.
+        p.adding([], 5);
+        assert_eq!((p.get(20), p.get(40)), (None, None));
         assert!(!p.any.load(Ordering::Relaxed), "nothing left to look up");
     }
 }

@@ -42,8 +42,10 @@ impl ControlPlane {
     pub fn reconcile_with_host(&mut self) -> Option<(usize, usize)> {
         // What an earlier connection left to add is this one's to decide (its host agent
         // may not hold them).
+        // The workers keep answering from the last listing (an earlier host agent's) until
+        // this one's is in: cleared first, ids neither pending nor registered were answered
+        // `unknown_offload` while the pages came (probe 21).
         self.readding.clear();
-        self.shared.pending.forget_adding();
         self.readd_failures = 0;
         let mut host: Vec<OffloadInfo> = Vec::new();
         let mut start = 0;
@@ -52,8 +54,15 @@ impl ControlPlane {
             let mut buf = [0u8; 64];
             let n = req.emit(&mut buf).ok()?;
             // Unsealed: on the host agent's own socket this process speaks as the admin.
-            let reply = self.host.request(&buf[..n]).ok()?;
+            // Not listed: its offloads may be any run-time id (`host_unavailable`, retry)
+            // until a listing succeeds.
+            let unlisted = || self.shared.pending.unlisted();
+            let Ok(reply) = self.host.request(&buf[..n]) else {
+                unlisted();
+                return None;
+            };
             let Ok(Body::ListReply(page)) = Message::parse(reply).map(|m| m.body) else {
+                unlisted();
                 return None;
             };
             host.extend(page.entries.iter().map(|e| OffloadInfo::from(&e)));

@@ -719,6 +719,24 @@ fn an_offload_the_unreachable_host_agent_did_not_give_is_fetched_again_later() {
     );
 }
 
+/// A reconciliation whose LIST the host agent did not answer (probe 21: stopped right as the
+/// dataplane started) leaves what an earlier listing said pending and every other run-time
+/// id possible (`host_unavailable`, retry) until one succeeds; it used to clear the pending
+/// ids first (their messages were answered `unknown_offload` while the pages came).
+#[test]
+fn a_listing_that_fails_leaves_the_run_time_ids_pending() {
+    use super::super::shared::Pending;
+    let mut p = plane(); // its host agent's control socket does not exist
+    p.shared.pending.adding([40], 1_000_000);
+    assert_eq!(p.reconcile_with_host(), None);
+    assert!(matches!(
+        p.shared.pending.get(40),
+        Some(Pending::Adding { .. })
+    ));
+    assert_eq!(p.shared.pending.get(41), Some(Pending::Unlisted));
+    assert_eq!(p.shared.pending.get(5), None, "a bundled id is known");
+}
+
 /// An offload the host agent holds, as its LIST gives it.
 fn held_by_host(id: u32) -> OffloadInfo {
     OffloadInfo {
