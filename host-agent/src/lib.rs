@@ -431,24 +431,28 @@ impl HostAgent {
         // their ids; this start's --handler objects are registered after them.
         let mut offloads =
             offload_store::OffloadStore::beside(cfg.persist.as_deref(), cfg.snapshot.as_deref());
-        let mut kept_next = None;
+        let mut kept = offload_store::Loaded::default();
         if let Some(store) = &offloads {
-            let loaded = store.load(&registry, &VerifierConfig::default())?;
-            if loaded.count > 0 {
-                tracing::info!(offloads = loaded.count, path = %store.path().display(), "run-time offloads restored");
+            kept = store.load(&registry, &VerifierConfig::default())?;
+            if kept.count > 0 {
+                tracing::info!(offloads = kept.count, path = %store.path().display(), "run-time offloads restored");
             }
-            kept_next = loaded.next;
         }
+        // Where ids not given before start: ids of offloads removed before this start are not
+        // given again to other programs (runtime.md, "Offloads").
+        let fresh_from = || first_free_after(&registry).max(kept.next.unwrap_or(0));
 
         let mut from_flags = Vec::new();
-        for h in &cfg.handler {
+        for (k, h) in cfg.handler.iter().enumerate() {
             let max = naam_core::elf::OBJECT_FILE_MAX;
             let bytes = naam_core::run_dir::read_regular(&h.path, max, "a handler object")
                 .map_err(io_err(format!("read handler {}", h.path.display())))?;
             let name = h.path.display().to_string();
-            // The lowest id free after the kept ones: a restart with the same flags and
-            // the same kept offloads gives each the same id again.
-            let from = apps::offload::FIRST_DYNAMIC;
+            // The id the k-th flag's offload had at the last start (kept with the offloads),
+            // so a restart with the same flags gives each the same id again; else one never
+            // given (the lowest free one gave a removed offload's id to another program,
+            // probe 21).
+            let from = kept.flags.get(k).copied().unwrap_or_else(fresh_from);
             let (id, prog_name) = register_object(
                 &registry,
                 &bytes,
@@ -527,9 +531,7 @@ impl HostAgent {
             hugetlb = host.is_hugetlb(),
             "host agent ready"
         );
-        // Not below the id the previous host agent would have given next: ids of offloads
-        // it removed are not given again to other programs (runtime.md, "Offloads").
-        let next_offload = first_free_after(&registry).max(kept_next.unwrap_or(0));
+        let next_offload = fresh_from();
         Ok(HostAgent {
             cfg,
             host,

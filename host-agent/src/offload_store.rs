@@ -11,7 +11,9 @@
 //!
 //! Format: a header line `naam-offloads 2`; `next ID`, the id the host agent gives next (a
 //! restart must not give a removed offload's id to another program while clients may still
-//! call it); one offload per line, `ID TENANT CLASS READ_ONLY NAME_HEX INSNS_HEX DIGEST_HEX`
+//! call it); `flags ID…`, the ids the `--handler` flags' offloads had, in the flags' order
+//! (a restart with the same flags gives them the same ids, and no removed one); one offload
+//! per line, `ID TENANT CLASS READ_ONLY NAME_HEX INSNS_HEX DIGEST_HEX`
 //! (the digest is `wire::program_digest` of the instructions); and a last line
 //! `end COUNT DIGEST_HEX`, the number of offloads and the digest of every byte before that
 //! line: a file cut short, or with any field changed (an owner, a class), is refused whole,
@@ -31,12 +33,14 @@ const HEADER: &str = "naam-offloads 2";
 const HEADER_V1: &str = "naam-offloads 1";
 
 /// What [`OffloadStore::load`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Loaded {
     /// Offloads registered.
     pub count: usize,
     /// The id to give next, when the file says (format 2).
     pub next: Option<u32>,
+    /// The ids the `--handler` flags' offloads had, in the flags' order (format 2).
+    pub flags: Vec<u32>,
 }
 
 /// Where the run-time offloads are kept: beside the persisted area and beside the snapshot
@@ -124,7 +128,11 @@ impl OffloadStore {
         without: Option<u32>,
         next: u32,
     ) -> Result<(), StoreError> {
-        let mut text = format!("{HEADER}\nnext {next}\n");
+        let mut text = format!("{HEADER}\nnext {next}\nflags");
+        for id in &self.from_flags {
+            let _ = write!(text, " {id}");
+        }
+        text.push('\n');
         let mut count = 0;
         let kept = registry.list().into_iter().filter(|o| {
             o.id >= FIRST_DYNAMIC && !self.from_flags.contains(&o.id) && Some(o.id) != without
@@ -169,12 +177,7 @@ impl OffloadStore {
         let path = self.path().to_owned();
         let bytes = match naam_core::run_dir::read_regular(&path, STORE_MAX, "an offloads file") {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Loaded {
-                    count: 0,
-                    next: None,
-                })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::default()),
             Err(source) => return Err(StoreError::Io { path, source }),
         };
         load_bytes(bytes, registry, verifier).map_err(|(line, reason)| StoreError::Bad {
@@ -201,15 +204,15 @@ pub fn load_bytes(
     })?;
     let (body, next) = match text.split_once('\n') {
         Some((HEADER, _)) => {
-            let (body, next) = checked(&text)?;
-            (body, Some(next))
+            let (body, next, flags) = checked(&text)?;
+            (body, Some((next, flags)))
         }
         Some((HEADER_V1, _)) => (text.as_str(), None),
         _ => return Err(bad(1, format!("the first line is not {HEADER:?}"))),
     };
     let mut entries = Vec::new();
     // After the header (and `next`); blank lines (an editor's last newline) are nothing.
-    let skip = if next.is_some() { 2 } else { 1 };
+    let skip = if next.is_some() { 3 } else { 1 };
     let lines = body.lines().enumerate().skip(skip);
     for (i, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
         let n = i + 1;
@@ -275,12 +278,13 @@ pub fn load_bytes(
             .register_as(id, spec, program)
             .map_err(|e| bad(n, e.to_string()))?;
     }
-    Ok(Loaded { count, next })
+    let (next, flags) = next.map_or((None, Vec::new()), |(n, f)| (Some(n), f));
+    Ok(Loaded { count, next, flags })
 }
 
-/// A format-2 file's text up to its `end` line, and its `next` id, once the `end` line's
-/// count and digest match what precedes it; else the line and what is wrong.
-fn checked(text: &str) -> Result<(&str, u32), (usize, String)> {
+/// A format-2 file's text up to its `end` line, its `next` id and its `flags` ids, once the
+/// `end` line's count and digest match what precedes it; else the line and what is wrong.
+fn checked(text: &str) -> Result<(&str, u32, Vec<u32>), (usize, String)> {
     let lines = text.lines().count();
     let trimmed = text.trim_end_matches(['\n', ' ']);
     let (body, end) = match trimmed.rfind('\n') {
@@ -303,7 +307,7 @@ fn checked(text: &str) -> Result<(&str, u32), (usize, String)> {
     }
     let entries = body
         .lines()
-        .skip(2)
+        .skip(3)
         .filter(|l| !l.trim().is_empty())
         .count();
     if count.parse::<usize>().ok() != Some(entries) {
@@ -318,7 +322,16 @@ fn checked(text: &str) -> Result<(&str, u32), (usize, String)> {
         .and_then(|l| l.strip_prefix("next "))
         .and_then(|n| n.parse::<u32>().ok())
         .ok_or((2, "the second line is not `next ID`".to_string()))?;
-    Ok((body, next))
+    let flags = body
+        .lines()
+        .nth(2)
+        .and_then(|l| match l {
+            "flags" => Some(""),
+            l => l.strip_prefix("flags "),
+        })
+        .and_then(|ids| ids.split_whitespace().map(|id| id.parse().ok()).collect())
+        .ok_or((3, "the third line is not `flags ID…`".to_string()))?;
+    Ok((body, next, flags))
 }
 
 fn hex(b: &[u8]) -> String {
@@ -421,10 +434,7 @@ mod tests {
             store
                 .load(&Registry::new(), &VerifierConfig::default())
                 .unwrap(),
-            Loaded {
-                count: 0,
-                next: None
-            }
+            Loaded::default()
         );
     }
 
@@ -481,7 +491,7 @@ mod tests {
             1
         );
         // Each line checked as it is (in a file of format 1, which has no digest over all).
-        let line = text.lines().nth(2).unwrap().to_owned();
+        let line = text.lines().nth(3).unwrap().to_owned();
         let name_hex = hex(b"only-a");
         for (from, to, why) in [
             (name_hex.clone(), String::new(), "empty"),
@@ -560,24 +570,27 @@ mod tests {
     #[test]
     fn the_next_id_is_kept_and_a_file_cut_short_or_changed_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = OffloadStore::beside(Some(&dir.path().join("area")), None).unwrap();
+        let mut store = OffloadStore::beside(Some(&dir.path().join("area")), None).unwrap();
         let r = Registry::new();
-        for id in [16, 17, 18] {
+        for id in [16, 17, 18, 20] {
             r.register_as(id, spec(&format!("o{id}")), program())
                 .unwrap();
         }
-        store.save(&r, Some(18), 19).unwrap();
+        // 20 is a `--handler` flag's: its id is kept, not its program.
+        store.set_from_flags(vec![20]);
+        store.save(&r, Some(18), 21).unwrap();
         let load = || store.load(&Registry::new(), &VerifierConfig::default());
         assert_eq!(
             load().unwrap(),
             Loaded {
                 count: 2,
-                next: Some(19)
+                next: Some(21),
+                flags: vec![20],
             }
         );
         let text = std::fs::read_to_string(store.path()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 5, "{text}");
+        assert_eq!(lines.len(), 6, "{text}");
         let write = |t: &str| std::fs::write(store.path(), t).unwrap();
         // Cut after each whole line, and in the middle of the last.
         for keep in 1..lines.len() {
@@ -590,11 +603,12 @@ mod tests {
         }
         write(&text[..text.len() - 3]);
         assert!(load().is_err());
-        // An owner, a class, the next id changed: refused whole.
+        // An owner, a class, the next id, a flag's id changed: refused whole.
         for (from, to) in [
             (" 2 3 1 ", " 1 3 1 "),
             (" 2 3 1 ", " 2 9 1 "),
-            ("next 19", "next 17"),
+            ("next 21", "next 17"),
+            ("flags 20", "flags 18"),
         ] {
             let changed = text.replacen(from, to, 1);
             assert_ne!(changed, text);
@@ -603,13 +617,14 @@ mod tests {
             assert!(e.contains("digest"), "{from} -> {to}: {e}");
         }
         // A file of format 1 (before the next id was kept) is read as before.
-        let v1: String = [HEADER_V1, lines[2], lines[3]].join("\n") + "\n";
+        let v1: String = [HEADER_V1, lines[3], lines[4]].join("\n") + "\n";
         write(&v1);
         assert_eq!(
             load().unwrap(),
             Loaded {
                 count: 2,
-                next: None
+                next: None,
+                flags: vec![],
             }
         );
     }

@@ -684,6 +684,39 @@ fn a_snapshot_file_is_one_agents_and_must_be_writable() {
     assert!(err.contains("/proc/naam-snap"), "{err}");
 }
 
+/// Probe 21: a `--handler` flag's offload, registered at the lowest free id, took the id of
+/// an offload removed before the restart. It takes an id never given now, and keeps it
+/// across restarts with the same flags.
+#[test]
+fn a_handler_flag_takes_no_removed_id_and_keeps_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let area = dir.path().join("area");
+    let object = concat!(env!("CARGO_MANIFEST_DIR"), "/../handlers/test/peek.bpf.o");
+    let mut agent = Agent::start(dir.path(), &["--persist", area.to_str().unwrap()]);
+    let mut c = agent.control();
+    let ids: Vec<u32> = ["a", "b", "c"]
+        .iter()
+        .map(|n| c.register(record_offload(n)).unwrap())
+        .collect();
+    c.unregister(ids[1]).unwrap();
+    agent.kill9();
+    let args = ["--persist", area.to_str().unwrap(), "--handler", object];
+    let mut agent = Agent::start(dir.path(), &args);
+    let listed = offload_ids(&agent);
+    let (flag, _) = *listed
+        .iter()
+        .find(|(_, n)| n.contains("peek"))
+        .expect("listed");
+    assert!(
+        flag > ids[2],
+        "the flag's offload took {flag}; {} was removed",
+        ids[1]
+    );
+    agent.kill9();
+    let agent = Agent::start(dir.path(), &args);
+    assert_eq!(offload_ids(&agent), listed, "the same ids again");
+}
+
 /// A registration (or removal) that cannot be kept for restarts is refused, not acknowledged
 /// and then lost: its offloads file cannot be rewritten (here its temporary file is a
 /// directory; a full disk does the same).
