@@ -180,6 +180,7 @@ fn with_config_file(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ff
     let table: toml::Table =
         toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
     let mut flags: Vec<std::ffi::OsString> = Vec::new();
+    let mut seen: Vec<(clap::Id, String)> = Vec::new();
     let cmd = <Args as clap::CommandFactory>::command();
     for (key, value) in table {
         // A key is a long flag without its dashes; an unknown one is the file's mistake,
@@ -197,6 +198,33 @@ fn with_config_file(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ff
                 path.display()
             );
         };
+        // One setting under two names (`control` and `control-addr`): the later won without
+        // a word (probe 21).
+        if let Some(other) = seen.iter().find(|(id, _)| id == arg.get_id()) {
+            anyhow::bail!(
+                "config file {}: {key} and {} are one setting: give it once",
+                path.display(),
+                other.1
+            );
+        }
+        seen.push((arg.get_id().clone(), key.clone()));
+        // The command line wins: for a flag given there, the file's value is not used (for
+        // one taken several times, `tenant-weight`, the two lists were joined, probe 21).
+        let names: Vec<&str> = arg
+            .get_long()
+            .into_iter()
+            .chain(arg.get_all_aliases().unwrap_or_default())
+            .collect();
+        let on_command_line = args.iter().filter_map(|a| a.to_str()).any(|a| {
+            names.iter().any(|n| {
+                a.strip_prefix("--")
+                    .and_then(|a| a.strip_prefix(n))
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('='))
+            })
+        });
+        if on_command_line {
+            continue;
+        }
         let flag = format!("--{key}");
         let bad = || {
             anyhow::anyhow!(
@@ -287,6 +315,15 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
     // Logs go to stderr; stdout carries only the "serving" line (scripts read the ports).
     naam_link::log::init();
     let a = Args::parse_from(with_config_file(args)?);
+    // As the data port's (`port::parse_spec`): bound, it would serve nobody (probe 21).
+    if let Some(c) = a
+        .control
+        .filter(|c| c.ip().is_broadcast() || c.ip().is_multicast())
+    {
+        anyhow::bail!(
+            "--control {c}: a broadcast or multicast address; give this machine's address (or 0.0.0.0)"
+        );
+    }
     // Class `c` is served on UDP port `base + c`: found out here, not after connecting.
     if let Ok(crate::port::PortSpec::Udp(base)) = crate::port::parse_spec(&a.port) {
         let last = u32::from(base.port()) + u32::from(a.classes) - 1;

@@ -160,8 +160,13 @@ fn a_config_file_sets_flags_and_the_command_line_wins() {
         ("port = \"bogus:1\"\n", "'bogus:1' for '--port"),
         // A list for a flag of one value: the last item won, without a word (probe 10).
         ("workers = [1, 3]\n", "workers takes one value"),
-        // A flag's alias is a key too (`control-addr` was refused as unknown, probe 20).
+        // A flag's alias is a key too (`control-addr` was refused as unknown, probe 20),
+        // but not beside its flag's name (the later won without a word, probe 21).
         ("control-addr = \"nonsense\"\n", "'nonsense' for '--control"),
+        (
+            "control = \"127.0.0.1:1\"\ncontrol-addr = \"127.0.0.1:2\"\n",
+            "are one setting",
+        ),
     ] {
         std::fs::write(&file, text).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
@@ -178,6 +183,28 @@ fn a_config_file_sets_flags_and_the_command_line_wins() {
             "{text}: {err}"
         );
     }
+    // The command line wins over the file for a flag taken several times too: the two lists
+    // were joined (probe 21), and this file's own duplicate would be refused.
+    std::fs::write(&file, "tenant-weight = [\"2=3\", \"2=4\"]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_naam-dataplane"))
+        .arg("--config")
+        .arg(&file)
+        .args([
+            "--tenant-weight",
+            "2=5",
+            "--run-dir",
+            "/nonexistent/naam-run",
+            "--connect-wait-ms",
+            "100",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        !err.contains("twice") && err.contains("/nonexistent/naam-run"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -208,6 +235,7 @@ fn settings_that_could_not_serve_are_refused_before_anything_starts() {
         ),
         (&["--max-steps", "0"][..], "--max-steps"),
         (&["--port", "udp:255.255.255.255:45300"][..], "broadcast"),
+        (&["--control", "224.0.0.1:45299"][..], "multicast"),
         // The reserved tenant, and a tenant weighed twice (the last won, probe 20).
         (&["--tenant-weight", "4294967295=5"][..], "reserved"),
         (

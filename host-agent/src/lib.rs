@@ -297,10 +297,22 @@ impl HostAgent {
                     path.display(),
                     lock.display()
                 )))?;
-                Some(taken.ok_or_else(|| AgentError::SnapshotInUse {
+                let taken = taken.ok_or_else(|| AgentError::SnapshotInUse {
                     path: path.clone(),
                     lock,
-                })?)
+                })?;
+                // The shutdown writes `FILE.tmp`, then renames it: tried now (a lock file
+                // left by an earlier start in a folder that is no longer writable passed,
+                // and the snapshot was lost at shutdown, probe 21).
+                let tmp = naam_core::run_dir::beside(path, ".tmp");
+                private_file::create(&tmp)
+                    .and_then(|_| std::fs::remove_file(&tmp))
+                    .map_err(io_err(format!(
+                        "snapshot {}: it could not be written at shutdown: create {}",
+                        path.display(),
+                        tmp.display()
+                    )))?;
+                Some(taken)
             }
             None => None,
         };

@@ -682,6 +682,15 @@ fn a_snapshot_file_is_one_agents_and_must_be_writable() {
         &["--snapshot", "/proc/naam-snap"],
     );
     assert!(err.contains("/proc/naam-snap"), "{err}");
+    // Its lock can be taken, but the file the shutdown writes first cannot be made (a
+    // directory in its place here; a folder no longer writable did the same, probe 21).
+    let blocked = dir.path().join("blocked");
+    std::fs::create_dir_all(naam_core::run_dir::beside(&blocked, ".tmp").join("x")).unwrap();
+    let err = refused_start(
+        &dir.path().join("c").join("run"),
+        &["--snapshot", blocked.to_str().unwrap()],
+    );
+    assert!(err.contains("could not be written at shutdown"), "{err}");
 }
 
 /// Probe 21: a `--handler` flag's offload, registered at the lowest free id, took the id of

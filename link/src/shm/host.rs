@@ -141,7 +141,7 @@ impl ShmHost {
                 return Err(LinkError::Persist {
                     path: path.clone(),
                     reason: "its region directory is not what its host agent wrote \
-                             (checksum): damaged, or changed by another process"
+                             (checksum): damaged, or edited"
                         .into(),
                 });
             }
