@@ -372,6 +372,7 @@ fn a_control_flood_is_answered_or_counted_never_lost_silently() {
         1,
         Body::Stats(naam_core::wire::PageRequestRepr { start: 0, max: 0 }),
     );
+    let began = std::time::Instant::now();
     for _ in 0..N {
         raw.send_to(&req, d.control_addr()).unwrap();
     }
@@ -403,9 +404,11 @@ fn a_control_flood_is_answered_or_counted_never_lost_silently() {
     // left the kernel dropping three quarters, the operators' requests with them): past
     // 2 000 a second (256 at once) they go unanswered, counted.
     let unanswered = stat(&d, "ctl.unproven_unanswered");
-    println!("{unanswered} of them unanswered");
+    // At most the burst and what the rate earned since the first was sent were answered.
+    let answerable = 256 + (2_000.0 * began.elapsed().as_secs_f64()) as u64;
+    println!("{unanswered} of them unanswered (at most {answerable} could be answered)");
     assert!(
-        unanswered >= N / 2 && unanswered <= last.0,
+        unanswered + answerable >= last.0 && unanswered <= last.0,
         "{unanswered} unanswered of {last:?}"
     );
 }

@@ -460,32 +460,54 @@ impl HostAgent {
             let bytes = naam_core::run_dir::read_regular(&h.path, max, "a handler object")
                 .map_err(io_err(format!("read handler {}", h.path.display())))?;
             let name = h.path.display().to_string();
+            let register = |from| {
+                register_object(
+                    &registry,
+                    &bytes,
+                    h.section.as_deref(),
+                    from,
+                    |prog_name, id| OffloadSpec {
+                        name: prog_name.to_owned(),
+                        tenant: BUNDLED_TENANT,
+                        class: (id % DEFAULT_CLASSES) as u16,
+                        read_only: false,
+                    },
+                )
+                .map_err(|e| AgentError::Offload {
+                    name: name.clone(),
+                    reason: e.detail,
+                })
+            };
             // The id the k-th flag's offload had at the last start (kept with the offloads),
-            // so a restart with the same flags gives each the same id again; else one never
-            // given (the lowest free one gave a removed offload's id to another program,
-            // probe 21).
-            let from = kept.flags.get(k).copied().unwrap_or_else(fresh_from);
-            let (id, prog_name) = register_object(
-                &registry,
-                &bytes,
-                h.section.as_deref(),
-                from,
-                |prog_name, id| OffloadSpec {
-                    name: prog_name.to_owned(),
-                    tenant: BUNDLED_TENANT,
-                    class: (id % DEFAULT_CLASSES) as u16,
-                    read_only: false,
-                },
-            )
-            .map_err(|e| AgentError::Offload {
-                name,
-                reason: e.detail,
-            })?;
+            // so a restart with the same flags gives each the same id again, when it is the
+            // same program; else an id never given (at the lowest free one, it took a
+            // removed offload's id, probe 21: a client still calling that ran this program).
+            let (id, prog_name) = match kept.flags.get(k) {
+                Some(&(had, digest)) => {
+                    let (id, prog_name) = register(had)?;
+                    let same = id == had
+                        && registry.get(id).is_some_and(|o| {
+                            naam_core::wire::program_digest(o.program.insns()) == digest
+                        });
+                    if same {
+                        (id, prog_name)
+                    } else {
+                        let _ = registry.unregister(id);
+                        register(fresh_from())?
+                    }
+                }
+                None => register(fresh_from())?,
+            };
             tracing::info!(id, name = prog_name, path = %h.path.display(), "handler registered");
             from_flags.push(id);
         }
         if let Some(store) = &mut offloads {
             store.set_from_flags(from_flags);
+            // Now, so that the next start knows these flags' ids and programs even when no
+            // offload is registered or removed meanwhile.
+            if let Err(e) = store.save(&registry, None, fresh_from()) {
+                tracing::warn!(error = %naam_core::with_sources(&e), "run-time offloads not saved at start");
+            }
         }
 
         // Before the sockets: a metrics address in use leaves no socket file behind.

@@ -11,9 +11,9 @@
 //!
 //! Format: a header line `naam-offloads 2`; `next ID`, the id the host agent gives next (a
 //! restart must not give a removed offload's id to another program while clients may still
-//! call it); `flags ID…`, the ids the `--handler` flags' offloads had, in the flags' order
-//! (a restart with the same flags gives them the same ids, and no removed one); one offload
-//! per line, `ID TENANT CLASS READ_ONLY NAME_HEX INSNS_HEX DIGEST_HEX`
+//! call it); `flags ID:DIGEST_HEX…`, the ids and program digests of the `--handler` flags'
+//! offloads, in the flags' order (a restart with the same flags gives them the same ids, and
+//! another program none of them); one offload per line, `ID TENANT CLASS READ_ONLY NAME_HEX INSNS_HEX DIGEST_HEX`
 //! (the digest is `wire::program_digest` of the instructions); and a last line
 //! `end COUNT DIGEST_HEX`, the number of offloads and the digest of every byte before that
 //! line: a file cut short, or with any field changed (an owner, a class), is refused whole,
@@ -39,9 +39,13 @@ pub struct Loaded {
     pub count: usize,
     /// The id to give next, when the file says (format 2).
     pub next: Option<u32>,
-    /// The ids the `--handler` flags' offloads had, in the flags' order (format 2).
-    pub flags: Vec<u32>,
+    /// The ids and program digests of the `--handler` flags' offloads, in the flags' order
+    /// (format 2).
+    pub flags: FlagIds,
 }
+
+/// `(id, program digest)` of each `--handler` flag's offload, in the flags' order.
+pub type FlagIds = Vec<(u32, u64)>;
 
 /// Where the run-time offloads are kept: beside the persisted area and beside the snapshot
 /// (a reboot loses the area on its tmpfs, not the snapshot: the offloads must come back with
@@ -130,7 +134,10 @@ impl OffloadStore {
     ) -> Result<(), StoreError> {
         let mut text = format!("{HEADER}\nnext {next}\nflags");
         for id in &self.from_flags {
-            let _ = write!(text, " {id}");
+            let digest = registry
+                .get(*id)
+                .map_or(0, |o| program_digest(o.program.insns()));
+            let _ = write!(text, " {id}:{digest:016x}");
         }
         text.push('\n');
         let mut count = 0;
@@ -284,7 +291,7 @@ pub fn load_bytes(
 
 /// A format-2 file's text up to its `end` line, its `next` id and its `flags` ids, once the
 /// `end` line's count and digest match what precedes it; else the line and what is wrong.
-fn checked(text: &str) -> Result<(&str, u32, Vec<u32>), (usize, String)> {
+fn checked(text: &str) -> Result<(&str, u32, FlagIds), (usize, String)> {
     let lines = text.lines().count();
     let trimmed = text.trim_end_matches(['\n', ' ']);
     let (body, end) = match trimmed.rfind('\n') {
@@ -329,8 +336,16 @@ fn checked(text: &str) -> Result<(&str, u32, Vec<u32>), (usize, String)> {
             "flags" => Some(""),
             l => l.strip_prefix("flags "),
         })
-        .and_then(|ids| ids.split_whitespace().map(|id| id.parse().ok()).collect())
-        .ok_or((3, "the third line is not `flags ID…`".to_string()))?;
+        .and_then(|flags| {
+            flags
+                .split_whitespace()
+                .map(|f| {
+                    let (id, digest) = f.split_once(':')?;
+                    Some((id.parse().ok()?, u64::from_str_radix(digest, 16).ok()?))
+                })
+                .collect()
+        })
+        .ok_or((3, "the third line is not `flags ID:DIGEST…`".to_string()))?;
     Ok((body, next, flags))
 }
 
@@ -585,7 +600,7 @@ mod tests {
             Loaded {
                 count: 2,
                 next: Some(21),
-                flags: vec![20],
+                flags: vec![(20, program_digest(program().insns()))],
             }
         );
         let text = std::fs::read_to_string(store.path()).unwrap();

@@ -722,8 +722,22 @@ fn a_handler_flag_takes_no_removed_id_and_keeps_its_own() {
         ids[1]
     );
     agent.kill9();
-    let agent = Agent::start(dir.path(), &args);
+    let mut agent = Agent::start(dir.path(), &args);
     assert_eq!(offload_ids(&agent), listed, "the same ids again");
+    agent.kill9();
+    // Another program in that flag's place does not get the id the first one's clients may
+    // still call.
+    let other = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../handlers/test/three_step.bpf.o"
+    );
+    let args = ["--persist", area.to_str().unwrap(), "--handler", other];
+    let agent = Agent::start(dir.path(), &args);
+    let (id, _) = *offload_ids(&agent)
+        .iter()
+        .find(|(_, n)| n.contains("three"))
+        .expect("listed");
+    assert!(id > flag, "{id} after {flag}");
 }
 
 /// A registration (or removal) that cannot be kept for restarts is refused, not acknowledged

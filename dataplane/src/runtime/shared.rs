@@ -1,6 +1,7 @@
 //! State shared by the workers, the load monitor and the control socket: the offload
 //! registry, the committed steering table, the placement hints, the region table of the
-//! current link, and the host-liveness flag. Workers read it with relaxed atomic loads.
+//! current link, the host-liveness flag, and the host agent's offloads still to be added.
+//! Workers read it with relaxed atomic loads.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};

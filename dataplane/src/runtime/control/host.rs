@@ -42,9 +42,9 @@ impl ControlPlane {
     pub fn reconcile_with_host(&mut self) -> Option<(usize, usize)> {
         // What an earlier connection left to add is this one's to decide (its host agent
         // may not hold them).
-        // The workers keep answering from the last listing (an earlier host agent's) until
-        // this one's is in: cleared first, ids neither pending nor registered were answered
-        // `unknown_offload` while the pages came (probe 21).
+        // The workers keep answering from the last listing until this one's is in (when it
+        // was cleared here first, ids in neither it nor the registry were answered
+        // `unknown_offload` while the pages came, probe 21).
         self.readding.clear();
         self.readd_failures = 0;
         let mut host: Vec<OffloadInfo> = Vec::new();

@@ -294,7 +294,7 @@ fn a_stats_walk_builds_its_list_once() {
 /// operators' requests with the rest). A sealed request is served as ever.
 #[test]
 fn refusals_to_senders_that_prove_nothing_are_rate_limited_and_counted() {
-    use crate::runtime::worker::UNPROVEN_BURST;
+    use crate::runtime::worker::{UNPROVEN_BURST, UNPROVEN_REPLIES_PER_S};
     let mut p = plane();
     let mut out = vec![0u8; naam_core::wire::MAX_DATAGRAM];
     let from: SocketAddr = "127.0.0.1:5555".parse().unwrap();
@@ -314,6 +314,7 @@ fn refusals_to_senders_that_prove_nothing_are_rate_limited_and_counted() {
     malformed[HEADER_LEN..].fill(0xff);
     let sent = 3 * UNPROVEN_BURST;
     let mut answered = 0;
+    let began = std::time::Instant::now();
     for i in 0..sent {
         let d = [&unsealed, &forged, &malformed][(i % 3) as usize];
         let n = p.admit(from, d, naam_link::now_ns(), &mut out);
@@ -322,10 +323,11 @@ fn refusals_to_senders_that_prove_nothing_are_rate_limited_and_counted() {
             assert!(error_code(&out[..n]).is_some());
         }
     }
-    // The burst, and what the rate earned while the loop ran (a few at most).
+    // The burst, and what the rate earned while the loop ran.
+    let earned = began.elapsed().as_secs_f64() * UNPROVEN_REPLIES_PER_S as f64;
     assert!(
-        (UNPROVEN_BURST..UNPROVEN_BURST + 50).contains(&answered),
-        "{answered} of {sent} answered"
+        answered >= UNPROVEN_BURST && answered as f64 <= UNPROVEN_BURST as f64 + earned + 2.0,
+        "{answered} of {sent} answered ({earned:.0} earned)"
     );
     let c: std::collections::HashMap<_, _> = p.counters().into_iter().collect();
     assert_eq!(c["ctl.unproven_unanswered"], sent - answered);
