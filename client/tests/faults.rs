@@ -1237,13 +1237,19 @@ fn run_time_offloads_come_back_from_the_snapshot_and_the_host_agent_decides_what
         "the offload is back"
     );
 
-    // Its store edited while the host agent is down: another class and tenant for the id.
+    // Its store edited while the host agent is down: another class and tenant for the id
+    // (the file's digest made again, as by an operator who means it: an edit alone is
+    // refused as damage).
     d.kill_host();
     let store = naam_core::run_dir::beside(&d.snapshot_path(), ".offloads");
     let text = std::fs::read_to_string(&store).unwrap();
     let line = format!("{id} 1 {} 1 ", o.class);
     assert!(text.contains(&line), "{text}");
-    let edited = text.replace(&line, &format!("{id} 2 7 1 "));
+    let body = &text[..text.trim_end().rfind('\n').unwrap() + 1];
+    let body = body.replace(&line, &format!("{id} 2 7 1 "));
+    let count = body.lines().skip(3).count();
+    let digest = naam_core::wire::program_digest(body.as_bytes());
+    let edited = format!("{body}end {count} {digest:016x}\n");
     for f in [&store, &naam_core::run_dir::beside(&area, ".offloads")] {
         std::fs::write(f, &edited).unwrap();
     }
