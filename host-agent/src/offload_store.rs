@@ -13,8 +13,9 @@
 //! restart must not give a removed offload's id to another program while clients may still
 //! call it); `flags ID:DIGEST_HEX…`, the ids and program digests of the `--handler` flags'
 //! offloads, in the flags' order (a restart with the same flags gives them the same ids, and
-//! another program none of them); one offload per line, `ID TENANT CLASS READ_ONLY NAME_HEX INSNS_HEX DIGEST_HEX`
-//! (the digest is `wire::program_digest` of the instructions); and a last line
+//! another program none of them); one offload per line,
+//! `ID TENANT CLASS READ_ONLY NAME_HEX INSNS_HEX DIGEST_HEX` (the digest is
+//! `wire::program_digest` of the instructions); and a last line
 //! `end COUNT DIGEST_HEX`, the number of offloads and the digest of every byte before that
 //! line: a file cut short, or with any field changed (an owner, a class), is refused whole,
 //! not run. Files of format 1 (no `next`, no `end`: before 2026-12-08) are still read.
@@ -209,7 +210,8 @@ pub fn load_bytes(
         let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
         bad(line, "not UTF-8 text".into())
     })?;
-    let (body, next) = match text.split_once('\n') {
+    // Format 2: its `next` and `flags` lines (format 1 has neither).
+    let (body, format2) = match text.split_once('\n') {
         Some((HEADER, _)) => {
             let (body, next, flags) = checked(&text)?;
             (body, Some((next, flags)))
@@ -218,8 +220,9 @@ pub fn load_bytes(
         _ => return Err(bad(1, format!("the first line is not {HEADER:?}"))),
     };
     let mut entries = Vec::new();
-    // After the header (and `next`); blank lines (an editor's last newline) are nothing.
-    let skip = if next.is_some() { 3 } else { 1 };
+    // After the header (and `next` and `flags`); blank lines (an editor's last newline) are
+    // nothing.
+    let skip = if format2.is_some() { 3 } else { 1 };
     let lines = body.lines().enumerate().skip(skip);
     for (i, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
         let n = i + 1;
@@ -280,12 +283,18 @@ pub fn load_bytes(
         entries.push((n, id, spec, Arc::new(program)));
     }
     let count = entries.len();
+    let mut registered = Vec::with_capacity(count);
     for (n, id, spec, program) in entries {
-        registry
-            .register_as(id, spec, program)
-            .map_err(|e| bad(n, e.to_string()))?;
+        if let Err(e) = registry.register_as(id, spec, program) {
+            // Whole or nothing: an id taken already, or a program this engine cannot run.
+            for id in registered {
+                let _ = registry.unregister(id);
+            }
+            return Err(bad(n, e.to_string()));
+        }
+        registered.push(id);
     }
-    let (next, flags) = next.map_or((None, Vec::new()), |(n, f)| (Some(n), f));
+    let (next, flags) = format2.map_or((None, Vec::new()), |(n, f)| (Some(n), f));
     Ok(Loaded { count, next, flags })
 }
 
@@ -642,6 +651,17 @@ mod tests {
                 flags: vec![],
             }
         );
+    }
+
+    /// A file that cannot be registered whole (an id taken already) registers nothing.
+    #[test]
+    fn a_file_that_cannot_be_registered_whole_registers_nothing() {
+        let r = Registry::new();
+        r.register_as(17, spec("taken"), program()).unwrap();
+        let e = load_bytes(valid_file(), &r, &VerifierConfig::default()).unwrap_err();
+        assert!(e.1.contains("already registered"), "{e:?}");
+        let left: Vec<(u32, String)> = r.list().iter().map(|o| (o.id, o.name.clone())).collect();
+        assert_eq!(left, [(17, "taken".to_string())]);
     }
 
     /// A file as a host agent writes it: two offloads.
