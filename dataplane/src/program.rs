@@ -315,14 +315,12 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
     // Logs go to stderr; stdout carries only the "serving" line (scripts read the ports).
     naam_link::log::init();
     let a = Args::parse_from(with_config_file(args)?);
-    // As the data port's (`port::parse_spec`): bound, it would serve nobody (probe 21).
-    if let Some(c) = a
+    // As the data port's (`port::parse_spec`).
+    if let Some((c, why)) = a
         .control
-        .filter(|c| c.ip().is_broadcast() || c.ip().is_multicast())
+        .and_then(|c| crate::port::unservable(c.ip()).map(|why| (c, why)))
     {
-        anyhow::bail!(
-            "--control {c}: a broadcast or multicast address; give this machine's address (or 0.0.0.0)"
-        );
+        anyhow::bail!("--control {c}: {why}");
     }
     // Class `c` is served on UDP port `base + c`: found out here, not after connecting.
     if let Ok(crate::port::PortSpec::Udp(base)) = crate::port::parse_spec(&a.port) {

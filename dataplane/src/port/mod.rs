@@ -25,7 +25,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 #[cfg(feature = "dpdk")]
 pub use dpdk::{DpdkPort, DpdkPortConfig};
 pub use mem::MemPort;
-pub use spec::{open, parse as parse_spec, AnyPort, PortOptions, PortSpec};
+pub use spec::{open, parse as parse_spec, unservable, AnyPort, PortOptions, PortSpec};
 pub use stats::{DropReason, PortStats};
 pub use udp::{kernel_drops, LossInjection, UdpPort};
 

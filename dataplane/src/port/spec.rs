@@ -50,14 +50,10 @@ pub fn parse(spec: &str) -> Result<PortSpec<'_>, PortError> {
         let addr: SocketAddrV4 = addr
             .parse()
             .map_err(|_| bad("expected udp:IPV4:PORT (IPv4 only)"))?;
-        // Bound, it would serve nobody: no client's datagram is sent from a broadcast or
-        // multicast address, nor answered to one (probe 20: it said it was serving).
-        if addr.ip().is_broadcast() || addr.ip().is_multicast() {
-            return Err(bad(
-                "a broadcast or multicast address: give this machine's address (or 0.0.0.0)",
-            ));
-        }
-        return Ok(PortSpec::Udp(addr));
+        return match unservable(addr.ip()) {
+            Some(why) => Err(bad(why)),
+            None => Ok(PortSpec::Udp(addr)),
+        };
     }
     if let Some(args) = spec.strip_prefix("dpdk:") {
         return if cfg!(feature = "dpdk") {
@@ -67,6 +63,14 @@ pub fn parse(spec: &str) -> Result<PortSpec<'_>, PortError> {
         };
     }
     Err(bad("expected udp:ADDR or dpdk:EAL-ARGS"))
+}
+
+/// Why a socket bound to `ip` would serve nobody, if it would: no client's datagram is sent
+/// from a broadcast or multicast address, nor answered to one (probes 20 and 21: the data
+/// and the control port said they were serving there).
+pub fn unservable(ip: &std::net::Ipv4Addr) -> Option<&'static str> {
+    (ip.is_broadcast() || ip.is_multicast())
+        .then_some("a broadcast or multicast address: give this machine's address (or 0.0.0.0)")
 }
 
 /// Opens a port from `spec`:

@@ -721,12 +721,11 @@ fn run_control(
             // Once per (re)connection. A host agent that did not answer its LIST (it stalled
             // right then) is asked again a second later: left as it was, none of its
             // offloads was ever added (probe 21).
-            host.reconciled = true;
-            if plane.reconcile_with_host().is_none() {
+            host.reconciled = plane.reconcile_with_host().is_some();
+            if !host.reconciled {
                 tracing::warn!(
                     "could not list the host agent's offloads to reconcile with; trying again in a second"
                 );
-                host.reconciled = false;
                 host.reconcile_after_ns = now_ns() + RECONCILE_RETRY_NS;
             }
         }

@@ -101,6 +101,11 @@ impl Area {
             .map(|d| d.write().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Writes [`hdr::DIR_SUM`] of the directory as the host leaves it (after every change).
+    pub(super) fn seal_directory(&self) {
+        self.hdr.store_u64(hdr::DIR_SUM, self.directory_sum());
+    }
+
     /// [`hdr::DIR_SUM`] of the directory as it is now.
     pub(super) fn directory_sum(&self) -> u64 {
         let l = &self.layout;

@@ -161,7 +161,7 @@ impl ShmHost {
                 };
             }
             // An area of a version before the checksum gets one now, taken as it was found.
-            area.hdr.store_u64(hdr::DIR_SUM, area.directory_sum());
+            area.seal_directory();
             // Sleepers of the previous host are gone; their flags would only cost wake-ups.
             for qp in 0..layout.qps {
                 for d in [Dir::ToHost, Dir::ToNic] {
@@ -403,7 +403,7 @@ impl ShmHost {
             h.entries.push(entry);
             h.arena_used = used + len;
         }
-        a.hdr.store_u64(hdr::DIR_SUM, a.directory_sum());
+        a.seal_directory();
         a.hdr.faa(hdr::DIR_EPOCH, 1);
         tracing::info!(region = spec.id, tenant = spec.tenant, len = spec.len, perms = %spec.perms, "region registered");
         Ok(entry)
@@ -423,7 +423,7 @@ impl ShmHost {
                 if let Some(mut h) = a.host_dir_mut() {
                     h.entries.retain(|e| e.desc.id != id);
                 }
-                a.hdr.store_u64(hdr::DIR_SUM, a.directory_sum());
+                a.seal_directory();
                 a.hdr.faa(hdr::DIR_EPOCH, 1);
                 return Ok(());
             }

@@ -382,9 +382,14 @@ impl ControlPlane {
         }
         self.answered += 1;
         if let Ok(Body::Error(e)) = Message::parse(reply).map(|m| m.body) {
-            if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == e.code) {
-                self.errors[i] += 1;
-            }
+            self.count_error(e.code);
+        }
+    }
+
+    /// Counts a refusal with `code` (`ctl.error.CODE`), sent or not.
+    fn count_error(&mut self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.errors[i] += 1;
         }
     }
 
@@ -621,9 +626,7 @@ impl ControlPlane {
             return true;
         }
         self.unproven_unanswered += 1;
-        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
-            self.errors[i] += 1;
-        }
+        self.count_error(code);
         false
     }
 
@@ -737,11 +740,9 @@ impl ControlPlane {
                 "offload the host agent no longer had replaced"
             );
         }
-        self.unserved.retain(|o| o.id != id);
-        self.readding.retain(|o| o.id != id);
         let registered = self.shared.registry.register_as(id, spec, prog);
         // After the registry has it, so that a worker finds it in one or the other.
-        self.shared.pending.done(id, self.readd_wait_ns());
+        self.settled(id);
         match registered {
             Ok(o) => {
                 tracing::info!(id, name = o.name, class = o.class, "offload registered");
@@ -753,6 +754,15 @@ impl ControlPlane {
                 emit(&msg.reply(error(ErrorCode::Internal, &d)), out)
             }
         }
+    }
+
+    /// Offload `id` was registered or removed here by a client's request: whatever the last
+    /// reconciliation said of it (not served, still to be added, pending at the workers) no
+    /// longer holds.
+    fn settled(&mut self, id: u32) {
+        self.unserved.retain(|o| o.id != id);
+        self.readding.retain(|o| o.id != id);
+        self.shared.pending.done(id, self.readd_wait_ns());
     }
 
     /// Forwarded first: the host agent (the source of truth) must agree before the offload
@@ -775,9 +785,7 @@ impl ControlPlane {
                 return emit(&msg.reply(error(ErrorCode::Internal, d)), out);
             }
         };
-        self.unserved.retain(|o| o.id != id);
-        self.readding.retain(|o| o.id != id);
-        self.shared.pending.done(id, self.readd_wait_ns());
+        self.settled(id);
         match self.shared.registry.unregister(id) {
             Ok(o) => {
                 tracing::info!(id, name = o.name, "offload unregistered");
