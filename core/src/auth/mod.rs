@@ -104,12 +104,25 @@ pub enum AuthError {
 }
 
 /// A key id, its principal and its secret. `Debug` does not print the secret.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Credential {
     pub key_id: u32,
     pub principal: Principal,
     secret: [u8; SECRET_LEN],
+    /// HMAC-SHA256 keyed with the secret (its inner and outer pads hashed): each MAC starts
+    /// from a copy, so it costs two compressions of the message instead of four. A server
+    /// pays one per datagram that names a key, forged ones included.
+    keyed: Hmac<Sha256>,
 }
+
+impl PartialEq for Credential {
+    fn eq(&self, other: &Credential) -> bool {
+        // `keyed` follows from the secret.
+        (self.key_id, self.principal, self.secret) == (other.key_id, other.principal, other.secret)
+    }
+}
+
+impl Eq for Credential {}
 
 impl core::fmt::Debug for Credential {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -123,10 +136,14 @@ impl core::fmt::Debug for Credential {
 impl Credential {
     /// A credential from a secret the caller drew from a cryptographic random source.
     pub fn new(key_id: u32, principal: Principal, secret: [u8; SECRET_LEN]) -> Credential {
+        // HMAC takes keys of any length: this cannot fail.
+        let keyed = <Hmac<Sha256> as Mac>::new_from_slice(&secret)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
         Credential {
             key_id,
             principal,
             secret,
+            keyed,
         }
     }
 
@@ -177,9 +194,7 @@ impl Credential {
     }
 
     fn hmac(&self, nonce: u64, inner: &[u8]) -> Hmac<Sha256> {
-        // HMAC takes keys of any length: this cannot fail.
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+        let mut m = self.keyed.clone();
         m.update(SEAL_DOMAIN);
         m.update(&self.key_id.to_le_bytes());
         m.update(&nonce.to_le_bytes());
@@ -196,8 +211,7 @@ impl Credential {
             Principal::Admin => ANY_TENANT,
             Principal::Tenant(_) => tenant,
         };
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+        let mut m = self.keyed.clone();
         m.update(CAP_DOMAIN);
         m.update(&t.to_le_bytes());
         let mac = m.finalize().into_bytes();
