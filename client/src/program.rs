@@ -117,14 +117,17 @@ fn verify_file(
                     "name": v.name(),
                     "insns": v.insn_count(),
                     "worst_case": v.worst_case_insns(),
+                    "reads_only": v.first_mutating_op().is_none(),
+                    "first_mutating_insn": v.first_mutating_op(),
                 })
                 .to_string()
             } else {
                 format!(
-                    "accepted: {}: {} instructions, worst case {}",
+                    "accepted: {}: {} instructions, worst case {}, {}",
                     printable(v.name()),
                     v.insn_count(),
-                    v.worst_case_insns()
+                    v.worst_case_insns(),
+                    op_kinds(&v)
                 )
             };
             (line, ExitCode::SUCCESS)
@@ -155,6 +158,17 @@ fn verify_file(
             (line, ExitCode::from(1))
         }
     })
+}
+
+/// What a verified program may ask for, as `naam verify` and `offload add --read-only` say it.
+pub(crate) fn op_kinds(v: &naam_core::verifier::VerifiedProgram) -> String {
+    match v.first_mutating_op() {
+        None => "reads only (may be registered --read-only)".into(),
+        Some(i) => format!(
+            "may write (instruction {i} may ask for a WRITE, CAS or FAA: registered \
+             --read-only, such steps are refused)"
+        ),
+    }
 }
 
 /// Reads an object file: a regular file (symlinks followed) of at most

@@ -98,6 +98,13 @@ fn offload_add_with_section_and_bad_objects() {
         ],
     );
     assert!(add.ok, "{}", add.stderr);
+    // Accepted (its CAS steps are refused when they run), but the operator is told now.
+    assert!(
+        add.stderr
+            .contains("warning: three_step: may write (instruction "),
+        "{}",
+        add.stderr
+    );
     let bad = naam(
         &s,
         &["offload", "add", THREE_STEP, "--section", "naam/nope"],

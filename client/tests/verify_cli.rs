@@ -25,6 +25,24 @@ fn accepted_program_exits_0_with_worst_case() {
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("accepted: three_step: "), "{out}");
     assert!(out.contains("instructions, worst case "), "{out}");
+    // Its second step asks for a CAS: not a program to register --read-only.
+    assert!(out.contains("may write (instruction "), "{out}");
+    let (code, out, _) = naam_verify(&[&handler("three_step.bpf.o"), "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["reads_only"], false, "{out}");
+    assert!(v["first_mutating_insn"].is_u64(), "{out}");
+}
+
+#[test]
+fn a_program_that_only_reads_is_said_to() {
+    let sum = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../handlers/examples/sum.bpf.o"
+    );
+    let (code, out, _) = naam_verify(&[sum]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("reads only"), "{out}");
 }
 
 #[test]

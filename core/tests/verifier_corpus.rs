@@ -953,3 +953,106 @@ fn every_accepted_size_fits_the_jit_buffer() {
         println!("{name}: {lo} repetitions ({n} instructions) accepted and compiled");
     }
 }
+
+/// Whether a program may ask for an op other than a READ: what `--read-only` needs proven.
+#[test]
+fn the_ops_a_program_may_ask_for_are_known() {
+    use naam_core::abi::{op, OpKind, OP_SIZE};
+    let kind = |i: usize| (ctx::OPS + i * OP_SIZE + op::KIND) as i16;
+    let cases: Vec<(&str, Vec<I>, Option<usize>)> = vec![
+        (
+            "a READ and no op",
+            vec![
+                st(B, 1, kind(0), OpKind::Read as i32),
+                st(B, 1, kind(1), 0),
+                mov_imm(0, 0),
+                exit(),
+            ],
+            None,
+        ),
+        (
+            "a CAS in the third op",
+            vec![
+                st(B, 1, kind(0), OpKind::Read as i32),
+                st(B, 1, kind(2), OpKind::Cas as i32),
+                mov_imm(0, 0),
+                exit(),
+            ],
+            Some(1),
+        ),
+        (
+            "kind, flags and region of a READ in one 8-byte store",
+            vec![
+                mov_imm(2, 7),
+                alu64_imm(LSH, 2, 32),
+                alu64_imm(OR, 2, OpKind::Read as i32),
+                stx(DW, 1, 2, kind(3)),
+                mov_imm(0, 0),
+                exit(),
+            ],
+            None,
+        ),
+        (
+            "a WRITE in the low byte of a 4-byte store",
+            vec![
+                mov_imm(2, 0x0300 | OpKind::Write as i32),
+                stx(W, 1, 2, kind(1)),
+                mov_imm(0, 0),
+                exit(),
+            ],
+            Some(1),
+        ),
+        (
+            "a kind taken from the arguments",
+            vec![
+                ldx(B, 2, 1, ARGS),
+                stx(B, 1, 2, kind(0)),
+                mov_imm(0, 0),
+                exit(),
+            ],
+            Some(1),
+        ),
+        (
+            "a kind from the arguments, but only ever 0 or 1",
+            vec![
+                ldx(B, 2, 1, ARGS),
+                alu64_imm(AND, 2, 1),
+                stx(B, 1, 2, kind(0)),
+                mov_imm(0, 0),
+                exit(),
+            ],
+            None,
+        ),
+        (
+            "a READ stored at one of several offsets that include an op's kind",
+            vec![
+                ldx(B, 2, 1, ARGS),
+                alu64_imm(AND, 2, 7),
+                alu64_reg(ADD, 2, 1),
+                st(B, 2, kind(0) - 4, OpKind::Read as i32),
+                mov_imm(0, 0),
+                exit(),
+            ],
+            Some(3),
+        ),
+        (
+            "other words of an op, whatever their value",
+            vec![
+                ldx(DW, 2, 1, ARGS),
+                stx(DW, 1, 2, kind(0) + op::OFFSET as i16),
+                stx(W, 1, 2, kind(0) + op::REGION as i16),
+                mov_imm(0, 0),
+                exit(),
+            ],
+            None,
+        ),
+    ];
+    for (name, insns, first) in cases {
+        let v = verify(&program(name, &insns), &VerifierConfig::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(v.first_mutating_op(), first, "{name}");
+    }
+    // The C test program with a CAS in its second step.
+    let v = verify(&c_program("three_step.bpf.o"), &VerifierConfig::default()).unwrap();
+    assert!(v.first_mutating_op().is_some());
+}

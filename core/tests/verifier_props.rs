@@ -3,14 +3,15 @@
 //! (which bounds-checks every access against the context and the stack) without an error,
 //! compiles under the JIT, and JIT and interpreter agree on r0 and the context bytes (unless
 //! it holds the one accepted construct they read differently, see `engines_may_disagree`);
-//! no store changes a byte outside the program's verified store footprint, and a context
+//! no store changes a byte outside the program's verified store footprint nor sets an op's
+//! kind to a mutation when the verifier says it only reads, and a context
 //! reused for another message is the same as a fresh one.
 
 mod common;
 
 use common::gen::{engines_may_disagree, program, Src};
 use common::{engines, random_ctx, run_one};
-use naam_core::abi::{is_writable, Ctx, CTX_SIZE};
+use naam_core::abi::{ctx, is_writable, op, Ctx, OpKind, CTX_SIZE, MAX_OPS, OP_SIZE};
 use naam_core::elf::Program;
 use naam_core::verifier::{verify, VerifierConfig};
 use proptest::prelude::*;
@@ -49,6 +50,18 @@ fn check(input: &[u8]) {
                 "byte {k}, in a read-only field, changed by {:02x?}",
                 prog.insns
             );
+        }
+        // A program proven to ask for READs only never sets an op's kind to anything else.
+        if v.first_mutating_op().is_none() {
+            for o in 0..MAX_OPS {
+                let k = ctx::OPS + o * OP_SIZE + op::KIND;
+                let (before, after) = (ctx.as_bytes()[k], i.1[k]);
+                assert!(
+                    after == before || after == 0 || after == OpKind::Read as u8,
+                    "op {o}'s kind set to {after} by {:02x?}, proven to only read",
+                    prog.insns
+                );
+            }
         }
         let mut reused = Ctx::boxed();
         reused.start(&ctx.as_bytes()[..64]);

@@ -153,4 +153,22 @@ mod tests {
         }
         assert_eq!(BundledOffload::by_id(3), Some(&BTREE_LOOKUP));
     }
+
+    /// The verifier proves what the table says: each read-only offload's program never asks
+    /// for a WRITE, CAS or FAA, and each other one may (else it should be read-only).
+    #[test]
+    fn read_only_offloads_are_proven_to_only_read() {
+        for o in ALL {
+            let p = o
+                .load(&VerifierConfig::default())
+                .expect("bundled offloads verify");
+            assert_eq!(
+                p.first_mutating_op().is_none(),
+                o.read_only,
+                "{}: first mutating op at {:?}",
+                o.name,
+                p.first_mutating_op()
+            );
+        }
+    }
 }

@@ -913,6 +913,17 @@ pub fn register_object(
         Arc::new(verify(&prog, &VerifierConfig::default()).map_err(|e| invalid(e.to_string()))?);
     // Refuse what no worker could compile rather than registering a dead offload.
     CompiledVm::new(verified.clone(), Engine::native()).map_err(|e| invalid(e.to_string()))?;
+    if let (true, Some(insn)) = (
+        spec(&prog.name, from).read_only,
+        verified.first_mutating_op(),
+    ) {
+        // Accepted, as before: its VM refuses those steps (`permission_denied`).
+        tracing::warn!(
+            name = prog.name,
+            insn,
+            "offload registered read-only, but its program may ask for a WRITE, CAS or FAA; such steps will be refused"
+        );
+    }
     let first = apps::offload::FIRST_DYNAMIC;
     let from = from.clamp(first, MAX_OFFLOADS as OffloadId);
     for id in (from..MAX_OFFLOADS as OffloadId).chain(first..from) {

@@ -438,6 +438,9 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
                     file.display()
                 );
             }
+            if *read_only {
+                warn_if_it_writes(&object, section.as_deref());
+            }
             let name = name.clone().unwrap_or_else(|| {
                 let stem = file
                     .file_name()
@@ -612,6 +615,29 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
 /// clients only when every offload on it is read-only), the lowest no offload uses (a new
 /// one), and the lowest the tenant holds (a new class is refused past the host agent's
 /// `--max-classes-per-tenant`).
+/// `offload add --read-only` of a program that may ask for a WRITE, CAS or FAA is accepted
+/// (the server refuses those steps, `permission_denied`), but the operator hears of it now,
+/// not from the first failing call. A program that does not load or verify here is left for
+/// the server to refuse with its reason.
+fn warn_if_it_writes(object: &[u8], section: Option<&str>) {
+    use std::io::Write as _;
+    let Ok(program) = naam_core::elf::load_program(object, section) else {
+        return;
+    };
+    let Ok(v) = naam_core::verifier::verify(&program, &Default::default()) else {
+        return;
+    };
+    if v.first_mutating_op().is_some() {
+        // Not `eprintln!`, which panics when stderr is closed.
+        let _ = writeln!(
+            std::io::stderr(),
+            "naam: warning: {}: {}",
+            v.name().escape_default(),
+            crate::program::op_kinds(&v)
+        );
+    }
+}
+
 fn default_classes(client: &mut Client, read_only: bool) -> anyhow::Result<Vec<u16>> {
     let tenant = client.config().tenant;
     let list = client.list(0)?;

@@ -25,7 +25,9 @@ use super::refine::refine;
 use super::scalar::{gcd, Scalar};
 use super::state::{Reg, Region, Slot, State};
 use super::{fail, Kind, VerifyError};
-use crate::abi::{writable_ranges, CtxWords, CTX_SIZE, STACK_SIZE};
+use crate::abi::{
+    ctx, op, writable_ranges, CtxWords, OpKind, CTX_SIZE, MAX_OPS, OP_SIZE, STACK_SIZE,
+};
 
 /// Where an access may start: offsets `lo ..= hi` of `region` that are `rem` modulo
 /// `stride` (any of them when `stride < 2`).
@@ -66,10 +68,22 @@ enum Flow {
     },
 }
 
-/// Proves every reachable instruction safe; returns the first violation found, or the context
-/// words the program's stores may touch.
-pub fn analyze(cfg: &Cfg) -> Result<CtxWords, VerifyError> {
-    let mut writes = CtxWords::NONE;
+/// What the analysis learnt of a safe program's stores into the context.
+pub struct Stores {
+    /// The context words any store may touch.
+    pub words: CtxWords,
+    /// The first instruction that may set an op's kind to something other than a READ (or
+    /// leave it unknown), if any: a program without one never asks for a WRITE, CAS or FAA.
+    pub first_mutating_op: Option<usize>,
+}
+
+/// Proves every reachable instruction safe; returns the first violation found, or what the
+/// program's stores may touch.
+pub fn analyze(cfg: &Cfg) -> Result<Stores, VerifyError> {
+    let mut writes = Stores {
+        words: CtxWords::NONE,
+        first_mutating_op: None,
+    };
     let n = cfg.insns.len();
     let mut pending: Vec<Option<Box<State>>> = vec![None; n];
     let mut cur: Option<Box<State>> = Some(Box::new(State::entry()));
@@ -108,6 +122,24 @@ pub fn analyze(cfg: &Cfg) -> Result<CtxWords, VerifyError> {
     Ok(writes)
 }
 
+/// Whether a `size`-byte store of `value` at context offset `at` may set an op's kind byte to
+/// something other than 0 (no op) or READ: a WRITE, CAS, FAA or an unknown value.
+fn may_set_mutating_kind(at: usize, size: usize, value: &Reg) -> bool {
+    (0..MAX_OPS)
+        .map(|i| ctx::OPS + i * OP_SIZE + op::KIND)
+        .filter(|&k| at <= k && k < at + size)
+        .any(|k| match value {
+            // The byte's possible values are 0 and READ (1) only when no bit above the
+            // lowest may be set.
+            Reg::Scalar(s) => {
+                let shift = 8 * (k - at);
+                let may_be_set = ((s.bits.value | s.bits.mask) >> shift) & 0xff;
+                may_be_set & !(OpKind::Read as u64) != 0
+            }
+            _ => true,
+        })
+}
+
 fn merge(slot: &mut Option<Box<State>>, st: Box<State>) {
     match slot {
         Some(s) => s.join_from(&st),
@@ -121,7 +153,7 @@ struct Step {
 }
 
 impl Step {
-    fn run(&self, st: &mut State, cfg: &Cfg, writes: &mut CtxWords) -> Result<Flow, VerifyError> {
+    fn run(&self, st: &mut State, cfg: &Cfg, writes: &mut Stores) -> Result<Flow, VerifyError> {
         let insn = &self.insn;
         match insn.class() {
             class::LD => {
@@ -251,7 +283,7 @@ impl Step {
         )
     }
 
-    fn store(&self, st: &mut State, writes: &mut CtxWords) -> Result<(), VerifyError> {
+    fn store(&self, st: &mut State, writes: &mut Stores) -> Result<(), VerifyError> {
         let insn = &self.insn;
         let size = insn.mem_size();
         let value = if insn.class() == class::ST {
@@ -286,7 +318,12 @@ impl Step {
                                     format!("{size}-byte store at context offset {at} (one of [{lo}, {hi}] that are {} modulo {}) touches a read-only field", addr.rem, addr.stride),
                                 );
                             }
-                            writes.mark(at..at + size);
+                            writes.words.mark(at..at + size);
+                            if writes.first_mutating_op.is_none()
+                                && may_set_mutating_kind(at, size, &value)
+                            {
+                                writes.first_mutating_op = Some(self.i);
+                            }
                         }
                     }
                     None => {
@@ -296,7 +333,19 @@ impl Step {
                                 format!("{size}-byte store at context offsets [{lo}, {end}) touches a read-only field"),
                             );
                         }
-                        writes.mark(lo as usize..end);
+                        writes.words.mark(lo as usize..end);
+                        // A store at one of several offsets could put any of its bytes in a
+                        // kind field: only a store at a known offset tells which.
+                        let at = lo as usize;
+                        let kind_inside = (0..MAX_OPS)
+                            .map(|i| ctx::OPS + i * OP_SIZE + op::KIND)
+                            .any(|k| at <= k && k < end);
+                        if writes.first_mutating_op.is_none()
+                            && ((lo != hi && kind_inside)
+                                || may_set_mutating_kind(at, size, &value))
+                        {
+                            writes.first_mutating_op = Some(self.i);
+                        }
                     }
                 }
             }

@@ -87,6 +87,7 @@ pub struct VerifiedProgram {
     insns: Vec<u8>,
     worst_case_insns: u64,
     ctx_writes: CtxWords,
+    first_mutating_op: Option<usize>,
 }
 
 impl VerifiedProgram {
@@ -111,6 +112,13 @@ impl VerifiedProgram {
     /// whole range of offsets the analysis allows it).
     pub fn ctx_writes(&self) -> &CtxWords {
         &self.ctx_writes
+    }
+
+    /// The first instruction that may ask for an op other than a READ (set an op's kind to a
+    /// WRITE, CAS or FAA, or to a value the analysis does not know), if any. `None` proves
+    /// that the program only ever reads: what an offload registered read-only must do.
+    pub fn first_mutating_op(&self) -> Option<usize> {
+        self.first_mutating_op
     }
 }
 
@@ -214,15 +222,19 @@ pub fn verify(program: &Program, cfg: &VerifierConfig) -> Result<VerifiedProgram
         cfg::build(&program.insns, cfg).map_err(with_source)?;
     }
     let result = cfg::build(bytes, cfg).and_then(|structure| {
-        let ctx_writes = check::analyze(&structure)?;
-        Ok((structure.worst_case, ctx_writes))
+        let stores = check::analyze(&structure)?;
+        Ok((structure.worst_case, stores))
     });
     match result {
-        Ok((worst_case_insns, ctx_writes)) => Ok(VerifiedProgram {
+        Ok((worst_case_insns, stores)) => Ok(VerifiedProgram {
             name: program.name.clone(),
             insns: bytes.clone(),
             worst_case_insns,
-            ctx_writes,
+            ctx_writes: stores.words,
+            // Named as the instruction of the program given, as errors are.
+            first_mutating_op: stores
+                .first_mutating_op
+                .map(|i| origin.and_then(|o| o.get(i)).copied().unwrap_or(i)),
         }),
         Err(mut e) => {
             if let Some(&i) = origin.and_then(|o| o.get(e.insn)) {

@@ -76,9 +76,14 @@ fn reg(s: &mut Src) -> u8 {
 }
 
 fn ctx_off(s: &mut Src) -> i16 {
-    match s.u8() % 4 {
+    match s.u8() % 5 {
         0 => s.below(64) as i16,
         1 => (CTX_SIZE as i16) - s.below(24) as i16,
+        // On or just before an op's kind byte (what decides whether it only reads).
+        2 => {
+            (naam_core::abi::ctx::OPS + s.below(4) as usize * naam_core::abi::OP_SIZE) as i16
+                - s.below(8) as i16
+        }
         _ => s.below(CTX_SIZE as u32) as i16,
     }
 }
