@@ -180,7 +180,7 @@ pub(crate) fn read_object(file: &std::path::Path) -> std::io::Result<Vec<u8>> {
 
 /// `text` with its control characters escaped (`\n`, `\u{1b}`): names and source lines come
 /// from the object, and must not move the cursor or colour the terminal.
-fn printable(text: &str) -> String {
+pub(crate) fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() {

@@ -610,11 +610,6 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
     })
 }
 
-/// The classes `naam offload add` tries, in order, when no `--class` is given: the lowest
-/// whose offloads are all the tenant's served ones and of the same mode (a class goes to the
-/// clients only when every offload on it is read-only), the lowest no offload uses (a new
-/// one), and the lowest the tenant holds (a new class is refused past the host agent's
-/// `--max-classes-per-tenant`).
 /// `offload add --read-only` of a program that may ask for a WRITE, CAS or FAA is accepted
 /// (the server refuses those steps, `permission_denied`), but the operator hears of it now,
 /// not from the first failing call. A program that does not load or verify here is left for
@@ -632,12 +627,17 @@ fn warn_if_it_writes(object: &[u8], section: Option<&str>) {
         let _ = writeln!(
             std::io::stderr(),
             "naam: warning: {}: {}",
-            v.name().escape_default(),
+            crate::program::printable(v.name()),
             crate::program::op_kinds(&v)
         );
     }
 }
 
+/// The classes `naam offload add` tries, in order, when no `--class` is given: the lowest
+/// whose offloads are all the tenant's served ones and of the same mode (a class goes to the
+/// clients only when every offload on it is read-only), the lowest no offload uses (a new
+/// one), and the lowest the tenant holds (a new class is refused past the host agent's
+/// `--max-classes-per-tenant`).
 fn default_classes(client: &mut Client, read_only: bool) -> anyhow::Result<Vec<u16>> {
     let tenant = client.config().tenant;
     let list = client.list(0)?;

@@ -125,8 +125,7 @@ pub fn analyze(cfg: &Cfg) -> Result<Stores, VerifyError> {
 /// Whether a `size`-byte store of `value` at context offset `at` may set an op's kind byte to
 /// something other than 0 (no op) or READ: a WRITE, CAS, FAA or an unknown value.
 fn may_set_mutating_kind(at: usize, size: usize, value: &Reg) -> bool {
-    (0..MAX_OPS)
-        .map(|i| ctx::OPS + i * OP_SIZE + op::KIND)
+    op_kind_bytes()
         .filter(|&k| at <= k && k < at + size)
         .any(|k| match value {
             // The byte's possible values are 0 and READ (1) only when no bit above the
@@ -138,6 +137,11 @@ fn may_set_mutating_kind(at: usize, size: usize, value: &Reg) -> bool {
             }
             _ => true,
         })
+}
+
+/// The context offsets of the ops' kind bytes.
+fn op_kind_bytes() -> impl Iterator<Item = usize> {
+    (0..MAX_OPS).map(|i| ctx::OPS + i * OP_SIZE + op::KIND)
 }
 
 fn merge(slot: &mut Option<Box<State>>, st: Box<State>) {
@@ -336,14 +340,12 @@ impl Step {
                         writes.words.mark(lo as usize..end);
                         // A store at one of several offsets could put any of its bytes in a
                         // kind field: only a store at a known offset tells which.
-                        let at = lo as usize;
-                        let kind_inside = (0..MAX_OPS)
-                            .map(|i| ctx::OPS + i * OP_SIZE + op::KIND)
-                            .any(|k| at <= k && k < end);
-                        if writes.first_mutating_op.is_none()
-                            && ((lo != hi && kind_inside)
-                                || may_set_mutating_kind(at, size, &value))
-                        {
+                        let mutating = if lo == hi {
+                            may_set_mutating_kind(lo as usize, size, &value)
+                        } else {
+                            op_kind_bytes().any(|k| lo as usize <= k && k < end)
+                        };
+                        if mutating && writes.first_mutating_op.is_none() {
                             writes.first_mutating_op = Some(self.i);
                         }
                     }
