@@ -178,12 +178,14 @@ pub(crate) fn read_object(file: &std::path::Path) -> std::io::Result<Vec<u8>> {
     naam_core::run_dir::read_regular(file, naam_core::elf::OBJECT_FILE_MAX, "an object file")
 }
 
-/// `text` with its control characters escaped (`\n`, `\u{1b}`): names and source lines come
-/// from the object, and must not move the cursor or colour the terminal.
+/// `text` with its control characters escaped (`\n`, `\u{1b}`), and those that are invisible
+/// or reorder the text (`\u{202e}`, [`naam_core::wire::hides_text`]): names and source lines
+/// come from the object, and must not move the cursor, colour the terminal or read as other
+/// text.
 pub(crate) fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() {
+        if naam_core::wire::hides_text(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);

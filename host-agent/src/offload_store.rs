@@ -24,7 +24,7 @@ use crate::apps::offload::FIRST_DYNAMIC;
 use naam_core::elf::Program;
 use naam_core::pool::{OffloadSpec, Registry};
 use naam_core::verifier::{verify, VerifierConfig};
-use naam_core::wire::program_digest;
+use naam_core::wire::{program_digest, WireError};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -250,8 +250,13 @@ pub fn load_bytes(
         }
         let name = String::from_utf8(unhex(name).ok_or_else(|| bad(n, "name not hex".into()))?)
             .map_err(|_| bad(n, "name not UTF-8".into()))?;
-        // What a REGISTER would have been refused is refused here too.
-        naam_core::wire::check_offload_name(&name).map_err(|e| bad(n, e.to_string()))?;
+        // What a REGISTER would have been refused is refused here too; but a name with an
+        // invisible or reordering character, which REGISTER took until 2026-12-08, is kept
+        // (listings escape them): refusing it would refuse the whole file at the start.
+        match naam_core::wire::check_offload_name(&name) {
+            Err(WireError::ControlChar { .. }) if !name.chars().any(char::is_control) => {}
+            r => r.map_err(|e| bad(n, e.to_string()))?,
+        }
         let insns = unhex(insns).ok_or_else(|| bad(n, "instructions not hex".into()))?;
         let digest =
             u64::from_str_radix(digest, 16).map_err(|_| bad(n, "digest not hex".into()))?;
@@ -530,6 +535,12 @@ mod tests {
                 .unwrap_err();
             assert!(e.to_string().contains(why), "{why}: {e}");
         }
+        // A name REGISTER took before invisible characters were refused is kept.
+        let edited = line.replacen(&name_hex, &hex("zw\u{200b}sp".as_bytes()), 1);
+        std::fs::write(sa.path(), format!("{HEADER_V1}\n{edited}\n")).unwrap();
+        let back = Registry::new();
+        assert_eq!(sa.load(&back, &VerifierConfig::default()).unwrap().count, 1);
+        assert_eq!(back.list()[0].name, "zw\u{200b}sp");
     }
 
     #[test]

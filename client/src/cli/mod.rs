@@ -484,7 +484,7 @@ fn answer(g: &GlobalArgs, client: Client, cmd: &ClientCommand) -> anyhow::Result
                     o.tenant,
                     if o.read_only { "yes" } else { "no" },
                     o.insn_count,
-                    o.name,
+                    crate::program::printable(&o.name),
                     if o.served {
                         ""
                     } else {
@@ -715,7 +715,7 @@ fn offload_show(
         text += &format!(
             "{}: {}  tenant {}  class {}{}{}\n\tinsns {}  worst-case path {}  placed {}\n{nic_text}{host_text}",
             o.id,
-            o.name,
+            crate::program::printable(&o.name),
             o.tenant,
             o.class,
             if o.read_only { "  read-only" } else { "" },

@@ -577,9 +577,9 @@ impl<'a> DescribeRepr<'a> {
     }
 }
 
-/// Names shown in listings are one line of visible text.
+/// Names shown in listings are one line of visible text, in order.
 fn printable(field: &'static str, s: &str) -> Result<(), WireError> {
-    match s.chars().any(char::is_control) {
+    match s.chars().any(super::hides_text) {
         true => Err(WireError::ControlChar { field }),
         false => Ok(()),
     }

@@ -67,6 +67,26 @@ pub const NAME_MAX: usize = 64;
 /// The longest detail text of an error reply, in bytes.
 pub const DETAIL_MAX: usize = 200;
 
+/// Whether `c` may not appear in a name shown in listings: a control character (a tab or a
+/// newline would forge rows), or one that is invisible or reorders the text around it
+/// (zero-width spaces and joiners, bidirectional overrides and isolates, line and paragraph
+/// separators, the soft hyphen), with which one tenant's offload could show as another's
+/// (probe 22).
+pub fn hides_text(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+        )
+}
+
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary: how a
 /// name or an error detail is cut to fit its field.
 pub fn clip_utf8(s: &str, max: usize) -> &str {
@@ -118,8 +138,9 @@ pub enum WireError {
     BadValue { field: &'static str, value: u64 },
     #[error("{field} is not valid UTF-8")]
     BadUtf8 { field: &'static str },
-    /// A name holds a control character (a tab or a newline would forge rows of a listing).
-    #[error("{field} holds a control character")]
+    /// A name holds a character that [`hides_text`]: a control character (a tab or a newline
+    /// would forge rows of a listing), or an invisible or reordering one.
+    #[error("{field} holds a control character, or an invisible or text-reordering one")]
     ControlChar { field: &'static str },
     #[error("buffer of {got} bytes is too small for a {needed}-byte message")]
     BufferTooSmall { needed: usize, got: usize },

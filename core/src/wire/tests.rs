@@ -640,6 +640,12 @@ fn names_with_control_characters_are_refused() {
         ("a\tb", None, "register.name"),
         ("a\nc", None, "register.name"),
         ("ok", Some("naam/x\u{1b}[2J"), "register.section"),
+        // Invisible or reordering: "zw\u{200b}sp" shows as "zwsp", "\u{202e}kcab" as "back".
+        ("zw\u{200b}sp", None, "register.name"),
+        ("\u{202e}kcab", None, "register.name"),
+        ("one\u{2028}two", None, "register.name"),
+        ("soft\u{ad}hyphen", None, "register.name"),
+        ("bom\u{feff}", None, "register.name"),
     ] {
         let reg = RegisterRepr {
             name,
