@@ -1332,3 +1332,106 @@ fn faas_refused_and_lost_are_renumbered_only_when_safe_and_applied_as_acknowledg
         "applied {applied}, acknowledged {acked}, unknown {unknown}"
     );
 }
+
+/// A run directory on a filesystem with no room for the dataplane's reply caches (a small
+/// partition): each worker keeps its cache in memory, says so with the reason, and serves.
+/// Before, the cache files were only sized, not allocated, and the first write into them killed
+/// the dataplane with SIGBUS, with nothing in any log (probe 22).
+#[test]
+fn a_full_run_directory_keeps_the_reply_caches_in_memory_and_serves() {
+    let fs = match naam_deploy::SmallTmpfs::mount(2 << 20) {
+        Ok(fs) => fs,
+        Err(why) => {
+            println!("skipped: no small filesystem to fill ({why})");
+            return;
+        }
+    };
+    let dir = fs.path().join("run");
+    let mut d = deploy(|c| {
+        c.run_dir = Some(dir.clone());
+        c.nic_workers = 2;
+    });
+    let mut m = Mica::new(d.client(patient(ExecMode::Server)).unwrap()).unwrap();
+    for i in 0..300 {
+        m.put(&key(i), &value(i)).unwrap();
+    }
+    for i in 0..300 {
+        assert_eq!(m.get(&key(i)).unwrap(), Some(value(i)), "key{i}");
+    }
+    assert_eq!(d.running(), (true, true), "both processes serve");
+    let log = std::fs::read_to_string(dir.join("dataplane.log")).unwrap();
+    assert!(
+        log.contains("reply cache kept in memory only") && log.contains("No space left"),
+        "{log}"
+    );
+}
+
+/// A persisted area (`--persist`) on a filesystem without room for all of it is refused at
+/// the start, naming the file; it was created sparse, and the host agent (or the dataplane,
+/// writing into it) died with SIGBUS at the first write past the room there was.
+#[test]
+fn a_persisted_area_the_filesystem_has_no_room_for_is_refused_at_the_start() {
+    let fs = match naam_deploy::SmallTmpfs::mount(1 << 20) {
+        Ok(fs) => fs,
+        Err(why) => {
+            println!("skipped: no small filesystem to fill ({why})");
+            return;
+        }
+    };
+    let area = fs.path().join("area");
+    let bins = naam_deploy::Binaries::locate_or_build().unwrap();
+    let cfg = naam_deploy::DeployConfig {
+        mica_keys: 1024,
+        btree_keys: 1024,
+        host_args: vec!["--persist".into(), area.display().to_string()],
+        ..naam_deploy::DeployConfig::default()
+    };
+    let err = match naam_deploy::Deployment::start(bins, cfg) {
+        Ok(_) => panic!("a host agent started with an area its filesystem cannot hold"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains(&area.display().to_string()) && err.contains("no room"),
+        "{err}"
+    );
+}
+
+/// A snapshot its filesystem has no room for: refused `no_space` (not `internal`, which says
+/// the server has a bug), logged, and its half-written `.tmp` removed; it had been left
+/// behind, holding the space every later registration needed to keep the offloads file
+/// (probe 22).
+#[test]
+fn a_snapshot_the_filesystem_has_no_room_for_is_no_space_and_leaves_no_tmp() {
+    let fs = match naam_deploy::SmallTmpfs::mount(1 << 20) {
+        Ok(fs) => fs,
+        Err(why) => {
+            println!("skipped: no small filesystem to fill ({why})");
+            return;
+        }
+    };
+    let dir = fs.path().join("run");
+    let d = deploy(|c| {
+        c.run_dir = Some(dir.clone());
+        c.snapshot = true;
+        // A snapshot of ~2 MB: more than the filesystem holds.
+        c.mica_keys = 16_384;
+    });
+    let e = d.describe("snapshot").unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NoSpace), "{e}");
+    assert!(e.to_string().contains("No space left"), "{e}");
+    let tmp = naam_core::run_dir::beside(&d.snapshot_path(), ".tmp");
+    assert!(!tmp.exists(), "{} left behind", tmp.display());
+    let log = std::fs::read_to_string(dir.join("host-agent.log")).unwrap();
+    assert!(log.contains("snapshot not written"), "{log}");
+    // The space it took is back: an offload can be registered (and kept for restarts).
+    let mut c = d.client(patient(ExecMode::Server)).unwrap();
+    let o = bundled::RECORD;
+    let opts = naam_client::RegisterOptions {
+        name: "after".into(),
+        section: Some(o.section.into()),
+        class: o.class,
+        read_only: true,
+    };
+    let id = c.register(0, naam_handlers::RECORD_OBJECT, &opts).unwrap();
+    assert_eq!(id, bundled::FIRST_DYNAMIC_ID);
+}

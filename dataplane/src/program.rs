@@ -463,6 +463,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
     let s = stop.clone();
     ctrlc::set_handler(move || s.store(true, Ordering::Release))
         .context("installing the SIGINT/SIGTERM handler")?;
+    naam_link::parent::ignore_user_signals().context("ignoring SIGUSR1 and SIGUSR2")?;
     if let Some(pid) = a.parent_pid {
         naam_link::parent::stop_without_parent(pid, stop.clone())
             .context("starting the parent watch")?;

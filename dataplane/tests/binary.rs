@@ -338,7 +338,7 @@ fn a_run_directory_too_long_for_its_sockets_is_refused_with_the_lengths() {
 }
 
 /// A dataplane still waiting for its host agent stops as promptly as one serving: on
-/// SIGTERM, and when its starter is gone (`--parent-pid` naming a process that is not its
+/// SIGTERM (not on SIGUSR1 or SIGUSR2, which it ignores), and when its starter is gone (`--parent-pid` naming a process that is not its
 /// parent). It waited out `--connect-wait-ms` (10 s here) before.
 #[test]
 fn a_dataplane_waiting_for_its_host_agent_stops_at_once_when_asked() {
@@ -369,6 +369,17 @@ fn a_dataplane_waiting_for_its_host_agent_stops_at_once_when_asked() {
     };
     let mut child = start(&[]);
     std::thread::sleep(Duration::from_millis(300));
+    // SIGUSR1 and SIGUSR2 are ignored: by default they ended it, silently (probe 22).
+    for sig in ["-USR1", "-USR2"] {
+        let _ = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "a user signal ended it"
+    );
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

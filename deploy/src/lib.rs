@@ -213,6 +213,9 @@ pub struct DeployConfig {
     pub snapshot: bool,
     /// Both processes serve Prometheus metrics on loopback ([`Deployment::metrics_addrs`]).
     pub metrics: bool,
+    /// The run directory (created if missing; its contents removed with the deployment):
+    /// `None` makes a fresh one under the temporary directory.
+    pub run_dir: Option<PathBuf>,
 }
 
 impl Default for DeployConfig {
@@ -232,6 +235,7 @@ impl Default for DeployConfig {
             persist: false,
             snapshot: false,
             metrics: false,
+            run_dir: None,
         }
     }
 }
@@ -279,11 +283,13 @@ impl Deployment {
         }
         sweep_abandoned(&std::env::temp_dir());
         sweep_abandoned(Path::new("/dev/shm"));
-        let run_dir = std::env::temp_dir().join(format!(
-            "{RUN_DIR_PREFIX}{}-{}",
-            std::process::id(),
-            unique()
-        ));
+        let run_dir = cfg.run_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!(
+                "{RUN_DIR_PREFIX}{}-{}",
+                std::process::id(),
+                unique()
+            ))
+        });
         std::fs::create_dir_all(&run_dir).map_err(|source| DeployError::RunDir {
             path: run_dir.clone(),
             source,
@@ -781,6 +787,53 @@ pub fn sweep_abandoned(dir: &Path) -> usize {
         removed += usize::from(gone.is_ok());
     }
     removed
+}
+
+/// A tmpfs of a few bytes, mounted at a fresh directory under the temporary directory, to
+/// run a deployment on a filesystem that fills up (what an operator's small run-directory
+/// partition does); unmounted and removed on drop.
+pub struct SmallTmpfs {
+    dir: PathBuf,
+}
+
+impl SmallTmpfs {
+    /// Mounts one of `bytes`. `Err` says why when this process may not mount (it takes root
+    /// or `CAP_SYS_ADMIN`), for a test to print as its reason to skip.
+    pub fn mount(bytes: u64) -> Result<SmallTmpfs, String> {
+        let dir =
+            std::env::temp_dir().join(format!("naam-tmpfs-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0700")])
+            .arg("tmpfs")
+            .arg(&dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Ok(SmallTmpfs { dir }),
+            other => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(match other {
+                    Ok(o) => format!(
+                        "mount -t tmpfs: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
+                    Err(e) => format!("mount: {e}"),
+                })
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        // Lazily: a process of the test may still hold a file there.
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }
 
 fn unique() -> u64 {

@@ -16,7 +16,7 @@
 use crate::apps::BUNDLED_TENANT;
 use crate::seqpacket::{poll_readable, SeqConn, SeqListener};
 use crate::stats::bump;
-use crate::{AgentError, HostAgent};
+use crate::{AgentError, HostAgent, LogEvery};
 use naam_core::auth::Principal;
 use naam_core::wire::{clip_utf8, congest_ms, CONGEST_HOST};
 use naam_core::wire::{
@@ -26,7 +26,7 @@ use naam_core::wire::{
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the control loop does after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,13 +40,28 @@ pub const SNAPSHOT: &str = "snapshot";
 pub const SHUTDOWN: &str = "shutdown";
 pub const HOST: &str = "host";
 
+/// Connections the control socket keeps open: the dataplane holds one, each tool one while
+/// it runs. Past this, the one idle the longest is closed for the new one (a dataplane whose
+/// connection was closed makes a new one for its next request).
+pub const MAX_CONNS: usize = 64;
+/// How long the socket stops accepting after an accept failed (out of descriptors): the
+/// connection stays in the backlog, so polling the socket again at once would spin (probe 22:
+/// 100 % of a core and 400 MB of log a minute).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(20);
+/// At most one log line per this about failed accepts (the rest are counted).
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// The listening control socket and its connections.
 pub struct ControlServer {
     listener: SeqListener,
-    conns: Vec<SeqConn>,
+    /// Open connections, each with when it last sent a request.
+    conns: Vec<(SeqConn, Instant)>,
     buf: Vec<u8>,
     out: Vec<u8>,
     ready: Vec<usize>,
+    /// Until when the listener is left out of the poll (after a failed accept).
+    accept_paused: Option<Instant>,
+    accept_errors: LogEvery,
 }
 
 impl ControlServer {
@@ -62,7 +77,43 @@ impl ControlServer {
             buf: vec![0u8; MAX_DATAGRAM + 1],
             out: vec![0u8; MAX_DATAGRAM],
             ready: Vec::new(),
+            accept_paused: None,
+            accept_errors: LogEvery::new(ACCEPT_LOG_EVERY),
         })
+    }
+
+    /// Takes the connections waiting in the backlog (see [`MAX_CONNS`], [`ACCEPT_PAUSE`]).
+    fn accept(&mut self, agent: &HostAgent) {
+        let counters = &agent.shared.stats.control;
+        loop {
+            match self.listener.accept() {
+                Ok(Some(c)) => {
+                    if self.conns.len() >= MAX_CONNS {
+                        let idlest = (0..self.conns.len()).min_by_key(|&i| self.conns[i].1);
+                        if let Some(i) = idlest {
+                            self.conns.swap_remove(i);
+                            bump(&counters.connections_closed_idle, 1);
+                        }
+                    }
+                    self.conns.push((c, Instant::now()));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    bump(&counters.accept_errors, 1);
+                    let now = Instant::now();
+                    self.accept_paused = Some(now + ACCEPT_PAUSE);
+                    if self.accept_errors.due(now) {
+                        tracing::warn!(
+                            error = %e,
+                            open = self.conns.len(),
+                            "control socket cannot accept a connection (accepting again in 20 ms; \
+                             failures counted in control.accept_errors, logged once per 10 s)"
+                        );
+                    }
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -82,33 +133,34 @@ fn serve_with(
     timeout: Duration,
 ) -> Result<Action, AgentError> {
     let mut ready = std::mem::take(&mut s.ready);
+    let listening = s.accept_paused.is_none_or(|t| Instant::now() >= t);
+    if listening {
+        s.accept_paused = None;
+    }
     {
+        // The listener is entry 0; the connections follow it.
         let mut fds = vec![s.listener.as_fd()];
-        fds.extend(s.conns.iter().map(|c| c.as_fd()));
-        poll_readable(&fds, timeout, &mut ready).map_err(|source| AgentError::Io {
+        fds.extend(s.conns.iter().map(|c| c.0.as_fd()));
+        let fds = if listening { &fds[..] } else { &fds[1..] };
+        poll_readable(fds, timeout, &mut ready).map_err(|source| AgentError::Io {
             what: "poll control socket".into(),
             source,
         })?;
+        if !listening {
+            ready.iter_mut().for_each(|i| *i += 1);
+        }
     }
     let mut action = Action::Continue;
     let mut closed = Vec::new();
+    let accepting = ready.first() == Some(&0);
     for &i in &ready {
         if i == 0 {
-            loop {
-                match s.listener.accept() {
-                    Ok(Some(c)) => s.conns.push(c),
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "control accept");
-                        break;
-                    }
-                }
-            }
             continue;
         }
-        let conn = &s.conns[i - 1];
+        let (conn, active) = &mut s.conns[i - 1];
         match conn.recv(&mut s.buf) {
             Ok(Some(n)) => {
+                *active = Instant::now();
                 bump(&agent.shared.stats.control.requests, 1);
                 let (len, a) = handle(agent, &s.buf[..n], &mut s.out);
                 if let Err(e) = conn.send(&s.out[..len]) {
@@ -133,8 +185,31 @@ fn serve_with(
     for i in closed.into_iter().rev() {
         s.conns.swap_remove(i);
     }
+    // After the requests: accepting may close an idle connection, which moves the others.
+    if accepting {
+        s.accept(agent);
+    }
     s.ready = ready;
     Ok(action)
+}
+
+/// The code of a refusal because a file could not be written: `no_space` when its filesystem
+/// is full (the operator's to fix, not a bug of the server: `internal` says that), else
+/// `internal`.
+pub(crate) fn storage_code(e: &(dyn std::error::Error + 'static)) -> ErrorCode {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) {
+                return ErrorCode::NoSpace;
+            }
+        }
+        cause = c.source();
+    }
+    ErrorCode::Internal
 }
 
 /// Answers one control datagram into `out`; returns the reply length.
@@ -195,11 +270,11 @@ pub(crate) fn handle(agent: &HostAgent, req: &[u8], out: &mut [u8]) -> (usize, A
         Body::Register(r) => match register(agent, &r) {
             Ok(id) => match agent.save_offloads(None) {
                 Ok(()) => Body::RegisterReply(OffloadIdRepr { id }),
-                Err(e) => {
+                Err((code, e)) => {
                     let _ = agent.registry.unregister(id);
                     agent.shared.stats.remove_offload(id);
                     detail = format!("not registered: it could not be kept for restarts ({e})");
-                    error_body(ErrorCode::Internal, &detail)
+                    error_body(code, &detail)
                 }
             },
             Err(e) => {
@@ -239,13 +314,13 @@ pub(crate) fn handle(agent: &HostAgent, req: &[u8], out: &mut [u8]) -> (usize, A
                     detail = e.to_string();
                     error_body(ErrorCode::UnknownOffload, &detail)
                 }
-                Err(e) => {
+                Err((code, e)) => {
                     detail = format!(
                         "offload {} not removed: the offloads kept for restarts could not be \
                          rewritten ({e})",
                         r.id
                     );
-                    error_body(ErrorCode::Internal, &detail)
+                    error_body(code, &detail)
                 }
             }
         }
@@ -507,7 +582,7 @@ fn describe(agent: &HostAgent, d: &DescribeRepr<'_>) -> Described {
             )),
             Err(e @ AgentError::NoSnapshotFile) => Err((ErrorCode::Unsupported, e.to_string())),
             // With its causes: "create S.tmp" alone did not say the folder was gone.
-            Err(e) => Err((ErrorCode::Internal, naam_core::with_sources(&e))),
+            Err(e) => Err((storage_code(&e), naam_core::with_sources(&e))),
         },
         SHUTDOWN => {
             agent.shared.stop.store(true, Ordering::Release);

@@ -126,6 +126,30 @@ struct AttachLog {
     quick_leaves: u32,
 }
 
+/// A log line said at most once per period: a condition that repeats every turn of a loop
+/// (out of descriptors) gets one line, not thousands a second (probe 22: 4 GB in 10 min).
+pub(crate) struct LogEvery {
+    every: Duration,
+    last: Option<Instant>,
+}
+
+impl LogEvery {
+    pub(crate) const fn new(every: Duration) -> LogEvery {
+        LogEvery { every, last: None }
+    }
+
+    /// Whether to log now (and, if so, not again for a period).
+    pub(crate) fn due(&mut self, now: Instant) -> bool {
+        let due = self
+            .last
+            .is_none_or(|t| now.duration_since(t) >= self.every);
+        if due {
+            self.last = Some(now);
+        }
+        due
+    }
+}
+
 /// A dataplane gone this soon after attaching did not start serving.
 const QUICK_LEAVE: Duration = Duration::from_secs(1);
 
@@ -596,15 +620,15 @@ impl HostAgent {
     /// Saves the run-time offloads (when the data outlives this process), `without` one
     /// about to be removed. On failure the caller undoes (or does not make) its change and
     /// answers the error: a change that would not survive a restart is not acknowledged.
-    pub(crate) fn save_offloads(&self, without: Option<u32>) -> Result<(), String> {
+    pub(crate) fn save_offloads(&self, without: Option<u32>) -> Result<(), (ErrorCode, String)> {
         let Some(store) = &self.offloads else {
             return Ok(());
         };
         let next = self.next_offload.load(std::sync::atomic::Ordering::Relaxed);
         store.save(&self.registry, without, next).map_err(|e| {
-            let e = naam_core::with_sources(&e);
-            tracing::error!(error = %e, "run-time offloads not saved");
-            e
+            let text = naam_core::with_sources(&e);
+            tracing::error!(error = %text, "run-time offloads not saved");
+            (control::storage_code(&e), text)
         })
     }
 
@@ -694,6 +718,7 @@ impl HostAgent {
         let publisher = self.host.load_publisher();
         let mut sockets = SocketWatch::default();
         let mut attaches = AttachLog::default();
+        let mut link_errors = LogEvery::new(Duration::from_secs(10));
         while !stop.load(Ordering::Relaxed) && !self.shared.stop.load(Ordering::Relaxed) {
             sockets.look(&self.cfg);
             match self.host.poll_peer() {
@@ -703,7 +728,12 @@ impl HostAgent {
                 }
                 Ok(naam_link::PeerEvent::Disconnected) => attaches.gone(Instant::now()),
                 Ok(naam_link::PeerEvent::Nothing) => {}
-                Err(e) => tracing::warn!(error = %e, "link socket"),
+                Err(e) => {
+                    stats::bump(&self.shared.stats.control.link_errors, 1);
+                    if link_errors.due(Instant::now()) {
+                        tracing::warn!(error = %naam_core::with_sources(&e), "link socket (counted in control.link_errors, logged once per 10 s)");
+                    }
+                }
             }
             publisher.heartbeat(naam_link::now_ns());
             if let Some(mut m) = self.metrics.take() {
@@ -736,7 +766,20 @@ impl HostAgent {
             .as_ref()
             .ok_or(AgentError::NoSnapshotFile)?;
         let tmp = naam_core::run_dir::beside(path, ".tmp");
-        let f = private_file::create(&tmp).map_err(io_err(format!("create {}", tmp.display())))?;
+        private_file::discard_on_error(&tmp, || self.write_snapshot_to(path, &tmp)).inspect_err(
+            |e| {
+                tracing::error!(path = %path.display(), error = %naam_core::with_sources(e), "snapshot not written (the previous one, if any, is kept)");
+            },
+        )
+    }
+
+    /// [`HostAgent::write_snapshot`] through `tmp`.
+    fn write_snapshot_to(
+        &self,
+        path: &std::path::Path,
+        tmp: &std::path::Path,
+    ) -> Result<SnapshotWritten, AgentError> {
+        let f = private_file::create(tmp).map_err(io_err(format!("create {}", tmp.display())))?;
         let mut w = std::io::BufWriter::new(f);
         let (regions, cut, f) = {
             // The cut: the host workers parked, and the dataplane (whose handlers write host
@@ -763,7 +806,7 @@ impl HostAgent {
         };
         f.sync_all().map_err(io_err("sync snapshot"))?;
         let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
-        std::fs::rename(&tmp, path).map_err(io_err(format!("rename to {}", path.display())))?;
+        std::fs::rename(tmp, path).map_err(io_err(format!("rename to {}", path.display())))?;
         tracing::info!(path = %path.display(), regions, bytes, cut, "snapshot written");
         Ok(SnapshotWritten {
             regions,

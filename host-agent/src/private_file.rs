@@ -18,12 +18,28 @@ pub(crate) fn create(tmp: &Path) -> std::io::Result<File> {
 }
 
 /// Replaces `path` with `bytes`: written to `tmp` ([`create`]), synced, renamed over `path`,
-/// so a reader never sees half of it.
+/// so a reader never sees half of it. A failure removes `tmp` ([`discard_on_error`]).
 pub(crate) fn replace(path: &Path, tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = create(tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(tmp, path)
+    discard_on_error(tmp, || {
+        let mut f = create(tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(tmp, path)
+    })
+}
+
+/// Runs `write`, which fills `tmp` and renames it into place; when it fails, removes what it
+/// left of `tmp`: a half-written copy on a full filesystem holds the space every later
+/// write needs (probe 22: a 2 MB snapshot's `.tmp` then failed every registration).
+pub(crate) fn discard_on_error<T, E>(
+    tmp: &Path,
+    write: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    let r = write();
+    if r.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    r
 }
 
 /// Opens (creating, mode 0600) and locks `path` for this process (`flock`, released when the

@@ -168,6 +168,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
     ] {
         signal_hook::flag::register(sig, stop.clone()).context("install signal handler")?;
     }
+    naam_link::parent::ignore_user_signals().context("ignoring SIGUSR1 and SIGUSR2")?;
     if let Some(pid) = parent {
         naam_link::parent::stop_without_parent(pid, stop.clone())
             .context("starting the parent watch")?;

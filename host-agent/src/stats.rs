@@ -92,6 +92,14 @@ counters!(
         /// Replies that could not be sent: the client does not read them (its connection is
         /// closed then, one log line, rather than a line per request).
         replies_unsent,
+        /// Connections closed, the one idle the longest, to take a new one past
+        /// `control::MAX_CONNS`.
+        connections_closed_idle,
+        /// Connections that could not be accepted (out of descriptors, say).
+        accept_errors,
+        /// Errors of the link socket (where dataplanes attach): accepting one, or its
+        /// handshake.
+        link_errors,
     }
 );
 

@@ -273,7 +273,7 @@ fn serve(
             }
             Err(e) => {
                 bump(&counters.link_errors, 1);
-                tracing::warn!(qp = port.qp.index(), error = %e, "reply send failed; kept");
+                tracing::warn!(qp = port.qp.index(), error = %naam_core::with_sources(&e), "reply send failed; kept");
                 return 0;
             }
         }
@@ -291,7 +291,7 @@ fn serve(
             }
             Err(e) => {
                 bump(&counters.link_errors, 1);
-                tracing::warn!(qp = port.qp.index(), error = %e, "ring receive failed");
+                tracing::warn!(qp = port.qp.index(), error = %naam_core::with_sources(&e), "ring receive failed");
                 break;
             }
         };
@@ -316,7 +316,7 @@ fn serve(
                         bump(&counters.reply_ring_full, 1);
                     } else {
                         bump(&counters.link_errors, 1);
-                        tracing::warn!(qp = port.qp.index(), error = %e, "reply send failed; kept");
+                        tracing::warn!(qp = port.qp.index(), error = %naam_core::with_sources(&e), "reply send failed; kept");
                     }
                     port.held = Some(len);
                     break;

@@ -66,6 +66,13 @@ impl MappedFile {
                 .and_then(|_| file.set_len(len))
                 .map_err(io("size a mapped file"))?;
         }
+        // Also a file reopened: an earlier version left it sparse.
+        sys::allocate(file.as_fd(), len).map_err(|e| {
+            LinkError::io("allocate a mapped file")(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", path.display()),
+            ))
+        })?;
         let fd = OwnedFd::from(file);
         let len_usize = usize::try_from(len).map_err(|_| LinkError::Layout {
             reason: "mapped file larger than the address space",

@@ -20,6 +20,15 @@ pub fn tell_starter(line: &str) {
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
+/// Ignores SIGUSR1 and SIGUSR2, whose default action ends the process: an operator who sends
+/// one expecting a log reopen or a status dump (as other daemons do) killed the host agent
+/// without its snapshot and the dataplane mid-request, with nothing in either log (probe
+/// 22). Neither daemon uses them.
+pub fn ignore_user_signals() -> std::io::Result<()> {
+    crate::sys::ignore_signal(libc::SIGUSR1)?;
+    crate::sys::ignore_signal(libc::SIGUSR2)
+}
+
 /// Sets `stop` (as SIGTERM does) once process `parent` is no longer this process's parent —
 /// it exited and this one was handed to init or a subreaper — or at once when it already is
 /// not because it is gone (it died before this process looked). Watches from a thread of its

@@ -76,6 +76,16 @@ pub fn open_private(path: &std::path::Path, flags: i32) -> io::Result<std::fs::F
         .open(path)
 }
 
+/// Sets the disposition of signal `sig` to "ignore" (signal(2) with `SIG_IGN`).
+pub fn ignore_signal(sig: i32) -> io::Result<()> {
+    // SAFETY: installs the SIG_IGN disposition, so no handler code of ours ever runs for it;
+    // the call has no memory arguments.
+    if unsafe { libc::signal(sig, libc::SIG_IGN) } == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Takes an exclusive advisory lock on `fd`'s file without waiting (flock(2)); it is released
 /// when the last descriptor of this open file closes. `Ok(false)`: another holds it.
 pub fn try_lock_exclusive(fd: BorrowedFd<'_>) -> io::Result<bool> {
@@ -89,6 +99,22 @@ pub fn try_lock_exclusive(fd: BorrowedFd<'_>) -> io::Result<bool> {
         Ok(false)
     } else {
         Err(e)
+    }
+}
+
+/// Gives the first `len` bytes of `fd`'s file storage now (posix_fallocate(3)), so that no
+/// write through a mapping of it can fail later: a file only sized (`set_len`) is sparse, and
+/// the first store to a page its filesystem has no room for kills the process with SIGBUS
+/// (a full tmpfs under the run directory, probe 22). Fails with `ENOSPC` when there is no
+/// room now.
+pub fn allocate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: plain library call on a descriptor the caller borrows for the call.
+    let r = unsafe { libc::posix_fallocate(fd.as_raw_fd(), 0, len) };
+    // It returns the error number rather than setting errno.
+    match r {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
     }
 }
 

@@ -51,7 +51,8 @@ pub enum ErrorCode {
     OutcomeUnknown = 34,
     /// Register: the ELF object did not load or did not verify (the detail says why).
     InvalidProgram = 48,
-    /// Register: no room for another offload.
+    /// No room: for another offload (register), or on the filesystem of a file the request
+    /// must write (the snapshot, the offloads kept for restarts).
     NoSpace = 49,
     /// This endpoint does not handle this kind of message.
     Unsupported = 50,

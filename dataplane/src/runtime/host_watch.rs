@@ -67,9 +67,9 @@ pub(super) fn connect_with_wait(
                     // Another dataplane attached is not a host agent starting: said louder,
                     // it lasts until that one stops.
                     if matches!(e, naam_link::LinkError::PeerTaken { .. }) {
-                        tracing::warn!(path = %path.display(), error = %e, wait_ms = wait.as_millis() as u64, "waiting for the other dataplane to stop");
+                        tracing::warn!(path = %path.display(), error = %naam_core::with_sources(&e), wait_ms = wait.as_millis() as u64, "waiting for the other dataplane to stop");
                     } else {
-                        tracing::info!(path = %path.display(), error = %e, "waiting for the host agent");
+                        tracing::info!(path = %path.display(), error = %naam_core::with_sources(&e), "waiting for the host agent");
                     }
                     logged = true;
                 }
@@ -132,7 +132,12 @@ pub(super) struct HostWatch {
     /// Not before this instant (a failed reconciliation is tried again, spaced out: each try
     /// can wait the host agent's control timeout).
     pub(super) reconcile_after_ns: u64,
+    /// The last failure of a reconnection logged, and when.
+    failure_said: Option<(String, u64)>,
 }
+
+/// How often the same failure to reconnect is logged again.
+const FAILURE_SAID_EVERY_NS: u64 = 30_000_000_000;
 
 impl HostWatch {
     pub(super) fn new(dir_epoch: u64) -> HostWatch {
@@ -144,6 +149,7 @@ impl HostWatch {
             refused_in_a_row: 0,
             reconciled: false,
             reconcile_after_ns: 0,
+            failure_said: None,
         }
     }
 
@@ -241,7 +247,21 @@ impl HostWatch {
                     );
                 }
                 Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "reconnect attempt failed");
+                    // No host agent there yet is the usual case, not worth a line; anything
+                    // else (out of descriptors, no permission) is what keeps this dataplane
+                    // detached, said once per failure and again every half minute (probe 22:
+                    // it was never said).
+                    let text = e.to_string();
+                    let said = self.failure_said.as_ref().is_some_and(|(t, at)| {
+                        *t == text && now.saturating_sub(*at) < FAILURE_SAID_EVERY_NS
+                    });
+                    let usual = matches!(e, naam_link::LinkError::Io { .. }) && e.may_pass();
+                    if usual || said {
+                        tracing::debug!(error = %naam_core::with_sources(&e), "reconnect attempt failed");
+                    } else {
+                        tracing::warn!(error = %naam_core::with_sources(&e), "cannot reconnect to the host agent (tried again every few ms; the same failure is logged once per 30 s)");
+                        self.failure_said = Some((text, now));
+                    }
                     self.reconnect = None;
                     self.not_refused(shared);
                 }
@@ -270,6 +290,7 @@ impl HostWatch {
                     shared.host_suspect.store(false, Ordering::Release);
                     shared.host_up.store(true, Ordering::Release);
                     tracing::info!(generation, qps, "reconnected to the host agent");
+                    self.failure_said = None;
                     self.reconciled = false;
                     self.reconcile_after_ns = 0;
                     return;

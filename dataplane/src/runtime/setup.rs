@@ -573,7 +573,7 @@ fn run_worker(
     let mut qp = match first {
         Some(Ok(q)) => q,
         Some(Err(e)) => {
-            tracing::error!(worker = w, error = %e, "no link queue pair");
+            tracing::error!(worker = w, error = %naam_core::with_sources(&e), "no link queue pair");
             return;
         }
         None => return,
@@ -591,7 +591,9 @@ fn run_worker(
                         generation = g;
                         tracing::info!(worker = w, generation = g, "worker on the new link");
                     }
-                    Err(e) => tracing::warn!(worker = w, error = %e, "new link: no queue pair"),
+                    Err(e) => {
+                        tracing::warn!(worker = w, error = %naam_core::with_sources(&e), "new link: no queue pair")
+                    }
                 }
             }
         }

@@ -269,6 +269,10 @@ impl ShmHost {
                     "{len} bytes, shorter than its header page: truncated"
                 )));
             }
+            // Its pages are written in place: all of them backed now, or a clear refusal
+            // (not a SIGBUS at the first write to a hole once the filesystem is full).
+            sys::allocate(fd.as_fd(), len)
+                .map_err(|e| refuse(format!("no room for all of it ({e})")))?;
             let map = sys::Mapping::map(fd.as_fd(), len as usize, false).map_err(io("mmap"))?;
             let hdr_view = map.view(0, layout::PAGE).ok_or(LinkError::Layout {
                 reason: "no header page",
@@ -294,6 +298,8 @@ impl ShmHost {
         file.set_len(0)
             .and_then(|_| file.set_len(layout.total_len))
             .map_err(io("size"))?;
+        sys::allocate(file.as_fd(), layout.total_len)
+            .map_err(|e| refuse(format!("no room for it ({e})")))?;
         let fd = OwnedFd::from(file);
         let map =
             sys::Mapping::map(fd.as_fd(), layout.total_len as usize, false).map_err(io("mmap"))?;
@@ -506,7 +512,9 @@ impl ShmHost {
         if let Some((s, _)) = &self.peer {
             if sys::peer_hung_up(s.as_fd()) {
                 self.peer = None;
-                tracing::warn!("dataplane disconnected; waiting for the next one");
+                // The host agent says it (once, not for every quick retry of a dataplane
+                // that cannot use it).
+                tracing::debug!("dataplane disconnected; waiting for the next one");
                 return Ok(PeerEvent::Disconnected);
             }
         }

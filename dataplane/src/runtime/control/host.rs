@@ -163,13 +163,13 @@ impl ControlPlane {
                 // next time (a stall does not reconnect, so marked unserved it would stay
                 // so), unless that keeps failing.
                 Err(FetchError::Unreachable(e)) if self.readd_failures < READD_TRIES => {
-                    tracing::debug!(id = h.id, error = %e, "host agent unreachable; the offload is fetched later");
+                    tracing::debug!(id = h.id, error = %naam_core::with_sources(&e), "host agent unreachable; the offload is fetched later");
                     self.readd_failures += 1;
                     self.readding.push_front(h);
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(id = h.id, error = %e, "could not fetch the host agent's offload");
+                    tracing::warn!(id = h.id, error = %naam_core::with_sources(&e), "could not fetch the host agent's offload");
                     self.unserved.push(OffloadInfo { served: false, ..h });
                 }
             }

@@ -860,7 +860,7 @@ fn reply_cache(cfg: &WorkerConfig) -> ReplyCache {
             tracing::warn!(
                 worker = cfg.id,
                 path = %path.display(),
-                error = %e,
+                error = %naam_core::with_sources(&e),
                 "reply cache kept in memory only: after a restart, retransmissions of earlier mutations would run again"
             );
             ReplyCache::new(cfg.dedup_entries, cfg.dedup_retain_ns)
