@@ -1333,18 +1333,22 @@ fn faas_refused_and_lost_are_renumbered_only_when_safe_and_applied_as_acknowledg
     );
 }
 
+/// A filesystem of `bytes` to fill, or `None` (the reason printed: the test is skipped) where
+/// this process may not mount one.
+fn small_fs(bytes: u64) -> Option<naam_deploy::SmallTmpfs> {
+    naam_deploy::SmallTmpfs::mount(bytes)
+        .map_err(|why| println!("skipped: no small filesystem to fill ({why})"))
+        .ok()
+}
+
 /// A run directory on a filesystem with no room for the dataplane's reply caches (a small
 /// partition): each worker keeps its cache in memory, says so with the reason, and serves.
 /// Before, the cache files were only sized, not allocated, and the first write into them killed
 /// the dataplane with SIGBUS, with nothing in any log (probe 22).
 #[test]
 fn a_full_run_directory_keeps_the_reply_caches_in_memory_and_serves() {
-    let fs = match naam_deploy::SmallTmpfs::mount(2 << 20) {
-        Ok(fs) => fs,
-        Err(why) => {
-            println!("skipped: no small filesystem to fill ({why})");
-            return;
-        }
+    let Some(fs) = small_fs(2 << 20) else {
+        return;
     };
     let dir = fs.path().join("run");
     let mut d = deploy(|c| {
@@ -1371,12 +1375,8 @@ fn a_full_run_directory_keeps_the_reply_caches_in_memory_and_serves() {
 /// writing into it) died with SIGBUS at the first write past the room there was.
 #[test]
 fn a_persisted_area_the_filesystem_has_no_room_for_is_refused_at_the_start() {
-    let fs = match naam_deploy::SmallTmpfs::mount(1 << 20) {
-        Ok(fs) => fs,
-        Err(why) => {
-            println!("skipped: no small filesystem to fill ({why})");
-            return;
-        }
+    let Some(fs) = small_fs(1 << 20) else {
+        return;
     };
     let area = fs.path().join("area");
     let bins = naam_deploy::Binaries::locate_or_build().unwrap();
@@ -1402,12 +1402,8 @@ fn a_persisted_area_the_filesystem_has_no_room_for_is_refused_at_the_start() {
 /// (probe 22).
 #[test]
 fn a_snapshot_the_filesystem_has_no_room_for_is_no_space_and_leaves_no_tmp() {
-    let fs = match naam_deploy::SmallTmpfs::mount(1 << 20) {
-        Ok(fs) => fs,
-        Err(why) => {
-            println!("skipped: no small filesystem to fill ({why})");
-            return;
-        }
+    let Some(fs) = small_fs(1 << 20) else {
+        return;
     };
     let dir = fs.path().join("run");
     let d = deploy(|c| {
