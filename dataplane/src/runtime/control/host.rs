@@ -57,7 +57,7 @@ impl ControlPlane {
             // Not listed: its offloads may be any run-time id (`host_unavailable`, retry)
             // until a listing succeeds.
             let unlisted = || self.shared.pending.unlisted();
-            let Ok(reply) = self.host.request(&buf[..n]) else {
+            let Ok(reply) = self.host.request_while(&buf[..n], &*self.host_live) else {
                 unlisted();
                 return None;
             };
@@ -212,7 +212,7 @@ impl ControlPlane {
             let n = req.emit(&mut buf).map_err(|e| refused(e.to_string()))?;
             let reply = self
                 .host
-                .request(&buf[..n])
+                .request_while(&buf[..n], &*self.host_live)
                 .map_err(FetchError::Unreachable)?;
             let piece = match Message::parse(reply).map(|m| m.body) {
                 Ok(Body::FetchReply(p)) if p.start == start => p,
@@ -311,7 +311,7 @@ impl ControlPlane {
                     let Ok(sealed) = key.seal(nonce, &buf[..n]) else {
                         break;
                     };
-                    let Ok(reply) = self.host.request(&sealed) else {
+                    let Ok(reply) = self.host.request_while(&sealed, &*self.host_live) else {
                         return;
                     };
                     let next = match Message::parse(reply).map(|m| m.body) {

@@ -188,8 +188,12 @@ pub struct ControlPlane {
     /// How many of them were built (`ctl.stats_lists_built`), kept here because
     /// `stats_lists` is out of `self` while a list is built from the counters.
     stats_lists_built: u64,
-    /// Whether the host agent answers now (its heartbeat is fresh): a forwarded request stops
-    /// waiting for its reply as soon as it does not. Always true until the runtime sets it.
+    /// Whether the host agent answers now (its heartbeat is fresh): a forwarded request, and
+    /// this thread's own at a (re)connection (the listing, fetches, the descriptions), stop
+    /// waiting for their reply as soon as it does not. Those own requests waited out the
+    /// whole timeout (2 s) when the host agent stalled right then, and the control port
+    /// answered nothing meanwhile (a CI run: `naam get` timed out during a stall). Always
+    /// true until the runtime sets it.
     pub host_live: Box<dyn Fn() -> bool + Send>,
     /// The host agent's per-offload counters (`offload.ID.host_*`), as last read by
     /// [`watch_host_counters`] on its own thread (a stalled host never blocks this one).
