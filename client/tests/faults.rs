@@ -1379,14 +1379,10 @@ fn a_persisted_area_the_filesystem_has_no_room_for_is_refused_at_the_start() {
         return;
     };
     let area = fs.path().join("area");
-    let bins = naam_deploy::Binaries::locate_or_build().unwrap();
-    let cfg = naam_deploy::DeployConfig {
-        mica_keys: 1024,
-        btree_keys: 1024,
-        host_args: vec!["--persist".into(), area.display().to_string()],
-        ..naam_deploy::DeployConfig::default()
+    let persist = |c: &mut naam_deploy::DeployConfig| {
+        c.host_args = vec!["--persist".into(), area.display().to_string()];
     };
-    let err = match naam_deploy::Deployment::start(bins, cfg) {
+    let err = match real::try_deploy(persist) {
         Ok(_) => panic!("a host agent started with an area its filesystem cannot hold"),
         Err(e) => format!("{e:#}"),
     };

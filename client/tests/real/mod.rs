@@ -10,6 +10,13 @@ use std::time::{Duration, Instant};
 
 /// A deployment with small applications (fast to build) and the given changes.
 pub fn deploy(change: impl FnOnce(&mut DeployConfig)) -> Deployment {
+    try_deploy(change).expect("deployment starts")
+}
+
+/// [`deploy`], or why it did not start.
+pub fn try_deploy(
+    change: impl FnOnce(&mut DeployConfig),
+) -> Result<Deployment, naam_deploy::DeployError> {
     let bins = Binaries::locate_or_build().expect("the host agent and dataplane programs");
     let mut cfg = DeployConfig {
         mica_keys: 1024,
@@ -17,7 +24,7 @@ pub fn deploy(change: impl FnOnce(&mut DeployConfig)) -> Deployment {
         ..DeployConfig::default()
     };
     change(&mut cfg);
-    Deployment::start(bins, cfg).expect("deployment starts")
+    Deployment::start(bins, cfg)
 }
 
 /// A client that sends every message to the server and retries lost ones generously: a
